@@ -1,0 +1,423 @@
+"""The `rerank-eval` command line (Typer).
+
+Every command turns a `UserError` into one line on stderr and exit code 2; nothing the user can
+fix ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from rerank_eval.config import BenchmarkConfig, load_config
+from rerank_eval.errors import UserError
+
+app = typer.Typer(
+    help="Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables keep their full width when written to a file or a pipe.
+console = Console() if Console().is_terminal else Console(width=200)
+error_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print a UserError as one line and exit 2; Ctrl-C exits 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            error_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error_console.print("interrupted; nothing was published", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- options shared by the benchmark commands --------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=(
+            "A benchmarks YAML file with your own suites and presets (default: the packaged benchmarks.yaml)."
+        ),
+    ),
+]
+DatasetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--datasets",
+        "--languages",
+        "-d",
+        help=(
+            "Comma-separated dataset keys (or groups such as cqadupstack, or "
+            "MIRACL language codes); default: the whole suite."
+        ),
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "A preset name, a Hub model id or a checkpoint directory; default: the "
+            "config's default model (jina-reranker-v3)."
+        ),
+    ),
+]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--family",
+        help="Reranker family when --model is neither a preset nor recognisable from its config.json.",
+    ),
+]
+TopKOpt = Annotated[
+    int | None, typer.Option("--top-k", help="Candidates reranked per query (default from the config: 100).")
+]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option("--metric", help="An ir_measures measure, repeatable (default from the config: nDCG@10)."),
+]
+RunOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--run", help="KEY=PATH: a TREC run file to use as the first stage of dataset KEY; repeatable."
+    ),
+]
+RunsDirOpt = Annotated[
+    Path | None,
+    typer.Option("--runs-dir", help="A folder of TREC run files, one per dataset, named by --run-pattern."),
+]
+RunPatternOpt = Annotated[
+    str,
+    typer.Option(
+        "--run-pattern",
+        help="File name pattern inside --runs-dir; {key} is the dataset key, {name} its Pyserini name.",
+    ),
+]
+FirstStageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--first-stage",
+        help=(
+            "Use this first stage (a first_stages entry, e.g. bm25s for the "
+            "built-in BM25) instead of each dataset's default."
+        ),
+    ),
+]
+OrderOpt = Annotated[
+    str,
+    typer.Option(
+        "--candidate-order",
+        help="Order candidates are shown to the model: first-stage, reversed or shuffled:SEED.",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Result folder (default: results/<model>-<suite>-<time>)."),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cuda, cuda:1, cpu, ... (default: CUDA when available).")
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)."),
+]
+SettingOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="NAME=VALUE model setting, e.g. --set max_doc_length=1024; repeatable."),
+]
+
+
+def _parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{what} expects NAME=VALUE, got {pair!r}")
+        parsed[key] = value
+    return parsed
+
+
+def _setting_value(text: str) -> Any:
+    """Model settings on the command line: integers, floats, booleans, none, or text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _default_out(model: str, suite: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe_model = Path(model.rstrip("/")).name if Path(model).exists() else model.replace("/", "_")
+    return Path("results") / f"{safe_model}-{suite}-{stamp}"
+
+
+def _benchmark(
+    suite: str,
+    config: Path | None,
+    datasets: str | None,
+    model: str | None,
+    family: str | None,
+    top_k: int | None,
+    metric: list[str] | None,
+    run: list[str] | None,
+    runs_dir: Path | None,
+    run_pattern: str,
+    first_stage: str | None,
+    candidate_order: str,
+    out: Path | None,
+    device: str | None,
+    dtype: str | None,
+    setting: list[str] | None,
+) -> None:
+    from rerank_eval.firststage import RunLocation
+    from rerank_eval.report import Report
+    from rerank_eval.rerankers import load_reranker
+    from rerank_eval.results import load_result
+    from rerank_eval.runner import CandidateOrder, RunPlan, execute
+
+    cfg = load_config(config)
+    suite_spec = cfg.suite(suite)
+    selected = suite_spec.select([d.strip() for d in datasets.split(",") if d.strip()] if datasets else None)
+    model_name = model or cfg.default_model
+    plan = RunPlan(
+        config=cfg,
+        suite=suite_spec,
+        datasets=selected,
+        top_k=top_k or cfg.top_k,
+        metrics=list(metric or cfg.metrics),
+        candidate_order=CandidateOrder.parse(candidate_order),
+        runs=RunLocation(
+            overrides={k: Path(v) for k, v in _parse_pairs(run, "--run").items()},
+            folder=runs_dir,
+            pattern=run_pattern,
+        ),
+        first_stage_override=first_stage,
+    )
+    plan.validate()
+    destination = out or _default_out(model_name, suite)
+    settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
+    reranker = load_reranker(model_name, device=device, dtype=dtype, family=family, config=cfg, **settings)
+    folder = execute(plan, reranker, destination, sys.argv)
+    saved = load_result(folder)
+    console.print(Report(saved.manifest, saved.per_query).table())
+    console.print(f"results: {folder}")
+
+
+def _benchmark_command(suite: str | None) -> Callable[..., None]:
+    """A benchmark command bound to a suite (beir, miracl) or taking it as argument (run)."""
+
+    @user_errors
+    def command(
+        suite_name: Annotated[
+            str, typer.Argument(metavar="SUITE", help="A suite of the config, e.g. beir or miracl.")
+        ],
+        datasets: DatasetsOpt = None,
+        model: ModelOpt = None,
+        family: FamilyOpt = None,
+        top_k: TopKOpt = None,
+        metric: MetricOpt = None,
+        run: RunOpt = None,
+        runs_dir: RunsDirOpt = None,
+        run_pattern: RunPatternOpt = "{key}.trec",
+        first_stage: FirstStageOpt = None,
+        candidate_order: OrderOpt = "first-stage",
+        out: OutOpt = None,
+        config: ConfigOpt = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
+        setting: SettingOpt = None,
+    ) -> None:
+        _benchmark(
+            suite_name,
+            config,
+            datasets,
+            model,
+            family,
+            top_k,
+            metric,
+            run,
+            runs_dir,
+            run_pattern,
+            first_stage,
+            candidate_order,
+            out,
+            device,
+            dtype,
+            setting,
+        )
+
+    if suite is None:
+        return command
+
+    @functools.wraps(command)
+    def bound(**kwargs: Any) -> None:
+        command(suite, **kwargs)
+
+    signature = inspect.signature(command, eval_str=True)
+    parameters = [p for name, p in signature.parameters.items() if name != "suite_name"]
+    bound.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    bound.__annotations__ = {p.name: p.annotation for p in parameters}
+    return bound
+
+
+app.command(
+    "beir",
+    help=(
+        "Rerank BEIR (default: the published BM25 flat runs as first stage) "
+        "and print nDCG@10 per dataset with the BEIR-13 average."
+    ),
+)(_benchmark_command("beir"))
+app.command(
+    "miracl",
+    help=(
+        "Rerank MIRACL dev per language (select with --languages) and print "
+        "nDCG@10 per language with the average."
+    ),
+)(_benchmark_command("miracl"))
+app.command("run", help="Rerank any suite of the config (yours with --config) and print its table.")(
+    _benchmark_command(None)
+)
+
+
+@app.command("export")
+@user_errors
+def export(
+    result: Annotated[Path, typer.Argument(help="A result folder written by a benchmark command.")],
+    csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Write the summary table (one line per dataset and measure) to this CSV file."
+        ),
+    ] = None,
+) -> None:
+    """Re-render a saved result (table, CSV) without recomputing anything."""
+    from rerank_eval.report import Report
+    from rerank_eval.results import load_result
+
+    saved = load_result(result)
+    report = Report(saved.manifest, saved.per_query)
+    console.print(report.table())
+    if csv:
+        csv.write_text(report.summary_csv(), encoding="utf-8")
+        console.print(f"wrote {csv}")
+
+
+@app.command("fetch")
+@user_errors
+def fetch(
+    suite: Annotated[str, typer.Argument(help="The suite whose files to download (beir, miracl, ...).")],
+    datasets: DatasetsOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Also download this model (preset, hub id); repeatable."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
+    for GPU nodes without internet. Copy IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for
+    built-in BM25 indexes) to the offline machine afterwards."""
+    from rerank_eval.fetching import fetch_suite
+
+    cfg = load_config(config)
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    fetch_suite(cfg, cfg.suite(suite).select(names), model or [])
+
+
+@app.command("score")
+@user_errors
+def score(
+    model: ModelOpt = None,
+    query: Annotated[str, typer.Option("--query", "-q", help="The query text.")] = "",
+    docs: Annotated[
+        Path | None,
+        typer.Option("--docs", help="One document per line, or JSONL with a text field per line."),
+    ] = None,
+    family: FamilyOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    setting: SettingOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score documents for one query and print a JSON array of scores in input order."""
+    from rerank_eval.rerankers import load_reranker
+
+    if docs is None:
+        raise UserError("--docs FILE is required")
+    if not query.strip():
+        raise UserError("--query must not be empty")
+    texts = read_documents_file(docs)
+    cfg = load_config(config)
+    settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
+    reranker = load_reranker(
+        model or cfg.default_model, device=device, dtype=dtype, family=family, config=cfg, **settings
+    )
+    print(json.dumps(reranker.score(query, texts)))
+
+
+def read_documents_file(path: Path) -> list[str]:
+    """Documents for `score`: JSONL (`.jsonl`, or lines starting with `{`) or one per line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise UserError(f"{path} has no documents")
+    if path.suffix != ".jsonl" and not lines[0].lstrip().startswith("{"):
+        return lines
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}, line {number}: not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UserError(f"{path}, line {number}: expected an object with a text field")
+        texts.append(record["text"])
+    return texts
+
+
+@app.command("models")
+@user_errors
+def models(config: ConfigOpt = None) -> None:
+    """List the model presets of the config."""
+    from rich.table import Table
+
+    cfg: BenchmarkConfig = load_config(config)
+    table = Table(title=f"Model presets ({cfg.path})")
+    for column in ("Preset", "Family", "Model", "Settings"):
+        table.add_column(column)
+    for preset in cfg.models.values():
+        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
+        table.add_row(preset.name, preset.family, preset.model or preset.description, settings)
+    console.print(table)
+
+
+def main() -> None:
+    app()

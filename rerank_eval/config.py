@@ -1,0 +1,216 @@
+"""Suites, datasets, first-stage sources and model presets, read from `benchmarks.yaml`.
+
+The packaged file is the default; users pass `--config` to use their own. Every field that moves a
+number (first stage, self-match policy, top-k, metrics) is read here and nowhere else, so the
+manifest can record exactly what was used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rerank_eval.errors import UserError
+
+DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
+
+
+@dataclass(frozen=True)
+class FirstStageSpec:
+    """Where first-stage candidates come from when the user supplies no run file."""
+
+    name: str
+    kind: str  # "hub" (a published run file) or "bm25s" (the built-in BM25)
+    label: str
+    repo: str | None = None
+    repo_type: str = "dataset"
+    file: str | None = None
+    reference: str | None = None  # key of DatasetSpec.reference holding the published figure
+    k1: float = 0.9
+    b: float = 0.4
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One row of a suite: an ir_datasets id plus the protocol choices that change its numbers."""
+
+    key: str
+    ir_datasets_id: str
+    language: str
+    first_stage: str
+    drop_self_matches: bool
+    in_average: bool
+    group: str | None = None
+    run_name: str | None = None
+    run_file: str | None = None
+    reference: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def row(self) -> str:
+        """The table row this dataset contributes to (its group, or itself)."""
+        return self.group or self.key
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    average_label: str
+    datasets: tuple[DatasetSpec, ...]
+
+    def select(self, names: list[str] | None) -> list[DatasetSpec]:
+        """Datasets named by key or group, in suite order; all of them when `names` is empty."""
+        if not names:
+            return list(self.datasets)
+        known = {d.key for d in self.datasets} | {d.group for d in self.datasets if d.group}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(
+                f"unknown dataset {unknown[0]!r} in suite {self.name!r}; known: {', '.join(sorted(known))}"
+            )
+        wanted = set(names)
+        return [d for d in self.datasets if d.key in wanted or d.group in wanted]
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    family: str
+    model: str | None
+    settings: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    path: Path
+    top_k: int
+    metrics: tuple[str, ...]
+    default_model: str
+    first_stages: dict[str, FirstStageSpec]
+    suites: dict[str, SuiteSpec]
+    models: dict[str, ModelPreset]
+
+    def suite(self, name: str) -> SuiteSpec:
+        if name not in self.suites:
+            raise UserError(f"unknown suite {name!r} in {self.path}; known: {', '.join(sorted(self.suites))}")
+        return self.suites[name]
+
+    def first_stage(self, name: str) -> FirstStageSpec:
+        if name not in self.first_stages:
+            raise UserError(f"unknown first stage {name!r} in {self.path}")
+        return self.first_stages[name]
+
+
+def load_config(path: Path | None = None) -> BenchmarkConfig:
+    """Read and validate a benchmarks file; errors name the file and the offending entry."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return _ConfigReader(path, raw).read()
+
+
+class _ConfigReader:
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        self.path = path
+        self.raw = raw
+
+    def fail(self, where: str, what: str) -> UserError:
+        return UserError(f"{self.path}: {where}: {what}")
+
+    def read(self) -> BenchmarkConfig:
+        defaults = self.raw.get("defaults") or {}
+        first_stages = {
+            name: self._first_stage(name, body) for name, body in (self.raw.get("first_stages") or {}).items()
+        }
+        suites = {
+            name: self._suite(name, body, first_stages)
+            for name, body in (self.raw.get("suites") or {}).items()
+        }
+        models = {name: self._model(name, body) for name, body in (self.raw.get("models") or {}).items()}
+        metrics = defaults.get("metrics", ["nDCG@10"])
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        return BenchmarkConfig(
+            path=self.path,
+            top_k=int(defaults.get("top_k", 100)),
+            metrics=tuple(metrics),
+            default_model=str(defaults.get("model", "bm25")),
+            first_stages=first_stages,
+            suites=suites,
+            models=models,
+        )
+
+    def _first_stage(self, name: str, body: Any) -> FirstStageSpec:
+        where = f"first_stages.{name}"
+        if not isinstance(body, dict) or body.get("kind") not in ("hub", "bm25s"):
+            raise self.fail(where, "needs kind: hub or kind: bm25s")
+        if body["kind"] == "hub" and not (body.get("repo") and body.get("file")):
+            raise self.fail(where, "a hub first stage needs repo and file")
+        return FirstStageSpec(
+            name=name,
+            kind=body["kind"],
+            label=str(body.get("label", name)),
+            repo=body.get("repo"),
+            repo_type=str(body.get("repo_type", "dataset")),
+            file=body.get("file"),
+            reference=body.get("reference"),
+            k1=float(body.get("k1", 0.9)),
+            b=float(body.get("b", 0.4)),
+        )
+
+    def _suite(self, name: str, body: Any, first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
+        if not isinstance(body, dict) or not isinstance(body.get("datasets"), list):
+            raise self.fail(f"suites.{name}", "needs a list under datasets")
+        datasets = []
+        for index, entry in enumerate(body["datasets"]):
+            where = f"suites.{name}.datasets[{index}]"
+            if not isinstance(entry, dict):
+                raise self.fail(where, "expected a mapping")
+            missing = [k for k in ("key", "id", "first_stage") if k not in entry]
+            if missing:
+                raise self.fail(where, f"missing {', '.join(missing)}")
+            if entry["first_stage"] not in first_stages:
+                raise self.fail(where, f"unknown first_stage {entry['first_stage']!r}")
+            datasets.append(
+                DatasetSpec(
+                    key=str(entry["key"]),
+                    ir_datasets_id=str(entry["id"]),
+                    language=str(entry.get("language", "en")),
+                    first_stage=str(entry["first_stage"]),
+                    drop_self_matches=bool(entry.get("drop_self_matches", False)),
+                    in_average=bool(entry.get("in_average", True)),
+                    group=entry.get("group"),
+                    run_name=entry.get("run_name"),
+                    run_file=entry.get("run_file"),
+                    reference={k: float(v) for k, v in (entry.get("reference") or {}).items()},
+                )
+            )
+        keys = [d.key for d in datasets]
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicated:
+            raise self.fail(f"suites.{name}", f"dataset key {duplicated[0]!r} appears twice")
+        return SuiteSpec(
+            name=name,
+            average_label=str(body.get("average_label", f"{name} average")),
+            datasets=tuple(datasets),
+        )
+
+    def _model(self, name: str, body: Any) -> ModelPreset:
+        if not isinstance(body, dict) or "family" not in body:
+            raise self.fail(f"models.{name}", "needs a family")
+        return ModelPreset(
+            name=name,
+            family=str(body["family"]),
+            model=body.get("model"),
+            settings=dict(body.get("settings") or {}),
+            description=str(body.get("description", "")),
+        )

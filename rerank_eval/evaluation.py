@@ -1,0 +1,41 @@
+"""Per-query metric values through `ir_measures` (pytrec_eval, i.e. trec_eval semantics).
+
+Every judged query gets a value: one the run does not cover scores 0, as with `trec_eval -c`.
+Aggregates are never computed here; the reporting layer derives them from these values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rerank_eval.errors import UserError
+from rerank_eval.runfiles import Run
+
+PerQuery = dict[str, dict[str, float]]  # measure name -> query id -> value
+
+
+def parse_measures(names: Iterable[str]) -> list:
+    import ir_measures
+
+    measures = []
+    for name in names:
+        try:
+            measures.append(ir_measures.parse_measure(name))
+        except (ValueError, NameError, SyntaxError, TypeError):
+            raise UserError(
+                f"unknown measure {name!r} (use ir_measures names such as nDCG@10, R@100)"
+            ) from None
+    return measures
+
+
+def evaluate_per_query(qrels: dict[str, dict[str, int]], run: Run, measure_names: list[str]) -> PerQuery:
+    import ir_measures
+
+    measures = parse_measures(measure_names)
+    values: PerQuery = {name: dict.fromkeys(qrels, 0.0) for name in measure_names}
+    by_measure = {str(m): name for m, name in zip(measures, measure_names)}
+    non_empty = {q: docs for q, docs in run.items() if docs}
+    for metric in ir_measures.iter_calc(measures, qrels, non_empty):
+        if metric.query_id in qrels:
+            values[by_measure[str(metric.measure)]][metric.query_id] = float(metric.value)
+    return values

@@ -1,0 +1,56 @@
+"""The one small interface every reranker family implements.
+
+A reranker takes a query and its candidate texts and returns one float32 score per candidate, in
+input order. `score_batch` is the batching hook: the runner hands it several queries at once, so a
+family can pack work from different queries into one forward pass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """One query and its candidates, in the order the model is to see them."""
+
+    query_id: str
+    query: str
+    doc_ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    #: 0-based first-stage rank of each candidate (candidates may be presented in another order).
+    first_stage_ranks: tuple[int, ...]
+
+
+class Reranker(ABC):
+    """Scores candidates; subclasses set `family` and implement `score_batch` and `describe`."""
+
+    family: ClassVar[str]
+    #: The name the user chose it by (preset, hub id or path); set by `load_reranker`.
+    name: str = ""
+    #: How many queries the runner should hand to one `score_batch` call.
+    queries_per_call: int = 1
+
+    def score(self, query: str, docs: list[str]) -> list[float]:
+        """Scores of `docs` for `query`, in input order."""
+        request = RerankRequest(
+            query_id="query",
+            query=query,
+            doc_ids=tuple(str(i) for i in range(len(docs))),
+            texts=tuple(docs),
+            first_stage_ranks=tuple(range(len(docs))),
+        )
+        return [float(s) for s in self.score_batch([request])[0]]
+
+    @abstractmethod
+    def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        """One float32 array per request, aligned with its `texts`."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Everything about the model that changes scores (identity, revision, settings, dtype)."""

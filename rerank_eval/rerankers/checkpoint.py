@@ -1,0 +1,67 @@
+"""Where a model's files are and what identifies them (hub revision or content hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rerank_eval.errors import UserError
+from rerank_eval.hub import hub_snapshot
+
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A local folder of model files and how to name it reproducibly in a manifest."""
+
+    folder: Path
+    source: str  # the hub id or the local path the user gave
+    revision: str | None  # the hub commit, when it came from the hub
+    content_sha256: str | None  # a hash of the files, when it is a local folder
+
+    def identity(self) -> dict[str, str | None]:
+        return {"source": self.source, "revision": self.revision, "content_sha256": self.content_sha256}
+
+    def config(self) -> dict:
+        path = self.folder / "config.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"checkpoint {self.source} has no config.json") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+
+
+def folder_sha256(folder: Path) -> str:
+    """Hash of every file's relative path and bytes, so a changed fine-tune never reuses scores."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkpoint:
+    """A local directory as is, otherwise a Hub model id fetched (or found) in the HF cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return Checkpoint(path, str(path), None, folder_sha256(path))
+    if path.exists() or name_or_path.count("/") != 1:
+        raise UserError(f"model {name_or_path!r} is neither a checkpoint directory nor a hub id")
+    folder = hub_snapshot(name_or_path, MODEL_FILE_PATTERNS, revision=revision)
+    return Checkpoint(folder, name_or_path, folder.name, None)
+
+
+def architectures(folder: Path) -> list[str]:
+    """The `architectures` named in a folder's config.json (empty when there is none)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(config.get("architectures") or [])

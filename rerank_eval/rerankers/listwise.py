@@ -1,0 +1,398 @@
+"""The listwise last-token reranker ("last but not late" interaction), e.g. jina-reranker-v3.
+
+A query and a block of candidates go through one causal Qwen3 decoder in a single prompt; the
+last-layer hidden state at each `<|embed_token|>` is a document's vector, the one at the
+`<|rerank_token|>` the query's; a shared MLP projects both and the score is their cosine. Every
+step follows the published procedure (see ../shared/specs/listwise-last-token.md in the project's
+workspace); only the execution differs: blocks of several queries share forward passes (right
+padding, which leaves every real position unchanged under causal attention), no LM head runs and
+only the last hidden state is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint
+
+EMBED_TOKEN = "<|embed_token|>"
+RERANK_TOKEN = "<|rerank_token|>"
+SPECIAL_STRINGS = (EMBED_TOKEN, RERANK_TOKEN)
+SYSTEM_PROMPT = (
+    "You are a search relevance expert who can determine a ranking of the passages based on how "
+    "relevant they are to the query. If the query is a question, how relevant a passage is "
+    "depends on how well it answers the question. If not, try to analyze the intent of the query "
+    "and assess how well each passage satisfies the intent. If an instruction is provided, you "
+    "should follow the instruction when determining the ranking."
+)
+# transformers' placeholder for "no limit"; anything above this is not a real context length.
+_UNSET_MAX_LENGTH = 10**9
+# Bumped whenever a change here can change a score, so cached scores are never reused across it.
+SCORER_VERSION = "listwise-last-token/1"
+
+
+@dataclass(frozen=True)
+class ListwiseSettings:
+    """The procedure's parameters; all of them are recorded in the run manifest."""
+
+    max_query_length: int = 512
+    max_doc_length: int = 2048
+    block_size: int = 125
+    context_length: int | None = None  # None: the tokenizer's model_max_length (see load)
+    instruction: str | None = None  # never used by the published procedure
+    max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device
+
+
+def strip_special_strings(text: str) -> str:
+    """Remove every occurrence of the two special-token strings, including ones a removal forms."""
+    previous = None
+    while previous != text:
+        previous = text
+        for special in SPECIAL_STRINGS:
+            text = text.replace(special, "")
+    return text
+
+
+def build_prompt(query: str, docs: Sequence[str], instruction: str | None = None) -> str:
+    """The published prompt for one block, byte for byte."""
+    pieces = [
+        "<|im_start|>system\n",
+        SYSTEM_PROMPT,
+        "<|im_end|>\n<|im_start|>user\n",
+        f"I will provide you with {len(docs)} passages, each indicated by a numerical identifier. "
+        f"Rank the passages based on their relevance to query: {query}\n",
+    ]
+    if instruction:
+        pieces.append(f"<instruct>\n{instruction}\n</instruct>\n")
+    pieces.append(
+        "\n".join(f'<passage id="{i}">\n{doc}{EMBED_TOKEN}\n</passage>' for i, doc in enumerate(docs))
+    )
+    pieces.append("\n")
+    pieces.append(f"<query>\n{query}{RERANK_TOKEN}\n</query>")
+    pieces.append("<|im_end|>\n<|im_start|>assistant\n")
+    pieces.append("<think>\n\n</think>\n\n")
+    return "".join(pieces)
+
+
+def plan_blocks(
+    doc_lengths: Sequence[int],
+    query_length: int,
+    context_length: int,
+    max_doc_length: int,
+    block_size: int,
+) -> list[range]:
+    """Split documents (in input order) into blocks by the published capacity rule."""
+    blocks: list[range] = []
+    start = 0
+    capacity = context_length - 2 * query_length
+    for index, length in enumerate(doc_lengths):
+        capacity -= length
+        if index + 1 - start >= block_size or capacity <= max_doc_length:
+            blocks.append(range(start, index + 1))
+            start = index + 1
+            capacity = context_length - 2 * query_length
+    if start < len(doc_lengths):
+        blocks.append(range(start, len(doc_lengths)))
+    return blocks
+
+
+def merge_blocks(doc_vectors: Sequence[np.ndarray], query_vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """Final scores from per-block projected vectors: cosine with the weighted mean query vector.
+
+    Block weight = max over its documents of (1 + block score) / 2. Computed in float64.
+    """
+
+    def cosine(docs: np.ndarray, query: np.ndarray) -> np.ndarray:
+        denominator = np.linalg.norm(docs, axis=1) * np.linalg.norm(query)
+        return (docs @ query) / np.maximum(denominator, np.finfo(np.float64).tiny)
+
+    docs64 = [d.astype(np.float64) for d in doc_vectors]
+    queries64 = [q.astype(np.float64) for q in query_vectors]
+    weights = np.array([np.max((1.0 + cosine(d, q)) / 2.0) for d, q in zip(docs64, queries64)])
+    if weights.sum() <= 0:  # every block scored -1 everywhere: fall back to equal weights
+        weights = np.ones_like(weights)
+    query = (weights[:, None] * np.stack(queries64)).sum(axis=0) / weights.sum()
+    return cosine(np.concatenate(docs64), query)
+
+
+class Projector(nn.Module):
+    """Linear → ReLU → Linear, shapes read from the checkpoint's weights."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        first, second = weights["projector.0.weight"], weights["projector.2.weight"]
+        self.layers = nn.Sequential(
+            nn.Linear(first.shape[1], first.shape[0], bias="projector.0.bias" in weights),
+            nn.ReLU(),
+            nn.Linear(second.shape[1], second.shape[0], bias="projector.2.bias" in weights),
+        )
+        self.layers.load_state_dict({k.removeprefix("projector."): v.float() for k, v in weights.items()})
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.layers(hidden)
+
+
+def _load_projector_weights(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    files = sorted(checkpoint.folder.glob("*.safetensors"))
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith("projector."):
+                    weights[key] = handle.get_tensor(key)
+    missing = [k for k in ("projector.0.weight", "projector.2.weight") if k not in weights]
+    if not files or missing:
+        raise UserError(
+            f"checkpoint {checkpoint.source} lacks projector weights "
+            f"({', '.join(missing) or 'no .safetensors file'}); a listwise last-token checkpoint "
+            f"stores them beside the backbone"
+        )
+    return weights
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    name = aliases.get(dtype, dtype)
+    if name not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return _DTYPES[name]
+
+
+def _attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+@dataclass
+class _Block:
+    request: int
+    docs: range
+    input_ids: list[int]
+
+
+class ListwiseLastToken(Reranker):
+    family = "listwise-last-token"
+    queries_per_call = 16
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        **settings: Any,
+    ) -> None:
+        from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+        from transformers.utils import logging as hf_logging
+
+        unknown = set(settings) - set(ListwiseSettings.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"unknown setting {sorted(unknown)[0]!r} for {self.family}")
+        self.checkpoint = checkpoint
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        config = checkpoint.config()
+        if config.get("model_type") != "qwen3":
+            raise UserError(
+                f"checkpoint {checkpoint.source} has model_type {config.get('model_type')!r}; "
+                f"the listwise last-token family needs a qwen3 backbone"
+            )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.folder))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load the tokenizer of {checkpoint.source}: {exc}") from None
+        self.embed_id = self._special_token_id(EMBED_TOKEN)
+        self.rerank_id = self._special_token_id(RERANK_TOKEN)
+        projector_weights = _load_projector_weights(checkpoint)
+        self.attention = _attention_implementation(self.device, self.dtype)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # projector/lm_head keys are expected to go unused
+        hf_logging.disable_progress_bar()
+        try:
+            self.backbone = Qwen3Model.from_pretrained(
+                str(checkpoint.folder),
+                config=Qwen3Config.from_pretrained(str(checkpoint.folder)),
+                dtype=self.dtype,
+                attn_implementation=self.attention,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        self.backbone.to(self.device).eval()
+        self.projector = Projector(projector_weights).to(self.device).eval()
+        context_length, self.context_source = self._context_length(settings.get("context_length"))
+        default_budget = 65_536 if self.device.type == "cuda" else 8_192
+        self.settings = ListwiseSettings(
+            **{
+                **settings,
+                "context_length": context_length,
+                "max_batch_tokens": settings.get("max_batch_tokens") or default_budget,
+            }
+        )
+
+    def _special_token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if token_id is None or token_id == self.tokenizer.unk_token_id or ids != [token_id]:
+            raise UserError(f"the tokenizer of {self.checkpoint.source} lacks the special token {token}")
+        return int(token_id)
+
+    def _context_length(self, explicit: int | None) -> tuple[int, str]:
+        if explicit:
+            return int(explicit), "setting"
+        from_tokenizer = int(self.tokenizer.model_max_length or 0)
+        if 0 < from_tokenizer < _UNSET_MAX_LENGTH:
+            return from_tokenizer, "tokenizer.model_max_length"
+        return int(self.backbone.config.max_position_embeddings), "config.max_position_embeddings"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "scorer_version": SCORER_VERSION,
+            **self.checkpoint.identity(),
+            "settings": asdict(self.settings),
+            "context_length_from": self.context_source,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "attention": self.attention,
+            "projector_dtype": "float32",
+            "score_dtype": "float32",
+        }
+
+    # -- the procedure ---------------------------------------------------------------------------
+
+    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int]]:
+        """Cut texts of `limit` tokens or more to `limit` tokens (text replaced by their decoding)."""
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        cut_texts, lengths = [], []
+        for text, ids in zip(texts, encoded):
+            if len(ids) >= limit:
+                ids = ids[:limit]
+                text = self.tokenizer.decode(ids)
+            cut_texts.append(text)
+            lengths.append(len(ids))
+        return cut_texts, lengths
+
+    def _prompts(self, requests: Sequence[RerankRequest]) -> list[tuple[int, range, str]]:
+        """(request index, documents of the block, prompt) for every block, in input order."""
+        s = self.settings
+        queries, query_lengths = self._truncate(
+            [strip_special_strings(r.query) for r in requests], s.max_query_length
+        )
+        flat_docs = [strip_special_strings(t) for r in requests for t in r.texts]
+        docs, doc_lengths = self._truncate(flat_docs, s.max_doc_length) if flat_docs else ([], [])
+        prompts: list[tuple[int, range, str]] = []
+        offset = 0
+        for index, request in enumerate(requests):
+            count = len(request.texts)
+            lengths = doc_lengths[offset : offset + count]
+            for block in plan_blocks(
+                lengths, query_lengths[index], s.context_length, s.max_doc_length, s.block_size
+            ):
+                texts = [docs[offset + i] for i in block]
+                prompts.append((index, block, build_prompt(queries[index], texts, s.instruction)))
+            offset += count
+        return prompts
+
+    def block_prompts(self, query: str, docs: Sequence[str]) -> list[str]:
+        """The prompts the model sees for one query, one per block (for inspection and tests)."""
+        request = RerankRequest(
+            "query", query, tuple(map(str, range(len(docs)))), tuple(docs), tuple(range(len(docs)))
+        )
+        return [prompt for _, _, prompt in self._prompts([request])]
+
+    def _blocks(self, requests: Sequence[RerankRequest]) -> list[_Block]:
+        prompts = self._prompts(requests)
+        encoded = self.tokenizer([p for _, _, p in prompts])["input_ids"] if prompts else []
+        return [_Block(i, block, ids) for (i, block, _), ids in zip(prompts, encoded)]
+
+    def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
+        """Length-sorted batches whose padded size stays within the token budget."""
+        budget = self.settings.max_batch_tokens
+        batches: list[list[_Block]] = []
+        current: list[_Block] = []
+        for block in sorted(blocks, key=lambda b: len(b.input_ids), reverse=True):
+            longest = len(current[0].input_ids) if current else len(block.input_ids)
+            if current and longest * (len(current) + 1) > budget:
+                batches.append(current)
+                current = []
+            current.append(block)
+        if current:
+            batches.append(current)
+        return batches
+
+    @torch.inference_mode()
+    def _encode(self, batch: list[_Block]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Projected (document vectors, query vector) of each block in the batch."""
+        width = max(len(b.input_ids) for b in batch)
+        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, block in enumerate(batch):  # right padding: real positions keep their rotary index
+            input_ids[row, : len(block.input_ids)] = torch.tensor(block.input_ids)
+            attention_mask[row, : len(block.input_ids)] = 1
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        real = attention_mask.bool()
+        outputs = []
+        for row, block in enumerate(batch):
+            doc_hidden = hidden[row][(input_ids[row] == self.embed_id) & real[row]]
+            query_hidden = hidden[row][(input_ids[row] == self.rerank_id) & real[row]]
+            if doc_hidden.shape[0] != len(block.docs) or query_hidden.shape[0] != 1:
+                raise RuntimeError(
+                    f"prompt has {doc_hidden.shape[0]} document and {query_hidden.shape[0]} query "
+                    f"markers for {len(block.docs)} documents"
+                )
+            projected = self.projector(torch.cat([doc_hidden, query_hidden]).float()).cpu().numpy()
+            outputs.append((projected[:-1], projected[-1]))
+        return outputs
+
+    def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        blocks = self._blocks(requests)
+        vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for batch in self._batches(blocks):
+            for block, encoded in zip(batch, self._encode(batch)):
+                vectors[id(block)] = encoded
+        per_request: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in requests]
+        for block in blocks:  # blocks are in request and input order
+            per_request[block.request].append(vectors[id(block)])
+        scores = []
+        for request, parts in zip(requests, per_request):
+            if not parts:
+                scores.append(np.zeros(len(request.texts), dtype=np.float32))
+                continue
+            merged = merge_blocks([d for d, _ in parts], [q for _, q in parts])
+            scores.append(merged.astype(np.float32))
+        return scores
+
+
+def is_listwise_checkpoint(architectures: Sequence[str]) -> bool:
+    return "JinaForRanking" in architectures

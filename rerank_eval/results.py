@@ -1,0 +1,142 @@
+"""Result folders: written atomically, read back without recomputing anything.
+
+A result folder holds `manifest.json` (everything needed to reproduce the run and to refuse unfair
+comparisons), `per_query.csv` (every metric value of every judged query, first stage and
+reranked), `summary.csv` (derived from per_query.csv by the report) and `runs/<dataset>.trec`.
+It is assembled in `<name>.incomplete/` beside its final place and renamed when complete, so a
+folder under its final name is always complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rerank_eval.errors import UserError
+
+STAGES = ("first_stage", "reranked")
+PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
+INCOMPLETE_SUFFIX = ".incomplete"
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "ir_datasets",
+    "ir_measures",
+    "pytrec_eval_terrier",
+    "bm25s",
+    "PyStemmer",
+    "huggingface_hub",
+    "numpy",
+    "pandas",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def source_revision() -> str | None:
+    """The git commit of rerank-eval's own source, when it runs from a checkout."""
+    package_dir = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(package_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+class ResultWriter:
+    """Assembles a result folder under a temporary name and publishes it whole."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        if self.final.exists():
+            raise UserError(f"result folder {self.final} exists already; choose another --out")
+        self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        (self.staging / "runs").mkdir(parents=True)
+        self.per_query_rows: list[tuple[str, str, str, str, float]] = []
+
+    def add_run(self, dataset: str, lines: list[str]) -> None:
+        _write_atomic(self.staging / "runs" / f"{dataset}.trec", "".join(lines))
+
+    def add_values(self, dataset: str, stage: str, values: dict[str, dict[str, float]]) -> None:
+        for measure, per_query in values.items():
+            for query_id, value in per_query.items():
+                self.per_query_rows.append((dataset, stage, measure, query_id, value))
+
+    def publish(self, manifest: dict[str, Any]) -> Path:
+        """Write per-query values, summary and manifest, then move the folder into place."""
+        from rerank_eval.report import Report
+
+        frame = pd.DataFrame(self.per_query_rows, columns=PER_QUERY_COLUMNS)
+        _write_atomic(self.staging / "per_query.csv", frame.to_csv(index=False))
+        report = Report(manifest, frame)
+        _write_atomic(self.staging / "summary.csv", report.summary_csv())
+        _write_atomic(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        self.staging.rename(self.final)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@dataclass
+class SavedResult:
+    folder: Path
+    manifest: dict[str, Any]
+    per_query: pd.DataFrame
+
+
+def load_result(folder: Path) -> SavedResult:
+    """A complete result folder; incomplete or foreign folders are refused with a reason."""
+    folder = Path(folder)
+    if folder.name.endswith(INCOMPLETE_SUFFIX):
+        raise UserError(f"{folder} is an incomplete result (the run did not finish)")
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise UserError(f"{folder} is not a rerank-eval result folder (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        per_query = pd.read_csv(
+            folder / "per_query.csv",
+            dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
+            keep_default_na=False,
+            quoting=csv.QUOTE_MINIMAL,
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read result {folder}: {exc}") from None
+    return SavedResult(folder, manifest, per_query)

@@ -1,0 +1,293 @@
+"""The pipeline of one benchmark run: data → first stage → reranking → evaluation → result folder.
+
+Each dataset is prepared once (queries, qrels, candidates, document texts) as a `PreparedDataset`,
+then reranked; the reranked order is score descending with ties kept in first-stage order, and the
+written scores are made strictly decreasing so that trec_eval's tie-breaking by doc id can never
+reorder them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank_eval import __version__
+from rerank_eval.config import BenchmarkConfig, DatasetSpec, SuiteSpec
+from rerank_eval.data import IrDataset
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation import PerQuery, evaluate_per_query, parse_measures
+from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
+from rerank_eval.progress import track
+from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.results import ResultWriter, package_versions, source_revision
+from rerank_eval.runfiles import Run, format_run_lines
+
+TIE_BREAK = "score descending; equal scores keep first-stage order; written scores strictly decreasing"
+
+
+@dataclass(frozen=True)
+class CandidateOrder:
+    """The order in which candidates are shown to the model (`first-stage`, `reversed`, `shuffled:SEED`)."""
+
+    kind: str
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> CandidateOrder:
+        if text in ("first-stage", "reversed"):
+            return cls(text)
+        if text.startswith("shuffled:") and text.removeprefix("shuffled:").lstrip("-").isdigit():
+            return cls("shuffled", int(text.removeprefix("shuffled:")))
+        raise UserError(f"unknown candidate order {text!r}; use first-stage, reversed or shuffled:SEED")
+
+    def __str__(self) -> str:
+        return f"shuffled:{self.seed}" if self.kind == "shuffled" else self.kind
+
+    def positions(self, query_id: str, count: int) -> list[int]:
+        """First-stage ranks in presentation order; a shuffle depends only on seed and query."""
+        order = list(range(count))
+        if self.kind == "reversed":
+            order.reverse()
+        elif self.kind == "shuffled":
+            random.Random(f"{self.seed}\0{query_id}").shuffle(order)
+        return order
+
+
+@dataclass
+class RunPlan:
+    """Everything that decides a run's numbers, fixed before any work starts."""
+
+    config: BenchmarkConfig
+    suite: SuiteSpec
+    datasets: list[DatasetSpec]
+    top_k: int
+    metrics: list[str]
+    candidate_order: CandidateOrder
+    runs: RunLocation = field(default_factory=RunLocation)
+    first_stage_override: str | None = None
+
+    def measures(self) -> list[str]:
+        """The user's metrics plus the ones every table shows."""
+        extra = [f"R@{self.top_k}", "Judged@10"]
+        return self.metrics + [m for m in extra if m not in self.metrics]
+
+    def validate(self) -> None:
+        """Fail before any download or model load when the plan cannot work."""
+        if self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        parse_measures(self.measures())
+        if self.first_stage_override:
+            self.config.first_stage(self.first_stage_override)
+        for key, path in self.runs.overrides.items():
+            if key not in {d.key for d in self.datasets}:
+                raise UserError(f"--run names dataset {key!r}, which this run does not include")
+            if not Path(path).is_file():
+                raise UserError(f"run file for {key} not found: {path}")
+
+
+@dataclass
+class PreparedDataset:
+    spec: DatasetSpec
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    candidates: Candidates
+    texts: dict[str, str]
+    first_stage: FirstStageRecord
+    missing_documents: int
+    seconds: float
+
+
+def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
+    """Queries, qrels, the top-k candidates and their texts for one dataset."""
+    start = time.monotonic()
+    dataset = IrDataset(spec)
+    queries = dataset.queries()
+    qrels = dataset.qrels()
+    if not qrels:
+        raise UserError(f"{spec.ir_datasets_id} has no relevance judgements")
+    source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
+    depth = plan.top_k + (1 if spec.drop_self_matches else 0)
+    run, record = obtain_run(spec, source, plan.runs, dataset, queries, depth)
+    candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
+    wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
+    texts = dataset.documents(wanted)
+    missing = len(wanted - set(texts))
+    if missing:
+        print(
+            f"warning: {missing} candidate document ids of {spec.key} are not in its corpus; "
+            f"they are left out",
+            file=sys.stderr,
+        )
+        for query_id, docs in candidates.by_query.items():
+            candidates.by_query[query_id] = [(d, s) for d, s in docs if d in texts]
+    return PreparedDataset(spec, queries, qrels, candidates, texts, record, missing, time.monotonic() - start)
+
+
+def strictly_decreasing(scores: np.ndarray) -> tuple[list[int], list[float], int]:
+    """Ranking (indices in first-stage order) and written scores; equal scores keep input order.
+
+    Each tied score after the first is lowered to the next representable double below the
+    previous one, so the written run is strictly decreasing and ranks exactly as computed.
+    Returns the order, the scores to write, and how many candidates were tied.
+    """
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    written: list[float] = []
+    ties = 0
+    for index in order:
+        value = float(scores[index])
+        if written and value >= written[-1]:
+            ties += 1
+            value = math.nextafter(written[-1], -math.inf)
+        written.append(value)
+    return order, written, ties
+
+
+def _requests(prepared: PreparedDataset, order: CandidateOrder) -> list[RerankRequest]:
+    requests = []
+    for query_id, docs in prepared.candidates.by_query.items():
+        if not docs:
+            continue
+        shown = order.positions(query_id, len(docs))
+        requests.append(
+            RerankRequest(
+                query_id=query_id,
+                query=prepared.queries[query_id],
+                doc_ids=tuple(docs[i][0] for i in shown),
+                texts=tuple(prepared.texts[docs[i][0]] for i in shown),
+                first_stage_ranks=tuple(shown),
+            )
+        )
+    return requests
+
+
+def _chunks(items: list[RerankRequest], size: int) -> Iterator[list[RerankRequest]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def rerank_dataset(reranker: Reranker, prepared: PreparedDataset, order: CandidateOrder) -> tuple[Run, int]:
+    """The reranked run of one dataset (strictly decreasing scores) and its count of ties."""
+    requests = _requests(prepared, order)
+    reranked: Run = {}
+    ties = 0
+    chunks = _chunks(requests, max(1, reranker.queries_per_call))
+    for chunk in track(chunks, len(requests), f"reranking {prepared.spec.key}", size=len):
+        for request, scores in zip(chunk, reranker.score_batch(chunk)):
+            # Back to first-stage order, so ties resolve by first-stage rank.
+            by_rank = np.empty(len(scores), dtype=np.float32)
+            by_rank[list(request.first_stage_ranks)] = scores
+            docs = prepared.candidates.by_query[request.query_id]
+            ranking, written, tied = strictly_decreasing(by_rank)
+            reranked[request.query_id] = {docs[i][0]: s for i, s in zip(ranking, written)}
+            ties += tied
+    return reranked, ties
+
+
+def run_lines(run: Run, tag: str) -> list[str]:
+    lines: list[str] = []
+    for query_id, docs in run.items():
+        lines += format_run_lines(query_id, docs.items(), tag)
+    return lines
+
+
+def _dataset_record(
+    prepared: PreparedDataset, ties: int, rerank_seconds: float, evaluate_seconds: float
+) -> dict[str, Any]:
+    spec = prepared.spec
+    return {
+        "key": spec.key,
+        "row": spec.row,
+        "ir_datasets_id": spec.ir_datasets_id,
+        "language": spec.language,
+        "in_average": spec.in_average,
+        "drop_self_matches": spec.drop_self_matches,
+        "first_stage": prepared.first_stage.to_json(),
+        "coverage": prepared.candidates.coverage(),
+        "missing_documents": prepared.missing_documents,
+        "tied_scores": ties,
+        "timings": {
+            "prepare_seconds": round(prepared.seconds, 3),
+            "rerank_seconds": round(rerank_seconds, 3),
+            "evaluate_seconds": round(evaluate_seconds, 3),
+        },
+    }
+
+
+def _evaluate(plan: RunPlan, prepared: PreparedDataset, reranked: Run) -> tuple[PerQuery, PerQuery]:
+    measures = plan.measures()
+    first = evaluate_per_query(prepared.qrels, prepared.candidates.to_run(), measures)
+    return first, evaluate_per_query(prepared.qrels, reranked, measures)
+
+
+def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) -> Path:
+    """Run the plan with one reranker and publish the result folder at `out`."""
+    plan.validate()
+    started = datetime.now(timezone.utc)
+    writer = ResultWriter(out)
+    records = []
+    tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
+    try:
+        for spec in plan.datasets:
+            prepared = prepare_dataset(plan, spec)
+            start = time.monotonic()
+            reranked, ties = rerank_dataset(reranker, prepared, plan.candidate_order)
+            rerank_seconds = time.monotonic() - start
+            start = time.monotonic()
+            first_values, reranked_values = _evaluate(plan, prepared, reranked)
+            writer.add_run(spec.key, run_lines(reranked, tag))
+            writer.add_values(spec.key, "first_stage", first_values)
+            writer.add_values(spec.key, "reranked", reranked_values)
+            records.append(_dataset_record(prepared, ties, rerank_seconds, time.monotonic() - start))
+        finished = datetime.now(timezone.utc)
+        manifest = build_manifest(plan, reranker, records, command, started, finished)
+        return writer.publish(manifest)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def build_manifest(
+    plan: RunPlan,
+    reranker: Reranker,
+    datasets: list[dict[str, Any]],
+    command: list[str],
+    started: datetime,
+    finished: datetime,
+) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "complete": True,
+        "rerank_eval": {"version": __version__, "git": source_revision()},
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - started).total_seconds(), 3),
+        "suite": {
+            "name": plan.suite.name,
+            "config": str(plan.config.path),
+            "average_label": plan.suite.average_label,
+            "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),
+        },
+        "model": {"name": reranker.name, **reranker.describe()},
+        "protocol": {
+            "top_k": plan.top_k,
+            "metrics": plan.metrics,
+            "measures": plan.measures(),
+            "candidate_order": str(plan.candidate_order),
+            "first_stage_override": plan.first_stage_override,
+            "ranking": TIE_BREAK,
+            "evaluation": "ir_measures per query; judged queries without candidates score 0",
+        },
+        "datasets": datasets,
+    }

@@ -1,0 +1,101 @@
+"""Tiny random checkpoints in the published listwise last-token layout, built on the spot.
+
+A byte-level BPE tokenizer is trained on a few sentences (with the chat tokens and the two
+embedding tokens added), a small Qwen3 backbone is initialised at random, and the weights are
+saved as the real checkpoint stores them: backbone under `model.`, projector under `projector.`,
+optionally an `lm_head.weight`, in bfloat16 or float32, with `architectures: ["JinaForRanking"]`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+TRAINING_TEXT = [
+    "the quick brown fox jumps over the lazy dog",
+    "information retrieval ranks passages by relevance to a query",
+    "aspirin lowers the risk of heart attacks in adults",
+    "vitamin d and calcium keep bones strong",
+    "数据检索与排序 日本語の文章 한국어 문장",
+    'emoji 😀 and punctuation: (a), [b]; {c}! "quoted" it\'s',
+    '<passage id="0">\n</passage>\n<query>\n</query>\n<think>\n\n</think>\n\n',
+] * 20
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|embed_token|>", "<|rerank_token|>"]
+
+
+def build_tokenizer(folder: Path, model_max_length: int | None, special_tokens: list[str] = SPECIAL_TOKENS):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
+    kwargs = {"model_max_length": model_max_length} if model_max_length else {}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", **kwargs
+    )
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def build_listwise_checkpoint(
+    folder: Path,
+    *,
+    model_max_length: int | None = 4096,
+    hidden: int = 32,
+    projector_width: int = 16,
+    layers: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    with_lm_head: bool = True,
+    with_projector: bool = True,
+    special_tokens: list[str] = SPECIAL_TOKENS,
+) -> Path:
+    from transformers import Qwen3Config, Qwen3Model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder, model_max_length, special_tokens)
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+    )
+    backbone = Qwen3Model(config)
+    # Random init leaves the norms at 1; perturb them so that the final norm matters in tests.
+    with torch.no_grad():
+        backbone.norm.weight.uniform_(0.5, 1.5)
+    state = {f"model.{k}": v.detach().clone().to(dtype) for k, v in backbone.state_dict().items()}
+    if with_lm_head:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    if with_projector:
+        state["projector.0.weight"] = (torch.randn(projector_width, hidden) / hidden**0.5).to(dtype)
+        state["projector.2.weight"] = (
+            torch.randn(projector_width, projector_width) / projector_width**0.5
+        ).to(dtype)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    raw = config.to_dict()
+    raw["architectures"] = ["JinaForRanking"]
+    raw["auto_map"] = {"AutoModel": "modeling.JinaForRanking"}
+    raw["model_type"] = "qwen3"
+    raw["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (folder / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
+    return folder

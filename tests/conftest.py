@@ -1,0 +1,41 @@
+"""Test environment: private, offline caches set before any library binds its paths.
+
+ir_datasets binds IR_DATASETS_HOME when it is imported, so the variables are set here, at
+collection time, and the fixture datasets are written once for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="rerank-eval-tests-"))
+os.environ["IR_DATASETS_HOME"] = str(_ROOT / "ir_datasets")
+os.environ["RERANK_EVAL_CACHE"] = str(_ROOT / "cache")
+os.environ["HF_HOME"] = str(_ROOT / "hf")
+os.environ["HF_HUB_CACHE"] = str(_ROOT / "hf" / "hub")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+from tests import builders  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VASWANI = SHARED / "data" / "vaswani"
+
+builders.write_beir(Path(os.environ["IR_DATASETS_HOME"]))
+builders.write_miracl(Path(os.environ["IR_DATASETS_HOME"]))
+if VASWANI.is_dir():
+    builders.write_vaswani(Path(os.environ["IR_DATASETS_HOME"]), VASWANI)
+
+
+@pytest.fixture(scope="session")
+def hub_cache() -> Path:
+    return Path(os.environ["HF_HUB_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def vaswani_available() -> bool:
+    return VASWANI.is_dir()

@@ -1,0 +1,34 @@
+"""Independent reference computations for tests: trec_eval ordering and nDCG@k by hand."""
+
+from __future__ import annotations
+
+import math
+
+
+def trec_ranking(docs: dict[str, float]) -> list[str]:
+    """Doc ids by score descending, equal scores by doc id descending (trec_eval)."""
+    by_id_desc = sorted(docs, reverse=True)
+    return sorted(by_id_desc, key=lambda d: -docs[d])
+
+
+def ndcg(ranking: list[str], judged: dict[str, int], k: int = 10) -> float:
+    dcg = sum(max(judged.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
+    ideal = sorted((r for r in judged.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def first_stage_ndcg(run, qrels, top_k: int, drop_self: bool = False) -> dict[str, float]:
+    """nDCG@10 of every judged query over the top-k of a run (missing queries score 0)."""
+    values = {}
+    for query_id, judged in qrels.items():
+        ranking = trec_ranking(run.get(query_id, {}))
+        if drop_self:
+            ranking = [d for d in ranking if d != query_id]
+        values[query_id] = ndcg(ranking[:top_k], judged)
+    return values
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)

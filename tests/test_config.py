@@ -1,0 +1,99 @@
+"""The packaged benchmarks.yaml and config validation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rerank_eval.config import load_config
+from rerank_eval.errors import UserError
+
+BEIR_13 = {
+    "trec-covid",
+    "nfcorpus",
+    "nq",
+    "hotpotqa",
+    "fiqa",
+    "arguana",
+    "webis-touche2020",
+    "dbpedia-entity",
+    "scidocs",
+    "fever",
+    "climate-fever",
+    "scifact",
+    "quora",
+}
+FORUMS = (
+    "android english gaming gis mathematica physics programmers stats tex unix webmasters wordpress".split()
+)
+MIRACL = "ar bn de en es fa fi fr hi id ja ko ru sw te th yo zh".split()
+
+
+def test_beir_suite_rows_and_average():
+    beir = load_config().suite("beir")
+    assert {d.key for d in beir.datasets if d.in_average} == BEIR_13
+    assert beir.average_label == "BEIR-13"
+    forums = [d for d in beir.datasets if d.group == "cqadupstack"]
+    assert [d.ir_datasets_id for d in forums] == [f"beir/cqadupstack/{f}" for f in FORUMS]
+    assert not any(d.in_average for d in forums)
+    by_key = {d.key: d for d in beir.datasets}
+    assert by_key["webis-touche2020"].ir_datasets_id == "beir/webis-touche2020/v2"
+    assert by_key["msmarco"].ir_datasets_id == "beir/msmarco/dev" and not by_key["msmarco"].in_average
+    assert by_key["msmarco"].run_file == "bm25/run.beir-v1.0.0-msmarco-flat-trec"
+    assert {k for k, d in by_key.items() if d.drop_self_matches} == {"arguana", "quora"}
+    assert by_key["scifact"].reference["pyserini-bm25-flat"] == 0.6789
+    refs = [d.reference["pyserini-bm25-flat"] for d in forums]
+    assert sum(refs) / 12 == pytest.approx(0.3021, abs=1e-4)
+
+
+def test_miracl_suite_and_defaults():
+    config = load_config()
+    miracl = config.suite("miracl")
+    assert [d.key for d in miracl.datasets] == MIRACL
+    assert all(d.ir_datasets_id == f"miracl/{d.key}/dev" and d.language == d.key for d in miracl.datasets)
+    assert config.top_k == 100 and config.metrics == ("nDCG@10",)
+    assert config.default_model == "jina-reranker-v3"
+    preset = config.models["jina-reranker-v3"]
+    assert preset.family == "listwise-last-token" and preset.model == "jinaai/jina-reranker-v3"
+    assert preset.settings == {"max_query_length": 512, "max_doc_length": 2048, "block_size": 125}
+
+
+def test_selection_by_key_and_group():
+    beir = load_config().suite("beir")
+    assert [d.key for d in beir.select(["scifact", "cqadupstack"])][:2] == [
+        "cqadupstack-android",
+        "cqadupstack-english",
+    ]
+    assert len(beir.select(["cqadupstack"])) == 12
+    with pytest.raises(UserError, match="unknown dataset 'nosuch' in suite 'beir'"):
+        beir.select(["nosuch"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("suites: [", "not valid YAML"),
+        (
+            "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n",
+            "suites.s.datasets[0]: missing first_stage",
+        ),
+        ("first_stages:\n  f: {kind: ftp}\n", "first_stages.f: needs kind: hub or kind: bm25s"),
+        (
+            "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
+            "      - {key: a, id: x, first_stage: g}\n",
+            "unknown first_stage 'g'",
+        ),
+        (
+            "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
+            "      - {key: a, id: x, first_stage: f}\n      - {key: a, id: y, first_stage: f}\n",
+            "dataset key 'a' appears twice",
+        ),
+    ],
+)
+def test_malformed_config_names_file_and_entry(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        load_config(path)
+    assert str(path) in str(error.value)

@@ -1,0 +1,392 @@
+"""The listwise last-token reranker against the published procedure, on tiny random checkpoints.
+
+`reference_scores` below is a straightforward one-block-at-a-time implementation written from the
+specification (its own prompt text, eager attention, every hidden state requested, hand-written
+projector and merge); the production path must agree with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers import load_reranker
+from rerank_eval.rerankers.base import RerankRequest
+from rerank_eval.rerankers.checkpoint import folder_sha256
+from rerank_eval.rerankers.listwise import build_prompt, merge_blocks, plan_blocks, strip_special_strings
+from tests import builders
+from tests.checkpoints import SPECIAL_TOKENS, build_listwise_checkpoint
+
+DOCS = [
+    "aspirin lowers the risk of heart attacks",
+    "  leading and trailing spaces  ",
+    "the quick brown fox jumps over the lazy dog " * 6,
+    "数据检索与排序 😀",
+    "vitamin d and calcium keep bones strong.",
+    "short",
+    'emoji 😀 and punctuation: (a), [b]; {c}! "quoted" it\'s ' * 3,
+    "information retrieval ranks passages",
+]
+QUERY = "does aspirin prevent heart attacks?"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return build_listwise_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+# -- an independent implementation of the published procedure ----------------------------------
+
+SPEC_PIECES = [
+    "<|im_start|>system\n",
+    (
+        "You are a search relevance expert who can determine a ranking of the passages based on "
+        "how relevant they are to the query. If the query is a question, how relevant a passage is "
+        "depends on how well it answers the question. If not, try to analyze the intent of the "
+        "query and assess how well each passage satisfies the intent. If an instruction is "
+        "provided, you should follow the instruction when determining the ranking."
+    ),
+    "<|im_end|>\n<|im_start|>user\n",
+]
+
+
+def spec_prompt(query: str, docs: list[str]) -> str:
+    passages = "\n".join(
+        '<passage id="' + str(i) + '">\n' + d + "<|embed_token|>\n</passage>" for i, d in enumerate(docs)
+    )
+    return (
+        "".join(SPEC_PIECES)
+        + "I will provide you with "
+        + str(len(docs))
+        + " passages, each indicated by a numerical identifier. "
+        + "Rank the passages based on their relevance to query: "
+        + query
+        + "\n"
+        + passages
+        + "\n"
+        + "<query>\n"
+        + query
+        + "<|rerank_token|>\n</query>"
+        + "<|im_end|>\n<|im_start|>assistant\n"
+        + "<think>\n\n</think>\n\n"
+    )
+
+
+def reference_scores(
+    folder: Path, query: str, docs: list[str], max_query=512, max_doc=2048, block_size=125, context=None
+) -> np.ndarray:
+    from transformers import AutoTokenizer, Qwen3Model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = Qwen3Model.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="eager").eval()
+    weights = load_file(str(folder / "model.safetensors"))
+    w0, w2 = weights["projector.0.weight"].double(), weights["projector.2.weight"].double()
+    context = context or tokenizer.model_max_length
+
+    def clean(text):
+        return text.replace("<|embed_token|>", "").replace("<|rerank_token|>", "")
+
+    def cut(text, limit):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) >= limit:
+            return tokenizer.decode(ids[:limit]), limit
+        return text, len(ids)
+
+    query, query_length = cut(clean(query), max_query)
+    cut_docs = [cut(clean(d), max_doc) for d in docs]
+    blocks, current, capacity = [], [], context - 2 * query_length
+    for i, (_, length) in enumerate(cut_docs):
+        current.append(i)
+        capacity -= length
+        if len(current) >= block_size or capacity <= max_doc:
+            blocks.append(current)
+            current, capacity = [], context - 2 * query_length
+    if current:
+        blocks.append(current)
+
+    def project(h):
+        return torch.relu(h.double() @ w0.T) @ w2.T
+
+    doc_vectors, query_vectors = [], []
+    embed_id = tokenizer.convert_tokens_to_ids("<|embed_token|>")
+    rerank_id = tokenizer.convert_tokens_to_ids("<|rerank_token|>")
+    for block in blocks:
+        ids = torch.tensor([tokenizer(spec_prompt(query, [cut_docs[i][0] for i in block]))["input_ids"]])
+        with torch.no_grad():
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+        doc_vectors.append(project(hidden[ids[0] == embed_id]).numpy())
+        query_vectors.append(project(hidden[ids[0] == rerank_id]).numpy()[0])
+
+    def cos(a, b):
+        return a @ b / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b))
+
+    weights_ = np.array([np.max((1 + cos(d, q)) / 2) for d, q in zip(doc_vectors, query_vectors)])
+    final_query = sum(w * q for w, q in zip(weights_, query_vectors)) / weights_.sum()
+    return np.concatenate([cos(d, final_query) for d in doc_vectors])
+
+
+# -- prompt, special strings, truncation, blocks, merge -------------------------------------------
+
+
+def test_prompt_is_byte_identical_to_spec():
+    docs = ["first doc", 'second "doc"\nwith newline']
+    assert build_prompt("a query", docs) == spec_prompt("a query", docs)
+    assert build_prompt("q", ["d"]).encode() == (
+        b"<|im_start|>system\n" + SPEC_PIECES[1].encode() + b"<|im_end|>\n<|im_start|>user\n"
+        b"I will provide you with 1 passages, each indicated by a numerical identifier. Rank the passages "
+        b'based on their relevance to query: q\n<passage id="0">\nd<|embed_token|>\n</passage>\n'
+        b"<query>\nq<|rerank_token|>\n</query><|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+
+
+def test_instruction_piece_is_optional():
+    with_instruction = build_prompt("q", ["d"], instruction="be strict")
+    assert "<instruct>\nbe strict\n</instruct>\n<passage" in with_instruction
+    assert "<instruct>" not in build_prompt("q", ["d"])
+
+
+def test_special_strings_are_removed_even_when_removal_forms_them():
+    assert strip_special_strings("a<|embed_token|>b<|rerank_token|>c") == "abc"
+    assert strip_special_strings("x<|embed_<|rerank_token|>token|>y") == "xy"
+
+
+def test_special_strings_in_inputs_do_not_add_markers(checkpoint):
+    reranker = load_reranker(str(checkpoint))
+    docs = ["one <|embed_token|> two", "<|rerank_token|>three"]
+    prompt = reranker.block_prompts("q <|rerank_token|>", docs)[0]
+    assert prompt.count("<|embed_token|>") == 2 and prompt.count("<|rerank_token|>") == 1
+    scores = reranker.score("q <|rerank_token|>", docs)
+    assert np.allclose(scores, reference_scores(checkpoint, "q ", ["one  two", "three"]), atol=1e-5)
+
+
+def test_truncation_cuts_documents_and_query_at_their_limits(checkpoint):
+    reranker = load_reranker(str(checkpoint), max_doc_length=5, max_query_length=3)
+    tokenizer = reranker.tokenizer
+    long_doc = "the quick brown fox jumps over the lazy dog"
+    ids = tokenizer.encode(long_doc, add_special_tokens=False)
+    assert len(ids) > 5
+    prompt = reranker.block_prompts("aspirin heart attacks prevention", [long_doc, "short"])[0]
+    cut_doc = tokenizer.decode(ids[:5])
+    cut_query = tokenizer.decode(
+        tokenizer.encode("aspirin heart attacks prevention", add_special_tokens=False)[:3]
+    )
+    assert f'<passage id="0">\n{cut_doc}<|embed_token|>' in prompt
+    assert f"<query>\n{cut_query}<|rerank_token|>" in prompt
+    assert f"relevance to query: {cut_query}\n" in prompt
+
+
+def test_block_boundaries_follow_capacity_rule():
+    # capacity starts at 100 - 2*10 = 80; a block closes once capacity <= 20 or it holds block_size docs
+    lengths = [30, 25, 10, 5, 40, 3]
+    assert plan_blocks(lengths, 10, 100, 20, 125) == [range(0, 3), range(3, 6)]
+    assert plan_blocks(lengths, 10, 100, 20, 2) == [range(0, 2), range(2, 4), range(4, 6)]
+    assert plan_blocks([61], 10, 100, 20, 125) == [range(0, 1)]  # 80 - 61 = 19 <= 20
+    assert plan_blocks([59, 1], 10, 100, 20, 125) == [range(0, 2)]  # 21 > 20, then 20 <= 20
+    assert plan_blocks([], 10, 100, 20, 125) == []
+
+
+def test_merge_is_weighted_mean_of_block_query_vectors():
+    rng = np.random.default_rng(3)
+    docs = [rng.normal(size=(3, 4)), rng.normal(size=(2, 4))]
+    queries = [rng.normal(size=4), rng.normal(size=4)]
+
+    def cos(a, b):
+        return a @ b / (np.linalg.norm(a, axis=1) * np.linalg.norm(b))
+
+    weights = [max((1 + cos(d, q)) / 2) for d, q in zip(docs, queries)]
+    final = (weights[0] * queries[0] + weights[1] * queries[1]) / (weights[0] + weights[1])
+    expected = np.concatenate([cos(docs[0], final), cos(docs[1], final)])
+    assert np.allclose(merge_blocks(docs, queries), expected, atol=1e-12)
+    assert np.allclose(merge_blocks(docs[:1], queries[:1]), cos(docs[0], queries[0]), atol=1e-12)
+
+
+# -- the model path against the reference -----------------------------------------------------------
+
+
+def test_single_block_matches_reference(checkpoint):
+    reranker = load_reranker(str(checkpoint))
+    assert len(reranker.block_prompts(QUERY, DOCS)) == 1
+    assert (
+        np.abs(np.array(reranker.score(QUERY, DOCS)) - reference_scores(checkpoint, QUERY, DOCS)).max()
+        <= 1e-5
+    )
+
+
+def test_multi_block_matches_reference(checkpoint):
+    settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8}
+    reranker = load_reranker(str(checkpoint), **settings)
+    assert len(reranker.block_prompts(QUERY, DOCS)) >= 3
+    expected = reference_scores(checkpoint, QUERY, DOCS, max_query=8, max_doc=40, context=120)
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+def test_block_size_limit_matches_reference(checkpoint):
+    reranker = load_reranker(str(checkpoint), block_size=3)
+    expected = reference_scores(checkpoint, QUERY, DOCS, block_size=3)
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+def requests_for(queries: list[str]) -> list[RerankRequest]:
+    out = []
+    for n, query in enumerate(queries):
+        docs = tuple(DOCS[n % 3 :] + DOCS[: n % 3])
+        out.append(
+            RerankRequest(f"q{n}", query, tuple(map(str, range(len(docs)))), docs, tuple(range(len(docs))))
+        )
+    return out
+
+
+def test_scores_do_not_depend_on_batch_composition(checkpoint):
+    queries = [QUERY, "vitamin d", "数据", "a much longer query about the lazy dog and the quick fox"]
+    settings = {"context_length": 300, "max_doc_length": 60}
+    packed = load_reranker(str(checkpoint), max_batch_tokens=100_000, **settings)
+    alone = load_reranker(str(checkpoint), max_batch_tokens=1, **settings)  # one block per forward pass
+    requests = requests_for(queries)
+    together = packed.score_batch(requests)
+    for request, batched in zip(requests, together):
+        single = alone.score_batch([request])[0]
+        assert batched.dtype == np.float32
+        assert np.abs(batched - single).max() <= 1e-5
+        expected = reference_scores(checkpoint, request.query, list(request.texts), max_doc=60, context=300)
+        assert np.abs(batched - expected).max() <= 1e-5
+    reordered = packed.score_batch(requests[::-1])[::-1]
+    for a, b in zip(together, reordered):
+        assert np.abs(a - b).max() <= 1e-5
+
+
+def test_last_hidden_state_is_last_layer_after_final_norm(checkpoint):
+    """Pins the transformers range: Qwen3Model.last_hidden_state == hidden_states[-1] (post-norm)."""
+    reranker = load_reranker(str(checkpoint))
+    ids = torch.tensor([reranker.tokenizer(build_prompt("q", ["a", "b"]))["input_ids"]])
+    with torch.no_grad():
+        out = reranker.backbone(input_ids=ids, output_hidden_states=True)
+        assert len(out.hidden_states) == reranker.backbone.config.num_hidden_layers + 1
+        assert torch.equal(out.last_hidden_state, out.hidden_states[-1])
+        # hidden_states[-1] is after the final RMSNorm: undoing the norm weight changes it.
+        assert not torch.allclose(
+            out.hidden_states[-1], out.hidden_states[-1] / reranker.backbone.norm.weight
+        )
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def test_directory_with_jina_architecture_needs_no_flag(checkpoint):
+    reranker = load_reranker(str(checkpoint))
+    assert reranker.family == "listwise-last-token"
+    description = reranker.describe()
+    assert description["content_sha256"] == folder_sha256(checkpoint)
+    assert description["settings"]["max_doc_length"] == 2048
+    assert description["settings"]["block_size"] == 125
+    assert description["context_length_from"] == "tokenizer.model_max_length"
+    assert description["dtype"] == "float32"
+
+
+def test_bfloat16_checkpoint_without_lm_head_loads(tmp_path):
+    folder = build_listwise_checkpoint(tmp_path / "bf16", dtype=torch.bfloat16, with_lm_head=False)
+    scores = load_reranker(str(folder)).score(QUERY, DOCS[:3])
+    assert np.allclose(scores, reference_scores(folder, QUERY, DOCS[:3]), atol=1e-5)
+
+
+def test_unset_model_max_length_falls_back_to_config(tmp_path):
+    folder = build_listwise_checkpoint(tmp_path / "unset", model_max_length=None)
+    reranker = load_reranker(str(folder))
+    assert reranker.settings.context_length == 8192
+    assert reranker.describe()["context_length_from"] == "config.max_position_embeddings"
+
+
+def test_missing_projector_is_a_clear_error(tmp_path):
+    folder = build_listwise_checkpoint(tmp_path / "noproj", with_projector=False)
+    with pytest.raises(UserError, match="lacks projector weights"):
+        load_reranker(str(folder))
+
+
+def test_missing_special_tokens_is_a_clear_error(tmp_path):
+    tokens = [t for t in SPECIAL_TOKENS if t != "<|rerank_token|>"]
+    folder = build_listwise_checkpoint(tmp_path / "notok", special_tokens=tokens)
+    with pytest.raises(UserError, match=r"lacks the special token <\|rerank_token\|>"):
+        load_reranker(str(folder))
+
+
+def test_non_qwen3_config_is_refused(tmp_path):
+    folder = build_listwise_checkpoint(tmp_path / "llama")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "llama"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="needs a qwen3 backbone"):
+        load_reranker(str(folder))
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+def test_score_command_prints_scores_in_input_order(checkpoint, tmp_path):
+    plain = tmp_path / "docs.txt"
+    plain.write_text("\n".join(DOCS[:4]) + "\n", encoding="utf-8")
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": d}) for d in DOCS[:4]) + "\n", encoding="utf-8")
+    expected = reference_scores(checkpoint, QUERY, [d for d in DOCS[:4]])
+    for path in (plain, jsonl):
+        result = CliRunner().invoke(
+            app, ["score", "--model", str(checkpoint), "--query", QUERY, "--docs", str(path)]
+        )
+        assert result.exit_code == 0, result.output
+        assert np.abs(np.array(json.loads(result.stdout)) - expected).max() <= 1e-5
+
+
+def test_score_command_rejects_bad_jsonl(checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"body": "no text"}\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["score", "--model", str(checkpoint), "--query", "q", "--docs", str(bad)]
+    )
+    assert result.exit_code == 2
+    assert f"{bad}, line 2: expected an object with a text field" in result.output
+
+
+def test_beir_with_checkpoint_directory_end_to_end(checkpoint, tmp_path):
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "scifact.trec", builders.SCIFACT_RUN)
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "beir",
+            "--model",
+            str(checkpoint),
+            "--datasets",
+            "scifact,fiqa",
+            "--runs-dir",
+            str(runs),
+            "--out",
+            str(out),
+            "--candidate-order",
+            "reversed",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["content_sha256"] == folder_sha256(checkpoint)
+    assert manifest["model"]["family"] == "listwise-last-token"
+    assert manifest["protocol"]["candidate_order"] == "reversed"
+    # The written order is the reference scores' order for the reversed candidate list.
+    texts = {d: f"{t} {x}" for d, (t, x) in builders.SCIFACT_DOCS.items()}
+    first_stage = ["s2", "s3", "s1", "s5", "s6"]  # trec order of query 1
+    shown = first_stage[::-1]
+    scores = reference_scores(checkpoint, builders.SCIFACT_QUERIES["1"], [texts[d] for d in shown])
+    expected_order = [shown[i] for i in np.argsort(-scores, kind="stable")]
+    written = [
+        line.split()[2]
+        for line in (out / "runs" / "scifact.trec").read_text().splitlines()
+        if line.startswith("1 ")
+    ]
+    assert written == expected_order

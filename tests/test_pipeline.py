@@ -1,0 +1,437 @@
+"""End to end: `rerank-eval beir/miracl/run/export` on fixture datasets read by the real ir_datasets.
+
+Expected metric values are computed in the tests themselves (tests/expected.py), never read back
+from the tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from tests import builders
+from tests.expected import first_stage_ndcg, mean, ndcg, trec_ranking
+
+runner = CliRunner()
+BEIR_FIXTURES = "scifact,fiqa,arguana,cqadupstack-android,cqadupstack-english"
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("runs")
+    builders.write_run(folder / "scifact.trec", builders.SCIFACT_RUN)
+    builders.write_run(folder / "fiqa.trec", builders.FIQA_RUN)
+    builders.write_run(folder / "arguana.trec", builders.ARGUANA_RUN)
+    for forum, data in builders.CQA.items():
+        builders.write_run(folder / f"cqadupstack-{forum}.trec", data["run"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bm25_result(runs_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results") / "bm25"
+    result = cli(
+        "beir",
+        "--datasets",
+        BEIR_FIXTURES,
+        "--model",
+        "bm25",
+        "--runs-dir",
+        runs_dir,
+        "--top-k",
+        "3",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def summary_value(folder: Path, dataset: str, stage: str = "reranked", measure: str = "nDCG@10") -> float:
+    summary = pd.read_csv(folder / "summary.csv")
+    row = summary[(summary.dataset == dataset) & (summary.measure == measure)]
+    assert len(row) == 1, f"no single summary row for {dataset}"
+    return float(row.iloc[0][stage])
+
+
+def expected_fixture_values(top_k: int) -> dict[str, float]:
+    cqa = {
+        forum: mean(first_stage_ndcg(data["run"], data["qrels"], top_k).values())
+        for forum, data in builders.CQA.items()
+    }
+    return {
+        "scifact": mean(first_stage_ndcg(builders.SCIFACT_RUN, builders.SCIFACT_QRELS, top_k).values()),
+        "fiqa": mean(first_stage_ndcg(builders.FIQA_RUN, builders.FIQA_QRELS, top_k).values()),
+        "arguana": mean(
+            first_stage_ndcg(builders.ARGUANA_RUN, builders.ARGUANA_QRELS, top_k, drop_self=True).values()
+        ),
+        "cqadupstack": mean(cqa.values()),
+    }
+
+
+def test_first_stage_and_identity_rerank_match_hand_computed_ndcg(bm25_result):
+    expected = expected_fixture_values(top_k=3)
+    for dataset, value in expected.items():
+        assert summary_value(bm25_result, dataset, "first_stage") == pytest.approx(value, abs=1e-6)
+        assert summary_value(bm25_result, dataset, "reranked") == pytest.approx(value, abs=1e-6)
+    # Scifact's query 3 is judged but not in the run: it counts, with 0.
+    q1 = ndcg(["s2", "s3", "s1"], builders.SCIFACT_QRELS["1"])  # the 4.0 tie goes to s3 (id desc)
+    q2 = ndcg(["s1", "s4", "s8"], builders.SCIFACT_QRELS["2"])
+    assert expected["scifact"] == pytest.approx((q1 + q2 + 0.0) / 3)
+
+
+def test_suite_averages_label_subset_and_all_rows(bm25_result):
+    expected = expected_fixture_values(top_k=3)
+    headline = mean([expected["scifact"], expected["fiqa"], expected["arguana"]])
+    assert summary_value(bm25_result, "BEIR-13 subset (3 of 13)") == pytest.approx(headline, abs=1e-6)
+    assert summary_value(bm25_result, "Average, all 4 rows") == pytest.approx(
+        mean(expected.values()), abs=1e-6
+    )
+
+
+def test_self_matches_are_dropped_only_where_configured(runs_dir, tmp_path):
+    config = tmp_path / "bench.yaml"
+    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    marker = (
+        "      - key: arguana\n        id: beir/arguana\n        language: en\n"
+        "        first_stage: bm25-flat\n        drop_self_matches: true"
+    )
+    assert marker in text
+    config.write_text(text.replace(marker, marker.replace("true", "false")), encoding="utf-8")
+    out = tmp_path / "keep-self"
+    result = cli(
+        "beir",
+        "--config",
+        config,
+        "--datasets",
+        "arguana",
+        "--model",
+        "bm25",
+        "--runs-dir",
+        runs_dir,
+        "--top-k",
+        "3",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    kept = mean(first_stage_ndcg(builders.ARGUANA_RUN, builders.ARGUANA_QRELS, 3, drop_self=False).values())
+    assert summary_value(out, "arguana") == pytest.approx(kept, abs=1e-6)
+    assert kept != pytest.approx(expected_fixture_values(3)["arguana"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["datasets"][0]["drop_self_matches"] is False
+    assert manifest["datasets"][0]["coverage"]["self_matches_dropped"] == 0
+
+
+def test_top_k_cut(runs_dir, tmp_path):
+    out = tmp_path / "top1"
+    result = cli(
+        "beir",
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--runs-dir",
+        runs_dir,
+        "--top-k",
+        "1",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert summary_value(out, "scifact") == pytest.approx(expected_fixture_values(1)["scifact"], abs=1e-9)
+    lines = (out / "runs" / "scifact.trec").read_text().splitlines()
+    assert [line.split()[:3] for line in lines] == [["1", "Q0", "s2"], ["2", "Q0", "s1"]]
+
+
+def test_reranked_run_scores_strictly_decrease(bm25_result):
+    for path in (bm25_result / "runs").glob("*.trec"):
+        by_query: dict[str, list[float]] = {}
+        for line in path.read_text().splitlines():
+            query_id, _, _, _, score, _ = line.split()
+            by_query.setdefault(query_id, []).append(float(score))
+        for scores in by_query.values():
+            assert all(a > b for a, b in itertools.pairwise(scores)), path
+
+
+def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
+    manifest = json.loads((bm25_result / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert manifest["protocol"]["top_k"] == 3
+    assert manifest["protocol"]["metrics"] == ["nDCG@10"]
+    assert manifest["protocol"]["candidate_order"] == "first-stage"
+    assert manifest["packages"]["ir_datasets"] and manifest["packages"]["ir_measures"]
+    assert manifest["rerank_eval"]["version"]
+    assert manifest["model"]["name"] == "bm25"
+    records = {d["key"]: d for d in manifest["datasets"]}
+    scifact = records["scifact"]
+    run_bytes = (runs_dir / "scifact.trec").read_bytes()
+    assert scifact["first_stage"]["sha256"] == hashlib.sha256(run_bytes).hexdigest()
+    assert scifact["ir_datasets_id"] == "beir/scifact/test"
+    assert scifact["coverage"] == {
+        "judged_queries": 3,
+        "queries_with_candidates": 2,
+        "queries_without_run": 1,
+        "self_matches_dropped": 0,
+        "run_queries_without_judgements": 1,
+    }
+    assert records["arguana"]["coverage"]["self_matches_dropped"] == 2
+    assert records["cqadupstack-android"]["row"] == "cqadupstack"
+    assert manifest["started"] <= manifest["finished"]
+
+
+def test_per_query_values_cover_every_judged_query(bm25_result):
+    per_query = pd.read_csv(bm25_result / "per_query.csv", dtype={"query_id": str})
+    scifact = per_query[(per_query.dataset == "scifact") & (per_query.measure == "nDCG@10")]
+    assert sorted(scifact[scifact.stage == "reranked"].query_id) == ["1", "2", "3"]
+    assert float(scifact[(scifact.stage == "reranked") & (scifact.query_id == "3")].value.iloc[0]) == 0.0
+
+
+def test_export_reproduces_table_and_summary(bm25_result, tmp_path):
+    csv_path = tmp_path / "summary.csv"
+    result = cli("export", bm25_result, "--csv", csv_path)
+    assert result.exit_code == 0, result.output
+    assert csv_path.read_text() == (bm25_result / "summary.csv").read_text()
+    assert "BEIR-13 subset (3 of 13)" in result.output
+    assert "cqadupstack" in result.output
+
+
+def test_run_table_equals_export_table(runs_dir, tmp_path):
+    out = tmp_path / "again"
+    run = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", runs_dir, "--out", out)
+    export = cli("export", out)
+    assert run.exit_code == export.exit_code == 0
+    assert export.output.strip() in run.output
+
+
+def test_export_refuses_incomplete_folder(tmp_path):
+    folder = tmp_path / "x.incomplete"
+    folder.mkdir()
+    result = cli("export", folder)
+    assert result.exit_code == 2
+    assert "incomplete" in result.output
+
+
+def test_published_run_from_hub_cache_and_reference_check(hub_cache, tmp_path):
+    content = tmp_path / "r.trec"
+    builders.write_run(content, builders.SCIFACT_RUN)
+    builders.put_in_hub_cache(
+        hub_cache,
+        "unicamp-dl/beir-runs",
+        "dataset",
+        "bm25/run.beir-v1.0.0-scifact-flat.trec",
+        content.read_bytes(),
+    )
+    out = tmp_path / "hub"
+    result = cli("beir", "--datasets", "scifact", "--model", "bm25", "--top-k", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    value = expected_fixture_values(3)["scifact"]
+    assert f"{value - 0.6789:+.4f}" in result.output  # differs from Pyserini's published 0.6789
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["datasets"][0]["first_stage"]
+    assert record["kind"] == "hub" and record["repo"] == "unicamp-dl/beir-runs"
+    assert record["reference_ndcg10"] == 0.6789
+
+    config = tmp_path / "ok.yaml"
+    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    config.write_text(text.replace("pyserini-bm25-flat: 0.6789", f"pyserini-bm25-flat: {value + 3e-4:.6f}"))
+    out_ok = tmp_path / "hub-ok"
+    result = cli(
+        "beir",
+        "--config",
+        config,
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--top-k",
+        "3",
+        "--out",
+        out_ok,
+    )
+    assert result.exit_code == 0, result.output
+    assert " OK " in result.output
+
+
+def test_builtin_bm25s_first_stage_on_miracl(tmp_path):
+    out = tmp_path / "miracl"
+    result = cli("miracl", "--languages", "sw,yo", "--model", "bm25", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "MIRACL-18 subset (2 of 18)" in result.output
+    lines = (out / "runs" / "sw.trec").read_text().splitlines()
+    first_by_query = {}
+    for line in lines:
+        first_by_query.setdefault(line.split()[0], line.split()[2])
+    assert first_by_query == {"1": "100#0", "2": "200#0"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["datasets"][0]["first_stage"]["kind"] == "bm25s"
+    assert manifest["datasets"][0]["first_stage"]["settings"]["k1"] == 0.9
+
+
+def test_miracl_with_supplied_runs(tmp_path):
+    sw_run = {"1": {"100#1": 2.0, "100#0": 1.0}, "2": {"200#0": 3.0}}
+    yo_run = {"5": {"300#0": 2.0, "300#1": 1.0}}
+    sw_path = builders.write_run(tmp_path / "sw.trec", sw_run)
+    yo_path = builders.write_run(tmp_path / "yo.trec", yo_run)
+    out = tmp_path / "miracl-runs"
+    result = cli(
+        "miracl",
+        "--languages",
+        "sw,yo",
+        "--model",
+        "bm25",
+        "--run",
+        f"sw={sw_path}",
+        "--run",
+        f"yo={yo_path}",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    sw = mean(first_stage_ndcg(sw_run, builders.MIRACL["sw"]["qrels"], 100).values())
+    yo = mean(first_stage_ndcg(yo_run, builders.MIRACL["yo"]["qrels"], 100).values())
+    assert summary_value(out, "sw") == pytest.approx(sw, abs=1e-9)
+    assert summary_value(out, "MIRACL-18 subset (2 of 18)") == pytest.approx((sw + yo) / 2, abs=1e-9)
+
+
+def test_extra_metric_and_progress_lines_without_terminal(runs_dir, tmp_path):
+    out = tmp_path / "metrics"
+    result = cli(
+        "beir",
+        "--datasets",
+        "fiqa",
+        "--model",
+        "bm25",
+        "--runs-dir",
+        runs_dir,
+        "--metric",
+        "nDCG@10",
+        "--metric",
+        "RR@10",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    rr = mean(
+        1.0 / (trec_ranking(builders.FIQA_RUN[q]).index(next(iter(j))) + 1)
+        for q, j in builders.FIQA_QRELS.items()
+    )
+    assert summary_value(out, "fiqa", measure="RR@10") == pytest.approx(rr)
+    assert "reranking fiqa: 2/2" in result.output
+
+
+# -- errors: one line, exit 2, nothing published --------------------------------------------------
+
+
+def assert_clean_failure(result, out: Path, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("error:")
+    for fragment in fragments:
+        assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["run", "nosuch"], ["unknown suite 'nosuch'"]),
+        (["beir", "--datasets", "nosuch"], ["unknown dataset 'nosuch'"]),
+        (["beir", "--datasets", "fiqa", "--model", "nosuch"], ["cannot tell which family model 'nosuch'"]),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--metric", "Bogus@3"],
+            ["unknown measure 'Bogus@3'"],
+        ),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--run", "fiqa=/no/such.trec"],
+            ["not found: /no/such.trec"],
+        ),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--candidate-order", "sideways"],
+            ["unknown candidate order"],
+        ),
+    ],
+)
+def test_bad_arguments(args, fragments, tmp_path):
+    out = tmp_path / "never"
+    assert_clean_failure(cli(*args, "--out", out), out, *fragments)
+
+
+def test_malformed_run_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("10 Q0 f1 1 3.0 tag\n10 Q0 f2 2 tag\n")
+    out = tmp_path / "never"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={bad}", "--out", out)
+    assert_clean_failure(result, out, f"{bad}, line 2", "expected 6 fields")
+
+
+def test_run_sharing_no_query_with_qrels(tmp_path):
+    run = builders.write_run(tmp_path / "other.trec", {"999": {"f1": 1.0}})
+    out = tmp_path / "never"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out)
+    assert_clean_failure(result, out, "shares no query with its qrels")
+
+
+def test_empty_candidate_list(tmp_path):
+    only_self = builders.write_run(tmp_path / "self.trec", {"a1": {"a1": 1.0}, "a4": {"a4": 2.0}})
+    out = tmp_path / "never"
+    result = cli(
+        "beir", "--datasets", "arguana", "--model", "bm25", "--run", f"arguana={only_self}", "--out", out
+    )
+    assert_clean_failure(result, out, "gives no candidate documents")
+
+
+def test_later_dataset_failure_publishes_nothing(runs_dir, tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q7 Q0 e1 1 not-a-number x\n")
+    out = tmp_path / "never"
+    result = cli(
+        "beir",
+        "--datasets",
+        "fiqa,cqadupstack-english",
+        "--model",
+        "bm25",
+        "--run",
+        f"fiqa={runs_dir / 'fiqa.trec'}",
+        "--run",
+        f"cqadupstack-english={bad}",
+        "--out",
+        out,
+    )
+    assert_clean_failure(result, out, "line 1", "is not a number")
+
+
+def test_uncached_published_run_offline(tmp_path):
+    out = tmp_path / "never"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--out", out)
+    assert_clean_failure(result, out, "run.beir-v1.0.0-fiqa-flat.trec is not cached", "rerank-eval fetch")
+
+
+def test_console_script_fails_in_one_line(tmp_path):
+    """The installed entry point, in a real process: no traceback, exit 2."""
+    out = tmp_path / "never"
+    done = subprocess.run(
+        [sys.executable, "-m", "rerank_eval", "beir", "--datasets", "nosuch", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "unknown dataset" in done.stderr
+    assert "Traceback" not in done.stderr

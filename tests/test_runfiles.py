@@ -1,0 +1,64 @@
+"""TREC run reading and the ranking rules that keep trec_eval from reordering documents."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rerank_eval.errors import UserError
+from rerank_eval.runfiles import read_run, trec_order
+from rerank_eval.runner import CandidateOrder, strictly_decreasing
+
+
+def test_reads_run_and_keeps_first_of_duplicates(tmp_path):
+    path = tmp_path / "r.trec"
+    path.write_text("q1 Q0 d1 1 2.5 t\nq1 Q0 d2 2 1.5 t\n\nq1 Q0 d1 3 0.5 t\nq2 Q0 d9 1 -1e3 t\n")
+    parsed = read_run(path)
+    assert parsed.run == {"q1": {"d1": 2.5, "d2": 1.5}, "q2": {"d9": -1000.0}}
+    assert parsed.duplicate_lines == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"q1 Q0 d1 1 2.5\n", "line 1: expected 6 fields"),
+        (b"q1 Q0 d1 1 2.5 t\nq1 Q0 d2 2 abc t\n", "line 2: score 'abc' is not a number"),
+        (b"q1 Q0 d1 1 nan t\n", "line 1: score 'nan' is not finite"),
+        (b"q1 Q0 d1 1 1.0 t\nq1 Q0 \xff 2 0.5 t\n", "line 2: not valid UTF-8"),
+        (b"\n\n", "has no run lines"),
+    ],
+)
+def test_malformed_runs_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.trec"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as error:
+        read_run(path)
+    assert str(path) in str(error.value)
+
+
+def test_trec_order_breaks_ties_by_doc_id_descending():
+    assert [d for d, _ in trec_order({"a": 1.0, "b": 1.0, "c": 2.0, "aa": 1.0})] == ["c", "b", "aa", "a"]
+
+
+def test_strictly_decreasing_keeps_input_order_on_ties():
+    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1], dtype=np.float32)
+    order, written, ties = strictly_decreasing(scores)
+    assert order == [1, 0, 2, 3, 4]
+    assert all(a > b for a, b in itertools.pairwise(written))
+    assert ties == 2
+    assert written[1] == float(np.float32(0.5)) and written[2] == math.nextafter(written[1], -math.inf)
+
+
+def test_candidate_orders():
+    assert CandidateOrder.parse("first-stage").positions("q", 4) == [0, 1, 2, 3]
+    assert CandidateOrder.parse("reversed").positions("q", 4) == [3, 2, 1, 0]
+    shuffled = CandidateOrder.parse("shuffled:7")
+    assert sorted(shuffled.positions("q", 20)) == list(range(20))
+    assert shuffled.positions("q", 20) == CandidateOrder.parse("shuffled:7").positions("q", 20)
+    assert shuffled.positions("q", 20) != shuffled.positions("other", 20)
+    assert str(shuffled) == "shuffled:7"
+    with pytest.raises(UserError):
+        CandidateOrder.parse("shuffled:x")
