@@ -39,3 +39,10 @@ def hub_cache() -> Path:
 @pytest.fixture(scope="session")
 def vaswani_available() -> bool:
     return VASWANI.is_dir()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the private caches of this session."""
+    import shutil
+
+    shutil.rmtree(_ROOT, ignore_errors=True)

@@ -20,7 +20,11 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 def test_fetch_fills_dataset_and_run_caches(hub_cache, tmp_path):
     run = builders.write_run(tmp_path / "r.trec", builders.SCIFACT_RUN)
     builders.put_in_hub_cache(
-        hub_cache, "unicamp-dl/beir-runs", "dataset", "bm25/run.beir-v1.0.0-scifact-flat.trec", run.read_bytes()
+        hub_cache,
+        "unicamp-dl/beir-runs",
+        "dataset",
+        "bm25/run.beir-v1.0.0-scifact-flat.trec",
+        run.read_bytes(),
     )
     result = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact", "--model", "bm25"])
     assert result.exit_code == 0, result.output
@@ -40,7 +44,9 @@ def test_fetch_says_what_is_missing_offline():
 
 
 def test_default_preset_offline_without_cache_is_one_clear_error():
-    with pytest.raises(UserError, match="model jinaai/jina-reranker-v3 is not cached and HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        UserError, match="model jinaai/jina-reranker-v3 is not cached and HF_HUB_OFFLINE is set"
+    ):
         load_reranker("jina-reranker-v3")
 
 
