@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rerank_eval.data import IrDataset
+from rerank_eval.progress import stderr_console
 from rerank_eval.runfiles import Run, trec_order
 
 # Snowball stemmer names (PyStemmer) and bm25s stopword lists, by ISO language code. Languages
@@ -115,7 +116,7 @@ class Bm25Index:
             doc_ids.append(doc_id)
             texts.append(text)
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-        retriever.index(_tokenize(texts, settings), show_progress=False)
+        retriever.index(_tokenize(texts, settings), show_progress=stderr_console.is_terminal)
         staging = folder.with_name(folder.name + ".building")
         shutil.rmtree(staging, ignore_errors=True)
         retriever.save(str(staging))

@@ -44,6 +44,7 @@ class FirstStageRecord:
     path: str | None = None
     sha256: str | None = None
     repo: str | None = None
+    revision: str | None = None  # the Hub commit the run file was taken from
     settings: dict[str, object] | None = None
     reference_name: str | None = None
     reference_ndcg10: float | None = None
@@ -85,6 +86,7 @@ def obtain_run(
             label=source.label,
             path=filename,
             repo=source.repo,
+            revision=_snapshot_commit(path),
             sha256=parsed.sha256,
             reference_name=source.reference,
             reference_ndcg10=reference,
@@ -96,6 +98,12 @@ def obtain_run(
     run = index.search(queries, depth)
     record = FirstStageRecord(kind="bm25s", label=source.label, settings=settings.describe())
     return run, record
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """The commit of a file in huggingface_hub's cache (…/snapshots/<commit>/<filename>)."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -59,3 +60,17 @@ def _track_lines(items: Iterable[T], total: int, description: str, size: Callabl
             rate = done / max(now - start, 1e-9)
             print(f"{description}: {done}/{total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
             last = now
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[None]:
+    """A step without a count: a spinner in a terminal, start and end lines in a log."""
+    start = time.monotonic()
+    if stderr_console.is_terminal:
+        with stderr_console.status(description):
+            yield
+    else:
+        print(f"{description} ...", file=sys.stderr, flush=True)
+        yield
+    elapsed = time.monotonic() - start
+    stderr_console.print(f"{description}: done in {elapsed:.1f} s", highlight=False)

@@ -26,7 +26,7 @@ from rerank_eval.data import IrDataset
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation import PerQuery, evaluate_per_query, parse_measures
 from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
-from rerank_eval.progress import track
+from rerank_eval.progress import step, track
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.results import ResultWriter, package_versions, source_revision
 from rerank_eval.runfiles import Run, format_run_lines
@@ -110,16 +110,19 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     """Queries, qrels, the top-k candidates and their texts for one dataset."""
     start = time.monotonic()
     dataset = IrDataset(spec)
-    queries = dataset.queries()
-    qrels = dataset.qrels()
+    with step(f"{spec.key}: queries and judgements"):
+        queries = dataset.queries()
+        qrels = dataset.qrels()
     if not qrels:
         raise UserError(f"{spec.ir_datasets_id} has no relevance judgements")
     source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
     depth = plan.top_k + (1 if spec.drop_self_matches else 0)
-    run, record = obtain_run(spec, source, plan.runs, dataset, queries, depth)
-    candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
+    with step(f"{spec.key}: first stage"):
+        run, record = obtain_run(spec, source, plan.runs, dataset, queries, depth)
+        candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
     wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
-    texts = dataset.documents(wanted)
+    with step(f"{spec.key}: {len(wanted):,} candidate documents"):
+        texts = dataset.documents(wanted)
     missing = len(wanted - set(texts))
     if missing:
         print(
@@ -242,7 +245,8 @@ def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) ->
             reranked, ties = rerank_dataset(reranker, prepared, plan.candidate_order)
             rerank_seconds = time.monotonic() - start
             start = time.monotonic()
-            first_values, reranked_values = _evaluate(plan, prepared, reranked)
+            with step(f"{spec.key}: evaluation"):
+                first_values, reranked_values = _evaluate(plan, prepared, reranked)
             writer.add_run(spec.key, run_lines(reranked, tag))
             writer.add_values(spec.key, "first_stage", first_values)
             writer.add_values(spec.key, "reranked", reranked_values)
