@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rerank_eval.cache import cache_root
 from rerank_eval.data import IrDataset
 from rerank_eval.progress import stderr_console
 from rerank_eval.runfiles import Run, trec_order
@@ -26,12 +26,6 @@ from rerank_eval.runfiles import Run, trec_order
 # analyzer is tracked separately.
 STEMMERS = {"en": "english"}
 STOPWORDS = {"en": "en"}
-
-
-def cache_root() -> Path:
-    """rerank-eval's own cache (indexes); `RERANK_EVAL_CACHE` moves it."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rerank-eval"
-    return Path(os.environ.get("RERANK_EVAL_CACHE", default))
 
 
 @dataclass(frozen=True)

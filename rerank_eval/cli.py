@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -44,7 +45,10 @@ def user_errors(command: F) -> F:
             error_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            error_console.print("interrupted; nothing was published", highlight=False)
+            error_console.print(
+                "stopped at once; scores journaled so far are kept: run the same command again to resume",
+                highlight=False,
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -143,6 +147,10 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)."),
 ]
+FreshOpt = Annotated[
+    bool,
+    typer.Option("--fresh", help="Ignore scores journaled by an earlier run of this setup; score again."),
+]
 SettingOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="NAME=VALUE model setting, e.g. --set max_doc_length=1024; repeatable."),
@@ -192,6 +200,7 @@ def _benchmark(
     device: str | None,
     dtype: str | None,
     setting: list[str] | None,
+    fresh: bool,
 ) -> None:
     from rerank_eval.firststage import RunLocation
     from rerank_eval.report import Report
@@ -216,6 +225,8 @@ def _benchmark(
             pattern=run_pattern,
         ),
         first_stage_override=first_stage,
+        fresh=fresh,
+        resume_command=shlex.join(["rerank-eval", *sys.argv[1:]]),
     )
     plan.validate()
     destination = out or _default_out(model_name, suite)
@@ -250,6 +261,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
         device: DeviceOpt = None,
         dtype: DtypeOpt = None,
         setting: SettingOpt = None,
+        fresh: FreshOpt = False,
     ) -> None:
         _benchmark(
             suite_name,
@@ -268,6 +280,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
             device,
             dtype,
             setting,
+            fresh,
         )
 
     if suite is None:

@@ -115,6 +115,7 @@ class Candidates:
     queries_without_run: list[str]
     self_matches_dropped: int
     run_queries_without_judgements: int
+    queries_with_equal_scores: int
 
     def to_run(self) -> Run:
         return {q: dict(docs) for q, docs in self.by_query.items()}
@@ -126,6 +127,7 @@ class Candidates:
             "queries_without_run": len(self.queries_without_run),
             "self_matches_dropped": self.self_matches_dropped,
             "run_queries_without_judgements": self.run_queries_without_judgements,
+            "queries_with_equal_scores": self.queries_with_equal_scores,
         }
 
 
@@ -162,4 +164,7 @@ def select_candidates(
         queries_without_run=[q for q in qrels if q not in by_query],
         self_matches_dropped=dropped,
         run_queries_without_judgements=sum(1 for q in run if q not in qrels),
+        queries_with_equal_scores=sum(
+            1 for q in shared if len(run[q]) > 1 and len(set(run[q].values())) == 1
+        ),
     )

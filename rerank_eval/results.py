@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from rerank_eval.errors import UserError
+from rerank_eval.journal import disk_error
 
 STAGES = ("first_stage", "reranked")
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
@@ -91,7 +92,13 @@ class ResultWriter:
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
 
     def add_run(self, dataset: str, lines: list[str]) -> None:
-        _write_atomic(self.staging / "runs" / f"{dataset}.trec", "".join(lines))
+        self._write(self.staging / "runs" / f"{dataset}.trec", "".join(lines))
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            _write_atomic(path, text)
+        except OSError as exc:
+            raise disk_error(exc, path, "nothing was published; scored queries stay journaled") from None
 
     def add_values(self, dataset: str, stage: str, values: dict[str, dict[str, float]]) -> None:
         for measure, per_query in values.items():
@@ -103,10 +110,10 @@ class ResultWriter:
         from rerank_eval.report import Report
 
         frame = pd.DataFrame(self.per_query_rows, columns=PER_QUERY_COLUMNS)
-        _write_atomic(self.staging / "per_query.csv", frame.to_csv(index=False))
+        self._write(self.staging / "per_query.csv", frame.to_csv(index=False))
         report = Report(manifest, frame)
-        _write_atomic(self.staging / "summary.csv", report.summary_csv())
-        _write_atomic(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        self._write(self.staging / "summary.csv", report.summary_csv())
+        self._write(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         self.staging.rename(self.final)
         return self.final
 

@@ -26,6 +26,8 @@ from rerank_eval.data import IrDataset
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation import PerQuery, evaluate_per_query, parse_measures
 from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
+from rerank_eval.interrupt import Interrupted, StopRequest
+from rerank_eval.journal import JOURNAL_FORMAT, ScoreJournal, cache_key, journal_path
 from rerank_eval.progress import step, track
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.results import ResultWriter, package_versions, source_revision
@@ -74,6 +76,8 @@ class RunPlan:
     candidate_order: CandidateOrder
     runs: RunLocation = field(default_factory=RunLocation)
     first_stage_override: str | None = None
+    fresh: bool = False  # ignore (and replace) journaled scores
+    resume_command: str = "the same command"
 
     def measures(self) -> list[str]:
         """The user's metrics plus the ones every table shows."""
@@ -103,6 +107,7 @@ class PreparedDataset:
     texts: dict[str, str]
     first_stage: FirstStageRecord
     missing_documents: int
+    empty_documents: int
     seconds: float
 
 
@@ -132,7 +137,22 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
         )
         for query_id, docs in candidates.by_query.items():
             candidates.by_query[query_id] = [(d, s) for d, s in docs if d in texts]
-    return PreparedDataset(spec, queries, qrels, candidates, texts, record, missing, time.monotonic() - start)
+    empty = sum(1 for text in texts.values() if not text.strip())
+    if empty:
+        print(
+            f"warning: {empty} candidate documents of {spec.key} are empty or whitespace only; "
+            f"they are reranked as they are",
+            file=sys.stderr,
+        )
+    if candidates.queries_with_equal_scores:
+        print(
+            f"warning: in {candidates.queries_with_equal_scores} queries of {spec.key} all first-stage "
+            f"scores are equal; their first-stage order is by doc id only (trec_eval's rule)",
+            file=sys.stderr,
+        )
+    return PreparedDataset(
+        spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start
+    )
 
 
 def strictly_decreasing(scores: np.ndarray) -> tuple[list[int], list[float], int]:
@@ -177,22 +197,96 @@ def _chunks(items: list[RerankRequest], size: int) -> Iterator[list[RerankReques
         yield items[start : start + size]
 
 
-def rerank_dataset(reranker: Reranker, prepared: PreparedDataset, order: CandidateOrder) -> tuple[Run, int]:
-    """The reranked run of one dataset (strictly decreasing scores) and its count of ties."""
-    requests = _requests(prepared, order)
+@dataclass
+class RerankOutcome:
+    run: Run
+    ties: int
+    scored_queries: int
+    resumed_queries: int
+
+
+def journal_key(plan: RunPlan, prepared: PreparedDataset, reranker: Reranker) -> str:
+    """Everything that changes this dataset's scores, and nothing else (not the output folder)."""
+    first_stage = prepared.first_stage
+    return cache_key(
+        {
+            "journal_format": JOURNAL_FORMAT,
+            "model": reranker.score_identity(),
+            "dataset": prepared.spec.ir_datasets_id,
+            "first_stage": {
+                "kind": first_stage.kind,
+                "sha256": first_stage.sha256,
+                "settings": first_stage.settings,
+            },
+            "top_k": plan.top_k,
+            "drop_self_matches": prepared.spec.drop_self_matches,
+            "candidate_order": str(plan.candidate_order),
+        }
+    )
+
+
+def _out_of_memory_error() -> type[BaseException]:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def score_with_backoff(reranker: Reranker, requests: list[RerankRequest]) -> list[np.ndarray]:
+    """Score a batch; on out-of-memory, free the cache, shrink the batches and retry."""
+    out_of_memory = _out_of_memory_error()
+    while True:
+        try:
+            return reranker.score_batch(requests)
+        except out_of_memory:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if not reranker.shrink_batch_budget():
+                raise UserError(reranker.out_of_memory_message(requests)) from None
+
+
+def rerank_dataset(
+    reranker: Reranker, prepared: PreparedDataset, plan: RunPlan, stop: StopRequest
+) -> RerankOutcome:
+    """The reranked run of one dataset, resuming from and appending to its score journal."""
+    expected = {q: [d for d, _ in docs] for q, docs in prepared.candidates.by_query.items() if docs}
+    journal = ScoreJournal(journal_path(prepared.spec.key, journal_key(plan, prepared, reranker)))
+    if plan.fresh:
+        journal.discard()
+    scores = journal.load(expected)
+    resumed = len(scores)
+    if resumed:
+        print(
+            f"{prepared.spec.key}: {resumed} of {len(expected)} queries already scored (journal)",
+            file=sys.stderr,
+        )
+    pending = [r for r in _requests(prepared, plan.candidate_order) if r.query_id not in scores]
+    chunks = _chunks(pending, max(1, reranker.queries_per_call))
+    try:
+        for chunk in track(chunks, len(pending), f"reranking {prepared.spec.key}", size=len):
+            if stop.requested:
+                raise Interrupted(
+                    f"interrupted; {len(scores)} of {len(expected)} queries of {prepared.spec.key} are "
+                    f"journaled; run the same command again to resume: {plan.resume_command}"
+                )
+            entries = []
+            for request, presented in zip(chunk, score_with_backoff(reranker, chunk)):
+                # Back to first-stage order, so ties resolve by first-stage rank.
+                by_rank = np.empty(len(presented), dtype=np.float32)
+                by_rank[list(request.first_stage_ranks)] = presented
+                scores[request.query_id] = by_rank
+                entries.append((request.query_id, expected[request.query_id], by_rank))
+            journal.append(entries)
+    finally:
+        journal.close()
     reranked: Run = {}
     ties = 0
-    chunks = _chunks(requests, max(1, reranker.queries_per_call))
-    for chunk in track(chunks, len(requests), f"reranking {prepared.spec.key}", size=len):
-        for request, scores in zip(chunk, reranker.score_batch(chunk)):
-            # Back to first-stage order, so ties resolve by first-stage rank.
-            by_rank = np.empty(len(scores), dtype=np.float32)
-            by_rank[list(request.first_stage_ranks)] = scores
-            docs = prepared.candidates.by_query[request.query_id]
-            ranking, written, tied = strictly_decreasing(by_rank)
-            reranked[request.query_id] = {docs[i][0]: s for i, s in zip(ranking, written)}
-            ties += tied
-    return reranked, ties
+    for query_id, docs in expected.items():
+        ranking, written, tied = strictly_decreasing(scores[query_id])
+        reranked[query_id] = {docs[i]: value for i, value in zip(ranking, written)}
+        ties += tied
+    return RerankOutcome(reranked, ties, len(pending), resumed)
 
 
 def run_lines(run: Run, tag: str) -> list[str]:
@@ -203,7 +297,7 @@ def run_lines(run: Run, tag: str) -> list[str]:
 
 
 def _dataset_record(
-    prepared: PreparedDataset, ties: int, rerank_seconds: float, evaluate_seconds: float
+    prepared: PreparedDataset, outcome: RerankOutcome, timings: dict[str, Any]
 ) -> dict[str, Any]:
     spec = prepared.spec
     return {
@@ -216,11 +310,13 @@ def _dataset_record(
         "first_stage": prepared.first_stage.to_json(),
         "coverage": prepared.candidates.coverage(),
         "missing_documents": prepared.missing_documents,
-        "tied_scores": ties,
+        "empty_documents": prepared.empty_documents,
+        "tied_scores": outcome.ties,
+        # Everything below may differ between an uninterrupted and a resumed run.
         "timings": {
-            "prepare_seconds": round(prepared.seconds, 3),
-            "rerank_seconds": round(rerank_seconds, 3),
-            "evaluate_seconds": round(evaluate_seconds, 3),
+            **timings,
+            "scored_queries": outcome.scored_queries,
+            "resumed_queries": outcome.resumed_queries,
         },
     }
 
@@ -239,18 +335,25 @@ def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) ->
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
     try:
-        for spec in plan.datasets:
-            prepared = prepare_dataset(plan, spec)
-            start = time.monotonic()
-            reranked, ties = rerank_dataset(reranker, prepared, plan.candidate_order)
-            rerank_seconds = time.monotonic() - start
-            start = time.monotonic()
-            with step(f"{spec.key}: evaluation"):
-                first_values, reranked_values = _evaluate(plan, prepared, reranked)
-            writer.add_run(spec.key, run_lines(reranked, tag))
-            writer.add_values(spec.key, "first_stage", first_values)
-            writer.add_values(spec.key, "reranked", reranked_values)
-            records.append(_dataset_record(prepared, ties, rerank_seconds, time.monotonic() - start))
+        with StopRequest() as stop:
+            for spec in plan.datasets:
+                prepared = prepare_dataset(plan, spec)
+                start = time.monotonic()
+                outcome = rerank_dataset(reranker, prepared, plan, stop)
+                rerank_seconds = time.monotonic() - start
+                start = time.monotonic()
+                with step(f"{spec.key}: evaluation"):
+                    first_values, reranked_values = _evaluate(plan, prepared, outcome.run)
+                writer.add_run(spec.key, run_lines(outcome.run, tag))
+                writer.add_values(spec.key, "first_stage", first_values)
+                writer.add_values(spec.key, "reranked", reranked_values)
+                timings = {
+                    "prepare_seconds": round(prepared.seconds, 3),
+                    "rerank_seconds": round(rerank_seconds, 3),
+                    "evaluate_seconds": round(time.monotonic() - start, 3),
+                    "execution": reranker.runtime_stats(),
+                }
+                records.append(_dataset_record(prepared, outcome, timings))
         finished = datetime.now(timezone.utc)
         manifest = build_manifest(plan, reranker, records, command, started, finished)
         return writer.publish(manifest)

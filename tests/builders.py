@@ -24,6 +24,7 @@ SCIFACT_DOCS = {
     "s6": ("Exercise", "Regular exercise lowers blood pressure."),
     "s7": ("Gut bacteria", "The gut microbiome shapes immune responses in infants."),
     "s8": ("Calcium intake", "Calcium without vitamin D does little for bone strength."),
+    "s9": ("", "   "),  # an empty document
 }
 SCIFACT_QUERIES = {
     "1": "does aspirin prevent heart attacks",
@@ -219,3 +220,41 @@ def put_in_hub_cache(hub_cache: Path, repo_id: str, repo_type: str, filename: st
     target.write_bytes(content)
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / "main").write_text(commit)
+
+
+# --- a larger synthetic dataset (nq layout) for long-running tests ------------------------------
+
+
+def synthetic_nq(queries: int = 48, docs_per_query: int = 20, seed: int = 0):
+    """Docs, queries, qrels and a run with scores for a BEIR `nq`-shaped fixture."""
+    import random
+
+    rng = random.Random(seed)
+    words = [
+        w
+        for text in (
+            "the quick brown fox jumps over the lazy dog information retrieval "
+            "ranks passages by relevance to a query aspirin lowers the risk of heart "
+            "attacks vitamin d and calcium keep bones strong"
+        ).split()
+        for w in [text]
+    ]
+    docs, run, qrels, query_texts = {}, {}, {}, {}
+    for q in range(queries):
+        query_id = f"test{q}"
+        query_texts[query_id] = " ".join(rng.choices(words, k=6))
+        run[query_id] = {}
+        for d in range(docs_per_query):
+            doc_id = f"doc{q}_{d}"
+            docs[doc_id] = (
+                " ".join(rng.choices(words, k=3)),
+                " ".join(rng.choices(words, k=rng.randint(10, 40))),
+            )
+            run[query_id][doc_id] = round(rng.uniform(1, 20), 3)
+        qrels[query_id] = {f"doc{q}_{rng.randrange(docs_per_query)}": 1}
+    return docs, query_texts, qrels, run
+
+
+def write_synthetic_nq(home: Path) -> None:
+    docs, queries, qrels, _ = synthetic_nq()
+    _zip_dataset(home / "beir" / "nq" / "source.zip", "nq", docs, queries, qrels)

@@ -27,6 +27,7 @@ VASWANI = SHARED / "data" / "vaswani"
 
 builders.write_beir(Path(os.environ["IR_DATASETS_HOME"]))
 builders.write_miracl(Path(os.environ["IR_DATASETS_HOME"]))
+builders.write_synthetic_nq(Path(os.environ["IR_DATASETS_HOME"]))
 if VASWANI.is_dir():
     builders.write_vaswani(Path(os.environ["IR_DATASETS_HOME"]), VASWANI)
 

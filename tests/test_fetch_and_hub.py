@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rerank_eval.bm25 import cache_root
+from rerank_eval.cache import cache_root
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers import load_reranker

@@ -188,6 +188,7 @@ def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
         "queries_without_run": 1,
         "self_matches_dropped": 0,
         "run_queries_without_judgements": 1,
+        "queries_with_equal_scores": 0,
     }
     assert records["arguana"]["coverage"]["self_matches_dropped"] == 2
     assert records["cqadupstack-android"]["row"] == "cqadupstack"
@@ -324,6 +325,7 @@ def test_extra_metric_and_progress_lines_without_terminal(runs_dir, tmp_path):
         "RR@10",
         "--out",
         out,
+        "--fresh",
     )
     assert result.exit_code == 0, result.output
     rr = mean(

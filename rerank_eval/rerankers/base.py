@@ -53,4 +53,21 @@ class Reranker(ABC):
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """Everything about the model that changes scores (identity, revision, settings, dtype)."""
+        """Everything about the model worth recording (identity, revision, settings, dtype)."""
+
+    def score_identity(self) -> dict[str, Any]:
+        """What determines the scores, for the journal's cache key (describe() unless narrower)."""
+        return self.describe()
+
+    def runtime_stats(self) -> dict[str, Any]:
+        """How the work was executed (batch sizes, retries); recorded, never part of a key."""
+        return {}
+
+    def shrink_batch_budget(self) -> bool:
+        """After an out-of-memory error: use smaller batches; False when they cannot shrink."""
+        return False
+
+    def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
+        """Why the smallest possible batch still does not fit, and what would make it fit."""
+        ids = ", ".join(r.query_id for r in requests[:3])
+        return f"out of GPU memory scoring query {ids} even with the smallest batch"

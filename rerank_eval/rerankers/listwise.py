@@ -195,6 +195,7 @@ def _attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
 @dataclass
 class _Block:
     request: int
+    query_id: str
     docs: range
     input_ids: list[int]
 
@@ -257,6 +258,16 @@ class ListwiseLastToken(Reranker):
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_budget,
             }
         )
+        self._stats = {
+            "max_batch_tokens": self.settings.max_batch_tokens,
+            "out_of_memory_retries": 0,
+            "forward_passes": 0,
+            "largest_batch_blocks": 0,
+            "truncated_documents": 0,
+        }
+        self._last_batch_blocks = 0
+        self._last_block_query = ""
+        self._last_block_tokens = 0
 
     def _special_token_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -272,6 +283,40 @@ class ListwiseLastToken(Reranker):
         if 0 < from_tokenizer < _UNSET_MAX_LENGTH:
             return from_tokenizer, "tokenizer.model_max_length"
         return int(self.backbone.config.max_position_embeddings), "config.max_position_embeddings"
+
+    def score_identity(self) -> dict[str, Any]:
+        """describe() without what cannot change a score: the folder's path (its content hash
+        identifies it), the device's index, and the batch budget (batching never changes scores)."""
+        identity = self.describe()
+        if identity["content_sha256"]:
+            identity.pop("source")
+        identity["device"] = self.device.type
+        identity["settings"] = {k: v for k, v in identity["settings"].items() if k != "max_batch_tokens"}
+        return identity
+
+    def runtime_stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+    def shrink_batch_budget(self) -> bool:
+        """Halve the token budget unless the failing batch already held a single block."""
+        if self._last_batch_blocks <= 1:
+            return False
+        self.settings = ListwiseSettings(
+            **{**asdict(self.settings), "max_batch_tokens": max(1, self.settings.max_batch_tokens // 2)}
+        )
+        self._stats["out_of_memory_retries"] += 1
+        self._stats["max_batch_tokens"] = self.settings.max_batch_tokens
+        return True
+
+    def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
+        s = self.settings
+        return (
+            f"query {self._last_block_query}: one block of {self._last_block_tokens:,} tokens does not fit "
+            f"in GPU memory even alone (context_length {s.context_length}, max_doc_length "
+            f"{s.max_doc_length}, dtype {str(self.dtype).removeprefix('torch.')}); lower "
+            f"--set context_length=... so blocks get shorter, lower --set max_doc_length=..., or use "
+            f"a GPU with more memory"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -289,8 +334,11 @@ class ListwiseLastToken(Reranker):
 
     # -- the procedure ---------------------------------------------------------------------------
 
-    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int]]:
-        """Cut texts of `limit` tokens or more to `limit` tokens (text replaced by their decoding)."""
+    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int], int]:
+        """Cut texts of `limit` tokens or more to `limit` tokens (text replaced by their decoding).
+
+        Returns the texts, their token counts and how many were cut.
+        """
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         cut_texts, lengths = [], []
         for text, ids in zip(texts, encoded):
@@ -299,16 +347,17 @@ class ListwiseLastToken(Reranker):
                 text = self.tokenizer.decode(ids)
             cut_texts.append(text)
             lengths.append(len(ids))
-        return cut_texts, lengths
+        return cut_texts, lengths, sum(1 for ids in encoded if len(ids) >= limit)
 
     def _prompts(self, requests: Sequence[RerankRequest]) -> list[tuple[int, range, str]]:
         """(request index, documents of the block, prompt) for every block, in input order."""
         s = self.settings
-        queries, query_lengths = self._truncate(
+        queries, query_lengths, _ = self._truncate(
             [strip_special_strings(r.query) for r in requests], s.max_query_length
         )
         flat_docs = [strip_special_strings(t) for r in requests for t in r.texts]
-        docs, doc_lengths = self._truncate(flat_docs, s.max_doc_length) if flat_docs else ([], [])
+        docs, doc_lengths, cut = self._truncate(flat_docs, s.max_doc_length) if flat_docs else ([], [], 0)
+        self._stats["truncated_documents"] += cut
         prompts: list[tuple[int, range, str]] = []
         offset = 0
         for index, request in enumerate(requests):
@@ -332,7 +381,7 @@ class ListwiseLastToken(Reranker):
     def _blocks(self, requests: Sequence[RerankRequest]) -> list[_Block]:
         prompts = self._prompts(requests)
         encoded = self.tokenizer([p for _, _, p in prompts])["input_ids"] if prompts else []
-        return [_Block(i, block, ids) for (i, block, _), ids in zip(prompts, encoded)]
+        return [_Block(i, requests[i].query_id, block, ids) for (i, block, _), ids in zip(prompts, encoded)]
 
     def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
         """Length-sorted batches whose padded size stays within the token budget."""
@@ -353,6 +402,11 @@ class ListwiseLastToken(Reranker):
     def _encode(self, batch: list[_Block]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Projected (document vectors, query vector) of each block in the batch."""
         width = max(len(b.input_ids) for b in batch)
+        self._last_batch_blocks = len(batch)
+        self._last_block_tokens = width
+        self._last_block_query = batch[0].query_id
+        self._stats["forward_passes"] += 1
+        self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
         input_ids = torch.zeros((len(batch), width), dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, block in enumerate(batch):  # right padding: real positions keep their rotary index

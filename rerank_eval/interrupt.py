@@ -1,0 +1,47 @@
+"""Ctrl-C during a run: the first stops at the next query boundary, the second at once.
+
+Either way the score journal stays valid (whole lines, synced), so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from rerank_eval.errors import UserError
+
+
+class Interrupted(UserError):
+    """The user asked to stop; the journal has everything scored so far."""
+
+    exit_code = 130
+
+
+class StopRequest:
+    """Installs a SIGINT handler for the duration of a `with` block (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "stopping after the queries in progress (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )

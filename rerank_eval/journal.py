@@ -1,0 +1,128 @@
+"""Per-query score journals: nothing computed is lost when a run dies.
+
+Scores are appended as JSON lines as they are produced and flushed and synced after every batch
+of queries. A journal is named by a cache key of everything that changes scores (model identity
+and settings, scorer version, dataset, first-stage file, top-k, self-match policy, candidate
+order), never by the output folder, so re-running the same command after a crash skips the
+queries already scored, and changing any of those never reuses old scores.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank_eval.cache import cache_root
+from rerank_eval.errors import UserError
+
+JOURNAL_FORMAT = 1
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def journal_path(dataset_key: str, key: str) -> Path:
+    return cache_root() / "journals" / f"{dataset_key}-{key[:20]}.jsonl"
+
+
+def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
+    """A write failure in one line; a full disk says so explicitly."""
+    what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return UserError(f"{what} while writing {path}; {kept}")
+
+
+class ScoreJournal:
+    """Append-only JSON lines `{"q": id, "docs": [...], "scores": [...]}`, one per query."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = None
+        self.entries_written = 0
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def load(self, expected_docs: dict[str, Sequence[str]]) -> dict[str, np.ndarray]:
+        """Valid entries whose candidates match `expected_docs`; damage is reported and dropped.
+
+        A last line cut short by a crash is expected and dropped quietly; any other unreadable
+        line is reported with its number. The journal is then rewritten with the kept entries only.
+        """
+        if not self.path.exists():
+            return {}
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        kept: dict[str, np.ndarray] = {}
+        damaged = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            entry = self._parse(line, expected_docs)
+            if entry is None:
+                if number != len(lines):  # the unterminated tail of a crash is not damage
+                    damaged.append(number)
+                continue
+            kept[entry[0]] = entry[1]
+        if damaged:
+            print(
+                f"warning: journal {self.path} has {len(damaged)} unreadable or stale lines "
+                f"(first: line {damaged[0]}); those queries are scored again",
+                file=sys.stderr,
+            )
+        self._rewrite(kept, expected_docs)
+        return kept
+
+    @staticmethod
+    def _parse(line: bytes, expected_docs: dict[str, Sequence[str]]) -> tuple[str, np.ndarray] | None:
+        try:
+            record = json.loads(line)
+            query_id, docs, scores = record["q"], record["docs"], record["scores"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):
+            return None
+        try:
+            return query_id, np.asarray(scores, dtype=np.float32)
+        except (TypeError, ValueError):
+            return None
+
+    def _rewrite(self, kept: dict[str, np.ndarray], expected_docs: dict[str, Sequence[str]]) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for query_id, scores in kept.items():
+                handle.write(self._line(query_id, expected_docs[query_id], scores))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.path)
+
+    @staticmethod
+    def _line(query_id: str, docs: Sequence[str], scores: np.ndarray) -> str:
+        record = {"q": query_id, "docs": list(docs), "scores": [float(s) for s in scores]}
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+    def append(self, entries: list[tuple[str, Sequence[str], np.ndarray]]) -> None:
+        """Write, flush and sync a batch of scored queries."""
+        try:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = open(self.path, "a", encoding="utf-8")
+            self._handle.write("".join(self._line(q, d, s) for q, d, s in entries))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise disk_error(exc, self.path, f"{self.entries_written} scored queries are kept") from None
+        self.entries_written += len(entries)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,325 @@
+"""Never lose work: journaled scores survive SIGKILL and Ctrl-C, bad input fails cleanly, OOM backs off."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.errors import UserError
+from rerank_eval.journal import ScoreJournal
+from rerank_eval.rerankers import load_reranker
+from rerank_eval.rerankers.base import RerankRequest
+from rerank_eval.runner import score_with_backoff
+from tests import builders
+from tests.checkpoints import build_listwise_checkpoint
+from tests.expected import trec_ranking
+
+TIMING_KEYS = {"started", "finished", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def slow_setup(tmp_path_factory):
+    """A listwise checkpoint slow enough on CPU (about 1 s per 16 queries) and the nq fixture run."""
+    folder = tmp_path_factory.mktemp("slow")
+    checkpoint = build_listwise_checkpoint(folder / "ck", hidden=128, layers=4)
+    *_, run = builders.synthetic_nq()
+    run_file = builders.write_run(folder / "nq.trec", run)
+    return checkpoint, run_file, folder
+
+
+def command(checkpoint: Path, run_file: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "rerank_eval", "beir", "--datasets", "nq", "--model", str(checkpoint),
+        "--run", f"nq={run_file}", "--out", str(out), "--set", "max_batch_tokens=800",
+    ]  # fmt: skip
+
+
+def env_with_cache(cache: Path) -> dict[str, str]:
+    return {**os.environ, "RERANK_EVAL_CACHE": str(cache)}
+
+
+def journal_lines(cache: Path) -> list[bytes]:
+    journals = list((cache / "journals").glob("nq-*.jsonl")) if (cache / "journals").exists() else []
+    if not journals:
+        return []
+    return [line for line in journals[0].read_bytes().split(b"\n")[:-1] if line]
+
+
+def start_and_wait_for_journal(cmd: list[str], cache: Path) -> subprocess.Popen:
+    process = subprocess.Popen(cmd, env=env_with_cache(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not journal_lines(cache):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no journal line appeared"
+        time.sleep(0.01)
+    return process
+
+
+def comparable(manifest: dict) -> dict:
+    manifest = {k: v for k, v in manifest.items() if k not in TIMING_KEYS}
+    for record in manifest["datasets"]:
+        record.pop("timings")
+    return manifest
+
+
+def test_sigkill_then_rerun_scores_only_the_rest_and_matches_uninterrupted(slow_setup):
+    checkpoint, run_file, folder = slow_setup
+    out = folder / "out"
+    reference_cache, crash_cache = folder / "cache-reference", folder / "cache-crash"
+    done = subprocess.run(command(checkpoint, run_file, out), env=env_with_cache(reference_cache),
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    reference = folder / "reference"
+    out.rename(reference)
+
+    process = start_and_wait_for_journal(command(checkpoint, run_file, out), crash_cache)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    scored_before = len(journal_lines(crash_cache))
+    assert 0 < scored_before < 48
+    assert not out.exists()
+
+    resumed = subprocess.run(command(checkpoint, run_file, out), env=env_with_cache(crash_cache),
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    timings = manifest["datasets"][0]["timings"]
+    assert timings["resumed_queries"] == scored_before
+    assert timings["scored_queries"] == 48 - scored_before
+    for name in ("runs/nq.trec", "per_query.csv", "summary.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert comparable(manifest) == comparable(json.loads((reference / "manifest.json").read_text()))
+
+
+def test_sigint_stops_at_a_query_boundary_and_prints_the_resume_command(slow_setup):
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-sigint", folder / "sigint-out"
+    process = start_and_wait_for_journal(command(checkpoint, run_file, out), cache)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    stderr = stderr.decode()
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume: rerank-eval beir --datasets nq" in stderr
+    assert "Traceback" not in stderr
+    lines = journal_lines(cache)
+    assert 0 < len(lines) < 48 and all(json.loads(line)["q"].startswith("test") for line in lines)
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+def test_second_sigint_stops_at_once_with_a_valid_journal(slow_setup):
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-twice", folder / "twice-out"
+    process = start_and_wait_for_journal(command(checkpoint, run_file, out), cache)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "stopped at once; scores journaled so far are kept" in stderr.decode()
+    expected = {q: trec_ranking(docs) for q, docs in builders.synthetic_nq()[3].items()}
+    assert len(ScoreJournal(next((cache / "journals").glob("nq-*.jsonl"))).load(expected)) > 0
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+# -- the journal -----------------------------------------------------------------------------------
+
+
+def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
+    path = tmp_path / "j.jsonl"
+    journal = ScoreJournal(path)
+    expected = {"a": ["d1", "d2"], "b": ["d3"], "c": ["d4"], "d": ["d5"]}
+    journal.append([("a", ["d1", "d2"], np.array([0.5, 0.25], dtype=np.float32))])
+    journal.append([("b", ["d3"], np.array([0.1], dtype=np.float32))])
+    journal.close()
+    with open(path, "ab") as handle:  # a stale entry, a corrupt line, then a crash mid-line
+        handle.write(b'{"q": "c", "docs": ["other"], "scores": [1.0]}\n')
+        handle.write(b"garbage\n")
+        handle.write(b'{"q": "d", "docs": ["d5"], "sco')
+    loaded = ScoreJournal(path).load(expected)
+    assert set(loaded) == {"a", "b"}
+    assert loaded["a"].tolist() == [0.5, 0.25]
+    assert "2 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
+    assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
+
+
+def test_journal_write_on_a_full_disk_is_one_clear_error(tmp_path, monkeypatch):
+    journal = ScoreJournal(tmp_path / "j.jsonl")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(UserError, match=r"no space left on device while writing .*j\.jsonl; 0 scored"):
+        journal.append([("a", ["d"], np.array([0.1], dtype=np.float32))])
+
+
+def test_full_disk_while_publishing_leaves_no_complete_folder(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    from rerank_eval import results
+
+    real = results._write_atomic
+
+    def fail_on_manifest(path, text):
+        if path.name == "manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(results, "_write_atomic", fail_on_manifest)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", str(runs), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "no space left on device while writing" in result.output
+    assert not out.exists() and not out.with_name("out.incomplete").exists()
+
+
+def test_changing_a_setting_never_reuses_scores(slow_setup, tmp_path):
+    checkpoint, _, _ = slow_setup
+    a = load_reranker(str(checkpoint))
+    b = load_reranker(str(checkpoint), max_doc_length=100)
+    c = load_reranker(str(checkpoint), max_batch_tokens=123)
+    assert a.score_identity() != b.score_identity()
+    assert a.score_identity() == c.score_identity()  # batching does not change scores
+    copy = tmp_path / "copy"
+    shutil.copytree(checkpoint, copy)
+    assert load_reranker(str(copy)).score_identity() == a.score_identity()  # same content, other path
+    (copy / "extra.txt").write_text("changed")
+    assert load_reranker(str(copy)).score_identity() != a.score_identity()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_unknown_documents_and_duplicates_and_equal_scores_are_reported(tmp_path):
+    run = tmp_path / "r.trec"
+    run.write_text(
+        "10 Q0 f2 1 1.0 t\n10 Q0 nosuchdoc 2 1.0 t\n10 Q0 f2 3 0.5 t\n"  # unknown doc, duplicate
+        "11 Q0 f3 1 2.0 t\n11 Q0 f4 2 2.0 t\n"  # all scores equal
+    )
+    out = tmp_path / "out"
+    result = run_cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 candidate document ids of fiqa are not in its corpus" in result.output
+    assert "in 2 queries of fiqa all first-stage scores are equal" in result.output
+    record = json.loads((out / "manifest.json").read_text())["datasets"][0]
+    assert record["missing_documents"] == 1
+    assert record["first_stage"]["duplicate_lines"] == 1
+    assert record["coverage"]["queries_with_equal_scores"] == 2
+    ranked = [line.split()[2] for line in (out / "runs" / "fiqa.trec").read_text().splitlines()]
+    assert ranked == ["f2", "f4", "f3"]  # f4 before f3: equal scores, doc id descending
+
+
+def test_empty_documents_are_reranked_and_counted(tmp_path):
+    run = builders.write_run(tmp_path / "r.trec", {"1": {"s9": 3.0, "s1": 2.0}})
+    out = tmp_path / "out"
+    result = run_cli(
+        "beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run}", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 candidate documents of scifact are empty or whitespace only" in result.output
+    assert json.loads((out / "manifest.json").read_text())["datasets"][0]["empty_documents"] == 1
+
+
+def test_long_documents_are_truncated_and_counted(slow_setup, tmp_path):
+    checkpoint, _, _ = slow_setup
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    out = tmp_path / "out"
+    result = run_cli("beir", "--datasets", "fiqa", "--model", checkpoint, "--runs-dir", runs, "--out", out,
+                     "--set", "max_doc_length=4", "--fresh")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    execution = json.loads((out / "manifest.json").read_text())["datasets"][0]["timings"]["execution"]
+    assert execution["truncated_documents"] == 5  # every candidate has more than 4 tokens
+
+
+def test_non_utf8_documents_file_for_score(slow_setup, tmp_path):
+    checkpoint, _, _ = slow_setup
+    bad = tmp_path / "docs.txt"
+    bad.write_bytes(b"fine\n\xff\xfe broken\n")
+    result = run_cli("score", "--model", checkpoint, "--query", "q", "--docs", bad)
+    assert result.exit_code == 2
+    assert f"{bad} is not valid UTF-8" in result.output
+
+
+@pytest.mark.parametrize(
+    ("remove", "message"),
+    [
+        ("config.json", "has no config.json"),
+        ("tokenizer.json", "cannot load the tokenizer of"),
+        ("model.safetensors", "lacks projector weights (projector.0.weight, projector.2.weight)"),
+    ],
+)
+def test_checkpoint_missing_files(slow_setup, tmp_path, remove, message):
+    checkpoint, _, _ = slow_setup
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / remove).unlink()
+    result = run_cli("score", "--model", broken, "--family", "listwise-last-token", "--query", "q",
+                     "--docs", Path(__file__))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+# -- out of memory --------------------------------------------------------------------------------------
+
+
+def oom_requests() -> list[RerankRequest]:
+    docs = tuple(f"passage number {i} about aspirin and the heart" for i in range(6))
+    return [
+        RerankRequest(f"q{i}", f"query {i}", tuple(map(str, range(6))), docs, tuple(range(6)))
+        for i in range(4)
+    ]
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_scores(slow_setup, monkeypatch):
+    checkpoint, _, _ = slow_setup
+    reference = load_reranker(str(checkpoint), max_batch_tokens=1).score_batch(oom_requests())
+    reranker = load_reranker(str(checkpoint), max_batch_tokens=100_000)
+    forward = reranker.backbone.forward
+
+    def limited(input_ids=None, **kwargs):
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return forward(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(reranker.backbone, "forward", limited)
+    scores = score_with_backoff(reranker, oom_requests())
+    for got, want in zip(scores, reference):
+        assert np.abs(got - want).max() <= 1e-5
+    stats = reranker.runtime_stats()
+    assert stats["out_of_memory_retries"] >= 1
+    assert stats["max_batch_tokens"] < 100_000
+
+
+def test_a_block_too_large_even_alone_names_the_query(slow_setup, monkeypatch):
+    checkpoint, _, _ = slow_setup
+    reranker = load_reranker(str(checkpoint))
+
+    def never(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(reranker.backbone, "forward", never)
+    with pytest.raises(
+        UserError, match=r"query q\d: one block of \d+ tokens does not fit in GPU memory even alone"
+    ):
+        score_with_backoff(reranker, oom_requests())
