@@ -77,6 +77,24 @@ DatasetsOpt = Annotated[
         ),
     ),
 ]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "A preset name, a Hub model id or a checkpoint directory; repeat to compare several models "
+            "on the same candidates; default: the config's default model (jina-reranker-v3)."
+        ),
+    ),
+]
+RemoteCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow models whose Hub repository ships its own code (e.g. jina-reranker-v2) to run it.",
+    ),
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -177,17 +195,19 @@ def _setting_value(text: str) -> Any:
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
-def _default_out(model: str, suite: str) -> Path:
+def _default_out(models: list[str], suite: str) -> Path:
+    from rerank_eval.runner import model_folder_name
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe_model = Path(model.rstrip("/")).name if Path(model).exists() else model.replace("/", "_")
-    return Path("results") / f"{safe_model}-{suite}-{stamp}"
+    name = "+".join(model_folder_name(m) for m in models)
+    return Path("results") / f"{name}-{suite}-{stamp}"
 
 
 def _benchmark(
     suite: str,
     config: Path | None,
     datasets: str | None,
-    model: str | None,
+    models: list[str] | None,
     family: str | None,
     top_k: int | None,
     metric: list[str] | None,
@@ -201,17 +221,18 @@ def _benchmark(
     dtype: str | None,
     setting: list[str] | None,
     fresh: bool,
+    trust_remote_code: bool,
 ) -> None:
     from rerank_eval.firststage import RunLocation
-    from rerank_eval.report import Report
+    from rerank_eval.report import Report, comparison_table
     from rerank_eval.rerankers import load_reranker
     from rerank_eval.results import load_result
-    from rerank_eval.runner import CandidateOrder, RunPlan, execute
+    from rerank_eval.runner import CandidateOrder, RunPlan, execute_models
 
     cfg = load_config(config)
     suite_spec = cfg.suite(suite)
     selected = suite_spec.select([d.strip() for d in datasets.split(",") if d.strip()] if datasets else None)
-    model_name = model or cfg.default_model
+    model_names = list(models or [cfg.default_model])
     plan = RunPlan(
         config=cfg,
         suite=suite_spec,
@@ -229,13 +250,19 @@ def _benchmark(
         resume_command=shlex.join(["rerank-eval", *sys.argv[1:]]),
     )
     plan.validate()
-    destination = out or _default_out(model_name, suite)
     settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
-    reranker = load_reranker(model_name, device=device, dtype=dtype, family=family, config=cfg, **settings)
-    folder = execute(plan, reranker, destination, sys.argv)
-    saved = load_result(folder)
-    console.print(Report(saved.manifest, saved.per_query).table())
-    console.print(f"results: {folder}")
+
+    def load(name: str):
+        return load_reranker(
+            name, device=device, dtype=dtype, family=family, config=cfg,
+            trust_remote_code=trust_remote_code, **settings,
+        )  # fmt: skip
+
+    destination = out or _default_out(model_names, suite)
+    folders = execute_models(plan, model_names, load, destination, sys.argv)
+    reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
+    console.print(reports[0].table() if len(reports) == 1 else comparison_table(reports))
+    console.print(f"results: {destination}")
 
 
 def _benchmark_command(suite: str | None) -> Callable[..., None]:
@@ -247,7 +274,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
             str, typer.Argument(metavar="SUITE", help="A suite of the config, e.g. beir or miracl.")
         ],
         datasets: DatasetsOpt = None,
-        model: ModelOpt = None,
+        model: ModelsOpt = None,
         family: FamilyOpt = None,
         top_k: TopKOpt = None,
         metric: MetricOpt = None,
@@ -262,6 +289,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
         dtype: DtypeOpt = None,
         setting: SettingOpt = None,
         fresh: FreshOpt = False,
+        trust_remote_code: RemoteCodeOpt = False,
     ) -> None:
         _benchmark(
             suite_name,
@@ -281,6 +309,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
             dtype,
             setting,
             fresh,
+            trust_remote_code,
         )
 
     if suite is None:
@@ -374,6 +403,7 @@ def score(
     dtype: DtypeOpt = None,
     setting: SettingOpt = None,
     config: ConfigOpt = None,
+    trust_remote_code: RemoteCodeOpt = False,
 ) -> None:
     """Score documents for one query and print a JSON array of scores in input order."""
     from rerank_eval.rerankers import load_reranker
@@ -386,7 +416,13 @@ def score(
     cfg = load_config(config)
     settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
     reranker = load_reranker(
-        model or cfg.default_model, device=device, dtype=dtype, family=family, config=cfg, **settings
+        model or cfg.default_model,
+        device=device,
+        dtype=dtype,
+        family=family,
+        config=cfg,
+        trust_remote_code=trust_remote_code,
+        **settings,
     )
     print(json.dumps(reranker.score(query, texts)))
 
@@ -419,16 +455,29 @@ def read_documents_file(path: Path) -> list[str]:
 @app.command("models")
 @user_errors
 def models(config: ConfigOpt = None) -> None:
-    """List the model presets of the config."""
+    """List the model presets: family, Hub id, size, rough GPU memory need, remote code."""
     from rich.table import Table
 
     cfg: BenchmarkConfig = load_config(config)
     table = Table(title=f"Model presets ({cfg.path})")
-    for column in ("Preset", "Family", "Model", "Settings"):
+    for column in ("Preset", "Family", "Model", "Size", "GPU memory", "Needs", "Settings"):
         table.add_column(column)
     for preset in cfg.models.values():
         settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
-        table.add_row(preset.name, preset.family, preset.model or preset.description, settings)
+        needs = "--trust-remote-code" if preset.trust_remote_code else ""
+        if preset.package:
+            needs = (
+                needs + "; " if needs else ""
+            ) + f"offline with pip package {preset.package.replace('_', '-')}"
+        table.add_row(
+            preset.name,
+            preset.family,
+            preset.model or preset.description,
+            preset.size,
+            preset.gpu_memory,
+            needs,
+            settings,
+        )
     console.print(table)
 
 

@@ -47,6 +47,8 @@ class DatasetSpec:
     run_name: str | None = None
     run_file: str | None = None
     reference: dict[str, float] = field(default_factory=dict)
+    #: per-dataset instructions for models that take one, by preset name or family
+    instructions: dict[str, str] = field(default_factory=dict)
 
     @property
     def row(self) -> str:
@@ -78,9 +80,13 @@ class SuiteSpec:
 class ModelPreset:
     name: str
     family: str
-    model: str | None
+    model: str | None  # a Hub id (or a local directory)
     settings: dict[str, Any]
     description: str = ""
+    trust_remote_code: bool = False  # the model needs code from its Hub repository
+    package: str | None = None  # a Python package that ships the model files (used when installed)
+    size: str = ""  # parameters, for `rerank-eval models`
+    gpu_memory: str = ""  # rough need at the preset's settings, for `rerank-eval models`
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,7 @@ class _ConfigReader:
                     run_name=entry.get("run_name"),
                     run_file=entry.get("run_file"),
                     reference={k: float(v) for k, v in (entry.get("reference") or {}).items()},
+                    instructions={k: str(v) for k, v in (entry.get("instructions") or {}).items()},
                 )
             )
         keys = [d.key for d in datasets]
@@ -215,4 +222,8 @@ class _ConfigReader:
             model=body.get("model"),
             settings=dict(body.get("settings") or {}),
             description=str(body.get("description", "")),
+            trust_remote_code=bool(body.get("trust_remote_code", False)),
+            package=body.get("package"),
+            size=str(body.get("size", "")),
+            gpu_memory=str(body.get("gpu_memory", "")),
         )

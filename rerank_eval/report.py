@@ -220,3 +220,32 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def comparison_table(reports: list[Report]) -> Table:
+    """One table for several models reranking the same candidates: a column per model.
+
+    Rows are the first report's datasets, groups and averages; the best reranked value of each row
+    is bold.
+    """
+    first = reports[0]
+    metric = first.metrics[0]
+    manifest = first.manifest
+    table = Table(
+        title=f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models",
+        caption=first._caption(sorted({r["first_stage"]["label"] for r in manifest["datasets"]})),
+    )
+    table.add_column("Dataset", no_wrap=True)
+    table.add_column("First stage", justify="right")
+    for report in reports:
+        table.add_column(report.manifest["model"]["name"], justify="right")
+    table.add_column("Queries", justify="right")
+    by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
+    for row in first.rows + first.averages:
+        if row.kind == "average" and row is first.averages[0]:
+            table.add_section()
+        values = [rows[row.name].value("reranked", metric) if row.name in rows else None for rows in by_name]
+        best = max((v for v in values if v is not None), default=None)
+        cells = [_fmt(v) if v != best else f"[bold]{_fmt(v)}[/bold]" for v in values]
+        table.add_row(row.name, _fmt(row.value("first_stage", metric)), *cells, str(row.queries))
+    return table

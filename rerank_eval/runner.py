@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,6 +251,7 @@ def rerank_dataset(
 ) -> RerankOutcome:
     """The reranked run of one dataset, resuming from and appending to its score journal."""
     expected = {q: [d for d, _ in docs] for q, docs in prepared.candidates.by_query.items() if docs}
+    reranker.begin_dataset(prepared.spec)
     journal = ScoreJournal(journal_path(prepared.spec.key, journal_key(plan, prepared, reranker)))
     if plan.fresh:
         journal.discard()
@@ -297,7 +298,7 @@ def run_lines(run: Run, tag: str) -> list[str]:
 
 
 def _dataset_record(
-    prepared: PreparedDataset, outcome: RerankOutcome, timings: dict[str, Any]
+    prepared: PreparedDataset, outcome: RerankOutcome, timings: dict[str, Any], reranker: Reranker
 ) -> dict[str, Any]:
     spec = prepared.spec
     return {
@@ -312,6 +313,7 @@ def _dataset_record(
         "missing_documents": prepared.missing_documents,
         "empty_documents": prepared.empty_documents,
         "tied_scores": outcome.ties,
+        "model_settings": reranker.score_identity().get("settings", {}),
         # Everything below may differ between an uninterrupted and a resumed run.
         "timings": {
             **timings,
@@ -321,15 +323,33 @@ def _dataset_record(
     }
 
 
-def _evaluate(plan: RunPlan, prepared: PreparedDataset, reranked: Run) -> tuple[PerQuery, PerQuery]:
-    measures = plan.measures()
-    first = evaluate_per_query(prepared.qrels, prepared.candidates.to_run(), measures)
-    return first, evaluate_per_query(prepared.qrels, reranked, measures)
+class DatasetCache:
+    """Datasets prepared once and shared by every model of a run (with their first-stage values)."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self._prepared: dict[str, PreparedDataset] = {}
+        self._first_stage_values: dict[str, PerQuery] = {}
+
+    def prepared(self, spec: DatasetSpec) -> PreparedDataset:
+        if spec.key not in self._prepared:
+            self._prepared[spec.key] = prepare_dataset(self.plan, spec)
+        return self._prepared[spec.key]
+
+    def first_stage_values(self, prepared: PreparedDataset) -> PerQuery:
+        key = prepared.spec.key
+        if key not in self._first_stage_values:
+            run = prepared.candidates.to_run()
+            self._first_stage_values[key] = evaluate_per_query(prepared.qrels, run, self.plan.measures())
+        return self._first_stage_values[key]
 
 
-def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) -> Path:
+def execute(
+    plan: RunPlan, reranker: Reranker, out: Path, command: list[str], datasets: DatasetCache | None = None
+) -> Path:
     """Run the plan with one reranker and publish the result folder at `out`."""
     plan.validate()
+    datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
     writer = ResultWriter(out)
     records = []
@@ -337,13 +357,14 @@ def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) ->
     try:
         with StopRequest() as stop:
             for spec in plan.datasets:
-                prepared = prepare_dataset(plan, spec)
+                prepared = datasets.prepared(spec)
                 start = time.monotonic()
                 outcome = rerank_dataset(reranker, prepared, plan, stop)
                 rerank_seconds = time.monotonic() - start
                 start = time.monotonic()
                 with step(f"{spec.key}: evaluation"):
-                    first_values, reranked_values = _evaluate(plan, prepared, outcome.run)
+                    first_values = datasets.first_stage_values(prepared)
+                    reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
                 writer.add_run(spec.key, run_lines(outcome.run, tag))
                 writer.add_values(spec.key, "first_stage", first_values)
                 writer.add_values(spec.key, "reranked", reranked_values)
@@ -353,13 +374,50 @@ def execute(plan: RunPlan, reranker: Reranker, out: Path, command: list[str]) ->
                     "evaluate_seconds": round(time.monotonic() - start, 3),
                     "execution": reranker.runtime_stats(),
                 }
-                records.append(_dataset_record(prepared, outcome, timings))
+                records.append(_dataset_record(prepared, outcome, timings, reranker))
         finished = datetime.now(timezone.utc)
         manifest = build_manifest(plan, reranker, records, command, started, finished)
         return writer.publish(manifest)
     except BaseException:
         writer.abort()
         raise
+
+
+def model_folder_name(model: str) -> str:
+    """A folder name for a model given by preset, Hub id or path."""
+    path = Path(model.rstrip("/"))
+    return path.name if path.exists() else model.replace("/", "_")
+
+
+def execute_models(
+    plan: RunPlan, models: list[str], load: Callable[[str], Reranker], out: Path, command: list[str]
+) -> list[Path]:
+    """Rerank the same candidates with each model in turn (data loaded once, one model in memory).
+
+    One model publishes `out`; several publish `out/<model>/` each.
+    """
+    plan.validate()
+    names = [model_folder_name(m) for m in models]
+    if len(set(names)) != len(names):
+        raise UserError(f"--model names two models with the same folder name: {', '.join(models)}")
+    datasets = DatasetCache(plan)
+    folders = []
+    for model, name in zip(models, names):
+        reranker = load(model)
+        folders.append(execute(plan, reranker, out if len(models) == 1 else out / name, command, datasets))
+        del reranker
+        _free_accelerator_memory()
+    return folders
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def build_manifest(

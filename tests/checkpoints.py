@@ -99,3 +99,108 @@ def build_listwise_checkpoint(
     raw["torch_dtype"] = str(dtype).removeprefix("torch.")
     (folder / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
     return folder
+
+
+# --- pointwise families ---------------------------------------------------------------------------
+
+PAIR_TEXT = [
+    "what causes scurvy", "scurvy is caused by a lack of vitamin c", "the lazy dog sleeps",
+    "bones need calcium and vitamin d", "heart attacks and aspirin", "a query about retrieval",
+] * 10  # fmt: skip
+
+
+def build_wordpiece_tokenizer(folder: Path):
+    """A BERT-style tokenizer (lower-casing WordPiece, [CLS] a [SEP] b [SEP] with token types)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(
+        PAIR_TEXT, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
+    )
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+    )  # fmt: skip
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def _tiny_bert_config(vocab_size: int, **extra):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=512, **extra,
+    )  # fmt: skip
+
+
+def build_cross_encoder(folder: Path, num_labels: int = 1, seed: int = 0) -> Path:
+    from transformers import BertForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_wordpiece_tokenizer(folder)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(_tiny_bert_config(len(tokenizer), num_labels=num_labels))
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def build_bi_encoder(folder: Path, seed: int = 0) -> Path:
+    from transformers import BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_wordpiece_tokenizer(folder)
+    torch.manual_seed(seed)
+    BertModel(_tiny_bert_config(len(tokenizer)), add_pooling_layer=False).save_pretrained(str(folder))
+    return folder
+
+
+CAUSAL_TEXT = [
+    "yes", "no", "1", "0", "yes no yes no", "Relevance:", "query: document:",
+    "<Instruct>: <Query>: <Document>:", "You are Qwen, created by Alibaba Cloud.",
+    "Judge whether the Document meets the requirements", "scurvy vitamin c heart aspirin",
+] * 30  # fmt: skip
+
+
+def build_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A tiny Qwen3 causal LM (untied output embeddings) whose tokenizer has yes/no/1/0 tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL_TOKENS[:3],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CAUSAL_TEXT + TRAINING_TEXT, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    for token in ("yes", "no", "1", "0"):
+        assert (
+            fast.convert_tokens_to_ids(token) != fast.unk_token_id
+            and fast.convert_tokens_to_ids(token) is not None
+        )
+    fast.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    Qwen3ForCausalLM(config).save_pretrained(str(folder))
+    return folder

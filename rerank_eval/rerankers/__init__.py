@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.config import BenchmarkConfig, load_config
+from rerank_eval.config import BenchmarkConfig, ModelPreset, load_config
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint, architectures, folder_sha256, resolve_checkpoint
 
-FAMILIES = ("listwise-last-token", "first-stage-order")
-LISTWISE_ARCHITECTURES = ("JinaForRanking",)
+POINTWISE_SETTINGS = {"max_length", "max_batch_tokens"}
+# family -> (settings it accepts, "module:class")
+FAMILIES: dict[str, tuple[set[str], str]] = {
+    "listwise-last-token": (
+        {
+            "max_query_length",
+            "max_doc_length",
+            "block_size",
+            "context_length",
+            "instruction",
+            "max_batch_tokens",
+        },
+        "rerank_eval.rerankers.listwise:ListwiseLastToken",
+    ),
+    "cross-encoder": (POINTWISE_SETTINGS, "rerank_eval.rerankers.cross_encoder:CrossEncoder"),
+    "yes-no": (POINTWISE_SETTINGS | {"instruction"}, "rerank_eval.rerankers.causal_lm:YesNoReranker"),
+    "one-zero": (POINTWISE_SETTINGS, "rerank_eval.rerankers.causal_lm:OneZeroReranker"),
+    "bi-encoder": (POINTWISE_SETTINGS, "rerank_eval.rerankers.bi_encoder:BiEncoder"),
+    "first-stage-order": (set(), "rerank_eval.rerankers.first_stage_order:FirstStageOrder"),
+}
+REMOTE_CODE_FAMILIES = {"cross-encoder", "yes-no", "one-zero", "bi-encoder"}
+
+
+def _family_class(family: str) -> Callable[..., Reranker]:
+    module, name = FAMILIES[family][1].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str, Any]]:
@@ -18,14 +46,30 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
     for preset in config.models.values():
         if preset.model == source:
             return preset.family, dict(preset.settings)
-    from rerank_eval.rerankers.checkpoint import architectures
-
     path = Path(source).expanduser()
-    if path.is_dir() and set(architectures(path)) & set(LISTWISE_ARCHITECTURES):
+    names = architectures(path) if path.is_dir() else []
+    if "JinaForRanking" in names:
         return "listwise-last-token", {}
+    if any(name.endswith("ForSequenceClassification") for name in names):
+        return "cross-encoder", {}
     raise UserError(
         f"cannot tell which family model {source!r} belongs to; pass --family "
         f"({', '.join(FAMILIES)}) or use a preset ({', '.join(sorted(config.models))})"
+    )
+
+
+def _packaged_checkpoint(preset: ModelPreset) -> Checkpoint | None:
+    """The preset's model files from an installed package that ships them, if it is installed."""
+    if not preset.package:
+        return None
+    try:
+        package = importlib.import_module(preset.package)
+    except ImportError:
+        return None
+    folder = Path(package.get_model_path())
+    version = metadata.version(preset.package.replace("_", "-"))
+    return Checkpoint(
+        folder, f"{preset.model} (package {preset.package} {version})", None, folder_sha256(folder)
     )
 
 
@@ -36,48 +80,52 @@ def load_reranker(
     *,
     family: str | None = None,
     revision: str | None = None,
+    trust_remote_code: bool = False,
     config: BenchmarkConfig | None = None,
     **settings: Any,
 ) -> Reranker:
     """A ready reranker from a preset name, a hub id or a local checkpoint directory.
 
     `settings` override the preset's (e.g. `max_doc_length=1024`); `device` and `dtype` default to
-    CUDA with bfloat16 when available, else CPU with float32.
+    CUDA with bfloat16 when available, else CPU with float32. Models whose Hub repository needs
+    its own code load only with `trust_remote_code=True`.
     """
     config = config or load_config()
     preset = config.models.get(name_or_path)
+    checkpoint = None
     if preset is not None:
-        source, chosen_family, preset_settings = preset.model, preset.family, dict(preset.settings)
+        source, chosen, preset_settings = preset.model, preset.family, dict(preset.settings)
+        if preset.trust_remote_code and not trust_remote_code:
+            raise UserError(
+                f"preset {preset.name} runs code from its Hub repository ({preset.model}); "
+                f"pass --trust-remote-code to allow it"
+            )
+        checkpoint = _packaged_checkpoint(preset)
     else:
         source = name_or_path
-        chosen_family, preset_settings = (family, {}) if family else _detect_family(name_or_path, config)
-    chosen_family = family or chosen_family
+        chosen, preset_settings = (family, {}) if family else _detect_family(name_or_path, config)
+    chosen = family or chosen
+    if chosen not in FAMILIES:
+        raise UserError(f"unknown reranker family {chosen!r}; known: {', '.join(FAMILIES)}")
     merged = {**preset_settings, **settings}
-    reranker = _build(chosen_family, source, device, dtype, revision, merged)
+    accepted = FAMILIES[chosen][0]
+    unknown = sorted(set(merged) - accepted)
+    if unknown:
+        raise UserError(
+            f"unknown setting {unknown[0]!r} for family {chosen} "
+            f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
+        )
+    build = _family_class(chosen)
+    if chosen == "first-stage-order":
+        reranker = build()
+    else:
+        if not source:
+            raise UserError(f"family {chosen} needs a model (hub id or checkpoint directory)")
+        checkpoint = checkpoint or resolve_checkpoint(source, revision)
+        extra = {"trust_remote_code": trust_remote_code} if chosen in REMOTE_CODE_FAMILIES else {}
+        reranker = build(checkpoint, device, dtype, **extra, **merged)
     reranker.name = name_or_path
     return reranker
-
-
-def _build(
-    family: str,
-    source: str | None,
-    device: str | None,
-    dtype: str | None,
-    revision: str | None,
-    settings: dict[str, Any],
-) -> Reranker:
-    if family == "first-stage-order":
-        from rerank_eval.rerankers.first_stage_order import FirstStageOrder
-
-        return FirstStageOrder()
-    if family not in FAMILIES:
-        raise UserError(f"unknown reranker family {family!r}; known: {', '.join(FAMILIES)}")
-    if not source:
-        raise UserError(f"family {family} needs a model (hub id or checkpoint directory)")
-    from rerank_eval.rerankers.checkpoint import resolve_checkpoint
-    from rerank_eval.rerankers.listwise import ListwiseLastToken
-
-    return ListwiseLastToken(resolve_checkpoint(source, revision), device, dtype, **settings)
 
 
 __all__ = ["FAMILIES", "RerankRequest", "Reranker", "load_reranker"]

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rerank_eval.config import DatasetSpec
+
 
 @dataclass(frozen=True)
 class RerankRequest:
@@ -54,6 +56,9 @@ class Reranker(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Everything about the model worth recording (identity, revision, settings, dtype)."""
+
+    def begin_dataset(self, spec: DatasetSpec) -> None:  # noqa: B027 - optional hook
+        """Called before each dataset: drop per-dataset caches, pick per-dataset settings."""
 
     def score_identity(self) -> dict[str, Any]:
         """What determines the scores, for the journal's cache key (describe() unless narrower)."""

@@ -22,6 +22,16 @@ from torch import nn
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import (
+    attention_implementation,
+    default_batch_tokens,
+    dtype_name,
+    pick_device,
+    pick_dtype,
+    quiet_transformers,
+    right_padded,
+    token_budget_batches,
+)
 
 EMBED_TOKEN = "<|embed_token|>"
 RERANK_TOKEN = "<|rerank_token|>"
@@ -160,38 +170,6 @@ def _load_projector_weights(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return weights
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-    name = aliases.get(dtype, dtype)
-    if name not in _DTYPES:
-        raise UserError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return _DTYPES[name]
-
-
-def _attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
 @dataclass
 class _Block:
     request: int
@@ -212,11 +190,7 @@ class ListwiseLastToken(Reranker):
         **settings: Any,
     ) -> None:
         from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
-        from transformers.utils import logging as hf_logging
 
-        unknown = set(settings) - set(ListwiseSettings.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"unknown setting {sorted(unknown)[0]!r} for {self.family}")
         self.checkpoint = checkpoint
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -233,24 +207,18 @@ class ListwiseLastToken(Reranker):
         self.embed_id = self._special_token_id(EMBED_TOKEN)
         self.rerank_id = self._special_token_id(RERANK_TOKEN)
         projector_weights = _load_projector_weights(checkpoint)
-        self.attention = _attention_implementation(self.device, self.dtype)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # projector/lm_head keys are expected to go unused
-        hf_logging.disable_progress_bar()
-        try:
+        self.attention = attention_implementation(self.device, self.dtype)
+        with quiet_transformers():  # projector and lm_head keys are expected to go unused
             self.backbone = Qwen3Model.from_pretrained(
                 str(checkpoint.folder),
                 config=Qwen3Config.from_pretrained(str(checkpoint.folder)),
                 dtype=self.dtype,
                 attn_implementation=self.attention,
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
         self.backbone.to(self.device).eval()
         self.projector = Projector(projector_weights).to(self.device).eval()
         context_length, self.context_source = self._context_length(settings.get("context_length"))
-        default_budget = 65_536 if self.device.type == "cuda" else 8_192
+        default_budget = default_batch_tokens(self.device)
         self.settings = ListwiseSettings(
             **{
                 **settings,
@@ -313,7 +281,7 @@ class ListwiseLastToken(Reranker):
         return (
             f"query {self._last_block_query}: one block of {self._last_block_tokens:,} tokens does not fit "
             f"in GPU memory even alone (context_length {s.context_length}, max_doc_length "
-            f"{s.max_doc_length}, dtype {str(self.dtype).removeprefix('torch.')}); lower "
+            f"{s.max_doc_length}, dtype {dtype_name(self.dtype)}); lower "
             f"--set context_length=... so blocks get shorter, lower --set max_doc_length=..., or use "
             f"a GPU with more memory"
         )
@@ -326,7 +294,7 @@ class ListwiseLastToken(Reranker):
             "settings": asdict(self.settings),
             "context_length_from": self.context_source,
             "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": dtype_name(self.dtype),
             "attention": self.attention,
             "projector_dtype": "float32",
             "score_dtype": "float32",
@@ -385,33 +353,21 @@ class ListwiseLastToken(Reranker):
 
     def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
         """Length-sorted batches whose padded size stays within the token budget."""
-        budget = self.settings.max_batch_tokens
-        batches: list[list[_Block]] = []
-        current: list[_Block] = []
-        for block in sorted(blocks, key=lambda b: len(b.input_ids), reverse=True):
-            longest = len(current[0].input_ids) if current else len(block.input_ids)
-            if current and longest * (len(current) + 1) > budget:
-                batches.append(current)
-                current = []
-            current.append(block)
-        if current:
-            batches.append(current)
-        return batches
+        lengths = [len(b.input_ids) for b in blocks]
+        return [
+            [blocks[i] for i in batch]
+            for batch in token_budget_batches(lengths, self.settings.max_batch_tokens)
+        ]
 
     @torch.inference_mode()
     def _encode(self, batch: list[_Block]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Projected (document vectors, query vector) of each block in the batch."""
-        width = max(len(b.input_ids) for b in batch)
+        input_ids, attention_mask = right_padded([b.input_ids for b in batch], pad_id=0)
         self._last_batch_blocks = len(batch)
-        self._last_block_tokens = width
+        self._last_block_tokens = input_ids.shape[1]
         self._last_block_query = batch[0].query_id
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
-        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, block in enumerate(batch):  # right padding: real positions keep their rotary index
-            input_ids[row, : len(block.input_ids)] = torch.tensor(block.input_ids)
-            attention_mask[row, : len(block.input_ids)] = 1
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -1,0 +1,92 @@
+"""Bi-encoders as rerankers (dense rescoring): cosine of mean-pooled, L2-normalised embeddings.
+
+Query and documents are embedded apart (sentence-transformers convention). Each distinct document
+text is embedded once per dataset, however many queries retrieve it; `begin_dataset` drops the
+previous dataset's embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from rerank_eval.config import DatasetSpec
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers.base import RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import quiet_transformers, right_padded, token_budget_batches
+from rerank_eval.rerankers.pointwise import TransformerReranker
+
+
+class BiEncoder(TransformerReranker):
+    family = "bi-encoder"
+    score_head = "cosine of mean-pooled (attention mask), L2-normalised embeddings"
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int = 256,
+        max_batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        super().__init__(checkpoint, device, dtype, max_length, max_batch_tokens, trust_remote_code)
+        try:
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    str(checkpoint.folder), trust_remote_code=trust_remote_code
+                )
+                self.model = AutoModel.from_pretrained(
+                    str(checkpoint.folder), dtype=self.dtype, trust_remote_code=trust_remote_code
+                )
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot load bi-encoder {checkpoint.source}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.model.to(self.device).eval()
+        self.cap_max_length(self.tokenizer)
+        self._documents: dict[str, np.ndarray] = {}
+        self._stats["embedded_documents"] = 0
+
+    def begin_dataset(self, spec: DatasetSpec) -> None:
+        self._documents.clear()
+
+    def forward(self, rows: list[list[int]]) -> torch.Tensor:
+        """Mean-pooled, L2-normalised embeddings of a batch of tokenized texts."""
+        input_ids, mask = right_padded(rows, self.tokenizer.pad_token_id or 0)
+        mask = mask.to(self.device)
+        hidden = self.model(
+            input_ids=input_ids.to(self.device), attention_mask=mask
+        ).last_hidden_state.float()
+        weights = mask.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        rows = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        out = np.empty((len(rows), 0), dtype=np.float32)
+        lengths = [len(r) for r in rows]
+        for batch in token_budget_batches(lengths, self.max_batch_tokens):
+            self._record_batch(len(batch), lengths[batch[0]], "")
+            vectors = self.forward([rows[i] for i in batch]).cpu().numpy()
+            if out.shape[1] == 0:
+                out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
+        return out
+
+    def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        new = list(dict.fromkeys(t for r in requests for t in r.texts if t not in self._documents))
+        if new:
+            for text, vector in zip(new, self.embed(new)):
+                self._documents[text] = vector
+            self._stats["embedded_documents"] += len(new)
+        queries = self.embed([r.query for r in requests])
+        return [
+            np.stack([self._documents[t] for t in r.texts]) @ query for r, query in zip(requests, queries)
+        ]

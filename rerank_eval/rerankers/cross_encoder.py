@@ -1,0 +1,86 @@
+"""Cross-encoders: a sequence classifier reads the (query, document) pair; its logit is the score.
+
+Pairs are encoded as the tokenizer's pair encoding, truncating only the document to `max_length`
+(a query longer than that on its own is truncated with the document, longest first). The score
+is the single logit when the head has one label, otherwise the positive class's (label 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import quiet_transformers, right_padded
+from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
+
+
+class CrossEncoder(PointwiseReranker):
+    family = "cross-encoder"
+    score_head = "sequence-classification logit (label 1 when there are two labels)"
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int = 512,
+        max_batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        super().__init__(checkpoint, device, dtype, max_length, max_batch_tokens, trust_remote_code)
+        try:
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    str(checkpoint.folder), trust_remote_code=trust_remote_code
+                )
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    str(checkpoint.folder),
+                    dtype=self.dtype,
+                    trust_remote_code=trust_remote_code,
+                    attn_implementation=self.attention,
+                )
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot load cross-encoder {checkpoint.source}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.model.to(self.device).eval()
+        self.cap_max_length(self.tokenizer)
+        self.label = 0 if self.model.config.num_labels == 1 else 1
+
+    def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> list[Encoded]:
+        try:
+            return self._rows(self._pair_encoding(list(queries), list(docs), "only_second"))
+        except Exception:
+            return [self._encode_one(q, d) for q, d in zip(queries, docs)]
+
+    def _encode_one(self, query: str, doc: str) -> Encoded:
+        """A pair whose query alone exceeds max_length is cut on both sides, longest first."""
+        try:
+            return self._rows(self._pair_encoding([query], [doc], "only_second"))[0]
+        except Exception:
+            self._stats["pairs_truncated_longest_first"] = (
+                self._stats.get("pairs_truncated_longest_first", 0) + 1
+            )
+            return self._rows(self._pair_encoding([query], [doc], "longest_first"))[0]
+
+    def _pair_encoding(self, queries: list[str], docs: list[str], truncation: str):
+        return self.tokenizer(queries, docs, truncation=truncation, max_length=self.max_length)
+
+    @staticmethod
+    def _rows(encoded) -> list[Encoded]:
+        present = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        return [{k: encoded[k][i] for k in present} for i in range(len(encoded["input_ids"]))]
+
+    def forward(self, rows: list[Encoded]) -> torch.Tensor:
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids, mask = right_padded([r["input_ids"] for r in rows], pad)
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if "token_type_ids" in rows[0]:
+            types, _ = right_padded([r["token_type_ids"] for r in rows], 0)
+            inputs["token_type_ids"] = types.to(self.device)
+        return self.model(**inputs).logits[:, self.label]

