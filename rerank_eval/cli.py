@@ -368,6 +368,60 @@ def export(
         console.print(f"wrote {csv}")
 
 
+@app.command("compare")
+@user_errors
+def compare(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Result folders (a folder of several models' results counts as each of them)."),
+    ],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="The run (model name or folder name) deltas are against.")
+    ] = None,
+    metric: Annotated[
+        str, typer.Option("--metric", help="The measure to compare (from per_query.csv).")
+    ] = "nDCG@10",
+    test: Annotated[
+        str, typer.Option("--test", help="t-test (paired, two-sided) or randomization.")
+    ] = "t-test",
+    published: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--published", help="Add published figures (e.g. jina-reranker-v3, pyserini-bm25-flat)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare runs whose protocols differ (the table says so).")
+    ] = False,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Long CSV: one line per row and run.")] = None,
+    csv_wide: Annotated[Path | None, typer.Option("--csv-wide", help="Wide CSV: rows × runs.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="A Markdown table.")] = None,
+    latex: Annotated[Path | None, typer.Option("--latex", help="A LaTeX (booktabs) table.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Everything, as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Grouped bars per dataset, as PNG.")] = None,
+) -> None:
+    """Compare saved results: deltas vs a baseline with significance marks, win/tie/loss, averages."""
+    from rerank_eval.comparison import Comparison
+    from rerank_eval.results import load_results
+
+    comparison = Comparison(load_results(results), metric, baseline, test, published, force)
+    console.print(comparison.table())
+    outputs = {
+        csv: lambda: comparison.to_csv(),
+        csv_wide: lambda: comparison.to_csv(wide=True),
+        markdown: comparison.to_markdown,
+        latex: comparison.to_latex,
+        json_out: comparison.to_json,
+    }
+    for path, render in outputs.items():
+        if path is not None:
+            path.write_text(render(), encoding="utf-8")
+            console.print(f"wrote {path}")
+    if plot is not None:
+        comparison.plot(plot)
+        console.print(f"wrote {plot}")
+
+
 @app.command("fetch")
 @user_errors
 def fetch(

@@ -147,3 +147,17 @@ def load_result(folder: Path) -> SavedResult:
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read result {folder}: {exc}") from None
     return SavedResult(folder, manifest, per_query)
+
+
+def load_results(folders: list[Path]) -> list[SavedResult]:
+    """Result folders, a folder holding several models' result folders expanded in name order."""
+    loaded = []
+    for folder in map(Path, folders):
+        children = (
+            sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
+        )
+        if not (folder / "manifest.json").exists() and children:
+            loaded += [load_result(child) for child in children]
+        else:
+            loaded.append(load_result(folder))
+    return loaded

@@ -1,0 +1,545 @@
+"""Comparing saved results: per-row values, paired significance tests, and every rendering.
+
+Only saved per-query values are read (`per_query.csv`); no model or metric runs here. For each row
+and each run other than the baseline: the delta, a paired two-sided test over per-query values
+(t-test, or a randomization test with a fixed seed), Holm–Bonferroni-adjusted across the compared
+runs, and win/tie/loss query counts. CQADupStack's row tests over all forum queries pooled; suite
+averages test over per-row values and carry a bootstrap 95% interval of the mean difference.
+Published figures (results/published) can be shown beside runs: marked, never tested.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from rerank_eval.errors import UserError
+from rerank_eval.results import SavedResult
+
+PUBLISHED_DIR = Path(__file__).with_name("published")
+ALPHA = 0.05
+SEED = 20261126
+RESAMPLES = 10_000
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float:
+    """Two-sided p-value of a paired test; 1.0 when every difference is zero."""
+    from scipy import stats
+
+    differences = run - baseline
+    if len(differences) < 2 or not np.any(differences):
+        return 1.0
+    if test == "t-test":
+        p = stats.ttest_rel(run, baseline).pvalue
+    else:
+        p = stats.permutation_test(
+            (run, baseline),
+            lambda a, b, axis: np.mean(a - b, axis=axis),
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=RESAMPLES,
+            alternative="two-sided",
+            random_state=SEED,
+        ).pvalue
+    return 1.0 if np.isnan(p) else float(p)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni step-down adjusted p-values, in input order."""
+    order = np.argsort(p_values, kind="stable")
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def bootstrap_interval(differences: np.ndarray) -> tuple[float, float] | None:
+    """Percentile bootstrap 95% interval of the mean difference (fixed seed)."""
+    from scipy import stats
+
+    if len(differences) < 2 or not np.any(differences - differences[0]):
+        return None
+    result = stats.bootstrap(
+        (differences,), np.mean, confidence_level=0.95, n_resamples=RESAMPLES,
+        method="percentile", random_state=SEED,
+    )  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunColumn:
+    label: str
+    folder: str
+    manifest: dict[str, Any]
+    values: dict[str, pd.Series]  # dataset key -> per-query values (index: query id)
+    groups: dict[str, str]  # dataset key -> row name
+
+
+@dataclass
+class PublishedColumn:
+    label: str
+    source: str
+    first_stage: str
+    rows: dict[str, float]
+    averages: dict[str, float]
+
+
+def published_names() -> list[str]:
+    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.json"))
+
+
+def load_published(name: str, metric: str) -> PublishedColumn:
+    path = PUBLISHED_DIR / f"{name}.json"
+    if not path.exists():
+        raise UserError(f"no published results named {name!r}; known: {', '.join(published_names())}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return PublishedColumn(
+        label=f"{data['name']} (published)",
+        source=data["source"],
+        first_stage=data["first_stage"],
+        rows=dict(data["rows"].get(metric, {})),
+        averages=dict(data["averages"].get(metric, {})),
+    )
+
+
+def _run_column(saved: SavedResult, metric: str) -> RunColumn:
+    frame = saved.per_query
+    selected = frame[(frame.stage == "reranked") & (frame.measure == metric)]
+    if selected.empty:
+        raise UserError(f"{saved.folder} has no per-query values for {metric}")
+    values = {
+        dataset: group.set_index("query_id")["value"].astype(float)
+        for dataset, group in selected.groupby("dataset", sort=False)
+    }
+    groups = {d["key"]: d.get("row") or d["key"] for d in saved.manifest["datasets"]}
+    return RunColumn(saved.manifest["model"]["name"], saved.folder.name, saved.manifest, values, groups)
+
+
+def _labelled(columns: list[RunColumn]) -> list[RunColumn]:
+    """Model names as labels; folder names where two runs share a model name."""
+    labels = [c.label for c in columns]
+    for column in columns:
+        if labels.count(column.label) > 1:
+            column.label = column.folder
+    return columns
+
+
+# -- the fair-comparison guard ---------------------------------------------------------------------
+
+
+def _first_stage_identity(record: dict[str, Any]) -> tuple:
+    stage = record["first_stage"]
+    return stage["kind"], stage.get("sha256"), json.dumps(stage.get("settings"), sort_keys=True)
+
+
+def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
+    """Reasons two runs are not a fair comparison (empty when they are)."""
+    reasons = []
+    a, b = baseline.manifest, other.manifest
+    if a["protocol"]["top_k"] != b["protocol"]["top_k"]:
+        reasons.append(
+            f"top-k differs ({baseline.label}: {a['protocol']['top_k']}, "
+            f"{other.label}: {b['protocol']['top_k']})"
+        )
+    theirs = {d["key"]: d for d in b["datasets"]}
+    for mine in a["datasets"]:
+        key = mine["key"]
+        if key not in theirs:
+            continue
+        for what, get in (
+            ("dataset version", lambda d: d["ir_datasets_id"]),
+            ("first stage", _first_stage_identity),
+            ("self-match policy", lambda d: d["drop_self_matches"]),
+        ):
+            if get(mine) != get(theirs[key]):
+                reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")
+    return reasons
+
+
+# -- the comparison ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    value: float | None
+    delta: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    wins: int | None = None
+    ties: int | None = None
+    losses: int | None = None
+    interval: tuple[float, float] | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted is not None and self.p_adjusted < ALPHA
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "dataset", "group" or "average"
+    cells: dict[str, Cell]  # run or published label -> cell
+    members: list[str] = field(default_factory=list)
+
+
+class Comparison:
+    """A table of runs (and published figures) over datasets, with tests against a baseline."""
+
+    def __init__(
+        self,
+        results: list[SavedResult],
+        metric: str = "nDCG@10",
+        baseline: str | None = None,
+        test: str = "t-test",
+        published: list[str] | None = None,
+        force: bool = False,
+    ) -> None:
+        if test not in ("t-test", "randomization"):
+            raise UserError(f"unknown test {test!r}; use t-test or randomization")
+        self.metric, self.test = metric, test
+        self.runs = _labelled([_run_column(saved, metric) for saved in results])
+        self.baseline = self._pick_baseline(baseline)
+        self.published = [load_published(name, metric) for name in published or []]
+        self.warnings: list[str] = []
+        self.footnotes: list[str] = []
+        reasons = [
+            r
+            for run in self.runs
+            if run is not self.baseline
+            for r in protocol_differences(self.baseline, run)
+        ]
+        if reasons and not force:
+            raise UserError(f"not a fair comparison: {reasons[0]} (use --force to compare anyway)")
+        self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
+        self.rows = self._dataset_rows()
+        self.rows += self._average_rows()
+
+    def _pick_baseline(self, name: str | None) -> RunColumn:
+        if name is None:
+            return self.runs[0]
+        for run in self.runs:
+            if name in (run.label, run.folder):
+                return run
+        raise UserError(
+            f"--baseline {name!r} is none of the compared runs ({', '.join(r.label for r in self.runs)})"
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.runs] + [p.label for p in self.published]
+
+    # -- rows --
+
+    def _row_order(self) -> list[tuple[str, list[str]]]:
+        """(row name, member dataset keys) over every run, in first-seen order."""
+        rows: dict[str, list[str]] = {}
+        for run in self.runs:
+            for record in run.manifest["datasets"]:
+                members = rows.setdefault(run.groups[record["key"]], [])
+                if record["key"] not in members:
+                    members.append(record["key"])
+        return list(rows.items())
+
+    def _pooled(self, run: RunColumn, members: list[str]) -> pd.Series | None:
+        """Per-query values of a row's members, keyed (dataset, query); None if any member is missing."""
+        if not all(m in run.values for m in members):
+            return None
+        return pd.concat({m: run.values[m] for m in members})
+
+    def _dataset_rows(self) -> list[Row]:
+        rows = []
+        for name, members in self._row_order():
+            pooled = {run.label: self._pooled(run, members) for run in self.runs}
+            cells = {}
+            for run in self.runs:
+                series = pooled[run.label]
+                value = None if series is None else float(np.mean([series[m].mean() for m in members]))
+                cells[run.label] = Cell(value)
+            self._test_row(cells, pooled)
+            for column in self.published:
+                cells[column.label] = Cell(column.rows.get(name))
+            missing = [r.label for r in self.runs if cells[r.label].value is None]
+            if missing:
+                self.footnotes.append(f"{name}: not in {', '.join(missing)}")
+            rows.append(
+                Row(name, "group" if len(members) > 1 or members[0] != name else "dataset", cells, members)
+            )
+        return rows
+
+    def _test_row(self, cells: dict[str, Cell], pooled: dict[str, pd.Series | None]) -> None:
+        base = pooled[self.baseline.label]
+        tested = []
+        for run in self.runs:
+            series = pooled[run.label]
+            if run is self.baseline or series is None or base is None:
+                continue
+            common = series.index.intersection(base.index)
+            run_values, base_values = series[common].to_numpy(), base[common].to_numpy()
+            differences = run_values - base_values
+            cell = cells[run.label]
+            cell.delta = cell.value - cells[self.baseline.label].value
+            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.wins = int((differences > 0).sum())
+            cell.ties = int((differences == 0).sum())
+            cell.losses = int((differences < 0).sum())
+            tested.append(cell)
+        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
+            cell.p_adjusted = adjusted
+
+    def _average_rows(self) -> list[Row]:
+        suite = self.baseline.manifest["suite"]
+        in_average = {
+            self.baseline.groups[d["key"]] for d in self.baseline.manifest["datasets"] if d["in_average"]
+        }
+        names = [row.name for row in self.rows]
+        headline = [n for n in names if n in in_average]
+        averages = []
+        if headline:
+            expected = list(suite.get("average_rows") or [])
+            label = published_key = suite["average_label"]
+            if sorted(headline) != sorted(expected):
+                label, published_key = f"{label} subset ({len(headline)} of {len(expected)})", None
+            averages.append(self._average(label, headline, published_key))
+        if len(headline) < len(names):
+            averages.append(self._average(f"Average, all {len(names)} rows", names, None))
+        return averages
+
+    def _average(self, label: str, names: list[str], published_key: str | None) -> Row:
+        by_name = {row.name: row for row in self.rows}
+        cells = {}
+        for column in self.labels:
+            values = {n: by_name[n].cells[column].value for n in names}
+            present = {n: v for n, v in values.items() if v is not None}
+            cells[column] = Cell(float(np.mean(list(present.values()))) if present else None)
+            if present and len(present) < len(names) and column in {r.label for r in self.runs}:
+                self.footnotes.append(f"{label}: {column} averages {len(present)} of {len(names)} rows")
+        for column in self.published:
+            if column.rows.keys() >= set(names):
+                self.footnotes.append(f"{label}: {column.label} is the mean of its published rows")
+            else:
+                cells[column.label] = Cell(column.averages.get(published_key) if published_key else None)
+        self._test_average(cells, names, by_name)
+        return Row(label, "average", cells, names)
+
+    def _test_average(self, cells: dict[str, Cell], names: list[str], by_name: dict[str, Row]) -> None:
+        base = self.baseline.label
+        tested = []
+        for run in self.runs:
+            if run is self.baseline or cells[run.label].value is None or cells[base].value is None:
+                continue
+            pairs = [
+                (by_name[n].cells[run.label].value, by_name[n].cells[base].value)
+                for n in names
+                if by_name[n].cells[run.label].value is not None and by_name[n].cells[base].value is not None
+            ]
+            run_values, base_values = np.array(pairs).T if pairs else (np.array([]), np.array([]))
+            cell = cells[run.label]
+            cell.delta = cell.value - cells[base].value
+            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.interval = bootstrap_interval(run_values - base_values)
+            differences = run_values - base_values
+            cell.wins, cell.ties, cell.losses = (
+                int((differences > 0).sum()),
+                int((differences == 0).sum()),
+                int((differences < 0).sum()),
+            )
+            tested.append(cell)
+        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
+            cell.p_adjusted = adjusted
+
+    # -- renderings --
+
+    def caption(self) -> str:
+        test = (
+            "paired two-sided t-test"
+            if self.test == "t-test"
+            else (f"paired two-sided randomization test ({RESAMPLES:,} resamples, seed {SEED})")
+        )
+        lines = [
+            f"{self.metric}, reranked. Δ vs {self.baseline.label}; † = p < {ALPHA} ({test} over per-query "
+            f"values, Holm–Bonferroni-adjusted across the {len(self.runs) - 1} compared runs); "
+            f"W/T/L = queries won/tied/lost vs the baseline.",
+            "cqadupstack: queries of all forums pooled. Averages: tested over per-row values, with a "
+            f"bootstrap 95% interval of the mean difference (seed {SEED}).",
+        ]
+        for column in self.published:
+            lines.append(f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.")
+        lines += [f"Note: {f}." for f in self.footnotes]
+        lines += [f"WARNING: {w}." for w in self.warnings]
+        return "\n".join(lines)
+
+    def best(self, row: Row) -> float | None:
+        values = [c.value for c in row.cells.values() if c.value is not None]
+        return max(values) if values else None
+
+    def table(self) -> Table:
+        table = Table(title=f"Comparison: {self.metric}", caption=self.caption())
+        table.add_column("Dataset", no_wrap=True)
+        for run in self.runs:
+            table.add_column(run.label + (" (baseline)" if run is self.baseline else ""), justify="right")
+            if run is not self.baseline:
+                table.add_column("W/T/L", justify="right")
+        for column in self.published:
+            table.add_column(f"{column.label}\nfirst stage: {column.first_stage}", justify="right")
+        for row in self.rows:
+            if row.kind == "average" and row is next(r for r in self.rows if r.kind == "average"):
+                table.add_section()
+            best = self.best(row)
+            cells = [row.name]
+            for run in self.runs:
+                cell = row.cells[run.label]
+                cells.append(self._value_text(cell, best, run is self.baseline))
+                if run is not self.baseline:
+                    cells.append("" if cell.wins is None else f"{cell.wins}/{cell.ties}/{cell.losses}")
+            for column in self.published:
+                cells.append(self._value_text(row.cells[column.label], best, True))
+            table.add_row(*cells)
+        return table
+
+    @staticmethod
+    def _value_text(cell: Cell, best: float | None, plain: bool) -> str:
+        if cell.value is None:
+            return "–"
+        text = f"{cell.value:.4f}"
+        if best is not None and cell.value == best:
+            text = f"[bold]{text}[/bold]"
+        if not plain and cell.delta is not None:
+            text += f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
+            if cell.interval:
+                text += f" [{cell.interval[0]:+.4f}, {cell.interval[1]:+.4f}]"
+        return text
+
+    def long_frame(self) -> pd.DataFrame:
+        records = []
+        for row in self.rows:
+            for label, cell in row.cells.items():
+                record = {"dataset": row.name, "kind": row.kind, "run": label, **asdict(cell)}
+                interval = record.pop("interval")
+                record["ci_low"], record["ci_high"] = interval if interval else (None, None)
+                record["baseline"] = label == self.baseline.label
+                record["published"] = label in {p.label for p in self.published}
+                record["significant"] = cell.significant
+                records.append(record)
+        return pd.DataFrame.from_records(records)
+
+    def wide_frame(self) -> pd.DataFrame:
+        return (
+            self.long_frame()
+            .pivot(index="dataset", columns="run", values="value")
+            .reindex([row.name for row in self.rows])[self.labels]
+        )
+
+    def to_csv(self, wide: bool = False) -> str:
+        buffer = io.StringIO()
+        (self.wide_frame() if wide else self.long_frame()).to_csv(buffer, index=wide, float_format="%.10g")
+        return buffer.getvalue()
+
+    def to_markdown(self) -> str:
+        header = ["Dataset", *self.labels]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * len(self.labels)]
+        for row in self.rows:
+            best = self.best(row)
+            cells = [row.name]
+            for label in self.labels:
+                cell = row.cells[label]
+                text = "–" if cell.value is None else f"{cell.value:.4f}"
+                if cell.value is not None and cell.value == best:
+                    text = f"**{text}**"
+                if cell.delta is not None:
+                    text += f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n\n" + self.caption().replace("\n", "  \n") + "\n"
+
+    def to_latex(self) -> str:
+        def escape(text: str) -> str:
+            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+                text = text.replace(a, b)
+            return text
+
+        lines = [
+            r"\begin{tabular}{l" + "r" * len(self.labels) + "}",
+            r"\toprule",
+            " & ".join(["Dataset", *map(escape, self.labels)]) + r" \\",
+            r"\midrule",
+        ]
+        for row in self.rows:
+            if row.kind == "average" and row is next(r for r in self.rows if r.kind == "average"):
+                lines.append(r"\midrule")
+            best = self.best(row)
+            cells = [escape(row.name)]
+            for label in self.labels:
+                cell = row.cells[label]
+                text = "--" if cell.value is None else f"{cell.value:.4f}"
+                if cell.value is not None and cell.value == best:
+                    text = rf"\textbf{{{text}}}"
+                if cell.significant:
+                    text += r"$^\dagger$"
+                cells.append(text)
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        payload = {
+            "metric": self.metric,
+            "test": self.test,
+            "baseline": self.baseline.label,
+            "runs": [{"label": r.label, "folder": r.folder} for r in self.runs],
+            "published": [asdict(p) for p in self.published],
+            "rows": [
+                {
+                    "dataset": row.name,
+                    "kind": row.kind,
+                    "members": row.members,
+                    "cells": {label: asdict(cell) for label, cell in row.cells.items()},
+                }
+                for row in self.rows
+            ],
+            "notes": self.footnotes,
+            "warnings": self.warnings,
+        }
+        return json.dumps(payload, indent=2) + "\n"
+
+    def plot(self, path: Path) -> None:
+        """Grouped bars per row, one bar per run; the baseline hatched and named in the legend."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows
+        width = 0.8 / max(1, len(self.labels))
+        figure, axes = plt.subplots(figsize=(max(8.0, 0.9 * len(rows) + 2), 5), dpi=100)
+        positions = np.arange(len(rows))
+        for index, label in enumerate(self.labels):
+            values = [row.cells[label].value or 0.0 for row in rows]
+            is_baseline = label == self.baseline.label
+            axes.bar(
+                positions + index * width, values, width,
+                label=f"{label} (baseline)" if is_baseline else label,
+                hatch="//" if is_baseline else None, edgecolor="black" if is_baseline else None,
+            )  # fmt: skip
+        axes.set_xticks(positions + width * (len(self.labels) - 1) / 2)
+        axes.set_xticklabels([row.name for row in rows], rotation=45, ha="right")
+        axes.set_ylabel(self.metric)
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(path)
+        plt.close(figure)

@@ -1,0 +1,242 @@
+"""`rerank-eval compare` on synthetic per-query results of known differences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.comparison import SEED, Comparison, holm
+from rerank_eval.errors import UserError
+from rerank_eval.results import ResultWriter, load_result
+
+RNG = np.random.default_rng(7)
+QUERIES = {
+    "scifact": [f"s{i}" for i in range(30)],
+    "fiqa": [f"f{i}" for i in range(25)],
+    "cqadupstack-android": [f"a{i}" for i in range(12)],
+    "cqadupstack-english": [f"e{i}" for i in range(9)],
+}
+BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
+
+
+def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
+                sha: str = "abc", datasets: list[str] | None = None, seed: int = 0) -> Path:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    writer = ResultWriter(root / name)
+    records = []
+    for key in datasets or list(QUERIES):
+        values = np.clip(BASE[key] + shift + rng.normal(0, noise, len(QUERIES[key])), 0, 1)
+        values[:2] = BASE[key][:2]  # two exact ties with the baseline per dataset
+        per_query = {"nDCG@10": dict(zip(QUERIES[key], values.tolist()))}
+        writer.add_values(key, "reranked", per_query)
+        writer.add_values(key, "first_stage", {"nDCG@10": dict(zip(QUERIES[key], BASE[key].tolist()))})
+        records.append({
+            "key": key, "row": "cqadupstack" if key.startswith("cqa") else key,
+            "ir_datasets_id": f"beir/{key}", "in_average": not key.startswith("cqa"),
+            "drop_self_matches": False,
+            "first_stage": {"kind": "hub", "label": "BM25", "sha256": sha, "settings": None},
+            "coverage": {"judged_queries": len(QUERIES[key]), "queries_without_run": 0},
+            "timings": {"rerank_seconds": 1.0},
+        })  # fmt: skip
+    manifest = {
+        "protocol": {"top_k": top_k, "metrics": ["nDCG@10"]},
+        "suite": {"name": "beir", "average_label": "BEIR-13", "average_rows": ["fiqa", "scifact"]},
+        "model": {"name": name},
+        "datasets": records,
+    }
+    return writer.publish(manifest)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    return {
+        "base": make_result(root, "base", 0.0, noise=0.0),
+        "better": make_result(root, "better", 0.08, seed=1),
+        "same": make_result(root, "same", 0.0, noise=0.05, seed=2),
+        "worse": make_result(root, "worse", -0.03, seed=3),
+    }
+
+
+def values(folder: Path, dataset: str) -> np.ndarray:
+    frame = load_result(folder).per_query
+    selected = frame[(frame.dataset == dataset) & (frame.stage == "reranked")]
+    return selected.set_index("query_id").loc[QUERIES[dataset], "value"].to_numpy()
+
+
+def comparison(runs, *names, **kwargs) -> Comparison:
+    return Comparison([load_result(runs[n]) for n in names], **kwargs)
+
+
+def test_p_values_equal_scipy_paired_t_test(runs):
+    result = comparison(runs, "base", "better", "worse")
+    row = next(r for r in result.rows if r.name == "scifact")
+    for name in ("better", "worse"):
+        expected = stats.ttest_rel(values(runs[name], "scifact"), values(runs["base"], "scifact")).pvalue
+        assert row.cells[name].p_value == pytest.approx(expected, rel=1e-12)
+        assert row.cells[name].delta == pytest.approx(
+            values(runs[name], "scifact").mean() - values(runs["base"], "scifact").mean()
+        )
+
+
+def test_holm_adjustment_matches_hand_computation(runs):
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    result = comparison(runs, "base", "better", "same", "worse")
+    for row in result.rows:
+        tested = [row.cells[n] for n in ("better", "same", "worse") if row.cells[n].p_value is not None]
+        assert [c.p_adjusted for c in tested] == pytest.approx(holm([c.p_value for c in tested]))
+    fiqa = next(r for r in result.rows if r.name == "fiqa")
+    assert fiqa.cells["better"].significant and not fiqa.cells["same"].significant
+
+
+def test_win_tie_loss_counts(runs):
+    result = comparison(runs, "base", "better")
+    cell = next(r for r in result.rows if r.name == "fiqa").cells["better"]
+    difference = values(runs["better"], "fiqa") - values(runs["base"], "fiqa")
+    assert (cell.wins, cell.ties, cell.losses) == (
+        int((difference > 0).sum()),
+        int((difference == 0).sum()),
+        int((difference < 0).sum()),
+    )
+    assert cell.ties >= 2
+
+
+def test_cqadupstack_row_pools_forum_queries(runs):
+    result = comparison(runs, "base", "better")
+    row = next(r for r in result.rows if r.name == "cqadupstack")
+    assert row.kind == "group" and row.members == ["cqadupstack-android", "cqadupstack-english"]
+    pooled = {n: np.concatenate([values(runs[n], f) for f in row.members]) for n in ("base", "better")}
+    assert row.cells["better"].p_value == pytest.approx(
+        stats.ttest_rel(pooled["better"], pooled["base"]).pvalue
+    )
+    forum_means = [values(runs["better"], f).mean() for f in row.members]
+    assert row.cells["better"].value == pytest.approx(np.mean(forum_means))
+
+
+def test_average_rows_test_over_datasets_with_bootstrap_interval(runs):
+    result = comparison(runs, "base", "better")
+    headline = next(r for r in result.rows if r.name == "BEIR-13")
+    rows = {r.name: r for r in result.rows}
+    per_row = {n: [rows[d].cells[n].value for d in ("scifact", "fiqa")] for n in ("base", "better")}
+    assert headline.cells["better"].value == pytest.approx(np.mean(per_row["better"]))
+    assert headline.cells["better"].p_value == pytest.approx(
+        stats.ttest_rel(per_row["better"], per_row["base"]).pvalue
+    )
+    low, high = headline.cells["better"].interval
+    differences = np.array(per_row["better"]) - np.array(per_row["base"])
+    assert low <= differences.mean() <= high
+    assert next(r for r in result.rows if r.name == "Average, all 3 rows").kind == "average"
+
+
+def test_randomization_test_is_seeded_scipy_permutation_test(runs):
+    result = comparison(runs, "base", "worse", test="randomization")
+    x, y = values(runs["worse"], "scifact"), values(runs["base"], "scifact")
+    expected = stats.permutation_test(
+        (x, y), lambda a, b, axis: np.mean(a - b, axis=axis), permutation_type="samples", vectorized=True,
+        n_resamples=10_000, alternative="two-sided", random_state=SEED,
+    ).pvalue  # fmt: skip
+    assert next(r for r in result.rows if r.name == "scifact").cells["worse"].p_value == expected
+    assert "randomization test" in result.caption()
+
+
+def test_best_value_is_bold(runs):
+    markdown = comparison(runs, "base", "better", "worse").to_markdown()
+    scifact = next(line for line in markdown.splitlines() if line.startswith("| scifact"))
+    best = max(values(runs[n], "scifact").mean() for n in ("base", "better", "worse"))
+    assert f"**{best:.4f}**" in scifact and scifact.count("**") == 2
+
+
+def test_csv_round_trip(runs, tmp_path):
+    result = comparison(runs, "base", "better", "worse")
+    path = tmp_path / "long.csv"
+    path.write_text(result.to_csv())
+    back = pd.read_csv(path)
+    expected = result.long_frame()
+    assert list(back.columns) == list(expected.columns)
+    assert np.allclose(
+        back["value"].astype(float), expected["value"].astype(float), rtol=1e-9, equal_nan=True
+    )
+    assert list(back["run"]) == list(expected["run"]) and list(back["dataset"]) == list(expected["dataset"])
+    wide = pd.read_csv(io_text(result.to_csv(wide=True)), index_col=0)
+    assert list(wide.columns) == ["base", "better", "worse"]
+    assert wide.loc["fiqa", "better"] == pytest.approx(values(runs["better"], "fiqa").mean())
+
+
+def io_text(text: str):
+    import io
+
+    return io.StringIO(text)
+
+
+def test_refuses_unfair_comparisons_unless_forced(tmp_path, runs):
+    other_k = make_result(tmp_path, "k50", 0.01, top_k=50)
+    other_stage = make_result(tmp_path, "otherbm25", 0.01, sha="def")
+    with pytest.raises(UserError, match=r"not a fair comparison: top-k differs \(base: 100, k50: 50\)"):
+        Comparison([load_result(runs["base"]), load_result(other_k)])
+    with pytest.raises(UserError, match="first stage of scifact differs"):
+        Comparison([load_result(runs["base"]), load_result(other_stage)])
+    forced = Comparison([load_result(runs["base"]), load_result(other_stage)], force=True)
+    assert "WARNING: compared anyway (--force): first stage of scifact differs" in forced.caption()
+
+
+def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
+    partial = make_result(tmp_path, "partial", 0.02, datasets=["scifact"])
+    result = Comparison([load_result(runs["base"]), load_result(partial)])
+    fiqa = next(r for r in result.rows if r.name == "fiqa")
+    assert fiqa.cells["partial"].value is None
+    headline = next(r for r in result.rows if r.kind == "average")
+    scifact = next(r for r in result.rows if r.name == "scifact")
+    assert headline.cells["partial"].value == pytest.approx(scifact.cells["partial"].value)
+    assert any("partial averages 1 of 2 rows" in note for note in result.footnotes)
+
+
+def test_published_columns_are_marked_and_untested(runs):
+    result = comparison(runs, "base", "better", published=["pyserini-bm25-flat", "jina-reranker-v3"])
+    scifact = next(r for r in result.rows if r.name == "scifact")
+    cell = scifact.cells["pyserini-bm25-flat (published)"]
+    assert cell.value == 0.6789 and cell.p_value is None and cell.delta is None
+    assert scifact.cells["jina-reranker-v3 (published)"].value is None
+    assert "first stage: top-100 of jina-embeddings-v3" in result.caption()
+    assert "not tested" in result.caption()
+
+
+def test_plot_is_a_png_of_the_expected_size(runs, tmp_path):
+    import matplotlib.image
+
+    path = tmp_path / "plot.png"
+    result = comparison(runs, "base", "better", "worse")
+    result.plot(path)
+    assert path.stat().st_size > 5_000
+    image = matplotlib.image.imread(str(path))
+    width = max(8.0, 0.9 * len(result.rows) + 2) * 100
+    assert image.shape[:2] == (500, int(width))
+
+
+def test_compare_command_writes_every_export(runs, tmp_path):
+    outputs = {f: tmp_path / f"out.{f}" for f in ("csv", "md", "tex", "json", "png")}
+    result = CliRunner().invoke(app, [
+        "compare", str(runs["base"]), str(runs["better"]), "--baseline", "base",
+        "--published", "pyserini-bm25-flat",
+        "--csv", str(outputs["csv"]), "--markdown", str(outputs["md"]), "--latex", str(outputs["tex"]),
+        "--json", str(outputs["json"]), "--plot", str(outputs["png"]),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "better" in result.output and "W/T/L" in result.output
+    assert all(p.exists() and p.stat().st_size > 0 for p in outputs.values())
+    assert json.loads(outputs["json"].read_text())["baseline"] == "base"
+    assert outputs["tex"].read_text().startswith("\\begin{tabular}")
+
+
+def test_compare_refuses_incomplete_results(tmp_path, runs):
+    incomplete = tmp_path / "x.incomplete"
+    incomplete.mkdir()
+    result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(incomplete)])
+    assert result.exit_code == 2 and "incomplete" in result.output
