@@ -1,31 +1,38 @@
-"""The built-in BM25 first stage: `bm25s` (Lucene variant), its index cached on disk.
+"""The built-in BM25 first stage: `bm25s` (Lucene variant) over a language-aware analyzer.
 
-The index is built once per (dataset, analyzer, parameters) from the ir_datasets corpus and reused
-from the cache afterwards. Retrieval computes each query's scores with bm25s and keeps the top-k
-in trec_eval's order (score descending, doc id descending), so ties are broken deterministically.
+The index is built once per (dataset, analyzer, parameters), streaming the ir_datasets corpus:
+raw text is analysed document by document and only compact term ids are kept, then bm25s builds
+its score matrix, which is saved to rerank-eval's cache and memory-mapped for retrieval. Before a
+build starts, its memory need is estimated from the corpus size; a corpus that would not fit is
+refused with a pointer to run files instead of thrashing the machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rerank_eval.analysis import Analyzer
 from rerank_eval.cache import cache_root
 from rerank_eval.data import IrDataset
-from rerank_eval.progress import stderr_console
+from rerank_eval.errors import UserError
+from rerank_eval.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order
 
-# Snowball stemmer names (PyStemmer) and bm25s stopword lists, by ISO language code. Languages
-# not listed are lower-cased and split with bm25s' default pattern only; the multilingual
-# analyzer is tracked separately.
-STEMMERS = {"en": "english"}
-STOPWORDS = {"en": "en"}
+# Peak memory of a build per corpus document: `rerank-eval bench-index --docs 200000` measured
+# 4,064 bytes (interpreter included) on a 2-core machine (README, "MIRACL"). Used to refuse, before
+# starting, builds that would not fit.
+BUILD_BYTES_PER_DOCUMENT = 4_000
+MEMORY_SHARE = 0.8  # never plan to use more of the available memory than this
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,8 @@ class Bm25Settings:
     method: str = "lucene"
 
     @property
-    def stemmer(self) -> str | None:
-        return STEMMERS.get(self.language)
-
-    @property
-    def stopwords(self) -> str | None:
-        return STOPWORDS.get(self.language)
+    def analyzer(self) -> Analyzer:
+        return Analyzer(self.language)
 
     def describe(self) -> dict[str, object]:
         import bm25s
@@ -51,26 +54,51 @@ class Bm25Settings:
             "method": self.method,
             "k1": self.k1,
             "b": self.b,
-            "stemmer": self.stemmer,
-            "stopwords": self.stopwords,
+            "analyzer": self.analyzer.describe(),
         }
 
 
-def _tokenize(texts: list[str], settings: Bm25Settings) -> list[list[str]]:
-    import bm25s
+class PackedCorpus(Sequence[list[int]]):
+    """Documents as term-id lists, stored as one int32 array plus offsets (no Python lists kept)."""
 
-    stemmer = None
-    if settings.stemmer:
-        import Stemmer
+    def __init__(self, terms: np.ndarray, offsets: np.ndarray) -> None:
+        self.terms, self.offsets = terms, offsets
 
-        stemmer = Stemmer.Stemmer(settings.stemmer)
-    return bm25s.tokenize(
-        texts,
-        stopwords=settings.stopwords,
-        stemmer=stemmer,
-        return_ids=False,
-        show_progress=False,
-    )
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.terms[self.offsets[index] : self.offsets[index + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for index in range(len(self)):
+            yield self[index]
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(dataset: IrDataset, language: str) -> None:
+    """Refuse, before any work, a build that would not fit in memory."""
+    count = dataset.documents_count()
+    if not count:
+        return
+    need, have = count * BUILD_BYTES_PER_DOCUMENT, available_memory()
+    if need > MEMORY_SHARE * have:
+        raise UserError(
+            f"{dataset.id} has {count:,} documents; building the built-in BM25 index needs about "
+            f"{need / 2**30:.0f} GiB of memory and {have / 2**30:.0f} GiB are available: supply a "
+            f"first-stage run file instead (--run {dataset.spec.key}=PATH; the README gives the Pyserini "
+            f"commands for MIRACL {language})"
+        )
 
 
 class Bm25Index:
@@ -94,6 +122,7 @@ class Bm25Index:
 
         folder = cls.cache_dir(dataset, settings)
         if not (folder / "doc_ids.json").exists():
+            check_memory(dataset, settings.language)
             cls._build(dataset, settings, folder)
         retriever = bm25s.BM25.load(str(folder), mmap=True)
         doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
@@ -102,15 +131,22 @@ class Bm25Index:
     @staticmethod
     def _build(dataset: IrDataset, settings: Bm25Settings, folder: Path) -> None:
         import bm25s
+        from bm25s.tokenization import Tokenized
 
         print(f"building the BM25 index of {dataset.id} (once; cached in {folder})", file=sys.stderr)
-        doc_ids: list[str] = []
-        texts: list[str] = []
-        for doc_id, text in dataset.iter_documents():
+        analyzer = settings.analyzer
+        vocabulary: dict[str, int] = {}
+        terms, offsets, doc_ids = array("i"), array("q", [0]), []
+        documents = dataset.iter_documents()
+        for doc_id, text in track(documents, dataset.documents_count() or 0, f"indexing {dataset.id}"):
+            terms.extend(vocabulary.setdefault(term, len(vocabulary)) for term in analyzer(text))
+            offsets.append(len(terms))
             doc_ids.append(doc_id)
-            texts.append(text)
+        if not doc_ids:
+            raise UserError(f"{dataset.id} has no documents to index")
+        corpus = PackedCorpus(np.frombuffer(terms, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64))
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-        retriever.index(_tokenize(texts, settings), show_progress=stderr_console.is_terminal)
+        retriever.index(Tokenized(ids=corpus, vocab=vocabulary), show_progress=stderr_console.is_terminal)
         staging = folder.with_name(folder.name + ".building")
         shutil.rmtree(staging, ignore_errors=True)
         retriever.save(str(staging))
@@ -120,17 +156,16 @@ class Bm25Index:
 
     def search(self, queries: dict[str, str], k: int) -> Run:
         """Top-k documents with a positive score per query, in trec_eval order."""
-        query_ids = list(queries)
-        tokenized = _tokenize([queries[q] for q in query_ids], self.settings)
+        analyzer = self.settings.analyzer
         run: Run = {}
-        for query_id, tokens in zip(query_ids, tokenized):
-            token_ids = self.retriever.get_tokens_ids(tokens)
+        for query_id, text in queries.items():
+            token_ids = self.retriever.get_tokens_ids(analyzer(text))
             if not token_ids:
                 run[query_id] = {}
                 continue
             scores = self.retriever.get_scores_from_ids(token_ids)
             matching = np.flatnonzero(scores > 0)
-            # Keep a margin beyond k so that ties at the boundary are resolved by doc id.
+            # Keep every document tied with the k-th so that ties resolve by doc id.
             if len(matching) > k:
                 cutoff = np.partition(scores[matching], len(matching) - k)[len(matching) - k]
                 matching = matching[scores[matching] >= cutoff]

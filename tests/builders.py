@@ -129,9 +129,10 @@ def write_beir(home: Path) -> None:
 
 # --- MIRACL --------------------------------------------------------------------------------------
 
+# Real sentences written for these tests; in each language the first query's relevant passage is
+# the obvious answer, and every query has exactly one relevant passage.
 MIRACL = {
     "sw": {
-        "shard": "docs-0.jsonl.gz",
         "docs": {
             "100#0": ("Nairobi", "Nairobi ni mji mkuu wa Kenya."),
             "100#1": ("Nairobi", "Mji huo una wakazi zaidi ya milioni nne."),
@@ -141,7 +142,6 @@ MIRACL = {
         "qrels": {"1": {"100#0": 1, "100#1": 0}, "2": {"200#0": 1}},
     },
     "yo": {
-        "shard": "docs-1.jsonl.gz",
         "docs": {
             "300#0": ("Èkó", "Èkó jẹ́ ìlú tó tóbi jùlọ ní Nàìjíríà."),
             "300#1": ("Àbújá", "Àbújá ni olú ìlú Nàìjíríà."),
@@ -149,23 +149,80 @@ MIRACL = {
         "queries": {"5": "Kí ni olú ìlú Nàìjíríà?"},
         "qrels": {"5": {"300#1": 1, "300#0": 0}},
     },
+    "ar": {
+        "docs": {
+            "1#0": ("القاهرة", "القاهرة هي عاصمة جمهورية مصر العربية وأكبر مدنها."),
+            "1#1": ("القاهرة", "يمر نهر النيل عبر مدينة القاهرة."),
+            "2#0": ("الرياض", "الرياض هي عاصمة المملكة العربية السعودية."),
+            "3#0": ("كرة القدم", "كرة القدم هي الرياضة الأكثر شعبية في العالم."),
+        },
+        "queries": {"1": "ما هي عاصمة مصر؟", "2": "ما هي عاصمة السعودية؟"},
+        "qrels": {"1": {"1#0": 1, "1#1": 0}, "2": {"2#0": 1}},
+    },
+    "hi": {
+        "docs": {
+            "10#0": ("ताजमहल", "ताजमहल आगरा में स्थित एक सफेद संगमरमर का मकबरा है।"),
+            "11#0": ("गंगा", "गंगा भारत की सबसे लंबी नदी है।"),
+            "12#0": ("दिल्ली", "नई दिल्ली भारत की राजधानी है।"),
+        },
+        "queries": {"1": "ताजमहल कहाँ स्थित है?", "2": "भारत की राजधानी क्या है?"},
+        "qrels": {"1": {"10#0": 1}, "2": {"12#0": 1, "11#0": 0}},
+    },
+    "th": {
+        "docs": {
+            "20#0": ("กรุงเทพมหานคร", "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย"),
+            "21#0": ("เชียงใหม่", "เชียงใหม่เป็นจังหวัดทางภาคเหนือของประเทศไทย"),
+            "22#0": ("ช้าง", "ช้างเป็นสัตว์ประจำชาติของไทย"),
+        },
+        "queries": {"1": "เมืองหลวงของประเทศไทยคืออะไร", "2": "สัตว์ประจำชาติของไทย"},
+        "qrels": {"1": {"20#0": 1}, "2": {"22#0": 1}},
+    },
+    "zh": {
+        "docs": {
+            "30#0": ("北京", "北京是中华人民共和国的首都。"),
+            "31#0": ("长城", "长城是中国古代的军事防御工程。"),
+            "32#0": ("熊猫", "大熊猫主要生活在四川的山区。"),
+        },
+        "queries": {"1": "中国的首都是哪里", "2": "大熊猫生活在哪里"},
+        "qrels": {"1": {"30#0": 1}, "2": {"32#0": 1}},
+    },
+    "ja": {
+        "docs": {
+            "40#0": ("東京", "東京は日本の首都であり、最大の都市です。"),
+            "41#0": ("富士山", "富士山は日本で最も高い山です。"),
+            "42#0": ("寿司", "寿司は日本の伝統的な料理です。"),
+        },
+        "queries": {"1": "日本の首都はどこですか", "2": "日本で一番高い山"},
+        "qrels": {"1": {"40#0": 1}, "2": {"41#0": 1}},
+    },
 }
+
+
+def miracl_shards(lang: str) -> list[str]:
+    """The corpus shard files ir_datasets expects for a language (from its downloads.json)."""
+    import ir_datasets
+
+    downloads = json.loads((Path(ir_datasets.__file__).parent / "etc" / "downloads.json").read_text())
+    prefix = f"v1.0/{lang}/corpus/"
+    return [v["cache_path"] for k, v in downloads["miracl"].items() if k.startswith(prefix)]
 
 
 def write_miracl(home: Path) -> None:
     for lang, data in MIRACL.items():
-        base = home / "miracl" / "v1.0" / lang
-        (base / "docs").mkdir(parents=True, exist_ok=True)
-        (base / "dev").mkdir(parents=True, exist_ok=True)
-        with gzip.open(base / "docs" / data["shard"], "wt", encoding="utf-8") as handle:
-            for doc_id, (title, text) in data["docs"].items():
-                handle.write(
-                    json.dumps({"docid": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n"
-                )
-        (base / "dev" / "topics.tsv").write_text(
+        shards = miracl_shards(lang)
+        for index, shard in enumerate(shards):
+            path = home / "miracl" / shard
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(path, "wt", encoding="utf-8") as handle:
+                for doc_id, (title, text) in data["docs"].items() if index == 0 else ():
+                    record = {"docid": doc_id, "title": title, "text": text}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        base = home / "miracl" / "v1.0" / lang / "dev"
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "topics.tsv").write_text(
             "".join(f"{q}\t{t}\n" for q, t in data["queries"].items()), encoding="utf-8"
         )
-        (base / "dev" / "qrels.tsv").write_text(
+        (base / "qrels.tsv").write_text(
             "".join(f"{q} Q0 {d} {r}\n" for q, docs in data["qrels"].items() for d, r in docs.items()),
             encoding="utf-8",
         )
