@@ -506,6 +506,52 @@ def read_documents_file(path: Path) -> list[str]:
     return texts
 
 
+@app.command("bench")
+@user_errors
+def bench(
+    preset: Annotated[
+        str, typer.Option("--preset", help="short (≈20-token documents), medium (≈150), long (≈1,000).")
+    ] = "medium",
+    shape: Annotated[
+        str, typer.Option("--shape", help="qwen3-0.6b (jina-reranker-v3's shape, random weights) or tiny.")
+    ] = "tiny",
+    queries: Annotated[
+        int | None, typer.Option("--queries", help="Queries (default 16 on CUDA, 4 on CPU).")
+    ] = None,
+    candidates: Annotated[int, typer.Option("--candidates", help="Candidates per query.")] = 100,
+    doc_tokens: Annotated[
+        int | None,
+        typer.Option("--doc-tokens", help="Mean document length in tokens (overrides the preset)."),
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    matmul_size: Annotated[
+        int | None,
+        typer.Option(
+            "--matmul-size",
+            help="Size of the bf16 matrix product measuring the peak (default 8192 on CUDA, 1024 on CPU).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
+    from rerank_eval.bench import PRESETS, SHAPES, run_bench
+    from rerank_eval.bench_report import bench_table
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; use {', '.join(PRESETS)}")
+    if shape not in SHAPES:
+        raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    result = run_bench(preset, shape, queries, candidates, doc_tokens, device, dtype, matmul_size)
+    console.print(bench_table(result))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        json_out.write_text(text + "\n", encoding="utf-8")
+
+
 @app.command("bench-index")
 @user_errors
 def bench_index(

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -231,12 +232,15 @@ def _out_of_memory_error() -> type[BaseException]:
     return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
-def score_with_backoff(reranker: Reranker, requests: list[RerankRequest]) -> list[np.ndarray]:
+def score_with_backoff(
+    reranker: Reranker, requests: list[RerankRequest], prepared: Any = None
+) -> list[np.ndarray]:
     """Score a batch; on out-of-memory, free the cache, shrink the batches and retry."""
     out_of_memory = _out_of_memory_error()
+    prepared = reranker.prepare(requests) if prepared is None else prepared
     while True:
         try:
-            return reranker.score_batch(requests)
+            return reranker.score_prepared(prepared)
         except out_of_memory:
             import torch
 
@@ -244,6 +248,17 @@ def score_with_backoff(reranker: Reranker, requests: list[RerankRequest]) -> lis
                 torch.cuda.empty_cache()
             if not reranker.shrink_batch_budget():
                 raise UserError(reranker.out_of_memory_message(requests)) from None
+
+
+def prepared_ahead(reranker: Reranker, chunks: list[list[RerankRequest]]) -> Iterator[tuple[list, Any]]:
+    """(chunk, prepared chunk) pairs, preparing the next chunk in a background thread meanwhile."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(reranker.prepare, chunks[0]) if chunks else None
+        for index, chunk in enumerate(chunks):
+            prepared = pending.result()
+            if index + 1 < len(chunks):
+                pending = pool.submit(reranker.prepare, chunks[index + 1])
+            yield chunk, prepared
 
 
 def rerank_dataset(
@@ -263,16 +278,19 @@ def rerank_dataset(
             file=sys.stderr,
         )
     pending = [r for r in _requests(prepared, plan.candidate_order) if r.query_id not in scores]
-    chunks = _chunks(pending, max(1, reranker.queries_per_call))
+    chunks = list(_chunks(pending, max(1, reranker.queries_per_call)))
     try:
-        for chunk in track(chunks, len(pending), f"reranking {prepared.spec.key}", size=len):
+        batches = prepared_ahead(reranker, chunks)
+        for chunk, ready in track(
+            batches, len(pending), f"reranking {prepared.spec.key}", size=lambda b: len(b[0])
+        ):
             if stop.requested:
                 raise Interrupted(
                     f"interrupted; {len(scores)} of {len(expected)} queries of {prepared.spec.key} are "
                     f"journaled; run the same command again to resume: {plan.resume_command}"
                 )
             entries = []
-            for request, presented in zip(chunk, score_with_backoff(reranker, chunk)):
+            for request, presented in zip(chunk, score_with_backoff(reranker, chunk, ready)):
                 # Back to first-stage order, so ties resolve by first-stage rank.
                 by_rank = np.empty(len(presented), dtype=np.float32)
                 by_rank[list(request.first_stage_ranks)] = presented

@@ -53,6 +53,15 @@ class Reranker(ABC):
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
         """One float32 array per request, aligned with its `texts`."""
 
+    def prepare(self, requests: Sequence[RerankRequest]) -> Any:
+        """CPU-side work for a batch (tokenization); the runner runs it in a background thread
+        for the next batch while the accelerator scores the current one."""
+        return list(requests)
+
+    def score_prepared(self, prepared: Any) -> list[np.ndarray]:
+        """Scores of a batch made ready by `prepare` (may be retried with smaller batches)."""
+        return self.score_batch(prepared)
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Everything about the model worth recording (identity, revision, settings, dtype)."""

@@ -30,6 +30,7 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
     right_padded,
+    to_device,
     token_budget_batches,
 )
 
@@ -201,29 +202,54 @@ class ListwiseLastToken(Reranker):
                 f"the listwise last-token family needs a qwen3 backbone"
             )
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.folder))
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the tokenizer of {checkpoint.source}: {exc}") from None
-        self.embed_id = self._special_token_id(EMBED_TOKEN)
-        self.rerank_id = self._special_token_id(RERANK_TOKEN)
         projector_weights = _load_projector_weights(checkpoint)
-        self.attention = attention_implementation(self.device, self.dtype)
+        attention = attention_implementation(self.device, self.dtype)
         with quiet_transformers():  # projector and lm_head keys are expected to go unused
-            self.backbone = Qwen3Model.from_pretrained(
+            backbone = Qwen3Model.from_pretrained(
                 str(checkpoint.folder),
                 config=Qwen3Config.from_pretrained(str(checkpoint.folder)),
                 dtype=self.dtype,
-                attn_implementation=self.attention,
+                attn_implementation=attention,
             )
-        self.backbone.to(self.device).eval()
+        self._assemble(tokenizer, backbone, projector_weights, settings)
+
+    @classmethod
+    def from_parts(
+        cls,
+        checkpoint: Checkpoint,
+        tokenizer: Any,
+        backbone: nn.Module,
+        projector_weights: dict[str, torch.Tensor],
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        **settings: Any,
+    ) -> ListwiseLastToken:
+        """A reranker from components already in memory (benchmarks on randomly initialised models)."""
+        reranker = cls.__new__(cls)
+        reranker.checkpoint = checkpoint
+        reranker.device = pick_device(device)
+        reranker.dtype = pick_dtype(dtype, reranker.device)
+        reranker._assemble(tokenizer, backbone.to(reranker.dtype), projector_weights, settings)
+        return reranker
+
+    def _assemble(
+        self, tokenizer: Any, backbone: nn.Module, projector_weights: dict[str, torch.Tensor], settings: dict
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.embed_id = self._special_token_id(EMBED_TOKEN)
+        self.rerank_id = self._special_token_id(RERANK_TOKEN)
+        self.attention = backbone.config._attn_implementation
+        self.backbone = backbone.to(self.device).eval()
         self.projector = Projector(projector_weights).to(self.device).eval()
         context_length, self.context_source = self._context_length(settings.get("context_length"))
-        default_budget = default_batch_tokens(self.device)
         self.settings = ListwiseSettings(
             **{
                 **settings,
                 "context_length": context_length,
-                "max_batch_tokens": settings.get("max_batch_tokens") or default_budget,
+                "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
             }
         )
         self._stats = {
@@ -368,9 +394,11 @@ class ListwiseLastToken(Reranker):
         self._last_block_query = batch[0].query_id
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
-        input_ids = input_ids.to(self.device)
-        attention_mask = attention_mask.to(self.device)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        input_ids, attention_mask = to_device(input_ids, self.device), to_device(attention_mask, self.device)
+        # No attention mask: under causal attention no real token sees the padding placed after it,
+        # so the plain causal kernel (FlashAttention/SDPA is_causal) gives every real position the
+        # value it has alone, without materialising a padding mask.
+        hidden = self.backbone(input_ids=input_ids).last_hidden_state
         real = attention_mask.bool()
         outputs = []
         for row, block in enumerate(batch):
@@ -385,8 +413,14 @@ class ListwiseLastToken(Reranker):
             outputs.append((projected[:-1], projected[-1]))
         return outputs
 
+    def prepare(self, requests: Sequence[RerankRequest]) -> tuple[list[RerankRequest], list[_Block]]:
+        return list(requests), self._blocks(requests)
+
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
-        blocks = self._blocks(requests)
+        return self.score_prepared(self.prepare(requests))
+
+    def score_prepared(self, prepared: tuple[list[RerankRequest], list[_Block]]) -> list[np.ndarray]:
+        requests, blocks = prepared
         vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for batch in self._batches(blocks):
             for block, encoded in zip(batch, self._encode(batch)):

@@ -1,0 +1,52 @@
+"""The terminal table of a `rerank-eval bench` result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+ROWS = [
+    ("docs/s", "docs_per_second", "{:,.0f}"),
+    ("tokens/s", "tokens_per_second", "{:,.0f}"),
+    ("ms/query p50", "ms_per_query_p50", "{:,.1f}"),
+    ("ms/query p95", "ms_per_query_p95", "{:,.1f}"),
+    ("peak memory (MiB)", "peak_memory_bytes", None),
+    ("MFU vs datasheet", "mfu_datasheet", "{:.1%}"),
+    ("MFU vs measured matmul", "mfu_measured", "{:.1%}"),
+]
+
+
+def bench_table(result: dict[str, Any]) -> Table:
+    workload, device, model = result["workload"], result["device"], result["model"]
+    table = Table(
+        title=(
+            f"bench {workload['preset']}: {workload['queries']} queries × {workload['candidates']} "
+            f"candidates, ≈{workload['mean_doc_tokens']} tokens/doc; {model['shape']} ({model['dtype']}) "
+            f"on {device['name']}"
+        ),
+        caption=(
+            f"speed-up {result['speedup']:.2f}×; max score difference {result['max_score_difference']:.2e}"
+            + (
+                f"; Kendall tau vs float32 {result['kendall_tau_vs_float32']:.4f}"
+                if result["kendall_tau_vs_float32"] is not None
+                else ""
+            )
+            + f"; measured bf16 matmul {device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s"
+        ),
+    )
+    table.add_column("")
+    table.add_column("reference-style", justify="right")
+    table.add_column("ours", justify="right")
+    for label, key, form in ROWS:
+        cells = []
+        for path in ("reference_style", "ours"):
+            value = result[path][key]
+            if value is None:
+                cells.append("–")
+            elif form is None:
+                cells.append(f"{value / 2**20:,.0f}")
+            else:
+                cells.append(form.format(value))
+        table.add_row(label, *cells)
+    return table

@@ -1,0 +1,78 @@
+"""`rerank-eval bench` on CPU with the tiny shape; its reference-style path against ours."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.bench import Workload, model_flops, random_reranker, reference_style_scores
+from rerank_eval.cli import app
+
+PATH_FIELDS = {
+    "seconds", "docs_per_second", "tokens_per_second", "ms_per_query_p50", "ms_per_query_p95",
+    "peak_memory_bytes", "model_flops_per_second", "mfu_datasheet", "mfu_measured",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with tempfile.TemporaryDirectory() as folder:
+        yield random_reranker("tiny", torch.device("cpu"), torch.float32, Path(folder))
+
+
+def test_bench_emits_json_with_every_field(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--preset", "short", "--shape", "tiny", "--queries", "2", "--candidates", "20",
+        "--matmul-size", "256", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for path in ("reference_style", "ours"):
+        assert set(data[path]) == PATH_FIELDS
+        assert data[path]["docs_per_second"] > 0 and data[path]["mfu_measured"] > 0
+        assert data[path]["mfu_datasheet"] is None  # no datasheet peak for a CPU
+    assert data["speedup"] > 0 and data["max_score_difference"] <= 1e-4
+    assert data["device"]["measured_bf16_matmul_flops"] > 0 and data["device"]["matmul_size"] == 256
+    assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "mean_doc_tokens": 20,
+                                "query_tokens": 12, "seed": 0}  # fmt: skip
+    assert "speed-up" in result.output
+
+
+@pytest.mark.parametrize(
+    ("settings", "mean_tokens", "min_blocks"),
+    [({}, 30, 1), ({"context_length": 600, "max_doc_length": 120}, 60, 3)],
+)
+def test_fast_path_equals_reference_style(tiny, settings, mean_tokens, min_blocks):
+    from dataclasses import replace
+
+    original = tiny.settings
+    tiny.settings = replace(original, **settings)
+    try:
+        requests = Workload("medium", 5, 24, mean_tokens, seed=3).requests()
+        assert len(tiny.block_prompts(requests[0].query, list(requests[0].texts))) >= min_blocks
+        ours = tiny.score_batch(requests)
+        for request, scores in zip(requests, ours):
+            reference, _ = reference_style_scores(tiny, request)
+            assert np.abs(reference - scores).max() <= 1e-4
+    finally:
+        tiny.settings = original
+
+
+def test_flops_formula(tiny):
+    config = tiny.backbone.config
+    parameters = sum(p.numel() for p in tiny.backbone.parameters()) - config.vocab_size * config.hidden_size
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * config.head_dim
+    assert model_flops(tiny, [10, 3]) == 2 * parameters * 13 + attention * (55 + 6)
+
+
+def test_synthetic_words_are_single_tokens(tiny):
+    request = Workload("short", 1, 3, 20).requests()[0]
+    words = request.texts[0].split()
+    assert len(tiny.tokenizer(" " + request.texts[0], add_special_tokens=False)["input_ids"]) == len(words)
