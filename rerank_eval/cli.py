@@ -252,14 +252,18 @@ def _benchmark(
     plan.validate()
     settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
 
+    from rerank_eval.distributed import default_device
+
     def load(name: str):
         return load_reranker(
-            name, device=device, dtype=dtype, family=family, config=cfg,
+            name, device=device or default_device(), dtype=dtype, family=family, config=cfg,
             trust_remote_code=trust_remote_code, **settings,
         )  # fmt: skip
 
     destination = out or _default_out(model_names, suite)
     folders = execute_models(plan, model_names, load, destination, sys.argv)
+    if not folders:
+        return  # a torchrun rank other than 0: rank 0 reports
     reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
     console.print(reports[0].table() if len(reports) == 1 else comparison_table(reports))
     console.print(f"results: {destination}")

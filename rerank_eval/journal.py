@@ -30,8 +30,17 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def journal_path(dataset_key: str, key: str) -> Path:
-    return cache_root() / "journals" / f"{dataset_key}-{key[:20]}.jsonl"
+def journal_path(dataset_key: str, key: str, rank: int = 0, world: int = 1) -> Path:
+    """One file per key, or one per rank of a multi-process run (`.rank{r}-of-{w}`)."""
+    stem = f"{dataset_key}-{key[:20]}"
+    name = f"{stem}.jsonl" if world == 1 else f"{stem}.rank{rank}-of-{world}.jsonl"
+    return cache_root() / "journals" / name
+
+
+def sibling_journals(path: Path) -> list[Path]:
+    """The other files of the same key (other ranks, or a run with another process count)."""
+    stem = path.name.split(".")[0]
+    return sorted(p for p in path.parent.glob(f"{stem}.*jsonl") if p != path and p.name.endswith(".jsonl"))
 
 
 def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
@@ -51,15 +60,24 @@ class ScoreJournal:
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def load(self, expected_docs: dict[str, Sequence[str]]) -> dict[str, np.ndarray]:
-        """Valid entries whose candidates match `expected_docs`; damage is reported and dropped.
+    def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, np.ndarray]:
+        """Valid entries of this journal (and, read only, of its siblings) matching `expected_docs`.
 
         A last line cut short by a crash is expected and dropped quietly; any other unreadable
-        line is reported with its number. The journal is then rewritten with the kept entries only.
+        line is reported with its number. This journal is then rewritten with its kept entries.
         """
-        if not self.path.exists():
+        kept: dict[str, np.ndarray] = {}
+        for sibling in sibling_journals(self.path) if siblings else []:
+            kept.update(self._read(sibling, expected_docs))
+        own = self._read(self.path, expected_docs)
+        if self.path.exists():
+            self._rewrite(own, expected_docs)
+        return {**kept, **own}
+
+    def _read(self, path: Path, expected_docs: dict[str, Sequence[str]]) -> dict[str, np.ndarray]:
+        if not path.exists():
             return {}
-        raw = self.path.read_bytes()
+        raw = path.read_bytes()
         lines = raw.split(b"\n")
         kept: dict[str, np.ndarray] = {}
         damaged = []
@@ -74,11 +92,10 @@ class ScoreJournal:
             kept[entry[0]] = entry[1]
         if damaged:
             print(
-                f"warning: journal {self.path} has {len(damaged)} unreadable or stale lines "
+                f"warning: journal {path} has {len(damaged)} unreadable or stale lines "
                 f"(first: line {damaged[0]}); those queries are scored again",
                 file=sys.stderr,
             )
-        self._rewrite(kept, expected_docs)
         return kept
 
     @staticmethod

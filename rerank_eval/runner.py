@@ -24,6 +24,7 @@ import numpy as np
 from rerank_eval import __version__
 from rerank_eval.config import BenchmarkConfig, DatasetSpec, SuiteSpec
 from rerank_eval.data import IrDataset
+from rerank_eval.distributed import ranks
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation import PerQuery, evaluate_per_query, parse_measures
 from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
@@ -267,17 +268,23 @@ def rerank_dataset(
     """The reranked run of one dataset, resuming from and appending to its score journal."""
     expected = {q: [d for d, _ in docs] for q, docs in prepared.candidates.by_query.items() if docs}
     reranker.begin_dataset(prepared.spec)
-    journal = ScoreJournal(journal_path(prepared.spec.key, journal_key(plan, prepared, reranker)))
+    shard = ranks()
+    key = journal_key(plan, prepared, reranker)
+    journal = ScoreJournal(journal_path(prepared.spec.key, key, shard.rank, shard.world))
     if plan.fresh:
         journal.discard()
-    scores = journal.load(expected)
+    scores = journal.load(expected, siblings=not plan.fresh)
     resumed = len(scores)
     if resumed:
         print(
             f"{prepared.spec.key}: {resumed} of {len(expected)} queries already scored (journal)",
             file=sys.stderr,
         )
-    pending = [r for r in _requests(prepared, plan.candidate_order) if r.query_id not in scores]
+    pending = [
+        r
+        for position, r in enumerate(_requests(prepared, plan.candidate_order))
+        if shard.owns(position) and r.query_id not in scores
+    ]
     chunks = list(_chunks(pending, max(1, reranker.queries_per_call)))
     try:
         batches = prepared_ahead(reranker, chunks)
@@ -299,6 +306,17 @@ def rerank_dataset(
             journal.append(entries)
     finally:
         journal.close()
+    shard.barrier()
+    if shard.world > 1:  # every rank's scores, from every rank's journal
+        if not shard.is_main:
+            return RerankOutcome({}, 0, len(pending), resumed)
+        scores = journal.load(expected)
+        missing = len(set(expected) - set(scores))
+        if missing:
+            raise UserError(
+                f"{missing} queries of {prepared.spec.key} have no scores in the ranks' journals; "
+                f"run the same command again to score them"
+            )
     reranked: Run = {}
     ties = 0
     for query_id, docs in expected.items():
@@ -350,8 +368,14 @@ class DatasetCache:
         self._first_stage_values: dict[str, PerQuery] = {}
 
     def prepared(self, spec: DatasetSpec) -> PreparedDataset:
+        """Loaded once; under torchrun rank 0 loads first, so downloads and caches happen once."""
         if spec.key not in self._prepared:
+            shard = ranks()
+            if not shard.is_main:
+                shard.barrier()
             self._prepared[spec.key] = prepare_dataset(self.plan, spec)
+            if shard.is_main:
+                shard.barrier()
         return self._prepared[spec.key]
 
     def first_stage_values(self, prepared: PreparedDataset) -> PerQuery:
@@ -364,12 +388,13 @@ class DatasetCache:
 
 def execute(
     plan: RunPlan, reranker: Reranker, out: Path, command: list[str], datasets: DatasetCache | None = None
-) -> Path:
-    """Run the plan with one reranker and publish the result folder at `out`."""
+) -> Path | None:
+    """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only)."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
-    writer = ResultWriter(out)
+    main = ranks().is_main
+    writer = ResultWriter(out) if main else None
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
     try:
@@ -379,6 +404,8 @@ def execute(
                 start = time.monotonic()
                 outcome = rerank_dataset(reranker, prepared, plan, stop)
                 rerank_seconds = time.monotonic() - start
+                if writer is None:
+                    continue  # ranks other than 0 only score
                 start = time.monotonic()
                 with step(f"{spec.key}: evaluation"):
                     first_values = datasets.first_stage_values(prepared)
@@ -393,11 +420,14 @@ def execute(
                     "execution": reranker.runtime_stats(),
                 }
                 records.append(_dataset_record(prepared, outcome, timings, reranker))
+        if writer is None:
+            return None
         finished = datetime.now(timezone.utc)
         manifest = build_manifest(plan, reranker, records, command, started, finished)
         return writer.publish(manifest)
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
 
 
@@ -412,7 +442,8 @@ def execute_models(
 ) -> list[Path]:
     """Rerank the same candidates with each model in turn (data loaded once, one model in memory).
 
-    One model publishes `out`; several publish `out/<model>/` each.
+    One model publishes `out`; several publish `out/<model>/` each. Under torchrun only rank 0
+    publishes, and the other ranks return no folder.
     """
     plan.validate()
     names = [model_folder_name(m) for m in models]
@@ -422,7 +453,8 @@ def execute_models(
     folders = []
     for model, name in zip(models, names):
         reranker = load(model)
-        folders.append(execute(plan, reranker, out if len(models) == 1 else out / name, command, datasets))
+        folder = execute(plan, reranker, out if len(models) == 1 else out / name, command, datasets)
+        folders += [folder] if folder else []
         del reranker
         _free_accelerator_memory()
     return folders

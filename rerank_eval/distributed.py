@@ -1,0 +1,61 @@
+"""Several processes (torchrun, one per GPU, one or many nodes): queries are sharded across ranks.
+
+Every rank loads the data (rank 0 first, so caches are built once), scores the queries whose
+position in the dataset's judged-query order is congruent to its rank, and journals them in its
+own file; rank 0 then reads every rank's journal and evaluates and publishes, so the result is the
+single-process one. Without torchrun's environment everything is one rank.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def owns(self, position: int) -> bool:
+        return position % self.world == self.rank
+
+
+@cache
+def ranks() -> Ranks:
+    """This process's place in a torchrun job (initialising the process group once)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks()
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return Ranks(dist.get_rank(), world, local_rank)
+
+
+def default_device() -> str | None:
+    """Each rank on its own GPU under torchrun; None (the usual default) otherwise."""
+    import torch
+
+    current = ranks()
+    if current.world > 1 and torch.cuda.is_available():
+        return f"cuda:{current.local_rank}"
+    return None
