@@ -16,11 +16,11 @@ $(BIN)/rerank-eval: pyproject.toml
 install: $(BIN)/rerank-eval
 
 test: install
-	$(BIN)/ruff check rerank_eval tests
+	$(BIN)/ruff check rerank_eval tests scripts
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check rerank_eval tests
+	$(BIN)/ruff check rerank_eval tests scripts
 
 beir: install
 	$(BIN)/rerank-eval beir --datasets scifact

@@ -19,6 +19,10 @@ os.environ["HF_HOME"] = str(_ROOT / "hf")
 os.environ["HF_HUB_CACHE"] = str(_ROOT / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Tests compare against float32 references on the CPU; on a GPU machine the GPU checks are
+# scripts/gpu_check.py. RERANK_EVAL_TEST_CUDA=1 leaves the GPU visible anyway.
+if not os.environ.get("RERANK_EVAL_TEST_CUDA"):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 from tests import builders  # noqa: E402
 

@@ -1,0 +1,130 @@
+"""Every GPU check the project needs, in a few minutes, ending with one table.
+
+Run on a CUDA machine from the repository root, after `make install`:
+
+    .venv/bin/python scripts/gpu_check.py --out gpu-check.json
+
+1. `rerank-eval bench` on the real jina-reranker-v3 shape (random weights, bf16): short, medium,
+   long presets (targets: medium ≥ 45% MFU and ≥ 1.5× the reference-style path; short ≥ 4×;
+   long no slower and no out-of-memory at 100 candidates), and the float32 path's largest score
+   difference to the reference-style path (≤ 1e-4) with the bf16 rank agreement.
+2. Every reranker family on a tiny random checkpoint: CUDA float32 scores against CPU float32
+   (≤ 1e-4), CUDA bf16 batched against one pair or block at a time (≤ 2e-2), scores float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rerank_eval.bench import run_bench
+from rerank_eval.rerankers import load_reranker
+from tests.checkpoints import (
+    build_bi_encoder,
+    build_causal_lm,
+    build_cross_encoder,
+    build_listwise_checkpoint,
+)
+
+QUERY = "what causes scurvy"
+DOCS = ["scurvy is caused by a lack of vitamin c", "the lazy dog sleeps", "bones need calcium " * 30,
+        "heart attacks and aspirin"] * 5  # fmt: skip
+
+
+def bench_checks(device: str, quick: bool) -> list[dict]:
+    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
+    rows = []
+    for preset, queries, target in (("short", 16, 4.0), ("medium", 16, 1.5), ("long", 4, 1.0)):
+        started = time.time()
+        result = run_bench(
+            preset, shape, 2 if quick else queries, device=device, compare_float32=preset == "medium"
+        )
+        ours = result["ours"]
+        mfu_ok = preset != "medium" or (ours["mfu_datasheet"] or 0) >= 0.45
+        rows.append({
+            "check": f"bench {preset} ({shape}, {result['model']['dtype']})", "speedup": result["speedup"],
+            "speedup_target": target, "mfu_datasheet": ours["mfu_datasheet"],
+            "mfu_measured": ours["mfu_measured"],
+            "docs_per_second": ours["docs_per_second"], "peak_gib": ours["peak_memory_bytes"] / 2**30,
+            "kendall_tau_vs_float32": result["kendall_tau_vs_float32"], "seconds": time.time() - started,
+            "passed": result["speedup"] >= target and mfu_ok, "result": result,
+        })  # fmt: skip
+    exact = run_bench(
+        "medium", shape, 2 if quick else 4, device=device, dtype="float32", compare_float32=False
+    )
+    difference = exact["max_score_difference"]
+    rows.append({"check": "float32 ours vs reference-style", "max_score_difference": difference,
+                 "passed": difference <= 1e-4, "result": exact})  # fmt: skip
+    return rows
+
+
+def family_checks(device: str) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        models = {
+            "listwise-last-token": build_listwise_checkpoint(root / "lw", model_max_length=600),
+            "cross-encoder": build_cross_encoder(root / "ce"),
+            "yes-no": build_causal_lm(root / "lm"),
+            "one-zero": root / "lm",
+            "bi-encoder": build_bi_encoder(root / "bi"),
+        }
+        for family, path in models.items():
+            cpu = load_reranker(str(path), family=family, device="cpu", dtype="float32").score(QUERY, DOCS)
+            gpu32 = load_reranker(str(path), family=family, device=device, dtype="float32").score(QUERY, DOCS)
+            batched = load_reranker(str(path), family=family, device=device, dtype="bfloat16")
+            single = load_reranker(
+                str(path), family=family, device=device, dtype="bfloat16", max_batch_tokens=1
+            )
+            together, alone = batched.score(QUERY, DOCS), single.score(QUERY, DOCS)
+            difference = float(np.abs(np.array(cpu) - np.array(gpu32)).max())
+            batching = float(np.abs(np.array(together) - np.array(alone)).max())
+            rows.append({"check": f"{family}: {device} fp32 vs cpu; bf16 batched vs alone",
+                         "max_score_difference": difference, "bf16_batching_difference": batching,
+                         "passed": difference <= 1e-4 and batching <= 2e-2})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu-check.json"))
+    parser.add_argument(
+        "--quick", action="store_true", help="2 queries per bench (a smoke test, e.g. on CPU)"
+    )
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    rows = bench_checks(device, args.quick) + family_checks(device)
+    args.out.write_text(json.dumps({"device": name, "checks": rows}, indent=2, default=str) + "\n")
+    print(f"\nGPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
+    print(
+        f"{'check':<58} {'speed-up':>9} {'MFU(ds)':>8} {'MFU(mm)':>8} {'max diff':>10} {'tau':>7} {'ok':>4}"
+    )
+    for row in rows:
+        cells = [
+            _cell(row, "speedup", "9.2f"),
+            _cell(row, "mfu_datasheet", "8.1%"),
+            _cell(row, "mfu_measured", "8.1%"),
+            _cell(row, "max_score_difference", "10.1e"),
+            _cell(row, "kendall_tau_vs_float32", "7.4f"),
+        ]
+        print(f"{row['check']:<58} {' '.join(cells)} {'yes' if row['passed'] else 'NO':>4}")
+
+
+def _cell(row: dict, key: str, form: str) -> str:
+    value = row.get(key)
+    width = int(form.split(".")[0])
+    return format(value, form) if isinstance(value, (int, float)) else "-".rjust(width)
+
+
+if __name__ == "__main__":
+    main()
