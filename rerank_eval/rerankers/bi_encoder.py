@@ -8,15 +8,14 @@ previous dataset's embeddings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from rerank_eval.config import DatasetSpec
-from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import quiet_transformers, right_padded, token_budget_batches
+from rerank_eval.rerankers.common import right_padded, token_budget_batches
 from rerank_eval.rerankers.pointwise import TransformerReranker
 
 
@@ -24,31 +23,10 @@ class BiEncoder(TransformerReranker):
     family = "bi-encoder"
     score_head = "cosine of mean-pooled (attention mask), L2-normalised embeddings"
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        device: str | None = None,
-        dtype: str | torch.dtype | None = None,
-        max_length: int = 256,
-        max_batch_tokens: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+    default_max_length = 256
 
-        super().__init__(checkpoint, device, dtype, max_length, max_batch_tokens, trust_remote_code)
-        try:
-            with quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    str(checkpoint.folder), trust_remote_code=trust_remote_code
-                )
-                self.model = AutoModel.from_pretrained(
-                    str(checkpoint.folder), dtype=self.dtype, trust_remote_code=trust_remote_code
-                )
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"cannot load bi-encoder {checkpoint.source}: {str(exc).splitlines()[0]}"
-            ) from None
-        self.model.to(self.device).eval()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.cap_max_length(self.tokenizer)
         self._documents: dict[str, np.ndarray] = {}
         self._stats["embedded_documents"] = 0

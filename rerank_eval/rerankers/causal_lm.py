@@ -18,8 +18,7 @@ import torch
 
 from rerank_eval.config import DatasetSpec
 from rerank_eval.errors import UserError
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import quiet_transformers, right_padded
+from rerank_eval.rerankers.common import right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
 QWEN3_PREFIX = (
@@ -46,34 +45,12 @@ class TwoTokenReranker(PointwiseReranker):
 
     tokens: tuple[str, str]  # (negative, positive)
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        device: str | None = None,
-        dtype: str | torch.dtype | None = None,
-        max_length: int = 8192,
-        max_batch_tokens: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    auto_class = "AutoModelForCausalLM"
+    default_max_length = 8192
 
-        super().__init__(checkpoint, device, dtype, max_length, max_batch_tokens, trust_remote_code)
-        try:
-            with quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    str(checkpoint.folder), trust_remote_code=trust_remote_code
-                )
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(checkpoint.folder),
-                    dtype=self.dtype,
-                    trust_remote_code=trust_remote_code,
-                    attn_implementation=self.attention,
-                )
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"cannot load {self.family} model {checkpoint.source}: {str(exc).splitlines()[0]}"
-            ) from None
-        model.to(self.device).eval()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.model
         self.decoder = getattr(model, model.base_model_prefix)
         ids = [self._token_id(token) for token in self.tokens]
         head = model.get_output_embeddings()

@@ -8,12 +8,11 @@ is the single logit when the head has one label, otherwise the positive class's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from rerank_eval.errors import UserError
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import quiet_transformers, right_padded
+from rerank_eval.rerankers.common import right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
 
@@ -21,34 +20,11 @@ class CrossEncoder(PointwiseReranker):
     family = "cross-encoder"
     score_head = "sequence-classification logit (label 1 when there are two labels)"
 
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        device: str | None = None,
-        dtype: str | torch.dtype | None = None,
-        max_length: int = 512,
-        max_batch_tokens: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    auto_class = "AutoModelForSequenceClassification"
+    default_max_length = 512
 
-        super().__init__(checkpoint, device, dtype, max_length, max_batch_tokens, trust_remote_code)
-        try:
-            with quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    str(checkpoint.folder), trust_remote_code=trust_remote_code
-                )
-                self.model = AutoModelForSequenceClassification.from_pretrained(
-                    str(checkpoint.folder),
-                    dtype=self.dtype,
-                    trust_remote_code=trust_remote_code,
-                    attn_implementation=self.attention,
-                )
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"cannot load cross-encoder {checkpoint.source}: {str(exc).splitlines()[0]}"
-            ) from None
-        self.model.to(self.device).eval()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.cap_max_length(self.tokenizer)
         self.label = 0 if self.model.config.num_labels == 1 else 1
 

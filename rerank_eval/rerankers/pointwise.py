@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
@@ -23,6 +24,7 @@ from rerank_eval.rerankers.common import (
     dtype_name,
     pick_device,
     pick_dtype,
+    quiet_transformers,
     token_budget_batches,
 )
 
@@ -33,13 +35,16 @@ class TransformerReranker(Reranker):
     queries_per_call = 32
     #: a sentence describing the score head, recorded in the manifest
     score_head: str = ""
+    #: the transformers Auto class that loads the family's checkpoints
+    auto_class: str = "AutoModel"
+    default_max_length: int = 512
 
     def __init__(
         self,
         checkpoint: Checkpoint,
-        device: str | None,
-        dtype: str | torch.dtype | None,
-        max_length: int,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int | None = None,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
@@ -47,7 +52,7 @@ class TransformerReranker(Reranker):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.attention = attention_implementation(self.device, self.dtype)
-        self.max_length = int(max_length)
+        self.max_length = int(max_length or self.default_max_length)
         self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
         self.trust_remote_code = trust_remote_code
         self._stats: dict[str, Any] = {
@@ -57,6 +62,24 @@ class TransformerReranker(Reranker):
             "largest_batch": 0,
         }
         self._last_batch: tuple[int, int, str] = (0, 0, "")  # pairs, tokens, a query id
+        self.tokenizer, self.model = self._load()
+        self.model.to(self.device).eval()
+
+    def _load(self) -> tuple[Any, torch.nn.Module]:
+        import transformers
+
+        folder, remote = str(self.checkpoint.folder), self.trust_remote_code
+        try:
+            with quiet_transformers():
+                tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+                model = getattr(transformers, self.auto_class).from_pretrained(
+                    folder, dtype=self.dtype, trust_remote_code=remote, attn_implementation=self.attention
+                )
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot load {self.family} model {self.checkpoint.source}: {str(exc).splitlines()[0]}"
+            ) from None
+        return tokenizer, model
 
     def cap_max_length(self, tokenizer: Any) -> None:
         """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM)."""
