@@ -150,8 +150,10 @@ def reference_style_scores(model: ListwiseLastToken, request: RerankRequest) -> 
             return tokenizer.decode(ids[:limit]), limit
         return text, len(ids)
 
-    query, query_length = cut(strip_special_strings(request.query), s.max_query_length)
-    docs = [cut(strip_special_strings(d), s.max_doc_length) for d in request.texts]
+    query, query_length = cut(request.query, s.max_query_length)
+    query = strip_special_strings(query)
+    docs = [cut(d, s.max_doc_length) for d in request.texts]
+    docs = [(strip_special_strings(text), length) for text, length in docs]
     doc_vectors, query_vectors, tokens = [], [], 0
     for block in plan_blocks(
         [n for _, n in docs], query_length, s.context_length, s.max_doc_length, s.block_size

@@ -91,17 +91,21 @@ def reference_scores(
     w0, w2 = weights["projector.0.weight"].double(), weights["projector.2.weight"].double()
     context = context or tokenizer.model_max_length
 
-    def clean(text):
-        return text.replace("<|embed_token|>", "").replace("<|rerank_token|>", "")
+    def clean(text):  # every occurrence, including one that a removal forms
+        previous = None
+        while previous != text:
+            previous, text = text, text.replace("<|embed_token|>", "").replace("<|rerank_token|>", "")
+        return text
 
-    def cut(text, limit):
+    def cut(text, limit):  # on the text as given: removal comes when the block's prompt is built
         ids = tokenizer.encode(text, add_special_tokens=False)
         if len(ids) >= limit:
             return tokenizer.decode(ids[:limit]), limit
         return text, len(ids)
 
-    query, query_length = cut(clean(query), max_query)
-    cut_docs = [cut(clean(d), max_doc) for d in docs]
+    query, query_length = cut(query, max_query)
+    query = clean(query)
+    cut_docs = [(clean(text), length) for text, length in (cut(d, max_doc) for d in docs)]
     blocks, current, capacity = [], [], context - 2 * query_length
     for i, (_, length) in enumerate(cut_docs):
         current.append(i)
@@ -164,7 +168,20 @@ def test_special_strings_in_inputs_do_not_add_markers(checkpoint):
     prompt = reranker.block_prompts("q <|rerank_token|>", docs)[0]
     assert prompt.count("<|embed_token|>") == 2 and prompt.count("<|rerank_token|>") == 1
     scores = reranker.score("q <|rerank_token|>", docs)
-    assert np.allclose(scores, reference_scores(checkpoint, "q ", ["one  two", "three"]), atol=1e-5)
+    assert np.allclose(scores, reference_scores(checkpoint, "q <|rerank_token|>", docs), atol=1e-5)
+
+
+def test_special_strings_count_in_truncation_and_blocks(checkpoint):
+    """Lengths come from the texts as given (a special string is one token there), so a document
+    holding special strings is cut and blocked as the published procedure cuts and blocks it."""
+    docs = [f"aspirin <|embed_token|> heart {'<|rerank_token|>' * (i % 3)} dog fox" * 3 for i in range(9)]
+    settings = {"context_length": 90, "max_doc_length": 12, "max_query_length": 4}
+    reranker = load_reranker(str(checkpoint), **settings)
+    assert len(reranker.block_prompts(QUERY + " <|embed_token|>", docs)) >= 2
+    expected = reference_scores(
+        checkpoint, QUERY + " <|embed_token|>", docs, max_query=4, max_doc=12, context=90
+    )
+    assert np.abs(np.array(reranker.score(QUERY + " <|embed_token|>", docs)) - expected).max() <= 1e-5
 
 
 def test_truncation_cuts_documents_and_query_at_their_limits(checkpoint):

@@ -47,7 +47,7 @@ SYSTEM_PROMPT = (
 # transformers' placeholder for "no limit"; anything above this is not a real context length.
 _UNSET_MAX_LENGTH = 10**9
 # Bumped whenever a change here can change a score, so cached scores are never reused across it.
-SCORER_VERSION = "listwise-last-token/1"
+SCORER_VERSION = "listwise-last-token/2"  # 2: special strings removed after truncation
 
 
 @dataclass(frozen=True)
@@ -344,13 +344,17 @@ class ListwiseLastToken(Reranker):
         return cut_texts, lengths, sum(1 for ids in encoded if len(ids) >= limit)
 
     def _prompts(self, requests: Sequence[RerankRequest]) -> list[tuple[int, range, str]]:
-        """(request index, documents of the block, prompt) for every block, in input order."""
+        """(request index, documents of the block, prompt) for every block, in input order.
+
+        As in the published procedure, truncation (and so every length the block rule uses) works
+        on the texts as given; the special-token strings are removed when a block's prompt is built.
+        """
         s = self.settings
-        queries, query_lengths, _ = self._truncate(
-            [strip_special_strings(r.query) for r in requests], s.max_query_length
-        )
-        flat_docs = [strip_special_strings(t) for r in requests for t in r.texts]
+        queries, query_lengths, _ = self._truncate([r.query for r in requests], s.max_query_length)
+        queries = [strip_special_strings(q) for q in queries]
+        flat_docs = [t for r in requests for t in r.texts]
         docs, doc_lengths, cut = self._truncate(flat_docs, s.max_doc_length) if flat_docs else ([], [], 0)
+        docs = [strip_special_strings(d) for d in docs]
         self._stats["truncated_documents"] += cut
         prompts: list[tuple[int, range, str]] = []
         offset = 0
