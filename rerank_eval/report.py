@@ -167,7 +167,7 @@ class Report:
         labels = sorted({r["first_stage"]["label"] for r in self.manifest["datasets"]})
         table = Table(
             title=f"{model['name']} on {self.manifest['suite']['name']} (top-{self.recall[2:]})",
-            caption=self._caption(labels),
+            caption=self.caption(labels),
         )
         table.add_column("Dataset", no_wrap=True)
         for metric in self.metrics:
@@ -200,7 +200,7 @@ class Report:
             table.add_row(*cells)
         return table
 
-    def _caption(self, first_stage_labels: list[str]) -> str:
+    def caption(self, first_stage_labels: list[str]) -> str:
         lines = [f"First stage: {'; '.join(first_stage_labels)}."]
         for average in self.averages:
             lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
@@ -233,7 +233,7 @@ def comparison_table(reports: list[Report]) -> Table:
     manifest = first.manifest
     table = Table(
         title=f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models",
-        caption=first._caption(sorted({r["first_stage"]["label"] for r in manifest["datasets"]})),
+        caption=first.caption(sorted({r["first_stage"]["label"] for r in manifest["datasets"]})),
     )
     table.add_column("Dataset", no_wrap=True)
     table.add_column("First stage", justify="right")

@@ -24,7 +24,6 @@ import pandas as pd
 from rerank_eval.errors import UserError
 from rerank_eval.journal import disk_error
 
-STAGES = ("first_stage", "reranked")
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 INCOMPLETE_SUFFIX = ".incomplete"
 TRACKED_PACKAGES = (

@@ -26,14 +26,6 @@ class RunFile:
     duplicate_lines: int  # repeated (query, doc) pairs; the first occurrence is kept
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_run(path: Path) -> RunFile:
     """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error."""
     path = Path(path)

@@ -440,7 +440,3 @@ class ListwiseLastToken(Reranker):
             merged = merge_blocks([d for d, _ in parts], [q for _, q in parts])
             scores.append(merged.astype(np.float32))
         return scores
-
-
-def is_listwise_checkpoint(architectures: Sequence[str]) -> bool:
-    return "JinaForRanking" in architectures
