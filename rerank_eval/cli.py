@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from rerank_eval.config import BenchmarkConfig, load_config
 from rerank_eval.errors import UserError
+from rerank_eval.interrupt import Interrupted
 
 app = typer.Typer(
     help="Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL.",
@@ -35,15 +37,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(command: F) -> F:
-    """Print a UserError as one line and exit 2; Ctrl-C exits 130."""
+    """Print a UserError as one line and exit 2; Ctrl-C exits 130.
+
+    The outer `try` also catches a Ctrl-C that lands while the error line of a first, graceful stop
+    is being printed: the second press then still ends in exit 130 and one line, not a traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
-        except UserError as exc:
-            error_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            try:
+                return command(*args, **kwargs)
+            except UserError as exc:
+                error_console.print(
+                    f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+                )
+                raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print(
                 "stopped at once; scores journaled so far are kept: run the same command again to resume",
@@ -601,4 +610,14 @@ def models(config: ConfigOpt = None) -> None:
 
 
 def main() -> None:
-    app()
+    """The console script.
+
+    After an interrupted run (exit 130) only interpreter shutdown is left, which takes a while with
+    torch loaded; a further Ctrl-C then is ignored rather than turning exit 130 into death by signal.
+    """
+    try:
+        app()
+    except SystemExit as exiting:
+        if exiting.code == Interrupted.exit_code:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise

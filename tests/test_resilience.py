@@ -119,19 +119,49 @@ def test_sigint_stops_at_a_query_boundary_and_prints_the_resume_command(slow_set
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
 
 
-def test_second_sigint_stops_at_once_with_a_valid_journal(slow_setup):
+def assert_journal_valid_and_nothing_published(cache: Path, out: Path) -> None:
+    expected = {q: trec_ranking(docs) for q, docs in builders.synthetic_nq()[3].items()}
+    assert len(ScoreJournal(next((cache / "journals").glob("nq-*.jsonl"))).load(expected)) > 0
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
+    """Deterministic: both presses land while the second chunk of queries is being scored."""
     checkpoint, run_file, folder = slow_setup
     cache, out = folder / "cache-twice", folder / "twice-out"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    calls = []
+
+    def pressed_twice_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here: stop after this chunk
+            os.kill(os.getpid(), signal.SIGINT)  # and here: KeyboardInterrupt, mid-chunk
+        return score_with_backoff(*args, **kwargs)
+
+    monkeypatch.setattr("rerank_eval.runner.score_with_backoff", pressed_twice_on_the_second_chunk)
+    result = run_cli(*command(checkpoint, run_file, out)[3:])
+    assert result.exit_code == 130, result.output
+    assert "stopping after the queries in progress" in result.output
+    assert "stopped at once; scores journaled so far are kept" in result.output
+    assert len(calls) == 2 and len(journal_lines(cache)) == 16  # the first chunk only
+    assert_journal_valid_and_nothing_published(cache, out)
+
+
+def test_two_quick_sigints_exit_130_without_traceback(slow_setup):
+    """Whether the second press lands mid-chunk or after a graceful stop, the exit is clean."""
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-quick", folder / "quick-out"
     process = start_and_wait_for_journal(command(checkpoint, run_file, out), cache)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr.decode()
-    assert "stopped at once; scores journaled so far are kept" in stderr.decode()
-    expected = {q: trec_ranking(docs) for q, docs in builders.synthetic_nq()[3].items()}
-    assert len(ScoreJournal(next((cache / "journals").glob("nq-*.jsonl"))).load(expected)) > 0
-    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+    stderr = stderr.decode()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "stopped at once" in stderr or "run the same command again to resume" in stderr
+    assert_journal_valid_and_nothing_published(cache, out)
 
 
 # -- the journal -----------------------------------------------------------------------------------
