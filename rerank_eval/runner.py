@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -287,23 +288,27 @@ def rerank_dataset(
     ]
     chunks = list(_chunks(pending, max(1, reranker.queries_per_call)))
     try:
-        batches = prepared_ahead(reranker, chunks)
-        for chunk, ready in track(
-            batches, len(pending), f"reranking {prepared.spec.key}", size=lambda b: len(b[0])
+        # Closed explicitly, so an interrupt joins the background thread and ends the progress display.
+        with (
+            closing(prepared_ahead(reranker, chunks)) as batches,
+            closing(
+                track(batches, len(pending), f"reranking {prepared.spec.key}", size=lambda b: len(b[0]))
+            ) as tracked,
         ):
-            if stop.requested:
-                raise Interrupted(
-                    f"interrupted; {len(scores)} of {len(expected)} queries of {prepared.spec.key} are "
-                    f"journaled; run the same command again to resume: {plan.resume_command}"
-                )
-            entries = []
-            for request, presented in zip(chunk, score_with_backoff(reranker, chunk, ready)):
-                # Back to first-stage order, so ties resolve by first-stage rank.
-                by_rank = np.empty(len(presented), dtype=np.float32)
-                by_rank[list(request.first_stage_ranks)] = presented
-                scores[request.query_id] = by_rank
-                entries.append((request.query_id, expected[request.query_id], by_rank))
-            journal.append(entries)
+            for chunk, ready in tracked:
+                if stop.requested:
+                    raise Interrupted(
+                        f"interrupted; {len(scores)} of {len(expected)} queries of {prepared.spec.key} are "
+                        f"journaled; run the same command again to resume: {plan.resume_command}"
+                    )
+                entries = []
+                for request, presented in zip(chunk, score_with_backoff(reranker, chunk, ready)):
+                    # Back to first-stage order, so ties resolve by first-stage rank.
+                    by_rank = np.empty(len(presented), dtype=np.float32)
+                    by_rank[list(request.first_stage_ranks)] = presented
+                    scores[request.query_id] = by_rank
+                    entries.append((request.query_id, expected[request.query_id], by_rank))
+                journal.append(entries)
     finally:
         journal.close()
     shard.barrier()
