@@ -18,8 +18,9 @@ from functools import cached_property
 
 import regex
 
-ANALYZER_VERSION = 1
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
+ANALYZER_VERSION = 2  # 2: the katakana prolonged sound mark stays inside its word
+# U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
 _RUNS = regex.compile(
     rf"(?V1)(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<word>(?:[[\p{{L}}\p{{N}}]--[{_UNSPACED}]]\p{{M}}*)+)"
 )

@@ -135,6 +135,17 @@ RunOpt = Annotated[
         "--run", help="KEY=PATH: a TREC run file to use as the first stage of dataset KEY; repeatable."
     ),
 ]
+RunReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-reference",
+        help=(
+            "The published first stage your run files reproduce (a reference name of the config, e.g. "
+            "pyserini-bm25 for MIRACL, pyserini-bm25-flat for BEIR): the table checks their nDCG@10 "
+            "against its figures."
+        ),
+    ),
+]
 RunsDirOpt = Annotated[
     Path | None,
     typer.Option("--runs-dir", help="A folder of TREC run files, one per dataset, named by --run-pattern."),
@@ -223,6 +234,7 @@ def _benchmark(
     run: list[str] | None,
     runs_dir: Path | None,
     run_pattern: str,
+    run_reference: str | None,
     first_stage: str | None,
     candidate_order: str,
     out: Path | None,
@@ -253,6 +265,7 @@ def _benchmark(
             overrides={k: Path(v) for k, v in _parse_pairs(run, "--run").items()},
             folder=runs_dir,
             pattern=run_pattern,
+            reference=run_reference,
         ),
         first_stage_override=first_stage,
         fresh=fresh,
@@ -294,6 +307,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
         run: RunOpt = None,
         runs_dir: RunsDirOpt = None,
         run_pattern: RunPatternOpt = "{key}.trec",
+        run_reference: RunReferenceOpt = None,
         first_stage: FirstStageOpt = None,
         candidate_order: OrderOpt = "first-stage",
         out: OutOpt = None,
@@ -315,6 +329,7 @@ def _benchmark_command(suite: str | None) -> Callable[..., None]:
             run,
             runs_dir,
             run_pattern,
+            run_reference,
             first_stage,
             candidate_order,
             out,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from rerank_eval.errors import UserError
@@ -25,11 +27,24 @@ from rerank_eval.results import SavedResult
 
 PUBLISHED_DIR = Path(__file__).with_name("published")
 ALPHA = 0.05
+# LaTeX: every special character escaped; the table's own bold markers (control characters no
+# label contains) become \textbf; symbols of the captions become their LaTeX forms.
+BOLD_OPEN, BOLD_CLOSE = "\x01", "\x02"
+LATEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"$<$", ">": r"$>$", "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--", "—": "---", "±": r"$\pm$",
+    BOLD_OPEN: r"\textbf{", BOLD_CLOSE: "}",
+}  # fmt: skip
 SEED = 20261126
 RESAMPLES = 10_000
 
 
 # -- statistics ------------------------------------------------------------------------------------
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX.get(character, character) for character in text)
 
 
 def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float:
@@ -156,6 +171,9 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
             f"top-k differs ({baseline.label}: {a['protocol']['top_k']}, "
             f"{other.label}: {b['protocol']['top_k']})"
         )
+    order_a, order_b = a["protocol"]["candidate_order"], b["protocol"]["candidate_order"]
+    if order_a != order_b:  # causal listwise models score a different prompt
+        reasons.append(f"candidate order differs ({baseline.label}: {order_a}, {other.label}: {order_b})")
     theirs = {d["key"]: d for d in b["datasets"]}
     for mine in a["datasets"]:
         key = mine["key"]
@@ -168,6 +186,13 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         ):
             if get(mine) != get(theirs[key]):
                 reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")
+        if key in baseline.values and key in other.values:
+            unmatched = set(baseline.values[key].index) ^ set(other.values[key].index)
+            if unmatched:  # every judged query has a value, so the judgements themselves differ
+                reasons.append(
+                    f"query sets of {key} differ between {baseline.label} and {other.label} "
+                    f"({len(unmatched)} queries in only one of them)"
+                )
     return reasons
 
 
@@ -309,14 +334,14 @@ class Comparison:
         }
         names = [row.name for row in self.rows]
         headline = [n for n in names if n in in_average]
-        averages = []
-        if headline:
+        averages = []  # an average of one row would repeat it
+        if len(headline) > 1:
             expected = list(suite.get("average_rows") or [])
             label = published_key = suite["average_label"]
             if sorted(headline) != sorted(expected):
                 label, published_key = f"{label} subset ({len(headline)} of {len(expected)})", None
             averages.append(self._average(label, headline, published_key))
-        if len(headline) < len(names):
+        if len(headline) < len(names) and len(names) > 1:
             averages.append(self._average(f"Average, all {len(names)} rows", names, None))
         return averages
 
@@ -350,7 +375,8 @@ class Comparison:
             ]
             run_values, base_values = np.array(pairs).T if pairs else (np.array([]), np.array([]))
             cell = cells[run.label]
-            cell.delta = cell.value - cells[base].value
+            # over the rows both have, like the test and the interval (a run may lack some rows)
+            cell.delta = float(np.mean(run_values - base_values)) if pairs else None
             cell.p_value = paired_p_value(run_values, base_values, self.test)
             cell.interval = bootstrap_interval(run_values - base_values)
             differences = run_values - base_values
@@ -366,6 +392,7 @@ class Comparison:
     # -- renderings --
 
     def caption(self) -> str:
+        protocol = self.baseline.manifest["protocol"]
         test = (
             "paired two-sided t-test"
             if self.test == "t-test"
@@ -375,9 +402,16 @@ class Comparison:
             f"{self.metric}, reranked. Δ vs {self.baseline.label}; † = p < {ALPHA} ({test} over per-query "
             f"values, Holm–Bonferroni-adjusted across the {len(self.runs) - 1} compared runs); "
             f"W/T/L = queries won/tied/lost vs the baseline.",
-            "cqadupstack: queries of all forums pooled. Averages: tested over per-row values, with a "
-            f"bootstrap 95% interval of the mean difference (seed {SEED}).",
         ]
+        groups = [row.name for row in self.rows if row.kind == "group"]
+        if groups:
+            lines.append(f"{', '.join(groups)}: queries of all members pooled for the test and W/T/L.")
+        if any(row.kind == "average" for row in self.rows):
+            lines.append(
+                f"Averages: Δ, test and bootstrap 95% interval (seed {SEED}) over the per-row values of "
+                "the rows both runs have."
+            )
+        lines.append(f"Top-{protocol['top_k']} candidates in {protocol['candidate_order']} order.")
         for column in self.published:
             lines.append(f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.")
         lines += [f"Note: {f}." for f in self.footnotes]
@@ -390,40 +424,53 @@ class Comparison:
 
     def table(self) -> Table:
         table = Table(title=f"Comparison: {self.metric}", caption=self.caption())
-        table.add_column("Dataset", no_wrap=True)
-        for run in self.runs:
-            table.add_column(run.label + (" (baseline)" if run is self.baseline else ""), justify="right")
-            if run is not self.baseline:
-                table.add_column("W/T/L", justify="right")
-        for column in self.published:
-            table.add_column(f"{column.label}\nfirst stage: {column.first_stage}", justify="right")
+        name, *columns = self._header()
+        table.add_column(name, no_wrap=True)
+        for column in columns:
+            table.add_column(column.replace(", first stage:", "\nfirst stage:"), justify="right")
         for row in self.rows:
-            if row.kind == "average" and row is next(r for r in self.rows if r.kind == "average"):
+            if row is self._first_average():
                 table.add_section()
-            best = self.best(row)
-            cells = [row.name]
-            for run in self.runs:
-                cell = row.cells[run.label]
-                cells.append(self._value_text(cell, best, run is self.baseline))
-                if run is not self.baseline:
-                    cells.append("" if cell.wins is None else f"{cell.wins}/{cell.ties}/{cell.losses}")
-            for column in self.published:
-                cells.append(self._value_text(row.cells[column.label], best, True))
-            table.add_row(*cells)
+            table.add_row(escape(row.name), *self._cells(row, bold=lambda t: f"[bold]{t}[/bold]"))
         return table
 
     @staticmethod
-    def _value_text(cell: Cell, best: float | None, plain: bool) -> str:
+    def _value_text(cell: Cell, best: float | None, plain: bool, bold: Callable[[str], str]) -> str:
+        """The value, bold when best; for a compared run also Δ, the significance mark, the interval."""
         if cell.value is None:
             return "–"
         text = f"{cell.value:.4f}"
         if best is not None and cell.value == best:
-            text = f"[bold]{text}[/bold]"
+            text = bold(text)
         if not plain and cell.delta is not None:
             text += f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
             if cell.interval:
                 text += f" [{cell.interval[0]:+.4f}, {cell.interval[1]:+.4f}]"
         return text
+
+    def _header(self) -> list[str]:
+        """Column names shared by every rendering: runs, W/T/L after each compared run, published."""
+        names = ["Dataset"]
+        for run in self.runs:
+            names.append(run.label + (" (baseline)" if run is self.baseline else ""))
+            if run is not self.baseline:
+                names.append("W/T/L")
+        names += [f"{column.label}, first stage: {column.first_stage}" for column in self.published]
+        return names
+
+    def _cells(self, row: Row, bold: Callable[[str], str]) -> list[str]:
+        best = self.best(row)
+        cells = []
+        for run in self.runs:
+            cell = row.cells[run.label]
+            cells.append(self._value_text(cell, best, run is self.baseline, bold))
+            if run is not self.baseline:
+                cells.append("" if cell.wins is None else f"{cell.wins}/{cell.ties}/{cell.losses}")
+        cells += [self._value_text(row.cells[c.label], best, True, bold) for c in self.published]
+        return cells
+
+    def _first_average(self) -> Row | None:
+        return next((r for r in self.rows if r.kind == "average"), None)
 
     def long_frame(self) -> pd.DataFrame:
         records = []
@@ -451,49 +498,32 @@ class Comparison:
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
-        header = ["Dataset", *self.labels]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * len(self.labels)]
+        header = self._header()
+        lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         for row in self.rows:
-            best = self.best(row)
-            cells = [row.name]
-            for label in self.labels:
-                cell = row.cells[label]
-                text = "–" if cell.value is None else f"{cell.value:.4f}"
-                if cell.value is not None and cell.value == best:
-                    text = f"**{text}**"
-                if cell.delta is not None:
-                    text += f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
-                cells.append(text)
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join([row.name, *self._cells(row, bold=lambda t: f"**{t}**")]) + " |")
         return "\n".join(lines) + "\n\n" + self.caption().replace("\n", "  \n") + "\n"
 
     def to_latex(self) -> str:
-        def escape(text: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
-                text = text.replace(a, b)
-            return text
-
+        """A booktabs table float with the whole caption (test, correction, notes, warnings)."""
+        header = self._header()
         lines = [
-            r"\begin{tabular}{l" + "r" * len(self.labels) + "}",
+            r"% needs \usepackage{booktabs}",
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
             r"\toprule",
-            " & ".join(["Dataset", *map(escape, self.labels)]) + r" \\",
+            " & ".join(map(latex_escape, header)) + r" \\",
             r"\midrule",
         ]
         for row in self.rows:
-            if row.kind == "average" and row is next(r for r in self.rows if r.kind == "average"):
+            if row is self._first_average():
                 lines.append(r"\midrule")
-            best = self.best(row)
-            cells = [escape(row.name)]
-            for label in self.labels:
-                cell = row.cells[label]
-                text = "--" if cell.value is None else f"{cell.value:.4f}"
-                if cell.value is not None and cell.value == best:
-                    text = rf"\textbf{{{text}}}"
-                if cell.significant:
-                    text += r"$^\dagger$"
-                cells.append(text)
+            cells = self._cells(row, bold=lambda t: f"{BOLD_OPEN}{t}{BOLD_CLOSE}")
+            cells = [latex_escape(text) for text in [row.name, *cells]]
             lines.append(" & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
+        caption = r" \\ ".join(latex_escape(line) for line in self.caption().splitlines())
+        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:

@@ -25,6 +25,20 @@ class RunLocation:
     overrides: dict[str, Path] = field(default_factory=dict)
     folder: Path | None = None
     pattern: str = "{key}.trec"
+    # The published first stage the user's files reproduce (`--run-reference`), e.g. pyserini-bm25:
+    # its per-dataset nDCG@10 from the config is then checked against the files' own.
+    reference: str | None = None
+
+    def reference_for(self, spec: DatasetSpec) -> float | None:
+        if self.reference is None:
+            return None
+        if self.reference not in spec.reference:
+            known = ", ".join(sorted(spec.reference)) or "none"
+            raise UserError(
+                f"--run-reference {self.reference}: the config has no such published figure for "
+                f"{spec.key} (it has: {known})"
+            )
+        return spec.reference[self.reference]
 
     def path_for(self, spec: DatasetSpec) -> Path | None:
         if spec.key in self.overrides:
@@ -73,6 +87,8 @@ def obtain_run(
             label=f"run file {user_path.name}",
             path=str(user_path),
             sha256=parsed.sha256,
+            reference_name=location.reference,
+            reference_ndcg10=location.reference_for(spec),
             duplicate_lines=parsed.duplicate_lines,
         )
         return parsed.run, record

@@ -100,16 +100,17 @@ class Report:
         return rows
 
     def _average_rows(self) -> list[ReportRow]:
+        """The suite's headline average and the all-rows one; an average of one row would repeat it."""
         suite = self.manifest["suite"]
         headline = [r for r in self.rows if r.in_average]
         averages = []
-        if headline:
+        if len(headline) > 1:
             expected = list(suite.get("average_rows") or [])
             label = suite["average_label"]
             if sorted(r.name for r in headline) != sorted(expected):
                 label = f"{label} subset ({len(headline)} of {len(expected)})"
             averages.append(self._average(label, headline))
-        if len(headline) < len(self.rows):
+        if len(headline) < len(self.rows) and len(self.rows) > 1:
             averages.append(self._average(f"Average, all {len(self.rows)} rows", self.rows))
         return averages
 
@@ -201,7 +202,11 @@ class Report:
         return table
 
     def caption(self, first_stage_labels: list[str]) -> str:
-        lines = [f"First stage: {'; '.join(first_stage_labels)}."]
+        protocol = self.manifest["protocol"]
+        lines = [
+            f"First stage: {'; '.join(first_stage_labels)}; top-{protocol['top_k']} candidates in "
+            f"{protocol['candidate_order']} order."
+        ]
         for average in self.averages:
             lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
         gaps = [

@@ -99,6 +99,10 @@ class RunPlan:
                 raise UserError(f"--run names dataset {key!r}, which this run does not include")
             if not Path(path).is_file():
                 raise UserError(f"run file for {key} not found: {path}")
+        if self.runs.reference is not None:
+            for spec in self.datasets:
+                if self.runs.path_for(spec) is not None:
+                    self.runs.reference_for(spec)
 
 
 @dataclass

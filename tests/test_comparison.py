@@ -27,16 +27,17 @@ BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
 
 
 def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
-                sha: str = "abc", datasets: list[str] | None = None, seed: int = 0) -> Path:  # fmt: skip
+                sha: str = "abc", datasets: list[str] | None = None, seed: int = 0,
+                order: str = "first-stage", queries: dict[str, list[str]] = QUERIES) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     writer = ResultWriter(root / name)
     records = []
     for key in datasets or list(QUERIES):
         values = np.clip(BASE[key] + shift + rng.normal(0, noise, len(QUERIES[key])), 0, 1)
         values[:2] = BASE[key][:2]  # two exact ties with the baseline per dataset
-        per_query = {"nDCG@10": dict(zip(QUERIES[key], values.tolist()))}
+        per_query = {"nDCG@10": dict(zip(queries[key], values.tolist()))}
         writer.add_values(key, "reranked", per_query)
-        writer.add_values(key, "first_stage", {"nDCG@10": dict(zip(QUERIES[key], BASE[key].tolist()))})
+        writer.add_values(key, "first_stage", {"nDCG@10": dict(zip(queries[key], BASE[key].tolist()))})
         records.append({
             "key": key, "row": "cqadupstack" if key.startswith("cqa") else key,
             "ir_datasets_id": f"beir/{key}", "in_average": not key.startswith("cqa"),
@@ -46,7 +47,7 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
             "timings": {"rerank_seconds": 1.0},
         })  # fmt: skip
     manifest = {
-        "protocol": {"top_k": top_k, "metrics": ["nDCG@10"]},
+        "protocol": {"top_k": top_k, "metrics": ["nDCG@10"], "candidate_order": order},
         "suite": {"name": "beir", "average_label": "BEIR-13", "average_rows": ["fiqa", "scifact"]},
         "model": {"name": name},
         "datasets": records,
@@ -187,6 +188,17 @@ def test_refuses_unfair_comparisons_unless_forced(tmp_path, runs):
     assert "WARNING: compared anyway (--force): first stage of scifact differs" in forced.caption()
 
 
+def test_refuses_other_candidate_orders_and_other_query_sets(tmp_path, runs):
+    reversed_order = make_result(tmp_path, "reversed", 0.01, order="reversed")
+    with pytest.raises(UserError, match=r"candidate order differs \(base: first-stage, reversed: reversed\)"):
+        Comparison([load_result(runs["base"]), load_result(reversed_order)])
+    renamed = {**QUERIES, "fiqa": [f"g{i}" if i < 3 else q for i, q in enumerate(QUERIES["fiqa"])]}
+    other_qrels = make_result(tmp_path, "otherqrels", 0.01, queries=renamed)
+    with pytest.raises(UserError, match=r"query sets of fiqa differ .* \(6 queries in only one of them\)"):
+        Comparison([load_result(runs["base"]), load_result(other_qrels)])
+    assert "Top-100 candidates in first-stage order." in comparison(runs, "base", "better").caption()
+
+
 def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
     partial = make_result(tmp_path, "partial", 0.02, datasets=["scifact"])
     result = Comparison([load_result(runs["base"]), load_result(partial)])
@@ -195,7 +207,33 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
     headline = next(r for r in result.rows if r.kind == "average")
     scifact = next(r for r in result.rows if r.name == "scifact")
     assert headline.cells["partial"].value == pytest.approx(scifact.cells["partial"].value)
+    # Δ covers the rows both runs have, like the test: scifact only, not partial's scifact - base's mean
+    assert headline.cells["partial"].delta == pytest.approx(
+        scifact.cells["partial"].value - scifact.cells["base"].value
+    )
+    assert headline.cells["partial"].delta != pytest.approx(
+        headline.cells["partial"].value - headline.cells["base"].value
+    )
     assert any("partial averages 1 of 2 rows" in note for note in result.footnotes)
+
+
+def test_markdown_rows_carry_w_t_l_and_average_intervals(runs):
+    result = comparison(runs, "base", "better")
+    lines = result.to_markdown().splitlines()
+    fiqa = next(r for r in result.rows if r.name == "fiqa").cells["better"]
+    fiqa_line = next(line for line in lines if line.startswith("| fiqa "))
+    assert fiqa_line.endswith(f" | {fiqa.wins}/{fiqa.ties}/{fiqa.losses} |")
+    headline = next(r for r in result.rows if r.name == "BEIR-13").cells["better"]
+    low, high = headline.interval
+    assert f"[{low:+.4f}, {high:+.4f}]" in next(line for line in lines if line.startswith("| BEIR-13 "))
+
+
+def test_latex_escapes_every_special_character():
+    from rerank_eval.comparison import latex_escape
+
+    assert latex_escape("a_b & 50% #1 $x^2 {y} ~z \\ <k>") == (
+        r"a\_b \& 50\% \#1 \$x\textasciicircum{}2 \{y\} \textasciitilde{}z \textbackslash{} $<$k$>$"
+    )
 
 
 def test_published_columns_are_marked_and_untested(runs):
@@ -232,7 +270,13 @@ def test_compare_command_writes_every_export(runs, tmp_path):
     assert "better" in result.output and "W/T/L" in result.output
     assert all(p.exists() and p.stat().st_size > 0 for p in outputs.values())
     assert json.loads(outputs["json"].read_text())["baseline"] == "base"
-    assert outputs["tex"].read_text().startswith("\\begin{tabular}")
+    latex = outputs["tex"].read_text()
+    assert "\\begin{tabular}{lrrrr}" in latex and "\\caption{nDCG@10, reranked. $\\Delta$ vs base" in latex
+    assert "Holm--Bonferroni" in latex and "W/T/L" in latex
+    markdown = outputs["md"].read_text()
+    assert markdown.startswith(
+        "| Dataset | base (baseline) | better | W/T/L | pyserini-bm25-flat (published), first stage: "
+    )
 
 
 def test_compare_refuses_incomplete_results(tmp_path, runs):

@@ -33,6 +33,13 @@ def test_words_keep_their_combining_marks(language, text, words):
     assert Analyzer(language)(text) == words
 
 
+def test_katakana_prolonged_sound_mark_stays_inside_the_word():
+    # half-width ｰ becomes ー under NFKC; both belong to the loanword, not to a term of their own
+    coffee = ["コー", "ーヒ", "ヒー", "ーを", "を飲", "飲み", "みま", "ます"]
+    assert Analyzer("ja")("コーヒーを飲みます") == coffee
+    assert Analyzer("ja")("ｽｰﾊﾟｰ") == ["スー", "ーパ", "パー"]
+
+
 def test_hindi_words_are_not_cut_inside():
     terms = Analyzer("hi")("हिन्दी भारत की राजभाषा है")
     assert len(terms) == 5  # one term per word, whatever the stemmer removes at the end

@@ -299,6 +299,8 @@ def test_miracl_with_supplied_runs(tmp_path):
         f"sw={sw_path}",
         "--run",
         f"yo={yo_path}",
+        "--run-reference",
+        "pyserini-bm25",
         "--out",
         out,
     )
@@ -307,6 +309,25 @@ def test_miracl_with_supplied_runs(tmp_path):
     yo = mean(first_stage_ndcg(yo_run, builders.MIRACL["yo"]["qrels"], 100).values())
     assert summary_value(out, "sw") == pytest.approx(sw, abs=1e-9)
     assert summary_value(out, "MIRACL-18 subset (2 of 18)") == pytest.approx((sw + yo) / 2, abs=1e-9)
+    # the runs are checked against Pyserini's published BM25 figures (benchmarks.md)
+    manifest = json.loads((out / "manifest.json").read_text())
+    records = {r["key"]: r["first_stage"] for r in manifest["datasets"]}
+    assert records["sw"]["reference_name"] == "pyserini-bm25"
+    assert (records["sw"]["reference_ndcg10"], records["yo"]["reference_ndcg10"]) == (0.3826, 0.4059)
+    assert "BM25 vs" in result.output and f"{sw - 0.3826:+.4f}" in result.output
+
+
+def test_unknown_run_reference_is_refused_before_any_work(tmp_path):
+    run = builders.write_run(tmp_path / "sw.trec", {"1": {"100#0": 1.0}})
+    out = tmp_path / "never"
+    result = cli("miracl", "--languages", "sw", "--model", "bm25", "--run", f"sw={run}",
+                 "--run-reference", "pyserini-bm25-flat", "--out", out)  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --run-reference pyserini-bm25-flat: the config has no such published figure for sw "
+        "(it has: pyserini-bm25)"
+    ]
+    assert not out.exists()
 
 
 def test_extra_metric_and_progress_lines_without_terminal(runs_dir, tmp_path):
