@@ -244,6 +244,7 @@ def _benchmark(
     fresh: bool,
     trust_remote_code: bool,
 ) -> None:
+    from rerank_eval.evaluation import canonical_measures
     from rerank_eval.firststage import RunLocation
     from rerank_eval.report import Report, comparison_table
     from rerank_eval.rerankers import load_reranker
@@ -258,8 +259,8 @@ def _benchmark(
         config=cfg,
         suite=suite_spec,
         datasets=selected,
-        top_k=top_k or cfg.top_k,
-        metrics=list(metric or cfg.metrics),
+        top_k=cfg.top_k if top_k is None else top_k,
+        metrics=canonical_measures(metric or cfg.metrics),
         candidate_order=CandidateOrder.parse(candidate_order),
         runs=RunLocation(
             overrides={k: Path(v) for k, v in _parse_pairs(run, "--run").items()},
@@ -269,7 +270,8 @@ def _benchmark(
         ),
         first_stage_override=first_stage,
         fresh=fresh,
-        resume_command=shlex.join(["rerank-eval", *sys.argv[1:]]),
+        # the same command minus --fresh, which would throw the journaled scores away
+        resume_command=shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")]),
     )
     plan.validate()
     settings = {k: _setting_value(v) for k, v in _parse_pairs(setting, "--set").items()}
@@ -386,13 +388,13 @@ def export(
 ) -> None:
     """Re-render a saved result (table, CSV) without recomputing anything."""
     from rerank_eval.report import Report
-    from rerank_eval.results import load_result
+    from rerank_eval.results import load_result, write_output
 
     saved = load_result(result)
     report = Report(saved.manifest, saved.per_query)
     console.print(report.table())
     if csv:
-        csv.write_text(report.summary_csv(), encoding="utf-8")
+        write_output(csv, lambda path: path.write_text(report.summary_csv(), encoding="utf-8"))
         console.print(f"wrote {csv}")
 
 
@@ -429,9 +431,11 @@ def compare(
     plot: Annotated[Path | None, typer.Option("--plot", help="Grouped bars per dataset, as PNG.")] = None,
 ) -> None:
     """Compare saved results: deltas vs a baseline with significance marks, win/tie/loss, averages."""
-    from rerank_eval.comparison import Comparison
-    from rerank_eval.results import load_results
+    from rerank_eval.comparison import Comparison, check_plot_path
+    from rerank_eval.results import load_results, write_output
 
+    if plot is not None:
+        check_plot_path(plot)
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)
     console.print(comparison.table())
     outputs = {
@@ -443,10 +447,10 @@ def compare(
     }
     for path, render in outputs.items():
         if path is not None:
-            path.write_text(render(), encoding="utf-8")
+            write_output(path, lambda target, render=render: target.write_text(render(), encoding="utf-8"))
             console.print(f"wrote {path}")
     if plot is not None:
-        comparison.plot(plot)
+        write_output(plot, comparison.plot)
         console.print(f"wrote {plot}")
 
 
@@ -478,7 +482,7 @@ def score(
     query: Annotated[str, typer.Option("--query", "-q", help="The query text.")] = "",
     docs: Annotated[
         Path | None,
-        typer.Option("--docs", help="One document per line, or JSONL with a text field per line."),
+        typer.Option("--docs", help="One document per line, or a .jsonl file with a text field per line."),
     ] = None,
     family: FamilyOpt = None,
     device: DeviceOpt = None,
@@ -510,20 +514,26 @@ def score(
 
 
 def read_documents_file(path: Path) -> list[str]:
-    """Documents for `score`: JSONL (`.jsonl`, or lines starting with `{`) or one per line."""
+    """Documents for `score`, in file order, so scores line up with lines.
+
+    A `.jsonl` file holds one object with a `text` field per line (blank lines skipped); any other
+    file holds one document per line, split at line feeds only, a blank line being an empty document.
+    """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not valid UTF-8") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    lines = [line for line in lines if line.strip()]
-    if not lines:
+    lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
+    if not any(line.strip() for line in lines):
         raise UserError(f"{path} has no documents")
-    if path.suffix != ".jsonl" and not lines[0].lstrip().startswith("{"):
+    if path.suffix.lower() != ".jsonl":
         return lines
     texts = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except ValueError:
@@ -577,7 +587,9 @@ def bench(
     text = json.dumps(result, indent=2)
     print(text)
     if json_out:
-        json_out.write_text(text + "\n", encoding="utf-8")
+        from rerank_eval.results import write_output
+
+        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
 
 @app.command("bench-index")

@@ -47,6 +47,15 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX.get(character, character) for character in text)
 
 
+def check_plot_path(path: Path) -> None:
+    """matplotlib picks the image format from the file name; check it before any work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if Path(path).suffix.lstrip(".").lower() not in formats:
+        raise UserError(f"--plot {path}: the file name must end in one of .{', .'.join(sorted(formats))}")
+
+
 def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float:
     """Two-sided p-value of a paired test; 1.0 when every difference is zero."""
     from scipy import stats
@@ -554,6 +563,7 @@ class Comparison:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        check_plot_path(path)
         rows = self.rows
         width = 0.8 / max(1, len(self.labels))
         figure, axes = plt.subplots(figsize=(max(8.0, 0.9 * len(rows) + 2), 5), dpi=100)

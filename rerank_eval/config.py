@@ -120,7 +120,10 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not valid UTF-8") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     return _ConfigReader(path, raw).read()
@@ -134,22 +137,41 @@ class _ConfigReader:
     def fail(self, where: str, what: str) -> UserError:
         return UserError(f"{self.path}: {where}: {what}")
 
+    def mapping(self, where: str, value: Any) -> dict[str, Any]:
+        """A mapping (an absent one is empty); anything else names the entry."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {value!r}")
+        return value
+
+    def number(self, where: str, value: Any, kind: type[int] | type[float]) -> Any:
+        """An int (or a float where floats are allowed), never a bool or a string."""
+        allowed = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise self.fail(where, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        return kind(value)
+
     def read(self) -> BenchmarkConfig:
-        defaults = self.raw.get("defaults") or {}
+        defaults = self.mapping("defaults", self.raw.get("defaults"))
         first_stages = {
-            name: self._first_stage(name, body) for name, body in (self.raw.get("first_stages") or {}).items()
+            name: self._first_stage(name, body)
+            for name, body in self.mapping("first_stages", self.raw.get("first_stages")).items()
         }
         suites = {
             name: self._suite(name, body, first_stages)
-            for name, body in (self.raw.get("suites") or {}).items()
+            for name, body in self.mapping("suites", self.raw.get("suites")).items()
         }
-        models = {name: self._model(name, body) for name, body in (self.raw.get("models") or {}).items()}
+        presets = self.mapping("models", self.raw.get("models"))
+        models = {name: self._model(name, body) for name, body in presets.items()}
         metrics = defaults.get("metrics", ["nDCG@10"])
         if isinstance(metrics, str):
             metrics = [metrics]
+        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+            raise self.fail("defaults.metrics", f"expected a list of measure names, got {metrics!r}")
         return BenchmarkConfig(
             path=self.path,
-            top_k=int(defaults.get("top_k", 100)),
+            top_k=self.number("defaults.top_k", defaults.get("top_k", 100), int),
             metrics=tuple(metrics),
             default_model=str(defaults.get("model", "bm25")),
             first_stages=first_stages,
@@ -171,8 +193,8 @@ class _ConfigReader:
             repo_type=str(body.get("repo_type", "dataset")),
             file=body.get("file"),
             reference=body.get("reference"),
-            k1=float(body.get("k1", 0.9)),
-            b=float(body.get("b", 0.4)),
+            k1=self.number(f"{where}.k1", body.get("k1", 0.9), float),
+            b=self.number(f"{where}.b", body.get("b", 0.4), float),
         )
 
     def _suite(self, name: str, body: Any, first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
@@ -199,8 +221,14 @@ class _ConfigReader:
                     group=entry.get("group"),
                     run_name=entry.get("run_name"),
                     run_file=entry.get("run_file"),
-                    reference={k: float(v) for k, v in (entry.get("reference") or {}).items()},
-                    instructions={k: str(v) for k, v in (entry.get("instructions") or {}).items()},
+                    reference={
+                        k: self.number(f"{where}.reference.{k}", v, float)
+                        for k, v in self.mapping(f"{where}.reference", entry.get("reference")).items()
+                    },
+                    instructions={
+                        k: str(v)
+                        for k, v in self.mapping(f"{where}.instructions", entry.get("instructions")).items()
+                    },
                 )
             )
         keys = [d.key for d in datasets]
@@ -220,7 +248,7 @@ class _ConfigReader:
             name=name,
             family=str(body["family"]),
             model=body.get("model"),
-            settings=dict(body.get("settings") or {}),
+            settings=dict(self.mapping(f"models.{name}.settings", body.get("settings"))),
             description=str(body.get("description", "")),
             trust_remote_code=bool(body.get("trust_remote_code", False)),
             package=body.get("package"),

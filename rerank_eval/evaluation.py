@@ -28,6 +28,15 @@ def parse_measures(names: Iterable[str]) -> list:
     return measures
 
 
+def canonical_measures(names: Iterable[str]) -> list[str]:
+    """ir_measures' own names, once each: `R(rel=1)@100` and `R@100` are one measure and one column."""
+    canonical: list[str] = []
+    for measure in parse_measures(names):
+        if str(measure) not in canonical:
+            canonical.append(str(measure))
+    return canonical
+
+
 def evaluate_per_query(qrels: dict[str, dict[str, int]], run: Run, measure_names: list[str]) -> PerQuery:
     import ir_measures
 

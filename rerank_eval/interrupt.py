@@ -1,5 +1,7 @@
 """Ctrl-C during a run: the first stops at the next query boundary, the second at once.
 
+While a dataset is being loaded (nothing scored yet to lose) the first stops at once.
+
 Either way the score journal stays valid (whole lines, synced), so the same command resumes.
 """
 
@@ -8,6 +10,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -26,6 +30,16 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
+        self._preparing = False
+
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Loading data holds no scores and its caches are built atomically: Ctrl-C stops at once."""
+        self._preparing = True
+        try:
+            yield
+        finally:
+            self._preparing = False
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -37,7 +51,7 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.requested or self._preparing:
             raise KeyboardInterrupt
         self.requested = True
         print(

@@ -105,12 +105,15 @@ class ScoreJournal:
             query_id, docs, scores = record["q"], record["docs"], record["scores"]
         except (ValueError, KeyError, TypeError):
             return None
+        if not isinstance(query_id, str) or not isinstance(scores, list):
+            return None
         if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):
             return None
         try:
-            return query_id, np.asarray(scores, dtype=np.float32)
+            values = np.asarray(scores, dtype=np.float32)
         except (TypeError, ValueError):
             return None
+        return (query_id, values) if values.ndim == 1 and np.isfinite(values).all() else None
 
     def _rewrite(self, kept: dict[str, np.ndarray], expected_docs: dict[str, Sequence[str]]) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")

@@ -142,7 +142,7 @@ class Report:
         """
         records = []
         for row in self.rows + self.averages:
-            for measure in [*self.metrics, JUDGED, self.recall]:
+            for measure in dict.fromkeys([*self.metrics, JUDGED, self.recall]):  # each once
                 first, reranked = row.value("first_stage", measure), row.value("reranked", measure)
                 records.append(
                     {

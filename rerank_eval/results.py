@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -69,7 +70,8 @@ def source_revision() -> str | None:
     return done.stdout.strip() or None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a crash or a full disk never leaves half of one."""
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
@@ -95,7 +97,7 @@ class ResultWriter:
 
     def _write(self, path: Path, text: str) -> None:
         try:
-            _write_atomic(path, text)
+            write_atomic(path, text)
         except OSError as exc:
             raise disk_error(exc, path, "nothing was published; scored queries stay journaled") from None
 
@@ -118,6 +120,9 @@ class ResultWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+MANIFEST_KEYS = ("protocol", "suite", "model", "datasets")
 
 
 @dataclass
@@ -145,6 +150,9 @@ def load_result(folder: Path) -> SavedResult:
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read result {folder}: {exc}") from None
+    missing = [key for key in MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise UserError(f"{manifest_path} is not a rerank-eval manifest (no {', '.join(missing)})")
     return SavedResult(folder, manifest, per_query)
 
 
@@ -156,7 +164,24 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
             sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
         )
         if not (folder / "manifest.json").exists() and children:
+            unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
+            if unfinished:
+                raise UserError(
+                    f"{folder} holds an incomplete result ({', '.join(unfinished)}: its run did not "
+                    f"finish); run the same command again to finish it, or remove it"
+                )
             loaded += [load_result(child) for child in children]
         else:
             loaded.append(load_result(folder))
     return loaded
+
+
+def write_output(path: Path, write: Callable[[Path], None]) -> None:
+    """An export file (CSV, table, plot) written whole through a temporary file, or one clear error."""
+    temporary = path.with_name(path.name + ".tmp" + path.suffix)  # the suffix picks the plot's format
+    try:
+        write(temporary)
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

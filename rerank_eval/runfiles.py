@@ -35,7 +35,8 @@ def read_run(path: Path) -> RunFile:
         raise UserError(f"cannot read run file {path}: {exc.strerror}") from None
     run: Run = {}
     duplicates = 0
-    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+    # A byte-order mark (editors on Windows) would glue itself to the first query id.
+    for number, line_bytes in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError:

@@ -8,6 +8,7 @@ reorder them.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -27,7 +28,7 @@ from rerank_eval.config import BenchmarkConfig, DatasetSpec, SuiteSpec
 from rerank_eval.data import IrDataset
 from rerank_eval.distributed import ranks
 from rerank_eval.errors import UserError
-from rerank_eval.evaluation import PerQuery, evaluate_per_query, parse_measures
+from rerank_eval.evaluation import PerQuery, canonical_measures, evaluate_per_query, parse_measures
 from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
 from rerank_eval.interrupt import Interrupted, StopRequest
 from rerank_eval.journal import JOURNAL_FORMAT, ScoreJournal, cache_key, journal_path
@@ -84,8 +85,7 @@ class RunPlan:
 
     def measures(self) -> list[str]:
         """The user's metrics plus the ones every table shows."""
-        extra = [f"R@{self.top_k}", "Judged@10"]
-        return self.metrics + [m for m in extra if m not in self.metrics]
+        return canonical_measures([*self.metrics, f"R@{self.top_k}", "Judged@10"])
 
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
@@ -99,6 +99,15 @@ class RunPlan:
                 raise UserError(f"--run names dataset {key!r}, which this run does not include")
             if not Path(path).is_file():
                 raise UserError(f"run file for {key} not found: {path}")
+        if self.runs.folder is not None:
+            if not self.runs.folder.is_dir():
+                raise UserError(f"--runs-dir {self.runs.folder} is not a folder")
+            try:
+                self.runs.pattern.format(key="k", name="n")
+            except (KeyError, IndexError, ValueError, AttributeError):
+                raise UserError(
+                    f"--run-pattern {self.runs.pattern!r} may use only {{key}} and {{name}}"
+                ) from None
         if self.runs.reference is not None:
             for spec in self.datasets:
                 if self.runs.path_for(spec) is not None:
@@ -137,29 +146,42 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
         texts = dataset.documents(wanted)
     missing = len(wanted - set(texts))
     if missing:
-        print(
-            f"warning: {missing} candidate document ids of {spec.key} are not in its corpus; "
-            f"they are left out",
-            file=sys.stderr,
-        )
+        warn(f"{missing} candidate document ids of {spec.key} are not in its corpus; they are left out")
         for query_id, docs in candidates.by_query.items():
             candidates.by_query[query_id] = [(d, s) for d, s in docs if d in texts]
+    if record.duplicate_lines:
+        warn(
+            f"{record.duplicate_lines} duplicate (query, document) lines in the first-stage run of "
+            f"{spec.key}; the first of each is kept"
+        )
+    if candidates.run_queries_without_judgements:
+        warn(
+            f"{candidates.run_queries_without_judgements} queries of the first-stage run of {spec.key} "
+            f"have no judgements (or are not queries of it); they are ignored, as trec_eval does"
+        )
     empty = sum(1 for text in texts.values() if not text.strip())
     if empty:
-        print(
-            f"warning: {empty} candidate documents of {spec.key} are empty or whitespace only; "
-            f"they are reranked as they are",
-            file=sys.stderr,
-        )
+        warn(f"{empty} candidate documents of {spec.key} are empty or whitespace only; reranked as they are")
     if candidates.queries_with_equal_scores:
-        print(
-            f"warning: in {candidates.queries_with_equal_scores} queries of {spec.key} all first-stage "
-            f"scores are equal; their first-stage order is by doc id only (trec_eval's rule)",
-            file=sys.stderr,
+        warn(
+            f"in {candidates.queries_with_equal_scores} queries of {spec.key} all first-stage scores are "
+            f"equal; their first-stage order is by doc id only (trec_eval's rule)"
         )
     return PreparedDataset(
         spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start
     )
+
+
+def warn(message: str) -> None:
+    """A condition that changes no number silently: one line on stderr, a count in the manifest."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _warn_about_scoring(key: str, outcome: RerankOutcome, stats: dict[str, Any]) -> None:
+    if outcome.ties:
+        warn(f"{outcome.ties} reranked scores of {key} tie with the one ranked above; first-stage order kept")
+    if stats.get("truncated_documents"):
+        warn(f"{stats['truncated_documents']} documents of {key} were cut to the model's length limit")
 
 
 def strictly_decreasing(scores: np.ndarray) -> tuple[list[int], list[float], int]:
@@ -310,6 +332,11 @@ def rerank_dataset(
                     # Back to first-stage order, so ties resolve by first-stage rank.
                     by_rank = np.empty(len(presented), dtype=np.float32)
                     by_rank[list(request.first_stage_ranks)] = presented
+                    if not np.isfinite(by_rank).all():  # a NaN would rank silently as first-stage order
+                        raise UserError(
+                            f"{reranker.name or reranker.family} gave a score that is not a finite number "
+                            f"for query {request.query_id} of {prepared.spec.key}; its batch is not kept"
+                        )
                     scores[request.query_id] = by_rank
                     entries.append((request.query_id, expected[request.query_id], by_rank))
                 journal.append(entries)
@@ -409,10 +436,12 @@ def execute(
     try:
         with StopRequest() as stop:
             for spec in plan.datasets:
-                prepared = datasets.prepared(spec)
+                with stop.preparing():
+                    prepared = datasets.prepared(spec)
                 start = time.monotonic()
                 outcome = rerank_dataset(reranker, prepared, plan, stop)
                 rerank_seconds = time.monotonic() - start
+                _warn_about_scoring(spec.key, outcome, reranker.runtime_stats())
                 if writer is None:
                     continue  # ranks other than 0 only score
                 start = time.monotonic()
@@ -461,12 +490,32 @@ def execute_models(
     datasets = DatasetCache(plan)
     folders = []
     for model, name in zip(models, names):
+        destination = out if len(models) == 1 else out / name
+        if len(models) > 1 and _finished_by_this_command(destination, command, plan):
+            if ranks().is_main:
+                print(f"{name}: already complete in {destination} (same command); kept", file=sys.stderr)
+                folders.append(destination)
+            continue
         reranker = load(model)
-        folder = execute(plan, reranker, out if len(models) == 1 else out / name, command, datasets)
+        folder = execute(plan, reranker, destination, command, datasets)
         folders += [folder] if folder else []
         del reranker
         _free_accelerator_memory()
     return folders
+
+
+def _finished_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
+    """Whether an earlier, interrupted run of this very command published this model's folder.
+
+    Resuming a several-model run repeats its command; the models it finished are kept, not redone.
+    """
+    if plan.fresh or not (folder / "manifest.json").is_file():
+        return False
+    try:
+        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command", [])
+    except (OSError, ValueError):
+        return False
+    return [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
 
 
 def _free_accelerator_memory() -> None:

@@ -284,3 +284,52 @@ def test_compare_refuses_incomplete_results(tmp_path, runs):
     incomplete.mkdir()
     result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(incomplete)])
     assert result.exit_code == 2 and "incomplete" in result.output
+
+
+def test_compare_refuses_a_models_folder_with_an_unfinished_model(tmp_path, runs):
+    import shutil
+
+    parent = tmp_path / "models"
+    shutil.copytree(runs["base"], parent / "bm25")
+    (parent / "slow.incomplete").mkdir()
+    result = CliRunner().invoke(app, ["compare", str(parent), str(runs["better"])])
+    assert result.exit_code == 2
+    assert f"error: {parent} holds an incomplete result (slow.incomplete" in result.output
+
+
+def test_a_foreign_manifest_is_one_clear_error(tmp_path, runs):
+    import shutil
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(runs["base"], foreign)
+    (foreign / "manifest.json").write_text('{"x": 1}')
+    result = CliRunner().invoke(app, ["export", str(foreign)])
+    assert result.exit_code == 2
+    manifest = foreign / "manifest.json"
+    assert result.output.strip() == (
+        f"error: {manifest} is not a rerank-eval manifest (no protocol, suite, model, datasets)"
+    )
+
+
+@pytest.mark.parametrize("option", ["--markdown", "--plot", "--latex"])
+def test_an_unwritable_export_path_is_one_clear_error(runs, tmp_path, option):
+    target = tmp_path / "no" / "such" / "dir" / "out.png"
+    result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(runs["better"]), option, str(target)])
+    assert result.exit_code == 2
+    message = result.output.strip().splitlines()[-1]
+    assert message == f"error: cannot write {target}: No such file or directory"
+    assert not target.parent.exists()
+
+
+def test_a_plot_in_an_unknown_format_is_one_clear_error(runs, tmp_path):
+    target = tmp_path / "plot.bmpx"
+    result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(runs["better"]), "--plot", target])
+    assert result.exit_code == 2
+    assert f"error: --plot {target}: the file name must end in one of" in result.output
+    assert ".png" in result.output and not list(tmp_path.iterdir())
+
+
+def test_export_csv_to_an_unwritable_path_is_one_clear_error(runs, tmp_path):
+    target = tmp_path / "missing" / "summary.csv"
+    result = CliRunner().invoke(app, ["export", str(runs["base"]), "--csv", str(target)])
+    assert result.exit_code == 2 and f"error: cannot write {target}" in result.output

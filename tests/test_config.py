@@ -73,7 +73,23 @@ def test_selection_by_key_and_group():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("suites: [", "not valid YAML"),
+        ("defaults: {}\nsuites: [\n  {a: b\n", "line 4: not valid YAML"),
+        ("defaults: {top_k: abc}\n", "defaults.top_k: expected an integer, got 'abc'"),
+        ("defaults: {top_k: 1.5}\n", "defaults.top_k: expected an integer, got 1.5"),
+        ("defaults: 5\n", "defaults: expected a mapping, got 5"),
+        ("defaults: {metrics: {a: 1}}\n", "defaults.metrics: expected a list of measure names"),
+        ("first_stages:\n  f: {kind: bm25s, k1: high}\n", "first_stages.f.k1: expected a number, got 'high'"),
+        (
+            "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
+            "      - {key: a, id: x, first_stage: f, reference: {p: n/a}}\n",
+            "suites.s.datasets[0].reference.p: expected a number, got 'n/a'",
+        ),
+        (
+            "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
+            "      - {key: a, id: x, first_stage: f, instructions: [x]}\n",
+            "suites.s.datasets[0].instructions: expected a mapping, got ['x']",
+        ),
+        ("models:\n  m: {family: yes-no, settings: [1]}\n", "models.m.settings: expected a mapping, got [1]"),
         (
             "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n",
             "suites.s.datasets[0]: missing first_stage",

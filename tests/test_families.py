@@ -264,6 +264,37 @@ def test_unknown_setting_is_refused(models):
         load_reranker(str(models["ce1"]), block_size=3)
 
 
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [("ce1", "cross-encoder"), ("lm", "yes-no"), ("lm", "one-zero"), ("bi", "bi-encoder"),
+     ("listwise", "listwise-last-token")],
+)  # fmt: skip
+def test_no_documents_give_no_scores(models, model, family):
+    assert load_reranker(str(models[model]), family=family).score("a query", []) == []
+
+
+def test_scorer_version_is_part_of_the_score_identity(models):
+    identity = load_reranker(str(models["ce1"]), family="cross-encoder").score_identity()
+    assert identity["scorer_version"] == "cross-encoder/1"
+
+
+def test_settings_are_checked_before_loading(models):
+    with pytest.raises(UserError, match="setting block_size of family listwise-last-token must be a"):
+        load_reranker(str(models["listwise"]), block_size=0)
+    with pytest.raises(UserError, match=r"setting max_length of family bi-encoder .* got 1\.5"):
+        load_reranker(str(models["bi"]), family="bi-encoder", max_length=1.5)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("tpu", "unknown device 'tpu'"), ("cuda:7", "device 'cuda:7': "),
+     ("meta", "unsupported device 'meta'")],
+)  # fmt: skip
+def test_unusable_devices_are_one_clear_error(models, device, message):
+    with pytest.raises(UserError, match=message):
+        load_reranker(str(models["ce1"]), family="cross-encoder", device=device)
+
+
 def test_models_command_lists_presets():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0

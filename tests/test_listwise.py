@@ -359,6 +359,20 @@ def test_score_command_prints_scores_in_input_order(checkpoint, tmp_path):
         assert np.abs(np.array(json.loads(result.stdout)) - expected).max() <= 1e-5
 
 
+def test_documents_file_lines_are_split_at_line_feeds_only(tmp_path):
+    from rerank_eval.cli import read_documents_file
+
+    plain = tmp_path / "docs.txt"
+    plain.write_text("first\r\n\nform\x0cfeed\nline\u2028separator\n", encoding="utf-8")
+    assert read_documents_file(plain) == ["first", "", "form\x0cfeed", "line\u2028separator"]
+    starts_like_json = tmp_path / "braces.txt"
+    starts_like_json.write_text('{"text": "not parsed"}\nplain\n', encoding="utf-8")
+    assert read_documents_file(starts_like_json) == ['{"text": "not parsed"}', "plain"]
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text('{"text": "a\u2028b"}\n\n{"text": ""}\n', encoding="utf-8")
+    assert read_documents_file(jsonl) == ["a\u2028b", ""]
+
+
 def test_score_command_rejects_bad_jsonl(checkpoint, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"body": "no text"}\n', encoding="utf-8")

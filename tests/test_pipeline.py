@@ -388,11 +388,65 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--candidate-order", "sideways"],
             ["unknown candidate order"],
         ),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--top-k", "0"],
+            ["--top-k must be at least 1, got 0"],
+        ),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", ".", "--run-pattern", "{foo}"],
+            ["--run-pattern '{foo}' may use only {key} and {name}"],
+        ),
+        (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],
+            ["--runs-dir /no/such/folder is not a folder"],
+        ),
+        (
+            [
+                "beir",
+                "--datasets",
+                "fiqa",
+                "--model",
+                "/no/model",
+                "--family",
+                "cross-encoder",
+                "--set",
+                "max_length=-5",
+            ],
+            ["setting max_length of family cross-encoder must be a positive integer, got -5"],
+        ),
+        (
+            [
+                "beir",
+                "--datasets",
+                "fiqa",
+                "--model",
+                "/no/model",
+                "--family",
+                "listwise-last-token",
+                "--set",
+                "max_doc_length=abc",
+            ],
+            ["setting max_doc_length of family listwise-last-token must be a positive integer, got 'abc'"],
+        ),
     ],
 )
 def test_bad_arguments(args, fragments, tmp_path):
     out = tmp_path / "never"
     assert_clean_failure(cli(*args, "--out", out), out, *fragments)
+
+
+def test_two_names_of_one_measure_make_one_column(runs_dir, tmp_path):
+    out = tmp_path / "recall"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", runs_dir,
+                 "--metric", "nDCG@10", "--metric", "R(rel=1)@100", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["protocol"]["metrics"] == ["nDCG@10", "R@100"]
+    recall = mean(
+        len(set(builders.FIQA_RUN.get(q, {})) & {d for d, r in judged.items() if r > 0})
+        / sum(1 for r in judged.values() if r > 0)
+        for q, judged in builders.FIQA_QRELS.items()
+    )
+    assert summary_value(out, "fiqa", measure="R@100") == pytest.approx(recall) and recall > 0
 
 
 def test_malformed_run_file_names_file_and_line(tmp_path):

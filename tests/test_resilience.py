@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -148,6 +149,77 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
     assert_journal_valid_and_nothing_published(cache, out)
 
 
+def test_first_sigint_while_loading_data_stops_at_once(slow_setup, monkeypatch):
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-loading", folder / "loading-out"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    from rerank_eval import runner
+
+    def pressed_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # e.g. during a long doc-store build
+        raise AssertionError("the first Ctrl-C did not stop the loading at once")
+
+    monkeypatch.setattr(runner, "prepare_dataset", pressed_while_loading)
+    result = run_cli(*command(checkpoint, run_file, out)[3:])
+    assert result.exit_code == 130, result.output
+    assert "stopped at once" in result.output and "AssertionError" not in result.output
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+def test_resume_command_leaves_out_fresh_and_keeps_finished_models(slow_setup, monkeypatch):
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-models", folder / "models-out"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    monkeypatch.setattr(sys, "argv", ["rerank-eval", *command(checkpoint, run_file, out)[3:]])
+    args = [*sys.argv[1:-2], "--fresh"]  # without --set: it is a setting of the listwise family only
+    args[args.index("--model") : args.index("--model") + 2] = ["--model", "bm25", "--model", str(checkpoint)]
+    sys.argv[1:] = args
+
+    def stopped_in_the_second_model(reranker, *a, **k):
+        if reranker.family == "listwise-last-token":
+            os.kill(os.getpid(), signal.SIGINT)  # stop after the first chunk of the listwise model
+        return score_with_backoff(reranker, *a, **k)
+
+    monkeypatch.setattr("rerank_eval.runner.score_with_backoff", stopped_in_the_second_model)
+    first = run_cli(*args)
+    assert first.exit_code == 130, first.output
+    resume = first.output.split("run the same command again to resume: ")[1].split("\n")[0]
+    assert "--fresh" not in resume and resume.startswith("rerank-eval beir --datasets nq")
+    assert (out / "bm25" / "manifest.json").exists() and not (out / checkpoint.name).exists()
+
+    monkeypatch.undo()
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    resumed_args = shlex.split(resume)[1:]
+    monkeypatch.setattr(sys, "argv", ["rerank-eval", *resumed_args])
+    bm25_manifest = (out / "bm25" / "manifest.json").read_bytes()
+    second = run_cli(*resumed_args)
+    assert second.exit_code == 0, second.output
+    assert "bm25: already complete in" in second.output
+    assert (out / "bm25" / "manifest.json").read_bytes() == bm25_manifest
+    manifest = json.loads((out / checkpoint.name / "manifest.json").read_text())
+    assert manifest["datasets"][0]["timings"]["resumed_queries"] == 16
+
+
+def test_non_finite_scores_stop_the_run_naming_the_query(slow_setup, monkeypatch, tmp_path):
+    checkpoint, run_file, _ = slow_setup
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    from rerank_eval.rerankers.listwise import ListwiseLastToken
+
+    original = ListwiseLastToken.score_prepared
+
+    def one_nan(self, prepared):
+        scores = original(self, prepared)
+        scores[3][7] = np.nan
+        return scores
+
+    monkeypatch.setattr(ListwiseLastToken, "score_prepared", one_nan)
+    out = tmp_path / "nan-out"
+    result = run_cli(*command(checkpoint, run_file, out)[3:])
+    assert result.exit_code == 2
+    assert "gave a score that is not a finite number for query test3 of nq" in result.output
+    assert not out.exists() and journal_lines(tmp_path / "cache") == []  # the whole chunk is dropped
+
+
 def test_two_quick_sigints_exit_130_without_traceback(slow_setup):
     """Whether the second press lands mid-chunk or after a graceful stop, the exit is clean."""
     checkpoint, run_file, folder = slow_setup
@@ -177,11 +249,14 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     with open(path, "ab") as handle:  # a stale entry, a corrupt line, then a crash mid-line
         handle.write(b'{"q": "c", "docs": ["other"], "scores": [1.0]}\n')
         handle.write(b"garbage\n")
+        handle.write(b'{"q": ["c"], "docs": ["d4"], "scores": [1.0]}\n')  # well-formed JSON, wrong types
+        handle.write(b'{"q": "c", "docs": ["d4"], "scores": "1"}\n')
+        handle.write(b'{"q": "c", "docs": ["d4"], "scores": [NaN]}\n')
         handle.write(b'{"q": "d", "docs": ["d5"], "sco')
     loaded = ScoreJournal(path).load(expected)
     assert set(loaded) == {"a", "b"}
     assert loaded["a"].tolist() == [0.5, 0.25]
-    assert "2 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
+    assert "5 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
     assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
 
 
@@ -244,12 +319,15 @@ def test_unknown_documents_and_duplicates_and_equal_scores_are_reported(tmp_path
     run.write_text(
         "10 Q0 f2 1 1.0 t\n10 Q0 nosuchdoc 2 1.0 t\n10 Q0 f2 3 0.5 t\n"  # unknown doc, duplicate
         "11 Q0 f3 1 2.0 t\n11 Q0 f4 2 2.0 t\n"  # all scores equal
+        "nosuchquery Q0 f1 1 1.0 t\n"  # a query without judgements
     )
     out = tmp_path / "out"
     result = run_cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out)
     assert result.exit_code == 0, result.output
     assert "1 candidate document ids of fiqa are not in its corpus" in result.output
     assert "in 2 queries of fiqa all first-stage scores are equal" in result.output
+    assert "warning: 1 duplicate (query, document) lines in the first-stage run of fiqa" in result.output
+    assert "warning: 1 queries of the first-stage run of fiqa have no judgements" in result.output
     record = json.loads((out / "manifest.json").read_text())["datasets"][0]
     assert record["missing_documents"] == 1
     assert record["first_stage"]["duplicate_lines"] == 1
@@ -279,6 +357,21 @@ def test_long_documents_are_truncated_and_counted(slow_setup, tmp_path):
     assert result.exit_code == 0, result.output
     execution = json.loads((out / "manifest.json").read_text())["datasets"][0]["timings"]["execution"]
     assert execution["truncated_documents"] == 5  # every candidate has more than 4 tokens
+    assert "warning: 5 documents of fiqa were cut to the model's length limit" in result.output
+
+
+def test_tied_reranked_scores_are_reported(tmp_path, monkeypatch):
+    from rerank_eval.rerankers.first_stage_order import FirstStageOrder
+
+    monkeypatch.setattr(FirstStageOrder, "score_batch", lambda self, rs: [np.zeros(len(r.texts)) for r in rs])
+    run = builders.write_run(tmp_path / "r.trec", builders.FIQA_RUN)
+    out = tmp_path / "out"
+    result = run_cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out,
+                     "--fresh")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ties = sum(len(docs) - 1 for docs in builders.FIQA_RUN.values() if docs)
+    assert f"warning: {ties} reranked scores of fiqa tie with the one ranked above" in result.output
+    assert json.loads((out / "manifest.json").read_text())["datasets"][0]["tied_scores"] == ties
 
 
 def test_non_utf8_documents_file_for_score(slow_setup, tmp_path):

@@ -21,6 +21,12 @@ def test_reads_run_and_keeps_first_of_duplicates(tmp_path):
     assert parsed.duplicate_lines == 1
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_query_id(tmp_path):
+    path = tmp_path / "bom.trec"
+    path.write_bytes("\ufeffq1 Q0 d1 1 2.5 t\r\nq1 Q0 d2 2 1.5 t\r\n".encode())
+    assert read_run(path).run == {"q1": {"d1": 2.5, "d2": 1.5}}
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -34,6 +34,24 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
     "first-stage-order": (set(), "rerank_eval.rerankers.first_stage_order:FirstStageOrder"),
 }
 REMOTE_CODE_FAMILIES = {"cross-encoder", "yes-no", "one-zero", "bi-encoder"}
+# Token counts and sizes; None keeps the default. A zero or negative one would cut every text.
+POSITIVE_INTEGER_SETTINGS = {
+    "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length"
+}  # fmt: skip
+
+
+def _checked_settings(settings: dict[str, Any], family: str) -> dict[str, Any]:
+    """Settings of the right type, checked before any model is loaded; `instruction` is text."""
+    checked = dict(settings)
+    for name, value in settings.items():
+        if value is None:
+            continue
+        positive_integer = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if name in POSITIVE_INTEGER_SETTINGS and not positive_integer:
+            raise UserError(f"setting {name} of family {family} must be a positive integer, got {value!r}")
+        if name == "instruction":
+            checked[name] = str(value)
+    return checked
 
 
 def _family_class(family: str) -> Callable[..., Reranker]:
@@ -115,6 +133,7 @@ def load_reranker(
             f"unknown setting {unknown[0]!r} for family {chosen} "
             f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
         )
+    merged = _checked_settings(merged, chosen)
     build = _family_class(chosen)
     if chosen == "first-stage-order":
         reranker = build()

@@ -66,5 +66,8 @@ class BiEncoder(TransformerReranker):
             self._stats["embedded_documents"] += len(new)
         queries = self.embed([r.query for r in requests])
         return [
-            np.stack([self._documents[t] for t in r.texts]) @ query for r, query in zip(requests, queries)
+            np.stack([self._documents[t] for t in r.texts]) @ query
+            if r.texts
+            else np.empty(0, dtype=np.float32)
+            for r, query in zip(requests, queries)
         ]

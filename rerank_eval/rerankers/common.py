@@ -13,10 +13,26 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The device asked for, checked to exist here; CUDA when available by default."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"device {device!r}: no CUDA GPU is available here")
+        if chosen.index is not None and chosen.index >= count:
+            raise UserError(f"device {device!r}: there are {count} CUDA GPU(s), up to cuda:{count - 1}")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"device {device!r}: Apple MPS is not available here")
+    elif chosen.type != "cpu":
+        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return chosen
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

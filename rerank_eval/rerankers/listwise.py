@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rerank_eval.config import DatasetSpec
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -252,13 +253,7 @@ class ListwiseLastToken(Reranker):
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
             }
         )
-        self._stats = {
-            "max_batch_tokens": self.settings.max_batch_tokens,
-            "out_of_memory_retries": 0,
-            "forward_passes": 0,
-            "largest_batch_blocks": 0,
-            "truncated_documents": 0,
-        }
+        self._stats = self._fresh_stats()
         self._last_batch_blocks = 0
         self._last_block_query = ""
         self._last_block_tokens = 0
@@ -287,6 +282,19 @@ class ListwiseLastToken(Reranker):
         identity["device"] = self.device.type
         identity["settings"] = {k: v for k, v in identity["settings"].items() if k != "max_batch_tokens"}
         return identity
+
+    def _fresh_stats(self) -> dict[str, int]:
+        return {
+            "max_batch_tokens": self.settings.max_batch_tokens,
+            "out_of_memory_retries": 0,
+            "forward_passes": 0,
+            "largest_batch_blocks": 0,
+            "truncated_documents": 0,
+        }
+
+    def begin_dataset(self, spec: DatasetSpec) -> None:
+        """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
+        self._stats = self._fresh_stats()
 
     def runtime_stats(self) -> dict[str, Any]:
         return dict(self._stats)

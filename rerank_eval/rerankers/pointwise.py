@@ -33,6 +33,8 @@ Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model 
 
 class TransformerReranker(Reranker):
     queries_per_call = 32
+    #: bumped whenever a change to a family's scoring code changes scores, so journals never mix
+    scorer_version: int = 1
     #: a sentence describing the score head, recorded in the manifest
     score_head: str = ""
     #: the transformers Auto class that loads the family's checkpoints
@@ -51,7 +53,10 @@ class TransformerReranker(Reranker):
         self.checkpoint = checkpoint
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.attention = attention_implementation(self.device, self.dtype)
+        # A model's own code (remote) may not support a requested kernel: it then picks its own.
+        self.attention = (
+            "the model's own code" if trust_remote_code else attention_implementation(self.device, self.dtype)
+        )
         self.max_length = int(max_length or self.default_max_length)
         self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
         self.trust_remote_code = trust_remote_code
@@ -63,6 +68,8 @@ class TransformerReranker(Reranker):
         }
         self._last_batch: tuple[int, int, str] = (0, 0, "")  # pairs, tokens, a query id
         self.tokenizer, self.model = self._load()
+        if trust_remote_code:  # record the kernel the model's code chose
+            self.attention = str(getattr(self.model.config, "_attn_implementation", None) or self.attention)
         self.model.to(self.device).eval()
 
     def _load(self) -> tuple[Any, torch.nn.Module]:
@@ -72,8 +79,9 @@ class TransformerReranker(Reranker):
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+                kernel = {} if remote else {"attn_implementation": self.attention}
                 model = getattr(transformers, self.auto_class).from_pretrained(
-                    folder, dtype=self.dtype, trust_remote_code=remote, attn_implementation=self.attention
+                    folder, dtype=self.dtype, trust_remote_code=remote, **kernel
                 )
         except (OSError, ValueError) as exc:
             raise UserError(
@@ -109,6 +117,7 @@ class TransformerReranker(Reranker):
             identity.pop("source")
         identity["device"] = self.device.type
         identity["settings"] = self.settings()
+        identity["scorer_version"] = f"{self.family}/{self.scorer_version}"
         return identity
 
     def runtime_stats(self) -> dict[str, Any]:
