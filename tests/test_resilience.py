@@ -276,14 +276,14 @@ def test_full_disk_while_publishing_leaves_no_complete_folder(tmp_path, monkeypa
     builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
     from rerank_eval import results
 
-    real = results._write_atomic
+    real = results.write_atomic
 
     def fail_on_manifest(path, text):
         if path.name == "manifest.json":
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, text)
 
-    monkeypatch.setattr(results, "_write_atomic", fail_on_manifest)
+    monkeypatch.setattr(results, "write_atomic", fail_on_manifest)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app, ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", str(runs), "--out", str(out)]
