@@ -76,3 +76,15 @@ def test_synthetic_words_are_single_tokens(tiny):
     request = Workload("short", 1, 3, 20).requests()[0]
     words = request.texts[0].split()
     assert len(tiny.tokenizer(" " + request.texts[0], add_special_tokens=False)["input_ids"]) == len(words)
+
+
+def test_bench_index_reports_doc_store_and_index_builds():
+    result = CliRunner().invoke(app, ["bench-index", "--docs", "1000"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["documents"] == 1000
+    timings = [("docstore_documents_per_second", "docstore_seconds"), ("documents_per_second", "seconds")]
+    for rate, seconds in timings:
+        assert abs(1000 / report[rate] - report[seconds]) <= 0.0051  # seconds are rounded to 0.01
+    assert report["docstore_bytes"] > 0 and report["index_bytes"] > 0
+    assert report["peak_memory_bytes"] >= report["docstore_peak_memory_bytes"] > 0
