@@ -360,6 +360,10 @@ def test_extra_metric_and_progress_lines_without_terminal(runs_dir, tmp_path):
 # -- errors: one line, exit 2, nothing published --------------------------------------------------
 
 
+# settings are checked before the model is looked for
+UNLOADED_MODEL = ["beir", "--datasets", "fiqa", "--model", "/no/model", "--family"]
+
+
 def assert_clean_failure(result, out: Path, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     message = result.output.strip().splitlines()[-1]
@@ -401,31 +405,11 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["--runs-dir /no/such/folder is not a folder"],
         ),
         (
-            [
-                "beir",
-                "--datasets",
-                "fiqa",
-                "--model",
-                "/no/model",
-                "--family",
-                "cross-encoder",
-                "--set",
-                "max_length=-5",
-            ],
+            [*UNLOADED_MODEL, "cross-encoder", "--set", "max_length=-5"],
             ["setting max_length of family cross-encoder must be a positive integer, got -5"],
         ),
         (
-            [
-                "beir",
-                "--datasets",
-                "fiqa",
-                "--model",
-                "/no/model",
-                "--family",
-                "listwise-last-token",
-                "--set",
-                "max_doc_length=abc",
-            ],
+            [*UNLOADED_MODEL, "listwise-last-token", "--set", "max_doc_length=abc"],
             ["setting max_doc_length of family listwise-last-token must be a positive integer, got 'abc'"],
         ),
     ],
