@@ -83,9 +83,13 @@ def write_atomic(path: Path, text: str) -> None:
 class ResultWriter:
     """Assembles a result folder under a temporary name and publishes it whole."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, keep_identical: bool = False) -> None:
+        """`keep_identical`: an existing complete folder is acceptable if this run reproduces it
+        exactly (a resumed several-model run redoing, from its journal, a model it had finished)."""
         self.final = Path(final)
-        if self.final.exists():
+        self.existing = keep_identical and (self.final / "manifest.json").is_file()
+        self.kept_existing = False
+        if self.final.exists() and not self.existing:
             raise UserError(f"result folder {self.final} exists already; choose another --out")
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -114,8 +118,30 @@ class ResultWriter:
         self._write(self.staging / "per_query.csv", frame.to_csv(index=False))
         report = Report(manifest, frame)
         self._write(self.staging / "summary.csv", report.summary_csv())
+        if self.existing:
+            return self._keep_if_identical()
         self._write(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         self.staging.rename(self.final)
+        return self.final
+
+    def _keep_if_identical(self) -> Path:
+        """Keep the existing folder when its runs, per-query values and summary equal this run's."""
+
+        def files(folder: Path) -> list[Path]:  # the manifest differs in timings alone
+            paths = [p.relative_to(folder) for p in folder.rglob("*") if p.is_file()]
+            return sorted(p for p in paths if p.name != "manifest.json")
+
+        mine, theirs = files(self.staging), files(self.final)
+        identical = mine == theirs and all(
+            (self.staging / name).read_bytes() == (self.final / name).read_bytes() for name in mine
+        )
+        self.abort()
+        if not identical:
+            raise UserError(
+                f"result folder {self.final} exists already and holds other results; choose another --out "
+                f"(the scores stay journaled, so rerunning with another --out costs no scoring)"
+            )
+        self.kept_existing = True
         return self.final
 
     def abort(self) -> None:

@@ -423,14 +423,19 @@ class DatasetCache:
 
 
 def execute(
-    plan: RunPlan, reranker: Reranker, out: Path, command: list[str], datasets: DatasetCache | None = None
+    plan: RunPlan,
+    reranker: Reranker,
+    out: Path,
+    command: list[str],
+    datasets: DatasetCache | None = None,
+    keep_identical: bool = False,
 ) -> Path | None:
     """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only)."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
     main = ranks().is_main
-    writer = ResultWriter(out) if main else None
+    writer = ResultWriter(out, keep_identical) if main else None
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
     try:
@@ -462,7 +467,10 @@ def execute(
             return None
         finished = datetime.now(timezone.utc)
         manifest = build_manifest(plan, reranker, records, command, started, finished)
-        return writer.publish(manifest)
+        folder = writer.publish(manifest)
+        if writer.kept_existing:
+            print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
+        return folder
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -491,24 +499,20 @@ def execute_models(
     folders = []
     for model, name in zip(models, names):
         destination = out if len(models) == 1 else out / name
-        if len(models) > 1 and _finished_by_this_command(destination, command, plan):
-            if ranks().is_main:
-                print(f"{name}: already complete in {destination} (same command); kept", file=sys.stderr)
-                folders.append(destination)
-            continue
+        # A resumed several-model run redoes the models it had published, from the journal (no
+        # scoring), and keeps their folders when the results come out identical.
+        resumed = len(models) > 1 and _published_by_this_command(destination, command, plan)
         reranker = load(model)
-        folder = execute(plan, reranker, destination, command, datasets)
+        folder = execute(plan, reranker, destination, command, datasets, keep_identical=resumed)
         folders += [folder] if folder else []
         del reranker
         _free_accelerator_memory()
     return folders
 
 
-def _finished_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
-    """Whether an earlier, interrupted run of this very command published this model's folder.
-
-    Resuming a several-model run repeats its command; the models it finished are kept, not redone.
-    """
+def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
+    """Whether an earlier run of this very command line published this model's folder (a hint
+    only: the folder is kept only if the results come out identical)."""
     if plan.fresh or not (folder / "manifest.json").is_file():
         return False
     try:

@@ -194,10 +194,22 @@ def test_resume_command_leaves_out_fresh_and_keeps_finished_models(slow_setup, m
     bm25_manifest = (out / "bm25" / "manifest.json").read_bytes()
     second = run_cli(*resumed_args)
     assert second.exit_code == 0, second.output
-    assert "bm25: already complete in" in second.output
+    assert f"{out / 'bm25'}: the same results as the folder already there, which is kept" in second.output
     assert (out / "bm25" / "manifest.json").read_bytes() == bm25_manifest
     manifest = json.loads((out / checkpoint.name / "manifest.json").read_text())
     assert manifest["datasets"][0]["timings"]["resumed_queries"] == 16
+
+    assert run_cli(*resumed_args).exit_code == 0  # a complete run repeated: every folder kept
+    # the same command line over a changed run file: the old folders are not passed off as its results
+    original = run_file.read_text()
+    try:
+        lines = original.splitlines(keepends=True)
+        run_file.write_text("".join(lines[1:]))  # one candidate fewer for the first query
+        changed = run_cli(*resumed_args)
+    finally:
+        run_file.write_text(original)
+    assert changed.exit_code == 2
+    assert f"error: result folder {out / 'bm25'} exists already and holds other results" in changed.output
 
 
 def test_non_finite_scores_stop_the_run_naming_the_query(slow_setup, monkeypatch, tmp_path):
