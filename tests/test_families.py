@@ -254,6 +254,34 @@ def test_bi_encoder_batching_invariant(models):
 # -- presets, remote code, instructions, several models in one command ------------------------------------
 
 
+REMOTE_MODELING = """
+from transformers import BertForSequenceClassification
+
+
+class EagerOnlyRanker(BertForSequenceClassification):
+    _supports_sdpa = False
+    _supports_flash_attn = False
+"""
+
+
+def test_code_shipped_by_a_checkpoint_runs_with_its_own_attention_choice(models, tmp_path):
+    import shutil
+
+    remote = tmp_path / "remote"
+    shutil.copytree(models["ce1"], remote)
+    (remote / "modeling_eager.py").write_text(REMOTE_MODELING)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_eager.EagerOnlyRanker"}
+    (remote / "config.json").write_text(json.dumps(config))
+    own = load_reranker(str(remote), family="cross-encoder", trust_remote_code=True)
+    assert type(own.model).__name__ == "EagerOnlyRanker" and own.describe()["attention"] == "eager"
+    plain = load_reranker(str(models["ce1"]), family="cross-encoder")
+    assert np.allclose(own.score(QUERY, DOCS), plain.score(QUERY, DOCS), atol=1e-5)
+    # the flag alone changes nothing for a checkpoint without code of its own
+    flagged = load_reranker(str(models["ce1"]), family="cross-encoder", trust_remote_code=True)
+    assert flagged.describe()["attention"] == plain.describe()["attention"] == "sdpa"
+
+
 def test_remote_code_preset_needs_the_flag():
     with pytest.raises(UserError, match="pass --trust-remote-code"):
         load_reranker("jina-reranker-v2")

@@ -58,10 +58,19 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
     return Checkpoint(folder, name_or_path, folder.name, None)
 
 
-def architectures(folder: Path) -> list[str]:
-    """The `architectures` named in a folder's config.json (empty when there is none)."""
+def _config(folder: Path) -> dict:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
-    return list(config.get("architectures") or [])
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def architectures(folder: Path) -> list[str]:
+    """The `architectures` named in a folder's config.json (empty when there is none)."""
+    return list(_config(folder).get("architectures") or [])
+
+
+def ships_code(folder: Path) -> bool:
+    """Whether the checkpoint brings model code of its own (`auto_map` in its config.json)."""
+    return bool(_config(folder).get("auto_map"))

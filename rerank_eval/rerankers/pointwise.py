@@ -17,7 +17,7 @@ import torch
 
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
 from rerank_eval.rerankers.common import (
     attention_implementation,
     default_batch_tokens,
@@ -53,13 +53,13 @@ class TransformerReranker(Reranker):
         self.checkpoint = checkpoint
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        # A model's own code (remote) may not support a requested kernel: it then picks its own.
-        self.attention = (
-            "the model's own code" if trust_remote_code else attention_implementation(self.device, self.dtype)
-        )
+        self.attention = attention_implementation(self.device, self.dtype)
         self.max_length = int(max_length or self.default_max_length)
         self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
         self.trust_remote_code = trust_remote_code
+        # Only a checkpoint that ships its own code runs it; its code may not support a requested
+        # attention kernel and then picks its own. Every other checkpoint gets ours.
+        self.runs_own_code = trust_remote_code and ships_code(checkpoint.folder)
         self._stats: dict[str, Any] = {
             "max_batch_tokens": self.max_batch_tokens,
             "out_of_memory_retries": 0,
@@ -68,7 +68,7 @@ class TransformerReranker(Reranker):
         }
         self._last_batch: tuple[int, int, str] = (0, 0, "")  # pairs, tokens, a query id
         self.tokenizer, self.model = self._load()
-        if trust_remote_code:  # record the kernel the model's code chose
+        if self.runs_own_code:  # record the kernel the model's code chose
             self.attention = str(getattr(self.model.config, "_attn_implementation", None) or self.attention)
         self.model.to(self.device).eval()
 
@@ -79,7 +79,7 @@ class TransformerReranker(Reranker):
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
-                kernel = {} if remote else {"attn_implementation": self.attention}
+                kernel = {} if self.runs_own_code else {"attn_implementation": self.attention}
                 model = getattr(transformers, self.auto_class).from_pretrained(
                     folder, dtype=self.dtype, trust_remote_code=remote, **kernel
                 )
