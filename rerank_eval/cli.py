@@ -19,6 +19,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from rerank_eval.config import BenchmarkConfig, load_config
 from rerank_eval.errors import UserError
@@ -49,8 +51,8 @@ def user_errors(command: F) -> F:
             try:
                 return command(*args, **kwargs)
             except UserError as exc:
-                error_console.print(
-                    f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+                error_console.print(  # the message quotes user input (paths, ids): escaped
+                    f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
                 )
                 raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -614,7 +616,7 @@ def models(config: ConfigOpt = None) -> None:
     from rich.table import Table
 
     cfg: BenchmarkConfig = load_config(config)
-    table = Table(title=f"Model presets ({cfg.path})")
+    table = Table(title=Text(f"Model presets ({cfg.path})"))
     for column in ("Preset", "Family", "Model", "Size", "GPU memory", "Needs", "Settings"):
         table.add_column(column)
     for preset in cfg.models.values():
@@ -624,15 +626,9 @@ def models(config: ConfigOpt = None) -> None:
             needs = (
                 needs + "; " if needs else ""
             ) + f"offline with pip package {preset.package.replace('_', '-')}"
-        table.add_row(
-            preset.name,
-            preset.family,
-            preset.model or preset.description,
-            preset.size,
-            preset.gpu_memory,
-            needs,
-            settings,
-        )
+        cells = (preset.name, preset.family, preset.model or preset.description, preset.size,
+                 preset.gpu_memory, needs, settings)  # fmt: skip
+        table.add_row(*map(Text, cells))
     console.print(table)
 
 

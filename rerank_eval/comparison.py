@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from rerank_eval.errors import UserError
 from rerank_eval.results import SavedResult
@@ -432,15 +432,16 @@ class Comparison:
         return max(values) if values else None
 
     def table(self) -> Table:
-        table = Table(title=f"Comparison: {self.metric}", caption=self.caption())
+        # labels and names come from users' results: Text, never markup
+        table = Table(title=Text(f"Comparison: {self.metric}"), caption=Text(self.caption()))
         name, *columns = self._header()
         table.add_column(name, no_wrap=True)
         for column in columns:
-            table.add_column(column.replace(", first stage:", "\nfirst stage:"), justify="right")
+            table.add_column(Text(column.replace(", first stage:", "\nfirst stage:")), justify="right")
         for row in self.rows:
             if row is self._first_average():
                 table.add_section()
-            table.add_row(escape(row.name), *self._cells(row, bold=lambda t: f"[bold]{t}[/bold]"))
+            table.add_row(Text(row.name), *self._cells(row, bold=lambda t: f"[bold]{t}[/bold]"))
         return table
 
     @staticmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 # Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
 REFERENCE_TOLERANCE = 5e-4
@@ -166,9 +167,9 @@ class Report:
     def table(self) -> Table:
         model = self.manifest["model"]
         labels = sorted({r["first_stage"]["label"] for r in self.manifest["datasets"]})
-        table = Table(
-            title=f"{model['name']} on {self.manifest['suite']['name']} (top-{self.recall[2:]})",
-            caption=self.caption(labels),
+        table = Table(  # names come from users' configs and paths: Text, never markup
+            title=Text(f"{model['name']} on {self.manifest['suite']['name']} (top-{self.recall[2:]})"),
+            caption=Text(self.caption(labels)),
         )
         table.add_column("Dataset", no_wrap=True)
         for metric in self.metrics:
@@ -185,7 +186,7 @@ class Report:
         for row in self.rows + self.averages:
             if row.kind == "average" and row is self.averages[0]:
                 table.add_section()
-            cells = [row.name]
+            cells: list[str | Text] = [Text(row.name)]
             for metric in self.metrics:
                 first, reranked = row.value("first_stage", metric), row.value("reranked", metric)
                 delta = None if first is None or reranked is None else reranked - first
@@ -236,14 +237,15 @@ def comparison_table(reports: list[Report]) -> Table:
     first = reports[0]
     metric = first.metrics[0]
     manifest = first.manifest
+    title = f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models"
     table = Table(
-        title=f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models",
-        caption=first.caption(sorted({r["first_stage"]["label"] for r in manifest["datasets"]})),
+        title=Text(title),
+        caption=Text(first.caption(sorted({r["first_stage"]["label"] for r in manifest["datasets"]}))),
     )
     table.add_column("Dataset", no_wrap=True)
     table.add_column("First stage", justify="right")
     for report in reports:
-        table.add_column(report.manifest["model"]["name"], justify="right")
+        table.add_column(Text(report.manifest["model"]["name"]), justify="right")
     table.add_column("Queries", justify="right")
     by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
     for row in first.rows + first.averages:
@@ -252,5 +254,5 @@ def comparison_table(reports: list[Report]) -> Table:
         values = [rows[row.name].value("reranked", metric) if row.name in rows else None for rows in by_name]
         best = max((v for v in values if v is not None), default=None)
         cells = [_fmt(v) if v != best else f"[bold]{_fmt(v)}[/bold]" for v in values]
-        table.add_row(row.name, _fmt(row.value("first_stage", metric)), *cells, str(row.queries))
+        table.add_row(Text(row.name), _fmt(row.value("first_stage", metric)), *cells, str(row.queries))
     return table

@@ -333,3 +333,14 @@ def test_export_csv_to_an_unwritable_path_is_one_clear_error(runs, tmp_path):
     target = tmp_path / "missing" / "summary.csv"
     result = CliRunner().invoke(app, ["export", str(runs["base"]), "--csv", str(target)])
     assert result.exit_code == 2 and f"error: cannot write {target}" in result.output
+
+
+def test_labels_and_names_are_shown_literally_never_as_markup(tmp_path):
+    from rich.console import Console
+
+    first = make_result(tmp_path, "ckpt[v1]", 0.0, noise=0.0)
+    second = make_result(tmp_path, "ckpt[v2]", 0.05, seed=4)
+    console = Console(width=300, record=True)
+    console.print(Comparison([load_result(first), load_result(second)]).table())
+    text = console.export_text()
+    assert "ckpt[v1] (baseline)" in text and "ckpt[v2]" in text and "Δ vs ckpt[v1]" in text

@@ -393,6 +393,10 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["unknown candidate order"],
         ),
         (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--run", "fiqa=/no/[/x]/[bold].trec"],
+            ["run file for fiqa not found: /no/[/x]/[bold].trec"],  # printed as is, never as markup
+        ),
+        (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--top-k", "0"],
             ["--top-k must be at least 1, got 0"],
         ),
