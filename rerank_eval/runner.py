@@ -109,9 +109,13 @@ class RunPlan:
                     f"--run-pattern {self.runs.pattern!r} may use only {{key}} and {{name}}"
                 ) from None
         if self.runs.reference is not None:
-            for spec in self.datasets:
-                if self.runs.path_for(spec) is not None:
-                    self.runs.reference_for(spec)
+            supplied = [spec for spec in self.datasets if self.runs.path_for(spec) is not None]
+            if not supplied:
+                raise UserError(
+                    "--run-reference describes run files you pass (--run, --runs-dir); there are none"
+                )
+            for spec in supplied:
+                self.runs.reference_for(spec)
 
 
 @dataclass
@@ -471,6 +475,12 @@ def execute(
         if writer.kept_existing:
             print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
         return folder
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while loading: say how to resume
+        if writer is not None:
+            writer.abort()
+        raise Interrupted(
+            f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}"
+        ) from None
     except BaseException:
         if writer is not None:
             writer.abort()

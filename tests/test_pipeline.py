@@ -397,6 +397,10 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["run file for fiqa not found: /no/[/x]/[bold].trec"],  # printed as is, never as markup
         ),
         (
+            ["miracl", "--languages", "sw", "--model", "bm25", "--run-reference", "pyserini-bm25"],
+            ["--run-reference describes run files you pass (--run, --runs-dir); there are none"],
+        ),
+        (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--top-k", "0"],
             ["--top-k must be at least 1, got 0"],
         ),

@@ -144,7 +144,7 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
     assert "stopping after the queries in progress" in result.output
-    assert "stopped at once; scores journaled so far are kept" in result.output
+    assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
     assert len(calls) == 2 and len(journal_lines(cache)) == 16  # the first chunk only
     assert_journal_valid_and_nothing_published(cache, out)
 
@@ -162,7 +162,8 @@ def test_first_sigint_while_loading_data_stops_at_once(slow_setup, monkeypatch):
     monkeypatch.setattr(runner, "prepare_dataset", pressed_while_loading)
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
-    assert "stopped at once" in result.output and "AssertionError" not in result.output
+    assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
+    assert "AssertionError" not in result.output
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
 
 
