@@ -94,19 +94,30 @@ def synthetic_tokenizer(folder: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocabulary = {token: i for i, token in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    # sorted: the alphabet comes back in another order on every call, and two tokenizers built
+    # here (the bfloat16 and float32 models of one bench) must give the same ids
+    vocabulary = {token: i for i, token in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     merges = []
-    for w in range(WORDS):  # merge "Ġ" "w" then the letters one by one
-        pieces = ["Ġ", *word(w)]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merged = current + piece
+
+    def add_whole(characters: str) -> None:  # merge the characters one by one into one token
+        current = characters[0]
+        for character in characters[1:]:
+            merged = current + character
             if merged not in vocabulary:
                 vocabulary[merged] = len(vocabulary)
-                merges.append((current, piece))
+                merges.append((current, character))
             current = merged
+
+    for w in range(WORDS):
+        add_whole("Ġ" + word(w))
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # The prompt's own words and markup (system prompt, tags, passage numbers) as whole tokens too,
+    # so prompts are about as long as the real tokenizer makes them, not spelt letter by letter.
+    markup = build_prompt("", [""] * 200)
+    for piece, _ in pre_tokenizer.pre_tokenize_str(markup):
+        add_whole(piece)
     tokenizer = Tokenizer(models.BPE(vocab=vocabulary, merges=merges))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=131072)
     fast.add_special_tokens(

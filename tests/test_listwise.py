@@ -279,6 +279,26 @@ def test_scores_do_not_depend_on_batch_composition(checkpoint):
         assert np.abs(a - b).max() <= 1e-5
 
 
+def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkeypatch):
+    reranker = load_reranker(str(checkpoint), max_doc_length=5)
+    requests = requests_for([QUERY, "vitamin d", QUERY + " again"])  # the same documents each time
+    expected = [load_reranker(str(checkpoint), max_doc_length=5).score_batch([r])[0] for r in requests]
+    seen: list[str] = []
+    truncate = reranker._truncate
+
+    def recording(texts, limit):
+        seen.extend(texts)
+        return truncate(texts, limit)
+
+    monkeypatch.setattr(reranker, "_truncate", recording)
+    scores = reranker.score_batch(requests[:2]) + reranker.score_batch(requests[2:])
+    documents = [t for t in seen if t in DOCS]
+    assert sorted(documents) == sorted(set(DOCS))  # queries apart, every document exactly once
+    assert all(np.array_equal(a, b) for a, b in zip(scores, expected))
+    cut = sum(1 for d in DOCS if len(reranker.tokenizer(d, add_special_tokens=False)["input_ids"]) >= 5)
+    assert reranker.runtime_stats()["truncated_documents"] == 3 * cut  # counted per occurrence
+
+
 def test_last_hidden_state_is_last_layer_after_final_norm(checkpoint):
     """Pins the transformers range: Qwen3Model.last_hidden_state == hidden_states[-1] (post-norm)."""
     reranker = load_reranker(str(checkpoint))

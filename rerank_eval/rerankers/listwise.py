@@ -48,6 +48,9 @@ SYSTEM_PROMPT = (
 # transformers' placeholder for "no limit"; anything above this is not a real context length.
 _UNSET_MAX_LENGTH = 10**9
 # Bumped whenever a change here can change a score, so cached scores are never reused across it.
+# Distinct documents whose truncation is remembered; beyond it the memory is cleared (API users
+# scoring an endless stream of documents never see it grow without bound).
+DOCUMENT_CACHE_LIMIT = 2_000_000
 SCORER_VERSION = "listwise-last-token/2"  # 2: special strings removed after truncation
 
 
@@ -254,6 +257,7 @@ class ListwiseLastToken(Reranker):
             }
         )
         self._stats = self._fresh_stats()
+        self._documents: dict[str, tuple[str, int]] = {}  # text -> (truncated text, token count)
         self._last_batch_blocks = 0
         self._last_block_query = ""
         self._last_block_tokens = 0
@@ -295,6 +299,7 @@ class ListwiseLastToken(Reranker):
     def begin_dataset(self, spec: DatasetSpec) -> None:
         """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
         self._stats = self._fresh_stats()
+        self._documents.clear()
 
     def runtime_stats(self) -> dict[str, Any]:
         return dict(self._stats)
@@ -351,6 +356,19 @@ class ListwiseLastToken(Reranker):
             lengths.append(len(ids))
         return cut_texts, lengths, sum(1 for ids in encoded if len(ids) >= limit)
 
+    def _truncated_documents(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Truncated texts and token counts, each distinct document tokenized once per dataset
+        (BEIR candidates recur across queries and across models of one run)."""
+        cache = self._documents
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            if len(cache) + len(new) > DOCUMENT_CACHE_LIMIT:
+                cache.clear()
+            for text, cut, length in zip(new, *self._truncate(new, self.settings.max_doc_length)[:2]):
+                cache[text] = (cut, length)
+        entries = [cache[t] for t in texts]
+        return [cut for cut, _ in entries], [length for _, length in entries]
+
     def _prompts(self, requests: Sequence[RerankRequest]) -> list[tuple[int, range, str]]:
         """(request index, documents of the block, prompt) for every block, in input order.
 
@@ -360,10 +378,9 @@ class ListwiseLastToken(Reranker):
         s = self.settings
         queries, query_lengths, _ = self._truncate([r.query for r in requests], s.max_query_length)
         queries = [strip_special_strings(q) for q in queries]
-        flat_docs = [t for r in requests for t in r.texts]
-        docs, doc_lengths, cut = self._truncate(flat_docs, s.max_doc_length) if flat_docs else ([], [], 0)
+        docs, doc_lengths = self._truncated_documents([t for r in requests for t in r.texts])
         docs = [strip_special_strings(d) for d in docs]
-        self._stats["truncated_documents"] += cut
+        self._stats["truncated_documents"] += sum(1 for n in doc_lengths if n >= s.max_doc_length)
         prompts: list[tuple[int, range, str]] = []
         offset = 0
         for index, request in enumerate(requests):
@@ -410,7 +427,8 @@ class ListwiseLastToken(Reranker):
         # No attention mask: under causal attention no real token sees the padding placed after it,
         # so the plain causal kernel (FlashAttention/SDPA is_causal) gives every real position the
         # value it has alone, without materialising a padding mask.
-        hidden = self.backbone(input_ids=input_ids).last_hidden_state
+        # use_cache=False: no key/value cache is built (it would hold every layer's keys and values).
+        hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
         real = attention_mask.bool()
         outputs = []
         for row, block in enumerate(batch):
