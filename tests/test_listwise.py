@@ -299,6 +299,34 @@ def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkey
     assert reranker.runtime_stats()["truncated_documents"] == 3 * cut  # counted per occurrence
 
 
+def test_float32_attention_for_cuda_repeats_key_value_heads_and_keeps_scores(checkpoint, monkeypatch):
+    from transformers import AttentionInterface
+
+    from rerank_eval.rerankers import listwise
+
+    assert listwise.listwise_attention(torch.device("cuda"), torch.float32) == listwise.REPEATED_KV_SDPA
+    assert listwise.listwise_attention(torch.device("cuda"), torch.bfloat16) in ("sdpa", "flash_attention_2")
+    assert listwise.listwise_attention(torch.device("cpu"), torch.float32) == "sdpa"
+    reranker = load_reranker(str(checkpoint), context_length=300, max_doc_length=60)
+    requests = requests_for([QUERY, "vitamin d"])
+    expected = reranker.score_batch(requests)
+    groups = []
+
+    def recording(module, query, key, *args, **kwargs):
+        groups.append(query.shape[1] // key.shape[1])
+        return listwise.causal_sdpa_repeated_kv(module, query, key, *args, **kwargs)
+
+    AttentionInterface.register(listwise.REPEATED_KV_SDPA, recording)  # the name registered, spied
+    monkeypatch.setattr(reranker.backbone.config, "_attn_implementation", listwise.REPEATED_KV_SDPA)
+    try:
+        scores = reranker.score_batch(requests)
+    finally:
+        AttentionInterface.register(listwise.REPEATED_KV_SDPA, listwise.causal_sdpa_repeated_kv)
+    config = reranker.backbone.config
+    assert set(groups) == {config.num_attention_heads // config.num_key_value_heads} != {1}
+    assert all(np.abs(a - b).max() <= 1e-6 for a, b in zip(scores, expected))
+
+
 def test_last_hidden_state_is_last_layer_after_final_norm(checkpoint):
     """Pins the transformers range: Qwen3Model.last_hidden_state == hidden_states[-1] (post-norm)."""
     reranker = load_reranker(str(checkpoint))

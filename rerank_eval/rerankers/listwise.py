@@ -66,6 +66,50 @@ class ListwiseSettings:
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device
 
 
+# float32 on CUDA: SDPA's fused kernels that take float32 do not take grouped key/value heads, so
+# with them PyTorch falls back to the math kernel, which materialises every n × n score matrix
+# (about 28 GB per 21k-token prompt). Repeating the key/value heads first keeps the memory-efficient
+# kernel. Only for this model's calls, which never carry a padding mask.
+REPEATED_KV_SDPA = "sdpa_causal_repeated_kv"
+
+
+def causal_sdpa_repeated_kv(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal SDPA with key/value heads repeated to the query heads (transformers' interface)."""
+    if attention_mask is not None:
+        raise ValueError(f"{REPEATED_KV_SDPA} is for unpadded or right-padded causal batches, without a mask")
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, is_causal=query.shape[2] > 1, scale=scaling
+    )
+    return output.transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(REPEATED_KV_SDPA, causal_sdpa_repeated_kv)
+    AttentionMaskInterface.register(REPEATED_KV_SDPA, sdpa_mask)
+
+
+def listwise_attention(device: torch.device, dtype: torch.dtype) -> str:
+    """The attention kernel for the listwise backbone on this device and dtype."""
+    if device.type == "cuda" and dtype == torch.float32:
+        _register_attention()
+        return REPEATED_KV_SDPA
+    return attention_implementation(device, dtype)
+
+
 def strip_special_strings(text: str) -> str:
     """Remove every occurrence of the two special-token strings, including ones a removal forms."""
     previous = None
@@ -210,7 +254,7 @@ class ListwiseLastToken(Reranker):
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the tokenizer of {checkpoint.source}: {exc}") from None
         projector_weights = _load_projector_weights(checkpoint)
-        attention = attention_implementation(self.device, self.dtype)
+        attention = listwise_attention(self.device, self.dtype)
         with quiet_transformers():  # projector and lm_head keys are expected to go unused
             backbone = Qwen3Model.from_pretrained(
                 str(checkpoint.folder),
