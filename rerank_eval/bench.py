@@ -37,6 +37,7 @@ from rerank_eval.rerankers.listwise import (
     RERANK_TOKEN,
     ListwiseLastToken,
     build_prompt,
+    listwise_attention,
     merge_blocks,
     plan_blocks,
     strip_special_strings,
@@ -52,7 +53,11 @@ SHAPES = {
                  num_key_value_heads=2, head_dim=16, vocab_size=4096, projector=32),
 }  # fmt: skip
 # Datasheet dense bf16 tensor-core peaks (FLOP/s), matched on the CUDA device name.
-DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+# The first key contained in the device name wins: the PCIe and NVL H100s before the SXM one.
+DATASHEET_BF16 = {
+    "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H100": 989e12, "A100": 312e12,
+    "L40S": 362e12, "A10": 125e12,
+}  # fmt: skip
 WORDS = 2000  # synthetic words, each one token
 
 
@@ -135,7 +140,7 @@ def random_reranker(shape: str, device: torch.device, dtype: torch.dtype, folder
     tokenizer = synthetic_tokenizer(folder)
     spec["vocab_size"] = max(spec["vocab_size"], len(tokenizer))
     config = Qwen3Config(**spec, max_position_embeddings=131072, rope_theta=1e6, tie_word_embeddings=True)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = listwise_attention(device, dtype)
     torch.manual_seed(0)
     with torch.device(device):
         backbone = Qwen3Model(config).to(dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 
 
@@ -47,7 +48,10 @@ def ranks() -> Ranks:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend)
+        # Ranks wait at barriers while rank 0 downloads and builds (a doc store, a BM25 index):
+        # far longer than the 10-minute default of NCCL's collectives.
+        minutes = float(os.environ.get("RERANK_EVAL_RANK_WAIT_MINUTES", "360"))
+        dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     return Ranks(dist.get_rank(), world, local_rank)
 
 
