@@ -1,20 +1,31 @@
 """Every GPU check the project needs, in a few minutes, ending with one table.
 
-Run on a CUDA machine from the repository root, after `make install`:
+Run on a CUDA machine from the repository root. With the project installed:
 
     .venv/bin/python scripts/gpu_check.py --out gpu-check.json
 
-1. `rerank-eval bench` on the real jina-reranker-v3 shape (random weights, bf16): short, medium,
+On a machine without network whose python3 already holds torch and transformers (the lent
+H100/H200: rerank-eval's own modules are imported from the checkout, and no check needs
+ir_datasets, ir_measures or bm25s):
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 scripts/gpu_check.py --out $OUT/gpu-check.json
+
+Each check prints its row as soon as it ends and the JSON is rewritten after every check, so a
+failure (reported in its row) or a time limit loses nothing already measured. In order:
+
+1. `rerank-eval bench` on the real jina-reranker-v3 shape (random weights, bf16): medium, short,
    long presets (targets: medium ≥ 45% MFU and ≥ 1.5× the reference-style path; short ≥ 4×;
-   long no slower and no out-of-memory at 100 candidates), and the float32 path's largest score
-   difference to the reference-style path (≤ 1e-4) with the bf16 rank agreement.
+   long no slower and no out-of-memory at 100 candidates), medium also with the bf16 rank
+   agreement (Kendall tau) against float32.
 2. Every reranker family on a tiny random checkpoint: CUDA float32 scores against CPU float32
    (≤ 1e-4), CUDA bf16 batched against one pair or block at a time (≤ 2e-2), scores float32.
+3. The float32 path's largest score difference to the reference-style path (≤ 1e-4).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -40,58 +51,57 @@ DOCS = ["scurvy is caused by a lack of vitamin c", "the lazy dog sleeps", "bones
         "heart attacks and aspirin"] * 5  # fmt: skip
 
 
-def bench_checks(device: str, quick: bool) -> list[dict]:
+HEADER = f"{'check':<58} {'speed-up':>9} {'MFU(ds)':>8} {'MFU(mm)':>8} {'max diff':>10} {'tau':>7} {'ok':>4}"
+BENCH_PRESETS = (("medium", 16, 1.5), ("short", 16, 4.0), ("long", 4, 1.0))
+
+
+def bench_check(device: str, quick: bool, preset: str, queries: int, target: float) -> list[dict]:
     shape = "qwen3-0.6b" if device == "cuda" else "tiny"
-    rows = []
-    for preset, queries, target in (("short", 16, 4.0), ("medium", 16, 1.5), ("long", 4, 1.0)):
-        started = time.time()
-        result = run_bench(
-            preset, shape, 2 if quick else queries, device=device, compare_float32=preset == "medium"
-        )
-        ours = result["ours"]
-        mfu_ok = preset != "medium" or (ours["mfu_datasheet"] or 0) >= 0.45
-        rows.append({
-            "check": f"bench {preset} ({shape}, {result['model']['dtype']})", "speedup": result["speedup"],
-            "speedup_target": target, "mfu_datasheet": ours["mfu_datasheet"],
-            "mfu_measured": ours["mfu_measured"],
-            "docs_per_second": ours["docs_per_second"], "peak_gib": ours["peak_memory_bytes"] / 2**30,
-            "kendall_tau_vs_float32": result["kendall_tau_vs_float32"], "seconds": time.time() - started,
-            "passed": result["speedup"] >= target and mfu_ok, "result": result,
-        })  # fmt: skip
-    exact = run_bench(
-        "medium", shape, 2 if quick else 4, device=device, dtype="float32", compare_float32=False
-    )
+    started = time.time()
+    count = 2 if quick else queries
+    result = run_bench(preset, shape, count, device=device, compare_float32=preset == "medium")
+    ours = result["ours"]
+    mfu_ok = preset != "medium" or (ours["mfu_datasheet"] or 0) >= 0.45
+    return [{
+        "check": f"bench {preset} ({shape}, {result['model']['dtype']})", "speedup": result["speedup"],
+        "speedup_target": target, "mfu_datasheet": ours["mfu_datasheet"],
+        "mfu_measured": ours["mfu_measured"],
+        "docs_per_second": ours["docs_per_second"], "peak_gib": ours["peak_memory_bytes"] / 2**30,
+        "kendall_tau_vs_float32": result["kendall_tau_vs_float32"], "seconds": time.time() - started,
+        "passed": result["speedup"] >= target and mfu_ok, "result": result,
+    }]  # fmt: skip
+
+
+def exactness_check(device: str, quick: bool) -> list[dict]:
+    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
+    count = 2 if quick else 4
+    exact = run_bench("medium", shape, count, device=device, dtype="float32", compare_float32=False)
     difference = exact["max_score_difference"]
-    rows.append({"check": "float32 ours vs reference-style", "max_score_difference": difference,
-                 "passed": difference <= 1e-4, "result": exact})  # fmt: skip
-    return rows
+    return [{"check": "float32 ours vs reference-style", "max_score_difference": difference,
+             "passed": difference <= 1e-4, "result": exact}]  # fmt: skip
 
 
-def family_checks(device: str) -> list[dict]:
-    rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        models = {
-            "listwise-last-token": build_listwise_checkpoint(root / "lw", model_max_length=600),
-            "cross-encoder": build_cross_encoder(root / "ce"),
-            "yes-no": build_causal_lm(root / "lm"),
-            "one-zero": root / "lm",
-            "bi-encoder": build_bi_encoder(root / "bi"),
-        }
-        for family, path in models.items():
-            cpu = load_reranker(str(path), family=family, device="cpu", dtype="float32").score(QUERY, DOCS)
-            gpu32 = load_reranker(str(path), family=family, device=device, dtype="float32").score(QUERY, DOCS)
-            batched = load_reranker(str(path), family=family, device=device, dtype="bfloat16")
-            single = load_reranker(
-                str(path), family=family, device=device, dtype="bfloat16", max_batch_tokens=1
-            )
-            together, alone = batched.score(QUERY, DOCS), single.score(QUERY, DOCS)
-            difference = float(np.abs(np.array(cpu) - np.array(gpu32)).max())
-            batching = float(np.abs(np.array(together) - np.array(alone)).max())
-            rows.append({"check": f"{family}: {device} fp32 vs cpu; bf16 batched vs alone",
-                         "max_score_difference": difference, "bf16_batching_difference": batching,
-                         "passed": difference <= 1e-4 and batching <= 2e-2})  # fmt: skip
-    return rows
+BUILDERS = {
+    "listwise-last-token": lambda folder: build_listwise_checkpoint(folder, model_max_length=600),
+    "cross-encoder": build_cross_encoder,
+    "yes-no": build_causal_lm,
+    "one-zero": build_causal_lm,
+    "bi-encoder": build_bi_encoder,
+}
+
+
+def family_check(device: str, family: str, root: Path) -> list[dict]:
+    path = str(BUILDERS[family](root / family))
+    cpu = load_reranker(path, family=family, device="cpu", dtype="float32").score(QUERY, DOCS)
+    gpu32 = load_reranker(path, family=family, device=device, dtype="float32").score(QUERY, DOCS)
+    batched = load_reranker(path, family=family, device=device, dtype="bfloat16")
+    single = load_reranker(path, family=family, device=device, dtype="bfloat16", max_batch_tokens=1)
+    together, alone = batched.score(QUERY, DOCS), single.score(QUERY, DOCS)
+    difference = float(np.abs(np.array(cpu) - np.array(gpu32)).max())
+    batching = float(np.abs(np.array(together) - np.array(alone)).max())
+    return [{"check": f"{family}: {device} fp32 vs cpu; bf16 batched vs alone",
+             "max_score_difference": difference, "bf16_batching_difference": batching,
+             "passed": difference <= 1e-4 and batching <= 2e-2}]  # fmt: skip
 
 
 def main() -> None:
@@ -103,21 +113,40 @@ def main() -> None:
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    rows = bench_checks(device, args.quick) + family_checks(device)
-    args.out.write_text(json.dumps({"device": name, "checks": rows}, indent=2, default=str) + "\n")
-    print(f"\nGPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
-    print(
-        f"{'check':<58} {'speed-up':>9} {'MFU(ds)':>8} {'MFU(mm)':>8} {'max diff':>10} {'tau':>7} {'ok':>4}"
-    )
-    for row in rows:
-        cells = [
-            _cell(row, "speedup", "9.2f"),
-            _cell(row, "mfu_datasheet", "8.1%"),
-            _cell(row, "mfu_measured", "8.1%"),
-            _cell(row, "max_score_difference", "10.1e"),
-            _cell(row, "kendall_tau_vs_float32", "7.4f"),
-        ]
-        print(f"{row['check']:<58} {' '.join(cells)} {'yes' if row['passed'] else 'NO':>4}")
+    root = Path(tempfile.mkdtemp(prefix="rerank-eval-gpu-check-"))
+    checks = [
+        *((f"bench {b[0]}", functools.partial(bench_check, device, args.quick, *b)) for b in BENCH_PRESETS),
+        *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
+        ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
+    ]  # fmt: skip
+    print(f"GPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
+    print(HEADER)
+    rows: list[dict] = []
+    for label, check in checks:
+        try:
+            new = check()
+        except Exception as exc:  # one failed check must not cost the others
+            new = [{"check": label, "passed": False, "error": f"{type(exc).__name__}: {exc}"}]
+        finally:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        for row in new:
+            print_row(row)
+        rows += new
+        args.out.write_text(json.dumps({"device": name, "checks": rows}, indent=2, default=str) + "\n")
+
+
+def print_row(row: dict) -> None:
+    cells = [
+        _cell(row, "speedup", "9.2f"),
+        _cell(row, "mfu_datasheet", "8.1%"),
+        _cell(row, "mfu_measured", "8.1%"),
+        _cell(row, "max_score_difference", "10.1e"),
+        _cell(row, "kendall_tau_vs_float32", "7.4f"),
+    ]
+    print(f"{row['check']:<58} {' '.join(cells)} {'yes' if row['passed'] else 'NO':>4}", flush=True)
+    if "error" in row:
+        print(f"    {row['error']}", flush=True)
 
 
 def _cell(row: dict, key: str, form: str) -> str:
