@@ -89,3 +89,20 @@ def test_bench_index_reports_doc_store_and_index_builds():
     assert report["docstore_bytes"] > 0 and report["index_bytes"] > 0
     assert report["docstore_peak_memory_bytes"] > 0
     assert report["peak_bytes_per_document"] == round(report["peak_memory_bytes"] / 1000)
+
+
+def test_two_builds_of_the_synthetic_model_are_the_same_model(tmp_path):
+    """The bf16 run's rank agreement is measured against a second, float32 build of the model:
+    the two must share token ids and weights, or tau compares two different models."""
+    first = random_reranker("tiny", torch.device("cpu"), torch.float32, tmp_path / "a")
+    second = random_reranker("tiny", torch.device("cpu"), torch.float32, tmp_path / "b")
+    request = Workload("short", 1, 8, 20).requests()[0]
+    prompt = first.block_prompts(request.query, list(request.texts))[0]
+    assert first.tokenizer(prompt)["input_ids"] == second.tokenizer(prompt)["input_ids"]
+    assert np.array_equal(first.score_batch([request])[0], second.score_batch([request])[0])
+
+
+def test_prompt_markup_is_tokenized_in_words_not_letters(tiny):
+    from rerank_eval.rerankers.listwise import SYSTEM_PROMPT
+
+    assert len(tiny.tokenizer(SYSTEM_PROMPT)["input_ids"]) < len(SYSTEM_PROMPT.split()) * 2
