@@ -299,6 +299,21 @@ def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkey
     assert reranker.runtime_stats()["truncated_documents"] == 3 * cut  # counted per occurrence
 
 
+def test_document_memory_cleared_at_its_limit_keeps_answering(checkpoint, monkeypatch):
+    from rerank_eval.rerankers import listwise
+
+    monkeypatch.setattr(listwise, "DOCUMENT_CACHE_LIMIT", 3)
+    reranker = load_reranker(str(checkpoint), max_doc_length=5)
+    fresh = load_reranker(str(checkpoint), max_doc_length=5)
+    first = reranker._truncated_documents(DOCS[:2])
+    assert first == fresh._truncate(DOCS[:2], 5)[:2]
+    assert (
+        reranker._truncated_documents([DOCS[0], DOCS[2], DOCS[3]])
+        == fresh._truncate([DOCS[0], DOCS[2], DOCS[3]], 5)[:2]
+    )
+    assert len(reranker._documents) == 3
+
+
 def test_float32_attention_for_cuda_repeats_key_value_heads_and_keeps_scores(checkpoint, monkeypatch):
     from transformers import AttentionInterface
 

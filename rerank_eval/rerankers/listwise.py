@@ -47,10 +47,10 @@ SYSTEM_PROMPT = (
 )
 # transformers' placeholder for "no limit"; anything above this is not a real context length.
 _UNSET_MAX_LENGTH = 10**9
-# Bumped whenever a change here can change a score, so cached scores are never reused across it.
 # Distinct documents whose truncation is remembered; beyond it the memory is cleared (API users
 # scoring an endless stream of documents never see it grow without bound).
 DOCUMENT_CACHE_LIMIT = 2_000_000
+# Bumped whenever a change here can change a score, so cached scores are never reused across it.
 SCORER_VERSION = "listwise-last-token/2"  # 2: special strings removed after truncation
 
 
@@ -343,6 +343,10 @@ class ListwiseLastToken(Reranker):
     def begin_dataset(self, spec: DatasetSpec) -> None:
         """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
         self._stats = self._fresh_stats()
+        self.forget_documents()
+
+    def forget_documents(self) -> None:
+        """Drop the remembered truncations (a new dataset, or a benchmark's cold start)."""
         self._documents.clear()
 
     def runtime_stats(self) -> dict[str, Any]:
@@ -404,10 +408,11 @@ class ListwiseLastToken(Reranker):
         """Truncated texts and token counts, each distinct document tokenized once per dataset
         (BEIR candidates recur across queries and across models of one run)."""
         cache = self._documents
-        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        distinct = list(dict.fromkeys(texts))
+        if len(cache) + len(distinct) > DOCUMENT_CACHE_LIMIT:
+            cache.clear()  # before looking up: every text of this call stays answerable
+        new = [t for t in distinct if t not in cache]
         if new:
-            if len(cache) + len(new) > DOCUMENT_CACHE_LIMIT:
-                cache.clear()
             for text, cut, length in zip(new, *self._truncate(new, self.settings.max_doc_length)[:2]):
                 cache[text] = (cut, length)
         entries = [cache[t] for t in texts]
