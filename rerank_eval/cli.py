@@ -556,7 +556,7 @@ def bench(
         str, typer.Option("--shape", help="qwen3-0.6b (jina-reranker-v3's shape, random weights) or tiny.")
     ] = "tiny",
     queries: Annotated[
-        int | None, typer.Option("--queries", help="Queries (default 16 on CUDA, 4 on CPU).")
+        int | None, typer.Option("--queries", help="Queries (default 32 on CUDA, 4 on CPU).")
     ] = None,
     candidates: Annotated[int, typer.Option("--candidates", help="Candidates per query.")] = 100,
     doc_tokens: Annotated[

@@ -475,15 +475,13 @@ def execute(
         if writer.kept_existing:
             print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
         return folder
-    except KeyboardInterrupt:  # a second Ctrl-C, or one while loading: say how to resume
+    except BaseException as exc:
         if writer is not None:
             writer.abort()
-        raise Interrupted(
-            f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}"
-        ) from None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
+        if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C, or one while loading
+            raise Interrupted(
+                f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}"
+            ) from None
         raise
 
 

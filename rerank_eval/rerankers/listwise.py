@@ -389,10 +389,10 @@ class ListwiseLastToken(Reranker):
 
     # -- the procedure ---------------------------------------------------------------------------
 
-    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int], int]:
+    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int]]:
         """Cut texts of `limit` tokens or more to `limit` tokens (text replaced by their decoding).
 
-        Returns the texts, their token counts and how many were cut.
+        Returns the texts and their token counts (a count equal to `limit` means cut).
         """
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         cut_texts, lengths = [], []
@@ -402,18 +402,18 @@ class ListwiseLastToken(Reranker):
                 text = self.tokenizer.decode(ids)
             cut_texts.append(text)
             lengths.append(len(ids))
-        return cut_texts, lengths, sum(1 for ids in encoded if len(ids) >= limit)
+        return cut_texts, lengths
 
     def _truncated_documents(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Truncated texts and token counts, each distinct document tokenized once per dataset
-        (BEIR candidates recur across queries and across models of one run)."""
+        (BEIR candidates recur across the queries of a dataset)."""
         cache = self._documents
         distinct = list(dict.fromkeys(texts))
         if len(cache) + len(distinct) > DOCUMENT_CACHE_LIMIT:
             cache.clear()  # before looking up: every text of this call stays answerable
         new = [t for t in distinct if t not in cache]
         if new:
-            for text, cut, length in zip(new, *self._truncate(new, self.settings.max_doc_length)[:2]):
+            for text, cut, length in zip(new, *self._truncate(new, self.settings.max_doc_length)):
                 cache[text] = (cut, length)
         entries = [cache[t] for t in texts]
         return [cut for cut, _ in entries], [length for _, length in entries]
@@ -425,7 +425,7 @@ class ListwiseLastToken(Reranker):
         on the texts as given; the special-token strings are removed when a block's prompt is built.
         """
         s = self.settings
-        queries, query_lengths, _ = self._truncate([r.query for r in requests], s.max_query_length)
+        queries, query_lengths = self._truncate([r.query for r in requests], s.max_query_length)
         queries = [strip_special_strings(q) for q in queries]
         docs, doc_lengths = self._truncated_documents([t for r in requests for t in r.texts])
         docs = [strip_special_strings(d) for d in docs]
