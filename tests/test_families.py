@@ -240,7 +240,22 @@ def test_bi_encoder_embeds_each_document_once_per_dataset(models):
 
     reranker.begin_dataset(load_config().suite("beir").datasets[0])
     reranker.score_batch(requests([QUERY]))
-    assert reranker.runtime_stats()["embedded_documents"] == 2 * len(DOCS)
+    assert reranker.runtime_stats()["embedded_documents"] == len(DOCS)  # embedded again, counted anew
+
+
+@pytest.mark.parametrize(
+    ("model", "family"), [("ce1", "cross-encoder"), ("lm", "yes-no"), ("bi", "bi-encoder")]
+)
+def test_execution_counts_are_per_dataset(models, model, family):
+    from rerank_eval.config import load_config
+
+    reranker = load_reranker(str(models[model]), family=family, max_batch_tokens=64)
+    reranker.score_batch(requests([QUERY, "aspirin"]))
+    first = reranker.runtime_stats()["forward_passes"]
+    reranker.begin_dataset(load_config().suite("beir").datasets[0])
+    assert reranker.runtime_stats()["forward_passes"] == 0
+    reranker.score_batch(requests([QUERY, "aspirin"]))
+    assert reranker.runtime_stats()["forward_passes"] == first > 1
 
 
 def test_bi_encoder_batching_invariant(models):

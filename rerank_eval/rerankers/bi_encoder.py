@@ -29,9 +29,12 @@ class BiEncoder(TransformerReranker):
         super().__init__(*args, **kwargs)
         self.cap_max_length(self.tokenizer)
         self._documents: dict[str, np.ndarray] = {}
-        self._stats["embedded_documents"] = 0
+
+    def _fresh_stats(self) -> dict[str, Any]:
+        return {**super()._fresh_stats(), "embedded_documents": 0}
 
     def begin_dataset(self, spec: DatasetSpec) -> None:
+        super().begin_dataset(spec)
         self._documents.clear()
 
     def forward(self, rows: list[list[int]]) -> torch.Tensor:

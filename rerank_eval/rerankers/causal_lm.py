@@ -100,6 +100,7 @@ class YesNoReranker(TwoTokenReranker):
         return {"max_length": self.max_length, "instruction": self.instruction}
 
     def begin_dataset(self, spec: DatasetSpec) -> None:
+        super().begin_dataset(spec)
         self.instruction = (
             spec.instructions.get(self.name) or spec.instructions.get(self.family) or self.default_instruction
         )

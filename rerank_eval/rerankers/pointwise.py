@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_eval.config import DatasetSpec
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
@@ -60,12 +61,7 @@ class TransformerReranker(Reranker):
         # Only a checkpoint that ships its own code runs it; its code may not support a requested
         # attention kernel and then picks its own. Every other checkpoint gets ours.
         self.runs_own_code = trust_remote_code and ships_code(checkpoint.folder)
-        self._stats: dict[str, Any] = {
-            "max_batch_tokens": self.max_batch_tokens,
-            "out_of_memory_retries": 0,
-            "forward_passes": 0,
-            "largest_batch": 0,
-        }
+        self._stats = self._fresh_stats()
         self._last_batch: tuple[int, int, str] = (0, 0, "")  # pairs, tokens, a query id
         self.tokenizer, self.model = self._load()
         if self.runs_own_code:  # record the kernel the model's code chose
@@ -119,6 +115,18 @@ class TransformerReranker(Reranker):
         identity["settings"] = self.settings()
         identity["scorer_version"] = f"{self.family}/{self.scorer_version}"
         return identity
+
+    def _fresh_stats(self) -> dict[str, Any]:
+        return {
+            "max_batch_tokens": self.max_batch_tokens,
+            "out_of_memory_retries": 0,
+            "forward_passes": 0,
+            "largest_batch": 0,
+        }
+
+    def begin_dataset(self, spec: DatasetSpec) -> None:
+        """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
+        self._stats = self._fresh_stats()
 
     def runtime_stats(self) -> dict[str, Any]:
         return dict(self._stats)
