@@ -8,7 +8,7 @@ shape, in the same process:
   truncation, build the prompt string, tokenize it whole, one prompt per forward pass with every
   layer's hidden states requested, projector, numpy merge;
 - ours: `ListwiseLastToken` (blocks of several queries per forward pass, length-sorted right
-  padding, only the last hidden state, background tokenization).
+  padding, only the last hidden state, fused RMSNorm kernels, background tokenization).
 
 It reports documents/s, tokens/s, ms per query (p50, p95), peak memory, model FLOP utilisation
 against the device's datasheet bf16 peak and against a bf16 matrix product measured in the same
@@ -18,10 +18,12 @@ run, the speed-up, the largest score difference between the paths, and (bf16) th
 
 from __future__ import annotations
 
+import contextlib
 import random
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from rerank_eval.rerankers.listwise import (
     merge_blocks,
     plan_blocks,
     strip_special_strings,
+    use_fused_rms_norm,
 )
 
 # Document-length presets (mean tokens per document), after BEIR datasets of that shape.
@@ -136,7 +139,9 @@ def synthetic_tokenizer(folder: Path):
     return fast
 
 
-def random_reranker(shape: str, device: torch.device, dtype: torch.dtype, folder: Path) -> ListwiseLastToken:
+def random_reranker(
+    shape: str, device: torch.device, dtype: torch.dtype, folder: Path, fused_rms_norm: bool = True
+) -> ListwiseLastToken:
     from transformers import Qwen3Config, Qwen3Model
 
     spec = dict(SHAPES[shape])
@@ -154,7 +159,9 @@ def random_reranker(shape: str, device: torch.device, dtype: torch.dtype, folder
         "projector.2.weight": torch.randn(projector, projector) / projector**0.5,
     }
     checkpoint = Checkpoint(folder, f"random {shape}", None, None)
-    return ListwiseLastToken.from_parts(checkpoint, tokenizer, backbone, weights, str(device), dtype)
+    return ListwiseLastToken.from_parts(
+        checkpoint, tokenizer, backbone, weights, str(device), dtype, fused_rms_norm=fused_rms_norm
+    )
 
 
 # -- the reference-style path -----------------------------------------------------------------------
@@ -188,6 +195,17 @@ def reference_style_scores(model: ListwiseLastToken, request: RerankRequest) -> 
         doc_vectors.append(embed.cpu().numpy())
         query_vectors.append(query_vector.cpu().numpy())
     return merge_blocks(doc_vectors, query_vectors).astype(np.float32), tokens
+
+
+@contextlib.contextmanager
+def published_modules(model: ListwiseLastToken) -> Iterator[None]:
+    """transformers' own modules while the reference-style path runs: the published code loads the
+    model as it is."""
+    use_fused_rms_norm(model.backbone, False)
+    try:
+        yield
+    finally:
+        use_fused_rms_norm(model.backbone, model.settings.fused_rms_norm)
 
 
 # -- measurements --------------------------------------------------------------------------------------
@@ -278,14 +296,15 @@ def _path_result(seconds, per_query_ms, requests, lengths, model, device, peaks)
 def run_reference(model, requests, device, peaks) -> tuple[PathResult, list[np.ndarray]]:
     reset_peak(device)
     scores, per_query, lengths = [], [], []
-    start = time.perf_counter()
-    for request in requests:
-        began = time.perf_counter()
-        query_scores, _ = reference_style_scores(model, request)
-        synchronize(device)
-        per_query.append((time.perf_counter() - began) * 1000)
-        scores.append(query_scores)
-    seconds = time.perf_counter() - start
+    with published_modules(model):
+        start = time.perf_counter()
+        for request in requests:
+            began = time.perf_counter()
+            query_scores, _ = reference_style_scores(model, request)
+            synchronize(device)
+            per_query.append((time.perf_counter() - began) * 1000)
+            scores.append(query_scores)
+        seconds = time.perf_counter() - start
     lengths = prompt_lengths(model, requests)
     return _path_result(seconds, per_query, requests, lengths, model, device, peaks), scores
 
@@ -325,6 +344,7 @@ def run_bench(
     dtype: str | None = None,
     matmul_size: int | None = None,
     compare_float32: bool = True,
+    fused_rms_norm: bool = True,
 ) -> dict[str, Any]:
     chosen = pick_device(device)
     chosen_dtype = pick_dtype(dtype, chosen)
@@ -337,7 +357,7 @@ def run_bench(
     device_name, datasheet = datasheet_peak(chosen)
     measured = measured_matmul_peak(chosen, size)
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-") as folder:
-        model = random_reranker(shape, chosen, chosen_dtype, Path(folder))
+        model = random_reranker(shape, chosen, chosen_dtype, Path(folder), fused_rms_norm)
         run_ours(model, requests[:1], chosen, (datasheet, measured))  # warm-up (kernels, allocator)
         model.forget_documents()  # a cold start: the warm-up's documents are tokenized again
         reference, reference_scores = run_reference(model, requests, chosen, (datasheet, measured))
@@ -345,7 +365,8 @@ def run_bench(
         result: dict[str, Any] = {
             "workload": asdict(workload),
             "model": {"shape": shape, "non_embedding_parameters": non_embedding_parameters(model),
-                      "dtype": str(chosen_dtype).removeprefix("torch."), "attention": model.attention},
+                      "dtype": str(chosen_dtype).removeprefix("torch."), "attention": model.attention,
+                      "fused_rms_norm": fused_rms_norm},
             "device": {"type": chosen.type, "name": device_name, "datasheet_bf16_flops": datasheet,
                        "measured_bf16_matmul_flops": measured, "matmul_size": size},
             "reference_style": asdict(reference),
@@ -360,7 +381,7 @@ def run_bench(
         if compare_float32 and chosen_dtype != torch.float32:
             # float32 is slow on tensor-core GPUs: the rank agreement is taken over the first queries
             compared = requests[:FLOAT32_QUERIES]
-            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32")
+            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32", fused_rms_norm)
             _, fp32_scores = run_ours(float32, compared, chosen, (datasheet, measured))
             result["kendall_tau_vs_float32"] = round(kendall_tau(our_scores[: len(compared)], fp32_scores), 4)
             result["kendall_tau_queries"] = len(compared)

@@ -575,6 +575,13 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
+    fused_rms_norm: Annotated[
+        bool,
+        typer.Option(
+            "--fused-rms-norm/--no-fused-rms-norm",
+            help="Ours with one fused kernel per RMSNorm (the reference-style path never fuses).",
+        ),
+    ] = True,
 ) -> None:
     """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
     from rerank_eval.bench import PRESETS, SHAPES, run_bench
@@ -584,7 +591,17 @@ def bench(
         raise UserError(f"unknown preset {preset!r}; use {', '.join(PRESETS)}")
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
-    result = run_bench(preset, shape, queries, candidates, doc_tokens, device, dtype, matmul_size)
+    result = run_bench(
+        preset,
+        shape,
+        queries,
+        candidates,
+        doc_tokens,
+        device,
+        dtype,
+        matmul_size,
+        fused_rms_norm=fused_rms_norm,
+    )
     console.print(bench_table(result))
     text = json.dumps(result, indent=2)
     print(text)

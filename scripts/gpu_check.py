@@ -20,6 +20,7 @@ failure (reported in its row) or a time limit loses nothing already measured. In
 2. Every reranker family on a tiny random checkpoint: CUDA float32 scores against CPU float32
    (≤ 1e-4), CUDA bf16 batched against one pair or block at a time (≤ 2e-2), scores float32.
 3. The float32 path's largest score difference to the reference-style path (≤ 1e-4).
+4. medium and short again with transformers' own RMSNorm in ours (what the fused kernels add).
 """
 
 from __future__ import annotations
@@ -56,15 +57,25 @@ HEADER = f"{'check':<58} {'speed-up':>9} {'MFU(ds)':>8} {'MFU(mm)':>8} {'max dif
 BENCH_PRESETS = (("medium", 32, 1.5), ("short", 32, 4.0), ("long", 4, 1.0))
 
 
-def bench_check(device: str, quick: bool, preset: str, queries: int, target: float) -> list[dict]:
+def bench_check(
+    device: str, quick: bool, preset: str, queries: int, target: float, fused: bool = True
+) -> list[dict]:
     shape = "qwen3-0.6b" if device == "cuda" else "tiny"
     started = time.time()
     count = 2 if quick else queries
-    result = run_bench(preset, shape, count, device=device, compare_float32=preset == "medium")
+    result = run_bench(
+        preset,
+        shape,
+        count,
+        device=device,
+        compare_float32=preset == "medium" and fused,
+        fused_rms_norm=fused,
+    )
     ours = result["ours"]
     mfu_ok = preset != "medium" or (ours["mfu_datasheet"] or 0) >= 0.45
+    label = "" if fused else ", transformers' RMSNorm"
     return [{
-        "check": f"bench {preset} ({shape}, {result['model']['dtype']})", "speedup": result["speedup"],
+        "check": f"bench {preset} ({shape}, {result['model']['dtype']}{label})", "speedup": result["speedup"],
         "speedup_target": target, "mfu_datasheet": ours["mfu_datasheet"],
         "mfu_measured": ours["mfu_measured"],
         "docs_per_second": ours["docs_per_second"], "peak_gib": ours["peak_memory_bytes"] / 2**30,
@@ -119,6 +130,9 @@ def main() -> None:
         *((f"bench {b[0]}", functools.partial(bench_check, device, args.quick, *b)) for b in BENCH_PRESETS),
         *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
+        # what the fused RMSNorm kernels add, for the README
+        *((f"bench {b[0]} unfused", functools.partial(bench_check, device, args.quick, *b, False))
+          for b in BENCH_PRESETS[:2]),
     ]  # fmt: skip
     print(f"GPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
     print(HEADER)

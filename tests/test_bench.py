@@ -11,7 +11,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rerank_eval.bench import Workload, model_flops, random_reranker, reference_style_scores
+from rerank_eval.bench import (
+    Workload,
+    model_flops,
+    published_modules,
+    random_reranker,
+    reference_style_scores,
+)
 from rerank_eval.cli import app
 
 PATH_FIELDS = {
@@ -42,6 +48,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
     assert data["device"]["measured_bf16_matmul_flops"] > 0 and data["device"]["matmul_size"] == 256
     assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "mean_doc_tokens": 20,
                                 "query_tokens": 12, "seed": 0}  # fmt: skip
+    assert data["model"]["fused_rms_norm"] is True
     assert "speed-up" in result.output
 
 
@@ -58,8 +65,12 @@ def test_fast_path_equals_reference_style(tiny, settings, mean_tokens, min_block
         requests = Workload("medium", 5, 24, mean_tokens, seed=3).requests()
         assert len(tiny.block_prompts(requests[0].query, list(requests[0].texts))) >= min_blocks
         ours = tiny.score_batch(requests)
-        for request, scores in zip(requests, ours):
-            reference, _ = reference_style_scores(tiny, request)
+        assert tiny.fused_norms == 4 * tiny.backbone.config.num_hidden_layers + 1
+        with published_modules(tiny):  # transformers' own RMSNorm, as the published code runs
+            assert not any("Fused" in type(m).__name__ for m in tiny.backbone.modules())
+            references = [reference_style_scores(tiny, request)[0] for request in requests]
+        assert sum("Fused" in type(m).__name__ for m in tiny.backbone.modules()) == tiny.fused_norms
+        for reference, scores in zip(references, ours):
             assert np.abs(reference - scores).max() <= 1e-4
     finally:
         tiny.settings = original

@@ -21,7 +21,13 @@ from rerank_eval.errors import UserError
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import folder_sha256
-from rerank_eval.rerankers.listwise import build_prompt, merge_blocks, plan_blocks, strip_special_strings
+from rerank_eval.rerankers.listwise import (
+    build_prompt,
+    merge_blocks,
+    plan_blocks,
+    strip_special_strings,
+    use_fused_rms_norm,
+)
 from tests import builders
 from tests.checkpoints import SPECIAL_TOKENS, build_listwise_checkpoint
 
@@ -354,6 +360,41 @@ def test_last_hidden_state_is_last_layer_after_final_norm(checkpoint):
         assert not torch.allclose(
             out.hidden_states[-1], out.hidden_states[-1] / reranker.backbone.norm.weight
         )
+
+
+def test_fused_rms_norm_equals_transformers_rms_norm():
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    torch.manual_seed(0)
+    norm = Qwen3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64))
+    holder = torch.nn.Sequential(norm)
+    hidden = torch.randn(3, 7, 64) * torch.logspace(-3, 3, 7)[None, :, None]  # tiny to large rows
+    # float32: the same arithmetic; bfloat16: one rounding (≤ 2^-9 each) where transformers has two
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2**-7)):
+        holder.to(dtype)
+        assert use_fused_rms_norm(holder, False) == 1 and type(norm) is Qwen3RMSNorm
+        with torch.no_grad():
+            expected = holder(hidden.to(dtype)).float()
+            assert use_fused_rms_norm(holder, True) == 1 and type(norm) is not Qwen3RMSNorm
+            fused = holder(hidden.to(dtype))
+        assert fused.dtype == dtype
+        relative = (fused.float() - expected).abs() / expected.abs().clamp_min(1e-30)
+        assert relative.max() <= tolerance
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_rms_norm_setting_keeps_scores_and_is_recorded(checkpoint, dtype):
+    fused = load_reranker(str(checkpoint), dtype=dtype)
+    plain = load_reranker(str(checkpoint), dtype=dtype, fused_rms_norm=False)
+    layers = fused.backbone.config.num_hidden_layers
+    assert fused.describe()["fused_rms_norms"] == 4 * layers + 1  # 2 per layer, q/k norms, final
+    assert fused.describe()["settings"]["fused_rms_norm"] is True
+    assert plain.describe()["settings"]["fused_rms_norm"] is False
+    assert fused.score_identity() != plain.score_identity()  # journals never mix the two
+    difference = np.abs(np.array(fused.score(QUERY, DOCS)) - np.array(plain.score(QUERY, DOCS))).max()
+    assert difference <= (1e-6 if dtype == "float32" else 2e-2)
 
 
 # -- loading ----------------------------------------------------------------------------------------

@@ -420,6 +420,10 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             [*UNLOADED_MODEL, "listwise-last-token", "--set", "max_doc_length=abc"],
             ["setting max_doc_length of family listwise-last-token must be a positive integer, got 'abc'"],
         ),
+        (
+            [*UNLOADED_MODEL, "listwise-last-token", "--set", "fused_rms_norm=1"],
+            ["setting fused_rms_norm of family listwise-last-token must be true or false, got 1"],
+        ),
     ],
 )
 def test_bad_arguments(args, fragments, tmp_path):

@@ -24,6 +24,7 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
             "context_length",
             "instruction",
             "max_batch_tokens",
+            "fused_rms_norm",
         },
         "rerank_eval.rerankers.listwise:ListwiseLastToken",
     ),
@@ -38,6 +39,7 @@ REMOTE_CODE_FAMILIES = {"cross-encoder", "yes-no", "one-zero", "bi-encoder"}
 POSITIVE_INTEGER_SETTINGS = {
     "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length"
 }  # fmt: skip
+BOOLEAN_SETTINGS = {"fused_rms_norm"}
 
 
 def _checked_settings(settings: dict[str, Any], family: str) -> dict[str, Any]:
@@ -49,6 +51,8 @@ def _checked_settings(settings: dict[str, Any], family: str) -> dict[str, Any]:
         positive_integer = isinstance(value, int) and not isinstance(value, bool) and value >= 1
         if name in POSITIVE_INTEGER_SETTINGS and not positive_integer:
             raise UserError(f"setting {name} of family {family} must be a positive integer, got {value!r}")
+        if name in BOOLEAN_SETTINGS and not isinstance(value, bool):
+            raise UserError(f"setting {name} of family {family} must be true or false, got {value!r}")
         if name == "instruction":
             checked[name] = str(value)
     return checked
