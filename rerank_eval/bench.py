@@ -345,13 +345,14 @@ def run_bench(
     matmul_size: int | None = None,
     compare_float32: bool = True,
     fused_rms_norm: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
     chosen = pick_device(device)
     chosen_dtype = pick_dtype(dtype, chosen)
     # on a GPU at least two batches of 16 queries, so the background preparation of the second
     # overlaps the first one's forward passes as in a real run
     workload = Workload(preset, queries or (32 if chosen.type == "cuda" else 4), candidates,
-                        mean_doc_tokens or PRESETS[preset])  # fmt: skip
+                        mean_doc_tokens or PRESETS[preset], seed=seed)  # fmt: skip
     requests = workload.requests()
     size = matmul_size or (8192 if chosen.type == "cuda" else 1024)
     device_name, datasheet = datasheet_peak(chosen)

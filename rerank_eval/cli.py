@@ -582,6 +582,14 @@ def bench(
             help="Ours with one fused kernel per RMSNorm (the reference-style path never fuses).",
         ),
     ] = True,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Workload seed. Runs in one process that repeat a seed repeat its prompt shapes, "
+            "which GPU kernels may have planned already.",
+        ),
+    ] = 0,
 ) -> None:
     """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
     from rerank_eval.bench import PRESETS, SHAPES, run_bench
@@ -601,6 +609,7 @@ def bench(
         dtype,
         matmul_size,
         fused_rms_norm=fused_rms_norm,
+        seed=seed,
     )
     console.print(bench_table(result))
     text = json.dumps(result, indent=2)

@@ -20,7 +20,8 @@ failure (reported in its row) or a time limit loses nothing already measured. In
 2. Every reranker family on a tiny random checkpoint: CUDA float32 scores against CPU float32
    (≤ 1e-4), CUDA bf16 batched against one pair or block at a time (≤ 2e-2), scores float32.
 3. The float32 path's largest score difference to the reference-style path (≤ 1e-4).
-4. medium and short again with transformers' own RMSNorm in ours (what the fused kernels add).
+4. medium and short again with transformers' own RMSNorm in ours (what the fused kernels add; no
+   target, and another workload seed so that no prompt shape repeats within the process).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def bench_check(
     shape = "qwen3-0.6b" if device == "cuda" else "tiny"
     started = time.time()
     count = 2 if quick else queries
+    # The comparison rows take another seed: prompt shapes this process has run before would find
+    # GPU kernel plans (cuDNN attention) ready, and time faster than a first run of a workload.
     result = run_bench(
         preset,
         shape,
@@ -70,6 +73,7 @@ def bench_check(
         device=device,
         compare_float32=preset == "medium" and fused,
         fused_rms_norm=fused,
+        seed=0 if fused else 1,
     )
     ours = result["ours"]
     mfu_ok = preset != "medium" or (ours["mfu_datasheet"] or 0) >= 0.45
@@ -80,7 +84,7 @@ def bench_check(
         "mfu_measured": ours["mfu_measured"],
         "docs_per_second": ours["docs_per_second"], "peak_gib": ours["peak_memory_bytes"] / 2**30,
         "kendall_tau_vs_float32": result["kendall_tau_vs_float32"], "seconds": time.time() - started,
-        "passed": result["speedup"] >= target and mfu_ok, "result": result,
+        "passed": result["speedup"] >= target and mfu_ok if fused else None, "result": result,
     }]  # fmt: skip
 
 
@@ -130,7 +134,7 @@ def main() -> None:
         *((f"bench {b[0]}", functools.partial(bench_check, device, args.quick, *b)) for b in BENCH_PRESETS),
         *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
-        # what the fused RMSNorm kernels add, for the README
+        # what the fused RMSNorm kernels add, for the README (informational: no target)
         *((f"bench {b[0]} unfused", functools.partial(bench_check, device, args.quick, *b, False))
           for b in BENCH_PRESETS[:2]),
     ]  # fmt: skip
@@ -159,7 +163,8 @@ def print_row(row: dict) -> None:
         _cell(row, "max_score_difference", "10.1e"),
         _cell(row, "kendall_tau_vs_float32", "7.4f"),
     ]
-    print(f"{row['check']:<58} {' '.join(cells)} {'yes' if row['passed'] else 'NO':>4}", flush=True)
+    verdict = {True: "yes", False: "NO", None: "-"}[row["passed"]]
+    print(f"{row['check']:<58} {' '.join(cells)} {verdict:>4}", flush=True)
     if "error" in row:
         print(f"    {row['error']}", flush=True)
 

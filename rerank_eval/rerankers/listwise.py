@@ -132,9 +132,9 @@ def use_fused_rms_norm(backbone: nn.Module, fused: bool) -> int:
 
     transformers' RMSNorm upcasts, squares, averages, adds, multiplies and casts back, one GPU pass
     each: on an H200 (profiled 2026-11-26) those passes took 26-38% of a forward pass's GPU time,
-    more than the matrix products. The fused kernel computes the same float32 values (the product
-    with the weight in float32 too, so in bfloat16 the result is rounded once where transformers
-    rounds twice).
+    more than the matrix products. The fused kernel does the same float32 arithmetic, summation
+    order aside (the product with the weight in float32 too, so in bfloat16 the result is rounded
+    once where transformers rounds twice).
     """
     from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
@@ -336,7 +336,8 @@ class ListwiseLastToken(Reranker):
                 "fused_rms_norm": settings.get("fused_rms_norm") is not False,
             }
         )
-        self.fused_norms = use_fused_rms_norm(self.backbone, self.settings.fused_rms_norm)
+        switched = use_fused_rms_norm(self.backbone, self.settings.fused_rms_norm)
+        self.fused_norms = switched if self.settings.fused_rms_norm else 0
         self._stats = self._fresh_stats()
         self._documents: dict[str, tuple[str, int]] = {}  # text -> (truncated text, token count)
         self._last_batch_blocks = 0
