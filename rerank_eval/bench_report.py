@@ -33,6 +33,13 @@ def bench_table(result: dict[str, Any]) -> Table:
                 else ""
             )
             + f"; measured bf16 matmul {device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s"
+            + (
+                f"; second pass: speed-up {second['speedup']:.2f}×, ours "
+                f"{second['ours']['docs_per_second']:,.0f} docs/s, reference-style "
+                f"{second['reference_style']['docs_per_second']:,.0f}"
+                if (second := result.get("second_pass"))
+                else ""
+            )
         ),
     )
     table.add_column("")

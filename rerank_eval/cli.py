@@ -590,6 +590,13 @@ def bench(
             "which GPU kernels may have planned already.",
         ),
     ] = 0,
+    second_pass: Annotated[
+        bool,
+        typer.Option(
+            "--second-pass",
+            help="Time both paths again over the same workload, once every prompt shape has run.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
     from rerank_eval.bench import PRESETS, SHAPES, run_bench
@@ -610,6 +617,7 @@ def bench(
         matmul_size,
         fused_rms_norm=fused_rms_norm,
         seed=seed,
+        second_pass=second_pass,
     )
     console.print(bench_table(result))
     text = json.dumps(result, indent=2)

@@ -36,7 +36,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, [
         "bench", "--preset", "short", "--shape", "tiny", "--queries", "2", "--candidates", "20",
-        "--matmul-size", "256", "--seed", "7", "--json", str(out),
+        "--matmul-size", "256", "--seed", "7", "--second-pass", "--json", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -49,6 +49,9 @@ def test_bench_emits_json_with_every_field(tmp_path):
     assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "mean_doc_tokens": 20,
                                 "query_tokens": 12, "seed": 7}  # fmt: skip
     assert data["model"]["fused_rms_norm"] is True
+    second = data["second_pass"]
+    assert set(second["reference_style"]) == set(second["ours"]) == PATH_FIELDS
+    assert second["speedup"] == round(second["reference_style"]["seconds"] / second["ours"]["seconds"], 3)
     assert "speed-up" in result.output
 
 
