@@ -8,7 +8,8 @@ shape, in the same process:
   truncation, build the prompt string, tokenize it whole, one prompt per forward pass with every
   layer's hidden states requested, projector, numpy merge;
 - ours: `ListwiseLastToken` (blocks of several queries per forward pass, length-sorted right
-  padding, only the last hidden state, fused RMSNorm kernels, background tokenization).
+  padding, only the last hidden state and its last layer only at the marker positions, fused
+  RMSNorm kernels, background tokenization).
 
 It reports documents/s, tokens/s, ms per query (p50, p95), peak memory, model FLOP utilisation
 against the device's datasheet bf16 peak and against a bf16 matrix product measured in the same
@@ -44,7 +45,6 @@ from rerank_eval.rerankers.listwise import (
     merge_blocks,
     plan_blocks,
     strip_special_strings,
-    use_fused_rms_norm,
 )
 
 # Document-length presets (mean tokens per document), after BEIR datasets of that shape.
@@ -141,8 +141,9 @@ def synthetic_tokenizer(folder: Path):
 
 
 def random_reranker(
-    shape: str, device: torch.device, dtype: torch.dtype, folder: Path, fused_rms_norm: bool = True
+    shape: str, device: torch.device, dtype: torch.dtype, folder: Path, **settings: Any
 ) -> ListwiseLastToken:
+    """A listwise reranker of the named shape with random weights; `settings` are the family's."""
     from transformers import Qwen3Config, Qwen3Model
 
     spec = dict(SHAPES[shape])
@@ -161,7 +162,7 @@ def random_reranker(
     }
     checkpoint = Checkpoint(folder, f"random {shape}", None, None)
     return ListwiseLastToken.from_parts(
-        checkpoint, tokenizer, backbone, weights, str(device), dtype, fused_rms_norm=fused_rms_norm
+        checkpoint, tokenizer, backbone, weights, str(device), dtype, **settings
     )
 
 
@@ -202,11 +203,11 @@ def reference_style_scores(model: ListwiseLastToken, request: RerankRequest) -> 
 def published_modules(model: ListwiseLastToken) -> Iterator[None]:
     """transformers' own modules while the reference-style path runs: the published code loads the
     model as it is."""
-    use_fused_rms_norm(model.backbone, False)
+    model.use_published_modules(True)
     try:
         yield
     finally:
-        use_fused_rms_norm(model.backbone, model.settings.fused_rms_norm)
+        model.use_published_modules(False)
 
 
 # -- measurements --------------------------------------------------------------------------------------
@@ -360,6 +361,7 @@ def run_bench(
     matmul_size: int | None = None,
     compare_float32: bool = True,
     fused_rms_norm: bool = True,
+    trim_last_layer: bool = True,
     seed: int = 0,
     second_pass: bool = False,
 ) -> dict[str, Any]:
@@ -374,7 +376,8 @@ def run_bench(
     device_name, datasheet = datasheet_peak(chosen)
     measured = measured_matmul_peak(chosen, size)
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-") as folder:
-        model = random_reranker(shape, chosen, chosen_dtype, Path(folder), fused_rms_norm)
+        settings = {"fused_rms_norm": fused_rms_norm, "trim_last_layer": trim_last_layer}
+        model = random_reranker(shape, chosen, chosen_dtype, Path(folder), **settings)
         run_ours(model, requests[:1], chosen, (datasheet, measured))  # warm-up (kernels, allocator)
         model.forget_documents()  # a cold start: the warm-up's documents are tokenized again
         reference, reference_scores = run_reference(model, requests, chosen, (datasheet, measured))
@@ -383,7 +386,7 @@ def run_bench(
             "workload": asdict(workload),
             "model": {"shape": shape, "non_embedding_parameters": non_embedding_parameters(model),
                       "dtype": str(chosen_dtype).removeprefix("torch."), "attention": model.attention,
-                      "fused_rms_norm": fused_rms_norm},
+                      **settings},
             "device": {"type": chosen.type, "name": device_name, "datasheet_bf16_flops": datasheet,
                        "measured_bf16_matmul_flops": measured, "matmul_size": size},
             "reference_style": asdict(reference),
@@ -401,7 +404,7 @@ def run_bench(
         if compare_float32 and chosen_dtype != torch.float32:
             # float32 is slow on tensor-core GPUs: the rank agreement is taken over the first queries
             compared = requests[:FLOAT32_QUERIES]
-            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32", fused_rms_norm)
+            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32", **settings)
             _, fp32_scores = run_ours(float32, compared, chosen, (datasheet, measured))
             result["kendall_tau_vs_float32"] = round(kendall_tau(our_scores[: len(compared)], fp32_scores), 4)
             result["kendall_tau_queries"] = len(compared)

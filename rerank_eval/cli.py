@@ -582,6 +582,14 @@ def bench(
             help="Ours with one fused kernel per RMSNorm (the reference-style path never fuses).",
         ),
     ] = True,
+    trim_last_layer: Annotated[
+        bool,
+        typer.Option(
+            "--trim-last-layer/--no-trim-last-layer",
+            help="Ours with the last layer run only at the positions read (the reference-style path "
+            "runs it everywhere).",
+        ),
+    ] = True,
     seed: Annotated[
         int,
         typer.Option(
@@ -616,6 +624,7 @@ def bench(
         dtype,
         matmul_size,
         fused_rms_norm=fused_rms_norm,
+        trim_last_layer=trim_last_layer,
         seed=seed,
         second_pass=second_pass,
     )

@@ -48,7 +48,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
     assert data["device"]["measured_bf16_matmul_flops"] > 0 and data["device"]["matmul_size"] == 256
     assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "mean_doc_tokens": 20,
                                 "query_tokens": 12, "seed": 7}  # fmt: skip
-    assert data["model"]["fused_rms_norm"] is True
+    assert data["model"]["fused_rms_norm"] is True and data["model"]["trim_last_layer"] is True
     second = data["second_pass"]
     assert set(second["reference_style"]) == set(second["ours"]) == PATH_FIELDS
     assert second["speedup"] == round(second["reference_style"]["seconds"] / second["ours"]["seconds"], 3)
@@ -69,10 +69,13 @@ def test_fast_path_equals_reference_style(tiny, settings, mean_tokens, min_block
         assert len(tiny.block_prompts(requests[0].query, list(requests[0].texts))) >= min_blocks
         ours = tiny.score_batch(requests)
         assert tiny.fused_norms == 4 * tiny.backbone.config.num_hidden_layers + 1
-        with published_modules(tiny):  # transformers' own RMSNorm, as the published code runs
-            assert not any("Fused" in type(m).__name__ for m in tiny.backbone.modules())
+        ours_modules = [type(m) for m in tiny.backbone.modules()]
+        with published_modules(tiny):  # transformers' own modules, as the published code runs
+            assert not any(type(m).__module__.startswith("rerank_eval") for m in tiny.backbone.modules())
             references = [reference_style_scores(tiny, request)[0] for request in requests]
+        assert [type(m) for m in tiny.backbone.modules()] == ours_modules
         assert sum("Fused" in type(m).__name__ for m in tiny.backbone.modules()) == tiny.fused_norms
+        assert type(tiny.backbone.layers[-1]).__name__ == "TrimmedQwen3DecoderLayer"
         for reference, scores in zip(references, ours):
             assert np.abs(reference - scores).max() <= 1e-4
     finally:

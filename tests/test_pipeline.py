@@ -424,6 +424,10 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             [*UNLOADED_MODEL, "listwise-last-token", "--set", "fused_rms_norm=1"],
             ["setting fused_rms_norm of family listwise-last-token must be true or false, got 1"],
         ),
+        (
+            [*UNLOADED_MODEL, "listwise-last-token", "--set", "trim_last_layer=yes"],
+            ["setting trim_last_layer of family listwise-last-token must be true or false, got 'yes'"],
+        ),
     ],
 )
 def test_bad_arguments(args, fragments, tmp_path):

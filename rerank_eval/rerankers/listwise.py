@@ -6,12 +6,12 @@ last-layer hidden state at each `<|embed_token|>` is a document's vector, the on
 step follows the published procedure (see ../shared/specs/listwise-last-token.md in the project's
 workspace); only the execution differs: blocks of several queries share forward passes (right
 padding, which leaves every real position unchanged under causal attention), no LM head runs and
-only the last hidden state is kept, and each RMSNorm runs as one fused kernel.
+only the last hidden state is kept, and only at the positions read (see qwen3_fast), and each
+RMSNorm runs as one fused kernel.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +34,12 @@ from rerank_eval.rerankers.common import (
     right_padded,
     to_device,
     token_budget_batches,
+)
+from rerank_eval.rerankers.qwen3_fast import (
+    last_layer_at,
+    register_repeated_kv_attention,
+    use_fused_rms_norm,
+    use_trimmed_last_layer,
 )
 
 EMBED_TOKEN = "<|embed_token|>"
@@ -65,84 +71,15 @@ class ListwiseSettings:
     context_length: int | None = None  # None: the tokenizer's model_max_length (see load)
     instruction: str | None = None  # never used by the published procedure
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device
-    fused_rms_norm: bool = True  # see use_fused_rms_norm
-
-
-# float32 on CUDA: SDPA's fused kernels that take float32 do not take grouped key/value heads, so
-# with them PyTorch falls back to the math kernel, which materialises every n × n score matrix
-# (about 28 GB per 21k-token prompt). Repeating the key/value heads first keeps the memory-efficient
-# kernel. Only for this model's calls, which never carry a padding mask.
-REPEATED_KV_SDPA = "sdpa_causal_repeated_kv"
-
-
-def causal_sdpa_repeated_kv(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Causal SDPA with key/value heads repeated to the query heads (transformers' interface)."""
-    if attention_mask is not None:
-        raise ValueError(f"{REPEATED_KV_SDPA} is for unpadded or right-padded causal batches, without a mask")
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    output = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, is_causal=query.shape[2] > 1, scale=scaling
-    )
-    return output.transpose(1, 2).contiguous(), None
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(REPEATED_KV_SDPA, causal_sdpa_repeated_kv)
-    AttentionMaskInterface.register(REPEATED_KV_SDPA, sdpa_mask)
+    fused_rms_norm: bool = True  # see qwen3_fast.use_fused_rms_norm
+    trim_last_layer: bool = True  # the last layer only at the marker positions (qwen3_fast)
 
 
 def listwise_attention(device: torch.device, dtype: torch.dtype) -> str:
     """The attention kernel for the listwise backbone on this device and dtype."""
     if device.type == "cuda" and dtype == torch.float32:
-        _register_attention()
-        return REPEATED_KV_SDPA
+        return register_repeated_kv_attention()
     return attention_implementation(device, dtype)
-
-
-@functools.cache
-def _fused_rms_norm_class() -> type[nn.Module]:
-    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
-
-    class FusedQwen3RMSNorm(Qwen3RMSNorm):
-        """Qwen3RMSNorm as one kernel (torch.rms_norm) instead of six elementwise passes."""
-
-        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            return nn.functional.rms_norm(
-                hidden_states, (hidden_states.shape[-1],), self.weight, self.variance_epsilon
-            )
-
-    return FusedQwen3RMSNorm
-
-
-def use_fused_rms_norm(backbone: nn.Module, fused: bool) -> int:
-    """Switch every Qwen3 RMSNorm of the backbone to the fused kernel or back; returns how many.
-
-    transformers' RMSNorm upcasts, squares, averages, adds, multiplies and casts back, one GPU pass
-    each: on an H200 (profiled 2026-11-26) those passes took 26-38% of a forward pass's GPU time,
-    more than the matrix products. The fused kernel does the same float32 arithmetic, summation
-    order aside (the product with the weight in float32 too, so in bfloat16 the result is rounded
-    once where transformers rounds twice).
-    """
-    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
-
-    fused_class = _fused_rms_norm_class()
-    norms = [m for m in backbone.modules() if isinstance(m, Qwen3RMSNorm)]
-    for norm in norms:
-        norm.__class__ = fused_class if fused else Qwen3RMSNorm
-    return len(norms)
 
 
 def strip_special_strings(text: str) -> str:
@@ -260,6 +197,7 @@ class _Block:
     query_id: str
     docs: range
     input_ids: list[int]
+    markers: list[int]  # where the last hidden state is read: each document's marker, the query's
 
 
 class ListwiseLastToken(Reranker):
@@ -334,15 +272,22 @@ class ListwiseLastToken(Reranker):
                 "context_length": context_length,
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
                 "fused_rms_norm": settings.get("fused_rms_norm") is not False,
+                "trim_last_layer": settings.get("trim_last_layer") is not False,
             }
         )
-        switched = use_fused_rms_norm(self.backbone, self.settings.fused_rms_norm)
-        self.fused_norms = switched if self.settings.fused_rms_norm else 0
+        self.use_published_modules(False)
         self._stats = self._fresh_stats()
         self._documents: dict[str, tuple[str, int]] = {}  # text -> (truncated text, token count)
         self._last_batch_blocks = 0
         self._last_block_query = ""
         self._last_block_tokens = 0
+
+    def use_published_modules(self, published: bool) -> None:
+        """transformers' own modules (what the published code runs), or those the settings choose."""
+        fused = self.settings.fused_rms_norm and not published
+        switched = use_fused_rms_norm(self.backbone, fused)
+        self.fused_norms = switched if fused else 0
+        use_trimmed_last_layer(self.backbone, self.settings.trim_last_layer and not published)
 
     def _special_token_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -492,7 +437,20 @@ class ListwiseLastToken(Reranker):
     def _blocks(self, requests: Sequence[RerankRequest]) -> list[_Block]:
         prompts = self._prompts(requests)
         encoded = self.tokenizer([p for _, _, p in prompts])["input_ids"] if prompts else []
-        return [_Block(i, requests[i].query_id, block, ids) for (i, block, _), ids in zip(prompts, encoded)]
+        return [
+            _Block(i, requests[i].query_id, block, ids, self._markers(ids, len(block)))
+            for (i, block, _), ids in zip(prompts, encoded)
+        ]
+
+    def _markers(self, input_ids: list[int], documents: int) -> list[int]:
+        """Positions of the documents' markers, in order, then of the query's marker."""
+        ids = np.asarray(input_ids)
+        docs, query = np.flatnonzero(ids == self.embed_id), np.flatnonzero(ids == self.rerank_id)
+        if len(docs) != documents or len(query) != 1:  # special strings are removed from the texts
+            raise RuntimeError(
+                f"prompt has {len(docs)} document and {len(query)} query markers for {documents} documents"
+            )
+        return [*docs.tolist(), int(query[0])]
 
     def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
         """Length-sorted batches whose padded size stays within the token budget."""
@@ -505,29 +463,29 @@ class ListwiseLastToken(Reranker):
     @torch.inference_mode()
     def _encode(self, batch: list[_Block]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Projected (document vectors, query vector) of each block in the batch."""
-        input_ids, attention_mask = right_padded([b.input_ids for b in batch], pad_id=0)
+        input_ids, _ = right_padded([b.input_ids for b in batch], pad_id=0)
+        # each row's marker positions, padded by repeating its last one (read, then ignored)
+        width = max(len(b.markers) for b in batch)
+        keep = torch.tensor([b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch])
         self._last_batch_blocks = len(batch)
         self._last_block_tokens = input_ids.shape[1]
         self._last_block_query = batch[0].query_id
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
-        input_ids, attention_mask = to_device(input_ids, self.device), to_device(attention_mask, self.device)
+        input_ids, keep = to_device(input_ids, self.device), to_device(keep, self.device)
         # No attention mask: under causal attention no real token sees the padding placed after it,
         # so the plain causal kernel (FlashAttention/SDPA is_causal) gives every real position the
         # value it has alone, without materialising a padding mask.
         # use_cache=False: no key/value cache is built (it would hold every layer's keys and values).
-        hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
-        real = attention_mask.bool()
+        if self.settings.trim_last_layer:
+            with last_layer_at(self.backbone, keep):
+                hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+        else:
+            hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+            hidden = hidden[torch.arange(len(batch), device=self.device)[:, None], keep]
         outputs = []
         for row, block in enumerate(batch):
-            doc_hidden = hidden[row][(input_ids[row] == self.embed_id) & real[row]]
-            query_hidden = hidden[row][(input_ids[row] == self.rerank_id) & real[row]]
-            if doc_hidden.shape[0] != len(block.docs) or query_hidden.shape[0] != 1:
-                raise RuntimeError(
-                    f"prompt has {doc_hidden.shape[0]} document and {query_hidden.shape[0]} query "
-                    f"markers for {len(block.docs)} documents"
-                )
-            projected = self.projector(torch.cat([doc_hidden, query_hidden]).float()).cpu().numpy()
+            projected = self.projector(hidden[row, : len(block.markers)].float()).cpu().numpy()
             outputs.append((projected[:-1], projected[-1]))
         return outputs
 

@@ -1,0 +1,115 @@
+"""The faster Qwen3 modules against transformers' own, on tiny random backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rerank_eval.rerankers.qwen3_fast import (
+    _allowed_keys,
+    last_layer_at,
+    use_fused_rms_norm,
+    use_trimmed_last_layer,
+)
+
+
+def test_fused_rms_norm_equals_transformers_rms_norm():
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    torch.manual_seed(0)
+    norm = Qwen3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64))
+    holder = torch.nn.Sequential(norm)
+    hidden = torch.randn(3, 7, 64) * torch.logspace(-3, 3, 7)[None, :, None]  # tiny to large rows
+    # float32: the same arithmetic; bfloat16: one rounding (≤ 2^-9 each) where transformers has two
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 2**-7)):
+        holder.to(dtype)
+        assert use_fused_rms_norm(holder, False) == 1 and type(norm) is Qwen3RMSNorm
+        with torch.no_grad():
+            expected = holder(hidden.to(dtype)).float()
+            assert use_fused_rms_norm(holder, True) == 1 and type(norm) is not Qwen3RMSNorm
+            fused = holder(hidden.to(dtype))
+        assert fused.dtype == dtype
+        relative = (fused.float() - expected).abs() / expected.abs().clamp_min(1e-30)
+        assert relative.max() <= tolerance
+
+
+def backbone(window: int | None = None, heads: int = 4, kv_heads: int = 2):
+    from transformers import Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(
+        vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=8,
+        max_position_embeddings=256, rope_theta=10_000.0,
+        use_sliding_window=window is not None, sliding_window=window, max_window_layers=0,
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return Qwen3Model(config).eval()
+
+
+# two right-padded rows of 40 and 23 real tokens; the positions read in each, the second padded by
+# repeating its last one (as the listwise reranker does)
+LENGTHS = (40, 23)
+KEEP = torch.tensor([[0, 5, 17, 30, 38, 39], [3, 9, 22, 22, 22, 22]])
+
+
+def ids() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randint(1, 50, (len(LENGTHS), max(LENGTHS)), generator=generator)
+    rows[1, LENGTHS[1] :] = 0
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("window", "heads", "kv_heads"), [(None, 4, 2), (None, 4, 4), (None, 4, 1), (6, 4, 2)]
+)
+def test_trimmed_last_layer_equals_full_layer_at_kept_positions(window, heads, kv_heads):
+    model = backbone(window, heads, kv_heads)
+    rows = torch.arange(len(LENGTHS))[:, None]
+    with torch.inference_mode():
+        full = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
+        use_trimmed_last_layer(model, True)
+        with last_layer_at(model, KEEP):
+            trimmed = model(input_ids=ids(), use_cache=False).last_hidden_state
+        assert model.layers[-1].keep is None  # reset: later calls run the full layer
+        again = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
+    assert trimmed.shape == (len(LENGTHS), KEEP.shape[1], 32)
+    assert (trimmed - full).abs().max() <= 1e-5
+    assert torch.equal(again, full)
+    if window:  # the window matters here: without it the same positions read otherwise
+        with torch.inference_mode():
+            causal = backbone(None, heads, kv_heads)(input_ids=ids(), use_cache=False).last_hidden_state
+        assert (causal[rows, KEEP] - full).abs().max() > 1e-3
+
+
+def test_sliding_window_mask_without_transformers_mask_equals_its_rows():
+    """When transformers passes no mask (FlashAttention, or prompts within the window) the trimmed
+    layer builds one: it must match the rows of the mask transformers builds otherwise."""
+    model = backbone(window=6)
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured["mask"] = kwargs["attention_mask"]
+
+    model.layers[-1].register_forward_pre_hook(capture, with_kwargs=True)
+    with torch.inference_mode():
+        model(input_ids=ids(), use_cache=False)
+    transformers_mask = captured["mask"]
+    assert transformers_mask is not None and transformers_mask.dim() == 4
+    built = _allowed_keys(KEEP, max(LENGTHS), None, 6)
+    assert torch.equal(built, _allowed_keys(KEEP, max(LENGTHS), transformers_mask, None))
+
+
+def test_switching_back_restores_transformers_layer_and_reading_needs_the_trimmed_one():
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    model = backbone()
+    use_trimmed_last_layer(model, True)
+    assert type(model.layers[-1]) is not Qwen3DecoderLayer
+    assert all(type(layer) is Qwen3DecoderLayer for layer in model.layers[:-1])
+    use_trimmed_last_layer(model, False)
+    assert type(model.layers[-1]) is Qwen3DecoderLayer
+    with pytest.raises(TypeError, match="use_trimmed_last_layer"), last_layer_at(model, KEEP):
+        pass
