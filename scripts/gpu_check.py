@@ -24,6 +24,8 @@ failure (reported in its row) or a time limit loses nothing already measured. In
 4. Informational rows, no target, each on another workload seed so that no prompt shape repeats
    within the process: medium and short with transformers' own RMSNorm in ours (what the fused
    kernels add), and medium with the last layer run at every position (what trimming it adds).
+5. A profile of ours on one call of 16 medium queries: how busy the GPU was, and its time in
+   attention, matrix products and everything else (the elementwise work left to fuse).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rerank_eval.bench import run_bench
+from rerank_eval.bench import PRESETS, Workload, random_reranker, run_bench, synchronize
 from rerank_eval.rerankers import load_reranker
 from tests.checkpoints import (
     build_bi_encoder,
@@ -110,6 +112,42 @@ def exactness_check(device: str, quick: bool) -> list[dict]:
              "passed": difference <= 1e-4, "result": exact}]  # fmt: skip
 
 
+# aten operators by kind of work, for the profile's shares
+ATTENTION_OPS = ("attention", "sdpa", "flash")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_check(device: str, quick: bool) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    chosen = torch.device(device)
+    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
+    requests = Workload("medium", 2 if quick else 16, 100, PRESETS["medium"], seed=3).requests()
+    with tempfile.TemporaryDirectory() as folder:
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        model = random_reranker(shape, chosen, dtype, Path(folder))
+        model.score_batch(requests[:1])  # warm-up
+        prepared = model.prepare(requests)  # tokenization is not part of the profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=activities) as profiler:
+            started = time.perf_counter()
+            model.score_prepared(prepared)
+            synchronize(chosen)
+            wall = time.perf_counter() - started
+    shares = {"attention": 0.0, "matmul": 0.0, "other": 0.0}
+    # aten operators only: each kernel's time is the self time of the operator that launched it,
+    # and the profile also lists the kernels themselves, which would count it twice
+    for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
+        spent = event.self_device_time_total if device == "cuda" else event.self_cpu_time_total
+        name = event.key.lower()
+        matmul = "matmul" if name in MATMUL_OPS else "other"
+        shares["attention" if any(k in name for k in ATTENTION_OPS) else matmul] += spent / 1e6
+    busy = sum(shares.values())
+    return [{"check": f"profile medium, ours ({shape}, {len(requests)} queries in one call)", "passed": None,
+             "wall_seconds": wall, "busy_fraction": busy / wall if device == "cuda" else None,
+             **{f"{kind}_share": spent / busy for kind, spent in shares.items()}}]  # fmt: skip
+
+
 BUILDERS = {
     "listwise-last-token": lambda folder: build_listwise_checkpoint(folder, model_max_length=600),
     "cross-encoder": build_cross_encoder,
@@ -151,6 +189,7 @@ def main() -> None:
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))
           for variant, presets in (("transformers' RMSNorm", 2), ("last layer everywhere", 1))
           for b in BENCH_PRESETS[:presets]),
+        ("profile medium", functools.partial(profile_check, device, args.quick)),
     ]  # fmt: skip
     print(f"GPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
     print(HEADER)
@@ -182,6 +221,13 @@ def print_row(row: dict) -> None:
     print(f"{row['check']:<58} {' '.join(cells)} {verdict:>4}", flush=True)
     if "error" in row:
         print(f"    {row['error']}", flush=True)
+    if "attention_share" in row:
+        busy = f"; device busy {row['busy_fraction']:.0%}" if row["busy_fraction"] is not None else ""
+        print(
+            f"    attention {row['attention_share']:.0%}, matrix products {row['matmul_share']:.0%}, "
+            f"other {row['other_share']:.0%} of the profiled time{busy}; {row['wall_seconds']:.2f} s",
+            flush=True,
+        )
 
 
 def _cell(row: dict, key: str, form: str) -> str:
