@@ -7,6 +7,7 @@ projector and merge); the production path must agree with it.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -282,6 +283,34 @@ def test_scores_do_not_depend_on_batch_composition(checkpoint):
     reordered = packed.score_batch(requests[::-1])[::-1]
     for a, b in zip(together, reordered):
         assert np.abs(a - b).max() <= 1e-5
+
+
+def test_next_batch_is_queued_before_the_previous_one_is_copied_back(checkpoint, monkeypatch):
+    settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8}  # several blocks
+    reranker = load_reranker(str(checkpoint), max_batch_tokens=1, **settings)
+    requests = requests_for([QUERY, "vitamin d"])
+    expected = reranker.score_batch(requests)
+    events: list[str] = []
+    launch, collect = reranker._launch, reranker._collect
+
+    def launching(batch):
+        events.append(f"launch {batch[0].query_id}/{batch[0].docs.start}")
+        return launch(batch)
+
+    def collecting(batch, projected):
+        events.append(f"collect {batch[0].query_id}/{batch[0].docs.start}")
+        return collect(batch, projected)
+
+    monkeypatch.setattr(reranker, "_launch", launching)
+    monkeypatch.setattr(reranker, "_collect", collecting)
+    scores = reranker.score_batch(requests)
+    launched = [e.split()[1] for e in events if e.startswith("launch")]
+    assert len(launched) >= 3  # one block per forward pass
+    interleaved = [f"launch {launched[0]}"]
+    for before, after in itertools.pairwise(launched):
+        interleaved += [f"launch {after}", f"collect {before}"]
+    assert events == [*interleaved, f"collect {launched[-1]}"]
+    assert all(np.array_equal(a, b) for a, b in zip(scores, expected))
 
 
 def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkeypatch):

@@ -12,7 +12,7 @@ RMSNorm runs as one fused kernel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -461,8 +461,9 @@ class ListwiseLastToken(Reranker):
         ]
 
     @torch.inference_mode()
-    def _encode(self, batch: list[_Block]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Projected (document vectors, query vector) of each block in the batch."""
+    def _launch(self, batch: list[_Block]) -> torch.Tensor:
+        """Queue the batch's forward pass and projection; returns the projected vectors at each
+        row's markers, (rows, markers, width) on the device, still being computed on a GPU."""
         input_ids, _ = right_padded([b.input_ids for b in batch], pad_id=0)
         # each row's marker positions, padded by repeating its last one (read, then ignored)
         width = max(len(b.markers) for b in batch)
@@ -483,11 +484,26 @@ class ListwiseLastToken(Reranker):
         else:
             hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
             hidden = hidden[torch.arange(len(batch), device=self.device)[:, None], keep]
-        outputs = []
-        for row, block in enumerate(batch):
-            projected = self.projector(hidden[row, : len(block.markers)].float()).cpu().numpy()
-            outputs.append((projected[:-1], projected[-1]))
-        return outputs
+        return self.projector(hidden.float())
+
+    @staticmethod
+    def _collect(batch: list[_Block], projected: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(document vectors, query vector) of each block, copied to the host (waits for the GPU)."""
+        vectors = projected.cpu().numpy()
+        return [(vectors[row, : len(b.docs)], vectors[row, len(b.docs)]) for row, b in enumerate(batch)]
+
+    def _block_vectors(self, blocks: list[_Block]) -> Iterator[tuple[_Block, tuple[np.ndarray, np.ndarray]]]:
+        """Every block with its vectors, batch by batch. Each batch is queued before the previous
+        one's vectors are copied back (which waits for the GPU), so that on a GPU the next forward
+        pass is already queued when one ends instead of waiting for the host."""
+        previous: tuple[list[_Block], torch.Tensor] | None = None
+        for batch in self._batches(blocks):
+            current = (batch, self._launch(batch))
+            if previous:
+                yield from zip(previous[0], self._collect(*previous))
+            previous = current
+        if previous:
+            yield from zip(previous[0], self._collect(*previous))
 
     def prepare(self, requests: Sequence[RerankRequest]) -> tuple[list[RerankRequest], list[_Block]]:
         return list(requests), self._blocks(requests)
@@ -497,10 +513,7 @@ class ListwiseLastToken(Reranker):
 
     def score_prepared(self, prepared: tuple[list[RerankRequest], list[_Block]]) -> list[np.ndarray]:
         requests, blocks = prepared
-        vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for batch in self._batches(blocks):
-            for block, encoded in zip(batch, self._encode(batch)):
-                vectors[id(block)] = encoded
+        vectors = {id(block): encoded for block, encoded in self._block_vectors(blocks)}
         per_request: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in requests]
         for block in blocks:  # blocks are in request and input order
             per_request[block.request].append(vectors[id(block)])
