@@ -362,6 +362,7 @@ def run_bench(
     compare_float32: bool = True,
     fused_rms_norm: bool = True,
     trim_last_layer: bool = True,
+    compile_elementwise: bool = False,
     seed: int = 0,
     second_pass: bool = False,
 ) -> dict[str, Any]:
@@ -376,9 +377,13 @@ def run_bench(
     device_name, datasheet = datasheet_peak(chosen)
     measured = measured_matmul_peak(chosen, size)
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-") as folder:
-        settings = {"fused_rms_norm": fused_rms_norm, "trim_last_layer": trim_last_layer}
+        settings = {
+            "fused_rms_norm": fused_rms_norm,
+            "trim_last_layer": trim_last_layer,
+            "compile_elementwise": compile_elementwise,
+        }
         model = random_reranker(shape, chosen, chosen_dtype, Path(folder), **settings)
-        run_ours(model, requests[:1], chosen, (datasheet, measured))  # warm-up (kernels, allocator)
+        run_ours(model, requests[:1], chosen, (datasheet, measured))  # warm-up: kernels, compiles
         model.forget_documents()  # a cold start: the warm-up's documents are tokenized again
         reference, reference_scores = run_reference(model, requests, chosen, (datasheet, measured))
         ours, our_scores = run_ours(model, requests, chosen, (datasheet, measured))

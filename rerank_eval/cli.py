@@ -590,6 +590,14 @@ def bench(
             "runs it everywhere).",
         ),
     ] = True,
+    compile_elementwise: Annotated[
+        bool,
+        typer.Option(
+            "--compile-elementwise",
+            help="Ours with the rotary embedding and SiLU compiled into single kernels (torch.compile; "
+            "the first call compiles).",
+        ),
+    ] = False,
     seed: Annotated[
         int,
         typer.Option(
@@ -625,6 +633,7 @@ def bench(
         matmul_size,
         fused_rms_norm=fused_rms_norm,
         trim_last_layer=trim_last_layer,
+        compile_elementwise=compile_elementwise,
         seed=seed,
         second_pass=second_pass,
     )

@@ -23,7 +23,8 @@ failure (reported in its row) or a time limit loses nothing already measured. In
 3. The float32 path's largest score difference to the reference-style path (≤ 1e-4).
 4. Informational rows, no target, each on another workload seed so that no prompt shape repeats
    within the process: medium and short with transformers' own RMSNorm in ours (what the fused
-   kernels add), and medium with the last layer run at every position (what trimming it adds).
+   kernels add), medium with the last layer run at every position (what trimming it adds), and
+   medium and short with the rotary embedding and SiLU compiled (opt-in, first GPU measurement).
 5. A profile of ours on one call of 16 medium queries: how busy the GPU was, and its time in
    attention, matrix products and everything else (the elementwise work left to fuse).
 """
@@ -67,6 +68,7 @@ BENCH_PRESETS = (("medium", 32, 1.5), ("short", 32, 4.0), ("long", 4, 1.0))
 VARIANTS = {
     "transformers' RMSNorm": (1, {"fused_rms_norm": False}),
     "last layer everywhere": (2, {"trim_last_layer": False}),
+    "compiled elementwise": (3, {"compile_elementwise": True}),
 }
 
 
@@ -187,7 +189,8 @@ def main() -> None:
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
         # what the fused RMSNorm kernels and the trimmed last layer add (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))
-          for variant, presets in (("transformers' RMSNorm", 2), ("last layer everywhere", 1))
+          for variant, presets in (("transformers' RMSNorm", 2), ("last layer everywhere", 1),
+                                   ("compiled elementwise", 2))
           for b in BENCH_PRESETS[:presets]),
         ("profile medium", functools.partial(profile_check, device, args.quick)),
     ]  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +425,24 @@ def test_trim_last_layer_setting_keeps_scores_and_is_recorded(checkpoint, dtype)
         np.abs(a - b).max() for a, b in zip(trimmed.score_batch(requests), full.score_batch(requests))
     )
     assert difference <= (1e-6 if dtype == "float32" else 2e-2)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="needs a C++ compiler")
+def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
+    settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8}
+    compiled = load_reranker(str(checkpoint), compile_elementwise=True, **settings)
+    plain = load_reranker(str(checkpoint), **settings)
+    assert plain.describe()["settings"]["compile_elementwise"] is False  # opt-in
+    assert compiled.describe()["settings"]["compile_elementwise"] is True
+    assert compiled.score_identity() != plain.score_identity()
+    assert {type(layer.mlp).__name__ for layer in compiled.backbone.layers} == {"CompiledQwen3MLP"}
+    requests = requests_for([QUERY, "vitamin d"])
+    difference = max(
+        np.abs(a - b).max() for a, b in zip(compiled.score_batch(requests), plain.score_batch(requests))
+    )
+    assert difference <= 1e-6
+    compiled.use_published_modules(True)
+    assert not any(type(m).__module__.startswith("rerank_eval") for m in compiled.backbone.modules())
 
 
 # -- loading ----------------------------------------------------------------------------------------

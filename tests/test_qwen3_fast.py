@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from rerank_eval.rerankers.qwen3_fast import (
     _allowed_keys,
+    _compiled,
     last_layer_at,
+    use_compiled_elementwise,
     use_fused_rms_norm,
     use_trimmed_last_layer,
 )
@@ -113,3 +117,32 @@ def test_switching_back_restores_transformers_layer_and_reading_needs_the_trimme
     assert type(model.layers[-1]) is Qwen3DecoderLayer
     with pytest.raises(TypeError, match="use_trimmed_last_layer"), last_layer_at(model, KEEP):
         pass
+
+
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler"
+)
+
+
+@needs_compiler
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_compiled_elementwise_equals_transformers_modules(trimmed):
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention, Qwen3MLP
+
+    model = backbone()
+    rows = torch.arange(len(LENGTHS))[:, None]
+    with torch.inference_mode():
+        expected = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
+        use_trimmed_last_layer(model, trimmed)
+        use_compiled_elementwise(model, True)
+        assert all(type(m) is not Qwen3Attention for m in model.modules() if isinstance(m, Qwen3Attention))
+        assert all(type(m) is not Qwen3MLP for m in model.modules() if isinstance(m, Qwen3MLP))
+        if trimmed:
+            with last_layer_at(model, KEEP):
+                compiled = model(input_ids=ids(), use_cache=False).last_hidden_state
+        else:
+            compiled = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
+        use_compiled_elementwise(model, False)
+    assert (compiled - expected).abs().max() <= 1e-5
+    assert _compiled.cache_info().currsize == 2  # norm-and-rotary and SiLU-times-up were compiled
+    assert all(type(m).__module__.startswith(("transformers", "torch")) for m in model.layers[0].modules())

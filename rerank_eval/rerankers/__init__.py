@@ -26,6 +26,7 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
             "max_batch_tokens",
             "fused_rms_norm",
             "trim_last_layer",
+            "compile_elementwise",
         },
         "rerank_eval.rerankers.listwise:ListwiseLastToken",
     ),
@@ -40,7 +41,7 @@ REMOTE_CODE_FAMILIES = {"cross-encoder", "yes-no", "one-zero", "bi-encoder"}
 POSITIVE_INTEGER_SETTINGS = {
     "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length"
 }  # fmt: skip
-BOOLEAN_SETTINGS = {"fused_rms_norm", "trim_last_layer"}
+BOOLEAN_SETTINGS = {"fused_rms_norm", "trim_last_layer", "compile_elementwise"}
 
 
 def _checked_settings(settings: dict[str, Any], family: str) -> dict[str, Any]:

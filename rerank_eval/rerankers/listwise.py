@@ -38,6 +38,7 @@ from rerank_eval.rerankers.common import (
 from rerank_eval.rerankers.qwen3_fast import (
     last_layer_at,
     register_repeated_kv_attention,
+    use_compiled_elementwise,
     use_fused_rms_norm,
     use_trimmed_last_layer,
 )
@@ -73,6 +74,7 @@ class ListwiseSettings:
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device
     fused_rms_norm: bool = True  # see qwen3_fast.use_fused_rms_norm
     trim_last_layer: bool = True  # the last layer only at the marker positions (qwen3_fast)
+    compile_elementwise: bool = False  # rotary and SiLU as torch.compile kernels (qwen3_fast)
 
 
 def listwise_attention(device: torch.device, dtype: torch.dtype) -> str:
@@ -273,6 +275,7 @@ class ListwiseLastToken(Reranker):
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
                 "fused_rms_norm": settings.get("fused_rms_norm") is not False,
                 "trim_last_layer": settings.get("trim_last_layer") is not False,
+                "compile_elementwise": settings.get("compile_elementwise") is True,
             }
         )
         self.use_published_modules(False)
@@ -288,6 +291,7 @@ class ListwiseLastToken(Reranker):
         switched = use_fused_rms_norm(self.backbone, fused)
         self.fused_norms = switched if fused else 0
         use_trimmed_last_layer(self.backbone, self.settings.trim_last_layer and not published)
+        use_compiled_elementwise(self.backbone, self.settings.compile_elementwise and not published)
 
     def _special_token_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
