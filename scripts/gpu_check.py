@@ -20,7 +20,9 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    (`2nd pass`: every prompt shape met once before; the targets apply to the first pass).
 2. Every reranker family on a tiny random checkpoint: CUDA float32 scores against CPU float32
    (≤ 1e-4), CUDA bf16 batched against one pair or block at a time (≤ 2e-2), scores float32.
-3. The float32 path's largest score difference to the reference-style path (≤ 1e-4).
+3. The float32 path's largest score difference to the reference-style path (≤ 1e-4), and that
+   ours queues a batch's forward pass without the host waiting for the GPU (so the next batch is
+   queued while one runs): no synchronising call under `torch.cuda.set_sync_debug_mode("error")`.
 4. Informational rows, no target, each on another workload seed so that no prompt shape repeats
    within the process: medium and short with transformers' own RMSNorm in ours (what the fused
    kernels add), medium with the last layer run at every position (what trimming it adds), and
@@ -37,6 +39,7 @@ import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +117,27 @@ def exactness_check(device: str, quick: bool) -> list[dict]:
              "passed": difference <= 1e-4, "result": exact}]  # fmt: skip
 
 
+def no_wait_check(device: str) -> list[dict]:
+    check = "listwise forward pass queued without waiting for the GPU"
+    if device != "cuda":
+        return [{"check": check, "passed": None}]
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_reranker("qwen3-0.6b", torch.device(device), torch.bfloat16, Path(folder))
+        requests = Workload("short", 4, 100, PRESETS["short"], seed=4).requests()
+        model.score_batch(requests)  # warm-up: kernels, pinned host memory
+        batch = model._batches(model._blocks(requests))[0]
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model._launch(batch)
+        except RuntimeError as exc:
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename]
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            return [{"check": check, "passed": False, "error": f"waits at {where}: {exc}"}]
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return [{"check": check, "passed": True}]
+
+
 # aten operators by kind of work, for the profile's shares
 ATTENTION_OPS = ("attention", "sdpa", "flash")
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
@@ -187,6 +211,7 @@ def main() -> None:
         *((f"bench {b[0]}", functools.partial(bench_check, device, args.quick, *b)) for b in BENCH_PRESETS),
         *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
+        ("listwise forward pass queued without waiting", functools.partial(no_wait_check, device)),
         # what the fused RMSNorm kernels and the trimmed last layer add (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))
           for variant, presets in (("transformers' RMSNorm", 2), ("last layer everywhere", 1),

@@ -314,6 +314,21 @@ def test_next_batch_is_queued_before_the_previous_one_is_copied_back(checkpoint,
     assert all(np.array_equal(a, b) for a, b in zip(scores, expected))
 
 
+def test_forward_pass_builds_no_mask_so_nothing_waits_for_the_gpu(checkpoint, monkeypatch):
+    """Building a mask from nothing makes transformers read a GPU tensor on the host (its check for
+    packed sequences), which would wait for every queued batch; the reranker passes none-masks."""
+    from transformers.models.qwen3 import modeling_qwen3
+
+    reranker = load_reranker(str(checkpoint))
+    expected = reranker.score(QUERY, DOCS)
+
+    def refuse(**kwargs):
+        raise AssertionError("a mask was built")
+
+    monkeypatch.setattr(modeling_qwen3, "create_causal_mask", refuse)
+    assert np.array_equal(reranker.score(QUERY, DOCS), expected)
+
+
 def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkeypatch):
     reranker = load_reranker(str(checkpoint), max_doc_length=5)
     requests = requests_for([QUERY, "vitamin d", QUERY + " again"])  # the same documents each time

@@ -39,16 +39,19 @@ def test_fused_rms_norm_equals_transformers_rms_norm():
         assert relative.max() <= tolerance
 
 
-def backbone(window: int | None = None, heads: int = 4, kv_heads: int = 2):
+def backbone(
+    window: int | None = None, heads: int = 4, kv_heads: int = 2, full_layers: int = 0, kernel: str = "sdpa"
+):
+    """A 3-layer Qwen3 backbone; with a window, the layers after the first `full_layers` slide."""
     from transformers import Qwen3Config, Qwen3Model
 
     config = Qwen3Config(
         vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=8,
         max_position_embeddings=256, rope_theta=10_000.0,
-        use_sliding_window=window is not None, sliding_window=window, max_window_layers=0,
+        use_sliding_window=window is not None, sliding_window=window, max_window_layers=full_layers,
     )  # fmt: skip
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = kernel
     torch.manual_seed(0)
     return Qwen3Model(config).eval()
 
@@ -67,10 +70,19 @@ def ids() -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("window", "heads", "kv_heads"), [(None, 4, 2), (None, 4, 4), (None, 4, 1), (6, 4, 2)]
+    ("window", "heads", "kv_heads", "full_layers", "kernel"),
+    [
+        (None, 4, 2, 0, "sdpa"),
+        (None, 4, 4, 0, "sdpa"),
+        (None, 4, 1, 0, "sdpa"),
+        (None, 4, 2, 0, "eager"),  # transformers passes a float mask of batch 1
+        (6, 4, 2, 0, "sdpa"),  # every layer slides: transformers passes a boolean mask
+        (6, 4, 2, 2, "sdpa"),  # only the last layer slides
+        (6, 4, 2, 1, "eager"),
+    ],
 )
-def test_trimmed_last_layer_equals_full_layer_at_kept_positions(window, heads, kv_heads):
-    model = backbone(window, heads, kv_heads)
+def test_trimmed_last_layer_equals_full_layer_at_kept_positions(window, heads, kv_heads, full_layers, kernel):
+    model = backbone(window, heads, kv_heads, full_layers, kernel)
     rows = torch.arange(len(LENGTHS))[:, None]
     with torch.inference_mode():
         full = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
@@ -84,8 +96,19 @@ def test_trimmed_last_layer_equals_full_layer_at_kept_positions(window, heads, k
     assert torch.equal(again, full)
     if window:  # the window matters here: without it the same positions read otherwise
         with torch.inference_mode():
-            causal = backbone(None, heads, kv_heads)(input_ids=ids(), use_cache=False).last_hidden_state
-        assert (causal[rows, KEEP] - full).abs().max() > 1e-3
+            causal = backbone(None, heads, kv_heads, 0, kernel)(input_ids=ids(), use_cache=False)
+        assert (causal.last_hidden_state[rows, KEEP] - full).abs().max() > 1e-3
+
+
+def test_trimmed_last_layer_refuses_a_cache_and_a_mask_it_cannot_read():
+    model = backbone()
+    use_trimmed_last_layer(model, True)
+    with torch.inference_mode(), last_layer_at(model, KEEP):
+        with pytest.raises(ValueError, match="use_cache=False"):
+            model(input_ids=ids(), use_cache=True)
+    for mask in (torch.ones(2, 40, dtype=torch.bool), object()):  # a padding mask; a flex BlockMask
+        with pytest.raises(ValueError, match="4-d mask tensor"):
+            _allowed_keys(KEEP, 40, mask, None)
 
 
 def test_sliding_window_mask_without_transformers_mask_equals_its_rows():
@@ -131,6 +154,7 @@ def test_compiled_elementwise_equals_transformers_modules(trimmed):
 
     model = backbone()
     rows = torch.arange(len(LENGTHS))[:, None]
+    _compiled.cache_clear()
     with torch.inference_mode():
         expected = model(input_ids=ids(), use_cache=False).last_hidden_state[rows, KEEP]
         use_trimmed_last_layer(model, trimmed)

@@ -310,7 +310,8 @@ class ListwiseLastToken(Reranker):
 
     def score_identity(self) -> dict[str, Any]:
         """describe() without what cannot change a score: the folder's path (its content hash
-        identifies it), the device's index, and the batch budget (batching never changes scores)."""
+        identifies it), the device's index, and the batch budget (batching changes a score by float
+        rounding at most: ≤ 1e-6 in the float32 tests)."""
         identity = self.describe()
         if identity["content_sha256"]:
             identity.pop("source")
@@ -484,11 +485,21 @@ class ListwiseLastToken(Reranker):
         # use_cache=False: no key/value cache is built (it would hold every layer's keys and values).
         if self.settings.trim_last_layer:
             with last_layer_at(self.backbone, keep):
-                hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+                hidden = self._forward(input_ids)
         else:
-            hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
-            hidden = hidden[torch.arange(len(batch), device=self.device)[:, None], keep]
+            hidden = self._forward(input_ids)[torch.arange(len(batch), device=self.device)[:, None], keep]
         return self.projector(hidden.float())
+
+    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The backbone's last hidden state, without waiting for the GPU.
+
+        Given no mask, transformers looks for sequences packed in a row by reading a GPU tensor on
+        the host, which waits for every queued forward pass. Without sliding-window layers every
+        layer's mask is "none, causal" anyway, so it is passed ready-made and that check never runs.
+        """
+        sliding = "sliding_attention" in self.backbone.config.layer_types
+        masks = None if sliding else {"full_attention": None}
+        return self.backbone(input_ids=input_ids, attention_mask=masks, use_cache=False).last_hidden_state
 
     @staticmethod
     def _collect(batch: list[_Block], projected: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:

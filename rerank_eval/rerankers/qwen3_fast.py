@@ -216,8 +216,10 @@ def _allowed_keys(
     4-d mask when transformers built one, else causal (and within the sliding window, if any)."""
     batch = keep.shape[0]
     if attention_mask is not None:
-        if attention_mask.dim() != 4:
-            raise ValueError("the trimmed last layer takes no padding mask (right padding needs none)")
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
+            raise ValueError(
+                "the trimmed last layer takes a 4-d mask tensor or none (right padding needs none)"
+            )
         rows = torch.arange(batch, device=keep.device)[:, None]
         return attention_mask[:, 0].expand(batch, -1, -1)[rows, keep]
     keys = torch.arange(length, device=keep.device)[None, None, :]
@@ -267,6 +269,10 @@ def _trimmed_layer_class() -> type[nn.Module]:
             **kwargs: Any,
         ) -> torch.Tensor:
             keep = self.keep
+            if keep is not None and (
+                kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+            ):
+                raise ValueError("the trimmed last layer fills no key/value cache; call with use_cache=False")
             if keep is None:
                 return super().forward(
                     hidden_states,
