@@ -34,12 +34,14 @@ failure (reported in its row) or a time limit loses nothing already measured. In
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rerank_eval.bench import PRESETS, Workload, random_reranker, run_bench, synchronize
 from rerank_eval.rerankers import load_reranker
+from rerank_eval.rerankers.common import pick_dtype
 from tests.checkpoints import (
     build_bi_encoder,
     build_causal_lm,
@@ -75,10 +78,25 @@ VARIANTS = {
 }
 
 
+def shape_for(device: str) -> str:
+    """jina-reranker-v3's shape on a GPU; the tiny one where a CPU stands in (--quick)."""
+    return "qwen3-0.6b" if device == "cuda" else "tiny"
+
+
+@contextlib.contextmanager
+def warmed_reranker(device: str, warm_up: list) -> Iterator:
+    """A random listwise reranker in the device's default dtype, after scoring `warm_up` once."""
+    chosen = torch.device(device)
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_reranker(shape_for(device), chosen, pick_dtype(None, chosen), Path(folder))
+        model.score_batch(warm_up)  # kernels, allocator, pinned host memory
+        yield model
+
+
 def bench_check(
     device: str, quick: bool, preset: str, queries: int, target: float, variant: str | None = None
 ) -> list[dict]:
-    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
+    shape = shape_for(device)
     started = time.time()
     count = 2 if quick else queries
     # The comparison rows take another seed each: prompt shapes this process has run before would
@@ -109,9 +127,10 @@ def bench_check(
 
 
 def exactness_check(device: str, quick: bool) -> list[dict]:
-    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
     count = 2 if quick else 4
-    exact = run_bench("medium", shape, count, device=device, dtype="float32", compare_float32=False)
+    exact = run_bench(
+        "medium", shape_for(device), count, device=device, dtype="float32", compare_float32=False
+    )
     difference = exact["max_score_difference"]
     return [{"check": "float32 ours vs reference-style", "max_score_difference": difference,
              "passed": difference <= 1e-4, "result": exact}]  # fmt: skip
@@ -121,10 +140,8 @@ def no_wait_check(device: str) -> list[dict]:
     check = "listwise forward pass queued without waiting for the GPU"
     if device != "cuda":
         return [{"check": check, "passed": None}]
-    with tempfile.TemporaryDirectory() as folder:
-        model = random_reranker("qwen3-0.6b", torch.device(device), torch.bfloat16, Path(folder))
-        requests = Workload("short", 4, 100, PRESETS["short"], seed=4).requests()
-        model.score_batch(requests)  # warm-up: kernels, pinned host memory
+    requests = Workload("short", 4, 100, PRESETS["short"], seed=4).requests()
+    with warmed_reranker(device, requests) as model:
         batch = model._batches(model._blocks(requests))[0]
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -146,19 +163,14 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 def profile_check(device: str, quick: bool) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    chosen = torch.device(device)
-    shape = "qwen3-0.6b" if device == "cuda" else "tiny"
     requests = Workload("medium", 2 if quick else 16, 100, PRESETS["medium"], seed=3).requests()
-    with tempfile.TemporaryDirectory() as folder:
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        model = random_reranker(shape, chosen, dtype, Path(folder))
-        model.score_batch(requests[:1])  # warm-up
+    with warmed_reranker(device, requests[:1]) as model:
         prepared = model.prepare(requests)  # tokenization is not part of the profile
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with profile(activities=activities) as profiler:
             started = time.perf_counter()
             model.score_prepared(prepared)
-            synchronize(chosen)
+            synchronize(model.device)
             wall = time.perf_counter() - started
     shares = {"attention": 0.0, "matmul": 0.0, "other": 0.0}
     # aten operators only: each kernel's time is the self time of the operator that launched it,
@@ -169,8 +181,9 @@ def profile_check(device: str, quick: bool) -> list[dict]:
         matmul = "matmul" if name in MATMUL_OPS else "other"
         shares["attention" if any(k in name for k in ATTENTION_OPS) else matmul] += spent / 1e6
     busy = sum(shares.values())
-    return [{"check": f"profile medium, ours ({shape}, {len(requests)} queries in one call)", "passed": None,
-             "wall_seconds": wall, "busy_fraction": busy / wall if device == "cuda" else None,
+    check = f"profile medium, ours ({shape_for(device)}, {len(requests)} queries in one call)"
+    return [{"check": check, "passed": None, "wall_seconds": wall,
+             "busy_fraction": busy / wall if device == "cuda" else None,
              **{f"{kind}_share": spent / busy for kind, spent in shares.items()}}]  # fmt: skip
 
 

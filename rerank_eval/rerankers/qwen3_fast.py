@@ -102,7 +102,8 @@ def use_fused_rms_norm(backbone: nn.Module, fused: bool) -> int:
 
 
 def _rotated(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of (batch, heads, tokens, head_dim) states; cos/sin (batch, tokens, head_dim)."""
+    """Rotary embedding of (batch, heads, tokens, d) states with (batch, tokens, d) cos and sin, or of
+    (tokens, heads, d) states with (tokens, d) ones."""
     from transformers.models.qwen3.modeling_qwen3 import rotate_half
 
     return states * cos.unsqueeze(1) + rotate_half(states) * sin.unsqueeze(1)
@@ -112,10 +113,7 @@ def _rms_normed_rotated(
     states: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
     """(tokens, heads, d) states → head-wise RMSNorm, then rotary with (tokens, d) cos and sin."""
-    from transformers.models.qwen3.modeling_qwen3 import rotate_half
-
-    normed = nn.functional.rms_norm(states, (states.shape[-1],), weight, eps)
-    return normed * cos.unsqueeze(1) + rotate_half(normed) * sin.unsqueeze(1)
+    return _rotated(nn.functional.rms_norm(states, (states.shape[-1],), weight, eps), cos, sin)
 
 
 def _silu_times(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
