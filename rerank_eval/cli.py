@@ -591,13 +591,24 @@ def bench(
         ),
     ] = True,
     compile_elementwise: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--compile-elementwise",
+            "--compile-elementwise/--no-compile-elementwise",
             help="Ours with the rotary embedding and SiLU compiled into single kernels (torch.compile; "
-            "the first call compiles).",
+            "the warm-up compiles). Default: on CUDA, off on CPUs.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
+    pad_multiple: Annotated[
+        int | None,
+        typer.Option(
+            "--pad-multiple",
+            min=1,
+            help="Ours with forward-pass lengths rounded up to this multiple. Default: 64 on CUDA "
+            "(fewer shapes for cuDNN attention to plan), 1 on CPUs.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int,
         typer.Option(
@@ -634,6 +645,7 @@ def bench(
         fused_rms_norm=fused_rms_norm,
         trim_last_layer=trim_last_layer,
         compile_elementwise=compile_elementwise,
+        pad_multiple=pad_multiple,
         seed=seed,
         second_pass=second_pass,
     )

@@ -24,11 +24,14 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    ours queues a batch's forward pass without the host waiting for the GPU (so the next batch is
    queued while one runs): no synchronising call under `torch.cuda.set_sync_debug_mode("error")`.
 4. Informational rows, no target, each on another workload seed so that no prompt shape repeats
-   within the process: medium and short with transformers' own RMSNorm in ours (what the fused
-   kernels add), medium with the last layer run at every position (what trimming it adds), and
-   medium and short with the rotary embedding and SiLU compiled (opt-in, first GPU measurement).
-5. A profile of ours on one call of 16 medium queries: how busy the GPU was, and its time in
-   attention, matrix products and everything else (the elementwise work left to fuse).
+   within the process: ours without one of its changes each: medium with transformers' own
+   RMSNorm (what the fused kernels add), medium with the last layer run at every position (what
+   trimming it adds), medium and short with the rotary embedding and SiLU left eager (what
+   compiling them adds), medium and short with forward-pass lengths not rounded up to 64 (what
+   fewer cuDNN attention plans add).
+5. A profile of ours on one call of 16 medium queries: how busy the GPU was (its kernels' time
+   over the wall time), and its kernel time in attention, matrix products and everything else
+   (the elementwise work left to fuse).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ BENCH_PRESETS = (("medium", 32, 1.5), ("short", 32, 4.0), ("long", 4, 1.0))
 VARIANTS = {
     "transformers' RMSNorm": (1, {"fused_rms_norm": False}),
     "last layer everywhere": (2, {"trim_last_layer": False}),
-    "compiled elementwise": (3, {"compile_elementwise": True}),
+    "eager elementwise": (3, {"compile_elementwise": False}),
+    "lengths not rounded": (4, {"pad_multiple": 1}),
 }
 
 
@@ -155,12 +159,22 @@ def no_wait_check(device: str) -> list[dict]:
     return [{"check": check, "passed": True}]
 
 
-# aten operators by kind of work, for the profile's shares
-ATTENTION_OPS = ("attention", "sdpa", "flash")
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# kernels by kind of work, matched on their names (cuDNN/FlashAttention, cuBLAS/CUTLASS)
+ATTENTION_KERNELS = ("sdpa", "flash", "fmha", "attention")
+MATMUL_KERNELS = ("gemm", "nvjet", "xmma", "cutlass", "matmul")
+ATTENTION_OPS = ("attention",)
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def kind_of(name: str, attention: tuple[str, ...], matmul: tuple[str, ...]) -> str:
+    lowered = name.lower()
+    if any(key in lowered for key in attention):
+        return "attention"
+    return "matmul" if any(key in lowered for key in matmul) else "other"
 
 
 def profile_check(device: str, quick: bool) -> list[dict]:
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     requests = Workload("medium", 2 if quick else 16, 100, PRESETS["medium"], seed=3).requests()
@@ -173,13 +187,13 @@ def profile_check(device: str, quick: bool) -> list[dict]:
             synchronize(model.device)
             wall = time.perf_counter() - started
     shares = {"attention": 0.0, "matmul": 0.0, "other": 0.0}
-    # aten operators only: each kernel's time is the self time of the operator that launched it,
-    # and the profile also lists the kernels themselves, which would count it twice
-    for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
-        spent = event.self_device_time_total if device == "cuda" else event.self_cpu_time_total
-        name = event.key.lower()
-        matmul = "matmul" if name in MATMUL_OPS else "other"
-        shares["attention" if any(k in name for k in ATTENTION_OPS) else matmul] += spent / 1e6
+    if device == "cuda":  # every kernel (compiled ones too) by its duration on the GPU
+        for event in (e for e in profiler.events() if e.device_type == DeviceType.CUDA):
+            kind = kind_of(event.name, ATTENTION_KERNELS, MATMUL_KERNELS)
+            shares[kind] += event.time_range.elapsed_us() / 1e6
+    else:  # aten operators' own CPU time
+        for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
+            shares[kind_of(event.key, ATTENTION_OPS, MATMUL_OPS)] += event.self_cpu_time_total / 1e6
     busy = sum(shares.values())
     check = f"profile medium, ours ({shape_for(device)}, {len(requests)} queries in one call)"
     return [{"check": check, "passed": None, "wall_seconds": wall,
@@ -225,10 +239,10 @@ def main() -> None:
         *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
         ("listwise forward pass queued without waiting", functools.partial(no_wait_check, device)),
-        # what the fused RMSNorm kernels and the trimmed last layer add (informational: no target)
+        # what each of ours' changes adds (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))
-          for variant, presets in (("transformers' RMSNorm", 2), ("last layer everywhere", 1),
-                                   ("compiled elementwise", 2))
+          for variant, presets in (("transformers' RMSNorm", 1), ("last layer everywhere", 1),
+                                   ("eager elementwise", 2), ("lengths not rounded", 2))
           for b in BENCH_PRESETS[:presets]),
         ("profile medium", functools.partial(profile_check, device, args.quick)),
     ]  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -447,7 +448,7 @@ def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
     settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8}
     compiled = load_reranker(str(checkpoint), compile_elementwise=True, **settings)
     plain = load_reranker(str(checkpoint), **settings)
-    assert plain.describe()["settings"]["compile_elementwise"] is False  # opt-in
+    assert plain.describe()["settings"]["compile_elementwise"] is False  # CPU default: off
     assert compiled.describe()["settings"]["compile_elementwise"] is True
     assert compiled.score_identity() != plain.score_identity()
     assert {type(layer.mlp).__name__ for layer in compiled.backbone.layers} == {"CompiledQwen3MLP"}
@@ -458,6 +459,59 @@ def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
     assert difference <= 1e-6
     compiled.use_published_modules(True)
     assert not any(type(m).__module__.startswith("rerank_eval") for m in compiled.backbone.modules())
+
+
+@pytest.mark.parametrize(("requested", "device", "triton", "expected"), [
+    (None, "cpu", True, False), (None, "cuda", True, True), (None, "cuda", False, False),
+    (True, "cpu", False, True), (False, "cuda", True, False),
+])  # fmt: skip
+def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, requested, device, triton, expected):
+    import torch.utils._triton
+
+    from rerank_eval.rerankers.listwise import _resolved_compile
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: triton)
+    assert _resolved_compile(requested, torch.device(device)) is expected
+
+
+def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
+    settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8, "max_batch_tokens": 1200}
+    exact = load_reranker(str(checkpoint), **settings)
+    padded = load_reranker(str(checkpoint), pad_multiple=48, **settings)
+    assert exact.describe()["settings"]["pad_multiple"] == 1  # CPU default: no rounding
+    assert padded.describe()["settings"]["pad_multiple"] == 48
+    assert padded.score_identity() == exact.score_identity()  # same scores: journals may mix them
+    seen = []  # (rows, longest prompt, padded width) of each forward pass
+    launch = padded._launch
+
+    def recording(batch):
+        projected = launch(batch)
+        seen.append((len(batch), max(len(b.input_ids) for b in batch), padded._last_block_tokens))
+        return projected
+
+    padded._launch = recording
+    requests = requests_for([QUERY, "vitamin d", "数据"])
+    padded_scores = padded.score_batch(requests)
+    assert any(rows > 1 for rows, _, _ in seen)
+    assert all(width % 48 == 0 and longest <= width < longest + 48 for _, longest, width in seen)
+    assert all(rows * width <= 1200 for rows, _, width in seen)
+    # the budget counts rounded lengths: 1,040 tokens hold two prompts of ≤ 517 but not two of 528
+    blocks = padded._blocks(requests)
+
+    def widest(model):  # the most padded tokens of a batch, its lengths rounded up to 48
+        batches = model._batches(blocks)
+        return max(len(batch) * -(-max(len(b.input_ids) for b in batch) // 48) * 48 for batch in batches)
+
+    for model in (exact, padded):
+        model.settings = replace(model.settings, max_batch_tokens=1040)
+    assert widest(exact) > 1040 >= widest(padded)
+    for a, b in zip(exact.score_batch(requests), padded_scores):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+def test_pad_multiple_must_be_positive(checkpoint):
+    with pytest.raises(UserError, match=r"pad_multiple .* positive integer"):
+        load_reranker(str(checkpoint), pad_multiple=0)
 
 
 # -- loading ----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
             "fused_rms_norm",
             "trim_last_layer",
             "compile_elementwise",
+            "pad_multiple",
         },
         "rerank_eval.rerankers.listwise:ListwiseLastToken",
     ),
@@ -39,7 +40,8 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
 REMOTE_CODE_FAMILIES = {"cross-encoder", "yes-no", "one-zero", "bi-encoder"}
 # Token counts and sizes; None keeps the default. A zero or negative one would cut every text.
 POSITIVE_INTEGER_SETTINGS = {
-    "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length"
+    "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length",
+    "pad_multiple",
 }  # fmt: skip
 BOOLEAN_SETTINGS = {"fused_rms_norm", "trim_last_layer", "compile_elementwise"}
 

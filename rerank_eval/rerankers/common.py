@@ -86,9 +86,16 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
     return batches
 
 
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask) with right padding: causal models keep every real position."""
-    width = max(len(row) for row in rows)
+def rounded_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def right_padded(
+    rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) with right padding: causal models keep every real position.
+    The width is the longest row's length rounded up to `multiple` (fewer distinct shapes)."""
+    width = rounded_up(max(len(row) for row in rows), multiple)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):

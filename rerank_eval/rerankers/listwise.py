@@ -32,6 +32,7 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
     right_padded,
+    rounded_up,
     to_device,
     token_budget_batches,
 )
@@ -74,7 +75,26 @@ class ListwiseSettings:
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device
     fused_rms_norm: bool = True  # see qwen3_fast.use_fused_rms_norm
     trim_last_layer: bool = True  # the last layer only at the marker positions (qwen3_fast)
-    compile_elementwise: bool = False  # rotary and SiLU as torch.compile kernels (qwen3_fast)
+    compile_elementwise: bool | None = None  # torch.compile'd rotary and SiLU; None: on CUDA (qwen3_fast)
+    pad_multiple: int | None = None  # padded length rounded up to a multiple; None: per device
+
+
+def default_pad_multiple(device: torch.device) -> int:
+    """On CUDA, forward-pass lengths rounded up to a multiple of 64 tokens: cuDNN attention (what
+    SDPA picks on Hopper) plans every new sequence length once, about 33 ms on an H200, which a
+    BEIR run whose prompts all differ in length would otherwise pay on most forward passes. The
+    padding costs at most 63 positions per row; a CPU has no such plans and pads nothing."""
+    return 64 if device.type == "cuda" else 1
+
+
+def _resolved_compile(requested: bool | None, device: torch.device) -> bool:
+    """compile_elementwise as asked; by default on CUDA where Triton can compile it (measured on
+    an H200: medium 1.5× → 2.1× the reference-style path) and off on CPUs, where it gains nothing."""
+    if requested is not None:
+        return requested
+    from torch.utils._triton import has_triton
+
+    return device.type == "cuda" and has_triton()
 
 
 def listwise_attention(device: torch.device, dtype: torch.dtype) -> str:
@@ -275,7 +295,8 @@ class ListwiseLastToken(Reranker):
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
                 "fused_rms_norm": settings.get("fused_rms_norm") is not False,
                 "trim_last_layer": settings.get("trim_last_layer") is not False,
-                "compile_elementwise": settings.get("compile_elementwise") is True,
+                "compile_elementwise": _resolved_compile(settings.get("compile_elementwise"), self.device),
+                "pad_multiple": settings.get("pad_multiple") or default_pad_multiple(self.device),
             }
         )
         self.use_published_modules(False)
@@ -316,7 +337,9 @@ class ListwiseLastToken(Reranker):
         if identity["content_sha256"]:
             identity.pop("source")
         identity["device"] = self.device.type
-        identity["settings"] = {k: v for k, v in identity["settings"].items() if k != "max_batch_tokens"}
+        identity["settings"] = {
+            k: v for k, v in identity["settings"].items() if k not in ("max_batch_tokens", "pad_multiple")
+        }
         return identity
 
     def _fresh_stats(self) -> dict[str, int]:
@@ -459,7 +482,7 @@ class ListwiseLastToken(Reranker):
 
     def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
         """Length-sorted batches whose padded size stays within the token budget."""
-        lengths = [len(b.input_ids) for b in blocks]
+        lengths = [rounded_up(len(b.input_ids), self.settings.pad_multiple) for b in blocks]
         return [
             [blocks[i] for i in batch]
             for batch in token_budget_batches(lengths, self.settings.max_batch_tokens)
@@ -469,7 +492,9 @@ class ListwiseLastToken(Reranker):
     def _launch(self, batch: list[_Block]) -> torch.Tensor:
         """Queue the batch's forward pass and projection; returns the projected vectors at each
         row's markers, (rows, markers, width) on the device, still being computed on a GPU."""
-        input_ids, _ = right_padded([b.input_ids for b in batch], pad_id=0)
+        input_ids, _ = right_padded(
+            [b.input_ids for b in batch], pad_id=0, multiple=self.settings.pad_multiple
+        )
         # each row's marker positions, padded by repeating its last one (read, then ignored)
         width = max(len(b.markers) for b in batch)
         keep = torch.tensor([b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch])
