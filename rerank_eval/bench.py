@@ -8,9 +8,10 @@ shape, in the same process:
   truncation, build the prompt string, tokenize it whole, one prompt per forward pass with every
   layer's hidden states requested, projector, numpy merge;
 - ours: `ListwiseLastToken` (blocks of several queries per forward pass, length-sorted right
-  padding to a multiple of 64 tokens on CUDA, only the last hidden state and its last layer only
-  at the marker positions, fused RMSNorm kernels, on CUDA the rotary embedding and SiLU compiled,
-  background tokenization).
+  padding to a multiple of 64 tokens on CUDA, or with FlashAttention installed the blocks packed
+  in one row with their boundaries given to its varlen kernel; only the last hidden state, and its
+  last layer only at the marker positions; fused RMSNorm kernels; on CUDA the rotary embedding and
+  SiLU compiled; background tokenization).
 
 It reports documents/s, tokens/s, ms per query (p50, p95), peak memory, model FLOP utilisation
 against the device's datasheet bf16 peak and against a bf16 matrix product measured in the same
@@ -365,6 +366,7 @@ def run_bench(
     trim_last_layer: bool = True,
     compile_elementwise: bool | None = None,
     pad_multiple: int | None = None,
+    pack_blocks: bool | None = None,
     seed: int = 0,
     second_pass: bool = False,
 ) -> dict[str, Any]:
@@ -384,6 +386,7 @@ def run_bench(
             "trim_last_layer": trim_last_layer,
             "compile_elementwise": compile_elementwise,
             "pad_multiple": pad_multiple,
+            "pack_blocks": pack_blocks,
         }
         model = random_reranker(shape, chosen, chosen_dtype, Path(folder), **settings)
         run_ours(model, requests[:1], chosen, (datasheet, measured))  # warm-up: kernels, compiles

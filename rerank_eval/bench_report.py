@@ -22,7 +22,11 @@ def ours_settings(model: dict[str, Any]) -> str:
     return (
         f"attention {model['attention']}, fused RMSNorm {_on(model['fused_rms_norm'])}, last layer trimmed "
         f"{_on(model['trim_last_layer'])}, compiled elementwise {_on(model['compile_elementwise'])}, "
-        f"lengths padded to a multiple of {model['pad_multiple']}"
+        + (
+            "blocks packed in one row"
+            if model["pack_blocks"]
+            else f"lengths padded to a multiple of {model['pad_multiple']}"
+        )
     )
 
 

@@ -609,6 +609,16 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    pack_blocks: Annotated[
+        bool | None,
+        typer.Option(
+            "--pack-blocks/--no-pack-blocks",
+            help="Ours with each batch's blocks packed into one row instead of padded rows. Default: "
+            "with FlashAttention (its varlen kernel takes the boundaries); with SDPA transformers builds "
+            "a block-diagonal mask, which is exact but slow.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int,
         typer.Option(
@@ -646,6 +656,7 @@ def bench(
         trim_last_layer=trim_last_layer,
         compile_elementwise=compile_elementwise,
         pad_multiple=pad_multiple,
+        pack_blocks=pack_blocks,
         seed=seed,
         second_pass=second_pass,
     )

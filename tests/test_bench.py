@@ -50,7 +50,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
                                 "query_tokens": 12, "seed": 7}  # fmt: skip
     assert data["model"]["fused_rms_norm"] is True and data["model"]["trim_last_layer"] is True
     assert data["model"]["compile_elementwise"] is False  # the CPU defaults
-    assert data["model"]["pad_multiple"] == 1
+    assert data["model"]["pad_multiple"] == 1 and data["model"]["pack_blocks"] is False
     assert "compiled elementwise off, lengths padded to a multiple of 1" in " ".join(result.output.split())
     second = data["second_pass"]
     assert set(second["reference_style"]) == set(second["ours"]) == PATH_FIELDS

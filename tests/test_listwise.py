@@ -509,6 +509,129 @@ def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
         assert np.abs(a - b).max() <= 1e-6
 
 
+def _recorded_passes(model) -> list[tuple[int, int, int]]:
+    """(blocks, row width, tokens of the blocks) of each forward pass the model makes from now on."""
+    seen = []
+    launch = model._launch
+
+    def recording(batch):
+        projected = launch(batch)
+        seen.append((len(batch), model._last_block_tokens, sum(len(b.input_ids) for b in batch)))
+        return projected
+
+    model._launch = recording
+    return seen
+
+
+PACKING_SETTINGS = {
+    "context_length": 120,
+    "max_doc_length": 40,
+    "max_query_length": 8,
+    "max_batch_tokens": 1200,
+}
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_packed_blocks_score_as_padded_ones_under_transformers_mask(checkpoint, trim):
+    padded = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
+    packed = load_reranker(str(checkpoint), trim_last_layer=trim, pack_blocks=True, **PACKING_SETTINGS)
+    assert padded.describe()["settings"]["pack_blocks"] is False  # SDPA takes no sequence boundaries
+    assert packed.score_identity() == padded.score_identity()
+    seen = _recorded_passes(packed)
+    requests = requests_for([QUERY, "vitamin d", "数据"])
+    scores = packed.score_batch(requests)
+    assert any(blocks > 1 for blocks, _, _ in seen)
+    assert all(width == tokens <= 1200 for _, width, tokens in seen)  # one row, no padding
+    for a, b in zip(padded.score_batch(requests), scores):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+VARLEN_CALLS: list[list[int]] = []
+
+
+def varlen_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """FlashAttention's varlen contract, on a CPU: no mask; the sequences packed in the row are
+    given by their cumulative lengths, and each attends causally to itself alone."""
+    assert attention_mask is None and query.shape[0] == 1
+    bounds = kwargs["cu_seq_lens_q"].tolist()
+    assert kwargs["cu_seq_lens_k"].tolist() == bounds and bounds[-1] == query.shape[2]
+    assert kwargs["max_length_q"] == kwargs["max_length_k"] == max(np.diff(bounds))
+    VARLEN_CALLS.append(bounds)
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
+        )
+        for a, b in itertools.pairwise(bounds)
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_packed_blocks_score_as_padded_ones_with_varlen_attention(checkpoint, monkeypatch, trim):
+    from transformers import AttentionInterface
+
+    from rerank_eval.rerankers import listwise
+
+    padded = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
+    AttentionInterface.register("varlen_sdpa_test", varlen_sdpa)
+    monkeypatch.setattr(listwise, "VARLEN_ATTENTIONS", frozenset({"varlen_sdpa_test"}))
+    monkeypatch.setattr(listwise, "listwise_attention", lambda device, dtype: "varlen_sdpa_test")
+    packed = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
+    assert packed.attention == "varlen_sdpa_test"
+    assert packed.describe()["settings"]["pack_blocks"] is True  # the default with a varlen kernel
+    VARLEN_CALLS.clear()
+    requests = requests_for([QUERY, "vitamin d", "数据"])
+    scores = packed.score_batch(requests)
+    assert any(len(bounds) > 2 for bounds in VARLEN_CALLS)  # several blocks in one row
+    # the trimmed layer gets no mask either: without each marker's block start it would attend to
+    # the blocks before its own, and these scores would differ
+    for a, b in zip(padded.score_batch(requests), scores):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+def test_packed_boundaries_match_transformers_reading_of_positions(checkpoint, monkeypatch):
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    from rerank_eval.rerankers import listwise
+
+    model = load_reranker(str(checkpoint), pack_blocks=True, **PACKING_SETTINGS)
+    monkeypatch.setattr(listwise, "VARLEN_ATTENTIONS", frozenset({model.attention}))
+    batch = max(model._batches(model._blocks(requests_for([QUERY, "vitamin d"]))), key=len)
+    assert len(batch) > 1
+    inputs = model._packed(batch, [b.markers for b in batch])
+    (cumulative_q, cumulative_k), (longest_q, longest_k) = prepare_fa_kwargs_from_position_ids(
+        inputs.positions
+    )
+    assert torch.equal(inputs.boundaries["cu_seq_lens_q"], cumulative_q)
+    assert torch.equal(inputs.boundaries["cu_seq_lens_k"], cumulative_k)
+    assert inputs.boundaries["max_length_q"] == int(longest_q) == int(longest_k)
+    # each marker's position in the row, and its block's start
+    offset, read = 0, 0
+    for block in batch:
+        markers = slice(read, read + len(block.markers))
+        assert inputs.keep[0, markers].tolist() == [offset + m for m in block.markers]
+        assert set(inputs.starts[0, markers].tolist()) == {offset}
+        offset, read = offset + len(block.input_ids), read + len(block.markers)
+    assert read == inputs.keep.shape[1]
+
+
+def test_packing_refused_where_attention_takes_no_mask(checkpoint, monkeypatch):
+    from rerank_eval.rerankers import listwise
+    from rerank_eval.rerankers.qwen3_fast import register_repeated_kv_attention
+
+    monkeypatch.setattr(
+        listwise, "listwise_attention", lambda device, dtype: register_repeated_kv_attention()
+    )
+    with pytest.raises(UserError, match="pack_blocks needs FlashAttention or SDPA with a mask"):
+        load_reranker(str(checkpoint), pack_blocks=True)
+
+
+def test_packed_batches_fill_the_budget_in_order():
+    from rerank_eval.rerankers.common import packed_batches
+
+    assert packed_batches([5, 3, 4, 10, 2, 1], 8) == [[0, 1], [2], [3], [4, 5]]
+
+
 def test_pad_multiple_must_be_positive(checkpoint):
     with pytest.raises(UserError, match=r"pad_multiple .* positive integer"):
         load_reranker(str(checkpoint), pad_multiple=0)

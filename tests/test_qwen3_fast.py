@@ -108,7 +108,7 @@ def test_trimmed_last_layer_refuses_a_cache_and_a_mask_it_cannot_read():
             model(input_ids=ids(), use_cache=True)
     for mask in (torch.ones(2, 40, dtype=torch.bool), object()):  # a padding mask; a flex BlockMask
         with pytest.raises(ValueError, match="4-d mask tensor"):
-            _allowed_keys(KEEP, 40, mask, None)
+            _allowed_keys(KEEP, 40, mask, None, None)
 
 
 def test_sliding_window_mask_without_transformers_mask_equals_its_rows():
@@ -125,8 +125,8 @@ def test_sliding_window_mask_without_transformers_mask_equals_its_rows():
         model(input_ids=ids(), use_cache=False)
     transformers_mask = captured["mask"]
     assert transformers_mask is not None and transformers_mask.dim() == 4
-    built = _allowed_keys(KEEP, max(LENGTHS), None, 6)
-    assert torch.equal(built, _allowed_keys(KEEP, max(LENGTHS), transformers_mask, None))
+    built = _allowed_keys(KEEP, max(LENGTHS), None, 6, None)
+    assert torch.equal(built, _allowed_keys(KEEP, max(LENGTHS), transformers_mask, None, None))
 
 
 def test_switching_back_restores_transformers_layer_and_reading_needs_the_trimmed_one():

@@ -28,6 +28,7 @@ FAMILIES: dict[str, tuple[set[str], str]] = {
             "trim_last_layer",
             "compile_elementwise",
             "pad_multiple",
+            "pack_blocks",
         },
         "rerank_eval.rerankers.listwise:ListwiseLastToken",
     ),
@@ -43,7 +44,7 @@ POSITIVE_INTEGER_SETTINGS = {
     "max_query_length", "max_doc_length", "block_size", "context_length", "max_batch_tokens", "max_length",
     "pad_multiple",
 }  # fmt: skip
-BOOLEAN_SETTINGS = {"fused_rms_norm", "trim_last_layer", "compile_elementwise"}
+BOOLEAN_SETTINGS = {"fused_rms_norm", "trim_last_layer", "compile_elementwise", "pack_blocks"}
 
 
 def _checked_settings(settings: dict[str, Any], family: str) -> dict[str, Any]:

@@ -86,6 +86,23 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
     return batches
 
 
+def packed_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive indices whose lengths add up to at most `budget` (one row of packed sequences);
+    an item longer than the budget gets a batch alone."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for index, length in enumerate(lengths):
+        if current and total + length > budget:
+            batches.append(current)
+            current, total = [], 0
+        current.append(index)
+        total += length
+    if current:
+        batches.append(current)
+    return batches
+
+
 def rounded_up(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 

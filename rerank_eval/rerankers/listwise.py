@@ -5,15 +5,17 @@ last-layer hidden state at each `<|embed_token|>` is a document's vector, the on
 `<|rerank_token|>` the query's; a shared MLP projects both and the score is their cosine. Every
 step follows the published procedure (see ../shared/specs/listwise-last-token.md in the project's
 workspace); only the execution differs: blocks of several queries share forward passes (right
-padding, which leaves every real position unchanged under causal attention), no LM head runs and
-only the last hidden state is kept, and only at the positions read (see qwen3_fast), and each
-RMSNorm runs as one fused kernel.
+padding, which leaves every real position unchanged under causal attention, or with
+FlashAttention the blocks packed in one row with their boundaries given to its varlen kernel), no
+LM head runs and only the last hidden state is kept, and only at the positions read (see
+qwen3_fast), each RMSNorm runs as one fused kernel, and on CUDA the rotary embedding and SiLU run
+as compiled kernels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from rerank_eval.rerankers.common import (
     attention_implementation,
     default_batch_tokens,
     dtype_name,
+    packed_batches,
     pick_device,
     pick_dtype,
     quiet_transformers,
@@ -37,6 +40,7 @@ from rerank_eval.rerankers.common import (
     token_budget_batches,
 )
 from rerank_eval.rerankers.qwen3_fast import (
+    REPEATED_KV_SDPA,
     last_layer_at,
     register_repeated_kv_attention,
     use_compiled_elementwise,
@@ -59,6 +63,11 @@ _UNSET_MAX_LENGTH = 10**9
 # Distinct documents whose truncation is remembered; beyond it the memory is cleared (API users
 # scoring an endless stream of documents never see it grow without bound).
 DOCUMENT_CACHE_LIMIT = 2_000_000
+# Attention implementations that take packed sequences' boundaries (cu_seq_lens_*, max_length_*).
+VARLEN_ATTENTIONS = frozenset({"flash_attention_2", "flash_attention_3"})
+# Settings that only regroup the same arithmetic (scores move by float rounding at most): they are
+# recorded in the manifest but not part of the score cache's key.
+BATCHING_SETTINGS = ("max_batch_tokens", "pad_multiple", "pack_blocks")
 # Bumped whenever a change here can change a score, so cached scores are never reused across it.
 SCORER_VERSION = "listwise-last-token/2"  # 2: special strings removed after truncation
 
@@ -77,6 +86,7 @@ class ListwiseSettings:
     trim_last_layer: bool = True  # the last layer only at the marker positions (qwen3_fast)
     compile_elementwise: bool | None = None  # torch.compile'd rotary and SiLU; None: on CUDA (qwen3_fast)
     pad_multiple: int | None = None  # padded length rounded up to a multiple; None: per device
+    pack_blocks: bool | None = None  # blocks concatenated in one row; None: with FlashAttention
 
 
 def default_pad_multiple(device: torch.device) -> int:
@@ -222,6 +232,18 @@ class _Block:
     markers: list[int]  # where the last hidden state is read: each document's marker, the query's
 
 
+@dataclass
+class _ForwardInputs:
+    """One forward pass's tensors on the device: token ids, the positions read (rows, kept), and
+    for packed blocks each read position's block start, the token positions and block boundaries."""
+
+    input_ids: torch.Tensor
+    keep: torch.Tensor
+    starts: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    boundaries: dict[str, Any] = field(default_factory=dict)
+
+
 class ListwiseLastToken(Reranker):
     family = "listwise-last-token"
     queries_per_call = 16
@@ -297,6 +319,7 @@ class ListwiseLastToken(Reranker):
                 "trim_last_layer": settings.get("trim_last_layer") is not False,
                 "compile_elementwise": _resolved_compile(settings.get("compile_elementwise"), self.device),
                 "pad_multiple": settings.get("pad_multiple") or default_pad_multiple(self.device),
+                "pack_blocks": self._resolved_packing(settings.get("pack_blocks")),
             }
         )
         self.use_published_modules(False)
@@ -305,6 +328,18 @@ class ListwiseLastToken(Reranker):
         self._last_batch_blocks = 0
         self._last_block_query = ""
         self._last_block_tokens = 0
+
+    def _resolved_packing(self, requested: bool | None) -> bool:
+        """pack_blocks as asked; by default where the attention kernel takes sequence boundaries
+        (FlashAttention's varlen kernels), so that several blocks share a row without padding."""
+        if requested is None:
+            return self.attention in VARLEN_ATTENTIONS
+        if requested and self.attention == REPEATED_KV_SDPA:
+            raise UserError(
+                "pack_blocks needs FlashAttention or SDPA with a mask; float32 on CUDA runs an "
+                "attention without masks: use bfloat16, or leave pack_blocks unset"
+            )
+        return requested
 
     def use_published_modules(self, published: bool) -> None:
         """transformers' own modules (what the published code runs), or those the settings choose."""
@@ -337,9 +372,7 @@ class ListwiseLastToken(Reranker):
         if identity["content_sha256"]:
             identity.pop("source")
         identity["device"] = self.device.type
-        identity["settings"] = {
-            k: v for k, v in identity["settings"].items() if k not in ("max_batch_tokens", "pad_multiple")
-        }
+        identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in BATCHING_SETTINGS}
         return identity
 
     def _fresh_stats(self) -> dict[str, int]:
@@ -481,50 +514,88 @@ class ListwiseLastToken(Reranker):
         return [*docs.tolist(), int(query[0])]
 
     def _batches(self, blocks: list[_Block]) -> list[list[_Block]]:
-        """Length-sorted batches whose padded size stays within the token budget."""
-        lengths = [rounded_up(len(b.input_ids), self.settings.pad_multiple) for b in blocks]
-        return [
-            [blocks[i] for i in batch]
-            for batch in token_budget_batches(lengths, self.settings.max_batch_tokens)
-        ]
+        """Batches within the token budget: blocks in order whose lengths add up to it when packed,
+        else length-sorted ones whose padded size (rows × longest, rounded up) stays within it."""
+        budget = self.settings.max_batch_tokens
+        if self.settings.pack_blocks:
+            groups = packed_batches([len(b.input_ids) for b in blocks], budget)
+        else:
+            lengths = [rounded_up(len(b.input_ids), self.settings.pad_multiple) for b in blocks]
+            groups = token_budget_batches(lengths, budget)
+        return [[blocks[i] for i in group] for group in groups]
 
     @torch.inference_mode()
     def _launch(self, batch: list[_Block]) -> torch.Tensor:
         """Queue the batch's forward pass and projection; returns the projected vectors at each
-        row's markers, (rows, markers, width) on the device, still being computed on a GPU."""
-        input_ids, _ = right_padded(
-            [b.input_ids for b in batch], pad_id=0, multiple=self.settings.pad_multiple
-        )
-        # each row's marker positions, padded by repeating its last one (read, then ignored)
+        block's markers, (blocks, markers, width) on the device, still being computed on a GPU."""
+        # each block's marker positions, padded by repeating its last one (read, then ignored)
         width = max(len(b.markers) for b in batch)
-        keep = torch.tensor([b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch])
+        markers = [b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch]
+        inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
         self._last_batch_blocks = len(batch)
-        self._last_block_tokens = input_ids.shape[1]
+        self._last_block_tokens = inputs.input_ids.shape[1]
         self._last_block_query = batch[0].query_id
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
-        input_ids, keep = to_device(input_ids, self.device), to_device(keep, self.device)
-        # No attention mask: under causal attention no real token sees the padding placed after it,
-        # so the plain causal kernel (FlashAttention/SDPA is_causal) gives every real position the
-        # value it has alone, without materialising a padding mask.
         # use_cache=False: no key/value cache is built (it would hold every layer's keys and values).
         if self.settings.trim_last_layer:
-            with last_layer_at(self.backbone, keep):
-                hidden = self._forward(input_ids)
+            with last_layer_at(self.backbone, inputs.keep, inputs.starts):
+                hidden = self._forward(inputs)
         else:
-            hidden = self._forward(input_ids)[torch.arange(len(batch), device=self.device)[:, None], keep]
-        return self.projector(hidden.float())
+            rows = torch.arange(inputs.keep.shape[0], device=self.device)[:, None]
+            hidden = self._forward(inputs)[rows, inputs.keep]
+        return self.projector(hidden.float()).view(len(batch), width, -1)
 
-    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _padded(self, batch: list[_Block], markers: list[list[int]]) -> _ForwardInputs:
+        """One row per block, right-padded. No attention mask: under causal attention no real token
+        sees the padding placed after it, so the plain causal kernel (FlashAttention/SDPA
+        is_causal) gives every real position the value it has alone."""
+        input_ids, _ = right_padded(
+            [b.input_ids for b in batch], pad_id=0, multiple=self.settings.pad_multiple
+        )
+        keep = torch.tensor(markers)
+        return _ForwardInputs(to_device(input_ids, self.device), to_device(keep, self.device))
+
+    def _packed(self, batch: list[_Block], markers: list[list[int]]) -> _ForwardInputs:
+        """Every block in one row, each with its own positions from 0. A FlashAttention kernel is
+        given the blocks' boundaries (cumulative lengths, computed here on the host, so nothing
+        waits for the GPU); any other attention gets transformers' block-diagonal causal mask,
+        which it builds from the positions. The trimmed last layer is given each marker's block
+        start, so its markers never see an earlier block."""
+        lengths = [len(b.input_ids) for b in batch]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        ids = torch.tensor([[token for b in batch for token in b.input_ids]])
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        keep = torch.tensor([[offset + m for offset, row in zip(offsets, markers) for m in row]])
+        starts = torch.tensor([[offset for offset, row in zip(offsets, markers) for _ in row]])
+        boundaries = {}
+        if self.attention in VARLEN_ATTENTIONS:
+            cumulative = to_device(torch.tensor(offsets, dtype=torch.int32), self.device)
+            longest = max(lengths)
+            boundaries = {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative,
+                          "max_length_q": longest, "max_length_k": longest}  # fmt: skip
+        return _ForwardInputs(
+            *(to_device(t, self.device) for t in (ids, keep, starts, positions)), boundaries=boundaries
+        )
+
+    def _forward(self, inputs: _ForwardInputs) -> torch.Tensor:
         """The backbone's last hidden state, without waiting for the GPU.
 
         Given no mask, transformers looks for sequences packed in a row by reading a GPU tensor on
         the host, which waits for every queued forward pass. Without sliding-window layers every
-        layer's mask is "none, causal" anyway, so it is passed ready-made and that check never runs.
+        layer's mask is "none, causal" anyway, so it is passed ready-made and that check never runs,
+        except for blocks packed without FlashAttention, whose block-diagonal mask that check builds.
         """
         sliding = "sliding_attention" in self.backbone.config.layer_types
-        masks = None if sliding else {"full_attention": None}
-        return self.backbone(input_ids=input_ids, attention_mask=masks, use_cache=False).last_hidden_state
+        mask_from_positions = inputs.positions is not None and not inputs.boundaries
+        masks = None if sliding or mask_from_positions else {"full_attention": None}
+        return self.backbone(
+            input_ids=inputs.input_ids,
+            position_ids=inputs.positions,
+            attention_mask=masks,
+            use_cache=False,
+            **inputs.boundaries,
+        ).last_hidden_state
 
     @staticmethod
     def _collect(batch: list[_Block], projected: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
