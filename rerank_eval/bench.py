@@ -415,7 +415,9 @@ def run_bench(
         if compare_float32 and chosen_dtype != torch.float32:
             # float32 is slow on tensor-core GPUs: the rank agreement is taken over the first queries
             compared = requests[:FLOAT32_QUERIES]
-            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32", **settings)
+            # float32 on CUDA runs an attention that takes no mask, hence no packed blocks
+            fp32_settings = {**settings, "pack_blocks": None}
+            float32 = random_reranker(shape, chosen, torch.float32, Path(folder) / "fp32", **fp32_settings)
             _, fp32_scores = run_ours(float32, compared, chosen, (datasheet, measured))
             result["kendall_tau_vs_float32"] = round(kendall_tau(our_scores[: len(compared)], fp32_scores), 4)
             result["kendall_tau_queries"] = len(compared)

@@ -461,17 +461,30 @@ def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
     assert not any(type(m).__module__.startswith("rerank_eval") for m in compiled.backbone.modules())
 
 
-@pytest.mark.parametrize(("requested", "device", "triton", "expected"), [
-    (None, "cpu", True, False), (None, "cuda", True, True), (None, "cuda", False, False),
-    (True, "cpu", False, True), (False, "cuda", True, False),
-])  # fmt: skip
-def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, requested, device, triton, expected):
+@pytest.mark.parametrize(("device", "triton", "expected"), [("cpu", True, False), ("cuda", True, True),
+                                                          ("cuda", False, False)])  # fmt: skip
+def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, triton, expected):
     import torch.utils._triton
 
-    from rerank_eval.rerankers.listwise import _resolved_compile
+    from rerank_eval.rerankers.listwise import compile_by_default
 
     monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: triton)
-    assert _resolved_compile(requested, torch.device(device)) is expected
+    assert compile_by_default(torch.device(device)) is expected
+
+
+def test_compile_that_cannot_build_falls_back_by_default_and_fails_when_asked(
+    checkpoint, monkeypatch, capsys
+):
+    from rerank_eval.rerankers import listwise
+
+    monkeypatch.setattr(listwise, "compile_by_default", lambda device: True)
+    monkeypatch.setattr(listwise, "compile_failure", lambda *args: "InductorError: no C compiler")
+    model = load_reranker(str(checkpoint))
+    assert model.describe()["settings"]["compile_elementwise"] is False  # what ran is recorded
+    assert {type(layer.mlp).__name__ for layer in model.backbone.layers} == {"Qwen3MLP"}
+    assert "no C compiler" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"torch.compile cannot build kernels .*compile_elementwise=false$"):
+        load_reranker(str(checkpoint), compile_elementwise=True)
 
 
 def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
@@ -481,20 +494,13 @@ def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
     assert exact.describe()["settings"]["pad_multiple"] == 1  # CPU default: no rounding
     assert padded.describe()["settings"]["pad_multiple"] == 48
     assert padded.score_identity() == exact.score_identity()  # same scores: journals may mix them
-    seen = []  # (rows, longest prompt, padded width) of each forward pass
-    launch = padded._launch
-
-    def recording(batch):
-        projected = launch(batch)
-        seen.append((len(batch), max(len(b.input_ids) for b in batch), padded._last_block_tokens))
-        return projected
-
-    padded._launch = recording
+    seen = _recorded_passes(padded)
     requests = requests_for([QUERY, "vitamin d", "数据"])
     padded_scores = padded.score_batch(requests)
-    assert any(rows > 1 for rows, _, _ in seen)
-    assert all(width % 48 == 0 and longest <= width < longest + 48 for _, longest, width in seen)
-    assert all(rows * width <= 1200 for rows, _, width in seen)
+    assert any(blocks > 1 for blocks, *_ in seen)
+    for blocks, (rows, width), _, longest in seen:
+        assert rows == blocks and width % 48 == 0 and longest <= width < longest + 48
+        assert rows * width <= 1200
     # the budget counts rounded lengths: 1,040 tokens hold two prompts of ≤ 517 but not two of 528
     blocks = padded._blocks(requests)
 
@@ -509,17 +515,21 @@ def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
         assert np.abs(a - b).max() <= 1e-6
 
 
-def _recorded_passes(model) -> list[tuple[int, int, int]]:
-    """(blocks, row width, tokens of the blocks) of each forward pass the model makes from now on."""
-    seen = []
-    launch = model._launch
+def _recorded_passes(model) -> list[list]:
+    """[blocks, input shape, tokens of the blocks, longest block] of each forward pass from now on."""
+    seen: list[list] = []
+    launch, forward = model._launch, model._forward
 
-    def recording(batch):
-        projected = launch(batch)
-        seen.append((len(batch), model._last_block_tokens, sum(len(b.input_ids) for b in batch)))
-        return projected
+    def recording_launch(batch):
+        lengths = [len(b.input_ids) for b in batch]
+        seen.append([len(batch), None, sum(lengths), max(lengths)])
+        return launch(batch)
 
-    model._launch = recording
+    def recording_forward(inputs):
+        seen[-1][1] = tuple(inputs.input_ids.shape)
+        return forward(inputs)
+
+    model._launch, model._forward = recording_launch, recording_forward
     return seen
 
 
@@ -531,71 +541,132 @@ PACKING_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("trim", [True, False])
-def test_packed_blocks_score_as_padded_ones_under_transformers_mask(checkpoint, trim):
+@pytest.mark.parametrize(("trim", "multiple"), [(True, 1), (False, 1), (True, 48)])
+def test_packed_blocks_score_as_padded_ones_under_transformers_mask(checkpoint, trim, multiple):
     padded = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
-    packed = load_reranker(str(checkpoint), trim_last_layer=trim, pack_blocks=True, **PACKING_SETTINGS)
+    packed = load_reranker(
+        str(checkpoint), trim_last_layer=trim, pack_blocks=True, pad_multiple=multiple, **PACKING_SETTINGS
+    )
     assert padded.describe()["settings"]["pack_blocks"] is False  # SDPA takes no sequence boundaries
     assert packed.score_identity() == padded.score_identity()
     seen = _recorded_passes(packed)
     requests = requests_for([QUERY, "vitamin d", "数据"])
     scores = packed.score_batch(requests)
-    assert any(blocks > 1 for blocks, _, _ in seen)
-    assert all(width == tokens <= 1200 for _, width, tokens in seen)  # one row, no padding
+    assert any(blocks > 1 for blocks, *_ in seen)
+    for _, (rows, width), tokens, _ in seen:  # one row: the blocks, then padding up to the multiple
+        assert rows == 1 and width % multiple == 0 and tokens <= width < tokens + multiple
     for a, b in zip(padded.score_batch(requests), scores):
         assert np.abs(a - b).max() <= 1e-6
 
 
-VARLEN_CALLS: list[list[int]] = []
-
-
-def varlen_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """FlashAttention's varlen contract, on a CPU: no mask; the sequences packed in the row are
-    given by their cumulative lengths, and each attends causally to itself alone."""
-    assert attention_mask is None and query.shape[0] == 1
-    bounds = kwargs["cu_seq_lens_q"].tolist()
-    assert kwargs["cu_seq_lens_k"].tolist() == bounds and bounds[-1] == query.shape[2]
-    assert kwargs["max_length_q"] == kwargs["max_length_k"] == max(np.diff(bounds))
-    VARLEN_CALLS.append(bounds)
-    parts = [
-        torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
+def fake_flash_varlen(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, dropout_p=0.0,
+    softmax_scale=None, causal=False, window_size=(-1, -1), **kwargs,
+):  # fmt: skip
+    """flash_attn_varlen_func's contract on a CPU: (tokens, heads, d) tensors, sequences given by
+    cumulative lengths, each attending causally to itself alone, within window_size[0] keys back."""
+    assert causal and cu_seqlens_q.dtype == torch.int32 and isinstance(max_seqlen_q, int)
+    bounds = cu_seqlens_q.tolist()
+    assert cu_seqlens_k.tolist() == bounds and max_seqlen_q == max_seqlen_k == max(np.diff(bounds))
+    FLASH_CALLS.append(bounds)
+    parts = []
+    for a, b in itertools.pairwise(bounds):
+        rows, keys = torch.arange(b - a)[:, None], torch.arange(b - a)[None]
+        allowed = (keys <= rows) & ((rows - keys <= window_size[0]) if window_size[0] >= 0 else True)
+        heads_first = [t[a:b].transpose(0, 1)[None] for t in (q, k, v)]
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            *heads_first, attn_mask=allowed, scale=softmax_scale, enable_gqa=True
         )
-        for a, b in itertools.pairwise(bounds)
-    ]
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+        parts.append(attended[0].transpose(0, 1))
+    return torch.cat(parts)
 
 
-@pytest.mark.parametrize("trim", [True, False])
-def test_packed_blocks_score_as_padded_ones_with_varlen_attention(checkpoint, monkeypatch, trim):
-    from transformers import AttentionInterface
+FLASH_CALLS: list[list[int]] = []
 
-    from rerank_eval.rerankers import listwise
 
-    padded = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
-    AttentionInterface.register("varlen_sdpa_test", varlen_sdpa)
-    monkeypatch.setattr(listwise, "VARLEN_ATTENTIONS", frozenset({"varlen_sdpa_test"}))
-    monkeypatch.setattr(listwise, "listwise_attention", lambda device, dtype: "varlen_sdpa_test")
-    packed = load_reranker(str(checkpoint), trim_last_layer=trim, **PACKING_SETTINGS)
-    assert packed.attention == "varlen_sdpa_test"
-    assert packed.describe()["settings"]["pack_blocks"] is True  # the default with a varlen kernel
-    VARLEN_CALLS.clear()
+@pytest.fixture
+def fake_flash_attn(monkeypatch):
+    """transformers' own FlashAttention integration, with flash-attn's kernels replaced by the
+    fake above (flash-attn needs CUDA); records whether transformers looked for packed sequences
+    in the positions (its attention kernel's or its mask builder's check), which reads a GPU tensor
+    on the host."""
+    import transformers.modeling_flash_attention_utils as flash_utils
+
+    def plain_flash(*args, **kwargs):
+        raise AssertionError("packed blocks went to the kernel without sequence boundaries")
+
+    looked = []
+    monkeypatch.setattr(
+        flash_utils,
+        "_lazy_imports",
+        lambda *args, **kwargs: (
+            plain_flash,
+            fake_flash_varlen,
+            None,
+            flash_utils._pad_input,
+            flash_utils._unpad_input,
+        ),
+    )
+    import transformers.masking_utils as masking_utils
+
+    for module, name in (
+        (flash_utils, "_is_packed_sequence"),
+        (masking_utils, "find_packed_sequence_indices"),
+    ):
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, **kwargs):
+            looked.append(1)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    FLASH_CALLS.clear()
+    return looked
+
+
+def on_flash_attention(model, **settings):
+    """The model as it loads where flash-attn is installed (the kernel itself is faked)."""
+    model.backbone.config._attn_implementation = model.attention = "flash_attention_2"
+    model.settings = replace(model.settings, pack_blocks=model._resolved_packing(None), **settings)
+    return model
+
+
+def sliding_checkpoint(folder: Path) -> Path:
+    """The tiny checkpoint with its last layer attending to 16 keys back at most."""
+    path = build_listwise_checkpoint(folder)
+    config = json.loads((path / "config.json").read_text())
+    config.update(use_sliding_window=True, sliding_window=16, max_window_layers=1,
+                  layer_types=["full_attention", "sliding_attention"])  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(("trim", "sliding", "multiple"), [
+    (True, False, 1), (False, False, 1), (True, True, 1), (False, True, 1), (True, False, 48),
+])  # fmt: skip
+def test_packed_blocks_score_as_one_at_a_time_through_flash_attention(
+    checkpoint, tmp_path, fake_flash_attn, trim, sliding, multiple
+):
+    path = sliding_checkpoint(tmp_path / "sliding") if sliding else checkpoint
+    settings = {**PACKING_SETTINGS, "trim_last_layer": trim}
+    alone = load_reranker(str(path), **{**settings, "max_batch_tokens": 1})  # one block per pass
+    packed = on_flash_attention(load_reranker(str(path), **settings), pad_multiple=multiple)
+    assert packed.settings.pack_blocks  # the default with FlashAttention
     requests = requests_for([QUERY, "vitamin d", "数据"])
     scores = packed.score_batch(requests)
-    assert any(len(bounds) > 2 for bounds in VARLEN_CALLS)  # several blocks in one row
+    assert any(len(bounds) > 2 for bounds in FLASH_CALLS)  # several blocks in one row
+    assert not fake_flash_attn  # the boundaries were given: nothing read the positions on the host
     # the trimmed layer gets no mask either: without each marker's block start it would attend to
     # the blocks before its own, and these scores would differ
-    for a, b in zip(padded.score_batch(requests), scores):
+    for a, b in zip(alone.score_batch(requests), scores):
         assert np.abs(a - b).max() <= 1e-6
 
 
-def test_packed_boundaries_match_transformers_reading_of_positions(checkpoint, monkeypatch):
+@pytest.mark.parametrize("multiple", [1, 48])
+def test_packed_boundaries_match_transformers_reading_of_positions(checkpoint, multiple):
     from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
-    from rerank_eval.rerankers import listwise
-
-    model = load_reranker(str(checkpoint), pack_blocks=True, **PACKING_SETTINGS)
-    monkeypatch.setattr(listwise, "VARLEN_ATTENTIONS", frozenset({model.attention}))
+    model = on_flash_attention(load_reranker(str(checkpoint), **PACKING_SETTINGS), pad_multiple=multiple)
     batch = max(model._batches(model._blocks(requests_for([QUERY, "vitamin d"]))), key=len)
     assert len(batch) > 1
     inputs = model._packed(batch, [b.markers for b in batch])

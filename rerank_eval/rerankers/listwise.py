@@ -14,6 +14,7 @@ as compiled kernels.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from rerank_eval.rerankers.common import (
 )
 from rerank_eval.rerankers.qwen3_fast import (
     REPEATED_KV_SDPA,
+    compile_failure,
     last_layer_at,
     register_repeated_kv_attention,
     use_compiled_elementwise,
@@ -97,11 +99,9 @@ def default_pad_multiple(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 1
 
 
-def _resolved_compile(requested: bool | None, device: torch.device) -> bool:
-    """compile_elementwise as asked; by default on CUDA where Triton can compile it (measured on
-    an H200: medium 1.5× → 2.1× the reference-style path) and off on CPUs, where it gains nothing."""
-    if requested is not None:
-        return requested
+def compile_by_default(device: torch.device) -> bool:
+    """compile_elementwise's default: on CUDA where Triton supports the GPU (measured on an H200:
+    `medium` from 1.5–1.85× to 2.1× the reference-style path), off on CPUs, where it gains nothing."""
     from torch.utils._triton import has_triton
 
     return device.type == "cuda" and has_triton()
@@ -317,7 +317,7 @@ class ListwiseLastToken(Reranker):
                 "max_batch_tokens": settings.get("max_batch_tokens") or default_batch_tokens(self.device),
                 "fused_rms_norm": settings.get("fused_rms_norm") is not False,
                 "trim_last_layer": settings.get("trim_last_layer") is not False,
-                "compile_elementwise": _resolved_compile(settings.get("compile_elementwise"), self.device),
+                "compile_elementwise": self._resolved_compile(settings.get("compile_elementwise")),
                 "pad_multiple": settings.get("pad_multiple") or default_pad_multiple(self.device),
                 "pack_blocks": self._resolved_packing(settings.get("pack_blocks")),
             }
@@ -328,6 +328,25 @@ class ListwiseLastToken(Reranker):
         self._last_batch_blocks = 0
         self._last_block_query = ""
         self._last_block_tokens = 0
+
+    def _resolved_compile(self, requested: bool | None) -> bool:
+        """compile_elementwise as asked, or its default; checked by compiling both kernels once.
+        Asked for and impossible: a one-line error. By default and impossible: eager, said once
+        on stderr, and recorded as off in the manifest."""
+        wanted = compile_by_default(self.device) if requested is None else requested
+        failure = compile_failure(self.backbone, self.device, self.dtype) if wanted else None
+        if failure and requested:
+            raise UserError(
+                f"compile_elementwise: torch.compile cannot build kernels on {self.device} ({failure}); "
+                f"run with --set compile_elementwise=false"
+            )
+        if failure:
+            print(
+                f"torch.compile cannot build kernels on {self.device} ({failure}); the rotary "
+                f"embedding and SiLU run eager (compile_elementwise=false)",
+                file=sys.stderr,
+            )
+        return wanted and not failure
 
     def _resolved_packing(self, requested: bool | None) -> bool:
         """pack_blocks as asked; by default where the attention kernel takes sequence boundaries
@@ -533,7 +552,7 @@ class ListwiseLastToken(Reranker):
         markers = [b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch]
         inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
         self._last_batch_blocks = len(batch)
-        self._last_block_tokens = inputs.input_ids.shape[1]
+        self._last_block_tokens = max(len(b.input_ids) for b in batch)
         self._last_block_query = batch[0].query_id
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
@@ -564,10 +583,15 @@ class ListwiseLastToken(Reranker):
         start, so its markers never see an earlier block."""
         lengths = [len(b.input_ids) for b in batch]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        ids = torch.tensor([[token for b in batch for token in b.input_ids]])
-        positions = torch.cat([torch.arange(n) for n in lengths])[None]
         keep = torch.tensor([[offset + m for offset, row in zip(offsets, markers) for m in row]])
         starts = torch.tensor([[offset for offset, row in zip(offsets, markers) for _ in row]])
+        # the row rounded up to pad_multiple by one more sequence of padding (read by nobody), so
+        # that kernels planned per length (the trimmed layer's masked attention) meet few lengths
+        padding = rounded_up(offsets[-1], self.settings.pad_multiple) - offsets[-1]
+        if padding:
+            lengths, offsets = [*lengths, padding], [*offsets, offsets[-1] + padding]
+        ids = torch.tensor([[token for b in batch for token in b.input_ids] + [0] * padding])
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
         boundaries = {}
         if self.attention in VARLEN_ATTENTIONS:
             cumulative = to_device(torch.tensor(offsets, dtype=torch.int32), self.device)
@@ -582,13 +606,19 @@ class ListwiseLastToken(Reranker):
         """The backbone's last hidden state, without waiting for the GPU.
 
         Given no mask, transformers looks for sequences packed in a row by reading a GPU tensor on
-        the host, which waits for every queued forward pass. Without sliding-window layers every
-        layer's mask is "none, causal" anyway, so it is passed ready-made and that check never runs,
-        except for blocks packed without FlashAttention, whose block-diagonal mask that check builds.
+        the host, which waits for every queued forward pass. So masks are passed ready-made where
+        every layer's is "none": with FlashAttention (the sequence boundaries and any sliding
+        window go to its kernels instead), and for right-padded rows without sliding-window layers
+        (causal). Transformers builds them only for sliding windows under SDPA, and for blocks
+        packed without FlashAttention, whose block-diagonal mask comes from the positions.
         """
-        sliding = "sliding_attention" in self.backbone.config.layer_types
-        mask_from_positions = inputs.positions is not None and not inputs.boundaries
-        masks = None if sliding or mask_from_positions else {"full_attention": None}
+        layer_types = set(self.backbone.config.layer_types)
+        if self.attention in VARLEN_ATTENTIONS:
+            masks = dict.fromkeys(layer_types)
+        elif inputs.positions is not None or "sliding_attention" in layer_types:
+            masks = None
+        else:
+            masks = {"full_attention": None}
         return self.backbone(
             input_ids=inputs.input_ids,
             position_ids=inputs.positions,

@@ -130,6 +130,24 @@ def _compiled(function: Any) -> Any:
     return torch.compile(function, dynamic=True)
 
 
+def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why torch.compile cannot build the two elementwise kernels here (no C compiler, a GPU that
+    Triton does not support, ...), in one line; None when both compile and run on a few tokens.
+    The shapes are symbolic (dynamic), so the real calls reuse what this compiles."""
+    config = backbone.config
+    try:
+        states = torch.ones(3, config.num_attention_heads, config.head_dim, device=device, dtype=dtype)
+        angles = torch.zeros(3, config.head_dim, device=device, dtype=dtype)
+        weight = torch.ones(config.head_dim, device=device, dtype=dtype)
+        _compiled(_rms_normed_rotated)(states, weight, config.rms_norm_eps, angles, angles)
+        gate = torch.ones(3, config.intermediate_size, device=device, dtype=dtype)
+        _compiled(_silu_times)(gate, gate)
+    except Exception as exc:  # Inductor and Triton raise many kinds; all mean "cannot compile here"
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return None
+
+
 def normed_rotated(
     norm: nn.Module, states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, compiled: bool
 ) -> torch.Tensor:
