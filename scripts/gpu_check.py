@@ -28,7 +28,8 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    RMSNorm (what the fused kernels add), medium with the last layer run at every position (what
    trimming it adds), medium and short with the rotary embedding and SiLU left eager (what
    compiling them adds), medium and short with forward-pass lengths not rounded up to 64 (what
-   fewer cuDNN attention plans add).
+   fewer cuDNN attention plans add), and where flash-attn is installed (ours then packs blocks for
+   its varlen kernel) medium and short with padded blocks instead (what packing adds).
 5. A profile of ours on one call of 16 medium queries: how busy the GPU was (its kernels' time
    over the wall time), and its kernel time in attention, matrix products and everything else
    (the elementwise work left to fuse).
@@ -54,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rerank_eval.bench import PRESETS, Workload, random_reranker, run_bench, synchronize
 from rerank_eval.rerankers import load_reranker
-from rerank_eval.rerankers.common import pick_dtype
+from rerank_eval.rerankers.common import attention_implementation, pick_dtype
+from rerank_eval.rerankers.listwise import VARLEN_ATTENTIONS
 from tests.checkpoints import (
     build_bi_encoder,
     build_causal_lm,
@@ -79,6 +81,7 @@ VARIANTS = {
     "last layer everywhere": (2, {"trim_last_layer": False}),
     "eager elementwise": (3, {"compile_elementwise": False}),
     "lengths not rounded": (4, {"pad_multiple": 1}),
+    "blocks padded, not packed": (5, {"pack_blocks": False}),
 }
 
 
@@ -234,6 +237,10 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     root = Path(tempfile.mkdtemp(prefix="rerank-eval-gpu-check-"))
+    variants = [("transformers' RMSNorm", 1), ("last layer everywhere", 1), ("eager elementwise", 2),
+                ("lengths not rounded", 2)]  # fmt: skip
+    if attention_implementation(torch.device(device), torch.bfloat16) in VARLEN_ATTENTIONS:
+        variants.append(("blocks padded, not packed", 2))
     checks = [
         *((f"bench {b[0]}", functools.partial(bench_check, device, args.quick, *b)) for b in BENCH_PRESETS),
         *((family, functools.partial(family_check, device, family, root)) for family in BUILDERS),
@@ -241,9 +248,7 @@ def main() -> None:
         ("listwise forward pass queued without waiting", functools.partial(no_wait_check, device)),
         # what each of ours' changes adds (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))
-          for variant, presets in (("transformers' RMSNorm", 1), ("last layer everywhere", 1),
-                                   ("eager elementwise", 2), ("lengths not rounded", 2))
-          for b in BENCH_PRESETS[:presets]),
+          for variant, presets in variants for b in BENCH_PRESETS[:presets]),
         ("profile medium", functools.partial(profile_check, device, args.quick)),
     ]  # fmt: skip
     print(f"GPU checks on {name} ({time.strftime('%Y-%m-%d')}); details in {args.out}")
