@@ -85,6 +85,23 @@ def test_fast_path_equals_reference_style(tiny, settings, mean_tokens, min_block
         tiny.settings = original
 
 
+def test_bench_packs_blocks_where_float32_attention_takes_no_mask(monkeypatch):
+    """On CUDA float32 runs an attention without masks, which cannot take packed blocks: the bf16
+    run packs them and its float32 comparison runs padded rows (emulated here on a CPU)."""
+    import rerank_eval.bench as bench
+    from rerank_eval.rerankers.qwen3_fast import register_repeated_kv_attention
+
+    monkeypatch.setattr(
+        bench,
+        "listwise_attention",
+        lambda device, dtype: register_repeated_kv_attention() if dtype == torch.float32 else "sdpa",
+    )
+    result = bench.run_bench(
+        "short", "tiny", 2, 10, device="cpu", dtype="bfloat16", matmul_size=64, pack_blocks=True
+    )
+    assert result["model"]["pack_blocks"] is True and result["kendall_tau_vs_float32"] is not None
+
+
 def test_flops_formula(tiny):
     config = tiny.backbone.config
     parameters = sum(p.numel() for p in tiny.backbone.parameters()) - config.vocab_size * config.hidden_size

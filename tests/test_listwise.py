@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -461,6 +464,30 @@ def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
     assert not any(type(m).__module__.startswith("rerank_eval") for m in compiled.backbone.modules())
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="needs a C++ compiler")
+def test_compiled_kernels_built_at_load_are_the_ones_scoring_runs(checkpoint, monkeypatch):
+    import torch._dynamo
+
+    torch._dynamo.reset()  # what earlier tests compiled would otherwise answer for the load
+    model = load_reranker(str(checkpoint), compile_elementwise=True, max_doc_length=40)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    model.score_batch(requests_for([QUERY, "vitamin d"]))  # a compilation here would raise
+
+
+def test_score_command_says_in_one_line_when_compile_cannot_build(checkpoint, tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS[:3]) + "\n", encoding="utf-8")
+    environment = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "CC": str(tmp_path / "no-compiler"),
+                   "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # fmt: skip
+    command = [sys.executable, "-m", "rerank_eval", "score", "--model", str(checkpoint), "--query", QUERY,
+               "--docs", str(docs), "--set", "compile_elementwise=true"]  # fmt: skip
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 2 and not finished.stdout
+    message = finished.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "torch.compile cannot build kernels on cpu" in message and "compile_elementwise=false" in message
+
+
 @pytest.mark.parametrize(("device", "triton", "expected"), [("cpu", True, False), ("cuda", True, True),
                                                           ("cuda", False, False)])  # fmt: skip
 def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, triton, expected):
@@ -511,6 +538,11 @@ def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
     for model in (exact, padded):
         model.settings = replace(model.settings, max_batch_tokens=1040)
     assert widest(exact) > 1040 >= widest(padded)
+    # an out-of-memory message names the block's own length, not the padded width
+    padded.score_batch(requests[:1])
+    last = padded._last_block_tokens
+    assert last in {len(b.input_ids) for b in blocks} and last % 48
+    assert f"one block of {last:,} tokens" in padded.out_of_memory_message(requests[:1])
     for a, b in zip(exact.score_batch(requests), padded_scores):
         assert np.abs(a - b).max() <= 1e-6
 
@@ -596,6 +628,9 @@ def fake_flash_attn(monkeypatch):
         raise AssertionError("packed blocks went to the kernel without sequence boundaries")
 
     looked = []
+    # transformers keeps the kernels it loaded in module globals: load (the fakes) afresh, and
+    # forget them afterwards
+    monkeypatch.setattr(flash_utils, "_loaded_implementation", None)
     monkeypatch.setattr(
         flash_utils,
         "_lazy_imports",
@@ -627,7 +662,7 @@ def fake_flash_attn(monkeypatch):
 def on_flash_attention(model, **settings):
     """The model as it loads where flash-attn is installed (the kernel itself is faked)."""
     model.backbone.config._attn_implementation = model.attention = "flash_attention_2"
-    model.settings = replace(model.settings, pack_blocks=model._resolved_packing(None), **settings)
+    model.settings = replace(model.settings, **{"pack_blocks": model._resolved_packing(None), **settings})
     return model
 
 
@@ -641,20 +676,25 @@ def sliding_checkpoint(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("trim", "sliding", "multiple"), [
-    (True, False, 1), (False, False, 1), (True, True, 1), (False, True, 1), (True, False, 48),
+@pytest.mark.parametrize(("packed", "trim", "sliding", "multiple"), [
+    (True, True, False, 1), (True, False, False, 1), (True, True, True, 1), (True, False, True, 1),
+    (True, True, False, 48), (False, True, False, 48), (False, False, True, 1),
 ])  # fmt: skip
-def test_packed_blocks_score_as_one_at_a_time_through_flash_attention(
-    checkpoint, tmp_path, fake_flash_attn, trim, sliding, multiple
+def test_blocks_score_as_one_at_a_time_through_flash_attention(
+    checkpoint, tmp_path, fake_flash_attn, packed, trim, sliding, multiple
 ):
     path = sliding_checkpoint(tmp_path / "sliding") if sliding else checkpoint
     settings = {**PACKING_SETTINGS, "trim_last_layer": trim}
     alone = load_reranker(str(path), **{**settings, "max_batch_tokens": 1})  # one block per pass
-    packed = on_flash_attention(load_reranker(str(path), **settings), pad_multiple=multiple)
-    assert packed.settings.pack_blocks  # the default with FlashAttention
+    model = on_flash_attention(load_reranker(str(path), **settings), pad_multiple=multiple)
+    assert model.settings.pack_blocks  # the default with FlashAttention
+    if not packed:
+        model.settings = replace(model.settings, pack_blocks=False)
     requests = requests_for([QUERY, "vitamin d", "数据"])
-    scores = packed.score_batch(requests)
-    assert any(len(bounds) > 2 for bounds in FLASH_CALLS)  # several blocks in one row
+    scores = model.score_batch(requests)
+    # several blocks in one row, or several rows each one sequence of the padded width
+    assert any(len(bounds) > 2 for bounds in FLASH_CALLS)
+    assert packed or all(len(set(np.diff(bounds))) == 1 for bounds in FLASH_CALLS)
     assert not fake_flash_attn  # the boundaries were given: nothing read the positions on the host
     # the trimmed layer gets no mask either: without each marker's block start it would attend to
     # the blocks before its own, and these scores would differ
@@ -701,6 +741,8 @@ def test_packed_batches_fill_the_budget_in_order():
     from rerank_eval.rerankers.common import packed_batches
 
     assert packed_batches([5, 3, 4, 10, 2, 1], 8) == [[0, 1], [2], [3], [4, 5]]
+    # rounded up to 3: 5 + 3 takes 9 tokens and 3 + 4 takes 9, more than 8
+    assert packed_batches([5, 3, 4, 10, 2, 1], 8, multiple=3) == [[0], [1], [2], [3], [4, 5]]
 
 
 def test_pad_multiple_must_be_positive(checkpoint):

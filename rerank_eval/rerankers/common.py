@@ -86,14 +86,14 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
     return batches
 
 
-def packed_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Consecutive indices whose lengths add up to at most `budget` (one row of packed sequences);
-    an item longer than the budget gets a batch alone."""
+def packed_batches(lengths: Sequence[int], budget: int, multiple: int = 1) -> list[list[int]]:
+    """Consecutive indices whose lengths add up, rounded up to `multiple`, to at most `budget` (one
+    row of packed sequences); an item longer than the budget gets a batch alone."""
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0
     for index, length in enumerate(lengths):
-        if current and total + length > budget:
+        if current and rounded_up(total + length, multiple) > budget:
             batches.append(current)
             current, total = [], 0
         current.append(index)

@@ -537,7 +537,7 @@ class ListwiseLastToken(Reranker):
         else length-sorted ones whose padded size (rows × longest, rounded up) stays within it."""
         budget = self.settings.max_batch_tokens
         if self.settings.pack_blocks:
-            groups = packed_batches([len(b.input_ids) for b in blocks], budget)
+            groups = packed_batches([len(b.input_ids) for b in blocks], budget, self.settings.pad_multiple)
         else:
             lengths = [rounded_up(len(b.input_ids), self.settings.pad_multiple) for b in blocks]
             groups = token_budget_batches(lengths, budget)
@@ -573,7 +573,12 @@ class ListwiseLastToken(Reranker):
             [b.input_ids for b in batch], pad_id=0, multiple=self.settings.pad_multiple
         )
         keep = torch.tensor(markers)
-        return _ForwardInputs(to_device(input_ids, self.device), to_device(keep, self.device))
+        rows, width = input_ids.shape
+        return _ForwardInputs(
+            to_device(input_ids, self.device),
+            to_device(keep, self.device),
+            boundaries=self._boundaries([width] * rows),
+        )
 
     def _packed(self, batch: list[_Block], markers: list[list[int]]) -> _ForwardInputs:
         """Every block in one row, each with its own positions from 0. A FlashAttention kernel is
@@ -586,21 +591,28 @@ class ListwiseLastToken(Reranker):
         keep = torch.tensor([[offset + m for offset, row in zip(offsets, markers) for m in row]])
         starts = torch.tensor([[offset for offset, row in zip(offsets, markers) for _ in row]])
         # the row rounded up to pad_multiple by one more sequence of padding (read by nobody), so
-        # that kernels planned per length (the trimmed layer's masked attention) meet few lengths
+        # that kernels planned per length (the trimmed layer's masked attention) meet fewer lengths
         padding = rounded_up(offsets[-1], self.settings.pad_multiple) - offsets[-1]
         if padding:
-            lengths, offsets = [*lengths, padding], [*offsets, offsets[-1] + padding]
+            lengths = [*lengths, padding]
         ids = torch.tensor([[token for b in batch for token in b.input_ids] + [0] * padding])
         positions = torch.cat([torch.arange(n) for n in lengths])[None]
-        boundaries = {}
-        if self.attention in VARLEN_ATTENTIONS:
-            cumulative = to_device(torch.tensor(offsets, dtype=torch.int32), self.device)
-            longest = max(lengths)
-            boundaries = {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative,
-                          "max_length_q": longest, "max_length_k": longest}  # fmt: skip
         return _ForwardInputs(
-            *(to_device(t, self.device) for t in (ids, keep, starts, positions)), boundaries=boundaries
+            *(to_device(t, self.device) for t in (ids, keep, starts, positions)),
+            boundaries=self._boundaries(lengths),
         )
+
+    def _boundaries(self, lengths: list[int]) -> dict[str, Any]:
+        """FlashAttention's varlen arguments for sequences of these lengths laid end to end, made
+        on the host so that nothing waits for the GPU (given none, transformers reads positions on
+        the host to look for packed sequences); none for attention without varlen kernels."""
+        if self.attention not in VARLEN_ATTENTIONS:
+            return {}
+        cumulative = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+        cumulative = to_device(cumulative, self.device)
+        longest = max(lengths)
+        return {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative,
+                "max_length_q": longest, "max_length_k": longest}  # fmt: skip
 
     def _forward(self, inputs: _ForwardInputs) -> torch.Tensor:
         """The backbone's last hidden state, without waiting for the GPU.

@@ -133,15 +133,23 @@ def _compiled(function: Any) -> Any:
 def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why torch.compile cannot build the two elementwise kernels here (no C compiler, a GPU that
     Triton does not support, ...), in one line; None when both compile and run on a few tokens.
-    The shapes are symbolic (dynamic), so the real calls reuse what this compiles."""
-    config = backbone.config
+
+    The call is the real one but for its sizes (symbolic: dynamic): inference mode, the first
+    q-norm's own weight and epsilon, distinct tensors. So scoring reuses these kernels and never
+    compiles again mid-run (tests check that no recompilation happens)."""
+    config, norm = backbone.config, backbone.layers[0].self_attn.q_norm
+    heads, size = config.num_attention_heads, config.head_dim
+
+    def tensor(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=device, dtype=dtype)
+
     try:
-        states = torch.ones(3, config.num_attention_heads, config.head_dim, device=device, dtype=dtype)
-        angles = torch.zeros(3, config.head_dim, device=device, dtype=dtype)
-        weight = torch.ones(config.head_dim, device=device, dtype=dtype)
-        _compiled(_rms_normed_rotated)(states, weight, config.rms_norm_eps, angles, angles)
-        gate = torch.ones(3, config.intermediate_size, device=device, dtype=dtype)
-        _compiled(_silu_times)(gate, gate)
+        with torch.inference_mode():
+            _compiled(_rms_normed_rotated)(tensor(3, heads, size), norm.weight, norm.variance_epsilon,
+                                           tensor(3, size), tensor(3, size))  # fmt: skip
+            _compiled(_silu_times)(tensor(3, config.intermediate_size), tensor(3, config.intermediate_size))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # a kernel that fails to launch fails here
     except Exception as exc:  # Inductor and Triton raise many kinds; all mean "cannot compile here"
         lines = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {lines[0] if lines else ''}"
