@@ -515,9 +515,8 @@ def test_compile_that_cannot_build_falls_back_by_default_and_fails_when_asked(
 
 
 def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
-    settings = {"context_length": 120, "max_doc_length": 40, "max_query_length": 8, "max_batch_tokens": 1200}
-    exact = load_reranker(str(checkpoint), **settings)
-    padded = load_reranker(str(checkpoint), pad_multiple=48, **settings)
+    exact = load_reranker(str(checkpoint), **PACKING_SETTINGS)
+    padded = load_reranker(str(checkpoint), pad_multiple=48, **PACKING_SETTINGS)
     assert exact.describe()["settings"]["pad_multiple"] == 1  # CPU default: no rounding
     assert padded.describe()["settings"]["pad_multiple"] == 48
     assert padded.score_identity() == exact.score_identity()  # same scores: journals may mix them

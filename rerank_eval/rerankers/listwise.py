@@ -14,6 +14,7 @@ as compiled kernels.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -587,7 +588,7 @@ class ListwiseLastToken(Reranker):
         which it builds from the positions. The trimmed last layer is given each marker's block
         start, so its markers never see an earlier block."""
         lengths = [len(b.input_ids) for b in batch]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        offsets = list(itertools.accumulate(lengths, initial=0))
         keep = torch.tensor([[offset + m for offset, row in zip(offsets, markers) for m in row]])
         starts = torch.tensor([[offset for offset, row in zip(offsets, markers) for _ in row]])
         # the row rounded up to pad_multiple by one more sequence of padding (read by nobody), so
@@ -608,7 +609,7 @@ class ListwiseLastToken(Reranker):
         the host to look for packed sequences); none for attention without varlen kernels."""
         if self.attention not in VARLEN_ATTENTIONS:
             return {}
-        cumulative = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+        cumulative = torch.tensor(list(itertools.accumulate(lengths, initial=0)), dtype=torch.int32)
         cumulative = to_device(cumulative, self.device)
         longest = max(lengths)
         return {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative,
