@@ -247,7 +247,7 @@ def _benchmark(
     trust_remote_code: bool,
 ) -> None:
     from rerank_eval.evaluation import canonical_measures
-    from rerank_eval.firststage import RunLocation
+    from rerank_eval.first_stage import RunLocation
     from rerank_eval.report import Report, comparison_table
     from rerank_eval.rerankers import load_reranker
     from rerank_eval.results import load_result

@@ -20,17 +20,17 @@ DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 
 @dataclass(frozen=True)
 class FirstStageSpec:
-    """Where first-stage candidates come from when the user supplies no run file."""
+    """Where first-stage candidates come from when the user supplies no run file.
+
+    `kind` names a registered first-stage kind (rerank_eval/first_stage); `settings` are that
+    kind's own, checked by it and completed with its defaults.
+    """
 
     name: str
-    kind: str  # "hub" (a published run file) or "bm25s" (the built-in BM25)
+    kind: str
     label: str
-    repo: str | None = None
-    repo_type: str = "dataset"
-    file: str | None = None
     reference: str | None = None  # key of DatasetSpec.reference holding the published figure
-    k1: float = 0.9
-    b: float = 0.4
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,11 @@ class BenchmarkConfig:
             raise UserError(f"unknown suite {name!r} in {self.path}; known: {', '.join(sorted(self.suites))}")
         return self.suites[name]
 
-    def first_stage(self, name: str) -> FirstStageSpec:
-        if name not in self.first_stages:
-            raise UserError(f"unknown first stage {name!r} in {self.path}")
-        return self.first_stages[name]
+    def first_stage(self, name: str, where: str = "--first-stage") -> FirstStageSpec:
+        """An entry of first_stages, or a `KIND:ARGUMENT` form such as `dense:ENCODER`."""
+        from rerank_eval.first_stage import resolve
+
+        return resolve(name, self.first_stages, where)
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:
@@ -180,21 +181,24 @@ class _ConfigReader:
         )
 
     def _first_stage(self, name: str, body: Any) -> FirstStageSpec:
+        from rerank_eval.first_stage import kind as first_stage_kind
+        from rerank_eval.first_stage import kind_names
+
         where = f"first_stages.{name}"
-        if not isinstance(body, dict) or body.get("kind") not in ("hub", "bm25s"):
-            raise self.fail(where, "needs kind: hub or kind: bm25s")
-        if body["kind"] == "hub" and not (body.get("repo") and body.get("file")):
-            raise self.fail(where, "a hub first stage needs repo and file")
+        if not isinstance(body, dict) or body.get("kind") not in kind_names():
+            raise self.fail(where, f"needs kind: one of {', '.join(kind_names())}")
+        settings = {k: v for k, v in body.items() if k not in ("kind", "label", "reference")}
+        try:
+            checked = first_stage_kind(body["kind"]).validate(where, settings)
+        except UserError as exc:
+            raise UserError(f"{self.path}: {exc}") from None
+        reference = body.get("reference")
         return FirstStageSpec(
             name=name,
             kind=body["kind"],
             label=str(body.get("label", name)),
-            repo=body.get("repo"),
-            repo_type=str(body.get("repo_type", "dataset")),
-            file=body.get("file"),
-            reference=body.get("reference"),
-            k1=self.number(f"{where}.k1", body.get("k1", 0.9), float),
-            b=self.number(f"{where}.b", body.get("b", 0.4), float),
+            reference=None if reference is None else str(reference),
+            settings=checked,
         )
 
     def _suite(self, name: str, body: Any, first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:

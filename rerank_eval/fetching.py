@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from rerank_eval.bm25 import Bm25Index, Bm25Settings
 from rerank_eval.config import BenchmarkConfig, DatasetSpec
 from rerank_eval.data import IrDataset
-from rerank_eval.hub import hub_file
+from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
 from rerank_eval.progress import stderr_console
 
 
-def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec) -> None:
-    """Queries, qrels, the built doc store and the default first stage of one dataset."""
+def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None) -> None:
+    """Queries, qrels, the built doc store and the first stage (default: the dataset's own) of
+    one dataset: a published run downloaded, a BM25 index built, a corpus encoded."""
     dataset = IrDataset(spec)
-    dataset.queries()
+    queries = dataset.queries()
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
-    source = config.first_stage(spec.first_stage)
-    if source.kind == "hub":
-        hub_file(
-            source.repo,
-            spec.run_file or source.file.format(name=spec.run_name or spec.key),
-            repo_type=source.repo_type,
-        )
-    else:
-        Bm25Index.open(dataset, Bm25Settings(language=spec.language, k1=source.k1, b=source.b))
+    source = config.first_stage(first_stage or spec.first_stage)
+    fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth=config.top_k))
 
 
-def fetch_suite(config: BenchmarkConfig, datasets: list[DatasetSpec], models: list[str]) -> None:
+def fetch_suite(
+    config: BenchmarkConfig, datasets: list[DatasetSpec], models: list[str], first_stage: str | None = None
+) -> None:
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.ir_datasets_id})", highlight=False)
-        fetch_dataset(config, spec)
+        fetch_dataset(config, spec, first_stage)
     for name in models:
         preset = config.models.get(name)
         source = preset.model if preset else name

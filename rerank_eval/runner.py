@@ -29,7 +29,15 @@ from rerank_eval.data import IrDataset
 from rerank_eval.distributed import ranks
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation import PerQuery, canonical_measures, evaluate_per_query, parse_measures
-from rerank_eval.firststage import Candidates, FirstStageRecord, RunLocation, obtain_run, select_candidates
+from rerank_eval.first_stage import (
+    Candidates,
+    FirstStageRecord,
+    FirstStageRequest,
+    RunLocation,
+    fetch_first_stage,
+    obtain_run,
+    select_candidates,
+)
 from rerank_eval.interrupt import Interrupted, StopRequest
 from rerank_eval.journal import JOURNAL_FORMAT, ScoreJournal, cache_key, journal_path
 from rerank_eval.progress import step, track
@@ -131,6 +139,24 @@ class PreparedDataset:
     seconds: float
 
 
+def first_stage_request(plan: RunPlan, spec: DatasetSpec, dataset: IrDataset, queries: dict[str, str]):
+    """What the dataset's first stage is asked for: depth top-k, plus one where self-matches go."""
+    source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
+    depth = plan.top_k + (1 if spec.drop_self_matches else 0)
+    return FirstStageRequest(spec, source, dataset, queries, depth)
+
+
+def fetch_for_ranks(plan: RunPlan, spec: DatasetSpec) -> None:
+    """Downloads and single-process builds, done by rank 0 while the other ranks wait; what all
+    ranks do together (a dense first stage's corpus encoding) is left to `prepare_dataset`."""
+    dataset = IrDataset(spec)
+    queries = dataset.queries()
+    dataset.qrels()
+    dataset.documents([])
+    if plan.runs.path_for(spec) is None:
+        fetch_first_stage(first_stage_request(plan, spec, dataset, queries), build=False)
+
+
 def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     """Queries, qrels, the top-k candidates and their texts for one dataset."""
     start = time.monotonic()
@@ -140,10 +166,9 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
         qrels = dataset.qrels()
     if not qrels:
         raise UserError(f"{spec.ir_datasets_id} has no relevance judgements")
-    source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
-    depth = plan.top_k + (1 if spec.drop_self_matches else 0)
+    request = first_stage_request(plan, spec, dataset, queries)
     with step(f"{spec.key}: first stage"):
-        run, record = obtain_run(spec, source, plan.runs, dataset, queries, depth)
+        run, record = obtain_run(request, plan.runs)
         candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
     wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
     with step(f"{spec.key}: {len(wanted):,} candidate documents"):
@@ -408,14 +433,17 @@ class DatasetCache:
         self._first_stage_values: dict[str, PerQuery] = {}
 
     def prepared(self, spec: DatasetSpec) -> PreparedDataset:
-        """Loaded once; under torchrun rank 0 loads first, so downloads and caches happen once."""
+        """Loaded once; under torchrun rank 0 downloads and builds first, then every rank prepares
+        (together, where the first stage shares its work across ranks)."""
         if spec.key not in self._prepared:
             shard = ranks()
-            if not shard.is_main:
-                shard.barrier()
+            if shard.world > 1:
+                if not shard.is_main:
+                    shard.barrier()
+                else:
+                    fetch_for_ranks(self.plan, spec)
+                    shard.barrier()
             self._prepared[spec.key] = prepare_dataset(self.plan, spec)
-            if shard.is_main:
-                shard.barrier()
         return self._prepared[spec.key]
 
     def first_stage_values(self, prepared: PreparedDataset) -> PerQuery:

@@ -94,7 +94,7 @@ def test_selection_by_key_and_group():
             "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n",
             "suites.s.datasets[0]: missing first_stage",
         ),
-        ("first_stages:\n  f: {kind: ftp}\n", "first_stages.f: needs kind: hub or kind: bm25s"),
+        ("first_stages:\n  f: {kind: ftp}\n", "first_stages.f: needs kind: one of bm25s, dense, hub"),
         (
             "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
             "      - {key: a, id: x, first_stage: g}\n",

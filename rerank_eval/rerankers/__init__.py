@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.config import BenchmarkConfig, ModelPreset, load_config
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint, architectures, folder_sha256, resolve_checkpoint
+from rerank_eval.rerankers.checkpoint import (
+    Checkpoint,
+    architectures,
+    packaged_checkpoint,
+    resolve_checkpoint,
+)
 
 POINTWISE_SETTINGS = {"max_length", "max_batch_tokens"}
 # family -> (settings it accepts, "module:class")
@@ -87,17 +91,7 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
 
 def _packaged_checkpoint(preset: ModelPreset) -> Checkpoint | None:
     """The preset's model files from an installed package that ships them, if it is installed."""
-    if not preset.package:
-        return None
-    try:
-        package = importlib.import_module(preset.package)
-    except ImportError:
-        return None
-    folder = Path(package.get_model_path())
-    version = metadata.version(preset.package.replace("_", "-"))
-    return Checkpoint(
-        folder, f"{preset.model} (package {preset.package} {version})", None, folder_sha256(folder)
-    )
+    return packaged_checkpoint(preset.package, preset.model) if preset.package else None
 
 
 def load_reranker(

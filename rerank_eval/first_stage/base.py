@@ -1,0 +1,160 @@
+"""What every first-stage kind implements, and the records they leave in the manifest.
+
+A first stage turns a dataset's queries into a run (query id -> {doc id: score}). Each kind (a
+published run on the Hub, the built-in BM25, dense retrieval, ...) is one module of this package
+that declares its name and its settings and registers itself (see `registry`); the config reader,
+`fetch` and the runner only ever go through this interface, so adding a kind touches this package
+and `benchmarks.yaml` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rerank_eval.errors import UserError
+
+if TYPE_CHECKING:
+    from rerank_eval.config import DatasetSpec, FirstStageSpec
+    from rerank_eval.data import IrDataset
+    from rerank_eval.runfiles import Run
+
+
+_KIND_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "text", dict: "a mapping"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a kind accepts in `benchmarks.yaml`: its type, default, and whether it is needed."""
+
+    kind: type
+    default: Any = None
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def check(self, where: str, value: Any) -> Any:
+        if value is None:
+            if self.required:
+                raise UserError(f"{where}: is required")
+            return self.default
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
+            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {value!r}")
+        if self.kind is int and value < 1:
+            raise UserError(f"{where}: must be a positive integer, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise UserError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+
+def check_settings(where: str, schema: dict[str, Setting], raw: dict[str, Any]) -> dict[str, Any]:
+    """Every declared setting with its value or default; an unknown name is refused with a hint."""
+    for name in raw:
+        if name not in schema:
+            close = difflib.get_close_matches(name, list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(schema)) or "none"
+            raise UserError(f"{where}: unknown setting {name!r}{hint}; accepted: {known}")
+    return {name: setting.check(f"{where}.{name}", raw.get(name)) for name, setting in schema.items()}
+
+
+@dataclass
+class FirstStageRecord:
+    """What produced a dataset's candidates; stored in the manifest."""
+
+    kind: str  # "run-file", "hub", "bm25s", "dense"
+    label: str
+    path: str | None = None
+    sha256: str | None = None
+    repo: str | None = None
+    revision: str | None = None  # the Hub commit the run file (or encoder) was taken from
+    settings: dict[str, object] | None = None
+    reference_name: str | None = None
+    reference_ndcg10: float | None = None
+    duplicate_lines: int = 0
+    #: how the run was computed (timings per rank, passages encoded); never part of a cache key
+    execution: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """Where the user said a dataset's run file is (`--run KEY=PATH` or a folder and pattern)."""
+
+    overrides: dict[str, Path] = field(default_factory=dict)
+    folder: Path | None = None
+    pattern: str = "{key}.trec"
+    # The published first stage the user's files reproduce (`--run-reference`), e.g. pyserini-bm25:
+    # its per-dataset nDCG@10 from the config is then checked against the files' own.
+    reference: str | None = None
+
+    def reference_for(self, spec: DatasetSpec) -> float | None:
+        if self.reference is None:
+            return None
+        if self.reference not in spec.reference:
+            known = ", ".join(sorted(spec.reference)) or "none"
+            raise UserError(
+                f"--run-reference {self.reference}: the config has no such published figure for "
+                f"{spec.key} (it has: {known})"
+            )
+        return spec.reference[self.reference]
+
+    def path_for(self, spec: DatasetSpec) -> Path | None:
+        if spec.key in self.overrides:
+            return self.overrides[spec.key]
+        if self.folder is not None:
+            name = self.pattern.format(key=spec.key, name=spec.run_name or spec.key)
+            return self.folder / name
+        return None
+
+
+@dataclass
+class FirstStageRequest:
+    """What a kind is asked for: one dataset's run to `depth`, for these queries."""
+
+    spec: DatasetSpec
+    source: FirstStageSpec
+    dataset: IrDataset
+    queries: dict[str, str]
+    depth: int
+
+    def reference(self) -> tuple[str | None, float | None]:
+        """The published figure of this first stage for this dataset, when the config has one."""
+        name = self.source.reference
+        return name, (self.spec.reference.get(name) if name else None)
+
+
+class FirstStageKind(ABC):
+    """One way of producing first-stage runs; subclasses register an instance with `register`."""
+
+    #: the `kind:` value in benchmarks.yaml
+    name: ClassVar[str]
+    #: one line for `rerank-eval` help and docs
+    summary: ClassVar[str]
+    #: settings a first_stages entry of this kind accepts (beyond kind, label, reference)
+    settings: ClassVar[dict[str, Setting]] = {}
+
+    def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """Settings from the config, checked and completed with defaults (errors name `where`)."""
+        return check_settings(where, self.settings, settings)
+
+    def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
+        """The source `--first-stage KIND:ARGUMENT` names; kinds without such a form refuse it."""
+        raise UserError(f"first stage kind {self.name} takes no argument (got {self.name}:{argument})")
+
+    @abstractmethod
+    def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
+        """Fill every cache `obtain` needs (downloads, indexes), so it can later run offline.
+
+        With `build=False` (rank 0 alone, before a multi-process run) only what one process must
+        do first: downloads and single-process builds, not work the ranks share."""
+
+    @abstractmethod
+    def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
+        """The dataset's run (scores as the first stage computed them) and its manifest record."""

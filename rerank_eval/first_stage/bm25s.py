@@ -1,0 +1,40 @@
+"""`kind: bm25s`: the built-in BM25 (bm25s, Lucene variant) over a language-aware analyzer."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rerank_eval.bm25 import Bm25Index, Bm25Settings
+from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
+from rerank_eval.first_stage.registry import register
+from rerank_eval.runfiles import Run
+
+
+class BuiltInBm25(FirstStageKind):
+    name = "bm25s"
+    summary = "the built-in BM25 (bm25s), indexed once per dataset and cached"
+    settings: ClassVar[dict[str, Setting]] = {"k1": Setting(float, 0.9), "b": Setting(float, 0.4)}
+
+    @staticmethod
+    def _settings(request: FirstStageRequest) -> Bm25Settings:
+        values = request.source.settings
+        return Bm25Settings(language=request.spec.language, k1=values["k1"], b=values["b"])
+
+    def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
+        Bm25Index.open(request.dataset, self._settings(request))
+
+    def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
+        settings = self._settings(request)
+        run = Bm25Index.open(request.dataset, settings).search(request.queries, request.depth)
+        reference_name, reference = request.reference()
+        record = FirstStageRecord(
+            kind=self.name,
+            label=request.source.label,
+            settings=settings.describe(),
+            reference_name=reference_name,
+            reference_ndcg10=reference,
+        )
+        return run, record
+
+
+register(BuiltInBm25())

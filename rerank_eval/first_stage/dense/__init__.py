@@ -1,0 +1,281 @@
+"""`kind: dense`: an encoder over the whole corpus and exact inner-product search (the paper's
+protocol: jina-embeddings-v3's top-100).
+
+Queries and corpus are embedded by `DenseEncoder` (recipe from the checkpoint's files and the
+preset), the corpus once into the sharded cache (`corpus`), searched exactly shard by shard
+(`search`), under torchrun each rank its own shards with the local top-k merged. The run is kept
+as a TREC file in the cache under a key of everything that decides it, so a second run with the
+same encoder, queries and depth loads no model at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rerank_eval.cache import cache_root
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
+from rerank_eval.first_stage.registry import register
+from rerank_eval.progress import step
+from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
+
+
+def _key_digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _safe(dataset_id: str) -> str:
+    return dataset_id.replace("/", "_")
+
+
+class DenseRetrieval(FirstStageKind):
+    name = "dense"
+    summary = "a bi-encoder over the whole corpus, exact inner-product top-k (corpus embeddings cached)"
+    settings: ClassVar[dict[str, Setting]] = {
+        "encoder": Setting(str, required=True),  # a Hub id or a checkpoint directory
+        "revision": Setting(str),
+        "package": Setting(str),  # a Python package that ships the encoder's files (used when installed)
+        "pooling": Setting(str, choices=("mean", "cls", "lasttoken", "max")),
+        "normalize": Setting(bool),
+        "max_length": Setting(int),
+        "query_prefix": Setting(str),
+        "passage_prefix": Setting(str),
+        "adapters": Setting(dict),  # {query: SUBFOLDER, passage: SUBFOLDER} of PEFT adapters
+        "merge_adapters": Setting(bool, True),
+        "dtype": Setting(str, choices=("float32", "bfloat16", "float16")),
+        "storage": Setting(str, "float16", choices=("float16", "float32")),
+        "shard_size": Setting(int, 65_536),
+        "max_batch_tokens": Setting(int),
+        "query_batch": Setting(int, 1024),
+    }
+
+    def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        checked = super().validate(where, settings)
+        adapters = checked["adapters"]
+        if adapters is not None and (
+            set(adapters) - {"query", "passage"} or not all(isinstance(v, str) for v in adapters.values())
+        ):
+            raise UserError(
+                f"{where}.adapters: expected {{query: SUBFOLDER, passage: SUBFOLDER}}, got {adapters!r}"
+            )
+        return checked
+
+    def from_argument(self, argument, first_stages):
+        from rerank_eval.config import FirstStageSpec
+
+        preset = first_stages.get(argument)
+        if preset is not None and preset.kind == self.name:
+            return preset
+        return FirstStageSpec(
+            name=f"dense:{argument}",
+            kind=self.name,
+            label=f"dense {argument} (exact inner product)",
+            settings=self.validate(f"--first-stage dense:{argument}", {"encoder": argument}),
+        )
+
+    # -- the pieces -------------------------------------------------------------------------------
+
+    @staticmethod
+    def encoder(settings: dict[str, Any]):
+        """The encoder of a first stage's settings (tokenizer loaded; the model only when used)."""
+        from rerank_eval.distributed import default_device
+        from rerank_eval.first_stage.dense.encoder import DenseEncoder
+        from rerank_eval.first_stage.dense.recipe import read_recipe
+        from rerank_eval.rerankers.checkpoint import packaged_checkpoint, resolve_checkpoint
+
+        checkpoint = (
+            packaged_checkpoint(settings["package"], settings["encoder"]) if settings["package"] else None
+        )
+        checkpoint = checkpoint or resolve_checkpoint(settings["encoder"], settings["revision"])
+        overrides = {
+            name: settings[name]
+            for name in ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix", "adapters")
+        }
+        recipe = read_recipe(checkpoint.folder, checkpoint.source, overrides)
+        return DenseEncoder(
+            checkpoint, recipe, device=default_device(), dtype=settings["dtype"],
+            max_batch_tokens=settings["max_batch_tokens"], merge_adapters=settings["merge_adapters"],
+        )  # fmt: skip
+
+    @staticmethod
+    def corpus_cache(request: FirstStageRequest, encoder):
+        from rerank_eval.first_stage.dense.corpus import CACHE_FORMAT, CorpusEmbeddings
+
+        settings = request.source.settings
+        key = {
+            "format": CACHE_FORMAT,
+            "dataset": request.dataset.id,
+            "passage": encoder.identity("passage"),
+            "storage": settings["storage"],
+            "shard_size": settings["shard_size"],
+        }
+        folder = cache_root() / "dense" / f"{_safe(request.dataset.id)}-{_key_digest(key)}"
+        return CorpusEmbeddings(folder, settings["shard_size"], settings["storage"]), key
+
+    def ensure_corpus(
+        self, request: FirstStageRequest, encoder
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The complete corpus cache (encoding what is missing, each rank its shards)."""
+        from rerank_eval.distributed import ranks
+        from rerank_eval.first_stage.dense.corpus import encode_corpus
+
+        cache, key = self.corpus_cache(request, encoder)
+        info = cache.complete()
+        report: dict[str, Any] = {"encoded_passages": 0, "encode_seconds": 0.0}
+        if info is not None:
+            return cache, info, report
+        shard = ranks()
+        if shard.is_main:
+            cache.create(key)
+        shard.barrier()
+        count = request.dataset.documents_count() or 0
+        done = encode_corpus(
+            cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
+            label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
+        )  # fmt: skip
+        if done.documents == 0:
+            raise UserError(f"{request.dataset.id} has no documents to encode")
+        report = {"encoded_passages": done.encoded_passages, "encode_seconds": round(done.seconds, 3)}
+        shard.barrier()
+        if shard.is_main:
+            cache.finish(done.shards, done.documents, done.corpus_sha256)
+        shard.barrier()
+        return cache, cache.complete(), report
+
+    def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
+        encoder = self.encoder(request.source.settings)
+        if build:
+            self.ensure_corpus(request, encoder)
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
+        from rerank_eval.distributed import ranks
+
+        settings = request.source.settings
+        encoder = self.encoder(settings)
+        cache, corpus_key = self.corpus_cache(request, encoder)
+        query_key = {
+            "corpus": corpus_key,
+            "query": encoder.identity("query"),
+            "queries_sha256": _queries_sha256(request.queries),
+            "depth": request.depth,
+        }
+        run_path = (
+            cache_root() / "dense" / "runs" / f"{_safe(request.dataset.id)}-{_key_digest(query_key)}.trec"
+        )
+        execution: dict[str, Any] = {"run_cached": run_path.is_file()}
+        if not run_path.is_file():
+            execution.update(self._search(request, encoder, run_path))
+        ranks().barrier()
+        parsed = read_run(run_path)
+        info = cache.complete() or {}
+        reference_name, reference = request.reference()
+        record = FirstStageRecord(
+            kind=self.name,
+            label=request.source.label,
+            path=str(run_path),
+            sha256=parsed.sha256,
+            revision=encoder.checkpoint.revision,
+            settings={
+                "encoder": encoder.checkpoint.identity(),
+                "recipe": encoder.recipe.to_json(),
+                "dtype": encoder.identity("passage")["dtype"],
+                "device": encoder.device.type,
+                "merge_adapters": settings["merge_adapters"],
+                "storage": settings["storage"],
+                "shard_size": settings["shard_size"],
+                "depth": request.depth,
+                "search": "exact inner product, float32 scores; ties by doc id as trec_eval",
+                "corpus_documents": info.get("documents"),
+                "corpus_sha256": info.get("corpus_sha256"),
+            },
+            reference_name=reference_name,
+            reference_ndcg10=reference,
+            execution=execution,
+        )
+        return parsed.run, record
+
+    def _search(self, request: FirstStageRequest, encoder, run_path: Path) -> dict[str, Any]:
+        """Encode what is missing, search this rank's shards, merge every rank's top-k, write the run."""
+        from rerank_eval.distributed import ranks
+        from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
+
+        shard = ranks()
+        cache, info, timings = self.ensure_corpus(request, encoder)
+        query_ids = list(request.queries)
+        start = time.monotonic()
+        with step(f"{request.spec.key}: encoding {len(query_ids):,} queries"):
+            vectors = encoder.embed([request.queries[q] for q in query_ids], "query")
+        timings["query_seconds"] = round(time.monotonic() - start, 3)
+        start = time.monotonic()
+        size, document_ranks = cache.shard_size, cache.ranks()
+        owned = (
+            (cache.shard(i), document_ranks[i * size : i * size + cache.shard(i).shape[0]])
+            for i in range(info["shards"])
+            if i % shard.world == shard.rank
+        )
+        with step(f"{request.spec.key}: exact search of {info['documents']:,} passages"):
+            keys = exact_search(
+                vectors, owned, request.depth, encoder.device, request.source.settings["query_batch"]
+            )
+            if shard.world > 1:
+                keys = merge_top_k(_all_gathered(keys), request.depth)
+        timings["search_seconds"] = round(time.monotonic() - start, 3)
+        per_rank = _gathered_objects({"rank": shard.rank, **timings})
+        if shard.is_main:
+            _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()))
+        return {"ranks": per_rank}
+
+
+def _queries_sha256(queries: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for query_id, text in queries.items():
+        digest.update(query_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def _write_run(path: Path, run: Run) -> None:
+    from rerank_eval.results import write_atomic
+
+    lines = [
+        line for q, docs in run.items() for line in format_run_lines(q, trec_order(docs), "rerank-eval-dense")
+    ]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, "".join(lines))
+    except OSError as exc:
+        raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
+
+
+def _all_gathered(keys):
+    """Every rank's (queries × k) keys; on NCCL through the GPU."""
+    import torch
+    import torch.distributed as dist
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else keys.device
+    )
+    local = keys.to(device)
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [part.cpu() for part in parts]
+
+
+def _gathered_objects(value: dict[str, Any]) -> list[dict[str, Any]]:
+    from rerank_eval.distributed import ranks
+
+    if ranks().world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+register(DenseRetrieval())

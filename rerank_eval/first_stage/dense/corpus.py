@@ -1,0 +1,221 @@
+"""Corpus embeddings on disk: fixed shards of the corpus, each written atomically, never encoded twice.
+
+The corpus is cut, in ir_datasets' document order, into shards of `shard_size` documents. Shard i
+is `shard-i.ids.json` (its doc ids) plus `shard-i.npy` (its vectors, float16 by default); the
+vectors file is renamed into place last, so a shard is there whole or not at all, and a `kill -9`
+loses at most the shard being encoded. Batches never cross a shard, so a resumed run encodes each
+remaining shard exactly as an uninterrupted one would. Under torchrun rank r encodes the shards
+i with i % world == r. When every shard is there, `complete.json` records the corpus' size and
+content hash, and `ranks.npy` / `ids_sorted.npy` give each document's place in trec_eval's doc id
+order, which the exact search uses to break ties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank_eval.errors import UserError
+from rerank_eval.journal import disk_error
+from rerank_eval.progress import track
+
+CACHE_FORMAT = 1
+STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass
+class Shard:
+    index: int
+    ids: list[str]
+    texts: list[str]
+
+
+def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) -> Iterator[Shard]:
+    """The corpus in shards of `size`, hashing every (id, text) into `digest` on the way."""
+    index = 0
+    while True:
+        chunk = list(islice(documents, size))
+        if not chunk:
+            return
+        for doc_id, text in chunk:
+            digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
+        yield Shard(index, [d for d, _ in chunk], [t for _, t in chunk])
+        index += 1
+
+
+def _write_file(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise disk_error(exc, path, "shards already written are kept") from None
+
+
+class CorpusEmbeddings:
+    """One corpus encoded by one encoder recipe, in a cache folder named by their key."""
+
+    def __init__(self, folder: Path, shard_size: int, storage: str) -> None:
+        self.folder = folder
+        self.shard_size = shard_size
+        self.storage = storage
+
+    def _vectors(self, index: int) -> Path:
+        return self.folder / f"shard-{index:06d}.npy"
+
+    def _ids(self, index: int) -> Path:
+        return self.folder / f"shard-{index:06d}.ids.json"
+
+    def create(self, key: dict[str, Any]) -> None:
+        """The folder and its `key.json` (what the embeddings depend on), checked writable."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write_file(
+                self.folder / "key.json", lambda h: h.write(json.dumps(key, indent=1, default=str).encode())
+            )
+        except OSError as exc:
+            raise UserError(f"cannot write the embedding cache {self.folder}: {exc.strerror}") from None
+
+    def complete(self) -> dict[str, Any] | None:
+        path = self.folder / "complete.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def has_shard(self, shard: Shard) -> bool:
+        """A shard written whole for exactly these documents (a changed corpus is encoded again)."""
+        try:
+            ids = json.loads(self._ids(shard.index).read_text(encoding="utf-8"))
+            rows = np.load(self._vectors(shard.index), mmap_mode="r").shape[0]
+        except (OSError, ValueError):
+            return False
+        return ids == shard.ids and rows == len(shard.ids)
+
+    def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
+        stored = vectors.astype(STORAGE_DTYPES[self.storage])
+        _write_file(self._ids(shard.index), lambda h: h.write(json.dumps(shard.ids).encode("utf-8")))
+        _write_file(self._vectors(shard.index), lambda h: np.save(h, stored))
+
+    def shard_count(self) -> int:
+        info = self.complete()
+        return int(info["shards"]) if info else 0
+
+    def shard(self, index: int) -> np.ndarray:
+        """A shard's vectors, memory-mapped (nothing corpus-sized is held in memory)."""
+        return np.load(self._vectors(index), mmap_mode="r")
+
+    def shard_ids(self, index: int) -> list[str]:
+        return json.loads(self._ids(index).read_text(encoding="utf-8"))
+
+    def ranks(self) -> np.ndarray:
+        return np.load(self.folder / "ranks.npy", mmap_mode="r")
+
+    def ids_sorted(self) -> np.ndarray:
+        return np.load(self.folder / "ids_sorted.npy", mmap_mode="r")
+
+    def finish(self, shards: int, documents: int, corpus_sha256: str) -> dict[str, Any]:
+        """Every shard is there: doc id order for tie-breaking, then `complete.json` (last)."""
+        ids = [doc_id for index in range(shards) for doc_id in self.shard_ids(index)]
+        encoded = np.array([doc_id.encode("utf-8") for doc_id in ids], dtype=bytes)
+        # trec_eval breaks equal scores by doc id (strcmp): byte order of the UTF-8 ids.
+        order = np.argsort(encoded, kind="stable")
+        if len(ids) != len(set(ids)):
+            raise UserError(
+                f"the corpus has {len(ids) - len(set(ids))} repeated doc ids; a run cannot hold them"
+            )
+        ranks = np.empty(len(ids), dtype=np.int64)
+        ranks[order] = np.arange(len(ids), dtype=np.int64)
+        _write_file(self.folder / "ranks.npy", lambda h: np.save(h, ranks))
+        _write_file(self.folder / "ids_sorted.npy", lambda h: np.save(h, encoded[order]))
+        dimension = int(self.shard(0).shape[1]) if shards else 0
+        info = {
+            "format": CACHE_FORMAT,
+            "shards": shards,
+            "documents": documents,
+            "dimension": dimension,
+            "corpus_sha256": corpus_sha256,
+            "storage": self.storage,
+            "shard_size": self.shard_size,
+        }
+        _write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
+        return info
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class EncodingReport:
+    shards: int = 0
+    documents: int = 0
+    encoded_shards: int = 0
+    encoded_passages: int = 0
+    seconds: float = 0.0
+    corpus_sha256: str = ""
+
+
+def encode_corpus(
+    cache: CorpusEmbeddings,
+    documents: Iterator[tuple[str, str]],
+    total: int,
+    encoder: Any,
+    rank: int = 0,
+    world: int = 1,
+    label: str = "encoding",
+) -> EncodingReport:
+    """Encode this rank's missing shards; every rank reads (and hashes) the whole corpus.
+
+    The next shard is tokenized in a background thread while the current one runs on the device.
+    """
+    report = EncodingReport()
+    digest = hashlib.sha256()
+    start = time.monotonic()
+
+    def tokenized(shard: Shard) -> tuple[Shard, list[str], list[list[int]]]:
+        distinct = list(dict.fromkeys(shard.texts))
+        return shard, distinct, encoder.tokenize(distinct, "passage")
+
+    def encode(shard: Shard, distinct: list[str], rows: list[list[int]]) -> None:
+        vectors = encoder.encode_tokens(rows, "passage")
+        if not np.isfinite(vectors).all():
+            raise UserError(
+                f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
+            )
+        position = {text: i for i, text in enumerate(distinct)}
+        cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
+        report.encoded_shards += 1
+        report.encoded_passages += len(distinct)
+
+    shards = corpus_shards(documents, cache.shard_size, digest)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for shard in track(shards, total, label, size=lambda s: len(s.ids)):
+            report.shards += 1
+            report.documents += len(shard.ids)
+            if shard.index % world != rank or cache.has_shard(shard):
+                continue
+            following = pool.submit(tokenized, shard)
+            if pending is not None:
+                encode(*pending.result())
+            pending = following
+        if pending is not None:
+            encode(*pending.result())
+    report.corpus_sha256 = digest.hexdigest()
+    report.seconds = time.monotonic() - start
+    return report

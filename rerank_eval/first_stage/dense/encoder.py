@@ -1,0 +1,222 @@
+"""A bi-encoder that embeds queries and passages: pooling, normalisation, prefixes and adapters as
+its recipe says, and two ways of running it.
+
+`embed` is the fast path: each distinct text tokenized once, batches sorted by length under a
+token budget (little padding), bf16 on CUDA, and out-of-memory back-off. `embed_straightforward`
+is sentence-transformers' way (fixed-size batches in input order); the bench times both and the
+tests hold them equal.
+
+Adapters (jina-embeddings-v3's `retrieval_query` / `retrieval_passage` LoRA) are loaded with PEFT,
+the maintained library for them, and by default merged into a copy of the weights once per side,
+so encoding runs the plain model.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense.recipe import EncoderRecipe
+from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import (
+    default_batch_tokens,
+    dtype_name,
+    pick_device,
+    pick_dtype,
+    quiet_transformers,
+    right_padded,
+    token_budget_batches,
+)
+
+SIDES = ("query", "passage")
+#: bumped when a change to the encoding code changes embeddings, so caches never mix
+ENCODER_VERSION = 1
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per row of right-padded hidden states (float32)."""
+    hidden = hidden.float()
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "lasttoken":
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "max":
+        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class DenseEncoder:
+    """A checkpoint and its recipe, on one device, ready to embed either side."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        recipe: EncoderRecipe,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch_tokens: int | None = None,
+        merge_adapters: bool = True,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.recipe = recipe
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
+        self.merge_adapters = merge_adapters
+        self.pad_multiple = 8 if self.device.type == "cuda" else 1
+        self.folder = checkpoint.folder / recipe.transformer_path
+        self.tokenizer = self._load_tokenizer()
+        self._side: str | None = None
+        self._model: torch.nn.Module | None = None
+        self.stats = {"forward_passes": 0, "out_of_memory_retries": 0, "tokens": 0}
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def identity(self, side: str) -> dict[str, Any]:
+        """What decides `side`'s embeddings: weights, recipe, dtype, device type, code version."""
+        return {
+            "encoder": self.checkpoint.identity(),
+            "recipe": self.recipe.side_identity(side),
+            "dtype": dtype_name(self.dtype),
+            "device": self.device.type,
+            "merge_adapters": self.merge_adapters if self.recipe.adapter(side) else None,
+            "encoder_version": ENCODER_VERSION,
+        }
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def _load_tokenizer(self) -> Any:
+        import transformers
+
+        try:
+            with quiet_transformers():
+                return transformers.AutoTokenizer.from_pretrained(str(self.folder))
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot load the tokenizer of encoder {self.checkpoint.source}: {str(exc).splitlines()[0]}"
+            ) from None
+
+    def _load_model(self, side: str) -> torch.nn.Module:
+        import transformers
+
+        try:
+            with quiet_transformers():
+                model = transformers.AutoModel.from_pretrained(
+                    str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(
+                f"cannot load encoder {self.checkpoint.source}: {str(exc).splitlines()[0]}"
+            ) from None
+        adapter = self.recipe.adapter(side)
+        if adapter:
+            model = self._with_adapter(model, adapter)
+        return model.to(self.device).eval()
+
+    def _with_adapter(self, model: torch.nn.Module, adapter: str) -> torch.nn.Module:
+        from peft import PeftModel
+
+        folder = self.checkpoint.folder / adapter
+        if not (folder / "adapter_config.json").is_file():
+            raise UserError(
+                f"encoder {self.checkpoint.source} has no adapter {adapter!r} "
+                f"(no {adapter}/adapter_config.json)"
+            )
+        with quiet_transformers():
+            adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        return adapted.merge_and_unload() if self.merge_adapters else adapted
+
+    def model(self, side: str) -> torch.nn.Module:
+        """The model for `side`; with per-side adapters only one side is held at a time."""
+        if self._model is None or (self._side != side and self.recipe.adapters):
+            self._model = None
+            self._model = self._load_model(side)
+        self._side = side
+        return self._model
+
+    # -- tokenization -----------------------------------------------------------------------------
+
+    def texts_for(self, texts: Sequence[str], side: str) -> list[str]:
+        """The model's input strings: prefix (prompt) prepended, lower-cased where the recipe says."""
+        prefix = self.recipe.prefix(side)
+        joined = [prefix + text for text in texts]
+        return [text.lower() for text in joined] if self.recipe.lowercase else joined
+
+    def tokenize(self, texts: Sequence[str], side: str) -> list[list[int]]:
+        encoded = self.tokenizer(
+            self.texts_for(texts, side), truncation=True, max_length=self.recipe.max_length
+        )
+        return encoded["input_ids"]
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, mask = right_padded(rows, pad, self.pad_multiple)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        hidden = self.model(side)(input_ids=ids, attention_mask=mask).last_hidden_state
+        vectors = pool(hidden, mask, self.recipe.pooling)
+        self.stats["forward_passes"] += 1
+        self.stats["tokens"] += int(sum(len(r) for r in rows))
+        return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
+
+    @torch.inference_mode()
+    def encode_tokens(self, rows: Sequence[Sequence[int]], side: str) -> np.ndarray:
+        """Float32 vectors of tokenized texts, longest first under the token budget."""
+        out: np.ndarray | None = None
+        lengths = [len(r) for r in rows]
+        pending = token_budget_batches(lengths, self.max_batch_tokens)
+        while pending:
+            batch = pending.pop(0)
+            try:
+                vectors = self._forward([rows[i] for i in batch], side).cpu().numpy()
+            except torch.OutOfMemoryError:
+                pending = self._shrink(batch, lengths) + pending
+                continue
+            if out is None:
+                out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    def _shrink(self, batch: list[int], lengths: list[int]) -> list[list[int]]:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise UserError(
+                f"one text of {lengths[batch[0]]:,} tokens does not fit in GPU memory even alone "
+                f"(encoder {self.checkpoint.source}); lower the first stage's max_length"
+            )
+        self.max_batch_tokens = max(1, self.max_batch_tokens // 2)
+        self.stats["out_of_memory_retries"] += 1
+        print(
+            f"out of GPU memory: encoding batches now hold {self.max_batch_tokens:,} tokens", file=sys.stderr
+        )
+        return [
+            [batch[i] for i in part]
+            for part in token_budget_batches([lengths[i] for i in batch], self.max_batch_tokens)
+        ]
+
+    def embed(self, texts: Sequence[str], side: str) -> np.ndarray:
+        """Float32 vectors of `texts`; each distinct text is encoded once."""
+        distinct = list(dict.fromkeys(texts))
+        vectors = self.encode_tokens(self.tokenize(distinct, side), side)
+        if len(distinct) == len(texts):
+            return vectors
+        position = {text: i for i, text in enumerate(distinct)}
+        return vectors[[position[text] for text in texts]]
+
+    @torch.inference_mode()
+    def embed_straightforward(self, texts: Sequence[str], side: str, batch_size: int = 32) -> np.ndarray:
+        """sentence-transformers' way: fixed-size batches in input order, every text encoded."""
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            rows = self.tokenize(texts[start : start + batch_size], side)
+            parts.append(self._forward(rows, side).cpu().numpy())
+        return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)

@@ -1,0 +1,187 @@
+"""How a bi-encoder turns text into a vector: read from the checkpoint's own sentence-transformers
+files, so bge, e5, gte, MiniLM or Qwen3-Embedding need no per-model code.
+
+`modules.json` lists the modules (Transformer, Pooling, Normalize), `1_Pooling/config.json` the
+pooling, `sentence_bert_config.json` the maximum length and lower-casing, and
+`config_sentence_transformers.json` the query and document prompts. A preset's explicit settings
+win over the files (jina-embeddings-v3's adapters and instruction prefixes are not in them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rerank_eval.errors import UserError
+
+POOLINGS = ("mean", "cls", "lasttoken", "max")
+# sentence-transformers' Pooling config keys for each pooling we implement
+_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_max_tokens": "max",
+}
+_UNSUPPORTED_POOLING_KEYS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+_RERANKER_ARCHITECTURES = ("ForSequenceClassification", "ForCausalLM", "JinaForRanking")
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class EncoderRecipe:
+    """Everything besides the weights that decides an embedding."""
+
+    pooling: str
+    normalize: bool
+    max_length: int
+    query_prefix: str
+    passage_prefix: str
+    lowercase: bool = False
+    #: PEFT adapter subfolders per side ({"query": ..., "passage": ...}), or None
+    adapters: dict[str, str] | None = None
+    #: the Transformer module's subfolder ("" for the checkpoint root)
+    transformer_path: str = ""
+
+    def prefix(self, side: str) -> str:
+        return self.query_prefix if side == "query" else self.passage_prefix
+
+    def adapter(self, side: str) -> str | None:
+        return (self.adapters or {}).get(side)
+
+    def side_identity(self, side: str) -> dict[str, Any]:
+        """What decides one side's embeddings (the passage side keys the corpus cache)."""
+        shared = {
+            k: v for k, v in asdict(self).items() if k not in ("query_prefix", "passage_prefix", "adapters")
+        }
+        return {**shared, "prefix": self.prefix(side), "adapter": self.adapter(side)}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except ValueError:
+        raise UserError(f"{what} {path} is not valid JSON") from None
+    if not isinstance(value, (dict, list)):
+        raise UserError(f"{what} {path}: unexpected content")
+    return value  # type: ignore[return-value]
+
+
+def _module_kind(entry: dict[str, Any]) -> str:
+    """'Transformer', 'Pooling', 'Normalize', ... from `sentence_transformers.models.Pooling` and the like."""
+    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+
+
+def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
+    if isinstance(config.get("pooling_mode"), str):  # newer sentence-transformers spell it out
+        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(
+            config["pooling_mode"], config["pooling_mode"]
+        )
+        chosen = [mode]
+    else:
+        chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
+        chosen += [key for key in _UNSUPPORTED_POOLING_KEYS if config.get(key)]
+    if len(chosen) != 1 or chosen[0] not in POOLINGS:
+        raise UserError(
+            f"{path}: pooling {', '.join(chosen) or 'none'} is not supported "
+            f"(use one of {', '.join(POOLINGS)})"
+        )
+    if config.get("include_prompt") is False:
+        raise UserError(
+            f"{path}: pooling that leaves the prompt out (include_prompt: false) is not supported"
+        )
+    return chosen[0]
+
+
+def read_sentence_transformers(folder: Path) -> dict[str, Any]:
+    """Pooling, normalisation, length, lower-casing and prompts as the checkpoint's files state them
+    (empty when it has no modules.json)."""
+    modules_path = folder / "modules.json"
+    if not modules_path.is_file():
+        return {}
+    modules = _read_json(modules_path, "sentence-transformers modules")
+    if not isinstance(modules, list):
+        raise UserError(f"{modules_path}: expected a list of modules")
+    found: dict[str, Any] = {"normalize": False}
+    for entry in modules:
+        kind = _module_kind(entry) if isinstance(entry, dict) else ""
+        path = folder / str(entry.get("path", "")) if isinstance(entry, dict) else folder
+        if kind == "Transformer":
+            found["transformer_path"] = str(entry.get("path", ""))
+            bert_config = path / "sentence_bert_config.json"
+            if bert_config.is_file():
+                values = _read_json(bert_config, "sentence-transformers config")
+                if isinstance(values.get("max_seq_length"), int):
+                    found["max_length"] = values["max_seq_length"]
+                found["lowercase"] = bool(values.get("do_lower_case", False))
+        elif kind == "Pooling":
+            found["pooling"] = _pooling_from_config(_read_json(path / "config.json", "pooling config"), path)
+        elif kind == "Normalize":
+            found["normalize"] = True
+        else:
+            raise UserError(
+                f"{modules_path}: module {entry.get('type') if isinstance(entry, dict) else entry!r} "
+                f"is not supported (rerank-eval reads Transformer, Pooling and Normalize)"
+            )
+    prompts_path = folder / "config_sentence_transformers.json"
+    if prompts_path.is_file():
+        prompts = _read_json(prompts_path, "sentence-transformers prompts").get("prompts") or {}
+        if isinstance(prompts, dict):
+            found["query_prefix"] = str(prompts.get("query", ""))
+            found["passage_prefix"] = str(prompts.get("document", prompts.get("passage", "")))
+        if _read_json(prompts_path, "sentence-transformers prompts").get("similarity_fn_name") == "cosine":
+            found["normalize"] = True  # cosine similarity is the inner product of unit vectors
+    return found
+
+
+def _architectures(folder: Path) -> list[str]:
+    config = folder / "config.json"
+    if not config.is_file():
+        return []
+    values = _read_json(config, "model config")
+    return [str(a) for a in values.get("architectures") or []] if isinstance(values, dict) else []
+
+
+def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> EncoderRecipe:
+    """The recipe of a checkpoint: its sentence-transformers files, then the preset's settings."""
+    found = read_sentence_transformers(folder)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    if "pooling" not in found and "pooling" not in explicit:
+        rerankers = [a for a in _architectures(folder) if a.endswith(_RERANKER_ARCHITECTURES)]
+        what = f"a reranker ({rerankers[0]})" if rerankers else "no sentence-transformers checkpoint"
+        raise UserError(
+            f"encoder {source} is {what}, not a bi-encoder: it has no modules.json and no pooling "
+            f"setting; give a sentence-transformers checkpoint or set pooling ({', '.join(POOLINGS)})"
+        )
+    values = {**found, **explicit}
+    if values.get("pooling") not in POOLINGS:
+        raise UserError(
+            f"encoder {source}: pooling {values.get('pooling')!r} is not one of {', '.join(POOLINGS)}"
+        )
+    transformer = folder / values.get("transformer_path", "")
+    max_length = values.get("max_length") or _tokenizer_limit(transformer) or DEFAULT_MAX_LENGTH
+    return EncoderRecipe(
+        pooling=values["pooling"],
+        normalize=bool(values.get("normalize", False)),
+        max_length=int(max_length),
+        query_prefix=str(values.get("query_prefix", "")),
+        passage_prefix=str(values.get("passage_prefix", "")),
+        lowercase=bool(values.get("lowercase", False)),
+        adapters=dict(values["adapters"]) if values.get("adapters") else None,
+        transformer_path=str(values.get("transformer_path", "")),
+    )
+
+
+def _tokenizer_limit(folder: Path) -> int | None:
+    """The tokenizer's declared `model_max_length`, when it is a real limit (not 1e30)."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    declared = _read_json(path, "tokenizer config").get("model_max_length")
+    return int(declared) if isinstance(declared, (int, float)) and 0 < declared < 10**6 else None
