@@ -164,8 +164,9 @@ FirstStageOpt = Annotated[
     typer.Option(
         "--first-stage",
         help=(
-            "Use this first stage (a first_stages entry, e.g. bm25s for the "
-            "built-in BM25) instead of each dataset's default."
+            "Use this first stage instead of each dataset's default: a first_stages entry (bm25s, "
+            "jina-embeddings-v3, bge-base-en-v1.5, ...) or dense:ENCODER (a preset, Hub id or "
+            "sentence-transformers checkpoint directory)."
         ),
     ),
 ]
@@ -465,16 +466,20 @@ def fetch(
         list[str] | None,
         typer.Option("--model", "-m", help="Also download this model (preset, hub id); repeatable."),
     ] = None,
+    first_stage: FirstStageOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
-    for GPU nodes without internet. Copy IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for
-    built-in BM25 indexes) to the offline machine afterwards."""
+    for GPU nodes without internet; with a dense --first-stage, encode the corpora too. Copy
+    IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for built-in BM25 indexes and corpus
+    embeddings) to the offline machine afterwards."""
     from rerank_eval.fetching import fetch_suite
 
     cfg = load_config(config)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
-    fetch_suite(cfg, cfg.suite(suite).select(names), model or [])
+    if first_stage:
+        cfg.first_stage(first_stage)
+    fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage)
 
 
 @app.command("score")

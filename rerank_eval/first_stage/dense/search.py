@@ -55,8 +55,9 @@ def shard_top_k(
 ) -> torch.Tensor:
     """(queries × k) keys of one shard; scores are float32 inner products (no TF32)."""
     device = queries.device
-    documents = torch.from_numpy(np.ascontiguousarray(vectors)).to(device).float()
-    document_ranks = torch.from_numpy(np.ascontiguousarray(ranks)).to(device)
+    # copies out of the memory map (read-only pages), one shard at a time
+    documents = torch.from_numpy(np.array(vectors)).to(device).float()
+    document_ranks = torch.from_numpy(np.array(ranks, dtype=np.int64)).to(device)
     blocks = []
     for start in range(0, queries.shape[0], query_batch):
         scores = queries[start : start + query_batch] @ documents.T
