@@ -121,6 +121,8 @@ class PublishedColumn:
     first_stage: str
     rows: dict[str, float]
     averages: dict[str, float]
+    #: the first_stages entry that reproduces its candidates (e.g. jina-embeddings-v3), when known
+    first_stage_name: str | None = None
 
 
 def published_names() -> list[str]:
@@ -138,6 +140,7 @@ def load_published(name: str, metric: str) -> PublishedColumn:
         first_stage=data["first_stage"],
         rows=dict(data["rows"].get(metric, {})),
         averages=dict(data["averages"].get(metric, {})),
+        first_stage_name=data.get("first_stage_name"),
     )
 
 
@@ -263,6 +266,27 @@ class Comparison:
         self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
         self.rows = self._dataset_rows()
         self.rows += self._average_rows()
+        self._check_published_first_stages()
+
+    def run_first_stages(self) -> list[str]:
+        """The first stages of the compared runs (labels, sorted), named in the title."""
+        return sorted({d["first_stage"]["label"] for run in self.runs for d in run.manifest["datasets"]})
+
+    def _check_published_first_stages(self) -> None:
+        """Published figures set beside runs on other candidates are said to be so, in words."""
+        names = {d["first_stage"].get("name") for run in self.runs for d in run.manifest["datasets"]}
+        for column in self.published:
+            if column.first_stage_name is None:
+                continue
+            if names == {column.first_stage_name}:
+                self.footnotes.append(
+                    f"{column.label} and the runs share the first stage {column.first_stage_name}"
+                )
+            else:
+                self.warnings.append(
+                    f"{column.label} reranked {column.first_stage_name}'s candidates; the runs did not "
+                    f"(rerun with --first-stage {column.first_stage_name} to compare on the same candidates)"
+                )
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:
@@ -433,7 +457,8 @@ class Comparison:
 
     def table(self) -> Table:
         # labels and names come from users' results: Text, never markup
-        table = Table(title=Text(f"Comparison: {self.metric}"), caption=Text(self.caption()))
+        title = f"Comparison: {self.metric}; first stage: {'; '.join(self.run_first_stages())}"
+        table = Table(title=Text(title), caption=Text(self.caption()))
         name, *columns = self._header()
         table.add_column(name, no_wrap=True)
         for column in columns:

@@ -486,6 +486,11 @@ def execute(
                     first_values = datasets.first_stage_values(prepared)
                     reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
                 writer.add_run(spec.key, run_lines(outcome.run, tag))
+                # the candidates as the first stage scored them (after self-matches and the top-k cut)
+                first_stage_tag = (prepared.first_stage.name or prepared.first_stage.kind).replace(" ", "_")
+                writer.add_run(
+                    f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
+                )
                 writer.add_values(spec.key, "first_stage", first_values)
                 writer.add_values(spec.key, "reranked", reranked_values)
                 timings = {

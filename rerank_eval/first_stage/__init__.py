@@ -21,7 +21,9 @@ def obtain_run(request: FirstStageRequest, location: RunLocation) -> tuple[Run, 
     user_path = location.path_for(request.spec)
     if user_path is not None:
         return read_user_run(user_path, location, request.spec)
-    return kind(request.source.kind).obtain(request)
+    run, record = kind(request.source.kind).obtain(request)
+    record.name = request.source.name
+    return run, record
 
 
 def fetch_first_stage(request: FirstStageRequest, build: bool = True) -> None:

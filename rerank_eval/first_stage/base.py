@@ -68,6 +68,8 @@ class FirstStageRecord:
 
     kind: str  # "run-file", "hub", "bm25s", "dense"
     label: str
+    #: the first_stages entry (or KIND:ARGUMENT) it came from; None for a user's run file
+    name: str | None = None
     path: str | None = None
     sha256: str | None = None
     repo: str | None = None
