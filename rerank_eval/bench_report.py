@@ -1,4 +1,4 @@
-"""The terminal table of a `rerank-eval bench` result."""
+"""The terminal tables of `rerank-eval bench` and `rerank-eval bench-encode` results."""
 
 from __future__ import annotations
 
@@ -64,14 +64,57 @@ def bench_table(result: dict[str, Any]) -> Table:
     table.add_column("reference-style", justify="right")
     table.add_column("ours", justify="right")
     for label, key, form in ROWS:
-        cells = []
-        for path in ("reference_style", "ours"):
-            value = result[path][key]
-            if value is None:
-                cells.append("–")
-            elif form is None:
-                cells.append(f"{value / 2**20:,.0f}")
-            else:
-                cells.append(form.format(value))
-        table.add_row(label, *cells)
+        table.add_row(label, *(_cell(result[path][key], form) for path in ("reference_style", "ours")))
+    return table
+
+
+def _cell(value: Any, form: str | None) -> str:
+    """A value as `form` gives it; bytes (no form) in MiB; a dash for none."""
+    if value is None:
+        return "–"
+    return f"{value / 2**20:,.0f}" if form is None else form.format(value)
+
+
+ENCODE_ROWS = [
+    ("passages/s", "passages_per_second", "{:,.0f}"),
+    ("tokens/s (real)", "tokens_per_second", "{:,.0f}"),
+    ("passages encoded", "passages_encoded", "{:,}"),
+    ("positions run (padding included)", "padded_positions", "{:,}"),
+    ("queries/s", "queries_per_second", "{:,.0f}"),
+    ("MFU vs datasheet bf16", "mfu_datasheet", "{:.1%}"),
+    ("MFU vs measured bf16 matmul", "mfu_measured", "{:.1%}"),
+    ("peak GPU memory (MiB)", "peak_gpu_memory_bytes", None),
+]
+
+
+def encode_table(result: dict[str, Any]) -> Table:
+    """The terminal table of a `rerank-eval bench-encode` result."""
+    workload, device, model = result["workload"], result["device"], result["model"]
+    repeated = 1 - workload["distinct_passages"] / workload["passages"]
+    table = Table(
+        title=(
+            f"bench-encode: {workload['passages']:,} passages (median "
+            f"{workload['passage_tokens_median']:.0f} tokens, {repeated:.1%} repeated), "
+            f"{workload['queries']:,} queries; {model['shape']} "
+            f"({model['non_embedding_parameters'] / 1e6:,.1f}M non-embedding parameters) on {device['name']}"
+        ),
+        caption=(
+            f"speed-up {result['speedup']:.2f}× (queries {result['query_speedup']:.2f}×); max abs embedding "
+            f"difference {result['max_abs_difference']:.2e}; measured bf16 matmul "
+            f"{device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s"
+        ),
+    )
+    table.add_column("")
+    table.add_column(
+        f"straightforward\n({result['straightforward']['dtype']}, batches of "
+        f"{result['straightforward_batch_size']} in input order)",
+        justify="right",
+    )
+    table.add_column(
+        f"ours\n({result['ours']['dtype']}, distinct texts, sorted, ≤{result['max_batch_tokens']:,} "
+        "tokens a batch)",
+        justify="right",
+    )
+    for label, key, form in ENCODE_ROWS:
+        table.add_row(label, *(_cell(result[path][key], form) for path in ("straightforward", "ours")))
     return table

@@ -674,6 +674,59 @@ def bench(
         write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
 
+@app.command("bench-encode")
+@user_errors
+def bench_encode(
+    shape: Annotated[
+        str,
+        typer.Option(
+            "--shape",
+            help="xlm-roberta-large (jina-embeddings-v3's shape, random weights, no adapters) or tiny.",
+        ),
+    ] = "tiny",
+    passages: Annotated[
+        int | None,
+        typer.Option("--passages", min=1, help="Passages (default 20,000 on CUDA, 2,000 on CPU)."),
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="Ours' dtype: float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU); "
+            "the straightforward path runs float32.",
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batch-tokens",
+            min=1,
+            help="Ours' padded tokens per batch (default 65,536 on CUDA, 8,192 on CPU).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Benchmark the dense encoder: the straightforward way (float32, fixed batches of 32 in input order)
+    against ours (distinct texts once, length-sorted batches), same workload, same run."""
+    from rerank_eval.bench_encode import SHAPES, run_bench_encode
+    from rerank_eval.bench_report import encode_table
+
+    if shape not in SHAPES:
+        raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed)
+    console.print(encode_table(result))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        from rerank_eval.results import write_output
+
+        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+
+
 @app.command("bench-index")
 @user_errors
 def bench_index(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,9 +80,20 @@ class DenseRetrieval(FirstStageKind):
 
     # -- the pieces -------------------------------------------------------------------------------
 
-    @staticmethod
-    def encoder(settings: dict[str, Any]):
+    def __init__(self) -> None:
+        # the last encoder built, reused by the next dataset with the same settings (no reload)
+        self._last_encoder: tuple[str, Any] | None = None
+
+    def encoder(self, settings: dict[str, Any]):
         """The encoder of a first stage's settings (tokenizer loaded; the model only when used)."""
+        wanted = json.dumps(settings, sort_keys=True, default=str)
+        if self._last_encoder is None or self._last_encoder[0] != wanted:
+            self._last_encoder = None  # one encoder in memory at a time
+            self._last_encoder = (wanted, self.build_encoder(settings))
+        return self._last_encoder[1]
+
+    @staticmethod
+    def build_encoder(settings: dict[str, Any]):
         from rerank_eval.distributed import default_device
         from rerank_eval.first_stage.dense.encoder import DenseEncoder
         from rerank_eval.first_stage.dense.recipe import read_recipe
@@ -134,7 +146,7 @@ class DenseRetrieval(FirstStageKind):
         shard.barrier()
         count = request.dataset.documents_count() or 0
         done = encode_corpus(
-            cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
+            cache, _corpus(request.dataset), count, encoder, shard.rank, shard.world,
             label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
         )  # fmt: skip
         if done.documents == 0:
@@ -202,6 +214,8 @@ class DenseRetrieval(FirstStageKind):
 
     def _search(self, request: FirstStageRequest, encoder, run_path: Path) -> dict[str, Any]:
         """Encode what is missing, search this rank's shards, merge every rank's top-k, write the run."""
+        import numpy as np
+
         from rerank_eval.distributed import ranks
         from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
 
@@ -211,6 +225,12 @@ class DenseRetrieval(FirstStageKind):
         start = time.monotonic()
         with step(f"{request.spec.key}: encoding {len(query_ids):,} queries"):
             vectors = encoder.embed([request.queries[q] for q in query_ids], "query")
+        if not np.isfinite(vectors).all():
+            # caught before the run is written: a run file in the cache is used as it is
+            raise UserError(
+                f"encoder {encoder.checkpoint.source} gave a query vector of {request.spec.key} that is "
+                f"not finite; no run is kept"
+            )
         timings["query_seconds"] = round(time.monotonic() - start, 3)
         start = time.monotonic()
         size, document_ranks = cache.shard_size, cache.ranks()
@@ -230,6 +250,28 @@ class DenseRetrieval(FirstStageKind):
         if shard.is_main:
             _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()))
         return {"ranks": per_rank}
+
+
+def _corpus(dataset) -> Iterator[tuple[str, str]]:
+    """The dataset's documents; a corpus that cannot be read (a damaged or incomplete file in
+    IR_DATASETS_HOME) is one line, not the parser's traceback."""
+    from rerank_eval.data import ir_datasets_home
+
+    documents = dataset.iter_documents()
+    while True:
+        try:
+            document = next(documents)
+        except StopIteration:
+            return
+        except UserError:
+            raise
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc).strip() else ""
+            raise UserError(
+                f"cannot read the corpus of {dataset.id} ({type(exc).__name__}: {detail[:200]}); its files "
+                f"under {ir_datasets_home()} may be damaged or incomplete"
+            ) from None
+        yield document
 
 
 def _queries_sha256(queries: dict[str, str]) -> str:

@@ -109,6 +109,12 @@ class CorpusEmbeddings:
 
     def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
         stored = vectors.astype(STORAGE_DTYPES[self.storage])
+        # A shard of an earlier corpus at this index goes first: killed between the two renames
+        # below, new ids beside its old vectors (of the same length) would pass for a whole shard.
+        try:
+            self._vectors(shard.index).unlink(missing_ok=True)
+        except OSError as exc:
+            raise disk_error(exc, self._vectors(shard.index), "shards already written are kept") from None
         _write_file(self._ids(shard.index), lambda h: h.write(json.dumps(shard.ids).encode("utf-8")))
         _write_file(self._vectors(shard.index), lambda h: np.save(h, stored))
 

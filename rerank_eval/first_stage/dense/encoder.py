@@ -14,7 +14,9 @@ so encoding runs the plain model.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
     right_padded,
+    to_device,
     token_budget_batches,
 )
 
@@ -72,6 +75,8 @@ class DenseEncoder:
         self.merge_adapters = merge_adapters
         self.pad_multiple = 8 if self.device.type == "cuda" else 1
         self.folder = checkpoint.folder / recipe.transformer_path
+        for side in SIDES:  # now, not when the side is first encoded (after the whole corpus)
+            self._adapter_folder(side)
         self.tokenizer = self._load_tokenizer()
         self._side: str | None = None
         self._model: torch.nn.Module | None = None
@@ -115,21 +120,30 @@ class DenseEncoder:
             raise UserError(
                 f"cannot load encoder {self.checkpoint.source}: {str(exc).splitlines()[0]}"
             ) from None
-        adapter = self.recipe.adapter(side)
-        if adapter:
-            model = self._with_adapter(model, adapter)
+        folder = self._adapter_folder(side)
+        if folder is not None:
+            model = self._with_adapter(model, folder)
         return model.to(self.device).eval()
 
-    def _with_adapter(self, model: torch.nn.Module, adapter: str) -> torch.nn.Module:
-        from peft import PeftModel
-
+    def _adapter_folder(self, side: str) -> Path | None:
+        """The folder of `side`'s PEFT adapter (None without one); a missing one is a UserError."""
+        adapter = self.recipe.adapter(side)
+        if not adapter:
+            return None
         folder = self.checkpoint.folder / adapter
         if not (folder / "adapter_config.json").is_file():
             raise UserError(
                 f"encoder {self.checkpoint.source} has no adapter {adapter!r} "
                 f"(no {adapter}/adapter_config.json)"
             )
-        with quiet_transformers():
+        return folder
+
+    def _with_adapter(self, model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+        from peft import PeftModel
+
+        with quiet_transformers(), warnings.catch_warnings():
+            # PEFT asks transformers a deprecated question; nothing the user can act on
+            warnings.simplefilter("ignore", FutureWarning)
             adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
         return adapted.merge_and_unload() if self.merge_adapters else adapted
 
@@ -158,9 +172,10 @@ class DenseEncoder:
     # -- forward ----------------------------------------------------------------------------------
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
+        """Pooled (and normalised) float32 vectors of a batch, left on the device."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids, mask = right_padded(rows, pad, self.pad_multiple)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         hidden = self.model(side)(input_ids=ids, attention_mask=mask).last_hidden_state
         vectors = pool(hidden, mask, self.recipe.pooling)
         self.stats["forward_passes"] += 1
@@ -169,21 +184,27 @@ class DenseEncoder:
 
     @torch.inference_mode()
     def encode_tokens(self, rows: Sequence[Sequence[int]], side: str) -> np.ndarray:
-        """Float32 vectors of tokenized texts, longest first under the token budget."""
-        out: np.ndarray | None = None
+        """Float32 vectors of tokenized texts, longest first under the token budget.
+
+        Every batch's vectors stay on the device until the last one is queued, so on a GPU the
+        host never waits for a forward pass to finish before queuing the next.
+        """
         lengths = [len(r) for r in rows]
         pending = token_budget_batches(lengths, self.max_batch_tokens)
+        done: list[tuple[list[int], torch.Tensor]] = []
         while pending:
             batch = pending.pop(0)
             try:
-                vectors = self._forward([rows[i] for i in batch], side).cpu().numpy()
+                done.append((batch, self._forward([rows[i] for i in batch], side)))
             except torch.OutOfMemoryError:
                 pending = self._shrink(batch, lengths) + pending
-                continue
-            if out is None:
-                out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
-            out[batch] = vectors
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        if not done:
+            return np.empty((0, 0), dtype=np.float32)
+        order = [i for batch, _ in done for i in batch]
+        vectors = torch.cat([v for _, v in done]).cpu().numpy()
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
 
     def _shrink(self, batch: list[int], lengths: list[int]) -> list[list[int]]:
         if torch.cuda.is_available():
@@ -206,6 +227,8 @@ class DenseEncoder:
     def embed(self, texts: Sequence[str], side: str) -> np.ndarray:
         """Float32 vectors of `texts`; each distinct text is encoded once."""
         distinct = list(dict.fromkeys(texts))
+        if not distinct:  # (a tokenizer refuses an empty batch)
+            return np.empty((0, 0), dtype=np.float32)
         vectors = self.encode_tokens(self.tokenize(distinct, side), side)
         if len(distinct) == len(texts):
             return vectors

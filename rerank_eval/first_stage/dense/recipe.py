@@ -27,6 +27,13 @@ _POOLING_KEYS = {
 _UNSUPPORTED_POOLING_KEYS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
 _RERANKER_ARCHITECTURES = ("ForSequenceClassification", "ForCausalLM", "JinaForRanking")
 DEFAULT_MAX_LENGTH = 512
+# encode_document's prompt names, in sentence-transformers' order
+_PASSAGE_PROMPTS = ("document", "passage", "corpus")
+_TRANSFORMER_CONFIGS = (
+    "sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+    "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,17 +80,25 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value  # type: ignore[return-value]
 
 
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    value = _read_json(path, what)
+    if not isinstance(value, dict):
+        raise UserError(f"{what} {path}: expected a JSON object")
+    return value
+
+
 def _module_kind(entry: dict[str, Any]) -> str:
     """'Transformer', 'Pooling', 'Normalize', ... from `sentence_transformers.models.Pooling` and the like."""
     return str(entry.get("type", "")).rsplit(".", 1)[-1]
 
 
 def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
-    if isinstance(config.get("pooling_mode"), str):  # newer sentence-transformers spell it out
-        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(
-            config["pooling_mode"], config["pooling_mode"]
-        )
-        chosen = [mode]
+    declared = config.get("pooling_mode")
+    if isinstance(declared, str):
+        declared = [declared]
+    if isinstance(declared, list):  # newer sentence-transformers spell it out (a list: concatenated)
+        names = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}
+        chosen = [names.get(str(mode), str(mode)) for mode in declared]
     else:
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
         chosen += [key for key in _UNSUPPORTED_POOLING_KEYS if config.get(key)]
@@ -114,14 +129,20 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
         path = folder / str(entry.get("path", "")) if isinstance(entry, dict) else folder
         if kind == "Transformer":
             found["transformer_path"] = str(entry.get("path", ""))
-            bert_config = path / "sentence_bert_config.json"
-            if bert_config.is_file():
-                values = _read_json(bert_config, "sentence-transformers config")
+            # sentence-transformers reads the first of these that exists (older models name theirs
+            # after the architecture, e.g. sentence_xlm-roberta_config.json)
+            bert_config = next(
+                (path / name for name in _TRANSFORMER_CONFIGS if (path / name).is_file()), None
+            )
+            if bert_config is not None:
+                values = _read_object(bert_config, "sentence-transformers config")
                 if isinstance(values.get("max_seq_length"), int):
                     found["max_length"] = values["max_seq_length"]
                 found["lowercase"] = bool(values.get("do_lower_case", False))
         elif kind == "Pooling":
-            found["pooling"] = _pooling_from_config(_read_json(path / "config.json", "pooling config"), path)
+            found["pooling"] = _pooling_from_config(
+                _read_object(path / "config.json", "pooling config"), path
+            )
         elif kind == "Normalize":
             found["normalize"] = True
         else:
@@ -131,21 +152,41 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             )
     prompts_path = folder / "config_sentence_transformers.json"
     if prompts_path.is_file():
-        prompts = _read_json(prompts_path, "sentence-transformers prompts").get("prompts") or {}
+        settings = _read_object(prompts_path, "sentence-transformers prompts")
+        prompts = settings.get("prompts") or {}
         if isinstance(prompts, dict):
-            found["query_prefix"] = str(prompts.get("query", ""))
-            found["passage_prefix"] = str(prompts.get("document", prompts.get("passage", "")))
-        if _read_json(prompts_path, "sentence-transformers prompts").get("similarity_fn_name") == "cosine":
+            default = prompts.get(settings.get("default_prompt_name") or "", "")
+            found["query_prefix"] = _side_prompt(prompts, ("query",), default)
+            found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
+        if settings.get("similarity_fn_name") == "cosine":
             found["normalize"] = True  # cosine similarity is the inner product of unit vectors
     return found
+
+
+def _side_prompt(prompts: dict[str, Any], names: tuple[str, ...], default: Any) -> str:
+    """sentence-transformers' encode_query / encode_document: the first of the side's prompt names
+    that the model has, else its default prompt. (sentence-transformers 6.x fills absent `query` and
+    `document` with "" before looking, so it never reaches `passage`, `corpus` or the default there;
+    we keep the rule its docstring states and that the models' authors wrote against.)"""
+    chosen = next((prompts[name] for name in names if name in prompts), default)
+    return "" if chosen is None else str(chosen)
 
 
 def _architectures(folder: Path) -> list[str]:
     config = folder / "config.json"
     if not config.is_file():
         return []
-    values = _read_json(config, "model config")
-    return [str(a) for a in values.get("architectures") or []] if isinstance(values, dict) else []
+    values = _read_object(config, "model config")
+    return [str(a) for a in values.get("architectures") or []]
+
+
+def _position_limit(folder: Path) -> int | None:
+    """The model's `max_position_embeddings` (None when it declares none)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    declared = _read_object(config, "model config").get("max_position_embeddings")
+    return declared if isinstance(declared, int) and declared > 0 else None
 
 
 def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> EncoderRecipe:
@@ -165,7 +206,12 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
             f"encoder {source}: pooling {values.get('pooling')!r} is not one of {', '.join(POOLINGS)}"
         )
     transformer = folder / values.get("transformer_path", "")
-    max_length = values.get("max_length") or _tokenizer_limit(transformer) or DEFAULT_MAX_LENGTH
+    max_length = values.get("max_length")
+    if not max_length:
+        # as sentence-transformers: the tokenizer's limit capped at the model's positions (a longer
+        # text would index past the position table); 512 when the tokenizer declares none
+        limit = _tokenizer_limit(transformer) or DEFAULT_MAX_LENGTH
+        max_length = min(limit, _position_limit(transformer) or limit)
     return EncoderRecipe(
         pooling=values["pooling"],
         normalize=bool(values.get("normalize", False)),
@@ -183,5 +229,5 @@ def _tokenizer_limit(folder: Path) -> int | None:
     path = folder / "tokenizer_config.json"
     if not path.is_file():
         return None
-    declared = _read_json(path, "tokenizer config").get("model_max_length")
+    declared = _read_object(path, "tokenizer config").get("model_max_length")
     return int(declared) if isinstance(declared, (int, float)) and 0 < declared < 10**6 else None

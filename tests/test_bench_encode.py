@@ -1,0 +1,132 @@
+"""`rerank-eval bench-encode` on CPU with the tiny shape: the straightforward path against ours."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.bench_encode import (
+    MAX_LENGTH,
+    SHAPES,
+    EncodeWorkload,
+    flops_per_sequence,
+    non_embedding_parameters,
+    random_encoder_checkpoint,
+)
+from rerank_eval.cli import app
+from rerank_eval.first_stage.dense.encoder import DenseEncoder
+
+PATH_FIELDS = {
+    "dtype", "seconds", "passages_per_second", "passages_encoded", "tokens", "padded_positions",
+    "tokens_per_second", "tokenize_seconds", "model_flops_per_second", "mfu_datasheet", "mfu_measured",
+    "query_seconds", "queries_per_second", "peak_gpu_memory_bytes",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with tempfile.TemporaryDirectory() as folder:
+        yield random_encoder_checkpoint("tiny", Path(folder))
+
+
+def expected_parameters(layers: int, hidden: int, ffn: int) -> int:
+    """Per layer: Q, K, V, O with biases; FFN in and out with biases; two LayerNorms."""
+    attention = 4 * (hidden * hidden + hidden)
+    feed_forward = hidden * ffn + ffn + ffn * hidden + hidden
+    return layers * (attention + feed_forward + 2 * 2 * hidden)
+
+
+def expected_flops(lengths: list[int], layers: int, hidden: int, parameters: int) -> float:
+    return float(sum(2 * parameters * n + 4 * layers * hidden * n * n for n in lengths))
+
+
+def test_bench_encode_emits_json_with_every_field(tmp_path):
+    out = tmp_path / "bench-encode.json"
+    result = CliRunner().invoke(app, [
+        "bench-encode", "--shape", "tiny", "--passages", "300", "--device", "cpu",
+        "--max-batch-tokens", "4096", "--seed", "3", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert "speed-up" in result.output and "straightforward" in result.output
+    straightforward, ours = data["straightforward"], data["ours"]
+    for path in (straightforward, ours):
+        assert set(path) == PATH_FIELDS
+        assert path["dtype"] == "float32" and path["passages_per_second"] > 0 and path["mfu_measured"] > 0
+        assert path["mfu_datasheet"] is None and path["peak_gpu_memory_bytes"] is None  # a CPU
+    assert data["speedup"] == round(straightforward["seconds"] / ours["seconds"], 3)
+    assert data["max_abs_difference"] <= 1e-5  # float32 on both paths: the same embeddings
+    assert data["max_batch_tokens"] == 4096 and data["straightforward_batch_size"] == 32
+
+    workload = data["workload"]
+    assert (workload["passages"], workload["queries"], workload["seed"]) == (300, 30, 3)
+    passages, _ = EncodeWorkload(300, 30, seed=3).texts()
+    assert workload["distinct_passages"] == len(set(passages)) < 300  # some passages repeat
+    assert straightforward["passages_encoded"] == 300
+    assert ours["passages_encoded"] == workload["distinct_passages"]
+
+    # MFU from the model's shape, computed here independently of the module's FLOP count
+    model = data["model"]
+    assert model["adapters"] is None and model["architecture"] == "JinaEmbeddingsV3Model"
+    layers, hidden, ffn = model["num_hidden_layers"], model["hidden_size"], model["intermediate_size"]
+    assert (layers, hidden, ffn) == (2, 64, 256)
+    parameters = expected_parameters(layers, hidden, ffn)
+    assert model["non_embedding_parameters"] == parameters
+    measured = data["device"]["measured_bf16_matmul_flops"]
+    for path, texts in ((straightforward, passages), (ours, list(dict.fromkeys(passages)))):
+        lengths = [min(len(text.split()) + 2, MAX_LENGTH) for text in texts]  # <s> words </s>
+        assert path["tokens"] == sum(lengths)
+        assert path["padded_positions"] >= path["tokens"]
+        flops = expected_flops(lengths, layers, hidden, parameters)
+        assert path["model_flops_per_second"] * path["seconds"] == pytest.approx(flops, rel=2e-3)
+        assert path["mfu_measured"] == pytest.approx(path["model_flops_per_second"] / measured, abs=1e-4)
+        assert path["tokens_per_second"] == pytest.approx(sum(lengths) / path["seconds"], rel=2e-3)
+    assert ours["padded_positions"] < straightforward["padded_positions"]
+
+
+def test_flops_formula(tiny):
+    from transformers import AutoModel
+
+    checkpoint, _ = tiny
+    model = AutoModel.from_pretrained(str(checkpoint.folder))
+    spec = SHAPES["tiny"]
+    layers, hidden = spec["num_hidden_layers"], spec["hidden_size"]
+    parameters = expected_parameters(layers, hidden, spec["intermediate_size"])
+    assert non_embedding_parameters(model) == parameters
+    flops_of = flops_per_sequence(model.config, parameters)
+    assert flops_of(10) + flops_of(3) == expected_flops([10, 3], layers, hidden, parameters)
+
+
+@pytest.mark.parametrize("max_batch_tokens", [512, 8192])
+def test_fast_path_equals_straightforward_in_float32(tiny, max_batch_tokens):
+    checkpoint, recipe = tiny
+    passages, queries = EncodeWorkload(120, 20, seed=5).texts()
+    encoder = DenseEncoder(checkpoint, recipe, "cpu", "float32", max_batch_tokens)
+    for texts, side in ((passages, "passage"), (queries, "query")):
+        fast, straightforward = encoder.embed(texts, side), encoder.embed_straightforward(texts, side)
+        assert fast.shape == straightforward.shape == (len(texts), SHAPES["tiny"]["hidden_size"])
+        assert np.abs(fast - straightforward).max() <= 1e-5
+        assert np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)  # normalised
+    assert encoder.model("passage").config.hidden_size == 64 and encoder.dtype == torch.float32
+
+
+def test_workload_is_beir_like_and_words_are_single_tokens(tiny):
+    checkpoint, recipe = tiny
+    workload = EncodeWorkload(2000, 200, seed=1)
+    passages, queries = workload.texts()
+    assert (passages, queries) == EncodeWorkload(2000, 200, seed=1).texts()  # seeded
+    words = [len(text.split()) for text in passages]
+    assert 100 <= np.median(words) <= 140 and max(words) <= MAX_LENGTH - 2
+    assert 0.02 <= 1 - len(set(passages)) / len(passages) <= 0.08  # ≈5% repeated
+    assert 9 <= np.median([len(q.split()) for q in queries]) <= 15
+    encoder = DenseEncoder(checkpoint, recipe, "cpu", "float32")
+    rows = encoder.tokenize(passages[:50] + queries[:50], "passage")
+    assert [len(row) for row in rows] == [len(t.split()) + 2 for t in passages[:50] + queries[:50]]
+    tokenizer = encoder.tokenizer
+    assert rows[0][0] == tokenizer.bos_token_id and rows[0][-1] == tokenizer.eos_token_id

@@ -1,0 +1,447 @@
+"""The dense first stage's encoder against independent references, on tiny random checkpoints.
+
+- jina-embeddings-v3 (native `JinaEmbeddingsV3Model`, PEFT LoRA adapters per side): the expectation
+  is the adapter-applied model run here by hand (PEFT unmerged, each text alone, masked mean, L2).
+- sentence-transformers checkpoints (mean, CLS, max, last token; prompts, Normalize, lower-casing,
+  truncation): the expectation is `sentence_transformers.SentenceTransformer` itself.
+- the fast path (dedup, length-sorted token-budget batches) against the straightforward one.
+- bad input as one-line `UserError`s.
+All in float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense.encoder import DenseEncoder
+from rerank_eval.first_stage.dense.recipe import read_recipe
+from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+from tests import dense_checkpoints
+
+TOLERANCE = 1e-5
+BENCHMARKS = Path(__file__).resolve().parents[1] / "rerank_eval" / "benchmarks.yaml"
+LONG = " ".join(["information retrieval ranks passages by relevance to a query"] * 12)
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "The Quick Brown Fox Jumps Over The Lazy Dog",
+    "aspirin",
+    "vitamin d and calcium keep bones strong",
+    LONG,
+    "scurvy is caused by a lack of vitamin c",
+    "数据检索与排序 日本語の文章",
+    "",
+]
+NO_OVERRIDES = dict.fromkeys(
+    ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix", "adapters")
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's threads contend
+    (a hundredfold slower); one thread here, the previous count restored after this module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _close(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.dtype == np.float32
+    assert got.shape == expected.shape
+    difference = float(np.abs(got - np.asarray(expected, dtype=np.float32)).max())
+    assert difference < TOLERANCE, difference
+
+
+def _apart(a: np.ndarray, b: np.ndarray) -> None:
+    """Rows that differ clearly (far more than float error), every one of them."""
+    assert (np.abs(a - b).max(axis=1) > 1e-3).all()
+
+
+def _encoder(folder: Path, overrides=None, **kwargs) -> DenseEncoder:
+    checkpoint = resolve_checkpoint(str(folder))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, {**NO_OVERRIDES, **(overrides or {})})
+    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
+
+
+# --- jina-embeddings-v3 with PEFT adapters ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jina(tmp_path_factory) -> Path:
+    return dense_checkpoints.build_jina_embeddings(tmp_path_factory.mktemp("dense") / "jina-v3")
+
+
+@pytest.fixture(scope="module")
+def jina_preset() -> dict:
+    """The jina-embeddings-v3 preset as benchmarks.yaml writes it (read here with yaml, not our loader)."""
+    return yaml.safe_load(BENCHMARKS.read_text(encoding="utf-8"))["first_stages"]["jina-embeddings-v3"]
+
+
+def _jina_overrides(preset: dict) -> dict:
+    return {name: preset.get(name) for name in NO_OVERRIDES}
+
+
+@torch.inference_mode()
+def _adapted_reference(folder: Path, adapter: str | None, prefix: str, texts: list[str]) -> np.ndarray:
+    """The adapter-applied model's own embeddings: base + PEFT adapter (not merged), each text alone
+    (no padding), mean over the attention mask, L2-normalised."""
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(folder / adapter))
+    model.eval()
+    rows = []
+    for text in texts:
+        encoded = tokenizer(prefix + text, return_tensors="pt")
+        hidden = model(**encoded).last_hidden_state[0]
+        mask = encoded["attention_mask"][0].unsqueeze(-1).float()
+        mean = (hidden * mask).sum(0) / mask.sum()
+        rows.append((mean / mean.norm()).numpy())
+    return np.stack(rows)
+
+
+def test_jina_adapters_match_the_adapted_model(jina, jina_preset):
+    overrides = _jina_overrides(jina_preset)
+    encoder = _encoder(jina, overrides)
+    references = {}
+    for side, prefix_key in (("query", "query_prefix"), ("passage", "passage_prefix")):
+        adapter = jina_preset["adapters"][side]
+        references[side] = _adapted_reference(jina, adapter, jina_preset[prefix_key], TEXTS)
+        _close(encoder.embed(TEXTS, side), references[side])
+    # the sides really differ (adapter and prefix per side) ...
+    _apart(references["query"], references["passage"])
+    # ... each adapter matters on its own (same prefix, other adapter: other vectors) ...
+    plain = _adapted_reference(jina, None, jina_preset["query_prefix"], TEXTS)
+    _apart(references["query"], plain)
+    swapped = _adapted_reference(jina, jina_preset["adapters"]["passage"], jina_preset["query_prefix"], TEXTS)
+    _apart(references["query"], swapped)
+    # ... and going back to the query side after the passage side reloads the query adapter
+    _close(encoder.embed(TEXTS[:3], "query"), references["query"][:3])
+
+
+def test_jina_sides_differ_by_adapter_and_by_prefix(jina, jina_preset):
+    adapters = jina_preset["adapters"]
+    same_prefix = _encoder(
+        jina, {**_jina_overrides(jina_preset), "passage_prefix": jina_preset["query_prefix"]}
+    )
+    _apart(same_prefix.embed(TEXTS, "query"), same_prefix.embed(TEXTS, "passage"))
+    same_adapter = _encoder(
+        jina,
+        {
+            **_jina_overrides(jina_preset),
+            "adapters": {"query": adapters["query"], "passage": adapters["query"]},
+        },
+    )
+    _apart(same_adapter.embed(TEXTS, "query"), same_adapter.embed(TEXTS, "passage"))
+    # the passage side keys the corpus cache: its identity names the passage adapter and prefix
+    identity = same_prefix.identity("passage")["recipe"]
+    assert identity["adapter"] == adapters["passage"]
+    assert identity["prefix"] == jina_preset["query_prefix"]
+
+
+def test_jina_merged_and_unmerged_adapters_agree(jina, jina_preset):
+    merged = _encoder(jina, _jina_overrides(jina_preset), merge_adapters=True)
+    unmerged = _encoder(jina, _jina_overrides(jina_preset), merge_adapters=False)
+    for side in ("query", "passage"):
+        _close(merged.embed(TEXTS, side), unmerged.embed(TEXTS, side))
+    assert merged.identity("query")["merge_adapters"] is True
+    assert unmerged.identity("query")["merge_adapters"] is False
+    # merged: the plain transformers model runs (no LoRA layers left); unmerged: PEFT's layers
+    for side in ("query", "passage"):
+        assert not any("lora_" in name for name, _ in merged.model(side).named_parameters())
+        assert any("lora_" in name for name, _ in unmerged.model(side).named_parameters())
+
+
+def test_jina_preset_gives_its_prefixes_and_adapters(jina, jina_preset, monkeypatch):
+    """The preset as the CLI loads it (config loader, the kind's own settings-to-encoder path)."""
+    from rerank_eval import distributed
+    from rerank_eval.config import load_config
+    from rerank_eval.first_stage.dense import DenseRetrieval
+
+    monkeypatch.setattr(distributed, "default_device", lambda: "cpu")  # float32 even where a GPU shows
+    settings = dict(load_config().first_stages["jina-embeddings-v3"].settings)
+    assert settings["encoder"] == jina_preset["encoder"]
+    encoder = DenseRetrieval.build_encoder({**settings, "encoder": str(jina)})
+    recipe = encoder.recipe
+    assert recipe.query_prefix == jina_preset["query_prefix"]
+    assert recipe.passage_prefix == jina_preset["passage_prefix"]
+    assert recipe.adapters == jina_preset["adapters"]
+    assert (recipe.pooling, recipe.normalize, recipe.max_length) == (
+        jina_preset["pooling"], jina_preset["normalize"], jina_preset["max_length"],
+    )  # fmt: skip
+    assert encoder.device.type == "cpu" and encoder.dtype == torch.float32
+    texts = TEXTS[:4]
+    for side in ("query", "passage"):
+        prefix = jina_preset[f"{side}_prefix"]
+        expected = _adapted_reference(jina, jina_preset["adapters"][side], prefix, texts)
+        _close(encoder.embed(texts, side), expected)
+
+
+# --- sentence-transformers checkpoints ---------------------------------------------------------------
+
+PROMPTS = {"query": "search_query: ", "document": "search_document: "}
+ST_CASES = {
+    "mean-normalized": {"pooling": "mean", "normalize": True},
+    "mean-raw": {"pooling": "mean", "normalize": False},
+    # cosine similarity without a Normalize module: searched as the inner product of unit vectors
+    "mean-cosine": {"pooling": "mean", "normalize": False, "similarity_fn_name": "cosine"},
+    "cls-lowercase": {"pooling": "cls", "normalize": False, "do_lower_case": True},
+    "cls-normalized": {"pooling": "cls", "normalize": True, "max_seq_length": 12},
+    "max": {"pooling": "max", "normalize": False},
+    "lasttoken-normalized": {"pooling": "lasttoken", "normalize": True},
+    "lasttoken-raw-lowercase": {
+        "pooling": "lasttoken", "normalize": False, "do_lower_case": True, "max_seq_length": 20,
+    },
+    # no max_seq_length: the tokenizer's 512, capped at the model's 64 positions (as ST does)
+    "mean-no-max-seq-length": {"pooling": "mean", "normalize": True, "max_seq_length": None},
+    # an older model's config name (ST reads sentence_xlm-roberta_config.json and the like)
+    "mean-legacy-config-name": {
+        "pooling": "mean", "normalize": True, "do_lower_case": True, "max_seq_length": 12,
+        "transformer_config": "sentence_xlm-roberta_config.json",
+    },
+}  # fmt: skip
+
+
+def _sentence_transformer(folder: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu")
+
+
+def _st_reference(model, texts: list[str], side: str, normalize: bool = False) -> np.ndarray:
+    prompt_name = "query" if side == "query" else "document"
+    vectors = model.encode(
+        texts, prompt_name=prompt_name, convert_to_numpy=True, batch_size=3, normalize_embeddings=normalize
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+@pytest.mark.parametrize("case", list(ST_CASES))
+def test_sentence_transformers_layout_matches_sentence_transformers(tmp_path, case):
+    settings = ST_CASES[case]
+    folder = dense_checkpoints.build_sentence_transformers(tmp_path / case, prompts=PROMPTS, **settings)
+    _matches_sentence_transformers(folder, _sentence_transformer(folder), settings)
+
+
+def _matches_sentence_transformers(folder: Path, reference, settings: dict) -> None:
+    pooling, normalize = settings["pooling"], settings["normalize"]
+    lowercase, similarity = settings.get("do_lower_case", False), settings.get("similarity_fn_name")
+    limit = reference.max_seq_length
+    # the long text really is cut (so truncation is exercised), at the limit ST uses
+    tokenizer = reference.tokenizer
+    assert len(tokenizer(PROMPTS["document"] + LONG)["input_ids"]) > limit
+    if pooling == "lasttoken":
+        # ST pads on the side the tokenizer says (left, as Qwen3-Embedding's) and takes the last
+        # position; we pad on the right and take the last real token. With causal attention and
+        # rotary (relative) positions the two agree to float error, which the comparison holds.
+        assert tokenizer.padding_side == "left"
+    encoder = _encoder(folder)
+    assert encoder.recipe.max_length == limit
+    assert encoder.recipe.pooling == pooling
+    for side in ("query", "passage"):
+        # cosine similarity (without a Normalize module) is searched as the inner product of unit
+        # vectors: ST's cosine is that of its raw vectors
+        expected = _st_reference(reference, TEXTS, side, normalize=similarity == "cosine")
+        got = encoder.embed(TEXTS, side)
+        _close(got, expected)
+        norms = np.linalg.norm(got, axis=1)
+        if normalize or similarity == "cosine":
+            np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+        else:
+            assert np.abs(norms - 1.0).max() > 1e-2
+    # the prompts are applied per side
+    _apart(encoder.embed(TEXTS, "query"), encoder.embed(TEXTS, "passage"))
+    # TEXTS[1] is TEXTS[0] capitalised: the same vector when lower-casing, another one otherwise (the
+    # tokenizers keep case themselves, so that this tells)
+    pair = encoder.embed(TEXTS[:2], "query")
+    if lowercase:
+        assert np.array_equal(pair[0], pair[1])
+    else:
+        _apart(pair[:1], pair[1:])
+
+
+@pytest.mark.parametrize("case", ["lasttoken-raw-lowercase", "cls-normalized", "mean-cosine"])
+def test_a_checkpoint_saved_by_sentence_transformers_itself(tmp_path, case):
+    """The layout sentence-transformers 6 writes: long module type paths, `pooling_mode` spelled out,
+    the length and lower-casing moved into the tokenizer's own files."""
+    settings = ST_CASES[case]
+    built = dense_checkpoints.build_sentence_transformers(tmp_path / "built", prompts=PROMPTS, **settings)
+    _sentence_transformer(built).save(str(tmp_path / "saved"))
+    saved = tmp_path / "saved"
+    pooling_config = json.loads((saved / "1_Pooling" / "config.json").read_text())
+    assert pooling_config["pooling_mode"] == settings["pooling"]
+    if case == "cls-normalized":  # also the list form (one mode)
+        pooling_config["pooling_mode"] = [settings["pooling"]]
+        (saved / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    # ST 6 writes its default similarity, cosine, which the dense search reads as unit vectors
+    similarity = json.loads((saved / "config_sentence_transformers.json").read_text())["similarity_fn_name"]
+    assert similarity == "cosine"
+    saved_settings = {**settings, "similarity_fn_name": similarity}
+    _matches_sentence_transformers(saved, _sentence_transformer(saved), saved_settings)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "default_prompt_name", "query_prompt", "passage_prompt"),
+    [
+        ({"query": "q: ", "document": "d: "}, None, "q: ", "d: "),
+        ({"query": "q: ", "passage": "p: "}, None, "q: ", "p: "),
+        ({"query": "q: ", "corpus": "c: "}, None, "q: ", "c: "),
+        ({"query": "q: ", "document": "d: ", "passage": "p: "}, None, "q: ", "d: "),
+        ({"query": "q: ", "document": "", "other": "o: "}, "other", "q: ", ""),
+        ({"passage": "p: ", "classification": "k: "}, "classification", "k: ", "p: "),
+        ({"clustering": "k: "}, None, "", ""),
+    ],
+)
+def test_prompt_names_as_sentence_transformers_picks_them(
+    tmp_path, prompts, default_prompt_name, query_prompt, passage_prompt
+):
+    """Which prompt each side gets, by the rule of sentence-transformers' encode_query and
+    encode_document as documented (and as ST 5 applies it): `query`; `document`, `passage`, `corpus`
+    in that order; otherwise the default prompt. ST 6.2 fills absent `query`/`document` with "" first,
+    so it never reaches `passage`, `corpus` or the default there; the expectation is ST's own
+    `encode` given the prompt that rule picks (and, where both rules agree, encode_query and
+    encode_document themselves)."""
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st",
+        pooling="mean",
+        normalize=True,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
+    )
+    reference = _sentence_transformer(folder)
+    encoder = _encoder(folder)
+    assert (encoder.recipe.query_prefix, encoder.recipe.passage_prefix) == (query_prompt, passage_prompt)
+    texts = TEXTS[:4]
+    for side, prompt in (("query", query_prompt), ("passage", passage_prompt)):
+        expected = reference.encode(texts, prompt=prompt, convert_to_numpy=True)
+        _close(encoder.embed(texts, side), expected)
+    if "query" in prompts and "document" in prompts:
+        _close(encoder.embed(texts, "query"), reference.encode_query(texts, convert_to_numpy=True))
+        _close(encoder.embed(texts, "passage"), reference.encode_document(texts, convert_to_numpy=True))
+
+
+def test_preset_settings_win_over_the_files(tmp_path):
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=False, prompts=PROMPTS, max_seq_length=16
+    )
+    encoder = _encoder(folder, {"pooling": "cls", "normalize": True, "max_length": 8, "query_prefix": "Q: "})
+    recipe = encoder.recipe
+    assert (recipe.pooling, recipe.normalize, recipe.max_length) == ("cls", True, 8)
+    assert (recipe.query_prefix, recipe.passage_prefix) == ("Q: ", PROMPTS["document"])
+    # the same as ST told the same: CLS pooling, 8 tokens, unit vectors, the preset's query prefix
+    reference = _sentence_transformer(folder)
+    reference.max_seq_length = 8
+    pooled = next(m for m in reference if type(m).__name__ == "Pooling")
+    pooled.pooling_mode = "cls"
+    expected = reference.encode(TEXTS, prompt="Q: ", convert_to_numpy=True, normalize_embeddings=True)
+    _close(encoder.embed(TEXTS, "query"), expected)
+
+
+# --- fast path = straightforward path ----------------------------------------------------------------
+
+MIXED = [*TEXTS, TEXTS[0], LONG, "aspirin", TEXTS[3], "a b", "vitamin", TEXTS[0]]
+
+
+@pytest.fixture(scope="module")
+def st_mean(tmp_path_factory) -> Path:
+    return dense_checkpoints.build_sentence_transformers(
+        tmp_path_factory.mktemp("dense") / "st-mean", pooling="mean", normalize=True, prompts=PROMPTS
+    )
+
+
+@pytest.fixture(scope="module")
+def st_lasttoken(tmp_path_factory) -> Path:
+    return dense_checkpoints.build_sentence_transformers(
+        tmp_path_factory.mktemp("dense") / "st-last", pooling="lasttoken", normalize=False, prompts=PROMPTS
+    )
+
+
+@pytest.mark.parametrize("which", ["jina", "st_mean", "st_lasttoken"])
+def test_fast_path_equals_straightforward_path(request, jina_preset, which):
+    folder = request.getfixturevalue(which)
+    overrides = _jina_overrides(jina_preset) if which == "jina" else {}
+    for side in ("query", "passage"):
+        straightforward = _encoder(folder, overrides).embed_straightforward(MIXED, side, batch_size=4)
+        fast = _encoder(folder, overrides)
+        _close(fast.embed(MIXED, side), straightforward)
+        distinct = len(set(MIXED))
+        assert fast.stats["forward_passes"] == 1  # the default budget holds them all
+        # a tiny budget: many length-sorted batches, and still the same vectors
+        tiny = _encoder(folder, overrides, max_batch_tokens=24)
+        _close(tiny.embed(MIXED, side), straightforward)
+        assert tiny.stats["forward_passes"] >= distinct // 2
+        # each distinct text once; duplicates get their first occurrence's row
+        lengths = [len(row) for row in tiny.tokenize(list(dict.fromkeys(MIXED)), side)]
+        assert tiny.stats["tokens"] == sum(lengths)
+        vectors = tiny.embed(MIXED, side)
+        for i, text in enumerate(MIXED):
+            assert np.array_equal(vectors[i], vectors[MIXED.index(text)])
+
+
+def test_empty_input(st_mean):
+    encoder = _encoder(st_mean)
+    assert encoder.embed([], "query").shape[0] == 0
+    assert encoder.embed_straightforward([], "query").shape[0] == 0
+
+
+# --- bad input, one line each ------------------------------------------------------------------------
+
+
+def _one_line(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    return message
+
+
+def test_a_reranker_is_not_a_bi_encoder(tmp_path):
+    folder = dense_checkpoints.build_reranker(tmp_path / "reranker")
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    message = _one_line(excinfo)
+    assert "not a bi-encoder" in message and "BertForSequenceClassification" in message
+
+
+def test_an_unsupported_module_is_refused(tmp_path):
+    dense = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=True, extra_modules=[dense]
+    )
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    message = _one_line(excinfo)
+    assert "sentence_transformers.models.Dense" in message and "not supported" in message
+
+
+def test_an_unsupported_pooling_is_refused(tmp_path):
+    folder = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
+    config_path = folder / "1_Pooling" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_weightedmean_tokens=True)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert "pooling_mode_weightedmean_tokens is not supported" in _one_line(excinfo)
+
+
+@pytest.mark.parametrize("side", ["query", "passage"])
+def test_a_missing_adapter_is_refused_before_any_encoding(tmp_path, jina, jina_preset, side):
+    folder = tmp_path / "jina"
+    shutil.copytree(jina, folder)
+    missing = jina_preset["adapters"][side]
+    shutil.rmtree(folder / missing)
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder, _jina_overrides(jina_preset))  # not at the first embed, after the corpus
+    message = _one_line(excinfo)
+    assert repr(missing) in message and "no adapter" in message

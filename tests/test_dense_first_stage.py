@@ -1,0 +1,501 @@
+"""The dense first stage end to end: resumable corpus encoding, ranks sharing it, exact search with
+trec_eval's tie order, bad input as one line, and a repeated run served from the cache.
+
+Runs use the fixture `nq` (960 synthetic passages) and a tiny random BERT bi-encoder, with shards of
+50 passages (20 shards, the last one of 10) and the first-stage-order reranker, which loads nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense import corpus as corpus_module
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
+from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k, score_keys
+from tests import builders
+from tests.checkpoints import build_bi_encoder, build_cross_encoder
+
+SHARD_SIZE = 50
+CPU = torch.device("cpu")
+
+
+def nq_corpus() -> list[tuple[str, str]]:
+    """The fixture corpus in file order, texts as BEIR joins them (title, a space, text)."""
+    docs = builders.synthetic_nq()[0]
+    return [(doc_id, f"{title} {text}" if title else text) for doc_id, (title, text) in docs.items()]
+
+
+def distinct_per_shard() -> list[int]:
+    texts = [text for _, text in nq_corpus()]
+    return [len(set(texts[start : start + SHARD_SIZE])) for start in range(0, len(texts), SHARD_SIZE)]
+
+
+@dataclass
+class Setup:
+    folder: Path
+    config: Path
+    cross_encoder: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    folder = tmp_path_factory.mktemp("dense")
+    encoder = build_bi_encoder(folder / "bi-encoder")
+    config = folder / "dense.yaml"
+    config.write_text(
+        f"""
+defaults: {{top_k: 10, model: first-stage}}
+first_stages:
+  tiny:
+    kind: dense
+    encoder: {json.dumps(str(encoder))}
+    pooling: mean
+    normalize: true
+    shard_size: {SHARD_SIZE}
+suites:
+  dense:
+    datasets:
+      - {{key: nq, id: beir/nq, first_stage: tiny}}
+  broken:
+    datasets:
+      - {{key: corrupt, id: beir/climate-fever, first_stage: tiny}}
+      - {{key: missing, id: beir/quora/test, first_stage: tiny}}
+models:
+  first-stage: {{family: first-stage-order}}
+""",
+        encoding="utf-8",
+    )
+    return Setup(folder, config, build_cross_encoder(folder / "cross-encoder"))
+
+
+def command(setup: Setup, out: Path) -> list[str]:
+    return ["run", "dense", "--config", str(setup.config), "--out", str(out)]
+
+
+def environment(cache: Path) -> dict[str, str]:
+    return {**os.environ, "RERANK_EVAL_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+
+
+def rerank_eval(setup: Setup, out: Path, cache: Path, launcher: list[str] | None = None):
+    launcher = launcher or [sys.executable, "-m", "rerank_eval"]
+    return subprocess.run([*launcher, *command(setup, out)], env=environment(cache), capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+
+
+def first_stage(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["datasets"][0]["first_stage"]
+
+
+def corpus_folder(cache: Path) -> Path:
+    (folder,) = [p for p in (cache / "dense").iterdir() if p.name.startswith("beir_nq-")]
+    return folder
+
+
+def whole_shards(folder: Path) -> set[int]:
+    """Shards whose two files are both in place (each is renamed into place whole)."""
+    return {
+        int(p.name[len("shard-") :].split(".")[0])
+        for p in folder.glob("shard-*.npy")
+        if p.with_name(p.name.replace(".npy", ".ids.json")).is_file()
+    }
+
+
+def assert_same_files(folder: Path, reference: Path, names: list[str]) -> None:
+    for name in names:
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def result_files(out: Path) -> list[str]:
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "runs/nq.trec" in names and "runs/nq.first-stage.trec" in names
+    return [n for n in names if n != "manifest.json"]
+
+
+@pytest.fixture(scope="module")
+def reference(setup) -> tuple[Path, Path]:
+    """One uninterrupted single-process run in a cache of its own: (result folder, cache)."""
+    out, cache = setup.folder / "reference", setup.folder / "cache-reference"
+    done = rerank_eval(setup, out, cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = first_stage(out)
+    assert record["kind"] == "dense" and record["execution"]["run_cached"] is False
+    (rank,) = record["execution"]["ranks"]
+    assert rank["encoded_passages"] == sum(distinct_per_shard()) == len(nq_corpus())
+    assert record["settings"]["corpus_documents"] == len(nq_corpus())
+    assert whole_shards(corpus_folder(cache)) == set(range(len(distinct_per_shard())))
+    return out, cache
+
+
+# -- kill -9 while the corpus is encoded, then the same command again -------------------------------
+
+# The CLI itself, with a pause after each shard written so that the kill lands between shards.
+SLOW_LAUNCHER = """
+import sys, time
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings
+written = CorpusEmbeddings.write_shard
+def slowly(self, shard, vectors):
+    written(self, shard, vectors)
+    time.sleep(0.25)
+CorpusEmbeddings.write_shard = slowly
+sys.argv[0] = "rerank-eval"
+from rerank_eval.cli import main
+main()
+"""
+
+
+def test_sigkill_while_encoding_then_rerun_encodes_the_rest_and_matches(setup, reference):
+    reference_out, reference_cache = reference
+    out, cache = setup.folder / "resumed", setup.folder / "cache-killed"
+    launched = [sys.executable, "-c", SLOW_LAUNCHER, *command(setup, out)]
+    log = setup.folder / "killed.log"
+    with open(log, "wb") as stderr:  # a file, not a pipe that nobody reads and that fills up
+        process = subprocess.Popen(launched, env=environment(cache), stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 180
+    while not (cache / "dense").is_dir() or not list((cache / "dense").glob("beir_nq-*/shard-*.npy")):
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no shard was written"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    folder = corpus_folder(cache)
+    before = whole_shards(folder)
+    shards = distinct_per_shard()
+    assert 0 < len(before) < len(shards)
+    assert not (folder / "complete.json").exists()
+    assert not out.exists() and not (cache / "dense" / "runs").exists()
+
+    resumed = rerank_eval(setup, out, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record, expected = first_stage(out), first_stage(reference_out)
+    (rank,) = record["execution"]["ranks"]
+    assert rank["encoded_passages"] == sum(n for i, n in enumerate(shards) if i not in before)
+    assert rank["encoded_passages"] < expected["execution"]["ranks"][0]["encoded_passages"]
+
+    # the dense run, its record and every output as the uninterrupted run's, byte for byte
+    assert Path(record["path"]).read_bytes() == Path(expected["path"]).read_bytes()
+    assert Path(record["path"]).parent.parent.parent == cache
+    assert {k: v for k, v in record.items() if k not in ("path", "execution")} == {
+        k: v for k, v in expected.items() if k not in ("path", "execution")
+    }
+    assert result_files(out) == result_files(reference_out)
+    assert_same_files(out, reference_out, result_files(out))
+    # and so is the corpus cache, with nothing left over from the killed process
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in corpus_folder(reference_cache).iterdir())
+    assert_same_files(folder, corpus_folder(reference_cache), [n for n in names if n != "key.json"])
+
+
+def test_a_shard_cut_short_over_an_earlier_corpus_is_not_taken_for_whole(tmp_path, monkeypatch):
+    """A kill between a shard's two files, over a shard of an earlier corpus at the same index."""
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    old, new = Shard(0, ["a", "b"], ["x", "y"]), Shard(0, ["a", "b"], ["x changed", "y"])
+    cache.write_shard(old, np.ones((2, 3), dtype=np.float32))
+    assert cache.has_shard(new)  # the ids decide, the texts are not kept
+
+    class Killed(BaseException):
+        pass
+
+    written = corpus_module._write_file
+    calls = []
+
+    def killed_after_the_first_file(path, write):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise Killed
+        written(path, write)
+
+    monkeypatch.setattr(corpus_module, "_write_file", killed_after_the_first_file)
+    renamed = Shard(0, ["c", "d"], ["z", "w"])  # the same length, other documents
+    with pytest.raises(Killed):
+        cache.write_shard(renamed, np.full((2, 3), 2.0, dtype=np.float32))
+    assert not cache.has_shard(renamed) and not cache.has_shard(old)
+
+
+# -- two gloo processes ------------------------------------------------------------------------------
+
+
+def test_two_gloo_processes_encode_their_own_shards_and_match_one(setup, reference):
+    reference_out, reference_cache = reference
+    out, cache = setup.folder / "two-ranks", setup.folder / "cache-two-ranks"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "rerank_eval"]  # fmt: skip
+    done = rerank_eval(setup, out, cache, launcher)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record, expected = first_stage(out), first_stage(reference_out)
+    assert Path(record["path"]).read_bytes() == Path(expected["path"]).read_bytes()
+    assert record["sha256"] == expected["sha256"]
+
+    shards = distinct_per_shard()
+    by_rank = sorted(record["execution"]["ranks"], key=lambda r: r["rank"])
+    assert [r["rank"] for r in by_rank] == [0, 1]
+    encoded = [r["encoded_passages"] for r in by_rank]
+    assert encoded == [sum(n for i, n in enumerate(shards) if i % 2 == rank) for rank in (0, 1)]
+    assert encoded == [500, 460] and sum(encoded) == len(nq_corpus())  # shard 19 has 10 passages
+    folder = corpus_folder(cache)
+    assert whole_shards(folder) == set(range(len(shards)))
+    shard_files = sorted(p.name for p in folder.glob("shard-*"))
+    assert_same_files(folder, corpus_folder(reference_cache), [*shard_files, "ranks.npy", "ids_sorted.npy"])
+    assert_same_files(out, reference_out, result_files(out))
+
+
+# -- a repeated run --------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_same_command_again_uses_the_cached_run_and_loads_no_model(setup, reference, monkeypatch):
+    reference_out, reference_cache = reference
+    from rerank_eval.first_stage import dense
+    from rerank_eval.first_stage.dense.encoder import DenseEncoder
+
+    def never(*args, **kwargs):
+        raise AssertionError("the cached run was not used")
+
+    monkeypatch.setattr(DenseEncoder, "_load_model", never)
+    monkeypatch.setattr(DenseEncoder, "embed", never)
+    monkeypatch.setattr(dense.DenseRetrieval, "ensure_corpus", never)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(reference_cache))
+    expected = first_stage(reference_out)
+    run_file = Path(expected["path"])
+    written = run_file.stat().st_mtime_ns
+
+    out = setup.folder / "again"
+    result = run_cli(*command(setup, out))
+    assert result.exit_code == 0, result.output
+    record = first_stage(out)
+    assert record["execution"] == {"run_cached": True}
+    assert {k: v for k, v in record.items() if k != "execution"} == {
+        k: v for k, v in expected.items() if k != "execution"
+    }
+    assert run_file.stat().st_mtime_ns == written
+    assert result_files(out) == result_files(reference_out)
+    assert_same_files(out, reference_out, result_files(out))
+
+
+def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, monkeypatch, tmp_path):
+    _, reference_cache = reference
+    cache = tmp_path / "cache"
+    shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    from rerank_eval.first_stage.dense.encoder import DenseEncoder
+
+    original = DenseEncoder.embed
+
+    def one_nan(self, texts, side):
+        vectors = original(self, texts, side)
+        vectors[3, 0] = np.nan
+        return vectors
+
+    monkeypatch.setattr(DenseEncoder, "embed", one_nan)
+    out = tmp_path / "out"
+    result = run_cli(*command(setup, out))
+    assert_one_line_error(result, out, "gave a query vector of nq that is not finite")
+    assert not (cache / "dense" / "runs").exists() or not list((cache / "dense" / "runs").iterdir())
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def assert_one_line_error(result, out: Path, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert result.output.rstrip("\n").endswith(errors[0])
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+
+
+def test_a_cross_encoder_is_not_taken_for_a_bi_encoder(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = run_cli(*command(setup, out), "--first-stage", f"dense:{setup.cross_encoder}")
+    assert_one_line_error(
+        result,
+        out,
+        f"encoder {setup.cross_encoder} is a reranker (BertForSequenceClassification), not a bi-encoder",
+    )
+
+
+@pytest.mark.parametrize("kind", ["regular file", "read-only directory"])
+def test_an_unwritable_cache(setup, tmp_path, monkeypatch, kind):
+    cache = tmp_path / "cache"
+    if kind == "regular file":
+        cache.write_text("not a folder")
+        expected = "Not a directory"
+    else:
+        cache.mkdir()
+        cache.chmod(0o555)
+        if os.access(cache, os.W_OK):  # root writes anyway
+            cache.chmod(0o755)
+            pytest.skip("this user writes into read-only directories")
+        expected = "Permission denied"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    out = tmp_path / "out"
+    try:
+        result = run_cli(*command(setup, out))
+    finally:
+        cache.chmod(0o755)
+    assert_one_line_error(result, out, f"cannot write the embedding cache {cache / 'dense'}")
+    assert expected in result.output
+
+
+def write_beir_zip(name: str, corpus: str | None) -> None:
+    """A BEIR source zip of a dataset no other test uses, with readable queries and judgements."""
+    path = Path(os.environ["IR_DATASETS_HOME"]) / "beir" / name / "source.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        if corpus is not None:
+            archive.writestr(f"{name}/corpus.jsonl", corpus)
+        archive.writestr(f"{name}/queries.jsonl", json.dumps({"_id": "q1", "text": "heart attacks"}) + "\n")
+        archive.writestr(f"{name}/qrels/test.tsv", "query-id\tcorpus-id\tscore\nq1\tc1\t1\n")
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "corpus", "message"),
+    [
+        ("corrupt", "climate-fever", '{"_id": "c1", "title": "", "text": "aspirin"}\n{"_id": "c2", "ti\n',
+         "cannot read the corpus of beir/climate-fever (JSONDecodeError"),
+        ("missing", "quora", None, "cannot read the corpus of beir/quora/test (KeyError"),
+    ],
+)  # fmt: skip
+def test_a_corpus_that_cannot_be_read(setup, tmp_path, monkeypatch, key, name, corpus, message):
+    write_beir_zip(name, corpus)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = run_cli("run", "broken", "--datasets", key, "--config", setup.config, "--out", out)
+    assert_one_line_error(result, out, message)
+    assert not list((tmp_path / "cache" / "dense").glob("*/complete.json"))
+
+
+# -- the exact search ----------------------------------------------------------------------------------
+
+# ids whose byte order differs from their numeric, case-blind and insertion orders
+SPECIAL_IDS = ["D7", "d10", "d9", "d100", "0", "10", "9", "z", "é", "e", "Ω", "d1-b", "d1"]
+
+
+def grid_collection(seed: int):
+    """Vectors on a grid of quarters: every score is exact in float16 storage and in float32, so a
+    float64 reference sees the same ties. Negative scores, duplicate vectors (forced ties) and a zero
+    vector and query (every score 0 or -0) included."""
+    rng = np.random.default_rng(seed)
+    ids = list(dict.fromkeys([*SPECIAL_IDS, *(f"d{i}" for i in range(40))]))
+    ids = [ids[i] for i in rng.permutation(len(ids))]
+    docs = rng.integers(-6, 7, size=(len(ids), 16)) / 4.0
+    for _ in range(6):  # duplicates: the same vector under 3 ids each
+        source = rng.integers(len(ids))
+        for target in rng.choice(len(ids), size=2, replace=False):
+            docs[target] = docs[source]
+    docs[ids.index("d1")] = docs[ids.index("d1-b")] = docs[ids.index("d100")]
+    docs[ids.index("é")] = 0.0
+    queries = rng.integers(-6, 7, size=(7, 16)) / 4.0
+    queries[2] = 0.0
+    queries[5] = -queries[4]
+    return ids, docs, [f"q{i}" for i in range(len(queries))], queries
+
+
+def brute_force(ids, docs, query_ids, queries, k):
+    """float64 scores, trec_eval's order (score descending, then doc id descending, as bytes)."""
+    scores = queries.astype(np.float64) @ docs.astype(np.float64).T
+    run = {}
+    for row, query_id in enumerate(query_ids):
+        pairs = zip(ids, scores[row].tolist())
+        run[query_id] = sorted(pairs, key=lambda p: (p[1], p[0].encode("utf-8")), reverse=True)[:k]
+    return run
+
+
+def ranked(run):
+    return {query_id: list(docs.items()) for query_id, docs in run.items()}
+
+
+def doc_id_ranks(ids):
+    order = sorted(range(len(ids)), key=lambda i: ids[i].encode("utf-8"))
+    ranks = np.empty(len(ids), dtype=np.int64)
+    ranks[order] = np.arange(len(ids))
+    return ranks, np.array([ids[i].encode("utf-8") for i in order])
+
+
+SHARD_BOUNDS = [0, 5, 17, 18, 31, 44, None]  # uneven shards, one of a single document
+
+
+@pytest.mark.parametrize("storage", ["float16", "float32"])
+@pytest.mark.parametrize("k", [1, 4, 30, 50, 70])
+def test_exact_search_matches_brute_force_with_trec_eval_ties(storage, k):
+    ids, docs, query_ids, queries = grid_collection(seed=k)
+    assert len(ids) == 50
+    stored = docs.astype(storage)
+    assert (stored.astype(np.float64) == docs).all()
+    ranks, ids_sorted = doc_id_ranks(ids)
+    shards = [(stored[a:b], ranks[a:b]) for a, b in itertools.pairwise(SHARD_BOUNDS)]
+    keys = exact_search(queries.astype(np.float32), shards, k, CPU, query_batch=3)
+    run = keys_to_run(keys, query_ids, ids_sorted)
+    expected = brute_force(ids, docs, query_ids, queries, k)
+    assert ranked(run) == expected
+    assert all(len(run[q]) == min(k, len(ids)) for q in query_ids)
+    assert any(score < 0 for q in query_ids for score in run[q].values()) or k < 30
+    # the zero query: every score 0, so the order is the doc ids' alone (descending bytes)
+    assert list(run["q2"]) == sorted(ids, key=str.encode, reverse=True)[:k]
+    # shards split between two ranks and merged give the same keys
+    halves = [exact_search(queries, shards[rank::2], k, CPU) for rank in (0, 1)]
+    assert torch.equal(merge_top_k(halves, k), keys)
+
+
+@pytest.mark.parametrize("storage", ["float16", "float32"])
+def test_corpus_cache_and_search_as_the_dense_stage_uses_them(tmp_path, storage):
+    """Shards written, finished and read back from the cache, searched as `_search` does."""
+    ids, docs, query_ids, queries = grid_collection(seed=7)
+    cache = CorpusEmbeddings(tmp_path / "corpus", 8, storage)
+    cache.create({"test": storage})
+    for index, start in enumerate(range(0, len(ids), 8)):
+        part = ids[start : start + 8]
+        cache.write_shard(Shard(index, part, part), docs[start : start + 8].astype(np.float32))
+    shards = -(-len(ids) // 8)
+    info = cache.finish(shards, len(ids), "sha")
+    assert info["dimension"] == 16 and info["documents"] == len(ids) and info["storage"] == storage
+    assert cache.shard(0).dtype == np.dtype(storage)
+    ranks = cache.ranks()
+    assert ranks.tolist() == doc_id_ranks(ids)[0].tolist()
+    k = len(ids) + 10  # deeper than the corpus: every document, nothing made up
+    owned = [(cache.shard(i), ranks[i * 8 : i * 8 + cache.shard(i).shape[0]]) for i in range(shards)]
+    keys = exact_search(queries, owned, k, CPU, query_batch=4)
+    run = keys_to_run(keys, query_ids, cache.ids_sorted())
+    assert ranked(run) == brute_force(ids, docs, query_ids, queries, k)
+
+
+def test_negative_zero_ties_with_zero_and_is_written_as_zero():
+    """-0.0 (a GPU's sum can give it) is 0.0 to trec_eval: a tie broken by doc id, printed "0.0"."""
+    scores = torch.tensor([[-0.0, 0.0, -1.0, -0.0, 1.0]])
+    keys = score_keys(scores, torch.arange(5).unsqueeze(0))
+    run = keys_to_run(merge_top_k([keys], 7), ["q"], np.array([b"a", b"b", b"c", b"d", b"e"]))
+    assert list(run["q"].items()) == [("e", 1.0), ("d", 0.0), ("b", 0.0), ("a", 0.0), ("c", -1.0)]
+    assert [repr(score) for score in run["q"].values()] == ["1.0", "0.0", "0.0", "0.0", "-1.0"]
+
+
+def test_repeated_doc_ids_are_refused(tmp_path):
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float16")
+    cache.create({})
+    cache.write_shard(Shard(0, ["a", "b"], ["x", "y"]), np.ones((2, 4), dtype=np.float32))
+    cache.write_shard(Shard(1, ["a"], ["z"]), np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(UserError, match="the corpus has 1 repeated doc ids"):
+        cache.finish(2, 3, "sha")
+    assert cache.complete() is None
