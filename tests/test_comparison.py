@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.comparison import SEED, Comparison, holm
 from rerank_eval.errors import UserError
-from rerank_eval.results import ResultWriter, load_result
+from rerank_eval.results import ResultWriter, load_result, load_results
 
 RNG = np.random.default_rng(7)
 QUERIES = {
@@ -28,7 +28,8 @@ BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
 
 def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
                 sha: str = "abc", datasets: list[str] | None = None, seed: int = 0,
-                order: str = "first-stage", queries: dict[str, list[str]] = QUERIES) -> Path:  # fmt: skip
+                order: str = "first-stage", queries: dict[str, list[str]] = QUERIES,
+                first_stage: dict | None = None) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     writer = ResultWriter(root / name)
     records = []
@@ -42,7 +43,7 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
             "key": key, "row": "cqadupstack" if key.startswith("cqa") else key,
             "ir_datasets_id": f"beir/{key}", "in_average": not key.startswith("cqa"),
             "drop_self_matches": False,
-            "first_stage": {"kind": "hub", "label": "BM25", "sha256": sha, "settings": None},
+            "first_stage": first_stage or {"kind": "hub", "label": "BM25", "sha256": sha, "settings": None},
             "coverage": {"judged_queries": len(QUERIES[key]), "queries_without_run": 0},
             "timings": {"rerank_seconds": 1.0},
         })  # fmt: skip
@@ -244,6 +245,23 @@ def test_published_columns_are_marked_and_untested(runs):
     assert scifact.cells["jina-reranker-v3 (published)"].value is None
     assert "first stage: top-100 of jina-embeddings-v3" in result.caption()
     assert "not tested" in result.caption()
+
+
+def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, tmp_path):
+    dense = {"kind": "dense", "label": "jina-embeddings-v3 (dense)", "name": "jina-embeddings-v3",
+             "sha256": "d1", "settings": {"encoder": "x"}}  # fmt: skip
+    on_bm25 = Comparison(load_results([runs["base"]]), published=["jina-reranker-v3"])
+    assert any("reranked jina-embeddings-v3's candidates; the runs did not" in w for w in on_bm25.warnings)
+    assert "first stage: BM25" in str(on_bm25.table().title)
+    folder = make_result(tmp_path, "dense", 0.05, first_stage=dense)
+    on_dense = Comparison(load_results([folder]), published=["jina-reranker-v3"])
+    assert not on_dense.warnings
+    assert on_dense.footnotes == [
+        "jina-reranker-v3 (published) and the runs share the first stage jina-embeddings-v3"
+    ]
+    assert "first stage: jina-embeddings-v3 (dense)" in str(on_dense.table().title)
+    # a published column that names no first stage entry says nothing either way
+    assert not Comparison(load_results([folder]), published=["pyserini-bm25-flat"]).warnings
 
 
 def test_plot_is_a_png_of_the_expected_size(runs, tmp_path):

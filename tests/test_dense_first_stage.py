@@ -29,6 +29,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense import corpus as corpus_module
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
 from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k, score_keys
+from rerank_eval.runfiles import read_run
 from tests import builders
 from tests.checkpoints import build_bi_encoder, build_cross_encoder
 
@@ -290,6 +291,35 @@ def test_same_command_again_uses_the_cached_run_and_loads_no_model(setup, refere
     assert run_file.stat().st_mtime_ns == written
     assert result_files(out) == result_files(reference_out)
     assert_same_files(out, reference_out, result_files(out))
+
+
+def test_fetch_encodes_the_corpus_ahead_and_the_run_then_encodes_only_queries(
+    setup, reference, tmp_path, monkeypatch
+):
+    reference_out, reference_cache = reference
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    fetched = run_cli("fetch", "dense", "--config", str(setup.config), "--first-stage", "tiny")
+    assert fetched.exit_code == 0, fetched.output
+    folder = corpus_folder(cache)
+    assert (folder / "complete.json").is_file() and not (cache / "dense" / "runs").exists()
+    for name in (
+        "ranks.npy",
+        "ids_sorted.npy",
+        *(p.name for p in corpus_folder(reference_cache).glob("shard-*")),
+    ):
+        assert (folder / name).read_bytes() == (corpus_folder(reference_cache) / name).read_bytes(), name
+    out = tmp_path / "out"
+    result = run_cli(*command(setup, out))
+    assert result.exit_code == 0, result.output
+    (rank,) = first_stage(out)["execution"]["ranks"]
+    assert rank["encoded_passages"] == 0
+    # the same run; the query vectors of this in-process run may differ in the last bit from the
+    # reference's (another process, another thread count)
+    ours, theirs = (read_run(Path(first_stage(o)["path"])).run for o in (out, reference_out))
+    assert {q: list(d) for q, d in ours.items()} == {q: list(d) for q, d in theirs.items()}
+    for query_id, docs in ours.items():
+        np.testing.assert_allclose(list(docs.values()), list(theirs[query_id].values()), atol=1e-6)
 
 
 def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, monkeypatch, tmp_path):
