@@ -529,3 +529,41 @@ def test_repeated_doc_ids_are_refused(tmp_path):
     with pytest.raises(UserError, match="the corpus has 1 repeated doc ids"):
         cache.finish(2, 3, "sha")
     assert cache.complete() is None
+
+
+def test_any_sentence_transformers_checkpoint_by_path(setup, tmp_path, monkeypatch):
+    """`--first-stage dense:DIR`: pooling, normalisation, length and prompts from the checkpoint's
+    own files, recorded in the manifest; the run equals a brute force over sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+
+    from tests.dense_checkpoints import build_sentence_transformers
+
+    folder = build_sentence_transformers(
+        tmp_path / "st", pooling="cls", normalize=True, max_seq_length=24,
+        prompts={"query": "query: ", "document": "passage: "},
+    )  # fmt: skip
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = run_cli(*command(setup, out), "--first-stage", f"dense:{folder}")
+    assert result.exit_code == 0, result.output
+    record = first_stage(out)
+    assert record["name"] == f"dense:{folder}" and record["label"] == f"dense {folder} (exact inner product)"
+    recipe = record["settings"]["recipe"]
+    assert (recipe["pooling"], recipe["normalize"], recipe["max_length"]) == ("cls", True, 24)
+    assert (recipe["query_prefix"], recipe["passage_prefix"]) == ("query: ", "passage: ")
+    # independent: sentence-transformers' own vectors (passages stored as float16), float64 scores
+    model = SentenceTransformer(str(folder), device="cpu")
+    ids = [doc_id for doc_id, _ in nq_corpus()]
+    passages = model.encode([t for _, t in nq_corpus()], prompt_name="document", convert_to_numpy=True)
+    import ir_datasets
+
+    queries = {q.query_id: q.text for q in ir_datasets.load("beir/nq").queries_iter()}
+    judged = {q.query_id for q in ir_datasets.load("beir/nq").qrels_iter()}
+    vectors = model.encode([queries[q] for q in judged], prompt_name="query", convert_to_numpy=True)
+    scores = vectors.astype(np.float64) @ passages.astype(np.float16).astype(np.float64).T
+    kept = read_run(out / "runs" / "nq.first-stage.trec").run
+    for row, query_id in enumerate(judged):
+        best = sorted(zip(scores[row], ids), reverse=True)[:10]
+        np.testing.assert_allclose(
+            sorted(kept[query_id].values(), reverse=True), [s for s, _ in best], atol=1e-5
+        )
