@@ -91,6 +91,16 @@ class IrDataset:
             for doc in self._dataset.docs_iter():
                 yield doc.doc_id, document_text(doc)
 
+    def corpus_id(self) -> str:
+        """The dataset whose documents these are (`miracl/en` for `miracl/en/dev`): datasets that
+        share a corpus share what is built from it."""
+        import ir_datasets
+
+        try:
+            return ir_datasets.docs_parent_id(self.id) or self.id
+        except Exception:  # an id ir_datasets cannot place has only its own corpus
+            return self.id
+
     def documents_count(self) -> int | None:
         """The corpus size from ir_datasets' metadata (the real dataset's, not a local copy's)."""
         try:

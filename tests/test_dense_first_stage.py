@@ -567,3 +567,26 @@ def test_any_sentence_transformers_checkpoint_by_path(setup, tmp_path, monkeypat
         np.testing.assert_allclose(
             sorted(kept[query_id].values(), reverse=True), [s for s, _ in best], atol=1e-5
         )
+
+
+def test_datasets_sharing_a_corpus_share_its_embeddings():
+    """miracl/sw/dev and miracl/sw/train are two query sets over one corpus (ir_datasets'
+    miracl/sw): one cache folder; another corpus gets another."""
+    from types import SimpleNamespace
+
+    from rerank_eval.config import DatasetSpec, FirstStageSpec
+    from rerank_eval.data import IrDataset
+    from rerank_eval.first_stage import FirstStageRequest, kind
+
+    dense = kind("dense")
+    source = FirstStageSpec("x", "dense", "x", settings=dense.validate("x", {"encoder": "unused"}))
+    encoder = SimpleNamespace(identity=lambda side: {"side": side})
+
+    def folder(dataset_id: str) -> Path:
+        spec = DatasetSpec("k", dataset_id, "sw", "x", False, True)
+        request = FirstStageRequest(spec, source, IrDataset(spec), {}, 10)
+        return dense.corpus_cache(request, encoder)[0].folder
+
+    assert folder("miracl/sw/dev") == folder("miracl/sw/train")
+    assert folder("miracl/sw/dev").name.startswith("miracl_sw-")
+    assert folder("miracl/yo/dev") != folder("miracl/sw/dev")

@@ -120,12 +120,12 @@ class DenseRetrieval(FirstStageKind):
         settings = request.source.settings
         key = {
             "format": CACHE_FORMAT,
-            "dataset": request.dataset.id,
+            "corpus": request.dataset.corpus_id(),
             "passage": encoder.identity("passage"),
             "storage": settings["storage"],
             "shard_size": settings["shard_size"],
         }
-        folder = cache_root() / "dense" / f"{_safe(request.dataset.id)}-{_key_digest(key)}"
+        folder = cache_root() / "dense" / f"{_safe(request.dataset.corpus_id())}-{_key_digest(key)}"
         return CorpusEmbeddings(folder, settings["shard_size"], settings["storage"]), key
 
     def ensure_corpus(
