@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageRecord, RunLocation
 from rerank_eval.runfiles import Run, read_run
 
+if TYPE_CHECKING:
+    from rerank_eval.config import DatasetSpec
 
-def read_user_run(path: Path, location: RunLocation, spec) -> tuple[Run, FirstStageRecord]:
+
+def read_user_run(path: Path, location: RunLocation, spec: DatasetSpec) -> tuple[Run, FirstStageRecord]:
     if not path.exists():
         raise UserError(f"run file for {spec.key} not found: {path}")
     parsed = read_run(path)
