@@ -18,11 +18,12 @@ one token (so token counts are controlled):
   text encoded, duplicates too (sentence-transformers' `encode` sorts texts by character length
   before batching: against it, sorting by length gains less than here);
 - ours: `embed` in the device's default dtype (bf16 on CUDA, float32 on CPU): each distinct text
-  once, batches sorted by length under a token budget.
+  once, batches sorted by length under a token budget, every batch queued before any result is
+  copied back, the next chunk of texts tokenized while the device runs this one.
 
 Reported per path: passages/s and queries/s (texts of the workload per second, so their ratio is the
 speed-up), tokens/s (real, unpadded tokens the path ran), padded positions run, the seconds it takes
-to tokenize the passages (part of the path's time; `embed` tokenizes them all before encoding), model FLOP
+to tokenize the passages (measured apart; inside `embed` it overlaps the device's work), model FLOP
 utilisation against the datasheet bf16 peak and a bf16 matrix product measured in the same run (the
 FLOPs the path ran on real tokens, see `flops_per_sequence`), peak GPU memory on CUDA; and the
 largest absolute difference between the two paths' embeddings (float32 on a CPU: ≈1e-7).

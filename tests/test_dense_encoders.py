@@ -390,6 +390,18 @@ def test_fast_path_equals_straightforward_path(request, jina_preset, which):
             assert np.array_equal(vectors[i], vectors[MIXED.index(text)])
 
 
+def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
+    """`embed` tokenizes chunk by chunk (the next one while this one runs); chunk boundaries, with
+    duplicates on both sides of them, change nothing."""
+    from rerank_eval.first_stage.dense import encoder as encoder_module
+
+    straightforward = _encoder(st_mean).embed_straightforward(MIXED, "passage", batch_size=4)
+    monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 3)
+    chunked = _encoder(st_mean)
+    _close(chunked.embed(MIXED, "passage"), straightforward)
+    assert chunked.stats["forward_passes"] == -(-len(set(MIXED)) // 3)
+
+
 def test_empty_input(st_mean):
     encoder = _encoder(st_mean)
     assert encoder.embed([], "query").shape[0] == 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from rerank_eval.rerankers.common import (
 )
 
 SIDES = ("query", "passage")
+#: texts tokenized at once by `embed` (the next chunk's tokenization overlaps this one's encoding)
+EMBED_CHUNK = 8192
 #: bumped when a change to the encoding code changes embeddings, so caches never mix
 ENCODER_VERSION = 1
 
@@ -229,7 +232,17 @@ class DenseEncoder:
         distinct = list(dict.fromkeys(texts))
         if not distinct:  # (a tokenizer refuses an empty batch)
             return np.empty((0, 0), dtype=np.float32)
-        vectors = self.encode_tokens(self.tokenize(distinct, side), side)
+        chunks = [distinct[start : start + EMBED_CHUNK] for start in range(0, len(distinct), EMBED_CHUNK)]
+        parts = []
+        # the next chunk is tokenized in a background thread while the device runs this one
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.tokenize, chunks[0], side)
+            for index in range(len(chunks)):
+                rows = pending.result()
+                if index + 1 < len(chunks):
+                    pending = pool.submit(self.tokenize, chunks[index + 1], side)
+                parts.append(self.encode_tokens(rows, side))
+        vectors = np.concatenate(parts)
         if len(distinct) == len(texts):
             return vectors
         position = {text: i for i, text in enumerate(distinct)}
