@@ -26,6 +26,10 @@ def ir_datasets_home() -> Path:
     return Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
 
 
+#: how a document becomes one text; part of every cache key built from texts
+DOCUMENT_TEXT = "title + ' ' + text where the title is not empty, else text (BEIR's convention)"
+
+
 def document_text(doc: Any) -> str:
     """BEIR's convention: `title + " " + text` when the document has a non-empty title.
 

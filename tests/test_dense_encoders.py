@@ -194,15 +194,18 @@ def test_jina_preset_gives_its_prefixes_and_adapters(jina, jina_preset, monkeypa
 PROMPTS = {"query": "search_query: ", "document": "search_document: "}
 ST_CASES = {
     "mean-normalized": {"pooling": "mean", "normalize": True},
-    "mean-raw": {"pooling": "mean", "normalize": False},
+    # dot similarity, no Normalize module: raw vectors
+    "mean-dot": {"pooling": "mean", "normalize": False, "similarity_fn_name": "dot"},
     # cosine similarity without a Normalize module: searched as the inner product of unit vectors
     "mean-cosine": {"pooling": "mean", "normalize": False, "similarity_fn_name": "cosine"},
+    # no similarity named: sentence-transformers' default, cosine
     "cls-lowercase": {"pooling": "cls", "normalize": False, "do_lower_case": True},
     "cls-normalized": {"pooling": "cls", "normalize": True, "max_seq_length": 12},
-    "max": {"pooling": "max", "normalize": False},
+    "max": {"pooling": "max", "normalize": False, "similarity_fn_name": "dot"},
     "lasttoken-normalized": {"pooling": "lasttoken", "normalize": True},
     "lasttoken-raw-lowercase": {
         "pooling": "lasttoken", "normalize": False, "do_lower_case": True, "max_seq_length": 20,
+        "similarity_fn_name": "dot",
     },
     # no max_seq_length: the tokenizer's 512, capped at the model's 64 positions (as ST does)
     "mean-no-max-seq-length": {"pooling": "mean", "normalize": True, "max_seq_length": None},
@@ -237,7 +240,8 @@ def test_sentence_transformers_layout_matches_sentence_transformers(tmp_path, ca
 
 def _matches_sentence_transformers(folder: Path, reference, settings: dict) -> None:
     pooling, normalize = settings["pooling"], settings["normalize"]
-    lowercase, similarity = settings.get("do_lower_case", False), settings.get("similarity_fn_name")
+    lowercase = settings.get("do_lower_case", False)
+    similarity = settings.get("similarity_fn_name") or "cosine"  # sentence-transformers' default
     limit = reference.max_seq_length
     # the long text really is cut (so truncation is exercised), at the limit ST uses
     tokenizer = reference.tokenizer
@@ -285,9 +289,9 @@ def test_a_checkpoint_saved_by_sentence_transformers_itself(tmp_path, case):
     if case == "cls-normalized":  # also the list form (one mode)
         pooling_config["pooling_mode"] = [settings["pooling"]]
         (saved / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
-    # ST 6 writes its default similarity, cosine, which the dense search reads as unit vectors
+    # ST 6 writes the similarity it scores with (cosine unless the checkpoint named another)
     similarity = json.loads((saved / "config_sentence_transformers.json").read_text())["similarity_fn_name"]
-    assert similarity == "cosine"
+    assert similarity == (settings.get("similarity_fn_name") or "cosine")
     saved_settings = {**settings, "similarity_fn_name": similarity}
     _matches_sentence_transformers(saved, _sentence_transformer(saved), saved_settings)
 
@@ -457,3 +461,71 @@ def test_a_missing_adapter_is_refused_before_any_encoding(tmp_path, jina, jina_p
         _encoder(folder, _jina_overrides(jina_preset))  # not at the first embed, after the corpus
     message = _one_line(excinfo)
     assert repr(missing) in message and "no adapter" in message
+
+
+def test_an_adapter_without_weights_is_refused_at_build(tmp_path, jina, jina_preset):
+    folder = tmp_path / "jina"
+    shutil.copytree(jina, folder)
+    (folder / jina_preset["adapters"]["query"] / "adapter_model.safetensors").unlink()
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder, _jina_overrides(jina_preset))
+    assert "adapter_model.safetensors" in _one_line(excinfo)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("retrieval_query/adapter_config.json", "cannot load adapter retrieval_query"),
+        ("model.safetensors", "cannot load encoder"),
+        ("tokenizer.json", "cannot load the tokenizer"),
+    ],
+)
+def test_damaged_checkpoint_files_are_one_line(tmp_path, jina, jina_preset, damage, expected):
+    folder = tmp_path / "jina"
+    shutil.copytree(jina, folder)
+    (folder / damage).write_bytes((folder / damage).read_bytes()[:40])  # cut short
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder, _jina_overrides(jina_preset)).embed(["a text"], "query")
+    assert expected in _one_line(excinfo)
+
+
+def test_a_similarity_that_is_not_an_inner_product_is_refused(tmp_path):
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=False, similarity_fn_name="euclidean"
+    )
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert "'euclidean' is not an inner product" in _one_line(excinfo)
+
+
+def test_a_max_length_beyond_the_positions_is_refused(tmp_path):
+    folder = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
+    positions = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder, {"max_length": positions + 1})
+    assert f"beyond the model's {positions} positions" in _one_line(excinfo)
+
+
+def test_out_of_memory_splits_only_the_failing_batch(st_mean, monkeypatch):
+    """A batch over a (simulated) memory limit is split; every other batch is formed as without it,
+    the configured budget (part of the cache key) stays, and the vectors are the same."""
+    import torch
+
+    texts = list(dict.fromkeys(MIXED))
+    expected = _encoder(st_mean, max_batch_tokens=64).embed(texts, "passage")
+    encoder = _encoder(st_mean, max_batch_tokens=64)
+    identity = encoder.identity("passage")
+    forward = DenseEncoder._forward
+    sizes = []
+
+    def limited(self, rows, side):
+        tokens = len(rows) * max(len(r) for r in rows)
+        if tokens > 40 and len(sizes) == 0:  # the first batch over 40 tokens runs out, once
+            sizes.append(tokens)
+            raise torch.OutOfMemoryError("simulated")
+        return forward(self, rows, side)
+
+    monkeypatch.setattr(DenseEncoder, "_forward", limited)
+    _close(encoder.embed(texts, "passage"), expected)
+    assert sizes and encoder.stats["out_of_memory_retries"] == 1
+    assert encoder.max_batch_tokens == 64 and encoder.identity("passage") == identity

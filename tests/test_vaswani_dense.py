@@ -70,7 +70,7 @@ def sentence_transformer():
 def _corpus(folder: Path) -> tuple[list[str], np.ndarray]:
     (cache,) = (folder / "cache" / "dense").glob("vaswani-*")
     shards = sorted(cache.glob("shard-*.npy"))
-    ids = [i for shard in shards for i in json.loads(shard.with_suffix(".ids.json").read_text())]
+    ids = [i for shard in shards for i in json.loads(shard.with_suffix(".ids.json").read_text())["ids"]]
     return ids, np.concatenate([np.load(shard) for shard in shards])
 
 

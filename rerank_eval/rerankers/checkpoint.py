@@ -68,8 +68,13 @@ def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | No
         package = importlib.import_module(package_name)
     except ImportError:
         return None
-    folder = Path(package.get_model_path())
-    version = metadata.version(package_name.replace("_", "-"))
+    try:
+        folder = Path(package.get_model_path())
+        version = metadata.version(package_name.replace("_", "-"))
+    except (AttributeError, TypeError, metadata.PackageNotFoundError):
+        raise UserError(
+            f"package {package_name} does not ship model files (no get_model_path() or no distribution)"
+        ) from None
     return Checkpoint(folder, f"{model} (package {package_name} {version})", None, folder_sha256(folder))
 
 

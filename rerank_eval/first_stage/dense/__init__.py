@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,9 +119,12 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.first_stage.dense.corpus import CACHE_FORMAT, CorpusEmbeddings
 
         settings = request.source.settings
+        from rerank_eval.data import DOCUMENT_TEXT
+
         key = {
             "format": CACHE_FORMAT,
             "corpus": request.dataset.corpus_id(),
+            "document_text": DOCUMENT_TEXT,
             "passage": encoder.identity("passage"),
             "storage": settings["storage"],
             "shard_size": settings["shard_size"],
@@ -136,7 +140,7 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.first_stage.dense.corpus import encode_corpus
 
         cache, key = self.corpus_cache(request, encoder)
-        info = cache.complete()
+        info = _agreed(cache.complete())  # rank 0 decides: ranks never take different paths
         report: dict[str, Any] = {"encoded_passages": 0, "encode_seconds": 0.0}
         if info is not None:
             return cache, info, report
@@ -161,6 +165,12 @@ class DenseRetrieval(FirstStageKind):
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         encoder = self.encoder(request.source.settings)
         if build:
+            if encoder.device.type == "cpu":
+                print(
+                    f"note: encoding {request.spec.key} on the CPU; a run on a GPU (another device "
+                    f"and dtype) uses embeddings of its own, so encode where you will run",
+                    file=sys.stderr,
+                )
             self.ensure_corpus(request, encoder)
 
     # -- the run ----------------------------------------------------------------------------------
@@ -170,7 +180,7 @@ class DenseRetrieval(FirstStageKind):
 
         settings = request.source.settings
         encoder = self.encoder(settings)
-        cache, corpus_key = self.corpus_cache(request, encoder)
+        corpus_key = self.corpus_cache(request, encoder)[1]
         query_key = {
             "corpus": corpus_key,
             "query": encoder.identity("query"),
@@ -180,12 +190,12 @@ class DenseRetrieval(FirstStageKind):
         run_path = (
             cache_root() / "dense" / "runs" / f"{_safe(request.dataset.id)}-{_key_digest(query_key)}.trec"
         )
-        execution: dict[str, Any] = {"run_cached": run_path.is_file()}
-        if not run_path.is_file():
+        execution: dict[str, Any] = {"run_cached": _agreed(run_path.is_file())}
+        if not execution["run_cached"]:
             execution.update(self._search(request, encoder, run_path))
         ranks().barrier()
         parsed = read_run(run_path)
-        info = cache.complete() or {}
+        info = _run_corpus(run_path)
         reference_name, reference = request.reference()
         record = FirstStageRecord(
             kind=self.name,
@@ -203,8 +213,7 @@ class DenseRetrieval(FirstStageKind):
                 "shard_size": settings["shard_size"],
                 "depth": request.depth,
                 "search": "exact inner product, float32 scores; ties by doc id as trec_eval",
-                "corpus_documents": info.get("documents"),
-                "corpus_sha256": info.get("corpus_sha256"),
+                **info,
             },
             reference_name=reference_name,
             reference_ndcg10=reference,
@@ -248,7 +257,8 @@ class DenseRetrieval(FirstStageKind):
         timings["search_seconds"] = round(time.monotonic() - start, 3)
         per_rank = _gathered_objects({"rank": shard.rank, **timings})
         if shard.is_main:
-            _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()))
+            corpus = {"corpus_documents": info["documents"], "corpus_sha256": info["corpus_sha256"]}
+            _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()), corpus)
         return {"ranks": per_rank}
 
 
@@ -281,17 +291,44 @@ def _queries_sha256(queries: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def _write_run(path: Path, run: Run) -> None:
-    from rerank_eval.results import write_atomic
+def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
+    """The run file and, beside it, what it was searched over (kept when the corpus embeddings
+    are deleted to free their space); the run file is renamed into place last."""
+    from rerank_eval.first_stage.dense.corpus import write_file
 
     lines = [
         line for q, docs in run.items() for line in format_run_lines(q, trec_order(docs), "rerank-eval-dense")
     ]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, "".join(lines))
     except OSError as exc:
         raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
+    write_file(path.with_suffix(".json"), lambda h: h.write(json.dumps(corpus, indent=1).encode()))
+    write_file(path, lambda h: h.write("".join(lines).encode("utf-8")))
+
+
+def _run_corpus(run_path: Path) -> dict[str, Any]:
+    """The corpus record written beside a cached run."""
+    try:
+        return json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(
+            f"the dense run {run_path} has no readable record of its corpus beside it "
+            f"({run_path.with_suffix('.json').name}); delete the run to search again"
+        ) from None
+
+
+def _agreed(value: Any) -> Any:
+    """Rank 0's value on every rank (a decision read from disk, taken once for all ranks)."""
+    from rerank_eval.distributed import ranks
+
+    if ranks().world == 1:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def _all_gathered(keys):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +29,12 @@ from rerank_eval.errors import UserError
 from rerank_eval.journal import disk_error
 from rerank_eval.progress import track
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def _pair(doc_id: str, text: str) -> bytes:
+    return doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0"
 
 
 @dataclass
@@ -39,6 +42,14 @@ class Shard:
     index: int
     ids: list[str]
     texts: list[str]
+    sha256: str  # of the shard's (id, text) pairs: a shard is reused only for the same documents
+
+    @classmethod
+    def of(cls, index: int, documents: list[tuple[str, str]]) -> Shard:
+        digest = hashlib.sha256()
+        for doc_id, text in documents:
+            digest.update(_pair(doc_id, text))
+        return cls(index, [d for d, _ in documents], [t for _, t in documents], digest.hexdigest())
 
 
 def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) -> Iterator[Shard]:
@@ -49,13 +60,14 @@ def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) 
         if not chunk:
             return
         for doc_id, text in chunk:
-            digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
-        yield Shard(index, [d for d, _ in chunk], [t for _, t in chunk])
+            digest.update(_pair(doc_id, text))
+        yield Shard.of(index, chunk)
         index += 1
 
 
-def _write_file(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+def write_file(path: Path, write) -> None:
+    # a name of this process's own: two jobs sharing a cache never write into one temporary file
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -85,7 +97,7 @@ class CorpusEmbeddings:
         """The folder and its `key.json` (what the embeddings depend on), checked writable."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_file(
+            write_file(
                 self.folder / "key.json", lambda h: h.write(json.dumps(key, indent=1, default=str).encode())
             )
         except OSError as exc:
@@ -99,35 +111,43 @@ class CorpusEmbeddings:
             return None
 
     def has_shard(self, shard: Shard) -> bool:
-        """A shard written whole for exactly these documents (a changed corpus is encoded again)."""
+        """A shard written whole for exactly these documents, ids and texts (a changed corpus is
+        encoded again)."""
         try:
-            ids = json.loads(self._ids(shard.index).read_text(encoding="utf-8"))
+            record = json.loads(self._ids(shard.index).read_text(encoding="utf-8"))
             rows = np.load(self._vectors(shard.index), mmap_mode="r").shape[0]
         except (OSError, ValueError):
             return False
-        return ids == shard.ids and rows == len(shard.ids)
+        if not isinstance(record, dict):
+            return False
+        return (
+            record.get("sha256") == shard.sha256 and record.get("ids") == shard.ids and rows == len(shard.ids)
+        )
 
     def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
-        stored = vectors.astype(STORAGE_DTYPES[self.storage])
+        with np.errstate(over="ignore"):  # an overflow is refused just below, in one line
+            stored = vectors.astype(STORAGE_DTYPES[self.storage])
+        if not np.isfinite(stored).all():  # finite in float32 can overflow float16 (beyond 65,504)
+            raise UserError(
+                f"shard {shard.index}: a vector component does not fit {self.storage} storage; "
+                f"set the first stage's storage: float32"
+            )
         # A shard of an earlier corpus at this index goes first: killed between the two renames
         # below, new ids beside its old vectors (of the same length) would pass for a whole shard.
         try:
             self._vectors(shard.index).unlink(missing_ok=True)
         except OSError as exc:
             raise disk_error(exc, self._vectors(shard.index), "shards already written are kept") from None
-        _write_file(self._ids(shard.index), lambda h: h.write(json.dumps(shard.ids).encode("utf-8")))
-        _write_file(self._vectors(shard.index), lambda h: np.save(h, stored))
-
-    def shard_count(self) -> int:
-        info = self.complete()
-        return int(info["shards"]) if info else 0
+        record = {"ids": shard.ids, "sha256": shard.sha256}
+        write_file(self._ids(shard.index), lambda h: h.write(json.dumps(record).encode("utf-8")))
+        write_file(self._vectors(shard.index), lambda h: np.save(h, stored))
 
     def shard(self, index: int) -> np.ndarray:
         """A shard's vectors, memory-mapped (nothing corpus-sized is held in memory)."""
         return np.load(self._vectors(index), mmap_mode="r")
 
     def shard_ids(self, index: int) -> list[str]:
-        return json.loads(self._ids(index).read_text(encoding="utf-8"))
+        return json.loads(self._ids(index).read_text(encoding="utf-8"))["ids"]
 
     def ranks(self) -> np.ndarray:
         return np.load(self.folder / "ranks.npy", mmap_mode="r")
@@ -145,10 +165,12 @@ class CorpusEmbeddings:
             raise UserError(
                 f"the corpus has {len(ids) - len(set(ids))} repeated doc ids; a run cannot hold them"
             )
+        if len(ids) >= 2**32:  # ranks take the low 32 bits of a search key
+            raise UserError(f"the corpus has {len(ids):,} documents; exact search handles fewer than 2^32")
         ranks = np.empty(len(ids), dtype=np.int64)
         ranks[order] = np.arange(len(ids), dtype=np.int64)
-        _write_file(self.folder / "ranks.npy", lambda h: np.save(h, ranks))
-        _write_file(self.folder / "ids_sorted.npy", lambda h: np.save(h, encoded[order]))
+        write_file(self.folder / "ranks.npy", lambda h: np.save(h, ranks))
+        write_file(self.folder / "ids_sorted.npy", lambda h: np.save(h, encoded[order]))
         dimension = int(self.shard(0).shape[1]) if shards else 0
         info = {
             "format": CACHE_FORMAT,
@@ -159,11 +181,8 @@ class CorpusEmbeddings:
             "storage": self.storage,
             "shard_size": self.shard_size,
         }
-        _write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
+        write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
         return info
-
-    def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass

@@ -38,6 +38,8 @@ from rerank_eval.rerankers.common import (
 )
 
 SIDES = ("query", "passage")
+#: the weight files a PEFT adapter folder may hold (safetensors first: the ones downloaded)
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 #: texts tokenized at once by `embed` (the next chunk's tokenization overlaps this one's encoding)
 EMBED_CHUNK = 8192
 #: bumped when a change to the encoding code changes embeddings, so caches never mix
@@ -95,6 +97,10 @@ class DenseEncoder:
             "dtype": dtype_name(self.dtype),
             "device": self.device.type,
             "merge_adapters": self.merge_adapters if self.recipe.adapter(side) else None,
+            # batch composition moves the last bits of a vector, so the budget that forms batches
+            # is part of what decides them
+            "max_batch_tokens": self.max_batch_tokens,
+            "pad_multiple": self.pad_multiple,
             "encoder_version": ENCODER_VERSION,
         }
 
@@ -106,9 +112,9 @@ class DenseEncoder:
         try:
             with quiet_transformers():
                 return transformers.AutoTokenizer.from_pretrained(str(self.folder))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a damaged or foreign tokenizer file fails in many ways
             raise UserError(
-                f"cannot load the tokenizer of encoder {self.checkpoint.source}: {str(exc).splitlines()[0]}"
+                f"cannot load the tokenizer of encoder {self.checkpoint.source}: {_first_line(exc)}"
             ) from None
 
     def _load_model(self, side: str) -> torch.nn.Module:
@@ -119,10 +125,8 @@ class DenseEncoder:
                 model = transformers.AutoModel.from_pretrained(
                     str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
                 )
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(
-                f"cannot load encoder {self.checkpoint.source}: {str(exc).splitlines()[0]}"
-            ) from None
+        except Exception as exc:  # missing, truncated or foreign weights fail in many ways
+            raise UserError(f"cannot load encoder {self.checkpoint.source}: {_first_line(exc)}") from None
         folder = self._adapter_folder(side)
         if folder is not None:
             model = self._with_adapter(model, folder)
@@ -134,20 +138,26 @@ class DenseEncoder:
         if not adapter:
             return None
         folder = self.checkpoint.folder / adapter
-        if not (folder / "adapter_config.json").is_file():
+        weights = [name for name in ADAPTER_WEIGHTS if (folder / name).is_file()]
+        if not (folder / "adapter_config.json").is_file() or not weights:
             raise UserError(
                 f"encoder {self.checkpoint.source} has no adapter {adapter!r} "
-                f"(no {adapter}/adapter_config.json)"
+                f"(needs {adapter}/adapter_config.json and {adapter}/{ADAPTER_WEIGHTS[0]})"
             )
         return folder
 
     def _with_adapter(self, model: torch.nn.Module, folder: Path) -> torch.nn.Module:
         from peft import PeftModel
 
-        with quiet_transformers(), warnings.catch_warnings():
-            # PEFT asks transformers a deprecated question; nothing the user can act on
-            warnings.simplefilter("ignore", FutureWarning)
-            adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        try:
+            with quiet_transformers(), warnings.catch_warnings():
+                # PEFT asks transformers a deprecated question; nothing the user can act on
+                warnings.simplefilter("ignore", FutureWarning)
+                adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        except Exception as exc:  # a damaged adapter config or weights
+            raise UserError(
+                f"cannot load adapter {folder.name} of encoder {self.checkpoint.source}: {_first_line(exc)}"
+            ) from None
         return adapted.merge_and_unload() if self.merge_adapters else adapted
 
     def model(self, side: str) -> torch.nn.Module:
@@ -190,17 +200,21 @@ class DenseEncoder:
         """Float32 vectors of tokenized texts, longest first under the token budget.
 
         Every batch's vectors stay on the device until the last one is queued, so on a GPU the
-        host never waits for a forward pass to finish before queuing the next.
+        host never waits for a forward pass to finish before queuing the next. Out of memory
+        splits the failing batch alone (under half its budget, again if need be): every other
+        batch is formed as in a run that never ran out, so a resumed run matches it.
         """
         lengths = [len(r) for r in rows]
-        pending = token_budget_batches(lengths, self.max_batch_tokens)
+        pending = [
+            (batch, self.max_batch_tokens) for batch in token_budget_batches(lengths, self.max_batch_tokens)
+        ]
         done: list[tuple[list[int], torch.Tensor]] = []
         while pending:
-            batch = pending.pop(0)
+            batch, budget = pending.pop(0)
             try:
                 done.append((batch, self._forward([rows[i] for i in batch], side)))
             except torch.OutOfMemoryError:
-                pending = self._shrink(batch, lengths) + pending
+                pending = self._split(batch, budget, lengths) + pending
         if not done:
             return np.empty((0, 0), dtype=np.float32)
         order = [i for batch, _ in done for i in batch]
@@ -209,7 +223,7 @@ class DenseEncoder:
         out[order] = vectors
         return out
 
-    def _shrink(self, batch: list[int], lengths: list[int]) -> list[list[int]]:
+    def _split(self, batch: list[int], budget: int, lengths: list[int]) -> list[tuple[list[int], int]]:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if len(batch) == 1:
@@ -217,15 +231,16 @@ class DenseEncoder:
                 f"one text of {lengths[batch[0]]:,} tokens does not fit in GPU memory even alone "
                 f"(encoder {self.checkpoint.source}); lower the first stage's max_length"
             )
-        self.max_batch_tokens = max(1, self.max_batch_tokens // 2)
+        if not self.stats["out_of_memory_retries"]:
+            print(
+                f"out of GPU memory in a batch of {budget:,} tokens; it is split (set the first stage's "
+                f"max_batch_tokens lower to avoid retries)",
+                file=sys.stderr,
+            )
         self.stats["out_of_memory_retries"] += 1
-        print(
-            f"out of GPU memory: encoding batches now hold {self.max_batch_tokens:,} tokens", file=sys.stderr
-        )
-        return [
-            [batch[i] for i in part]
-            for part in token_budget_batches([lengths[i] for i in batch], self.max_batch_tokens)
-        ]
+        half = max(1, budget // 2)
+        parts = token_budget_batches([lengths[i] for i in batch], half)
+        return [([batch[i] for i in part], half) for part in parts]
 
     def embed(self, texts: Sequence[str], side: str) -> np.ndarray:
         """Float32 vectors of `texts`; each distinct text is encoded once."""
@@ -256,3 +271,8 @@ class DenseEncoder:
             rows = self.tokenize(texts[start : start + batch_size], side)
             parts.append(self._forward(rows, side).cpu().numpy())
         return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__

@@ -27,6 +27,7 @@ _POOLING_KEYS = {
 _UNSUPPORTED_POOLING_KEYS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
 _RERANKER_ARCHITECTURES = ("ForSequenceClassification", "ForCausalLM", "JinaForRanking")
 DEFAULT_MAX_LENGTH = 512
+_SIMILARITIES = {"cosine", "dot"}
 # encode_document's prompt names, in sentence-transformers' order
 _PASSAGE_PROMPTS = ("document", "passage", "corpus")
 _TRANSFORMER_CONFIGS = (
@@ -158,8 +159,17 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             default = prompts.get(settings.get("default_prompt_name") or "", "")
             found["query_prefix"] = _side_prompt(prompts, ("query",), default)
             found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
-        if settings.get("similarity_fn_name") == "cosine":
-            found["normalize"] = True  # cosine similarity is the inner product of unit vectors
+    else:
+        settings = {}
+    # sentence-transformers scores with the similarity the checkpoint names, cosine when it names
+    # none; cosine is the inner product of unit vectors, dot is the raw one
+    similarity = settings.get("similarity_fn_name") or "cosine"
+    if similarity not in _SIMILARITIES:
+        raise UserError(
+            f"{prompts_path}: similarity {similarity!r} is not an inner product; exact inner-product "
+            f"search supports {', '.join(sorted(_SIMILARITIES))}"
+        )
+    found["normalize"] = found["normalize"] or similarity == "cosine"
     return found
 
 
@@ -212,6 +222,11 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         # text would index past the position table); 512 when the tokenizer declares none
         limit = _tokenizer_limit(transformer) or DEFAULT_MAX_LENGTH
         max_length = min(limit, _position_limit(transformer) or limit)
+    positions = _position_limit(transformer)
+    if positions is not None and max_length > positions:
+        raise UserError(
+            f"encoder {source}: max_length {max_length} is beyond the model's {positions} positions"
+        )
     return EncoderRecipe(
         pooling=values["pooling"],
         normalize=bool(values.get("normalize", False)),
