@@ -104,11 +104,11 @@ class BenchmarkConfig:
             raise UserError(f"unknown suite {name!r} in {self.path}; known: {', '.join(sorted(self.suites))}")
         return self.suites[name]
 
-    def first_stage(self, name: str, where: str = "--first-stage") -> FirstStageSpec:
+    def first_stage(self, name: str) -> FirstStageSpec:
         """An entry of first_stages, or a `KIND:ARGUMENT` form such as `dense:ENCODER`."""
         from rerank_eval.first_stage import resolve
 
-        return resolve(name, self.first_stages, where)
+        return resolve(name, self.first_stages)
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.config import DatasetSpec
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, describe
 
 # ir_datasets built its lz4 doc store at 88k documents/s from a 500k-document synthetic corpus of
 # NQ-like lengths on a 2-core machine (README, "First use of big corpora"); real texts are longer,
@@ -58,6 +58,21 @@ def _download_errors_explained(dataset_id: str) -> Iterator[None]:
         ) from None
 
 
+@contextlib.contextmanager
+def _damaged_files_explained(dataset_id: str) -> Iterator[None]:
+    """A corpus file that is there but cannot be parsed (cut short, corrupt) fails inside
+    ir_datasets' parsers in many ways; say so in one line, naming where the files are."""
+    try:
+        yield
+    except (OSError, UserError):
+        raise  # a download failure is explained by `_download_errors_explained`
+    except Exception as exc:
+        raise UserError(
+            f"cannot read the corpus of {dataset_id} ({describe(exc)}); its files under "
+            f"{ir_datasets_home()} may be damaged or incomplete"
+        ) from None
+
+
 class IrDataset:
     """One ir_datasets dataset: its queries, qrels and a doc store for candidate lookup."""
 
@@ -91,7 +106,7 @@ class IrDataset:
         return {doc_id: document_text(doc) for doc_id, doc in found.items()}
 
     def iter_documents(self) -> Iterator[tuple[str, str]]:
-        with _download_errors_explained(self.id):
+        with _download_errors_explained(self.id), _damaged_files_explained(self.id):
             for doc in self._dataset.docs_iter():
                 yield doc.doc_id, document_text(doc)
 

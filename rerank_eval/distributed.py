@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,40 @@ def default_device() -> str | None:
     if current.world > 1 and torch.cuda.is_available():
         return f"cuda:{current.local_rank}"
     return None
+
+
+def agreed(value: Any) -> Any:
+    """Rank 0's value on every rank: a decision read from disk is taken once for all ranks, so
+    they never take different paths through the collectives."""
+    if ranks().world == 1:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_gathered(tensor: Any) -> list[Any]:
+    """Every rank's tensor of the same shape (on CPUs), through the GPU under NCCL."""
+    if ranks().world == 1:
+        return [tensor]
+    import torch
+    import torch.distributed as dist
+
+    nccl = dist.get_backend() == "nccl"
+    local = tensor.to(torch.device("cuda", torch.cuda.current_device())) if nccl else tensor
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [part.cpu() for part in parts]
+
+
+def all_gathered_objects(value: Any) -> list[Any]:
+    """Every rank's (picklable) value, in rank order."""
+    if ranks().world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

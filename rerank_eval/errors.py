@@ -12,3 +12,9 @@ class UserError(Exception):
     """A problem with the user's input or environment, described in one line."""
 
     exit_code = 2
+
+
+def describe(exc: BaseException) -> str:
+    """An exception from a library, as the tail of a one-line message: its type and first line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__

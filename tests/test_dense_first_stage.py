@@ -504,10 +504,9 @@ def test_corpus_cache_and_search_as_the_dense_stage_uses_them(tmp_path, storage)
     info = cache.finish(shards, len(ids), "sha")
     assert info["dimension"] == 16 and info["documents"] == len(ids) and info["storage"] == storage
     assert cache.shard(0).dtype == np.dtype(storage)
-    ranks = cache.ranks()
-    assert ranks.tolist() == doc_id_ranks(ids)[0].tolist()
+    owned = [cache.shard_with_ranks(i) for i in range(shards)]
+    assert np.concatenate([r for _, r in owned]).tolist() == doc_id_ranks(ids)[0].tolist()
     k = len(ids) + 10  # deeper than the corpus: every document, nothing made up
-    owned = [(cache.shard(i), ranks[i * 8 : i * 8 + cache.shard(i).shape[0]]) for i in range(shards)]
     keys = exact_search(queries, owned, k, CPU, query_batch=4)
     run = keys_to_run(keys, query_ids, cache.ids_sorted())
     assert ranked(run) == brute_force(ids, docs, query_ids, queries, k)

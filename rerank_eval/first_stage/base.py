@@ -137,8 +137,6 @@ class FirstStageKind(ABC):
 
     #: the `kind:` value in benchmarks.yaml
     name: ClassVar[str]
-    #: one line for `rerank-eval` help and docs
-    summary: ClassVar[str]
     #: settings a first_stages entry of this kind accepts (beyond kind, label, reference)
     settings: ClassVar[dict[str, Setting]] = {}
 

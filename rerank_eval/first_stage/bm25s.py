@@ -12,7 +12,6 @@ from rerank_eval.runfiles import Run
 
 class BuiltInBm25(FirstStageKind):
     name = "bm25s"
-    summary = "the built-in BM25 (bm25s), indexed once per dataset and cached"
     settings: ClassVar[dict[str, Setting]] = {"k1": Setting(float, 0.9), "b": Setting(float, 0.4)}
 
     @staticmethod

@@ -19,7 +19,6 @@ def snapshot_commit(path: Path) -> str | None:
 
 class HubRun(FirstStageKind):
     name = "hub"
-    summary = "a published TREC run file from a Hub repository, one file per dataset"
     settings: ClassVar[dict[str, Setting]] = {
         "repo": Setting(str, required=True),
         "repo_type": Setting(str, "dataset", choices=("dataset", "model")),

@@ -43,9 +43,7 @@ def kind(name: str) -> FirstStageKind:
     return _KINDS[name]
 
 
-def resolve(
-    name: str, first_stages: dict[str, FirstStageSpec], where: str = "--first-stage"
-) -> FirstStageSpec:
+def resolve(name: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
     """A first_stages entry by name, or the source a `KIND:ARGUMENT` form describes."""
     if name in first_stages:
         return first_stages[name]
@@ -55,6 +53,6 @@ def resolve(
     close = difflib.get_close_matches(name, list(first_stages), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UserError(
-        f"{where}: unknown first stage {name!r}{hint} (entries: {', '.join(sorted(first_stages))}; "
+        f"--first-stage: unknown first stage {name!r}{hint} (entries: {', '.join(sorted(first_stages))}; "
         f"or KIND:ARGUMENT, e.g. dense:BAAI/bge-base-en-v1.5)"
     )

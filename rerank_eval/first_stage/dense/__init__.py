@@ -10,24 +10,26 @@ same encoder, queries and depth loads no model at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rerank_eval.cache import cache_root
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
+from rerank_eval.journal import cache_key
 from rerank_eval.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
 
+if TYPE_CHECKING:
+    from rerank_eval.config import FirstStageSpec
+
 
 def _key_digest(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_key(parts)[:20]
 
 
 def _safe(dataset_id: str) -> str:
@@ -36,7 +38,6 @@ def _safe(dataset_id: str) -> str:
 
 class DenseRetrieval(FirstStageKind):
     name = "dense"
-    summary = "a bi-encoder over the whole corpus, exact inner-product top-k (corpus embeddings cached)"
     settings: ClassVar[dict[str, Setting]] = {
         "encoder": Setting(str, required=True),  # a Hub id or a checkpoint directory
         "revision": Setting(str),
@@ -55,6 +56,10 @@ class DenseRetrieval(FirstStageKind):
         "query_batch": Setting(int, 1024),
     }
 
+    def __init__(self) -> None:
+        # the last encoder built, reused by the next dataset with the same settings (no reload)
+        self._last_encoder: tuple[str, Any] | None = None
+
     def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
         checked = super().validate(where, settings)
         adapters = checked["adapters"]
@@ -66,7 +71,7 @@ class DenseRetrieval(FirstStageKind):
             )
         return checked
 
-    def from_argument(self, argument, first_stages):
+    def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         from rerank_eval.config import FirstStageSpec
 
         preset = first_stages.get(argument)
@@ -80,10 +85,6 @@ class DenseRetrieval(FirstStageKind):
         )
 
     # -- the pieces -------------------------------------------------------------------------------
-
-    def __init__(self) -> None:
-        # the last encoder built, reused by the next dataset with the same settings (no reload)
-        self._last_encoder: tuple[str, Any] | None = None
 
     def encoder(self, settings: dict[str, Any]):
         """The encoder of a first stage's settings (tokenizer loaded; the model only when used)."""
@@ -116,11 +117,10 @@ class DenseRetrieval(FirstStageKind):
 
     @staticmethod
     def corpus_cache(request: FirstStageRequest, encoder):
+        from rerank_eval.data import DOCUMENT_TEXT
         from rerank_eval.first_stage.dense.corpus import CACHE_FORMAT, CorpusEmbeddings
 
         settings = request.source.settings
-        from rerank_eval.data import DOCUMENT_TEXT
-
         key = {
             "format": CACHE_FORMAT,
             "corpus": request.dataset.corpus_id(),
@@ -136,11 +136,11 @@ class DenseRetrieval(FirstStageKind):
         self, request: FirstStageRequest, encoder
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The complete corpus cache (encoding what is missing, each rank its shards)."""
-        from rerank_eval.distributed import ranks
+        from rerank_eval.distributed import agreed, ranks
         from rerank_eval.first_stage.dense.corpus import encode_corpus
 
         cache, key = self.corpus_cache(request, encoder)
-        info = _agreed(cache.complete())  # rank 0 decides: ranks never take different paths
+        info = agreed(cache.complete())  # rank 0 decides: ranks never take different paths
         report: dict[str, Any] = {"encoded_passages": 0, "encode_seconds": 0.0}
         if info is not None:
             return cache, info, report
@@ -150,7 +150,7 @@ class DenseRetrieval(FirstStageKind):
         shard.barrier()
         count = request.dataset.documents_count() or 0
         done = encode_corpus(
-            cache, _corpus(request.dataset), count, encoder, shard.rank, shard.world,
+            cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
             label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
         )  # fmt: skip
         if done.documents == 0:
@@ -176,7 +176,8 @@ class DenseRetrieval(FirstStageKind):
     # -- the run ----------------------------------------------------------------------------------
 
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
-        from rerank_eval.distributed import ranks
+        from rerank_eval.distributed import agreed, ranks
+        from rerank_eval.first_stage.dense.corpus import pairs_sha256
 
         settings = request.source.settings
         encoder = self.encoder(settings)
@@ -184,13 +185,13 @@ class DenseRetrieval(FirstStageKind):
         query_key = {
             "corpus": corpus_key,
             "query": encoder.identity("query"),
-            "queries_sha256": _queries_sha256(request.queries),
+            "queries_sha256": pairs_sha256(request.queries.items()),
             "depth": request.depth,
         }
         run_path = (
             cache_root() / "dense" / "runs" / f"{_safe(request.dataset.id)}-{_key_digest(query_key)}.trec"
         )
-        execution: dict[str, Any] = {"run_cached": _agreed(run_path.is_file())}
+        execution: dict[str, Any] = {"run_cached": agreed(run_path.is_file())}
         if not execution["run_cached"]:
             execution.update(self._search(request, encoder, run_path))
         ranks().barrier()
@@ -225,7 +226,7 @@ class DenseRetrieval(FirstStageKind):
         """Encode what is missing, search this rank's shards, merge every rank's top-k, write the run."""
         import numpy as np
 
-        from rerank_eval.distributed import ranks
+        from rerank_eval.distributed import all_gathered, all_gathered_objects, ranks
         from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
 
         shard = ranks()
@@ -242,53 +243,19 @@ class DenseRetrieval(FirstStageKind):
             )
         timings["query_seconds"] = round(time.monotonic() - start, 3)
         start = time.monotonic()
-        size, document_ranks = cache.shard_size, cache.ranks()
-        owned = (
-            (cache.shard(i), document_ranks[i * size : i * size + cache.shard(i).shape[0]])
-            for i in range(info["shards"])
-            if i % shard.world == shard.rank
-        )
+        owned = (cache.shard_with_ranks(i) for i in range(info["shards"]) if i % shard.world == shard.rank)
         with step(f"{request.spec.key}: exact search of {info['documents']:,} passages"):
             keys = exact_search(
                 vectors, owned, request.depth, encoder.device, request.source.settings["query_batch"]
             )
             if shard.world > 1:
-                keys = merge_top_k(_all_gathered(keys), request.depth)
+                keys = merge_top_k(all_gathered(keys), request.depth)
         timings["search_seconds"] = round(time.monotonic() - start, 3)
-        per_rank = _gathered_objects({"rank": shard.rank, **timings})
+        per_rank = all_gathered_objects({"rank": shard.rank, **timings})
         if shard.is_main:
             corpus = {"corpus_documents": info["documents"], "corpus_sha256": info["corpus_sha256"]}
             _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()), corpus)
         return {"ranks": per_rank}
-
-
-def _corpus(dataset) -> Iterator[tuple[str, str]]:
-    """The dataset's documents; a corpus that cannot be read (a damaged or incomplete file in
-    IR_DATASETS_HOME) is one line, not the parser's traceback."""
-    from rerank_eval.data import ir_datasets_home
-
-    documents = dataset.iter_documents()
-    while True:
-        try:
-            document = next(documents)
-        except StopIteration:
-            return
-        except UserError:
-            raise
-        except Exception as exc:
-            detail = str(exc).splitlines()[0] if str(exc).strip() else ""
-            raise UserError(
-                f"cannot read the corpus of {dataset.id} ({type(exc).__name__}: {detail[:200]}); its files "
-                f"under {ir_datasets_home()} may be damaged or incomplete"
-            ) from None
-        yield document
-
-
-def _queries_sha256(queries: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for query_id, text in queries.items():
-        digest.update(query_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
-    return digest.hexdigest()
 
 
 def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
@@ -316,45 +283,6 @@ def _run_corpus(run_path: Path) -> dict[str, Any]:
             f"the dense run {run_path} has no readable record of its corpus beside it "
             f"({run_path.with_suffix('.json').name}); delete the run to search again"
         ) from None
-
-
-def _agreed(value: Any) -> Any:
-    """Rank 0's value on every rank (a decision read from disk, taken once for all ranks)."""
-    from rerank_eval.distributed import ranks
-
-    if ranks().world == 1:
-        return value
-    import torch.distributed as dist
-
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def _all_gathered(keys):
-    """Every rank's (queries × k) keys; on NCCL through the GPU."""
-    import torch
-    import torch.distributed as dist
-
-    device = (
-        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else keys.device
-    )
-    local = keys.to(device)
-    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, local)
-    return [part.cpu() for part in parts]
-
-
-def _gathered_objects(value: dict[str, Any]) -> list[dict[str, Any]]:
-    from rerank_eval.distributed import ranks
-
-    if ranks().world == 1:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
 
 
 register(DenseRetrieval())

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -33,8 +33,16 @@ CACHE_FORMAT = 2
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-def _pair(doc_id: str, text: str) -> bytes:
-    return doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0"
+def _pair(key: str, text: str) -> bytes:
+    return key.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0"
+
+
+def pairs_sha256(pairs: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 of (id, text) pairs in order: a shard's documents, a dataset's queries."""
+    digest = hashlib.sha256()
+    for key, text in pairs:
+        digest.update(_pair(key, text))
+    return digest.hexdigest()
 
 
 @dataclass
@@ -46,10 +54,7 @@ class Shard:
 
     @classmethod
     def of(cls, index: int, documents: list[tuple[str, str]]) -> Shard:
-        digest = hashlib.sha256()
-        for doc_id, text in documents:
-            digest.update(_pair(doc_id, text))
-        return cls(index, [d for d, _ in documents], [t for _, t in documents], digest.hexdigest())
+        return cls(index, [d for d, _ in documents], [t for _, t in documents], pairs_sha256(documents))
 
 
 def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) -> Iterator[Shard]:
@@ -149,8 +154,11 @@ class CorpusEmbeddings:
     def shard_ids(self, index: int) -> list[str]:
         return json.loads(self._ids(index).read_text(encoding="utf-8"))["ids"]
 
-    def ranks(self) -> np.ndarray:
-        return np.load(self.folder / "ranks.npy", mmap_mode="r")
+    def shard_with_ranks(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """A shard's vectors and its documents' places in doc id order (both memory-mapped)."""
+        vectors = self.shard(index)
+        start = index * self.shard_size
+        return vectors, np.load(self.folder / "ranks.npy", mmap_mode="r")[start : start + vectors.shape[0]]
 
     def ids_sorted(self) -> np.ndarray:
         return np.load(self.folder / "ids_sorted.npy", mmap_mode="r")

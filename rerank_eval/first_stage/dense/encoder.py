@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
@@ -114,7 +114,7 @@ class DenseEncoder:
                 return transformers.AutoTokenizer.from_pretrained(str(self.folder))
         except Exception as exc:  # a damaged or foreign tokenizer file fails in many ways
             raise UserError(
-                f"cannot load the tokenizer of encoder {self.checkpoint.source}: {_first_line(exc)}"
+                f"cannot load the tokenizer of encoder {self.checkpoint.source}: {describe(exc)}"
             ) from None
 
     def _load_model(self, side: str) -> torch.nn.Module:
@@ -126,7 +126,7 @@ class DenseEncoder:
                     str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
                 )
         except Exception as exc:  # missing, truncated or foreign weights fail in many ways
-            raise UserError(f"cannot load encoder {self.checkpoint.source}: {_first_line(exc)}") from None
+            raise UserError(f"cannot load encoder {self.checkpoint.source}: {describe(exc)}") from None
         folder = self._adapter_folder(side)
         if folder is not None:
             model = self._with_adapter(model, folder)
@@ -156,7 +156,7 @@ class DenseEncoder:
                 adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
         except Exception as exc:  # a damaged adapter config or weights
             raise UserError(
-                f"cannot load adapter {folder.name} of encoder {self.checkpoint.source}: {_first_line(exc)}"
+                f"cannot load adapter {folder.name} of encoder {self.checkpoint.source}: {describe(exc)}"
             ) from None
         return adapted.merge_and_unload() if self.merge_adapters else adapted
 
@@ -271,8 +271,3 @@ class DenseEncoder:
             rows = self.tokenize(texts[start : start + batch_size], side)
             parts.append(self._forward(rows, side).cpu().numpy())
         return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
