@@ -259,19 +259,3 @@ def build_sentence_transformers(
         st_config["similarity_fn_name"] = similarity_fn_name
     _write_json(folder / "config_sentence_transformers.json", st_config)
     return folder
-
-
-# --- not a bi-encoder --------------------------------------------------------------------------------
-
-
-def build_reranker(folder: Path, seed: int = 0) -> Path:
-    """A cross-encoder checkpoint (BertForSequenceClassification, no modules.json)."""
-    from transformers import BertForSequenceClassification
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_cased_wordpiece_tokenizer(folder)
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(_tiny_bert(len(tokenizer), seed).config)
-    model.save_pretrained(str(folder))
-    return folder

@@ -25,6 +25,7 @@ from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.rerankers.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
+from tests.checkpoints import build_cross_encoder
 
 TOLERANCE = 1e-5
 BENCHMARKS = Path(__file__).resolve().parents[1] / "rerank_eval" / "benchmarks.yaml"
@@ -422,7 +423,7 @@ def _one_line(excinfo) -> str:
 
 
 def test_a_reranker_is_not_a_bi_encoder(tmp_path):
-    folder = dense_checkpoints.build_reranker(tmp_path / "reranker")
+    folder = build_cross_encoder(tmp_path / "reranker")
     with pytest.raises(UserError) as excinfo:
         _encoder(folder)
     message = _one_line(excinfo)
