@@ -7,7 +7,8 @@ manifest can record exactly what was used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,8 @@ class BenchmarkConfig:
     first_stages: dict[str, FirstStageSpec]
     suites: dict[str, SuiteSpec]
     models: dict[str, ModelPreset]
+    #: the file's content hash: a result records it with the entries it used
+    sha256: str = ""
 
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
@@ -115,7 +118,8 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
     """Read and validate a benchmarks file; errors name the file and the offending entry."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+        raw = yaml.safe_load(content.decode("utf-8"))
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -127,7 +131,7 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
         raise UserError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    return _ConfigReader(path, raw).read()
+    return replace(_ConfigReader(path, raw).read(), sha256=hashlib.sha256(content).hexdigest())
 
 
 class _ConfigReader:

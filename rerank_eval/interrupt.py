@@ -1,6 +1,8 @@
-"""Ctrl-C during a run: the first stops at the next query boundary, the second at once.
+"""Ctrl-C during a run: the first stops before the next forward pass, the second at once.
 
-While a dataset is being loaded (nothing scored yet to lose) the first stops at once.
+The first abandons the chunk of queries in progress (it is not journaled, and a resumed run scores
+it again whole), so a stop takes at most one forward pass on any device. While a dataset is being
+loaded (nothing scored yet to lose) the first stops at once.
 
 Either way the score journal stays valid (whole lines, synced), so the same command resumes.
 """
@@ -24,6 +26,10 @@ class Interrupted(UserError):
     exit_code = 130
 
 
+class StopRequested(Exception):
+    """Raised where scoring can stop cleanly (before a forward pass) once a stop was asked for."""
+
+
 class StopRequest:
     """Installs a SIGINT handler for the duration of a `with` block (main thread only)."""
 
@@ -41,6 +47,10 @@ class StopRequest:
         finally:
             self._preparing = False
 
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise StopRequested
+
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -55,7 +65,8 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         print(
-            "stopping after the queries in progress (Ctrl-C again to stop at once)",
+            "stopping before the next forward pass; the chunk in progress is scored again on resume "
+            "(Ctrl-C again to stop at once)",
             file=sys.stderr,
             flush=True,
         )

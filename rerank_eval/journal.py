@@ -1,10 +1,12 @@
 """Per-query score journals: nothing computed is lost when a run dies.
 
-Scores are appended as JSON lines as they are produced and flushed and synced after every batch
+Scores are appended as JSON lines as they are produced and flushed and synced after every chunk
 of queries. A journal is named by a cache key of everything that changes scores (model identity
-and settings, scorer version, dataset, first-stage file, top-k, self-match policy, candidate
-order), never by the output folder, so re-running the same command after a crash skips the
-queries already scored, and changing any of those never reuses old scores.
+and settings, scorer version, how work is chunked and batched, dataset, first-stage file, top-k,
+self-match policy, candidate order), never by the output folder, so re-running the same command
+after a crash skips the chunks already scored, and changing any of those never reuses old scores.
+A line may carry notes beside the scores: facts about how the query was scored (a listwise
+model's block sizes), kept so that a resumed run reports them as an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,18 @@ import numpy as np
 from rerank_eval.cache import cache_root
 from rerank_eval.errors import UserError
 
-JOURNAL_FORMAT = 1
+# 2: queries scored in fixed chunks (see runner.query_chunks), lines may carry notes
+JOURNAL_FORMAT = 2
+RECORD_KEYS = ("q", "docs", "scores")
+
+
+@dataclass(frozen=True)
+class ScoredQuery:
+    """One query's scores (first-stage order; float64, exact for a model's float32 and for a first
+    stage's float64 scores) and notes on how they were computed."""
+
+    scores: np.ndarray
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -50,7 +64,7 @@ def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
 
 
 class ScoreJournal:
-    """Append-only JSON lines `{"q": id, "docs": [...], "scores": [...]}`, one per query."""
+    """Append-only JSON lines `{"q": id, "docs": [...], "scores": [...], ...notes}`, one per query."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -60,13 +74,13 @@ class ScoreJournal:
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, np.ndarray]:
+    def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, ScoredQuery]:
         """Valid entries of this journal (and, read only, of its siblings) matching `expected_docs`.
 
         A last line cut short by a crash is expected and dropped quietly; any other unreadable
         line is reported with its number. This journal is then rewritten with its kept entries.
         """
-        kept: dict[str, np.ndarray] = {}
+        kept: dict[str, ScoredQuery] = {}
         for sibling in sibling_journals(self.path) if siblings else []:
             kept.update(self._read(sibling, expected_docs))
         own = self._read(self.path, expected_docs)
@@ -74,12 +88,12 @@ class ScoreJournal:
             self._rewrite(own, expected_docs)
         return {**kept, **own}
 
-    def _read(self, path: Path, expected_docs: dict[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    def _read(self, path: Path, expected_docs: dict[str, Sequence[str]]) -> dict[str, ScoredQuery]:
         if not path.exists():
             return {}
         raw = path.read_bytes()
         lines = raw.split(b"\n")
-        kept: dict[str, np.ndarray] = {}
+        kept: dict[str, ScoredQuery] = {}
         damaged = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -99,37 +113,41 @@ class ScoreJournal:
         return kept
 
     @staticmethod
-    def _parse(line: bytes, expected_docs: dict[str, Sequence[str]]) -> tuple[str, np.ndarray] | None:
+    def _parse(line: bytes, expected_docs: dict[str, Sequence[str]]) -> tuple[str, ScoredQuery] | None:
         try:
             record = json.loads(line)
             query_id, docs, scores = record["q"], record["docs"], record["scores"]
         except (ValueError, KeyError, TypeError):
             return None
+        notes = {k: v for k, v in record.items() if k not in RECORD_KEYS}
         if not isinstance(query_id, str) or not isinstance(scores, list):
             return None
         if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):
             return None
         try:
-            values = np.asarray(scores, dtype=np.float32)
+            values = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError):
             return None
-        return (query_id, values) if values.ndim == 1 and np.isfinite(values).all() else None
+        if values.ndim != 1 or not np.isfinite(values).all():
+            return None
+        return query_id, ScoredQuery(values, notes)
 
-    def _rewrite(self, kept: dict[str, np.ndarray], expected_docs: dict[str, Sequence[str]]) -> None:
+    def _rewrite(self, kept: dict[str, ScoredQuery], expected_docs: dict[str, Sequence[str]]) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
-            for query_id, scores in kept.items():
-                handle.write(self._line(query_id, expected_docs[query_id], scores))
+            for query_id, scored in kept.items():
+                handle.write(self._line(query_id, expected_docs[query_id], scored))
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(self.path)
 
     @staticmethod
-    def _line(query_id: str, docs: Sequence[str], scores: np.ndarray) -> str:
-        record = {"q": query_id, "docs": list(docs), "scores": [float(s) for s in scores]}
+    def _line(query_id: str, docs: Sequence[str], scored: ScoredQuery) -> str:
+        scores = [float(s) for s in scored.scores]
+        record = {**scored.notes, "q": query_id, "docs": list(docs), "scores": scores}
         return json.dumps(record, ensure_ascii=False) + "\n"
 
-    def append(self, entries: list[tuple[str, Sequence[str], np.ndarray]]) -> None:
+    def append(self, entries: list[tuple[str, Sequence[str], ScoredQuery]]) -> None:
         """Write, flush and sync a batch of scored queries."""
         try:
             if self._handle is None:

@@ -2,7 +2,9 @@
 
 A result folder holds `manifest.json` (everything needed to reproduce the run and to refuse unfair
 comparisons), `per_query.csv` (every metric value of every judged query, first stage and
-reranked), `summary.csv` (derived from per_query.csv by the report) and `runs/<dataset>.trec`.
+reranked), `summary.csv` (derived from per_query.csv by the report), `runs/<dataset>.trec` (the
+reranked run) and `runs/<dataset>.first-stage.trec` (the candidates with their first-stage scores),
+and for a listwise model `per_query_blocks.csv` (how each query's candidates were split into blocks).
 It is assembled in `<name>.incomplete/` beside its final place and renamed when complete, so a
 folder under its final name is always complete.
 """
@@ -10,6 +12,7 @@ folder under its final name is always complete.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +29,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.journal import disk_error
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
+BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
 INCOMPLETE_SUFFIX = ".incomplete"
 TRACKED_PACKAGES = (
     "torch",
@@ -95,9 +99,13 @@ class ResultWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
         (self.staging / "runs").mkdir(parents=True)
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
+        self.run_sha256: dict[str, str] = {}
+        self.block_rows: list[tuple[str, str, int, str]] = []
 
     def add_run(self, dataset: str, lines: list[str]) -> None:
-        self._write(self.staging / "runs" / f"{dataset}.trec", "".join(lines))
+        text = "".join(lines)
+        self._write(self.staging / "runs" / f"{dataset}.trec", text)
+        self.run_sha256[f"runs/{dataset}.trec"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def _write(self, path: Path, text: str) -> None:
         try:
@@ -110,12 +118,22 @@ class ResultWriter:
             for query_id, value in per_query.items():
                 self.per_query_rows.append((dataset, stage, measure, query_id, value))
 
+    def add_blocks(self, dataset: str, sizes: dict[str, list[int]]) -> None:
+        """Each query's block sizes, in presentation order (space-separated in the file)."""
+        for query_id, blocks in sizes.items():
+            self.block_rows.append((dataset, query_id, len(blocks), " ".join(map(str, blocks))))
+
     def publish(self, manifest: dict[str, Any]) -> Path:
-        """Write per-query values, summary and manifest, then move the folder into place."""
+        """Write per-query values, summary and manifest (with each run file's hash), then move the
+        folder into place."""
         from rerank_eval.report import Report
 
+        manifest = {**manifest, "run_sha256": dict(sorted(self.run_sha256.items()))}
         frame = pd.DataFrame(self.per_query_rows, columns=PER_QUERY_COLUMNS)
         self._write(self.staging / "per_query.csv", frame.to_csv(index=False))
+        if self.block_rows:
+            blocks = pd.DataFrame(self.block_rows, columns=BLOCK_COLUMNS)
+            self._write(self.staging / "per_query_blocks.csv", blocks.to_csv(index=False))
         report = Report(manifest, frame)
         self._write(self.staging / "summary.csv", report.summary_csv())
         if self.existing:

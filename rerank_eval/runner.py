@@ -13,10 +13,11 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ from rerank_eval.first_stage import (
     obtain_run,
     select_candidates,
 )
-from rerank_eval.interrupt import Interrupted, StopRequest
-from rerank_eval.journal import JOURNAL_FORMAT, ScoreJournal, cache_key, journal_path
+from rerank_eval.interrupt import Interrupted, StopRequest, StopRequested
+from rerank_eval.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJournal, cache_key, journal_path
 from rerank_eval.progress import step, track
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.results import ResultWriter, package_versions, source_revision
@@ -245,14 +246,17 @@ def _requests(prepared: PreparedDataset, order: CandidateOrder) -> list[RerankRe
                 doc_ids=tuple(docs[i][0] for i in shown),
                 texts=tuple(prepared.texts[docs[i][0]] for i in shown),
                 first_stage_ranks=tuple(shown),
+                first_stage_scores=tuple(docs[i][1] for i in shown),
             )
         )
     return requests
 
 
-def _chunks(items: list[RerankRequest], size: int) -> Iterator[list[RerankRequest]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def query_chunks(requests: list[RerankRequest], size: int) -> list[list[RerankRequest]]:
+    """The dataset's queries in fixed chunks of `size`, in candidate order: every score is computed
+    within its chunk, so a resumed run (or one with another number of ranks) scores each query in
+    exactly the batch an uninterrupted single-process run does, and float rounding agrees."""
+    return [requests[start : start + size] for start in range(0, len(requests), size)]
 
 
 @dataclass
@@ -261,6 +265,7 @@ class RerankOutcome:
     ties: int
     scored_queries: int
     resumed_queries: int
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # query id -> notes
 
 
 def journal_key(plan: RunPlan, prepared: PreparedDataset, reranker: Reranker) -> str:
@@ -279,6 +284,8 @@ def journal_key(plan: RunPlan, prepared: PreparedDataset, reranker: Reranker) ->
             "top_k": plan.top_k,
             "drop_self_matches": prepared.spec.drop_self_matches,
             "candidate_order": str(plan.candidate_order),
+            "chunking": {"queries_per_chunk": reranker.queries_per_call, "order": "candidate order"},
+            "batching": reranker.batching(),
         }
     )
 
@@ -321,7 +328,12 @@ def prepared_ahead(reranker: Reranker, chunks: list[list[RerankRequest]]) -> Ite
 def rerank_dataset(
     reranker: Reranker, prepared: PreparedDataset, plan: RunPlan, stop: StopRequest
 ) -> RerankOutcome:
-    """The reranked run of one dataset, resuming from and appending to its score journal."""
+    """The reranked run of one dataset, resuming from and appending to its score journal.
+
+    Queries are scored in fixed chunks (`query_chunks`); a chunk is skipped only when every query
+    of it is journaled, and one cut short is scored again whole, so every score comes from the
+    same batch as in an uninterrupted run.
+    """
     expected = {q: [d for d, _ in docs] for q, docs in prepared.candidates.by_query.items() if docs}
     reranker.begin_dataset(prepared.spec)
     shard = ranks()
@@ -329,54 +341,49 @@ def rerank_dataset(
     journal = ScoreJournal(journal_path(prepared.spec.key, key, shard.rank, shard.world))
     if plan.fresh:
         journal.discard()
-    scores = journal.load(expected, siblings=not plan.fresh)
-    resumed = len(scores)
+    scored = journal.load(expected, siblings=not plan.fresh)
+    chunks = query_chunks(_requests(prepared, plan.candidate_order), max(1, reranker.queries_per_call))
+    pending = [
+        chunk
+        for position, chunk in enumerate(chunks)
+        if shard.owns(position) and any(r.query_id not in scored for r in chunk)
+    ]
+    resumed = sum(len(chunk) for chunk in chunks if all(r.query_id in scored for r in chunk))
     if resumed:
         print(
             f"{prepared.spec.key}: {resumed} of {len(expected)} queries already scored (journal)",
             file=sys.stderr,
         )
-    pending = [
-        r
-        for position, r in enumerate(_requests(prepared, plan.candidate_order))
-        if shard.owns(position) and r.query_id not in scores
-    ]
-    chunks = list(_chunks(pending, max(1, reranker.queries_per_call)))
+    pending_queries = sum(len(chunk) for chunk in pending)
+    reranker.stop_hook = stop.raise_if_requested
     try:
         # Closed explicitly, so an interrupt joins the background thread and ends the progress display.
         with (
-            closing(prepared_ahead(reranker, chunks)) as batches,
+            closing(prepared_ahead(reranker, pending)) as batches,
             closing(
-                track(batches, len(pending), f"reranking {prepared.spec.key}", size=lambda b: len(b[0]))
+                track(batches, pending_queries, f"reranking {prepared.spec.key}", size=lambda b: len(b[0]))
             ) as tracked,
         ):
             for chunk, ready in tracked:
-                if stop.requested:
-                    raise Interrupted(
-                        f"interrupted; {len(scores)} of {len(expected)} queries of {prepared.spec.key} are "
-                        f"journaled; run the same command again to resume: {plan.resume_command}"
-                    )
-                entries = []
-                for request, presented in zip(chunk, score_with_backoff(reranker, chunk, ready)):
-                    # Back to first-stage order, so ties resolve by first-stage rank.
-                    by_rank = np.empty(len(presented), dtype=np.float32)
-                    by_rank[list(request.first_stage_ranks)] = presented
-                    if not np.isfinite(by_rank).all():  # a NaN would rank silently as first-stage order
-                        raise UserError(
-                            f"{reranker.name or reranker.family} gave a score that is not a finite number "
-                            f"for query {request.query_id} of {prepared.spec.key}; its batch is not kept"
-                        )
-                    scores[request.query_id] = by_rank
-                    entries.append((request.query_id, expected[request.query_id], by_rank))
+                stop.raise_if_requested()
+                reranker.restore_batch_budget()
+                entries = _scored_chunk(reranker, chunk, ready, expected, prepared.spec.key)
                 journal.append(entries)
+                scored.update({query_id: value for query_id, _, value in entries})
+    except StopRequested:  # the chunk in progress is abandoned, not journaled
+        raise Interrupted(
+            f"interrupted; {len(scored)} of {len(expected)} queries of {prepared.spec.key} are "
+            f"journaled; run the same command again to resume: {plan.resume_command}"
+        ) from None
     finally:
+        reranker.stop_hook = None
         journal.close()
     shard.barrier()
     if shard.world > 1:  # every rank's scores, from every rank's journal
         if not shard.is_main:
-            return RerankOutcome({}, 0, len(pending), resumed)
-        scores = journal.load(expected)
-        missing = len(set(expected) - set(scores))
+            return RerankOutcome({}, 0, pending_queries, resumed)
+        scored = journal.load(expected)
+        missing = len(set(expected) - set(scored))
         if missing:
             raise UserError(
                 f"{missing} queries of {prepared.spec.key} have no scores in the ranks' journals; "
@@ -385,10 +392,30 @@ def rerank_dataset(
     reranked: Run = {}
     ties = 0
     for query_id, docs in expected.items():
-        ranking, written, tied = strictly_decreasing(scores[query_id])
+        ranking, written, tied = strictly_decreasing(scored[query_id].scores)
         reranked[query_id] = {docs[i]: value for i, value in zip(ranking, written)}
         ties += tied
-    return RerankOutcome(reranked, ties, len(pending), resumed)
+    notes = {query_id: scored[query_id].notes for query_id in expected if scored[query_id].notes}
+    return RerankOutcome(reranked, ties, pending_queries, resumed, notes)
+
+
+def _scored_chunk(
+    reranker: Reranker, chunk: list[RerankRequest], ready: Any, expected: dict[str, list[str]], key: str
+) -> list[tuple[str, list[str], ScoredQuery]]:
+    """Journal entries of one chunk: scores back in first-stage order, with the family's notes."""
+    entries = []
+    for request, presented in zip(chunk, score_with_backoff(reranker, chunk, ready)):
+        # Back to first-stage order, so ties resolve by first-stage rank.
+        by_rank = np.empty(len(presented), dtype=np.float64)
+        by_rank[list(request.first_stage_ranks)] = presented
+        if not np.isfinite(by_rank).all():  # a NaN would rank silently as first-stage order
+            raise UserError(
+                f"{reranker.name or reranker.family} gave a score that is not a finite number "
+                f"for query {request.query_id} of {key}; its batch is not kept"
+            )
+        notes = reranker.notes(request)
+        entries.append((request.query_id, expected[request.query_id], ScoredQuery(by_rank, notes)))
+    return entries
 
 
 def run_lines(run: Run, tag: str) -> list[str]:
@@ -414,6 +441,7 @@ def _dataset_record(
         "missing_documents": prepared.missing_documents,
         "empty_documents": prepared.empty_documents,
         "tied_scores": outcome.ties,
+        **_block_split_summary(outcome),
         "model_settings": reranker.score_identity().get("settings", {}),
         # Everything below may differ between an uninterrupted and a resumed run.
         "timings": {
@@ -422,6 +450,12 @@ def _dataset_record(
             "resumed_queries": outcome.resumed_queries,
         },
     }
+
+
+def _block_split_summary(outcome: RerankOutcome) -> dict[str, Any]:
+    """For a listwise model: how many queries were scored in 1, 2, ... blocks."""
+    counts = Counter(len(notes["blocks"]) for notes in outcome.notes.values() if "blocks" in notes)
+    return {"queries_by_block_count": {str(n): counts[n] for n in sorted(counts)}} if counts else {}
 
 
 class DatasetCache:
@@ -491,6 +525,9 @@ def execute(
                 writer.add_run(
                     f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
                 )
+                blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
+                if blocks:
+                    writer.add_blocks(spec.key, blocks)
                 writer.add_values(spec.key, "first_stage", first_values)
                 writer.add_values(spec.key, "reranked", reranked_values)
                 timings = {
@@ -594,10 +631,23 @@ def build_manifest(
         "suite": {
             "name": plan.suite.name,
             "config": str(plan.config.path),
+            # what the file said, so that the result explains itself once the file is edited
+            "config_sha256": plan.config.sha256,
+            "entries": [asdict(spec) for spec in plan.datasets],
+            "first_stages": {
+                name: asdict(plan.config.first_stage(name))
+                for name in sorted({plan.first_stage_override or d.first_stage for d in plan.datasets})
+            },
             "average_label": plan.suite.average_label,
             "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),
         },
-        "model": {"name": reranker.name, **reranker.describe()},
+        "model": {
+            "name": reranker.name,
+            **reranker.describe(),
+            # scores are computed per fixed chunk, batched as configured (see query_chunks)
+            "queries_per_chunk": reranker.queries_per_call,
+            "batching": reranker.batching(),
+        },
         "protocol": {
             "top_k": plan.top_k,
             "metrics": plan.metrics,

@@ -14,10 +14,6 @@ from tests import builders
 from tests.checkpoints import build_listwise_checkpoint
 
 
-def run_lines(path: Path) -> list[tuple[str, str, float]]:
-    return [(f[0], f[2], float(f[4])) for f in (line.split() for line in path.read_text().splitlines())]
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
@@ -43,18 +39,13 @@ def test_two_gloo_processes_match_one(setup):
     double = benchmark(launcher, folder / "double", folder / "cache2", checkpoint, runs)
     assert double.returncode == 0, double.stderr[-3000:]
 
-    for name in ("per_query.csv", "summary.csv"):
+    # every chunk of queries is scored whole by one rank: the very batches of one process
+    for name in ("per_query.csv", "summary.csv", "runs/nq.trec", "runs/nq.first-stage.trec"):
         assert (folder / "double" / name).read_bytes() == (folder / "single" / name).read_bytes(), name
-    one, two = (
-        run_lines(folder / "single" / "runs" / "nq.trec"),
-        run_lines(folder / "double" / "runs" / "nq.trec"),
-    )
-    assert [(q, d) for q, d, _ in one] == [(q, d) for q, d, _ in two]
-    assert max(abs(a[2] - b[2]) for a, b in zip(one, two)) <= 1e-5
 
     journals = sorted((folder / "cache2" / "journals").glob("nq-*.jsonl"))
     assert [p.name.split(".")[1] for p in journals] == ["rank0-of-2", "rank1-of-2"]
     counts = [len(p.read_text().splitlines()) for p in journals]
-    assert counts == [24, 24]
+    assert counts == [32, 16]  # chunks of 16 queries: the first and third, the second
     manifest = json.loads((folder / "double" / "manifest.json").read_text())
     assert manifest["datasets"][0]["coverage"]["queries_with_candidates"] == 48

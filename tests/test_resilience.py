@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
-from rerank_eval.journal import ScoreJournal
+from rerank_eval.journal import ScoredQuery, ScoreJournal
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.runner import score_with_backoff
@@ -136,14 +136,14 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
     def pressed_twice_on_the_second_chunk(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here: stop after this chunk
-            os.kill(os.getpid(), signal.SIGINT)  # and here: KeyboardInterrupt, mid-chunk
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here: stop at the next forward pass
+            os.kill(os.getpid(), signal.SIGINT)  # and here: KeyboardInterrupt, at once
         return score_with_backoff(*args, **kwargs)
 
     monkeypatch.setattr("rerank_eval.runner.score_with_backoff", pressed_twice_on_the_second_chunk)
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
-    assert "stopping after the queries in progress" in result.output
+    assert "stopping before the next forward pass" in result.output
     assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
     assert len(calls) == 2 and len(journal_lines(cache)) == 16  # the first chunk only
     assert_journal_valid_and_nothing_published(cache, out)
@@ -176,9 +176,13 @@ def test_resume_command_leaves_out_fresh_and_keeps_finished_models(slow_setup, m
     args[args.index("--model") : args.index("--model") + 2] = ["--model", "bm25", "--model", str(checkpoint)]
     sys.argv[1:] = args
 
+    listwise_chunks = []
+
     def stopped_in_the_second_model(reranker, *a, **k):
         if reranker.family == "listwise-last-token":
-            os.kill(os.getpid(), signal.SIGINT)  # stop after the first chunk of the listwise model
+            listwise_chunks.append(1)
+            if len(listwise_chunks) == 2:  # the second chunk is abandoned, the first journaled
+                os.kill(os.getpid(), signal.SIGINT)
         return score_with_backoff(reranker, *a, **k)
 
     monkeypatch.setattr("rerank_eval.runner.score_with_backoff", stopped_in_the_second_model)
@@ -256,8 +260,10 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     path = tmp_path / "j.jsonl"
     journal = ScoreJournal(path)
     expected = {"a": ["d1", "d2"], "b": ["d3"], "c": ["d4"], "d": ["d5"]}
-    journal.append([("a", ["d1", "d2"], np.array([0.5, 0.25], dtype=np.float32))])
-    journal.append([("b", ["d3"], np.array([0.1], dtype=np.float32))])
+    journal.append(
+        [("a", ["d1", "d2"], ScoredQuery(np.array([0.5, 0.25], dtype=np.float32), {"blocks": [2]}))]
+    )
+    journal.append([("b", ["d3"], ScoredQuery(np.array([0.1], dtype=np.float32)))])
     journal.close()
     with open(path, "ab") as handle:  # a stale entry, a corrupt line, then a crash mid-line
         handle.write(b'{"q": "c", "docs": ["other"], "scores": [1.0]}\n')
@@ -268,7 +274,8 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
         handle.write(b'{"q": "d", "docs": ["d5"], "sco')
     loaded = ScoreJournal(path).load(expected)
     assert set(loaded) == {"a", "b"}
-    assert loaded["a"].tolist() == [0.5, 0.25]
+    assert loaded["a"].scores.tolist() == [0.5, 0.25] and loaded["a"].notes == {"blocks": [2]}
+    assert loaded["b"].scores.tolist() == [np.float32(0.1)] and loaded["b"].notes == {}
     assert "5 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
     assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
 
@@ -281,7 +288,7 @@ def test_journal_write_on_a_full_disk_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(UserError, match=r"no space left on device while writing .*j\.jsonl; 0 scored"):
-        journal.append([("a", ["d"], np.array([0.1], dtype=np.float32))])
+        journal.append([("a", ["d"], ScoredQuery(np.array([0.1], dtype=np.float32)))])
 
 
 def test_full_disk_while_publishing_leaves_no_complete_folder(tmp_path, monkeypatch):

@@ -1,14 +1,17 @@
 """The one small interface every reranker family implements.
 
 A reranker takes a query and its candidate texts and returns one float32 score per candidate, in
-input order. `score_batch` is the batching hook: the runner hands it several queries at once, so a
-family can pack work from different queries into one forward pass.
+input order. `score_batch` is the batching hook: the runner hands it a chunk of several queries at
+once, so a family can pack work from different queries into one forward pass. Float rounding
+follows batch composition, so a family's scores must depend only on the chunk it is handed (never
+on what earlier calls computed) and on its configured batching (`batching`): the runner's chunks
+are fixed, so a resumed run computes every score exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +30,8 @@ class RerankRequest:
     texts: tuple[str, ...]
     #: 0-based first-stage rank of each candidate (candidates may be presented in another order).
     first_stage_ranks: tuple[int, ...]
+    #: the first stage's score of each candidate, in presentation order (empty when unknown)
+    first_stage_scores: tuple[float, ...] = ()
 
 
 class Reranker(ABC):
@@ -35,8 +40,10 @@ class Reranker(ABC):
     family: ClassVar[str]
     #: The name the user chose it by (preset, hub id or path); set by `load_reranker`.
     name: str = ""
-    #: How many queries the runner should hand to one `score_batch` call.
+    #: How many queries the runner hands to one `score_batch` call (its fixed chunk size).
     queries_per_call: int = 1
+    #: Set by the runner while it scores: raises to abandon the chunk in progress (a stop request).
+    stop_hook: Callable[[], None] | None = None
 
     def score(self, query: str, docs: list[str]) -> list[float]:
         """Scores of `docs` for `query`, in input order."""
@@ -51,7 +58,7 @@ class Reranker(ABC):
 
     @abstractmethod
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
-        """One float32 array per request, aligned with its `texts`."""
+        """One float32 (or float64) array per request, aligned with its `texts`."""
 
     def prepare(self, requests: Sequence[RerankRequest]) -> Any:
         """CPU-side work for a batch (tokenization); the runner runs it in a background thread
@@ -73,6 +80,20 @@ class Reranker(ABC):
         """What determines the scores, for the journal's cache key (describe() unless narrower)."""
         return self.describe()
 
+    def batching(self) -> dict[str, Any]:
+        """How work is grouped into forward passes, as configured (float rounding follows it, so a
+        resumed run reuses scores only under the same batching); {} when nothing is batched."""
+        return {}
+
+    def before_forward(self) -> None:
+        """Called by a family before each forward pass: a stop request abandons the chunk there."""
+        if self.stop_hook is not None:
+            self.stop_hook()
+
+    def notes(self, request: RerankRequest) -> dict[str, Any]:
+        """Facts about how the last chunk scored `request` (journaled and reported per query)."""
+        return {}
+
     def runtime_stats(self) -> dict[str, Any]:
         """How the work was executed (batch sizes, retries); recorded, never part of a key."""
         return {}
@@ -80,6 +101,10 @@ class Reranker(ABC):
     def shrink_batch_budget(self) -> bool:
         """After an out-of-memory error: use smaller batches; False when they cannot shrink."""
         return False
+
+    def restore_batch_budget(self) -> None:  # noqa: B027 - optional hook
+        """Back to the configured budget before each chunk, so that a budget shrunk for one chunk
+        never changes how a later one is batched (a resumed run would not have shrunk it)."""
 
     def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
         """Why the smallest possible batch still does not fit, and what would make it fit."""

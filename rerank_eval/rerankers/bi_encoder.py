@@ -1,8 +1,9 @@
 """Bi-encoders as rerankers (dense rescoring): cosine of mean-pooled, L2-normalised embeddings.
 
 Query and documents are embedded apart (sentence-transformers convention). Each distinct document
-text is embedded once per dataset, however many queries retrieve it; `begin_dataset` drops the
-previous dataset's embeddings.
+text is embedded once per chunk of queries, however many of its queries retrieve it. Embeddings are
+not kept across chunks: a document embedded beside other documents rounds differently, so reusing
+an earlier chunk's embedding would make a resumed run's scores differ from an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.config import DatasetSpec
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.common import right_padded, token_budget_batches
 from rerank_eval.rerankers.pointwise import TransformerReranker
@@ -28,14 +28,9 @@ class BiEncoder(TransformerReranker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cap_max_length(self.tokenizer)
-        self._documents: dict[str, np.ndarray] = {}
 
     def _fresh_stats(self) -> dict[str, Any]:
         return {**super()._fresh_stats(), "embedded_documents": 0}
-
-    def begin_dataset(self, spec: DatasetSpec) -> None:
-        super().begin_dataset(spec)
-        self._documents.clear()
 
     def forward(self, rows: list[list[int]]) -> torch.Tensor:
         """Mean-pooled, L2-normalised embeddings of a batch of tokenized texts."""
@@ -62,15 +57,11 @@ class BiEncoder(TransformerReranker):
         return out
 
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
-        new = list(dict.fromkeys(t for r in requests for t in r.texts if t not in self._documents))
-        if new:
-            for text, vector in zip(new, self.embed(new)):
-                self._documents[text] = vector
-            self._stats["embedded_documents"] += len(new)
+        distinct = list(dict.fromkeys(t for r in requests for t in r.texts))
+        documents = dict(zip(distinct, self.embed(distinct))) if distinct else {}
+        self._stats["embedded_documents"] += len(distinct)
         queries = self.embed([r.query for r in requests])
         return [
-            np.stack([self._documents[t] for t in r.texts]) @ query
-            if r.texts
-            else np.empty(0, dtype=np.float32)
+            np.stack([documents[t] for t in r.texts]) @ query if r.texts else np.empty(0, dtype=np.float32)
             for r, query in zip(requests, queries)
         ]

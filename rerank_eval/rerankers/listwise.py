@@ -323,8 +323,10 @@ class ListwiseLastToken(Reranker):
                 "pack_blocks": self._resolved_packing(settings.get("pack_blocks")),
             }
         )
+        self.configured_batch_tokens = self.settings.max_batch_tokens
         self.use_published_modules(False)
         self._stats = self._fresh_stats()
+        self._block_sizes: dict[str, list[int]] = {}  # query id -> its blocks' sizes, last chunk
         self._documents: dict[str, tuple[str, int]] = {}  # text -> (truncated text, token count)
         self._last_batch_blocks = 0
         self._last_block_query = ""
@@ -385,9 +387,9 @@ class ListwiseLastToken(Reranker):
         return int(self.backbone.config.max_position_embeddings), "config.max_position_embeddings"
 
     def score_identity(self) -> dict[str, Any]:
-        """describe() without what cannot change a score: the folder's path (its content hash
-        identifies it), the device's index, and the batch budget (batching changes a score by float
-        rounding at most: ≤ 1e-6 in the float32 tests)."""
+        """describe() without what cannot change a score beyond float rounding: the folder's path
+        (its content hash identifies it), the device's index, and the batching settings (≤ 1e-6 in
+        the float32 tests; the journal's key holds them apart, through `batching`)."""
         identity = self.describe()
         if identity["content_sha256"]:
             identity.pop("source")
@@ -426,6 +428,24 @@ class ListwiseLastToken(Reranker):
         self._stats["out_of_memory_retries"] += 1
         self._stats["max_batch_tokens"] = self.settings.max_batch_tokens
         return True
+
+    def restore_batch_budget(self) -> None:
+        if self.settings.max_batch_tokens != self.configured_batch_tokens:
+            self.settings = ListwiseSettings(
+                **{**asdict(self.settings), "max_batch_tokens": self.configured_batch_tokens}
+            )
+
+    def batching(self) -> dict[str, Any]:
+        """The batching settings as configured, and how blocks are grouped."""
+        settings = {**asdict(self.settings), "max_batch_tokens": self.configured_batch_tokens}
+        grouping = "blocks packed in order" if self.settings.pack_blocks else "length-sorted token budget"
+        return {**{name: settings[name] for name in BATCHING_SETTINGS}, "order": grouping}
+
+    def notes(self, request: RerankRequest) -> dict[str, Any]:
+        """How the query's candidates were split into blocks (sizes in presentation order):
+        scores can change with the split, so it is reported per query."""
+        sizes = self._block_sizes.get(request.query_id)
+        return {"blocks": sizes} if sizes is not None else {}
 
     def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
         s = self.settings
@@ -551,6 +571,7 @@ class ListwiseLastToken(Reranker):
         # each block's marker positions, padded by repeating its last one (read, then ignored)
         width = max(len(b.markers) for b in batch)
         markers = [b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch]
+        self.before_forward()
         inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
         self._last_batch_blocks = len(batch)
         self._last_block_tokens = max(len(b.input_ids) for b in batch)
@@ -669,8 +690,10 @@ class ListwiseLastToken(Reranker):
         requests, blocks = prepared
         vectors = {id(block): encoded for block, encoded in self._block_vectors(blocks)}
         per_request: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in requests]
+        self._block_sizes = {request.query_id: [] for request in requests}
         for block in blocks:  # blocks are in request and input order
             per_request[block.request].append(vectors[id(block)])
+            self._block_sizes[block.query_id].append(len(block.docs))
         scores = []
         for request, parts in zip(requests, per_request):
             if not parts:

