@@ -65,6 +65,18 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@app.callback()
+def everywhere(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show ir_datasets' own log lines (files opened, retries).")
+    ] = False,
+) -> None:
+    """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""
+    from rerank_eval.data import quiet_ir_datasets
+
+    quiet_ir_datasets(not verbose)
+
+
 # -- options shared by the benchmark commands --------------------------------------------------
 
 ConfigOpt = Annotated[

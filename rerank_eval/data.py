@@ -41,35 +41,65 @@ def document_text(doc: Any) -> str:
     return f"{title} {text}" if title else text
 
 
-@contextlib.contextmanager
-def _download_errors_explained(dataset_id: str) -> Iterator[None]:
-    """Turn ir_datasets' download failures into one line that says how to get the files."""
-    try:
-        yield
-    except OSError as exc:
-        if "Connection" in type(exc).__name__:
-            reason = "its download host cannot be reached"
-        else:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-        raise UserError(
-            f"cannot obtain {dataset_id} through ir_datasets ({reason}); on a machine "
-            f"without internet run `rerank-eval fetch` where there is internet and copy "
-            f"{ir_datasets_home()} here (or point IR_DATASETS_HOME at a copy)"
-        ) from None
+def quiet_ir_datasets(quiet: bool = True) -> None:
+    """ir_datasets logs what it opens and every download retry; our own progress lines say what
+    happens, and a failure becomes one line (see `_ir_datasets_errors_explained`), so by default
+    only its errors are shown (the CLI's --verbose shows everything). Its one logger is created
+    here first, so that its own first use does not set it back to INFO."""
+    import logging
+
+    import ir_datasets
+
+    ir_datasets.log.easy().logger().setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+def _failed_download(exc: BaseException) -> tuple[str | None, str | None]:
+    """(the file ir_datasets was downloading, a URL it tried) when `exc` comes from one of its
+    downloads, read from the frames of ir_datasets' Download.path; (None, None) otherwise."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "path" and type(owner).__name__ == "Download":
+            mirrors = getattr(owner, "mirrors", [])
+            url = next((m.url for m in mirrors if hasattr(m, "url")), None)
+            return frame.f_locals.get("download_path"), url
+        traceback = traceback.tb_next
+    return None, None
+
+
+def _reason(exc: BaseException) -> str:
+    errors = exc.args[1] if isinstance(exc, RuntimeError) and len(exc.args) == 2 else None
+    inner = errors[-1][1] if isinstance(errors, list) and errors and isinstance(errors[-1], tuple) else exc
+    if "Connection" in type(inner).__name__ or "Resolution" in str(inner):
+        return "its download hosts cannot be reached"
+    return describe(inner)
 
 
 @contextlib.contextmanager
-def _damaged_files_explained(dataset_id: str) -> Iterator[None]:
-    """A corpus file that is there but cannot be parsed (cut short, corrupt) fails inside
-    ir_datasets' parsers in many ways; say so in one line, naming where the files are."""
+def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
+    """Any failure inside ir_datasets, for any dataset, as one line naming the dataset, what is
+    missing or damaged, and what to do: a failed download (no internet, a host down) names the file
+    ir_datasets wanted; a file that is there but cannot be read (cut short, corrupt) names the
+    dataset's folder under IR_DATASETS_HOME."""
+    fetch = f"`rerank-eval fetch <suite> --datasets {key}` (with the same --config)"
     try:
         yield
-    except (OSError, UserError):
-        raise  # a download failure is explained by `_download_errors_explained`
+    except UserError:
+        raise
     except Exception as exc:
+        path, url = _failed_download(exc)
+        if path is not None or (isinstance(exc, OSError) and "Connection" in type(exc).__name__):
+            where = f"put {url.rsplit('/', 1)[-1] if url else 'the file'} at {path}" if path else ""
+            raise UserError(
+                f"cannot download {dataset_id} through ir_datasets ({_reason(exc)}); run {fetch} on a "
+                f"machine with internet and copy {ir_datasets_home()} here (or point IR_DATASETS_HOME "
+                f"at a copy){', or ' + where if where else ''}"
+            ) from None
+        folder = ir_datasets_home() / dataset_id.split("/")[0]
         raise UserError(
-            f"cannot read the corpus of {dataset_id} ({describe(exc)}); its files under "
-            f"{ir_datasets_home()} may be damaged or incomplete"
+            f"cannot read {dataset_id} ({describe(exc)}); its files under {folder} may be damaged or "
+            f"incomplete: remove them and run {fetch} again"
         ) from None
 
 
@@ -86,27 +116,30 @@ class IrDataset:
         except KeyError:
             raise UserError(f"ir_datasets has no dataset {self.id!r} (dataset {spec.key})") from None
 
+    def _explained(self) -> contextlib.AbstractContextManager[None]:
+        return _ir_datasets_errors_explained(self.id, self.spec.key)
+
     def queries(self) -> dict[str, str]:
-        with _download_errors_explained(self.id):
+        with self._explained():
             return {q.query_id: q.text for q in self._dataset.queries_iter()}
 
     def qrels(self) -> dict[str, dict[str, int]]:
         qrels: dict[str, dict[str, int]] = {}
-        with _download_errors_explained(self.id):
+        with self._explained():
             for qrel in self._dataset.qrels_iter():
                 qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
         return qrels
 
     def documents(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """Texts of the given documents; ids absent from the corpus are absent from the result."""
-        with _download_errors_explained(self.id):
+        with self._explained():
             store = self._dataset.docs_store()
             self._announce_docstore_build(store)
             found = store.get_many(list(doc_ids))
         return {doc_id: document_text(doc) for doc_id, doc in found.items()}
 
     def iter_documents(self) -> Iterator[tuple[str, str]]:
-        with _download_errors_explained(self.id), _damaged_files_explained(self.id):
+        with self._explained():
             for doc in self._dataset.docs_iter():
                 yield doc.doc_id, document_text(doc)
 

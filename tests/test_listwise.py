@@ -877,3 +877,36 @@ def test_beir_with_checkpoint_directory_end_to_end(checkpoint, tmp_path):
         if line.startswith("1 ")
     ]
     assert written == expected_order
+
+
+def test_each_querys_block_split_is_reported_as_the_model_saw_it(checkpoint, tmp_path, monkeypatch):
+    """per_query_blocks.csv: the number and sizes of each query's blocks, equal to the passages in
+    the prompts built for it alone; a short context splits documents of varying lengths unevenly."""
+    import pandas as pd
+
+    from tests import builders
+    from tests.expected import trec_ranking
+
+    docs, queries, _, run = builders.synthetic_nq()
+    run_file = builders.write_run(tmp_path / "nq.trec", run)
+    settings = {"context_length": 700, "max_doc_length": 48, "max_query_length": 16}
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, [
+        "beir", "--datasets", "nq", "--model", str(checkpoint), "--run", f"nq={run_file}",
+        "--out", str(tmp_path / "out"), *(f for k, v in settings.items() for f in ("--set", f"{k}={v}")),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reported = pd.read_csv(tmp_path / "out" / "per_query_blocks.csv", dtype=str).set_index("query_id")
+    reranker = load_reranker(str(checkpoint), **settings)
+    sizes = {}
+    for query_id, query in queries.items():
+        texts = [f"{docs[d][0]} {docs[d][1]}" for d in trec_ranking(run[query_id])]
+        sizes[query_id] = [p.count('<passage id="') for p in reranker.block_prompts(query, texts)]
+        assert reported.loc[query_id, "block_sizes"] == " ".join(map(str, sizes[query_id]))
+        assert int(reported.loc[query_id, "blocks"]) == len(sizes[query_id])
+    assert len({len(s) for s in sizes.values()}) > 1 or len({tuple(s) for s in sizes.values()}) > 1
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    counts = manifest["datasets"][0]["queries_by_block_count"]
+    assert counts == {
+        str(n): sum(len(s) == n for s in sizes.values()) for n in sorted({len(s) for s in sizes.values()})
+    }

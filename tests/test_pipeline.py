@@ -197,6 +197,83 @@ def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
     assert manifest["started"] <= manifest["finished"]
 
 
+def trec_lines(path: Path) -> dict[str, list[tuple[str, float]]]:
+    by_query: dict[str, list[tuple[str, float]]] = {}
+    for line in path.read_text().splitlines():
+        query_id, _, doc_id, _, score, _ = line.split()
+        by_query.setdefault(query_id, []).append((doc_id, float(score)))
+    return by_query
+
+
+FIXTURE_RUNS = {
+    "scifact": (builders.SCIFACT_RUN, builders.SCIFACT_QRELS, False),
+    "fiqa": (builders.FIQA_RUN, builders.FIQA_QRELS, False),
+    "arguana": (builders.ARGUANA_RUN, builders.ARGUANA_QRELS, True),
+}
+
+
+@pytest.mark.parametrize("key", FIXTURE_RUNS)
+def test_first_stage_run_is_kept_with_its_scores_and_bm25_writes_them(bm25_result, key):
+    """runs/KEY.first-stage.trec: the candidates as used (self-matches dropped, top 3) with the run
+    file's own scores; the bm25 pass-through ranks them alike with the same scores, a tied one
+    lowered by the least amount (the documented tie rule) so that trec_eval keeps the order."""
+    run, qrels, drop_self = FIXTURE_RUNS[key]
+    expected = {}
+    for query_id in qrels:
+        ranking = [d for d in trec_ranking(run.get(query_id, {})) if not (drop_self and d == query_id)][:3]
+        if ranking:
+            expected[query_id] = [(d, run[query_id][d]) for d in ranking]
+    assert trec_lines(bm25_result / "runs" / f"{key}.first-stage.trec") == expected
+    passed_through = trec_lines(bm25_result / "runs" / f"{key}.trec")
+    assert passed_through.keys() == expected.keys()
+    for query_id, ranked in expected.items():
+        written = passed_through[query_id]
+        assert [d for d, _ in written] == [d for d, _ in ranked]
+        for (_, score), (_, first_stage), previous in zip(written, ranked, [None, *ranked]):
+            tied = previous is not None and previous[1] == first_stage
+            assert score == first_stage if not tied else first_stage - 1e-12 < score < first_stage
+
+
+def test_manifest_records_the_config_content_and_every_run_file_hash(bm25_result):
+    from rerank_eval.config import DEFAULT_CONFIG
+
+    manifest = json.loads((bm25_result / "manifest.json").read_text())
+    suite = manifest["suite"]
+    assert suite["config_sha256"] == hashlib.sha256(DEFAULT_CONFIG.read_bytes()).hexdigest()
+    entries = {entry["key"]: entry for entry in suite["entries"]}
+    assert sorted(entries) == sorted(BEIR_FIXTURES.split(","))  # in suite order
+    assert entries["arguana"]["ir_datasets_id"] == "beir/arguana" and entries["arguana"]["drop_self_matches"]
+    assert set(suite["first_stages"]) == {entry["first_stage"] for entry in entries.values()}
+    files = sorted(p.relative_to(bm25_result).as_posix() for p in (bm25_result / "runs").iterdir())
+    assert sorted(manifest["run_sha256"]) == files
+    for name, digest in manifest["run_sha256"].items():
+        assert hashlib.sha256((bm25_result / name).read_bytes()).hexdigest() == digest
+
+
+def test_export_and_compare_read_folders_written_before_these_records(bm25_result, tmp_path):
+    """A folder from an earlier version: no run hashes, config record, chunking, first-stage runs."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bm25_result, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["run_sha256"]
+    for key in ("config_sha256", "entries", "first_stages"):
+        del manifest["suite"][key]
+    for key in ("queries_per_chunk", "batching"):
+        del manifest["model"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for path in (old / "runs").glob("*.first-stage.trec"):
+        path.unlink()
+    exported = [
+        cli("export", folder, "--csv", tmp_path / f"{folder.name}.csv") for folder in (old, bm25_result)
+    ]
+    assert all(result.exit_code == 0 for result in exported)
+    assert (tmp_path / "old.csv").read_bytes() == (tmp_path / "bm25.csv").read_bytes()
+    compared = cli("compare", old, bm25_result)
+    assert compared.exit_code == 0, compared.output
+
+
 def test_per_query_values_cover_every_judged_query(bm25_result):
     per_query = pd.read_csv(bm25_result / "per_query.csv", dtype={"query_id": str})
     scifact = per_query[(per_query.dataset == "scifact") & (per_query.measure == "nDCG@10")]

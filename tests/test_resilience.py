@@ -25,7 +25,7 @@ from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.runner import score_with_backoff
 from tests import builders
-from tests.checkpoints import build_listwise_checkpoint
+from tests.checkpoints import build_cross_encoder, build_listwise_checkpoint
 from tests.expected import trec_ranking
 
 TIMING_KEYS = {"started", "finished", "seconds"}
@@ -251,6 +251,50 @@ def test_two_quick_sigints_exit_130_without_traceback(slow_setup):
     assert "Traceback" not in stderr
     assert "stopped at once" in stderr or "run the same command again to resume" in stderr
     assert_journal_valid_and_nothing_published(cache, out)
+
+
+def test_ctrl_c_stops_within_one_forward_pass_and_the_resume_matches(slow_setup, monkeypatch):
+    """A model that sleeps in every forward pass: Ctrl-C in the middle of a chunk of queries starts
+    no other forward pass, the chunk is not journaled, and the resumed run writes the same bytes as
+    an uninterrupted one."""
+    from rerank_eval.rerankers.cross_encoder import CrossEncoder
+
+    _, run_file, folder = slow_setup
+    checkpoint = build_cross_encoder(folder / "ce-slow")
+    args = ["beir", "--datasets", "nq", "--model", checkpoint, "--run", f"nq={run_file}",
+            "--set", "max_batch_tokens=300"]  # fmt: skip
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(folder / "cache-reference-ce"))
+    assert run_cli(*args, "--out", folder / "ce-reference").exit_code == 0
+
+    original = CrossEncoder.forward
+    cache, out = folder / "cache-ce", folder / "ce-out"
+    passes: list[str] = []  # what each forward pass was, relative to the Ctrl-C
+
+    def slow(self, rows):
+        stopped = "the one stopped in" in passes
+        passes.append("after the stop" if stopped else "before the stop")
+        if not stopped and journal_lines(cache) and passes.count("in the second chunk") < 2:
+            passes[-1] = "in the second chunk"
+        elif not stopped and journal_lines(cache):  # the third pass of the second chunk of 32 queries
+            passes[-1] = "the one stopped in"
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        return original(self, rows)
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    monkeypatch.setattr(CrossEncoder, "forward", slow)
+    result = run_cli(*args, "--out", out)
+    assert result.exit_code == 130, result.output
+    assert "stopping before the next forward pass" in result.output
+    assert "interrupted; 32 of 48 queries of nq are journaled" in result.output
+    assert passes[-1] == "the one stopped in" and "after the stop" not in passes
+    assert len(journal_lines(cache)) == 32 and not out.exists()
+
+    monkeypatch.setattr(CrossEncoder, "forward", original)
+    resumed = run_cli(*args, "--out", out)
+    assert resumed.exit_code == 0, resumed.output
+    for name in ("runs/nq.trec", "per_query.csv", "summary.csv"):
+        assert (out / name).read_bytes() == (folder / "ce-reference" / name).read_bytes(), name
 
 
 # -- the journal -----------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""ir_datasets failures for any dataset id end in one line; its own log lines are quiet by default.
+
+Cranfield is a real ir_datasets dataset that the tests never build: its download is made to fail
+the way an offline machine fails (the hosts cannot be resolved), and its archive is cut short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from tests import builders
+
+CONFIG = """
+defaults: {top_k: 10, metrics: [nDCG@10], model: bm25}
+first_stages:
+  bm25s: {kind: bm25s, label: "built-in BM25", k1: 0.9, b: 0.4}
+suites:
+  classic:
+    average_label: Classic
+    datasets:
+      - {key: cranfield, id: cranfield, language: en, first_stage: bm25s, drop_self_matches: false}
+models:
+  bm25: {family: first-stage-order}
+"""
+ARCHIVE = Path(os.environ["IR_DATASETS_HOME"]) / "cranfield" / "cran.tar.gz"
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "classic.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every ir_datasets download fails as it does without a network: the name does not resolve."""
+    from ir_datasets.util.download import RequestsDownload
+
+    @contextlib.contextmanager
+    def unreachable(self):
+        raise requests.exceptions.ConnectionError(f"Failed to resolve host of {self.url}")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(RequestsDownload, "stream", unreachable)
+
+
+def run(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_a_dataset_whose_files_cannot_be_downloaded_is_one_line(config, offline, tmp_path):
+    result = run("run", "classic", "--config", config, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    error = result.output.split("error: ")[1]
+    assert error.startswith(
+        "cannot download cranfield through ir_datasets (its download hosts cannot be reached)"
+    )
+    assert "`rerank-eval fetch <suite> --datasets cranfield`" in error
+    assert f"put cran.tar.gz at {ARCHIVE}" in error
+    assert len(error.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert "download error" not in result.output and "[WARNING]" not in result.output  # quiet by default
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
+
+
+def test_verbose_shows_ir_datasets_own_lines(config, offline, tmp_path):
+    result = run("--verbose", "run", "classic", "--config", config, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "[WARNING] Download failed" in result.output
+    assert "error: cannot download cranfield" in result.output
+
+
+def test_a_truncated_archive_is_one_line_naming_the_folder(config, offline, tmp_path):
+    content = io.BytesIO()
+    with tarfile.open(fileobj=content, mode="w") as archive:
+        text = b"".join(b".I %d\n.W\nsome text %d\n" % (i, i * 7919) for i in range(2000))
+        member = tarfile.TarInfo("cran.all.1400")
+        member.size = len(text)
+        archive.addfile(member, io.BytesIO(text))
+    ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
+    ARCHIVE.write_bytes(gzip.compress(content.getvalue())[:1500])  # a download cut short
+    try:
+        result = run("run", "classic", "--config", config, "--out", tmp_path / "out")
+    finally:
+        ARCHIVE.unlink()
+    assert result.exit_code == 2, result.output
+    error = result.output.split("error: ")[1]
+    assert error.startswith("cannot read cranfield (ReadError: ")
+    assert f"its files under {ARCHIVE.parent} may be damaged or incomplete" in error
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_shows_ir_datasets_log_lines_only_when_verbose(tmp_path):
+    run_file = builders.write_run(tmp_path / "nq.trec", builders.synthetic_nq()[3])
+    args = ["beir", "--datasets", "nq", "--model", "bm25", "--run", f"nq={run_file}"]
+    quiet = run(*args, "--out", tmp_path / "quiet")
+    assert quiet.exit_code == 0, quiet.output
+    assert "[INFO]" not in quiet.output
+    verbose = run("--verbose", *args, "--out", tmp_path / "verbose")
+    assert verbose.exit_code == 0, verbose.output
+    assert "[INFO] Opening" in verbose.output  # ir_datasets opening its document store
