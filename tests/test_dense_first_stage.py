@@ -406,8 +406,8 @@ def write_beir_zip(name: str, corpus: str | None) -> None:
     ("key", "name", "corpus", "message"),
     [
         ("corrupt", "climate-fever", '{"_id": "c1", "title": "", "text": "aspirin"}\n{"_id": "c2", "ti\n',
-         "cannot read the corpus of beir/climate-fever (JSONDecodeError"),
-        ("missing", "quora", None, "cannot read the corpus of beir/quora/test (KeyError"),
+         "cannot read beir/climate-fever (JSONDecodeError"),
+        ("missing", "quora", None, "cannot read beir/quora/test (KeyError"),
     ],
 )  # fmt: skip
 def test_a_corpus_that_cannot_be_read(setup, tmp_path, monkeypatch, key, name, corpus, message):
