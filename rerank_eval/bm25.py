@@ -25,6 +25,7 @@ from rerank_eval.analysis import Analyzer
 from rerank_eval.cache import cache_root
 from rerank_eval.data import IrDataset
 from rerank_eval.errors import UserError
+from rerank_eval.paths import file_name
 from rerank_eval.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order
 
@@ -113,7 +114,7 @@ class Bm25Index:
     def cache_dir(dataset: IrDataset, settings: Bm25Settings) -> Path:
         key = json.dumps({"dataset": dataset.id, **settings.describe()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return cache_root() / "bm25s" / f"{dataset.id.replace('/', '_')}-{digest}"
+        return cache_root() / "bm25s" / f"{file_name(dataset.id)}-{digest}"
 
     @classmethod
     def open(cls, dataset: IrDataset, settings: Bm25Settings) -> Bm25Index:

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from rerank_eval.config import BenchmarkConfig, load_config
 from rerank_eval.errors import UserError
-from rerank_eval.interrupt import Interrupted
+from rerank_eval.interrupt import STOP_SIGNALS
 
 app = typer.Typer(
     help="Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL.",
@@ -403,8 +403,9 @@ def export(
 ) -> None:
     """Re-render a saved result (table, CSV) without recomputing anything."""
     from rerank_eval.report import Report
-    from rerank_eval.results import load_result, write_output
+    from rerank_eval.results import check_output_paths, load_result, write_output
 
+    check_output_paths([csv])
     saved = load_result(result)
     report = Report(saved.manifest, saved.per_query)
     console.print(report.table())
@@ -447,20 +448,21 @@ def compare(
 ) -> None:
     """Compare saved results: deltas vs a baseline with significance marks, win/tie/loss, averages."""
     from rerank_eval.comparison import Comparison, check_plot_path
-    from rerank_eval.results import load_results, write_output
+    from rerank_eval.results import check_output_paths, load_results, write_output
 
+    check_output_paths([csv, csv_wide, markdown, latex, json_out, plot])
     if plot is not None:
         check_plot_path(plot)
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)
     console.print(comparison.table())
-    outputs = {
-        csv: lambda: comparison.to_csv(),
-        csv_wide: lambda: comparison.to_csv(wide=True),
-        markdown: comparison.to_markdown,
-        latex: comparison.to_latex,
-        json_out: comparison.to_json,
-    }
-    for path, render in outputs.items():
+    outputs = [
+        (csv, lambda: comparison.to_csv()),
+        (csv_wide, lambda: comparison.to_csv(wide=True)),
+        (markdown, comparison.to_markdown),
+        (latex, comparison.to_latex),
+        (json_out, comparison.to_json),
+    ]
+    for path, render in outputs:
         if path is not None:
             write_output(path, lambda target, render=render: target.write_text(render(), encoding="utf-8"))
             console.print(f"wrote {path}")
@@ -529,7 +531,29 @@ def score(
         trust_remote_code=trust_remote_code,
         **settings,
     )
-    print(json.dumps(reranker.score(query, texts)))
+    print(json.dumps(_scores_with_progress(reranker, query, texts)))
+
+
+# Documents a pointwise model scores per call of `score`, between progress updates.
+SCORE_SLICE = 256
+
+
+def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[float]:
+    """Scores in input order, with progress on stderr. A listwise model scores all the documents of
+    its query together (every block's query vector enters every score); the others in slices."""
+    from rerank_eval.progress import step, track
+
+    if reranker.family == "first-stage-order":
+        raise UserError(
+            "the bm25 preset keeps a first stage's order and has no scores of its own; "
+            "score needs a model (--model PRESET, a Hub id or a checkpoint directory)"
+        )
+    if reranker.family == "listwise-last-token":
+        with step(f"scoring {len(texts):,} documents"):
+            return reranker.score(query, texts)
+    slices = [texts[start : start + SCORE_SLICE] for start in range(0, len(texts), SCORE_SLICE)]
+    tracked = track(slices, len(texts), f"scoring {len(texts):,} documents", size=len)
+    return [score for part in tracked for score in reranker.score(query, part)]
 
 
 def read_documents_file(path: Path) -> list[str]:
@@ -538,6 +562,11 @@ def read_documents_file(path: Path) -> list[str]:
     A `.jsonl` file holds one object with a `text` field per line (blank lines skipped); any other
     file holds one document per line, split at line feeds only, a blank line being an empty document.
     """
+    from rerank_eval.paths import special_file_kind
+
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"--docs {path} is {kind}, not a file")
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -786,6 +815,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as exiting:
-        if exiting.code == Interrupted.exit_code:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if exiting.code in (128 + signum for signum in STOP_SIGNALS):
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         raise

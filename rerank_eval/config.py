@@ -2,11 +2,14 @@
 
 The packaged file is the default; users pass `--config` to use their own. Every field that moves a
 number (first stage, self-match policy, top-k, metrics) is read here and nowhere else, so the
-manifest can record exactly what was used.
+manifest can record exactly what was used. A file may come from someone else, so it is read
+strictly (bounded_yaml; unknown keys, non-boolean flags, out-of-range numbers and names that cannot
+be file names are refused), each refusal naming the file and the entry.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,9 +17,29 @@ from typing import Any
 
 import yaml
 
+from rerank_eval.bounded_yaml import Refused, load_bounded
 from rerank_eval.errors import UserError
+from rerank_eval.paths import name_problem
 
 DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
+#: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
+MAX_TOP_K = 10_000
+# The keys each kind of entry accepts (a first stage's own settings are checked by its kind).
+TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
+DEFAULTS_KEYS = ("top_k", "metrics", "model")
+SUITE_KEYS = ("average_label", "datasets")
+DATASET_KEYS = ("key", "id", "language", "first_stage", "drop_self_matches", "in_average", "group",
+                "run_name", "run_file", "reference", "instructions")  # fmt: skip
+MODEL_KEYS = (
+    "family",
+    "model",
+    "settings",
+    "description",
+    "trust_remote_code",
+    "package",
+    "size",
+    "gpu_memory",
+)
 
 
 @dataclass(frozen=True)
@@ -117,13 +140,20 @@ class BenchmarkConfig:
 def load_config(path: Path | None = None) -> BenchmarkConfig:
     """Read and validate a benchmarks file; errors name the file and the offending entry."""
     path = Path(path) if path else DEFAULT_CONFIG
+    from rerank_eval.paths import special_file_kind
+
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"config {path} is {kind}, not a file")
     try:
         content = path.read_bytes()
-        raw = yaml.safe_load(content.decode("utf-8"))
+        raw = load_bounded(content)
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not valid UTF-8") from None
+    except Refused as exc:
+        raise UserError(f"{path}, line {exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
@@ -151,34 +181,86 @@ class _ConfigReader:
         return value
 
     def number(self, where: str, value: Any, kind: type[int] | type[float]) -> Any:
-        """An int (or a float where floats are allowed), never a bool or a string."""
+        """An int (or a finite float where floats are allowed), never a bool or a string."""
         allowed = (int,) if kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, allowed):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, allowed)
+            or value != value
+            or abs(value) == float("inf")
+        ):
             raise self.fail(where, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
         return kind(value)
 
+    def known_keys(self, where: str, body: dict[str, Any], accepted: tuple[str, ...]) -> None:
+        """Refuse a key the entry does not take (a typo would otherwise change the protocol
+        silently), suggesting the closest accepted one."""
+        for key in body:
+            if key not in accepted:
+                close = difflib.get_close_matches(str(key), accepted, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (accepted: {', '.join(accepted)})"
+                raise self.fail(where, f"unknown key {key!r}{hint}")
+
+    def flag(self, where: str, value: Any, default: bool) -> bool:
+        """A YAML boolean (true/false), never a string such as 'no', which would read as true."""
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {value!r}")
+        return value
+
+    def text(self, where: str, value: Any, default: str | None = None) -> Any:
+        """A string (numbers are taken as written); an absent one is `default`."""
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, f"expected a string, got {value!r}")
+        return str(value)
+
+    def name(self, where: str, value: Any) -> str:
+        """A name that also names files (a suite, a dataset key, a preset)."""
+        problem = name_problem(value)
+        if problem:
+            raise self.fail(where, problem)
+        return value
+
+    def top_k(self, value: Any) -> int:
+        top_k = self.number("defaults.top_k", value, int)
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise self.fail("defaults.top_k", f"must be between 1 and {MAX_TOP_K:,}, got {top_k}")
+        return top_k
+
+    def metrics(self, value: Any) -> tuple[str, ...]:
+        from rerank_eval.evaluation import parse_measures
+
+        metrics = [value] if isinstance(value, str) else value
+        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+            raise self.fail("defaults.metrics", f"expected a non-empty list of measure names, got {value!r}")
+        try:
+            parse_measures(metrics)
+        except UserError as exc:
+            raise self.fail("defaults.metrics", str(exc)) from None
+        return tuple(metrics)
+
     def read(self) -> BenchmarkConfig:
+        self.known_keys("top level", self.raw, TOP_LEVEL_KEYS)
         defaults = self.mapping("defaults", self.raw.get("defaults"))
+        self.known_keys("defaults", defaults, DEFAULTS_KEYS)
         first_stages = {
-            name: self._first_stage(name, body)
+            self.name("first_stages", name): self._first_stage(name, body)
             for name, body in self.mapping("first_stages", self.raw.get("first_stages")).items()
         }
         suites = {
-            name: self._suite(name, body, first_stages)
+            self.name("suites", name): self._suite(name, body, first_stages)
             for name, body in self.mapping("suites", self.raw.get("suites")).items()
         }
         presets = self.mapping("models", self.raw.get("models"))
-        models = {name: self._model(name, body) for name, body in presets.items()}
-        metrics = defaults.get("metrics", ["nDCG@10"])
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-            raise self.fail("defaults.metrics", f"expected a list of measure names, got {metrics!r}")
+        models = {self.name("models", name): self._model(name, body) for name, body in presets.items()}
         return BenchmarkConfig(
             path=self.path,
-            top_k=self.number("defaults.top_k", defaults.get("top_k", 100), int),
-            metrics=tuple(metrics),
-            default_model=str(defaults.get("model", "bm25")),
+            top_k=self.top_k(defaults.get("top_k", 100)),
+            metrics=self.metrics(defaults.get("metrics", ["nDCG@10"])),
+            default_model=self.text("defaults.model", defaults.get("model"), "bm25"),
             first_stages=first_stages,
             suites=suites,
             models=models,
@@ -200,19 +282,21 @@ class _ConfigReader:
         return FirstStageSpec(
             name=name,
             kind=body["kind"],
-            label=str(body.get("label", name)),
-            reference=None if reference is None else str(reference),
+            label=self.text(f"{where}.label", body.get("label"), name),
+            reference=self.text(f"{where}.reference", reference),
             settings=checked,
         )
 
     def _suite(self, name: str, body: Any, first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
-        if not isinstance(body, dict) or not isinstance(body.get("datasets"), list):
-            raise self.fail(f"suites.{name}", "needs a list under datasets")
+        if not isinstance(body, dict) or not isinstance(body.get("datasets"), list) or not body["datasets"]:
+            raise self.fail(f"suites.{name}", "needs a non-empty list under datasets")
+        self.known_keys(f"suites.{name}", body, SUITE_KEYS)
         datasets = []
         for index, entry in enumerate(body["datasets"]):
             where = f"suites.{name}.datasets[{index}]"
             if not isinstance(entry, dict):
                 raise self.fail(where, "expected a mapping")
+            self.known_keys(where, entry, DATASET_KEYS)
             missing = [k for k in ("key", "id", "first_stage") if k not in entry]
             if missing:
                 raise self.fail(where, f"missing {', '.join(missing)}")
@@ -220,15 +304,17 @@ class _ConfigReader:
                 raise self.fail(where, f"unknown first_stage {entry['first_stage']!r}")
             datasets.append(
                 DatasetSpec(
-                    key=str(entry["key"]),
-                    ir_datasets_id=str(entry["id"]),
-                    language=str(entry.get("language", "en")),
-                    first_stage=str(entry["first_stage"]),
-                    drop_self_matches=bool(entry.get("drop_self_matches", False)),
-                    in_average=bool(entry.get("in_average", True)),
-                    group=entry.get("group"),
-                    run_name=entry.get("run_name"),
-                    run_file=entry.get("run_file"),
+                    key=self.name(f"{where}.key", entry["key"]),
+                    ir_datasets_id=self.text(f"{where}.id", entry["id"]),
+                    language=self.text(f"{where}.language", entry.get("language"), "en"),
+                    first_stage=entry["first_stage"],
+                    drop_self_matches=self.flag(
+                        f"{where}.drop_self_matches", entry.get("drop_self_matches"), False
+                    ),
+                    in_average=self.flag(f"{where}.in_average", entry.get("in_average"), True),
+                    group=self.text(f"{where}.group", entry.get("group")),
+                    run_name=self.text(f"{where}.run_name", entry.get("run_name")),
+                    run_file=self.text(f"{where}.run_file", entry.get("run_file")),
                     reference={
                         k: self.number(f"{where}.reference.{k}", v, float)
                         for k, v in self.mapping(f"{where}.reference", entry.get("reference")).items()
@@ -245,21 +331,25 @@ class _ConfigReader:
             raise self.fail(f"suites.{name}", f"dataset key {duplicated[0]!r} appears twice")
         return SuiteSpec(
             name=name,
-            average_label=str(body.get("average_label", f"{name} average")),
+            average_label=self.text(
+                f"suites.{name}.average_label", body.get("average_label"), f"{name} average"
+            ),
             datasets=tuple(datasets),
         )
 
     def _model(self, name: str, body: Any) -> ModelPreset:
+        where = f"models.{name}"
         if not isinstance(body, dict) or "family" not in body:
-            raise self.fail(f"models.{name}", "needs a family")
+            raise self.fail(where, "needs a family")
+        self.known_keys(where, body, MODEL_KEYS)
         return ModelPreset(
             name=name,
-            family=str(body["family"]),
-            model=body.get("model"),
-            settings=dict(self.mapping(f"models.{name}.settings", body.get("settings"))),
-            description=str(body.get("description", "")),
-            trust_remote_code=bool(body.get("trust_remote_code", False)),
-            package=body.get("package"),
-            size=str(body.get("size", "")),
-            gpu_memory=str(body.get("gpu_memory", "")),
+            family=self.text(f"{where}.family", body["family"]),
+            model=self.text(f"{where}.model", body.get("model")),
+            settings=dict(self.mapping(f"{where}.settings", body.get("settings"))),
+            description=self.text(f"{where}.description", body.get("description"), ""),
+            trust_remote_code=self.flag(f"{where}.trust_remote_code", body.get("trust_remote_code"), False),
+            package=self.text(f"{where}.package", body.get("package")),
+            size=self.text(f"{where}.size", body.get("size"), ""),
+            gpu_memory=self.text(f"{where}.gpu_memory", body.get("gpu_memory"), ""),
         )

@@ -12,6 +12,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.runfiles import Run
 
 PerQuery = dict[str, dict[str, float]]  # measure name -> query id -> value
+MAX_CUTOFF = 1_000_000
 
 
 def parse_measures(names: Iterable[str]) -> list:
@@ -20,11 +21,15 @@ def parse_measures(names: Iterable[str]) -> list:
     measures = []
     for name in names:
         try:
-            measures.append(ir_measures.parse_measure(name))
+            measure = ir_measures.parse_measure(name)
         except (ValueError, NameError, SyntaxError, TypeError):
             raise UserError(
                 f"unknown measure {name!r} (use ir_measures names such as nDCG@10, R@100)"
             ) from None
+        cutoff = measure.params.get("cutoff") if isinstance(getattr(measure, "params", None), dict) else None
+        if isinstance(cutoff, int) and not 1 <= cutoff <= MAX_CUTOFF:  # trec_eval's cutoffs are C ints
+            raise UserError(f"measure {name!r}: the cutoff must be between 1 and {MAX_CUTOFF:,}")
+        measures.append(measure)
     return measures
 
 

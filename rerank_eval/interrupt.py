@@ -1,4 +1,5 @@
-"""Ctrl-C during a run: the first stops before the next forward pass, the second at once.
+"""Ctrl-C (or SIGTERM, as batch schedulers send before SIGKILL) during a run: the first stops
+before the next forward pass, the second at once.
 
 The first abandons the chunk of queries in progress (it is not journaled, and a resumed run scores
 it again whole), so a stop takes at most one forward pass on any device. While a dataset is being
@@ -19,11 +20,18 @@ from typing import Any
 
 from rerank_eval.errors import UserError
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 class Interrupted(UserError):
-    """The user asked to stop; the journal has everything scored so far."""
+    """The user (or a scheduler) asked to stop; the journal has everything scored so far. The exit
+    code is the shell's for the signal: 130 after Ctrl-C, 143 after SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 class StopRequested(Exception):
@@ -31,11 +39,12 @@ class StopRequested(Exception):
 
 
 class StopRequest:
-    """Installs a SIGINT handler for the duration of a `with` block (main thread only)."""
+    """Installs SIGINT and SIGTERM handlers for the duration of a `with` block (main thread only)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum: int = signal.SIGINT  # the signal that asked to stop
+        self._previous: dict[int, Any] = {}
         self._preparing = False
 
     @contextmanager
@@ -53,20 +62,23 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
         if self.requested or self._preparing:
             raise KeyboardInterrupt
         self.requested = True
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
         print(
-            "stopping before the next forward pass; the chunk in progress is scored again on resume "
-            "(Ctrl-C again to stop at once)",
+            f"{name}: stopping before the next forward pass; the chunk in progress is scored again "
+            f"on resume (Ctrl-C again to stop at once)",
             file=sys.stderr,
             flush=True,
         )

@@ -25,6 +25,7 @@ import numpy as np
 
 from rerank_eval.cache import cache_root
 from rerank_eval.errors import UserError
+from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see runner.query_chunks), lines may carry notes
 JOURNAL_FORMAT = 2
@@ -48,7 +49,7 @@ def journal_path(dataset_key: str, key: str, rank: int = 0, world: int = 1) -> P
     """One file per key, or one per rank of a multi-process run (`.rank{r}-of-{w}`)."""
     stem = f"{dataset_key}-{key[:20]}"
     name = f"{stem}.jsonl" if world == 1 else f"{stem}.rank{rank}-of-{world}.jsonl"
-    return cache_root() / "journals" / name
+    return inside(cache_root() / "journals", cache_root() / "journals" / name)
 
 
 def sibling_journals(path: Path) -> list[Path]:

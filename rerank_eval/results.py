@@ -11,13 +11,15 @@ folder under its final name is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,8 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, describe
 from rerank_eval.journal import disk_error
+from rerank_eval.paths import inside, special_file_kind
+from rerank_eval.saved_checks import MANIFEST_SHAPE, per_query_problem, shape_problem
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
@@ -97,7 +101,11 @@ class ResultWriter:
             raise UserError(f"result folder {self.final} exists already; choose another --out")
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         shutil.rmtree(self.staging, ignore_errors=True)
-        (self.staging / "runs").mkdir(parents=True)
+        try:
+            (self.staging / "runs").mkdir(parents=True)
+        except OSError as exc:
+            problem = exc.strerror or exc
+            raise UserError(f"cannot create the result folder {self.staging}: {problem}") from None
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
         self.run_sha256: dict[str, str] = {}
         self.block_rows: list[tuple[str, str, int, str]] = []
@@ -108,6 +116,7 @@ class ResultWriter:
         self.run_sha256[f"runs/{dataset}.trec"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def _write(self, path: Path, text: str) -> None:
+        inside(self.staging, path)
         try:
             write_atomic(path, text)
         except OSError as exc:
@@ -193,10 +202,16 @@ def load_result(folder: Path) -> SavedResult:
             quoting=csv.QUOTE_MINIMAL,
         )
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read result {folder}: {exc}") from None
+        raise UserError(f"cannot read result {folder}: {describe(exc)}") from None
     missing = [key for key in MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
     if missing:
         raise UserError(f"{manifest_path} is not a rerank-eval manifest (no {', '.join(missing)})")
+    problem = shape_problem(manifest, MANIFEST_SHAPE, "")
+    if problem:
+        raise UserError(f"{manifest_path} is damaged: {problem}")
+    problem = per_query_problem(per_query)
+    if problem:
+        raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
     return SavedResult(folder, manifest, per_query)
 
 
@@ -209,10 +224,11 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
         )
         if not (folder / "manifest.json").exists() and children:
             unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
-            if unfinished:
-                raise UserError(
-                    f"{folder} holds an incomplete result ({', '.join(unfinished)}: its run did not "
-                    f"finish); run the same command again to finish it, or remove it"
+            if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
+                print(
+                    f"warning: {folder} holds an incomplete result ({', '.join(unfinished)}: its run did "
+                    f"not finish), left out; run the same command again to finish it, or remove it",
+                    file=sys.stderr,
                 )
             loaded += [load_result(child) for child in children]
         else:
@@ -220,12 +236,34 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
     return loaded
 
 
+def check_output_paths(paths: Sequence[Path | None]) -> None:
+    """Refuse, before any work, output files that cannot be written as regular files: a device,
+    FIFO, socket or directory (which an atomic rename would replace), a missing folder, or two
+    options naming one file (one output would silently overwrite the other)."""
+    seen: dict[Path, Path] = {}
+    for path in (p for p in paths if p is not None):
+        kind = special_file_kind(path)
+        if kind:
+            raise UserError(f"cannot write {path}: it is {kind}; give the path of a regular file")
+        target = path.resolve()
+        if target in seen:
+            raise UserError(f"{seen[target]} and {path} are the same file; give each output its own")
+        seen[target] = path
+        if not target.parent.is_dir():
+            raise UserError(f"cannot write {path}: its folder {target.parent} does not exist")
+
+
 def write_output(path: Path, write: Callable[[Path], None]) -> None:
-    """An export file (CSV, table, plot) written whole through a temporary file, or one clear error."""
-    temporary = path.with_name(path.name + ".tmp" + path.suffix)  # the suffix picks the plot's format
+    """An export file (CSV, table, plot) written whole through a temporary file beside it, or one
+    clear error. A symlink's target is written (the link stays); a path that is not a regular file
+    is refused, never replaced."""
+    check_output_paths([path])
+    target = path.resolve()
+    temporary = target.with_name(target.name + ".tmp" + target.suffix)  # the suffix picks the plot's format
     try:
         write(temporary)
-        temporary.replace(path)
+        temporary.replace(target)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
+            temporary.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

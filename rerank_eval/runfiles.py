@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_eval.errors import UserError
+from rerank_eval.paths import special_file_kind
 
 Run = dict[str, dict[str, float]]
 
@@ -29,6 +30,9 @@ class RunFile:
 def read_run(path: Path) -> RunFile:
     """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error."""
     path = Path(path)
+    kind = special_file_kind(path)
+    if kind:  # a FIFO would block the read forever, a directory fail obscurely
+        raise UserError(f"run file {path} is {kind}, not a file")
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rerank_eval import __version__
-from rerank_eval.config import BenchmarkConfig, DatasetSpec, SuiteSpec
+from rerank_eval.config import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
 from rerank_eval.data import IrDataset
 from rerank_eval.distributed import ranks
 from rerank_eval.errors import UserError
@@ -41,6 +41,7 @@ from rerank_eval.first_stage import (
 )
 from rerank_eval.interrupt import Interrupted, StopRequest, StopRequested
 from rerank_eval.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJournal, cache_key, journal_path
+from rerank_eval.paths import file_name, special_file_kind
 from rerank_eval.progress import step, track
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.results import ResultWriter, package_versions, source_revision
@@ -98,14 +99,17 @@ class RunPlan:
 
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
-        if self.top_k < 1:
-            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise UserError(f"--top-k must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
         parse_measures(self.measures())
         if self.first_stage_override:
             self.config.first_stage(self.first_stage_override)
         for key, path in self.runs.overrides.items():
             if key not in {d.key for d in self.datasets}:
                 raise UserError(f"--run names dataset {key!r}, which this run does not include")
+            kind = special_file_kind(Path(path))
+            if kind:
+                raise UserError(f"run file for {key} is {kind}, not a file: {path}")
             if not Path(path).is_file():
                 raise UserError(f"run file for {key} not found: {path}")
         if self.runs.folder is not None:
@@ -174,6 +178,11 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
     with step(f"{spec.key}: {len(wanted):,} candidate documents"):
         texts = dataset.documents(wanted)
+    if not texts:  # every candidate would be dropped and every query would score 0
+        raise UserError(
+            f"none of the {len(wanted):,} candidate documents of the first-stage run for {spec.key} is in "
+            f"the corpus of {spec.ir_datasets_id}; is the run for another dataset or corpus version?"
+        )
     missing = len(wanted - set(texts))
     if missing:
         warn(f"{missing} candidate document ids of {spec.key} are not in its corpus; they are left out")
@@ -355,7 +364,7 @@ def rerank_dataset(
             file=sys.stderr,
         )
     pending_queries = sum(len(chunk) for chunk in pending)
-    reranker.stop_hook = stop.raise_if_requested
+    reranker.forward_hook = stop.raise_if_requested
     try:
         # Closed explicitly, so an interrupt joins the background thread and ends the progress display.
         with (
@@ -373,10 +382,11 @@ def rerank_dataset(
     except StopRequested:  # the chunk in progress is abandoned, not journaled
         raise Interrupted(
             f"interrupted; {len(scored)} of {len(expected)} queries of {prepared.spec.key} are "
-            f"journaled; run the same command again to resume: {plan.resume_command}"
+            f"journaled; run the same command again to resume: {plan.resume_command}",
+            stop.signum,
         ) from None
     finally:
-        reranker.stop_hook = None
+        reranker.forward_hook = None
         journal.close()
     shard.barrier()
     if shard.world > 1:  # every rank's scores, from every rank's journal
@@ -504,8 +514,9 @@ def execute(
     writer = ResultWriter(out, keep_identical) if main else None
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
+    stop = StopRequest()
     try:
-        with StopRequest() as stop:
+        with stop:
             for spec in plan.datasets:
                 with stop.preparing():
                     prepared = datasets.prepared(spec)
@@ -550,15 +561,16 @@ def execute(
             writer.abort()
         if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C, or one while loading
             raise Interrupted(
-                f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}"
+                f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}",
+                stop.signum,
             ) from None
         raise
 
 
 def model_folder_name(model: str) -> str:
-    """A folder name for a model given by preset, Hub id or path."""
+    """A folder name for a model given by preset, Hub id or path (never one that leaves `--out`)."""
     path = Path(model.rstrip("/"))
-    return path.name if path.exists() else model.replace("/", "_")
+    return file_name(path.name if path.exists() else model)
 
 
 def execute_models(

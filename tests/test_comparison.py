@@ -304,15 +304,17 @@ def test_compare_refuses_incomplete_results(tmp_path, runs):
     assert result.exit_code == 2 and "incomplete" in result.output
 
 
-def test_compare_refuses_a_models_folder_with_an_unfinished_model(tmp_path, runs):
+def test_an_unfinished_model_in_a_models_folder_is_left_out_with_a_warning(tmp_path, runs):
+    """A stale `.incomplete` folder (a process killed outright) never blocks comparing the rest."""
     import shutil
 
     parent = tmp_path / "models"
     shutil.copytree(runs["base"], parent / "bm25")
     (parent / "slow.incomplete").mkdir()
     result = CliRunner().invoke(app, ["compare", str(parent), str(runs["better"])])
-    assert result.exit_code == 2
-    assert f"error: {parent} holds an incomplete result (slow.incomplete" in result.output
+    assert result.exit_code == 0, result.output
+    assert f"warning: {parent} holds an incomplete result (slow.incomplete" in result.output
+    assert "left out" in result.output and "better" in result.output
 
 
 def test_a_foreign_manifest_is_one_clear_error(tmp_path, runs):
@@ -334,9 +336,8 @@ def test_an_unwritable_export_path_is_one_clear_error(runs, tmp_path, option):
     target = tmp_path / "no" / "such" / "dir" / "out.png"
     result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(runs["better"]), option, str(target)])
     assert result.exit_code == 2
-    message = result.output.strip().splitlines()[-1]
-    assert message == f"error: cannot write {target}: No such file or directory"
-    assert not target.parent.exists()
+    assert result.output.strip() == f"error: cannot write {target}: its folder {target.parent} does not exist"
+    assert not target.parent.exists()  # refused before anything was computed or printed
 
 
 def test_a_plot_in_an_unknown_format_is_one_clear_error(runs, tmp_path):

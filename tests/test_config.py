@@ -70,6 +70,12 @@ def test_selection_by_key_and_group():
         beir.select(["nosuch"])
 
 
+SUITE = (
+    "first_stages:\n  f: {{kind: bm25s}}\nsuites:\n  s:\n    datasets:\n"
+    "      - {{key: a, id: x, first_stage: f, {extra}}}\n"
+)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -77,7 +83,51 @@ def test_selection_by_key_and_group():
         ("defaults: {top_k: abc}\n", "defaults.top_k: expected an integer, got 'abc'"),
         ("defaults: {top_k: 1.5}\n", "defaults.top_k: expected an integer, got 1.5"),
         ("defaults: 5\n", "defaults: expected a mapping, got 5"),
-        ("defaults: {metrics: {a: 1}}\n", "defaults.metrics: expected a list of measure names"),
+        ("defaults: {metrics: {a: 1}}\n", "defaults.metrics: expected a non-empty list of measure names"),
+        ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
+        ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),
+        ("defaults: {top_k: 0}\n", "defaults.top_k: must be between 1 and 10,000, got 0"),
+        ("defaults: {top_k: 9223372036854775808}\n", "defaults.top_k: must be between 1 and 10,000"),
+        ("defaults: {topk: 10}\n", "defaults: unknown key 'topk'; did you mean 'top_k'?"),
+        ("default: {top_k: 10}\n", "top level: unknown key 'default'; did you mean 'defaults'?"),
+        ("suites:\n  s: {datasets: []}\n", "suites.s: needs a non-empty list under datasets"),
+        (SUITE.format(extra="frist_stage: f"), "unknown key 'frist_stage'; did you mean 'first_stage'?"),
+        (SUITE.format(extra="drop_self_match: true"), "did you mean 'drop_self_matches'?"),
+        (
+            SUITE.format(extra="drop_self_matches: 'no'"),
+            "drop_self_matches: expected true or false, got 'no'",
+        ),
+        (SUITE.format(extra="in_average: 'false'"), "in_average: expected true or false, got 'false'"),
+        (
+            SUITE.format(extra="id: [x]").replace("id: x, ", ""),
+            "datasets[0].id: expected a string, got ['x']",
+        ),
+        (
+            SUITE.replace("key: a", "key: ../../escaped").format(extra="in_average: true"),
+            "'../../escaped' cannot be used as a name",
+        ),
+        (
+            SUITE.replace("key: a", "key: /tmp/abs").format(extra="in_average: true"),
+            "'/tmp/abs' cannot be used as a name",
+        ),
+        (
+            SUITE.replace("  s:", "  ../s:").format(extra="in_average: true"),
+            "suites: '../s' cannot be used as a name",
+        ),
+        ("models:\n  ..: {family: yes-no}\n", "models: '..' cannot be used as a name"),
+        (
+            "models:\n  m: {family: yes-no, trust_remote_code: 1}\n",
+            "trust_remote_code: expected true or false",
+        ),
+        ("models:\n  m: {family: yes-no, famly: x}\n", "models.m: unknown key 'famly'"),
+        (
+            "defaults: {top_k: 5}\ndefaults: {top_k: 9}\n",
+            "line 2: key 'defaults' appears twice in one mapping",
+        ),
+        (
+            "defaults: &d {top_k: 5}\nmodels: {m: {family: yes-no, settings: *d}}\n",
+            "line 2: aliases (*d) are not accepted",
+        ),
         ("first_stages:\n  f: {kind: bm25s, k1: high}\n", "first_stages.f.k1: expected a number, got 'high'"),
         (
             "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
@@ -108,8 +158,41 @@ def test_selection_by_key_and_group():
     ],
 )
 def test_malformed_config_names_file_and_entry(tmp_path, text, message):
+    """Each bad entry is refused with the file, the entry and what is wrong; none is ignored."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(UserError, match=re.escape(message)) as error:
         load_config(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # nine anchors of nine aliases: 9^9 strings once expanded; refused at the first alias
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+            )
+            + "models: {m: {family: yes-no, description: *i}}\n",
+            "line 2: aliases (*a) are not accepted",
+        ),
+        ("defaults: {metrics: " + "[" * 20_000 + "]" * 20_000 + "}\n", "nested more than 32 levels deep"),
+        ("#" + "x" * (4 * 1024 * 1024) + "\n", "a benchmarks file is at most 4,194,304"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "huge"],
+)
+def test_hostile_yaml_is_refused_fast_in_little_memory(tmp_path, text, message):
+    import resource
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        load_config(path)
+    assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert time.monotonic() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: under 200 MB

@@ -481,7 +481,7 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
         ),
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--top-k", "0"],
-            ["--top-k must be at least 1, got 0"],
+            ["--top-k must be between 1 and 10,000, got 0"],
         ),
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", ".", "--run-pattern", "{foo}"],

@@ -120,6 +120,34 @@ def test_sigint_stops_at_a_query_boundary_and_prints_the_resume_command(slow_set
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
 
 
+def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(slow_setup):
+    """What Slurm or Kubernetes send before SIGKILL: exit 143, the journal kept, no staging folder
+    left behind, and the rerun gives the uninterrupted result."""
+    checkpoint, run_file, folder = slow_setup
+    cache, out = folder / "cache-sigterm", folder / "sigterm-out"
+    process = start_and_wait_for_journal(command(checkpoint, run_file, out), cache)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    stderr = stderr.decode()
+    assert process.returncode == 143, stderr
+    assert "SIGTERM: stopping before the next forward pass" in stderr
+    assert "run the same command again to resume: rerank-eval beir --datasets nq" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
+    assert 0 < len(journal_lines(cache)) < 48
+
+    resumed = subprocess.run(command(checkpoint, run_file, out), env=env_with_cache(cache),
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    reference = folder / "sigterm-reference"
+    env = env_with_cache(folder / "cache-st-ref")
+    done = subprocess.run(command(checkpoint, run_file, reference), env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("runs/nq.trec", "per_query.csv", "summary.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
 def assert_journal_valid_and_nothing_published(cache: Path, out: Path) -> None:
     expected = {q: trec_ranking(docs) for q, docs in builders.synthetic_nq()[3].items()}
     assert len(ScoreJournal(next((cache / "journals").glob("nq-*.jsonl"))).load(expected)) > 0

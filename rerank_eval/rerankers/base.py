@@ -42,8 +42,9 @@ class Reranker(ABC):
     name: str = ""
     #: How many queries the runner hands to one `score_batch` call (its fixed chunk size).
     queries_per_call: int = 1
-    #: Set by the runner while it scores: raises to abandon the chunk in progress (a stop request).
-    stop_hook: Callable[[], None] | None = None
+    #: Called before each forward pass; the runner's raises there to abandon the chunk in progress
+    #: after a stop request.
+    forward_hook: Callable[[], None] | None = None
 
     def score(self, query: str, docs: list[str]) -> list[float]:
         """Scores of `docs` for `query`, in input order."""
@@ -86,9 +87,9 @@ class Reranker(ABC):
         return {}
 
     def before_forward(self) -> None:
-        """Called by a family before each forward pass: a stop request abandons the chunk there."""
-        if self.stop_hook is not None:
-            self.stop_hook()
+        """Called by a family before each forward pass (where a stop request abandons the chunk)."""
+        if self.forward_hook is not None:
+            self.forward_hook()
 
     def notes(self, request: RerankRequest) -> dict[str, Any]:
         """Facts about how the last chunk scored `request` (journaled and reported per query)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -101,6 +104,58 @@ def packed_batches(lengths: Sequence[int], budget: int, multiple: int = 1) -> li
     if current:
         batches.append(current)
     return batches
+
+
+# Texts at most this many characters per token of the limit are tokenized whole (nearly all of them).
+CHARACTERS_PER_TOKEN = 8
+# A letter followed by a space or tab: every pre-tokenizer below ends a word there (the space
+# starts the next one), so the tokens before it never depend on the text after it.
+_CUT_POINT = re.compile(r"(?<=[^\W\d_])[ \t]")
+_SPLITTING_PRE_TOKENIZERS = {
+    "ByteLevel", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace", "Split",
+    "Punctuation", "Digits",
+}  # fmt: skip
+
+
+def _splits_words_at_spaces(tokenizer: Any) -> bool:
+    """Whether the tokenizer's pre-tokenizers are all of kinds that split words at spaces (BPE
+    byte-level and Qwen's regex, BERT's, SentencePiece's Metaspace) and one of them does split;
+    a tokenizer with any other kind is never cut."""
+    pre_tokenizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+    if pre_tokenizer is None:
+        return False
+    state = json.loads(pre_tokenizer.__getstate__())
+    members = state.get("pretokenizers", [state])
+
+    def splits(member: dict[str, Any]) -> bool:
+        if member.get("type") in ("ByteLevel", "Metaspace"):
+            return bool(member.get("use_regex", member.get("split", False)))
+        return member.get("type") in _SPLITTING_PRE_TOKENIZERS
+
+    return all(m.get("type") in _SPLITTING_PRE_TOKENIZERS for m in members) and any(map(splits, members))
+
+
+def bounded_text(tokenizer: Any, text: str, tokens: int) -> str:
+    """A prefix of `text` whose tokens are the first ones of the whole text, and more than `tokens`
+    of them, so that a multi-megabyte document is never tokenized whole only to be cut to a few
+    hundred tokens; the whole text when it is short or cannot be cut safely.
+
+    The prefix ends after a letter followed by a space or tab, where the tokenizer's pre-tokenizer
+    ends a word, so every token of it is a token of the whole text. It is taken once it holds more
+    than `tokens` tokens (with room for the special tokens a caller adds); until then it doubles.
+    """
+    length = (tokens + 16) * CHARACTERS_PER_TOKEN
+    if len(text) <= length or not _splits_words_at_spaces(tokenizer):
+        return text
+    while length < len(text):
+        cut = _CUT_POINT.search(text, length)
+        if cut is None:
+            return text
+        prefix = text[: cut.start()]
+        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) > tokens + 8:
+            return prefix
+        length = 2 * cut.start()
+    return text
 
 
 def rounded_up(length: int, multiple: int) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from rerank_eval.rerankers.common import right_padded
+from rerank_eval.rerankers.common import bounded_text, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
 
@@ -45,7 +45,12 @@ class CrossEncoder(PointwiseReranker):
             return self._rows(self._pair_encoding([query], [doc], "longest_first"))[0]
 
     def _pair_encoding(self, queries: list[str], docs: list[str], truncation: str):
-        return self.tokenizer(queries, docs, truncation=truncation, max_length=self.max_length)
+        limit = self.max_length
+
+        def bounded(texts: list[str]) -> list[str]:
+            return [bounded_text(self.tokenizer, text, limit) for text in texts]
+
+        return self.tokenizer(bounded(queries), bounded(docs), truncation=truncation, max_length=limit)
 
     @staticmethod
     def _rows(encoded) -> list[Encoded]:

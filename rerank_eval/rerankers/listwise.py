@@ -30,6 +30,7 @@ from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
     attention_implementation,
+    bounded_text,
     default_batch_tokens,
     dtype_name,
     packed_batches,
@@ -479,9 +480,10 @@ class ListwiseLastToken(Reranker):
 
         Returns the texts and their token counts (a count equal to `limit` means cut).
         """
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        bounded = [bounded_text(self.tokenizer, text, limit) for text in texts]
+        encoded = self.tokenizer(bounded, add_special_tokens=False)["input_ids"]
         cut_texts, lengths = [], []
-        for text, ids in zip(texts, encoded):
+        for text, ids in zip(bounded, encoded):
             if len(ids) >= limit:
                 ids = ids[:limit]
                 text = self.tokenizer.decode(ids)

@@ -21,6 +21,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.journal import cache_key
+from rerank_eval.paths import file_name
 from rerank_eval.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
 
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 
 def _key_digest(parts: dict[str, Any]) -> str:
     return cache_key(parts)[:20]
-
-
-def _safe(dataset_id: str) -> str:
-    return dataset_id.replace("/", "_")
 
 
 class DenseRetrieval(FirstStageKind):
@@ -129,7 +126,7 @@ class DenseRetrieval(FirstStageKind):
             "storage": settings["storage"],
             "shard_size": settings["shard_size"],
         }
-        folder = cache_root() / "dense" / f"{_safe(request.dataset.corpus_id())}-{_key_digest(key)}"
+        folder = cache_root() / "dense" / f"{file_name(request.dataset.corpus_id())}-{_key_digest(key)}"
         return CorpusEmbeddings(folder, settings["shard_size"], settings["storage"]), key
 
     def ensure_corpus(
@@ -189,7 +186,7 @@ class DenseRetrieval(FirstStageKind):
             "depth": request.depth,
         }
         run_path = (
-            cache_root() / "dense" / "runs" / f"{_safe(request.dataset.id)}-{_key_digest(query_key)}.trec"
+            cache_root() / "dense" / "runs" / f"{file_name(request.dataset.id)}-{_key_digest(query_key)}.trec"
         )
         execution: dict[str, Any] = {"run_cached": agreed(run_path.is_file())}
         if not execution["run_cached"]:

@@ -27,6 +27,7 @@ from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
+    bounded_text,
     default_batch_tokens,
     dtype_name,
     pick_device,
@@ -177,9 +178,9 @@ class DenseEncoder:
         return [text.lower() for text in joined] if self.recipe.lowercase else joined
 
     def tokenize(self, texts: Sequence[str], side: str) -> list[list[int]]:
-        encoded = self.tokenizer(
-            self.texts_for(texts, side), truncation=True, max_length=self.recipe.max_length
-        )
+        limit = self.recipe.max_length
+        bounded = [bounded_text(self.tokenizer, text, limit) for text in self.texts_for(texts, side)]
+        encoded = self.tokenizer(bounded, truncation=True, max_length=limit)
         return encoded["input_ids"]
 
     # -- forward ----------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""YAML read defensively: a benchmarks file may come from someone else.
+
+PyYAML's `safe_load` builds no arbitrary objects, but it shares aliased nodes (a 0.6 KB "billion
+laughs" file then grows to gigabytes as soon as its strings are used), recurses once per nesting
+level (20,000 nested brackets raise RecursionError) and keeps the last of two equal keys without a
+word. This loader refuses aliases, limits size and nesting, and refuses duplicate keys; each
+refusal names the line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+#: a benchmarks file is a few KB; anything this large is not one
+MAX_BYTES = 4 * 1024 * 1024
+#: mappings and lists nested deeper than this are refused (ours nest 5 deep)
+MAX_DEPTH = 32
+
+
+class Refused(yaml.YAMLError):
+    """A YAML construct this loader does not accept, at a line (1-based)."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line = line
+        self.problem = problem
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise Refused(
+                event.start_mark.line + 1, f"aliases (*{event.anchor}) are not accepted; write the value out"
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise Refused(
+                    self.peek_event().start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                raise Refused(key_node.start_mark.line + 1, "a key must be a plain value")
+            if key in seen:
+                raise Refused(key_node.start_mark.line + 1, f"key {key!r} appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_bounded(content: bytes) -> Any:
+    """The YAML document in `content`; Refused or yaml.YAMLError when it is not acceptable."""
+    if len(content) > MAX_BYTES:
+        raise Refused(1, f"the file is {len(content):,} bytes; a benchmarks file is at most {MAX_BYTES:,}")
+    loader = _BoundedLoader(content.decode("utf-8"))
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

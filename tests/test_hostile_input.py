@@ -1,0 +1,245 @@
+"""Hostile and damaged input: one line, the documented exit code, nothing written outside the result
+folder and the cache, no partial result, no hang. (Config files: tests/test_config.py; signals and
+journals: tests/test_resilience.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.errors import UserError
+from rerank_eval.journal import journal_path
+from rerank_eval.results import ResultWriter
+from tests import builders
+
+
+def run(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, exit_code: int = 2) -> str:
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    return last
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """A real result folder (bm25 over the scifact fixture run)."""
+    root = tmp_path_factory.mktemp("saved")
+    run_file = builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN)
+    out = root / "result"
+    result = run(
+        "beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# -- nothing escapes its root --------------------------------------------------------------------------
+
+
+def test_derived_paths_that_leave_their_root_are_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    writer = ResultWriter(tmp_path / "out")
+    with pytest.raises(UserError, match="lies outside"):
+        writer.add_run("../../escaped", ["q Q0 d 1 1.0 t\n"])
+    with pytest.raises(UserError, match="lies outside"):
+        journal_path("../../escaped", "0" * 64)
+    assert sorted(p.name for p in tmp_path.rglob("*escaped*")) == []
+
+
+def test_a_model_folder_name_never_leaves_the_output_folder():
+    from rerank_eval.runner import model_folder_name
+
+    assert model_folder_name("org/model") == "org_model"
+    assert model_folder_name("..") == "_.."
+    assert "/" not in model_folder_name("/") and model_folder_name("/") not in ("", ".", "..")
+
+
+# -- output paths ------------------------------------------------------------------------------------
+
+
+def test_a_device_is_refused_as_an_output_and_stays_a_device(saved):
+    result = run("export", saved, "--csv", "/dev/full")
+    assert (
+        one_line_error(result)
+        == "error: cannot write /dev/full: it is a character device; give the path of a regular file"
+    )
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_a_fifo_and_a_directory_are_refused_as_outputs_without_hanging(saved, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert "it is a FIFO (named pipe)" in one_line_error(run("compare", saved, saved, "--json", fifo))
+    assert "it is a directory" in one_line_error(run("export", saved, "--csv", tmp_path))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_symlinked_output_writes_its_target_and_keeps_the_link(saved, tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    result = run("export", saved, "--csv", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_text().startswith("dataset,")
+
+
+def test_two_outputs_to_one_file_are_refused(saved, tmp_path):
+    same = tmp_path / "out.txt"
+    message = one_line_error(run("compare", saved, saved, "--csv", same, "--json", same))
+    assert message == f"error: {same} and {same} are the same file; give each output its own"
+    assert not same.exists()
+
+
+def test_a_failed_write_and_a_failed_clean_up_are_one_line(tmp_path, monkeypatch):
+    from rerank_eval.results import write_output
+
+    def failing(path: Path) -> None:
+        path.write_text("partial")
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(
+        Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(OSError(30, "ro"))
+    )
+    with pytest.raises(UserError, match=r"cannot write .*out\.csv: Read-only file system"):
+        write_output(tmp_path / "out.csv", failing)
+
+
+def test_a_result_folder_under_a_regular_file_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    result = run("beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}",
+                 "--out", blocker / "out")  # fmt: skip
+    assert "cannot create the result folder" in one_line_error(result)
+
+
+# -- damaged result folders -----------------------------------------------------------------------------
+
+
+def damage_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: damage_manifest(f, lambda m: m["protocol"].update(top_k="ten")),
+         "manifest.json is damaged: protocol.top_k should be an integer, not 'ten'"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"][0].update(in_average="yes")),
+         "manifest.json is damaged: datasets[0].in_average should be true or false, not 'yes'"),
+        (lambda f: damage_manifest(f, lambda m: m.update(datasets={"a": 1})),
+         "manifest.json is damaged: datasets is not a list"),
+        (lambda f: (f / "manifest.json").write_text("[1, 2]"),
+         "is not a rerank-eval manifest (no protocol, suite, model, datasets)"),
+        (lambda f: (f / "per_query.csv").write_text("dataset,stage,query_id,value\nscifact,reranked,1,0.5\n"),
+         "per_query.csv is damaged: has columns dataset, stage, query_id, value; expected"),
+        (lambda f: (f / "per_query.csv").write_text(
+            "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,nan\n"),
+         "per_query.csv is damaged: line 2: value 'nan' is not a finite number"),
+        (lambda f: (f / "per_query.csv").write_text(
+            "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,high\n"),
+         "per_query.csv is damaged: line 2: value 'high' is not a finite number"),
+        (lambda f: (f / "per_query.csv").write_text(
+            "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5\nscifact,reranked,nDCG@10,1,0.7\n"),
+         "per_query.csv is damaged: line 3: nDCG@10 of query 1 (scifact, reranked) appears twice"),
+    ],
+    ids=["type", "bool", "list", "foreign", "column", "nan", "text", "duplicate"],
+)  # fmt: skip
+def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    damage(copy)
+    for args in (["export", copy], ["compare", saved, copy]):
+        assert message in one_line_error(run(*args))
+
+
+# -- inputs that are not what they claim to be --------------------------------------------------------------
+
+
+def test_run_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path):
+    fifo = tmp_path / "nq.trec"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.trec"
+    loop.symlink_to(loop)
+    base = ["beir", "--datasets", "scifact", "--model", "bm25", "--out", tmp_path / "out"]
+    assert "run file for scifact is a directory, not a file" in one_line_error(
+        run(*base, "--run", f"scifact={tmp_path}")
+    )
+    assert "run file for scifact is a FIFO (named pipe)" in one_line_error(
+        run(*base, "--run", f"scifact={fifo}")
+    )
+    assert "run file for scifact is a symlink loop" in one_line_error(run(*base, "--run", f"scifact={loop}"))
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    os.mkfifo(runs_dir / "scifact.trec")
+    message = one_line_error(run(*base, "--runs-dir", runs_dir))
+    assert f"run file {runs_dir / 'scifact.trec'} is a FIFO (named pipe), not a file" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_sharing_no_document_with_the_corpus_is_refused(tmp_path):
+    foreign = {
+        query: {f"other-{doc}": score for doc, score in docs.items()}
+        for query, docs in builders.SCIFACT_RUN.items()
+    }
+    run_file = builders.write_run(tmp_path / "scifact.trec", foreign)
+    candidates = {doc for query in builders.SCIFACT_QRELS if query in foreign for doc in foreign[query]}
+    result = run(
+        "beir",
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--run",
+        f"scifact={run_file}",
+        "--out",
+        tmp_path / "out",
+    )
+    assert (
+        f"none of the {len(candidates)} candidate documents of the first-stage run for scifact is in the corpus"
+        in one_line_error(result)
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_top_k_is_refused_before_any_work(tmp_path):
+    result = run(
+        "beir",
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--top-k",
+        "9223372036854775808",
+        "--out",
+        tmp_path / "o",
+    )
+    assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 9223372036854775808"
+
+
+def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a\nb\n")
+    assert "the bm25 preset keeps a first stage's order" in one_line_error(
+        run("score", "--model", "bm25", "--query", "q", "--docs", docs)
+    )
+    fifo = tmp_path / "docs.fifo"
+    os.mkfifo(fifo)
+    assert "is a FIFO (named pipe), not a file" in one_line_error(
+        run("score", "--query", "q", "--docs", fifo)
+    )
