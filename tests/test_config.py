@@ -84,6 +84,14 @@ SUITE = (
         ("defaults: {top_k: 1.5}\n", "defaults.top_k: expected an integer, got 1.5"),
         ("defaults: 5\n", "defaults: expected a mapping, got 5"),
         ("defaults: {metrics: {a: 1}}\n", "defaults.metrics: expected a non-empty list of measure names"),
+        (
+            "first_stages:\n  f: {kind: bm25s, b: 1.5}\n",
+            "first_stages.f.b: must be between 0.0 and 1.0, got 1.5",
+        ),
+        (
+            "first_stages:\n  f: {kind: bm25s, k1: .nan}\n",
+            "first_stages.f.k1: must be a finite number, got nan",
+        ),
         ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
         ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),
         ("defaults: {top_k: 0}\n", "defaults.top_k: must be between 1 and 10,000, got 0"),

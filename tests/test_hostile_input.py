@@ -210,10 +210,8 @@ def test_a_run_sharing_no_document_with_the_corpus_is_refused(tmp_path):
         "--out",
         tmp_path / "out",
     )
-    assert (
-        f"none of the {len(candidates)} candidate documents of the first-stage run for scifact is in the corpus"
-        in one_line_error(result)
-    )
+    expected = f"none of the {len(candidates)} candidate documents of the first-stage run for scifact is in"
+    assert expected in one_line_error(result)
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,7 @@ and `benchmarks.yaml` only.
 from __future__ import annotations
 
 import difflib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ class Setting:
     default: Any = None
     required: bool = False
     choices: tuple[Any, ...] = ()
+    #: (lowest, highest) accepted for a number: a config may come from someone else
+    bounds: tuple[float, float] | None = None
 
     def check(self, where: str, value: Any) -> Any:
         if value is None:
@@ -46,6 +49,12 @@ class Setting:
             raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {value!r}")
         if self.kind is int and value < 1:
             raise UserError(f"{where}: must be a positive integer, got {value!r}")
+        if self.kind is float and not math.isfinite(value):
+            raise UserError(f"{where}: must be a finite number, got {value!r}")
+        if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
+            raise UserError(
+                f"{where}: must be between {self.bounds[0]:,} and {self.bounds[1]:,}, got {value!r}"
+            )
         if self.choices and value not in self.choices:
             raise UserError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}")
         return value

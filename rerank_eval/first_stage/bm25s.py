@@ -12,7 +12,10 @@ from rerank_eval.runfiles import Run
 
 class BuiltInBm25(FirstStageKind):
     name = "bm25s"
-    settings: ClassVar[dict[str, Setting]] = {"k1": Setting(float, 0.9), "b": Setting(float, 0.4)}
+    settings: ClassVar[dict[str, Setting]] = {
+        "k1": Setting(float, 0.9, bounds=(0.0, 100.0)),
+        "b": Setting(float, 0.4, bounds=(0.0, 1.0)),
+    }
 
     @staticmethod
     def _settings(request: FirstStageRequest) -> Bm25Settings:

@@ -41,16 +41,16 @@ class DenseRetrieval(FirstStageKind):
         "package": Setting(str),  # a Python package that ships the encoder's files (used when installed)
         "pooling": Setting(str, choices=("mean", "cls", "lasttoken", "max")),
         "normalize": Setting(bool),
-        "max_length": Setting(int),
+        "max_length": Setting(int, bounds=(1, 1_048_576)),
         "query_prefix": Setting(str),
         "passage_prefix": Setting(str),
         "adapters": Setting(dict),  # {query: SUBFOLDER, passage: SUBFOLDER} of PEFT adapters
         "merge_adapters": Setting(bool, True),
         "dtype": Setting(str, choices=("float32", "bfloat16", "float16")),
         "storage": Setting(str, "float16", choices=("float16", "float32")),
-        "shard_size": Setting(int, 65_536),
-        "max_batch_tokens": Setting(int),
-        "query_batch": Setting(int, 1024),
+        "shard_size": Setting(int, 65_536, bounds=(1, 10_000_000)),
+        "max_batch_tokens": Setting(int, bounds=(1, 100_000_000)),
+        "query_batch": Setting(int, 1024, bounds=(1, 1_000_000)),
     }
 
     def __init__(self) -> None:
