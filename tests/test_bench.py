@@ -99,7 +99,9 @@ def test_bench_packs_blocks_where_float32_attention_takes_no_mask(monkeypatch):
     result = bench.run_bench(
         "short", "tiny", 2, 10, device="cpu", dtype="bfloat16", matmul_size=64, pack_blocks=True
     )
-    assert result["model"]["pack_blocks"] is True and result["kendall_tau_vs_float32"] is not None
+    assert result["model"]["pack_blocks"] is True
+    # bfloat16 against float32 scores of the same model: rankings nearly agree, but not exactly
+    assert 0.5 < result["kendall_tau_vs_float32"] <= 1.0 and result["kendall_tau_queries"] > 0
 
 
 def test_flops_formula(tiny):

@@ -159,6 +159,9 @@ def test_top_k_cut(runs_dir, tmp_path):
 
 
 def test_reranked_run_scores_strictly_decrease(bm25_result):
+    manifest = json.loads((bm25_result / "manifest.json").read_text())
+    # the pass-through writes first-stage scores, and scifact's query 1 has two equal ones: ties occur
+    assert {d["key"]: d["tied_scores"] for d in manifest["datasets"]}["scifact"] == 1
     for path in (bm25_result / "runs").glob("*.trec"):
         if path.name.endswith(".first-stage.trec"):
             continue  # the first stage's own scores, ties included

@@ -1,0 +1,180 @@
+"""Cached work is reused exactly when nothing that changes a score or a candidate changed.
+
+Each test runs a command, then the same command with one input changed, over the same cache, and
+reads from the result (or the progress lines) whether cached work was reused: score journals,
+built-in BM25 indexes and dense corpus embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from tests import builders
+from tests.checkpoints import build_bi_encoder, build_cross_encoder
+
+QUERIES = 2  # judged scifact fixture queries with candidates
+
+
+def invoke(args: list, cache: Path, monkeypatch) -> object:
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def resumed(out: Path) -> int:
+    return json.loads((out / "manifest.json").read_text())["datasets"][0]["timings"]["resumed_queries"]
+
+
+@pytest.fixture(scope="module")
+def journal_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    changed_run = {q: dict(docs) for q, docs in builders.SCIFACT_RUN.items()}
+    changed_run["1"]["s5"] = 3.5  # one first-stage score moves, the candidates stay
+    config = (Path(__file__).resolve().parents[1] / "rerank_eval" / "benchmarks.yaml").read_text()
+    scifact = "id: beir/scifact/test\n        language: en\n        first_stage: bm25-flat\n        "
+    assert config.count(scifact + "drop_self_matches: false") == 1
+    policy = root / "self-matches.yaml"
+    policy.write_text(
+        config.replace(scifact + "drop_self_matches: false", scifact + "drop_self_matches: true")
+    )
+    return {
+        "root": root,
+        "run": builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN),
+        "changed run": builders.write_run(root / "changed" / "scifact.trec", changed_run),
+        "model": build_cross_encoder(root / "ce"),
+        "other model": build_cross_encoder(root / "ce-other", seed=3),
+        "policy config": policy,
+    }
+
+
+def journal_command(setup: dict, out: Path, **change) -> list:
+    args = {
+        "--model": setup["model"], "--run": f"scifact={setup['run']}", "--candidate-order": "first-stage",
+        "--top-k": "100", "--dtype": "float32",
+    }  # fmt: skip
+    extra = change.pop("extra", [])
+    args.update(change)
+    return [
+        "beir",
+        "--datasets",
+        "scifact",
+        "--out",
+        out,
+        *(x for pair in args.items() for x in pair),
+        *extra,
+    ]
+
+
+VARIANTS = {
+    "candidate order": lambda s: {"--candidate-order": "reversed"},
+    "top-k": lambda s: {"--top-k": "2"},
+    "first-stage run content": lambda s: {"--run": f"scifact={s['changed run']}"},
+    "model weights": lambda s: {"--model": s["other model"]},
+    "model setting": lambda s: {"extra": ["--set", "max_length=16"]},
+    "batching": lambda s: {"extra": ["--set", "max_batch_tokens=64"]},
+    "dtype": lambda s: {"--dtype": "bfloat16"},
+    "self-match policy": lambda s: {"extra": ["--config", s["policy config"]]},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_changed_input_never_reuses_journaled_scores(journal_setup, variant, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    invoke(journal_command(journal_setup, tmp_path / "first"), cache, monkeypatch)
+    invoke(journal_command(journal_setup, tmp_path / "same"), cache, monkeypatch)
+    assert resumed(tmp_path / "same") == QUERIES  # the identical command reuses every score
+    invoke(
+        journal_command(journal_setup, tmp_path / "changed", **VARIANTS[variant](journal_setup)),
+        cache,
+        monkeypatch,
+    )
+    assert resumed(tmp_path / "changed") == 0
+
+
+BM25_CONFIG = """
+defaults: {{top_k: 3, metrics: [nDCG@10], model: bm25}}
+first_stages:
+  bm25s: {{kind: bm25s, k1: {k1}, b: {b}}}
+suites:
+  one:
+    datasets:
+      - {{key: scifact, id: beir/scifact/test, language: {language}, first_stage: bm25s}}
+models:
+  bm25: {{family: first-stage-order}}
+"""
+
+
+@pytest.mark.parametrize(
+    "change", [{"k1": 1.2}, {"b": 0.75}, {"language": "fr"}], ids=["k1", "b", "analyzer language"]
+)
+def test_a_changed_bm25_setting_builds_another_index(change, tmp_path, monkeypatch):
+    def run(name: str, **values) -> str:
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(BM25_CONFIG.format(**{"k1": 0.9, "b": 0.4, "language": "en", **values}))
+        return invoke(
+            ["run", "one", "--config", config, "--out", tmp_path / name], tmp_path / "cache", monkeypatch
+        ).output
+
+    assert "building the BM25 index" in run("first")
+    assert "building the BM25 index" not in run("same")
+    assert "building the BM25 index" in run("changed", **change)
+
+
+DENSE_CONFIG = """
+defaults: {{top_k: 5, model: bm25}}
+first_stages:
+  tiny: {{kind: dense, encoder: {encoder}, pooling: {pooling}, normalize: {normalize},
+         max_length: {max_length}, passage_prefix: {prefix}, shard_size: 50}}
+suites:
+  one:
+    datasets:
+      - {{key: scifact, id: beir/scifact/test, first_stage: tiny}}
+models:
+  bm25: {{family: first-stage-order}}
+"""
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encoders")
+    return {"one": build_bi_encoder(root / "one"), "other": build_bi_encoder(root / "other", seed=4)}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"encoder": "other"},
+        {"pooling": "cls"},
+        {"normalize": "false"},
+        {"max_length": 4},
+        {"prefix": "'passage: '"},
+    ],
+    ids=["encoder", "pooling", "normalisation", "max_length", "passage prefix"],
+)
+def test_a_changed_encoder_setting_encodes_the_corpus_again(encoders, change, tmp_path, monkeypatch):
+    def encoded(name: str, **values) -> int:
+        settings = {
+            "encoder": "one",
+            "pooling": "mean",
+            "normalize": "true",
+            "max_length": 64,
+            "prefix": "''",
+            **values,
+        }
+        settings["encoder"] = json.dumps(str(encoders[settings["encoder"]]))
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(DENSE_CONFIG.format(**settings))
+        out = tmp_path / name
+        invoke(["run", "one", "--config", config, "--out", out], tmp_path / "cache", monkeypatch)
+        record = json.loads((out / "manifest.json").read_text())["datasets"][0]["first_stage"]
+        return sum(rank.get("encoded_passages", 0) for rank in record["execution"].get("ranks", []))
+
+    assert encoded("first") > 0
+    assert encoded("same") == 0
+    assert encoded("changed", **change) > 0
