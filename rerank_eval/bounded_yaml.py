@@ -53,7 +53,7 @@ class _BoundedLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (list, dict)):
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise Refused(key_node.start_mark.line + 1, "a key must be a plain value")
             if key in seen:
                 raise Refused(key_node.start_mark.line + 1, f"key {key!r} appears twice in one mapping")

@@ -217,6 +217,30 @@ class _ConfigReader:
             raise self.fail(where, f"expected a string, got {value!r}")
         return str(value)
 
+    def required_text(self, where: str, value: Any) -> str:
+        """A non-empty string (a key of a mapping, an id)."""
+        text = self.text(where, value)
+        if not text:
+            raise self.fail(where, f"expected a non-empty string, got {value!r}")
+        return text
+
+    def named_values(self, where: str, value: Any, kind: type) -> dict[str, Any]:
+        """A mapping from names to numbers (published figures) or to texts (instructions)."""
+        named = self.mapping(where, value)
+        if kind is float:
+            return {
+                self.required_text(where, k): self.number(f"{where}.{k}", v, float) for k, v in named.items()
+            }
+        return {self.required_text(where, k): self.text(f"{where}.{k}", v, "") for k, v in named.items()}
+
+    def dataset_key(self, where: str, value: Any) -> str:
+        """A dataset key: a name, and not one whose run file would collide with another's
+        first-stage run (`runs/KEY.first-stage.trec`)."""
+        key = self.name(where, value)
+        if key.endswith(".first-stage"):
+            raise self.fail(where, f"{key!r} cannot be used as a dataset key: it ends in .first-stage")
+        return key
+
     def name(self, where: str, value: Any) -> str:
         """A name that also names files (a suite, a dataset key, a preset)."""
         problem = name_problem(value)
@@ -300,14 +324,15 @@ class _ConfigReader:
             missing = [k for k in ("key", "id", "first_stage") if k not in entry]
             if missing:
                 raise self.fail(where, f"missing {', '.join(missing)}")
-            if entry["first_stage"] not in first_stages:
+            first_stage = self.text(f"{where}.first_stage", entry["first_stage"])
+            if first_stage not in first_stages:
                 raise self.fail(where, f"unknown first_stage {entry['first_stage']!r}")
             datasets.append(
                 DatasetSpec(
-                    key=self.name(f"{where}.key", entry["key"]),
-                    ir_datasets_id=self.text(f"{where}.id", entry["id"]),
+                    key=self.dataset_key(f"{where}.key", entry["key"]),
+                    ir_datasets_id=self.required_text(f"{where}.id", entry["id"]),
                     language=self.text(f"{where}.language", entry.get("language"), "en"),
-                    first_stage=entry["first_stage"],
+                    first_stage=first_stage,
                     drop_self_matches=self.flag(
                         f"{where}.drop_self_matches", entry.get("drop_self_matches"), False
                     ),
@@ -315,14 +340,8 @@ class _ConfigReader:
                     group=self.text(f"{where}.group", entry.get("group")),
                     run_name=self.text(f"{where}.run_name", entry.get("run_name")),
                     run_file=self.text(f"{where}.run_file", entry.get("run_file")),
-                    reference={
-                        k: self.number(f"{where}.reference.{k}", v, float)
-                        for k, v in self.mapping(f"{where}.reference", entry.get("reference")).items()
-                    },
-                    instructions={
-                        k: str(v)
-                        for k, v in self.mapping(f"{where}.instructions", entry.get("instructions")).items()
-                    },
+                    reference=self.named_values(f"{where}.reference", entry.get("reference"), float),
+                    instructions=self.named_values(f"{where}.instructions", entry.get("instructions"), str),
                 )
             )
         keys = [d.key for d in datasets]
@@ -344,7 +363,7 @@ class _ConfigReader:
         self.known_keys(where, body, MODEL_KEYS)
         return ModelPreset(
             name=name,
-            family=self.text(f"{where}.family", body["family"]),
+            family=self.required_text(f"{where}.family", body["family"]),
             model=self.text(f"{where}.model", body.get("model")),
             settings=dict(self.mapping(f"{where}.settings", body.get("settings"))),
             description=self.text(f"{where}.description", body.get("description"), ""),

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,10 +53,16 @@ def journal_path(dataset_key: str, key: str, rank: int = 0, world: int = 1) -> P
     return inside(cache_root() / "journals", cache_root() / "journals" / name)
 
 
+_RANK_SUFFIX = re.compile(r"(\.rank\d+-of-\d+)?\.jsonl$")
+
+
 def sibling_journals(path: Path) -> list[Path]:
-    """The other files of the same key (other ranks, or a run with another process count)."""
-    stem = path.name.split(".")[0]
-    return sorted(p for p in path.parent.glob(f"{stem}.*jsonl") if p != path and p.name.endswith(".jsonl"))
+    """The other files of the same key (other ranks, or a run with another process count); a dataset
+    key may hold dots, so the stem is what precedes the file's own suffixes, matched exactly."""
+    stem = _RANK_SUFFIX.sub("", path.name)
+    candidates = [path.parent / f"{stem}.jsonl", *path.parent.glob(f"{stem}.rank*-of-*.jsonl")]
+    same_key = {p for p in candidates if _RANK_SUFFIX.sub("", p.name) == stem}
+    return sorted(p for p in same_key if p != path and p.is_file())
 
 
 def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
@@ -121,6 +128,9 @@ class ScoreJournal:
         except (ValueError, KeyError, TypeError):
             return None
         notes = {k: v for k, v in record.items() if k not in RECORD_KEYS}
+        blocks = notes.get("blocks", [])
+        if not isinstance(blocks, list) or not all(isinstance(n, int) and n > 0 for n in blocks):
+            return None
         if not isinstance(query_id, str) or not isinstance(scores, list):
             return None
         if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):

@@ -387,6 +387,7 @@ def rerank_dataset(
         ) from None
     finally:
         reranker.forward_hook = None
+        reranker.restore_batch_budget()  # the manifest records the configured budget
         journal.close()
     shard.barrier()
     if shard.world > 1:  # every rank's scores, from every rank's journal
@@ -518,6 +519,12 @@ def execute(
     try:
         with stop:
             for spec in plan.datasets:
+                if stop.requested:  # asked during the previous dataset's last forward pass
+                    raise Interrupted(
+                        f"interrupted before {spec.key}; scores journaled so far are kept; to resume: "
+                        f"{plan.resume_command}",
+                        stop.signum,
+                    )
                 with stop.preparing():
                     prepared = datasets.prepared(spec)
                 start = time.monotonic()

@@ -19,7 +19,7 @@ NUMBER = (int, float)
 # that every item must have; a tuple of types accepts any of them.
 MANIFEST_SHAPE: dict[str, Any] = {
     "protocol": {"top_k": int, "metrics": [str], "candidate_order": str},
-    "suite": {"name": str},
+    "suite": {"name": str, "average_label": str},
     "model": {"name": str},
     "datasets": [
         {
@@ -28,6 +28,7 @@ MANIFEST_SHAPE: dict[str, Any] = {
             "drop_self_matches": bool,
             "in_average": bool,
             "first_stage": {"label": str, "kind": str},
+            "coverage": {"judged_queries": int, "queries_without_run": int},
             "timings": {"rerank_seconds": NUMBER},
         }
     ],

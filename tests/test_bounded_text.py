@@ -79,10 +79,15 @@ def test_short_texts_and_tokenizers_that_do_not_split_words_are_left_whole(tmp_p
 
     whole = text(random.Random(1), 8000)
     assert bounded_text(build_tokenizer(tmp_path, None), whole[:500], 100) == whole[:500]
-    unsplit = Tokenizer(models.BPE())
-    unsplit.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    unsplit.train_from_iterator([whole], trainers.BpeTrainer(vocab_size=300))
-    assert bounded_text(PreTrainedTokenizerFast(tokenizer_object=unsplit), whole, 100) == whole
+    for pre_tokenizer in (
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.ByteLevel(use_regex=False)]),
+        pre_tokenizers.Split("\n", behavior="isolated"),
+    ):
+        unsplit = Tokenizer(models.BPE())
+        unsplit.pre_tokenizer = pre_tokenizer
+        unsplit.train_from_iterator([whole], trainers.BpeTrainer(vocab_size=300))
+        assert bounded_text(PreTrainedTokenizerFast(tokenizer_object=unsplit), whole, 100) == whole
 
 
 # `score` in a process of its own, printing its peak memory (KiB) last on stderr

@@ -92,6 +92,20 @@ SUITE = (
             "first_stages:\n  f: {kind: bm25s, k1: .nan}\n",
             "first_stages.f.k1: must be a finite number, got nan",
         ),
+        (
+            SUITE.format(extra="in_average: true").replace("first_stage: f", "first_stage: [f]"),
+            "datasets[0].first_stage: expected a string, got ['f']",
+        ),
+        (
+            SUITE.format(extra="in_average: true").replace("id: x", "id: "),
+            "datasets[0].id: expected a non-empty string",
+        ),
+        (
+            SUITE.replace("key: a", "key: a.first-stage").format(extra="in_average: true"),
+            "it ends in .first-stage",
+        ),
+        (SUITE.format(extra="reference: {~: 0.5}"), "datasets[0].reference: expected a non-empty string"),
+        ("defaults:\n  ? !!set {a}\n  : 1\n", "line 2: a key must be a plain value"),
         ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
         ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),
         ("defaults: {top_k: 0}\n", "defaults.top_k: must be between 1 and 10,000, got 0"),

@@ -330,6 +330,40 @@ def test_ctrl_c_stops_within_one_forward_pass_and_the_resume_matches(slow_setup,
 # -- the journal -----------------------------------------------------------------------------------
 
 
+def test_sibling_journals_are_those_of_the_same_key_even_when_the_dataset_key_has_dots(tmp_path):
+    from rerank_eval.journal import sibling_journals
+
+    names = ["ms.v2-aaaa.jsonl", "ms.v2-aaaa.rank0-of-2.jsonl", "ms.v2-aaaa.rank1-of-2.jsonl",
+             "ms.v2-bbbb.jsonl", "ms.v2-bbbb.rank0-of-2.jsonl", "ms-aaaa.jsonl"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.jsonl")] == names[1:3]
+    assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.rank1-of-2.jsonl")] == names[:2]
+
+
+def test_a_stop_during_a_datasets_last_chunk_stops_before_the_next_dataset(tmp_path, monkeypatch):
+    """Nothing is left to abandon in the first dataset, so the run stops before preparing the next."""
+    from rerank_eval.rerankers.first_stage_order import FirstStageOrder
+
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "scifact.trec", builders.SCIFACT_RUN)
+    builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
+    original = FirstStageOrder.score_batch
+
+    def stopped_while_scoring(self, requests):
+        os.kill(os.getpid(), signal.SIGINT)  # the first dataset's one chunk finishes regardless
+        return original(self, requests)
+
+    monkeypatch.setattr(FirstStageOrder, "score_batch", stopped_while_scoring)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    result = run_cli("beir", "--datasets", "scifact,fiqa", "--model", "bm25", "--runs-dir", runs,
+                     "--out", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert "error: interrupted before " in result.output
+    assert len(list((tmp_path / "cache" / "journals").glob("*.jsonl"))) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     path = tmp_path / "j.jsonl"
     journal = ScoreJournal(path)

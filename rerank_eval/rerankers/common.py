@@ -111,28 +111,42 @@ CHARACTERS_PER_TOKEN = 8
 # A letter followed by a space or tab: every pre-tokenizer below ends a word there (the space
 # starts the next one), so the tokens before it never depend on the text after it.
 _CUT_POINT = re.compile(r"(?<=[^\W\d_])[ \t]")
-_SPLITTING_PRE_TOKENIZERS = {
-    "ByteLevel", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace", "Split",
-    "Punctuation", "Digits",
+# Pre-tokenizers that may appear (all of them keep a word before a space apart from what follows).
+_KNOWN_PRE_TOKENIZERS = {
+    "ByteLevel", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace", "Split", "Punctuation",
+    "Digits",
 }  # fmt: skip
 
 
+def _splits_at_spaces(member: dict[str, Any]) -> bool:
+    """Whether one pre-tokenizer ends words at spaces (Punctuation and Digits alone do not)."""
+    kind = member.get("type")
+    if kind == "ByteLevel":
+        return bool(member.get("use_regex", True))
+    if kind == "Metaspace":
+        return bool(member.get("split", True))
+    if kind == "Split":  # Qwen's and GPT-4's patterns: whitespace is a class of its own
+        pattern = member.get("pattern", {})
+        text = str(pattern.get("Regex", pattern.get("String", "")))
+        return "\\s" in text or text == " "
+    return kind in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit")
+
+
 def _splits_words_at_spaces(tokenizer: Any) -> bool:
-    """Whether the tokenizer's pre-tokenizers are all of kinds that split words at spaces (BPE
-    byte-level and Qwen's regex, BERT's, SentencePiece's Metaspace) and one of them does split;
-    a tokenizer with any other kind is never cut."""
+    """Whether the tokenizer's pre-tokenizers are all of known kinds and one of them ends words at
+    spaces (byte-level BPE, Qwen's regex, BERT's, SentencePiece's Metaspace); any other tokenizer,
+    or one whose pre-tokenizer cannot be read, is never cut."""
     pre_tokenizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
     if pre_tokenizer is None:
         return False
-    state = json.loads(pre_tokenizer.__getstate__())
+    try:
+        state = json.loads(pre_tokenizer.__getstate__())
+    except Exception:  # a custom pre-tokenizer: cut nothing
+        return False
     members = state.get("pretokenizers", [state])
-
-    def splits(member: dict[str, Any]) -> bool:
-        if member.get("type") in ("ByteLevel", "Metaspace"):
-            return bool(member.get("use_regex", member.get("split", False)))
-        return member.get("type") in _SPLITTING_PRE_TOKENIZERS
-
-    return all(m.get("type") in _SPLITTING_PRE_TOKENIZERS for m in members) and any(map(splits, members))
+    return all(m.get("type") in _KNOWN_PRE_TOKENIZERS for m in members) and any(
+        map(_splits_at_spaces, members)
+    )
 
 
 def bounded_text(tokenizer: Any, text: str, tokens: int) -> str:

@@ -46,11 +46,10 @@ class CrossEncoder(PointwiseReranker):
 
     def _pair_encoding(self, queries: list[str], docs: list[str], truncation: str):
         limit = self.max_length
-
-        def bounded(texts: list[str]) -> list[str]:
-            return [bounded_text(self.tokenizer, text, limit) for text in texts]
-
-        return self.tokenizer(bounded(queries), bounded(docs), truncation=truncation, max_length=limit)
+        if truncation == "only_second":  # longest_first weighs both whole lengths: cut nothing there
+            queries = [bounded_text(self.tokenizer, text, limit) for text in queries]
+            docs = [bounded_text(self.tokenizer, text, limit) for text in docs]
+        return self.tokenizer(queries, docs, truncation=truncation, max_length=limit)
 
     @staticmethod
     def _rows(encoded) -> list[Encoded]:
