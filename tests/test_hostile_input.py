@@ -24,6 +24,11 @@ def run(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def bm25_on_scifact(*extra) -> list:
+    """The cheapest benchmark command (no model), with the options a test adds."""
+    return ["beir", "--datasets", "scifact", "--model", "bm25", *extra]
+
+
 def one_line_error(result, exit_code: int = 2) -> str:
     assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
@@ -38,9 +43,7 @@ def saved(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("saved")
     run_file = builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN)
     out = root / "result"
-    result = run(
-        "beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}", "--out", out
-    )
+    result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -121,8 +124,7 @@ def test_a_result_folder_under_a_regular_file_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
-    result = run("beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}",
-                 "--out", blocker / "out")  # fmt: skip
+    result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", blocker / "out"))
     assert "cannot create the result folder" in one_line_error(result)
 
 
@@ -176,7 +178,7 @@ def test_run_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path):
     os.mkfifo(fifo)
     loop = tmp_path / "loop.trec"
     loop.symlink_to(loop)
-    base = ["beir", "--datasets", "scifact", "--model", "bm25", "--out", tmp_path / "out"]
+    base = bm25_on_scifact("--out", tmp_path / "out")
     assert "run file for scifact is a directory, not a file" in one_line_error(
         run(*base, "--run", f"scifact={tmp_path}")
     )
@@ -199,34 +201,14 @@ def test_a_run_sharing_no_document_with_the_corpus_is_refused(tmp_path):
     }
     run_file = builders.write_run(tmp_path / "scifact.trec", foreign)
     candidates = {doc for query in builders.SCIFACT_QRELS if query in foreign for doc in foreign[query]}
-    result = run(
-        "beir",
-        "--datasets",
-        "scifact",
-        "--model",
-        "bm25",
-        "--run",
-        f"scifact={run_file}",
-        "--out",
-        tmp_path / "out",
-    )
+    result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", tmp_path / "out"))
     expected = f"none of the {len(candidates)} candidate documents of the first-stage run for scifact is in"
     assert expected in one_line_error(result)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_huge_top_k_is_refused_before_any_work(tmp_path):
-    result = run(
-        "beir",
-        "--datasets",
-        "scifact",
-        "--model",
-        "bm25",
-        "--top-k",
-        "9223372036854775808",
-        "--out",
-        tmp_path / "o",
-    )
+    result = run(*bm25_on_scifact("--top-k", "9223372036854775808", "--out", tmp_path / "o"))
     assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 9223372036854775808"
 
 
