@@ -15,9 +15,10 @@ $(BIN)/rerank-eval: pyproject.toml
 .PHONY: install test lint beir mutate
 install: $(BIN)/rerank-eval
 
+# One test process per core; a test file's tests stay in one process (they share its fixtures).
 test: install
 	$(BIN)/ruff check rerank_eval tests scripts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check rerank_eval tests scripts

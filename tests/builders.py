@@ -89,7 +89,9 @@ CQA = {
 }
 
 
-def _zip_dataset(path: Path, prefix: str, docs: dict, queries: dict, qrels: dict, metadata=None) -> None:
+def _zip_dataset(
+    path: Path, prefix: str, docs: dict, queries: dict, qrels: dict, metadata=None, splits=("test",)
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = metadata or {}
     with zipfile.ZipFile(path, "a" if path.exists() else "w") as archive:
@@ -108,12 +110,17 @@ def _zip_dataset(path: Path, prefix: str, docs: dict, queries: dict, qrels: dict
         rows = ["query-id\tcorpus-id\tscore"] + [
             f"{q}\t{d}\t{rel}" for q, docs_ in qrels.items() for d, rel in docs_.items()
         ]
-        archive.writestr(f"{prefix}/qrels/test.tsv", "\n".join(rows) + "\n")
+        for split in splits:
+            archive.writestr(f"{prefix}/qrels/{split}.tsv", "\n".join(rows) + "\n")
 
 
 def write_beir(home: Path) -> None:
     beir = home / "beir"
-    _zip_dataset(beir / "scifact" / "source.zip", "scifact", SCIFACT_DOCS, SCIFACT_QUERIES, SCIFACT_QRELS)
+    # the train split repeats the test qrels: a dataset id that differs and nothing else
+    _zip_dataset(
+        beir / "scifact" / "source.zip", "scifact", SCIFACT_DOCS, SCIFACT_QUERIES, SCIFACT_QRELS,
+        splits=("test", "train"),
+    )  # fmt: skip
     _zip_dataset(beir / "fiqa" / "source.zip", "fiqa", FIQA_DOCS, FIQA_QUERIES, FIQA_QRELS)
     _zip_dataset(beir / "arguana" / "source.zip", "arguana", ARGUANA_DOCS, ARGUANA_QUERIES, ARGUANA_QRELS)
     for forum, data in CQA.items():
@@ -268,9 +275,15 @@ def write_run(path: Path, run: dict[str, dict[str, float]], tag: str = "fixture"
     return path
 
 
-def put_in_hub_cache(hub_cache: Path, repo_id: str, repo_type: str, filename: str, content: bytes) -> None:
+def put_in_hub_cache(
+    hub_cache: Path,
+    repo_id: str,
+    repo_type: str,
+    filename: str,
+    content: bytes,
+    commit: str = "0123456789abcdef0123456789abcdef01234567",
+) -> None:
     """Place a file as huggingface_hub's cache holds a downloaded one (snapshots + refs/main)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = hub_cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
     target = repo_dir / "snapshots" / commit / filename
     target.parent.mkdir(parents=True, exist_ok=True)

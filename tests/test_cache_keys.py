@@ -43,6 +43,8 @@ def journal_setup(tmp_path_factory):
     policy.write_text(
         config.replace(scifact + "drop_self_matches: false", scifact + "drop_self_matches: true")
     )
+    train = root / "train-split.yaml"
+    train.write_text(config.replace(scifact, scifact.replace("scifact/test", "scifact/train")))
     return {
         "root": root,
         "run": builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN),
@@ -50,6 +52,7 @@ def journal_setup(tmp_path_factory):
         "model": build_cross_encoder(root / "ce"),
         "other model": build_cross_encoder(root / "ce-other", seed=3),
         "policy config": policy,
+        "train config": train,
     }
 
 
@@ -80,6 +83,8 @@ VARIANTS = {
     "batching": lambda s: {"extra": ["--set", "max_batch_tokens=64"]},
     "dtype": lambda s: {"--dtype": "bfloat16"},
     "self-match policy": lambda s: {"extra": ["--config", s["policy config"]]},
+    # the same key and queries, qrels and run, another ir_datasets id (the fixture's train split)
+    "dataset id": lambda s: {"extra": ["--config", s["train config"]]},
 }
 
 
@@ -95,6 +100,40 @@ def test_a_changed_input_never_reuses_journaled_scores(journal_setup, variant, t
         monkeypatch,
     )
     assert resumed(tmp_path / "changed") == 0
+
+
+def test_weights_rewritten_in_place_are_scored_again(journal_setup, tmp_path, monkeypatch):
+    """The same model path holding other weights (a re-saved checkpoint) never reuses scores."""
+    model = build_cross_encoder(tmp_path / "ce")
+    setup = {**journal_setup, "model": model}
+    invoke(journal_command(setup, tmp_path / "first"), tmp_path / "cache", monkeypatch)
+    build_cross_encoder(model, seed=3)
+    invoke(journal_command(setup, tmp_path / "changed"), tmp_path / "cache", monkeypatch)
+    assert resumed(tmp_path / "changed") == 0
+
+
+def test_a_new_hub_snapshot_of_the_first_stage_run_is_scored_again(journal_setup, tmp_path, monkeypatch):
+    """The packaged first stage (Pyserini's runs on the Hub): when the repository's main moves to
+    a commit whose run differs, the journaled scores of the old run are not reused."""
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    name = "bm25/run.beir-v1.0.0-scifact-flat.trec"
+
+    def run_at(commit: str, run: str, out: str) -> int:
+        content = journal_setup[run].read_bytes()
+        builders.put_in_hub_cache(hub, "unicamp-dl/beir-runs", "dataset", name, content, commit)
+        args = journal_command(journal_setup, tmp_path / out)
+        del args[args.index("--run") : args.index("--run") + 2]  # the packaged first stage
+        invoke(args, tmp_path / "cache", monkeypatch)
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+        assert manifest["datasets"][0]["first_stage"]["revision"] == commit
+        return resumed(tmp_path / out)
+
+    assert run_at("a" * 40, "run", "first") == 0
+    assert run_at("a" * 40, "run", "same") == QUERIES
+    assert run_at("b" * 40, "changed run", "changed") == 0
 
 
 BM25_CONFIG = """

@@ -3,18 +3,13 @@
 A kill -9 leaves the journal with the whole lines of the chunks it finished, perhaps part of a chunk,
 and a half-written last line. Here the journal of an uninterrupted run is cut that way
 (deterministic, one test per family), a family whose scores depend on batch composition by design
-shows the runner's chunks are the ones an uninterrupted run uses, and a real SIGKILL interrupts
-the real all-MiniLM-L6-v2 weights on the real Vaswani collection.
+shows the runner's chunks are the ones an uninterrupted run uses. A real SIGKILL of the real
+all-MiniLM-L6-v2 weights on the real Vaswani collection is in tests/test_vaswani_minilm.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 import zlib
 from pathlib import Path
 
@@ -112,29 +107,3 @@ def test_resumed_chunks_are_the_uninterrupted_runs_chunks(setup, tmp_path, monke
     assert reference["model"]["queries_per_chunk"] == 5
     assert_same_files(tmp_path / "reference", tmp_path / "resumed", COMPARED)
     assert resumed["datasets"][0]["timings"]["resumed_queries"] == whole_lines // 5 * 5
-
-
-def test_sigkill_with_real_minilm_on_vaswani_then_resume_writes_the_same_bytes(vaswani_minilm, tmp_path):
-    """The uninterrupted run is the session's (tests/conftest.py); this one is killed mid-run, with
-    the built-in BM25 index kept and no scores journaled, then run again."""
-    reference, cache, command = vaswani_minilm
-    crash_cache = tmp_path / "cache"
-    shutil.copytree(cache, crash_cache, ignore=shutil.ignore_patterns("journals"))
-    env = {**os.environ, "RERANK_EVAL_CACHE": str(crash_cache)}
-    out = tmp_path / "resumed"
-
-    process = subprocess.Popen(command(out), env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not any(p.stat().st_size for p in crash_cache.glob("journals/vaswani-*.jsonl")):
-        assert process.poll() is None and time.monotonic() < deadline, "no journal line appeared"
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not out.exists()
-
-    again = subprocess.run(command(out), env=env, capture_output=True, check=False)
-    assert again.returncode == 0, again.stderr.decode()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert 0 < manifest["datasets"][0]["timings"]["resumed_queries"] < 93
-    names = ("runs/vaswani.trec", "runs/vaswani.first-stage.trec", "per_query.csv", "summary.csv")
-    assert_same_files(reference, out, names)
