@@ -314,7 +314,7 @@ def run_reference(model, requests, device, peaks) -> tuple[PathResult, list[np.n
 
 
 def run_ours(model, requests, device, peaks) -> tuple[PathResult, list[np.ndarray]]:
-    from rerank_eval.runner import prepared_ahead, score_with_backoff
+    from rerank_eval.pipeline.score import prepared_ahead, score_with_backoff
 
     reset_peak(device)
     chunks = [

@@ -26,7 +26,7 @@ from rerank_eval.cache import cache_root
 from rerank_eval.data import IrDataset
 from rerank_eval.errors import UserError
 from rerank_eval.paths import file_name
-from rerank_eval.progress import stderr_console, track
+from rerank_eval.pipeline.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order
 
 # Peak memory of a build per corpus document: `rerank-eval bench-index --docs 200000` measured

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rerank_eval.config import BenchmarkConfig, DatasetSpec
 from rerank_eval.data import IrDataset
 from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
-from rerank_eval.progress import stderr_console
+from rerank_eval.pipeline.progress import stderr_console
 
 
 def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None) -> None:

@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError, describe
-from rerank_eval.journal import disk_error
 from rerank_eval.paths import inside, special_file_kind
 from rerank_eval.saved_checks import MANIFEST_SHAPE, per_query_problem, shape_problem
 

@@ -167,9 +167,9 @@ def test_jina_merged_and_unmerged_adapters_agree(jina, jina_preset):
 
 def test_jina_preset_gives_its_prefixes_and_adapters(jina, jina_preset, monkeypatch):
     """The preset as the CLI loads it (config loader, the kind's own settings-to-encoder path)."""
-    from rerank_eval import distributed
     from rerank_eval.config import load_config
     from rerank_eval.first_stage.dense import DenseRetrieval
+    from rerank_eval.pipeline import distributed
 
     monkeypatch.setattr(distributed, "default_device", lambda: "cpu")  # float32 even where a GPU shows
     settings = dict(load_config().first_stages["jina-embeddings-v3"].settings)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
-from rerank_eval.journal import journal_path
+from rerank_eval.pipeline.journal import journal_path
 from rerank_eval.results import ResultWriter
 from tests import builders
 
@@ -62,7 +62,7 @@ def test_derived_paths_that_leave_their_root_are_refused_before_writing(tmp_path
 
 
 def test_a_model_folder_name_never_leaves_the_output_folder():
-    from rerank_eval.runner import model_folder_name
+    from rerank_eval.pipeline.execute import model_folder_name
 
     assert model_folder_name("org/model") == "org_model"
     assert model_folder_name("..") == "_.."

@@ -816,7 +816,7 @@ def test_score_command_prints_scores_in_input_order(checkpoint, tmp_path):
 
 
 def test_documents_file_lines_are_split_at_line_feeds_only(tmp_path):
-    from rerank_eval.cli import read_documents_file
+    from rerank_eval.cli.tools import read_documents_file
 
     plain = tmp_path / "docs.txt"
     plain.write_text("first\r\n\nform\x0cfeed\nline\u2028separator\n", encoding="utf-8")

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
-from rerank_eval.journal import ScoredQuery, ScoreJournal
+from rerank_eval.pipeline.journal import ScoredQuery, ScoreJournal
+from rerank_eval.pipeline.score import score_with_backoff
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.runner import score_with_backoff
 from tests import builders
 from tests.checkpoints import build_cross_encoder, build_listwise_checkpoint
 from tests.expected import trec_ranking
@@ -170,7 +170,7 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # and here: KeyboardInterrupt, at once
         return score_with_backoff(*args, **kwargs)
 
-    monkeypatch.setattr("rerank_eval.runner.score_with_backoff", pressed_twice_on_the_second_chunk)
+    monkeypatch.setattr("rerank_eval.pipeline.score.score_with_backoff", pressed_twice_on_the_second_chunk)
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
     assert "stopping before the next forward pass" in result.output
@@ -183,13 +183,13 @@ def test_first_sigint_while_loading_data_stops_at_once(slow_setup, monkeypatch):
     checkpoint, run_file, folder = slow_setup
     cache, out = folder / "cache-loading", folder / "loading-out"
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
-    from rerank_eval import runner
+    from rerank_eval.pipeline import prepare
 
     def pressed_while_loading(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # e.g. during a long doc-store build
         raise AssertionError("the first Ctrl-C did not stop the loading at once")
 
-    monkeypatch.setattr(runner, "prepare_dataset", pressed_while_loading)
+    monkeypatch.setattr(prepare, "prepare_dataset", pressed_while_loading)
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
     assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
@@ -215,7 +215,7 @@ def test_resume_command_leaves_out_fresh_and_keeps_finished_models(slow_setup, m
                 os.kill(os.getpid(), signal.SIGINT)
         return score_with_backoff(reranker, *a, **k)
 
-    monkeypatch.setattr("rerank_eval.runner.score_with_backoff", stopped_in_the_second_model)
+    monkeypatch.setattr("rerank_eval.pipeline.score.score_with_backoff", stopped_in_the_second_model)
     first = run_cli(*args)
     assert first.exit_code == 130, first.output
     resume = first.output.split("run the same command again to resume: ")[1].split("\n")[0]
@@ -331,7 +331,7 @@ def test_ctrl_c_stops_within_one_forward_pass_and_the_resume_matches(slow_setup,
 
 
 def test_sibling_journals_are_those_of_the_same_key_even_when_the_dataset_key_has_dots(tmp_path):
-    from rerank_eval.journal import sibling_journals
+    from rerank_eval.pipeline.journal import sibling_journals
 
     names = ["ms.v2-aaaa.jsonl", "ms.v2-aaaa.rank0-of-2.jsonl", "ms.v2-aaaa.rank1-of-2.jsonl",
              "ms.v2-bbbb.jsonl", "ms.v2-bbbb.rank0-of-2.jsonl", "ms-aaaa.jsonl"]  # fmt: skip

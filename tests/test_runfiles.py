@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from rerank_eval.errors import UserError
+from rerank_eval.pipeline.plan import CandidateOrder
+from rerank_eval.pipeline.score import strictly_decreasing
 from rerank_eval.runfiles import read_run, trec_order
-from rerank_eval.runner import CandidateOrder, strictly_decreasing
 
 
 def test_reads_run_and_keeps_first_of_duplicates(tmp_path):

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rerank_eval.cache import cache_root
+from rerank_eval.cache import cache_key, cache_root
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
-from rerank_eval.journal import cache_key
 from rerank_eval.paths import file_name
-from rerank_eval.progress import step
+from rerank_eval.pipeline.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
 
 if TYPE_CHECKING:
@@ -93,9 +92,9 @@ class DenseRetrieval(FirstStageKind):
 
     @staticmethod
     def build_encoder(settings: dict[str, Any]):
-        from rerank_eval.distributed import default_device
         from rerank_eval.first_stage.dense.encoder import DenseEncoder
         from rerank_eval.first_stage.dense.recipe import read_recipe
+        from rerank_eval.pipeline.distributed import default_device
         from rerank_eval.rerankers.checkpoint import packaged_checkpoint, resolve_checkpoint
 
         checkpoint = (
@@ -133,8 +132,8 @@ class DenseRetrieval(FirstStageKind):
         self, request: FirstStageRequest, encoder
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The complete corpus cache (encoding what is missing, each rank its shards)."""
-        from rerank_eval.distributed import agreed, ranks
         from rerank_eval.first_stage.dense.corpus import encode_corpus
+        from rerank_eval.pipeline.distributed import agreed, ranks
 
         cache, key = self.corpus_cache(request, encoder)
         info = agreed(cache.complete())  # rank 0 decides: ranks never take different paths
@@ -173,8 +172,8 @@ class DenseRetrieval(FirstStageKind):
     # -- the run ----------------------------------------------------------------------------------
 
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
-        from rerank_eval.distributed import agreed, ranks
         from rerank_eval.first_stage.dense.corpus import pairs_sha256
+        from rerank_eval.pipeline.distributed import agreed, ranks
 
         settings = request.source.settings
         encoder = self.encoder(settings)
@@ -223,8 +222,8 @@ class DenseRetrieval(FirstStageKind):
         """Encode what is missing, search this rank's shards, merge every rank's top-k, write the run."""
         import numpy as np
 
-        from rerank_eval.distributed import all_gathered, all_gathered_objects, ranks
         from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
+        from rerank_eval.pipeline.distributed import all_gathered, all_gathered_objects, ranks
 
         shard = ranks()
         cache, info, timings = self.ensure_corpus(request, encoder)

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError
-from rerank_eval.journal import disk_error
-from rerank_eval.progress import track
+from rerank_eval.pipeline.progress import track
 
 CACHE_FORMAT = 2
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}

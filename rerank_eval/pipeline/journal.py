@@ -11,8 +11,6 @@ model's block sizes), kept so that a resumed run reports them as an uninterrupte
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
 import re
@@ -24,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import cache_root
-from rerank_eval.errors import UserError
+from rerank_eval.cache import cache_root, disk_error
 from rerank_eval.paths import inside
 
-# 2: queries scored in fixed chunks (see runner.query_chunks), lines may carry notes
+# 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
 JOURNAL_FORMAT = 2
 RECORD_KEYS = ("q", "docs", "scores")
 
@@ -40,10 +37,6 @@ class ScoredQuery:
 
     scores: np.ndarray
     notes: dict[str, Any] = field(default_factory=dict)
-
-
-def cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def journal_path(dataset_key: str, key: str, rank: int = 0, world: int = 1) -> Path:
@@ -63,12 +56,6 @@ def sibling_journals(path: Path) -> list[Path]:
     candidates = [path.parent / f"{stem}.jsonl", *path.parent.glob(f"{stem}.rank*-of-*.jsonl")]
     same_key = {p for p in candidates if _RANK_SUFFIX.sub("", p.name) == stem}
     return sorted(p for p in same_key if p != path and p.is_file())
-
-
-def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
-    """A write failure in one line; a full disk says so explicitly."""
-    what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return UserError(f"{what} while writing {path}; {kept}")
 
 
 class ScoreJournal:

@@ -1,7 +1,7 @@
 """Several processes (torchrun, one per GPU, one or many nodes): queries are sharded across ranks.
 
 Every rank loads the data (rank 0 first, so caches are built once), scores the chunks of queries
-(see runner.query_chunks) whose position is congruent to its rank, and journals them in its own
+(see pipeline.score.query_chunks) whose position is congruent to its rank, and journals them in its own
 file (the chunks are the same for any number of ranks, so are the scores); rank 0 then reads
 every rank's journal and evaluates and publishes, so the result is the single-process one.
 Without torchrun's environment everything is one rank.

@@ -1,0 +1,84 @@
+"""The application object, the one-line error policy and the console script.
+
+Every command turns a `UserError` into one line on stderr and exit code 2; nothing the user can
+fix ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from rerank_eval.errors import UserError
+from rerank_eval.pipeline.interrupt import STOP_SIGNALS
+
+app = typer.Typer(
+    help="Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables keep their full width when written to a file or a pipe.
+console = Console() if Console().is_terminal else Console(width=200)
+error_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print a UserError as one line and exit 2; Ctrl-C exits 130.
+
+    The outer `try` also catches a Ctrl-C that lands while the error line of a first, graceful stop
+    is being printed: the second press then still ends in exit 130 and one line, not a traceback.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                return command(*args, **kwargs)
+            except UserError as exc:
+                error_console.print(  # the message quotes user input (paths, ids): escaped
+                    f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
+                )
+                raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error_console.print(
+                "stopped at once; scores journaled so far are kept: run the same command again to resume",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def everywhere(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show ir_datasets' own log lines (files opened, retries).")
+    ] = False,
+) -> None:
+    """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""
+    from rerank_eval.data import quiet_ir_datasets
+
+    quiet_ir_datasets(not verbose)
+
+
+def main() -> None:
+    """The console script.
+
+    After an interrupted run (exit 130) only interpreter shutdown is left, which takes a while with
+    torch loaded; a further Ctrl-C then is ignored rather than turning exit 130 into death by signal.
+    """
+    try:
+        app()
+    except SystemExit as exiting:
+        if exiting.code in (128 + signum for signum in STOP_SIGNALS):
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+        raise

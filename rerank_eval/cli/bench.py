@@ -1,0 +1,204 @@
+"""`bench`, `bench-encode` and `bench-index`: the project's own speed and memory measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rerank_eval.cli.app import app, console, user_errors
+from rerank_eval.cli.options import DeviceOpt, DtypeOpt
+from rerank_eval.errors import UserError
+
+
+@app.command("bench")
+@user_errors
+def bench(
+    preset: Annotated[
+        str, typer.Option("--preset", help="short (≈20-token documents), medium (≈150), long (≈1,000).")
+    ] = "medium",
+    shape: Annotated[
+        str, typer.Option("--shape", help="qwen3-0.6b (jina-reranker-v3's shape, random weights) or tiny.")
+    ] = "tiny",
+    queries: Annotated[
+        int | None, typer.Option("--queries", help="Queries (default 32 on CUDA, 4 on CPU).")
+    ] = None,
+    candidates: Annotated[int, typer.Option("--candidates", help="Candidates per query.")] = 100,
+    doc_tokens: Annotated[
+        int | None,
+        typer.Option("--doc-tokens", help="Mean document length in tokens (overrides the preset)."),
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    matmul_size: Annotated[
+        int | None,
+        typer.Option(
+            "--matmul-size",
+            help="Size of the bf16 matrix product measuring the peak (default 8192 on CUDA, 1024 on CPU).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+    fused_rms_norm: Annotated[
+        bool,
+        typer.Option(
+            "--fused-rms-norm/--no-fused-rms-norm",
+            help="Ours with one fused kernel per RMSNorm (the reference-style path never fuses).",
+        ),
+    ] = True,
+    trim_last_layer: Annotated[
+        bool,
+        typer.Option(
+            "--trim-last-layer/--no-trim-last-layer",
+            help="Ours with the last layer run only at the positions read (the reference-style path "
+            "runs it everywhere).",
+        ),
+    ] = True,
+    compile_elementwise: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile-elementwise/--no-compile-elementwise",
+            help="Ours with the rotary embedding and SiLU compiled into single kernels (torch.compile; "
+            "the warm-up compiles). Default: on CUDA, off on CPUs.",
+            show_default=False,
+        ),
+    ] = None,
+    pad_multiple: Annotated[
+        int | None,
+        typer.Option(
+            "--pad-multiple",
+            min=1,
+            help="Ours with forward-pass lengths rounded up to this multiple. Default: 64 on CUDA "
+            "(fewer shapes for cuDNN attention to plan), 1 on CPUs.",
+            show_default=False,
+        ),
+    ] = None,
+    pack_blocks: Annotated[
+        bool | None,
+        typer.Option(
+            "--pack-blocks/--no-pack-blocks",
+            help="Ours with each batch's blocks packed into one row instead of padded rows. Default: "
+            "with FlashAttention (its varlen kernel takes the boundaries); with SDPA transformers builds "
+            "a block-diagonal mask, which is exact but slow.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Workload seed. Runs in one process that repeat a seed repeat its prompt shapes, "
+            "which GPU kernels may have planned already.",
+        ),
+    ] = 0,
+    second_pass: Annotated[
+        bool,
+        typer.Option(
+            "--second-pass",
+            help="Time both paths again over the same workload, once every prompt shape has run.",
+        ),
+    ] = False,
+) -> None:
+    """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
+    from rerank_eval.bench import PRESETS, SHAPES, run_bench
+    from rerank_eval.bench_report import bench_table
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; use {', '.join(PRESETS)}")
+    if shape not in SHAPES:
+        raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    result = run_bench(
+        preset,
+        shape,
+        queries,
+        candidates,
+        doc_tokens,
+        device,
+        dtype,
+        matmul_size,
+        fused_rms_norm=fused_rms_norm,
+        trim_last_layer=trim_last_layer,
+        compile_elementwise=compile_elementwise,
+        pad_multiple=pad_multiple,
+        pack_blocks=pack_blocks,
+        seed=seed,
+        second_pass=second_pass,
+    )
+    console.print(bench_table(result))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        from rerank_eval.results import write_output
+
+        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+
+
+@app.command("bench-encode")
+@user_errors
+def bench_encode(
+    shape: Annotated[
+        str,
+        typer.Option(
+            "--shape",
+            help="xlm-roberta-large (jina-embeddings-v3's shape, random weights, no adapters) or tiny.",
+        ),
+    ] = "tiny",
+    passages: Annotated[
+        int | None,
+        typer.Option("--passages", min=1, help="Passages (default 20,000 on CUDA, 2,000 on CPU)."),
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="Ours' dtype: float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU); "
+            "the straightforward path runs float32.",
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batch-tokens",
+            min=1,
+            help="Ours' padded tokens per batch (default 65,536 on CUDA, 8,192 on CPU).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Benchmark the dense encoder: the straightforward way (float32, fixed batches of 32 in input order)
+    against ours (distinct texts once, length-sorted batches), same workload, same run."""
+    from rerank_eval.bench_encode import SHAPES, run_bench_encode
+    from rerank_eval.bench_report import encode_table
+
+    if shape not in SHAPES:
+        raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed)
+    console.print(encode_table(result))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        from rerank_eval.results import write_output
+
+        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+
+
+@app.command("bench-index")
+@user_errors
+def bench_index(
+    documents: Annotated[int, typer.Option("--docs", help="Passages in the synthetic corpus.")] = 200_000,
+) -> None:
+    """Measure ir_datasets' doc-store build and the built-in BM25 build (documents/s, peak memory,
+    size) on a synthetic MIRACL-like corpus, and project the index to MIRACL English (32.9M)."""
+    from rerank_eval.indexbench import measure
+
+    if documents < 1000:
+        raise UserError("--docs must be at least 1000")
+    result = measure(documents)
+    console.print_json(json.dumps(result))

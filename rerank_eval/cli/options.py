@@ -1,0 +1,165 @@
+"""Options the commands share, declared once, and the parsing of their NAME=VALUE values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rerank_eval.errors import UserError
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=(
+            "A benchmarks YAML file with your own suites and presets (default: the packaged benchmarks.yaml)."
+        ),
+    ),
+]
+DatasetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--datasets",
+        "--languages",
+        "-d",
+        help=(
+            "Comma-separated dataset keys (or groups such as cqadupstack, or "
+            "MIRACL language codes); default: the whole suite."
+        ),
+    ),
+]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "A preset name, a Hub model id or a checkpoint directory; repeat to compare several models "
+            "on the same candidates; default: the config's default model (jina-reranker-v3)."
+        ),
+    ),
+]
+RemoteCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow models whose Hub repository ships its own code (e.g. jina-reranker-v2) to run it.",
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "A preset name, a Hub model id or a checkpoint directory; default: the "
+            "config's default model (jina-reranker-v3)."
+        ),
+    ),
+]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--family",
+        help="Reranker family when --model is neither a preset nor recognisable from its config.json.",
+    ),
+]
+TopKOpt = Annotated[
+    int | None, typer.Option("--top-k", help="Candidates reranked per query (default from the config: 100).")
+]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option("--metric", help="An ir_measures measure, repeatable (default from the config: nDCG@10)."),
+]
+RunOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--run", help="KEY=PATH: a TREC run file to use as the first stage of dataset KEY; repeatable."
+    ),
+]
+RunReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-reference",
+        help=(
+            "The published first stage your run files reproduce (a reference name of the config, e.g. "
+            "pyserini-bm25 for MIRACL, pyserini-bm25-flat for BEIR): the table checks their nDCG@10 "
+            "against its figures."
+        ),
+    ),
+]
+RunsDirOpt = Annotated[
+    Path | None,
+    typer.Option("--runs-dir", help="A folder of TREC run files, one per dataset, named by --run-pattern."),
+]
+RunPatternOpt = Annotated[
+    str,
+    typer.Option(
+        "--run-pattern",
+        help="File name pattern inside --runs-dir; {key} is the dataset key, {name} its Pyserini name.",
+    ),
+]
+FirstStageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--first-stage",
+        help=(
+            "Use this first stage instead of each dataset's default: a first_stages entry (bm25s, "
+            "jina-embeddings-v3, bge-base-en-v1.5, ...) or dense:ENCODER (a preset, Hub id or "
+            "sentence-transformers checkpoint directory)."
+        ),
+    ),
+]
+OrderOpt = Annotated[
+    str,
+    typer.Option(
+        "--candidate-order",
+        help="Order candidates are shown to the model: first-stage, reversed or shuffled:SEED.",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Result folder (default: results/<model>-<suite>-<time>)."),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cuda, cuda:1, cpu, ... (default: CUDA when available).")
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)."),
+]
+FreshOpt = Annotated[
+    bool,
+    typer.Option("--fresh", help="Ignore scores journaled by an earlier run of this setup; score again."),
+]
+SettingOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="NAME=VALUE model setting, e.g. --set max_doc_length=1024; repeatable."),
+]
+
+
+def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{what} expects NAME=VALUE, got {pair!r}")
+        parsed[key] = value
+    return parsed
+
+
+def settings_from(pairs: list[str] | None) -> dict[str, Any]:
+    """--set NAME=VALUE pairs as model settings."""
+    return {k: setting_value(v) for k, v in parse_pairs(pairs, "--set").items()}
+
+
+def setting_value(text: str) -> Any:
+    """Model settings on the command line: integers, floats, booleans, none, or text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)

@@ -1,0 +1,170 @@
+"""`fetch`, `score` and `models`: what a user runs around the benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from rerank_eval.cli.app import app, console, user_errors
+from rerank_eval.cli.options import (
+    ConfigOpt,
+    DatasetsOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FamilyOpt,
+    FirstStageOpt,
+    ModelOpt,
+    RemoteCodeOpt,
+    SettingOpt,
+    settings_from,
+)
+from rerank_eval.config import BenchmarkConfig, load_config
+from rerank_eval.errors import UserError
+
+
+@app.command("fetch")
+@user_errors
+def fetch(
+    suite: Annotated[str, typer.Argument(help="The suite whose files to download (beir, miracl, ...).")],
+    datasets: DatasetsOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Also download this model (preset, hub id); repeatable."),
+    ] = None,
+    first_stage: FirstStageOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
+    for GPU nodes without internet; with a dense --first-stage, encode the corpora too. Copy
+    IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for built-in BM25 indexes and corpus
+    embeddings) to the offline machine afterwards."""
+    from rerank_eval.fetching import fetch_suite
+
+    cfg = load_config(config)
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    if first_stage:
+        cfg.first_stage(first_stage)
+    fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage)
+
+
+@app.command("score")
+@user_errors
+def score(
+    model: ModelOpt = None,
+    query: Annotated[str, typer.Option("--query", "-q", help="The query text.")] = "",
+    docs: Annotated[
+        Path | None,
+        typer.Option("--docs", help="One document per line, or a .jsonl file with a text field per line."),
+    ] = None,
+    family: FamilyOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    setting: SettingOpt = None,
+    config: ConfigOpt = None,
+    trust_remote_code: RemoteCodeOpt = False,
+) -> None:
+    """Score documents for one query and print a JSON array of scores in input order."""
+    from rerank_eval.rerankers import load_reranker
+
+    if docs is None:
+        raise UserError("--docs FILE is required")
+    if not query.strip():
+        raise UserError("--query must not be empty")
+    texts = read_documents_file(docs)
+    cfg = load_config(config)
+    settings = settings_from(setting)
+    reranker = load_reranker(
+        model or cfg.default_model,
+        device=device,
+        dtype=dtype,
+        family=family,
+        config=cfg,
+        trust_remote_code=trust_remote_code,
+        **settings,
+    )
+    print(json.dumps(_scores_with_progress(reranker, query, texts)))
+
+
+# Documents a pointwise model scores per call of `score`, between progress updates.
+SCORE_SLICE = 256
+
+
+def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[float]:
+    """Scores in input order, with progress on stderr. A listwise model scores all the documents of
+    its query together (every block's query vector enters every score); the others in slices."""
+    from rerank_eval.pipeline.progress import step, track
+
+    if reranker.family == "first-stage-order":
+        raise UserError(
+            "the bm25 preset keeps a first stage's order and has no scores of its own; "
+            "score needs a model (--model PRESET, a Hub id or a checkpoint directory)"
+        )
+    if reranker.family == "listwise-last-token":
+        with step(f"scoring {len(texts):,} documents"):
+            return reranker.score(query, texts)
+    slices = [texts[start : start + SCORE_SLICE] for start in range(0, len(texts), SCORE_SLICE)]
+    tracked = track(slices, len(texts), f"scoring {len(texts):,} documents", size=len)
+    return [score for part in tracked for score in reranker.score(query, part)]
+
+
+def read_documents_file(path: Path) -> list[str]:
+    """Documents for `score`, in file order, so scores line up with lines.
+
+    A `.jsonl` file holds one object with a `text` field per line (blank lines skipped); any other
+    file holds one document per line, split at line feeds only, a blank line being an empty document.
+    """
+    from rerank_eval.paths import special_file_kind
+
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"--docs {path} is {kind}, not a file")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
+    if not any(line.strip() for line in lines):
+        raise UserError(f"{path} has no documents")
+    if path.suffix.lower() != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}, line {number}: not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UserError(f"{path}, line {number}: expected an object with a text field")
+        texts.append(record["text"])
+    return texts
+
+
+@app.command("models")
+@user_errors
+def models(config: ConfigOpt = None) -> None:
+    """List the model presets: family, Hub id, size, rough GPU memory need, remote code."""
+    from rich.table import Table
+
+    cfg: BenchmarkConfig = load_config(config)
+    table = Table(title=Text(f"Model presets ({cfg.path})"))
+    for column in ("Preset", "Family", "Model", "Size", "GPU memory", "Needs", "Settings"):
+        table.add_column(column)
+    for preset in cfg.models.values():
+        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
+        needs = "--trust-remote-code" if preset.trust_remote_code else ""
+        if preset.package:
+            needs = (
+                needs + "; " if needs else ""
+            ) + f"offline with pip package {preset.package.replace('_', '-')}"
+        cells = (preset.name, preset.family, preset.model or preset.description, preset.size,
+                 preset.gpu_memory, needs, settings)  # fmt: skip
+        table.add_row(*map(Text, cells))
+    console.print(table)

@@ -1,0 +1,170 @@
+"""A benchmark run, end to end: data → first stage → reranking → evaluation → result folder, for
+one model (`execute`) or several on the same candidates (`execute_models`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation import evaluate_per_query
+from rerank_eval.paths import file_name
+from rerank_eval.pipeline.distributed import ranks
+from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
+from rerank_eval.pipeline.manifest import build_manifest, dataset_record
+from rerank_eval.pipeline.plan import RunPlan
+from rerank_eval.pipeline.prepare import DatasetCache, warn
+from rerank_eval.pipeline.progress import step
+from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
+from rerank_eval.rerankers.base import Reranker
+from rerank_eval.results import ResultWriter
+from rerank_eval.runfiles import Run, format_run_lines
+
+
+def _warn_about_scoring(key: str, outcome: RerankOutcome, stats: dict[str, Any]) -> None:
+    if outcome.ties:
+        warn(f"{outcome.ties} reranked scores of {key} tie with the one ranked above; first-stage order kept")
+    if stats.get("truncated_documents"):
+        warn(f"{stats['truncated_documents']} documents of {key} were cut to the model's length limit")
+
+
+def run_lines(run: Run, tag: str) -> list[str]:
+    lines: list[str] = []
+    for query_id, docs in run.items():
+        lines += format_run_lines(query_id, docs.items(), tag)
+    return lines
+
+
+def execute(
+    plan: RunPlan,
+    reranker: Reranker,
+    out: Path,
+    command: list[str],
+    datasets: DatasetCache | None = None,
+    keep_identical: bool = False,
+) -> Path | None:
+    """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only)."""
+    plan.validate()
+    datasets = datasets or DatasetCache(plan)
+    started = datetime.now(timezone.utc)
+    main = ranks().is_main
+    writer = ResultWriter(out, keep_identical) if main else None
+    records = []
+    tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
+    stop = StopRequest()
+    try:
+        with stop:
+            for spec in plan.datasets:
+                if stop.requested:  # asked during the previous dataset's last forward pass
+                    raise Interrupted(
+                        f"interrupted before {spec.key}; scores journaled so far are kept; to resume: "
+                        f"{plan.resume_command}",
+                        stop.signum,
+                    )
+                with stop.preparing():
+                    prepared = datasets.prepared(spec)
+                start = time.monotonic()
+                outcome = rerank_dataset(reranker, prepared, plan, stop)
+                rerank_seconds = time.monotonic() - start
+                _warn_about_scoring(spec.key, outcome, reranker.runtime_stats())
+                if writer is None:
+                    continue  # ranks other than 0 only score
+                start = time.monotonic()
+                with step(f"{spec.key}: evaluation"):
+                    first_values = datasets.first_stage_values(prepared)
+                    reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
+                writer.add_run(spec.key, run_lines(outcome.run, tag))
+                # the candidates as the first stage scored them (after self-matches and the top-k cut)
+                first_stage_tag = (prepared.first_stage.name or prepared.first_stage.kind).replace(" ", "_")
+                writer.add_run(
+                    f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
+                )
+                blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
+                if blocks:
+                    writer.add_blocks(spec.key, blocks)
+                writer.add_values(spec.key, "first_stage", first_values)
+                writer.add_values(spec.key, "reranked", reranked_values)
+                timings = {
+                    "prepare_seconds": round(prepared.seconds, 3),
+                    "rerank_seconds": round(rerank_seconds, 3),
+                    "evaluate_seconds": round(time.monotonic() - start, 3),
+                    "execution": reranker.runtime_stats(),
+                }
+                records.append(dataset_record(prepared, outcome, timings, reranker))
+        if writer is None:
+            return None
+        finished = datetime.now(timezone.utc)
+        manifest = build_manifest(plan, reranker, records, command, started, finished)
+        folder = writer.publish(manifest)
+        if writer.kept_existing:
+            print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
+        return folder
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
+        if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C, or one while loading
+            raise Interrupted(
+                f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}",
+                stop.signum,
+            ) from None
+        raise
+
+
+def model_folder_name(model: str) -> str:
+    """A folder name for a model given by preset, Hub id or path (never one that leaves `--out`)."""
+    path = Path(model.rstrip("/"))
+    return file_name(path.name if path.exists() else model)
+
+
+def execute_models(
+    plan: RunPlan, models: list[str], load: Callable[[str], Reranker], out: Path, command: list[str]
+) -> list[Path]:
+    """Rerank the same candidates with each model in turn (data loaded once, one model in memory).
+
+    One model publishes `out`; several publish `out/<model>/` each. Under torchrun only rank 0
+    publishes, and the other ranks return no folder.
+    """
+    plan.validate()
+    names = [model_folder_name(m) for m in models]
+    if len(set(names)) != len(names):
+        raise UserError(f"--model names two models with the same folder name: {', '.join(models)}")
+    datasets = DatasetCache(plan)
+    folders = []
+    for model, name in zip(models, names):
+        destination = out if len(models) == 1 else out / name
+        # A resumed several-model run redoes the models it had published, from the journal (no
+        # scoring), and keeps their folders when the results come out identical.
+        resumed = len(models) > 1 and _published_by_this_command(destination, command, plan)
+        reranker = load(model)
+        folder = execute(plan, reranker, destination, command, datasets, keep_identical=resumed)
+        folders += [folder] if folder else []
+        del reranker
+        _free_accelerator_memory()
+    return folders
+
+
+def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
+    """Whether an earlier run of this very command line published this model's folder (a hint
+    only: the folder is kept only if the results come out identical)."""
+    if plan.fresh or not (folder / "manifest.json").is_file():
+        return False
+    try:
+        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command", [])
+    except (OSError, ValueError):
+        return False
+    return [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

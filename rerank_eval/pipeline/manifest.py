@@ -1,0 +1,102 @@
+"""The manifest of a result folder: what was run, on what, with which protocol and versions."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from rerank_eval import __version__
+from rerank_eval.pipeline.plan import RunPlan
+from rerank_eval.pipeline.prepare import PreparedDataset
+from rerank_eval.pipeline.score import RerankOutcome
+from rerank_eval.rerankers.base import Reranker
+from rerank_eval.results import package_versions, source_revision
+
+TIE_BREAK = "score descending; equal scores keep first-stage order; written scores strictly decreasing"
+
+
+def dataset_record(
+    prepared: PreparedDataset, outcome: RerankOutcome, timings: dict[str, Any], reranker: Reranker
+) -> dict[str, Any]:
+    spec = prepared.spec
+    return {
+        "key": spec.key,
+        "row": spec.row,
+        "ir_datasets_id": spec.ir_datasets_id,
+        "language": spec.language,
+        "in_average": spec.in_average,
+        "drop_self_matches": spec.drop_self_matches,
+        "first_stage": prepared.first_stage.to_json(),
+        "coverage": prepared.candidates.coverage(),
+        "missing_documents": prepared.missing_documents,
+        "empty_documents": prepared.empty_documents,
+        "tied_scores": outcome.ties,
+        **_block_split_summary(outcome),
+        "model_settings": reranker.score_identity().get("settings", {}),
+        # Everything below may differ between an uninterrupted and a resumed run.
+        "timings": {
+            **timings,
+            "scored_queries": outcome.scored_queries,
+            "resumed_queries": outcome.resumed_queries,
+        },
+    }
+
+
+def _block_split_summary(outcome: RerankOutcome) -> dict[str, Any]:
+    """For a listwise model: how many queries were scored in 1, 2, ... blocks."""
+    counts = Counter(len(notes["blocks"]) for notes in outcome.notes.values() if "blocks" in notes)
+    return {"queries_by_block_count": {str(n): counts[n] for n in sorted(counts)}} if counts else {}
+
+
+def build_manifest(
+    plan: RunPlan,
+    reranker: Reranker,
+    datasets: list[dict[str, Any]],
+    command: list[str],
+    started: datetime,
+    finished: datetime,
+) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "complete": True,
+        "rerank_eval": {"version": __version__, "git": source_revision()},
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - started).total_seconds(), 3),
+        "suite": {
+            "name": plan.suite.name,
+            "config": str(plan.config.path),
+            # what the file said, so that the result explains itself once the file is edited
+            "config_sha256": plan.config.sha256,
+            "entries": [asdict(spec) for spec in plan.datasets],
+            "first_stages": {
+                name: asdict(plan.config.first_stage(name))
+                for name in sorted({plan.first_stage_override or d.first_stage for d in plan.datasets})
+            },
+            "average_label": plan.suite.average_label,
+            "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),
+        },
+        "model": {
+            "name": reranker.name,
+            **reranker.describe(),
+            # scores are computed per fixed chunk, batched as configured (see query_chunks)
+            "queries_per_chunk": reranker.queries_per_call,
+            "batching": reranker.batching(),
+        },
+        "protocol": {
+            "top_k": plan.top_k,
+            "metrics": plan.metrics,
+            "measures": plan.measures(),
+            "candidate_order": str(plan.candidate_order),
+            "first_stage_override": plan.first_stage_override,
+            "ranking": TIE_BREAK,
+            "evaluation": "ir_measures per query; judged queries without candidates score 0",
+        },
+        "datasets": datasets,
+    }

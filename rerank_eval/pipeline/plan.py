@@ -1,0 +1,96 @@
+"""The run plan: everything that decides a run's numbers, fixed and checked before any work."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rerank_eval.config import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation import canonical_measures, parse_measures
+from rerank_eval.first_stage import (
+    RunLocation,
+)
+from rerank_eval.paths import special_file_kind
+
+
+@dataclass(frozen=True)
+class CandidateOrder:
+    """The order in which candidates are shown to the model (`first-stage`, `reversed`, `shuffled:SEED`)."""
+
+    kind: str
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> CandidateOrder:
+        if text in ("first-stage", "reversed"):
+            return cls(text)
+        if text.startswith("shuffled:") and text.removeprefix("shuffled:").lstrip("-").isdigit():
+            return cls("shuffled", int(text.removeprefix("shuffled:")))
+        raise UserError(f"unknown candidate order {text!r}; use first-stage, reversed or shuffled:SEED")
+
+    def __str__(self) -> str:
+        return f"shuffled:{self.seed}" if self.kind == "shuffled" else self.kind
+
+    def positions(self, query_id: str, count: int) -> list[int]:
+        """First-stage ranks in presentation order; a shuffle depends only on seed and query."""
+        order = list(range(count))
+        if self.kind == "reversed":
+            order.reverse()
+        elif self.kind == "shuffled":
+            random.Random(f"{self.seed}\0{query_id}").shuffle(order)
+        return order
+
+
+@dataclass
+class RunPlan:
+    """Everything that decides a run's numbers, fixed before any work starts."""
+
+    config: BenchmarkConfig
+    suite: SuiteSpec
+    datasets: list[DatasetSpec]
+    top_k: int
+    metrics: list[str]
+    candidate_order: CandidateOrder
+    runs: RunLocation = field(default_factory=RunLocation)
+    first_stage_override: str | None = None
+    fresh: bool = False  # ignore (and replace) journaled scores
+    resume_command: str = "the same command"
+
+    def measures(self) -> list[str]:
+        """The user's metrics plus the ones every table shows."""
+        return canonical_measures([*self.metrics, f"R@{self.top_k}", "Judged@10"])
+
+    def validate(self) -> None:
+        """Fail before any download or model load when the plan cannot work."""
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise UserError(f"--top-k must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
+        parse_measures(self.measures())
+        if self.first_stage_override:
+            self.config.first_stage(self.first_stage_override)
+        for key, path in self.runs.overrides.items():
+            if key not in {d.key for d in self.datasets}:
+                raise UserError(f"--run names dataset {key!r}, which this run does not include")
+            kind = special_file_kind(Path(path))
+            if kind:
+                raise UserError(f"run file for {key} is {kind}, not a file: {path}")
+            if not Path(path).is_file():
+                raise UserError(f"run file for {key} not found: {path}")
+        if self.runs.folder is not None:
+            if not self.runs.folder.is_dir():
+                raise UserError(f"--runs-dir {self.runs.folder} is not a folder")
+            try:
+                self.runs.pattern.format(key="k", name="n")
+            except (KeyError, IndexError, ValueError, AttributeError):
+                raise UserError(
+                    f"--run-pattern {self.runs.pattern!r} may use only {{key}} and {{name}}"
+                ) from None
+        if self.runs.reference is not None:
+            supplied = [spec for spec in self.datasets if self.runs.path_for(spec) is not None]
+            if not supplied:
+                raise UserError(
+                    "--run-reference describes run files you pass (--run, --runs-dir); there are none"
+                )
+            for spec in supplied:
+                self.runs.reference_for(spec)

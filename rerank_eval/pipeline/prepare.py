@@ -1,0 +1,139 @@
+"""Each dataset prepared once (queries, qrels, the top-k candidates, their texts) as a
+`PreparedDataset`, shared by every model of a run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from rerank_eval.config import DatasetSpec
+from rerank_eval.data import IrDataset
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation import PerQuery, evaluate_per_query
+from rerank_eval.first_stage import (
+    Candidates,
+    FirstStageRecord,
+    FirstStageRequest,
+    fetch_first_stage,
+    obtain_run,
+    select_candidates,
+)
+from rerank_eval.pipeline.distributed import ranks
+from rerank_eval.pipeline.plan import RunPlan
+from rerank_eval.pipeline.progress import step
+
+
+@dataclass
+class PreparedDataset:
+    spec: DatasetSpec
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    candidates: Candidates
+    texts: dict[str, str]
+    first_stage: FirstStageRecord
+    missing_documents: int
+    empty_documents: int
+    seconds: float
+
+
+def first_stage_request(plan: RunPlan, spec: DatasetSpec, dataset: IrDataset, queries: dict[str, str]):
+    """What the dataset's first stage is asked for: depth top-k, plus one where self-matches go."""
+    source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
+    depth = plan.top_k + (1 if spec.drop_self_matches else 0)
+    return FirstStageRequest(spec, source, dataset, queries, depth)
+
+
+def fetch_for_ranks(plan: RunPlan, spec: DatasetSpec) -> None:
+    """Downloads and single-process builds, done by rank 0 while the other ranks wait; what all
+    ranks do together (a dense first stage's corpus encoding) is left to `prepare_dataset`."""
+    dataset = IrDataset(spec)
+    queries = dataset.queries()
+    dataset.qrels()
+    dataset.documents([])
+    if plan.runs.path_for(spec) is None:
+        fetch_first_stage(first_stage_request(plan, spec, dataset, queries), build=False)
+
+
+def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
+    """Queries, qrels, the top-k candidates and their texts for one dataset."""
+    start = time.monotonic()
+    dataset = IrDataset(spec)
+    with step(f"{spec.key}: queries and judgements"):
+        queries = dataset.queries()
+        qrels = dataset.qrels()
+    if not qrels:
+        raise UserError(f"{spec.ir_datasets_id} has no relevance judgements")
+    request = first_stage_request(plan, spec, dataset, queries)
+    with step(f"{spec.key}: first stage"):
+        run, record = obtain_run(request, plan.runs)
+        candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
+    wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
+    with step(f"{spec.key}: {len(wanted):,} candidate documents"):
+        texts = dataset.documents(wanted)
+    if not texts:  # every candidate would be dropped and every query would score 0
+        raise UserError(
+            f"none of the {len(wanted):,} candidate documents of the first-stage run for {spec.key} is in "
+            f"the corpus of {spec.ir_datasets_id}; is the run for another dataset or corpus version?"
+        )
+    missing = len(wanted - set(texts))
+    if missing:
+        warn(f"{missing} candidate document ids of {spec.key} are not in its corpus; they are left out")
+        for query_id, docs in candidates.by_query.items():
+            candidates.by_query[query_id] = [(d, s) for d, s in docs if d in texts]
+    if record.duplicate_lines:
+        warn(
+            f"{record.duplicate_lines} duplicate (query, document) lines in the first-stage run of "
+            f"{spec.key}; the first of each is kept"
+        )
+    if candidates.run_queries_without_judgements:
+        warn(
+            f"{candidates.run_queries_without_judgements} queries of the first-stage run of {spec.key} "
+            f"have no judgements (or are not queries of it); they are ignored, as trec_eval does"
+        )
+    empty = sum(1 for text in texts.values() if not text.strip())
+    if empty:
+        warn(f"{empty} candidate documents of {spec.key} are empty or whitespace only; reranked as they are")
+    if candidates.queries_with_equal_scores:
+        warn(
+            f"in {candidates.queries_with_equal_scores} queries of {spec.key} all first-stage scores are "
+            f"equal; their first-stage order is by doc id only (trec_eval's rule)"
+        )
+    return PreparedDataset(
+        spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start
+    )
+
+
+def warn(message: str) -> None:
+    """A condition that changes no number silently: one line on stderr, a count in the manifest."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class DatasetCache:
+    """Datasets prepared once and shared by every model of a run (with their first-stage values)."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self._prepared: dict[str, PreparedDataset] = {}
+        self._first_stage_values: dict[str, PerQuery] = {}
+
+    def prepared(self, spec: DatasetSpec) -> PreparedDataset:
+        """Loaded once; under torchrun rank 0 downloads and builds first, then every rank prepares
+        (together, where the first stage shares its work across ranks)."""
+        if spec.key not in self._prepared:
+            shard = ranks()
+            if shard.world > 1:
+                if not shard.is_main:
+                    shard.barrier()
+                else:
+                    fetch_for_ranks(self.plan, spec)
+                    shard.barrier()
+            self._prepared[spec.key] = prepare_dataset(self.plan, spec)
+        return self._prepared[spec.key]
+
+    def first_stage_values(self, prepared: PreparedDataset) -> PerQuery:
+        key = prepared.spec.key
+        if key not in self._first_stage_values:
+            run = prepared.candidates.to_run()
+            self._first_stage_values[key] = evaluate_per_query(prepared.qrels, run, self.plan.measures())
+        return self._first_stage_values[key]
