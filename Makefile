@@ -31,8 +31,8 @@ beir: install
 # of `make test`: it runs the covering tests once per mutant (about an hour on 2 cores).
 MUTANTS ?= 'rerank_eval.first_stage.candidates.*' 'rerank_eval.cache.x_cache_key*' \
 	'rerank_eval.pipeline.journal.*' 'rerank_eval.runfiles.*' \
-	'rerank_eval.results.x_write_atomic*' 'rerank_eval.results.x_write_output*' \
-	'rerank_eval.results.xǁResultWriterǁ*' \
+	'rerank_eval.results.folder.x_write_atomic*' 'rerank_eval.results.folder.x_write_output*' \
+	'rerank_eval.results.folder.xǁResultWriterǁ*' \
 	'rerank_eval.comparison.x_protocol_differences*' 'rerank_eval.comparison.x__first_stage_identity*' \
 	'rerank_eval.comparison.x_bootstrap_interval*' 'rerank_eval.comparison.x_holm*' \
 	'rerank_eval.comparison.x_paired_p_value*' \

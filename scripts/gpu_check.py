@@ -66,8 +66,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rerank_eval.bench import PRESETS, Workload, random_reranker, run_bench, synchronize
-from rerank_eval.bench_encode import run_bench_encode
+from rerank_eval.bench.encoder import run_bench_encode
+from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench, synchronize
 from rerank_eval.first_stage.dense.search import exact_search, key_ranks, key_scores
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.common import attention_implementation, pick_dtype

@@ -69,7 +69,7 @@ def pytest_sessionfinish(session, exitstatus):
 def plenty_of_memory():
     """Fixture corpora are tiny, but ir_datasets reports the real datasets' sizes (e.g. 6.9M
     passages for MIRACL ja); let the built-in BM25's memory guard see a machine they fit on."""
-    from rerank_eval import bm25
+    from rerank_eval.first_stage import bm25_index as bm25
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bm25, "available_memory", lambda: 2**50)

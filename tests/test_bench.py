@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rerank_eval.bench import (
+from rerank_eval.bench.listwise import (
     Workload,
     model_flops,
     published_modules,
@@ -88,7 +88,7 @@ def test_fast_path_equals_reference_style(tiny, settings, mean_tokens, min_block
 def test_bench_packs_blocks_where_float32_attention_takes_no_mask(monkeypatch):
     """On CUDA float32 runs an attention without masks, which cannot take packed blocks: the bf16
     run packs them and its float32 comparison runs padded rows (emulated here on a CPU)."""
-    import rerank_eval.bench as bench
+    import rerank_eval.bench.listwise as bench
     from rerank_eval.rerankers.qwen3_fast import register_repeated_kv_attention
 
     monkeypatch.setattr(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rerank_eval.bench_encode import (
+from rerank_eval.bench.encoder import (
     MAX_LENGTH,
     SHAPES,
     EncodeWorkload,

@@ -36,7 +36,7 @@ def journal_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys")
     changed_run = {q: dict(docs) for q, docs in builders.SCIFACT_RUN.items()}
     changed_run["1"]["s5"] = 3.5  # one first-stage score moves, the candidates stay
-    config = (Path(__file__).resolve().parents[1] / "rerank_eval" / "benchmarks.yaml").read_text()
+    config = (Path(__file__).resolve().parents[1] / "rerank_eval" / "config" / "benchmarks.yaml").read_text()
     scifact = "id: beir/scifact/test\n        language: en\n        first_stage: bm25-flat\n        "
     assert config.count(scifact + "drop_self_matches: false") == 1
     policy = root / "self-matches.yaml"

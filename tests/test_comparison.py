@@ -12,9 +12,16 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from rerank_eval.cli import app
-from rerank_eval.comparison import SEED, Comparison, holm
 from rerank_eval.errors import UserError
-from rerank_eval.results import ResultWriter, load_result, load_results
+from rerank_eval.pipeline.execute import summarize
+from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.compare.stats import SEED, holm
+from rerank_eval.reporting.compare.table import caption, comparison_table
+from rerank_eval.reporting.render import data
+from rerank_eval.reporting.render.markdown import markdown
+from rerank_eval.reporting.render.plot import plot
+from rerank_eval.reporting.render.terminal import terminal_table
+from rerank_eval.results.folder import ResultWriter, load_result, load_results
 
 RNG = np.random.default_rng(7)
 QUERIES = {
@@ -53,7 +60,7 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
         "model": {"name": name},
         "datasets": records,
     }
-    return writer.publish(manifest)
+    return writer.publish(manifest, summarize)
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +163,12 @@ def test_randomization_test_is_seeded_scipy_permutation_test(runs):
         n_resamples=10_000, alternative="two-sided", random_state=SEED,
     ).pvalue  # fmt: skip
     assert next(r for r in result.rows if r.name == "scifact").cells["worse"].p_value == expected
-    assert "randomization test" in result.caption()
+    assert "randomization test" in "\n".join(caption(result))
 
 
 def test_best_value_is_bold(runs):
-    markdown = comparison(runs, "base", "better", "worse").to_markdown()
-    scifact = next(line for line in markdown.splitlines() if line.startswith("| scifact"))
+    table = markdown(comparison_table(comparison(runs, "base", "better", "worse")))
+    scifact = next(line for line in table.splitlines() if line.startswith("| scifact"))
     best = max(values(runs[n], "scifact").mean() for n in ("base", "better", "worse"))
     assert f"**{best:.4f}**" in scifact and scifact.count("**") == 2
 
@@ -169,15 +176,15 @@ def test_best_value_is_bold(runs):
 def test_csv_round_trip(runs, tmp_path):
     result = comparison(runs, "base", "better", "worse")
     path = tmp_path / "long.csv"
-    path.write_text(result.to_csv())
+    path.write_text(data.comparison_csv(result))
     back = pd.read_csv(path)
-    expected = result.long_frame()
+    expected = data.long_frame(result)
     assert list(back.columns) == list(expected.columns)
     assert np.allclose(
         back["value"].astype(float), expected["value"].astype(float), rtol=1e-9, equal_nan=True
     )
     assert list(back["run"]) == list(expected["run"]) and list(back["dataset"]) == list(expected["dataset"])
-    wide = pd.read_csv(io_text(result.to_csv(wide=True)), index_col=0)
+    wide = pd.read_csv(io_text(data.comparison_csv(result, wide=True)), index_col=0)
     assert list(wide.columns) == ["base", "better", "worse"]
     assert wide.loc["fiqa", "better"] == pytest.approx(values(runs["better"], "fiqa").mean())
 
@@ -196,7 +203,7 @@ def test_refuses_unfair_comparisons_unless_forced(tmp_path, runs):
     with pytest.raises(UserError, match="first stage of scifact differs"):
         Comparison([load_result(runs["base"]), load_result(other_stage)])
     forced = Comparison([load_result(runs["base"]), load_result(other_stage)], force=True)
-    assert "WARNING: compared anyway (--force): first stage of scifact differs" in forced.caption()
+    assert "WARNING: compared anyway (--force): first stage of scifact differs" in "\n".join(caption(forced))
 
 
 def test_refuses_other_candidate_orders_and_other_query_sets(tmp_path, runs):
@@ -207,7 +214,9 @@ def test_refuses_other_candidate_orders_and_other_query_sets(tmp_path, runs):
     other_qrels = make_result(tmp_path, "otherqrels", 0.01, queries=renamed)
     with pytest.raises(UserError, match=r"query sets of fiqa differ .* \(6 queries in only one of them\)"):
         Comparison([load_result(runs["base"]), load_result(other_qrels)])
-    assert "Top-100 candidates in first-stage order." in comparison(runs, "base", "better").caption()
+    assert "Top-100 candidates in first-stage order." in "\n".join(
+        caption(comparison(runs, "base", "better"))
+    )
 
 
 def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
@@ -230,7 +239,7 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
 
 def test_markdown_rows_carry_w_t_l_and_average_intervals(runs):
     result = comparison(runs, "base", "better")
-    lines = result.to_markdown().splitlines()
+    lines = markdown(comparison_table(result)).splitlines()
     fiqa = next(r for r in result.rows if r.name == "fiqa").cells["better"]
     fiqa_line = next(line for line in lines if line.startswith("| fiqa "))
     assert fiqa_line.endswith(f" | {fiqa.wins}/{fiqa.ties}/{fiqa.losses} |")
@@ -240,7 +249,7 @@ def test_markdown_rows_carry_w_t_l_and_average_intervals(runs):
 
 
 def test_latex_escapes_every_special_character():
-    from rerank_eval.comparison import latex_escape
+    from rerank_eval.reporting.render.latex import latex_escape
 
     assert latex_escape("a_b & 50% #1 $x^2 {y} ~z \\ <k>") == (
         r"a\_b \& 50\% \#1 \$x\textasciicircum{}2 \{y\} \textasciitilde{}z \textbackslash{} $<$k$>$"
@@ -253,8 +262,8 @@ def test_published_columns_are_marked_and_untested(runs):
     cell = scifact.cells["pyserini-bm25-flat (published)"]
     assert cell.value == 0.6789 and cell.p_value is None and cell.delta is None
     assert scifact.cells["jina-reranker-v3 (published)"].value is None
-    assert "first stage: top-100 of jina-embeddings-v3" in result.caption()
-    assert "not tested" in result.caption()
+    assert "first stage: top-100 of jina-embeddings-v3" in "\n".join(caption(result))
+    assert "not tested" in "\n".join(caption(result))
 
 
 def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, tmp_path):
@@ -262,14 +271,14 @@ def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, t
              "sha256": "d1", "settings": {"encoder": "x"}}  # fmt: skip
     on_bm25 = Comparison(load_results([runs["base"]]), published=["jina-reranker-v3"])
     assert any("reranked jina-embeddings-v3's candidates; the runs did not" in w for w in on_bm25.warnings)
-    assert "first stage: BM25" in str(on_bm25.table().title)
+    assert "first stage: BM25" in comparison_table(on_bm25).title
     folder = make_result(tmp_path, "dense", 0.05, first_stage=dense)
     on_dense = Comparison(load_results([folder]), published=["jina-reranker-v3"])
     assert not on_dense.warnings
     assert on_dense.footnotes == [
         "jina-reranker-v3 (published) and the runs share the first stage jina-embeddings-v3"
     ]
-    assert "first stage: jina-embeddings-v3 (dense)" in str(on_dense.table().title)
+    assert "first stage: jina-embeddings-v3 (dense)" in comparison_table(on_dense).title
     # a published column that names no first stage entry says nothing either way
     assert not Comparison(load_results([folder]), published=["pyserini-bm25-flat"]).warnings
 
@@ -279,7 +288,7 @@ def test_plot_is_a_png_of_the_expected_size(runs, tmp_path):
 
     path = tmp_path / "plot.png"
     result = comparison(runs, "base", "better", "worse")
-    result.plot(path)
+    plot(result, path)
     assert path.stat().st_size > 5_000
     image = matplotlib.image.imread(str(path))
     width = max(8.0, 0.9 * len(result.rows) + 2) * 100
@@ -370,6 +379,6 @@ def test_labels_and_names_are_shown_literally_never_as_markup(tmp_path):
     first = make_result(tmp_path, "ckpt[v1]", 0.0, noise=0.0)
     second = make_result(tmp_path, "ckpt[v2]", 0.05, seed=4)
     console = Console(width=300, record=True)
-    console.print(Comparison([load_result(first), load_result(second)]).table())
+    console.print(terminal_table(comparison_table(Comparison([load_result(first), load_result(second)]))))
     text = console.export_text()
     assert "ckpt[v1] (baseline)" in text and "ckpt[v2]" in text and "Δ vs ckpt[v1]" in text

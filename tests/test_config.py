@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rerank_eval.config import load_config
+from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 
 BEIR_13 = {

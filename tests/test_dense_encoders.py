@@ -28,7 +28,7 @@ from tests import dense_checkpoints
 from tests.checkpoints import build_cross_encoder
 
 TOLERANCE = 1e-5
-BENCHMARKS = Path(__file__).resolve().parents[1] / "rerank_eval" / "benchmarks.yaml"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "rerank_eval" / "config" / "benchmarks.yaml"
 LONG = " ".join(["information retrieval ranks passages by relevance to a query"] * 12)
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -167,7 +167,7 @@ def test_jina_merged_and_unmerged_adapters_agree(jina, jina_preset):
 
 def test_jina_preset_gives_its_prefixes_and_adapters(jina, jina_preset, monkeypatch):
     """The preset as the CLI loads it (config loader, the kind's own settings-to-encoder path)."""
-    from rerank_eval.config import load_config
+    from rerank_eval.config.reader import load_config
     from rerank_eval.first_stage.dense import DenseRetrieval
     from rerank_eval.pipeline import distributed
 

@@ -575,8 +575,8 @@ def test_datasets_sharing_a_corpus_share_its_embeddings():
     miracl/sw): one cache folder; another corpus gets another."""
     from types import SimpleNamespace
 
-    from rerank_eval.config import DatasetSpec, FirstStageSpec
-    from rerank_eval.data import IrDataset
+    from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
+    from rerank_eval.datasets.ir_dataset import IrDataset
     from rerank_eval.first_stage import FirstStageRequest, kind
 
     dense = kind("dense")

@@ -246,7 +246,7 @@ def test_bi_encoder_embeds_each_document_once_per_chunk_and_keeps_nothing_across
     ("model", "family"), [("ce1", "cross-encoder"), ("lm", "yes-no"), ("bi", "bi-encoder")]
 )
 def test_execution_counts_are_per_dataset(models, model, family):
-    from rerank_eval.config import load_config
+    from rerank_eval.config.reader import load_config
 
     reranker = load_reranker(str(models[model]), family=family, max_batch_tokens=64)
     reranker.score_batch(requests([QUERY, "aspirin"]))
@@ -347,7 +347,7 @@ def test_models_command_lists_presets():
 
 
 def test_per_dataset_instruction_reaches_the_yes_no_template(models, tmp_path):
-    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    text = Path("rerank_eval/config/benchmarks.yaml").read_text(encoding="utf-8")
     marker = "      - key: fiqa\n        id: beir/fiqa/test\n"
     config = tmp_path / "c.yaml"
     config.write_text(

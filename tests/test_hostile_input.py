@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.journal import journal_path
-from rerank_eval.results import ResultWriter
+from rerank_eval.results.folder import ResultWriter
 from tests import builders
 
 
@@ -107,7 +107,7 @@ def test_two_outputs_to_one_file_are_refused(saved, tmp_path):
 
 
 def test_a_failed_write_and_a_failed_clean_up_are_one_line(tmp_path, monkeypatch):
-    from rerank_eval.results import write_output
+    from rerank_eval.results.folder import write_output
 
     def failing(path: Path) -> None:
         path.write_text("partial")

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rerank_eval.comparison import RESAMPLES, SEED, Comparison
 from rerank_eval.errors import UserError
-from rerank_eval.results import load_result, write_output
+from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.compare.stats import RESAMPLES, SEED
+from rerank_eval.reporting.compare.table import caption
+from rerank_eval.results.folder import load_result, write_output
 from tests.test_comparison import make_result
 
 
@@ -72,7 +74,7 @@ def test_the_guard_refuses_each_protocol_difference_and_force_compares_anyway(ba
     with pytest.raises(UserError, match=f"not a fair comparison: .*{message}"):
         Comparison([load_result(base), load_result(other)])
     forced = Comparison([load_result(base), load_result(other)], force=True)
-    assert "WARNING: compared anyway (--force)" in forced.caption()
+    assert "WARNING: compared anyway (--force)" in "\n".join(caption(forced))
 
 
 def test_the_guard_refuses_another_dense_encoder(base, tmp_path):
@@ -81,8 +83,8 @@ def test_the_guard_refuses_another_dense_encoder(base, tmp_path):
 
     one = edited(base, tmp_path / "one", dense("jinaai/jina-embeddings-v3"))
     other = edited(base, tmp_path / "other", dense("BAAI/bge-m3"))
-    assert "WARNING" not in Comparison([load_result(one), load_result(edited(one, tmp_path / "same", dense(
-        "jinaai/jina-embeddings-v3")))]).caption()  # fmt: skip
+    same = edited(one, tmp_path / "same", dense("jinaai/jina-embeddings-v3"))
+    assert "WARNING" not in "\n".join(caption(Comparison([load_result(one), load_result(same)])))
     with pytest.raises(UserError, match="first stage of scifact differs"):
         Comparison([load_result(one), load_result(other)])
 
@@ -102,7 +104,7 @@ def test_the_guard_refuses_another_judged_query_set(base, tmp_path):
 
 def test_an_identical_protocol_passes_the_guard(base, tmp_path):
     same = edited(base, tmp_path / "same", lambda m: None)
-    assert "WARNING" not in Comparison([load_result(base), load_result(same)]).caption()
+    assert "WARNING" not in "\n".join(caption(Comparison([load_result(base), load_result(same)])))
 
 
 def test_average_intervals_are_scipy_percentile_bootstraps_and_w_t_l_counted_by_hand(tmp_path):
@@ -148,7 +150,7 @@ def test_an_output_write_failing_at_fsync_keeps_the_previous_file_and_leaves_no_
 
 
 def test_write_atomic_failing_at_fsync_keeps_the_previous_file(tmp_path, monkeypatch):
-    from rerank_eval.results import write_atomic
+    from rerank_eval.results.folder import write_atomic
 
     target = tmp_path / "summary.csv"
     target.write_text("previous\n")

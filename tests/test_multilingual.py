@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from rerank_eval import bm25
-from rerank_eval.analysis import Analyzer
 from rerank_eval.cli import app
+from rerank_eval.first_stage import bm25_index as bm25
+from rerank_eval.first_stage.text_analysis import Analyzer
 from tests import builders
 from tests.expected import mean, ndcg
 
@@ -147,8 +147,8 @@ def test_miracl_table_lists_languages_and_their_average(miracl_result):
 
 def test_too_large_a_corpus_is_refused_before_any_work(monkeypatch, tmp_path):
     """MIRACL de (15.9M passages, never downloaded here) on a machine with 1 GiB available."""
-    from rerank_eval.config import load_config
-    from rerank_eval.data import IrDataset
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets.ir_dataset import IrDataset
     from rerank_eval.errors import UserError
 
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
@@ -164,8 +164,8 @@ def test_too_large_a_corpus_is_refused_before_any_work(monkeypatch, tmp_path):
 
 def test_the_real_corpus_size_is_used_once_known(miracl_result, monkeypatch):
     """After the doc store is built, ir_datasets counts the documents really there (3 for sw here)."""
-    from rerank_eval.config import load_config
-    from rerank_eval.data import IrDataset
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets.ir_dataset import IrDataset
 
     spec = next(d for d in load_config().suite("miracl").datasets if d.key == "sw")
     assert IrDataset(spec).documents_count() == len(builders.MIRACL["sw"]["docs"])

@@ -105,7 +105,7 @@ def test_suite_averages_label_subset_and_all_rows(bm25_result):
 
 def test_self_matches_are_dropped_only_where_configured(runs_dir, tmp_path):
     config = tmp_path / "bench.yaml"
-    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    text = Path("rerank_eval/config/benchmarks.yaml").read_text(encoding="utf-8")
     marker = (
         "      - key: arguana\n        id: beir/arguana\n        language: en\n"
         "        first_stage: bm25-flat\n        drop_self_matches: true"
@@ -238,7 +238,7 @@ def test_first_stage_run_is_kept_with_its_scores_and_bm25_writes_them(bm25_resul
 
 
 def test_manifest_records_the_config_content_and_every_run_file_hash(bm25_result):
-    from rerank_eval.config import DEFAULT_CONFIG
+    from rerank_eval.config.schema import DEFAULT_CONFIG
 
     manifest = json.loads((bm25_result / "manifest.json").read_text())
     suite = manifest["suite"]
@@ -330,7 +330,7 @@ def test_published_run_from_hub_cache_and_reference_check(hub_cache, tmp_path):
     assert record["reference_ndcg10"] == 0.6789
 
     config = tmp_path / "ok.yaml"
-    text = Path("rerank_eval/benchmarks.yaml").read_text(encoding="utf-8")
+    text = Path("rerank_eval/config/benchmarks.yaml").read_text(encoding="utf-8")
     config.write_text(text.replace("pyserini-bm25-flat: 0.6789", f"pyserini-bm25-flat: {value + 3e-4:.6f}"))
     out_ok = tmp_path / "hub-ok"
     result = cli(

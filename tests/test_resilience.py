@@ -402,7 +402,7 @@ def test_journal_write_on_a_full_disk_is_one_clear_error(tmp_path, monkeypatch):
 def test_full_disk_while_publishing_leaves_no_complete_folder(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     builders.write_run(runs / "fiqa.trec", builders.FIQA_RUN)
-    from rerank_eval import results
+    from rerank_eval.results import folder as results
 
     real = results.write_atomic
 

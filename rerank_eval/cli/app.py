@@ -64,7 +64,7 @@ def everywhere(
     ] = False,
 ) -> None:
     """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""
-    from rerank_eval.data import quiet_ir_datasets
+    from rerank_eval.datasets.ir_dataset import quiet_ir_datasets
 
     quiet_ir_datasets(not verbose)
 

@@ -103,8 +103,8 @@ def bench(
     ] = False,
 ) -> None:
     """Benchmark the listwise model: the published procedure's style against ours, same workload, same run."""
-    from rerank_eval.bench import PRESETS, SHAPES, run_bench
-    from rerank_eval.bench_report import bench_table
+    from rerank_eval.bench.listwise import PRESETS, SHAPES, run_bench
+    from rerank_eval.bench.table import bench_table
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; use {', '.join(PRESETS)}")
@@ -131,7 +131,7 @@ def bench(
     text = json.dumps(result, indent=2)
     print(text)
     if json_out:
-        from rerank_eval.results import write_output
+        from rerank_eval.results.folder import write_output
 
         write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
@@ -174,8 +174,8 @@ def bench_encode(
 ) -> None:
     """Benchmark the dense encoder: the straightforward way (float32, fixed batches of 32 in input order)
     against ours (distinct texts once, length-sorted batches), same workload, same run."""
-    from rerank_eval.bench_encode import SHAPES, run_bench_encode
-    from rerank_eval.bench_report import encode_table
+    from rerank_eval.bench.encoder import SHAPES, run_bench_encode
+    from rerank_eval.bench.table import encode_table
 
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
@@ -184,7 +184,7 @@ def bench_encode(
     text = json.dumps(result, indent=2)
     print(text)
     if json_out:
-        from rerank_eval.results import write_output
+        from rerank_eval.results.folder import write_output
 
         write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
@@ -196,7 +196,7 @@ def bench_index(
 ) -> None:
     """Measure ir_datasets' doc-store build and the built-in BM25 build (documents/s, peak memory,
     size) on a synthetic MIRACL-like corpus, and project the index to MIRACL English (32.9M)."""
-    from rerank_eval.indexbench import measure
+    from rerank_eval.bench.index import measure
 
     if documents < 1000:
         raise UserError("--docs must be at least 1000")

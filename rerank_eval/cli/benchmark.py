@@ -40,7 +40,7 @@ from rerank_eval.cli.options import (
     parse_pairs,
     settings_from,
 )
-from rerank_eval.config import load_config
+from rerank_eval.config.reader import load_config
 
 
 def default_out(models: list[str], suite: str) -> Path:
@@ -78,14 +78,15 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         fresh: FreshOpt = False,
         trust_remote_code: RemoteCodeOpt = False,
     ) -> None:
-        from rerank_eval.evaluation import canonical_measures
+        from rerank_eval.evaluation.measures import canonical_measures
         from rerank_eval.first_stage import RunLocation
         from rerank_eval.pipeline.distributed import default_device
         from rerank_eval.pipeline.execute import execute_models
         from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
-        from rerank_eval.report import Report, comparison_table
+        from rerank_eval.reporting.render.terminal import terminal_table
+        from rerank_eval.reporting.report import Report, models_table, report_table
         from rerank_eval.rerankers import load_reranker
-        from rerank_eval.results import load_result
+        from rerank_eval.results.folder import load_result
 
         cfg = load_config(config)
         suite_spec = cfg.suite(suite_name)
@@ -123,7 +124,8 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
-        console.print(reports[0].table() if len(reports) == 1 else comparison_table(reports))
+        table = report_table(reports[0]) if len(reports) == 1 else models_table(reports)
+        console.print(terminal_table(table))
         console.print(f"results: {destination}")
 
     if suite is None:

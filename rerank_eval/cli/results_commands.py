@@ -3,6 +3,7 @@ recomputing a score."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,18 +22,33 @@ def export(
             "--csv", help="Write the summary table (one line per dataset and measure) to this CSV file."
         ),
     ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the table as a self-contained HTML page.")
+    ] = None,
 ) -> None:
-    """Re-render a saved result (table, CSV) without recomputing anything."""
-    from rerank_eval.report import Report
-    from rerank_eval.results import check_output_paths, load_result, write_output
+    """Re-render a saved result (table, CSV, HTML) without recomputing anything."""
+    from rerank_eval.reporting.render.data import summary_csv
+    from rerank_eval.reporting.render.html import html
+    from rerank_eval.reporting.render.terminal import terminal_table
+    from rerank_eval.reporting.report import Report, report_table
+    from rerank_eval.results.folder import check_output_paths, load_result
 
-    check_output_paths([csv])
+    check_output_paths([csv, html_out])
     saved = load_result(result)
     report = Report(saved.manifest, saved.per_query)
-    console.print(report.table())
-    if csv:
-        write_output(csv, lambda path: path.write_text(report.summary_csv(), encoding="utf-8"))
-        console.print(f"wrote {csv}")
+    table = report_table(report)
+    console.print(terminal_table(table))
+    write_texts([(csv, lambda: summary_csv(report)), (html_out, lambda: html(table))])
+
+
+def write_texts(outputs: list[tuple[Path | None, Callable[[], str]]]) -> None:
+    """Each requested output written atomically, and said so."""
+    from rerank_eval.results.folder import write_output
+
+    for path, render in outputs:
+        if path is not None:
+            write_output(path, lambda target, render=render: target.write_text(render(), encoding="utf-8"))
+            console.print(f"wrote {path}")
 
 
 @app.command("compare")
@@ -62,31 +78,41 @@ def compare(
     ] = False,
     csv: Annotated[Path | None, typer.Option("--csv", help="Long CSV: one line per row and run.")] = None,
     csv_wide: Annotated[Path | None, typer.Option("--csv-wide", help="Wide CSV: rows × runs.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="A Markdown table.")] = None,
-    latex: Annotated[Path | None, typer.Option("--latex", help="A LaTeX (booktabs) table.")] = None,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="A Markdown table.")] = None,
+    latex_out: Annotated[Path | None, typer.Option("--latex", help="A LaTeX (booktabs) table.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Everything, as JSON.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Grouped bars per dataset, as PNG.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="The table as a self-contained HTML page.")
+    ] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Grouped bars per dataset, as PNG.")] = None,
 ) -> None:
     """Compare saved results: deltas vs a baseline with significance marks, win/tie/loss, averages."""
-    from rerank_eval.comparison import Comparison, check_plot_path
-    from rerank_eval.results import check_output_paths, load_results, write_output
+    from rerank_eval.reporting.compare.comparison import Comparison
+    from rerank_eval.reporting.compare.table import comparison_table
+    from rerank_eval.reporting.render import data
+    from rerank_eval.reporting.render.html import html
+    from rerank_eval.reporting.render.latex import latex
+    from rerank_eval.reporting.render.markdown import markdown
+    from rerank_eval.reporting.render.plot import check_plot_path, plot
+    from rerank_eval.reporting.render.terminal import terminal_table
+    from rerank_eval.results.folder import check_output_paths, load_results, write_output
 
-    check_output_paths([csv, csv_wide, markdown, latex, json_out, plot])
-    if plot is not None:
-        check_plot_path(plot)
+    check_output_paths([csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out])
+    if plot_out is not None:
+        check_plot_path(plot_out)
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)
-    console.print(comparison.table())
-    outputs = [
-        (csv, lambda: comparison.to_csv()),
-        (csv_wide, lambda: comparison.to_csv(wide=True)),
-        (markdown, comparison.to_markdown),
-        (latex, comparison.to_latex),
-        (json_out, comparison.to_json),
-    ]
-    for path, render in outputs:
-        if path is not None:
-            write_output(path, lambda target, render=render: target.write_text(render(), encoding="utf-8"))
-            console.print(f"wrote {path}")
-    if plot is not None:
-        write_output(plot, comparison.plot)
-        console.print(f"wrote {plot}")
+    table = comparison_table(comparison)
+    console.print(terminal_table(table))
+    write_texts(
+        [
+            (csv, lambda: data.comparison_csv(comparison)),
+            (csv_wide, lambda: data.comparison_csv(comparison, wide=True)),
+            (markdown_out, lambda: markdown(table)),
+            (latex_out, lambda: latex(table)),
+            (json_out, lambda: data.comparison_json(comparison)),
+            (html_out, lambda: html(table)),
+        ]
+    )
+    if plot_out is not None:
+        write_output(plot_out, lambda path: plot(comparison, path))
+        console.print(f"wrote {plot_out}")

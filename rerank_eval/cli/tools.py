@@ -22,7 +22,8 @@ from rerank_eval.cli.options import (
     SettingOpt,
     settings_from,
 )
-from rerank_eval.config import BenchmarkConfig, load_config
+from rerank_eval.config.reader import load_config
+from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError
 
 
@@ -42,7 +43,7 @@ def fetch(
     for GPU nodes without internet; with a dense --first-stage, encode the corpora too. Copy
     IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for built-in BM25 indexes and corpus
     embeddings) to the offline machine afterwards."""
-    from rerank_eval.fetching import fetch_suite
+    from rerank_eval.datasets.fetch import fetch_suite
 
     cfg = load_config(config)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None

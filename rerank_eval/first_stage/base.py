@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rerank_eval.errors import UserError
 
 if TYPE_CHECKING:
-    from rerank_eval.config import DatasetSpec, FirstStageSpec
-    from rerank_eval.data import IrDataset
+    from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
+    from rerank_eval.datasets.ir_dataset import IrDataset
     from rerank_eval.runfiles import Run
 
 

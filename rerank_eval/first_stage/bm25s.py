@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rerank_eval.bm25 import Bm25Index, Bm25Settings
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
+from rerank_eval.first_stage.bm25_index import Bm25Index, Bm25Settings
 from rerank_eval.first_stage.registry import register
 from rerank_eval.runfiles import Run
 

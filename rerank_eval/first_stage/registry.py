@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rerank_eval.errors import UserError
 
 if TYPE_CHECKING:
-    from rerank_eval.config import FirstStageSpec
+    from rerank_eval.config.schema import FirstStageSpec
     from rerank_eval.first_stage.base import FirstStageKind
 
 _KINDS: dict[str, FirstStageKind] = {}

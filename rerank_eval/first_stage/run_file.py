@@ -10,7 +10,7 @@ from rerank_eval.first_stage.base import FirstStageRecord, RunLocation
 from rerank_eval.runfiles import Run, read_run
 
 if TYPE_CHECKING:
-    from rerank_eval.config import DatasetSpec
+    from rerank_eval.config.schema import DatasetSpec
 
 
 def read_user_run(path: Path, location: RunLocation, spec: DatasetSpec) -> tuple[Run, FirstStageRecord]:

@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from rerank_eval.errors import UserError
-from rerank_eval.evaluation import evaluate_per_query
+from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import ranks
 from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
@@ -22,7 +24,7 @@ from rerank_eval.pipeline.prepare import DatasetCache, warn
 from rerank_eval.pipeline.progress import step
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results import ResultWriter
+from rerank_eval.results.folder import ResultWriter
 from rerank_eval.runfiles import Run, format_run_lines
 
 
@@ -100,7 +102,7 @@ def execute(
             return None
         finished = datetime.now(timezone.utc)
         manifest = build_manifest(plan, reranker, records, command, started, finished)
-        folder = writer.publish(manifest)
+        folder = writer.publish(manifest, summarize)
         if writer.kept_existing:
             print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
         return folder
@@ -113,6 +115,14 @@ def execute(
                 stop.signum,
             ) from None
         raise
+
+
+def summarize(manifest: dict[str, Any], per_query: pd.DataFrame) -> str:
+    """summary.csv: derived from the per-query values, as `rerank-eval export` derives it."""
+    from rerank_eval.reporting.render.data import summary_csv
+    from rerank_eval.reporting.report import Report
+
+    return summary_csv(Report(manifest, per_query))
 
 
 def model_folder_name(model: str) -> str:

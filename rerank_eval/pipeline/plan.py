@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rerank_eval.config import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
+from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
 from rerank_eval.errors import UserError
-from rerank_eval.evaluation import canonical_measures, parse_measures
+from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import (
     RunLocation,
 )

@@ -7,10 +7,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rerank_eval.config import DatasetSpec
-from rerank_eval.data import IrDataset
+from rerank_eval.config.schema import DatasetSpec
+from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError
-from rerank_eval.evaluation import PerQuery, evaluate_per_query
+from rerank_eval.evaluation.measures import PerQuery, evaluate_per_query
 from rerank_eval.first_stage import (
     Candidates,
     FirstStageRecord,

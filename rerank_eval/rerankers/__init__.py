@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.config import BenchmarkConfig, ModelPreset, load_config
+from rerank_eval.config.reader import load_config
+from rerank_eval.config.schema import BenchmarkConfig, ModelPreset
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import (

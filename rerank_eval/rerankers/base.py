@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rerank_eval.config import DatasetSpec
+from rerank_eval.config.schema import DatasetSpec
 
 
 @dataclass(frozen=True)

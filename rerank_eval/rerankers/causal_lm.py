@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rerank_eval.config import DatasetSpec
+from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.common import bounded_text, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker

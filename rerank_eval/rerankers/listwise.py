@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rerank_eval.config import DatasetSpec
+from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint

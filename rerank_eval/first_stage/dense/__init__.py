@@ -25,7 +25,7 @@ from rerank_eval.pipeline.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
 
 if TYPE_CHECKING:
-    from rerank_eval.config import FirstStageSpec
+    from rerank_eval.config.schema import FirstStageSpec
 
 
 def _key_digest(parts: dict[str, Any]) -> str:
@@ -68,7 +68,7 @@ class DenseRetrieval(FirstStageKind):
         return checked
 
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
-        from rerank_eval.config import FirstStageSpec
+        from rerank_eval.config.schema import FirstStageSpec
 
         preset = first_stages.get(argument)
         if preset is not None and preset.kind == self.name:
@@ -113,7 +113,7 @@ class DenseRetrieval(FirstStageKind):
 
     @staticmethod
     def corpus_cache(request: FirstStageRequest, encoder):
-        from rerank_eval.data import DOCUMENT_TEXT
+        from rerank_eval.datasets.ir_dataset import DOCUMENT_TEXT
         from rerank_eval.first_stage.dense.corpus import CACHE_FORMAT, CorpusEmbeddings
 
         settings = request.source.settings

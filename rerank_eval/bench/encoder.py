@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.bench import (
+from rerank_eval.bench.listwise import (
     WORDS,
     datasheet_peak,
     measured_matmul_peak,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.config import DatasetSpec
+from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError, describe
 
 # ir_datasets built its lz4 doc store at 88k documents/s from a 500k-document synthetic corpus of

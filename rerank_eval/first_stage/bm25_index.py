@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_eval.analysis import Analyzer
 from rerank_eval.cache import cache_root
-from rerank_eval.data import IrDataset
+from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError
+from rerank_eval.first_stage.text_analysis import Analyzer
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order

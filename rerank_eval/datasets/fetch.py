@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rerank_eval.config import BenchmarkConfig, DatasetSpec
-from rerank_eval.data import IrDataset
+from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
+from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
 from rerank_eval.pipeline.progress import stderr_console
 

@@ -30,7 +30,7 @@ import pandas as pd
 from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError, describe
 from rerank_eval.paths import inside, special_file_kind
-from rerank_eval.saved_checks import MANIFEST_SHAPE, per_query_problem, shape_problem
+from rerank_eval.results.checks import MANIFEST_SHAPE, per_query_problem, shape_problem
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
@@ -132,19 +132,18 @@ class ResultWriter:
         for query_id, blocks in sizes.items():
             self.block_rows.append((dataset, query_id, len(blocks), " ".join(map(str, blocks))))
 
-    def publish(self, manifest: dict[str, Any]) -> Path:
-        """Write per-query values, summary and manifest (with each run file's hash), then move the
-        folder into place."""
-        from rerank_eval.report import Report
-
+    def publish(
+        self, manifest: dict[str, Any], summarize: Callable[[dict[str, Any], pd.DataFrame], str]
+    ) -> Path:
+        """Write per-query values, the summary `summarize` derives from them and the manifest (with
+        each run file's hash), then move the folder into place."""
         manifest = {**manifest, "run_sha256": dict(sorted(self.run_sha256.items()))}
         frame = pd.DataFrame(self.per_query_rows, columns=PER_QUERY_COLUMNS)
         self._write(self.staging / "per_query.csv", frame.to_csv(index=False))
         if self.block_rows:
             blocks = pd.DataFrame(self.block_rows, columns=BLOCK_COLUMNS)
             self._write(self.staging / "per_query_blocks.csv", blocks.to_csv(index=False))
-        report = Report(manifest, frame)
-        self._write(self.staging / "summary.csv", report.summary_csv())
+        self._write(self.staging / "summary.csv", summarize(manifest, frame))
         if self.existing:
             return self._keep_if_identical()
         self._write(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,140 +1,38 @@
-"""Suites, datasets, first-stage sources and model presets, read from `benchmarks.yaml`.
+"""Reading a benchmarks YAML file into `BenchmarkConfig`.
 
-The packaged file is the default; users pass `--config` to use their own. Every field that moves a
-number (first stage, self-match policy, top-k, metrics) is read here and nowhere else, so the
-manifest can record exactly what was used. A file may come from someone else, so it is read
-strictly (bounded_yaml; unknown keys, non-boolean flags, out-of-range numbers and names that cannot
-be file names are refused), each refusal naming the file and the entry.
+The packaged file is the default; users pass `--config` to use their own. A file may come from
+someone else, so it is read strictly (bounded_yaml; unknown keys, non-boolean flags, out-of-range
+numbers and names that cannot be file names are refused), each refusal naming the file and the
+entry.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rerank_eval.bounded_yaml import Refused, load_bounded
+from rerank_eval.config.bounded_yaml import Refused, load_bounded
+from rerank_eval.config.schema import (
+    DATASET_KEYS,
+    DEFAULT_CONFIG,
+    DEFAULTS_KEYS,
+    MAX_TOP_K,
+    MODEL_KEYS,
+    SUITE_KEYS,
+    TOP_LEVEL_KEYS,
+    BenchmarkConfig,
+    DatasetSpec,
+    FirstStageSpec,
+    ModelPreset,
+    SuiteSpec,
+)
 from rerank_eval.errors import UserError
 from rerank_eval.paths import name_problem
-
-DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
-#: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
-MAX_TOP_K = 10_000
-# The keys each kind of entry accepts (a first stage's own settings are checked by its kind).
-TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
-DEFAULTS_KEYS = ("top_k", "metrics", "model")
-SUITE_KEYS = ("average_label", "datasets")
-DATASET_KEYS = ("key", "id", "language", "first_stage", "drop_self_matches", "in_average", "group",
-                "run_name", "run_file", "reference", "instructions")  # fmt: skip
-MODEL_KEYS = (
-    "family",
-    "model",
-    "settings",
-    "description",
-    "trust_remote_code",
-    "package",
-    "size",
-    "gpu_memory",
-)
-
-
-@dataclass(frozen=True)
-class FirstStageSpec:
-    """Where first-stage candidates come from when the user supplies no run file.
-
-    `kind` names a registered first-stage kind (rerank_eval/first_stage); `settings` are that
-    kind's own, checked by it and completed with its defaults.
-    """
-
-    name: str
-    kind: str
-    label: str
-    reference: str | None = None  # key of DatasetSpec.reference holding the published figure
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One row of a suite: an ir_datasets id plus the protocol choices that change its numbers."""
-
-    key: str
-    ir_datasets_id: str
-    language: str
-    first_stage: str
-    drop_self_matches: bool
-    in_average: bool
-    group: str | None = None
-    run_name: str | None = None
-    run_file: str | None = None
-    reference: dict[str, float] = field(default_factory=dict)
-    #: per-dataset instructions for models that take one, by preset name or family
-    instructions: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def row(self) -> str:
-        """The table row this dataset contributes to (its group, or itself)."""
-        return self.group or self.key
-
-
-@dataclass(frozen=True)
-class SuiteSpec:
-    name: str
-    average_label: str
-    datasets: tuple[DatasetSpec, ...]
-
-    def select(self, names: list[str] | None) -> list[DatasetSpec]:
-        """Datasets named by key or group, in suite order; all of them when `names` is empty."""
-        if not names:
-            return list(self.datasets)
-        known = {d.key for d in self.datasets} | {d.group for d in self.datasets if d.group}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise UserError(
-                f"unknown dataset {unknown[0]!r} in suite {self.name!r}; known: {', '.join(sorted(known))}"
-            )
-        wanted = set(names)
-        return [d for d in self.datasets if d.key in wanted or d.group in wanted]
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    name: str
-    family: str
-    model: str | None  # a Hub id (or a local directory)
-    settings: dict[str, Any]
-    description: str = ""
-    trust_remote_code: bool = False  # the model needs code from its Hub repository
-    package: str | None = None  # a Python package that ships the model files (used when installed)
-    size: str = ""  # parameters, for `rerank-eval models`
-    gpu_memory: str = ""  # rough need at the preset's settings, for `rerank-eval models`
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    path: Path
-    top_k: int
-    metrics: tuple[str, ...]
-    default_model: str
-    first_stages: dict[str, FirstStageSpec]
-    suites: dict[str, SuiteSpec]
-    models: dict[str, ModelPreset]
-    #: the file's content hash: a result records it with the entries it used
-    sha256: str = ""
-
-    def suite(self, name: str) -> SuiteSpec:
-        if name not in self.suites:
-            raise UserError(f"unknown suite {name!r} in {self.path}; known: {', '.join(sorted(self.suites))}")
-        return self.suites[name]
-
-    def first_stage(self, name: str) -> FirstStageSpec:
-        """An entry of first_stages, or a `KIND:ARGUMENT` form such as `dense:ENCODER`."""
-        from rerank_eval.first_stage import resolve
-
-        return resolve(name, self.first_stages)
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:
@@ -255,7 +153,7 @@ class _ConfigReader:
         return top_k
 
     def metrics(self, value: Any) -> tuple[str, ...]:
-        from rerank_eval.evaluation import parse_measures
+        from rerank_eval.evaluation.measures import parse_measures
 
         metrics = [value] if isinstance(value, str) else value
         if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD = "from rerank_eval.indexbench import _build_in_child; _build_in_child()"
+CHILD = "from rerank_eval.bench.index import _build_in_child; _build_in_child()"
 MIRACL_ENGLISH_PASSAGES = 32_893_221
 
 
@@ -46,9 +46,9 @@ def write_synthetic_corpus(home: Path, documents: int, seed: int = 0) -> None:
 
 
 def _build_in_child() -> None:
-    from rerank_eval.bm25 import Bm25Index, Bm25Settings
-    from rerank_eval.config import DatasetSpec
-    from rerank_eval.data import IrDataset
+    from rerank_eval.config.schema import DatasetSpec
+    from rerank_eval.datasets.ir_dataset import IrDataset
+    from rerank_eval.first_stage.bm25_index import Bm25Index, Bm25Settings
 
     spec = DatasetSpec("sw", "miracl/sw/dev", "sw", "bm25s", False, True)
     dataset = IrDataset(spec)

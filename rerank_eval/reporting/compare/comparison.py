@@ -1,0 +1,215 @@
+"""Comparing saved results: per-row values and paired significance tests against a baseline.
+
+Only saved per-query values are read (`per_query.csv`); no model or metric runs here. For each row
+and each run other than the baseline: the delta, a paired two-sided test over per-query values
+(a registered test: t-test, or a randomization test with a fixed seed), Holm–Bonferroni-adjusted
+across the compared runs, and win/tie/loss query counts. CQADupStack's row tests over all forum
+queries pooled; suite averages test over per-row values and carry a bootstrap 95% interval of the
+mean difference. Published figures (rerank_eval/published) can be shown beside runs: marked,
+never tested. `Comparison` computes; `reporting/compare/table.py` and `reporting/render/` show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from rerank_eval.errors import UserError
+from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
+from rerank_eval.reporting.compare.guard import protocol_differences
+from rerank_eval.reporting.compare.published import load_published
+from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
+from rerank_eval.reporting.layout import average_rows, is_group, row_members
+from rerank_eval.results.folder import SavedResult
+
+
+@dataclass
+class Cell:
+    value: float | None
+    delta: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    wins: int | None = None
+    ties: int | None = None
+    losses: int | None = None
+    interval: tuple[float, float] | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted is not None and self.p_adjusted < ALPHA
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "dataset", "group" or "average"
+    cells: dict[str, Cell]  # run or published label -> cell
+    members: list[str] = field(default_factory=list)
+
+
+class Comparison:
+    """A table of runs (and published figures) over datasets, with tests against a baseline."""
+
+    def __init__(
+        self,
+        results: list[SavedResult],
+        metric: str = "nDCG@10",
+        baseline: str | None = None,
+        test: str = "t-test",
+        published: list[str] | None = None,
+        force: bool = False,
+    ) -> None:
+        self.metric, self.test = metric, paired_test(test).name
+        self.runs = labelled([run_column(saved, metric) for saved in results])
+        self.baseline = self._pick_baseline(baseline)
+        self.published = [load_published(name, metric) for name in published or []]
+        self.warnings: list[str] = []
+        self.footnotes: list[str] = []
+        reasons = [
+            r
+            for run in self.runs
+            if run is not self.baseline
+            for r in protocol_differences(self.baseline, run)
+        ]
+        if reasons and not force:
+            raise UserError(f"not a fair comparison: {reasons[0]} (use --force to compare anyway)")
+        self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
+        self.rows = self._dataset_rows()
+        self.rows += self._average_rows()
+        self._check_published_first_stages()
+
+    def run_first_stages(self) -> list[str]:
+        """The first stages of the compared runs (labels, sorted), named in the title."""
+        return sorted({d["first_stage"]["label"] for run in self.runs for d in run.manifest["datasets"]})
+
+    def _check_published_first_stages(self) -> None:
+        """Published figures set beside runs on other candidates are said to be so, in words."""
+        names = {d["first_stage"].get("name") for run in self.runs for d in run.manifest["datasets"]}
+        for column in self.published:
+            if column.first_stage_name is None:
+                continue
+            if names == {column.first_stage_name}:
+                self.footnotes.append(
+                    f"{column.label} and the runs share the first stage {column.first_stage_name}"
+                )
+            else:
+                self.warnings.append(
+                    f"{column.label} reranked {column.first_stage_name}'s candidates; the runs did not "
+                    f"(rerun with --first-stage {column.first_stage_name} to compare on the same candidates)"
+                )
+
+    def _pick_baseline(self, name: str | None) -> RunColumn:
+        if name is None:
+            return self.runs[0]
+        for run in self.runs:
+            if name in (run.label, run.folder):
+                return run
+        raise UserError(
+            f"--baseline {name!r} is none of the compared runs ({', '.join(r.label for r in self.runs)})"
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.runs] + [p.label for p in self.published]
+
+    # -- rows --
+
+    def _pooled(self, run: RunColumn, members: list[str]) -> pd.Series | None:
+        """Per-query values of a row's members, keyed (dataset, query); None if any member is missing."""
+        if not all(m in run.values for m in members):
+            return None
+        return pd.concat({m: run.values[m] for m in members})
+
+    def _dataset_rows(self) -> list[Row]:
+        rows = []
+        for name, members in row_members(d for run in self.runs for d in run.manifest["datasets"]):
+            pooled = {run.label: self._pooled(run, members) for run in self.runs}
+            cells = {}
+            for run in self.runs:
+                series = pooled[run.label]
+                value = None if series is None else float(np.mean([series[m].mean() for m in members]))
+                cells[run.label] = Cell(value)
+            self._test_row(cells, pooled)
+            for column in self.published:
+                cells[column.label] = Cell(column.rows.get(name))
+            missing = [r.label for r in self.runs if cells[r.label].value is None]
+            if missing:
+                self.footnotes.append(f"{name}: not in {', '.join(missing)}")
+            rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
+        return rows
+
+    def _test_row(self, cells: dict[str, Cell], pooled: dict[str, pd.Series | None]) -> None:
+        base = pooled[self.baseline.label]
+        tested = []
+        for run in self.runs:
+            series = pooled[run.label]
+            if run is self.baseline or series is None or base is None:
+                continue
+            common = series.index.intersection(base.index)
+            run_values, base_values = series[common].to_numpy(), base[common].to_numpy()
+            differences = run_values - base_values
+            cell = cells[run.label]
+            cell.delta = cell.value - cells[self.baseline.label].value
+            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.wins = int((differences > 0).sum())
+            cell.ties = int((differences == 0).sum())
+            cell.losses = int((differences < 0).sum())
+            tested.append(cell)
+        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
+            cell.p_adjusted = adjusted
+
+    def _average_rows(self) -> list[Row]:
+        in_average = {
+            self.baseline.groups[d["key"]] for d in self.baseline.manifest["datasets"] if d["in_average"]
+        }
+        names = [row.name for row in self.rows]
+        return [
+            self._average(average.label, average.names, average.label if average.complete else None)
+            for average in average_rows(names, in_average, self.baseline.manifest["suite"])
+        ]
+
+    def _average(self, label: str, names: list[str], published_key: str | None) -> Row:
+        by_name = {row.name: row for row in self.rows}
+        cells = {}
+        for column in self.labels:
+            values = {n: by_name[n].cells[column].value for n in names}
+            present = {n: v for n, v in values.items() if v is not None}
+            cells[column] = Cell(float(np.mean(list(present.values()))) if present else None)
+            if present and len(present) < len(names) and column in {r.label for r in self.runs}:
+                self.footnotes.append(f"{label}: {column} averages {len(present)} of {len(names)} rows")
+        for column in self.published:
+            if column.rows.keys() >= set(names):
+                self.footnotes.append(f"{label}: {column.label} is the mean of its published rows")
+            else:
+                cells[column.label] = Cell(column.averages.get(published_key) if published_key else None)
+        self._test_average(cells, names, by_name)
+        return Row(label, "average", cells, names)
+
+    def _test_average(self, cells: dict[str, Cell], names: list[str], by_name: dict[str, Row]) -> None:
+        base = self.baseline.label
+        tested = []
+        for run in self.runs:
+            if run is self.baseline or cells[run.label].value is None or cells[base].value is None:
+                continue
+            pairs = [
+                (by_name[n].cells[run.label].value, by_name[n].cells[base].value)
+                for n in names
+                if by_name[n].cells[run.label].value is not None and by_name[n].cells[base].value is not None
+            ]
+            run_values, base_values = np.array(pairs).T if pairs else (np.array([]), np.array([]))
+            cell = cells[run.label]
+            # over the rows both have, like the test and the interval (a run may lack some rows)
+            cell.delta = float(np.mean(run_values - base_values)) if pairs else None
+            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.interval = bootstrap_interval(run_values - base_values)
+            differences = run_values - base_values
+            cell.wins, cell.ties, cell.losses = (
+                int((differences > 0).sum()),
+                int((differences == 0).sum()),
+                int((differences < 0).sum()),
+            )
+            tested.append(cell)
+        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
+            cell.p_adjusted = adjusted

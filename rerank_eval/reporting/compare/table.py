@@ -1,0 +1,85 @@
+"""A comparison described once as a neutral table: its header, cells and caption.
+
+Each compared run's cell holds its value (bold where best in the row), Δ vs the baseline with †
+where the adjusted p-value is below α, and for averages the bootstrap interval; W/T/L follows
+each compared run; published figures come last, untested.
+"""
+
+from __future__ import annotations
+
+from rerank_eval.reporting.compare.comparison import Cell, Comparison, Row
+from rerank_eval.reporting.compare.stats import ALPHA, SEED, paired_test
+from rerank_eval.reporting.table import Column, Entry, ResultTable
+
+
+def caption(comparison: Comparison) -> list[str]:
+    protocol = comparison.baseline.manifest["protocol"]
+    test = paired_test(comparison.test).description
+    lines = [
+        f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label}; † = p < {ALPHA} ({test} over "
+        f"per-query values, Holm–Bonferroni-adjusted across the {len(comparison.runs) - 1} compared runs); "
+        f"W/T/L = queries won/tied/lost vs the baseline.",
+    ]
+    groups = [row.name for row in comparison.rows if row.kind == "group"]
+    if groups:
+        lines.append(f"{', '.join(groups)}: queries of all members pooled for the test and W/T/L.")
+    if any(row.kind == "average" for row in comparison.rows):
+        lines.append(
+            f"Averages: Δ, test and bootstrap 95% interval (seed {SEED}) over the per-row values of "
+            "the rows both runs have."
+        )
+    lines.append(f"Top-{protocol['top_k']} candidates in {protocol['candidate_order']} order.")
+    for column in comparison.published:
+        lines.append(f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.")
+    lines += [f"Note: {f}." for f in comparison.footnotes]
+    lines += [f"WARNING: {w}." for w in comparison.warnings]
+    return lines
+
+
+def _entry(cell: Cell, best: float | None, plain: bool) -> Entry:
+    """The value, bold when best; for a compared run also Δ, the significance mark, the interval."""
+    if cell.value is None:
+        return Entry("–")
+    note = ""
+    if not plain and cell.delta is not None:
+        note = f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
+        if cell.interval:
+            note += f" [{cell.interval[0]:+.4f}, {cell.interval[1]:+.4f}]"
+    return Entry(f"{cell.value:.4f}", note, bold=best is not None and cell.value == best)
+
+
+def _columns(comparison: Comparison) -> list[Column]:
+    columns = [Column("Dataset", numeric=False)]
+    for run in comparison.runs:
+        columns.append(Column(run.label + (" (baseline)" if run is comparison.baseline else "")))
+        if run is not comparison.baseline:
+            columns.append(Column("W/T/L"))
+    for published in comparison.published:
+        name = f"{published.label}, first stage: {published.first_stage}"
+        columns.append(Column(name, name.replace(", first stage:", "\nfirst stage:")))
+    return columns
+
+
+def _entries(comparison: Comparison, row: Row) -> list[Entry]:
+    values = [c.value for c in row.cells.values() if c.value is not None]
+    best = max(values) if values else None
+    entries = [Entry(row.name)]
+    for run in comparison.runs:
+        cell = row.cells[run.label]
+        entries.append(_entry(cell, best, run is comparison.baseline))
+        if run is not comparison.baseline:
+            entries.append(Entry("" if cell.wins is None else f"{cell.wins}/{cell.ties}/{cell.losses}"))
+    entries += [_entry(row.cells[c.label], best, True) for c in comparison.published]
+    return entries
+
+
+def comparison_table(comparison: Comparison) -> ResultTable:
+    title = f"Comparison: {comparison.metric}; first stage: {'; '.join(comparison.run_first_stages())}"
+    averages = [index for index, row in enumerate(comparison.rows) if row.kind == "average"]
+    return ResultTable(
+        title,
+        _columns(comparison),
+        [_entries(comparison, row) for row in comparison.rows],
+        caption(comparison),
+        averages[0] if averages else None,
+    )

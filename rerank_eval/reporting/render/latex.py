@@ -1,0 +1,40 @@
+"""A neutral table as a booktabs table float with its whole caption."""
+
+from __future__ import annotations
+
+from rerank_eval.reporting.table import Entry, ResultTable
+
+# Every special character escaped; symbols of the captions become their LaTeX forms.
+LATEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"$<$", ">": r"$>$", "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--", "—": "---", "±": r"$\pm$",
+}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX.get(character, character) for character in text)
+
+
+def _cell(entry: Entry) -> str:
+    value = latex_escape(entry.value)
+    return (rf"\textbf{{{value}}}" if entry.bold else value) + latex_escape(entry.note)
+
+
+def latex(table: ResultTable) -> str:
+    lines = [
+        r"% needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{l" + "r" * (len(table.columns) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(column.name) for column in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    for index, row in enumerate(table.rows):
+        if index == table.averages_from:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(map(_cell, row)) + r" \\")
+    caption = r" \\ ".join(latex_escape(line) for line in table.caption)
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,233 @@
+"""The report of one result: every aggregate derived from saved per-query values.
+
+Nothing here runs a model or a metric: dataset means, CQADupStack's mean of forums, suite averages
+and deltas all come from `per_query.csv`, so a re-rendered table (`rerank-eval export`) is
+identical to the one printed at the end of the run. `report_table` and `models_table` describe
+reports as neutral tables; `reporting/render/` lays those out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from rerank_eval.reporting.layout import average_rows, is_group, row_members
+from rerank_eval.reporting.table import Column, Entry, ResultTable, number
+
+# Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
+REFERENCE_TOLERANCE = 5e-4
+JUDGED = "Judged@10"
+
+
+@dataclass
+class ReportRow:
+    name: str
+    kind: str  # "dataset", "group" or "average"
+    values: dict[tuple[str, str], float]  # (stage, measure) -> mean
+    queries: int
+    seconds: float
+    reference: float | None = None
+    members: list[str] = field(default_factory=list)
+    in_average: bool = False
+
+    def value(self, stage: str, measure: str) -> float | None:
+        return self.values.get((stage, measure))
+
+
+def _mean_values(rows: list[ReportRow]) -> dict[tuple[str, str], float]:
+    keys = set.intersection(*(set(r.values) for r in rows)) if rows else set()
+    return {key: sum(r.values[key] for r in rows) / len(rows) for key in keys}
+
+
+def _combined(name: str, kind: str, rows: list[ReportRow], reference: float | None = None) -> ReportRow:
+    return ReportRow(
+        name=name,
+        kind=kind,
+        values=_mean_values(rows),
+        queries=sum(r.queries for r in rows),
+        seconds=sum(r.seconds for r in rows),
+        reference=reference,
+        members=[r.name for r in rows],
+        in_average=kind == "group" and any(r.in_average for r in rows),
+    )
+
+
+class Report:
+    """The rows of one result (datasets, groups, averages) with their means per stage and measure."""
+
+    def __init__(self, manifest: dict[str, Any], per_query: pd.DataFrame) -> None:
+        self.manifest = manifest
+        self.metrics: list[str] = list(manifest["protocol"]["metrics"])
+        self.recall = f"R@{manifest['protocol']['top_k']}"
+        datasets = {row.name: row for row in self._dataset_rows(per_query)}
+        self.rows = []
+        for name, members in row_members(manifest["datasets"]):
+            if not is_group(name, members):
+                self.rows.append(datasets[name])
+                continue
+            references = [datasets[m].reference for m in members]
+            reference = sum(references) / len(references) if None not in references else None
+            self.rows.append(_combined(name, "group", [datasets[m] for m in members], reference))
+        by_name = {row.name: row for row in self.rows}
+        in_average = {row.name for row in self.rows if row.in_average}
+        self.averages = [
+            _combined(average.label, "average", [by_name[n] for n in average.names])
+            for average in average_rows(list(by_name), in_average, manifest["suite"])
+        ]
+
+    def _dataset_rows(self, per_query: pd.DataFrame) -> list[ReportRow]:
+        means = per_query.groupby(["dataset", "stage", "measure"])["value"].mean()
+        counts = per_query.groupby(["dataset", "stage", "measure"])["value"].size()
+        rows = []
+        for record in self.manifest["datasets"]:
+            key = record["key"]
+            values = {(s, m): float(v) for (d, s, m), v in means.items() if d == key}
+            rows.append(
+                ReportRow(
+                    name=key,
+                    kind="dataset",
+                    values=values,
+                    queries=int(counts.get((key, "reranked", self.metrics[0]), 0)),
+                    seconds=float(record["timings"]["rerank_seconds"]),
+                    reference=record["first_stage"].get("reference_ndcg10"),
+                    in_average=bool(record["in_average"]),
+                )
+            )
+        return rows
+
+    def reference_check(self, row: ReportRow) -> str:
+        """'OK' when the first stage reproduces its published nDCG@10, else the difference."""
+        value = row.value("first_stage", "nDCG@10")
+        if row.reference is None or value is None:
+            return ""
+        difference = value - row.reference
+        return "OK" if abs(difference) <= REFERENCE_TOLERANCE else f"{difference:+.4f}"
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One line per row and measure: first-stage and reranked means, delta, queries.
+
+        Timings stay in the manifest, so the summary of a rerun is byte-identical.
+        """
+        records = []
+        for row in self.rows + self.averages:
+            for measure in dict.fromkeys([*self.metrics, JUDGED, self.recall]):  # each once
+                first, reranked = row.value("first_stage", measure), row.value("reranked", measure)
+                records.append(
+                    {
+                        "dataset": row.name,
+                        "kind": row.kind,
+                        "measure": measure,
+                        "first_stage": first,
+                        "reranked": reranked,
+                        "delta": None if first is None or reranked is None else reranked - first,
+                        "queries": row.queries,
+                        "members": ";".join(row.members),
+                    }
+                )
+        return pd.DataFrame.from_records(records)
+
+    def first_stage_labels(self) -> list[str]:
+        return sorted({r["first_stage"]["label"] for r in self.manifest["datasets"]})
+
+    def caption(self) -> list[str]:
+        protocol = self.manifest["protocol"]
+        lines = [
+            f"First stage: {'; '.join(self.first_stage_labels())}; top-{protocol['top_k']} candidates in "
+            f"{protocol['candidate_order']} order."
+        ]
+        for average in self.averages:
+            lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
+        gaps = [
+            f"{r['key']} ({r['coverage']['queries_without_run']} of {r['coverage']['judged_queries']})"
+            for r in self.manifest["datasets"]
+            if r["coverage"]["queries_without_run"]
+        ]
+        if gaps:
+            lines.append("Judged queries without candidates score 0: " + ", ".join(gaps) + ".")
+        if any(r.reference is not None for r in self.rows):
+            names = sorted(
+                {r["first_stage"].get("reference_name") or "" for r in self.manifest["datasets"]} - {""}
+            )
+            lines.append(
+                f"First stage vs published: OK within ±{REFERENCE_TOLERANCE} of the published figure "
+                f"({', '.join(names)}), else the difference."
+            )
+        return lines
+
+
+def _averages_from(report: Report) -> int | None:
+    return len(report.rows) if report.averages else None
+
+
+def report_table(report: Report) -> ResultTable:
+    """Every measure of one result, first stage and reranked, per row."""
+    title = (
+        f"{report.manifest['model']['name']} on {report.manifest['suite']['name']} (top-{report.recall[2:]})"
+    )
+    columns = [Column("Dataset", numeric=False)]
+    for metric in report.metrics:
+        columns += [
+            Column(f"{metric} first stage", f"{metric}\nfirst stage"),
+            Column(f"{metric} reranked", f"{metric}\nreranked"),
+            Column("Δ"),
+        ]
+    columns += [
+        Column(f"{JUDGED} reranked", f"{JUDGED}\nreranked"),
+        Column(f"{report.recall} first stage", f"{report.recall}\nfirst stage"),
+        Column("Queries"),
+        Column("Seconds"),
+    ]
+    show_reference = any(r.reference is not None for r in report.rows)
+    if show_reference:
+        columns.append(Column("First stage vs published", "First stage\nvs published"))
+    rows = []
+    for row in report.rows + report.averages:
+        cells = [Entry(row.name)]
+        for metric in report.metrics:
+            first, reranked = row.value("first_stage", metric), row.value("reranked", metric)
+            delta = None if first is None or reranked is None else reranked - first
+            cells += [Entry(number(first)), Entry(number(reranked)), Entry(number(delta, signed=True))]
+        cells += [
+            Entry(number(row.value("reranked", JUDGED))),
+            Entry(number(row.value("first_stage", report.recall))),
+            Entry(str(row.queries)),
+            Entry(f"{row.seconds:.1f}"),
+        ]
+        if show_reference:
+            cells.append(Entry(report.reference_check(row)))
+        rows.append(cells)
+    return ResultTable(title, columns, rows, report.caption(), _averages_from(report))
+
+
+def models_table(reports: list[Report]) -> ResultTable:
+    """Several models reranking the same candidates: a column per model, the first metric.
+
+    Rows are the first report's datasets, groups and averages; the best reranked value of each row
+    is bold.
+    """
+    first = reports[0]
+    metric = first.metrics[0]
+    manifest = first.manifest
+    title = f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models"
+    columns = [Column("Dataset", numeric=False), Column("First stage")]
+    columns += [Column(report.manifest["model"]["name"]) for report in reports]
+    columns.append(Column("Queries"))
+    by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
+    rows = []
+    for row in first.rows + first.averages:
+        values = [
+            rows_[row.name].value("reranked", metric) if row.name in rows_ else None for rows_ in by_name
+        ]
+        best = max((v for v in values if v is not None), default=None)
+        cells = [Entry(number(v), bold=v == best) for v in values]
+        rows.append(
+            [
+                Entry(row.name),
+                Entry(number(row.value("first_stage", metric))),
+                *cells,
+                Entry(str(row.queries)),
+            ]
+        )
+    return ResultTable(title, columns, rows, first.caption(), _averages_from(first))
