@@ -33,10 +33,10 @@ MUTANTS ?= 'rerank_eval.first_stage.candidates.*' 'rerank_eval.cache.x_cache_key
 	'rerank_eval.pipeline.journal.*' 'rerank_eval.runfiles.*' \
 	'rerank_eval.results.folder.x_write_atomic*' 'rerank_eval.results.folder.x_write_output*' \
 	'rerank_eval.results.folder.xǁResultWriterǁ*' \
-	'rerank_eval.comparison.x_protocol_differences*' 'rerank_eval.comparison.x__first_stage_identity*' \
-	'rerank_eval.comparison.x_bootstrap_interval*' 'rerank_eval.comparison.x_holm*' \
-	'rerank_eval.comparison.x_paired_p_value*' \
-	'rerank_eval.rerankers.listwise.x_plan_blocks*' 'rerank_eval.rerankers.listwise.x_merge_blocks*' \
+	'rerank_eval.reporting.compare.guard.*' 'rerank_eval.reporting.compare.stats.x_bootstrap_interval*' \
+	'rerank_eval.reporting.compare.stats.x_holm*' 'rerank_eval.reporting.compare.stats.x_paired_p_value*' \
+	'rerank_eval.rerankers.listwise.procedure.x_plan_blocks*' \
+	'rerank_eval.rerankers.listwise.procedure.x_merge_blocks*' \
 	'rerank_eval.pipeline.score.x_journal_key*' 'rerank_eval.pipeline.score.x_strictly_decreasing*' \
 	'rerank_eval.pipeline.score.x_query_chunks*' 'rerank_eval.pipeline.plan.xǁCandidateOrderǁ*'
 mutate: install

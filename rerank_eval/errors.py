@@ -7,11 +7,32 @@ exception is a bug in rerank-eval and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class UserError(Exception):
     """A problem with the user's input or environment, described in one line."""
 
     exit_code = 2
+
+
+class ParameterError(UserError):
+    """A bad value of one parameter of a library call, said in the library's terms.
+
+    `str()` names parameters as the library does (`top_k must be between ...`); a front end names
+    them its own way through `render` (the CLI: `--top-k must be between ...`). The problem may
+    mention other parameters as `{name}` when it lists them in `mentions`.
+    """
+
+    def __init__(self, parameter: str, problem: str, mentions: tuple[str, ...] = ()) -> None:
+        self.parameter, self.problem, self.mentions = parameter, problem, mentions
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        problem = self.problem
+        for name in self.mentions:
+            problem = problem.replace("{" + name + "}", names.get(name, name))
+        return f"{names.get(self.parameter, self.parameter)} {problem}"
 
 
 def describe(exc: BaseException) -> str:

@@ -71,7 +71,7 @@ from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_b
 from rerank_eval.first_stage.dense.search import exact_search, key_ranks, key_scores
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.common import attention_implementation, pick_dtype
-from rerank_eval.rerankers.listwise import VARLEN_ATTENTIONS
+from rerank_eval.rerankers.listwise.model import VARLEN_ATTENTIONS
 from tests.checkpoints import (
     build_bi_encoder,
     build_causal_lm,

@@ -89,7 +89,7 @@ def test_bench_packs_blocks_where_float32_attention_takes_no_mask(monkeypatch):
     """On CUDA float32 runs an attention without masks, which cannot take packed blocks: the bf16
     run packs them and its float32 comparison runs padded rows (emulated here on a CPU)."""
     import rerank_eval.bench.listwise as bench
-    from rerank_eval.rerankers.qwen3_fast import register_repeated_kv_attention
+    from rerank_eval.rerankers.listwise.qwen3_kernels import register_repeated_kv_attention
 
     monkeypatch.setattr(
         bench,
@@ -142,6 +142,6 @@ def test_two_builds_of_the_synthetic_model_are_the_same_model(tmp_path):
 
 
 def test_prompt_markup_is_tokenized_in_words_not_letters(tiny):
-    from rerank_eval.rerankers.listwise import SYSTEM_PROMPT
+    from rerank_eval.rerankers.listwise.procedure import SYSTEM_PROMPT
 
     assert len(tiny.tokenizer(SYSTEM_PROMPT)["input_ids"]) < len(SYSTEM_PROMPT.split()) * 2

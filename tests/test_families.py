@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers import load_reranker
-from rerank_eval.rerankers.base import RerankRequest
+from rerank_eval.rerankers.base import DatasetContext, RerankRequest
 from tests import builders
 from tests.checkpoints import (
     build_bi_encoder,
@@ -251,7 +251,8 @@ def test_execution_counts_are_per_dataset(models, model, family):
     reranker = load_reranker(str(models[model]), family=family, max_batch_tokens=64)
     reranker.score_batch(requests([QUERY, "aspirin"]))
     first = reranker.runtime_stats()["forward_passes"]
-    reranker.begin_dataset(load_config().suite("beir").datasets[0])
+    spec = load_config().suite("beir").datasets[0]
+    reranker.begin_dataset(DatasetContext(spec.key, spec.instructions))
     assert reranker.runtime_stats()["forward_passes"] == 0
     reranker.score_batch(requests([QUERY, "aspirin"]))
     assert reranker.runtime_stats()["forward_passes"] == first > 1

@@ -223,3 +223,21 @@ def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     assert "is a FIFO (named pipe), not a file" in one_line_error(
         run("score", "--query", "q", "--docs", fifo)
     )
+
+
+def test_the_library_names_its_parameters_and_the_cli_names_its_flags(tmp_path):
+    """PyTerrier's split: RunPlan's error says `top_k`, the command line's says `--top-k`."""
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.errors import ParameterError
+    from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
+
+    config = load_config()
+    suite = config.suite("beir")
+    plan = RunPlan(
+        config, suite, suite.select(["scifact"]), 0, ["nDCG@10"], CandidateOrder.parse("first-stage")
+    )
+    with pytest.raises(ParameterError) as raised:
+        plan.validate()
+    assert str(raised.value) == "top_k must be between 1 and 10,000, got 0"
+    result = run(*bm25_on_scifact("--top-k", "0", "--out", tmp_path / "x"))
+    assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 0"

@@ -161,7 +161,7 @@ def test_write_atomic_failing_at_fsync_keeps_the_previous_file(tmp_path, monkeyp
 
 
 def test_block_capacity_reaching_max_doc_length_mid_list_closes_the_block():
-    from rerank_eval.rerankers.listwise import plan_blocks
+    from rerank_eval.rerankers.listwise.procedure import plan_blocks
 
     # context 100, query 10: capacity starts at 80; max_doc_length 20
     # 30 + 30 leaves exactly 20 after the second document: the block closes there, mid-list

@@ -27,7 +27,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import folder_sha256
-from rerank_eval.rerankers.listwise import (
+from rerank_eval.rerankers.listwise.procedure import (
     build_prompt,
     merge_blocks,
     plan_blocks,
@@ -354,7 +354,7 @@ def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkey
 
 
 def test_document_memory_cleared_at_its_limit_keeps_answering(checkpoint, monkeypatch):
-    from rerank_eval.rerankers import listwise
+    from rerank_eval.rerankers.listwise import reranker as listwise
 
     monkeypatch.setattr(listwise, "DOCUMENT_CACHE_LIMIT", 3)
     reranker = load_reranker(str(checkpoint), max_doc_length=5)
@@ -371,7 +371,8 @@ def test_document_memory_cleared_at_its_limit_keeps_answering(checkpoint, monkey
 def test_float32_attention_for_cuda_repeats_key_value_heads_and_keeps_scores(checkpoint, monkeypatch):
     from transformers import AttentionInterface
 
-    from rerank_eval.rerankers import listwise, qwen3_fast
+    from rerank_eval.rerankers.listwise import model as listwise
+    from rerank_eval.rerankers.listwise import qwen3_kernels as qwen3_fast
 
     assert listwise.listwise_attention(torch.device("cuda"), torch.float32) == qwen3_fast.REPEATED_KV_SDPA
     assert listwise.listwise_attention(torch.device("cuda"), torch.bfloat16) in ("sdpa", "flash_attention_2")
@@ -434,7 +435,7 @@ def test_trim_last_layer_setting_keeps_scores_and_is_recorded(checkpoint, dtype)
     trimmed = load_reranker(str(checkpoint), **settings)
     full = load_reranker(str(checkpoint), trim_last_layer=False, **settings)
     assert type(trimmed.backbone.layers[-1]).__name__ == "TrimmedQwen3DecoderLayer"
-    assert not any(type(m).__module__.endswith("qwen3_fast") for m in full.backbone.layers)
+    assert not any(type(m).__module__.endswith("qwen3_kernels") for m in full.backbone.layers)
     assert trimmed.describe()["settings"]["trim_last_layer"] is True
     assert full.describe()["settings"]["trim_last_layer"] is False
     assert trimmed.score_identity() != full.score_identity()  # journals never mix the two
@@ -493,7 +494,7 @@ def test_score_command_says_in_one_line_when_compile_cannot_build(checkpoint, tm
 def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, triton, expected):
     import torch.utils._triton
 
-    from rerank_eval.rerankers.listwise import compile_by_default
+    from rerank_eval.rerankers.listwise.model import compile_by_default
 
     monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: triton)
     assert compile_by_default(torch.device(device)) is expected
@@ -502,7 +503,7 @@ def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, t
 def test_compile_that_cannot_build_falls_back_by_default_and_fails_when_asked(
     checkpoint, monkeypatch, capsys
 ):
-    from rerank_eval.rerankers import listwise
+    from rerank_eval.rerankers.listwise import reranker as listwise
 
     monkeypatch.setattr(listwise, "compile_by_default", lambda device: True)
     monkeypatch.setattr(listwise, "compile_failure", lambda *args: "InductorError: no C compiler")
@@ -726,8 +727,8 @@ def test_packed_boundaries_match_transformers_reading_of_positions(checkpoint, m
 
 
 def test_packing_refused_where_attention_takes_no_mask(checkpoint, monkeypatch):
-    from rerank_eval.rerankers import listwise
-    from rerank_eval.rerankers.qwen3_fast import register_repeated_kv_attention
+    from rerank_eval.rerankers.listwise import reranker as listwise
+    from rerank_eval.rerankers.listwise.qwen3_kernels import register_repeated_kv_attention
 
     monkeypatch.setattr(
         listwise, "listwise_attention", lambda device, dtype: register_repeated_kv_attention()

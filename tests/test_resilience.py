@@ -250,7 +250,7 @@ def test_resume_command_leaves_out_fresh_and_keeps_finished_models(slow_setup, m
 def test_non_finite_scores_stop_the_run_naming_the_query(slow_setup, monkeypatch, tmp_path):
     checkpoint, run_file, _ = slow_setup
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    from rerank_eval.rerankers.listwise import ListwiseLastToken
+    from rerank_eval.rerankers.listwise.reranker import ListwiseLastToken
 
     original = ListwiseLastToken.score_prepared
 

@@ -38,16 +38,17 @@ import torch
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import pick_device, pick_dtype
-from rerank_eval.rerankers.listwise import (
+from rerank_eval.rerankers.listwise.model import listwise_attention
+from rerank_eval.rerankers.listwise.procedure import (
     EMBED_TOKEN,
     RERANK_TOKEN,
-    ListwiseLastToken,
     build_prompt,
-    listwise_attention,
     merge_blocks,
     plan_blocks,
     strip_special_strings,
 )
+from rerank_eval.rerankers.listwise.reranker import ListwiseLastToken
+from rerank_eval.rerankers.settings import ListwiseSettings
 
 # Document-length presets (mean tokens per document), after BEIR datasets of that shape.
 PRESETS = {"short": 20, "medium": 150, "long": 1000}
@@ -164,7 +165,7 @@ def random_reranker(
     }
     checkpoint = Checkpoint(folder, f"random {shape}", None, None)
     return ListwiseLastToken.from_parts(
-        checkpoint, tokenizer, backbone, weights, str(device), dtype, **settings
+        checkpoint, tokenizer, backbone, weights, str(device), dtype, ListwiseSettings(**settings)
     )
 
 

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rerank_eval.errors import UserError
+from rerank_eval.cli.options import FLAGS
+from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.pipeline.interrupt import STOP_SIGNALS
 
 app = typer.Typer(
@@ -43,8 +44,9 @@ def user_errors(command: F) -> F:
             try:
                 return command(*args, **kwargs)
             except UserError as exc:
+                message = exc.render(FLAGS) if isinstance(exc, ParameterError) else str(exc)
                 error_console.print(  # the message quotes user input (paths, ids): escaped
-                    f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
+                    f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
                 )
                 raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:

@@ -13,6 +13,16 @@ from rerank_eval.cli.options import DeviceOpt, DtypeOpt
 from rerank_eval.errors import UserError
 
 
+def print_json(result: dict, json_out: Path | None) -> None:
+    """The measurement as JSON on stdout, and written atomically to `--json` when given."""
+    from rerank_eval.results.folder import write_output
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+
+
 @app.command("bench")
 @user_errors
 def bench(
@@ -128,12 +138,7 @@ def bench(
         second_pass=second_pass,
     )
     console.print(bench_table(result))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if json_out:
-        from rerank_eval.results.folder import write_output
-
-        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+    print_json(result, json_out)
 
 
 @app.command("bench-encode")
@@ -181,12 +186,7 @@ def bench_encode(
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
     result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed)
     console.print(encode_table(result))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if json_out:
-        from rerank_eval.results.folder import write_output
-
-        write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+    print_json(result, json_out)
 
 
 @app.command("bench-index")

@@ -9,6 +9,17 @@ import typer
 
 from rerank_eval.errors import UserError
 
+# The CLI's names for the library parameters its errors name (see errors.ParameterError).
+FLAGS = {
+    "top_k": "--top-k",
+    "runs.overrides": "--run",
+    "runs.folder": "--runs-dir",
+    "runs.pattern": "--run-pattern",
+    "runs.reference": "--run-reference",
+    "models": "--model",
+    "baseline": "--baseline",
+}
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import ParameterError
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import ranks
@@ -142,7 +142,7 @@ def execute_models(
     plan.validate()
     names = [model_folder_name(m) for m in models]
     if len(set(names)) != len(names):
-        raise UserError(f"--model names two models with the same folder name: {', '.join(models)}")
+        raise ParameterError("models", f"names two models with the same folder name: {', '.join(models)}")
     datasets = DatasetCache(plan)
     folders = []
     for model, name in zip(models, names):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
-from rerank_eval.errors import UserError
+from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import (
     RunLocation,
@@ -65,13 +65,15 @@ class RunPlan:
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
         if not 1 <= self.top_k <= MAX_TOP_K:
-            raise UserError(f"--top-k must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
+            raise ParameterError("top_k", f"must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
         parse_measures(self.measures())
         if self.first_stage_override:
             self.config.first_stage(self.first_stage_override)
         for key, path in self.runs.overrides.items():
             if key not in {d.key for d in self.datasets}:
-                raise UserError(f"--run names dataset {key!r}, which this run does not include")
+                raise ParameterError(
+                    "runs.overrides", f"names dataset {key!r}, which this run does not include"
+                )
             kind = special_file_kind(Path(path))
             if kind:
                 raise UserError(f"run file for {key} is {kind}, not a file: {path}")
@@ -79,18 +81,20 @@ class RunPlan:
                 raise UserError(f"run file for {key} not found: {path}")
         if self.runs.folder is not None:
             if not self.runs.folder.is_dir():
-                raise UserError(f"--runs-dir {self.runs.folder} is not a folder")
+                raise ParameterError("runs.folder", f"{self.runs.folder} is not a folder")
             try:
                 self.runs.pattern.format(key="k", name="n")
             except (KeyError, IndexError, ValueError, AttributeError):
-                raise UserError(
-                    f"--run-pattern {self.runs.pattern!r} may use only {{key}} and {{name}}"
+                raise ParameterError(
+                    "runs.pattern", f"{self.runs.pattern!r} may use only {{key}} and {{name}}"
                 ) from None
         if self.runs.reference is not None:
             supplied = [spec for spec in self.datasets if self.runs.path_for(spec) is not None]
             if not supplied:
-                raise UserError(
-                    "--run-reference describes run files you pass (--run, --runs-dir); there are none"
+                raise ParameterError(
+                    "runs.reference",
+                    "describes run files you pass ({runs.overrides}, {runs.folder}); there are none",
+                    mentions=("runs.overrides", "runs.folder"),
                 )
             for spec in supplied:
                 self.runs.reference_for(spec)

@@ -24,7 +24,7 @@ from rerank_eval.pipeline.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJourn
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
 from rerank_eval.pipeline.prepare import PreparedDataset
 from rerank_eval.pipeline.progress import track
-from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.runfiles import Run
 
 
@@ -149,7 +149,7 @@ def rerank_dataset(
     same batch as in an uninterrupted run.
     """
     expected = {q: [d for d, _ in docs] for q, docs in prepared.candidates.by_query.items() if docs}
-    reranker.begin_dataset(prepared.spec)
+    reranker.begin_dataset(DatasetContext(prepared.spec.key, dict(prepared.spec.instructions)))
     shard = ranks()
     key = journal_key(plan, prepared, reranker)
     journal = ScoreJournal(journal_path(prepared.spec.key, key, shard.rank, shard.world))

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-
-from rerank_eval.config.schema import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -32,6 +30,15 @@ class RerankRequest:
     first_stage_ranks: tuple[int, ...]
     #: the first stage's score of each candidate, in presentation order (empty when unknown)
     first_stage_scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetContext:
+    """What a reranker may know of the dataset it is about to score: its key, and the instructions
+    its config gives models that take one (by preset name or family)."""
+
+    key: str
+    instructions: dict[str, str] = field(default_factory=dict)
 
 
 class Reranker(ABC):
@@ -74,7 +81,7 @@ class Reranker(ABC):
     def describe(self) -> dict[str, Any]:
         """Everything about the model worth recording (identity, revision, settings, dtype)."""
 
-    def begin_dataset(self, spec: DatasetSpec) -> None:  # noqa: B027 - optional hook
+    def begin_dataset(self, dataset: DatasetContext) -> None:  # noqa: B027 - optional hook
         """Called before each dataset: drop per-dataset caches, pick per-dataset settings."""
 
     def score_identity(self) -> dict[str, Any]:

@@ -58,6 +58,8 @@ class BiEncoder(TransformerReranker):
         return out
 
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        if not requests:  # (a tokenizer refuses an empty batch)
+            return []
         distinct = list(dict.fromkeys(t for r in requests for t in r.texts))
         documents = dict(zip(distinct, self.embed(distinct))) if distinct else {}
         self._stats["embedded_documents"] += len(distinct)

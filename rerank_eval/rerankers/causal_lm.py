@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError
+from rerank_eval.rerankers.base import DatasetContext
 from rerank_eval.rerankers.common import bounded_text, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
+from rerank_eval.rerankers.settings import InstructedSettings
 
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
@@ -91,9 +92,11 @@ class YesNoReranker(TwoTokenReranker):
     tokens = ("no", "yes")
     score_head = 'softmax over the logits of "no" and "yes" at the last position; score = P(yes)'
 
-    def __init__(self, *args: Any, instruction: str | None = None, **kwargs: Any) -> None:
+    settings_class = InstructedSettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.default_instruction = instruction or QWEN3_DEFAULT_INSTRUCTION
+        self.default_instruction = self.configured_settings.instruction or QWEN3_DEFAULT_INSTRUCTION
         self.instruction = self.default_instruction
         prefix, suffix = self.ids([QWEN3_PREFIX, QWEN3_SUFFIX])
         self.prefix_ids, self.suffix_ids = prefix, suffix
@@ -101,10 +104,12 @@ class YesNoReranker(TwoTokenReranker):
     def settings(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "instruction": self.instruction}
 
-    def begin_dataset(self, spec: DatasetSpec) -> None:
-        super().begin_dataset(spec)
+    def begin_dataset(self, dataset: DatasetContext) -> None:
+        super().begin_dataset(dataset)
         self.instruction = (
-            spec.instructions.get(self.name) or spec.instructions.get(self.family) or self.default_instruction
+            dataset.instructions.get(self.name)
+            or dataset.instructions.get(self.family)
+            or self.default_instruction
         )
 
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> list[Encoded]:

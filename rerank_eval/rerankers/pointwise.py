@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError
-from rerank_eval.rerankers.base import Reranker, RerankRequest
+from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
 from rerank_eval.rerankers.common import (
     attention_implementation,
@@ -29,6 +28,7 @@ from rerank_eval.rerankers.common import (
     quiet_transformers,
     token_budget_batches,
 )
+from rerank_eval.rerankers.settings import PointwiseSettings
 
 Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model uses them)
 
@@ -42,22 +42,26 @@ class TransformerReranker(Reranker):
     #: the transformers Auto class that loads the family's checkpoints
     auto_class: str = "AutoModel"
     default_max_length: int = 512
+    #: the family's settings (see rerankers/registry.py)
+    settings_class: type = PointwiseSettings
 
     def __init__(
         self,
         checkpoint: Checkpoint,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
-        max_length: int | None = None,
-        max_batch_tokens: int | None = None,
+        settings: PointwiseSettings | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
+        self.configured_settings = settings or self.settings_class()
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.attention = attention_implementation(self.device, self.dtype)
-        self.max_length = int(max_length or self.default_max_length)
-        self.max_batch_tokens = int(max_batch_tokens or default_batch_tokens(self.device))
+        self.max_length = int(self.configured_settings.max_length or self.default_max_length)
+        self.max_batch_tokens = int(
+            self.configured_settings.max_batch_tokens or default_batch_tokens(self.device)
+        )
         self.configured_batch_tokens = self.max_batch_tokens
         self.trust_remote_code = trust_remote_code
         # Only a checkpoint that ships its own code runs it; its code may not support a requested
@@ -126,7 +130,7 @@ class TransformerReranker(Reranker):
             "largest_batch": 0,
         }
 
-    def begin_dataset(self, spec: DatasetSpec) -> None:
+    def begin_dataset(self, dataset: DatasetContext) -> None:
         """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
         self._stats = self._fresh_stats()
 

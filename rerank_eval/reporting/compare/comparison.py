@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
 from rerank_eval.reporting.compare.guard import protocol_differences
 from rerank_eval.reporting.compare.published import load_published
@@ -106,8 +106,8 @@ class Comparison:
         for run in self.runs:
             if name in (run.label, run.folder):
                 return run
-        raise UserError(
-            f"--baseline {name!r} is none of the compared runs ({', '.join(r.label for r in self.runs)})"
+        raise ParameterError(
+            "baseline", f"{name!r} is none of the compared runs ({', '.join(r.label for r in self.runs)})"
         )
 
     @property

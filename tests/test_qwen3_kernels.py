@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from rerank_eval.rerankers.qwen3_fast import (
+from rerank_eval.rerankers.listwise.qwen3_kernels import (
     _allowed_keys,
     _compiled,
     last_layer_at,

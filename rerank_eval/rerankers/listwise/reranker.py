@@ -1,0 +1,405 @@
+"""The listwise last-token reranker ("last but not late" interaction), e.g. jina-reranker-v3.
+
+A query and a block of candidates go through one causal Qwen3 decoder in a single prompt; the
+last-layer hidden state at each `<|embed_token|>` is a document's vector, the one at the
+`<|rerank_token|>` the query's; a shared MLP projects both and the score is their cosine. Every
+step follows the published procedure (see ../shared/specs/listwise-last-token.md in the project's
+workspace); only the execution differs: blocks of several queries share forward passes (right
+padding, which leaves every real position unchanged under causal attention, or with
+FlashAttention the blocks packed in one row with their boundaries given to its varlen kernel), no
+LM head runs and only the last hidden state is kept, and only at the positions read (see
+qwen3_kernels), each RMSNorm runs as one fused kernel, and on CUDA the rotary embedding and SiLU run
+as compiled kernels.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rerank_eval.errors import UserError
+from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint
+from rerank_eval.rerankers.common import (
+    bounded_text,
+    default_batch_tokens,
+    dtype_name,
+    pick_device,
+    pick_dtype,
+    quiet_transformers,
+)
+from rerank_eval.rerankers.listwise.execution import Block, BlockExecution
+from rerank_eval.rerankers.listwise.model import (
+    BATCHING_SETTINGS,
+    VARLEN_ATTENTIONS,
+    Projector,
+    compile_by_default,
+    default_pad_multiple,
+    listwise_attention,
+    load_projector_weights,
+)
+from rerank_eval.rerankers.listwise.procedure import (
+    EMBED_TOKEN,
+    RERANK_TOKEN,
+    SCORER_VERSION,
+    build_prompt,
+    merge_blocks,
+    plan_blocks,
+    strip_special_strings,
+)
+from rerank_eval.rerankers.listwise.qwen3_kernels import (
+    REPEATED_KV_SDPA,
+    compile_failure,
+    use_compiled_elementwise,
+    use_fused_rms_norm,
+    use_trimmed_last_layer,
+)
+from rerank_eval.rerankers.settings import ListwiseSettings
+
+# transformers' placeholder for "no limit"; anything above this is not a real context length.
+_UNSET_MAX_LENGTH = 10**9
+# Distinct documents whose truncation is remembered; beyond it the memory is cleared (API users
+# scoring an endless stream of documents never see it grow without bound).
+DOCUMENT_CACHE_LIMIT = 2_000_000
+
+
+class ListwiseLastToken(BlockExecution, Reranker):
+    family = "listwise-last-token"
+    queries_per_call = 16
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        settings: ListwiseSettings | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+        self.checkpoint = checkpoint
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        config = checkpoint.config()
+        if config.get("model_type") != "qwen3":
+            raise UserError(
+                f"checkpoint {checkpoint.source} has model_type {config.get('model_type')!r}; "
+                f"the listwise last-token family needs a qwen3 backbone"
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.folder))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load the tokenizer of {checkpoint.source}: {exc}") from None
+        projector_weights = load_projector_weights(checkpoint)
+        attention = listwise_attention(self.device, self.dtype)
+        with quiet_transformers():  # projector and lm_head keys are expected to go unused
+            backbone = Qwen3Model.from_pretrained(
+                str(checkpoint.folder),
+                config=Qwen3Config.from_pretrained(str(checkpoint.folder)),
+                dtype=self.dtype,
+                attn_implementation=attention,
+            )
+        self._assemble(tokenizer, backbone, projector_weights, settings or ListwiseSettings())
+
+    @classmethod
+    def from_parts(
+        cls,
+        checkpoint: Checkpoint,
+        tokenizer: Any,
+        backbone: nn.Module,
+        projector_weights: dict[str, torch.Tensor],
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        settings: ListwiseSettings | None = None,
+    ) -> ListwiseLastToken:
+        """A reranker from components already in memory (benchmarks on randomly initialised models)."""
+        reranker = cls.__new__(cls)
+        reranker.checkpoint = checkpoint
+        reranker.device = pick_device(device)
+        reranker.dtype = pick_dtype(dtype, reranker.device)
+        reranker._assemble(
+            tokenizer, backbone.to(reranker.dtype), projector_weights, settings or ListwiseSettings()
+        )
+        return reranker
+
+    def _assemble(
+        self,
+        tokenizer: Any,
+        backbone: nn.Module,
+        projector_weights: dict[str, torch.Tensor],
+        settings: ListwiseSettings,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.embed_id = self._special_token_id(EMBED_TOKEN)
+        self.rerank_id = self._special_token_id(RERANK_TOKEN)
+        self.attention = backbone.config._attn_implementation
+        self.backbone = backbone.to(self.device).eval()
+        self.projector = Projector(projector_weights).to(self.device).eval()
+        context_length, self.context_source = self._context_length(settings.context_length)
+        self.settings = replace(  # every default resolved, so the manifest records what ran
+            settings,
+            context_length=context_length,
+            max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(self.device),
+            fused_rms_norm=settings.fused_rms_norm is not False,
+            trim_last_layer=settings.trim_last_layer is not False,
+            compile_elementwise=self._resolved_compile(settings.compile_elementwise),
+            pad_multiple=settings.pad_multiple or default_pad_multiple(self.device),
+            pack_blocks=self._resolved_packing(settings.pack_blocks),
+        )
+        self.configured_batch_tokens = self.settings.max_batch_tokens
+        self.use_published_modules(False)
+        self._stats = self._fresh_stats()
+        self._block_sizes: dict[str, list[int]] = {}  # query id -> its blocks' sizes, last chunk
+        self._documents: dict[str, tuple[str, int]] = {}  # text -> (truncated text, token count)
+        self._last_batch_blocks = 0
+        self._last_block_query = ""
+        self._last_block_tokens = 0
+
+    def _resolved_compile(self, requested: bool | None) -> bool:
+        """compile_elementwise as asked, or its default; checked by compiling both kernels once.
+        Asked for and impossible: a one-line error. By default and impossible: eager, said once
+        on stderr, and recorded as off in the manifest."""
+        wanted = compile_by_default(self.device) if requested is None else requested
+        failure = compile_failure(self.backbone, self.device, self.dtype) if wanted else None
+        if failure and requested:
+            raise UserError(
+                f"compile_elementwise: torch.compile cannot build kernels on {self.device} ({failure}); "
+                f"run with --set compile_elementwise=false"
+            )
+        if failure:
+            print(
+                f"torch.compile cannot build kernels on {self.device} ({failure}); the rotary "
+                f"embedding and SiLU run eager (compile_elementwise=false)",
+                file=sys.stderr,
+            )
+        return wanted and not failure
+
+    def _resolved_packing(self, requested: bool | None) -> bool:
+        """pack_blocks as asked; by default where the attention kernel takes sequence boundaries
+        (FlashAttention's varlen kernels), so that several blocks share a row without padding."""
+        if requested is None:
+            return self.attention in VARLEN_ATTENTIONS
+        if requested and self.attention == REPEATED_KV_SDPA:
+            raise UserError(
+                "pack_blocks needs FlashAttention or SDPA with a mask; float32 on CUDA runs an "
+                "attention without masks: use bfloat16, or leave pack_blocks unset"
+            )
+        return requested
+
+    def use_published_modules(self, published: bool) -> None:
+        """transformers' own modules (what the published code runs), or those the settings choose."""
+        fused = self.settings.fused_rms_norm and not published
+        switched = use_fused_rms_norm(self.backbone, fused)
+        self.fused_norms = switched if fused else 0
+        use_trimmed_last_layer(self.backbone, self.settings.trim_last_layer and not published)
+        use_compiled_elementwise(self.backbone, self.settings.compile_elementwise and not published)
+
+    def _special_token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if token_id is None or token_id == self.tokenizer.unk_token_id or ids != [token_id]:
+            raise UserError(f"the tokenizer of {self.checkpoint.source} lacks the special token {token}")
+        return int(token_id)
+
+    def _context_length(self, explicit: int | None) -> tuple[int, str]:
+        if explicit:
+            return int(explicit), "setting"
+        from_tokenizer = int(self.tokenizer.model_max_length or 0)
+        if 0 < from_tokenizer < _UNSET_MAX_LENGTH:
+            return from_tokenizer, "tokenizer.model_max_length"
+        return int(self.backbone.config.max_position_embeddings), "config.max_position_embeddings"
+
+    def score_identity(self) -> dict[str, Any]:
+        """describe() without what cannot change a score beyond float rounding: the folder's path
+        (its content hash identifies it), the device's index, and the batching settings (≤ 1e-6 in
+        the float32 tests; the journal's key holds them apart, through `batching`)."""
+        identity = self.describe()
+        if identity["content_sha256"]:
+            identity.pop("source")
+        identity["device"] = self.device.type
+        identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in BATCHING_SETTINGS}
+        return identity
+
+    def _fresh_stats(self) -> dict[str, int]:
+        return {
+            "max_batch_tokens": self.settings.max_batch_tokens,
+            "out_of_memory_retries": 0,
+            "forward_passes": 0,
+            "largest_batch_blocks": 0,
+            "truncated_documents": 0,
+        }
+
+    def begin_dataset(self, dataset: DatasetContext) -> None:
+        """Counts are per dataset in the manifest; a budget shrunk by out-of-memory stays shrunk."""
+        self._stats = self._fresh_stats()
+        self.forget_documents()
+
+    def forget_documents(self) -> None:
+        """Drop the remembered truncations (a new dataset, or a benchmark's cold start)."""
+        self._documents.clear()
+
+    def runtime_stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+    def shrink_batch_budget(self) -> bool:
+        """Halve the token budget unless the failing batch already held a single block."""
+        if self._last_batch_blocks <= 1:
+            return False
+        self.settings = ListwiseSettings(
+            **{**asdict(self.settings), "max_batch_tokens": max(1, self.settings.max_batch_tokens // 2)}
+        )
+        self._stats["out_of_memory_retries"] += 1
+        self._stats["max_batch_tokens"] = self.settings.max_batch_tokens
+        return True
+
+    def restore_batch_budget(self) -> None:
+        if self.settings.max_batch_tokens != self.configured_batch_tokens:
+            self.settings = ListwiseSettings(
+                **{**asdict(self.settings), "max_batch_tokens": self.configured_batch_tokens}
+            )
+
+    def batching(self) -> dict[str, Any]:
+        """The batching settings as configured, and how blocks are grouped."""
+        settings = {**asdict(self.settings), "max_batch_tokens": self.configured_batch_tokens}
+        grouping = "blocks packed in order" if self.settings.pack_blocks else "length-sorted token budget"
+        return {**{name: settings[name] for name in BATCHING_SETTINGS}, "order": grouping}
+
+    def notes(self, request: RerankRequest) -> dict[str, Any]:
+        """How the query's candidates were split into blocks (sizes in presentation order):
+        scores can change with the split, so it is reported per query."""
+        sizes = self._block_sizes.get(request.query_id)
+        return {"blocks": sizes} if sizes is not None else {}
+
+    def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
+        s = self.settings
+        return (
+            f"query {self._last_block_query}: one block of {self._last_block_tokens:,} tokens does not fit "
+            f"in GPU memory even alone (context_length {s.context_length}, max_doc_length "
+            f"{s.max_doc_length}, dtype {dtype_name(self.dtype)}); lower "
+            f"--set context_length=... so blocks get shorter, lower --set max_doc_length=..., or use "
+            f"a GPU with more memory"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "scorer_version": SCORER_VERSION,
+            **self.checkpoint.identity(),
+            "settings": asdict(self.settings),
+            "context_length_from": self.context_source,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "attention": self.attention,
+            "fused_rms_norms": self.fused_norms,
+            "projector_dtype": "float32",
+            "score_dtype": "float32",
+        }
+
+    def _truncate(self, texts: list[str], limit: int) -> tuple[list[str], list[int]]:
+        """Cut texts of `limit` tokens or more to `limit` tokens (text replaced by their decoding).
+
+        Returns the texts and their token counts (a count equal to `limit` means cut).
+        """
+        bounded = [bounded_text(self.tokenizer, text, limit) for text in texts]
+        # (a tokenizer refuses an empty batch)
+        encoded = self.tokenizer(bounded, add_special_tokens=False)["input_ids"] if bounded else []
+        cut_texts, lengths = [], []
+        for text, ids in zip(bounded, encoded):
+            if len(ids) >= limit:
+                ids = ids[:limit]
+                text = self.tokenizer.decode(ids)
+            cut_texts.append(text)
+            lengths.append(len(ids))
+        return cut_texts, lengths
+
+    def _truncated_documents(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Truncated texts and token counts, each distinct document tokenized once per dataset
+        (BEIR candidates recur across the queries of a dataset)."""
+        cache = self._documents
+        distinct = list(dict.fromkeys(texts))
+        if len(cache) + len(distinct) > DOCUMENT_CACHE_LIMIT:
+            cache.clear()  # before looking up: every text of this call stays answerable
+        new = [t for t in distinct if t not in cache]
+        if new:
+            for text, cut, length in zip(new, *self._truncate(new, self.settings.max_doc_length)):
+                cache[text] = (cut, length)
+        entries = [cache[t] for t in texts]
+        return [cut for cut, _ in entries], [length for _, length in entries]
+
+    def _prompts(self, requests: Sequence[RerankRequest]) -> list[tuple[int, range, str]]:
+        """(request index, documents of the block, prompt) for every block, in input order.
+
+        As in the published procedure, truncation (and so every length the block rule uses) works
+        on the texts as given; the special-token strings are removed when a block's prompt is built.
+        """
+        s = self.settings
+        queries, query_lengths = self._truncate([r.query for r in requests], s.max_query_length)
+        queries = [strip_special_strings(q) for q in queries]
+        docs, doc_lengths = self._truncated_documents([t for r in requests for t in r.texts])
+        docs = [strip_special_strings(d) for d in docs]
+        self._stats["truncated_documents"] += sum(1 for n in doc_lengths if n >= s.max_doc_length)
+        prompts: list[tuple[int, range, str]] = []
+        offset = 0
+        for index, request in enumerate(requests):
+            count = len(request.texts)
+            lengths = doc_lengths[offset : offset + count]
+            for block in plan_blocks(
+                lengths, query_lengths[index], s.context_length, s.max_doc_length, s.block_size
+            ):
+                texts = [docs[offset + i] for i in block]
+                prompts.append((index, block, build_prompt(queries[index], texts, s.instruction)))
+            offset += count
+        return prompts
+
+    def block_prompts(self, query: str, docs: Sequence[str]) -> list[str]:
+        """The prompts the model sees for one query, one per block (for inspection and tests)."""
+        request = RerankRequest(
+            "query", query, tuple(map(str, range(len(docs)))), tuple(docs), tuple(range(len(docs)))
+        )
+        return [prompt for _, _, prompt in self._prompts([request])]
+
+    def _blocks(self, requests: Sequence[RerankRequest]) -> list[Block]:
+        prompts = self._prompts(requests)
+        encoded = self.tokenizer([p for _, _, p in prompts])["input_ids"] if prompts else []
+        return [
+            Block(i, requests[i].query_id, block, ids, self._markers(ids, len(block)))
+            for (i, block, _), ids in zip(prompts, encoded)
+        ]
+
+    def _markers(self, input_ids: list[int], documents: int) -> list[int]:
+        """Positions of the documents' markers, in order, then of the query's marker."""
+        ids = np.asarray(input_ids)
+        docs, query = np.flatnonzero(ids == self.embed_id), np.flatnonzero(ids == self.rerank_id)
+        if len(docs) != documents or len(query) != 1:  # special strings are removed from the texts
+            raise RuntimeError(
+                f"prompt has {len(docs)} document and {len(query)} query markers for {documents} documents"
+            )
+        return [*docs.tolist(), int(query[0])]
+
+    def prepare(self, requests: Sequence[RerankRequest]) -> tuple[list[RerankRequest], list[Block]]:
+        return list(requests), self._blocks(requests)
+
+    def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
+        return self.score_prepared(self.prepare(requests))
+
+    def score_prepared(self, prepared: tuple[list[RerankRequest], list[Block]]) -> list[np.ndarray]:
+        requests, blocks = prepared
+        vectors = {id(block): encoded for block, encoded in self._block_vectors(blocks)}
+        per_request: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in requests]
+        self._block_sizes = {request.query_id: [] for request in requests}
+        for block in blocks:  # blocks are in request and input order
+            per_request[block.request].append(vectors[id(block)])
+            self._block_sizes[block.query_id].append(len(block.docs))
+        scores = []
+        for request, parts in zip(requests, per_request):
+            if not parts:
+                scores.append(np.zeros(len(request.texts), dtype=np.float32))
+                continue
+            merged = merge_blocks([d for d, _ in parts], [q for _, q in parts])
+            scores.append(merged.astype(np.float32))
+        return scores
