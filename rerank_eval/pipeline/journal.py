@@ -122,11 +122,11 @@ class ScoreJournal:
             return None
         if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):
             return None
-        try:
-            values = np.asarray(scores, dtype=np.float64)
-        except (TypeError, ValueError):
+        # numbers only (JSON's true/false and "0.5" are not scores), all finite
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
             return None
-        if values.ndim != 1 or not np.isfinite(values).all():
+        values = np.asarray(scores, dtype=np.float64)
+        if not np.isfinite(values).all():
             return None
         return query_id, ScoredQuery(values, notes)
 

@@ -1,0 +1,235 @@
+"""Invariants the mutation run (`make mutate`) found unpinned, each now pinned by behaviour.
+
+Cache keys and the fairness guard that must not depend on the order entries were written in;
+statistics at their edges (equal differences, p-values above one before capping, identical runs);
+the listwise merge where block weights matter and where they all vanish; the block rule's capacity
+reset; negative shuffle seeds; score journal lines that must be refused; and what a result folder
+records about itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rerank_eval.cache import cache_key
+from rerank_eval.errors import UserError
+from rerank_eval.pipeline.journal import ScoreJournal
+from rerank_eval.pipeline.plan import CandidateOrder
+from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.compare.stats import (
+    RESAMPLES,
+    SEED,
+    TESTS,
+    bootstrap_interval,
+    holm,
+    paired_p_value,
+)
+from rerank_eval.rerankers.listwise.procedure import merge_blocks, plan_blocks
+from rerank_eval.results.folder import ResultWriter, load_result
+from tests.test_comparison import make_result
+from tests.test_invariants import edited, first_stage
+
+
+def test_cache_keys_ignore_the_order_entries_were_written_in_and_key_paths_by_their_text():
+    assert cache_key({"a": 1, "b": {"x": 1, "y": [2, 3]}}) == cache_key({"b": {"y": [2, 3], "x": 1}, "a": 1})
+    assert cache_key({"model": Path("/models/ce")}) == cache_key({"model": "/models/ce"})
+    assert cache_key({"a": 1}) != cache_key({"a": 2})
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return make_result(tmp_path_factory.mktemp("pinned"), "base", 0.0, noise=0.0)
+
+
+def test_the_guard_compares_first_stage_settings_whatever_their_key_order(base, tmp_path):
+    one = edited(base, tmp_path / "one", lambda m: first_stage(m, settings={"k1": 0.9, "b": 0.4}))
+    other = edited(base, tmp_path / "other", lambda m: first_stage(m, settings={"b": 0.4, "k1": 0.9}))
+    assert not Comparison([load_result(one), load_result(other)]).warnings
+
+
+def test_the_guard_checks_every_shared_dataset_after_one_only_the_baseline_has(base, tmp_path):
+    def lacks_the_first_and_differs_later(manifest: dict) -> None:
+        del manifest["datasets"][0]
+        manifest["datasets"][-1]["first_stage"] = {**manifest["datasets"][-1]["first_stage"], "sha256": "x"}
+
+    other = edited(base, tmp_path / "other", lacks_the_first_and_differs_later)
+    last = json.loads((base / "manifest.json").read_text())["datasets"][-1]["key"]
+    with pytest.raises(UserError, match=f"first stage of {last} differs"):
+        Comparison([load_result(base), load_result(other)])
+
+
+def test_bootstrap_interval_is_scipys_percentile_bootstrap_with_the_same_seed_and_resamples():
+    differences = np.random.default_rng(5).normal(0.01, 0.05, 40)
+    expected = stats.bootstrap(
+        (differences,), np.mean, confidence_level=0.95, n_resamples=RESAMPLES, method="percentile",
+        random_state=SEED,
+    ).confidence_interval  # fmt: skip
+    assert bootstrap_interval(differences) == (expected.low, expected.high)
+
+
+def test_no_interval_when_every_difference_is_the_same():
+    assert bootstrap_interval(np.full(12, 0.02)) is None
+    assert bootstrap_interval(np.zeros(12)) is None
+    assert bootstrap_interval(np.array([0.3])) is None
+
+
+def test_holm_caps_adjusted_p_values_at_one():
+    # by hand: 2 × 0.7 = 1.4 → 1; then max(1, 1 × 0.9) = 1
+    assert holm([0.7, 0.9]) == [1.0, 1.0]
+    assert holm([0.9, 0.7]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("test", list(TESTS))
+def test_identical_runs_and_single_queries_have_p_value_one(test):
+    values = np.array([0.2, 0.5, 0.7, 0.1])
+    assert paired_p_value(values, values.copy(), test) == 1.0
+    assert paired_p_value(np.array([0.9]), np.array([0.1]), test) == 1.0
+
+
+def spec_merge(docs: list[np.ndarray], queries: list[np.ndarray]) -> np.ndarray:
+    """The specification's merge, written out: block weight = max over its documents of
+    (1 + cosine) / 2, the final query the weighted mean of block queries (equal weights when every
+    weight is zero), every score the cosine with it."""
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    weights = [max((1 + cosine(d, q)) / 2 for d in block) for block, q in zip(docs, queries)]
+    if sum(weights) == 0:
+        weights = [1.0] * len(weights)
+    query = sum(w * q for w, q in zip(weights, queries)) / sum(weights)
+    return np.array([cosine(d, query) for block in docs for d in block])
+
+
+def test_merge_weighs_blocks_by_their_best_document_even_when_every_weight_is_small():
+    rng = np.random.default_rng(3)
+    queries = [rng.normal(size=8), rng.normal(size=8)]
+    # documents pointing away from their block's query: weights well below 1 in sum
+    docs = [np.stack([-q + 0.3 * rng.normal(size=8) for _ in range(3)]) for q in queries]
+    weights = [
+        max((1 + d @ q / np.linalg.norm(d) / np.linalg.norm(q)) / 2 for d in b) for b, q in zip(docs, queries)
+    ]
+    assert 0 < sum(weights) < 1 and abs(weights[0] - weights[1]) > 1e-3
+    np.testing.assert_allclose(merge_blocks(docs, queries), spec_merge(docs, queries), atol=1e-12)
+
+
+def test_merge_falls_back_to_equal_weights_when_every_block_scores_minus_one():
+    queries = [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])]
+    docs = [np.stack([-queries[0], -2 * queries[0]]), np.stack([-queries[1]])]
+    merged = merge_blocks(docs, queries)
+    assert np.isfinite(merged).all()
+    np.testing.assert_allclose(merged, spec_merge(docs, queries), atol=1e-12)
+
+
+def test_block_capacity_resets_in_full_for_every_block():
+    # context 100, query 10: 80 per block, max_doc_length 20. Block 1 closes after 30 + 30 (20
+    # left); block 2 starts again from 80: 30 + 25 + 5 leaves 20, so it closes after the fifth.
+    assert plan_blocks([30, 30, 30, 25, 5, 5], 10, 100, 20, 125) == [range(0, 2), range(2, 5), range(5, 6)]
+
+
+def test_a_negative_shuffle_seed_is_a_seed():
+    order = CandidateOrder.parse("shuffled:-5")
+    assert (order.kind, order.seed, str(order)) == ("shuffled", -5, "shuffled:-5")
+    with pytest.raises(UserError):
+        CandidateOrder.parse("shuffled:5-")
+
+
+GOOD = {"q": "1", "docs": ["a", "b"], "scores": [0.5, 0.25]}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        {**GOOD, "blocks": [0, 2]},
+        {**GOOD, "blocks": [-1]},
+        {**GOOD, "blocks": ["2"]},
+        {**GOOD, "blocks": "2"},
+        {**GOOD, "scores": [0.5, float("nan")]},
+        {**GOOD, "scores": [0.5, float("inf")]},
+        {**GOOD, "scores": ["0.5", "0.25"]},
+        {**GOOD, "scores": [[0.5], [0.25]]},
+        {**GOOD, "scores": [True, False]},
+        {**GOOD, "q": 1},
+        {**GOOD, "docs": ["b", "a"]},
+        {**GOOD, "scores": [0.5]},
+    ],
+    ids=["zero block", "negative block", "text block", "blocks not a list", "NaN score", "infinite score",
+         "text scores", "nested scores", "boolean scores", "numeric query id", "other documents",
+         "too few scores"],
+)  # fmt: skip
+def test_a_journal_line_that_is_not_a_valid_record_is_never_reused(line, tmp_path):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps({**GOOD, "q": "2"}) + "\n")
+    loaded = ScoreJournal(path).load({"1": ["a", "b"], "2": ["a", "b"]}, siblings=False)
+    assert set(loaded) == {"2"}
+
+
+def test_a_journal_line_with_blocks_of_one_document_is_reused(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(json.dumps({**GOOD, "blocks": [1, 1]}) + "\n")
+    loaded = ScoreJournal(path).load({"1": ["a", "b"]}, siblings=False)
+    assert loaded["1"].notes == {"blocks": [1, 1]} and loaded["1"].scores.tolist() == [0.5, 0.25]
+
+
+def test_a_result_folder_records_each_run_files_hash(tmp_path):
+    folder = make_result(tmp_path, "model", 0.0)
+    writer = ResultWriter(tmp_path / "with-runs")
+    writer.add_run("scifact", ["1 Q0 d1 1 2.0 x\n", "1 Q0 d2 2 1.0 x\n"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    published = writer.publish({**manifest, "datasets": manifest["datasets"][:1]}, lambda m, f: "")
+    recorded = json.loads((published / "manifest.json").read_text())["run_sha256"]
+    text = (published / "runs" / "scifact.trec").read_bytes()
+    assert recorded == {"runs/scifact.trec": hashlib.sha256(text).hexdigest()}
+
+
+def test_an_existing_result_folder_is_never_replaced_and_only_an_identical_one_is_kept(tmp_path):
+    manifest = json.loads((make_result(tmp_path, "model", 0.0) / "manifest.json").read_text())
+
+    def publish(keep_identical: bool, value: float) -> ResultWriter:
+        writer = ResultWriter(tmp_path / "out", keep_identical)
+        writer.add_values("scifact", "reranked", {"nDCG@10": {"q1": value}})
+        writer.publish(manifest, lambda m, frame: frame.to_csv())
+        return writer
+
+    assert publish(False, 0.5).kept_existing is False
+    with pytest.raises(UserError, match="exists already; choose another --out"):
+        publish(False, 0.5)
+    assert publish(True, 0.5).kept_existing is True
+    with pytest.raises(UserError, match="holds other results"):
+        publish(True, 0.6)
+    assert not (tmp_path / "out.incomplete").exists()
+
+
+def test_the_manifest_counts_the_queries_the_candidates_cover(tmp_path, monkeypatch):
+    """scifact's fixture, counted here from its qrels and run: 3 judged queries, 2 of them in the
+    run, one judged query without candidates, one run query without judgements, no self-matches,
+    no query whose scores all tie."""
+    from typer.testing import CliRunner
+
+    from rerank_eval.cli import app
+    from tests import builders
+
+    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run}", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    judged, in_run = set(builders.SCIFACT_QRELS), set(builders.SCIFACT_RUN)
+    coverage = json.loads((out / "manifest.json").read_text())["datasets"][0]["coverage"]
+    assert coverage == {
+        "judged_queries": len(judged),
+        "queries_with_candidates": len(judged & in_run),
+        "queries_without_run": len(judged - in_run),
+        "self_matches_dropped": 0,
+        "run_queries_without_judgements": len(in_run - judged),
+        "queries_with_equal_scores": 0,
+    }
