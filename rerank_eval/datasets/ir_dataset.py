@@ -17,7 +17,7 @@ from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.errors import UserError, describe
 
 # ir_datasets built its lz4 doc store at 88k documents/s from a 500k-document synthetic corpus of
-# NQ-like lengths on a 2-core machine (README, "First use of big corpora"); real texts are longer,
+# NQ-like lengths on a 2-core machine (docs/operations.md, "First use of big corpora"); real texts are longer,
 # so announcements assume a little less. Used only to tell the user the one-time cost up front.
 DOCSTORE_BUILD_DOCS_PER_SECOND = 70_000
 

@@ -30,7 +30,7 @@ from rerank_eval.pipeline.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order
 
 # Peak memory of a build per corpus document: `rerank-eval bench-index --docs 200000` measured
-# 4,064 bytes (interpreter included) on a 2-core machine (README, "MIRACL"). Used to refuse, before
+# 4,064 bytes (interpreter included) on a 2-core machine (docs/protocol.md, "MIRACL"). Used to refuse, before
 # starting, builds that would not fit.
 BUILD_BYTES_PER_DOCUMENT = 4_000
 MEMORY_SHARE = 0.8  # never plan to use more of the available memory than this
@@ -97,7 +97,7 @@ def check_memory(dataset: IrDataset, language: str) -> None:
         raise UserError(
             f"{dataset.id} has {count:,} documents; building the built-in BM25 index needs about "
             f"{need / 2**30:.0f} GiB of memory and {have / 2**30:.0f} GiB are available: supply a "
-            f"first-stage run file instead (--run {dataset.spec.key}=PATH; the README gives the Pyserini "
+            f"first-stage run file instead (--run {dataset.spec.key}=PATH; docs/protocol.md gives the Pyserini "
             f"commands for MIRACL {language})"
         )
 

@@ -217,7 +217,7 @@ def _compiled_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 def use_compiled_elementwise(backbone: nn.Module, compiled: bool) -> None:
     """Switch every attention and MLP module to the compiled-elementwise one or back.
 
-    Worth it on a GPU (measured on an H200, see README), not on a CPU. The MLP is switched only
+    Worth it on a GPU (measured on an H200, see docs/performance.md), not on a CPU. The MLP is switched only
     where its activation is SiLU, as in every Qwen3 checkpoint.
     """
     from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention, Qwen3MLP
