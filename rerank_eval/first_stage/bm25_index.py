@@ -97,8 +97,8 @@ def check_memory(dataset: IrDataset, language: str) -> None:
         raise UserError(
             f"{dataset.id} has {count:,} documents; building the built-in BM25 index needs about "
             f"{need / 2**30:.0f} GiB of memory and {have / 2**30:.0f} GiB are available: supply a "
-            f"first-stage run file instead (--run {dataset.spec.key}=PATH; docs/protocol.md gives the Pyserini "
-            f"commands for MIRACL {language})"
+            f"first-stage run file instead (--run {dataset.spec.key}=PATH; docs/protocol.md gives the "
+            f"Pyserini commands for MIRACL {language})"
         )
 
 
