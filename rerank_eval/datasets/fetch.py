@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
 from rerank_eval.datasets.ir_dataset import IrDataset
-from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
+from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage
 from rerank_eval.pipeline.progress import stderr_console
 
 
@@ -16,7 +16,8 @@ def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str |
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
     source = config.first_stage(first_stage or spec.first_stage)
-    fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth=config.top_k))
+    depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
+    fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth))
 
 
 def fetch_suite(

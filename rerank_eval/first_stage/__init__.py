@@ -3,14 +3,15 @@
 A user's run file wins; otherwise the dataset's configured source (or `--first-stage`) is obtained
 through its kind: `hub` (published runs), `bm25s` (built-in BM25) or `dense` (an encoder and exact
 search over the whole corpus). Whatever the source, candidates are then cut the same way
-(`select_candidates`), and the record of what was used goes into the manifest.
+(`CandidatePolicy`: self-matches, the top-k, and how deep a first stage retrieves for them), and
+the record of what was used goes into the manifest.
 """
 
 from __future__ import annotations
 
 from rerank_eval.first_stage import bm25s, dense, hub_run  # noqa: F401  (each registers its kind)
 from rerank_eval.first_stage.base import FirstStageRecord, FirstStageRequest, RunLocation
-from rerank_eval.first_stage.candidates import Candidates, select_candidates
+from rerank_eval.first_stage.candidates import CandidatePolicy, Candidates
 from rerank_eval.first_stage.registry import kind, kind_names, resolve
 from rerank_eval.first_stage.run_file import read_user_run
 from rerank_eval.runfiles import Run
@@ -32,6 +33,7 @@ def fetch_first_stage(request: FirstStageRequest, build: bool = True) -> None:
 
 
 __all__ = [
+    "CandidatePolicy",
     "Candidates",
     "FirstStageRecord",
     "FirstStageRequest",
@@ -41,5 +43,4 @@ __all__ = [
     "kind_names",
     "obtain_run",
     "resolve",
-    "select_candidates",
 ]

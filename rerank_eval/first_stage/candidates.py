@@ -37,6 +37,26 @@ class Candidates:
         }
 
 
+@dataclass(frozen=True)
+class CandidatePolicy:
+    """Which of a first stage's results become a dataset's candidates: each query's top `top_k`
+    after dropping its own document where the dataset calls for it (ArguAna, Quora). The one home
+    of that rule: a first stage is asked for `depth` results, one more than the top-k where a
+    self-match may take a place, and `select` cuts its run."""
+
+    top_k: int
+    drop_self_matches: bool
+
+    @property
+    def depth(self) -> int:
+        return self.top_k + (1 if self.drop_self_matches else 0)
+
+    def select(
+        self, run: Run, qrels: dict[str, dict[str, int]], queries: dict[str, str], dataset_key: str
+    ) -> Candidates:
+        return select_candidates(run, qrels, queries, self.top_k, self.drop_self_matches, dataset_key)
+
+
 def select_candidates(
     run: Run,
     qrels: dict[str, dict[str, int]],

@@ -9,9 +9,7 @@ from pathlib import Path
 from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
 from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
-from rerank_eval.first_stage import (
-    RunLocation,
-)
+from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.paths import special_file_kind
 
 
@@ -57,6 +55,9 @@ class RunPlan:
     first_stage_override: str | None = None
     fresh: bool = False  # ignore (and replace) journaled scores
     resume_command: str = "the same command"
+
+    def candidate_policy(self, spec: DatasetSpec) -> CandidatePolicy:
+        return CandidatePolicy(self.top_k, spec.drop_self_matches)
 
     def measures(self) -> list[str]:
         """The user's metrics plus the ones every table shows."""

@@ -17,7 +17,6 @@ from rerank_eval.first_stage import (
     FirstStageRequest,
     fetch_first_stage,
     obtain_run,
-    select_candidates,
 )
 from rerank_eval.pipeline.distributed import ranks
 from rerank_eval.pipeline.plan import RunPlan
@@ -38,10 +37,9 @@ class PreparedDataset:
 
 
 def first_stage_request(plan: RunPlan, spec: DatasetSpec, dataset: IrDataset, queries: dict[str, str]):
-    """What the dataset's first stage is asked for: depth top-k, plus one where self-matches go."""
+    """What the dataset's first stage is asked for: as deep as its candidate policy needs."""
     source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
-    depth = plan.top_k + (1 if spec.drop_self_matches else 0)
-    return FirstStageRequest(spec, source, dataset, queries, depth)
+    return FirstStageRequest(spec, source, dataset, queries, plan.candidate_policy(spec).depth)
 
 
 def fetch_for_ranks(plan: RunPlan, spec: DatasetSpec) -> None:
@@ -67,7 +65,7 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     request = first_stage_request(plan, spec, dataset, queries)
     with step(f"{spec.key}: first stage"):
         run, record = obtain_run(request, plan.runs)
-        candidates = select_candidates(run, qrels, queries, plan.top_k, spec.drop_self_matches, spec.key)
+        candidates = plan.candidate_policy(spec).select(run, qrels, queries, spec.key)
     wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
     with step(f"{spec.key}: {len(wanted):,} candidate documents"):
         texts = dataset.documents(wanted)
