@@ -137,6 +137,10 @@ def damage_manifest(folder: Path, change) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def boolean_reference(manifest: dict) -> None:
+    manifest["datasets"][0]["first_stage"]["reference_ndcg10"] = True
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -148,6 +152,12 @@ def damage_manifest(folder: Path, change) -> None:
          "manifest.json is damaged: datasets is not a list"),
         (lambda f: (f / "manifest.json").write_text("[1, 2]"),
          "is not a rerank-eval manifest (no protocol, suite, model, datasets)"),
+        (lambda f: damage_manifest(f, boolean_reference),
+         "manifest.json is damaged: datasets[0].first_stage.reference_ndcg10 should be a number, not True"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"][0].pop("coverage")),
+         "manifest.json is damaged: datasets[0].coverage is missing"),
+        (lambda f: damage_manifest(f, lambda m: m.update(format=2)),
+         "has manifest format 2; this rerank-eval reads up to 1 (a newer version wrote it)"),
         (lambda f: (f / "per_query.csv").write_text("dataset,stage,query_id,value\nscifact,reranked,1,0.5\n"),
          "per_query.csv is damaged: has columns dataset, stage, query_id, value; expected"),
         (lambda f: (f / "per_query.csv").write_text(
@@ -160,7 +170,8 @@ def damage_manifest(folder: Path, change) -> None:
             "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5\nscifact,reranked,nDCG@10,1,0.7\n"),
          "per_query.csv is damaged: line 3: nDCG@10 of query 1 (scifact, reranked) appears twice"),
     ],
-    ids=["type", "bool", "list", "foreign", "column", "nan", "text", "duplicate"],
+    ids=["type", "bool", "list", "foreign", "number", "missing", "newer format", "column", "nan", "text",
+         "duplicate"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"

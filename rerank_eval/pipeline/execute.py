@@ -121,8 +121,9 @@ def summarize(manifest: dict[str, Any], per_query: pd.DataFrame) -> str:
     """summary.csv: derived from the per-query values, as `rerank-eval export` derives it."""
     from rerank_eval.reporting.render.data import summary_csv
     from rerank_eval.reporting.report import Report
+    from rerank_eval.results.manifest import read_manifest
 
-    return summary_csv(Report(manifest, per_query))
+    return summary_csv(Report(read_manifest(manifest, "the manifest being written"), per_query))
 
 
 def model_folder_name(model: str) -> str:

@@ -14,6 +14,7 @@ from rerank_eval.pipeline.prepare import PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import package_versions, source_revision
+from rerank_eval.results.manifest import MANIFEST_FORMAT
 
 TIE_BREAK = "score descending; equal scores keep first-stage order; written scores strictly decreasing"
 
@@ -60,7 +61,7 @@ def build_manifest(
     finished: datetime,
 ) -> dict[str, Any]:
     return {
-        "format": 1,
+        "format": MANIFEST_FORMAT,
         "complete": True,
         "rerank_eval": {"version": __version__, "git": source_revision()},
         "packages": package_versions(),

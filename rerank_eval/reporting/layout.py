@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from rerank_eval.results.manifest import DatasetRecord, Suite
 
 
-def row_members(records: Iterable[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+def row_members(records: Iterable[DatasetRecord]) -> list[tuple[str, list[str]]]:
     """(row name, member dataset keys) of manifest dataset records, in first-seen order."""
     rows: dict[str, list[str]] = {}
     for record in records:
-        members = rows.setdefault(record.get("row") or record["key"], [])
-        if record["key"] not in members:
-            members.append(record["key"])
+        members = rows.setdefault(record.row_name, [])
+        if record.key not in members:
+            members.append(record.key)
     return list(rows.items())
 
 
@@ -33,14 +34,14 @@ class AverageRow:
     complete: bool  # the suite's whole headline average (the one published figures report)
 
 
-def average_rows(names: list[str], in_average: set[str], suite: dict[str, Any]) -> list[AverageRow]:
+def average_rows(names: list[str], in_average: set[str], suite: Suite) -> list[AverageRow]:
     """The averages of rows `names` (in order), `in_average` being the rows of the headline one."""
     headline = [name for name in names if name in in_average]
     averages = []
     if len(headline) > 1:
-        expected = list(suite.get("average_rows") or [])
+        expected = list(suite.average_rows)
         complete = sorted(headline) == sorted(expected)
-        label = suite["average_label"]
+        label = suite.average_label
         if not complete:
             label = f"{label} subset ({len(headline)} of {len(expected)})"
         averages.append(AverageRow(label, headline, complete))

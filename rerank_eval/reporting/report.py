@@ -9,12 +9,12 @@ reports as neutral tables; `reporting/render/` lays those out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from rerank_eval.reporting.layout import average_rows, is_group, row_members
 from rerank_eval.reporting.table import Column, Entry, ResultTable, number
+from rerank_eval.results.manifest import Manifest
 
 # Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
 REFERENCE_TOLERANCE = 5e-4
@@ -57,13 +57,13 @@ def _combined(name: str, kind: str, rows: list[ReportRow], reference: float | No
 class Report:
     """The rows of one result (datasets, groups, averages) with their means per stage and measure."""
 
-    def __init__(self, manifest: dict[str, Any], per_query: pd.DataFrame) -> None:
+    def __init__(self, manifest: Manifest, per_query: pd.DataFrame) -> None:
         self.manifest = manifest
-        self.metrics: list[str] = list(manifest["protocol"]["metrics"])
-        self.recall = f"R@{manifest['protocol']['top_k']}"
+        self.metrics: list[str] = list(manifest.protocol.metrics)
+        self.recall = f"R@{manifest.protocol.top_k}"
         datasets = {row.name: row for row in self._dataset_rows(per_query)}
         self.rows = []
-        for name, members in row_members(manifest["datasets"]):
+        for name, members in row_members(manifest.datasets):
             if not is_group(name, members):
                 self.rows.append(datasets[name])
                 continue
@@ -74,15 +74,15 @@ class Report:
         in_average = {row.name for row in self.rows if row.in_average}
         self.averages = [
             _combined(average.label, "average", [by_name[n] for n in average.names])
-            for average in average_rows(list(by_name), in_average, manifest["suite"])
+            for average in average_rows(list(by_name), in_average, manifest.suite)
         ]
 
     def _dataset_rows(self, per_query: pd.DataFrame) -> list[ReportRow]:
         means = per_query.groupby(["dataset", "stage", "measure"])["value"].mean()
         counts = per_query.groupby(["dataset", "stage", "measure"])["value"].size()
         rows = []
-        for record in self.manifest["datasets"]:
-            key = record["key"]
+        for record in self.manifest.datasets:
+            key = record.key
             values = {(s, m): float(v) for (d, s, m), v in means.items() if d == key}
             rows.append(
                 ReportRow(
@@ -90,9 +90,9 @@ class Report:
                     kind="dataset",
                     values=values,
                     queries=int(counts.get((key, "reranked", self.metrics[0]), 0)),
-                    seconds=float(record["timings"]["rerank_seconds"]),
-                    reference=record["first_stage"].get("reference_ndcg10"),
-                    in_average=bool(record["in_average"]),
+                    seconds=float(record.timings.rerank_seconds),
+                    reference=record.first_stage.reference_ndcg10,
+                    in_average=record.in_average,
                 )
             )
         return rows
@@ -128,28 +128,23 @@ class Report:
                 )
         return pd.DataFrame.from_records(records)
 
-    def first_stage_labels(self) -> list[str]:
-        return sorted({r["first_stage"]["label"] for r in self.manifest["datasets"]})
-
     def caption(self) -> list[str]:
-        protocol = self.manifest["protocol"]
+        protocol = self.manifest.protocol
         lines = [
-            f"First stage: {'; '.join(self.first_stage_labels())}; top-{protocol['top_k']} candidates in "
-            f"{protocol['candidate_order']} order."
+            f"First stage: {'; '.join(self.manifest.first_stage_labels())}; top-{protocol.top_k} candidates "
+            f"in {protocol.candidate_order} order."
         ]
         for average in self.averages:
             lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
         gaps = [
-            f"{r['key']} ({r['coverage']['queries_without_run']} of {r['coverage']['judged_queries']})"
-            for r in self.manifest["datasets"]
-            if r["coverage"]["queries_without_run"]
+            f"{r.key} ({r.coverage.queries_without_run} of {r.coverage.judged_queries})"
+            for r in self.manifest.datasets
+            if r.coverage.queries_without_run
         ]
         if gaps:
             lines.append("Judged queries without candidates score 0: " + ", ".join(gaps) + ".")
         if any(r.reference is not None for r in self.rows):
-            names = sorted(
-                {r["first_stage"].get("reference_name") or "" for r in self.manifest["datasets"]} - {""}
-            )
+            names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(
                 f"First stage vs published: OK within ±{REFERENCE_TOLERANCE} of the published figure "
                 f"({', '.join(names)}), else the difference."
@@ -163,9 +158,7 @@ def _averages_from(report: Report) -> int | None:
 
 def report_table(report: Report) -> ResultTable:
     """Every measure of one result, first stage and reranked, per row."""
-    title = (
-        f"{report.manifest['model']['name']} on {report.manifest['suite']['name']} (top-{report.recall[2:]})"
-    )
+    title = f"{report.manifest.model.name} on {report.manifest.suite.name} (top-{report.recall[2:]})"
     columns = [Column("Dataset", numeric=False)]
     for metric in report.metrics:
         columns += [
@@ -210,9 +203,9 @@ def models_table(reports: list[Report]) -> ResultTable:
     first = reports[0]
     metric = first.metrics[0]
     manifest = first.manifest
-    title = f"{metric} on {manifest['suite']['name']} (top-{first.recall[2:]}), {len(reports)} models"
+    title = f"{metric} on {manifest.suite.name} (top-{first.recall[2:]}), {len(reports)} models"
     columns = [Column("Dataset", numeric=False), Column("First stage")]
-    columns += [Column(report.manifest["model"]["name"]) for report in reports]
+    columns += [Column(report.manifest.model.name) for report in reports]
     columns.append(Column("Queries"))
     by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
     rows = []

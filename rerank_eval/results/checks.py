@@ -1,72 +1,17 @@
-"""A saved result folder checked before anything reads it: it may be damaged, edited or foreign.
-
-`export` and `compare` index manifests and per-query values freely; a manifest field of the wrong
-type would end in a traceback, and a `nan` or a duplicated line in `per_query.csv` would change a
-mean or a significance test without a word. So the fields the readers use are checked for their
-types, and per-query values for their columns, finiteness and uniqueness; the first problem found
-is reported in one line naming the file.
+"""A saved result's per-query values checked before anything reads them: a folder may be damaged,
+edited or foreign, and a `nan` or a duplicated line in `per_query.csv` would change a mean or a
+significance test without a word. Columns, finiteness, stages and uniqueness are checked; the first
+problem found is reported in one line. (The manifest's fields are checked in `manifest.py`.)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pandas as pd
 
-NUMBER = (int, float)
-# The manifest fields that reports and comparisons read, with their types. A list holds one shape
-# that every item must have; a tuple of types accepts any of them.
-MANIFEST_SHAPE: dict[str, Any] = {
-    "protocol": {"top_k": int, "metrics": [str], "candidate_order": str},
-    "suite": {"name": str, "average_label": str},
-    "model": {"name": str},
-    "datasets": [
-        {
-            "key": str,
-            "ir_datasets_id": str,
-            "drop_self_matches": bool,
-            "in_average": bool,
-            "first_stage": {"label": str, "kind": str},
-            "coverage": {"judged_queries": int, "queries_without_run": int},
-            "timings": {"rerank_seconds": NUMBER},
-        }
-    ],
-}
 PER_QUERY_KEY = ["dataset", "stage", "measure", "query_id"]
 STAGES = {"first_stage", "reranked"}
-
-
-def _type_name(expected: Any) -> str:
-    if isinstance(expected, tuple):
-        return "a number"
-    return {int: "an integer", bool: "true or false", str: "a string"}.get(expected, "a value")
-
-
-def shape_problem(value: Any, shape: Any, where: str) -> str | None:
-    """Where and how `value` departs from `shape` (None when it fits)."""
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            return f"{where or 'the top level'} is not a mapping"
-        for key, inner in shape.items():
-            if key not in value:
-                return f"{where + '.' if where else ''}{key} is missing"
-            problem = shape_problem(value[key], inner, f"{where + '.' if where else ''}{key}")
-            if problem:
-                return problem
-        return None
-    if isinstance(shape, list):
-        if not isinstance(value, list):
-            return f"{where} is not a list"
-        for index, item in enumerate(value):
-            problem = shape_problem(item, shape[0], f"{where}[{index}]")
-            if problem:
-                return problem
-        return None
-    wrong_bool = isinstance(value, bool) and shape is not bool
-    if wrong_bool or not isinstance(value, shape) or (isinstance(value, float) and not math.isfinite(value)):
-        return f"{where} should be {_type_name(shape)}, not {value!r}"[:200]
-    return None
 
 
 def per_query_problem(frame: pd.DataFrame) -> str | None:

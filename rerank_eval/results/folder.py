@@ -30,7 +30,8 @@ import pandas as pd
 from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError, describe
 from rerank_eval.paths import inside, special_file_kind
-from rerank_eval.results.checks import MANIFEST_SHAPE, per_query_problem, shape_problem
+from rerank_eval.results.checks import per_query_problem
+from rerank_eval.results.manifest import Manifest, read_manifest
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
@@ -174,13 +175,10 @@ class ResultWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-MANIFEST_KEYS = ("protocol", "suite", "model", "datasets")
-
-
 @dataclass
 class SavedResult:
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     per_query: pd.DataFrame
 
 
@@ -202,16 +200,11 @@ def load_result(folder: Path) -> SavedResult:
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read result {folder}: {describe(exc)}") from None
-    missing = [key for key in MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
-    if missing:
-        raise UserError(f"{manifest_path} is not a rerank-eval manifest (no {', '.join(missing)})")
-    problem = shape_problem(manifest, MANIFEST_SHAPE, "")
-    if problem:
-        raise UserError(f"{manifest_path} is damaged: {problem}")
+    typed = read_manifest(manifest, str(manifest_path))
     problem = per_query_problem(per_query)
     if problem:
         raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
-    return SavedResult(folder, manifest, per_query)
+    return SavedResult(folder, typed, per_query)
 
 
 def load_results(folders: list[Path]) -> list[SavedResult]:

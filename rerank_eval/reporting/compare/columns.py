@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from rerank_eval.errors import UserError
 from rerank_eval.results.folder import SavedResult
+from rerank_eval.results.manifest import Manifest
 
 
 @dataclass
 class RunColumn:
     label: str
     folder: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     values: dict[str, pd.Series]  # dataset key -> per-query values (index: query id)
     groups: dict[str, str]  # dataset key -> row name
 
@@ -29,8 +29,8 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
         dataset: group.set_index("query_id")["value"].astype(float)
         for dataset, group in selected.groupby("dataset", sort=False)
     }
-    groups = {d["key"]: d.get("row") or d["key"] for d in saved.manifest["datasets"]}
-    return RunColumn(saved.manifest["model"]["name"], saved.folder.name, saved.manifest, values, groups)
+    groups = {d.key: d.row_name for d in saved.manifest.datasets}
+    return RunColumn(saved.manifest.model.name, saved.folder.name, saved.manifest, values, groups)
 
 
 def labelled(columns: list[RunColumn]) -> list[RunColumn]:

@@ -82,11 +82,11 @@ class Comparison:
 
     def run_first_stages(self) -> list[str]:
         """The first stages of the compared runs (labels, sorted), named in the title."""
-        return sorted({d["first_stage"]["label"] for run in self.runs for d in run.manifest["datasets"]})
+        return sorted({label for run in self.runs for label in run.manifest.first_stage_labels()})
 
     def _check_published_first_stages(self) -> None:
         """Published figures set beside runs on other candidates are said to be so, in words."""
-        names = {d["first_stage"].get("name") for run in self.runs for d in run.manifest["datasets"]}
+        names = {d.first_stage.name for run in self.runs for d in run.manifest.datasets}
         for column in self.published:
             if column.first_stage_name is None:
                 continue
@@ -124,7 +124,7 @@ class Comparison:
 
     def _dataset_rows(self) -> list[Row]:
         rows = []
-        for name, members in row_members(d for run in self.runs for d in run.manifest["datasets"]):
+        for name, members in row_members(d for run in self.runs for d in run.manifest.datasets):
             pooled = {run.label: self._pooled(run, members) for run in self.runs}
             cells = {}
             for run in self.runs:
@@ -161,13 +161,11 @@ class Comparison:
             cell.p_adjusted = adjusted
 
     def _average_rows(self) -> list[Row]:
-        in_average = {
-            self.baseline.groups[d["key"]] for d in self.baseline.manifest["datasets"] if d["in_average"]
-        }
+        in_average = {self.baseline.groups[d.key] for d in self.baseline.manifest.datasets if d.in_average}
         names = [row.name for row in self.rows]
         return [
             self._average(average.label, average.names, average.label if average.complete else None)
-            for average in average_rows(names, in_average, self.baseline.manifest["suite"])
+            for average in average_rows(names, in_average, self.baseline.manifest.suite)
         ]
 
     def _average(self, label: str, names: list[str], published_key: str | None) -> Row:

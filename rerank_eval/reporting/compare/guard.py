@@ -7,37 +7,36 @@ Every field that changes which candidates a model saw, or which queries are judg
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from rerank_eval.reporting.compare.columns import RunColumn
+from rerank_eval.results.manifest import DatasetRecord
 
 
-def _first_stage_identity(record: dict[str, Any]) -> tuple:
-    stage = record["first_stage"]
-    return stage["kind"], stage.get("sha256"), json.dumps(stage.get("settings"), sort_keys=True)
+def _first_stage_identity(record: DatasetRecord) -> tuple:
+    stage = record.first_stage
+    return stage.kind, stage.sha256, json.dumps(stage.settings, sort_keys=True)
 
 
 def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
     """Reasons two runs are not a fair comparison (empty when they are)."""
     reasons = []
     a, b = baseline.manifest, other.manifest
-    if a["protocol"]["top_k"] != b["protocol"]["top_k"]:
+    if a.protocol.top_k != b.protocol.top_k:
         reasons.append(
-            f"top-k differs ({baseline.label}: {a['protocol']['top_k']}, "
-            f"{other.label}: {b['protocol']['top_k']})"
+            f"top-k differs ({baseline.label}: {a.protocol.top_k}, {other.label}: {b.protocol.top_k})"
         )
-    order_a, order_b = a["protocol"]["candidate_order"], b["protocol"]["candidate_order"]
+    order_a, order_b = a.protocol.candidate_order, b.protocol.candidate_order
     if order_a != order_b:  # causal listwise models score a different prompt
         reasons.append(f"candidate order differs ({baseline.label}: {order_a}, {other.label}: {order_b})")
-    theirs = {d["key"]: d for d in b["datasets"]}
-    for mine in a["datasets"]:
-        key = mine["key"]
+    theirs = {d.key: d for d in b.datasets}
+    for mine in a.datasets:
+        key = mine.key
         if key not in theirs:
             continue
         for what, get in (
-            ("dataset version", lambda d: d["ir_datasets_id"]),
+            ("dataset version", lambda d: d.ir_datasets_id),
             ("first stage", _first_stage_identity),
-            ("self-match policy", lambda d: d["drop_self_matches"]),
+            ("self-match policy", lambda d: d.drop_self_matches),
         ):
             if get(mine) != get(theirs[key]):
                 reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")

@@ -13,7 +13,7 @@ from rerank_eval.reporting.table import Column, Entry, ResultTable
 
 
 def caption(comparison: Comparison) -> list[str]:
-    protocol = comparison.baseline.manifest["protocol"]
+    protocol = comparison.baseline.manifest.protocol
     test = paired_test(comparison.test).description
     lines = [
         f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label}; † = p < {ALPHA} ({test} over "
@@ -28,7 +28,7 @@ def caption(comparison: Comparison) -> list[str]:
             f"Averages: Δ, test and bootstrap 95% interval (seed {SEED}) over the per-row values of "
             "the rows both runs have."
         )
-    lines.append(f"Top-{protocol['top_k']} candidates in {protocol['candidate_order']} order.")
+    lines.append(f"Top-{protocol.top_k} candidates in {protocol.candidate_order} order.")
     for column in comparison.published:
         lines.append(f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.")
     lines += [f"Note: {f}." for f in comparison.footnotes]

@@ -1,0 +1,157 @@
+"""The manifest as reports and comparisons read it: typed records with a format version.
+
+A result folder may be damaged, edited or foreign, so what the readers use is declared here once,
+as frozen dataclasses, and `read_manifest` checks a manifest against them: a missing field, a
+value of the wrong type (a boolean is not a number, a number must be finite) or a format newer
+than this version knows is reported in one line naming the field. Fields with a default may be
+absent (folders written by earlier versions lack some). The whole file stays available as `raw`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from rerank_eval.errors import UserError
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Protocol:
+    top_k: int
+    metrics: list[str]
+    candidate_order: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    average_label: str
+    average_rows: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+
+
+@dataclass(frozen=True)
+class FirstStageUsed:
+    label: str
+    kind: str
+    name: str | None = None  # the first_stages entry, when one was used (not a user's run file)
+    sha256: str | None = None  # of the run file the candidates were cut from
+    settings: Any = None
+    reference_name: str | None = None
+    reference_ndcg10: float | None = None  # the published nDCG@10 the first stage is checked against
+
+
+@dataclass(frozen=True)
+class Coverage:
+    judged_queries: int
+    queries_without_run: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    rerank_seconds: float
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    key: str
+    ir_datasets_id: str
+    drop_self_matches: bool
+    in_average: bool
+    first_stage: FirstStageUsed
+    coverage: Coverage
+    timings: Timings
+    row: str | None = None  # the row it is folded into (CQADupStack's forums), else its own key
+
+    @property
+    def row_name(self) -> str:
+        return self.row or self.key
+
+
+@dataclass(frozen=True)
+class Manifest:
+    protocol: Protocol
+    suite: Suite
+    model: Model
+    datasets: list[DatasetRecord]
+    format: int = MANIFEST_FORMAT
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def first_stage_labels(self) -> list[str]:
+        return sorted({record.first_stage.label for record in self.datasets})
+
+
+def _kind_name(kind: Any) -> str:
+    return {int: "an integer", bool: "true or false", str: "a string", float: "a number"}.get(kind, "a value")
+
+
+def _read(kind: Any, value: Any, where: str) -> Any:
+    """`value` as `kind` (a type hint), or a UserError naming `where`."""
+    if kind is Any:
+        return value
+    options = typing.get_args(kind)
+    if type(None) in options:
+        if value is None:
+            return None
+        kind = next(option for option in options if option is not type(None))
+    if dataclasses.is_dataclass(kind):
+        return _record(kind, value, where)
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where} is not a list")
+        (item,) = typing.get_args(kind)
+        return [_read(item, element, f"{where}[{index}]") for index, element in enumerate(value)]
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where} is not a mapping")
+        return value
+    accepted = (int, float) if kind is float else (kind,)
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    infinite = isinstance(value, float) and not math.isfinite(value)
+    if wrong_bool or not isinstance(value, accepted) or infinite:
+        raise UserError(f"{where} should be {_kind_name(kind)}, not {value!r}"[:200])
+    return value
+
+
+def _record(kind: type, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise UserError(f"{where or 'the top level'} is not a mapping")
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for declared in dataclasses.fields(kind):
+        if declared.name == "raw":
+            continue
+        path = f"{where}.{declared.name}" if where else declared.name
+        if declared.name not in value:
+            if declared.default is dataclasses.MISSING and declared.default_factory is dataclasses.MISSING:
+                raise UserError(f"{path} is missing")
+            continue
+        values[declared.name] = _read(hints[declared.name], value[declared.name], path)
+    return kind(**values)
+
+
+def read_manifest(data: Any, source: str) -> Manifest:
+    """A manifest checked against the records above; `source` names it in errors."""
+    parts = ("protocol", "suite", "model", "datasets")
+    missing = [part for part in parts if not isinstance(data, dict) or part not in data]
+    if missing:
+        raise UserError(f"{source} is not a rerank-eval manifest (no {', '.join(missing)})")
+    try:
+        manifest = _record(Manifest, data, "")
+    except UserError as problem:
+        raise UserError(f"{source} is damaged: {problem}") from None
+    if manifest.format > MANIFEST_FORMAT:
+        raise UserError(
+            f"{source} has manifest format {manifest.format}; this rerank-eval reads up to "
+            f"{MANIFEST_FORMAT} (a newer version wrote it)"
+        )
+    return dataclasses.replace(manifest, raw=data)
