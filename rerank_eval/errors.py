@@ -7,7 +7,7 @@ exception is a bug in rerank-eval and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 
 class UserError(Exception):
@@ -33,6 +33,14 @@ class ParameterError(UserError):
         for name in self.mentions:
             problem = problem.replace("{" + name + "}", names.get(name, name))
         return f"{names.get(self.parameter, self.parameter)} {problem}"
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'scifact'?)" for a name one typo away from a known one, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe(exc: BaseException) -> str:

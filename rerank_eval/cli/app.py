@@ -59,10 +59,24 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from rerank_eval import __version__
+
+        print(f"rerank-eval {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def everywhere(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show ir_datasets' own log lines (files opened, retries).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print rerank-eval's version and exit.", is_eager=True, callback=_print_version
+        ),
     ] = False,
 ) -> None:
     """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,7 +60,10 @@ def score(
     query: Annotated[str, typer.Option("--query", "-q", help="The query text.")] = "",
     docs: Annotated[
         Path | None,
-        typer.Option("--docs", help="One document per line, or a .jsonl file with a text field per line."),
+        typer.Option(
+            "--docs",
+            help="One document per line, or a .jsonl file with a text field per line; - reads stdin.",
+        ),
     ] = None,
     family: FamilyOpt = None,
     device: DeviceOpt = None,
@@ -116,22 +120,30 @@ def read_documents_file(path: Path) -> list[str]:
     """Documents for `score`, in file order, so scores line up with lines.
 
     A `.jsonl` file holds one object with a `text` field per line (blank lines skipped); any other
-    file holds one document per line, split at line feeds only, a blank line being an empty document.
+    file, and `-` (standard input), holds one document per line, split at line feeds only, a blank
+    line being an empty document.
     """
     from rerank_eval.paths import special_file_kind
 
-    kind = special_file_kind(path)
-    if kind:
-        raise UserError(f"--docs {path} is {kind}, not a file")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    source = "standard input" if str(path) == "-" else str(path)
+    if str(path) == "-":
+        try:
+            content = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError("standard input is not valid UTF-8") from None
+    else:
+        kind = special_file_kind(path)
+        if kind:
+            raise UserError(f"--docs {path} is {kind}, not a file")
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not valid UTF-8") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}") from None
     lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
     if not any(line.strip() for line in lines):
-        raise UserError(f"{path} has no documents")
+        raise UserError(f"{source} has no documents")
     if path.suffix.lower() != ".jsonl":
         return lines
     texts = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, did_you_mean
 
 DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 #: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
@@ -85,7 +85,8 @@ class SuiteSpec:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(
-                f"unknown dataset {unknown[0]!r} in suite {self.name!r}; known: {', '.join(sorted(known))}"
+                f"unknown dataset {unknown[0]!r} in suite {self.name!r}{did_you_mean(unknown[0], known)}; "
+                f"known: {', '.join(sorted(known))}"
             )
         wanted = set(names)
         return [d for d in self.datasets if d.key in wanted or d.group in wanted]
@@ -118,7 +119,10 @@ class BenchmarkConfig:
 
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
-            raise UserError(f"unknown suite {name!r} in {self.path}; known: {', '.join(sorted(self.suites))}")
+            raise UserError(
+                f"unknown suite {name!r} in {self.path}{did_you_mean(name, self.suites)}; "
+                f"known: {', '.join(sorted(self.suites))}"
+            )
         return self.suites[name]
 
     def first_stage(self, name: str) -> FirstStageSpec:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig, ModelPreset
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, did_you_mean
 from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.rerankers.checkpoint import (
@@ -31,6 +31,9 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
         return "listwise-last-token", {}
     if any(name.endswith("ForSequenceClassification") for name in names):
         return "cross-encoder", {}
+    typo = did_you_mean(source, config.models) if not path.exists() else ""
+    if typo:  # a preset's name mistyped, not a model of an unknown family
+        raise UserError(f"unknown model {source!r}: no preset of that name{typo} and no such folder")
     raise UserError(
         f"cannot tell which family model {source!r} belongs to; pass --family "
         f"({', '.join(FAMILIES)}) or use a preset ({', '.join(sorted(config.models))})"

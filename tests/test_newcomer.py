@@ -1,0 +1,70 @@
+"""What a newcomer meets first: the version, a typo answered with the name meant, documents piped
+into `score`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval import __version__
+from rerank_eval.cli import app
+from tests.checkpoints import build_cross_encoder
+
+
+def run(*args, stdin: bytes | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.output == f"rerank-eval {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["beir", "--datasets", "scifacts", "--model", "bm25"],
+         "error: unknown dataset 'scifacts' in suite 'beir' (did you mean 'scifact'?); known: "),
+        (["run", "beri"], "(did you mean 'beir'?)"),
+        (["score", "--model", "minilm-by", "--query", "q", "--docs", "-"],
+         "error: unknown model 'minilm-by': no preset of that name (did you mean 'minilm-bi'?)"),
+    ],
+    ids=["dataset", "suite", "model"],
+)  # fmt: skip
+def test_a_typo_is_answered_with_the_name_meant(args, expected):
+    result = run(*args, stdin=b"a document\n")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert expected in line
+
+
+def test_a_name_far_from_every_known_one_gets_no_guess():
+    result = run("beir", "--datasets", "zzzzzz", "--model", "bm25")
+    assert result.exit_code == 2 and "did you mean" not in result.output
+
+
+def test_score_reads_documents_from_standard_input(tmp_path):
+    model = build_cross_encoder(tmp_path / "ce")
+    docs = "aspirin lowers the risk\n\nvitamin d and bones\n"
+    (tmp_path / "docs.txt").write_text(docs, encoding="utf-8")
+    from_file = run("score", "--model", model, "--query", "aspirin", "--docs", tmp_path / "docs.txt")
+    from_stdin = run("score", "--model", model, "--query", "aspirin", "--docs", "-", stdin=docs.encode())
+    assert from_file.exit_code == from_stdin.exit_code == 0, from_stdin.output
+    scores = json.loads(from_stdin.output.strip().splitlines()[-1])
+    assert len(scores) == 3 and scores == json.loads(from_file.output.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        (b"\n \n", "error: standard input has no documents"),
+        (b"\xff\xfe", "error: standard input is not valid UTF-8"),
+    ],
+    ids=["empty", "not UTF-8"],
+)  # fmt: skip
+def test_bad_standard_input_is_one_line(stdin, message, tmp_path):
+    model = build_cross_encoder(tmp_path / "ce")
+    result = run("score", "--model", model, "--query", "q", "--docs", "-", stdin=stdin)
+    assert result.exit_code == 2 and result.output.strip() == message
