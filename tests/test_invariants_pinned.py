@@ -156,18 +156,28 @@ GOOD = {"q": "1", "docs": ["a", "b"], "scores": [0.5, 0.25]}
         {**GOOD, "scores": [[0.5], [0.25]]},
         {**GOOD, "scores": [True, False]},
         {**GOOD, "q": 1},
+        {**GOOD, "q": "7"},
         {**GOOD, "docs": ["b", "a"]},
         {**GOOD, "scores": [0.5]},
     ],
     ids=["zero block", "negative block", "text block", "blocks not a list", "NaN score", "infinite score",
-         "text scores", "nested scores", "boolean scores", "numeric query id", "other documents",
-         "too few scores"],
+         "text scores", "nested scores", "boolean scores", "numeric query id", "unknown query",
+         "other documents", "too few scores"],
 )  # fmt: skip
-def test_a_journal_line_that_is_not_a_valid_record_is_never_reused(line, tmp_path):
+def test_a_journal_line_that_is_not_a_valid_record_is_never_reused(line, tmp_path, capsys):
     path = tmp_path / "journal.jsonl"
     path.write_text(json.dumps(line) + "\n" + json.dumps({**GOOD, "q": "2"}) + "\n")
-    loaded = ScoreJournal(path).load({"1": ["a", "b"], "2": ["a", "b"]}, siblings=False)
+    expected = {"1": ["a", "b"], "2": ["a", "b"]}
+    loaded = ScoreJournal(path).load(expected, siblings=False)
     assert set(loaded) == {"2"}
+    assert capsys.readouterr().err == (
+        f"warning: journal {path} has 1 unreadable or stale lines (first: line 1); "
+        "those queries are scored again\n"
+    )
+    # the journal is rewritten with what it kept, which the next run reads back, quietly
+    again = ScoreJournal(path).load(expected, siblings=False)
+    assert set(again) == {"2"} and again["2"].scores.tolist() == [0.5, 0.25]
+    assert capsys.readouterr().err == ""
 
 
 def test_a_journal_line_with_blocks_of_one_document_is_reused(tmp_path):
@@ -233,3 +243,52 @@ def test_the_manifest_counts_the_queries_the_candidates_cover(tmp_path, monkeypa
         "run_queries_without_judgements": len(in_run - judged),
         "queries_with_equal_scores": 0,
     }
+
+
+def test_a_single_process_run_journals_under_the_key_alone(tmp_path, monkeypatch):
+    """`<dataset>-<20 hex digits of the key>.jsonl`; only ranks of a multi-process run add
+    `.rank<r>-of-<w>` (tests/test_distributed.py runs those)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from rerank_eval.cli import app
+    from tests import builders
+
+    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    args = [
+        "beir",
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--run",
+        f"scifact={run}",
+        "--out",
+        tmp_path / "o",
+    ]
+    assert CliRunner().invoke(app, [str(a) for a in args]).exit_code == 0
+    names = [p.name for p in (tmp_path / "cache" / "journals").iterdir()]
+    assert len(names) == 1 and re.fullmatch(r"scifact-[0-9a-f]{20}\.jsonl", names[0]), names
+
+
+def test_aborting_twice_is_harmless(tmp_path):
+    """A run that fails after its writer already cleaned up (an existing folder holding other
+    results) aborts again on its way out: the second abort must not hide the first error."""
+    writer = ResultWriter(tmp_path / "out")
+    writer.abort()
+    writer.abort()
+    assert not (tmp_path / "out.incomplete").exists()
+
+
+def test_a_dataset_without_values_in_one_run_is_compared_where_it_can_be(base, tmp_path):
+    """A run whose per-query values lack a dataset its manifest lists (an edited folder): the
+    comparison says so in a note instead of failing on the missing values."""
+    import pandas as pd
+
+    other = edited(base, tmp_path / "other", lambda m: None)
+    frame = pd.read_csv(other / "per_query.csv", dtype=str)
+    frame[frame.dataset != "fiqa"].to_csv(other / "per_query.csv", index=False)
+    comparison = Comparison([load_result(base), load_result(other)])
+    assert "fiqa: not in other" in comparison.footnotes
