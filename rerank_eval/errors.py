@@ -11,9 +11,29 @@ from collections.abc import Iterable, Mapping
 
 
 class UserError(Exception):
-    """A problem with the user's input or environment, described in one line."""
+    """A problem with the user's input or environment, described in one line.
+
+    A message may name library parameters through `term(name)`, each given its library spelling in
+    `terms` (`{"force": "force=True"}`); `str()` uses those, and a front end its own names through
+    `render` (the CLI: `--force`). The marker cannot be confused with text the message quotes.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", terms: Mapping[str, str] | None = None) -> None:
+        self.template, self.terms = message, dict(terms or {})
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        text = self.template
+        for name, spelling in self.terms.items():
+            text = text.replace(term(name), names.get(name, spelling))
+        return text
+
+
+def term(name: str) -> str:
+    """Where a message names library parameter `name` (see `UserError`)."""
+    return f"\x1f{name}\x1f"
 
 
 class ParameterError(UserError):
@@ -26,13 +46,12 @@ class ParameterError(UserError):
 
     def __init__(self, parameter: str, problem: str, mentions: tuple[str, ...] = ()) -> None:
         self.parameter, self.problem, self.mentions = parameter, problem, mentions
-        super().__init__(self.render({}))
+        for name in mentions:
+            problem = problem.replace("{" + name + "}", term(name))
+        super().__init__(problem, {name: name for name in mentions})
 
     def render(self, names: Mapping[str, str]) -> str:
-        problem = self.problem
-        for name in self.mentions:
-            problem = problem.replace("{" + name + "}", names.get(name, name))
-        return f"{names.get(self.parameter, self.parameter)} {problem}"
+        return f"{names.get(self.parameter, self.parameter)} {super().render(names)}"
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

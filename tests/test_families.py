@@ -297,9 +297,14 @@ def test_code_shipped_by_a_checkpoint_runs_with_its_own_attention_choice(models,
     assert flagged.describe()["attention"] == plain.describe()["attention"] == "sdpa"
 
 
-def test_remote_code_preset_needs_the_flag():
-    with pytest.raises(UserError, match="pass --trust-remote-code"):
+def test_remote_code_preset_needs_the_flag(tmp_path):
+    with pytest.raises(UserError, match="pass trust_remote_code=True to allow it"):
         load_reranker("jina-reranker-v2")
+    (tmp_path / "docs.txt").write_text("a document\n")
+    result = CliRunner().invoke(
+        app, ["score", "--model", "jina-reranker-v2", "--query", "q", "--docs", str(tmp_path / "docs.txt")]
+    )
+    assert result.exit_code == 2 and "pass --trust-remote-code to allow it" in result.output
 
 
 def test_unknown_setting_is_refused(models):

@@ -252,3 +252,16 @@ def test_the_library_names_its_parameters_and_the_cli_names_its_flags(tmp_path):
     assert str(raised.value) == "top_k must be between 1 and 10,000, got 0"
     result = run(*bm25_on_scifact("--top-k", "0", "--out", tmp_path / "x"))
     assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 0"
+
+
+def test_a_remedy_names_the_library_parameter_or_the_flag(tmp_path):
+    """The fairness guard's way out: `force=True` for a library caller, `--force` on the command line."""
+    from rerank_eval.reporting.compare.comparison import Comparison
+    from rerank_eval.results.folder import load_result
+    from tests.test_comparison import make_result
+
+    one, other = make_result(tmp_path, "one", 0.0), make_result(tmp_path, "other", 0.0, top_k=50)
+    with pytest.raises(UserError) as raised:
+        Comparison([load_result(one), load_result(other)])
+    assert str(raised.value).endswith("(use force=True to compare anyway)")
+    assert one_line_error(run("compare", one, other)).endswith("(use --force to compare anyway)")

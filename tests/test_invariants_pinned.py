@@ -208,7 +208,7 @@ def test_an_existing_result_folder_is_never_replaced_and_only_an_identical_one_i
         return writer
 
     assert publish(False, 0.5).kept_existing is False
-    with pytest.raises(UserError, match="exists already; choose another --out"):
+    with pytest.raises(UserError, match="exists already; choose another folder"):
         publish(False, 0.5)
     assert publish(True, 0.5).kept_existing is True
     with pytest.raises(UserError, match="holds other results"):
@@ -292,3 +292,30 @@ def test_a_dataset_without_values_in_one_run_is_compared_where_it_can_be(base, t
     frame[frame.dataset != "fiqa"].to_csv(other / "per_query.csv", index=False)
     comparison = Comparison([load_result(base), load_result(other)])
     assert "fiqa: not in other" in comparison.footnotes
+
+
+def test_the_command_line_names_its_flag_where_the_library_says_folder(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rerank_eval.cli import app
+    from tests import builders
+
+    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    args = [
+        "beir",
+        "--datasets",
+        "scifact",
+        "--model",
+        "bm25",
+        "--run",
+        f"scifact={run}",
+        "--out",
+        tmp_path / "o",
+    ]
+    assert CliRunner().invoke(app, [str(a) for a in args]).exit_code == 0
+    again = CliRunner().invoke(app, [str(a) for a in args])
+    assert again.exit_code == 2
+    assert (
+        again.output.strip() == f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
+    )

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rerank_eval.cli.options import FLAGS
-from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.errors import UserError
 from rerank_eval.pipeline.interrupt import STOP_SIGNALS
 
 app = typer.Typer(
@@ -44,7 +44,7 @@ def user_errors(command: F) -> F:
             try:
                 return command(*args, **kwargs)
             except UserError as exc:
-                message = exc.render(FLAGS) if isinstance(exc, ParameterError) else str(exc)
+                message = exc.render(FLAGS)
                 error_console.print(  # the message quotes user input (paths, ids): escaped
                     f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
                 )

@@ -9,7 +9,7 @@ import typer
 
 from rerank_eval.errors import UserError
 
-# The CLI's names for the library parameters its errors name (see errors.ParameterError).
+# The CLI's names for the library parameters its errors name (see errors.UserError).
 FLAGS = {
     "top_k": "--top-k",
     "runs.overrides": "--run",
@@ -18,6 +18,12 @@ FLAGS = {
     "runs.reference": "--run-reference",
     "models": "--model",
     "baseline": "--baseline",
+    "force": "--force",
+    "family": "--family",
+    "trust_remote_code": "--trust-remote-code",
+    "out": "--out",
+    "plot": "--plot",
+    "first_stage": "--first-stage",
 }
 
 ConfigOpt = Annotated[

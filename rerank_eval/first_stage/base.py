@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import ParameterError, UserError
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
@@ -110,9 +110,9 @@ class RunLocation:
             return None
         if self.reference not in spec.reference:
             known = ", ".join(sorted(spec.reference)) or "none"
-            raise UserError(
-                f"--run-reference {self.reference}: the config has no such published figure for "
-                f"{spec.key} (it has: {known})"
+            raise ParameterError(
+                "runs.reference",
+                f"{self.reference}: the config has no such published figure for {spec.key} (it has: {known})",
             )
         return spec.reference[self.reference]
 

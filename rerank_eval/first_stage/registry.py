@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, term
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import FirstStageSpec
@@ -53,6 +53,7 @@ def resolve(name: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpe
     close = difflib.get_close_matches(name, list(first_stages), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UserError(
-        f"--first-stage: unknown first stage {name!r}{hint} (entries: {', '.join(sorted(first_stages))}; "
-        f"or KIND:ARGUMENT, e.g. dense:BAAI/bge-base-en-v1.5)"
+        f"{term('first_stage')}: unknown first stage {name!r}{hint} "
+        f"(entries: {', '.join(sorted(first_stages))}; or KIND:ARGUMENT, e.g. dense:BAAI/bge-base-en-v1.5)",
+        {"first_stage": "first_stage"},
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig, ModelPreset
-from rerank_eval.errors import UserError, did_you_mean
+from rerank_eval.errors import UserError, did_you_mean, term
 from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.rerankers.checkpoint import (
@@ -35,8 +35,9 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
     if typo:  # a preset's name mistyped, not a model of an unknown family
         raise UserError(f"unknown model {source!r}: no preset of that name{typo} and no such folder")
     raise UserError(
-        f"cannot tell which family model {source!r} belongs to; pass --family "
-        f"({', '.join(FAMILIES)}) or use a preset ({', '.join(sorted(config.models))})"
+        f"cannot tell which family model {source!r} belongs to; pass {term('family')} "
+        f"({', '.join(FAMILIES)}) or use a preset ({', '.join(sorted(config.models))})",
+        {"family": "family"},
     )
 
 
@@ -70,7 +71,8 @@ def load_reranker(
         if preset.trust_remote_code and not trust_remote_code:
             raise UserError(
                 f"preset {preset.name} runs code from its Hub repository ({preset.model}); "
-                f"pass --trust-remote-code to allow it"
+                f"pass {term('trust_remote_code')} to allow it",
+                {"trust_remote_code": "trust_remote_code=True"},
             )
         checkpoint = _packaged_checkpoint(preset)
     else:

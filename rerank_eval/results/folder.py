@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from rerank_eval.cache import disk_error
-from rerank_eval.errors import UserError, describe
+from rerank_eval.errors import UserError, describe, term
 from rerank_eval.paths import inside, special_file_kind
 from rerank_eval.results.checks import per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
@@ -99,7 +99,9 @@ class ResultWriter:
         self.existing = keep_identical and (self.final / "manifest.json").is_file()
         self.kept_existing = False
         if self.final.exists() and not self.existing:
-            raise UserError(f"result folder {self.final} exists already; choose another --out")
+            raise UserError(
+                f"result folder {self.final} exists already; choose another {term('out')}", {"out": "folder"}
+            )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         shutil.rmtree(self.staging, ignore_errors=True)
         try:
@@ -165,8 +167,10 @@ class ResultWriter:
         self.abort()
         if not identical:
             raise UserError(
-                f"result folder {self.final} exists already and holds other results; choose another --out "
-                f"(the scores stay journaled, so rerunning with another --out costs no scoring)"
+                f"result folder {self.final} exists already and holds other results; choose another "
+                f"{term('out')} (the scores stay journaled, so rerunning with another {term('out')} costs "
+                "no scoring)",
+                {"out": "folder"},
             )
         self.kept_existing = True
         return self.final

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.errors import ParameterError, UserError, term
 from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
 from rerank_eval.reporting.compare.guard import protocol_differences
 from rerank_eval.reporting.compare.published import load_published
@@ -74,7 +74,10 @@ class Comparison:
             for r in protocol_differences(self.baseline, run)
         ]
         if reasons and not force:
-            raise UserError(f"not a fair comparison: {reasons[0]} (use --force to compare anyway)")
+            raise UserError(
+                f"not a fair comparison: {reasons[0]} (use {term('force')} to compare anyway)",
+                {"force": "force=True"},
+            )
         self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
         self.rows = self._dataset_rows()
         self.rows += self._average_rows()

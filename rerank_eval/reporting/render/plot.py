@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import ParameterError
 from rerank_eval.reporting.compare.comparison import Comparison
 
 
@@ -16,7 +16,9 @@ def check_plot_path(path: Path) -> None:
 
     formats = FigureCanvasBase.get_supported_filetypes()
     if Path(path).suffix.lstrip(".").lower() not in formats:
-        raise UserError(f"--plot {path}: the file name must end in one of .{', .'.join(sorted(formats))}")
+        raise ParameterError(
+            "plot", f"{path}: the file name must end in one of .{', .'.join(sorted(formats))}"
+        )
 
 
 def plot(comparison: Comparison, path: Path) -> None:
