@@ -245,30 +245,31 @@ def test_the_manifest_counts_the_queries_the_candidates_cover(tmp_path, monkeypa
     }
 
 
+def bm25_on_scifact(tmp_path: Path, monkeypatch) -> list[str]:
+    """The cheapest run (the first stage's order on the scifact fixture), cached in `tmp_path`."""
+    from tests import builders
+
+    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "o"
+    return ["beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run}", "--out", str(out)]
+
+
+def invoke(args: list[str]):
+    from typer.testing import CliRunner
+
+    from rerank_eval.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
 def test_a_single_process_run_journals_under_the_key_alone(tmp_path, monkeypatch):
     """`<dataset>-<20 hex digits of the key>.jsonl`; only ranks of a multi-process run add
     `.rank<r>-of-<w>` (tests/test_distributed.py runs those)."""
     import re
 
-    from typer.testing import CliRunner
-
-    from rerank_eval.cli import app
-    from tests import builders
-
-    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
-    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    args = [
-        "beir",
-        "--datasets",
-        "scifact",
-        "--model",
-        "bm25",
-        "--run",
-        f"scifact={run}",
-        "--out",
-        tmp_path / "o",
-    ]
-    assert CliRunner().invoke(app, [str(a) for a in args]).exit_code == 0
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
     names = [p.name for p in (tmp_path / "cache" / "journals").iterdir()]
     assert len(names) == 1 and re.fullmatch(r"scifact-[0-9a-f]{20}\.jsonl", names[0]), names
 
@@ -295,26 +296,9 @@ def test_a_dataset_without_values_in_one_run_is_compared_where_it_can_be(base, t
 
 
 def test_the_command_line_names_its_flag_where_the_library_says_folder(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from rerank_eval.cli import app
-    from tests import builders
-
-    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
-    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    args = [
-        "beir",
-        "--datasets",
-        "scifact",
-        "--model",
-        "bm25",
-        "--run",
-        f"scifact={run}",
-        "--out",
-        tmp_path / "o",
-    ]
-    assert CliRunner().invoke(app, [str(a) for a in args]).exit_code == 0
-    again = CliRunner().invoke(app, [str(a) for a in args])
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    again = invoke(args)
     assert again.exit_code == 2
     assert (
         again.output.strip() == f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
