@@ -158,7 +158,8 @@ def test_too_large_a_corpus_is_refused_before_any_work(monkeypatch, tmp_path):
         bm25.Bm25Index.open(IrDataset(spec), bm25.Bm25Settings(language="de"))
     message = str(error.value)
     assert "miracl/de/dev has 15,866,222 documents" in message and "1 GiB are available" in message
-    assert "supply a first-stage run file instead (--run de=PATH" in message
+    assert "supply a first-stage run file instead (runs.overrides de=PATH" in message
+    assert "(--run de=PATH" in error.value.render({"runs.overrides": "--run"})  # as the CLI says it
     assert not (tmp_path / "cache").exists()
 
 

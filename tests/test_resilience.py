@@ -572,5 +572,8 @@ def test_a_block_too_large_even_alone_names_the_query(slow_setup, monkeypatch):
     monkeypatch.setattr(reranker.backbone, "forward", never)
     with pytest.raises(
         UserError, match=r"query q\d: one block of \d+ tokens does not fit in GPU memory even alone"
-    ):
+    ) as raised:
         score_with_backoff(reranker, oom_requests())
+    # the remedy in the library's words, and in the command line's
+    assert "lower the setting context_length=... so blocks get shorter" in str(raised.value)
+    assert "lower --set max_doc_length=..." in raised.value.render({"settings": "--set"})

@@ -24,6 +24,7 @@ FLAGS = {
     "out": "--out",
     "plot": "--plot",
     "first_stage": "--first-stage",
+    "settings": "--set",
 }
 
 ConfigOpt = Annotated[

@@ -23,7 +23,7 @@ import numpy as np
 
 from rerank_eval.cache import cache_root
 from rerank_eval.datasets.ir_dataset import IrDataset
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, term
 from rerank_eval.first_stage.text_analysis import Analyzer
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.progress import stderr_console, track
@@ -97,8 +97,9 @@ def check_memory(dataset: IrDataset, language: str) -> None:
         raise UserError(
             f"{dataset.id} has {count:,} documents; building the built-in BM25 index needs about "
             f"{need / 2**30:.0f} GiB of memory and {have / 2**30:.0f} GiB are available: supply a "
-            f"first-stage run file instead (--run {dataset.spec.key}=PATH; docs/protocol.md gives the "
-            f"Pyserini commands for MIRACL {language})"
+            f"first-stage run file instead ({term('runs.overrides')} {dataset.spec.key}=PATH; "
+            f"docs/protocol.md gives the Pyserini commands for MIRACL {language})",
+            {"runs.overrides": "runs.overrides"},
         )
 
 

@@ -125,7 +125,7 @@ def score_with_backoff(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if not reranker.shrink_batch_budget():
-                raise UserError(reranker.out_of_memory_message(requests)) from None
+                raise reranker.out_of_memory_error(requests) from None
 
 
 def prepared_ahead(reranker: Reranker, chunks: list[list[RerankRequest]]) -> Iterator[tuple[list, Any]]:

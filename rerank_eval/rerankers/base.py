@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rerank_eval.errors import UserError
+
 
 @dataclass(frozen=True)
 class RerankRequest:
@@ -30,6 +32,10 @@ class RerankRequest:
     first_stage_ranks: tuple[int, ...]
     #: the first stage's score of each candidate, in presentation order (empty when unknown)
     first_stage_scores: tuple[float, ...] = ()
+
+
+# How a reranker's messages name its settings: the library's words, or the CLI's --set.
+SETTING_TERMS = {"settings": "the setting"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,10 @@ class Reranker(ABC):
         never changes how a later one is batched (a resumed run would not have shrunk it)."""
 
     def out_of_memory_message(self, requests: Sequence[RerankRequest]) -> str:
-        """Why the smallest possible batch still does not fit, and what would make it fit."""
+        """Why the smallest possible batch still does not fit, and what would make it fit (naming
+        settings through `term("settings")`)."""
         ids = ", ".join(r.query_id for r in requests[:3])
         return f"out of GPU memory scoring query {ids} even with the smallest batch"
+
+    def out_of_memory_error(self, requests: Sequence[RerankRequest]) -> UserError:
+        return UserError(self.out_of_memory_message(requests), SETTING_TERMS)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, term
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
 from rerank_eval.rerankers.common import (
@@ -162,7 +162,8 @@ class TransformerReranker(Reranker):
         _, tokens, query_id = self._last_batch
         return (
             f"query {query_id}: one pair of {tokens:,} tokens does not fit in GPU memory even alone "
-            f"(max_length {self.max_length}, dtype {dtype_name(self.dtype)}); lower --set max_length=..."
+            f"(max_length {self.max_length}, dtype {dtype_name(self.dtype)}); lower {term('settings')} "
+            f"max_length=..."
         )
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rerank_eval.errors import UserError
-from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
+from rerank_eval.errors import UserError, term
+from rerank_eval.rerankers.base import SETTING_TERMS, DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
     bounded_text,
@@ -169,7 +169,8 @@ class ListwiseLastToken(BlockExecution, Reranker):
         if failure and requested:
             raise UserError(
                 f"compile_elementwise: torch.compile cannot build kernels on {self.device} ({failure}); "
-                f"run with --set compile_elementwise=false"
+                f"run with {term('settings')} compile_elementwise=false",
+                SETTING_TERMS,
             )
         if failure:
             print(
@@ -280,9 +281,9 @@ class ListwiseLastToken(BlockExecution, Reranker):
         return (
             f"query {self._last_block_query}: one block of {self._last_block_tokens:,} tokens does not fit "
             f"in GPU memory even alone (context_length {s.context_length}, max_doc_length "
-            f"{s.max_doc_length}, dtype {dtype_name(self.dtype)}); lower "
-            f"--set context_length=... so blocks get shorter, lower --set max_doc_length=..., or use "
-            f"a GPU with more memory"
+            f"{s.max_doc_length}, dtype {dtype_name(self.dtype)}); lower {term('settings')} "
+            f"context_length=... so blocks get shorter, lower {term('settings')} max_doc_length=..., or "
+            f"use a GPU with more memory"
         )
 
     def describe(self) -> dict[str, Any]:
