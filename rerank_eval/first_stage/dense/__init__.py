@@ -77,7 +77,7 @@ class DenseRetrieval(FirstStageKind):
             name=f"dense:{argument}",
             kind=self.name,
             label=f"dense {argument} (exact inner product)",
-            settings=self.validate(f"--first-stage dense:{argument}", {"encoder": argument}),
+            settings=self.validate(f"first stage dense:{argument}", {"encoder": argument}),
         )
 
     # -- the pieces -------------------------------------------------------------------------------
