@@ -389,3 +389,19 @@ def test_several_models_one_command_one_table(models, tmp_path):
         assert [d["key"] for d in manifest["datasets"]] == ["fiqa", "scifact"]
     bm25 = json.loads((out / "bm25" / "manifest.json").read_text())
     assert bm25["model"]["family"] == "first-stage-order"
+
+
+def test_models_on_an_80_column_terminal_shows_every_preset_name_whole(monkeypatch):
+    from rich.console import Console
+
+    from rerank_eval.cli import tools
+    from rerank_eval.config.reader import load_config
+
+    monkeypatch.setattr(tools, "console", Console(width=80))
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    for preset in load_config().models.values():
+        assert any(line.startswith(f"│ {preset.name} ") for line in lines), preset.name
+    assert "jina-reranker-v2: needs --trust-remote-code" in result.output

@@ -163,21 +163,33 @@ def read_documents_file(path: Path) -> list[str]:
 @app.command("models")
 @user_errors
 def models(config: ConfigOpt = None) -> None:
-    """List the model presets: family, Hub id, size, rough GPU memory need, remote code."""
+    """List the model presets: family, Hub id, size, rough GPU memory need; then what each needs and sets."""
     from rich.table import Table
 
     cfg: BenchmarkConfig = load_config(config)
+    presets = list(cfg.models.values())
     table = Table(title=Text(f"Model presets ({cfg.path})"))
-    for column in ("Preset", "Family", "Model", "Size", "GPU memory", "Needs", "Settings"):
-        table.add_column(column)
-    for preset in cfg.models.values():
-        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
-        needs = "--trust-remote-code" if preset.trust_remote_code else ""
-        if preset.package:
-            needs = (
-                needs + "; " if needs else ""
-            ) + f"offline with pip package {preset.package.replace('_', '-')}"
-        cells = (preset.name, preset.family, preset.model or preset.description, preset.size,
-                 preset.gpu_memory, needs, settings)  # fmt: skip
+    # what users type is never cut: presets and families keep their width, the rest folds
+    for column, values in (("Preset", [p.name for p in presets]), ("Family", [p.family for p in presets])):
+        table.add_column(column, no_wrap=True, min_width=max(map(len, values), default=0))
+    for column in ("Model", "Size", "GPU memory"):
+        table.add_column(column, overflow="fold")
+    for preset in presets:
+        cells = (
+            preset.name,
+            preset.family,
+            preset.model or preset.description,
+            preset.size,
+            preset.gpu_memory,
+        )
         table.add_row(*map(Text, cells))
     console.print(table)
+    # what a preset needs and sets, a line each (a table column would be cut on a narrow terminal)
+    for preset in presets:
+        needs = ["--trust-remote-code"] if preset.trust_remote_code else []
+        if preset.package:
+            needs.append(f"offline with pip package {preset.package.replace('_', '-')}")
+        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
+        details = [f"needs {'; '.join(needs)}"] * bool(needs) + [f"settings {settings}"] * bool(settings)
+        if details:
+            console.print(Text(f"{preset.name}: {'; '.join(details)}"))
