@@ -54,12 +54,18 @@ class ParameterError(UserError):
         return f"{names.get(self.parameter, self.parameter)} {super().render(names)}"
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """ " (did you mean 'scifact'?)" for a name one typo away from a known one, else ""."""
+def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name one typo away from `name` (difflib's ratio at least `cutoff`), if any."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """ " (did you mean 'scifact'?)" for a name one typo away from a known one, else ""."""
+    close = closest(name, known, cutoff)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def describe(exc: BaseException) -> str:

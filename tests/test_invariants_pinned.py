@@ -220,19 +220,11 @@ def test_the_manifest_counts_the_queries_the_candidates_cover(tmp_path, monkeypa
     """scifact's fixture, counted here from its qrels and run: 3 judged queries, 2 of them in the
     run, one judged query without candidates, one run query without judgements, no self-matches,
     no query whose scores all tie."""
-    from typer.testing import CliRunner
-
-    from rerank_eval.cli import app
     from tests import builders
 
-    run = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
-    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        ["beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run}", "--out", str(out)],
-    )
+    result = invoke(bm25_on_scifact(tmp_path, monkeypatch))
     assert result.exit_code == 0, result.output
+    out = tmp_path / "o"
     judged, in_run = set(builders.SCIFACT_QRELS), set(builders.SCIFACT_RUN)
     coverage = json.loads((out / "manifest.json").read_text())["datasets"][0]["coverage"]
     assert coverage == {

@@ -8,7 +8,6 @@ entry.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from rerank_eval.config.schema import (
     ModelPreset,
     SuiteSpec,
 )
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, closest
 from rerank_eval.paths import name_problem
 
 
@@ -95,8 +94,8 @@ class _ConfigReader:
         silently), suggesting the closest accepted one."""
         for key in body:
             if key not in accepted:
-                close = difflib.get_close_matches(str(key), accepted, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (accepted: {', '.join(accepted)})"
+                close = closest(str(key), accepted)
+                hint = f"; did you mean {close!r}?" if close else f" (accepted: {', '.join(accepted)})"
                 raise self.fail(where, f"unknown key {key!r}{hint}")
 
     def flag(self, where: str, value: Any, default: bool) -> bool:

@@ -84,8 +84,9 @@ class SuiteSpec:
         known = {d.key for d in self.datasets} | {d.group for d in self.datasets if d.group}
         unknown = [n for n in names if n not in known]
         if unknown:
+            hint = did_you_mean(unknown[0], known, cutoff=0.75)
             raise UserError(
-                f"unknown dataset {unknown[0]!r} in suite {self.name!r}{did_you_mean(unknown[0], known)}; "
+                f"unknown dataset {unknown[0]!r} in suite {self.name!r}{hint}; "
                 f"known: {', '.join(sorted(known))}"
             )
         wanted = set(names)
@@ -120,7 +121,7 @@ class BenchmarkConfig:
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
             raise UserError(
-                f"unknown suite {name!r} in {self.path}{did_you_mean(name, self.suites)}; "
+                f"unknown suite {name!r} in {self.path}{did_you_mean(name, self.suites, cutoff=0.75)}; "
                 f"known: {', '.join(sorted(self.suites))}"
             )
         return self.suites[name]

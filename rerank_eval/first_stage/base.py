@@ -9,14 +9,13 @@ and `benchmarks.yaml` only.
 
 from __future__ import annotations
 
-import difflib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.errors import ParameterError, UserError, did_you_mean
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
@@ -64,10 +63,10 @@ def check_settings(where: str, schema: dict[str, Setting], raw: dict[str, Any]) 
     """Every declared setting with its value or default; an unknown name is refused with a hint."""
     for name in raw:
         if name not in schema:
-            close = difflib.get_close_matches(name, list(schema), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(sorted(schema)) or "none"
-            raise UserError(f"{where}: unknown setting {name!r}{hint}; accepted: {known}")
+            raise UserError(
+                f"{where}: unknown setting {name!r}{did_you_mean(name, schema)}; accepted: {known}"
+            )
     return {name: setting.check(f"{where}.{name}", raw.get(name)) for name, setting in schema.items()}
 
 

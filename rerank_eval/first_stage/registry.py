@@ -7,10 +7,9 @@ typed after `--first-stage` (a first_stages entry, or `KIND:ARGUMENT` such as
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING
 
-from rerank_eval.errors import UserError, term
+from rerank_eval.errors import UserError, closest, term
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import FirstStageSpec
@@ -50,8 +49,8 @@ def resolve(name: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpe
     prefix, separator, argument = name.partition(":")
     if separator and argument:
         return kind(prefix).from_argument(argument, first_stages)
-    close = difflib.get_close_matches(name, list(first_stages), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(name, first_stages)
+    hint = f"; did you mean {close!r}?" if close else ""
     raise UserError(
         f"{term('first_stage')}: unknown first stage {name!r}{hint} "
         f"(entries: {', '.join(sorted(first_stages))}; or KIND:ARGUMENT, e.g. dense:BAAI/bge-base-en-v1.5)",

@@ -31,7 +31,7 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
         return "listwise-last-token", {}
     if any(name.endswith("ForSequenceClassification") for name in names):
         return "cross-encoder", {}
-    typo = did_you_mean(source, config.models) if not path.exists() else ""
+    typo = did_you_mean(source, config.models, cutoff=0.75) if not path.exists() else ""
     if typo:  # a preset's name mistyped, not a model of an unknown family
         raise UserError(f"unknown model {source!r}: no preset of that name{typo} and no such folder")
     raise UserError(

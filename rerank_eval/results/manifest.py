@@ -110,10 +110,6 @@ def _read(kind: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where} is not a list")
         (item,) = typing.get_args(kind)
         return [_read(item, element, f"{where}[{index}]") for index, element in enumerate(value)]
-    if typing.get_origin(kind) is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where} is not a mapping")
-        return value
     accepted = (int, float) if kind is float else (kind,)
     wrong_bool = isinstance(value, bool) and kind is not bool
     infinite = isinstance(value, float) and not math.isfinite(value)
