@@ -36,6 +36,17 @@ def term(name: str) -> str:
     return f"\x1f{name}\x1f"
 
 
+class MissingDownload(UserError):
+    """A file that is not cached and cannot be downloaded here (no internet, HF_HUB_OFFLINE):
+    `item` names it ("model X", "dataset Y"), `cache` is the folder a copy of it would go into,
+    `variable` the environment variable that points there. A run collects every one it would
+    meet (`pipeline/offline.py`) to say all that is missing at once."""
+
+    def __init__(self, message: str, item: str, cache: str, variable: str) -> None:
+        super().__init__(message)
+        self.item, self.cache, self.variable = item, cache, variable
+
+
 class ParameterError(UserError):
     """A bad value of one parameter of a library call, said in the library's terms.
 

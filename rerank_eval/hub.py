@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import MissingDownload, UserError
 
 OFFLINE_HINT = (
     "run `rerank-eval fetch` on a machine with internet and copy the Hugging Face cache (HF_HOME) here"
@@ -23,32 +23,39 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _ensure_reachable(what: str) -> None:
+def _missing(what: str, why: str) -> MissingDownload:
     from huggingface_hub import constants
 
+    message = f"{what} is not cached and {why}; {OFFLINE_HINT}"
+    return MissingDownload(message, what, constants.HF_HOME, "HF_HOME")
+
+
+def _ensure_downloadable(what: str) -> None:
+    """Fail at once, naming `what`, when the Hub is off (HF_HUB_OFFLINE) or cannot be reached."""
+    from huggingface_hub import constants
+
+    if hub_offline():
+        raise _missing(what, "HF_HUB_OFFLINE is set")
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     port = urlparse(constants.ENDPOINT).port or 443
     try:
         socket.create_connection((host, port), timeout=5).close()
     except OSError as exc:
-        raise UserError(
-            f"{what} is not cached and {host} cannot be reached ({exc.strerror or exc}); {OFFLINE_HINT}"
-        ) from None
+        raise _missing(what, f"{host} cannot be reached ({exc.strerror or exc})") from None
 
 
-def hub_file(repo_id: str, filename: str, repo_type: str = "model") -> Path:
-    """A file of a Hub repository, from the local cache when present, else downloaded."""
+def hub_file(repo_id: str, filename: str, repo_type: str = "model", kind: str = "file") -> Path:
+    """A file of a Hub repository, from the local cache when present, else downloaded; `kind`
+    says what it is in messages ("run file")."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    what = f"{repo_id}/{filename}"
+    what = f"{kind} {repo_id}/{filename}"
     try:
         return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
-    if hub_offline():
-        raise UserError(f"{what} is not cached and HF_HUB_OFFLINE is set; {OFFLINE_HINT}")
-    _ensure_reachable(what)
+    _ensure_downloadable(what)
     try:
         return Path(hf_hub_download(repo_id, filename, repo_type=repo_type))
     except (HfHubHTTPError, OSError) as exc:
@@ -68,9 +75,7 @@ def hub_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None =
         )
     except LocalEntryNotFoundError:
         pass
-    if hub_offline():
-        raise UserError(f"model {repo_id} is not cached and HF_HUB_OFFLINE is set; {OFFLINE_HINT}")
-    _ensure_reachable(f"model {repo_id}")
+    _ensure_downloadable(f"model {repo_id}")
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns))
     except (HfHubHTTPError, OSError) as exc:

@@ -36,15 +36,12 @@ def journal_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys")
     changed_run = {q: dict(docs) for q, docs in builders.SCIFACT_RUN.items()}
     changed_run["1"]["s5"] = 3.5  # one first-stage score moves, the candidates stay
-    config = (Path(__file__).resolve().parents[1] / "rerank_eval" / "config" / "benchmarks.yaml").read_text()
-    scifact = "id: beir/scifact/test\n        language: en\n        first_stage: bm25-flat\n        "
-    assert config.count(scifact + "drop_self_matches: false") == 1
+    # user files merged over the packaged one, replacing its scifact entry (by key) in suite beir
+    scifact = "suites:\n  beir:\n    datasets:\n      - {{key: scifact, id: beir/scifact/{split}{extra}}}\n"
     policy = root / "self-matches.yaml"
-    policy.write_text(
-        config.replace(scifact + "drop_self_matches: false", scifact + "drop_self_matches: true")
-    )
+    policy.write_text(scifact.format(split="test", extra=", drop_self_matches: true"))
     train = root / "train-split.yaml"
-    train.write_text(config.replace(scifact, scifact.replace("scifact/test", "scifact/train")))
+    train.write_text(scifact.format(split="train", extra=""))
     return {
         "root": root,
         "run": builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN),

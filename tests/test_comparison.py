@@ -19,7 +19,6 @@ from rerank_eval.reporting.compare.stats import SEED, holm
 from rerank_eval.reporting.compare.table import caption, comparison_table
 from rerank_eval.reporting.render import data
 from rerank_eval.reporting.render.markdown import markdown
-from rerank_eval.reporting.render.plot import plot
 from rerank_eval.reporting.render.terminal import terminal_table
 from rerank_eval.results.folder import ResultWriter, load_result, load_results
 
@@ -281,18 +280,6 @@ def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, t
     assert "first stage: jina-embeddings-v3 (dense)" in comparison_table(on_dense).title
     # a published column that names no first stage entry says nothing either way
     assert not Comparison(load_results([folder]), published=["pyserini-bm25-flat"]).warnings
-
-
-def test_plot_is_a_png_of_the_expected_size(runs, tmp_path):
-    import matplotlib.image
-
-    path = tmp_path / "plot.png"
-    result = comparison(runs, "base", "better", "worse")
-    plot(result, path)
-    assert path.stat().st_size > 5_000
-    image = matplotlib.image.imread(str(path))
-    width = max(8.0, 0.9 * len(result.rows) + 2) * 100
-    assert image.shape[:2] == (500, int(width))
 
 
 def test_compare_command_writes_every_export(runs, tmp_path):

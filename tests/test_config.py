@@ -163,8 +163,8 @@ SUITE = (
         ),
         ("models:\n  m: {family: yes-no, settings: [1]}\n", "models.m.settings: expected a mapping, got [1]"),
         (
-            "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n",
-            "suites.s.datasets[0]: missing first_stage",
+            "suites:\n  s:\n    datasets:\n      - {key: a}\n",
+            "suites.s.datasets[0]: missing id",
         ),
         ("first_stages:\n  f: {kind: ftp}\n", "first_stages.f: needs kind: one of bm25s, dense, hub"),
         (

@@ -394,10 +394,10 @@ def test_several_models_one_command_one_table(models, tmp_path):
 def test_models_on_an_80_column_terminal_shows_every_preset_name_whole(monkeypatch):
     from rich.console import Console
 
-    from rerank_eval.cli import tools
+    from rerank_eval.cli import catalog
     from rerank_eval.config.reader import load_config
 
-    monkeypatch.setattr(tools, "console", Console(width=80))
+    monkeypatch.setattr(catalog, "console", Console(width=80))
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
     lines = result.output.splitlines()

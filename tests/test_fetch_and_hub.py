@@ -34,7 +34,7 @@ def test_fetch_fills_dataset_and_run_caches(hub_cache, tmp_path):
 def test_fetch_builds_the_builtin_bm25_index(tmp_path):
     result = CliRunner().invoke(app, ["fetch", "miracl", "--languages", "yo"])
     assert result.exit_code == 0, result.output
-    assert any(p.name.startswith("miracl_yo_dev-") for p in (cache_root() / "bm25s").iterdir())
+    assert any(p.name.startswith("miracl_yo-") for p in (cache_root() / "bm25s").iterdir())
 
 
 def test_fetch_says_what_is_missing_offline():

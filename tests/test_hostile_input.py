@@ -96,7 +96,7 @@ def test_a_symlinked_output_writes_its_target_and_keeps_the_link(saved, tmp_path
     link.symlink_to(target)
     result = run("export", saved, "--csv", link)
     assert result.exit_code == 0, result.output
-    assert link.is_symlink() and target.read_text().startswith("dataset,")
+    assert link.is_symlink() and target.read_text().startswith("model,suite,dataset,")
 
 
 def test_two_outputs_to_one_file_are_refused(saved, tmp_path):

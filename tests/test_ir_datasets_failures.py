@@ -111,3 +111,22 @@ def test_a_run_shows_ir_datasets_log_lines_only_when_verbose(tmp_path):
     verbose = run("--verbose", *args, "--out", tmp_path / "verbose")
     assert verbose.exit_code == 0, verbose.output
     assert "[INFO] Opening" in verbose.output  # ir_datasets opening its document store
+
+
+def test_an_offline_run_names_everything_missing_and_the_fetch_command(offline, tmp_path, monkeypatch):
+    """`make beir` without internet: the model, each dataset and each run file that is not cached,
+    in one line, with the exact fetch command and the cache folders to copy."""
+    from huggingface_hub import constants
+
+    # nothing cached (other tests fill the shared Hub cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    result = run("beir", "--datasets", "scifact,nfcorpus")
+    assert result.exit_code == 2
+    home = os.environ["IR_DATASETS_HOME"]
+    runs = "run file unicamp-dl/beir-runs/bm25/run.beir-v1.0.0-{}-flat.trec"
+    assert result.output.strip().splitlines()[-1] == (
+        "error: without internet, missing: model jinaai/jina-reranker-v3; dataset beir/nfcorpus/test; "
+        f"{runs.format('nfcorpus')}; {runs.format('scifact')}. On a machine with internet run "
+        "`rerank-eval fetch beir --datasets nfcorpus,scifact --model jina-reranker-v3`, then copy "
+        f"{constants.HF_HOME} and {home} here (or point HF_HOME, IR_DATASETS_HOME at the copies)"
+    )

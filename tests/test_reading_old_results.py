@@ -1,9 +1,9 @@
 """Result folders and score journals written before the package's layout changed still serve.
 
 `tests/data/written-before-the-layout/` holds three result folders and what `export` and
-`compare` wrote from them at the time (every output must come out byte for byte the same), and
-the score journals of one of those runs: the same command must find them under the same cache
-keys and reuse every score.
+`compare` write from them (byte for byte; three of those were regenerated when the outputs changed
+by design, as its README says), and the score journals of one of those runs: the same command must
+find them under the same cache keys and reuse every score.
 """
 
 from __future__ import annotations

@@ -5,6 +5,6 @@ Importing this package registers every command on `app`, in the order `--help` l
 
 # isort: skip_file
 from rerank_eval.cli.app import app, main
-from rerank_eval.cli import benchmark, results_commands, tools, bench
+from rerank_eval.cli import benchmark, results_commands, tools, catalog, bench
 
-__all__ = ["app", "bench", "benchmark", "main", "results_commands", "tools"]
+__all__ = ["app", "bench", "benchmark", "catalog", "main", "results_commands", "tools"]

@@ -8,27 +8,69 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from rerank_eval.cli.options import FLAGS
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.interrupt import STOP_SIGNALS
 
+# Tables keep their full width when written to a file or a pipe.
+console = Console() if Console().is_terminal else Console(width=200)
+error_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def print_error(message: str) -> None:
+    """The one `error:` line (the message quotes user input, so it is escaped)."""
+    error_console.print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Click's usage errors (an unknown option, a missing argument, a bad value) as the same one
+    `error:` line every other problem gets, naming the help to read, instead of a boxed panel."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            error_console.print("Aborted!", highlight=False)
+            sys.exit(1)
+        except typer.TyperException as exc:  # Typer's (vendored) Click errors derive from it
+            # `rerank-eval` alone raises NoArgsIsHelpError after printing the help (Typer's check)
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                context = getattr(exc, "ctx", None)
+                hint = f"; see {context.command_path} --help" if context is not None else ""
+                print_error(exc.format_message().rstrip(".") + hint)  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
+        # without standalone mode Click returns an exit code (or the command's None) instead of exiting
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Tables keep their full width when written to a file or a pipe.
-console = Console() if Console().is_terminal else Console(width=200)
-error_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(command: F) -> F:
@@ -44,10 +86,7 @@ def user_errors(command: F) -> F:
             try:
                 return command(*args, **kwargs)
             except UserError as exc:
-                message = exc.render(FLAGS)
-                error_console.print(  # the message quotes user input (paths, ids): escaped
-                    f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
-                )
+                print_error(exc.render(FLAGS))
                 raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print(

@@ -19,7 +19,11 @@ def export(
     csv: Annotated[
         Path | None,
         typer.Option(
-            "--csv", help="Write the summary table (one line per dataset and measure) to this CSV file."
+            "--csv",
+            help=(
+                "Write the summary table (one line per dataset and measure, led by model and suite "
+                "columns) to this CSV file."
+            ),
         ),
     ] = None,
     html_out: Annotated[
@@ -38,7 +42,7 @@ def export(
     report = Report(saved.manifest, saved.per_query)
     table = report_table(report)
     console.print(terminal_table(table))
-    write_texts([(csv, lambda: summary_csv(report)), (html_out, lambda: html(table))])
+    write_texts([(csv, lambda: summary_csv(report, labelled=True)), (html_out, lambda: html(table))])
 
 
 def write_texts(outputs: list[tuple[Path | None, Callable[[], str]]]) -> None:
@@ -84,9 +88,19 @@ def compare(
     html_out: Annotated[
         Path | None, typer.Option("--html", help="The table as a self-contained HTML page.")
     ] = None,
-    plot_out: Annotated[Path | None, typer.Option("--plot", help="Grouped bars per dataset, as PNG.")] = None,
+    plot_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help=(
+                "A figure for a paper: bars per dataset with values, significance marks and intervals; "
+                "the format follows the extension (.png, .pdf, .svg)."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Compare saved results: deltas vs a baseline with significance marks, win/tie/loss, averages."""
+    from rerank_eval.reporting.compare.chart import comparison_chart
     from rerank_eval.reporting.compare.comparison import Comparison
     from rerank_eval.reporting.compare.table import comparison_table
     from rerank_eval.reporting.render import data
@@ -114,5 +128,5 @@ def compare(
         ]
     )
     if plot_out is not None:
-        write_output(plot_out, lambda path: plot(comparison, path))
+        write_output(plot_out, lambda path: plot(comparison_chart(comparison), path))
         console.print(f"wrote {plot_out}")

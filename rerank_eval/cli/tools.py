@@ -1,4 +1,4 @@
-"""`fetch`, `score` and `models`: what a user runs around the benchmarks."""
+"""`fetch` and `score`: what a user runs around the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
-from rerank_eval.cli.app import app, console, user_errors
+from rerank_eval.cli.app import app, user_errors
 from rerank_eval.cli.options import (
     ConfigOpt,
     DatasetsOpt,
@@ -24,7 +23,6 @@ from rerank_eval.cli.options import (
     settings_from,
 )
 from rerank_eval.config.reader import load_config
-from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError
 
 
@@ -158,38 +156,3 @@ def read_documents_file(path: Path) -> list[str]:
             raise UserError(f"{path}, line {number}: expected an object with a text field")
         texts.append(record["text"])
     return texts
-
-
-@app.command("models")
-@user_errors
-def models(config: ConfigOpt = None) -> None:
-    """List the model presets: family, Hub id, size, rough GPU memory need; then what each needs and sets."""
-    from rich.table import Table
-
-    cfg: BenchmarkConfig = load_config(config)
-    presets = list(cfg.models.values())
-    table = Table(title=Text(f"Model presets ({cfg.path})"))
-    # what users type is never cut: presets and families keep their width, the rest folds
-    for column, values in (("Preset", [p.name for p in presets]), ("Family", [p.family for p in presets])):
-        table.add_column(column, no_wrap=True, min_width=max(map(len, values), default=0))
-    for column in ("Model", "Size", "GPU memory"):
-        table.add_column(column, overflow="fold")
-    for preset in presets:
-        cells = (
-            preset.name,
-            preset.family,
-            preset.model or preset.description,
-            preset.size,
-            preset.gpu_memory,
-        )
-        table.add_row(*map(Text, cells))
-    console.print(table)
-    # what a preset needs and sets, a line each (a table column would be cut on a narrow terminal)
-    for preset in presets:
-        needs = ["--trust-remote-code"] if preset.trust_remote_code else []
-        if preset.package:
-            needs.append(f"offline with pip package {preset.package.replace('_', '-')}")
-        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
-        details = [f"needs {'; '.join(needs)}"] * bool(needs) + [f"settings {settings}"] * bool(settings)
-        if details:
-            console.print(Text(f"{preset.name}: {'; '.join(details)}"))

@@ -1,6 +1,7 @@
-"""Reading a benchmarks YAML file into `BenchmarkConfig`.
+"""Reading the benchmarks files into one `BenchmarkConfig`.
 
-The packaged file is the default; users pass `--config` to use their own. A file may come from
+The packaged file is always read; a user's `--config` is layered on top of it (layers.py), so a
+user file holds only its own suites, datasets, first stages and presets. A file may come from
 someone else, so it is read strictly (bounded_yaml; unknown keys, non-boolean flags, out-of-range
 numbers and names that cannot be file names are refused), each refusal naming the file and the
 entry.
@@ -8,25 +9,24 @@ entry.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rerank_eval.config.bounded_yaml import Refused, load_bounded
+from rerank_eval.config.layers import MergedConfig, merge_layers, read_layer
 from rerank_eval.config.schema import (
     DATASET_KEYS,
     DEFAULT_CONFIG,
     DEFAULTS_KEYS,
+    LOCAL_FILE_KEYS,
     MAX_TOP_K,
     MODEL_KEYS,
+    SUITE_DEFAULT_KEYS,
     SUITE_KEYS,
-    TOP_LEVEL_KEYS,
     BenchmarkConfig,
+    ConfigFile,
     DatasetSpec,
     FirstStageSpec,
+    LocalFiles,
     ModelPreset,
     SuiteSpec,
 )
@@ -35,39 +35,31 @@ from rerank_eval.paths import name_problem
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:
-    """Read and validate a benchmarks file; errors name the file and the offending entry."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    from rerank_eval.paths import special_file_kind
-
-    kind = special_file_kind(path)
-    if kind:
-        raise UserError(f"config {path} is {kind}, not a file")
-    try:
-        content = path.read_bytes()
-        raw = load_bounded(content)
-    except OSError as exc:
-        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8") from None
-    except Refused as exc:
-        raise UserError(f"{path}, line {exc.line}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{where}: not valid YAML: {problem}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    return replace(_ConfigReader(path, raw).read(), sha256=hashlib.sha256(content).hexdigest())
+    """The packaged benchmarks file, with the user's file at `path` (if any) merged on top;
+    errors name the file and the offending entry."""
+    layers = [read_layer(DEFAULT_CONFIG)]
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG.resolve():
+        layers.append(read_layer(Path(path)))
+    merged = merge_layers(layers)
+    top = layers[-1]
+    return _ConfigReader(merged, top.path).read(
+        path=top.path,
+        sha256=top.sha256,
+        files=tuple(ConfigFile(layer.path, layer.sha256) for layer in layers),
+    )
 
 
 class _ConfigReader:
-    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
-        self.path = path
-        self.raw = raw
+    def __init__(self, merged: MergedConfig, fallback: Path) -> None:
+        self.merged = merged
+        self.raw = merged.raw
+        self.fallback = fallback
+        #: the file of the dataset entry being read (places of datasets repeat across files)
+        self.dataset_file: Path | None = None
 
     def fail(self, where: str, what: str) -> UserError:
-        return UserError(f"{self.path}: {where}: {what}")
+        """A refusal naming the file the entry at `where` came from."""
+        return UserError(f"{self.dataset_file or self.merged.origin(where, self.fallback)}: {where}: {what}")
 
     def mapping(self, where: str, value: Any) -> dict[str, Any]:
         """A mapping (an absent one is empty); anything else names the entry."""
@@ -163,28 +155,23 @@ class _ConfigReader:
             raise self.fail("defaults.metrics", str(exc)) from None
         return tuple(metrics)
 
-    def read(self) -> BenchmarkConfig:
-        self.known_keys("top level", self.raw, TOP_LEVEL_KEYS)
-        defaults = self.mapping("defaults", self.raw.get("defaults"))
+    def read(self, **identity: Any) -> BenchmarkConfig:
+        """The merged entries checked and typed; `identity` is the files' (path, sha256, files)."""
+        defaults = self.raw["defaults"]
         self.known_keys("defaults", defaults, DEFAULTS_KEYS)
         first_stages = {
-            self.name("first_stages", name): self._first_stage(name, body)
-            for name, body in self.mapping("first_stages", self.raw.get("first_stages")).items()
+            name: self._first_stage(name, body) for name, body in self.raw["first_stages"].items()
         }
-        suites = {
-            self.name("suites", name): self._suite(name, body, first_stages)
-            for name, body in self.mapping("suites", self.raw.get("suites")).items()
-        }
-        presets = self.mapping("models", self.raw.get("models"))
-        models = {self.name("models", name): self._model(name, body) for name, body in presets.items()}
+        suites = {name: self._suite(name, body, first_stages) for name, body in self.raw["suites"].items()}
+        models = {name: self._model(name, body) for name, body in self.raw["models"].items()}
         return BenchmarkConfig(
-            path=self.path,
             top_k=self.top_k(defaults.get("top_k", 100)),
             metrics=self.metrics(defaults.get("metrics", ["nDCG@10"])),
             default_model=self.text("defaults.model", defaults.get("model"), "bm25"),
             first_stages=first_stages,
             suites=suites,
             models=models,
+            **identity,
         )
 
     def _first_stage(self, name: str, body: Any) -> FirstStageSpec:
@@ -198,7 +185,7 @@ class _ConfigReader:
         try:
             checked = first_stage_kind(body["kind"]).validate(where, settings)
         except UserError as exc:
-            raise UserError(f"{self.path}: {exc}") from None
+            raise UserError(f"{self.merged.origin(where, self.fallback)}: {exc}") from None
         reference = body.get("reference")
         return FirstStageSpec(
             name=name,
@@ -208,50 +195,97 @@ class _ConfigReader:
             settings=checked,
         )
 
-    def _suite(self, name: str, body: Any, first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
-        if not isinstance(body, dict) or not isinstance(body.get("datasets"), list) or not body["datasets"]:
-            raise self.fail(f"suites.{name}", "needs a non-empty list under datasets")
-        self.known_keys(f"suites.{name}", body, SUITE_KEYS)
-        datasets = []
-        for index, entry in enumerate(body["datasets"]):
-            where = f"suites.{name}.datasets[{index}]"
-            if not isinstance(entry, dict):
-                raise self.fail(where, "expected a mapping")
-            self.known_keys(where, entry, DATASET_KEYS)
-            missing = [k for k in ("key", "id", "first_stage") if k not in entry]
-            if missing:
-                raise self.fail(where, f"missing {', '.join(missing)}")
-            first_stage = self.text(f"{where}.first_stage", entry["first_stage"])
-            if first_stage not in first_stages:
-                raise self.fail(where, f"unknown first_stage {entry['first_stage']!r}")
-            datasets.append(
-                DatasetSpec(
-                    key=self.dataset_key(f"{where}.key", entry["key"]),
-                    ir_datasets_id=self.required_text(f"{where}.id", entry["id"]),
-                    language=self.text(f"{where}.language", entry.get("language"), "en"),
-                    first_stage=first_stage,
-                    drop_self_matches=self.flag(
-                        f"{where}.drop_self_matches", entry.get("drop_self_matches"), False
-                    ),
-                    in_average=self.flag(f"{where}.in_average", entry.get("in_average"), True),
-                    group=self.text(f"{where}.group", entry.get("group")),
-                    run_name=self.text(f"{where}.run_name", entry.get("run_name")),
-                    run_file=self.text(f"{where}.run_file", entry.get("run_file")),
-                    reference=self.named_values(f"{where}.reference", entry.get("reference"), float),
-                    instructions=self.named_values(f"{where}.instructions", entry.get("instructions"), str),
-                )
+    def _suite(self, name: str, body: dict[str, Any], first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
+        where = f"suites.{name}"
+        if not body["datasets"]:
+            raise self.fail(where, "needs a non-empty list under datasets")
+        self.known_keys(where, body, SUITE_KEYS)
+        defaults = body.get("defaults", {})
+        self.known_keys(f"{where}.defaults", defaults, SUITE_DEFAULT_KEYS)
+        datasets = [
+            self._dataset(
+                place, path, {**defaults, **entry} if isinstance(entry, dict) else entry, first_stages
             )
-        keys = [d.key for d in datasets]
-        duplicated = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicated:
-            raise self.fail(f"suites.{name}", f"dataset key {duplicated[0]!r} appears twice")
+            for entry, (place, path) in zip(body["datasets"], self.merged.dataset_places[name], strict=True)
+        ]
         return SuiteSpec(
             name=name,
-            average_label=self.text(
-                f"suites.{name}.average_label", body.get("average_label"), f"{name} average"
-            ),
+            average_label=self.text(f"{where}.average_label", body.get("average_label"), f"{name} average"),
             datasets=tuple(datasets),
         )
+
+    def _dataset(
+        self, where: str, path: Path, entry: Any, first_stages: dict[str, FirstStageSpec]
+    ) -> DatasetSpec:
+        """One dataset entry (the suite's defaults filled in); refusals name `path`, its file."""
+        self.dataset_file = path
+        try:
+            return self._checked_dataset(where, entry, first_stages)
+        finally:
+            self.dataset_file = None
+
+    def _checked_dataset(
+        self, where: str, entry: Any, first_stages: dict[str, FirstStageSpec]
+    ) -> DatasetSpec:
+        if not isinstance(entry, dict):
+            raise self.fail(where, "expected a mapping")
+        self.known_keys(where, entry, DATASET_KEYS)
+        if "key" not in entry:
+            raise self.fail(where, "missing key")
+        local = self._local_files(where, entry)
+        first_stage = self.text(f"{where}.first_stage", entry.get("first_stage"))
+        if first_stage is not None and first_stage not in first_stages:
+            hint = closest(first_stage, first_stages, cutoff=0.75)
+            raise self.fail(
+                where, f"unknown first_stage {first_stage!r}" + (f"; did you mean {hint!r}?" if hint else "")
+            )
+        return DatasetSpec(
+            key=self.dataset_key(f"{where}.key", entry["key"]),
+            ir_datasets_id=None if local else self.required_text(f"{where}.id", entry["id"]),
+            language=self.text(f"{where}.language", entry.get("language"), "en"),
+            first_stage=first_stage,
+            drop_self_matches=self.flag(f"{where}.drop_self_matches", entry.get("drop_self_matches"), False),
+            in_average=self.flag(f"{where}.in_average", entry.get("in_average"), True),
+            group=self.text(f"{where}.group", entry.get("group")),
+            run_name=self.text(f"{where}.run_name", entry.get("run_name")),
+            run_file=self.text(f"{where}.run_file", entry.get("run_file")),
+            reference=self.named_values(f"{where}.reference", entry.get("reference"), float),
+            instructions=self.named_values(f"{where}.instructions", entry.get("instructions"), str),
+            local=local,
+        )
+
+    def _local_files(self, where: str, entry: dict[str, Any]) -> LocalFiles | None:
+        """The files of a local dataset (None for an ir_datasets id): a BEIR-format folder
+        (`path`, `split`) or `corpus`, `queries` and `qrels`; relative paths are taken from the
+        folder of the file the entry is in. Whether they exist is checked when the dataset is run."""
+        local_keys = [k for k in ("path", "split", *LOCAL_FILE_KEYS) if k in entry]
+        if "id" in entry:
+            if local_keys:
+                other = local_keys[0]
+                raise self.fail(where, f"gives both id (ir_datasets) and {other} (local files); use one")
+            return None
+        if not local_keys:
+            raise self.fail(where, "missing id (ir_datasets), path (a BEIR folder) or corpus, queries, qrels")
+        base = (self.dataset_file or self.fallback).parent
+
+        def located(key: str, value: Any) -> Path:
+            return base / Path(self.required_text(f"{where}.{key}", value)).expanduser()
+
+        if "path" in entry:
+            if any(k in entry for k in LOCAL_FILE_KEYS):
+                raise self.fail(where, "gives both path (a BEIR-format folder) and files; use one")
+            folder = located("path", entry["path"])
+            split = self.name(f"{where}.split", self.text(f"{where}.split", entry.get("split"), "test"))
+            return LocalFiles(
+                corpus=str(folder / "corpus.jsonl"),
+                queries=str(folder / "queries.jsonl"),
+                qrels=str(folder / "qrels" / f"{split}.tsv"),
+            )
+        missing = [k for k in LOCAL_FILE_KEYS if k not in entry]
+        if missing or "split" in entry:
+            problem = f"missing {', '.join(missing)}" if missing else "split goes with path (a BEIR folder)"
+            raise self.fail(where, f"{problem} (a local dataset names corpus, queries and qrels)")
+        return LocalFiles(**{k: str(located(k, entry[k])) for k in LOCAL_FILE_KEYS})
 
     def _model(self, name: str, body: Any) -> ModelPreset:
         where = f"models.{name}"

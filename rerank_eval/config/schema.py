@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.errors import UserError, did_you_mean
+from rerank_eval.errors import UserError, did_you_mean, term
 
 DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 #: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
 MAX_TOP_K = 10_000
 # The keys each kind of entry accepts (a first stage's own settings are checked by its kind).
-TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
 DEFAULTS_KEYS = ("top_k", "metrics", "model")
-SUITE_KEYS = ("average_label", "datasets")
-DATASET_KEYS = ("key", "id", "language", "first_stage", "drop_self_matches", "in_average", "group",
-                "run_name", "run_file", "reference", "instructions")  # fmt: skip
+SUITE_KEYS = ("average_label", "defaults", "datasets")
+#: what a suite's `defaults` may give every dataset entry that does not state it
+SUITE_DEFAULT_KEYS = ("language", "first_stage", "drop_self_matches", "in_average")
+DATASET_KEYS = ("key", "id", "path", "split", "corpus", "queries", "qrels", "language", "first_stage",
+                "drop_self_matches", "in_average", "group", "run_name", "run_file", "reference",
+                "instructions")  # fmt: skip
+#: a local dataset's files: named one by one, or a BEIR-format folder (`path`, `split`)
+LOCAL_FILE_KEYS = ("corpus", "queries", "qrels")
 MODEL_KEYS = (
     "family",
     "model",
@@ -49,13 +53,24 @@ class FirstStageSpec:
 
 
 @dataclass(frozen=True)
+class LocalFiles:
+    """A dataset in local files (absolute paths): a corpus (JSON lines or TSV), queries (JSON
+    lines or TSV) and qrels (TREC, or BEIR's TSV with its header)."""
+
+    corpus: str
+    queries: str
+    qrels: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """One row of a suite: an ir_datasets id plus the protocol choices that change its numbers."""
+    """One row of a suite: an ir_datasets id (or local files) plus the protocol choices that
+    change its numbers."""
 
     key: str
-    ir_datasets_id: str
+    ir_datasets_id: str | None  # None for a dataset in local files
     language: str
-    first_stage: str
+    first_stage: str | None  # None: the command line names it (`--first-stage`, a run file)
     drop_self_matches: bool
     in_average: bool
     group: str | None = None
@@ -64,6 +79,14 @@ class DatasetSpec:
     reference: dict[str, float] = field(default_factory=dict)
     #: per-dataset instructions for models that take one, by preset name or family
     instructions: dict[str, str] = field(default_factory=dict)
+    local: LocalFiles | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where the dataset comes from, for messages: its ir_datasets id or its files' folder."""
+        if self.local is None:
+            return str(self.ir_datasets_id)
+        return f"local files in {Path(self.local.corpus).parent}"
 
     @property
     def row(self) -> str:
@@ -107,7 +130,16 @@ class ModelPreset:
 
 
 @dataclass(frozen=True)
+class ConfigFile:
+    """One benchmarks file a configuration was read from, with its content hash."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
+    #: the file given last (the user's `--config`, else the packaged one)
     path: Path
     top_k: int
     metrics: tuple[str, ...]
@@ -115,8 +147,10 @@ class BenchmarkConfig:
     first_stages: dict[str, FirstStageSpec]
     suites: dict[str, SuiteSpec]
     models: dict[str, ModelPreset]
-    #: the file's content hash: a result records it with the entries it used
+    #: that file's content hash: a result records it with the entries it used
     sha256: str = ""
+    #: every file read, the packaged one first, each later one merged over the earlier ones
+    files: tuple[ConfigFile, ...] = ()
 
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
@@ -131,3 +165,16 @@ class BenchmarkConfig:
         from rerank_eval.first_stage import resolve
 
         return resolve(name, self.first_stages)
+
+    def first_stage_for(self, spec: DatasetSpec, override: str | None) -> FirstStageSpec:
+        """The first stage a dataset uses: the command line's, else its entry's (or its suite's
+        default); a dataset with neither cannot be run."""
+        name = override or spec.first_stage
+        if name is None:
+            raise UserError(
+                f"dataset {spec.key} names no first stage: give one with {term('first_stage')} NAME or a "
+                f"run file ({term('runs.overrides')} {spec.key}=PATH), or set first_stage in its entry or "
+                f"its suite's defaults",
+                {"first_stage": "first_stage=", "runs.overrides": "runs.overrides"},
+            )
+        return self.first_stage(name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
-from rerank_eval.datasets.ir_dataset import IrDataset
+from rerank_eval.datasets import open_dataset
 from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage
 from rerank_eval.pipeline.progress import stderr_console
 
@@ -11,11 +11,11 @@ from rerank_eval.pipeline.progress import stderr_console
 def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None) -> None:
     """Queries, qrels, the built doc store and the first stage (default: the dataset's own) of
     one dataset: a published run downloaded, a BM25 index built, a corpus encoded."""
-    dataset = IrDataset(spec)
+    dataset = open_dataset(spec)
     queries = dataset.queries()
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
-    source = config.first_stage(first_stage or spec.first_stage)
+    source = config.first_stage_for(spec, first_stage)
     depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
     fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth))
 
@@ -24,7 +24,7 @@ def fetch_suite(
     config: BenchmarkConfig, datasets: list[DatasetSpec], models: list[str], first_stage: str | None = None
 ) -> None:
     for spec in datasets:
-        stderr_console.print(f"fetching {spec.key} ({spec.ir_datasets_id})", highlight=False)
+        stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
         fetch_dataset(config, spec, first_stage)
     for name in models:
         preset = config.models.get(name)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import DatasetSpec
-from rerank_eval.errors import UserError, describe
+from rerank_eval.errors import MissingDownload, UserError, describe
 
 # ir_datasets built its lz4 doc store at 88k documents/s from a 500k-document synthetic corpus of
 # NQ-like lengths on a 2-core machine (docs/operations.md, "First use of big corpora"); real texts are longer,
@@ -91,10 +91,13 @@ def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
         path, url = _failed_download(exc)
         if path is not None or (isinstance(exc, OSError) and "Connection" in type(exc).__name__):
             where = f"put {url.rsplit('/', 1)[-1] if url else 'the file'} at {path}" if path else ""
-            raise UserError(
+            raise MissingDownload(
                 f"cannot download {dataset_id} through ir_datasets ({_reason(exc)}); run {fetch} on a "
                 f"machine with internet and copy {ir_datasets_home()} here (or point IR_DATASETS_HOME "
-                f"at a copy){', or ' + where if where else ''}"
+                f"at a copy){', or ' + where if where else ''}",
+                f"dataset {dataset_id}",
+                str(ir_datasets_home()),
+                "IR_DATASETS_HOME",
             ) from None
         folder = ir_datasets_home() / dataset_id.split("/")[0]
         raise UserError(
@@ -110,11 +113,19 @@ class IrDataset:
         import ir_datasets
 
         self.spec = spec
-        self.id = spec.ir_datasets_id
+        self.id = str(spec.ir_datasets_id)
         try:
             self._dataset = ir_datasets.load(self.id)
         except KeyError:
             raise UserError(f"ir_datasets has no dataset {self.id!r} (dataset {spec.key})") from None
+
+    def identity(self) -> str:
+        """What the scores depend on: the id (ir_datasets versions a changed dataset's id)."""
+        return self.id
+
+    def record(self) -> dict[str, Any]:
+        """Nothing beyond the id for the manifest (a local dataset adds its files' hashes)."""
+        return {}
 
     def _explained(self) -> contextlib.AbstractContextManager[None]:
         return _ir_datasets_errors_explained(self.id, self.spec.key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, closest
 from rerank_eval.runfiles import Run
 
 PerQuery = dict[str, dict[str, float]]  # measure name -> query id -> value
@@ -23,14 +23,29 @@ def parse_measures(names: Iterable[str]) -> list:
         try:
             measure = ir_measures.parse_measure(name)
         except (ValueError, NameError, SyntaxError, TypeError):
-            raise UserError(
-                f"unknown measure {name!r} (use ir_measures names such as nDCG@10, R@100)"
-            ) from None
+            raise UserError(f"unknown measure {name!r}{_suggestion(name)}") from None
         cutoff = measure.params.get("cutoff") if isinstance(getattr(measure, "params", None), dict) else None
         if isinstance(cutoff, int) and not 1 <= cutoff <= MAX_CUTOFF:  # trec_eval's cutoffs are C ints
             raise UserError(f"measure {name!r}: the cutoff must be between 1 and {MAX_CUTOFF:,}")
         measures.append(measure)
     return measures
+
+
+def _suggestion(name: str) -> str:
+    """The measure one typo away (its name part compared with ir_measures' registry, the cutoff
+    kept), else a reminder of the naming."""
+    import re
+
+    import ir_measures
+
+    base = re.split(r"[@(]", name, maxsplit=1)[0]
+    by_lower: dict[str, str] = {}
+    for known in ir_measures.measures.registry:  # the first of aliases differing in case (nDCG, NDCG)
+        by_lower.setdefault(known.lower(), known)
+    close = closest(base.lower(), by_lower, cutoff=0.6)
+    if close:
+        return f" (did you mean {by_lower[close] + name[len(base) :]!r}?)"
+    return " (use ir_measures names such as nDCG@10, R@100)"
 
 
 def canonical_measures(names: Iterable[str]) -> list[str]:

@@ -129,14 +129,14 @@ class FirstStageRequest:
     """What a kind is asked for: one dataset's run to `depth`, for these queries."""
 
     spec: DatasetSpec
-    source: FirstStageSpec
+    source: FirstStageSpec | None  # None where the user's run file is the first stage
     dataset: IrDataset
     queries: dict[str, str]
     depth: int
 
     def reference(self) -> tuple[str | None, float | None]:
         """The published figure of this first stage for this dataset, when the config has one."""
-        name = self.source.reference
+        name = self.source.reference if self.source else None
         return name, (self.spec.reference.get(name) if name else None)
 
 

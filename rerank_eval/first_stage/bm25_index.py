@@ -1,6 +1,6 @@
 """The built-in BM25 first stage: `bm25s` (Lucene variant) over a language-aware analyzer.
 
-The index is built once per (dataset, analyzer, parameters), streaming the ir_datasets corpus:
+The index is built once per (corpus, analyzer, parameters), streaming the corpus document by document:
 raw text is analysed document by document and only compact term ids are kept, then bm25s builds
 its score matrix, which is saved to rerank-eval's cache and memory-mapped for retrieval. Before a
 build starts, its memory need is estimated from the corpus size; a corpus that would not fit is
@@ -113,9 +113,11 @@ class Bm25Index:
 
     @staticmethod
     def cache_dir(dataset: IrDataset, settings: Bm25Settings) -> Path:
-        key = json.dumps({"dataset": dataset.id, **settings.describe()}, sort_keys=True)
+        """Keyed by the corpus (splits of one dataset share an index; a local corpus by its
+        content) and every setting that changes the index."""
+        key = json.dumps({"corpus": dataset.corpus_id(), **settings.describe()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return cache_root() / "bm25s" / f"{file_name(dataset.id)}-{digest}"
+        return cache_root() / "bm25s" / f"{file_name(dataset.corpus_id())}-{digest}"
 
     @classmethod
     def open(cls, dataset: IrDataset, settings: Bm25Settings) -> Bm25Index:

@@ -32,7 +32,7 @@ class HubRun(FirstStageKind):
 
     def _download(self, request: FirstStageRequest) -> Path:
         settings = request.source.settings
-        return hub_file(settings["repo"], self._filename(request), repo_type=settings["repo_type"])
+        return hub_file(settings["repo"], self._filename(request), settings["repo_type"], kind="run file")
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         self._download(request)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.errors import ParameterError
+from rerank_eval.errors import MissingDownload, ParameterError
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import ranks
@@ -145,6 +145,23 @@ def execute_models(
     if len(set(names)) != len(names):
         raise ParameterError("models", f"names two models with the same folder name: {', '.join(models)}")
     datasets = DatasetCache(plan)
+    try:
+        return _execute_each(plan, models, names, load, out, command, datasets)
+    except MissingDownload as missing:  # say everything that is missing, not only the first
+        from rerank_eval.pipeline.offline import everything_missing
+
+        raise everything_missing(plan, models, missing) from None
+
+
+def _execute_each(
+    plan: RunPlan,
+    models: list[str],
+    names: list[str],
+    load: Callable[[str], Reranker],
+    out: Path,
+    command: list[str],
+    datasets: DatasetCache,
+) -> list[Path]:
     folders = []
     for model, name in zip(models, names):
         destination = out if len(models) == 1 else out / name

@@ -27,6 +27,7 @@ def dataset_record(
         "key": spec.key,
         "row": spec.row,
         "ir_datasets_id": spec.ir_datasets_id,
+        **prepared.source,
         "language": spec.language,
         "in_average": spec.in_average,
         "drop_self_matches": spec.drop_self_matches,
@@ -73,12 +74,16 @@ def build_manifest(
         "suite": {
             "name": plan.suite.name,
             "config": str(plan.config.path),
-            # what the file said, so that the result explains itself once the file is edited
+            # what the files said, so that the result explains itself once a file is edited: the
+            # user's file is merged over the packaged one, and the entries are the merged result
             "config_sha256": plan.config.sha256,
+            "config_files": [{"path": str(f.path), "sha256": f.sha256} for f in plan.config.files],
             "entries": [asdict(spec) for spec in plan.datasets],
             "first_stages": {
                 name: asdict(plan.config.first_stage(name))
-                for name in sorted({plan.first_stage_override or d.first_stage for d in plan.datasets})
+                for name in sorted(
+                    {plan.first_stage_override or d.first_stage for d in plan.datasets} - {None}
+                )
             },
             "average_label": plan.suite.average_label,
             "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),

@@ -99,3 +99,6 @@ class RunPlan:
                 )
             for spec in supplied:
                 self.runs.reference_for(spec)
+        for spec in self.datasets:
+            if self.runs.path_for(spec) is None:
+                self.config.first_stage_for(spec, self.first_stage_override)

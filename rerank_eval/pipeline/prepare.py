@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from rerank_eval.config.schema import DatasetSpec
+from rerank_eval.datasets import open_dataset
 from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation.measures import PerQuery, evaluate_per_query
@@ -34,18 +35,24 @@ class PreparedDataset:
     missing_documents: int
     empty_documents: int
     seconds: float
+    #: what the scores depend on in the dataset itself (its id, or its files' hashes)
+    identity: str
+    #: what the manifest records of where the dataset came from beyond its entry
+    source: dict
 
 
 def first_stage_request(plan: RunPlan, spec: DatasetSpec, dataset: IrDataset, queries: dict[str, str]):
-    """What the dataset's first stage is asked for: as deep as its candidate policy needs."""
-    source = plan.config.first_stage(plan.first_stage_override or spec.first_stage)
+    """What the dataset's first stage is asked for: as deep as its candidate policy needs (no
+    source where the user's run file is the first stage)."""
+    supplied = plan.runs.path_for(spec) is not None
+    source = None if supplied else plan.config.first_stage_for(spec, plan.first_stage_override)
     return FirstStageRequest(spec, source, dataset, queries, plan.candidate_policy(spec).depth)
 
 
 def fetch_for_ranks(plan: RunPlan, spec: DatasetSpec) -> None:
     """Downloads and single-process builds, done by rank 0 while the other ranks wait; what all
     ranks do together (a dense first stage's corpus encoding) is left to `prepare_dataset`."""
-    dataset = IrDataset(spec)
+    dataset = open_dataset(spec)
     queries = dataset.queries()
     dataset.qrels()
     dataset.documents([])
@@ -56,12 +63,12 @@ def fetch_for_ranks(plan: RunPlan, spec: DatasetSpec) -> None:
 def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     """Queries, qrels, the top-k candidates and their texts for one dataset."""
     start = time.monotonic()
-    dataset = IrDataset(spec)
+    dataset = open_dataset(spec)
     with step(f"{spec.key}: queries and judgements"):
         queries = dataset.queries()
         qrels = dataset.qrels()
     if not qrels:
-        raise UserError(f"{spec.ir_datasets_id} has no relevance judgements")
+        raise UserError(f"{spec.origin} has no relevance judgements")
     request = first_stage_request(plan, spec, dataset, queries)
     with step(f"{spec.key}: first stage"):
         run, record = obtain_run(request, plan.runs)
@@ -72,7 +79,7 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     if not texts:  # every candidate would be dropped and every query would score 0
         raise UserError(
             f"none of the {len(wanted):,} candidate documents of the first-stage run for {spec.key} is in "
-            f"the corpus of {spec.ir_datasets_id}; is the run for another dataset or corpus version?"
+            f"the corpus of {spec.origin}; is the run for another dataset or corpus version?"
         )
     missing = len(wanted - set(texts))
     if missing:
@@ -98,8 +105,9 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
             f"equal; their first-stage order is by doc id only (trec_eval's rule)"
         )
     return PreparedDataset(
-        spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start
-    )
+        spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start,
+        dataset.identity(), dataset.record(),
+    )  # fmt: skip
 
 
 def warn(message: str) -> None:

@@ -89,7 +89,7 @@ def journal_key(plan: RunPlan, prepared: PreparedDataset, reranker: Reranker) ->
         {
             "journal_format": JOURNAL_FORMAT,
             "model": reranker.score_identity(),
-            "dataset": prepared.spec.ir_datasets_id,
+            "dataset": prepared.identity,
             "first_stage": {
                 "kind": first_stage.kind,
                 "sha256": first_stage.sha256,

@@ -163,8 +163,8 @@ def report_table(report: Report) -> ResultTable:
     for metric in report.metrics:
         columns += [
             Column(f"{metric} first stage", f"{metric}\nfirst stage"),
-            Column(f"{metric} reranked", f"{metric}\nreranked"),
-            Column("Δ"),
+            Column(f"{metric} reranked", f"{metric}\nreranked", follows=True),
+            Column("Δ", follows=True),
         ]
     columns += [
         Column(f"{JUDGED} reranked", f"{JUDGED}\nreranked"),
@@ -205,7 +205,7 @@ def models_table(reports: list[Report]) -> ResultTable:
     manifest = first.manifest
     title = f"{metric} on {manifest.suite.name} (top-{first.recall[2:]}), {len(reports)} models"
     columns = [Column("Dataset", numeric=False), Column("First stage")]
-    columns += [Column(report.manifest.model.name) for report in reports]
+    columns += [Column(report.manifest.model.name, label=report.manifest.model.name) for report in reports]
     columns.append(Column("Queries"))
     by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
     rows = []

@@ -15,6 +15,10 @@ class Column:
     name: str  # one line
     terminal: str | None = None  # the terminal header where it wraps otherwise ("…\nfirst stage")
     numeric: bool = True  # right-aligned; the first, naming column is not
+    # a name users type (a run's label) that the header starts with: never cut; where a narrow
+    # terminal has no room for it, the header becomes a key to a line that names it whole
+    label: str = ""
+    follows: bool = False  # belongs beside the column before it (W/T/L beside its run), never split off
 
 
 @dataclass(frozen=True)

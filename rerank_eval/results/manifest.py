@@ -64,13 +64,14 @@ class Timings:
 @dataclass(frozen=True)
 class DatasetRecord:
     key: str
-    ir_datasets_id: str
+    ir_datasets_id: str | None  # None for a dataset in local files
     drop_self_matches: bool
     in_average: bool
     first_stage: FirstStageUsed
     coverage: Coverage
     timings: Timings
     row: str | None = None  # the row it is folded into (CQADupStack's forums), else its own key
+    local_files: dict | None = None  # a local dataset's files: role -> {path, sha256}
 
     @property
     def row_name(self) -> str:

@@ -1,3 +1,3 @@
 """Comparing saved results: the compared runs (`columns`), the fair-comparison guard (`guard`),
 paired tests and intervals (`stats`), published figures (`published`), the computation
-(`comparison`) and its neutral table (`table`)."""
+(`comparison`), its neutral table (`table`) and its bar chart (`chart`)."""

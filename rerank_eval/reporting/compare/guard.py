@@ -17,6 +17,13 @@ def _first_stage_identity(record: DatasetRecord) -> tuple:
     return stage.kind, stage.sha256, json.dumps(stage.settings, sort_keys=True)
 
 
+def _dataset_identity(record: DatasetRecord) -> tuple:
+    """The ir_datasets id, or the local files' contents (not where they lie)."""
+    files = record.local_files or {}
+    hashes = {str(role): f.get("sha256") if isinstance(f, dict) else f for role, f in files.items()}
+    return record.ir_datasets_id, json.dumps(hashes, sort_keys=True, default=str)
+
+
 def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
     """Reasons two runs are not a fair comparison (empty when they are)."""
     reasons = []
@@ -34,7 +41,7 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         if key not in theirs:
             continue
         for what, get in (
-            ("dataset version", lambda d: d.ir_datasets_id),
+            ("dataset version", _dataset_identity),
             ("first stage", _first_stage_identity),
             ("self-match policy", lambda d: d.drop_self_matches),
         ):

@@ -1,8 +1,9 @@
 """A comparison described once as a neutral table: its header, cells and caption.
 
 Each compared run's cell holds its value (bold where best in the row), Δ vs the baseline with †
-where the adjusted p-value is below α, and for averages the bootstrap interval; W/T/L follows
-each compared run; published figures come last, untested.
+where the adjusted p-value is below α, that adjusted p-value itself (the one † reads, so the two
+never disagree), and for averages the bootstrap interval; W/T/L follows each compared run;
+published figures come last, untested.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ def caption(comparison: Comparison) -> list[str]:
     protocol = comparison.baseline.manifest.protocol
     test = paired_test(comparison.test).description
     lines = [
-        f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label}; † = p < {ALPHA} ({test} over "
+        f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label} and its p-value ({test} over "
         f"per-query values, Holm–Bonferroni-adjusted across the {len(comparison.runs) - 1} compared runs); "
-        f"W/T/L = queries won/tied/lost vs the baseline.",
+        f"† = p < {ALPHA}; W/T/L = queries won/tied/lost vs the baseline.",
     ]
     groups = [row.name for row in comparison.rows if row.kind == "group"]
     if groups:
@@ -36,13 +37,25 @@ def caption(comparison: Comparison) -> list[str]:
     return lines
 
 
+def p_text(p: float) -> str:
+    """A p-value in few digits (p=0.20, p=0.043, p<0.001), never rounded across α: 0.0499 shows as
+    0.0499, not 0.050, which would contradict the † beside it."""
+    if p < 0.001:
+        return "p<0.001"
+    digits = 2 if p >= 0.1 else 3
+    while (float(f"{p:.{digits}f}") < ALPHA) != (p < ALPHA):
+        digits += 1
+    return f"p={p:.{digits}f}"
+
+
 def _entry(cell: Cell, best: float | None, plain: bool) -> Entry:
-    """The value, bold when best; for a compared run also Δ, the significance mark, the interval."""
+    """The value, bold when best; for a compared run also Δ, the significance mark, the adjusted
+    p-value and the interval."""
     if cell.value is None:
         return Entry("–")
     note = ""
-    if not plain and cell.delta is not None:
-        note = f" ({cell.delta:+.4f}{'†' if cell.significant else ''})"
+    if not plain and cell.delta is not None and cell.p_adjusted is not None:  # tested: both or neither
+        note = f" ({cell.delta:+.4f}{'†' if cell.significant else ''}, {p_text(cell.p_adjusted)})"
         if cell.interval:
             note += f" [{cell.interval[0]:+.4f}, {cell.interval[1]:+.4f}]"
     return Entry(f"{cell.value:.4f}", note, bold=best is not None and cell.value == best)
@@ -51,12 +64,13 @@ def _entry(cell: Cell, best: float | None, plain: bool) -> Entry:
 def _columns(comparison: Comparison) -> list[Column]:
     columns = [Column("Dataset", numeric=False)]
     for run in comparison.runs:
-        columns.append(Column(run.label + (" (baseline)" if run is comparison.baseline else "")))
+        name = run.label + (" (baseline)" if run is comparison.baseline else "")
+        columns.append(Column(name, label=run.label))
         if run is not comparison.baseline:
-            columns.append(Column("W/T/L"))
+            columns.append(Column("W/T/L", follows=True))
     for published in comparison.published:
         name = f"{published.label}, first stage: {published.first_stage}"
-        columns.append(Column(name, name.replace(", first stage:", "\nfirst stage:")))
+        columns.append(Column(name, name.replace(", first stage:", "\nfirst stage:"), label=published.label))
     return columns
 
 

@@ -1,5 +1,6 @@
-"""The computed values themselves, for other tools: a report's summary CSV, a comparison's long
-and wide CSV and its JSON (every cell with p-values, intervals and W/T/L)."""
+"""The computed values themselves, for other tools: a report's summary CSV (a result folder's, and
+`export`'s with the model and suite on every line), a comparison's long and wide CSV and its JSON
+(every cell with p-values, intervals and W/T/L)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from rerank_eval.reporting.compare.comparison import Comparison
 from rerank_eval.reporting.report import Report
 
 
-def summary_csv(report: Report) -> str:
+def summary_csv(report: Report, labelled: bool = False) -> str:
+    """`summary.csv`; `labelled`: led by `model` and `suite` columns (the manifest's names), so that
+    the exports of several results concatenate into one table. A result folder's own summary.csv
+    leaves them to its manifest and stays byte-identical to the one earlier versions wrote."""
+    frame = report.summary_frame()
+    if labelled:
+        frame.insert(0, "suite", report.manifest.suite.name)
+        frame.insert(0, "model", report.manifest.model.name)
     buffer = io.StringIO()
-    report.summary_frame().to_csv(buffer, index=False, float_format="%.10f")
+    frame.to_csv(buffer, index=False, float_format="%.10f")
     return buffer.getvalue()
 
 

@@ -1,13 +1,32 @@
-"""A comparison as grouped bars per row, one bar per run; the baseline hatched and named."""
+"""A bar chart (`reporting/chart.py`) as a figure for a paper, in the format its file name says.
+
+One column of a two-column paper wide (3.4 in) or the page's width (7 in), by its number of bars,
+so that it is included at its size and its fonts stay a paper's sizes. The legend sits above the
+axes, where it covers no bar; each bar carries its value, a mark where it differs significantly
+from the baseline, and its error bar where the chart has one; the caption sits under the axes.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rerank_eval.errors import ParameterError
-from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.chart import BarChart, Series
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 300  # raster formats (PNG); vector ones (PDF, SVG) have none
+COLUMN, PAGE = (3.4, 2.8), (7.0, 3.2)  # inches, width by height
+MOST_BARS_IN_A_COLUMN = 12
+FONT, VALUE_FONT, CAPTION_FONT = 7.0, 5.0, 6.5  # points
+VALUE_RISE, MARK_RISE = 1.5, 17.5  # points above a bar's top (or its error bar's): its value, its mark
+LABEL_ROOM = 26.0  # points the value and mark need above the highest bar
 
 
 def check_plot_path(path: Path) -> None:
@@ -21,30 +40,71 @@ def check_plot_path(path: Path) -> None:
         )
 
 
-def plot(comparison: Comparison, path: Path) -> None:
-    """Grouped bars per row, one bar per run; the baseline hatched and named in the legend."""
-    import matplotlib
+def figure_size(chart: BarChart) -> tuple[float, float]:
+    bars = len(chart.groups) * len(chart.series)
+    return COLUMN if bars <= MOST_BARS_IN_A_COLUMN else PAGE
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _series(axes: Axes, series: Series, positions: np.ndarray, width: float, colour: str) -> list[float]:
+    """One run's bars, their values and marks; returns the heights its labels start at."""
+    values = [np.nan if bar.value is None else bar.value for bar in series.bars]
+    errors = np.array([bar.error or (np.nan, np.nan) for bar in series.bars]).T
+    axes.bar(
+        positions, values, width, label=series.label,
+        yerr=errors if any(bar.error for bar in series.bars) else None,
+        color="white" if series.baseline else colour, hatch="////" if series.baseline else None,
+        edgecolor="black", linewidth=0.4, error_kw={"elinewidth": 0.6, "capsize": 1.5, "capthick": 0.6},
+    )  # fmt: skip
+    tops = []
+    for position, bar in zip(positions, series.bars):
+        if bar.value is None:
+            continue
+        top = bar.value + (bar.error[1] if bar.error else 0.0)
+        tops.append(top)
+        common = {"xy": (position, top), "textcoords": "offset points", "ha": "center", "va": "bottom"}
+        axes.annotate(f"{bar.value:.3f}", xytext=(0, VALUE_RISE), rotation=90, fontsize=VALUE_FONT, **common)
+        if bar.mark:
+            axes.annotate(bar.mark, xytext=(0, MARK_RISE), fontsize=FONT, **common)
+    return tops
+
+
+def figure(chart: BarChart) -> Figure:
+    """The figure, drawn but not saved (tests read its texts and layout)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    size = figure_size(chart)
+    drawn = Figure(figsize=size, layout="constrained")
+    axes = drawn.add_subplot()
+    width = 0.8 / len(chart.series)
+    groups = np.arange(len(chart.groups))
+    colours = colormaps["tab10"]
+    tops = []
+    for index, series in enumerate(chart.series):
+        offset = (index - (len(chart.series) - 1) / 2) * width
+        tops += _series(axes, series, groups + offset, width, colours(index % colours.N))
+    axes.set_xticks(groups, chart.groups, rotation=30, ha="right", rotation_mode="anchor")
+    axes.set_ylabel(chart.axis, fontsize=FONT + 1)
+    axes.tick_params(labelsize=FONT)
+    axes.spines[["top", "right"]].set_visible(False)
+    longest = max(len(series.label) for series in chart.series)
+    columns = int(size[0] * 72 // (FONT * (0.6 * longest + 3)))  # a legend entry: handle and label
+    drawn.legend(loc="outside upper center", ncols=max(1, min(len(chart.series), columns)),
+                 fontsize=FONT, frameon=False)  # fmt: skip
+    characters = int(size[0] * 72 / (CAPTION_FONT * 0.55))
+    caption = textwrap.fill(chart.caption, characters, break_on_hyphens=False, break_long_words=False)
+    drawn.supxlabel(caption, x=0.01, ha="left", multialignment="left", fontsize=CAPTION_FONT)
+    # room above the highest bar for its value and mark, in points of the laid-out axes
+    drawn.get_layout_engine().execute(drawn)
+    height = axes.get_position().height * size[1] * 72
+    axes.set_ylim(0, max(tops, default=1.0) / max(0.5, 1 - LABEL_ROOM / height))
+    return drawn
+
+
+def plot(chart: BarChart, path: Path) -> None:
+    """The figure written to `path`, in the format of its extension (.png, .pdf, .svg, ...)."""
+    from matplotlib import rc_context
 
     check_plot_path(path)
-    rows = comparison.rows
-    width = 0.8 / max(1, len(comparison.labels))
-    figure, axes = plt.subplots(figsize=(max(8.0, 0.9 * len(rows) + 2), 5), dpi=100)
-    positions = np.arange(len(rows))
-    for index, label in enumerate(comparison.labels):
-        values = [row.cells[label].value or 0.0 for row in rows]
-        is_baseline = label == comparison.baseline.label
-        axes.bar(
-            positions + index * width, values, width,
-            label=f"{label} (baseline)" if is_baseline else label,
-            hatch="//" if is_baseline else None, edgecolor="black" if is_baseline else None,
-        )  # fmt: skip
-    axes.set_xticks(positions + width * (len(comparison.labels) - 1) / 2)
-    axes.set_xticklabels([row.name for row in rows], rotation=45, ha="right")
-    axes.set_ylabel(comparison.metric)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    with rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):  # TrueType fonts, which publishers accept
+        figure(chart).savefig(path, dpi=DPI)

@@ -1,0 +1,116 @@
+"""`models`, `suites` and `datasets`: what can be run, as the configuration (packaged, with a
+user's `--config` merged over it) declares it.
+
+Tables keep what users type whole (preset, family, suite and dataset names never wrap or cut);
+longer free text folds instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from rerank_eval.cli.app import app, console, user_errors
+from rerank_eval.cli.options import ConfigOpt
+from rerank_eval.config.reader import load_config
+from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
+
+
+def _typed_column(table: Table, header: str, values: list[str]) -> None:
+    """A column of names users type: as wide as its longest value, never wrapped."""
+    table.add_column(header, no_wrap=True, min_width=max(map(len, [*values, header]), default=0))
+
+
+def _config_title(what: str, cfg: BenchmarkConfig) -> Text:
+    files = " + ".join(str(f.path) for f in cfg.files) or str(cfg.path)
+    return Text(f"{what} ({files})")
+
+
+@app.command("models")
+@user_errors
+def models(config: ConfigOpt = None) -> None:
+    """List the model presets: family, Hub id, size, rough GPU memory need; then what each needs and sets."""
+    cfg = load_config(config)
+    presets = list(cfg.models.values())
+    table = Table(title=_config_title("Model presets", cfg))
+    _typed_column(table, "Preset", [p.name for p in presets])
+    _typed_column(table, "Family", [p.family for p in presets])
+    for column in ("Model", "Size", "GPU memory"):
+        table.add_column(column, overflow="fold")
+    for preset in presets:
+        cells = (
+            preset.name,
+            preset.family,
+            preset.model or preset.description,
+            preset.size,
+            preset.gpu_memory,
+        )
+        table.add_row(*map(Text, cells))
+    console.print(table)
+    # what a preset needs and sets, a line each (a table column would be cut on a narrow terminal)
+    for preset in presets:
+        needs = ["--trust-remote-code"] if preset.trust_remote_code else []
+        if preset.package:
+            needs.append(f"offline with pip package {preset.package.replace('_', '-')}")
+        settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
+        details = [f"needs {'; '.join(needs)}"] * bool(needs) + [f"settings {settings}"] * bool(settings)
+        if details:
+            console.print(Text(f"{preset.name}: {'; '.join(details)}"))
+
+
+@app.command("suites")
+@user_errors
+def suites(config: ConfigOpt = None) -> None:
+    """List the suites: datasets, headline average, first stages."""
+    cfg = load_config(config)
+    table = Table(title=_config_title("Suites", cfg))
+    _typed_column(table, "Suite", list(cfg.suites))
+    for column in ("Datasets", "Average", "First stage"):
+        table.add_column(column, overflow="fold")
+    for suite in cfg.suites.values():
+        rows = {d.row for d in suite.datasets}
+        in_average = {d.row for d in suite.datasets if d.in_average}
+        stages = sorted({d.first_stage or "(command line)" for d in suite.datasets})
+        average = f"{suite.average_label} ({len(in_average)} rows)"
+        table.add_row(Text(suite.name), Text(f"{len(rows)} rows"), Text(average), Text(", ".join(stages)))
+    console.print(table)
+    console.print("the datasets of one: rerank-eval datasets SUITE", highlight=False)
+
+
+@app.command("datasets")
+@user_errors
+def datasets(
+    suite: Annotated[str, typer.Argument(help="The suite to list (see `rerank-eval suites`).")],
+    config: ConfigOpt = None,
+) -> None:
+    """List a suite's datasets: the key to pass to --datasets, where it comes from, its first stage,
+    whether it is in the headline average."""
+    cfg = load_config(config)
+    spec = cfg.suite(suite)
+    table = Table(title=_config_title(f"Suite {spec.name}", cfg))
+    _typed_column(table, "Key", [d.key for d in spec.datasets])
+    table.add_column("Source", overflow="fold")
+    _typed_column(table, "First stage", [d.first_stage or "-" for d in spec.datasets])
+    table.add_column(f"In {spec.average_label}", overflow="fold")
+    for dataset in spec.datasets:
+        table.add_row(
+            Text(dataset.key),
+            Text(_source(dataset)),
+            Text(dataset.first_stage or "-"),
+            Text(_average(dataset)),
+        )
+    console.print(table)
+
+
+def _source(dataset: DatasetSpec) -> str:
+    if dataset.local is None:
+        return str(dataset.ir_datasets_id)
+    return dataset.origin.removeprefix("local files in ")
+
+
+def _average(dataset: DatasetSpec) -> str:
+    """In the headline average or not, and the row it is averaged into (CQADupStack's forums)."""
+    return ("yes" if dataset.in_average else "no") + (f", row {dataset.group}" if dataset.group else "")

@@ -1,0 +1,164 @@
+"""Benchmarks files read as layers: the packaged file first, then the user's `--config` on top.
+
+A user file states only what it adds or changes. Entries merge by name (first stages, model
+presets, suites) and, inside a suite of the same name, datasets merge by key; the later layer's
+entry replaces the earlier one whole, so what a result used is always one file's entry, never a
+mixture of two. `defaults` (top level and a suite's) merge key by key. Every entry remembers the
+file it came from, so a refusal names that file and the entry's place in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rerank_eval.config.bounded_yaml import Refused, load_bounded
+from rerank_eval.errors import UserError, closest
+from rerank_eval.paths import name_problem, special_file_kind
+
+TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
+NAMED_SECTIONS = ("first_stages", "models")
+
+
+@dataclass(frozen=True)
+class ConfigLayer:
+    """One benchmarks file as read: its path, content hash and top-level mapping."""
+
+    path: Path
+    sha256: str
+    raw: dict[str, Any]
+
+
+@dataclass
+class MergedConfig:
+    """The layers merged, with the file each entry came from (`origins`, keyed by the entry's
+    place as refusals name it: `defaults.KEY`, `first_stages.NAME`, `suites.NAME`)."""
+
+    raw: dict[str, Any]
+    origins: dict[str, Path] = field(default_factory=dict)
+    #: per suite, each merged dataset entry's place in its own file (`suites.NAME.datasets[I]`)
+    #: and that file
+    dataset_places: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)
+
+    def origin(self, where: str, fallback: Path) -> Path:
+        """The file of the most specific entry that `where` lies in."""
+        best, best_length = fallback, -1
+        for place, path in self.origins.items():
+            inside = where == place or where.startswith((place + ".", place + "["))
+            if inside and len(place) > best_length:
+                best, best_length = path, len(place)
+        return best
+
+
+def read_layer(path: Path) -> ConfigLayer:
+    """One benchmarks file, read strictly (see bounded_yaml); errors name the file."""
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"config {path} is {kind}, not a file")
+    try:
+        content = path.read_bytes()
+        raw = load_bounded(content)
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8") from None
+    except Refused as exc:
+        raise UserError(f"{path}, line {exc.line}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return ConfigLayer(path, hashlib.sha256(content).hexdigest(), raw)
+
+
+def merge_layers(layers: list[ConfigLayer]) -> MergedConfig:
+    """The layers merged in order (later wins), each checked for its shape as it is merged."""
+    merged = MergedConfig({"defaults": {}, "first_stages": {}, "suites": {}, "models": {}})
+    for layer in layers:
+        _LayerMerger(layer, merged).merge()
+    return merged
+
+
+class _LayerMerger:
+    def __init__(self, layer: ConfigLayer, merged: MergedConfig) -> None:
+        self.layer, self.merged = layer, merged
+
+    def fail(self, where: str, what: str) -> UserError:
+        return UserError(f"{self.layer.path}: {where}: {what}")
+
+    def mapping(self, where: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {value!r}")
+        return value
+
+    def name(self, where: str, value: Any) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise self.fail(where, problem)
+        return value
+
+    def merge(self) -> None:
+        raw = self.layer.raw
+        for key in raw:
+            if key not in TOP_LEVEL_KEYS:
+                close = closest(str(key), TOP_LEVEL_KEYS)
+                hint = f"; did you mean {close!r}?" if close else f" (accepted: {', '.join(TOP_LEVEL_KEYS)})"
+                raise self.fail("top level", f"unknown key {key!r}{hint}")
+        defaults = self.mapping("defaults", raw.get("defaults"))
+        self.merged.raw["defaults"].update(defaults)
+        for key in defaults:
+            self.merged.origins[f"defaults.{key}"] = self.layer.path
+        for section in NAMED_SECTIONS:
+            for name, body in self.mapping(section, raw.get(section)).items():
+                self.merged.raw[section][self.name(section, name)] = body
+                self.merged.origins[f"{section}.{name}"] = self.layer.path
+        for name, body in self.mapping("suites", raw.get("suites")).items():
+            self.suite(self.name("suites", name), body)
+
+    def suite(self, name: str, body: Any) -> None:
+        where = f"suites.{name}"
+        body = self.mapping(where, body)
+        datasets = body.get("datasets", [])
+        if not isinstance(datasets, list):
+            raise self.fail(where, f"datasets: expected a list, got {datasets!r}")
+        suites = self.merged.raw["suites"]
+        if name not in suites:
+            suites[name] = {"datasets": []}
+            self.merged.dataset_places[name] = []
+        suite = suites[name]
+        for key, value in body.items():
+            if key == "defaults":
+                suite.setdefault("defaults", {}).update(self.mapping(f"{where}.defaults", value))
+            elif key != "datasets":
+                suite[key] = value
+        self.merged.origins.setdefault(where, self.layer.path)
+        if any(key != "datasets" for key in body):
+            self.merged.origins[where] = self.layer.path
+        places = self.merged.dataset_places[name]
+        seen: set[Any] = set()
+        for index, entry in enumerate(datasets):
+            place = f"{where}.datasets[{index}]"
+            key = entry.get("key") if isinstance(entry, dict) else None
+            key = key if isinstance(key, str) else None  # any other is refused when read
+            if key is not None and key in seen:
+                raise self.fail(where, f"dataset key {key!r} appears twice")
+            seen.add(key)
+            keys = [old.get("key") if isinstance(old, dict) else None for old in suite["datasets"]]
+            position = keys.index(key) if key is not None and key in keys else None
+            if position is None:
+                suite["datasets"].append(entry)
+                places.append((place, self.layer.path))
+            else:
+                suite["datasets"][position] = entry
+                places[position] = (place, self.layer.path)

@@ -1,0 +1,169 @@
+"""A dataset in local files (a BEIR-format folder, or corpus, queries and qrels files), with the
+same interface as `IrDataset`, so candidates, self-matches, evaluation and the manifest are
+handled exactly as for an ir_datasets id.
+
+Files are identified by their content: the SHA-256 of each goes into the manifest, the score
+journal's key and the names of what is built from the corpus (the doc store, a BM25 index, corpus
+embeddings), so an edited file is never mistaken for the one scored before, and a moved one is.
+Documents are looked up in ir_datasets' own doc store (`PickleLz4FullStore`), built once from a
+streaming read of the corpus into a temporary folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rerank_eval.cache import cache_root
+from rerank_eval.config.schema import DatasetSpec
+from rerank_eval.datasets.ir_dataset import document_text
+from rerank_eval.datasets.local_files import (
+    LocalDoc,
+    check_readable,
+    read_documents,
+    read_qrels,
+    read_queries,
+)
+from rerank_eval.errors import UserError
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """(SHA-256, number of line ends) of a file, read in chunks."""
+    digest, lines = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+    return digest.hexdigest(), lines
+
+
+def _id_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
+
+
+class LocalDataset:
+    """Queries, qrels and documents of one dataset entry that names local files."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        assert spec.local is not None
+        self.spec = spec
+        self.id = spec.origin
+        self.files = {"corpus": Path(spec.local.corpus), "queries": Path(spec.local.queries),
+                      "qrels": Path(spec.local.qrels)}  # fmt: skip
+        for role, path in self.files.items():
+            check_readable(role, path)
+        self._digests: dict[str, tuple[str, int]] | None = None
+        self._qrels: dict[str, dict[str, int]] | None = None
+
+    def digests(self) -> dict[str, tuple[str, int]]:
+        """Each file's (SHA-256, line ends), computed once."""
+        if self._digests is None:
+            self._digests = {role: file_digest(path) for role, path in self.files.items()}
+        return self._digests
+
+    def identity(self) -> str:
+        """What the scores depend on: the three files' contents, not where they lie."""
+        shas = {role: sha for role, (sha, _) in self.digests().items()}
+        return "local:" + hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """For the manifest: each file's path and content hash."""
+        digests = self.digests()
+        files = {role: {"path": str(path), "sha256": digests[role][0]} for role, path in self.files.items()}
+        return {"local_files": files}
+
+    def qrels(self) -> dict[str, dict[str, int]]:
+        if self._qrels is None:
+            self._qrels = read_qrels(self.files["qrels"])
+        return self._qrels
+
+    def queries(self) -> dict[str, str]:
+        """The judged queries (as BEIR's loader keeps a split's: a queries file usually holds
+        every split's); a judged query the file lacks is refused, since it would score 0."""
+        every = read_queries(self.files["queries"])
+        missing = sorted(set(self.qrels()) - set(every))
+        if missing:
+            raise UserError(
+                f"{self.files['qrels']} judges {len(missing)} queries that {self.files['queries']} does not "
+                f"have (e.g. {missing[0]!r}); are they files of the same dataset?"
+            )
+        return {query_id: text for query_id, text in every.items() if query_id in self.qrels()}
+
+    def documents(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """Texts of the given documents; ids absent from the corpus are absent from the result."""
+        found = self._store().get_many(list(doc_ids))
+        return {doc_id: document_text(doc) for doc_id, doc in found.items()}
+
+    def iter_documents(self) -> Iterator[tuple[str, str]]:
+        for doc in self._checked_documents():
+            yield doc.doc_id, document_text(doc)
+
+    def corpus_id(self) -> str:
+        return f"local-{self.digests()['corpus'][0][:16]}"
+
+    def documents_count(self) -> int | None:
+        """The corpus's lines (one document each, blank lines aside): a count for estimates."""
+        return self.digests()["corpus"][1] or None
+
+    def _checked_documents(self) -> Iterator[LocalDoc]:
+        """The corpus's documents, refusing a doc id given twice (a lookup would return either).
+        Ids are kept as 8-byte hashes, so a corpus of 100M documents needs 800 MB here; a hash
+        seen twice is confirmed, with its lines, by a second read."""
+        seen = array("Q")
+        for _, doc in read_documents(self.files["corpus"]):
+            seen.append(_id_hash(doc.doc_id))
+            yield doc
+        import numpy as np
+
+        hashes = np.sort(np.frombuffer(seen, dtype=np.uint64))
+        repeated = hashes[1:][hashes[1:] == hashes[:-1]]
+        if len(repeated):
+            self._refuse_repeated_id(int(repeated[0]))
+
+    def _refuse_repeated_id(self, id_hash: int) -> None:
+        lines: dict[str, list[int]] = {}
+        for number, doc in read_documents(self.files["corpus"]):
+            if _id_hash(doc.doc_id) == id_hash:
+                lines.setdefault(doc.doc_id, []).append(number)
+        doc_id, numbers = next((d, n) for d, n in lines.items() if len(n) > 1)
+        first, again = numbers[:2]
+        corpus = self.files["corpus"]
+        raise UserError(f"{corpus}, line {again}: document {doc_id!r} again (first on line {first})")
+
+    def _store(self) -> Any:
+        """ir_datasets' doc store of the corpus, built once (complete, or not there at all)."""
+        from ir_datasets.indices import PickleLz4FullStore
+
+        folder = cache_root() / "docstores" / self.corpus_id()
+
+        def store(path: Path) -> Any:
+            return PickleLz4FullStore(
+                path=str(path), init_iter_fn=self._checked_documents, data_cls=LocalDoc,
+                lookup_field="doc_id", index_fields=["doc_id"], count_hint=self.documents_count(),
+            )  # fmt: skip
+
+        if not folder.is_dir():
+            building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+            shutil.rmtree(building, ignore_errors=True)
+            print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)
+            try:
+                built = store(building)
+                built.build()
+                built.lookup.close()
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
+            try:
+                os.replace(building, folder)
+            except OSError:  # another process completed it first
+                shutil.rmtree(building, ignore_errors=True)
+        return store(folder)

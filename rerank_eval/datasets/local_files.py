@@ -1,0 +1,157 @@
+"""Strict, streaming readers of the files a local dataset is made of.
+
+The formats are BEIR's (`corpus.jsonl`, `queries.jsonl`, `qrels/SPLIT.tsv`) and their common plain
+variants: TSV corpora and queries (MS MARCO's `id<TAB>text`) and TREC qrels (`query 0 doc grade`).
+Files may come from anyone, so every line is checked: a malformed one is a one-line error naming
+the file and the line; a line longer than `MAX_LINE_BYTES` is refused before it is held in memory,
+and nothing but the current line is ever held.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rerank_eval.errors import UserError
+from rerank_eval.paths import special_file_kind
+
+#: a longer line is not a document of any benchmark (MIRACL's longest passage is a few KB)
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: BEIR's qrels header line
+BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+class LocalDoc(NamedTuple):
+    """A document as ir_datasets' doc store keeps it (module level, so that it pickles)."""
+
+    doc_id: str
+    title: str
+    text: str
+
+
+def check_readable(role: str, path: Path) -> None:
+    """A regular file that exists (a FIFO would block forever, a device never end)."""
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"{role} file {path} is {kind}, not a file")
+    if not path.is_file():
+        raise UserError(f"{role} file not found: {path}")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 file with their 1-based numbers (a byte-order mark and line
+    ends removed); a line over `MAX_LINE_BYTES` or not UTF-8 is refused."""
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise UserError(f"{path}, line {number}: longer than {MAX_LINE_BYTES // 2**20} MiB")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}, line {number}: not valid UTF-8") from None
+            if line.strip():
+                yield number, line
+
+
+def is_jsonl(path: Path) -> bool:
+    """JSON lines by name (`.jsonl`, `.json`); anything else is read as tab-separated."""
+    return path.suffix.lower() in (".jsonl", ".json")
+
+
+def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict) or any(f not in value for f in fields):
+        names = ", ".join(f'"{f}"' for f in fields)
+        raise UserError(f"{path}, line {number}: expected a JSON object with {names}")
+    for name in ("_id", "title", "text"):
+        item = value.get(name)
+        if item is not None and (isinstance(item, bool) or not isinstance(item, (str, int))):
+            raise UserError(f'{path}, line {number}: "{name}" should be a string, not {item!r}'[:200])
+    if not str(value["_id"]).strip():
+        raise UserError(f'{path}, line {number}: the "_id" is empty')
+    return value
+
+
+def _columns(path: Path, number: int, line: str, counts: tuple[int, ...], names: str) -> list[str]:
+    columns = line.split("\t")
+    if len(columns) not in counts or not columns[0].strip():
+        raise UserError(
+            f"{path}, line {number}: expected {' or '.join(map(str, counts))} tab-separated columns "
+            f"({names}), got {len(columns)}" + ("" if columns[0].strip() else " with an empty id")
+        )
+    return columns
+
+
+def read_documents(path: Path) -> Iterator[tuple[int, LocalDoc]]:
+    """(line number, document) of a corpus: BEIR JSON lines (`_id`, `text`, optional `title`) or
+    TSV (`id<TAB>text` or `id<TAB>title<TAB>text`)."""
+    for number, line in numbered_lines(path):
+        if is_jsonl(path):
+            value = _json_object(path, number, line, ("_id", "text"))
+            yield number, LocalDoc(str(value["_id"]), str(value.get("title") or ""), str(value["text"]))
+        else:
+            columns = _columns(path, number, line, (2, 3), "id, [title,] text")
+            title = columns[1] if len(columns) == 3 else ""
+            yield number, LocalDoc(columns[0], title, columns[-1])
+
+
+def read_queries(path: Path) -> dict[str, str]:
+    """Query id -> text: BEIR JSON lines (`_id`, `text`) or TSV (`id<TAB>text`); an id given twice
+    is refused (which text was meant?)."""
+    queries: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, line in numbered_lines(path):
+        if is_jsonl(path):
+            value = _json_object(path, number, line, ("_id", "text"))
+            query_id, text = str(value["_id"]), str(value["text"])
+        else:
+            query_id, text = _columns(path, number, line, (2,), "id, text")
+        if query_id in queries:
+            first = lines[query_id]
+            raise UserError(f"{path}, line {number}: query {query_id!r} again (first on line {first})")
+        queries[query_id], lines[query_id] = text, number
+    if not queries:
+        raise UserError(f"queries file {path} has no queries")
+    return queries
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Query id -> {doc id: grade}: TREC qrels (`query iteration doc grade`) or BEIR's TSV with its
+    `query-id corpus-id score` header; a (query, doc) pair judged twice is refused."""
+    qrels: dict[str, dict[str, int]] = {}
+    beir = False
+    for number, line in numbered_lines(path):
+        fields = line.split()
+        if not qrels and not beir and tuple(fields) == BEIR_QRELS_HEADER:
+            beir = True
+            continue
+        expected = 3 if beir else 4
+        if len(fields) != expected:
+            layout = "query-id corpus-id score" if beir else "query iteration doc grade"
+            got = len(fields)
+            raise UserError(f"{path}, line {number}: expected {expected} fields '{layout}', got {got}")
+        query_id, doc_id, grade_text = fields[0], fields[-2], fields[-1]
+        try:
+            grade = int(grade_text)
+        except ValueError:
+            raise UserError(f"{path}, line {number}: grade {grade_text!r} is not an integer") from None
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged:
+            raise UserError(f"{path}, line {number}: query {query_id!r}, document {doc_id!r} judged again")
+        judged[doc_id] = grade
+    if not qrels:
+        raise UserError(f"qrels file {path} has no judgements")
+    return qrels

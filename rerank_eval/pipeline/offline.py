@@ -1,0 +1,102 @@
+"""Everything a run would download and cannot, said at once.
+
+Without internet, the first missing file used to stop a run, and fixing it revealed the next one.
+When a run meets a `MissingDownload`, it asks for each of its models and datasets in turn (every
+lookup fails fast without internet), collects what is missing and ends with one line naming all
+of it, the exact `rerank-eval fetch` command that fills the caches, and the folders to copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from rerank_eval.config.schema import DatasetSpec
+from rerank_eval.datasets import open_dataset
+from rerank_eval.errors import MissingDownload, UserError
+from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
+from rerank_eval.pipeline.plan import RunPlan
+
+
+def _model_sources(plan: RunPlan, models: list[str]) -> list[str]:
+    """The Hub ids of the models (presets resolved; directories and model-less presets left out)."""
+    sources = []
+    for name in models:
+        preset = plan.config.models.get(name)
+        source = preset.model if preset else name
+        if source and not Path(source).expanduser().exists():
+            sources.append(source)
+    return sources
+
+
+def _dataset_probe(spec: DatasetSpec) -> None:
+    """Queries, judgements and the doc store, as a run reads them."""
+    dataset = open_dataset(spec)
+    dataset.queries()
+    dataset.qrels()
+    dataset.documents([])
+
+
+def _first_stage_probe(plan: RunPlan, spec: DatasetSpec) -> None:
+    """The first stage's downloads (a published run, an encoder), apart from the dataset's."""
+    if plan.runs.path_for(spec) is None:
+        source = plan.config.first_stage_for(spec, plan.first_stage_override)
+        depth = plan.candidate_policy(spec).depth
+        fetch_first_stage(FirstStageRequest(spec, source, open_dataset(spec), {}, depth), build=False)
+
+
+def _probes(plan: RunPlan, models: list[str]) -> list[Callable[[], object]]:
+    from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+
+    probes: list[Callable[[], object]] = [
+        functools.partial(resolve_checkpoint, source) for source in _model_sources(plan, models)
+    ]
+    for spec in plan.datasets:
+        probes += [functools.partial(_dataset_probe, spec), functools.partial(_first_stage_probe, plan, spec)]
+    return probes
+
+
+def missing_downloads(plan: RunPlan, models: list[str]) -> list[MissingDownload]:
+    """What each model and dataset of the run would download and cannot, in run order; other
+    problems are left for the run itself to report once the files are there."""
+    missing: dict[str, MissingDownload] = {}
+    for probe in _probes(plan, models):
+        try:
+            probe()
+        except MissingDownload as exc:
+            missing.setdefault(exc.item, exc)
+        except UserError:
+            continue
+    return list(missing.values())
+
+
+def fetch_command(plan: RunPlan, models: list[str]) -> str:
+    """The `rerank-eval fetch` command that fills every cache this run reads."""
+    words = ["rerank-eval", "fetch", plan.suite.name, "--datasets", ",".join(d.key for d in plan.datasets)]
+    for model in models:
+        words += ["--model", model]
+    if plan.first_stage_override:
+        words += ["--first-stage", plan.first_stage_override]
+    if len(plan.config.files) > 1:
+        words += ["--config", str(plan.config.path)]
+    return shlex.join(words)
+
+
+def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload) -> UserError:
+    """One line: all that is missing, the fetch command, the folders to copy (`first`'s own
+    message, which says where its one file goes, when nothing else is missing)."""
+    found = missing_downloads(plan, models)
+    if len(found) <= 1:
+        return first
+    items = [exc.item for exc in found]
+    folders: dict[str, str] = {}
+    for exc in found:
+        folders.setdefault(exc.variable, exc.cache)
+    copies = " and ".join(folders.values())
+    variables = ", ".join(folders)
+    return UserError(
+        f"without internet, missing: {'; '.join(items)}. On a machine with internet run "
+        f"`{fetch_command(plan, models)}`, then copy {copies} here (or point {variables} at the copies)"
+    )

@@ -1,0 +1,240 @@
+"""Datasets in local files: a BEIR-format folder and plain corpus/queries/qrels files, evaluated
+end to end exactly as the same data through ir_datasets; malformed files give one line each."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.config.reader import load_config
+from rerank_eval.errors import UserError
+from tests import builders
+from tests.checkpoints import build_cross_encoder
+from tests.expected import first_stage_ndcg, mean
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """scifact's fixture as BEIR distributes it (a folder), and as TSV/TREC files."""
+    import os
+
+    root = tmp_path_factory.mktemp("local")
+    source = Path(os.environ["IR_DATASETS_HOME"]) / "beir" / "scifact" / "source.zip"
+    with zipfile.ZipFile(source) as archive:
+        archive.extractall(root)  # root/scifact/{corpus.jsonl, queries.jsonl, qrels/test.tsv}
+    files = root / "files"
+    files.mkdir()
+    (files / "corpus.tsv").write_text(
+        "".join(f"{doc}\t{title}\t{text}\n" for doc, (title, text) in builders.SCIFACT_DOCS.items())
+    )
+    (files / "queries.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in builders.SCIFACT_QUERIES.items()))
+    (files / "qrels.txt").write_text(
+        "".join(f"{q} 0 {d} {g}\n" for q, docs in builders.SCIFACT_QRELS.items() for d, g in docs.items())
+    )
+    config = root / "local.yaml"
+    config.write_text(
+        "suites:\n  local:\n    datasets:\n"
+        "      - {key: scifact, path: scifact, split: test}\n"
+        "      - {key: plain, corpus: files/corpus.tsv, queries: files/queries.tsv, qrels: files/qrels.txt}\n"
+    )
+    return {
+        "root": root,
+        "config": config,
+        "run": builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN),
+        "model": build_cross_encoder(root / "ce"),
+    }
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The one `error:` line a refused command ends with (progress lines may come before it)."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    return lines[-1]
+
+
+def per_query(folder: Path, dataset: str, stage: str = "reranked") -> dict[str, float]:
+    import pandas as pd
+
+    table = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str})
+    rows = table[(table.dataset == dataset) & (table.stage == stage) & (table.measure == "nDCG@10")]
+    return dict(zip(rows.query_id, rows.value, strict=True))
+
+
+def test_entries_name_local_files_relative_to_their_config(data):
+    local = {d.key: d for d in load_config(data["config"]).suite("local").datasets}
+    folder = data["root"] / "scifact"
+    assert local["scifact"].ir_datasets_id is None
+    assert Path(local["scifact"].local.corpus) == folder / "corpus.jsonl"
+    assert Path(local["scifact"].local.qrels) == folder / "qrels" / "test.tsv"
+    assert Path(local["plain"].local.qrels) == data["root"] / "files" / "qrels.txt"
+
+
+def test_a_beir_folder_with_a_trec_run_scores_as_computed_by_hand(data, tmp_path):
+    """Any TREC run against any qrels file: the first-stage order evaluated (the unjudged query
+    9 left out, judged query 3 without candidates scoring 0), the manifest holding the files' hashes."""
+    out = tmp_path / "out"
+    result = invoke("run", "local", "--config", data["config"], "--datasets", "scifact", "--model", "bm25",
+                    "--run", f"scifact={data['run']}", "--top-k", "3", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = first_stage_ndcg(builders.SCIFACT_RUN, builders.SCIFACT_QRELS, 3)
+    assert set(expected) == {"1", "2", "3"} and expected["3"] == 0.0
+    assert per_query(out, "scifact") == pytest.approx(expected, abs=1e-12)
+    record = json.loads((out / "manifest.json").read_text())["datasets"][0]
+    folder = data["root"] / "scifact"
+    assert record["ir_datasets_id"] is None
+    assert record["local_files"] == {
+        role: {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for role, path in (
+            ("corpus", folder / "corpus.jsonl"),
+            ("queries", folder / "queries.jsonl"),
+            ("qrels", folder / "qrels" / "test.tsv"),
+        )
+    }
+    assert record["coverage"]["judged_queries"] == 3
+    assert f"{mean(expected.values()):.4f}" in result.output  # the table's nDCG@10
+
+
+@pytest.mark.parametrize("key", ["scifact", "plain"])
+def test_local_files_score_exactly_as_the_same_dataset_through_ir_datasets(data, key, tmp_path):
+    """The built-in BM25 over the local corpus and a cross-encoder over the texts looked up in
+    the local doc store give the ir_datasets path's values, query for query, and the same runs."""
+    common = ["--model", data["model"], "--first-stage", "bm25s", "--top-k", "3"]
+    local = invoke(
+        "run", "local", "--config", data["config"], "--datasets", key, *common, "--out", tmp_path / "l"
+    )
+    assert local.exit_code == 0, local.output
+    packaged = invoke("beir", "--datasets", "scifact", *common, "--out", tmp_path / "p")
+    assert packaged.exit_code == 0, packaged.output
+    for stage in ("first_stage", "reranked"):
+        assert per_query(tmp_path / "l", key, stage) == per_query(tmp_path / "p", "scifact", stage)
+    assert (tmp_path / "l" / "runs" / f"{key}.trec").read_text().replace(key, "scifact") == (
+        tmp_path / "p" / "runs" / "scifact.trec"
+    ).read_text().replace(key, "scifact")
+
+
+def test_an_edited_file_is_never_taken_for_the_one_scored_before(data, tmp_path):
+    root = tmp_path / "copy"
+    root.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (root / name).write_bytes((data["root"] / "scifact" / name).read_bytes())
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_bytes((data["root"] / "scifact" / "qrels" / "test.tsv").read_bytes())
+    config = tmp_path / "c.yaml"
+    config.write_text(f"suites:\n  mine:\n    datasets:\n      - {{key: s, path: {root}}}\n")
+    args = [
+        "run",
+        "mine",
+        "--config",
+        config,
+        "--model",
+        data["model"],
+        "--run",
+        f"s={data['run']}",
+        "--top-k",
+        "3",
+    ]
+
+    def resumed(out: str) -> int:
+        result = invoke(*args, "--out", tmp_path / out)
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / out / "manifest.json").read_text())["datasets"][0]["timings"][
+            "resumed_queries"
+        ]
+
+    assert resumed("first") == 0
+    assert resumed("same") == 2
+    corpus = root / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace("Daily low-dose aspirin", "Daily aspirin"))
+    assert resumed("edited") == 0
+
+
+def _entry(
+    tmp_path: Path, corpus: str, queries: str, qrels: str, names=("c.jsonl", "q.jsonl", "r.txt")
+) -> Path:
+    for name, text in zip(names, (corpus, queries, qrels), strict=True):
+        (tmp_path / name).write_bytes(text.encode() if isinstance(text, str) else text)
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "suites:\n  bad:\n    datasets:\n"
+        f"      - {{key: b, corpus: {names[0]}, queries: {names[1]}, qrels: {names[2]}}}\n"
+    )
+    return config
+
+
+GOOD_CORPUS = '{"_id": "d1", "title": "", "text": "one"}\n{"_id": "d2", "text": "two"}\n'
+GOOD_QUERIES = '{"_id": "q1", "text": "query"}\n'
+GOOD_QRELS = "q1 0 d1 1\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ((GOOD_CORPUS + "{not json\n", GOOD_QUERIES, GOOD_QRELS), "c.jsonl, line 3: not valid JSON"),
+        ((GOOD_CORPUS + '{"id": "d3", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         'c.jsonl, line 3: expected a JSON object with "_id", "text"'),
+        ((GOOD_CORPUS + '{"_id": "d1", "text": "again"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: document 'd1' again (first on line 1)"),
+        ((GOOD_CORPUS + '{"_id": ["d3"], "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: \"_id\" should be a string, not ['d3']"),
+        ((b'{"_id": "d1", "text": "\xff"}\n', GOOD_QUERIES, GOOD_QRELS), "c.jsonl, line 1: not valid UTF-8"),
+        ((GOOD_CORPUS, GOOD_QUERIES + GOOD_QUERIES, GOOD_QRELS),
+         "q.jsonl, line 2: query 'q1' again (first on line 1)"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 d2 1\n"),
+         "r.txt, line 2: expected 4 fields 'query iteration doc grade', got 3"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 high\n"),
+         "r.txt, line 2: grade 'high' is not an integer"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d1 0\n"),
+         "r.txt, line 2: query 'q1', document 'd1' judged again"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q2 0 d2 1\n"),
+         "r.txt judges 1 queries that {dir}/q.jsonl does not have (e.g. 'q2')"),
+        ((GOOD_CORPUS, "", GOOD_QRELS), "queries file {dir}/q.jsonl has no queries"),
+    ],
+)  # fmt: skip
+def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_path):
+    config = _entry(tmp_path, *files)
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s",
+                    "--out", tmp_path / "out")  # fmt: skip
+    assert message.format(dir=tmp_path) in error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tsv_columns_and_missing_files_are_one_line(tmp_path):
+    config = _entry(tmp_path, "d1\tone\n d2 two\n", "q1\tquery\n", GOOD_QRELS, ("c.tsv", "q.tsv", "r.txt"))
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert error_line(result) == (
+        f"error: {tmp_path}/c.tsv, line 2: expected 2 or 3 tab-separated columns (id, [title,] text), got 1"
+    )
+    (tmp_path / "q.tsv").unlink()
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert error_line(result) == f"error: queries file not found: {tmp_path}/q.tsv"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{key: a, id: beir/nq, path: x}", "gives both id (ir_datasets) and path (local files); use one"),
+        ("{key: a, path: x, corpus: c.jsonl}", "gives both path (a BEIR-format folder) and files; use one"),
+        ("{key: a, corpus: c.jsonl, queries: q.jsonl}",
+         "missing qrels (a local dataset names corpus, queries and qrels)"),
+        ("{key: a, path: x, split: ../test}",
+         "suites.s.datasets[0].split: '../test' cannot be used as a name"),
+        ("{key: a}", "missing id (ir_datasets), path (a BEIR folder) or corpus, queries, qrels"),
+    ],
+)  # fmt: skip
+def test_a_local_entry_names_one_source(entry, message, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"suites:\n  s:\n    datasets:\n      - {entry}\n")
+    with pytest.raises(UserError, match=f"^{config}: .*") as error:
+        load_config(config)
+    assert message in str(error.value)

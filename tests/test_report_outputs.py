@@ -1,0 +1,282 @@
+"""What `compare` and `export` show: p-values beside Δ, tables that fit 80 columns without cutting
+a name, the figure for a paper, and export CSVs that carry their model and suite.
+
+Expected values and significance are computed here from the saved per-query values (scipy's
+paired t-test, Holm written out), not read back from the comparison; only the bootstrap intervals
+the error bars draw are the comparison's (test_comparison checks them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+from scipy import stats
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app, results_commands
+from rerank_eval.reporting.compare.chart import comparison_chart
+from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.compare.table import comparison_table, p_text
+from rerank_eval.reporting.render.latex import latex
+from rerank_eval.reporting.render.markdown import markdown
+from rerank_eval.reporting.render.plot import figure, plot
+from rerank_eval.results.folder import load_result
+from tests.test_comparison import QUERIES, make_result
+
+# preset names as users type them; the baseline first
+NAMES = ["bm25", "jina-reranker-v3", "mxbai-rerank-large-v2", "qwen3-reranker-0.6b"]
+SHIFTS = [0.0, 0.08, 0.0, -0.03]
+FORUMS = ["cqadupstack-android", "cqadupstack-english"]
+ROWS = {"scifact": ["scifact"], "fiqa": ["fiqa"], "cqadupstack": FORUMS}
+AVERAGES = {"BEIR-13": ["scifact", "fiqa"], "Average, all 3 rows": ["scifact", "fiqa", "cqadupstack"]}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("outputs")
+    return {
+        name: make_result(root, name, shift, noise=0.0 if index == 0 else 0.05, seed=index)
+        for index, (name, shift) in enumerate(zip(NAMES, SHIFTS))
+    }
+
+
+def per_query(folder: Path, dataset: str) -> np.ndarray:
+    frame = load_result(folder).per_query
+    selected = frame[(frame.dataset == dataset) & (frame.stage == "reranked")]
+    return selected.set_index("query_id").loc[QUERIES[dataset], "value"].to_numpy()
+
+
+def row_value(folder: Path, row: str) -> float:
+    """A row's value: a dataset's mean, a group's mean of its members' means, an average's mean."""
+    if row in AVERAGES:
+        return float(np.mean([row_value(folder, r) for r in AVERAGES[row]]))
+    return float(np.mean([per_query(folder, d).mean() for d in ROWS[row]]))
+
+
+def holm(p: list[float]) -> list[float]:
+    ranked = sorted(range(len(p)), key=lambda i: p[i])
+    adjusted, running = [0.0] * len(p), 0.0
+    for position, index in enumerate(ranked):
+        running = max(running, (len(p) - position) * p[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted
+
+
+def adjusted_p_values(folders: dict[str, Path], row: str) -> dict[str, float]:
+    """Each compared run's Holm-adjusted t-test p-value on a row: over its (pooled) queries, or over
+    per-row values for an average."""
+
+    def sample(name: str) -> np.ndarray:
+        if row in AVERAGES:
+            return np.array([row_value(folders[name], r) for r in AVERAGES[row]])
+        return np.concatenate([per_query(folders[name], d) for d in ROWS[row]])
+
+    raw = [stats.ttest_rel(sample(name), sample(NAMES[0])).pvalue for name in NAMES[1:]]
+    return dict(zip(NAMES[1:], holm(raw)))
+
+
+def compared(folders: dict[str, Path], names: list[str] = NAMES, **kwargs) -> Comparison:
+    return Comparison([load_result(folders[n]) for n in names], **kwargs)
+
+
+# -- p-values beside Δ --
+
+
+def test_p_values_are_short_and_never_rounded_across_alpha():
+    assert [p_text(p) for p in (0.201, 1.0, 0.0432, 0.0012, 0.0004)] == [
+        "p=0.20", "p=1.00", "p=0.043", "p=0.001", "p<0.001",
+    ]  # fmt: skip
+    assert p_text(0.0499) == "p=0.0499" and p_text(0.04996) == "p=0.04996"  # not p=0.050 beside a †
+    assert p_text(0.0501) == "p=0.050" and p_text(0.05) == "p=0.050"
+
+
+def test_tables_show_the_holm_adjusted_p_value_the_marks_read(folders):
+    result = compared(folders)
+    text = markdown(comparison_table(result))
+    assert "Δ vs bm25 and its p-value (paired two-sided t-test" in text
+    assert "Holm–Bonferroni-adjusted across the 3 compared runs); † = p < 0.05;" in text
+    marks = set()
+    for row in [*ROWS, *AVERAGES]:
+        line = next(line for line in text.splitlines() if line.startswith(f"| {row} |"))
+        for name, p in adjusted_p_values(folders, row).items():
+            delta = row_value(folders[name], row) - row_value(folders[NAMES[0]], row)
+            mark = "†" if p < 0.05 else ""
+            marks.add(mark)
+            assert f"({delta:+.4f}{mark}, {p_text(p)})" in line, (row, name)
+    assert marks == {"", "†"}  # both kinds of cell are checked
+    assert re.search(r"\(\+\d\.\d{4}\$\^\\dagger\$, p=0\.\d+\)|p\$<\$0\.001", latex(comparison_table(result)))
+
+
+# -- 80 columns --
+
+
+def narrow_output(monkeypatch, *args) -> list[str]:
+    monkeypatch.setattr(results_commands, "console", Console(width=80))
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.output
+    return lines
+
+
+def test_compare_on_an_80_column_terminal_shows_every_label_and_figure_whole(folders, monkeypatch):
+    lines = narrow_output(monkeypatch, "compare", *folders.values(), "--published", "jina-reranker-v3")
+    for name in NAMES:
+        assert any(re.search(rf"(^|\s){re.escape(name)}(\s|$)", line) for line in lines), name
+    assert any("jina-reranker-v3 (published)" in line for line in lines)
+    words = {word for line in lines for word in line.split()}
+    for row in [*ROWS, *AVERAGES]:
+        assert any(line.startswith(row + " ") for line in lines), row
+        for name in NAMES:
+            assert f"{row_value(folders[name], row):.4f}" in " ".join(lines)
+    assert {f"{p_text(p)})" for p in adjusted_p_values(folders, "fiqa").values()} <= words
+
+
+def test_export_on_an_80_column_terminal_shows_names_and_figures_whole(folders, monkeypatch):
+    lines = narrow_output(monkeypatch, "export", folders["mxbai-rerank-large-v2"])
+    assert any("mxbai-rerank-large-v2 on beir (top-100)" in line for line in lines)
+    text = " ".join(lines)
+    for row in [*ROWS, *AVERAGES]:
+        assert any(line.startswith(row + " ") for line in lines), row
+        assert f"{row_value(folders['mxbai-rerank-large-v2'], row):.4f}" in text
+    for header in ("nDCG@10", "Judged@10", "R@100", "Queries", "Seconds"):
+        assert header in text
+
+
+def test_models_table_on_an_80_column_terminal_names_every_model_whole(folders):
+    from rerank_eval.reporting.render.terminal import terminal_table
+    from rerank_eval.reporting.report import Report, models_table
+
+    reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders.values())]
+    console = Console(width=80, record=True)
+    console.print(terminal_table(models_table(reports)))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in text
+    for name in NAMES:
+        assert any(re.search(rf"(^|\s){re.escape(name)}(\s|$)", line) for line in lines), name
+        for row in [*ROWS, *AVERAGES]:
+            assert f"{row_value(folders[name], row):.4f}" in text, (name, row)
+
+
+# -- the figure --
+
+
+def bars_by_label(drawn) -> dict[str, list]:
+    from matplotlib.container import BarContainer
+
+    axes = drawn.axes[0]
+    return {c.get_label(): list(c.patches) for c in axes.containers if isinstance(c, BarContainer)}
+
+
+def texts_at(drawn, x: float) -> list[str]:
+    return [t.get_text() for t in drawn.axes[0].texts if abs(t.xy[0] - x) < 1e-9]
+
+
+def test_figure_labels_each_bar_with_its_value_and_marks_the_significant_ones(folders):
+    drawn = figure(comparison_chart(compared(folders)))
+    caption = " ".join(t.get_text() for t in drawn.texts).replace("\n", " ")
+    assert "nDCG@10" in caption and "first stage: BM25" in caption and "top-100" in caption
+    assert "Holm–Bonferroni-adjusted" in caption and "bootstrap 95% interval" in caption
+    bars = bars_by_label(drawn)
+    assert list(bars) == ["bm25 (baseline)", *NAMES[1:]]
+    rows = [*ROWS, *AVERAGES]
+    marked, unmarked = set(), set()
+    for name in NAMES:
+        patches = bars[f"{name} (baseline)" if name == NAMES[0] else name]
+        assert len(patches) == len(rows)
+        for patch, row in zip(patches, rows):
+            texts = texts_at(drawn, patch.get_x() + patch.get_width() / 2)
+            values = [t for t in texts if re.fullmatch(r"\d\.\d{3}", t)]
+            assert values == [f"{row_value(folders[name], row):.3f}"], (name, row)
+            assert patch.get_height() == pytest.approx(row_value(folders[name], row))
+            marks = [t for t in texts if t in ("▲", "▼")]
+            p = 1.0 if name == NAMES[0] else adjusted_p_values(folders, row)[name]
+            up = row_value(folders[name], row) > row_value(folders[NAMES[0]], row)
+            assert marks == ([("▲" if up else "▼")] if p < 0.05 else []), (name, row)
+            (marked if marks else unmarked).add((name, row))
+    assert marked and unmarked
+
+
+def test_figure_error_bars_are_the_intervals_of_the_averages(folders):
+    from matplotlib.container import ErrorbarContainer
+
+    result = compared(folders)
+    drawn = figure(comparison_chart(result))
+    averages = [row for row in result.rows if row.kind == "average"]
+    errorbars = [c for c in drawn.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(errorbars) == len(NAMES) - 1  # the baseline has none
+    for name, container in zip(NAMES[1:], errorbars):
+        segments = container.lines[2][0].get_segments()
+        drawn_ends = [(s[0][1], s[1][1]) for s in segments if len(s) and np.isfinite(s).all()]
+        expected = []
+        for row in averages:
+            cell = row.cells[name]
+            low, high = cell.interval
+            expected.append((cell.value - cell.delta + low, cell.value - cell.delta + high))
+        np.testing.assert_allclose(drawn_ends, expected, rtol=1e-12, err_msg=name)
+
+
+def test_figure_legend_sits_above_the_axes_and_every_label(folders):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    drawn = figure(comparison_chart(compared(folders)))
+    renderer = FigureCanvasAgg(drawn).get_renderer()
+    drawn.draw(renderer)
+    legend = drawn.legends[0].get_window_extent(renderer)
+    assert legend.y0 >= drawn.axes[0].get_window_extent(renderer).y1
+    assert all(t.get_window_extent(renderer).y1 <= legend.y0 for t in drawn.axes[0].texts)
+    assert legend.x0 >= 0 and legend.x1 <= drawn.bbox.width
+
+
+@pytest.mark.parametrize(
+    ("names", "inches"),
+    [(NAMES, (7.0, 3.2)), (NAMES[:2], (3.4, 2.8))],  # 20 bars: the page's width; 10: one column
+    ids=["page", "column"],
+)
+def test_figure_files_have_the_paper_size_in_each_format(folders, tmp_path, names, inches):
+    import matplotlib.image
+
+    chart = comparison_chart(compared(folders, names))
+    paths = {suffix: tmp_path / f"figure.{suffix}" for suffix in ("png", "pdf", "svg")}
+    for path in paths.values():
+        plot(chart, path)
+    assert matplotlib.image.imread(str(paths["png"])).shape[:2] == (
+        round(inches[1] * 300),
+        round(inches[0] * 300),
+    )
+    pdf = paths["pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF") and b"/Type3" not in pdf  # TrueType fonts, which publishers accept
+    svg = paths["svg"].read_text(encoding="utf-8")
+    assert svg.startswith("<?xml") and f'width="{inches[0] * 72:g}pt"' in svg
+
+
+# -- export CSV --
+
+
+def test_export_csvs_carry_model_and_suite_and_concatenate(folders, tmp_path):
+    frames = []
+    for name in ("bm25", "jina-reranker-v3"):
+        path = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(app, ["export", str(folders[name]), "--csv", str(path)])
+        assert result.exit_code == 0, result.output
+        frames.append(pd.read_csv(path))
+    both = pd.concat(frames, ignore_index=True)
+    assert list(both.columns[:3]) == ["model", "suite", "dataset"]
+    assert both.groupby("model").size().to_dict() == {
+        "bm25": len(frames[0]),
+        "jina-reranker-v3": len(frames[1]),
+    }
+    assert set(both.suite) == {"beir"}
+    for name in ("bm25", "jina-reranker-v3"):
+        lines = both[(both.model == name) & (both.measure == "nDCG@10")].set_index("dataset")
+        for row in [*ROWS, *AVERAGES]:
+            assert lines.loc[row, "reranked"] == pytest.approx(row_value(folders[name], row), abs=1e-9)
+        # the rest is the result folder's own summary.csv
+        own = pd.read_csv(folders[name] / "summary.csv")
+        pd.testing.assert_frame_equal(both[both.model == name].iloc[:, 2:].reset_index(drop=True), own)
