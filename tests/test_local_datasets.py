@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
+from rerank_eval.datasets.local import LocalDataset
 from rerank_eval.errors import UserError
 from tests import builders
 from tests.checkpoints import build_cross_encoder
@@ -78,28 +79,34 @@ def test_entries_name_local_files_relative_to_their_config(data):
     assert Path(local["scifact"].local.corpus) == folder / "corpus.jsonl"
     assert Path(local["scifact"].local.qrels) == folder / "qrels" / "test.tsv"
     assert Path(local["plain"].local.qrels) == data["root"] / "files" / "qrels.txt"
+    # only the judged queries, as BEIR's loader keeps a split's (query 9 is judged in no split here)
+    judged = {q: builders.SCIFACT_QUERIES[q] for q in ("1", "2", "3")}
+    assert LocalDataset(local["scifact"]).queries() == judged
 
 
-def test_a_beir_folder_with_a_trec_run_scores_as_computed_by_hand(data, tmp_path):
+LOCAL_FILES = {
+    "scifact": ("scifact/corpus.jsonl", "scifact/queries.jsonl", "scifact/qrels/test.tsv"),
+    "plain": ("files/corpus.tsv", "files/queries.tsv", "files/qrels.txt"),
+}
+
+
+@pytest.mark.parametrize("key", LOCAL_FILES)
+def test_local_files_with_a_trec_run_score_as_computed_by_hand(data, key, tmp_path):
     """Any TREC run against any qrels file: the first-stage order evaluated (the unjudged query
     9 left out, judged query 3 without candidates scoring 0), the manifest holding the files' hashes."""
     out = tmp_path / "out"
-    result = invoke("run", "local", "--config", data["config"], "--datasets", "scifact", "--model", "bm25",
-                    "--run", f"scifact={data['run']}", "--top-k", "3", "--out", out)  # fmt: skip
+    result = invoke("run", "local", "--config", data["config"], "--datasets", key, "--model", "bm25",
+                    "--run", f"{key}={data['run']}", "--top-k", "3", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     expected = first_stage_ndcg(builders.SCIFACT_RUN, builders.SCIFACT_QRELS, 3)
     assert set(expected) == {"1", "2", "3"} and expected["3"] == 0.0
-    assert per_query(out, "scifact") == pytest.approx(expected, abs=1e-12)
+    assert per_query(out, key) == pytest.approx(expected, abs=1e-12)
     record = json.loads((out / "manifest.json").read_text())["datasets"][0]
-    folder = data["root"] / "scifact"
     assert record["ir_datasets_id"] is None
+    paths = [data["root"] / name for name in LOCAL_FILES[key]]
     assert record["local_files"] == {
         role: {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        for role, path in (
-            ("corpus", folder / "corpus.jsonl"),
-            ("queries", folder / "queries.jsonl"),
-            ("qrels", folder / "qrels" / "test.tsv"),
-        )
+        for role, path in zip(("corpus", "queries", "qrels"), paths, strict=True)
     }
     assert record["coverage"]["judged_queries"] == 3
     assert f"{mean(expected.values()):.4f}" in result.output  # the table's nDCG@10
@@ -157,6 +164,9 @@ def test_an_edited_file_is_never_taken_for_the_one_scored_before(data, tmp_path)
     corpus = root / "corpus.jsonl"
     corpus.write_text(corpus.read_text().replace("Daily low-dose aspirin", "Daily aspirin"))
     assert resumed("edited") == 0
+    assert invoke("compare", tmp_path / "first", tmp_path / "same").exit_code == 0
+    refused = invoke("compare", tmp_path / "first", tmp_path / "edited")
+    assert refused.exit_code == 2 and "dataset version of s differs" in refused.output
 
 
 def _entry(
@@ -238,3 +248,14 @@ def test_a_local_entry_names_one_source(entry, message, tmp_path):
     with pytest.raises(UserError, match=f"^{config}: .*") as error:
         load_config(config)
     assert message in str(error.value)
+
+
+def test_a_fifo_named_as_a_file_is_refused_before_any_read(tmp_path):
+    """A FIFO would block the read forever; it is named instead."""
+    import os
+
+    config = _entry(tmp_path, GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    (tmp_path / "c.jsonl").unlink()
+    os.mkfifo(tmp_path / "c.jsonl")
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert error_line(result) == f"error: corpus file {tmp_path}/c.jsonl is a FIFO (named pipe), not a file"
