@@ -23,6 +23,15 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def internet_unreachable() -> bool:
+    """Whether downloads cannot happen here: HF_HUB_OFFLINE is set or the Hub cannot be reached."""
+    try:
+        _ensure_downloadable("a probe")
+    except MissingDownload:
+        return True
+    return False
+
+
 def _missing(what: str, why: str) -> MissingDownload:
     from huggingface_hub import constants
 

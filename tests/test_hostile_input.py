@@ -156,8 +156,8 @@ def boolean_reference(manifest: dict) -> None:
          "manifest.json is damaged: datasets[0].first_stage.reference_ndcg10 should be a number, not True"),
         (lambda f: damage_manifest(f, lambda m: m["datasets"][0].pop("coverage")),
          "manifest.json is damaged: datasets[0].coverage is missing"),
-        (lambda f: damage_manifest(f, lambda m: m.update(format=2)),
-         "has manifest format 2; this rerank-eval reads up to 1 (a newer version wrote it)"),
+        (lambda f: damage_manifest(f, lambda m: m.update(format=3)),
+         "has manifest format 3; this rerank-eval reads up to 2 (a newer version wrote it)"),
         (lambda f: (f / "per_query.csv").write_text("dataset,stage,query_id,value\nscifact,reranked,1,0.5\n"),
          "per_query.csv is damaged: has columns dataset, stage, query_id, value; expected"),
         (lambda f: (f / "per_query.csv").write_text(

@@ -69,7 +69,7 @@ suites:
     defaults: {first_stage: bm25s}
     datasets:
       - {key: nq, id: beir/nq, first_stage: bge-base-en-v1.5}
-      - {key: my-data, id: beir/scifact/test}
+      - {key: my-data, id: beir/scifact/test, in_average: false}
 """,
         )
     )
@@ -90,9 +90,43 @@ suites:
     assert new["nq"].first_stage == "bge-base-en-v1.5" and new["nq"].reference == {}
     # the suite's merged defaults reach every entry that does not state the field
     assert new["my-data"].first_stage == "bm25s" and new["scifact"].first_stage == "bm25s"
+    assert not new["my-data"].in_average
     assert new["arguana"].drop_self_matches and not new["scifact"].drop_self_matches
     assert new["scifact"].reference == old["scifact"].reference
     assert beir.average_label == "BEIR-13"
+
+
+def test_a_dataset_added_to_a_packaged_suite_joins_its_average_only_under_a_label_of_its_own(tmp_path):
+    """BEIR-13 stays the 13 datasets published figures average: an added in-average dataset is
+    refused unless the adding file names the average anew."""
+    added = "suites:\n  beir:\n{label}    datasets:\n      - {{key: mine, id: beir/scifact/test}}\n"
+    refused = write(tmp_path, added.format(label=""))
+    with pytest.raises(UserError) as error:
+        load_config(refused)
+    assert str(error.value) == (
+        f"{refused}: suites.beir.datasets[0]: adds 'mine' to the headline average of suite 'beir' (BEIR-13, "
+        f"defined in {DEFAULT_CONFIG}); set in_average: false, or give the suite an average_label of your own"
+    )
+    relabelled = load_config(
+        write(tmp_path, added.format(label="    average_label: BEIR-13 + mine\n"), "b.yaml")
+    )
+    beir = relabelled.suite("beir")
+    assert beir.average_label == "BEIR-13 + mine" and sum(d.in_average for d in beir.datasets) == 14
+
+
+def test_suite_defaults_are_checked_where_they_are_set(tmp_path):
+    user = write(tmp_path, "suites:\n  beir:\n    defaults: {in_average: 'no'}\n")
+    with pytest.raises(UserError) as error:
+        load_config(user)
+    assert str(error.value) == f"{user}: suites.beir.defaults.in_average: expected true or false, got 'no'"
+    explicit_null = write(
+        tmp_path,
+        "suites:\n  beir:\n    datasets:\n      - {key: nq, id: beir/nq, first_stage: null}\n",
+        "n.yaml",
+    )
+    assert {d.key: d for d in load_config(explicit_null).suite("beir").datasets}[
+        "nq"
+    ].first_stage == "bm25-flat"
 
 
 def test_a_refusal_names_the_file_the_entry_came_from(tmp_path):
@@ -124,7 +158,9 @@ def test_a_dataset_without_a_first_stage_takes_the_command_lines(tmp_path, monke
     assert not (tmp_path / "refused").exists()
     done = CliRunner().invoke(app, [*base, "--first-stage", "bm25s", "--out", str(tmp_path / "out")])
     assert done.exit_code == 0, done.output
-    suite = json.loads((tmp_path / "out" / "manifest.json").read_text())["suite"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["format"] == 1  # no local dataset: older versions still read it
+    suite = manifest["suite"]
     assert suite["entries"] == [
         {
             "key": "scifact", "ir_datasets_id": "beir/scifact/test", "language": "en", "first_stage": None,

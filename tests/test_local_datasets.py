@@ -101,7 +101,9 @@ def test_local_files_with_a_trec_run_score_as_computed_by_hand(data, key, tmp_pa
     expected = first_stage_ndcg(builders.SCIFACT_RUN, builders.SCIFACT_QRELS, 3)
     assert set(expected) == {"1", "2", "3"} and expected["3"] == 0.0
     assert per_query(out, key) == pytest.approx(expected, abs=1e-12)
-    record = json.loads((out / "manifest.json").read_text())["datasets"][0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == 2  # format 1 readers could not read a local dataset's record
+    record = manifest["datasets"][0]
     assert record["ir_datasets_id"] is None
     paths = [data["root"] / name for name in LOCAL_FILES[key]]
     assert record["local_files"] == {
@@ -198,6 +200,10 @@ GOOD_QRELS = "q1 0 d1 1\n"
         ((GOOD_CORPUS + '{"_id": ["d3"], "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
          "c.jsonl, line 3: \"_id\" should be a string, not ['d3']"),
         ((b'{"_id": "d1", "text": "\xff"}\n', GOOD_QUERIES, GOOD_QRELS), "c.jsonl, line 1: not valid UTF-8"),
+        ((GOOD_CORPUS + '{"_id": "d3", "text": null}\n', GOOD_QUERIES, GOOD_QRELS),
+         'c.jsonl, line 3: "text" should be a string, not None'),
+        ((GOOD_CORPUS, '{"_id": null, "text": "q"}\n', GOOD_QRELS),
+         'q.jsonl, line 1: "_id" should be a string, not None'),
         ((GOOD_CORPUS, GOOD_QUERIES + GOOD_QUERIES, GOOD_QRELS),
          "q.jsonl, line 2: query 'q1' again (first on line 1)"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 d2 1\n"),
@@ -259,3 +265,14 @@ def test_a_fifo_named_as_a_file_is_refused_before_any_read(tmp_path):
     os.mkfifo(tmp_path / "c.jsonl")
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
     assert error_line(result) == f"error: corpus file {tmp_path}/c.jsonl is a FIFO (named pipe), not a file"
+
+
+def test_a_path_that_is_not_a_folder_says_so(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text(GOOD_CORPUS)
+    config = tmp_path / "c.yaml"
+    config.write_text("suites:\n  s:\n    datasets:\n      - {key: d, path: corpus.jsonl}\n")
+    result = invoke("run", "s", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert error_line(result) == (
+        f"error: dataset d: path {tmp_path}/corpus.jsonl is not a folder (a BEIR-format folder holds "
+        "corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv)"
+    )

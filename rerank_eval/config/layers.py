@@ -43,6 +43,8 @@ class MergedConfig:
     #: per suite, each merged dataset entry's place in its own file (`suites.NAME.datasets[I]`)
     #: and that file
     dataset_places: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)
+    #: per suite defined by an earlier file, the dataset keys later files added to it
+    additions: dict[str, set[str]] = field(default_factory=dict)
 
     def origin(self, where: str, fallback: Path) -> Path:
         """The file of the most specific entry that `where` lies in."""
@@ -55,7 +57,9 @@ class MergedConfig:
 
 
 def read_layer(path: Path) -> ConfigLayer:
-    """One benchmarks file, read strictly (see bounded_yaml); errors name the file."""
+    """One benchmarks file, read strictly (see bounded_yaml); errors name the file. Its path is
+    made absolute: local datasets' relative paths start at its folder, and a result records it."""
+    path = path.absolute()
     kind = special_file_kind(path)
     if kind:
         raise UserError(f"config {path} is {kind}, not a file")
@@ -136,15 +140,20 @@ class _LayerMerger:
         if name not in suites:
             suites[name] = {"datasets": []}
             self.merged.dataset_places[name] = []
+        else:
+            self.merged.additions.setdefault(name, set())  # keys this and later files add to it
         suite = suites[name]
         for key, value in body.items():
             if key == "defaults":
-                suite.setdefault("defaults", {}).update(self.mapping(f"{where}.defaults", value))
+                defaults = self.mapping(f"{where}.defaults", value)
+                suite.setdefault("defaults", {}).update(defaults)
+                for field_name in defaults:
+                    self.merged.origins[f"{where}.defaults.{field_name}"] = self.layer.path
             elif key != "datasets":
                 suite[key] = value
+                self.merged.origins[f"{where}.{key}"] = self.layer.path
         self.merged.origins.setdefault(where, self.layer.path)
-        if any(key != "datasets" for key in body):
-            self.merged.origins[where] = self.layer.path
+        self.merged.origins.setdefault(f"{where}.average_label", self.layer.path)
         places = self.merged.dataset_places[name]
         seen: set[Any] = set()
         for index, entry in enumerate(datasets):
@@ -159,6 +168,8 @@ class _LayerMerger:
             if position is None:
                 suite["datasets"].append(entry)
                 places.append((place, self.layer.path))
+                if name in self.merged.additions and key is not None:
+                    self.merged.additions[name].add(key)
             else:
                 suite["datasets"][position] = entry
                 places[position] = (place, self.layer.path)

@@ -54,12 +54,13 @@ class _ConfigReader:
         self.merged = merged
         self.raw = merged.raw
         self.fallback = fallback
-        #: the file of the dataset entry being read (places of datasets repeat across files)
-        self.dataset_file: Path | None = None
+        #: the file of the entry being read, where its place alone cannot tell (a dataset's place
+        #: repeats across files; a suite's defaults come from several)
+        self.entry_file: Path | None = None
 
     def fail(self, where: str, what: str) -> UserError:
         """A refusal naming the file the entry at `where` came from."""
-        return UserError(f"{self.dataset_file or self.merged.origin(where, self.fallback)}: {where}: {what}")
+        return UserError(f"{self.entry_file or self.merged.origin(where, self.fallback)}: {where}: {what}")
 
     def mapping(self, where: str, value: Any) -> dict[str, Any]:
         """A mapping (an absent one is empty); anything else names the entry."""
@@ -201,28 +202,57 @@ class _ConfigReader:
             raise self.fail(where, "needs a non-empty list under datasets")
         self.known_keys(where, body, SUITE_KEYS)
         defaults = body.get("defaults", {})
-        self.known_keys(f"{where}.defaults", defaults, SUITE_DEFAULT_KEYS)
-        datasets = [
-            self._dataset(
-                place, path, {**defaults, **entry} if isinstance(entry, dict) else entry, first_stages
-            )
-            for entry, (place, path) in zip(body["datasets"], self.merged.dataset_places[name], strict=True)
-        ]
-        return SuiteSpec(
-            name=name,
-            average_label=self.text(f"{where}.average_label", body.get("average_label"), f"{name} average"),
-            datasets=tuple(datasets),
-        )
+        self._check_suite_defaults(where, defaults, first_stages)
+        datasets = []
+        for entry, (place, path) in zip(body["datasets"], self.merged.dataset_places[name], strict=True):
+            if isinstance(entry, dict):  # a field left out or null takes the suite's default
+                given = {k: v for k, v in entry.items() if v is not None or k not in defaults}
+                entry = {**defaults, **given}
+            datasets.append(self._dataset(place, path, entry, first_stages))
+        label = self.text(f"{where}.average_label", body.get("average_label"), f"{name} average")
+        self._check_additions(name, label, datasets)
+        return SuiteSpec(name=name, average_label=label, datasets=tuple(datasets))
+
+    def _check_suite_defaults(
+        self, where: str, defaults: dict[str, Any], first_stages: dict[str, FirstStageSpec]
+    ) -> None:
+        """Each default checked as the entries' own fields are, naming the file that set it."""
+        for key, value in defaults.items():
+            self.entry_file = self.merged.origin(f"{where}.defaults.{key}", self.fallback)
+            try:
+                self.known_keys(f"{where}.defaults", {key: value}, SUITE_DEFAULT_KEYS)
+                if key in ("drop_self_matches", "in_average"):
+                    self.flag(f"{where}.defaults.{key}", value, False)
+                else:
+                    text = self.text(f"{where}.defaults.{key}", value)
+                    if key == "first_stage" and text is not None and text not in first_stages:
+                        raise self.fail(f"{where}.defaults.{key}", f"unknown first_stage {text!r}")
+            finally:
+                self.entry_file = None
+
+    def _check_additions(self, name: str, label: str, datasets: list[DatasetSpec]) -> None:
+        """A dataset a later file adds to an earlier file's suite joins that suite's headline
+        average only under a label of the adding file: `BEIR-13` must stay the 13 datasets that
+        published figures average."""
+        label_file = self.merged.origin(f"suites.{name}.average_label", self.fallback)
+        added = self.merged.additions.get(name, set())
+        for spec, (place, path) in zip(datasets, self.merged.dataset_places[name], strict=True):
+            if spec.key in added and spec.in_average and path != label_file:
+                raise UserError(
+                    f"{path}: {place}: adds {spec.key!r} to the headline average of suite {name!r} "
+                    f"({label}, defined in {label_file}); set in_average: false, or give the suite an "
+                    f"average_label of your own"
+                )
 
     def _dataset(
         self, where: str, path: Path, entry: Any, first_stages: dict[str, FirstStageSpec]
     ) -> DatasetSpec:
         """One dataset entry (the suite's defaults filled in); refusals name `path`, its file."""
-        self.dataset_file = path
+        self.entry_file = path
         try:
             return self._checked_dataset(where, entry, first_stages)
         finally:
-            self.dataset_file = None
+            self.entry_file = None
 
     def _checked_dataset(
         self, where: str, entry: Any, first_stages: dict[str, FirstStageSpec]
@@ -266,7 +296,7 @@ class _ConfigReader:
             return None
         if not local_keys:
             raise self.fail(where, "missing id (ir_datasets), path (a BEIR folder) or corpus, queries, qrels")
-        base = (self.dataset_file or self.fallback).parent
+        base = (self.entry_file or self.fallback).parent
 
         def located(key: str, value: Any) -> Path:
             return base / Path(self.required_text(f"{where}.{key}", value)).expanduser()
@@ -280,6 +310,7 @@ class _ConfigReader:
                 corpus=str(folder / "corpus.jsonl"),
                 queries=str(folder / "queries.jsonl"),
                 qrels=str(folder / "qrels" / f"{split}.tsv"),
+                folder=str(folder),
             )
         missing = [k for k in LOCAL_FILE_KEYS if k not in entry]
         if missing or "split" in entry:

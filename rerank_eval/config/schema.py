@@ -60,6 +60,7 @@ class LocalFiles:
     corpus: str
     queries: str
     qrels: str
+    folder: str | None = None  # the BEIR-format folder the files are in, when one was named
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,9 @@ class BenchmarkConfig:
 
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
+            files = " + ".join(str(f.path) for f in self.files) or str(self.path)
             raise UserError(
-                f"unknown suite {name!r} in {self.path}{did_you_mean(name, self.suites, cutoff=0.75)}; "
+                f"unknown suite {name!r} in {files}{did_you_mean(name, self.suites, cutoff=0.75)}; "
                 f"known: {', '.join(sorted(self.suites))}"
             )
         return self.suites[name]

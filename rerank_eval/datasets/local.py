@@ -16,17 +16,20 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import cache_root
+from rerank_eval.cache import cache_root, disk_error
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets.ir_dataset import document_text
 from rerank_eval.datasets.local_files import (
+    LOCAL_FORMAT,
     LocalDoc,
     check_readable,
+    is_jsonl,
     read_documents,
     read_qrels,
     read_queries,
@@ -59,6 +62,12 @@ class LocalDataset:
         self.id = spec.origin
         self.files = {"corpus": Path(spec.local.corpus), "queries": Path(spec.local.queries),
                       "qrels": Path(spec.local.qrels)}  # fmt: skip
+        folder = spec.local.folder
+        if folder is not None and not Path(folder).is_dir():
+            raise UserError(
+                f"dataset {spec.key}: path {folder} is not a folder (a BEIR-format folder holds "
+                f"corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv)"
+            )
         for role, path in self.files.items():
             check_readable(role, path)
         self._digests: dict[str, tuple[str, int]] | None = None
@@ -70,10 +79,17 @@ class LocalDataset:
             self._digests = {role: file_digest(path) for role, path in self.files.items()}
         return self._digests
 
+    def _content_key(self, roles: tuple[str, ...]) -> str:
+        """A hash of these files' contents, each file's format (by its name) and the readers'."""
+        parts = {
+            "format": LOCAL_FORMAT,
+            **{role: [self.digests()[role][0], is_jsonl(self.files[role])] for role in roles},
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
     def identity(self) -> str:
         """What the scores depend on: the three files' contents, not where they lie."""
-        shas = {role: sha for role, (sha, _) in self.digests().items()}
-        return "local:" + hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
+        return "local:" + self._content_key(("corpus", "queries", "qrels"))
 
     def record(self) -> dict[str, Any]:
         """For the manifest: each file's path and content hash."""
@@ -108,7 +124,9 @@ class LocalDataset:
             yield doc.doc_id, document_text(doc)
 
     def corpus_id(self) -> str:
-        return f"local-{self.digests()['corpus'][0][:16]}"
+        """The corpus by content: what is built from it (doc store, BM25 index, embeddings) is
+        shared by every entry naming the same corpus, wherever it lies."""
+        return f"local-{self._content_key(('corpus',))[:16]}"
 
     def documents_count(self) -> int | None:
         """The corpus's lines (one document each, blank lines aside): a count for estimates."""
@@ -152,18 +170,24 @@ class LocalDataset:
             )  # fmt: skip
 
         if not folder.is_dir():
-            building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-            shutil.rmtree(building, ignore_errors=True)
+            # a folder of its own (unique across processes and hosts sharing the cache), renamed
+            # into place only once complete; one a kill left behind is never renamed or read
+            try:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-"))
+            except OSError as exc:
+                raise disk_error(exc, folder, "nothing was built") from None
             print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)
             try:
                 built = store(building)
                 built.build()
                 built.lookup.close()
+                os.replace(building, folder)
+            except OSError as exc:
+                shutil.rmtree(building, ignore_errors=True)
+                if not folder.is_dir():  # not another process completing it first
+                    raise disk_error(exc, folder, "nothing of the document store was kept") from None
             except BaseException:
                 shutil.rmtree(building, ignore_errors=True)
                 raise
-            try:
-                os.replace(building, folder)
-            except OSError:  # another process completed it first
-                shutil.rmtree(building, ignore_errors=True)
         return store(folder)

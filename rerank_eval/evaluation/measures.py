@@ -43,8 +43,11 @@ def _suggestion(name: str) -> str:
     for known in ir_measures.measures.registry:  # the first of aliases differing in case (nDCG, NDCG)
         by_lower.setdefault(known.lower(), known)
     close = closest(base.lower(), by_lower, cutoff=0.6)
-    if close:
-        return f" (did you mean {by_lower[close] + name[len(base) :]!r}?)"
+    meant = by_lower[close] + name[len(base) :] if close else None
+    if meant == name:  # the measure exists: its cutoff or parameters do not parse
+        return f" (a known measure; check its cutoff or parameters, e.g. {base}@10)"
+    if meant:
+        return f" (did you mean {meant!r}?)"
     return " (use ir_measures names such as nDCG@10, R@100)"
 
 

@@ -147,6 +147,8 @@ class FirstStageKind(ABC):
     name: ClassVar[str]
     #: settings a first_stages entry of this kind accepts (beyond kind, label, reference)
     settings: ClassVar[dict[str, Setting]] = {}
+    #: whether `fetch` downloads anything beyond the dataset (a run file, an encoder)
+    downloads: ClassVar[bool] = True
 
     def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings from the config, checked and completed with defaults (errors name `where`)."""

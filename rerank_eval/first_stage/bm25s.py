@@ -12,6 +12,7 @@ from rerank_eval.runfiles import Run
 
 class BuiltInBm25(FirstStageKind):
     name = "bm25s"
+    downloads = False  # it indexes the dataset's own corpus
     settings: ClassVar[dict[str, Setting]] = {
         "k1": Setting(float, 0.9, bounds=(0.0, 100.0)),
         "b": Setting(float, 0.4, bounds=(0.0, 1.0)),

@@ -62,7 +62,8 @@ def build_manifest(
     finished: datetime,
 ) -> dict[str, Any]:
     return {
-        "format": MANIFEST_FORMAT,
+        # format 1 where format 2's one addition (local datasets) is unused: older versions read it
+        "format": MANIFEST_FORMAT if any("local_files" in d for d in datasets) else 1,
         "complete": True,
         "rerank_eval": {"version": __version__, "git": source_revision()},
         "packages": package_versions(),

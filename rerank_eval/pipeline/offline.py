@@ -16,7 +16,8 @@ from pathlib import Path
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets import open_dataset
 from rerank_eval.errors import MissingDownload, UserError
-from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage
+from rerank_eval.first_stage import FirstStageRequest, fetch_first_stage, kind
+from rerank_eval.hub import internet_unreachable
 from rerank_eval.pipeline.plan import RunPlan
 
 
@@ -43,18 +44,22 @@ def _first_stage_probe(plan: RunPlan, spec: DatasetSpec) -> None:
     """The first stage's downloads (a published run, an encoder), apart from the dataset's."""
     if plan.runs.path_for(spec) is None:
         source = plan.config.first_stage_for(spec, plan.first_stage_override)
-        depth = plan.candidate_policy(spec).depth
-        fetch_first_stage(FirstStageRequest(spec, source, open_dataset(spec), {}, depth), build=False)
+        if kind(source.kind).downloads:
+            depth = plan.candidate_policy(spec).depth
+            fetch_first_stage(FirstStageRequest(spec, source, open_dataset(spec), {}, depth), build=False)
 
 
 def _probes(plan: RunPlan, models: list[str]) -> list[Callable[[], object]]:
+    """Lookups of everything the run downloads; local datasets download nothing."""
     from rerank_eval.rerankers.checkpoint import resolve_checkpoint
 
     probes: list[Callable[[], object]] = [
         functools.partial(resolve_checkpoint, source) for source in _model_sources(plan, models)
     ]
     for spec in plan.datasets:
-        probes += [functools.partial(_dataset_probe, spec), functools.partial(_first_stage_probe, plan, spec)]
+        if spec.local is None:
+            probes.append(functools.partial(_dataset_probe, spec))
+        probes.append(functools.partial(_first_stage_probe, plan, spec))
     return probes
 
 
@@ -86,7 +91,10 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
 
 def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload) -> UserError:
     """One line: all that is missing, the fetch command, the folders to copy (`first`'s own
-    message, which says where its one file goes, when nothing else is missing)."""
+    message, which says where its one file goes, when nothing else is missing, or when the
+    internet can be reached: the lookups would then download instead of failing)."""
+    if not internet_unreachable():
+        return first
     found = missing_downloads(plan, models)
     if len(found) <= 1:
         return first

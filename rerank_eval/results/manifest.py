@@ -17,7 +17,9 @@ from typing import Any
 
 from rerank_eval.errors import UserError
 
-MANIFEST_FORMAT = 1
+#: the newest format this version reads and writes: 2 adds datasets in local files
+#: (`ir_datasets_id` null, `local_files`); results without them are still written as format 1
+MANIFEST_FORMAT = 2
 
 
 @dataclass(frozen=True)
