@@ -30,15 +30,19 @@ def ir_datasets_home() -> Path:
 DOCUMENT_TEXT = "title + ' ' + text where the title is not empty, else text (BEIR's convention)"
 
 
-def document_text(doc: Any) -> str:
-    """BEIR's convention: `title + " " + text` when the document has a non-empty title.
+def document_fields(doc: Any) -> tuple[str, str]:
+    """(title, text), read by name because BEIR tuples are (doc_id, text, title, ...) while
+    MIRACL's are (doc_id, title, text), and fiqa, quora and msmarco have no title attribute."""
+    return getattr(doc, "title", None) or "", getattr(doc, "text", "") or ""
 
-    Fields are read by name because BEIR tuples are (doc_id, text, title, ...) while MIRACL's are
-    (doc_id, title, text), and fiqa, quora and msmarco have no title attribute at all.
-    """
-    title = getattr(doc, "title", None)
-    text = getattr(doc, "text", "") or ""
+
+def join_fields(title: str, text: str) -> str:
+    """BEIR's convention: `title + " " + text` when the title is not empty (see DOCUMENT_TEXT)."""
     return f"{title} {text}" if title else text
+
+
+def document_text(doc: Any) -> str:
+    return join_fields(*document_fields(doc))
 
 
 def quiet_ir_datasets(quiet: bool = True) -> None:
@@ -150,9 +154,14 @@ class IrDataset:
         return {doc_id: document_text(doc) for doc_id, doc in found.items()}
 
     def iter_documents(self) -> Iterator[tuple[str, str]]:
+        for doc_id, title, text in self.iter_fields():
+            yield doc_id, join_fields(title, text)
+
+    def iter_fields(self) -> Iterator[tuple[str, str, str]]:
+        """(doc id, title, text) of every document, streamed (for indexes that keep fields apart)."""
         with self._explained():
             for doc in self._dataset.docs_iter():
-                yield doc.doc_id, document_text(doc)
+                yield doc.doc_id, *document_fields(doc)
 
     def corpus_id(self) -> str:
         """The dataset whose documents these are (`miracl/en` for `miracl/en/dev`): datasets that

@@ -123,6 +123,10 @@ class LocalDataset:
         for doc in self._checked_documents():
             yield doc.doc_id, document_text(doc)
 
+    def iter_fields(self) -> Iterator[tuple[str, str, str]]:
+        for doc in self._checked_documents():
+            yield doc.doc_id, doc.title, doc.text
+
     def corpus_id(self) -> str:
         """The corpus by content: what is built from it (doc store, BM25 index, embeddings) is
         shared by every entry naming the same corpus, wherever it lies."""

@@ -48,17 +48,28 @@ class LuceneSettings:
     b: float
     language: str
     analyzer: str  # "language" (Lucene's analyzer for it; English: Anserini's default) or "whitespace"
+    #: "flat": title and text in one field (`contents`); "multifield": the title in a field of its
+    #: own, searched with the same weight as the text (Pyserini's `--fields contents=1.0 title=1.0`)
+    fields: str = "flat"
 
     def indexer_args(self) -> list[str]:
+        args = ["-fields", "title"] if self.fields == "multifield" else []
         if self.analyzer == "whitespace":
-            return ["-pretokenized"]
-        return [] if self.language == "en" else ["-language", self.language]
+            return [*args, "-pretokenized"]
+        return args if self.language == "en" else [*args, "-language", self.language]
+
+    def record(self, doc_id: str, title: str, text: str) -> str:
+        """A document as the indexer's JSON line."""
+        from rerank_eval.datasets.ir_dataset import join_fields
+
+        if self.fields == "multifield":
+            return json.dumps({"id": doc_id, "contents": text, "title": title}, ensure_ascii=False)
+        return json.dumps({"id": doc_id, "contents": join_fields(title, text)}, ensure_ascii=False)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "k1": self.k1, "b": self.b, "fields": "flat (title and text in one field)",
-            "language": self.language, "analyzer": self.analyzer, "indexer_args": self.indexer_args(),
-            **lucene_runtime.versions(),
+            "k1": self.k1, "b": self.b, "fields": self.fields, "language": self.language,
+            "analyzer": self.analyzer, "indexer_args": self.indexer_args(), **lucene_runtime.versions(),
         }  # fmt: skip
 
 
@@ -70,6 +81,7 @@ class Lucene(FirstStageKind):
         "b": Setting(float, 0.4, bounds=(0.0, 1.0)),
         # "auto": the dataset's language (whitespace for those Pyserini searches pretokenized)
         "analyzer": Setting(str, "auto", choices=("auto", "language", "whitespace")),
+        "fields": Setting(str, "flat", choices=("flat", "multifield")),
     }
 
     def available(self) -> bool:
@@ -83,7 +95,7 @@ class Lucene(FirstStageKind):
         analyzer = values["analyzer"]
         if analyzer == "auto":
             analyzer = "whitespace" if language in WHITESPACE_LANGUAGES else "language"
-        return LuceneSettings(values["k1"], values["b"], language, analyzer)
+        return LuceneSettings(values["k1"], values["b"], language, analyzer, values["fields"])
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         index_folder(request.dataset, self._settings(request))
@@ -138,9 +150,9 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
         indexer = classes.SimpleIndexer([*args, *settings.indexer_args()])
         batch: list[str] = []
         count = 0
-        documents = dataset.iter_documents()
-        for doc_id, text in track(documents, dataset.documents_count() or 0, f"indexing {dataset.id}"):
-            batch.append(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False))
+        documents = dataset.iter_fields()
+        for doc_id, title, text in track(documents, dataset.documents_count() or 0, f"indexing {dataset.id}"):
+            batch.append(settings.record(doc_id, title, text))
             if len(batch) == BATCH:
                 indexer.addRawDocuments(batch)
                 count, batch = count + len(batch), []
@@ -191,7 +203,13 @@ def search(folder: Path, settings: LuceneSettings, queries: dict[str, str], k: i
             texts.add(text)
             ids.add(query_id)
         threads = int(os.cpu_count() or 1)
-        found = searcher.batch_search(texts, ids, int(k), threads)
+        if settings.fields == "multifield":
+            weights = classes.HashMap()
+            for field_name in ("contents", "title"):
+                weights.put(field_name, classes.Float(1.0))
+            found = searcher.batch_search_fields(texts, ids, int(k), threads, weights)
+        else:
+            found = searcher.batch_search(texts, ids, int(k), threads)
         run: Run = {query_id: {} for query_id in queries}
         for entry in found.entrySet().toArray():
             run[entry.getKey()] = {hit.docid: float(hit.score) for hit in entry.getValue()}

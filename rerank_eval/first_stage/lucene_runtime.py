@@ -91,8 +91,8 @@ def _jvm_options(java_home: str) -> list[str]:
 
 @functools.cache
 def anserini() -> Any:
-    """Anserini's Java classes (a namespace: `SimpleIndexer`, `SimpleSearcher`, `ArrayList`,
-    `WhitespaceAnalyzer`), the JVM started on the first call."""
+    """Anserini's Java classes (a namespace: `SimpleIndexer`, `SimpleSearcher`, Java collections,
+    analyzers), the JVM started on the first call."""
     from types import SimpleNamespace
 
     jar = _jar()
@@ -113,6 +113,8 @@ def anserini() -> Any:
         SimpleIndexer=autoclass("io.anserini.index.SimpleIndexer"),
         SimpleSearcher=autoclass("io.anserini.search.SimpleSearcher"),
         ArrayList=autoclass("java.util.ArrayList"),
+        HashMap=autoclass("java.util.HashMap"),
+        Float=autoclass("java.lang.Float"),
         WhitespaceAnalyzer=autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer"),
         ThaiTokenizer=autoclass("org.apache.lucene.analysis.th.ThaiTokenizer"),
     )
