@@ -59,7 +59,11 @@ def build_listwise_checkpoint(
     with_lm_head: bool = True,
     with_projector: bool = True,
     special_tokens: list[str] = SPECIAL_TOKENS,
+    layer_types: list[str] | None = None,
+    sliding_window: int | None = None,
 ) -> Path:
+    """A tiny JinaForRanking checkpoint; with `layer_types` and `sliding_window`, in
+    jina-reranker-v3.5's layout (some layers attend within a sliding window)."""
     from transformers import Qwen3Config, Qwen3Model
 
     folder = Path(folder)
@@ -78,6 +82,11 @@ def build_listwise_checkpoint(
         rms_norm_eps=1e-6,
         rope_theta=1_000_000.0,
         tie_word_embeddings=True,
+        **(
+            {"use_sliding_window": True, "sliding_window": sliding_window, "layer_types": layer_types}
+            if layer_types
+            else {}
+        ),
     )
     backbone = Qwen3Model(config)
     # Random init leaves the norms at 1; perturb them so that the final norm matters in tests.

@@ -92,7 +92,14 @@ def spec_prompt(query: str, docs: list[str]) -> str:
 
 
 def reference_scores(
-    folder: Path, query: str, docs: list[str], max_query=512, max_doc=2048, block_size=125, context=None
+    folder: Path,
+    query: str,
+    docs: list[str],
+    max_query=512,
+    max_doc=2048,
+    block_size=125,
+    context=None,
+    query_copies=2,
 ) -> np.ndarray:
     from transformers import AutoTokenizer, Qwen3Model
 
@@ -117,13 +124,13 @@ def reference_scores(
     query, query_length = cut(query, max_query)
     query = clean(query)
     cut_docs = [(clean(text), length) for text, length in (cut(d, max_doc) for d in docs)]
-    blocks, current, capacity = [], [], context - 2 * query_length
+    blocks, current, capacity = [], [], context - query_copies * query_length
     for i, (_, length) in enumerate(cut_docs):
         current.append(i)
         capacity -= length
         if len(current) >= block_size or capacity <= max_doc:
             blocks.append(current)
-            current, capacity = [], context - 2 * query_length
+            current, capacity = [], context - query_copies * query_length
     if current:
         blocks.append(current)
 

@@ -188,8 +188,9 @@ def reference_style_scores(model: ListwiseLastToken, request: RerankRequest) -> 
     docs = [(strip_special_strings(text), length) for text, length in docs]
     doc_vectors, query_vectors, tokens = [], [], 0
     for block in plan_blocks(
-        [n for _, n in docs], query_length, s.context_length, s.max_doc_length, s.block_size
-    ):
+        [n for _, n in docs], query_length, s.context_length, s.max_doc_length, s.block_size,
+        s.block_query_copies,
+    ):  # fmt: skip
         prompt = build_prompt(query, [docs[i][0] for i in block])
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
         tokens += ids.shape[1]

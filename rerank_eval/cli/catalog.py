@@ -57,6 +57,7 @@ def models(config: ConfigOpt = None) -> None:
             needs.append(f"offline with pip package {preset.package.replace('_', '-')}")
         settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
         details = [f"needs {'; '.join(needs)}"] * bool(needs) + [f"settings {settings}"] * bool(settings)
+        details += [f"UNVERIFIED: {preset.unverified}"] * bool(preset.unverified)
         if details:
             console.print(Text(f"{preset.name}: {'; '.join(details)}"))
 

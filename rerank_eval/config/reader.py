@@ -340,4 +340,5 @@ class _ConfigReader:
             package=self.text(f"{where}.package", body.get("package")),
             size=self.text(f"{where}.size", body.get("size"), ""),
             gpu_memory=self.text(f"{where}.gpu_memory", body.get("gpu_memory"), ""),
+            unverified=self.text(f"{where}.unverified", body.get("unverified"), ""),
         )

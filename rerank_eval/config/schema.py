@@ -34,6 +34,7 @@ MODEL_KEYS = (
     "package",
     "size",
     "gpu_memory",
+    "unverified",
 )
 
 
@@ -132,6 +133,9 @@ class ModelPreset:
     package: str | None = None  # a Python package that ships the model files (used when installed)
     size: str = ""  # parameters, for `rerank-eval models`
     gpu_memory: str = ""  # rough need at the preset's settings, for `rerank-eval models`
+    #: what about the preset's procedure is not settled by its own published code (shown by
+    #: `rerank-eval models`); empty where it is
+    unverified: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ class ListwiseSettings:
     max_query_length: int = 512
     max_doc_length: int = 2048
     block_size: int = 125
+    #: the query's tokens taken from a block's capacity, per copy: 2 in v3's procedure (the prompt
+    #: holds the query twice), 1 in jina-reranker-v3.5's reference ports (MLX, GGUF)
+    block_query_copies: int = 2
     context_length: int | None = None  # None: the tokenizer's model_max_length (see load)
     instruction: str | None = None  # never used by the published procedure
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None: per device

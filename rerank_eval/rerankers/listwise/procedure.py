@@ -59,17 +59,22 @@ def plan_blocks(
     context_length: int,
     max_doc_length: int,
     block_size: int,
+    query_copies: int = 2,
 ) -> list[range]:
-    """Split documents (in input order) into blocks by the published capacity rule."""
+    """Split documents (in input order) into blocks by the published capacity rule: a block's
+    capacity is the context less `query_copies` times the query (v3 counts both of the prompt's
+    copies; v3.5's reference ports count one), and it closes once what is left is at most one
+    document's length."""
     blocks: list[range] = []
     start = 0
-    capacity = context_length - 2 * query_length
+    full = context_length - query_copies * query_length
+    capacity = full
     for index, length in enumerate(doc_lengths):
         capacity -= length
         if index + 1 - start >= block_size or capacity <= max_doc_length:
             blocks.append(range(start, index + 1))
             start = index + 1
-            capacity = context_length - 2 * query_length
+            capacity = full
     if start < len(doc_lengths):
         blocks.append(range(start, len(doc_lengths)))
     return blocks

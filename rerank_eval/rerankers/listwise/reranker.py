@@ -350,8 +350,9 @@ class ListwiseLastToken(BlockExecution, Reranker):
             count = len(request.texts)
             lengths = doc_lengths[offset : offset + count]
             for block in plan_blocks(
-                lengths, query_lengths[index], s.context_length, s.max_doc_length, s.block_size
-            ):
+                lengths, query_lengths[index], s.context_length, s.max_doc_length, s.block_size,
+                s.block_query_copies,
+            ):  # fmt: skip
                 texts = [docs[offset + i] for i in block]
                 prompts.append((index, block, build_prompt(queries[index], texts, s.instruction)))
             offset += count
