@@ -104,6 +104,7 @@ def test_v3_and_v35_side_by_side_in_one_table(v35, tmp_path, monkeypatch):
     for name in ("jina-reranker-v3", "jina-reranker-v3.5"):
         manifest = json.loads((out / name / "manifest.json").read_text())
         assert manifest["model"]["settings"]["block_query_copies"] == (1 if name.endswith("3.5") else 2)
+        assert ("unverified" in manifest["model"]) == name.endswith("3.5")
 
 
 def test_the_sliding_window_is_honoured(v35, tmp_path):
@@ -130,3 +131,12 @@ def test_the_published_figures_average_to_the_published_averages():
     assert "jina-embeddings-v5-text-small" in data["first_stage"]
     published = Path(__file__).resolve().parents[1] / "results/published/jina-reranker-v3.5.json"
     assert json.loads(published.read_text()) == data
+
+
+def test_compare_advises_a_first_stage_only_where_one_is_configured():
+    from rerank_eval.reporting.compare.comparison import _same_candidates_advice
+
+    assert _same_candidates_advice("jina-embeddings-v3").startswith(
+        "rerun with --first-stage jina-embeddings-v3"
+    )
+    assert _same_candidates_advice("jina-embeddings-v5-text-small").startswith("no packaged first stage")

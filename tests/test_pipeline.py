@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
+from rerank_eval.errors import UserError
 from tests import builders
 from tests.expected import first_stage_ndcg, mean, ndcg, trec_ranking
 
@@ -609,3 +610,18 @@ def test_miracl_without_the_lucene_extra_falls_back_to_bm25s_and_says_so(tmp_pat
     ]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [d["first_stage"]["kind"] for d in manifest["datasets"]] == ["bm25s", "bm25s"]
+    assert [d["first_stage"]["fallback_from"] for d in manifest["datasets"]] == ["lucene", "lucene"]
+
+
+def test_lucene_named_without_the_extra_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from rerank_eval.first_stage import lucene_runtime
+
+    monkeypatch.setattr(lucene_runtime, "available", lambda: False)
+    out = tmp_path / "out"
+    result = cli("beir", "--datasets", "scifact", "--model", "bm25", "--first-stage", "lucene", "--out", out)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: the Lucene first stage needs Pyserini and a Java runtime: ")
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(UserError, match=r"needs Java 21 or later; JAVA_HOME=.* holds 17\.0\.2"):
+        lucene_runtime.check_java("17.0.2")
+    lucene_runtime.check_java("21.0.5")

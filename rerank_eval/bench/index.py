@@ -89,10 +89,10 @@ def _build_bm25s(dataset, folder: Path):
 
 
 def _build_lucene(dataset, folder: Path):
-    from rerank_eval.first_stage import lucene
+    from rerank_eval.first_stage import lucene, lucene_index
 
-    settings = lucene.LuceneSettings(0.9, 0.4, "sw", "language")
-    lucene._build(dataset, settings, folder)
+    settings = lucene_index.LuceneSettings(0.9, 0.4, "sw", "language")
+    lucene_index._build(dataset, settings, folder)
     return lambda queries: lucene.search(folder, settings, queries, 100)
 
 

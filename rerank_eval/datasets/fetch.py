@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
 from rerank_eval.datasets import open_dataset
-from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage
+from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage, kind
 from rerank_eval.pipeline.progress import stderr_console
 
 
@@ -16,6 +16,7 @@ def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str |
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
     source = config.first_stage_for(spec, first_stage)
+    kind(source.kind).preflight(spec, source)
     depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
     fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth))
 

@@ -86,6 +86,8 @@ class FirstStageRecord:
     reference_name: str | None = None
     reference_ndcg10: float | None = None
     duplicate_lines: int = 0
+    #: the configured first stage this one stands in for (its kind could not run here)
+    fallback_from: str | None = None
     #: how the run was computed (timings per rank, passages encoded); never part of a cache key
     execution: dict[str, object] = field(default_factory=dict)
 
@@ -158,6 +160,10 @@ class FirstStageKind(ABC):
     def available(self) -> bool:
         """Whether this kind can run here (an optional extra may be missing)."""
         return True
+
+    def preflight(self, spec: DatasetSpec, source: FirstStageSpec) -> None:  # noqa: B027 (a hook)
+        """Refuse, before any work, what cannot run here (a missing extra, an unusable runtime);
+        kinds that always run keep this default, which refuses nothing."""
 
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         """The source `--first-stage KIND:ARGUMENT` names; kinds without such a form refuse it."""

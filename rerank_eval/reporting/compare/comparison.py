@@ -100,7 +100,7 @@ class Comparison:
             else:
                 self.warnings.append(
                     f"{column.label} reranked {column.first_stage_name}'s candidates; the runs did not "
-                    f"(rerun with --first-stage {column.first_stage_name} to compare on the same candidates)"
+                    f"({_same_candidates_advice(column.first_stage_name)})"
                 )
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
@@ -214,3 +214,12 @@ class Comparison:
             tested.append(cell)
         for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
             cell.p_adjusted = adjusted
+
+
+def _same_candidates_advice(first_stage: str) -> str:
+    """How to rerun on a published column's candidates, where a packaged first stage makes them."""
+    from rerank_eval.config.reader import load_config
+
+    if first_stage in load_config().first_stages:
+        return f"rerun with --first-stage {first_stage} to compare on the same candidates"
+    return f"no packaged first stage reproduces {first_stage}; configure one to compare the same candidates"
