@@ -217,3 +217,15 @@ def test_a_query_lucene_refuses_is_one_line(tmp_path):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: searching the Lucene index ") and "failed in Java: " in last
     assert "Traceback" not in result.output
+
+
+def test_vaswani_average_precision_over_lucenes_top_1000(vaswani):
+    """Lucene's AP on Vaswani, 0.286, is over its top 1,000 (over the top 100 it is 0.261)."""
+    out = vaswani / "top-1000"
+    result = run("run", "vaswani", "--config", vaswani / "vaswani.yaml", "--model", "bm25",
+                 "--top-k", "1000", "--metric", "AP", "--metric", "nDCG@10", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    per_query = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})
+    first_stage = per_query[per_query.stage == "first_stage"]
+    assert first_stage[first_stage.measure == "AP"].value.mean() == pytest.approx(0.286, abs=5e-4)
+    assert first_stage[first_stage.measure == "nDCG@10"].value.mean() == pytest.approx(0.4368, abs=5e-4)
