@@ -28,3 +28,33 @@ def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
     """A write failure in one line; a full disk says so explicitly."""
     what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     return UserError(f"{what} while writing {path}; {kept}")
+
+
+def building_folder(folder: Path) -> Path:
+    """A new, empty folder beside `folder` to build its content in, then rename into place.
+
+    Its name says which host and process builds it (`NAME.building-HOST-PID-RANDOM`), so that
+    processes sharing the cache never collide, and what a killed build left behind on this host
+    is removed here (its process is gone); a folder of another host is left to that host.
+    """
+    import shutil
+    import socket
+    import tempfile
+
+    host = socket.gethostname().replace("-", "_")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for left in folder.parent.glob(f"{folder.name}.building-{host}-*"):
+        pid = left.name.removeprefix(f"{folder.name}.building-{host}-").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-{host}-{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

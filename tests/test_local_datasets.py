@@ -276,3 +276,24 @@ def test_a_path_that_is_not_a_folder_says_so(tmp_path):
         f"error: dataset d: path {tmp_path}/corpus.jsonl is not a folder (a BEIR-format folder holds "
         "corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv)"
     )
+
+
+def test_a_killed_builds_folder_is_removed_only_by_its_own_host_once_its_process_is_gone(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    from rerank_eval.cache import building_folder
+
+    host = socket.gethostname().replace("-", "_")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    target = tmp_path / "index"
+    dead = tmp_path / f"index.building-{host}-{gone.pid}-abc"
+    alive = tmp_path / f"index.building-{host}-{os.getpid()}-def"
+    other_host = tmp_path / "index.building-elsewhere-1-ghi"
+    for folder in (dead, alive, other_host):
+        folder.mkdir()
+    new = building_folder(target)
+    assert new.is_dir() and new.name.startswith(f"index.building-{host}-{os.getpid()}-")
+    assert not dead.exists() and alive.exists() and other_host.exists()

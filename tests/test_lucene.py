@@ -146,6 +146,8 @@ def test_a_build_killed_midway_leaves_no_index_a_later_run_trusts(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "building the Lucene index" in result.stderr
+    left = [folder.name for folder in (tmp_path / "cache" / "lucene").iterdir()]
+    assert len(left) == 1 and ".building-" not in left[0]  # the killed build's folder was removed
     assert summary_row(tmp_path / "out", "ar").first_stage == 1.0
 
 

@@ -16,13 +16,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import cache_root, disk_error
+from rerank_eval.cache import building_folder, cache_root, disk_error
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets.ir_dataset import document_text
 from rerank_eval.datasets.local_files import (
@@ -175,10 +174,10 @@ class LocalDataset:
 
         if not folder.is_dir():
             # a folder of its own (unique across processes and hosts sharing the cache), renamed
-            # into place only once complete; one a kill left behind is never renamed or read
+            # into place only once complete; one a kill left behind is never read, and removed by
+            # the next build on its host
             try:
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-"))
+                building = building_folder(folder)
             except OSError as exc:
                 raise disk_error(exc, folder, "nothing was built") from None
             print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)

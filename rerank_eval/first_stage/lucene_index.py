@@ -3,7 +3,8 @@
 The corpus is streamed (from `ir_datasets` or local files) in batches into Anserini's
 multi-threaded `SimpleIndexer`. The index is cached under a key of the corpus, its text, the
 indexer's arguments and the Pyserini/Anserini versions; it is built in a folder of its own and
-renamed into place only when complete, so one that a kill interrupted is never found.
+renamed into place only when complete, so one that a kill interrupted is never found (and the
+next build on its host removes it).
 
 Anserini leaves out a document whose indexed text is empty (Java's `trim()`, as Pyserini's own
 indexes do: its BEIR trec-covid index holds 171,331 of 171,332 documents); those are counted as
@@ -17,12 +18,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import cache_root, disk_error
+from rerank_eval.cache import building_folder, cache_root, disk_error
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
 from rerank_eval.paths import file_name
@@ -104,8 +104,7 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
     if settings.analyzer == "language":
         lucene_runtime.check_language(settings.language)
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-"))
+        building = building_folder(folder)
     except OSError as exc:
         raise disk_error(exc, folder, "nothing was built") from None
     print(f"building the Lucene index of {dataset.id} (once; cached in {folder})", file=sys.stderr)
