@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,28 @@ def building_folder(folder: Path) -> Path:
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(left, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-{host}-{os.getpid()}-"))
+
+
+def build_in_place(folder: Path, build: Callable[[Path], None], what: str) -> None:
+    """Build `what` into a folder of its own (`building_folder`) and rename it to `folder` only
+    once `build` returns: a failure or a kill leaves nothing at `folder`, and another process
+    completing the same folder first is fine."""
+    import shutil
+
+    try:
+        building = building_folder(folder)
+    except OSError as exc:
+        raise disk_error(exc, folder, "nothing was built") from None
+    try:
+        build(building)
+        os.replace(building, folder)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        if not folder.is_dir():  # not another process completing it first
+            raise disk_error(exc, folder, f"nothing of the {what} was kept") from None
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 def _alive(pid: int) -> bool:

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from rerank_eval.config.bounded_yaml import Refused, load_bounded
-from rerank_eval.errors import UserError, closest
-from rerank_eval.paths import name_problem, special_file_kind
+from rerank_eval.config.checks import EntryChecks
+from rerank_eval.errors import UserError
+from rerank_eval.paths import special_file_kind
 
 TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
 NAMED_SECTIONS = ("first_stages", "models")
@@ -92,33 +93,16 @@ def merge_layers(layers: list[ConfigLayer]) -> MergedConfig:
     return merged
 
 
-class _LayerMerger:
+class _LayerMerger(EntryChecks):
     def __init__(self, layer: ConfigLayer, merged: MergedConfig) -> None:
         self.layer, self.merged = layer, merged
 
     def fail(self, where: str, what: str) -> UserError:
         return UserError(f"{self.layer.path}: {where}: {what}")
 
-    def mapping(self, where: str, value: Any) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(where, f"expected a mapping, got {value!r}")
-        return value
-
-    def name(self, where: str, value: Any) -> str:
-        problem = name_problem(value)
-        if problem:
-            raise self.fail(where, problem)
-        return value
-
     def merge(self) -> None:
         raw = self.layer.raw
-        for key in raw:
-            if key not in TOP_LEVEL_KEYS:
-                close = closest(str(key), TOP_LEVEL_KEYS)
-                hint = f"; did you mean {close!r}?" if close else f" (accepted: {', '.join(TOP_LEVEL_KEYS)})"
-                raise self.fail("top level", f"unknown key {key!r}{hint}")
+        self.known_keys("top level", raw, TOP_LEVEL_KEYS)
         defaults = self.mapping("defaults", raw.get("defaults"))
         self.merged.raw["defaults"].update(defaults)
         for key in defaults:

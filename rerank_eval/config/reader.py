@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rerank_eval.config.checks import EntryChecks
 from rerank_eval.config.layers import MergedConfig, merge_layers, read_layer
 from rerank_eval.config.schema import (
     DATASET_KEYS,
@@ -31,7 +32,6 @@ from rerank_eval.config.schema import (
     SuiteSpec,
 )
 from rerank_eval.errors import UserError, closest
-from rerank_eval.paths import name_problem
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:
@@ -49,7 +49,7 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
     )
 
 
-class _ConfigReader:
+class _ConfigReader(EntryChecks):
     def __init__(self, merged: MergedConfig, fallback: Path) -> None:
         self.merged = merged
         self.raw = merged.raw
@@ -62,14 +62,6 @@ class _ConfigReader:
         """A refusal naming the file the entry at `where` came from."""
         return UserError(f"{self.entry_file or self.merged.origin(where, self.fallback)}: {where}: {what}")
 
-    def mapping(self, where: str, value: Any) -> dict[str, Any]:
-        """A mapping (an absent one is empty); anything else names the entry."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(where, f"expected a mapping, got {value!r}")
-        return value
-
     def number(self, where: str, value: Any, kind: type[int] | type[float]) -> Any:
         """An int (or a finite float where floats are allowed), never a bool or a string."""
         allowed = (int,) if kind is int else (int, float)
@@ -81,15 +73,6 @@ class _ConfigReader:
         ):
             raise self.fail(where, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
         return kind(value)
-
-    def known_keys(self, where: str, body: dict[str, Any], accepted: tuple[str, ...]) -> None:
-        """Refuse a key the entry does not take (a typo would otherwise change the protocol
-        silently), suggesting the closest accepted one."""
-        for key in body:
-            if key not in accepted:
-                close = closest(str(key), accepted)
-                hint = f"; did you mean {close!r}?" if close else f" (accepted: {', '.join(accepted)})"
-                raise self.fail(where, f"unknown key {key!r}{hint}")
 
     def flag(self, where: str, value: Any, default: bool) -> bool:
         """A YAML boolean (true/false), never a string such as 'no', which would read as true."""
@@ -130,13 +113,6 @@ class _ConfigReader:
         if key.endswith(".first-stage"):
             raise self.fail(where, f"{key!r} cannot be used as a dataset key: it ends in .first-stage")
         return key
-
-    def name(self, where: str, value: Any) -> str:
-        """A name that also names files (a suite, a dataset key, a preset)."""
-        problem = name_problem(value)
-        if problem:
-            raise self.fail(where, problem)
-        return value
 
     def top_k(self, value: Any) -> int:
         top_k = self.number("defaults.top_k", value, int)

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import building_folder, cache_root, disk_error
+from rerank_eval.cache import build_in_place, cache_root
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets.ir_dataset import document_text
 from rerank_eval.datasets.local_files import (
@@ -172,25 +170,12 @@ class LocalDataset:
                 lookup_field="doc_id", index_fields=["doc_id"], count_hint=self.documents_count(),
             )  # fmt: skip
 
+        def build(building: Path) -> None:
+            built = store(building)
+            built.build()
+            built.lookup.close()
+
         if not folder.is_dir():
-            # a folder of its own (unique across processes and hosts sharing the cache), renamed
-            # into place only once complete; one a kill left behind is never read, and removed by
-            # the next build on its host
-            try:
-                building = building_folder(folder)
-            except OSError as exc:
-                raise disk_error(exc, folder, "nothing was built") from None
             print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)
-            try:
-                built = store(building)
-                built.build()
-                built.lookup.close()
-                os.replace(building, folder)
-            except OSError as exc:
-                shutil.rmtree(building, ignore_errors=True)
-                if not folder.is_dir():  # not another process completing it first
-                    raise disk_error(exc, folder, "nothing of the document store was kept") from None
-            except BaseException:
-                shutil.rmtree(building, ignore_errors=True)
-                raise
+            build_in_place(folder, build, "document store")
         return store(folder)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import building_folder, cache_root, disk_error
+from rerank_eval.cache import build_in_place, cache_root
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
 from rerank_eval.paths import file_name
@@ -103,12 +102,9 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
     classes = lucene_runtime.anserini()
     if settings.analyzer == "language":
         lucene_runtime.check_language(settings.language)
-    try:
-        building = building_folder(folder)
-    except OSError as exc:
-        raise disk_error(exc, folder, "nothing was built") from None
     print(f"building the Lucene index of {dataset.id} (once; cached in {folder})", file=sys.stderr)
-    try:
+
+    def build(building: Path) -> None:
         with lucene_runtime.java_errors(f"building the Lucene index of {dataset.id}"):
             stats = _index(classes, dataset, settings, building)
             if not stats["documents"]:
@@ -121,14 +117,8 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
                 f"nothing was kept (Anserini's log lines above may say why)"
             )
         (building / STATS_FILE).write_text(json.dumps({**stats, "indexed": indexed}), encoding="utf-8")
-        os.replace(building, folder)
-    except OSError as exc:
-        shutil.rmtree(building, ignore_errors=True)
-        if not folder.is_dir():  # not another process completing it first
-            raise disk_error(exc, folder, "nothing of the index was kept") from None
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+
+    build_in_place(folder, build, "index")
 
 
 def _index(classes: Any, dataset: Any, settings: LuceneSettings, building: Path) -> dict[str, int]:
