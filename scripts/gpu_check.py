@@ -34,9 +34,10 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    over the wall time), and its kernel time in attention, matrix products and everything else
    (the elementwise work left to fuse).
 6. `rerank-eval bench-encode` on jina-embeddings-v3's shape (xlm-roberta-large, random weights,
-   adapters merged: the base model's runtime), ours in bf16 against the straightforward float32
-   path over 8,000 BEIR-like passages (targets: ≥ 40% MFU against the datasheet, ≥ 3× the
-   straightforward path).
+   adapters merged: the base model's runtime), ours in bf16 (fused kernels) against the
+   straightforward float32 path over 8,000 BEIR-like passages (targets: ≥ 40% MFU against the
+   datasheet, ≥ 3× the straightforward path, on the first pass), and ours over the same passages
+   once more, every batch shape met before (`2nd pass`, as over a corpus of millions).
 7. Dense exact search at HotpotQA's size: 5,000,000 × 1024 float16 random vectors in shards of
    65,536 written to a temporary folder, 7,405 queries, top-100 (target < 60 s, the files in the
    page cache as after encoding; peak GPU memory within a bound set by the shard size and
@@ -232,7 +233,7 @@ SEARCH_SECONDS = 60.0
 def encode_check(device: str, quick: bool) -> list[dict]:
     shape = "xlm-roberta-large" if device == "cuda" else "tiny"
     started = time.time()
-    result = run_bench_encode(shape, 300 if quick else ENCODE_PASSAGES, device=device)
+    result = run_bench_encode(shape, 300 if quick else ENCODE_PASSAGES, device=device, second_pass=True)
     ours, straightforward = result["ours"], result["straightforward"]
     difference = result["max_abs_difference"]
     if device == "cuda":
@@ -240,15 +241,21 @@ def encode_check(device: str, quick: bool) -> list[dict]:
     else:  # float32 on both paths: the same embeddings
         passed = difference <= 1e-5
     gib = [(p["peak_gpu_memory_bytes"] or 0) / 2**30 for p in (straightforward, ours)]
+    fused = "on" if result["model"]["fused_kernels"] else "off"
+    again = ours["second_pass"]
     note = (
-        f"ours {ours['passages_per_second']:,.0f} passages/s ({ours['tokens_per_second']:,.0f} tokens/s, "
+        f"fused kernels {fused}; second pass (every batch shape met before) "
+        f"{again['passages_per_second']:,.0f} passages/s, MFU {again['mfu_datasheet'] or 0:.1%} "
+        f"(datasheet); first pass: ours {ours['passages_per_second']:,.0f} passages/s "
+        f"({ours['tokens_per_second']:,.0f} tokens/s, "
         f"{ours['tokenize_seconds']:.2f} s of {ours['seconds']:.2f} s tokenizing), straightforward "
         f"{straightforward['passages_per_second']:,.0f}; positions run {ours['padded_positions']:,} vs "
         f"{straightforward['padded_positions']:,}; queries {result['query_speedup']:.2f}x; peak GPU memory "
         f"{gib[1]:.1f} GiB vs {gib[0]:.1f} GiB"
     )
     return [{"check": f"bench-encode ({shape}, {ours['dtype']}, {result['workload']['passages']:,} passages)",
-             "speedup": result["speedup"], "speedup_target": 3.0, "mfu_datasheet": ours["mfu_datasheet"],
+             "speedup": result["speedup"], "speedup_second_pass": result["speedup_second_pass"],
+             "speedup_target": 3.0, "mfu_datasheet": ours["mfu_datasheet"],
              "mfu_measured": ours["mfu_measured"], "max_embedding_difference": difference, "note": note,
              "seconds": time.time() - started, "passed": passed, "result": result}]  # fmt: skip
 

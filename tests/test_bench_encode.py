@@ -50,17 +50,24 @@ def test_bench_encode_emits_json_with_every_field(tmp_path):
     out = tmp_path / "bench-encode.json"
     result = CliRunner().invoke(app, [
         "bench-encode", "--shape", "tiny", "--passages", "300", "--device", "cpu",
-        "--max-batch-tokens", "4096", "--seed", "3", "--json", str(out),
+        "--max-batch-tokens", "4096", "--seed", "3", "--second-pass", "--json", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert "speed-up" in result.output and "straightforward" in result.output
     straightforward, ours = data["straightforward"], data["ours"]
+    assert set(straightforward) == PATH_FIELDS and set(ours) == PATH_FIELDS | {"second_pass"}
     for path in (straightforward, ours):
-        assert set(path) == PATH_FIELDS
         assert path["dtype"] == "float32" and path["passages_per_second"] > 0 and path["mfu_measured"] > 0
         assert path["mfu_datasheet"] is None and path["peak_gpu_memory_bytes"] is None  # a CPU
     assert data["speedup"] == round(straightforward["seconds"] / ours["seconds"], 3)
+    again = ours["second_pass"]  # ours over the same passages once more
+    assert data["speedup_second_pass"] == round(straightforward["seconds"] / again["seconds"], 3)
+    assert again["tokens_per_second"] == pytest.approx(ours["tokens"] / again["seconds"], rel=2e-3)
+    assert again["model_flops_per_second"] * again["seconds"] == pytest.approx(
+        ours["model_flops_per_second"] * ours["seconds"], rel=2e-3
+    )
+    assert "second pass" in result.output and data["model"]["fused_kernels"] is False  # a CPU
     assert data["max_abs_difference"] <= 1e-5  # float32 on both paths: the same embeddings
     assert data["max_batch_tokens"] == 4096 and data["straightforward_batch_size"] == 32
 

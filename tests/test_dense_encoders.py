@@ -11,6 +11,7 @@ All in float32 on the CPU.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -396,15 +397,32 @@ def test_fast_path_equals_straightforward_path(request, jina_preset, which):
 
 
 def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
-    """`embed` tokenizes chunk by chunk (the next one while this one runs); chunk boundaries, with
-    duplicates on both sides of them, change nothing."""
+    """`embed` tokenizes chunk by chunk (the next one while this one runs), chunks growing from the
+    first size to the largest; chunk boundaries, with duplicates on both sides of them, change nothing."""
     from rerank_eval.first_stage.dense import encoder as encoder_module
 
     straightforward = _encoder(st_mean).embed_straightforward(MIXED, "passage", batch_size=4)
     monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 3)
+    distinct = len(set(MIXED))
+    assert encoder_module.chunk_bounds(distinct, 1)[:3] == [(0, 1), (1, 3), (3, 6)]
     chunked = _encoder(st_mean)
+    assert chunked.first_chunk == 3  # a CPU: every chunk the largest
+    chunked.first_chunk = 1  # as on a GPU
     _close(chunked.embed(MIXED, "passage"), straightforward)
-    assert chunked.stats["forward_passes"] == -(-len(set(MIXED)) // 3)
+    assert chunked.stats["forward_passes"] == 2 + -(-(distinct - 3) // 3)  # chunks of 1, 2, then 3
+
+
+def test_chunks_grow_by_doubling_up_to_the_largest():
+    from rerank_eval.first_stage.dense.encoder import EMBED_CHUNK, FIRST_EMBED_CHUNK, chunk_bounds
+
+    assert (FIRST_EMBED_CHUNK, EMBED_CHUNK) == (1024, 8192)
+    sizes = [end - start for start, end in chunk_bounds(20_000, FIRST_EMBED_CHUNK)]
+    assert sizes == [1024, 2048, 4096, 8192, 20_000 - 15_360]
+    assert [end - start for start, end in chunk_bounds(20_000, EMBED_CHUNK)] == [8192, 8192, 3616]
+    assert chunk_bounds(500, 1024) == [(0, 500)] and chunk_bounds(0, 1024) == []
+    bounds = chunk_bounds(100_003, 1024)  # contiguous, covering every text once
+    assert bounds[0][0] == 0 and bounds[-1][1] == 100_003
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
 
 
 def test_empty_input(st_mean):

@@ -473,13 +473,14 @@ def test_compile_elementwise_setting_keeps_scores_and_is_recorded(checkpoint):
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="needs a C++ compiler")
-def test_compiled_kernels_built_at_load_are_the_ones_scoring_runs(checkpoint, monkeypatch):
+def test_compiled_kernels_built_at_load_are_the_ones_scoring_runs(checkpoint):
     import torch._dynamo
 
     torch._dynamo.reset()  # what earlier tests compiled would otherwise answer for the load
     model = load_reranker(str(checkpoint), compile_elementwise=True, max_doc_length=40)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    model.score_batch(requests_for([QUERY, "vitamin d"]))  # a compilation here would raise
+    # (config.patch, not monkeypatch: undoing a monkeypatch leaves dynamo's config without the key)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        model.score_batch(requests_for([QUERY, "vitamin d"]))  # a compilation here would raise
 
 
 def test_score_command_says_in_one_line_when_compile_cannot_build(checkpoint, tmp_path):
@@ -501,7 +502,7 @@ def test_score_command_says_in_one_line_when_compile_cannot_build(checkpoint, tm
 def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, triton, expected):
     import torch.utils._triton
 
-    from rerank_eval.rerankers.listwise.model import compile_by_default
+    from rerank_eval.rerankers.compiling import compile_by_default
 
     monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: triton)
     assert compile_by_default(torch.device(device)) is expected

@@ -14,10 +14,11 @@ one token (so token counts are controlled):
   250,002; XLM-RoBERTa with rotary positions), random weights and no adapters: jina-embeddings-v3's
   LoRA adapters are merged into the weights once per side, so its runtime is the base model's;
   `tiny` (2 layers, hidden 64) is for CPUs. Both mean-pool and normalise, as jina-embeddings-v3 does;
-- straightforward: `embed_straightforward` in float32, fixed batches of 32 in input order, every
-  text encoded, duplicates too (sentence-transformers' `encode` sorts texts by character length
-  before batching: against it, sorting by length gains less than here);
-- ours: `embed` in the device's default dtype (bf16 on CUDA, float32 on CPU): each distinct text
+- straightforward: `embed_straightforward` in float32 with transformers' own modules, fixed batches
+  of 32 in input order, every text encoded, duplicates too (sentence-transformers' `encode` sorts
+  texts by character length before batching: against it, sorting by length gains less than here);
+- ours: `embed` in the device's default dtype (bf16 on CUDA, float32 on CPU), with the fused
+  kernels on CUDA (`jina_kernels`, compiled while the model loads, not timed): each distinct text
   once, batches sorted by length under a token budget, every batch queued before any result is
   copied back, the next chunk of texts tokenized while the device runs this one.
 
@@ -174,10 +175,18 @@ def peak_gpu_memory(device: torch.device) -> int | None:
 
 
 def run_path(
-    encoder: DenseEncoder, passages: list[str], queries: list[str], fast: bool, peaks: tuple
+    encoder: DenseEncoder,
+    passages: list[str],
+    queries: list[str],
+    fast: bool,
+    peaks: tuple,
+    second_pass: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """One path over the workload, passages then queries, after a warm-up on a few of each. Tokens,
-    FLOPs and padding are the passages' (the corpus); queries are timed on their own."""
+    FLOPs and padding are the passages' (the corpus); queries are timed on their own. With
+    `second_pass`, the passages are timed once more: every batch shape met once before, as in a
+    corpus of millions, where the same shapes recur (GPU kernels such as cuDNN's attention plan
+    each new shape once)."""
     embed = encoder.embed if fast else encoder.embed_straightforward
     device = encoder.device
     embed(passages[:WARM_UP_TEXTS], "passage")  # loads the model; kernels, allocator
@@ -201,6 +210,12 @@ def run_path(
             tokens = encoder.stats["tokens"] - tokens_before
     if tokens != sum(lengths):
         raise RuntimeError(f"the encoder ran {tokens:,} passage tokens, not the {sum(lengths):,} planned")
+    if second_pass:
+        synchronize(device)
+        start = time.perf_counter()
+        embed(passages, "passage")
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
     flops = sum(map(flops_of, lengths)) / seconds[0]
     result = {
         "dtype": dtype_name(encoder.dtype),
@@ -218,6 +233,16 @@ def run_path(
         "queries_per_second": round(len(queries) / seconds[1], 1),
         "peak_gpu_memory_bytes": peak_gpu_memory(device),
     }
+    if second_pass:
+        again = sum(map(flops_of, lengths)) / seconds[2]
+        result["second_pass"] = {
+            "seconds": round(seconds[2], 4),
+            "passages_per_second": round(len(passages) / seconds[2], 1),
+            "tokens_per_second": round(tokens / seconds[2], 1),
+            "model_flops_per_second": again,
+            "mfu_datasheet": round(again / peaks[0], 4) if peaks[0] else None,
+            "mfu_measured": round(again / peaks[1], 4) if peaks[1] else None,
+        }
     return result, np.concatenate(vectors)
 
 
@@ -229,6 +254,7 @@ def run_bench_encode(
     max_batch_tokens: int | None = None,
     seed: int = 0,
     matmul_size: int | None = None,
+    second_pass: bool = False,
 ) -> dict[str, Any]:
     chosen = pick_device(device)
     ours_dtype = pick_dtype(dtype, chosen)
@@ -241,7 +267,7 @@ def run_bench_encode(
     budget = int(max_batch_tokens or default_batch_tokens(chosen))
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-encode-") as folder:
         checkpoint, recipe = random_encoder_checkpoint(shape, Path(folder))
-        encoder = DenseEncoder(checkpoint, recipe, str(chosen), "float32", budget)
+        encoder = DenseEncoder(checkpoint, recipe, str(chosen), "float32", budget, fused_kernels=False)
         straightforward, reference = run_path(encoder, passage_texts, query_texts, False, peaks)
         model = encoder.model("passage")
         described = {"shape": shape, **{k: getattr(model.config, k) for k in SHAPES[shape]},
@@ -253,7 +279,8 @@ def run_bench_encode(
         if chosen.type == "cuda":
             torch.cuda.empty_cache()
         encoder = DenseEncoder(checkpoint, recipe, str(chosen), ours_dtype, budget)
-        ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks)
+        described["fused_kernels"] = encoder.fused_kernels
+        ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
     lengths = [len(text.split()) + 2 for text in passage_texts]
     return {
         "workload": {
@@ -276,6 +303,10 @@ def run_bench_encode(
         "straightforward": straightforward,
         "ours": ours,
         "speedup": round(straightforward["seconds"] / ours["seconds"], 3),
+        # against the straightforward path's only pass: float32 attention plans nothing per shape
+        "speedup_second_pass": (
+            round(straightforward["seconds"] / ours["second_pass"]["seconds"], 3) if second_pass else None
+        ),
         "query_speedup": round(straightforward["query_seconds"] / ours["query_seconds"], 3),
         "max_abs_difference": float(np.abs(reference - vectors).max()),
     }

@@ -101,7 +101,15 @@ def encode_table(result: dict[str, Any]) -> Table:
         caption=(
             f"speed-up {result['speedup']:.2f}× (queries {result['query_speedup']:.2f}×); max abs embedding "
             f"difference {result['max_abs_difference']:.2e}; measured bf16 matmul "
-            f"{device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s"
+            f"{device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s; fused kernels "
+            f"{_on(model['fused_kernels'])}"
+            + (
+                f"; second pass: ours {second['passages_per_second']:,.0f} passages/s, speed-up "
+                f"{result['speedup_second_pass']:.2f}×, MFU vs datasheet "
+                f"{_cell(second['mfu_datasheet'], '{:.1%}')}"
+                if (second := result["ours"].get("second_pass"))
+                else ""
+            )
         ),
     )
     table.add_column("")

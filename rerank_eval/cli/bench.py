@@ -173,6 +173,13 @@ def bench_encode(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+    second_pass: Annotated[
+        bool,
+        typer.Option(
+            "--second-pass",
+            help="Time ours over the passages again, once every batch shape has run (as in a large corpus).",
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
@@ -184,7 +191,7 @@ def bench_encode(
 
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
-    result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed)
+    result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed, second_pass=second_pass)
     console.print(encode_table(result))
     print_json(result, json_out)
 

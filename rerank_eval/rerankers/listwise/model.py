@@ -30,14 +30,6 @@ def default_pad_multiple(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 1
 
 
-def compile_by_default(device: torch.device) -> bool:
-    """compile_elementwise's default: on CUDA where Triton supports the GPU (measured on an H200:
-    `medium` from 1.5–1.85× to 2.1× the reference-style path), off on CPUs, where it gains nothing."""
-    from torch.utils._triton import has_triton
-
-    return device.type == "cuda" and has_triton()
-
-
 def listwise_attention(device: torch.device, dtype: torch.dtype) -> str:
     """The attention kernel for the listwise backbone on this device and dtype."""
     if device.type == "cuda" and dtype == torch.float32:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rerank_eval.rerankers import compiling
+
 # float32 on CUDA: SDPA's fused kernels that take float32 do not take grouped key/value heads, so
 # with them PyTorch falls back to the math kernel, which materialises every n × n score matrix
 # (about 28 GB per 21k-token prompt). Repeating the key/value heads first keeps the memory-efficient
@@ -120,16 +122,6 @@ def _silu_times(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return nn.functional.silu(gate) * up
 
 
-@functools.cache
-def _compiled(function: Any) -> Any:
-    """One torch.compile per function, for every shape (dynamic: prompt lengths all differ).
-
-    Its callers pass tensors flattened to (tokens, ...): a batch dimension would be compiled once
-    more when it is 1 (torch.compile specialises sizes 0 and 1), in the middle of a run.
-    """
-    return torch.compile(function, dynamic=True)
-
-
 def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why torch.compile cannot build the two elementwise kernels here (no C compiler, a GPU that
     Triton does not support, ...), in one line; None when both compile and run on a few tokens.
@@ -145,14 +137,14 @@ def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtyp
 
     try:
         with torch.inference_mode():
-            _compiled(_rms_normed_rotated)(tensor(3, heads, size), norm.weight, norm.variance_epsilon,
-                                           tensor(3, size), tensor(3, size))  # fmt: skip
-            _compiled(_silu_times)(tensor(3, config.intermediate_size), tensor(3, config.intermediate_size))
+            states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
+            compiling.compiled(_rms_normed_rotated)(states, norm.weight, norm.variance_epsilon, cos, sin)
+            width = config.intermediate_size
+            compiling.compiled(_silu_times)(tensor(3, width), tensor(3, width))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # a kernel that fails to launch fails here
     except Exception as exc:  # Inductor and Triton raise many kinds; all mean "cannot compile here"
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        return compiling.failure_line(exc)
     return None
 
 
@@ -167,7 +159,7 @@ def normed_rotated(
     batch, tokens, heads, size = states.shape
     cos, sin = (t.expand(batch, -1, -1).reshape(batch * tokens, size) for t in (cos, sin))
     flat = states.reshape(batch * tokens, heads, size)
-    rotated = _compiled(_rms_normed_rotated)(flat, norm.weight, norm.variance_epsilon, cos, sin)
+    rotated = compiling.compiled(_rms_normed_rotated)(flat, norm.weight, norm.variance_epsilon, cos, sin)
     return rotated.view(batch, tokens, heads, size).transpose(1, 2)
 
 
@@ -208,7 +200,7 @@ def _compiled_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 
         def forward(self, hidden: torch.Tensor) -> torch.Tensor:
             gate, up = self.gate_proj(hidden), self.up_proj(hidden)
-            product = _compiled(_silu_times)(gate.flatten(0, -2), up.flatten(0, -2))
+            product = compiling.compiled(_silu_times)(gate.flatten(0, -2), up.flatten(0, -2))
             return self.down_proj(product.view(gate.shape))
 
     return CompiledQwen3Attention, CompiledQwen3MLP

@@ -34,12 +34,12 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
 )
+from rerank_eval.rerankers.compiling import compile_by_default
 from rerank_eval.rerankers.listwise.execution import Block, BlockExecution
 from rerank_eval.rerankers.listwise.model import (
     BATCHING_SETTINGS,
     VARLEN_ATTENTIONS,
     Projector,
-    compile_by_default,
     default_pad_multiple,
     listwise_attention,
     load_projector_weights,

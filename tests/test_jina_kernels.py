@@ -1,0 +1,151 @@
+"""jina-embeddings-v3's fused modules (`first_stage/dense/jina_kernels.py`) against transformers' own.
+
+The fused modules are a GPU default; here they are compiled for the CPU (Inductor's C++ backend) in
+float32, where compiled and eager kernels differ at most in the last bits.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense import encoder as encoder_module
+from rerank_eval.first_stage.dense import jina_kernels
+from rerank_eval.first_stage.dense.encoder import DenseEncoder
+from rerank_eval.first_stage.dense.recipe import read_recipe
+from rerank_eval.rerankers import compiling
+from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+from tests import dense_checkpoints
+
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler"
+)
+TEXTS = ["the quick brown fox", "a", "vitamin c prevents scurvy " * 6, "dogs bark", "x y z", "a"]
+ADAPTERS = {"query": "retrieval_query", "passage": "retrieval_passage"}
+RECIPE = {"pooling": "mean", "normalize": True, "max_length": None, "query_prefix": "q: ",
+          "passage_prefix": "p: ", "adapters": ADAPTERS}  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def jina(tmp_path_factory) -> Path:
+    return dense_checkpoints.build_jina_embeddings(tmp_path_factory.mktemp("fused") / "jina-v3")
+
+
+def _encoder(folder: Path, **kwargs) -> DenseEncoder:
+    checkpoint = resolve_checkpoint(str(folder))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, RECIPE)
+    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
+
+
+def _batch(lengths: list[int], vocabulary: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded random ids and their 2-d mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, vocabulary, (len(lengths), max(lengths)), generator=generator)
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids * mask + (1 - mask), mask  # pad id 1 (XLM-R's)
+
+
+def test_the_4d_mask_is_the_one_transformers_builds(jina):
+    from transformers import AutoModel
+    from transformers.masking_utils import create_bidirectional_mask
+
+    model = AutoModel.from_pretrained(str(jina), attn_implementation="sdpa")
+    _, mask = _batch([5, 2, 4], 50, 0)
+    embeds = torch.zeros(3, 5, model.config.hidden_size)
+    theirs = create_bidirectional_mask(config=model.config, inputs_embeds=embeds, attention_mask=mask)
+    ours = jina_kernels.padding_mask_4d(mask)
+    assert ours.dtype == theirs.dtype == torch.bool and torch.equal(ours, theirs.expand_as(ours))
+    # handed to transformers, it comes back untouched (so nothing asks the device about padding)
+    assert create_bidirectional_mask(config=model.config, inputs_embeds=embeds, attention_mask=ours) is ours
+    # without padding transformers drops the mask; ours lets every key through, the same attention
+    assert jina_kernels.padding_mask_4d(torch.ones(2, 3, dtype=torch.long)).all()
+
+
+@needs_compiler
+def test_fused_modules_equal_transformers_modules(jina):
+    from transformers import AutoModel
+    from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import (
+        JinaEmbeddingsV3Attention,
+        JinaEmbeddingsV3Layer,
+    )
+
+    model = AutoModel.from_pretrained(str(jina), attn_implementation="sdpa").eval()
+    vocabulary = model.config.vocab_size
+    batches = [_batch([7, 3, 5], vocabulary, 1), _batch([4], vocabulary, 2), _batch([9, 9], vocabulary, 3)]
+    with torch.inference_mode():
+        expected = [model(input_ids=ids, attention_mask=mask).last_hidden_state for ids, mask in batches]
+    compiling.compiled.cache_clear()
+    torch._dynamo.reset()
+    config = model.config.to_dict()
+    assert jina_kernels.compile_failure(config, torch.device("cpu"), torch.float32) is None
+    assert jina_kernels.use_fused_modules(model, True) == model.config.num_hidden_layers
+    assert {type(m).__name__ for m in model.modules() if isinstance(m, JinaEmbeddingsV3Layer)} == {
+        "FusedJinaEmbeddingsV3Layer"
+    }
+    # the kernels compiled by the check serve every batch shape: nothing compiles again
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        for (ids, mask), reference in zip(batches, expected):
+            got = model(input_ids=ids, attention_mask=jina_kernels.padding_mask_4d(mask)).last_hidden_state
+            real = mask.bool()
+            assert (got[real] - reference[real]).abs().max() <= 1e-5
+    assert compiling.compiled.cache_info().currsize == 2  # rotary pair, add-and-LayerNorm
+    jina_kernels.use_fused_modules(model, False)
+    assert {type(m) for m in model.modules() if isinstance(m, JinaEmbeddingsV3Attention)} == {
+        JinaEmbeddingsV3Attention
+    }
+    assert all(type(m).__module__.startswith(("transformers", "torch")) for m in model.modules())
+
+
+@needs_compiler
+@pytest.mark.parametrize("merge_adapters", [True, False])
+def test_the_encoder_with_fused_kernels_gives_the_same_vectors(jina, merge_adapters):
+    fused = _encoder(jina, fused_kernels=True, merge_adapters=merge_adapters, max_batch_tokens=24)
+    plain = _encoder(jina, fused_kernels=False, merge_adapters=merge_adapters, max_batch_tokens=24)
+    assert fused.fused_kernels is True and plain.fused_kernels is False
+    for side in ("query", "passage"):  # per-side adapters: each side's model is fused
+        with torch._dynamo.config.patch(error_on_recompile=True):  # the kernels the check compiled
+            got = fused.embed(TEXTS, side)
+        expected = plain.embed(TEXTS, side)
+        assert np.abs(got - expected).max() <= 1e-5
+        layers = fused.model(side).modules()
+        assert any(type(m).__name__ == "FusedJinaEmbeddingsV3Attention" for m in layers)
+    # what decides the vectors' last bits keys the corpus cache
+    assert fused.identity("passage")["fused_kernels"] is True
+    assert fused.identity("passage") != plain.identity("passage")
+
+
+def test_fused_kernels_are_off_on_a_cpu_by_default_and_only_for_jina(jina, tmp_path):
+    assert _encoder(jina).fused_kernels is False  # the CPU default
+    bert = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
+    checkpoint = resolve_checkpoint(str(bert))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, dict.fromkeys(RECIPE))
+    encoder = DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", fused_kernels=True)
+    assert encoder.fused_kernels is False and encoder.identity("passage")["fused_kernels"] is False
+
+
+def test_kernels_that_cannot_compile(jina, monkeypatch, capsys):
+    monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: "InductorError: no C compiler")
+    with pytest.raises(UserError) as raised:  # asked for: one line
+        _encoder(jina, fused_kernels=True)
+    assert (
+        str(raised.value)
+        == "torch.compile cannot build the encoder's kernels on cpu: InductorError: no C compiler"
+    )
+    monkeypatch.setattr(encoder_module, "compile_by_default", lambda device: True)
+    encoder = _encoder(jina)  # by default: transformers' modules, said once, recorded
+    assert encoder.fused_kernels is False and encoder.identity("query")["fused_kernels"] is False
+    assert "no C compiler" in capsys.readouterr().err
+    assert not any("Fused" in type(m).__name__ for m in encoder.model("query").modules())
