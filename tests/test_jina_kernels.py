@@ -127,6 +127,19 @@ def test_the_encoder_with_fused_kernels_gives_the_same_vectors(jina, merge_adapt
     assert fused.identity("passage") != plain.identity("passage")
 
 
+@needs_compiler
+def test_a_dense_first_stage_setting_turns_them_on(jina):
+    from rerank_eval.first_stage.dense import DenseRetrieval
+
+    where = "first_stages.mine"
+    settings = {"encoder": str(jina), "pooling": "mean", "adapters": ADAPTERS}
+    for asked, expected in ((True, True), (False, False), (None, False)):  # None: the CPU default
+        checked = DenseRetrieval().validate(where, {**settings, "fused_kernels": asked})
+        assert DenseRetrieval.build_encoder(checked).fused_kernels is expected
+    with pytest.raises(UserError, match="fused_kernels"):
+        DenseRetrieval().validate(where, {**settings, "fused_kernels": "yes"})
+
+
 def test_fused_kernels_are_off_on_a_cpu_by_default_and_only_for_jina(jina, tmp_path):
     assert _encoder(jina).fused_kernels is False  # the CPU default
     bert = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)

@@ -45,6 +45,8 @@ class DenseRetrieval(FirstStageKind):
         "passage_prefix": Setting(str),
         "adapters": Setting(dict),  # {query: SUBFOLDER, passage: SUBFOLDER} of PEFT adapters
         "merge_adapters": Setting(bool, True),
+        # jina-embeddings-v3's fused kernels (jina_kernels); unset: on CUDA where Triton works
+        "fused_kernels": Setting(bool),
         "dtype": Setting(str, choices=("float32", "bfloat16", "float16")),
         "storage": Setting(str, "float16", choices=("float16", "float32")),
         "shard_size": Setting(int, 65_536, bounds=(1, 10_000_000)),
@@ -109,6 +111,7 @@ class DenseRetrieval(FirstStageKind):
         return DenseEncoder(
             checkpoint, recipe, device=default_device(), dtype=settings["dtype"],
             max_batch_tokens=settings["max_batch_tokens"], merge_adapters=settings["merge_adapters"],
+            fused_kernels=settings["fused_kernels"],
         )  # fmt: skip
 
     @staticmethod
@@ -206,6 +209,7 @@ class DenseRetrieval(FirstStageKind):
                 "dtype": encoder.identity("passage")["dtype"],
                 "device": encoder.device.type,
                 "merge_adapters": settings["merge_adapters"],
+                "fused_kernels": encoder.fused_kernels,
                 "storage": settings["storage"],
                 "shard_size": settings["shard_size"],
                 "depth": request.depth,
