@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from rerank_eval import compiling
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense import encoder as encoder_module
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
-from rerank_eval.rerankers import compiling
 from rerank_eval.rerankers.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 
@@ -89,8 +89,7 @@ def test_fused_modules_equal_transformers_modules(jina):
         expected = [model(input_ids=ids, attention_mask=mask).last_hidden_state for ids, mask in batches]
     compiling.compiled.cache_clear()
     torch._dynamo.reset()
-    config = model.config.to_dict()
-    assert jina_kernels.compile_failure(config, torch.device("cpu"), torch.float32) is None
+    assert jina_kernels.compile_failure(model.config, torch.device("cpu"), torch.float32) is None
     assert jina_kernels.use_fused_modules(model, True) == model.config.num_hidden_layers
     assert {type(m).__name__ for m in model.modules() if isinstance(m, JinaEmbeddingsV3Layer)} == {
         "FusedJinaEmbeddingsV3Layer"
@@ -140,13 +139,73 @@ def test_a_dense_first_stage_setting_turns_them_on(jina):
         DenseRetrieval().validate(where, {**settings, "fused_kernels": "yes"})
 
 
-def test_fused_kernels_are_off_on_a_cpu_by_default_and_only_for_jina(jina, tmp_path):
+def test_fused_kernels_are_off_on_a_cpu_by_default_and_only_for_jina(jina, tmp_path, capsys):
     assert _encoder(jina).fused_kernels is False  # the CPU default
     bert = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
     checkpoint = resolve_checkpoint(str(bert))
     recipe = read_recipe(checkpoint.folder, checkpoint.source, dict.fromkeys(RECIPE))
     encoder = DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", fused_kernels=True)
     assert encoder.fused_kernels is False and encoder.identity("passage")["fused_kernels"] is False
+    assert "is not jina-embeddings-v3's architecture" in capsys.readouterr().err  # asked for: said
+
+
+@needs_compiler
+def test_in_bfloat16_no_farther_from_float32_than_transformers_modules(jina):
+    """Compiled kernels round once where eager rounds after each step: in bfloat16 the fused
+    vectors may differ from eager's, but they are no worse an approximation of float32's."""
+    exact = _encoder(jina, fused_kernels=False).embed(TEXTS, "passage")
+    checkpoint = resolve_checkpoint(str(jina))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, RECIPE)
+    vectors = {}
+    for fused in (False, True):
+        encoder = DenseEncoder(checkpoint, recipe, "cpu", "bfloat16", fused_kernels=fused)
+        assert encoder.fused_kernels is fused
+        vectors[fused] = encoder.embed(TEXTS, "passage")
+    eager, ours = (float(np.abs(vectors[f] - exact).max()) for f in (False, True))
+    assert 0 < eager < 0.05 and ours <= 1.5 * eager, (eager, ours)
+
+
+def test_configs_it_cannot_read_are_left_to_the_model_loader(jina, tmp_path):
+    assert jina_kernels.fusable_config(jina).num_attention_heads == 4
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "jina_embeddings_v3", ', encoding="utf-8")
+    assert jina_kernels.fusable_config(broken) is None
+    (broken / "config.json").write_text('["jina_embeddings_v3"]', encoding="utf-8")
+    assert jina_kernels.fusable_config(broken) is None
+    assert jina_kernels.fusable_config(tmp_path / "missing") is None
+    config = jina_kernels.fusable_config(jina)
+    config.num_attention_heads = 0  # sizes that cannot work: a line, not an exception
+    failure = jina_kernels.compile_failure(config, torch.device("cpu"), torch.float32)
+    assert failure.startswith("ZeroDivisionError") and "\n" not in failure
+
+
+def test_ranks_decide_together(jina, monkeypatch, capsys):
+    """Under torchrun a rank that cannot compile turns the kernels off on every rank (their shards
+    share one cache folder, keyed by the setting); asked for, every rank stops with the same line."""
+    from rerank_eval.pipeline import distributed
+
+    monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)  # this rank compiles
+    monkeypatch.setattr(encoder_module, "compile_by_default", lambda device: True)
+    gathered = []
+
+    def gather(value):
+        gathered.append(value)
+        return [value, "InductorError: rank 1 has no compiler"]
+
+    monkeypatch.setattr(distributed, "all_gathered_objects", gather)
+    assert _encoder(jina).fused_kernels is False and gathered == [None]
+    assert "rank 1 has no compiler" in capsys.readouterr().err
+    with pytest.raises(UserError, match="rank 1 has no compiler"):
+        _encoder(jina, fused_kernels=True)
+
+
+def test_a_config_over_other_weights_is_refused_when_loaded(jina, monkeypatch):
+    monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)
+    monkeypatch.setattr(jina_kernels, "use_fused_modules", lambda model, fused: 0)
+    encoder = _encoder(jina, fused_kernels=True)
+    with pytest.raises(UserError, match="has no JinaEmbeddingsV3 layers"):
+        encoder.model("query")
 
 
 def test_kernels_that_cannot_compile(jina, monkeypatch, capsys):

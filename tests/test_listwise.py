@@ -502,7 +502,7 @@ def test_score_command_says_in_one_line_when_compile_cannot_build(checkpoint, tm
 def test_compile_elementwise_defaults_to_cuda_with_triton(monkeypatch, device, triton, expected):
     import torch.utils._triton
 
-    from rerank_eval.rerankers.compiling import compile_by_default
+    from rerank_eval.compiling import compile_by_default
 
     monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: triton)
     assert compile_by_default(torch.device(device)) is expected

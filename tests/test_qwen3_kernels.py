@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from rerank_eval.rerankers import compiling
+from rerank_eval import compiling
 from rerank_eval.rerankers.listwise.qwen3_kernels import (
     _allowed_keys,
     last_layer_at,

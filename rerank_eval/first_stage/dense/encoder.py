@@ -6,8 +6,9 @@ token budget (little padding), bf16 on CUDA, and out-of-memory back-off. `embed_
 is sentence-transformers' way (fixed-size batches in input order); the bench times both and the
 tests hold them equal.
 
-On CUDA, jina-embeddings-v3's backbone runs with fused kernels (`jina_kernels`): the rotary
-embedding and each residual add with its LayerNorm compiled, the padding mask given in 4-d form.
+On CUDA where Triton works (and unless the setting `fused_kernels` says otherwise),
+jina-embeddings-v3's backbone runs with fused kernels (`jina_kernels`): the rotary embedding and
+each residual add with its LayerNorm compiled, the padding mask given in 4-d form.
 
 Adapters (jina-embeddings-v3's `retrieval_query` / `retrieval_passage` LoRA) are loaded with PEFT,
 the maintained library for them, and by default merged into a copy of the weights once per side,
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
@@ -41,7 +43,6 @@ from rerank_eval.rerankers.common import (
     to_device,
     token_budget_batches,
 )
-from rerank_eval.rerankers.compiling import compile_by_default
 
 SIDES = ("query", "passage")
 #: the weight files a PEFT adapter folder may hold (safetensors first: the ones downloaded)
@@ -153,18 +154,34 @@ class DenseEncoder:
         folder = self._adapter_folder(side)
         if folder is not None:
             model = self._with_adapter(model, folder)
-        jina_kernels.use_fused_modules(model, self.fused_kernels)
+        if not jina_kernels.use_fused_modules(model, self.fused_kernels) and self.fused_kernels:
+            raise UserError(  # a config naming the architecture over weights of another
+                f"encoder {self.checkpoint.source}: its config names jina_embeddings_v3 but the model "
+                f"has no JinaEmbeddingsV3 layers; set the first stage's fused_kernels to false"
+            )
         return model.to(self.device).eval()
 
     def _resolved_fused_kernels(self, requested: bool | None) -> bool:
         """Fused kernels as asked (None: on CUDA with Triton), for jina-embeddings-v3's backbone only;
         checked by compiling them now. Asked for and impossible: a one-line error; by default and
-        impossible: transformers' modules, said once on stderr."""
+        impossible: transformers' modules, said once on stderr. Under torchrun the ranks decide
+        together: each rank's shards go into the cache folder the setting keys."""
+        from rerank_eval.pipeline.distributed import all_gathered_objects
+
         config = jina_kernels.fusable_config(self.folder)
-        wanted = compile_by_default(self.device) if requested is None else requested
-        if config is None or not wanted:
+        if config is None:
+            if requested:
+                print(
+                    f"fused_kernels: encoder {self.checkpoint.source} is not jina-embeddings-v3's "
+                    f"architecture; it runs transformers' modules",
+                    file=sys.stderr,
+                )
+            return False
+        if not (compile_by_default(self.device) if requested is None else requested):
             return False
         failure = jina_kernels.compile_failure(config, self.device, self.dtype)
+        # every rank gets here alike (same checkpoint and device type): the first rank's failure
+        failure = next((f for f in all_gathered_objects(failure) if f), None)
         if failure and requested:
             raise UserError(f"torch.compile cannot build the encoder's kernels on {self.device}: {failure}")
         if failure:

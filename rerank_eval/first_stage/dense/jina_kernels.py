@@ -4,21 +4,24 @@ Profiled on an H200 (2026-11-30; xlm-roberta-large shape, bf16, BEIR-like length
 own modules): the rotary embedding as transformers runs it (multiply, negate, concatenate and add,
 each a strided pass over transposed views) took 35% of the GPU's time, as much as every matrix
 product together; each forward pass waited once for the GPU (transformers asks the device whether
-any token is padded, to drop the mask). Three changes to how the modules run, none to what they
-compute:
+any token is padded, to drop the mask). Three changes to how the modules run, none to the function
+they compute:
 
 - the rotary embedding of queries and keys as one compiled kernel, on the (tokens, heads, d) layout
   the projections produce;
 - each residual add with the LayerNorm after it as one compiled kernel;
 - the padding mask handed over in transformers' own 4-d form (boolean, expanded without a copy),
-  which transformers passes on unchecked, so the host never waits for the GPU.
+  which transformers passes on unchecked, so the host never waits for the GPU (SDPA still turns it
+into a float mask in each layer, a small kernel).
 
 Attention stays SDPA's choice (cuDNN on Hopper): it plans each new batch shape once (about 1 s
-over the first 8,000 passages, which `bench-encode --second-pass` separates out), then ran 2.3×
-faster than the memory-efficient kernel (0.22 s against 0.50 s for those passages on an H200).
+over the first 8,000 passages, which `bench-encode --second-pass` separates out), then ran 1.9×
+faster than the memory-efficient kernel (0.26 s against 0.50 s for those passages on an H200).
 
-In float32 the compiled kernels round differently from eager at most in the last bits (a test holds
-them within 1e-5 of transformers' modules); `use_fused_modules(model, False)` switches back.
+The compiled kernels do the same arithmetic in another order and round once where eager rounds
+after each step: in float32 within 1e-5 of transformers' modules, in bfloat16 no farther from
+float32 than transformers' modules are (both tested on a CPU). `use_fused_modules(model, False)`
+switches back.
 """
 
 from __future__ import annotations
@@ -31,19 +34,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from rerank_eval.rerankers import compiling
+from rerank_eval import compiling
 
 MODEL_TYPE = "jina_embeddings_v3"
 
 
-def fusable_config(folder: Path) -> dict[str, Any] | None:
-    """The config of the checkpoint in `folder` if it is a `JinaEmbeddingsV3Model` (by its
-    model_type), else None."""
+def fusable_config(folder: Path) -> Any | None:
+    """The transformers config of the checkpoint in `folder` if it is a `JinaEmbeddingsV3Model`
+    (by its model_type; defaults filled in), else None. A config that cannot be read is None here:
+    loading the model reports it, in one line."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # loading the model reports a damaged config
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
+            return None
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(folder))
+    except Exception:  # unreadable, malformed, or refused by transformers in many ways
         return None
-    return config if isinstance(config, dict) and config.get("model_type") == MODEL_TYPE else None
 
 
 def padding_mask_4d(mask: torch.Tensor) -> torch.Tensor:
@@ -153,21 +161,22 @@ def use_fused_modules(model: nn.Module, fused: bool) -> int:
     return layers
 
 
-def compile_failure(config: dict[str, Any], device: torch.device, dtype: torch.dtype) -> str | None:
+def compile_failure(config: Any, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why the two kernels cannot be compiled here (no C compiler, a GPU Triton does not support),
     in one line; None when both compile and run on a few tokens of the model's sizes.
 
-    Called before the model is loaded, so that what a run records (and its cache key) is what runs;
-    the kernels compiled here (dynamic sizes, inference mode) are the ones encoding reuses."""
-    heads = int(config["num_attention_heads"])
-    size = int(config["hidden_size"]) // heads
+    Called before the model is loaded, so that what a run records (and its cache key) is what runs.
+    The tensors are made as encoding makes them (states in inference mode, weights outside it and
+    not needing grad, see `_add_norm`), so that encoding reuses these kernels rather than compiling
+    again (tested on a CPU)."""
 
     def tensor(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, device=device, dtype=dtype)
 
-    hidden, eps = int(config["hidden_size"]), float(config.get("layer_norm_eps", 1e-5))
-    weight, bias = tensor(hidden), tensor(hidden)  # outside inference mode, as the model's weights
     try:
+        heads, hidden = int(config.num_attention_heads), int(config.hidden_size)
+        size, eps = hidden // heads, float(config.layer_norm_eps)
+        weight, bias = tensor(hidden), tensor(hidden)
         with torch.inference_mode():
             states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
             compiling.compiled(_rotated_pair)(states, states.clone(), cos, sin)

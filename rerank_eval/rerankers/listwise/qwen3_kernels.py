@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rerank_eval.rerankers import compiling
+from rerank_eval import compiling
 
 # float32 on CUDA: SDPA's fused kernels that take float32 do not take grouped key/value heads, so
 # with them PyTorch falls back to the math kernel, which materialises every n × n score matrix

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, term
 from rerank_eval.rerankers.base import SETTING_TERMS, DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -34,7 +35,6 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
 )
-from rerank_eval.rerankers.compiling import compile_by_default
 from rerank_eval.rerankers.listwise.execution import Block, BlockExecution
 from rerank_eval.rerankers.listwise.model import (
     BATCHING_SETTINGS,
