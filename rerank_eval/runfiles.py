@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
+from rerank_eval.textlines import numbered_lines
 
 Run = dict[str, dict[str, float]]
 
@@ -28,25 +29,17 @@ class RunFile:
 
 
 def read_run(path: Path) -> RunFile:
-    """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error."""
+    """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error. The file
+    is read line by line and hashed in the same pass (no line over `textlines.MAX_LINE_BYTES`)."""
     path = Path(path)
     kind = special_file_kind(path)
     if kind:  # a FIFO would block the read forever, a directory fail obscurely
         raise UserError(f"run file {path} is {kind}, not a file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read run file {path}: {exc.strerror}") from None
+    digest = hashlib.sha256()
     run: Run = {}
     duplicates = 0
-    # A byte-order mark (editors on Windows) would glue itself to the first query id.
-    for number, line_bytes in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
-        try:
-            line = line_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}, line {number}: not valid UTF-8") from None
-        if not line.strip():
-            continue
+    # (a byte-order mark, which editors on Windows write, is not part of the first query id)
+    for number, line in numbered_lines(path, digest):
         fields = line.split()
         if len(fields) != 6:
             raise UserError(
@@ -66,7 +59,7 @@ def read_run(path: Path) -> RunFile:
         docs[doc_id] = score
     if not run:
         raise UserError(f"run file {path} has no run lines")
-    return RunFile(path=path, run=run, sha256=hashlib.sha256(raw).hexdigest(), duplicate_lines=duplicates)
+    return RunFile(path=path, run=run, sha256=digest.hexdigest(), duplicate_lines=duplicates)
 
 
 def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:

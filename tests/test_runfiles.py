@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 
@@ -26,6 +27,26 @@ def test_a_byte_order_mark_is_not_part_of_the_first_query_id(tmp_path):
     path = tmp_path / "bom.trec"
     path.write_bytes("\ufeffq1 Q0 d1 1 2.5 t\r\nq1 Q0 d2 2 1.5 t\r\n".encode())
     assert read_run(path).run == {"q1": {"d1": 2.5, "d2": 1.5}}
+
+
+def test_the_hash_is_of_every_byte_of_the_file(tmp_path):
+    path = tmp_path / "r.trec"
+    content = "\ufeffq1 Q0 d1 1 2.5 t\r\n\n  \nq1 Q0 d2 2 1.5 t".encode()  # no final line end
+    path.write_bytes(content)
+    parsed = read_run(path)
+    assert parsed.sha256 == hashlib.sha256(content).hexdigest()
+    assert parsed.run == {"q1": {"d1": 2.5, "d2": 1.5}}
+
+
+def test_a_line_too_long_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    from rerank_eval import textlines
+
+    monkeypatch.setattr(textlines, "MAX_LINE_BYTES", 64)
+    path = tmp_path / "long.trec"
+    path.write_bytes(b"q1 Q0 d1 1 2.5 t\n" + b"q" * 10_000 + b" Q0 d2 2 1.5 t\n")
+    with pytest.raises(UserError, match=r"long\.trec, line 2: longer than") as error:
+        read_run(path)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,7 @@
 The formats are BEIR's (`corpus.jsonl`, `queries.jsonl`, `qrels/SPLIT.tsv`) and their common plain
 variants: TSV corpora and queries (MS MARCO's `id<TAB>text`) and TREC qrels (`query 0 doc grade`).
 Files may come from anyone, so every line is checked: a malformed one is a one-line error naming
-the file and the line; a line longer than `MAX_LINE_BYTES` is refused before it is held in memory,
-and nothing but the current line is ever held.
+the file and the line; lines are read one at a time, none longer than `textlines.MAX_LINE_BYTES`.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from typing import Any, NamedTuple
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
+from rerank_eval.textlines import numbered_lines
 
-#: a longer line is not a document of any benchmark (MIRACL's longest passage is a few KB)
-MAX_LINE_BYTES = 16 * 1024 * 1024
 #: BEIR's qrels header line
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
 #: how these readers turn files into documents, queries and judgements; part of every key built
@@ -41,29 +39,6 @@ def check_readable(role: str, path: Path) -> None:
         raise UserError(f"{role} file {path} is {kind}, not a file")
     if not path.is_file():
         raise UserError(f"{role} file not found: {path}")
-
-
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """The non-blank lines of a UTF-8 file with their 1-based numbers (a byte-order mark and line
-    ends removed); a line over `MAX_LINE_BYTES` or not UTF-8 is refused."""
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        number = 0
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
-            number += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise UserError(f"{path}, line {number}: longer than {MAX_LINE_BYTES // 2**20} MiB")
-            if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise UserError(f"{path}, line {number}: not valid UTF-8") from None
-            if line.strip():
-                yield number, line
 
 
 def is_jsonl(path: Path) -> bool:
