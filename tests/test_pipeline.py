@@ -178,6 +178,9 @@ def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
     assert manifest["protocol"]["candidate_order"] == "first-stage"
     assert manifest["packages"]["ir_datasets"] and manifest["packages"]["ir_measures"]
     assert manifest["rerank_eval"]["version"]
+    import torch
+
+    assert manifest["torch_threads"] == torch.get_num_threads() >= 1  # the run was in this process
     assert manifest["model"]["name"] == "bm25"
     records = {d["key"]: d for d in manifest["datasets"]}
     scifact = records["scifact"]

@@ -47,6 +47,12 @@ def dataset_record(
     }
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _block_split_summary(outcome: RerankOutcome) -> dict[str, Any]:
     """For a listwise model: how many queries were scored in 1, 2, ... blocks."""
     counts = Counter(len(notes["blocks"]) for notes in outcome.notes.values() if "blocks" in notes)
@@ -68,6 +74,8 @@ def build_manifest(
         "rerank_eval": {"version": __version__, "git": source_revision()},
         "packages": package_versions(),
         "python": sys.version.split()[0],
+        # CPU matrix products split their sums by thread, so float32 scores on a CPU follow the count
+        "torch_threads": _torch_threads(),
         "command": command,
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
