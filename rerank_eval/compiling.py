@@ -7,6 +7,7 @@ every shape at once, and fall back to eager where a machine cannot build kernels
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +31,16 @@ def compiled(function: Any) -> Any:
     return torch.compile(function, dynamic=True)
 
 
-def failure_line(exc: Exception) -> str:
-    """A compile failure in one line (Inductor and Triton raise many kinds, over many lines)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+def trial_failure(trial: Callable[[], Any], device: torch.device) -> str | None:
+    """Why `trial` (calls of compiled functions on a few tokens) fails here, in one line (no C
+    compiler, a GPU that Triton does not support, ...); None when it compiles and runs. It runs in
+    inference mode, as the real calls do, so that they reuse the kernels compiled here."""
+    try:
+        with torch.inference_mode():
+            trial()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # a kernel that fails to launch fails here
+    except Exception as exc:  # Inductor and Triton raise many kinds; all mean "cannot compile here"
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return None

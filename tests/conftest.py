@@ -74,3 +74,15 @@ def plenty_of_memory():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bm25, "available_memory", lambda: 2**50)
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's threads contend
+    (a hundredfold slower); one thread for a module, the previous count restored after it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

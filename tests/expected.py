@@ -1,4 +1,4 @@
-"""Independent reference computations for tests: trec_eval ordering and nDCG@k by hand."""
+"""Independent reference computations for tests: trec_eval ordering, nDCG@k and Holm by hand."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def first_stage_ndcg(run, qrels, top_k: int, drop_self: bool = False) -> dict[st
 def mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
+
+
+def holm_by_hand(p: list[float]) -> list[float]:
+    """Holm written out: the i-th smallest (from 0) times (m - i), made monotone, capped at 1."""
+    ranked = sorted(range(len(p)), key=lambda i: p[i])
+    adjusted, running = [0.0] * len(p), 0.0
+    for position, index in enumerate(ranked):
+        running = max(running, (len(p) - position) * p[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted

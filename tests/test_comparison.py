@@ -21,6 +21,7 @@ from rerank_eval.reporting.render import data
 from rerank_eval.reporting.render.markdown import markdown
 from rerank_eval.reporting.render.terminal import terminal_table
 from rerank_eval.results.folder import ResultWriter, load_result, load_results
+from tests.expected import holm_by_hand
 
 RNG = np.random.default_rng(7)
 QUERIES = {
@@ -99,18 +100,9 @@ def test_holm_adjustment_matches_hand_computation(runs):
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
     result = comparison(runs, "base", "better", "same", "worse")
 
-    def by_hand(p: list[float]) -> list[float]:
-        """Holm written out: the i-th smallest (from 0) times (m - i), made monotone, capped at 1."""
-        ranked = sorted(range(len(p)), key=lambda i: p[i])
-        adjusted, running = [0.0] * len(p), 0.0
-        for position, index in enumerate(ranked):
-            running = max(running, (len(p) - position) * p[index])
-            adjusted[index] = min(1.0, running)
-        return adjusted
-
     for row in result.rows:
         tested = [row.cells[n] for n in ("better", "same", "worse") if row.cells[n].p_value is not None]
-        assert [c.p_adjusted for c in tested] == pytest.approx(by_hand([c.p_value for c in tested]))
+        assert [c.p_adjusted for c in tested] == pytest.approx(holm_by_hand([c.p_value for c in tested]))
     fiqa = next(r for r in result.rows if r.name == "fiqa")
     assert fiqa.cells["better"].significant and not fiqa.cells["same"].significant
 

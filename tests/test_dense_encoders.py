@@ -46,14 +46,7 @@ NO_OVERRIDES = dict.fromkeys(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's threads contend
-    (a hundredfold slower); one thread here, the previous count restored after this module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _close(got: np.ndarray, expected: np.ndarray) -> None:

@@ -31,12 +31,7 @@ RECIPE = {"pooling": "mean", "normalize": True, "max_length": None, "query_prefi
           "passage_prefix": "p: ", "adapters": ADAPTERS}  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

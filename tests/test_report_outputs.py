@@ -26,6 +26,7 @@ from rerank_eval.reporting.render.latex import latex
 from rerank_eval.reporting.render.markdown import markdown
 from rerank_eval.reporting.render.plot import figure, plot
 from rerank_eval.results.folder import load_result
+from tests.expected import holm_by_hand
 from tests.test_comparison import QUERIES, make_result
 
 # preset names as users type them; the baseline first
@@ -58,15 +59,6 @@ def row_value(folder: Path, row: str) -> float:
     return float(np.mean([per_query(folder, d).mean() for d in ROWS[row]]))
 
 
-def holm(p: list[float]) -> list[float]:
-    ranked = sorted(range(len(p)), key=lambda i: p[i])
-    adjusted, running = [0.0] * len(p), 0.0
-    for position, index in enumerate(ranked):
-        running = max(running, (len(p) - position) * p[index])
-        adjusted[index] = min(1.0, running)
-    return adjusted
-
-
 def adjusted_p_values(folders: dict[str, Path], row: str) -> dict[str, float]:
     """Each compared run's Holm-adjusted t-test p-value on a row: over its (pooled) queries, or over
     per-row values for an average."""
@@ -77,7 +69,7 @@ def adjusted_p_values(folders: dict[str, Path], row: str) -> dict[str, float]:
         return np.concatenate([per_query(folders[name], d) for d in ROWS[row]])
 
     raw = [stats.ttest_rel(sample(name), sample(NAMES[0])).pvalue for name in NAMES[1:]]
-    return dict(zip(NAMES[1:], holm(raw)))
+    return dict(zip(NAMES[1:], holm_by_hand(raw)))
 
 
 def compared(folders: dict[str, Path], names: list[str] = NAMES, **kwargs) -> Comparison:

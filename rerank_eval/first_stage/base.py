@@ -59,6 +59,13 @@ class Setting:
         return value
 
 
+#: the BM25 parameters every BM25 kind takes, at Pyserini's defaults (those of the published runs)
+BM25_SETTINGS: dict[str, Setting] = {
+    "k1": Setting(float, 0.9, bounds=(0.0, 100.0)),
+    "b": Setting(float, 0.4, bounds=(0.0, 1.0)),
+}
+
+
 def check_settings(where: str, schema: dict[str, Setting], raw: dict[str, Any]) -> dict[str, Any]:
     """Every declared setting with its value or default; an unknown name is refused with a hint."""
     for name in raw:

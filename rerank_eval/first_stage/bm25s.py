@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
+from rerank_eval.first_stage.base import (
+    BM25_SETTINGS,
+    FirstStageKind,
+    FirstStageRecord,
+    FirstStageRequest,
+    Setting,
+)
 from rerank_eval.first_stage.bm25_index import Bm25Index, Bm25Settings
 from rerank_eval.first_stage.registry import register
 from rerank_eval.runfiles import Run
@@ -13,10 +19,7 @@ from rerank_eval.runfiles import Run
 class BuiltInBm25(FirstStageKind):
     name = "bm25s"
     downloads = False  # it indexes the dataset's own corpus
-    settings: ClassVar[dict[str, Setting]] = {
-        "k1": Setting(float, 0.9, bounds=(0.0, 100.0)),
-        "b": Setting(float, 0.4, bounds=(0.0, 1.0)),
-    }
+    settings: ClassVar[dict[str, Setting]] = BM25_SETTINGS
 
     @staticmethod
     def _settings(request: FirstStageRequest) -> Bm25Settings:

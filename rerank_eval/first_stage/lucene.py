@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rerank_eval.first_stage import lucene_runtime
-from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
+from rerank_eval.first_stage.base import (
+    BM25_SETTINGS,
+    FirstStageKind,
+    FirstStageRecord,
+    FirstStageRequest,
+    Setting,
+)
 from rerank_eval.first_stage.lucene_index import LuceneSettings, index_folder, index_stats
 from rerank_eval.first_stage.registry import register
 from rerank_eval.runfiles import Run
@@ -31,8 +37,7 @@ class Lucene(FirstStageKind):
     name = "lucene"
     downloads = False  # it indexes the dataset's own corpus
     settings: ClassVar[dict[str, Setting]] = {
-        "k1": Setting(float, 0.9, bounds=(0.0, 100.0)),
-        "b": Setting(float, 0.4, bounds=(0.0, 1.0)),
+        **BM25_SETTINGS,
         # "auto": the dataset's language (whitespace for those Pyserini searches pretokenized)
         "analyzer": Setting(str, "auto", choices=("auto", "language", "whitespace")),
         "fields": Setting(str, "flat", choices=("flat", "multifield")),

@@ -135,17 +135,13 @@ def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtyp
     def tensor(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, device=device, dtype=dtype)
 
-    try:
-        with torch.inference_mode():
-            states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
-            compiling.compiled(_rms_normed_rotated)(states, norm.weight, norm.variance_epsilon, cos, sin)
-            width = config.intermediate_size
-            compiling.compiled(_silu_times)(tensor(3, width), tensor(3, width))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # a kernel that fails to launch fails here
-    except Exception as exc:  # Inductor and Triton raise many kinds; all mean "cannot compile here"
-        return compiling.failure_line(exc)
-    return None
+    def trial() -> None:
+        states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
+        compiling.compiled(_rms_normed_rotated)(states, norm.weight, norm.variance_epsilon, cos, sin)
+        width = config.intermediate_size
+        compiling.compiled(_silu_times)(tensor(3, width), tensor(3, width))
+
+    return compiling.trial_failure(trial, device)
 
 
 def normed_rotated(
