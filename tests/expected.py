@@ -42,3 +42,32 @@ def holm_by_hand(p: list[float]) -> list[float]:
         running = max(running, (len(p) - position) * p[index])
         adjusted[index] = min(1.0, running)
     return adjusted
+
+
+class QueueOverlap:
+    """Holds that a pipeline queues work item k+1 on the device before it takes item k's result.
+
+    `queued(k)` is called when item k is queued; `taken(k, last)` when its result is taken, and
+    waits (up to `patience` seconds) for item k+1 to be queued unless k is the last. A pipeline that
+    took each result before queuing the next would wait in vain, and `missed` says which items."""
+
+    def __init__(self, patience: float = 10.0) -> None:
+        import threading
+
+        self.patience = patience
+        self.events: dict[int, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.missed: list[int] = []
+
+    def _event(self, index: int):
+        import threading
+
+        with self.lock:
+            return self.events.setdefault(index, threading.Event())
+
+    def queued(self, index: int) -> None:
+        self._event(index).set()
+
+    def taken(self, index: int, last: bool) -> None:
+        if not last and not self._event(index + 1).wait(self.patience):
+            self.missed.append(index)

@@ -27,6 +27,7 @@ from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.rerankers.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 from tests.checkpoints import build_cross_encoder
+from tests.expected import QueueOverlap
 
 TOLERANCE = 1e-5
 BENCHMARKS = Path(__file__).resolve().parents[1] / "rerank_eval" / "config" / "benchmarks.yaml"
@@ -403,6 +404,36 @@ def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
     chunked.first_chunk = 1  # as on a GPU
     _close(chunked.embed(MIXED, "passage"), straightforward)
     assert chunked.stats["forward_passes"] == 2 + -(-(distinct - 3) // 3)  # chunks of 1, 2, then 3
+
+
+def test_the_next_chunk_is_queued_before_this_ones_vectors_are_taken(st_mean, monkeypatch):
+    """On a GPU the device runs from one chunk into the next while the host takes vectors back: each
+    chunk's batches are queued before the previous chunk's result is waited for."""
+    from rerank_eval.first_stage.dense import encoder as encoder_module
+
+    expected = _encoder(st_mean).embed(MIXED, "passage")
+    monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 3)
+    encoder, overlap, calls = _encoder(st_mean), QueueOverlap(patience=5), []
+    chunks = len(encoder_module.chunk_bounds(len(set(MIXED)), encoder.first_chunk))
+    queue = encoder.queue_tokens
+
+    def watched_queue(rows, side):
+        index = len(calls)
+        calls.append(index)
+        queued = queue(rows, side)
+        taken = queued.result
+
+        def watched_result():
+            overlap.taken(index, last=index == chunks - 1)
+            return taken()
+
+        queued.result = watched_result
+        overlap.queued(index)
+        return queued
+
+    monkeypatch.setattr(encoder, "queue_tokens", watched_queue)
+    _close(encoder.embed(MIXED, "passage"), expected)
+    assert chunks >= 3 and calls == list(range(chunks)) and overlap.missed == []
 
 
 def test_chunks_grow_by_doubling_up_to_the_largest():

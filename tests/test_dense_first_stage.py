@@ -32,6 +32,7 @@ from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merg
 from rerank_eval.runfiles import read_run
 from tests import builders
 from tests.checkpoints import build_bi_encoder, build_cross_encoder
+from tests.expected import QueueOverlap
 
 SHARD_SIZE = 50
 CPU = torch.device("cpu")
@@ -620,3 +621,65 @@ def test_the_cached_run_keeps_its_corpus_record_when_the_embeddings_are_deleted(
     assert record["execution"] == {"run_cached": True}
     assert record["settings"] == expected["settings"]
     assert record["settings"]["corpus_sha256"] and record["settings"]["corpus_documents"] == len(nq_corpus())
+
+
+class _CountingEncoder:
+    """An encoder whose vector of a text is (its length, its number of 'a's), or NaN for texts
+    containing "nan"; its queued results are watched by a `QueueOverlap`."""
+
+    def __init__(self, overlap: QueueOverlap, shards: int) -> None:
+        self.overlap, self.shards, self.queued = overlap, shards, []
+
+    def tokenize(self, texts: list[str], side: str) -> list[str]:
+        return list(texts)
+
+    def queue_tokens(self, rows: list[str], side: str):
+        index = len(self.queued)
+        self.queued.append(index)
+        overlap, last = self.overlap, index == self.shards - 1
+
+        class Queued:
+            def result(self) -> np.ndarray:
+                overlap.taken(index, last)
+                return np.array(
+                    [[np.nan, 0] if "nan" in t else [len(t), t.count("a")] for t in rows], np.float32
+                )
+
+        self.overlap.queued(index)
+        return Queued()
+
+
+def test_corpus_shards_are_queued_ahead_of_the_writes(tmp_path):
+    """The device gets shard k+1 before shard k's vectors are waited for and written; every shard is
+    written whole, in its documents' order, repeated texts encoded once."""
+    documents = [(f"d{i}", "ab" * (i % 4) + "c" * i) for i in range(9)] + [("d9", "ab")]
+    cache = CorpusEmbeddings(tmp_path / "corpus", 3, "float32")
+    cache.create({"test": 1})
+    overlap = QueueOverlap(patience=5)
+    encoder = _CountingEncoder(overlap, shards=4)
+    report = corpus_module.encode_corpus(cache, iter(documents), len(documents), encoder)
+    assert overlap.missed == [] and encoder.queued == [0, 1, 2, 3]
+    assert (report.shards, report.documents, report.encoded_shards) == (4, 10, 4)
+    assert report.encoded_passages == 10
+    for index in range(4):
+        ids, texts = zip(*documents[index * 3 : index * 3 + 3], strict=True)
+        assert cache.shard_ids(index) == list(ids)
+        expected = [[len(t), t.count("a")] for t in texts]
+        assert np.array_equal(cache.shard(index), np.array(expected, np.float32))
+
+
+def test_a_shard_that_cannot_be_written_stops_the_encoding(tmp_path):
+    """A shard refused at its write (a vector that is not finite) stops the run in one line; the shards
+    before it are kept, it and every later one are not."""
+    documents = [(f"d{i}", "x" * (i + 1)) for i in range(12)]
+    documents[4] = ("d4", "nan")
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    encoder = _CountingEncoder(QueueOverlap(patience=0), shards=6)
+    with pytest.raises(UserError, match="not finite in shard 2"):
+        corpus_module.encode_corpus(cache, iter(documents), len(documents), encoder)
+    assert sorted(p.name for p in (tmp_path / "corpus").glob("shard-*.npy")) == [
+        "shard-000000.npy",
+        "shard-000001.npy",
+    ]
+    assert len(encoder.queued) < 6  # it stopped: at most one shard went on to the device after it

@@ -3,11 +3,11 @@
 The corpus is cut, in ir_datasets' document order, into shards of `shard_size` documents. Shard i
 is `shard-i.ids.json` (its doc ids) plus `shard-i.npy` (its vectors, float16 by default); the
 vectors file is renamed into place last, so a shard is there whole or not at all, and a `kill -9`
-loses at most the shard being encoded. Batches never cross a shard, so a resumed run encodes each
-remaining shard exactly as an uninterrupted one would. Under torchrun rank r encodes the shards
-i with i % world == r. When every shard is there, `complete.json` records the corpus' size and
-content hash, and `ranks.npy` / `ids_sorted.npy` give each document's place in trec_eval's doc id
-order, which the exact search uses to break ties.
+loses at most the shard being encoded and the one being written. Batches never cross a shard, so a
+resumed run encodes each remaining shard exactly as an uninterrupted one would. Under torchrun
+rank r encodes the shards i with i % world == r. When every shard is there, `complete.json`
+records the corpus' size and content hash, and `ranks.npy` / `ids_sorted.npy` give each document's
+place in trec_eval's doc id order, which the exact search uses to break ties.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -214,18 +214,31 @@ def encode_corpus(
 ) -> EncodingReport:
     """Encode this rank's missing shards; every rank reads (and hashes) the whole corpus.
 
-    The next shard is tokenized in a background thread while the current one runs on the device.
+    Three stages overlap, so that the device never waits for the host: a reader thread reads on to
+    the next shard to encode and tokenizes it; this thread queues each shard's batches on the
+    device (`queue_tokens`, which does not wait for them); a writer thread waits for a shard's
+    vectors, checks and writes them while the next shard runs. A shard is written as soon as the
+    device has it, so a kill loses the shard on the device and at most the one being written.
     """
     report = EncodingReport()
     digest = hashlib.sha256()
     start = time.monotonic()
+    read = corpus_shards(documents, cache.shard_size, digest)
+    shards = track(read, total, label, size=lambda shard: len(shard.ids))
 
-    def tokenized(shard: Shard) -> tuple[Shard, list[str], list[list[int]]]:
-        distinct = list(dict.fromkeys(shard.texts))
-        return shard, distinct, encoder.tokenize(distinct, "passage")
+    def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
+        """This rank's next shard that is not cached yet, its distinct texts tokenized (None: the
+        corpus is read, and hashed, to its end)."""
+        for shard in shards:
+            report.shards += 1
+            report.documents += len(shard.ids)
+            if shard.index % world == rank and not cache.has_shard(shard):
+                distinct = list(dict.fromkeys(shard.texts))
+                return shard, distinct, encoder.tokenize(distinct, "passage")
+        return None
 
-    def encode(shard: Shard, distinct: list[str], rows: list[list[int]]) -> None:
-        vectors = encoder.encode_tokens(rows, "passage")
+    def write(shard: Shard, distinct: list[str], queued: Any) -> None:
+        vectors = queued.result()
         if not np.isfinite(vectors).all():
             raise UserError(
                 f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
@@ -235,20 +248,18 @@ def encode_corpus(
         report.encoded_shards += 1
         report.encoded_passages += len(distinct)
 
-    shards = corpus_shards(documents, cache.shard_size, digest)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for shard in track(shards, total, label, size=lambda s: len(s.ids)):
-            report.shards += 1
-            report.documents += len(shard.ids)
-            if shard.index % world != rank or cache.has_shard(shard):
-                continue
-            following = pool.submit(tokenized, shard)
-            if pending is not None:
-                encode(*pending.result())
-            pending = following
-        if pending is not None:
-            encode(*pending.result())
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        following = reader.submit(next_to_encode)
+        written: Future[None] | None = None
+        while (tokenized := following.result()) is not None:
+            following = reader.submit(next_to_encode)
+            shard, distinct, rows = tokenized
+            queued = encoder.queue_tokens(rows, "passage")
+            if written is not None:
+                written.result()  # a write's error stops the run here, one shard later at most
+            written = writer.submit(write, shard, distinct, queued)
+        if written is not None:
+            written.result()
     report.corpus_sha256 = digest.hexdigest()
     report.seconds = time.monotonic() - start
     return report

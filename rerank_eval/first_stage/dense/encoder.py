@@ -21,6 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,28 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     if pooling == "max":
         return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+@dataclass
+class QueuedVectors:
+    """The vectors of one `queue_tokens` call, in the order their batches ran, on their way to the
+    host: on CUDA a copy into pinned memory queued behind the batches, and the event that marks its
+    end (waiting for it does not wait for whatever was queued later)."""
+
+    order: list[int]  # the input row of each vector
+    host: torch.Tensor
+    copied: torch.cuda.Event | None
+
+    def result(self) -> np.ndarray:
+        """Float32 vectors in input order (waits for the device to finish these batches only)."""
+        if not self.order:
+            return np.empty((0, 0), dtype=np.float32)
+        if self.copied is not None:
+            self.copied.synchronize()
+        vectors = self.host.numpy()
+        out = np.empty_like(vectors)
+        out[self.order] = vectors
+        return out
 
 
 class DenseEncoder:
@@ -256,14 +279,20 @@ class DenseEncoder:
         self.stats["tokens"] += int(sum(len(r) for r in rows))
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
 
-    @torch.inference_mode()
     def encode_tokens(self, rows: Sequence[Sequence[int]], side: str) -> np.ndarray:
-        """Float32 vectors of tokenized texts, longest first under the token budget.
+        """Float32 vectors of tokenized texts (`queue_tokens`, then its result)."""
+        return self.queue_tokens(rows, side).result()
 
-        Every batch's vectors stay on the device until the last one is queued, so on a GPU the
-        host never waits for a forward pass to finish before queuing the next. Out of memory
-        splits the failing batch alone (under half its budget, again if need be): every other
-        batch is formed as in a run that never ran out, so a resumed run matches it.
+    @torch.inference_mode()
+    def queue_tokens(self, rows: Sequence[Sequence[int]], side: str) -> QueuedVectors:
+        """Every batch of tokenized texts queued on the device, longest first under the token budget,
+        and the vectors' copy back to the host queued after them.
+
+        The host never waits for the device here, so a caller can queue the next chunk before it
+        takes this one's `result()`: the device then runs from one chunk into the next without
+        idling while the host reorders, checks or writes vectors. Out of memory splits the failing
+        batch alone (under half its budget, again if need be): every other batch is formed as in a
+        run that never ran out, so a resumed run matches it.
         """
         lengths = [len(r) for r in rows]
         pending = [
@@ -277,12 +306,16 @@ class DenseEncoder:
             except torch.OutOfMemoryError:
                 pending = self._split(batch, budget, lengths) + pending
         if not done:
-            return np.empty((0, 0), dtype=np.float32)
+            return QueuedVectors([], torch.empty((0, 0)), None)
         order = [i for batch, _ in done for i in batch]
-        vectors = torch.cat([v for _, v in done]).cpu().numpy()
-        out = np.empty_like(vectors)
-        out[order] = vectors
-        return out
+        vectors = torch.cat([v for _, v in done])
+        if vectors.device.type != "cuda":
+            return QueuedVectors(order, vectors.cpu(), None)
+        host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+        host.copy_(vectors, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return QueuedVectors(order, host, copied)
 
     def _split(self, batch: list[int], budget: int, lengths: list[int]) -> list[tuple[list[int], int]]:
         if torch.cuda.is_available():
@@ -309,15 +342,21 @@ class DenseEncoder:
         if not distinct:  # (a tokenizer refuses an empty batch)
             return np.empty((0, 0), dtype=np.float32)
         chunks = [distinct[start:end] for start, end in chunk_bounds(len(distinct), self.first_chunk)]
-        parts = []
-        # the next chunk is tokenized in a background thread while the device runs this one
+        parts: list[np.ndarray] = []
+        queued: QueuedVectors | None = None
+        # the next chunk is tokenized in a background thread while the device runs this one, and
+        # queued on the device before this one's vectors are taken back
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self.tokenize, chunks[0], side)
             for index in range(len(chunks)):
                 rows = pending.result()
                 if index + 1 < len(chunks):
                     pending = pool.submit(self.tokenize, chunks[index + 1], side)
-                parts.append(self.encode_tokens(rows, side))
+                following = self.queue_tokens(rows, side)
+                if queued is not None:
+                    parts.append(queued.result())
+                queued = following
+        parts.append(queued.result())
         vectors = np.concatenate(parts)
         if len(distinct) == len(texts):
             return vectors
