@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -95,6 +96,26 @@ def test_bench_encode_emits_json_with_every_field(tmp_path):
         assert path["mfu_measured"] == pytest.approx(path["model_flops_per_second"] / measured, abs=1e-4)
         assert path["tokens_per_second"] == pytest.approx(sum(lengths) / path["seconds"], rel=2e-3)
     assert ours["padded_positions"] < straightforward["padded_positions"]
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="packing compiles kernels")
+def test_bench_encode_times_packed_texts_beside_the_others(tmp_path):
+    """`--packed-sequences`: ours once more with texts end to end, the same embeddings (float32), no
+    padding run, compared with the straightforward path of the same run."""
+    out = tmp_path / "bench-encode.json"
+    result = CliRunner().invoke(app, [
+        "bench-encode", "--shape", "tiny", "--passages", "200", "--device", "cpu",
+        "--max-batch-tokens", "4096", "--packed-sequences", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    straightforward, ours, packed = data["straightforward"], data["ours"], data["ours_packed"]
+    assert "ours, packed" in result.output and set(packed) == PATH_FIELDS
+    assert data["speedup_packed"] == round(straightforward["seconds"] / packed["seconds"], 3)
+    assert data["speedup_packed_second_pass"] is None  # no --second-pass
+    assert data["max_abs_difference_packed"] <= 1e-5
+    assert packed["tokens"] == ours["tokens"] == packed["padded_positions"] < ours["padded_positions"]
+    assert packed["passages_encoded"] == ours["passages_encoded"]
 
 
 def test_flops_formula(tiny):

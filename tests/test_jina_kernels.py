@@ -216,3 +216,90 @@ def test_kernels_that_cannot_compile(jina, monkeypatch, capsys):
     assert encoder.fused_kernels is False and encoder.identity("query")["fused_kernels"] is False
     assert "no C compiler" in capsys.readouterr().err
     assert not any("Fused" in type(m).__name__ for m in encoder.model("query").modules())
+
+
+# --- texts packed end to end (packed_sequences) -----------------------------------------------------
+
+
+@needs_compiler
+@pytest.mark.parametrize("merge_adapters", [True, False])
+def test_packed_texts_give_the_vectors_of_padded_batches(jina, merge_adapters, monkeypatch):
+    """Packed end to end, positions restarting at each text and attention kept within it, the vectors
+    are those of right-padded batches through transformers' own modules; no T×T mask is ever built
+    and the kernels the checks compiled serve every packed shape."""
+    from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import JinaEmbeddingsV3Attention
+
+    plain = _encoder(jina, fused_kernels=False, merge_adapters=merge_adapters, max_batch_tokens=24)
+    packed = _encoder(jina, fused_kernels=True, packed_sequences=True, merge_adapters=merge_adapters,
+                      max_batch_tokens=24)  # fmt: skip
+    masks = []
+    forward = jina_kernels._fused_classes()[0].forward
+
+    def watched(self, hidden_states, attention_mask=None, **kwargs):
+        masks.append(attention_mask)
+        return forward(self, hidden_states, attention_mask, **kwargs)
+
+    monkeypatch.setattr(jina_kernels._fused_classes()[0], "forward", watched)
+    for side in ("query", "passage"):
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            got = packed.embed(TEXTS, side)
+        assert np.abs(got - plain.embed(TEXTS, side)).max() <= 1e-5
+        assert all(isinstance(m, JinaEmbeddingsV3Attention) for m in [packed.model(side).layers[0].self_attn])
+    assert masks and all(mask is None for mask in masks)
+    assert packed.stats["forward_passes"] >= 4  # several batches, of several texts each
+    assert packed.identity("passage")["packed_sequences"] is True
+    assert "packed_sequences" not in plain.identity("passage")  # keys of earlier caches hold
+
+
+def test_packed_attention_keeps_each_text_to_itself():
+    """Text by text: a text's output does not move when another text in the row changes."""
+    generator = torch.Generator().manual_seed(3)
+    bounds = (0, 2, 7, 8)
+    states = [torch.randn(8, 2, 4, generator=generator) for _ in range(3)]
+    packing = jina_kernels.Packing(torch.tensor(bounds, dtype=torch.int32), bounds)
+    first = jina_kernels.packed_attention(*states, packing, 0.5)
+    for t in states:
+        t[2:7] += 1.0  # the middle text changes
+    second = jina_kernels.packed_attention(*states, packing, 0.5)
+    assert torch.equal(first[:2], second[:2]) and torch.equal(first[7:], second[7:])
+    assert not torch.allclose(first[2:7], second[2:7])
+    alone = torch.nn.functional.scaled_dot_product_attention(
+        *(t[2:7].transpose(0, 1) for t in states), scale=0.5
+    ).transpose(0, 1)
+    assert torch.allclose(second[2:7], alone, atol=1e-6)
+    assert packing.longest == 5
+
+
+def test_packing_is_only_where_it_can_run(jina, tmp_path, monkeypatch):
+    """Asked for without the fused kernels, or where the varlen kernel fails or disagrees with SDPA:
+    one line; off by default."""
+    assert _encoder(jina).packed_sequences is False
+    with pytest.raises(UserError, match="packed_sequences runs in the fused kernels"):
+        _encoder(jina, fused_kernels=False, packed_sequences=True)
+    bert = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
+    checkpoint = resolve_checkpoint(str(bert))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, dict.fromkeys(RECIPE))
+    with pytest.raises(UserError, match="packed_sequences runs in the fused kernels"):
+        DenseEncoder(checkpoint, recipe, "cpu", "float32", fused_kernels=True, packed_sequences=True)
+    config = jina_kernels.fusable_config(jina)
+    cpu = torch.device("cpu")
+    assert jina_kernels.packing_failure(config, cpu, torch.float32) is None
+    assert jina_kernels.packing_failure(config, cpu, torch.bfloat16) is None  # within bf16's rounding
+    exact = jina_kernels.packed_attention
+
+    def off_in_bf16(query, *args):  # a kernel that is wrong in half precision only
+        return exact(query, *args) + (0.5 if query.dtype == torch.bfloat16 else 0)
+
+    monkeypatch.setattr(jina_kernels, "packed_attention", off_in_bf16)
+    failure = jina_kernels.packing_failure(config, cpu, torch.bfloat16)
+    assert failure.startswith("the varlen kernel differs from SDPA by 0.5")
+
+    def missing(*args):
+        raise ModuleNotFoundError("No module named 'torch.nn.attention.varlen'\nmore")
+
+    monkeypatch.setattr(jina_kernels, "packed_attention", missing)
+    failure = jina_kernels.packing_failure(config, cpu, torch.float32)
+    assert failure == "ModuleNotFoundError: No module named 'torch.nn.attention.varlen'"
+    monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)
+    with pytest.raises(UserError, match="packed_sequences cannot run on cpu: ModuleNotFoundError"):
+        _encoder(jina, fused_kernels=True, packed_sequences=True)

@@ -161,6 +161,8 @@ def flops_per_sequence(config: Any, parameters: int) -> Callable[[int], float]:
 
 def padded_positions(lengths: Sequence[int], encoder: DenseEncoder, fast: bool) -> int:
     """Positions the forward passes run, padding included, as each path batches `lengths`."""
+    if fast and encoder.packed_sequences:  # texts end to end: no padding
+        return sum(lengths)
     if fast:
         batches = token_budget_batches(lengths, encoder.max_batch_tokens)
     else:
@@ -250,7 +252,10 @@ def run_bench_encode(
     seed: int = 0,
     matmul_size: int | None = None,
     second_pass: bool = False,
+    packed_sequences: bool = False,
 ) -> dict[str, Any]:
+    """The workload through the straightforward path and ours (and with `packed_sequences`, ours
+    again with texts packed end to end, fused kernels on), one model on the device at a time."""
     chosen = pick_device(device)
     ours_dtype = pick_dtype(dtype, chosen)
     count = passages or (20_000 if chosen.type == "cuda" else 2_000)
@@ -269,13 +274,15 @@ def run_bench_encode(
                      "non_embedding_parameters": non_embedding_parameters(model),
                      "architecture": type(model).__name__, "adapters": None, "pooling": recipe.pooling,
                      "normalize": recipe.normalize, "max_length": recipe.max_length}  # fmt: skip
-        del encoder, model  # one model on the device at a time: each path's peak memory is its own
-        gc.collect()
-        if chosen.type == "cuda":
-            torch.cuda.empty_cache()
-        encoder = DenseEncoder(checkpoint, recipe, str(chosen), ours_dtype, budget)
+        del model
+        encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget)
         described["fused_kernels"] = encoder.fused_kernels
         ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+        if packed_sequences:
+            encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget,
+                                    fused_kernels=True, packed_sequences=True)  # fmt: skip
+            packed, packed_vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+        del encoder
     lengths = [len(text.split()) + 2 for text in passage_texts]
     return {
         "workload": {
@@ -305,4 +312,30 @@ def run_bench_encode(
         ),
         "query_speedup": round(straightforward["query_seconds"] / ours["query_seconds"], 3),
         "max_abs_difference": float(np.abs(reference - vectors).max()),
+        **(_packed_fields(packed, straightforward, reference, packed_vectors) if packed_sequences else {}),
+    }
+
+
+def _next_encoder(previous: DenseEncoder, *args: Any, **kwargs: Any) -> DenseEncoder:
+    """A new encoder once the previous one's model has left the device (each path's peak memory
+    is its own)."""
+    previous.unload()
+    gc.collect()
+    if previous.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return DenseEncoder(*args, **kwargs)
+
+
+def _packed_fields(
+    packed: dict[str, Any], straightforward: dict[str, Any], reference: np.ndarray, vectors: np.ndarray
+) -> dict[str, Any]:
+    """Ours with texts packed end to end, beside the straightforward path of the same run."""
+    second = packed.get("second_pass")
+    return {
+        "ours_packed": packed,
+        "speedup_packed": round(straightforward["seconds"] / packed["seconds"], 3),
+        "speedup_packed_second_pass": (
+            round(straightforward["seconds"] / second["seconds"], 3) if second else None
+        ),
+        "max_abs_difference_packed": float(np.abs(reference - vectors).max()),
     }

@@ -123,6 +123,14 @@ def encode_table(result: dict[str, Any]) -> Table:
         "tokens a batch)",
         justify="right",
     )
+    paths = ["straightforward", "ours"]
+    if "ours_packed" in result:
+        paths.append("ours_packed")
+        table.add_column(
+            f"ours, packed\n(texts end to end; {result['speedup_packed']:.2f}×, max abs difference "
+            f"{result['max_abs_difference_packed']:.2e})",
+            justify="right",
+        )
     for label, key, form in ENCODE_ROWS:
-        table.add_row(label, *(_cell(result[path][key], form) for path in ("straightforward", "ours")))
+        table.add_row(label, *(_cell(result[path][key], form) for path in paths))
     return table

@@ -180,6 +180,14 @@ def bench_encode(
             help="Time ours over the passages again, once every batch shape has run (as in a large corpus).",
         ),
     ] = False,
+    packed_sequences: Annotated[
+        bool,
+        typer.Option(
+            "--packed-sequences",
+            help="Also time ours with texts packed end to end, no padding (fused kernels on; "
+            "torch's varlen attention on CUDA).",
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
@@ -191,7 +199,10 @@ def bench_encode(
 
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
-    result = run_bench_encode(shape, passages, device, dtype, max_batch_tokens, seed, second_pass=second_pass)
+    result = run_bench_encode(
+        shape, passages, device, dtype, max_batch_tokens, seed,
+        second_pass=second_pass, packed_sequences=packed_sequences,
+    )  # fmt: skip
     console.print(encode_table(result))
     print_json(result, json_out)
 

@@ -47,6 +47,8 @@ class DenseRetrieval(FirstStageKind):
         "merge_adapters": Setting(bool, True),
         # jina-embeddings-v3's fused kernels (jina_kernels); unset: on CUDA where Triton works
         "fused_kernels": Setting(bool),
+        # texts packed end to end without padding, in the fused kernels; off unless asked for
+        "packed_sequences": Setting(bool),
         "dtype": Setting(str, choices=("float32", "bfloat16", "float16")),
         "storage": Setting(str, "float16", choices=("float16", "float32")),
         "shard_size": Setting(int, 65_536, bounds=(1, 10_000_000)),
@@ -111,7 +113,7 @@ class DenseRetrieval(FirstStageKind):
         return DenseEncoder(
             checkpoint, recipe, device=default_device(), dtype=settings["dtype"],
             max_batch_tokens=settings["max_batch_tokens"], merge_adapters=settings["merge_adapters"],
-            fused_kernels=settings["fused_kernels"],
+            fused_kernels=settings["fused_kernels"], packed_sequences=settings["packed_sequences"],
         )  # fmt: skip
 
     @staticmethod
@@ -210,6 +212,7 @@ class DenseRetrieval(FirstStageKind):
                 "device": encoder.device.type,
                 "merge_adapters": settings["merge_adapters"],
                 "fused_kernels": encoder.fused_kernels,
+                "packed_sequences": encoder.packed_sequences,
                 "storage": settings["storage"],
                 "shard_size": settings["shard_size"],
                 "depth": request.depth,

@@ -21,7 +21,6 @@ import sys
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
+from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
     bounded_text,
@@ -67,42 +67,6 @@ def chunk_bounds(count: int, first: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per row of right-padded hidden states (float32)."""
-    hidden = hidden.float()
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "lasttoken":
-        last = mask.sum(dim=1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    if pooling == "max":
-        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-
-
-@dataclass
-class QueuedVectors:
-    """The vectors of one `queue_tokens` call, in the order their batches ran, on their way to the
-    host: on CUDA a copy into pinned memory queued behind the batches, and the event that marks its
-    end (waiting for it does not wait for whatever was queued later)."""
-
-    order: list[int]  # the input row of each vector
-    host: torch.Tensor
-    copied: torch.cuda.Event | None
-
-    def result(self) -> np.ndarray:
-        """Float32 vectors in input order (waits for the device to finish these batches only)."""
-        if not self.order:
-            return np.empty((0, 0), dtype=np.float32)
-        if self.copied is not None:
-            self.copied.synchronize()
-        vectors = self.host.numpy()
-        out = np.empty_like(vectors)
-        out[self.order] = vectors
-        return out
-
-
 class DenseEncoder:
     """A checkpoint and its recipe, on one device, ready to embed either side."""
 
@@ -115,6 +79,7 @@ class DenseEncoder:
         max_batch_tokens: int | None = None,
         merge_adapters: bool = True,
         fused_kernels: bool | None = None,
+        packed_sequences: bool | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.recipe = recipe
@@ -128,7 +93,9 @@ class DenseEncoder:
         for side in SIDES:  # now, not when the side is first encoded (after the whole corpus)
             self._adapter_folder(side)
         self.tokenizer = self._load_tokenizer()
-        self.fused_kernels = self._resolved_fused_kernels(fused_kernels)
+        config = jina_kernels.fusable_config(self.folder)
+        self.fused_kernels = self._resolved_fused_kernels(config, fused_kernels)
+        self.packed_sequences = self._resolved_packing(config, packed_sequences)
         self._side: str | None = None
         self._model: torch.nn.Module | None = None
         self.stats = {"forward_passes": 0, "out_of_memory_retries": 0, "tokens": 0}
@@ -148,6 +115,8 @@ class DenseEncoder:
             "max_batch_tokens": self.max_batch_tokens,
             "pad_multiple": self.pad_multiple,
             "fused_kernels": self.fused_kernels,
+            # only when on, so that the keys of caches made before the setting existed still hold
+            **({"packed_sequences": True} if self.packed_sequences else {}),
             "encoder_version": ENCODER_VERSION,
         }
 
@@ -184,14 +153,13 @@ class DenseEncoder:
             )
         return model.to(self.device).eval()
 
-    def _resolved_fused_kernels(self, requested: bool | None) -> bool:
+    def _resolved_fused_kernels(self, config: Any | None, requested: bool | None) -> bool:
         """Fused kernels as asked (None: on CUDA with Triton), for jina-embeddings-v3's backbone only;
         checked by compiling them now. Asked for and impossible: a one-line error; by default and
         impossible: transformers' modules, said once on stderr. Under torchrun the ranks decide
         together: each rank's shards go into the cache folder the setting keys."""
         from rerank_eval.pipeline.distributed import all_gathered_objects
 
-        config = jina_kernels.fusable_config(self.folder)
         if config is None:
             if requested:
                 print(
@@ -214,6 +182,26 @@ class DenseEncoder:
                 file=sys.stderr,
             )
         return not failure
+
+    def _resolved_packing(self, config: Any | None, requested: bool | None) -> bool:
+        """Texts packed end to end without padding, attention kept within each (`jina_kernels`):
+        only when asked for, until a GPU has measured it against padded batches. It runs in the fused
+        modules, so it needs them; a trial holds the varlen kernel to SDPA first. Under torchrun the
+        ranks decide together, as for the fused kernels."""
+        from rerank_eval.pipeline.distributed import all_gathered_objects
+
+        if not requested:
+            return False
+        if not self.fused_kernels:
+            raise UserError(
+                f"packed_sequences runs in the fused kernels of jina-embeddings-v3's architecture; encoder "
+                f"{self.checkpoint.source} does not run them here (set fused_kernels: true, or drop packing)"
+            )
+        failure = jina_kernels.packing_failure(config, self.device, self.dtype)
+        failure = next((f for f in all_gathered_objects(failure) if f), None)
+        if failure:
+            raise UserError(f"packed_sequences cannot run on {self.device}: {failure}")
+        return True
 
     def _adapter_folder(self, side: str) -> Path | None:
         """The folder of `side`'s PEFT adapter (None without one); a missing one is a UserError."""
@@ -251,6 +239,10 @@ class DenseEncoder:
         self._side = side
         return self._model
 
+    def unload(self) -> None:
+        """Let go of the model (its device memory is freed once nothing else holds it)."""
+        self._model, self._side = None, None
+
     # -- tokenization -----------------------------------------------------------------------------
 
     def texts_for(self, texts: Sequence[str], side: str) -> list[str]:
@@ -271,13 +263,31 @@ class DenseEncoder:
         """Pooled (and normalised) float32 vectors of a batch, left on the device."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids, mask = right_padded(rows, pad, self.pad_multiple)
-        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
-        given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
-        hidden = self.model(side)(input_ids=ids, attention_mask=given).last_hidden_state
+        mask = to_device(mask, self.device)
+        if self.packed_sequences:
+            hidden = self._packed_hidden(rows, mask.shape[1], side)
+        else:
+            given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
+            model = self.model(side)
+            hidden = model(input_ids=to_device(ids, self.device), attention_mask=given).last_hidden_state
         vectors = pool(hidden, mask, self.recipe.pooling)
         self.stats["forward_passes"] += 1
         self.stats["tokens"] += int(sum(len(r) for r in rows))
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
+
+    def _packed_hidden(self, rows: Sequence[Sequence[int]], width: int, side: str) -> torch.Tensor:
+        """Hidden states of texts run end to end in one row, laid out right-padded (batch, width,
+        hidden) for pooling: a copy to distinct places, so the same bits on every run (an
+        accumulating scatter would not be)."""
+        packed = jina_kernels.pack(rows, width)
+        hidden = self.model(side)(
+            input_ids=to_device(packed.ids, self.device),
+            position_ids=to_device(packed.positions, self.device),
+            packing=jina_kernels.Packing(to_device(packed.starts, self.device), packed.bounds),
+        ).last_hidden_state[0]
+        laid_out = hidden.new_zeros(len(rows) * width, hidden.shape[-1])
+        laid_out.index_copy_(0, to_device(packed.places, self.device), hidden)
+        return laid_out.view(len(rows), width, -1)
 
     def encode_tokens(self, rows: Sequence[Sequence[int]], side: str) -> np.ndarray:
         """Float32 vectors of tokenized texts (`queue_tokens`, then its result)."""

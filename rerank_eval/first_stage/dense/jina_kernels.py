@@ -14,9 +14,14 @@ they compute:
   which transformers passes on unchecked, so the host never waits for the GPU (SDPA still turns it
 into a float mask in each layer, a small kernel).
 
-Attention stays SDPA's choice (cuDNN on Hopper): it plans each new batch shape once (about 1 s
-over the first 8,000 passages, which `bench-encode --second-pass` separates out), then ran 1.9×
-faster than the memory-efficient kernel (0.26 s against 0.50 s for those passages on an H200).
+With `packed_sequences` (asked for only, until a GPU has timed it), a batch's texts run end to end
+in one row, positions restarting at each text, and attention stays within each text through torch's
+varlen kernel (FlashAttention's): no padded position runs, no attention plan is made per shape.
+
+Otherwise attention stays SDPA's choice (cuDNN on Hopper): it plans each new batch shape once
+(about 1 s over the first 8,000 passages, which `bench-encode --second-pass` separates out), then
+ran 1.9× faster than the memory-efficient kernel (0.26 s against 0.50 s for those passages on an
+H200).
 
 The compiled kernels do the same arithmetic in another order and round once where eager rounds
 after each step: in float32 within 1e-5 of transformers' modules, in bfloat16 no farther from
@@ -27,7 +32,10 @@ switches back.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,64 @@ def padding_mask_4d(mask: torch.Tensor) -> torch.Tensor:
     `create_bidirectional_mask` builds from a 2-d mask, here without asking the GPU for anything."""
     batch, tokens = mask.shape
     return mask.bool()[:, None, None, :].expand(batch, 1, tokens, tokens)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Texts laid end to end in one row without padding (`packed_sequences`): `starts` holds the
+    cumulative lengths (0, n1, n1+n2, ...) as int32 on the device, `bounds` the same on the host."""
+
+    starts: torch.Tensor
+    bounds: tuple[int, ...]
+
+    @property
+    def longest(self) -> int:
+        return max(b - a for a, b in zip(self.bounds, self.bounds[1:]))
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Token rows laid end to end (host tensors): ids and positions (1, tokens), positions
+    restarting at 0 for each text as in a padded batch (rotary attention depends only on relative
+    positions, but the float32 angles of positions in the tens of thousands would round worse);
+    `starts` (int32) and `bounds` the cumulative lengths; `places` each token's index in a
+    right-padded (texts × width) layout."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    starts: torch.Tensor
+    bounds: tuple[int, ...]
+    places: torch.Tensor
+
+
+def pack(rows: Sequence[Sequence[int]], width: int) -> PackedRows:
+    lengths = [len(row) for row in rows]
+    bounds = (0, *itertools.accumulate(lengths))
+    return PackedRows(
+        ids=torch.tensor([token for row in rows for token in row], dtype=torch.long)[None],
+        positions=torch.cat([torch.arange(n) for n in lengths])[None],
+        starts=torch.tensor(bounds, dtype=torch.int32),
+        bounds=bounds,
+        places=torch.cat([torch.arange(n) + i * width for i, n in enumerate(lengths)]),
+    )
+
+
+def packed_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packing: Packing, scale: float
+) -> torch.Tensor:
+    """Bidirectional attention within each packed text, on (tokens, heads, d) states. On CUDA,
+    torch's varlen kernel (FlashAttention's); elsewhere SDPA text by text, which is what the kernel
+    computes and what its trial is held to."""
+    if query.device.type == "cuda":
+        from torch.nn.attention.varlen import varlen_attn
+
+        longest = packing.longest
+        return varlen_attn(query, key, value, packing.starts, packing.starts, longest, longest, scale=scale)
+    out = torch.empty_like(query)
+    for start, end in zip(packing.bounds, packing.bounds[1:]):
+        states = (t[start:end].transpose(0, 1) for t in (query, key, value))
+        out[start:end] = nn.functional.scaled_dot_product_attention(*states, scale=scale).transpose(0, 1)
+    return out
 
 
 def _rotate_half(states: torch.Tensor) -> torch.Tensor:
@@ -100,13 +166,15 @@ def _fused_classes() -> tuple[type[nn.Module], type[nn.Module]]:
     )
 
     class FusedJinaEmbeddingsV3Attention(JinaEmbeddingsV3Attention):
-        """The attention with queries' and keys' rotary embedding as one kernel (inference only)."""
+        """The attention with queries' and keys' rotary embedding as one kernel (inference only), and
+        with `packing`, over texts packed end to end."""
 
         def forward(
             self,
             hidden_states: torch.Tensor,
             attention_mask: torch.Tensor | None = None,
             position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+            packing: Packing | None = None,
             **kwargs: Any,
         ) -> tuple[torch.Tensor, None]:
             batch, tokens = hidden_states.shape[:2]
@@ -115,6 +183,10 @@ def _fused_classes() -> tuple[type[nn.Module], type[nn.Module]]:
             query, key = compiling.compiled(_rotated_pair)(
                 self.q_proj(hidden_states).view(rows), self.k_proj(hidden_states).view(rows), cos, sin
             )
+            if packing is not None:  # one row of texts end to end
+                value = self.v_proj(hidden_states).view(rows)
+                output = packed_attention(query, key, value, packing, self.scaling)
+                return self.o_proj(output.reshape(batch, tokens, -1)), None
             shape = (batch, tokens, -1, self.head_dim)
             query, key = query.view(shape).transpose(1, 2), key.view(shape).transpose(1, 2)
             value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
@@ -131,10 +203,14 @@ def _fused_classes() -> tuple[type[nn.Module], type[nn.Module]]:
             hidden_states: torch.Tensor,
             attention_mask: torch.Tensor | None = None,
             position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+            packing: Packing | None = None,
             **kwargs: Any,
         ) -> torch.Tensor:
             attended, _ = self.self_attn(
-                hidden_states, attention_mask=attention_mask, position_embeddings=position_embeddings
+                hidden_states,
+                attention_mask=attention_mask,
+                position_embeddings=position_embeddings,
+                packing=packing,
             )
             hidden_states = _add_norm(self.post_attention_layernorm, attended, hidden_states)
             return _add_norm(self.post_mlp_layernorm, self.mlp(hidden_states), hidden_states)
@@ -184,3 +260,31 @@ def compile_failure(config: Any, device: torch.device, dtype: torch.dtype) -> st
         compiling.compiled(_added_layer_norm)(rows, rows.clone(), weight, bias, eps)
 
     return compiling.trial_failure(trial, device)
+
+
+#: how far torch's varlen kernel may be from SDPA text by text in the trial (bf16 rounds at 4e-3)
+PACKED_TRIAL_TOLERANCE = 5e-2
+
+
+def packing_failure(config: Any, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why attention over packed texts cannot run here (this torch has no varlen kernel, the GPU or
+    dtype is not one FlashAttention supports) or gives other values than SDPA text by text, in one
+    line; None when it runs and agrees. On a CPU the packed attention is SDPA text by text."""
+    heads, hidden = int(config.num_attention_heads), int(config.hidden_size)
+    size = hidden // heads
+    bounds = (0, 3, 10, 11)
+    generator = torch.Generator().manual_seed(0)
+    states = [torch.randn(bounds[-1], heads, size, generator=generator) for _ in range(3)]
+    try:
+        with torch.inference_mode():
+            on_device = [t.to(device=device, dtype=dtype) for t in states]
+            starts = torch.tensor(bounds, dtype=torch.int32, device=device)
+            got = packed_attention(*on_device, Packing(starts, bounds), size**-0.5).float().cpu()
+    except Exception as exc:  # a missing module, an unsupported GPU or dtype: all mean "not here"
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    reference = packed_attention(*states, Packing(torch.tensor(bounds), bounds), size**-0.5)
+    difference = float((got - reference).abs().max())
+    if not difference <= PACKED_TRIAL_TOLERANCE:
+        return f"the varlen kernel differs from SDPA by {difference:.3g} on a trial input"
+    return None
