@@ -43,6 +43,15 @@ def test_fetch_says_what_is_missing_offline():
     assert "run.beir-v1.0.0-fiqa-flat.trec is not cached and HF_HUB_OFFLINE is set" in result.output
 
 
+def test_fetch_without_first_stage_fetches_the_dataset_only():
+    """For runs that bring their own run files: fiqa's published run is not cached, and not asked."""
+    result = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "fiqa", "--no-first-stage"])
+    assert result.exit_code == 0, result.output
+    assert "all files are in their caches" in result.output
+    both = CliRunner().invoke(app, ["fetch", "beir", "--no-first-stage", "--first-stage", "bm25s"])
+    assert both.exit_code == 2 and "exclude each other" in both.output
+
+
 def test_default_preset_offline_without_cache_is_one_clear_error():
     with pytest.raises(
         UserError, match="model jinaai/jina-reranker-v3 is not cached and HF_HUB_OFFLINE is set"

@@ -130,3 +130,25 @@ def test_an_offline_run_names_everything_missing_and_the_fetch_command(offline, 
         "`rerank-eval fetch beir --datasets nfcorpus,scifact --model jina-reranker-v3`, then copy "
         f"{constants.HF_HOME} and {home} here (or point HF_HOME, IR_DATASETS_HOME at the copies)"
     )
+
+
+def test_an_offline_run_with_run_files_asks_no_first_stage_for_them(offline, tmp_path, monkeypatch):
+    """Datasets whose run file the user gives fetch no first stage (a dense default would encode a
+    corpus for nothing): their fetch command says --no-first-stage, the others' stays as it was."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    result = run("beir", "--datasets", "scifact,nfcorpus", "--run", f"scifact={run_file}")
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert "run.beir-v1.0.0-scifact-flat.trec" not in line  # the user's own file is used instead
+    assert (
+        "`rerank-eval fetch beir --datasets nfcorpus --model jina-reranker-v3 && "
+        "rerank-eval fetch beir --datasets scifact --no-first-stage`"
+    ) in line
+    other = builders.write_run(tmp_path / "nfcorpus.trec", builders.SCIFACT_RUN)
+    runs = ["--run", f"scifact={run_file}", "--run", f"nfcorpus={other}"]
+    both = run("beir", "--datasets", "scifact,nfcorpus", *runs).output.strip().splitlines()[-1]
+    expected = "rerank-eval fetch beir --datasets nfcorpus,scifact --model jina-reranker-v3 --no-first-stage"
+    assert f"`{expected}`" in both

@@ -36,6 +36,13 @@ def fetch(
         typer.Option("--model", "-m", help="Also download this model (preset, hub id); repeatable."),
     ] = None,
     first_stage: FirstStageOpt = None,
+    no_first_stage: Annotated[
+        bool,
+        typer.Option(
+            "--no-first-stage",
+            help="Datasets and models only: the run will read its own run files (--run, --runs-dir).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
@@ -44,11 +51,13 @@ def fetch(
     embeddings) to the offline machine afterwards."""
     from rerank_eval.datasets.fetch import fetch_suite
 
+    if first_stage and no_first_stage:
+        raise UserError("--first-stage and --no-first-stage exclude each other; give one")
     cfg = load_config(config)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
     if first_stage:
         cfg.first_stage(first_stage)
-    fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage)
+    fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage)
 
 
 @app.command("score")

@@ -8,13 +8,18 @@ from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_fi
 from rerank_eval.pipeline.progress import stderr_console
 
 
-def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None) -> None:
-    """Queries, qrels, the built doc store and the first stage (default: the dataset's own) of
-    one dataset: a published run downloaded, a BM25 index built, a corpus encoded."""
+def fetch_dataset(
+    config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None, with_first_stage: bool = True
+) -> None:
+    """Queries, qrels, the built doc store and (unless the run brings its own run file) the first
+    stage (default: the dataset's own) of one dataset: a published run downloaded, a BM25 index
+    built, a corpus encoded."""
     dataset = open_dataset(spec)
     queries = dataset.queries()
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
+    if not with_first_stage:
+        return
     source = config.first_stage_for(spec, first_stage)
     kind(source.kind).preflight(spec, source)
     depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
@@ -22,11 +27,15 @@ def fetch_dataset(config: BenchmarkConfig, spec: DatasetSpec, first_stage: str |
 
 
 def fetch_suite(
-    config: BenchmarkConfig, datasets: list[DatasetSpec], models: list[str], first_stage: str | None = None
+    config: BenchmarkConfig,
+    datasets: list[DatasetSpec],
+    models: list[str],
+    first_stage: str | None = None,
+    with_first_stage: bool = True,
 ) -> None:
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
-        fetch_dataset(config, spec, first_stage)
+        fetch_dataset(config, spec, first_stage, with_first_stage)
     for name in models:
         preset = config.models.get(name)
         source = preset.model if preset else name

@@ -78,15 +78,26 @@ def missing_downloads(plan: RunPlan, models: list[str]) -> list[MissingDownload]
 
 
 def fetch_command(plan: RunPlan, models: list[str]) -> str:
-    """The `rerank-eval fetch` command that fills every cache this run reads."""
-    words = ["rerank-eval", "fetch", plan.suite.name, "--datasets", ",".join(d.key for d in plan.datasets)]
-    for model in models:
-        words += ["--model", model]
-    if plan.first_stage_override:
-        words += ["--first-stage", plan.first_stage_override]
-    if len(plan.config.files) > 1:
-        words += ["--config", str(plan.config.path)]
-    return shlex.join(words)
+    """The `rerank-eval fetch` command that fills every cache this run reads: datasets whose run
+    file the user gives (`--run`, `--runs-dir`) fetch no first stage (a dense default would encode
+    a whole corpus for nothing), so a run with both kinds gets two commands."""
+    supplied = [spec for spec in plan.datasets if plan.runs.path_for(spec) is not None]
+    fetched = [spec for spec in plan.datasets if plan.runs.path_for(spec) is None]
+    commands = []
+    for specs, with_first_stage in ((fetched, True), (supplied, False)):
+        if not specs:
+            continue
+        words = ["rerank-eval", "fetch", plan.suite.name, "--datasets", ",".join(d.key for d in specs)]
+        for model in models if not commands else []:
+            words += ["--model", model]
+        if with_first_stage and plan.first_stage_override:
+            words += ["--first-stage", plan.first_stage_override]
+        if not with_first_stage:
+            words.append("--no-first-stage")
+        if len(plan.config.files) > 1:
+            words += ["--config", str(plan.config.path)]
+        commands.append(shlex.join(words))
+    return " && ".join(commands)
 
 
 def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload) -> UserError:
