@@ -77,8 +77,8 @@ class Packing:
     starts: torch.Tensor
     bounds: tuple[int, ...]
 
-    @property
-    def longest(self) -> int:
+    @functools.cached_property
+    def longest(self) -> int:  # cached: every layer asks
         return max(b - a for a, b in zip(self.bounds, self.bounds[1:]))
 
 
