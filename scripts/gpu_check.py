@@ -39,7 +39,10 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    datasheet, ≥ 3× the straightforward path, on the first pass), and ours over the same passages
    once more, every batch shape met before (`2nd pass`, as over a corpus of millions); then the
    same for ours with texts packed end to end (`packed_sequences`: no padding, torch's varlen
-   attention). The row passes when either reaches the targets (packing is not yet the default).
+   attention). The row passes when either reaches the targets with vectors within 1e-2 of float32
+   (packing is not yet the default; where it cannot run, the row says why and keeps the rest).
+   Then a chunk of the encoder, padded and packed, queued without any call that waits for the GPU
+   (`torch.cuda.set_sync_debug_mode("error")`), its vectors taken back equal to `embed`'s.
 7. Dense exact search at HotpotQA's size: 5,000,000 × 1024 float16 random vectors in shards of
    65,536 written to a temporary folder, 7,405 queries, top-100 (target < 60 s, the files in the
    page cache as after encoding; peak GPU memory within a bound set by the shard size and
@@ -47,7 +50,8 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    float32, ties frequent) the top-100 of every query equal to a float64 brute force in trec_eval's
    order (score descending, doc id descending).
 
-`--only bench-encode,search` runs only the checks whose label contains one of the words (here 6 and 7).
+`--only bench-encode,search` runs only the checks whose label contains one of the words (here 6 and 7,
+which live in `scripts/dense_checks.py`).
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ import argparse
 import contextlib
 import functools
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -69,9 +72,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rerank_eval.bench.encoder import run_bench_encode
+from dense_checks import encode_check, encoder_no_wait_check, search_check  # beside this script
+
 from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench, synchronize
-from rerank_eval.first_stage.dense.search import exact_search, key_ranks, key_scores
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.common import attention_implementation, pick_dtype
 from rerank_eval.rerankers.listwise.model import VARLEN_ATTENTIONS
@@ -223,144 +226,6 @@ def profile_check(device: str, quick: bool) -> list[dict]:
              **{f"{kind}_share": spent / busy for kind, spent in shares.items()}}]  # fmt: skip
 
 
-ENCODE_PASSAGES = 8_000  # the float32 straightforward path takes ≈ 6 ms a passage on an H200
-# Exact search: HotpotQA's corpus (5.2M) and test queries (7,405); --quick shrinks it for a CPU
-SEARCH = {"documents": 5_000_000, "dimension": 1024, "queries": 7_405, "shard_size": 65_536,
-          "query_batch": 1024, "k": 100, "exact_documents": 200_000}  # fmt: skip
-QUICK_SEARCH = {"documents": 40_000, "dimension": 64, "queries": 300, "shard_size": 4096,
-                "query_batch": 128, "k": 100, "exact_documents": 20_000}  # fmt: skip
-SEARCH_SECONDS = 60.0
-
-
-def encode_check(device: str, quick: bool) -> list[dict]:
-    shape = "xlm-roberta-large" if device == "cuda" else "tiny"
-    started = time.time()
-    passages = 300 if quick else ENCODE_PASSAGES
-    result = run_bench_encode(shape, passages, device=device, second_pass=True, packed_sequences=True)
-    ours, straightforward, packed = result["ours"], result["straightforward"], result["ours_packed"]
-    difference = max(result["max_abs_difference"], result["max_abs_difference_packed"])
-    if device == "cuda":  # the default path, or packing (then the next step: make it the default)
-        passed = any(result[speedup] >= 3.0 and (path["mfu_datasheet"] or 0) >= 0.40
-                     for speedup, path in (("speedup", ours), ("speedup_packed", packed)))  # fmt: skip
-    else:  # float32 on every path: the same embeddings
-        passed = difference <= 1e-5
-    gib = [(p["peak_gpu_memory_bytes"] or 0) / 2**30 for p in (straightforward, ours, packed)]
-    fused = "on" if result["model"]["fused_kernels"] else "off"
-
-    def passes(path: dict) -> str:
-        again = path["second_pass"]
-        first_mfu, again_mfu = (_cell(p, "mfu_datasheet", "5.1%").strip() for p in (path, again))
-        return (
-            f"{path['passages_per_second']:,.0f} passages/s, MFU {first_mfu}; "
-            f"second pass {again['passages_per_second']:,.0f}, MFU {again_mfu}"
-        )
-
-    note = (
-        f"fused kernels {fused}; ours (padded batches): {passes(ours)}; ours packed (texts end to end, "
-        f"varlen attention): {passes(packed)}, {result['speedup_packed']:.2f}x; straightforward "
-        f"{straightforward['passages_per_second']:,.0f} passages/s; ours tokenizing "
-        f"{ours['tokenize_seconds']:.2f} s of {ours['seconds']:.2f} s; positions run "
-        f"{ours['padded_positions']:,} (packed {packed['padded_positions']:,}) vs "
-        f"{straightforward['padded_positions']:,}; queries "
-        f"{result['query_speedup']:.2f}x; peak GPU memory {gib[1]:.1f} / {gib[2]:.1f} GiB vs {gib[0]:.1f} GiB"
-    )
-    return [{"check": f"bench-encode ({shape}, {ours['dtype']}, {result['workload']['passages']:,} passages)",
-             "speedup": result["speedup"], "speedup_second_pass": result["speedup_second_pass"],
-             "speedup_packed": result["speedup_packed"], "speedup_target": 3.0,
-             "mfu_datasheet": ours["mfu_datasheet"], "mfu_datasheet_packed": packed["mfu_datasheet"],
-             "mfu_measured": ours["mfu_measured"], "max_embedding_difference": difference, "note": note,
-             "seconds": time.time() - started, "passed": passed, "result": result}]  # fmt: skip
-
-
-def random_shards(folder: Path, sizes: dict, device: torch.device, documents: int, integers: bool) -> list:
-    """Shard files of float16 vectors (standard normal, or integers in [-3, 3]) as the corpus cache
-    writes them, memory-mapped back with a random doc-id order (ranks), as (vectors, ranks) pairs."""
-    generator = torch.Generator(device).manual_seed(documents)
-    folder.mkdir(parents=True, exist_ok=True)
-    ranks = np.random.default_rng(documents).permutation(documents)
-    shards = []
-    for index, start in enumerate(range(0, documents, sizes["shard_size"])):
-        shape = (min(sizes["shard_size"], documents - start), sizes["dimension"])
-        if integers:
-            vectors = torch.randint(-3, 4, shape, device=device, generator=generator).half()
-        else:
-            vectors = torch.randn(shape, device=device, generator=generator, dtype=torch.float16)
-        path = folder / f"shard-{index:06d}.npy"
-        np.save(path, vectors.cpu().numpy())
-        shards.append((np.load(path, mmap_mode="r"), ranks[start : start + shape[0]]))
-    return shards
-
-
-def search_check(device: str, quick: bool, root: Path) -> list[dict]:
-    sizes = QUICK_SEARCH if quick else SEARCH
-    chosen = torch.device(device)
-    folder = root / "search"
-    started = time.time()
-    try:
-        shards = random_shards(folder, sizes, chosen, sizes["documents"], integers=False)
-        written = time.time() - started
-        rng = np.random.default_rng(1)
-        queries = rng.standard_normal((sizes["queries"], sizes["dimension"]), dtype=np.float32)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        began = time.perf_counter()
-        exact_search(queries, shards, sizes["k"], chosen, sizes["query_batch"])
-        seconds = time.perf_counter() - began
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    # one shard on the device (float16 and float32 copies, ranks), the queries, and one block of
-    # query_batch × shard_size scores with the int64 keys made of them (≤ 64 bytes a score)
-    shard, width = sizes["shard_size"], sizes["dimension"]
-    bound = (shard * width * 6 + shard * 8 + sizes["queries"] * (width * 4 + sizes["k"] * 16)
-             + sizes["query_batch"] * shard * 64 + 2**28)  # fmt: skip
-    passed = seconds < SEARCH_SECONDS and (peak is None or peak <= bound)
-    memory = f"peak GPU memory {peak / 2**30:.2f} GiB (bound {bound / 2**30:.2f} GiB)" if peak else ""
-    note = (
-        f"{sizes['documents']:,} x {width} float16 in {len(shards)} shards, {sizes['queries']:,} queries, "
-        f"top-{sizes['k']}: {seconds:.1f} s (target < {SEARCH_SECONDS:.0f} s; shards written in "
-        f"{written:.1f} s, not timed); {memory}"
-    )
-    row = {"check": f"exact search {sizes['documents']:,} x {width}, {sizes['queries']:,} queries",
-           "search_seconds": seconds, "peak_gpu_memory_bytes": peak, "memory_bound_bytes": bound,
-           "sizes": sizes, "seconds": time.time() - started, "note": note, "passed": passed}  # fmt: skip
-    return [row, *exact_search_equality(chosen, sizes, root)]
-
-
-def exact_search_equality(device: torch.device, sizes: dict, root: Path) -> list[dict]:
-    """Top-k keys of `exact_search` against a float64 brute force ordered by (score, rank) descending."""
-    documents, k = sizes["exact_documents"], sizes["k"]
-    folder = root / "search-exact"
-    try:
-        shards = random_shards(folder, sizes, device, documents, integers=True)
-        rng = np.random.default_rng(2)
-        queries = rng.integers(-3, 4, (sizes["queries"], sizes["dimension"])).astype(np.float32)
-        keys = exact_search(queries, shards, k, device, sizes["query_batch"])
-        vectors = np.concatenate([np.asarray(v) for v, _ in shards]).astype(np.float64)
-        ranks = np.concatenate([r for _, r in shards])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    order = np.argsort(-ranks)  # columns by doc id descending: the stable sort breaks ties as trec_eval
-    corpus = torch.from_numpy(vectors[order]).to(device)
-    column_ranks = torch.from_numpy(ranks[order]).to(device)
-    wrong = tied = 0
-    for start in range(0, len(queries), 512):
-        block = torch.from_numpy(queries[start : start + 512].astype(np.float64)).to(device)
-        scores, columns = torch.sort(block @ corpus.T, dim=1, descending=True, stable=True)
-        expected_ranks, expected_scores = column_ranks[columns[:, :k]].cpu(), scores[:, :k].cpu()
-        got = keys[start : start + 512]
-        equal = (key_ranks(got) == expected_ranks) & (key_scores(got).double() == expected_scores)
-        wrong += int((~equal.all(1)).sum())
-        tied += int((scores[:, 1 : k + 1] == scores[:, :k]).any(1).sum())
-    note = (
-        f"{len(queries) - wrong:,} of {len(queries):,} queries equal; {tied:,} with ties in the top-{k + 1}"
-    )
-    check = f"exact search top-{k} = float64 brute force ({documents:,} docs)"
-    return [{"check": check, "queries_differing": wrong, "queries_with_ties": tied, "passed": wrong == 0,
-             "note": note}]  # fmt: skip
-
-
 BUILDERS = {
     "listwise-last-token": lambda folder: build_listwise_checkpoint(folder, model_max_length=600),
     "cross-encoder": build_cross_encoder,
@@ -408,6 +273,7 @@ def main() -> None:
         ("float32 ours vs reference-style", functools.partial(exactness_check, device, args.quick)),
         ("listwise forward pass queued without waiting", functools.partial(no_wait_check, device)),
         ("bench-encode", functools.partial(encode_check, device, args.quick)),
+        ("bench-encode: chunk queued without waiting", functools.partial(encoder_no_wait_check, device)),
         ("exact search", functools.partial(search_check, device, args.quick, root)),
         # what each of ours' changes adds (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))

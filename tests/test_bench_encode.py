@@ -118,6 +118,22 @@ def test_bench_encode_times_packed_texts_beside_the_others(tmp_path):
     assert packed["passages_encoded"] == ours["passages_encoded"]
 
 
+def test_where_packing_cannot_run_the_bench_keeps_the_other_paths(tmp_path, monkeypatch):
+    from rerank_eval.first_stage.dense import jina_kernels
+
+    monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)
+    monkeypatch.setattr(jina_kernels, "packing_failure", lambda *args: "ModuleNotFoundError: no varlen")
+    result = CliRunner().invoke(app, [
+        "bench-encode", "--shape", "tiny", "--passages", "100", "--device", "cpu", "--packed-sequences",
+        "--json", str(tmp_path / "out.json"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["packed_error"] == "packed_sequences cannot run on cpu: ModuleNotFoundError: no varlen"
+    assert "ours_packed" not in data and data["speedup"] > 0
+    assert "packed sequences not run: packed_sequences cannot run on cpu" in " ".join(result.output.split())
+
+
 def test_flops_formula(tiny):
     from transformers import AutoModel
 

@@ -20,7 +20,10 @@ one token (so token counts are controlled):
 - ours: `embed` in the device's default dtype (bf16 on CUDA, float32 on CPU), with the fused
   kernels on CUDA (`jina_kernels`, compiled while the model loads, not timed): each distinct text
   once, batches sorted by length under a token budget, every batch queued before any result is
-  copied back, the next chunk of texts tokenized while the device runs this one.
+  copied back, the next chunk of texts tokenized while the device runs this one and queued before
+  this one's vectors are waited for;
+- ours, packed (`--packed-sequences`): ours with the same batches run as texts end to end, no
+  padding (`packed_sequences`, fused kernels on); where it cannot run, the result says why.
 
 Reported per path: passages/s and queries/s (texts of the workload per second, so their ratio is the
 speed-up), tokens/s (real, unpadded tokens the path ran), padded positions run, the seconds it takes
@@ -54,6 +57,7 @@ from rerank_eval.bench.listwise import (
     synthetic_tokenizer,
     word,
 )
+from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -278,10 +282,18 @@ def run_bench_encode(
         encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget)
         described["fused_kernels"] = encoder.fused_kernels
         ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+        packed_fields: dict[str, Any] = {}
         if packed_sequences:
-            encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget,
-                                    fused_kernels=True, packed_sequences=True)  # fmt: skip
-            packed, packed_vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+            try:  # where packing cannot run, the run keeps the other two paths and says why
+                encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget,
+                                        fused_kernels=True, packed_sequences=True)  # fmt: skip
+            except UserError as exc:
+                packed_fields = {"packed_error": str(exc)}
+            else:
+                packed, packed_vectors = run_path(
+                    encoder, passage_texts, query_texts, True, peaks, second_pass
+                )
+                packed_fields = _packed_fields(packed, straightforward, reference, packed_vectors)
         del encoder
     lengths = [len(text.split()) + 2 for text in passage_texts]
     return {
@@ -312,7 +324,7 @@ def run_bench_encode(
         ),
         "query_speedup": round(straightforward["query_seconds"] / ours["query_seconds"], 3),
         "max_abs_difference": float(np.abs(reference - vectors).max()),
-        **(_packed_fields(packed, straightforward, reference, packed_vectors) if packed_sequences else {}),
+        **packed_fields,
     }
 
 

@@ -110,6 +110,7 @@ def encode_table(result: dict[str, Any]) -> Table:
                 if (second := result["ours"].get("second_pass"))
                 else ""
             )
+            + (f"; packed sequences not run: {result['packed_error']}" if "packed_error" in result else "")
         ),
     )
     table.add_column("")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -226,10 +227,15 @@ def encode_corpus(
     read = corpus_shards(documents, cache.shard_size, digest)
     shards = track(read, total, label, size=lambda shard: len(shard.ids))
 
+    stopping = threading.Event()
+
     def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
         """This rank's next shard that is not cached yet, its distinct texts tokenized (None: the
-        corpus is read, and hashed, to its end)."""
-        for shard in shards:
+        corpus is read, and hashed, to its end, or the run is stopping)."""
+        while not stopping.is_set():  # an error or an interrupt: read no further
+            shard = next(shards, None)
+            if shard is None:
+                return None
             report.shards += 1
             report.documents += len(shard.ids)
             if shard.index % world == rank and not cache.has_shard(shard):
@@ -248,18 +254,24 @@ def encode_corpus(
         report.encoded_shards += 1
         report.encoded_passages += len(distinct)
 
-    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        following = reader.submit(next_to_encode)
-        written: Future[None] | None = None
-        while (tokenized := following.result()) is not None:
-            following = reader.submit(next_to_encode)
-            shard, distinct, rows = tokenized
-            queued = encoder.queue_tokens(rows, "passage")
-            if written is not None:
-                written.result()  # a write's error stops the run here, one shard later at most
-            written = writer.submit(write, shard, distinct, queued)
-        if written is not None:
-            written.result()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+            try:
+                following = reader.submit(next_to_encode)
+                written: Future[None] | None = None
+                while (tokenized := following.result()) is not None:
+                    following = reader.submit(next_to_encode)
+                    shard, distinct, rows = tokenized
+                    queued = encoder.queue_tokens(rows, "passage")
+                    if written is not None:
+                        written.result()  # a write's error stops the run here, one shard later at most
+                    written = writer.submit(write, shard, distinct, queued)
+                if written is not None:
+                    written.result()
+            finally:
+                stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
+    finally:
+        shards.close()  # the progress display ends now, not when the error is let go of
     report.corpus_sha256 = digest.hexdigest()
     report.seconds = time.monotonic() - start
     return report

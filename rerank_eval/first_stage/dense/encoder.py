@@ -289,10 +289,6 @@ class DenseEncoder:
         laid_out.index_copy_(0, to_device(packed.places, self.device), hidden)
         return laid_out.view(len(rows), width, -1)
 
-    def encode_tokens(self, rows: Sequence[Sequence[int]], side: str) -> np.ndarray:
-        """Float32 vectors of tokenized texts (`queue_tokens`, then its result)."""
-        return self.queue_tokens(rows, side).result()
-
     @torch.inference_mode()
     def queue_tokens(self, rows: Sequence[Sequence[int]], side: str) -> QueuedVectors:
         """Every batch of tokenized texts queued on the device, longest first under the token budget,
@@ -317,15 +313,9 @@ class DenseEncoder:
                 pending = self._split(batch, budget, lengths) + pending
         if not done:
             return QueuedVectors([], torch.empty((0, 0)), None)
-        order = [i for batch, _ in done for i in batch]
-        vectors = torch.cat([v for _, v in done])
-        if vectors.device.type != "cuda":
-            return QueuedVectors(order, vectors.cpu(), None)
-        host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
-        host.copy_(vectors, non_blocking=True)
-        copied = torch.cuda.Event()
-        copied.record()
-        return QueuedVectors(order, host, copied)
+        return QueuedVectors.copied_back(
+            [i for batch, _ in done for i in batch], torch.cat([v for _, v in done])
+        )
 
     def _split(self, batch: list[int], budget: int, lengths: list[int]) -> list[tuple[list[int], int]]:
         if torch.cuda.is_available():
@@ -356,12 +346,12 @@ class DenseEncoder:
         queued: QueuedVectors | None = None
         # the next chunk is tokenized in a background thread while the device runs this one, and
         # queued on the device before this one's vectors are taken back
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.tokenize, chunks[0], side)
+        with ThreadPoolExecutor(max_workers=1) as tokenizing:
+            pending = tokenizing.submit(self.tokenize, chunks[0], side)
             for index in range(len(chunks)):
                 rows = pending.result()
                 if index + 1 < len(chunks):
-                    pending = pool.submit(self.tokenize, chunks[index + 1], side)
+                    pending = tokenizing.submit(self.tokenize, chunks[index + 1], side)
                 following = self.queue_tokens(rows, side)
                 if queued is not None:
                     parts.append(queued.result())

@@ -33,6 +33,20 @@ class QueuedVectors:
     host: torch.Tensor
     copied: torch.cuda.Event | None
 
+    @classmethod
+    def copied_back(cls, order: list[int], vectors: torch.Tensor) -> QueuedVectors:
+        """`vectors` on their way to the host. On CUDA the copy and its event go on the stream of
+        the vectors' own GPU (not the current device's, which may be another); the event blocks
+        rather than spins when waited for, so a waiting thread leaves its core to the others."""
+        if vectors.device.type != "cuda":
+            return cls(order, vectors.cpu(), None)
+        with torch.cuda.device(vectors.device):
+            host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+            host.copy_(vectors, non_blocking=True)
+            copied = torch.cuda.Event(blocking=True)
+            copied.record(torch.cuda.current_stream(vectors.device))
+        return cls(order, host, copied)
+
     def result(self) -> np.ndarray:
         """Float32 vectors in input order (waits for the device to finish these batches only)."""
         if not self.order:
