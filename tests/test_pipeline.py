@@ -628,3 +628,21 @@ def test_lucene_named_without_the_extra_is_one_line_before_any_work(tmp_path, mo
     with pytest.raises(UserError, match=r"needs Java 21 or later; JAVA_HOME=.* holds 17\.0\.2"):
         lucene_runtime.check_java("17.0.2")
     lucene_runtime.check_java("21.0.5")
+
+
+def test_a_fallback_is_named_only_where_a_configured_first_stage_was_replaced():
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
+
+    config = load_config()
+    suite = config.suite("miracl")
+    (spec,) = suite.select(["sw"])
+    assert spec.first_stage == "lucene"
+
+    def plan(override=None) -> RunPlan:
+        order = CandidateOrder.parse("first-stage")
+        return RunPlan(config, suite, [spec], 100, ["nDCG@10"], order, first_stage_override=override)
+
+    assert plan().fell_back_from(spec, "bm25s") == "lucene"
+    assert plan().fell_back_from(spec, "lucene") is None
+    assert plan("bm25s").fell_back_from(spec, "bm25s") is None  # chosen on the command line

@@ -67,6 +67,13 @@ class RunPlan:
         """The user's metrics plus the ones every table shows."""
         return canonical_measures([*self.metrics, f"R@{self.top_k}", "Judged@10"])
 
+    def fell_back_from(self, spec: DatasetSpec, used: str) -> str | None:
+        """The dataset's configured first stage when `used` replaced it (its fallback, where its kind
+        cannot run here); None when it is what the dataset asked for or the command line chose."""
+        if spec.first_stage and not self.first_stage_override and used != spec.first_stage:
+            return spec.first_stage
+        return None
+
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
         if not 1 <= self.top_k <= MAX_TOP_K:
@@ -108,8 +115,9 @@ class RunPlan:
             if self.runs.path_for(spec) is None:
                 used = self.config.first_stage_for(spec, self.first_stage_override)
                 first_stage_kind(used.kind).preflight(spec, used)
-                if spec.first_stage and not self.first_stage_override and used.name != spec.first_stage:
-                    replaced.setdefault((spec.first_stage, str(used.name)), []).append(spec.key)
+                configured = self.fell_back_from(spec, str(used.name))
+                if configured:
+                    replaced.setdefault((configured, str(used.name)), []).append(spec.key)
         for (configured, fallback), keys in replaced.items() if not self.fallbacks_announced else ():
             print(
                 f"warning: first stage {configured} cannot run here (its optional extra is not installed; "

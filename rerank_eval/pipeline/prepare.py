@@ -72,8 +72,8 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
     request = first_stage_request(plan, spec, dataset, queries)
     with step(f"{spec.key}: first stage"):
         run, record = obtain_run(request, plan.runs)
-        if request.source is not None and not plan.first_stage_override and record.name != spec.first_stage:
-            record.fallback_from = spec.first_stage
+        if request.source is not None:
+            record.fallback_from = plan.fell_back_from(spec, record.name)
         candidates = plan.candidate_policy(spec).select(run, qrels, queries, spec.key)
     wanted = {doc for docs in candidates.by_query.values() for doc, _ in docs}
     with step(f"{spec.key}: {len(wanted):,} candidate documents"):
