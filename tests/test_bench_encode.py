@@ -118,6 +118,30 @@ def test_bench_encode_times_packed_texts_beside_the_others(tmp_path):
     assert packed["passages_encoded"] == ours["passages_encoded"]
 
 
+def test_bench_encode_times_the_corpus_path(tmp_path):
+    """`--corpus-shard-size`: encode_corpus over the passages in shards, each shard's distinct texts
+    once, its FLOPs those of the tokens it ran (counted here from the workload's words)."""
+    out = tmp_path / "bench-encode.json"
+    result = CliRunner().invoke(app, [
+        "bench-encode", "--shape", "tiny", "--passages", "200", "--device", "cpu",
+        "--corpus-shard-size", "64", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    corpus = data["ours"]["corpus_path"]
+    passages, _ = EncodeWorkload(200, 20).texts()
+    shards = [list(dict.fromkeys(passages[start : start + 64])) for start in range(0, 200, 64)]
+    assert (corpus["shard_size"], corpus["shards"]) == (64, 4)
+    assert corpus["passages_encoded"] == sum(map(len, shards)) > data["ours"]["passages_encoded"]
+    lengths = [min(len(text.split()) + 2, MAX_LENGTH) for shard in shards for text in shard]
+    assert corpus["tokens_per_second"] * corpus["seconds"] == pytest.approx(sum(lengths), rel=2e-3)
+    model = data["model"]
+    layers, hidden = model["num_hidden_layers"], model["hidden_size"]
+    flops = expected_flops(lengths, layers, hidden, model["non_embedding_parameters"])
+    assert corpus["model_flops_per_second"] * corpus["seconds"] == pytest.approx(flops, rel=2e-3)
+    assert "corpus path (shards of 64, written)" in " ".join(result.output.split())
+
+
 def test_where_packing_cannot_run_the_bench_keeps_the_other_paths(tmp_path, monkeypatch):
     from rerank_eval.first_stage.dense import jina_kernels
 

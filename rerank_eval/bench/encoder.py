@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_eval.bench.corpus_path import time_corpus_path
 from rerank_eval.bench.listwise import (
     WORDS,
     datasheet_peak,
@@ -257,6 +258,7 @@ def run_bench_encode(
     matmul_size: int | None = None,
     second_pass: bool = False,
     packed_sequences: bool = False,
+    corpus_shard_size: int | None = None,
 ) -> dict[str, Any]:
     """The workload through the straightforward path and ours (and with `packed_sequences`, ours
     again with texts packed end to end, fused kernels on), one model on the device at a time."""
@@ -278,10 +280,14 @@ def run_bench_encode(
                      "non_embedding_parameters": non_embedding_parameters(model),
                      "architecture": type(model).__name__, "adapters": None, "pooling": recipe.pooling,
                      "normalize": recipe.normalize, "max_length": recipe.max_length}  # fmt: skip
+        model_config = model.config
         del model
         encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget)
         described["fused_kernels"] = encoder.fused_kernels
         ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+        if corpus_shard_size:
+            flops_of = flops_per_sequence(model_config, described["non_embedding_parameters"])
+            ours["corpus_path"] = time_corpus_path(encoder, passage_texts, corpus_shard_size, flops_of, peaks)
         packed_fields: dict[str, Any] = {}
         if packed_sequences:
             try:  # where packing cannot run, the run keeps the other two paths and says why

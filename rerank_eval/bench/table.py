@@ -110,6 +110,13 @@ def encode_table(result: dict[str, Any]) -> Table:
                 if (second := result["ours"].get("second_pass"))
                 else ""
             )
+            + (
+                f"; corpus path (shards of {corpus['shard_size']:,}, written): "
+                f"{corpus['passages_per_second']:,.0f} passages/s, MFU vs datasheet "
+                f"{_cell(corpus['mfu_datasheet'], '{:.1%}')}"
+                if (corpus := result["ours"].get("corpus_path"))
+                else ""
+            )
             + (f"; packed sequences not run: {result['packed_error']}" if "packed_error" in result else "")
         ),
     )

@@ -188,6 +188,15 @@ def bench_encode(
             "torch's varlen attention on CUDA).",
         ),
     ] = False,
+    corpus_shard_size: Annotated[
+        int | None,
+        typer.Option(
+            "--corpus-shard-size",
+            min=1,
+            help="Also time the corpus path (encode_corpus: shards of this many passages read, encoded "
+            "and written to a temporary cache, as fetch and runs do; runs use 65,536).",
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
@@ -201,7 +210,7 @@ def bench_encode(
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
     result = run_bench_encode(
         shape, passages, device, dtype, max_batch_tokens, seed,
-        second_pass=second_pass, packed_sequences=packed_sequences,
+        second_pass=second_pass, packed_sequences=packed_sequences, corpus_shard_size=corpus_shard_size,
     )  # fmt: skip
     console.print(encode_table(result))
     print_json(result, json_out)
