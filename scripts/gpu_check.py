@@ -75,7 +75,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dense_checks import encode_check, encoder_no_wait_check, search_check  # beside this script
 
-from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench, synchronize
+from rerank_eval.bench.device import synchronize
+from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.common import attention_implementation, pick_dtype
 from rerank_eval.rerankers.listwise.model import VARLEN_ATTENTIONS

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.bench.listwise import synchronize
+from rerank_eval.bench.device import synchronize
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, encode_corpus
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 

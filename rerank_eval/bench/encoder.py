@@ -49,15 +49,8 @@ import numpy as np
 import torch
 
 from rerank_eval.bench.corpus_path import time_corpus_path
-from rerank_eval.bench.listwise import (
-    WORDS,
-    datasheet_peak,
-    measured_matmul_peak,
-    reset_peak,
-    synchronize,
-    synthetic_tokenizer,
-    word,
-)
+from rerank_eval.bench.device import datasheet_peak, measured_matmul_peak, reset_peak, synchronize
+from rerank_eval.bench.listwise import WORDS, synthetic_tokenizer, word
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,6 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_eval.bench.device import (
+    datasheet_peak,
+    measured_matmul_peak,
+    peak_memory,
+    reset_peak,
+    synchronize,
+)
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import pick_device, pick_dtype
@@ -58,12 +64,6 @@ SHAPES = {
                        num_key_value_heads=8, head_dim=128, vocab_size=151936, projector=512),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, vocab_size=4096, projector=32),
-}  # fmt: skip
-# Datasheet dense bf16 tensor-core peaks (FLOP/s), matched on the CUDA device name.
-# The first key contained in the device name wins: the PCIe and NVL H100s before the SXM one.
-DATASHEET_BF16 = {
-    "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H100": 989e12, "A100": 312e12,
-    "L40S": 362e12, "A10": 125e12,
 }  # fmt: skip
 WORDS = 2000  # synthetic words, each one token
 FLOAT32_QUERIES = 8  # queries of the float32 run behind the bf16 rank agreement
@@ -228,43 +228,6 @@ def model_flops(model: ListwiseLastToken, sequence_lengths: list[int]) -> float:
     per_token = 2 * non_embedding_parameters(model)
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * config.head_dim
     return sum(per_token * n + attention * n * (n + 1) / 2 for n in sequence_lengths)
-
-
-def measured_matmul_peak(device: torch.device, size: int) -> float:
-    """FLOP/s of a bf16 size³ matrix product on the device (best of 3)."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    best = float("inf")
-    for _ in range(4):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
-    if device.type != "cuda":
-        return "cpu", None
-    name = torch.cuda.get_device_name(device)
-    return name, next((peak for key, peak in DATASHEET_BF16.items() if key in name), None)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process high-water mark
 
 
 def prompt_lengths(model: ListwiseLastToken, requests: list[RerankRequest]) -> list[int]:

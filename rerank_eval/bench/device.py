@@ -1,0 +1,53 @@
+"""The device side of every bench: its bf16 peaks (the datasheet's and a measured matrix
+product's, the denominators of MFU), waiting for it before a clock is read, and peak memory."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+
+# Datasheet dense bf16 tensor-core peaks (FLOP/s), matched on the CUDA device name.
+# The first key contained in the device name wins: the PCIe and NVL H100s before the SXM one.
+DATASHEET_BF16 = {
+    "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H100": 989e12, "A100": 312e12,
+    "L40S": 362e12, "A10": 125e12,
+}  # fmt: skip
+
+
+def measured_matmul_peak(device: torch.device, size: int) -> float:
+    """FLOP/s of a bf16 size³ matrix product on the device (best of 3)."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    best = float("inf")
+    for _ in range(4):
+        synchronize(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((peak for key, peak in DATASHEET_BF16.items() if key in name), None)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process high-water mark
