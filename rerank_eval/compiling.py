@@ -32,9 +32,9 @@ def compiled(function: Any) -> Any:
 
 
 def trial_failure(trial: Callable[[], Any], device: torch.device) -> str | None:
-    """Why `trial` (calls of compiled functions on a few tokens) fails here, in one line (no C
-    compiler, a GPU that Triton does not support, ...); None when it compiles and runs. It runs in
-    inference mode, as the real calls do, so that they reuse the kernels compiled here."""
+    """Why `trial` (calls of compiled functions, or of a kernel, on a few tokens) fails here, in one
+    line (no C compiler, a GPU that Triton or the kernel does not support, ...); None when it runs.
+    It runs in inference mode, as the real calls do, so that they reuse the kernels compiled here."""
     try:
         with torch.inference_mode():
             trial()

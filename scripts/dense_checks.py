@@ -36,16 +36,12 @@ def _percent(row: dict, key: str) -> str:
     return f"{row[key]:.1%}" if isinstance(row.get(key), float) else "-"
 
 
+def _rate(path: dict) -> str:
+    return f"{path['passages_per_second']:,.0f} passages/s, MFU {_percent(path, 'mfu_datasheet')}"
+
+
 def _passes(path: dict) -> str:
-    again = path["second_pass"]
-    return (
-        f"{path['passages_per_second']:,.0f} passages/s, MFU {_percent(path, 'mfu_datasheet')}; "
-        f"second pass {again['passages_per_second']:,.0f}, MFU {_percent(again, 'mfu_datasheet')}"
-    )
-
-
-def _passes_corpus(corpus: dict) -> str:
-    return f"{corpus['passages_per_second']:,.0f} passages/s, MFU {_percent(corpus, 'mfu_datasheet')}"
+    return f"{_rate(path)}; second pass {_rate(path['second_pass'])}"
 
 
 def encode_check(device: str, quick: bool) -> list[dict]:
@@ -77,7 +73,7 @@ def encode_check(device: str, quick: bool) -> list[dict]:
     note = (
         f"fused kernels {'on' if result['model']['fused_kernels'] else 'off'}; ours (padded batches): "
         f"{_passes(ours)}; {packed_note}; straightforward {straightforward['passages_per_second']:,.0f} "
-        f"passages/s; ours' corpus path (4 shards written) {_passes_corpus(ours['corpus_path'])}; "
+        f"passages/s; ours' corpus path (4 shards written) {_rate(ours['corpus_path'])}; "
         f"ours tokenizing {ours['tokenize_seconds']:.2f} s of {ours['seconds']:.2f} s; "
         f"positions run {ours['padded_positions']:,} vs {straightforward['padded_positions']:,}; queries "
         f"{result['query_speedup']:.2f}x; peak GPU memory {gib[1]:.1f} / {gib[2]:.1f} GiB vs {gib[0]:.1f} GiB"

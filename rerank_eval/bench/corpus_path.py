@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.bench.device import synchronize
+from rerank_eval.bench.device import synchronize, utilisation
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, encode_corpus
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 
@@ -54,6 +54,5 @@ def time_corpus_path(
         "passages_per_second": round(len(passages) / seconds, 1),
         "tokens_per_second": round(tokens / seconds, 1),
         "model_flops_per_second": flops,
-        "mfu_datasheet": round(flops / peaks[0], 4) if peaks[0] else None,
-        "mfu_measured": round(flops / peaks[1], 4) if peaks[1] else None,
+        **utilisation(flops, peaks),
     }

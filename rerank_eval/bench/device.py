@@ -16,6 +16,15 @@ DATASHEET_BF16 = {
 }  # fmt: skip
 
 
+def utilisation(flops_per_second: float, peaks: tuple[float | None, float | None]) -> dict[str, float | None]:
+    """Model FLOP utilisation against the datasheet and the measured matmul peak (None where the
+    device has no such figure, as a CPU has no datasheet one)."""
+    return {
+        "mfu_datasheet": round(flops_per_second / peaks[0], 4) if peaks[0] else None,
+        "mfu_measured": round(flops_per_second / peaks[1], 4) if peaks[1] else None,
+    }
+
+
 def measured_matmul_peak(device: torch.device, size: int) -> float:
     """FLOP/s of a bf16 size³ matrix product on the device (best of 3)."""
     a = torch.randn(size, size, device=device, dtype=torch.bfloat16)

@@ -49,7 +49,13 @@ import numpy as np
 import torch
 
 from rerank_eval.bench.corpus_path import time_corpus_path
-from rerank_eval.bench.device import datasheet_peak, measured_matmul_peak, reset_peak, synchronize
+from rerank_eval.bench.device import (
+    datasheet_peak,
+    measured_matmul_peak,
+    reset_peak,
+    synchronize,
+    utilisation,
+)
 from rerank_eval.bench.listwise import WORDS, synthetic_tokenizer, word
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
@@ -222,8 +228,7 @@ def run_path(
         "tokens_per_second": round(tokens / seconds[0], 1),
         "tokenize_seconds": round(tokenize_seconds, 4),
         "model_flops_per_second": flops,
-        "mfu_datasheet": round(flops / peaks[0], 4) if peaks[0] else None,
-        "mfu_measured": round(flops / peaks[1], 4) if peaks[1] else None,
+        **utilisation(flops, peaks),
         "query_seconds": round(seconds[1], 4),
         "queries_per_second": round(len(queries) / seconds[1], 1),
         "peak_gpu_memory_bytes": peak_gpu_memory(device),
@@ -235,8 +240,7 @@ def run_path(
             "passages_per_second": round(len(passages) / seconds[2], 1),
             "tokens_per_second": round(tokens / seconds[2], 1),
             "model_flops_per_second": again,
-            "mfu_datasheet": round(again / peaks[0], 4) if peaks[0] else None,
-            "mfu_measured": round(again / peaks[1], 4) if peaks[1] else None,
+            **utilisation(again, peaks),
         }
     return result, np.concatenate(vectors[:2])  # passages and queries, once
 

@@ -40,6 +40,7 @@ from rerank_eval.bench.device import (
     peak_memory,
     reset_peak,
     synchronize,
+    utilisation,
 )
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -257,8 +258,7 @@ def _path_result(seconds, per_query_ms, requests, lengths, model, device, peaks)
         ms_per_query_p95=round(float(np.percentile(per_query_ms, 95)), 2),
         peak_memory_bytes=int(peak_memory(device)),
         model_flops_per_second=flops,
-        mfu_datasheet=round(flops / peaks[0], 4) if peaks[0] else None,
-        mfu_measured=round(flops / peaks[1], 4) if peaks[1] else None,
+        **utilisation(flops, peaks),
     )
 
 

@@ -87,6 +87,12 @@ ENCODE_ROWS = [
 ]
 
 
+def _rate(path: dict[str, Any]) -> str:
+    """A timed pass in a caption: passages/s and MFU against the datasheet."""
+    mfu = _cell(path["mfu_datasheet"], "{:.1%}")
+    return f"{path['passages_per_second']:,.0f} passages/s, MFU vs datasheet {mfu}"
+
+
 def encode_table(result: dict[str, Any]) -> Table:
     """The terminal table of a `rerank-eval bench-encode` result."""
     workload, device, model = result["workload"], result["device"], result["model"]
@@ -104,16 +110,12 @@ def encode_table(result: dict[str, Any]) -> Table:
             f"{device['measured_bf16_matmul_flops'] / 1e12:.2f} TFLOP/s; fused kernels "
             f"{_on(model['fused_kernels'])}"
             + (
-                f"; second pass: ours {second['passages_per_second']:,.0f} passages/s, speed-up "
-                f"{result['speedup_second_pass']:.2f}×, MFU vs datasheet "
-                f"{_cell(second['mfu_datasheet'], '{:.1%}')}"
+                f"; second pass: ours {_rate(second)}, speed-up {result['speedup_second_pass']:.2f}×"
                 if (second := result["ours"].get("second_pass"))
                 else ""
             )
             + (
-                f"; corpus path (shards of {corpus['shard_size']:,}, written): "
-                f"{corpus['passages_per_second']:,.0f} passages/s, MFU vs datasheet "
-                f"{_cell(corpus['mfu_datasheet'], '{:.1%}')}"
+                f"; corpus path (shards of {corpus['shard_size']:,}, written): {_rate(corpus)}"
                 if (corpus := result["ours"].get("corpus_path"))
                 else ""
             )
