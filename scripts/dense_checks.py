@@ -1,6 +1,7 @@
 """The dense first stage's GPU checks (6 and 7 of `gpu_check.py`, which imports them from here):
-bench-encode padded and packed, the encoder's chunk queued without waiting, exact search at
-HotpotQA's size and its equality with a float64 brute force."""
+bench-encode padded and packed, the encoder's chunk queued without waiting, where the encoder's
+time goes on the device (a profile, padded and packed), exact search at HotpotQA's size and its
+equality with a float64 brute force."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerank_eval.bench.encoder import random_encoder_checkpoint, run_bench_encode
+from rerank_eval.bench.device import synchronize
+from rerank_eval.bench.encoder import EncodeWorkload, random_encoder_checkpoint, run_bench_encode
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.search import exact_search, key_ranks, key_scores
@@ -126,6 +128,84 @@ def encoder_no_wait_check(device: str) -> list[dict]:
             rows.append({"check": f"{check} ({label})", "max_embedding_difference": difference,
                          "passed": difference <= 1e-3})  # fmt: skip
     return rows
+
+
+#: kernel classes of the encoder's profile, by the first words found in a kernel's name (cuBLAS and
+#: cuDNN name theirs by architecture and tile; Inductor's compiled kernels all start with triton_;
+#: on a CPU, aten operators)
+KERNEL_CLASSES = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn")),
+    ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "matmul", "aten::mm", "addmm", "bmm")),
+    ("compiled", ("triton",)),
+    ("gelu", ("gelu",)),
+    ("layer_norm", ("layer_norm", "layernorm")),
+    ("copies", ("copy", "memcpy", "index", "cat", "fill", "scatter", "gather")),
+)
+PROFILE_PASSAGES = 8_000
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, words in KERNEL_CLASSES if any(w in lowered for w in words)), "other")
+
+
+def encode_profile_check(device: str, quick: bool) -> list[dict]:
+    """Where ours' encoding time goes, padded and packed, once every batch shape has run (the
+    steady state of a corpus): the wall time of one `embed` of the passages under the profiler,
+    how busy the device was, its kernel time by class (matrix products, attention, compiled
+    elementwise kernels, GELU, LayerNorm, copies, other) and the largest kernels. On a CPU the
+    classes are aten operators' own time, which is what `--quick` smoke-tests."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    shape = "xlm-roberta-large" if device == "cuda" else "tiny"
+    passages, _ = EncodeWorkload(300 if quick else PROFILE_PASSAGES, 1, seed=11).texts()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rerank-eval-encode-profile-") as folder:
+        checkpoint, recipe = random_encoder_checkpoint(shape, Path(folder))
+        for packed in (False, True):
+            check = f"bench-encode profile, ours {'packed' if packed else 'padded'} ({shape})"
+            try:
+                # packing runs in the fused kernels (on by default on CUDA only)
+                fused = True if packed else None
+                encoder = DenseEncoder(
+                    checkpoint, recipe, device, fused_kernels=fused, packed_sequences=packed
+                )
+            except UserError as exc:  # packing that cannot run here
+                rows.append({"check": check, "passed": None, "error": str(exc)})
+                continue
+            encoder.embed(passages, "passage")  # every batch shape once: kernels compiled, planned
+            synchronize(encoder.device)
+            with profile(activities=activities) as profiler:
+                started = time.perf_counter()
+                encoder.embed(passages, "passage")
+                synchronize(encoder.device)
+                wall = time.perf_counter() - started
+            kernels: dict[str, float] = {}
+            if device == "cuda":
+                for event in (e for e in profiler.events() if e.device_type == DeviceType.CUDA):
+                    kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e6
+            else:
+                for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
+                    kernels[event.key] = event.self_cpu_time_total / 1e6
+            rows.append(_profile_row(check, wall, kernels, device, encoder.fused_kernels))
+            encoder.unload()
+    return rows
+
+
+def _profile_row(check: str, wall: float, kernels: dict[str, float], device: str, fused: bool) -> dict:
+    seconds = {kind: 0.0 for kind, _ in KERNEL_CLASSES} | {"other": 0.0}
+    for name, spent in kernels.items():
+        seconds[kernel_class(name)] += spent
+    busy = sum(seconds.values())
+    largest = sorted(kernels.items(), key=lambda item: -item[1])[:8]
+    shares = ", ".join(f"{kind} {spent:.3f} s" for kind, spent in seconds.items() if spent)
+    idle = f"device busy {busy / wall:.0%}" if device == "cuda" else "aten operators' own CPU time"
+    return {"check": check, "passed": None, "wall_seconds": wall, "fused_kernels": fused,
+            "busy_fraction": busy / wall if device == "cuda" else None, "class_seconds": seconds,
+            "largest_kernels": [(name[:160], round(spent, 4)) for name, spent in largest],
+            "note": f"{wall:.2f} s wall, {idle}: {shares}"}  # fmt: skip
 
 
 def random_shards(folder: Path, sizes: dict, device: torch.device, documents: int, integers: bool) -> list:

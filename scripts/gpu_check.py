@@ -43,7 +43,11 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    (packing is not yet the default; where it cannot run, the row says why and keeps the rest);
    ours' corpus path too (`encode_corpus`, the passages in 4 shards written to a temporary cache).
    Then a chunk of the encoder, padded and packed, queued without any call that waits for the GPU
-   (`torch.cuda.set_sync_debug_mode("error")`), its vectors taken back equal to `embed`'s.
+   (`torch.cuda.set_sync_debug_mode("error")`), its vectors taken back equal to `embed`'s. Then a
+   profile of ours, padded and packed, on 8,000 passages once every batch shape has run (the
+   steady state of a corpus): how busy the GPU was and its kernel time by class (matrix products,
+   attention, compiled elementwise kernels, GELU, LayerNorm, copies, other), the largest kernels
+   named in the JSON: what is left between the measured MFU and the 40% target.
 7. Dense exact search at HotpotQA's size: 5,000,000 × 1024 float16 random vectors in shards of
    65,536 written to a temporary folder, 7,405 queries, top-100 (target < 60 s, the files in the
    page cache as after encoding; peak GPU memory within a bound set by the shard size and
@@ -73,7 +77,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dense_checks import encode_check, encoder_no_wait_check, search_check  # beside this script
+from dense_checks import (  # beside this script
+    encode_check,
+    encode_profile_check,
+    encoder_no_wait_check,
+    search_check,
+)
 
 from rerank_eval.bench.device import synchronize
 from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench
@@ -276,6 +285,7 @@ def main() -> None:
         ("listwise forward pass queued without waiting", functools.partial(no_wait_check, device)),
         ("bench-encode", functools.partial(encode_check, device, args.quick)),
         ("bench-encode: chunk queued without waiting", functools.partial(encoder_no_wait_check, device)),
+        ("bench-encode profile", functools.partial(encode_profile_check, device, args.quick)),
         ("exact search", functools.partial(search_check, device, args.quick, root)),
         # what each of ours' changes adds (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))

@@ -245,8 +245,21 @@ def test_packed_texts_give_the_vectors_of_padded_batches(jina, merge_adapters, m
         assert type(packed.model(side).layers[0].self_attn).__name__ == "FusedJinaEmbeddingsV3Attention"
     assert masks and all(mask is None for mask in masks)
     assert packed.stats["forward_passes"] >= 4  # several batches, of several texts each
-    assert packed.identity("passage")["packed_sequences"] is True
+    # 2: batches under a budget of real tokens (True was the padded positions' budget)
+    assert packed.identity("passage")["packed_sequences"] == 2
     assert "packed_sequences" not in plain.identity("passage")  # keys of earlier caches hold
+
+
+@needs_compiler
+def test_packed_batches_budget_real_tokens(jina):
+    """Nothing is padded in a packed batch, so its budget counts tokens: longest texts first, as many
+    as add up to the budget, where padded batches count texts × the longest."""
+    lengths = [6, 5, 5, 1, 1, 1, 1]
+    plain = _encoder(jina, fused_kernels=True)
+    packed = _encoder(jina, fused_kernels=True, packed_sequences=True)
+    assert plain._batches(lengths, 12) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert packed._batches(lengths, 12) == [[0, 1], [2, 3, 4, 5, 6]]
+    assert packed._batches([1, 3, 2, 8], 5) == [[3], [1, 2], [0]]  # a text over the budget alone
 
 
 def test_packed_attention_keeps_each_text_to_itself():

@@ -37,10 +37,12 @@ from rerank_eval.rerankers.common import (
     bounded_text,
     default_batch_tokens,
     dtype_name,
+    packed_batches,
     pick_device,
     pick_dtype,
     quiet_transformers,
     right_padded,
+    rounded_up,
     to_device,
     token_budget_batches,
 )
@@ -56,6 +58,8 @@ FIRST_EMBED_CHUNK = 1024
 EMBED_CHUNK = 8192
 #: bumped when a change to the encoding code changes embeddings, so caches never mix
 ENCODER_VERSION = 2
+#: the same for packed sequences alone (2: packed batches budget real tokens, not padded positions)
+PACKING_VERSION = 2
 
 
 def chunk_bounds(count: int, first: int) -> list[tuple[int, int]]:
@@ -116,7 +120,7 @@ class DenseEncoder:
             "pad_multiple": self.pad_multiple,
             "fused_kernels": self.fused_kernels,
             # only when on, so that the keys of caches made before the setting existed still hold
-            **({"packed_sequences": True} if self.packed_sequences else {}),
+            **({"packed_sequences": PACKING_VERSION} if self.packed_sequences else {}),
             "encoder_version": ENCODER_VERSION,
         }
 
@@ -261,12 +265,12 @@ class DenseEncoder:
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
         """Pooled (and normalised) float32 vectors of a batch, left on the device."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids, mask = right_padded(rows, pad, self.pad_multiple)
-        mask = to_device(mask, self.device)
         if self.packed_sequences:
-            hidden = self._packed_hidden(rows, mask.shape[1], side)
+            hidden, mask = self._packed_hidden(rows, side)
         else:
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids, mask = right_padded(rows, pad, self.pad_multiple)
+            mask = to_device(mask, self.device)
             given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
             model = self.model(side)
             hidden = model(input_ids=to_device(ids, self.device), attention_mask=given).last_hidden_state
@@ -275,10 +279,11 @@ class DenseEncoder:
         self.stats["tokens"] += int(sum(len(r) for r in rows))
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
 
-    def _packed_hidden(self, rows: Sequence[Sequence[int]], width: int, side: str) -> torch.Tensor:
+    def _packed_hidden(self, rows: Sequence[Sequence[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states of texts run end to end in one row, laid out right-padded (batch, width,
-        hidden) for pooling: a copy to distinct places, so the same bits on every run (an
-        accumulating scatter would not be)."""
+        hidden) as a padded batch's would be, with that batch's mask, for pooling: a copy to distinct
+        places, so the same bits on every run (an accumulating scatter would not be)."""
+        width = rounded_up(max(len(row) for row in rows), self.pad_multiple)
         packed = jina_kernels.pack(rows, width)
         hidden = self.model(side)(
             input_ids=to_device(packed.ids, self.device),
@@ -287,7 +292,7 @@ class DenseEncoder:
         ).last_hidden_state[0]
         laid_out = hidden.new_zeros(len(rows) * width, hidden.shape[-1])
         laid_out.index_copy_(0, to_device(packed.places, self.device), hidden)
-        return laid_out.view(len(rows), width, -1)
+        return laid_out.view(len(rows), width, -1), to_device(packed.mask, self.device)
 
     @torch.inference_mode()
     def queue_tokens(self, rows: Sequence[Sequence[int]], side: str) -> QueuedVectors:
@@ -301,9 +306,7 @@ class DenseEncoder:
         run that never ran out, so a resumed run matches it.
         """
         lengths = [len(r) for r in rows]
-        pending = [
-            (batch, self.max_batch_tokens) for batch in token_budget_batches(lengths, self.max_batch_tokens)
-        ]
+        pending = [(batch, self.max_batch_tokens) for batch in self._batches(lengths, self.max_batch_tokens)]
         done: list[tuple[list[int], torch.Tensor]] = []
         while pending:
             batch, budget = pending.pop(0)
@@ -333,8 +336,17 @@ class DenseEncoder:
             )
         self.stats["out_of_memory_retries"] += 1
         half = max(1, budget // 2)
-        parts = token_budget_batches([lengths[i] for i in batch], half)
+        parts = self._batches([lengths[i] for i in batch], half)
         return [([batch[i] for i in part], half) for part in parts]
+
+    def _batches(self, lengths: list[int], budget: int) -> list[list[int]]:
+        """Indices in batches, longest texts first: under `budget` positions run, padding included
+        (texts × the longest, rounded up), or with `packed_sequences`, where nothing is padded, under
+        `budget` tokens (so a packed batch holds more texts for the same memory)."""
+        if not self.packed_sequences:
+            return token_budget_batches(lengths, budget)
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+        return [[order[i] for i in part] for part in packed_batches([lengths[i] for i in order], budget)]
 
     def embed(self, texts: Sequence[str], side: str) -> np.ndarray:
         """Float32 vectors of `texts`; each distinct text is encoded once."""
