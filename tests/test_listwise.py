@@ -361,9 +361,9 @@ def test_each_distinct_document_is_tokenized_once_per_dataset(checkpoint, monkey
 
 
 def test_document_memory_cleared_at_its_limit_keeps_answering(checkpoint, monkeypatch):
-    from rerank_eval.rerankers.listwise import reranker as listwise
+    from rerank_eval.rerankers.listwise import prompting
 
-    monkeypatch.setattr(listwise, "DOCUMENT_CACHE_LIMIT", 3)
+    monkeypatch.setattr(prompting, "DOCUMENT_CACHE_LIMIT", 3)
     reranker = load_reranker(str(checkpoint), max_doc_length=5)
     fresh = load_reranker(str(checkpoint), max_doc_length=5)
     first = reranker._truncated_documents(DOCS[:2])
