@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -647,6 +648,35 @@ class _CountingEncoder:
 
         self.overlap.queued(index)
         return Queued()
+
+
+def test_a_stopped_encoding_reads_no_further(tmp_path):
+    """An error while shard 0 goes to the device stops the reader inside shard 1 (it does not read,
+    hash and tokenize the rest of it first: an interrupt is not kept waiting for a whole shard)."""
+    inside, failed, read = threading.Event(), threading.Event(), []
+
+    class Failing(_CountingEncoder):
+        def queue_tokens(self, rows, side):
+            assert inside.wait(10)  # the reader is inside shard 1 when shard 0 fails
+            failed.set()
+            raise UserError("the device is gone")
+
+    def documents():
+        for i in range(4000):
+            if i == 1010:
+                inside.set()
+                assert failed.wait(10)
+            if i > 1010:
+                time.sleep(0.001)  # the rest of the shard would take 1 s to read
+            read.append(i)
+            yield f"d{i}", f"text {i}"
+
+    cache = CorpusEmbeddings(tmp_path / "corpus", 1000, "float32")
+    cache.create({"test": 1})
+    with pytest.raises(UserError, match="the device is gone"):
+        corpus_module.encode_corpus(cache, documents(), 4000, Failing(QueueOverlap(), shards=4))
+    assert 1010 < len(read) < 1500
+    assert not list((tmp_path / "corpus").glob("shard-*"))
 
 
 def test_corpus_shards_are_queued_ahead_of_the_writes(tmp_path):

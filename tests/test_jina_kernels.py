@@ -6,6 +6,7 @@ float32, where compiled and eager kernels differ at most in the last bits.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -260,6 +261,32 @@ def test_packed_batches_budget_real_tokens(jina):
     assert plain._batches(lengths, 12) == [[0, 1], [2, 3], [4, 5, 6]]
     assert packed._batches(lengths, 12) == [[0, 1], [2, 3, 4, 5, 6]]
     assert packed._batches([1, 3, 2, 8], 5) == [[3], [1, 2], [0]]  # a text over the budget alone
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "lasttoken", "max"])
+def test_packed_pooling_is_each_texts_own_within_the_budget(pooling, monkeypatch):
+    """Each text's vector from the packed row is its own tokens pooled (written out per text here),
+    and no padded layout holds more positions than the budget, however long one text in the row is
+    (a text longer than the budget alone)."""
+    from rerank_eval.first_stage.dense import vectors as vectors_module
+
+    lengths = [2, 9, 1, 3, 1, 3]
+    bounds = [0, *itertools.accumulate(lengths)]
+    hidden = torch.randn(bounds[-1], 4, generator=torch.Generator().manual_seed(5))
+    layouts = []
+    pool = vectors_module.pool
+
+    def watched(laid_out, mask, kind):
+        layouts.append(tuple(laid_out.shape[:2]))
+        return pool(laid_out, mask, kind)
+
+    monkeypatch.setattr(vectors_module, "pool", watched)
+    got = vectors_module.pool_packed(hidden, bounds, pooling, budget=8, multiple=1)
+    own = {"mean": lambda t: t.mean(0), "cls": lambda t: t[0], "lasttoken": lambda t: t[-1],
+           "max": lambda t: t.max(0).values}[pooling]  # fmt: skip
+    expected = torch.stack([own(hidden[a:b]) for a, b in itertools.pairwise(bounds)])
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert sorted(layouts) == [(1, 9), (2, 3), (3, 2)]  # 9 alone; 3 and 3; 2, 1 and 1
 
 
 def test_packed_attention_keeps_each_text_to_itself():

@@ -12,6 +12,7 @@ place in trec_eval's doc id order, which the exact search uses to break ties.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -224,17 +225,25 @@ def encode_corpus(
     report = EncodingReport()
     digest = hashlib.sha256()
     start = time.monotonic()
-    read = corpus_shards(documents, cache.shard_size, digest)
-    shards = track(read, total, label, size=lambda shard: len(shard.ids))
-
     stopping = threading.Event()
+
+    def until_stopped() -> Iterator[tuple[str, str]]:
+        """The documents until the run stops (an error or an interrupt): the reader then leaves the
+        shard it is reading at once, so an interrupt does not wait for a whole shard to be read."""
+        for document in documents:
+            if stopping.is_set():
+                return
+            yield document
+
+    read = corpus_shards(until_stopped(), cache.shard_size, digest)
+    shards = track(read, total, label, size=lambda shard: len(shard.ids))
 
     def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
         """This rank's next shard that is not cached yet, its distinct texts tokenized (None: the
         corpus is read, and hashed, to its end, or the run is stopping)."""
         while not stopping.is_set():  # an error or an interrupt: read no further
             shard = next(shards, None)
-            if shard is None:
+            if shard is None or stopping.is_set():  # (a shard cut short by the stop is not one)
                 return None
             report.shards += 1
             report.documents += len(shard.ids)
@@ -271,7 +280,10 @@ def encode_corpus(
             finally:
                 stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
     finally:
-        shards.close()  # the progress display ends now, not when the error is let go of
+        # the progress display ends now, not when the error is let go of; after a second interrupt
+        # the reader may still be inside the generator, which then refuses to close (ValueError)
+        with contextlib.suppress(ValueError):
+            shards.close()
     report.corpus_sha256 = digest.hexdigest()
     report.seconds = time.monotonic() - start
     return report

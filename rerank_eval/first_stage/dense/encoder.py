@@ -31,7 +31,7 @@ from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
-from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool
+from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
     bounded_text,
@@ -42,7 +42,6 @@ from rerank_eval.rerankers.common import (
     pick_dtype,
     quiet_transformers,
     right_padded,
-    rounded_up,
     to_device,
     token_budget_batches,
 )
@@ -266,7 +265,7 @@ class DenseEncoder:
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
         """Pooled (and normalised) float32 vectors of a batch, left on the device."""
         if self.packed_sequences:
-            hidden, mask = self._packed_hidden(rows, side)
+            vectors = self._packed_vectors(rows, side)
         else:
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             ids, mask = right_padded(rows, pad, self.pad_multiple)
@@ -274,25 +273,21 @@ class DenseEncoder:
             given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
             model = self.model(side)
             hidden = model(input_ids=to_device(ids, self.device), attention_mask=given).last_hidden_state
-        vectors = pool(hidden, mask, self.recipe.pooling)
+            vectors = pool(hidden, mask, self.recipe.pooling)
         self.stats["forward_passes"] += 1
         self.stats["tokens"] += int(sum(len(r) for r in rows))
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
 
-    def _packed_hidden(self, rows: Sequence[Sequence[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states of texts run end to end in one row, laid out right-padded (batch, width,
-        hidden) as a padded batch's would be, with that batch's mask, for pooling: a copy to distinct
-        places, so the same bits on every run (an accumulating scatter would not be)."""
-        width = rounded_up(max(len(row) for row in rows), self.pad_multiple)
-        packed = jina_kernels.pack(rows, width)
+    def _packed_vectors(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
+        """Pooled vectors of texts run end to end in one row (`pool_packed`)."""
+        packed = jina_kernels.pack(rows)
         hidden = self.model(side)(
             input_ids=to_device(packed.ids, self.device),
             position_ids=to_device(packed.positions, self.device),
             packing=jina_kernels.Packing(to_device(packed.starts, self.device), packed.bounds),
         ).last_hidden_state[0]
-        laid_out = hidden.new_zeros(len(rows) * width, hidden.shape[-1])
-        laid_out.index_copy_(0, to_device(packed.places, self.device), hidden)
-        return laid_out.view(len(rows), width, -1), to_device(packed.mask, self.device)
+        pooling, budget = self.recipe.pooling, self.max_batch_tokens
+        return pool_packed(hidden, packed.bounds, pooling, budget, self.pad_multiple)
 
     @torch.inference_mode()
     def queue_tokens(self, rows: Sequence[Sequence[int]], side: str) -> QueuedVectors:

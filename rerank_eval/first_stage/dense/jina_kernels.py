@@ -87,18 +87,15 @@ class PackedRows:
     """Token rows laid end to end (host tensors): ids and positions (1, tokens), positions
     restarting at 0 for each text as in a padded batch (rotary attention depends only on relative
     positions, but the float32 angles of positions in the tens of thousands would round worse);
-    `starts` (int32) and `bounds` the cumulative lengths; `places` each token's index in a
-    right-padded (texts × width) layout, and `mask` that layout's attention mask (1 on real tokens)."""
+    `starts` (int32) and `bounds` the cumulative lengths."""
 
     ids: torch.Tensor
     positions: torch.Tensor
     starts: torch.Tensor
     bounds: tuple[int, ...]
-    places: torch.Tensor
-    mask: torch.Tensor
 
 
-def pack(rows: Sequence[Sequence[int]], width: int) -> PackedRows:
+def pack(rows: Sequence[Sequence[int]]) -> PackedRows:
     lengths = [len(row) for row in rows]
     bounds = (0, *itertools.accumulate(lengths))
     return PackedRows(
@@ -106,8 +103,6 @@ def pack(rows: Sequence[Sequence[int]], width: int) -> PackedRows:
         positions=torch.cat([torch.arange(n) for n in lengths])[None],
         starts=torch.tensor(bounds, dtype=torch.int32),
         bounds=bounds,
-        places=torch.cat([torch.arange(n) + i * width for i, n in enumerate(lengths)]),
-        mask=(torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long(),
     )
 
 
