@@ -38,13 +38,25 @@ def term(name: str) -> str:
 
 class MissingDownload(UserError):
     """A file that is not cached and cannot be downloaded here (no internet, HF_HUB_OFFLINE):
-    `item` names it ("model X", "dataset Y"), `cache` is the folder a copy of it would go into,
-    `variable` the environment variable that points there. A run collects every one it would
-    meet (`pipeline/offline.py`) to say all that is missing at once."""
+    `problem` says what and why, `item` names it ("model X", "dataset Y"), `cache` is the folder a
+    copy of it would go into, `variable` the environment variable that points there, `alternative`
+    another way to supply it (a file to put somewhere). A run collects every one it would meet
+    (`pipeline/offline.py`) to say all that is missing at once, and the fetch command that gets it."""
 
-    def __init__(self, message: str, item: str, cache: str, variable: str) -> None:
-        super().__init__(message)
-        self.item, self.cache, self.variable = item, cache, variable
+    def __init__(self, problem: str, item: str, cache: str, variable: str, alternative: str = "") -> None:
+        self.problem, self.item, self.cache, self.variable = problem, item, cache, variable
+        self.alternative = alternative
+        super().__init__(
+            self.advice("`rerank-eval fetch` (with this run's suite, datasets, models and --config)")
+        )
+
+    def advice(self, fetch: str) -> str:
+        """The one line, with `fetch` as what to run on a machine with internet."""
+        other = f", or {self.alternative}" if self.alternative else ""
+        return (
+            f"{self.problem}; run {fetch} on a machine with internet and copy {self.cache} here "
+            f"(or point {self.variable} at a copy){other}"
+        )
 
 
 class ParameterError(UserError):

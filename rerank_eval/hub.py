@@ -14,10 +14,6 @@ from urllib.parse import urlparse
 
 from rerank_eval.errors import MissingDownload, UserError
 
-OFFLINE_HINT = (
-    "run `rerank-eval fetch` on a machine with internet and copy the Hugging Face cache (HF_HOME) here"
-)
-
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -35,8 +31,7 @@ def internet_unreachable() -> bool:
 def _missing(what: str, why: str) -> MissingDownload:
     from huggingface_hub import constants
 
-    message = f"{what} is not cached and {why}; {OFFLINE_HINT}"
-    return MissingDownload(message, what, constants.HF_HOME, "HF_HOME")
+    return MissingDownload(f"{what} is not cached and {why}", what, constants.HF_HOME, "HF_HOME")
 
 
 def _ensure_downloadable(what: str) -> None:

@@ -66,12 +66,21 @@ def test_a_dataset_whose_files_cannot_be_downloaded_is_one_line(config, offline,
     assert error.startswith(
         "cannot download cranfield through ir_datasets (its download hosts cannot be reached)"
     )
-    assert "`rerank-eval fetch <suite> --datasets cranfield`" in error
+    assert f"run `rerank-eval fetch classic --datasets cranfield --model bm25 --config {config}` on a" in error
     assert f"put cran.tar.gz at {ARCHIVE}" in error
     assert len(error.strip().splitlines()) == 1
     assert "Traceback" not in result.output
     assert "download error" not in result.output and "[WARNING]" not in result.output  # quiet by default
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
+
+
+def test_fetch_without_internet_says_to_run_itself_elsewhere(config, offline, tmp_path):
+    result = run("fetch", "classic", "--config", config)
+    assert result.exit_code == 2, result.output
+    error = result.output.split("error: ")[1]
+    assert error.startswith("cannot download cranfield through ir_datasets")
+    assert "; run this fetch on a machine with internet and copy " in error
+    assert f"put cran.tar.gz at {ARCHIVE}" in error and "Traceback" not in result.output
 
 
 def test_verbose_shows_ir_datasets_own_lines(config, offline, tmp_path):

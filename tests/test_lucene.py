@@ -20,14 +20,6 @@ from rerank_eval.first_stage import lucene_runtime
 
 pytestmark = pytest.mark.skipif(not lucene_runtime.available(), reason="the lucene extra is not installed")
 
-VASWANI = """
-suites:
-  vaswani:
-    average_label: Vaswani
-    datasets:
-      - {key: vaswani, id: vaswani, language: en, first_stage: lucene}
-"""
-
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -43,10 +35,7 @@ def vaswani(vaswani_available, tmp_path_factory):
     if not vaswani_available:
         pytest.skip("../shared/data/vaswani is not present")
     folder = tmp_path_factory.mktemp("lucene-vaswani")
-    (folder / "vaswani.yaml").write_text(VASWANI, encoding="utf-8")
-    result = run(
-        "run", "vaswani", "--config", folder / "vaswani.yaml", "--model", "bm25", "--out", folder / "out"
-    )
+    result = run("run", "vaswani", "--model", "bm25", "--out", folder / "out")  # the packaged suite
     assert result.exit_code == 0, result.output
     return folder
 
@@ -68,9 +57,7 @@ def test_vaswani_lucene_bm25_is_the_reference_figure(vaswani):
 
 
 def test_the_index_is_cached_and_reused(vaswani):
-    again = run(
-        "run", "vaswani", "--config", vaswani / "vaswani.yaml", "--model", "bm25", "--out", vaswani / "again"
-    )
+    again = run("run", "vaswani", "--model", "bm25", "--out", vaswani / "again")
     assert again.exit_code == 0, again.output
     assert "building the Lucene index" not in again.output
     assert (vaswani / "again" / "summary.csv").read_text() == (vaswani / "out" / "summary.csv").read_text()
@@ -224,7 +211,7 @@ def test_a_query_lucene_refuses_is_one_line(tmp_path):
 def test_vaswani_average_precision_over_lucenes_top_1000(vaswani):
     """Lucene's AP on Vaswani, 0.286, is over its top 1,000 (over the top 100 it is 0.261)."""
     out = vaswani / "top-1000"
-    result = run("run", "vaswani", "--config", vaswani / "vaswani.yaml", "--model", "bm25",
+    result = run("run", "vaswani", "--model", "bm25",
                  "--top-k", "1000", "--metric", "AP", "--metric", "nDCG@10", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     per_query = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})

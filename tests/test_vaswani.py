@@ -60,3 +60,30 @@ def test_index_is_cached_and_reused(vaswani_result, tmp_path):
     assert again.exit_code == 0
     assert "building the BM25 index" not in again.output
     assert (tmp_path / "again" / "summary.csv").read_text() == (vaswani_result / "summary.csv").read_text()
+
+
+def test_the_script_puts_the_shared_copy_where_ir_datasets_reads_it(vaswani_available, tmp_path):
+    """`scripts/vaswani.py` (the docs' offline way to try the packaged `vaswani` suite) writes
+    ir_datasets' files, which ir_datasets then reads as its own `vaswani`; a folder without the
+    collection is one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "vaswani.py"
+    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "home")}
+    missing = subprocess.run(
+        [sys.executable, script, tmp_path / "none"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no Vaswani collection at")
+    if not vaswani_available:
+        pytest.skip("../shared/data/vaswani is not present")
+    done = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    code = (
+        "import ir_datasets; d = ir_datasets.load('vaswani'); "
+        "print(*(sum(1 for _ in items) for items in (d.docs_iter(), d.queries_iter(), d.qrels_iter())))"
+    )
+    counts = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert counts.stdout.split() == ["11429", "93", "2083"], counts.stderr

@@ -23,7 +23,7 @@ from rerank_eval.cli.options import (
     settings_from,
 )
 from rerank_eval.config.reader import load_config
-from rerank_eval.errors import UserError
+from rerank_eval.errors import MissingDownload, UserError
 
 
 @app.command("fetch")
@@ -57,7 +57,10 @@ def fetch(
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
     if first_stage:
         cfg.first_stage(first_stage)
-    fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage)
+    try:
+        fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage)
+    except MissingDownload as missing:
+        raise UserError(missing.advice("this fetch")) from None
 
 
 @app.command("score")

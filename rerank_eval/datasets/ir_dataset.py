@@ -86,7 +86,7 @@ def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
     missing or damaged, and what to do: a failed download (no internet, a host down) names the file
     ir_datasets wanted; a file that is there but cannot be read (cut short, corrupt) names the
     dataset's folder under IR_DATASETS_HOME."""
-    fetch = f"`rerank-eval fetch <suite> --datasets {key}` (with the same --config)"
+    fetch = f"`rerank-eval fetch SUITE --datasets {key}` (SUITE and --config as in the run)"
     try:
         yield
     except UserError:
@@ -96,12 +96,11 @@ def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
         if path is not None or (isinstance(exc, OSError) and "Connection" in type(exc).__name__):
             where = f"put {url.rsplit('/', 1)[-1] if url else 'the file'} at {path}" if path else ""
             raise MissingDownload(
-                f"cannot download {dataset_id} through ir_datasets ({_reason(exc)}); run {fetch} on a "
-                f"machine with internet and copy {ir_datasets_home()} here (or point IR_DATASETS_HOME "
-                f"at a copy){', or ' + where if where else ''}",
+                f"cannot download {dataset_id} through ir_datasets ({_reason(exc)})",
                 f"dataset {dataset_id}",
                 str(ir_datasets_home()),
                 "IR_DATASETS_HOME",
+                alternative=where,
             ) from None
         folder = ir_datasets_home() / dataset_id.split("/")[0]
         raise UserError(

@@ -102,13 +102,14 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
 
 def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload) -> UserError:
     """One line: all that is missing, the fetch command, the folders to copy (`first`'s own
-    message, which says where its one file goes, when nothing else is missing, or when the
-    internet can be reached: the lookups would then download instead of failing)."""
+    message with the fetch command, which says where its one file goes, when nothing else is
+    missing; `first` as it is when the internet can be reached: the lookups would then download
+    instead of failing)."""
     if not internet_unreachable():
         return first
     found = missing_downloads(plan, models)
     if len(found) <= 1:
-        return first
+        return UserError(first.advice(f"`{fetch_command(plan, models)}`"))
     items = [exc.item for exc in found]
     folders: dict[str, str] = {}
     for exc in found:
