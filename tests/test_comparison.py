@@ -295,6 +295,18 @@ def test_compare_command_writes_every_export(runs, tmp_path):
     )
 
 
+def test_captions_count_the_runs_compared_against_the_baseline(runs, tmp_path):
+    """One result alone has nothing to test against: no Δ, no p-values, no "0 compared runs";
+    one result against the baseline is "1 compared run"."""
+    alone, pair = tmp_path / "alone.md", tmp_path / "pair.md"
+    for folders, out in (([runs["base"]], alone), ([runs["base"], runs["better"]], pair)):
+        result = CliRunner().invoke(app, ["compare", *map(str, folders), "--markdown", str(out)])
+        assert result.exit_code == 0, result.output
+    assert "nDCG@10, reranked.  " in alone.read_text()
+    assert "p-value" not in alone.read_text() and "compared run" not in alone.read_text()
+    assert "Holm–Bonferroni-adjusted across the 1 compared run);" in pair.read_text()
+
+
 def test_compare_refuses_incomplete_results(tmp_path, runs):
     incomplete = tmp_path / "x.incomplete"
     incomplete.mkdir()

@@ -44,8 +44,9 @@ def test_suites_lists_every_suite_whole_at_80_columns(narrow, tmp_path):
     assert result.exit_code == 0, result.output
     assert max(map(len, result.output.splitlines())) <= 80
     rows = {row[0]: row for row in table_rows(result.output)}
-    assert set(rows) == {"beir", "miracl", "a-rather-long-suite-name-of-mine"}
+    assert set(rows) == {"beir", "miracl", "vaswani", "a-rather-long-suite-name-of-mine"}
     assert rows["beir"][1:] == ["15rows", "BEIR-13(13rows)", "bm25-flat"]
+    assert rows["vaswani"][1:] == ["1row", "Vaswani(1row)", "lucene"]  # one row, not "1 rows"
     assert rows["a-rather-long-suite-name-of-mine"][3] == "(commandline)"
 
 

