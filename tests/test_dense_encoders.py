@@ -406,6 +406,15 @@ def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
     assert chunked.stats["forward_passes"] == 2 + -(-(distinct - 3) // 3)  # chunks of 1, 2, then 3
 
 
+def test_a_cpu_reports_each_batch_as_it_runs(st_mean):
+    """On a CPU a batch has run when it is queued: `progress` hears each batch's count of texts."""
+    encoder, counts = _encoder(st_mean, max_batch_tokens=16), []
+    rows = encoder.tokenize(list(dict.fromkeys(MIXED)), "passage")
+    passes = encoder.stats["forward_passes"]
+    encoder.queue_tokens(rows, "passage", progress=counts.append).result()
+    assert len(counts) == encoder.stats["forward_passes"] - passes > 2 and sum(counts) == len(rows)
+
+
 def test_the_next_chunk_is_queued_before_this_ones_vectors_are_taken(st_mean, monkeypatch):
     """On a GPU the device runs from one chunk into the next while the host takes vectors back: each
     chunk's batches are queued before the previous chunk's result is waited for."""

@@ -7,6 +7,7 @@ Runs use the fixture `nq` (960 synthetic passages) and a tiny random BERT bi-enc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -634,7 +635,7 @@ class _CountingEncoder:
     def tokenize(self, texts: list[str], side: str) -> list[str]:
         return list(texts)
 
-    def queue_tokens(self, rows: list[str], side: str):
+    def queue_tokens(self, rows: list[str], side: str, progress=None):
         index = len(self.queued)
         self.queued.append(index)
         overlap, last = self.overlap, index == self.shards - 1
@@ -656,7 +657,7 @@ def test_a_stopped_encoding_reads_no_further(tmp_path):
     inside, failed, read = threading.Event(), threading.Event(), []
 
     class Failing(_CountingEncoder):
-        def queue_tokens(self, rows, side):
+        def queue_tokens(self, rows, side, progress=None):
             assert inside.wait(10)  # the reader is inside shard 1 when shard 0 fails
             failed.set()
             raise UserError("the device is gone")
@@ -677,6 +678,39 @@ def test_a_stopped_encoding_reads_no_further(tmp_path):
         corpus_module.encode_corpus(cache, documents(), 4000, Failing(QueueOverlap(), shards=4))
     assert 1010 < len(read) < 1500
     assert not list((tmp_path / "corpus").glob("shard-*"))
+
+
+def test_progress_counts_documents_encoded_not_read(tmp_path, monkeypatch):
+    """The progress count moves as documents are encoded: batch by batch where the device runs them
+    as they are queued (a CPU), the rest of a shard (its repeated texts) once it is written, and a
+    cached shard as soon as it is read; never a count of documents merely read."""
+    counts = []
+
+    @contextlib.contextmanager
+    def recorded(total, description):
+        yield lambda count: counts.append((count, len(written())))
+
+    def written():
+        return sorted((tmp_path / "corpus").glob("shard-*.npy"))
+
+    class OneAtATime(_CountingEncoder):  # as a CPU: one batch per text, run as it is queued
+        def queue_tokens(self, rows, side, progress=None):
+            queued = super().queue_tokens(rows, side)
+            for _ in rows:
+                progress(1)
+            return queued
+
+    monkeypatch.setattr(corpus_module, "counting", recorded)
+    documents = [("d0", "a"), ("d1", "a"), ("d2", "b"), ("d3", "c"), ("d4", "c")]
+    cache = CorpusEmbeddings(tmp_path / "corpus", 3, "float32")
+    cache.create({"test": 1})
+    corpus_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=2))
+    # shard 0: two distinct texts run, its repeated one counted when written; shard 1: one and one
+    assert [count for count, _ in counts] == [1, 1, 1, 1, 1]
+    assert counts[0] == (1, 0) and counts[-1] == (1, 2)  # batches before any write; the last after it
+    counts.clear()
+    corpus_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=0))
+    assert counts == [(3, 2), (2, 2)]  # cached: whole shards, as they are read
 
 
 def test_corpus_shards_are_queued_ahead_of_the_writes(tmp_path):

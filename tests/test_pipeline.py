@@ -464,7 +464,11 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
     [
         (["run", "nosuch"], ["unknown suite 'nosuch'"]),
         (["beir", "--datasets", "nosuch"], ["unknown dataset 'nosuch'"]),
-        (["beir", "--datasets", "fiqa", "--model", "nosuch"], ["cannot tell which family model 'nosuch'"]),
+        (["beir", "--datasets", "fiqa", "--model", "nosuch"], ["model 'nosuch' is neither a checkpoint"]),
+        (  # a path that looks like a hub id to a loose check: one line, not huggingface_hub's traceback
+            ["beir", "--datasets", "fiqa", "--model", "./nosuch", "--family", "cross-encoder"],
+            ["model './nosuch' is neither a checkpoint directory (no folder ", "nor a hub id (ORG/NAME)"],
+        ),
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--metric", "Bogus@3"],
             ["unknown measure 'Bogus@3'"],

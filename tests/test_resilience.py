@@ -492,6 +492,7 @@ def test_tied_reranked_scores_are_reported(tmp_path, monkeypatch):
     from rerank_eval.rerankers.first_stage_order import FirstStageOrder
 
     monkeypatch.setattr(FirstStageOrder, "score_batch", lambda self, rs: [np.zeros(len(r.texts)) for r in rs])
+    monkeypatch.setattr(FirstStageOrder, "scores_its_own", True)  # as a model whose scores tie
     run = builders.write_run(tmp_path / "r.trec", builders.FIQA_RUN)
     out = tmp_path / "out"
     result = run_cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out,
@@ -500,6 +501,18 @@ def test_tied_reranked_scores_are_reported(tmp_path, monkeypatch):
     ties = sum(len(docs) - 1 for docs in builders.FIQA_RUN.values() if docs)
     assert f"warning: {ties} reranked scores of fiqa tie with the one ranked above" in result.output
     assert json.loads((out / "manifest.json").read_text())["datasets"][0]["tied_scores"] == ties
+
+
+def test_the_first_stages_own_ties_are_not_warned_about(tmp_path):
+    """`bm25` hands back the first stage's scores: their ties are the first stage's, kept in its order
+    by definition; the count is still in the manifest."""
+    tied = {query: dict.fromkeys(docs, 1.0) for query, docs in builders.FIQA_RUN.items()}
+    run = builders.write_run(tmp_path / "r.trec", tied)
+    out = tmp_path / "out"
+    result = run_cli("beir", "--datasets", "fiqa", "--model", "bm25", "--run", f"fiqa={run}", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "tie with the one ranked above" not in result.output
+    assert json.loads((out / "manifest.json").read_text())["datasets"][0]["tied_scores"] > 0
 
 
 def test_non_utf8_documents_file_for_score(slow_setup, tmp_path):

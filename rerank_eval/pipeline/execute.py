@@ -28,8 +28,9 @@ from rerank_eval.results.folder import ResultWriter
 from rerank_eval.runfiles import Run, format_run_lines
 
 
-def _warn_about_scoring(key: str, outcome: RerankOutcome, stats: dict[str, Any]) -> None:
-    if outcome.ties:
+def _warn_about_scoring(key: str, outcome: RerankOutcome, reranker: Reranker) -> None:
+    stats = reranker.runtime_stats()
+    if outcome.ties and reranker.scores_its_own:
         warn(f"{outcome.ties} reranked scores of {key} tie with the one ranked above; first-stage order kept")
     if stats.get("truncated_documents"):
         warn(f"{stats['truncated_documents']} documents of {key} were cut to the model's length limit")
@@ -73,7 +74,7 @@ def execute(
                 start = time.monotonic()
                 outcome = rerank_dataset(reranker, prepared, plan, stop)
                 rerank_seconds = time.monotonic() - start
-                _warn_about_scoring(spec.key, outcome, reranker.runtime_stats())
+                _warn_about_scoring(spec.key, outcome, reranker)
                 if writer is None:
                     continue  # ranks other than 0 only score
                 start = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -27,39 +28,50 @@ def track(
     items: Iterable[T], total: int, description: str, size: Callable[[T], int] = lambda _: 1
 ) -> Iterator[T]:
     """Yield `items`, advancing by `size(item)` towards `total` after each one."""
-    if stderr_console.is_terminal:
-        yield from _track_live(items, total, description, size)
-    else:
-        yield from _track_lines(items, total, description, size)
-
-
-def _track_live(items: Iterable[T], total: int, description: str, size: Callable[[T], int]) -> Iterator[T]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=stderr_console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
+    with counting(total, description) as advance:
         for item in items:
             yield item
-            progress.advance(task, size(item))
+            advance(size(item))
 
 
-def _track_lines(items: Iterable[T], total: int, description: str, size: Callable[[T], int]) -> Iterator[T]:
+@contextlib.contextmanager
+def counting(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A count towards `total` that any thread may advance (`advance(n)`), shown as a live bar in a
+    terminal and as lines in a log; the display ends with the block."""
+    if stderr_console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=stderr_console, transient=True) as progress:  # thread-safe
+            task = progress.add_task(description, total=total)
+            yield lambda count: progress.advance(task, count)
+    else:
+        yield _LoggedCount(total, description).advance
+
+
+class _LoggedCount:
     """One line at most every 10 s (and at the end), so logs of long jobs stay readable."""
-    start = last = time.monotonic()
-    done = 0
-    for item in items:
-        yield item
-        done += size(item)
-        now = time.monotonic()
-        if now - last >= 10 or done >= total:
-            rate = done / max(now - start, 1e-9)
-            print(f"{description}: {done}/{total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-            last = now
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description = total, description
+        self.start = self.last = time.monotonic()
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def advance(self, count: int) -> None:
+        with self.lock:
+            self.done += count
+            now = time.monotonic()
+            # (a total of 0 is unknown: a line every 10 s only)
+            if now - self.last >= 10 or 0 < self.total <= self.done:
+                rate = self.done / max(now - self.start, 1e-9)
+                line = f"{self.description}: {self.done}/{self.total} ({rate:.1f}/s)"
+                print(line, file=sys.stderr, flush=True)
+                self.last = now
 
 
 @contextlib.contextmanager

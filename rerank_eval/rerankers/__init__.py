@@ -13,6 +13,7 @@ from rerank_eval.rerankers.base import Reranker
 from rerank_eval.rerankers.checkpoint import (
     Checkpoint,
     architectures,
+    not_a_model_source,
     packaged_checkpoint,
     resolve_checkpoint,
 )
@@ -34,6 +35,9 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
     typo = did_you_mean(source, config.models, cutoff=0.75) if not path.exists() else ""
     if typo:  # a preset's name mistyped, not a model of an unknown family
         raise UserError(f"unknown model {source!r}: no preset of that name{typo} and no such folder")
+    problem = not_a_model_source(source)
+    if problem:  # a folder that is not there: not a question of family
+        raise UserError(problem)
     raise UserError(
         f"cannot tell which family model {source!r} belongs to; pass {term('family')} "
         f"({', '.join(FAMILIES)}) or use a preset ({', '.join(sorted(config.models))})",

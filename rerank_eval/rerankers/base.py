@@ -55,6 +55,9 @@ class Reranker(ABC):
     name: str = ""
     #: How many queries the runner hands to one `score_batch` call (its fixed chunk size).
     queries_per_call: int = 1
+    #: False for a scorer that hands back the first stage's own scores: their ties are the first
+    #: stage's, and kept in its order by definition, so there is nothing to warn about.
+    scores_its_own: ClassVar[bool] = True
     #: Called before each forward pass; the runner's raises there to abandon the chunk in progress
     #: after a stop request.
     forward_hook: Callable[[], None] | None = None

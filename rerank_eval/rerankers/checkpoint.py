@@ -47,13 +47,33 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def not_a_model_source(name_or_path: str) -> str | None:
+    """Why `name_or_path` is neither a checkpoint directory nor a Hub id (huggingface_hub's own
+    rules for ids, ORG/NAME), or None where it may be one of them."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return None
+    try:
+        if path.exists() or name_or_path.count("/") != 1:
+            raise HFValidationError("not ORG/NAME")
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        where = f"{path} is a file" if path.exists() else f"no folder {path.absolute()}"
+        return f"model {name_or_path!r} is neither a checkpoint directory ({where}) nor a hub id (ORG/NAME)"
+    return None
+
+
 def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkpoint:
     """A local directory as is, otherwise a Hub model id fetched (or found) in the HF cache."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return Checkpoint(path, str(path), None, folder_sha256(path))
-    if path.exists() or name_or_path.count("/") != 1:
-        raise UserError(f"model {name_or_path!r} is neither a checkpoint directory nor a hub id")
+    problem = not_a_model_source(name_or_path)
+    if problem:
+        raise UserError(problem)
     folder = hub_snapshot(name_or_path, MODEL_FILE_PATTERNS, revision=revision)
     return Checkpoint(folder, name_or_path, folder.name, None)
 

@@ -18,6 +18,7 @@ from rerank_eval.rerankers.base import Reranker, RerankRequest
 class FirstStageOrder(Reranker):
     family = "first-stage-order"
     queries_per_call = 64
+    scores_its_own = False
 
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
         return [self._scores(r) for r in requests]

@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -29,7 +29,7 @@ import numpy as np
 
 from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError
-from rerank_eval.pipeline.progress import track
+from rerank_eval.pipeline.progress import counting
 
 CACHE_FORMAT = 2
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -196,6 +196,23 @@ class CorpusEmbeddings:
 
 
 @dataclass
+class _Counted:
+    """One shard's documents in the progress count: each batch as a CPU runs it (its distinct
+    texts), the rest once the shard is written (on CUDA all of them: queued is not done)."""
+
+    advance: Callable[[int], None]
+    done: int = 0
+
+    def batch(self, texts: int) -> None:
+        self.done += texts
+        self.advance(texts)
+
+    def written(self, documents: int) -> None:
+        if documents > self.done:
+            self.advance(documents - self.done)
+
+
+@dataclass
 class EncodingReport:
     shards: int = 0
     documents: int = 0
@@ -235,12 +252,13 @@ def encode_corpus(
                 return
             yield document
 
-    read = corpus_shards(until_stopped(), cache.shard_size, digest)
-    shards = track(read, total, label, size=lambda shard: len(shard.ids))
+    shards = corpus_shards(until_stopped(), cache.shard_size, digest)
+    advance: Callable[[int], None]  # the progress display's count of documents done
 
     def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
         """This rank's next shard that is not cached yet, its distinct texts tokenized (None: the
-        corpus is read, and hashed, to its end, or the run is stopping)."""
+        corpus is read, and hashed, to its end, or the run is stopping). Shards passed over (cached,
+        or another rank's) count as done."""
         while not stopping.is_set():  # an error or an interrupt: read no further
             shard = next(shards, None)
             if shard is None or stopping.is_set():  # (a shard cut short by the stop is not one)
@@ -250,9 +268,10 @@ def encode_corpus(
             if shard.index % world == rank and not cache.has_shard(shard):
                 distinct = list(dict.fromkeys(shard.texts))
                 return shard, distinct, encoder.tokenize(distinct, "passage")
+            advance(len(shard.ids))
         return None
 
-    def write(shard: Shard, distinct: list[str], queued: Any) -> None:
+    def write(shard: Shard, distinct: list[str], queued: Any, counted: _Counted) -> None:
         vectors = queued.result()
         if not np.isfinite(vectors).all():
             raise UserError(
@@ -260,28 +279,34 @@ def encode_corpus(
             )
         position = {text: i for i, text in enumerate(distinct)}
         cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
+        counted.written(len(shard.ids))
         report.encoded_shards += 1
         report.encoded_passages += len(distinct)
 
-    try:
-        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+    try:  # the progress display ends with the pools, not when the error is let go of
+        with (
+            counting(total, label) as advance,
+            ThreadPoolExecutor(max_workers=1) as reader,
+            ThreadPoolExecutor(max_workers=1) as writer,
+        ):
             try:
                 following = reader.submit(next_to_encode)
                 written: Future[None] | None = None
                 while (tokenized := following.result()) is not None:
                     following = reader.submit(next_to_encode)
                     shard, distinct, rows = tokenized
-                    queued = encoder.queue_tokens(rows, "passage")
+                    counted = _Counted(advance)
+                    queued = encoder.queue_tokens(rows, "passage", progress=counted.batch)
                     if written is not None:
                         written.result()  # a write's error stops the run here, one shard later at most
-                    written = writer.submit(write, shard, distinct, queued)
+                    written = writer.submit(write, shard, distinct, queued, counted)
                 if written is not None:
                     written.result()
             finally:
                 stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
     finally:
-        # the progress display ends now, not when the error is let go of; after a second interrupt
-        # the reader may still be inside the generator, which then refuses to close (ValueError)
+        # after a second interrupt the reader may still be inside the generator, which then refuses
+        # to close (ValueError)
         with contextlib.suppress(ValueError):
             shards.close()
     report.corpus_sha256 = digest.hexdigest()

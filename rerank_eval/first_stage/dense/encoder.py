@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -290,9 +290,13 @@ class DenseEncoder:
         return pool_packed(hidden, packed.bounds, pooling, budget, self.pad_multiple)
 
     @torch.inference_mode()
-    def queue_tokens(self, rows: Sequence[Sequence[int]], side: str) -> QueuedVectors:
+    def queue_tokens(
+        self, rows: Sequence[Sequence[int]], side: str, progress: Callable[[int], None] | None = None
+    ) -> QueuedVectors:
         """Every batch of tokenized texts queued on the device, longest first under the token budget,
-        and the vectors' copy back to the host queued after them.
+        and the vectors' copy back to the host queued after them. `progress` is told each batch's
+        count of texts where the device runs a batch as it is queued (a CPU); on CUDA the batches are
+        only queued here, and whoever takes the result counts them.
 
         The host never waits for the device here, so a caller can queue the next chunk before it
         takes this one's `result()`: the device then runs from one chunk into the next without
@@ -309,6 +313,9 @@ class DenseEncoder:
                 done.append((batch, self._forward([rows[i] for i in batch], side)))
             except torch.OutOfMemoryError:
                 pending = self._split(batch, budget, lengths) + pending
+                continue
+            if progress is not None and self.device.type != "cuda":
+                progress(len(batch))
         if not done:
             return QueuedVectors([], torch.empty((0, 0)), None)
         return QueuedVectors.copied_back(
