@@ -198,3 +198,12 @@ def test_workload_is_beir_like_and_words_are_single_tokens(tiny):
     assert [len(row) for row in rows] == [len(t.split()) + 2 for t in passages[:50] + queries[:50]]
     tokenizer = encoder.tokenizer
     assert rows[0][0] == tokenizer.bos_token_id and rows[0][-1] == tokenizer.eos_token_id
+
+
+def test_a_gpu_shape_on_a_cpu_says_it_takes_minutes(capsys):
+    from rerank_eval.cli.bench import note_a_gpu_shape_on_a_cpu
+
+    note_a_gpu_shape_on_a_cpu("xlm-roberta-large", "cpu")
+    assert "xlm-roberta-large shape is sized for a GPU" in capsys.readouterr().err
+    note_a_gpu_shape_on_a_cpu("tiny", "cpu")
+    assert capsys.readouterr().err == ""

@@ -13,6 +13,17 @@ from rerank_eval.cli.options import DeviceOpt, DtypeOpt
 from rerank_eval.errors import UserError
 
 
+def note_a_gpu_shape_on_a_cpu(shape: str, device: str | None) -> None:
+    """A shape sized for a GPU run on a CPU takes minutes before it prints anything: say so first."""
+    from rerank_eval.rerankers.common import pick_device
+
+    if shape != "tiny" and pick_device(device).type == "cpu":
+        typer.echo(
+            f"note: the {shape} shape is sized for a GPU; on a CPU this takes minutes (--shape tiny)",
+            err=True,
+        )
+
+
 def print_json(result: dict, json_out: Path | None) -> None:
     """The measurement as JSON on stdout, and written atomically to `--json` when given."""
     from rerank_eval.results.folder import write_output
@@ -120,6 +131,7 @@ def bench(
         raise UserError(f"unknown preset {preset!r}; use {', '.join(PRESETS)}")
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    note_a_gpu_shape_on_a_cpu(shape, device)
     result = run_bench(
         preset,
         shape,
@@ -208,6 +220,7 @@ def bench_encode(
 
     if shape not in SHAPES:
         raise UserError(f"unknown shape {shape!r}; use {', '.join(SHAPES)}")
+    note_a_gpu_shape_on_a_cpu(shape, device)
     result = run_bench_encode(
         shape, passages, device, dtype, max_batch_tokens, seed,
         second_pass=second_pass, packed_sequences=packed_sequences, corpus_shard_size=corpus_shard_size,
