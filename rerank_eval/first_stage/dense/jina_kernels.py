@@ -111,12 +111,14 @@ def packed_attention(
 ) -> torch.Tensor:
     """Bidirectional attention within each packed text, on (tokens, heads, d) states. On CUDA,
     torch's varlen kernel (FlashAttention's); elsewhere SDPA text by text, which is what the kernel
-    computes and what its trial is held to."""
+    computes and what its trial is held to. The kernel is told `scale` only where it is not its
+    default, 1/√d (jina-embeddings-v3's own): torch 2.10's `varlen_attn` takes none."""
     if query.device.type == "cuda":
         from torch.nn.attention.varlen import varlen_attn
 
         longest = packing.longest
-        return varlen_attn(query, key, value, packing.starts, packing.starts, longest, longest, scale=scale)
+        given = {} if scale == query.shape[-1] ** -0.5 else {"scale": scale}
+        return varlen_attn(query, key, value, packing.starts, packing.starts, longest, longest, **given)
     out = torch.empty_like(query)
     for start, end in zip(packing.bounds, packing.bounds[1:]):
         states = (t[start:end].transpose(0, 1) for t in (query, key, value))
