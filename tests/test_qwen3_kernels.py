@@ -17,6 +17,25 @@ from rerank_eval.rerankers.listwise.qwen3_kernels import (
 )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_rotary_kernel_is_transformers_formula_bit_for_bit(dtype):
+    """`compiling.rotary` (halves turned by flip and sign, for one fused pass) gives transformers'
+    `x * cos + rotate_half(x) * sin` exactly, eager and compiled, for both head sizes in use."""
+    from transformers.models.qwen3.modeling_qwen3 import rotate_half
+
+    generator = torch.Generator().manual_seed(7)
+    for tokens, heads, size in ((37, 16, 64), (53, 4, 128)):
+        states, cos, sin = (torch.randn(*shape, generator=generator).to(dtype)
+                            for shape in ((tokens, heads, size), (tokens, size), (tokens, size)))  # fmt: skip
+        expected = states * cos.unsqueeze(1) + rotate_half(states) * sin.unsqueeze(1)
+        assert torch.equal(compiling.rotary(states, cos, sin), expected)
+        with torch.inference_mode():
+            compiled = compiling.compiled(compiling.rotary)(states, cos, sin)
+        reference = torch.compile(lambda s, c, n: s * c.unsqueeze(1) + rotate_half(s) * n.unsqueeze(1))
+        with torch.inference_mode():
+            assert torch.equal(compiled, reference(states, cos, sin))
+
+
 def test_fused_rms_norm_equals_transformers_rms_norm():
     from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 

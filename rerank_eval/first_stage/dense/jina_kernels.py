@@ -8,7 +8,8 @@ any token is padded, to drop the mask). Three changes to how the modules run, no
 they compute:
 
 - the rotary embedding of queries and keys as one compiled kernel, on the (tokens, heads, d) layout
-  the projections produce;
+  the projections produce, written so that nothing in it is realised in between
+  (`compiling.rotary`);
 - each residual add with the LayerNorm after it as one compiled kernel;
 - the padding mask handed over in transformers' own 4-d form (boolean, expanded without a copy),
   which transformers passes on unchecked, so the host never waits for the GPU (SDPA still turns it
@@ -126,18 +127,12 @@ def packed_attention(
     return out
 
 
-def _rotate_half(states: torch.Tensor) -> torch.Tensor:
-    half = states.shape[-1] // 2
-    return torch.cat((-states[..., half:], states[..., :half]), dim=-1)
-
-
 def _rotated_pair(
     query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, heads, d) query and key states rotated by (tokens, d) cos and sin (transformers'
-    `apply_rotary_pos_emb`)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin
+    `apply_rotary_pos_emb`, as `compiling.rotary` writes it)."""
+    return compiling.rotary(query, cos, sin), compiling.rotary(key, cos, sin)
 
 
 def _added_layer_norm(

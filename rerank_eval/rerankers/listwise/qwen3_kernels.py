@@ -104,8 +104,8 @@ def use_fused_rms_norm(backbone: nn.Module, fused: bool) -> int:
 
 
 def _rotated(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of (batch, heads, tokens, d) states with (batch, tokens, d) cos and sin, or of
-    (tokens, heads, d) states with (tokens, d) ones."""
+    """Rotary embedding of (batch, heads, tokens, d) states with (batch, tokens, d) cos and sin, as
+    transformers computes it (the eager path; the compiled one is `compiling.rotary`)."""
     from transformers.models.qwen3.modeling_qwen3 import rotate_half
 
     return states * cos.unsqueeze(1) + rotate_half(states) * sin.unsqueeze(1)
@@ -114,8 +114,9 @@ def _rotated(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 def _rms_normed_rotated(
     states: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
-    """(tokens, heads, d) states → head-wise RMSNorm, then rotary with (tokens, d) cos and sin."""
-    return _rotated(nn.functional.rms_norm(states, (states.shape[-1],), weight, eps), cos, sin)
+    """(tokens, heads, d) states → head-wise RMSNorm, then rotary with (tokens, d) cos and sin (as
+    `compiling.rotary` writes it, for one fused pass)."""
+    return compiling.rotary(nn.functional.rms_norm(states, (states.shape[-1],), weight, eps), cos, sin)
 
 
 def _silu_times(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
