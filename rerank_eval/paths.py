@@ -63,3 +63,17 @@ def special_file_kind(path: Path) -> str | None:
         stat.S_ISSOCK: "a socket",
     }
     return next((kind for test, kind in kinds.items() if test(mode)), None)
+
+
+def data_file_problem(path: Path, limit: int) -> str | None:
+    """Why `path` cannot be read whole as a data file of at most `limit` bytes (None when it can):
+    missing, not a regular file (a FIFO would block the reader, a device such as /dev/zero never
+    ends), or larger than the limit."""
+    kind = special_file_kind(path)
+    if kind:
+        return f"is {kind}"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    return f"holds {size:,} bytes, more than {limit:,}" if size > limit else None

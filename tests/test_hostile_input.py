@@ -169,9 +169,20 @@ def boolean_reference(manifest: dict) -> None:
         (lambda f: (f / "per_query.csv").write_text(
             "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5\nscifact,reranked,nDCG@10,1,0.7\n"),
          "per_query.csv is damaged: line 3: nDCG@10 of query 1 (scifact, reranked) appears twice"),
+        (lambda f: (f / "per_query.csv").write_text(  # pandas would take the first column as an index
+            "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5,9\n"),
+         "cannot read result"),
+        (lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000),
+         "cannot read result"),
+        (lambda f: os.mkfifo(f / "per_query.csv", 0o600) if not (f / "per_query.csv").unlink() else None,
+         "per_query.csv is a FIFO (named pipe)"),
+        (lambda f: (f / "manifest.json").unlink() or (f / "manifest.json").symlink_to("/dev/zero"),
+         "manifest.json is a character device"),
+        (lambda f: os.truncate(f / "per_query.csv", 300 * 2**20),
+         "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
     ids=["type", "bool", "list", "foreign", "number", "missing", "newer format", "column", "nan", "text",
-         "duplicate"],
+         "duplicate", "extra field", "nested", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"
@@ -179,6 +190,17 @@ def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, da
     damage(copy)
     for args in (["export", copy], ["compare", saved, copy]):
         assert message in one_line_error(run(*args))
+
+
+def test_an_export_never_overwrites_the_result_it_reads(saved, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    before = (copy / "manifest.json").read_bytes()
+    assert "lies inside" in one_line_error(run("export", copy, "--csv", copy / "manifest.json"))
+    assert "lies inside" in one_line_error(run("compare", saved, copy, "--markdown", copy / "per_query.csv"))
+    assert (copy / "manifest.json").read_bytes() == before
+    beside = tmp_path / "table.md"  # beside the results, in the folder that holds them: fine
+    assert run("compare", saved, copy, "--markdown", beside, "--force").exit_code == 0 and beside.exists()
 
 
 # -- inputs that are not what they claim to be --------------------------------------------------------------

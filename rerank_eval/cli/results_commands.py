@@ -37,7 +37,7 @@ def export(
     from rerank_eval.reporting.report import Report, report_table
     from rerank_eval.results.folder import check_output_paths, load_result
 
-    check_output_paths([csv, html_out])
+    check_output_paths([csv, html_out], reading=[result])
     saved = load_result(result)
     report = Report(saved.manifest, saved.per_query)
     table = report_table(report)
@@ -111,7 +111,9 @@ def compare(
     from rerank_eval.reporting.render.terminal import terminal_table
     from rerank_eval.results.folder import check_output_paths, load_results, write_output
 
-    check_output_paths([csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out])
+    check_output_paths(
+        [csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out], reading=results
+    )
     if plot_out is not None:
         check_plot_path(plot_out)
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)

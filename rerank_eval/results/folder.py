@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,13 +30,17 @@ import pandas as pd
 
 from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError, describe, term
-from rerank_eval.paths import inside, special_file_kind
+from rerank_eval.paths import data_file_problem, inside, special_file_kind
 from rerank_eval.results.checks import per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
 INCOMPLETE_SUFFIX = ".incomplete"
+#: the most a result's files may hold when read back (a real manifest is tens of KB; per_query.csv
+#: about 60 bytes a value: 4M values); a folder may have been tampered with
+MANIFEST_LIMIT = 64 * 2**20
+PER_QUERY_LIMIT = 256 * 2**20
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -194,15 +199,22 @@ def load_result(folder: Path) -> SavedResult:
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         raise UserError(f"{folder} is not a rerank-eval result folder (no manifest.json)")
+    for path, limit in ((manifest_path, MANIFEST_LIMIT), (folder / "per_query.csv", PER_QUERY_LIMIT)):
+        problem = data_file_problem(path, limit)
+        if problem:
+            raise UserError(f"cannot read result {folder}: {path.name} {problem}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        per_query = pd.read_csv(
-            folder / "per_query.csv",
-            dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
-            keep_default_na=False,
-            quoting=csv.QUOTE_MINIMAL,
-        )
-    except (OSError, ValueError) as exc:
+        with warnings.catch_warnings():  # a row longer than the header: refused, not cut
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            per_query = pd.read_csv(
+                folder / "per_query.csv",
+                dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
+                keep_default_na=False,
+                quoting=csv.QUOTE_MINIMAL,
+                index_col=False,  # never an index guessed from a row with one field too many
+            )
+    except (OSError, ValueError, RecursionError, pd.errors.ParserWarning) as exc:
         raise UserError(f"cannot read result {folder}: {describe(exc)}") from None
     typed = read_manifest(manifest, str(manifest_path))
     problem = per_query_problem(per_query)
@@ -232,21 +244,36 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
     return loaded
 
 
-def check_output_paths(paths: Sequence[Path | None]) -> None:
+def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = ()) -> None:
     """Refuse, before any work, output files that cannot be written as regular files: a device,
-    FIFO, socket or directory (which an atomic rename would replace), a missing folder, or two
-    options naming one file (one output would silently overwrite the other)."""
+    FIFO, socket or directory (which an atomic rename would replace), a missing folder, two
+    options naming one file (one output would silently overwrite the other), or a file inside a
+    result folder being read (`reading`: an export would destroy what it was made from)."""
     seen: dict[Path, Path] = {}
+    read = [Path(folder).resolve() for folder in reading]
     for path in (p for p in paths if p is not None):
         kind = special_file_kind(path)
         if kind:
             raise UserError(f"cannot write {path}: it is {kind}; give the path of a regular file")
         target = path.resolve()
+        source = _result_holding(target, read)
+        if source is not None:
+            raise UserError(f"cannot write {path}: it lies inside {source}, a result being read")
         if target in seen:
             raise UserError(f"{seen[target]} and {path} are the same file; give each output its own")
         seen[target] = path
         if not target.parent.is_dir():
             raise UserError(f"cannot write {path}: its folder {target.parent} does not exist")
+
+
+def _result_holding(target: Path, read: list[Path]) -> Path | None:
+    """The result folder (one with a manifest) among or under the `read` folders that `target` lies
+    in; a folder of several results may hold outputs beside them."""
+    for parent in target.parents:
+        within = any(parent == folder or folder in parent.parents for folder in read)
+        if within and (parent / "manifest.json").is_file():
+            return parent
+    return None
 
 
 def write_output(path: Path, write: Callable[[Path], None]) -> None:
