@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,17 @@ from rerank_eval.paths import special_file_kind
 from rerank_eval.textlines import numbered_lines
 
 Run = dict[str, dict[str, float]]
+
+#: what a query or document id of a TREC file cannot hold: its fields are split on whitespace
+_NOT_IN_AN_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def id_problem(identifier: str) -> str | None:
+    """Why `identifier` cannot be a query or document id in a TREC run or qrels file (None when it
+    can): whitespace or a control character would split or end its line there."""
+    if _NOT_IN_AN_ID.search(identifier):
+        return f"id {identifier!r} holds whitespace or a control character, which TREC files cannot"[:300]
+    return None
 
 
 @dataclass
@@ -68,7 +80,12 @@ def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
 
 
 def format_run_lines(query_id: str, ranked: Iterable[tuple[str, float]], tag: str) -> list[str]:
-    """TREC lines for one query, ranks from 1; `repr` keeps every float's exact value."""
+    """TREC lines for one query, ranks from 1; `repr` keeps every float's exact value. An id that
+    would split its line is refused (the datasets' readers refuse them first, naming the line)."""
+    ranked = list(ranked)
+    problem = next(filter(None, map(id_problem, (query_id, *(doc_id for doc_id, _ in ranked)))), None)
+    if problem:
+        raise UserError(f"cannot write a run line of query {query_id!r}: {problem}"[:400])
     return [
         f"{query_id} Q0 {doc_id} {rank} {score!r} {tag}\n"
         for rank, (doc_id, score) in enumerate(ranked, start=1)

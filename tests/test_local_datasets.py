@@ -215,6 +215,16 @@ GOOD_QRELS = "q1 0 d1 1\n"
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q2 0 d2 1\n"),
          "r.txt judges 1 queries that {dir}/q.jsonl does not have (e.g. 'q2')"),
         ((GOOD_CORPUS, "", GOOD_QRELS), "queries file {dir}/q.jsonl has no queries"),
+        # ids a TREC line would split: a run written with them would not read back
+        ((GOOD_CORPUS + '{"_id": "d 3", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: id 'd 3' holds whitespace or a control character, which TREC files cannot"),
+        ((GOOD_CORPUS + '{"_id": "d\\u00003", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: id 'd\\x003' holds whitespace"),
+        ((GOOD_CORPUS, '{"_id": "q\\n1", "text": "q"}\n', GOOD_QRELS), "q.jsonl, line 1: id 'q\\n1' holds"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 99999999999999999999999\n"),
+         "r.txt, line 2: grade 99999999999999999999999 is out of range"),
+        ((b'{"_id": "d1", "text": "x", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", GOOD_QUERIES,
+          GOOD_QRELS), "c.jsonl, line 1: JSON nested too deeply"),
     ],
 )  # fmt: skip
 def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_path):
@@ -231,6 +241,9 @@ def test_tsv_columns_and_missing_files_are_one_line(tmp_path):
     assert error_line(result) == (
         f"error: {tmp_path}/c.tsv, line 2: expected 2 or 3 tab-separated columns (id, [title,] text), got 1"
     )
+    config = _entry(tmp_path, "d1\tone\nd 2\ttwo\n", "q1\tquery\n", GOOD_QRELS, ("c.tsv", "q.tsv", "r.txt"))
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert f"{tmp_path}/c.tsv, line 2: id 'd 2' holds whitespace" in error_line(result)
     (tmp_path / "q.tsv").unlink()
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
     assert error_line(result) == f"error: queries file not found: {tmp_path}/q.tsv"

@@ -90,3 +90,15 @@ def test_candidate_orders():
     assert str(shuffled) == "shuffled:7"
     with pytest.raises(UserError):
         CandidateOrder.parse("shuffled:x")
+
+
+def test_run_lines_refuse_ids_that_would_split_them():
+    """Whatever reaches the writer (ir_datasets' ids are not checked on the way in), a line that
+    would not read back as six fields is never written."""
+    from rerank_eval.runfiles import format_run_lines
+
+    ranked = iter([("d1", 2.0), ("d2", 1.5)])  # an iterator: read once for the check, once for lines
+    assert format_run_lines("q1", ranked, "t") == ["q1 Q0 d1 1 2.0 t\n", "q1 Q0 d2 2 1.5 t\n"]
+    for query, doc in (("q 1", "d1"), ("q1", "d\t2"), ("q1", "d\x002")):
+        with pytest.raises(UserError, match="holds whitespace or a control character"):
+            format_run_lines(query, [(doc, 1.0)], "t")

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
+from rerank_eval.runfiles import id_problem
 from rerank_eval.textlines import numbered_lines
 
 #: BEIR's qrels header line
@@ -51,6 +52,8 @@ def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) ->
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}, line {number}: JSON nested too deeply") from None
     if not isinstance(value, dict) or any(f not in value for f in fields):
         names = ", ".join(f'"{f}"' for f in fields)
         raise UserError(f"{path}, line {number}: expected a JSON object with {names}")
@@ -62,6 +65,9 @@ def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) ->
             raise UserError(f'{path}, line {number}: "{name}" should be a string, not {item!r}'[:200])
     if not str(value["_id"]).strip():
         raise UserError(f'{path}, line {number}: the "_id" is empty')
+    problem = id_problem(str(value["_id"]))
+    if problem:
+        raise UserError(f"{path}, line {number}: {problem}")
     return value
 
 
@@ -72,6 +78,9 @@ def _columns(path: Path, number: int, line: str, counts: tuple[int, ...], names:
             f"{path}, line {number}: expected {' or '.join(map(str, counts))} tab-separated columns "
             f"({names}), got {len(columns)}" + ("" if columns[0].strip() else " with an empty id")
         )
+    problem = id_problem(columns[0])
+    if problem:
+        raise UserError(f"{path}, line {number}: {problem}")
     return columns
 
 
@@ -128,6 +137,8 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             grade = int(grade_text)
         except ValueError:
             raise UserError(f"{path}, line {number}: grade {grade_text!r} is not an integer") from None
+        if abs(grade) >= 2**31:  # trec_eval and ir_measures hold grades in C ints
+            raise UserError(f"{path}, line {number}: grade {grade_text} is out of range"[:200])
         judged = qrels.setdefault(query_id, {})
         if doc_id in judged:
             raise UserError(f"{path}, line {number}: query {query_id!r}, document {doc_id!r} judged again")
