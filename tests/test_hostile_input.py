@@ -203,6 +203,35 @@ def test_an_export_never_overwrites_the_result_it_reads(saved, tmp_path):
     assert run("compare", saved, copy, "--markdown", beside, "--force").exit_code == 0 and beside.exists()
 
 
+def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_path):
+    """`OUT.incomplete` as a symlink would send the result elsewhere, and a folder of someone's
+    files would be deleted: both are refused and left as they are; what an interrupted run left
+    (its files, runs and temporary files) is cleared and the run goes on."""
+    out = tmp_path / "out"
+    staging = tmp_path / "out.incomplete"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    staging.symlink_to(victim)
+    assert "is in the way of the result" in one_line_error(
+        run(*bm25_on_scifact("--first-stage", "bm25s", "--out", out))
+    )
+    assert list(victim.iterdir()) == [] and staging.is_symlink() and not out.exists()
+    staging.unlink()
+    staging.mkdir()
+    (staging / "notes.txt").write_text("mine")
+    assert "holds files no run writes" in one_line_error(
+        run(*bm25_on_scifact("--first-stage", "bm25s", "--out", out))
+    )
+    assert (staging / "notes.txt").read_text() == "mine"
+    (staging / "notes.txt").unlink()
+    (staging / "runs").mkdir()
+    (staging / "runs" / "scifact.trec.tmp").write_text("half a line")
+    (staging / "per_query.csv").write_text("dataset")
+    result = run(*bm25_on_scifact("--first-stage", "bm25s", "--out", out))
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").is_file() and not staging.exists()
+
+
 # -- inputs that are not what they claim to be --------------------------------------------------------------
 
 

@@ -108,7 +108,7 @@ class ResultWriter:
                 f"result folder {self.final} exists already; choose another {term('out')}", {"out": "folder"}
             )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._clear_staging()
         try:
             (self.staging / "runs").mkdir(parents=True)
         except OSError as exc:
@@ -117,6 +117,20 @@ class ResultWriter:
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
         self.run_sha256: dict[str, str] = {}
         self.block_rows: list[tuple[str, str, int, str]] = []
+
+    def _clear_staging(self) -> None:
+        """Remove what an earlier, unfinished run left under the staging name, and only that: a
+        symlink there would send the result elsewhere, and a folder holding anything a run does
+        not write is someone's, not to be deleted."""
+        staging = self.staging
+        if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+            raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
+        if staging.exists() and not _left_by_a_run(staging):
+            raise UserError(
+                f"{staging} holds files no run writes; remove it, or choose another {term('out')}",
+                {"out": "folder"},
+            )
+        shutil.rmtree(staging, ignore_errors=True)
 
     def add_run(self, dataset: str, lines: list[str]) -> None:
         text = "".join(lines)
@@ -182,6 +196,27 @@ class ResultWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+#: what a run writes into its staging folder (besides `runs/<dataset>.trec` and `.tmp` files)
+RESULT_FILES = {"runs", "per_query.csv", "per_query_blocks.csv", "summary.csv", "manifest.json"}
+
+
+def _left_by_a_run(staging: Path) -> bool:
+    """Whether a staging folder holds only what a run writes there (its files, runs and their
+    temporary files), as an interrupted run leaves it."""
+    for entry in staging.iterdir():
+        if entry.name.endswith(".tmp"):
+            continue
+        if entry.name not in RESULT_FILES or entry.is_symlink():
+            return False
+        if entry.name == "runs" and not entry.is_dir():
+            return False
+        if entry.name == "runs" and not all(
+            p.name.endswith((".trec", ".tmp")) and p.is_file() and not p.is_symlink() for p in entry.iterdir()
+        ):
+            return False
+    return True
 
 
 @dataclass
