@@ -232,6 +232,32 @@ def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_p
     assert (out / "manifest.json").is_file() and not staging.exists()
 
 
+@pytest.mark.parametrize(
+    ("stage", "dataset", "message"),
+    [
+        ({"file": "{nam}.trec"}, {}, "first stage mine: file '{nam}.trec' may hold {name} only"),
+        ({"file": "{name.__class__}"}, {}, "may hold {name} only"),
+        ({"file": "{0}"}, {}, "may hold {name} only"),
+        ({"file": "runs/{name"}, {}, "may hold {name} only"),
+        ({"file": "../x/{name}.trec"}, {}, "first stage mine: file '../x/scifact.trec' is not a path inside"),
+        ({}, {"run_file": "/tmp/x.trec"}, "dataset scifact: run_file '/tmp/x.trec' is not a path inside"),
+        ({}, {"run_name": "../../x"}, "is not a path inside the repository"),
+        ({"repo": "../../x"}, {}, "first stage mine: repo '../../x' is not a Hub repository id"),
+    ],
+)
+def test_a_hub_first_stage_names_only_files_inside_its_repository(tmp_path, stage, dataset, message):
+    """A config may come from someone else: a run file's path stays inside the repository, and its
+    template fills {name} and nothing else (no attribute of it, no other field)."""
+    import yaml
+
+    first_stage = {"kind": "hub", "label": "mine", "repo": "org/runs", "file": "{name}.trec", **stage}
+    entry = {"key": "scifact", "id": "beir/scifact/test", "first_stage": "mine", **dataset}
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"first_stages": {"mine": first_stage},
+                                      "suites": {"mine": {"datasets": [entry]}}}))  # fmt: skip
+    assert message in one_line_error(run("run", "mine", "--config", config, "--model", "bm25"))
+
+
 # -- inputs that are not what they claim to be --------------------------------------------------------------
 
 

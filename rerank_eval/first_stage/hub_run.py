@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import ClassVar
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.hub import hub_file
@@ -17,6 +22,16 @@ def snapshot_commit(path: Path) -> str | None:
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
+def _fills_name_only(template: str) -> bool:
+    """Whether `template`'s only format field is a plain {name} (no other field, attribute, index,
+    conversion or format spec: a config may come from someone else)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:  # an unmatched brace
+        return False
+    return all(field in (None, "name") and not (spec or conversion) for _, field, spec, conversion in parts)
+
+
 class HubRun(FirstStageKind):
     name = "hub"
     settings: ClassVar[dict[str, Setting]] = {
@@ -27,11 +42,30 @@ class HubRun(FirstStageKind):
 
     @staticmethod
     def _filename(request: FirstStageRequest) -> str:
-        spec = request.spec
-        return spec.run_file or request.source.settings["file"].format(name=spec.run_name or spec.key)
+        """The run file's path in the repository: the dataset's `run_file`, or the first stage's
+        `file` template with {name} filled in (the one field it may hold). A config may come from
+        someone else: the path must stay a plain path inside the repository."""
+        spec, source = request.spec, request.source
+        template = source.settings["file"]
+        if spec.run_file:
+            path, where = spec.run_file, f"dataset {spec.key}: run_file"
+        elif not _fills_name_only(template):
+            raise UserError(f"first stage {source.name}: file {template!r} may hold {{name}} only")
+        else:
+            path, where = template.format(name=spec.run_name or spec.key), f"first stage {source.name}: file"
+        parts = path.split("/")
+        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
+            raise UserError(f"{where} {path!r} is not a path inside the repository (no '..', not absolute)")
+        return path
 
     def _download(self, request: FirstStageRequest) -> Path:
         settings = request.source.settings
+        try:
+            validate_repo_id(settings["repo"])
+        except HFValidationError:
+            raise UserError(
+                f"first stage {request.source.name}: repo {settings['repo']!r} is not a Hub repository id"
+            ) from None
         return hub_file(settings["repo"], self._filename(request), settings["repo_type"], kind="run file")
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
