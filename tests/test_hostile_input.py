@@ -258,6 +258,19 @@ def test_a_hub_first_stage_names_only_files_inside_its_repository(tmp_path, stag
     assert message in one_line_error(run("run", "mine", "--config", config, "--model", "bm25"))
 
 
+def test_out_and_config_paths_the_system_refuses_are_one_line(tmp_path):
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    result = run(*bm25_on_scifact("--first-stage", "bm25s", "--out", dangling))
+    assert "result folder" in one_line_error(result)
+    assert not (tmp_path / "nowhere").exists()
+    long = tmp_path / ("x" * 300)
+    assert "File name too long" in one_line_error(run(*bm25_on_scifact("--out", long)))
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    assert "is a symlink loop" in one_line_error(run("suites", "--config", loop))
+
+
 # -- inputs that are not what they claim to be --------------------------------------------------------------
 
 

@@ -38,7 +38,11 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
     """The packaged benchmarks file, with the user's file at `path` (if any) merged on top;
     errors name the file and the offending entry."""
     layers = [read_layer(DEFAULT_CONFIG)]
-    if path is not None and Path(path).resolve() != DEFAULT_CONFIG.resolve():
+    try:
+        packaged = path is not None and Path(path).resolve() == DEFAULT_CONFIG.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: read_layer names it
+        packaged = False
+    if path is not None and not packaged:
         layers.append(read_layer(Path(path)))
     merged = merge_layers(layers)
     top = layers[-1]

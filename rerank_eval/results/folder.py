@@ -101,9 +101,17 @@ class ResultWriter:
         """`keep_identical`: an existing complete folder is acceptable if this run reproduces it
         exactly (a resumed several-model run redoing, from its journal, a model it had finished)."""
         self.final = Path(final)
-        self.existing = keep_identical and (self.final / "manifest.json").is_file()
+        try:
+            self.existing = keep_identical and (self.final / "manifest.json").is_file()
+            taken = self.final.exists() or self.final.is_symlink()  # a broken link too
+        except OSError as exc:  # a name too long, a symlink loop
+            raise UserError(
+                f"cannot use {self.final} as a result folder ({exc.strerror or exc}); choose another "
+                f"{term('out')}",
+                {"out": "folder"},
+            ) from None
         self.kept_existing = False
-        if self.final.exists() and not self.existing:
+        if taken and not self.existing:
             raise UserError(
                 f"result folder {self.final} exists already; choose another {term('out')}", {"out": "folder"}
             )
