@@ -324,6 +324,22 @@ def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     assert "is a FIFO (named pipe), not a file" in one_line_error(
         run("score", "--query", "q", "--docs", fifo)
     )
+    long = tmp_path / "long.txt"
+    long.write_text("short\n" + "x" * (17 * 2**20) + "\n")
+    result = run("score", "--query", "q", "--docs", long)
+    assert f"{long}, line 2: longer than 16 MiB" in one_line_error(result)
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"text": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert "line 1: not valid JSON" in one_line_error(run("score", "--query", "q", "--docs", nested))
+
+
+def test_score_reads_no_more_than_a_query_s_candidates(monkeypatch, tmp_path):
+    from rerank_eval.cli import tools
+
+    monkeypatch.setattr(tools, "SCORE_INPUT_LIMIT", 1000)
+    docs = tmp_path / "docs.txt"
+    docs.write_text("word " * 300)
+    assert "holds more than 0 MiB" in one_line_error(run("score", "--query", "q", "--docs", docs))
 
 
 def test_the_library_names_its_parameters_and_the_cli_names_its_flags(tmp_path):

@@ -106,6 +106,8 @@ def score(
 
 # Documents a pointwise model scores per call of `score`, between progress updates.
 SCORE_SLICE = 256
+#: the most `score --docs` reads (a query's candidates, not a corpus)
+SCORE_INPUT_LIMIT = 64 * 2**20
 
 
 def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[float]:
@@ -131,27 +133,40 @@ def read_documents_file(path: Path) -> list[str]:
 
     A `.jsonl` file holds one object with a `text` field per line (blank lines skipped); any other
     file, and `-` (standard input), holds one document per line, split at line feeds only, a blank
-    line being an empty document.
+    line being an empty document. At most `SCORE_INPUT_LIMIT` bytes in all and `MAX_LINE_BYTES` a
+    line: one query's candidates, not a corpus, and never what exhausts memory.
     """
     from rerank_eval.paths import special_file_kind
+    from rerank_eval.textlines import MAX_LINE_BYTES
 
     source = "standard input" if str(path) == "-" else str(path)
     if str(path) == "-":
-        try:
-            content = sys.stdin.buffer.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise UserError("standard input is not valid UTF-8") from None
+        raw = sys.stdin.buffer.read(SCORE_INPUT_LIMIT + 1)
     else:
         kind = special_file_kind(path)
         if kind:
             raise UserError(f"--docs {path} is {kind}, not a file")
         try:
-            content = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not valid UTF-8") from None
+            with open(path, "rb") as handle:
+                raw = handle.read(SCORE_INPUT_LIMIT + 1)
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > SCORE_INPUT_LIMIT:
+        raise UserError(
+            f"{source} holds more than {SCORE_INPUT_LIMIT // 2**20} MiB; score takes one query's candidates"
+        )
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{source} is not valid UTF-8") from None
     lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
+    # (a character is at most 4 bytes: only lines that long are measured in bytes)
+    too_long = (
+        len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES for line in lines
+    )
+    long = next((number for number, over in enumerate(too_long, start=1) if over), None)
+    if long is not None:
+        raise UserError(f"{source}, line {long}: longer than {MAX_LINE_BYTES // 2**20} MiB")
     if not any(line.strip() for line in lines):
         raise UserError(f"{source} has no documents")
     if path.suffix.lower() != ".jsonl":
@@ -162,8 +177,8 @@ def read_documents_file(path: Path) -> list[str]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
-            raise UserError(f"{path}, line {number}: not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise UserError(f"{path}, line {number}: not valid JSON (or nested too deeply)") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise UserError(f"{path}, line {number}: expected an object with a text field")
         texts.append(record["text"])

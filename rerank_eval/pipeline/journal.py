@@ -112,7 +112,7 @@ class ScoreJournal:
         try:
             record = json.loads(line)
             query_id, docs, scores = record["q"], record["docs"], record["scores"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         notes = {k: v for k, v in record.items() if k not in RECORD_KEYS}
         blocks = notes.get("blocks", [])
