@@ -180,6 +180,13 @@ def test_a_journal_line_that_is_not_a_valid_record_is_never_reused(line, tmp_pat
     assert capsys.readouterr().err == ""
 
 
+def test_a_journal_line_nested_too_deeply_is_dropped_not_a_crash(tmp_path, capsys):
+    path = tmp_path / "journal.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n" + json.dumps({**GOOD, "q": "2"}) + "\n")
+    loaded = ScoreJournal(path).load({"1": ["a", "b"], "2": ["a", "b"]}, siblings=False)
+    assert set(loaded) == {"2"} and "1 unreadable or stale lines (first: line 1)" in capsys.readouterr().err
+
+
 def test_a_journal_line_with_blocks_of_one_document_is_reused(tmp_path):
     path = tmp_path / "journal.jsonl"
     path.write_text(json.dumps({**GOOD, "blocks": [1, 1]}) + "\n")
