@@ -24,9 +24,13 @@ def parse_measures(names: Iterable[str]) -> list:
             measure = ir_measures.parse_measure(name)
         except (ValueError, NameError, SyntaxError, TypeError):
             raise UserError(f"unknown measure {name!r}{_suggestion(name)}") from None
-        cutoff = measure.params.get("cutoff") if isinstance(getattr(measure, "params", None), dict) else None
+        params = measure.params if isinstance(getattr(measure, "params", None), dict) else {}
+        cutoff = params.get("cutoff")
         if isinstance(cutoff, int) and not 1 <= cutoff <= MAX_CUTOFF:  # trec_eval's cutoffs are C ints
             raise UserError(f"measure {name!r}: the cutoff must be between 1 and {MAX_CUTOFF:,}")
+        huge = next((k for k, v in params.items() if isinstance(v, int) and abs(v) >= 2**31), None)
+        if huge:  # a relevance level, too: C ints in trec_eval
+            raise UserError(f"measure {name!r}: {huge} is out of range")
         measures.append(measure)
     return measures
 
