@@ -108,8 +108,10 @@ SUITE = (
         ("defaults:\n  ? !!set {a}\n  : 1\n", "line 2: a key must be a plain value"),
         ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
         ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),
-        ("defaults: {metrics: ['P(rel=99999999999999999999)@10']}\n",
-         "defaults.metrics: measure 'P(rel=99999999999999999999)@10': rel is out of range"),
+        (
+            "defaults: {metrics: ['P(rel=99999999999999999999)@10']}\n",
+            "defaults.metrics: measure 'P(rel=99999999999999999999)@10': rel is out of range",
+        ),
         ("defaults: {top_k: 0}\n", "defaults.top_k: must be between 1 and 10,000, got 0"),
         ("defaults: {top_k: 9223372036854775808}\n", "defaults.top_k: must be between 1 and 10,000"),
         ("defaults: {topk: 10}\n", "defaults: unknown key 'topk'; did you mean 'top_k'?"),
