@@ -20,6 +20,9 @@ from rerank_eval.textlines import numbered_lines
 
 Run = dict[str, dict[str, float]]
 
+#: a score as C's strtod reads it in trec_eval, in ASCII digits (Python's float() would also take
+#: "1_000" and other scripts' digits, which trec_eval reads otherwise)
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 #: what a query or document id of a TREC file cannot hold: its fields are split on whitespace
 _NOT_IN_AN_ID = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -58,10 +61,10 @@ def read_run(path: Path) -> RunFile:
                 f"{path}, line {number}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}"
             )
         query_id, _, doc_id, _, score_text, _ = fields
-        try:
-            score = float(score_text)
-        except ValueError:
-            raise UserError(f"{path}, line {number}: score {score_text!r} is not a number") from None
+        non_finite = score_text.lower().lstrip("+-") in ("inf", "infinity", "nan")  # refused below
+        if not (_DECIMAL.fullmatch(score_text) or non_finite):
+            raise UserError(f"{path}, line {number}: score {score_text!r} is not a number")
+        score = float(score_text)
         if not math.isfinite(score):
             raise UserError(f"{path}, line {number}: score {score_text!r} is not finite")
         docs = run.setdefault(query_id, {})

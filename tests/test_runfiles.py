@@ -102,3 +102,15 @@ def test_run_lines_refuse_ids_that_would_split_them():
     for query, doc in (("q 1", "d1"), ("q1", "d\t2"), ("q1", "d\x002")):
         with pytest.raises(UserError, match="holds whitespace or a control character"):
             format_run_lines(query, [(doc, 1.0)], "t")
+
+
+@pytest.mark.parametrize("score", ["1_000", "５", "0x1p3", "1e", "--1"])
+def test_scores_are_read_as_trec_eval_reads_them_or_refused(score, tmp_path):
+    """Python's float() takes "1_000" and other scripts' digits, which trec_eval's strtod reads
+    otherwise (1, 0): such a score is refused, never read another way than trec_eval's."""
+    path = tmp_path / "run.trec"
+    path.write_text(f"q1 Q0 d1 1 {score} t\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"line 1: score '{score}' is not a number"):
+        read_run(path)
+    path.write_text("q1 Q0 d1 1 -1.5e+3 t\nq1 Q0 d2 2 .5 t\nq1 Q0 d3 3 7. t\n")
+    assert read_run(path).run == {"q1": {"d1": -1500.0, "d2": 0.5, "d3": 7.0}}
