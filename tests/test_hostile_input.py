@@ -313,6 +313,14 @@ def test_a_huge_top_k_is_refused_before_any_work(tmp_path):
     assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 9223372036854775808"
 
 
+def test_a_key_given_twice_with_two_values_is_refused(tmp_path):
+    """--run scifact=A --run scifact=B: which run was meant? (The same pair twice is harmless.)"""
+    result = run(*bm25_on_scifact("--run", "scifact=a.trec", "--run", "scifact=b.trec"))
+    assert one_line_error(result) == "error: --run gives scifact twice ('a.trec' and 'b.trec'); give it once"
+    result = run(*bm25_on_scifact("--set", "max_length=5", "--set", "max_length=6"))
+    assert "--set gives max_length twice" in one_line_error(result)
+
+
 def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("a\nb\n")

@@ -164,6 +164,8 @@ def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key or not value:
             raise UserError(f"{what} expects NAME=VALUE, got {pair!r}")
+        if key in parsed and parsed[key] != value:  # which one was meant?
+            raise UserError(f"{what} gives {key} twice ({parsed[key]!r} and {value!r}); give it once")
         parsed[key] = value
     return parsed
 
