@@ -154,6 +154,8 @@ def boolean_reference(manifest: dict) -> None:
          "is not a rerank-eval manifest (no protocol, suite, model, datasets)"),
         (lambda f: damage_manifest(f, boolean_reference),
          "manifest.json is damaged: datasets[0].first_stage.reference_ndcg10 should be a number, not True"),
+        (lambda f: damage_manifest(f, lambda m: m["model"].update(name="x\x1b[2Jy")),
+         "manifest.json is damaged: model.name holds a control character: 'x\\x1b[2Jy'"),
         (lambda f: damage_manifest(f, lambda m: m["datasets"][0].pop("coverage")),
          "manifest.json is damaged: datasets[0].coverage is missing"),
         (lambda f: damage_manifest(f, lambda m: m.update(format=3)),
@@ -181,8 +183,8 @@ def boolean_reference(manifest: dict) -> None:
         (lambda f: os.truncate(f / "per_query.csv", 300 * 2**20),
          "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
-    ids=["type", "bool", "list", "foreign", "number", "missing", "newer format", "column", "nan", "text",
-         "duplicate", "extra field", "nested", "fifo", "device", "huge"],
+    ids=["type", "bool", "list", "foreign", "number", "escape", "missing", "newer format", "column", "nan",
+         "text", "duplicate", "extra field", "nested", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"
