@@ -237,14 +237,14 @@ def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_p
 @pytest.mark.parametrize(
     ("stage", "dataset", "message"),
     [
-        ({"file": "{nam}.trec"}, {}, "first stage mine: file '{nam}.trec' may hold {name} only"),
+        ({"file": "{nam}.trec"}, {}, "mine.yaml: first_stages.mine.file: '{nam}.trec' may hold {name} only"),
         ({"file": "{name.__class__}"}, {}, "may hold {name} only"),
         ({"file": "{0}"}, {}, "may hold {name} only"),
         ({"file": "runs/{name"}, {}, "may hold {name} only"),
         ({"file": "../x/{name}.trec"}, {}, "first stage mine: file '../x/scifact.trec' is not a path inside"),
         ({}, {"run_file": "/tmp/x.trec"}, "dataset scifact: run_file '/tmp/x.trec' is not a path inside"),
         ({}, {"run_name": "../../x"}, "is not a path inside the repository"),
-        ({"repo": "../../x"}, {}, "first stage mine: repo '../../x' is not a Hub repository id"),
+        ({"repo": "../../x"}, {}, "mine.yaml: first_stages.mine.repo: '../../x' is not a Hub repository id"),
     ],
 )
 def test_a_hub_first_stage_names_only_files_inside_its_repository(tmp_path, stage, dataset, message):
@@ -258,6 +258,8 @@ def test_a_hub_first_stage_names_only_files_inside_its_repository(tmp_path, stag
     config.write_text(yaml.safe_dump({"first_stages": {"mine": first_stage},
                                       "suites": {"mine": {"datasets": [entry]}}}))  # fmt: skip
     assert message in one_line_error(run("run", "mine", "--config", config, "--model", "bm25"))
+    if "first_stages" in message:  # the entry itself is wrong: refused as the config is read
+        assert message in one_line_error(run("suites", "--config", config))
 
 
 def test_out_and_config_paths_the_system_refuses_are_one_line(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -40,19 +40,29 @@ class HubRun(FirstStageKind):
         "file": Setting(str, required=True),  # a template: {name} is the dataset's run_name or key
     }
 
+    def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """As every kind's, and a config may come from someone else: `file` fills {name} and
+        nothing else (no other field, no attribute of it), `repo` is a Hub repository id."""
+        checked = super().validate(where, settings)
+        if not _fills_name_only(checked["file"]):
+            raise UserError(f"{where}.file: {checked['file']!r} may hold {{name}} only")
+        try:
+            validate_repo_id(checked["repo"])
+        except HFValidationError:
+            raise UserError(f"{where}.repo: {checked['repo']!r} is not a Hub repository id") from None
+        return checked
+
     @staticmethod
     def _filename(request: FirstStageRequest) -> str:
         """The run file's path in the repository: the dataset's `run_file`, or the first stage's
-        `file` template with {name} filled in (the one field it may hold). A config may come from
-        someone else: the path must stay a plain path inside the repository."""
+        `file` template with {name} filled in. The path must stay a plain path inside the
+        repository (a dataset's run_name fills the template)."""
         spec, source = request.spec, request.source
-        template = source.settings["file"]
         if spec.run_file:
             path, where = spec.run_file, f"dataset {spec.key}: run_file"
-        elif not _fills_name_only(template):
-            raise UserError(f"first stage {source.name}: file {template!r} may hold {{name}} only")
         else:
-            path, where = template.format(name=spec.run_name or spec.key), f"first stage {source.name}: file"
+            name = spec.run_name or spec.key
+            path, where = source.settings["file"].format(name=name), f"first stage {source.name}: file"
         parts = path.split("/")
         if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
             raise UserError(f"{where} {path!r} is not a path inside the repository (no '..', not absolute)")
@@ -60,12 +70,6 @@ class HubRun(FirstStageKind):
 
     def _download(self, request: FirstStageRequest) -> Path:
         settings = request.source.settings
-        try:
-            validate_repo_id(settings["repo"])
-        except HFValidationError:
-            raise UserError(
-                f"first stage {request.source.name}: repo {settings['repo']!r} is not a Hub repository id"
-            ) from None
         return hub_file(settings["repo"], self._filename(request), settings["repo_type"], kind="run file")
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
