@@ -169,6 +169,9 @@ def boolean_reference(manifest: dict) -> None:
             "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,high\n"),
          "per_query.csv is damaged: line 2: value 'high' is not a finite number"),
         (lambda f: (f / "per_query.csv").write_text(
+            "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,-5\n"),
+         "per_query.csv is damaged: line 2: value '-5' is negative"),
+        (lambda f: (f / "per_query.csv").write_text(
             "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5\nscifact,reranked,nDCG@10,1,0.7\n"),
          "per_query.csv is damaged: line 3: nDCG@10 of query 1 (scifact, reranked) appears twice"),
         (lambda f: (f / "per_query.csv").write_text(  # pandas would take the first column as an index
@@ -184,7 +187,7 @@ def boolean_reference(manifest: dict) -> None:
          "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
     ids=["type", "bool", "list", "foreign", "number", "escape", "missing", "newer format", "column", "nan",
-         "text", "duplicate", "extra field", "nested", "fifo", "device", "huge"],
+         "text", "negative", "duplicate", "extra field", "nested", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"

@@ -16,7 +16,8 @@ STAGES = {"first_stage", "reranked"}
 
 def per_query_problem(frame: pd.DataFrame) -> str | None:
     """What is wrong with a per_query.csv table (None when nothing is): its columns, a value that is
-    not a finite number, an unknown stage, or a (dataset, stage, measure, query) given twice."""
+    not a finite number or is negative, an unknown stage, or a (dataset, stage, measure, query)
+    given twice."""
     expected = [*PER_QUERY_KEY, "value"]
     if sorted(frame.columns) != sorted(expected):
         return f"has columns {', '.join(map(str, frame.columns))}; expected {', '.join(expected)}"
@@ -24,6 +25,9 @@ def per_query_problem(frame: pd.DataFrame) -> str | None:
     bad = frame.index[~values.map(lambda v: math.isfinite(v) if v == v else False)]
     if len(bad):
         return f"line {bad[0] + 2}: value {frame.loc[bad[0], 'value']!r} is not a finite number"
+    negative = frame.index[values < 0]
+    if len(negative):  # no measure of ir_measures is below zero: an edit, not a result
+        return f"line {negative[0] + 2}: value {str(frame.loc[negative[0], 'value'])!r} is negative"
     stages = frame.index[~frame["stage"].isin(STAGES)]
     if len(stages):
         return f"line {stages[0] + 2}: unknown stage {frame.loc[stages[0], 'stage']!r}"
