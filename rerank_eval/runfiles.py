@@ -61,6 +61,10 @@ def read_run(path: Path) -> RunFile:
                 f"{path}, line {number}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}"
             )
         query_id, _, doc_id, _, score_text, _ = fields
+        if not (query_id + doc_id).isprintable():  # (the common case tested fast; then exactly)
+            problem = id_problem(query_id) or id_problem(doc_id)
+            if problem:
+                raise UserError(f"{path}, line {number}: {problem}")
         non_finite = score_text.lower().lstrip("+-") in ("inf", "infinity", "nan")  # refused below
         if not (_DECIMAL.fullmatch(score_text) or non_finite):
             raise UserError(f"{path}, line {number}: score {score_text!r} is not a number")

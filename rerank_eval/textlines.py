@@ -6,12 +6,15 @@ read whole, so no file, however large or without line ends, can exhaust memory t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
 
+#: characters no name, id or label holds: line breaks, tabs, escapes (C0, DEL and C1)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: a longer line is not a document, query or run line of any benchmark (MIRACL's longest passage
 #: is a few KB)
 MAX_LINE_BYTES = 16 * 1024 * 1024

@@ -273,9 +273,22 @@ def test_out_and_config_paths_the_system_refuses_are_one_line(tmp_path):
     assert not (tmp_path / "nowhere").exists()
     long = tmp_path / ("x" * 300)
     assert "File name too long" in one_line_error(run(*bm25_on_scifact("--out", long)))
+    just_fits = tmp_path / ("x" * 248)  # its staging name, OUT.incomplete, does not
+    result = run(*bm25_on_scifact("--first-stage", "bm25s", "--out", just_fits))
+    assert "File name too long" in one_line_error(result)
     loop = tmp_path / "loop.yaml"
     loop.symlink_to(loop)
     assert "is a symlink loop" in one_line_error(run("suites", "--config", loop))
+
+
+def test_a_label_with_a_line_break_is_refused_as_the_config_is_read(tmp_path):
+    """A label reaches the manifest, which refuses control characters when read back: a YAML `|`
+    label ending in a line feed must fail at once, not after the run."""
+    config = tmp_path / "mine.yaml"
+    config.write_text("suites:\n  mine:\n    average_label: |\n      My average\n    datasets:\n"
+                      "      - {key: scifact, id: beir/scifact/test}\n")  # fmt: skip
+    message = "suites.mine.average_label: holds a line break or another control character: 'My average\\n'"
+    assert message in one_line_error(run("suites", "--config", config))
 
 
 # -- inputs that are not what they claim to be --------------------------------------------------------------

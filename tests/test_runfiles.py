@@ -114,3 +114,10 @@ def test_scores_are_read_as_trec_eval_reads_them_or_refused(score, tmp_path):
         read_run(path)
     path.write_text("q1 Q0 d1 1 -1.5e+3 t\nq1 Q0 d2 2 .5 t\nq1 Q0 d3 3 7. t\n")
     assert read_run(path).run == {"q1": {"d1": -1500.0, "d2": 0.5, "d3": 7.0}}
+
+
+def test_a_run_file_id_with_a_control_character_is_refused(tmp_path):
+    path = tmp_path / "run.trec"
+    path.write_text("q1 Q0 d\x011 1 2.0 t\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 1: id 'd\\x011' holds whitespace or a control character"):
+        read_run(path)

@@ -32,6 +32,7 @@ from rerank_eval.config.schema import (
     SuiteSpec,
 )
 from rerank_eval.errors import UserError, closest
+from rerank_eval.textlines import CONTROL_CHARACTERS
 
 
 def load_config(path: Path | None = None) -> BenchmarkConfig:
@@ -86,13 +87,18 @@ class _ConfigReader(EntryChecks):
             raise self.fail(where, f"expected true or false, got {value!r}")
         return value
 
-    def text(self, where: str, value: Any, default: str | None = None) -> Any:
-        """A string (numbers are taken as written); an absent one is `default`."""
+    def text(self, where: str, value: Any, default: str | None = None, prose: bool = False) -> Any:
+        """A string (numbers are taken as written); an absent one is `default`. Names, ids and
+        labels are one line without control characters (they reach run files, manifests and
+        terminals; YAML's `|` would end one in a line feed); `prose` (a description) may span lines."""
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail(where, f"expected a string, got {value!r}")
-        return str(value)
+        text = str(value)
+        if not prose and CONTROL_CHARACTERS.search(text):
+            raise self.fail(where, f"holds a line break or another control character: {text!r}"[:200])
+        return text
 
     def required_text(self, where: str, value: Any) -> str:
         """A non-empty string (a key of a mapping, an id)."""
@@ -315,10 +321,10 @@ class _ConfigReader(EntryChecks):
             family=self.required_text(f"{where}.family", body["family"]),
             model=self.text(f"{where}.model", body.get("model")),
             settings=dict(self.mapping(f"{where}.settings", body.get("settings"))),
-            description=self.text(f"{where}.description", body.get("description"), ""),
+            description=self.text(f"{where}.description", body.get("description"), "", prose=True),
             trust_remote_code=self.flag(f"{where}.trust_remote_code", body.get("trust_remote_code"), False),
             package=self.text(f"{where}.package", body.get("package")),
-            size=self.text(f"{where}.size", body.get("size"), ""),
-            gpu_memory=self.text(f"{where}.gpu_memory", body.get("gpu_memory"), ""),
-            unverified=self.text(f"{where}.unverified", body.get("unverified"), ""),
+            size=self.text(f"{where}.size", body.get("size"), "", prose=True),
+            gpu_memory=self.text(f"{where}.gpu_memory", body.get("gpu_memory"), "", prose=True),
+            unverified=self.text(f"{where}.unverified", body.get("unverified"), "", prose=True),
         )

@@ -116,8 +116,8 @@ class ResultWriter:
                 f"result folder {self.final} exists already; choose another {term('out')}", {"out": "folder"}
             )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
-        self._clear_staging()
         try:
+            self._clear_staging()
             (self.staging / "runs").mkdir(parents=True)
         except OSError as exc:
             problem = exc.strerror or exc

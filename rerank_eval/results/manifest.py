@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from rerank_eval.errors import UserError
+from rerank_eval.textlines import CONTROL_CHARACTERS
 
 #: the newest format this version reads and writes: 2 adds datasets in local files
 #: (`ir_datasets_id` null, `local_files`); results without them are still written as format 1
@@ -94,10 +94,6 @@ class Manifest:
         return sorted({record.first_stage.label for record in self.datasets})
 
 
-#: characters no name or label in a manifest holds (an escape sequence would reach the terminal)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _kind_name(kind: Any) -> str:
     return {int: "an integer", bool: "true or false", str: "a string", float: "a number"}.get(kind, "a value")
 
@@ -118,7 +114,7 @@ def _read(kind: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where} is not a list")
         (item,) = typing.get_args(kind)
         return [_read(item, element, f"{where}[{index}]") for index, element in enumerate(value)]
-    if isinstance(value, str) and _CONTROL.search(value):  # printed to terminals and into tables
+    if isinstance(value, str) and CONTROL_CHARACTERS.search(value):  # printed to terminals and into tables
         raise UserError(f"{where} holds a control character: {value!r}"[:200])
     accepted = (int, float) if kind is float else (kind,)
     wrong_bool = isinstance(value, bool) and kind is not bool

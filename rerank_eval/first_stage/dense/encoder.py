@@ -295,8 +295,8 @@ class DenseEncoder:
     ) -> QueuedVectors:
         """Every batch of tokenized texts queued on the device, longest first under the token budget,
         and the vectors' copy back to the host queued after them. `progress` is told each batch's
-        count of texts where the device runs a batch as it is queued (a CPU); on CUDA the batches are
-        only queued here, and whoever takes the result counts them.
+        count of texts where the device runs a batch as it is queued (a CPU); on a GPU the batches
+        are only queued here, and whoever takes the result counts them.
 
         The host never waits for the device here, so a caller can queue the next chunk before it
         takes this one's `result()`: the device then runs from one chunk into the next without
@@ -314,7 +314,7 @@ class DenseEncoder:
             except torch.OutOfMemoryError:
                 pending = self._split(batch, budget, lengths) + pending
                 continue
-            if progress is not None and self.device.type != "cuda":
+            if progress is not None and self.device.type == "cpu":  # (CUDA, MPS: only queued)
                 progress(len(batch))
         if not done:
             return QueuedVectors([], torch.empty((0, 0)), None)
