@@ -72,7 +72,8 @@ def score(
         Path | None,
         typer.Option(
             "--docs",
-            help="One document per line, or a .jsonl file with a text field per line; - reads stdin.",
+            help="One document per line, or a .jsonl file with a text field per line; - reads stdin "
+            "(64 MiB at most).",
         ),
     ] = None,
     family: FamilyOpt = None,
