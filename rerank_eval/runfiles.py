@@ -16,15 +16,16 @@ from pathlib import Path
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
-from rerank_eval.textlines import numbered_lines
+from rerank_eval.textlines import CONTROL_CHARACTERS, numbered_lines
 
 Run = dict[str, dict[str, float]]
 
 #: a score as C's strtod reads it in trec_eval, in ASCII digits (Python's float() would also take
 #: "1_000" and other scripts' digits, which trec_eval reads otherwise)
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-#: what a query or document id of a TREC file cannot hold: its fields are split on whitespace
-_NOT_IN_AN_ID = re.compile(r"[\s\x00-\x1f\x7f]")
+#: what a query or document id of a TREC file cannot hold: its fields are split on whitespace, and
+#: no id holds a control character
+_NOT_IN_AN_ID = re.compile(r"\s|" + CONTROL_CHARACTERS.pattern)
 
 
 def id_problem(identifier: str) -> str | None:

@@ -9,7 +9,9 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,9 +146,31 @@ KERNEL_CLASSES = (
 PROFILE_PASSAGES = 8_000
 
 
-def kernel_class(name: str) -> str:
-    lowered = name.lower()
-    return next((kind for kind, words in KERNEL_CLASSES if any(w in lowered for w in words)), "other")
+def kernel_seconds(profiler: Any, device: str) -> dict[str, float]:
+    """Time per kernel name under `profiler`: on CUDA each kernel's time on the GPU (compiled ones
+    too), on a CPU each aten operator's own time."""
+    from torch.autograd import DeviceType
+
+    kernels: dict[str, float] = {}
+    if device == "cuda":
+        for event in (e for e in profiler.events() if e.device_type == DeviceType.CUDA):
+            kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e6
+    else:
+        for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
+            kernels[event.key] = event.self_cpu_time_total / 1e6
+    return kernels
+
+
+def class_seconds(
+    kernels: dict[str, float], classes: Sequence[tuple[str, Sequence[str]]]
+) -> dict[str, float]:
+    """Kernel time summed by class: the first class one of whose words is in a kernel's name, else
+    other."""
+    seconds = {kind: 0.0 for kind, _ in classes} | {"other": 0.0}
+    for name, spent in kernels.items():
+        lowered = name.lower()
+        seconds[next((kind for kind, words in classes if any(w in lowered for w in words)), "other")] += spent
+    return seconds
 
 
 def encode_profile_check(device: str, quick: bool) -> list[dict]:
@@ -155,7 +179,6 @@ def encode_profile_check(device: str, quick: bool) -> list[dict]:
     how busy the device was, its kernel time by class (matrix products, attention, compiled
     elementwise kernels, GELU, LayerNorm, copies, other) and the largest kernels. On a CPU the
     classes are aten operators' own time, which is what `--quick` smoke-tests."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     shape = "xlm-roberta-large" if device == "cuda" else "tiny"
@@ -182,22 +205,14 @@ def encode_profile_check(device: str, quick: bool) -> list[dict]:
                 encoder.embed(passages, "passage")
                 synchronize(encoder.device)
                 wall = time.perf_counter() - started
-            kernels: dict[str, float] = {}
-            if device == "cuda":
-                for event in (e for e in profiler.events() if e.device_type == DeviceType.CUDA):
-                    kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e6
-            else:
-                for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
-                    kernels[event.key] = event.self_cpu_time_total / 1e6
+            kernels = kernel_seconds(profiler, device)
             rows.append(_profile_row(check, wall, kernels, device, encoder.fused_kernels))
             encoder.unload()
     return rows
 
 
 def _profile_row(check: str, wall: float, kernels: dict[str, float], device: str, fused: bool) -> dict:
-    seconds = {kind: 0.0 for kind, _ in KERNEL_CLASSES} | {"other": 0.0}
-    for name, spent in kernels.items():
-        seconds[kernel_class(name)] += spent
+    seconds = class_seconds(kernels, KERNEL_CLASSES)
     busy = sum(seconds.values())
     largest = sorted(kernels.items(), key=lambda item: -item[1])[:8]
     shares = ", ".join(f"{kind} {spent:.3f} s" for kind, spent in seconds.items() if spent)

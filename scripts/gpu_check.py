@@ -78,9 +78,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dense_checks import (  # beside this script
+    class_seconds,
     encode_check,
     encode_profile_check,
     encoder_no_wait_check,
+    kernel_seconds,
     search_check,
 )
 
@@ -202,15 +204,7 @@ ATTENTION_OPS = ("attention",)
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
-def kind_of(name: str, attention: tuple[str, ...], matmul: tuple[str, ...]) -> str:
-    lowered = name.lower()
-    if any(key in lowered for key in attention):
-        return "attention"
-    return "matmul" if any(key in lowered for key in matmul) else "other"
-
-
 def profile_check(device: str, quick: bool) -> list[dict]:
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     requests = Workload("medium", 2 if quick else 16, 100, PRESETS["medium"], seed=3).requests()
@@ -222,14 +216,10 @@ def profile_check(device: str, quick: bool) -> list[dict]:
             model.score_prepared(prepared)
             synchronize(model.device)
             wall = time.perf_counter() - started
-    shares = {"attention": 0.0, "matmul": 0.0, "other": 0.0}
-    if device == "cuda":  # every kernel (compiled ones too) by its duration on the GPU
-        for event in (e for e in profiler.events() if e.device_type == DeviceType.CUDA):
-            kind = kind_of(event.name, ATTENTION_KERNELS, MATMUL_KERNELS)
-            shares[kind] += event.time_range.elapsed_us() / 1e6
-    else:  # aten operators' own CPU time
-        for event in (e for e in profiler.key_averages() if e.key.startswith("aten::")):
-            shares[kind_of(event.key, ATTENTION_OPS, MATMUL_OPS)] += event.self_cpu_time_total / 1e6
+    on_gpu = device == "cuda"  # kernels' time on the GPU; else aten operators' own CPU time
+    classes = (("attention", ATTENTION_KERNELS if on_gpu else ATTENTION_OPS),
+               ("matmul", MATMUL_KERNELS if on_gpu else MATMUL_OPS))  # fmt: skip
+    shares = class_seconds(kernel_seconds(profiler, device), classes)
     busy = sum(shares.values())
     check = f"profile medium, ours ({shape_for(device)}, {len(requests)} queries in one call)"
     return [{"check": check, "passed": None, "wall_seconds": wall,

@@ -218,10 +218,12 @@ def _left_by_a_run(staging: Path) -> bool:
             continue
         if entry.name not in RESULT_FILES or entry.is_symlink():
             return False
-        if entry.name == "runs" and not entry.is_dir():
-            return False
-        if entry.name == "runs" and not all(
-            p.name.endswith((".trec", ".tmp")) and p.is_file() and not p.is_symlink() for p in entry.iterdir()
+        if entry.name == "runs" and (
+            not entry.is_dir()
+            or not all(
+                p.name.endswith((".trec", ".tmp")) and p.is_file() and not p.is_symlink()
+                for p in entry.iterdir()
+            )
         ):
             return False
     return True
