@@ -31,6 +31,23 @@ def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
     return UserError(f"{what} while writing {path}; {kept}")
 
 
+def process_tag() -> str:
+    """`HOST-PID`: names what this process writes in a cache that several processes, on one host or
+    several sharing a file system, may use at once, so that none writes into another's file and
+    what a killed process left can be told apart (`left_by_a_dead_process`)."""
+    import socket
+
+    return f"{socket.gethostname().replace('-', '_').replace('.', '_')}-{os.getpid()}"
+
+
+def left_by_a_dead_process(tag: str) -> bool:
+    """Whether `tag` (`HOST-PID...`) names a process of this host that no longer runs; another host's
+    processes are that host's to judge."""
+    host, _, rest = tag.partition("-")
+    pid = rest.split("-")[0]
+    return host == process_tag().partition("-")[0] and pid.isdigit() and not _alive(int(pid))
+
+
 def building_folder(folder: Path) -> Path:
     """A new, empty folder beside `folder` to build its content in, then rename into place.
 
@@ -39,16 +56,13 @@ def building_folder(folder: Path) -> Path:
     is removed here (its process is gone); a folder of another host is left to that host.
     """
     import shutil
-    import socket
     import tempfile
 
-    host = socket.gethostname().replace("-", "_")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    for left in folder.parent.glob(f"{folder.name}.building-{host}-*"):
-        pid = left.name.removeprefix(f"{folder.name}.building-{host}-").split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    for left in folder.parent.glob(f"{folder.name}.building-*"):
+        if left_by_a_dead_process(left.name.removeprefix(f"{folder.name}.building-")):
             shutil.rmtree(left, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-{host}-{os.getpid()}-"))
+    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-{process_tag()}-"))
 
 
 def build_in_place(folder: Path, build: Callable[[Path], None], what: str) -> None:

@@ -55,7 +55,12 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
             "timings": {"rerank_seconds": 1.0},
         })  # fmt: skip
     manifest = {
-        "protocol": {"top_k": top_k, "metrics": ["nDCG@10"], "candidate_order": order},
+        "protocol": {
+            "top_k": top_k,
+            "metrics": ["nDCG@10"],
+            "measures": ["nDCG@10"],
+            "candidate_order": order,
+        },
         "suite": {"name": "beir", "average_label": "BEIR-13", "average_rows": ["fiqa", "scifact"]},
         "model": {"name": name},
         "datasets": records,

@@ -207,6 +207,26 @@ def test_sigkill_while_encoding_then_rerun_encodes_the_rest_and_matches(setup, r
     assert_same_files(folder, corpus_folder(reference_cache), [n for n in names if n != "key.json"])
 
 
+def test_what_a_process_killed_while_writing_left_is_removed_by_the_next(tmp_path):
+    """A kill inside `write_file` leaves a shard's temporary file (gigabytes at scale): the next
+    process on this host removes it once that process is gone, and leaves a running process's and
+    another host's alone."""
+    from rerank_eval.cache import process_tag
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    host = process_tag().partition("-")[0]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    dead = folder / f"shard-000003.npy.{host}-{gone.pid}.tmp"
+    running = folder / f"shard-000004.npy.{process_tag()}.tmp"
+    elsewhere = folder / "shard-000005.npy.other_host-1.tmp"
+    for left in (dead, running, elsewhere):
+        left.write_bytes(b"half a shard")
+    CorpusEmbeddings(folder, 4, "float16").create({"model": "x"})
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["key.json", running.name, elsewhere.name])
+
+
 def test_a_shard_cut_short_over_an_earlier_corpus_is_not_taken_for_whole(tmp_path, monkeypatch):
     """A kill between a shard's two files, over a shard of an earlier corpus at the same index."""
     cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")

@@ -197,6 +197,76 @@ def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, da
         assert message in one_line_error(run(*args))
 
 
+def edit_per_query(folder: Path, change) -> None:
+    """per_query.csv read, changed by `change` (a DataFrame to a DataFrame) and written back as the
+    writer writes it: what a hand edit that keeps the file well formed leaves."""
+    import pandas as pd
+
+    path = folder / "per_query.csv"
+    frame = pd.read_csv(path, dtype={"query_id": str}, keep_default_na=False)
+    change(frame).to_csv(path, index=False)
+
+
+def first_line(measure: str, stage: str = "reranked"):
+    return lambda frame: frame.index[(frame.measure == measure) & (frame.stage == stage)][0]
+
+
+def set_value(frame, value: float):
+    frame.loc[first_line("nDCG@10")(frame), "value"] = value
+    return frame
+
+
+def rename_query(frame):
+    frame.loc[first_line("nDCG@10")(frame), "query_id"] = "renamed"
+    return frame
+
+
+def added(frame, **fields):
+    """`frame` with a copy of its first row, `fields` changed."""
+    import pandas as pd
+
+    return pd.concat([frame, pd.DataFrame([{**frame.iloc[0].to_dict(), **fields}])], ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: damage_manifest(f, lambda m: m.update(complete=False)),
+         "is damaged: manifest.json says the run did not complete"),
+        (lambda f: damage_manifest(f, lambda m: m.update(datasets=[])),
+         "is damaged: manifest.json lists no datasets"),
+        (lambda f: damage_manifest(f, lambda m: m["protocol"].update(measures=["banana"])),
+         "is damaged: manifest.json's protocol: unknown measure 'banana'"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"].append(m["datasets"][0])),
+         "is damaged: manifest.json lists a dataset twice"),
+        (lambda f: edit_per_query(f, lambda p: p.drop(index=first_line("nDCG@10", "first_stage")(p))),
+         "per_query.csv holds 2 values of scifact (first_stage, nDCG@10); the manifest records 3"),
+        (lambda f: edit_per_query(f, lambda p: p[p.measure != "Judged@10"]),
+         "per_query.csv holds 0 values of scifact (first_stage, Judged@10); the manifest records 3"),
+        (lambda f: edit_per_query(f, rename_query),
+         "is damaged: per_query.csv holds query '1' of scifact for some measures, not all"),
+        (lambda f: edit_per_query(f, lambda p: added(p, dataset="nfcorpus")),
+         "is damaged: per_query.csv holds values of dataset 'nfcorpus', which the manifest does not list"),
+        (lambda f: edit_per_query(f, lambda p: added(p, measure="P@5")),
+         "is damaged: per_query.csv holds values of measure 'P@5', which the protocol does not name"),
+        (lambda f: edit_per_query(f, lambda p: set_value(p, 1e308)),
+         "is damaged: per_query.csv line 11: nDCG@10 1e+308 of query 1 is above 1"),
+    ],
+    ids=["incomplete", "no datasets", "measure", "dataset twice", "line removed", "measure removed",
+         "query renamed", "dataset added", "measure added", "above 1"],
+)  # fmt: skip
+def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, damage, message):
+    """Rows removed, added or renamed in per_query.csv, or a manifest edited, would move a mean or
+    a test without a word: the table must hold each judged query's value of every measure, once,
+    in range. The untouched copy is read (the check does not refuse real results)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    assert run("export", copy).exit_code == 0
+    damage(copy)
+    for args in (["export", copy], ["compare", saved, copy]):
+        assert message in one_line_error(run(*args))
+
+
 def test_an_export_never_overwrites_the_result_it_reads(saved, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)

@@ -90,15 +90,20 @@ def test_the_guard_refuses_another_dense_encoder(base, tmp_path):
 
 
 def test_the_guard_refuses_another_judged_query_set(base, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(base, other)
+    """A run on other judgements of fiqa (one query fewer judged, as its manifest records)."""
+
+    def one_judged_query_fewer(manifest: dict) -> None:
+        fiqa = next(record for record in manifest["datasets"] if record["key"] == "fiqa")
+        fiqa["coverage"]["judged_queries"] -= 1
+
+    other = edited(base, tmp_path / "other", one_judged_query_fewer)
     per_query = (other / "per_query.csv").read_text().splitlines()
     kept = [
         per_query[0],
         *(line for line in per_query[1:] if not line.startswith("fiqa,") or ",f1," not in line),
     ]
     (other / "per_query.csv").write_text("\n".join(kept) + "\n")
-    with pytest.raises(UserError, match=r"query sets of fiqa differ .* \(1 queries in only one of them\)"):
+    with pytest.raises(UserError, match=r"query sets of fiqa differ .* \(1 query in only one of them\)"):
         Comparison([load_result(base), load_result(other)])
 
 

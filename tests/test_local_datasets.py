@@ -298,7 +298,7 @@ def test_a_killed_builds_folder_is_removed_only_by_its_own_host_once_its_process
 
     from rerank_eval.cache import building_folder
 
-    host = socket.gethostname().replace("-", "_")
+    host = socket.gethostname().replace("-", "_").replace(".", "_")
     gone = subprocess.Popen(["true"])
     gone.wait()  # a process id that no longer runs
     target = tmp_path / "index"

@@ -1,7 +1,9 @@
 """A saved result's per-query values checked before anything reads them: a folder may be damaged,
 edited or foreign, and a `nan` or a duplicated line in `per_query.csv` would change a mean or a
-significance test without a word. Columns, finiteness, stages and uniqueness are checked; the first
-problem found is reported in one line. (The manifest's fields are checked in `manifest.py`.)
+significance test without a word. Columns, finiteness, stages and uniqueness are checked, then the
+table against its manifest (`consistency_problem`): every dataset, stage and measure the run wrote,
+each with the same judged queries, and values within what the measure can take. The first problem
+found is reported in one line. (The manifest's fields are checked in `manifest.py`.)
 """
 
 from __future__ import annotations
@@ -10,8 +12,18 @@ import math
 
 import pandas as pd
 
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation.measures import parse_measures
+from rerank_eval.results.manifest import Manifest
+
 PER_QUERY_KEY = ["dataset", "stage", "measure", "query_id"]
 STAGES = {"first_stage", "reranked"}
+#: ir_measures' measures whose values are fractions (of relevant, retrieved or judged documents, or of
+#: an ideal gain): anything above 1 was written by hand. Counts (NumRet, NumRel...) are unbounded.
+FRACTIONS = {"nDCG", "P", "R", "AP", "RR", "Success", "Judged", "Bpref", "Rprec", "infAP", "IPrec", "ERR",
+             "SetP", "SetR", "SetF", "SetAP"}  # fmt: skip
+#: a fraction's rounding slack: trec_eval's nDCG divides two sums accumulated in different orders
+FRACTION_SLACK = 1e-9
 
 
 def per_query_problem(frame: pd.DataFrame) -> str | None:
@@ -37,4 +49,63 @@ def per_query_problem(frame: pd.DataFrame) -> str | None:
         what = f"{row['measure']} of query {row['query_id']} ({row['dataset']}, {row['stage']})"
         return f"line {duplicated[0] + 2}: {what} appears twice"
     frame["value"] = values
+    return None
+
+
+def consistency_problem(manifest: Manifest, frame: pd.DataFrame) -> str | None:
+    """What in a checked per_query.csv table disagrees with its manifest (None when nothing does),
+    naming the file.
+
+    A complete run writes, for each of its datasets and both stages, one value per judged query
+    (`coverage.judged_queries`; unjudged queries are not evaluated) of every measure the protocol
+    names. Rows removed from or added to the table would move a mean, and a fraction above 1 is an
+    edit; both are refused rather than averaged.
+    """
+    if manifest.raw.get("complete", True) is not True:
+        return "manifest.json says the run did not complete"
+    if not manifest.datasets:
+        return "manifest.json lists no datasets"
+    try:
+        measures = {str(m): m for m in parse_measures(manifest.protocol.measures)}
+    except UserError as problem:
+        return f"manifest.json's protocol: {problem}"
+    judged = {record.key: record.coverage.judged_queries for record in manifest.datasets}
+    if len(judged) < len(manifest.datasets):
+        return "manifest.json lists a dataset twice"
+    strangers = sorted(set(frame["dataset"]) - set(judged))
+    if strangers:
+        return f"per_query.csv holds values of dataset {strangers[0]!r}, which the manifest does not list"
+    unknown = sorted(set(frame["measure"]) - set(measures))
+    if unknown:
+        return f"per_query.csv holds values of measure {unknown[0]!r}, which the protocol does not name"
+    return _coverage_problem(frame, judged, sorted(measures)) or _range_problem(frame, measures)
+
+
+def _coverage_problem(frame: pd.DataFrame, judged: dict[str, int], measures: list[str]) -> str | None:
+    """Whether every (dataset, stage, measure) holds the same judged queries, as many as recorded."""
+    groups = frame.groupby(["dataset", "stage", "measure"], sort=True)["query_id"]
+    queries = {key: frozenset(ids) for key, ids in groups}
+    for dataset, count in judged.items():
+        expected = None
+        for stage in sorted(STAGES):
+            for measure in measures:
+                found = queries.get((dataset, stage, measure), frozenset())
+                if len(found) != count:
+                    where = f"{dataset} ({stage}, {measure})"
+                    return f"per_query.csv holds {len(found)} values of {where}; the manifest records {count}"
+                expected = expected or found
+                if found != expected:
+                    other = sorted(found ^ expected)[0]
+                    return f"per_query.csv holds query {other!r} of {dataset} for some measures, not all"
+    return None
+
+
+def _range_problem(frame: pd.DataFrame, measures: dict) -> str | None:
+    """A fraction above 1."""
+    fractions = [name for name, measure in measures.items() if measure.NAME in FRACTIONS]
+    above = frame.index[frame["measure"].isin(fractions) & (frame["value"] > 1 + FRACTION_SLACK)]
+    if len(above):
+        row = frame.loc[above[0]]
+        what = f"{row['measure']} {float(row['value'])!r} of query {row['query_id']}"
+        return f"per_query.csv line {above[0] + 2}: {what} is above 1"
     return None

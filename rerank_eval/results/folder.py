@@ -31,7 +31,7 @@ import pandas as pd
 from rerank_eval.cache import disk_error
 from rerank_eval.errors import UserError, describe, term
 from rerank_eval.paths import data_file_problem, inside, special_file_kind
-from rerank_eval.results.checks import per_query_problem
+from rerank_eval.results.checks import consistency_problem, per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
@@ -265,6 +265,9 @@ def load_result(folder: Path) -> SavedResult:
     problem = per_query_problem(per_query)
     if problem:
         raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
+    problem = consistency_problem(typed, per_query)
+    if problem:
+        raise UserError(f"result {folder} is damaged: {problem}")
     return SavedResult(folder, typed, per_query)
 
 

@@ -52,6 +52,6 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
             if unmatched:  # every judged query has a value, so the judgements themselves differ
                 reasons.append(
                     f"query sets of {key} differ between {baseline.label} and {other.label} "
-                    f"({len(unmatched)} queries in only one of them)"
+                    f"({len(unmatched)} quer{'y' if len(unmatched) == 1 else 'ies'} in only one of them)"
                 )
     return reasons
