@@ -70,6 +70,21 @@ def test_selection_by_key_and_group():
         beir.select(["nosuch"])
 
 
+def test_the_average_label_selects_the_datasets_in_the_average():
+    """`--datasets BEIR-13` runs exactly the published average's datasets (the spec's thirteen), not
+    the suite's msmarco and forums; with another key it adds that one, in suite order."""
+    beir = load_config().suite("beir")
+    thirteen = ["trec-covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana", "webis-touche2020",
+                "dbpedia-entity", "scidocs", "quora", "fever", "climate-fever", "scifact"]  # fmt: skip
+    assert sorted(d.key for d in beir.select(["BEIR-13"])) == sorted(thirteen)
+    assert [d.key for d in beir.select(["beir-13"])] == [d.key for d in beir.select(["BEIR-13"])]
+    assert [d.key for d in beir.select(["msmarco", "BEIR-13"])][-1] == "msmarco"
+    assert len(beir.select(["BEIR-13", "cqadupstack"])) == 25
+    assert len(load_config().suite("miracl").select(["MIRACL-18"])) == 18
+    with pytest.raises(UserError, match=r"known: .*, or BEIR-13 for those in its average"):
+        beir.select(["BEIR-14"])
+
+
 SUITE = (
     "first_stages:\n  f: {{kind: bm25s}}\nsuites:\n  s:\n    datasets:\n"
     "      - {{key: a, id: x, first_stage: f, {extra}}}\n"

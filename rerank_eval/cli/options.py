@@ -43,8 +43,9 @@ DatasetsOpt = Annotated[
         "--languages",
         "-d",
         help=(
-            "Comma-separated dataset keys (or groups such as cqadupstack, or "
-            "MIRACL language codes); default: the whole suite."
+            "Comma-separated dataset keys (or groups such as cqadupstack, "
+            "MIRACL language codes, or the average's label such as BEIR-13 for "
+            "its datasets); default: the whole suite."
         ),
     ),
 ]
