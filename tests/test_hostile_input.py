@@ -267,6 +267,22 @@ def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, d
         assert message in one_line_error(run(*args))
 
 
+def test_the_fractions_are_ir_measures_measures_that_reach_one_and_no_further():
+    """Each name in FRACTIONS is a measure of ir_measures' registry (a misspelt one would never be
+    checked), and a perfect ranking scores exactly 1 on those pytrec_eval computes here."""
+    import ir_measures
+
+    from rerank_eval.results.checks import FRACTIONS
+
+    assert FRACTIONS <= set(ir_measures.measures.registry)
+    qrels = {"q": {"a": 2, "b": 1, "c": 0}}
+    run = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    names = ["nDCG@10", "P@2", "R@10", "AP", "RR", "Success@1", "Judged@3", "Bpref", "Rprec", "SetR"]
+    values = ir_measures.calc_aggregate([ir_measures.parse_measure(n) for n in names], qrels, run)
+    assert {str(m): v for m, v in values.items()} == dict.fromkeys(names, 1.0)
+    assert {ir_measures.parse_measure(n).NAME for n in names} <= FRACTIONS
+
+
 def test_an_export_never_overwrites_the_result_it_reads(saved, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)

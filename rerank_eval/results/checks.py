@@ -20,7 +20,7 @@ PER_QUERY_KEY = ["dataset", "stage", "measure", "query_id"]
 STAGES = {"first_stage", "reranked"}
 #: ir_measures' measures whose values are fractions (of relevant, retrieved or judged documents, or of
 #: an ideal gain): anything above 1 was written by hand. Counts (NumRet, NumRel...) are unbounded.
-FRACTIONS = {"nDCG", "P", "R", "AP", "RR", "Success", "Judged", "Bpref", "Rprec", "infAP", "IPrec", "ERR",
+FRACTIONS = {"nDCG", "P", "R", "AP", "RR", "Success", "Judged", "Bpref", "Rprec", "IPrec", "ERR",
              "SetP", "SetR", "SetF", "SetAP"}  # fmt: skip
 #: a fraction's rounding slack: trec_eval's nDCG divides two sums accumulated in different orders
 FRACTION_SLACK = 1e-9
