@@ -30,6 +30,15 @@ def name_problem(name: object) -> str | None:
     return None
 
 
+def repository_path_problem(path: str) -> str | None:
+    """Why `path` is not a plain relative path inside a repository (None when it is): absolute,
+    with a backslash, an empty part, `.` or `..` (a run file's path, a part of one)."""
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
+        return f"{path!r} is not a path inside the repository (no '..', not absolute)"
+    return None
+
+
 def file_name(text: str) -> str:
     """A file-name piece from free text (a Hub id, a dataset id): anything but letters, digits and
     . _ + - becomes _, and a name of dots only is prefixed, so it never leaves its folder."""

@@ -331,8 +331,16 @@ def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_p
         ({"file": "{0}"}, {}, "may hold {name} only"),
         ({"file": "runs/{name"}, {}, "may hold {name} only"),
         ({"file": "../x/{name}.trec"}, {}, "first stage mine: file '../x/scifact.trec' is not a path inside"),
-        ({}, {"run_file": "/tmp/x.trec"}, "dataset scifact: run_file '/tmp/x.trec' is not a path inside"),
-        ({}, {"run_name": "../../x"}, "is not a path inside the repository"),
+        (
+            {},
+            {"run_file": "/tmp/x.trec"},
+            "mine.yaml: suites.mine.datasets[0].run_file: '/tmp/x.trec' is not a path inside the repository",
+        ),
+        (
+            {},
+            {"run_name": "../../x"},
+            "mine.yaml: suites.mine.datasets[0].run_name: '../../x' is not a path inside the repository",
+        ),
         ({"repo": "../../x"}, {}, "mine.yaml: first_stages.mine.repo: '../../x' is not a Hub repository id"),
     ],
 )
@@ -347,7 +355,7 @@ def test_a_hub_first_stage_names_only_files_inside_its_repository(tmp_path, stag
     config.write_text(yaml.safe_dump({"first_stages": {"mine": first_stage},
                                       "suites": {"mine": {"datasets": [entry]}}}))  # fmt: skip
     assert message in one_line_error(run("run", "mine", "--config", config, "--model", "bm25"))
-    if "first_stages" in message:  # the entry itself is wrong: refused as the config is read
+    if "mine.yaml" in message:  # the entry itself is wrong: refused as the config is read
         assert message in one_line_error(run("suites", "--config", config))
 
 

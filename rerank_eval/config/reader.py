@@ -32,6 +32,7 @@ from rerank_eval.config.schema import (
     SuiteSpec,
 )
 from rerank_eval.errors import UserError, closest
+from rerank_eval.paths import repository_path_problem
 from rerank_eval.textlines import CONTROL_CHARACTERS
 
 
@@ -98,6 +99,14 @@ class _ConfigReader(EntryChecks):
         text = str(value)
         if not prose and CONTROL_CHARACTERS.search(text):
             raise self.fail(where, f"holds a line break or another control character: {text!r}"[:200])
+        return text
+
+    def repository_path(self, where: str, value: Any) -> str | None:
+        """A path (or a part of one) inside a Hub repository: a dataset's run file or run name."""
+        text = self.text(where, value)
+        problem = None if text is None else repository_path_problem(text)
+        if problem:
+            raise self.fail(where, problem)
         return text
 
     def required_text(self, where: str, value: Any) -> str:
@@ -270,8 +279,8 @@ class _ConfigReader(EntryChecks):
             drop_self_matches=self.flag(f"{where}.drop_self_matches", entry.get("drop_self_matches"), False),
             in_average=self.flag(f"{where}.in_average", entry.get("in_average"), True),
             group=self.text(f"{where}.group", entry.get("group")),
-            run_name=self.text(f"{where}.run_name", entry.get("run_name")),
-            run_file=self.text(f"{where}.run_file", entry.get("run_file")),
+            run_name=self.repository_path(f"{where}.run_name", entry.get("run_name")),
+            run_file=self.repository_path(f"{where}.run_file", entry.get("run_file")),
             reference=self.named_values(f"{where}.reference", entry.get("reference"), float),
             instructions=self.named_values(f"{where}.instructions", entry.get("instructions"), str),
             local=local,

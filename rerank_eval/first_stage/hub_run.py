@@ -13,6 +13,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.hub import hub_file
+from rerank_eval.paths import repository_path_problem
 from rerank_eval.runfiles import Run, read_run
 
 
@@ -63,9 +64,9 @@ class HubRun(FirstStageKind):
         else:
             name = spec.run_name or spec.key
             path, where = source.settings["file"].format(name=name), f"first stage {source.name}: file"
-        parts = path.split("/")
-        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
-            raise UserError(f"{where} {path!r} is not a path inside the repository (no '..', not absolute)")
+        problem = repository_path_problem(path)
+        if problem:  # a template filled in (a dataset's run_file and run_name are checked as read)
+            raise UserError(f"{where} {problem}")
         return path
 
     def _download(self, request: FirstStageRequest) -> Path:
