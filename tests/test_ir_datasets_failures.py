@@ -163,3 +163,103 @@ def test_an_offline_run_with_run_files_asks_no_first_stage_for_them(offline, tmp
     both = run("beir", "--datasets", "scifact,nfcorpus", *runs).output.strip().splitlines()[-1]
     expected = "rerank-eval fetch beir --datasets nfcorpus,scifact --model jina-reranker-v3 --no-first-stage"
     assert f"`{expected}`" in both
+
+
+# -- a doc store whose build was killed ----------------------------------------------------------------
+
+
+def lz4_store(folder: Path, documents: list[tuple[str, str]]):
+    """ir_datasets' own lz4 doc store (the kind BEIR and Vaswani use) over `documents`."""
+    from ir_datasets.formats import GenericDoc
+    from ir_datasets.indices.lz4_pickle import PickleLz4FullStore
+
+    def docs():
+        return (GenericDoc(doc_id, text) for doc_id, text in documents)
+
+    return PickleLz4FullStore(str(folder), docs, GenericDoc, "doc_id", ["doc_id"])
+
+
+DOCUMENTS = [(f"d{i}", f"text of document {i}") for i in range(50)]
+
+
+def killed_after_the_positions(folder: Path) -> None:
+    """What a kill between ir_datasets' two commits leaves: data and positions, no index."""
+    for index_file in folder.glob("idx.*"):
+        index_file.unlink()
+
+
+def killed_in_the_positions(folder: Path) -> None:
+    killed_after_the_positions(folder)
+    (folder / "bin.pos").write_bytes(b"")
+
+
+@pytest.mark.parametrize("kill", [killed_after_the_positions, killed_in_the_positions])
+def test_a_doc_store_whose_build_was_killed_is_built_again(tmp_path, kill):
+    """Without the clearing, ir_datasets takes the first store for built and finds no document in
+    it, ever; the second cannot be opened (ValueError: cannot mmap an empty file)."""
+    from rerank_eval.datasets.ir_dataset import clear_interrupted_docstore
+
+    folder = tmp_path / "docs.pklz4"
+    whole = lz4_store(folder, DOCUMENTS)
+    assert clear_interrupted_docstore(whole) is None  # nothing built yet
+    assert whole.get_many(["d3", "d49"])["d49"].text == "text of document 49"
+    assert clear_interrupted_docstore(lz4_store(folder, DOCUMENTS)) is None  # whole: kept
+    data = (folder / "bin").read_bytes()
+    kill(folder)
+    again = lz4_store(folder, DOCUMENTS)
+    assert clear_interrupted_docstore(again) == folder
+    found = again.get_many([doc_id for doc_id, _ in DOCUMENTS])
+    assert {doc_id: doc.text for doc_id, doc in found.items()} == dict(DOCUMENTS)
+    assert (folder / "bin").read_bytes() == data  # built from the start, not appended to
+
+
+def test_a_doc_store_being_built_by_another_process_is_left_alone(tmp_path):
+    """The lock ir_datasets holds on `bin` while it writes: that build is not cut short."""
+    import subprocess
+    import sys
+
+    from rerank_eval.datasets.ir_dataset import clear_interrupted_docstore
+
+    folder = tmp_path / "docs.pklz4"
+    lz4_store(folder, DOCUMENTS).build()
+    killed_after_the_positions(folder)
+    hold = (
+        f"import fcntl, time\nf = open({str(folder / 'bin')!r}, 'ab')\nfcntl.lockf(f, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\ntime.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert clear_interrupted_docstore(lz4_store(folder, DOCUMENTS)) is None
+        assert (folder / "bin.pos").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert clear_interrupted_docstore(lz4_store(folder, DOCUMENTS)) == folder
+
+
+def test_the_same_command_after_a_kill_inside_the_doc_store_build_gives_the_same_result(tmp_path):
+    """The whole command, in an ir_datasets home of its own, with the store of scifact as a kill
+    between ir_datasets' two commits leaves it: the rerun says so, builds it again and writes what
+    the first run wrote (before, every later run failed: no candidate was in the corpus)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    builders.write_beir(home)
+    env = {**os.environ, "IR_DATASETS_HOME": str(home), "RERANK_EVAL_CACHE": str(tmp_path / "cache")}
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+
+    def command(out: str) -> subprocess.CompletedProcess:
+        args = ["beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}"]
+        launched = [sys.executable, "-m", "rerank_eval", *args, "--out", str(tmp_path / out)]
+        return subprocess.run(launched, env=env, capture_output=True, text=True, timeout=120)
+
+    assert command("first").returncode == 0
+    store = home / "beir" / "scifact" / "docs.pklz4"
+    killed_after_the_positions(store)
+    again = command("again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"the document store in {store} was cut short (an interrupted build)" in again.stderr
+    for name in ("per_query.csv", "runs/scifact.trec", "summary.csv"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "first" / name).read_bytes(), name
