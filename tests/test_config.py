@@ -70,6 +70,28 @@ def test_selection_by_key_and_group():
         beir.select(["nosuch"])
 
 
+def test_a_groups_published_figure_reaches_each_member_and_names_real_groups(tmp_path):
+    beir = load_config().suite("beir")
+    forums = [d for d in beir.datasets if d.group == "cqadupstack"]
+    assert {tuple(d.group_reference.items()) for d in forums} == {(("jina-embeddings-v3", 0.4259),)}
+    assert all(not d.group_reference for d in beir.datasets if d.group is None)
+    for groups, message in (
+        ("{nogroup: {reference: {x: 0.5}}}",
+         "suites.s.groups.nogroup: no dataset of the suite is in group 'nogroup'"),
+        ("{g: {references: {x: 0.5}}}",
+         "suites.s.groups.g: unknown key 'references'; did you mean 'reference'?"),
+        ("{g: {reference: {x: high}}}", "suites.s.groups.g.reference.x: expected a number, got 'high'"),
+    ):  # fmt: skip
+        config = tmp_path / "groups.yaml"
+        config.write_text(
+            "suites:\n  s:\n    datasets:\n      - {key: a, id: x, first_stage: bm25s, group: g}\n"
+            f"    groups: {groups}\n"
+        )
+        with pytest.raises(UserError) as refused:
+            load_config(config)
+        assert str(refused.value) == f"{config}: {message}"
+
+
 def test_the_average_label_selects_the_datasets_in_the_average():
     """`--datasets BEIR-13` runs exactly the published average's datasets (the spec's thirteen), not
     the suite's msmarco and forums; with another key it adds that one, in suite order."""

@@ -402,6 +402,54 @@ def test_miracl_with_supplied_runs(tmp_path):
     assert "vs published" in result.output and f"{sw - 0.3826:+.4f}" in result.output
 
 
+GROUP_SUITE = """
+suites:
+  forums:
+    average_label: Forums
+    defaults: {language: en, drop_self_matches: false, in_average: false}
+    groups:
+      cqadupstack: {reference: {jina-embeddings-v3: 0.4259}}
+    datasets:
+      - {key: cqadupstack-android, id: beir/cqadupstack/android, group: cqadupstack}
+      - {key: cqadupstack-english, id: beir/cqadupstack/english, group: cqadupstack}
+      - {key: scifact, id: beir/scifact/test, in_average: true, reference: {jina-embeddings-v3: 0.7253}}
+"""
+
+
+def test_a_group_with_a_published_figure_of_its_own_is_checked_against_it(tmp_path):
+    """jina-embeddings-v3 has one CQADupStack figure (the suite's `groups`), none per forum: the
+    group row is checked against it when the whole group runs, and not when part of it does."""
+    config = tmp_path / "forums.yaml"
+    config.write_text(GROUP_SUITE)
+    runs = {f"cqadupstack-{forum}": builders.write_run(tmp_path / f"{forum}.trec", data["run"])
+            for forum, data in builders.CQA.items()}  # fmt: skip
+    runs["scifact"] = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+
+    def run(out: Path, keys: list[str]):
+        supplied = [a for key in keys for a in ("--run", f"{key}={runs[key]}")]
+        reference = ("--run-reference", "jina-embeddings-v3")
+        return cli("run", "forums", "--config", config, "--datasets", ",".join(keys), "--model", "bm25",
+                   "--top-k", "3", *supplied, *reference, "--out", out)  # fmt: skip
+
+    whole = run(tmp_path / "whole", list(runs))
+    assert whole.exit_code == 0, whole.output
+    group = expected_fixture_values(3)["cqadupstack"]
+    row = next(line for line in whole.output.splitlines() if "cqadupstack " in line)
+    assert f"{group - 0.4259:+.4f}" in row
+    manifest = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    fields = {(r["first_stage"]["reference_ndcg10"], r["first_stage"]["group_reference_ndcg10"])
+              for r in manifest["datasets"]}  # fmt: skip
+    assert fields == {(None, 0.4259), (0.7253, None)}
+    assert cli("export", tmp_path / "whole").output.strip() in whole.output  # read back: the same check
+
+    part = run(tmp_path / "part", ["cqadupstack-android", "scifact"])  # one forum: no figure to check
+    assert part.exit_code == 2
+    assert part.output.strip() == (
+        "error: --run-reference jina-embeddings-v3: the config has no such published figure for "
+        "cqadupstack-android (it has: none)"
+    )
+
+
 def test_unknown_run_reference_is_refused_before_any_work(tmp_path):
     run = builders.write_run(tmp_path / "sw.trec", {"1": {"100#0": 1.0}})
     out = tmp_path / "never"

@@ -9,6 +9,7 @@ entry.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rerank_eval.config.schema import (
     DATASET_KEYS,
     DEFAULT_CONFIG,
     DEFAULTS_KEYS,
+    GROUP_KEYS,
     LOCAL_FILE_KEYS,
     MAX_TOP_K,
     MODEL_KEYS,
@@ -213,7 +215,26 @@ class _ConfigReader(EntryChecks):
             datasets.append(self._dataset(place, path, entry, first_stages))
         label = self.text(f"{where}.average_label", body.get("average_label"), f"{name} average")
         self._check_additions(name, label, datasets)
+        datasets = self._group_references(where, body.get("groups"), datasets)
         return SuiteSpec(name=name, average_label=label, datasets=tuple(datasets))
+
+    def _group_references(self, where: str, groups: Any, datasets: list[DatasetSpec]) -> list[DatasetSpec]:
+        """The suite's `groups` (a group's own published figures, where no member has one of its
+        own, e.g. jina-embeddings-v3 on CQADupStack) given to each member of the group."""
+        self.entry_file = self.merged.origin(f"{where}.groups", self.fallback)
+        try:
+            references = {}
+            for group, body in self.mapping(f"{where}.groups", groups).items():
+                place = f"{where}.groups.{group}"
+                if group not in {d.group for d in datasets}:
+                    raise self.fail(place, f"no dataset of the suite is in group {group!r}")
+                self.known_keys(place, self.mapping(place, body), GROUP_KEYS)
+                references[group] = self.named_values(f"{place}.reference", body.get("reference"), float)
+        finally:
+            self.entry_file = None
+        return [
+            replace(d, group_reference=references[d.group]) if d.group in references else d for d in datasets
+        ]
 
     def _check_suite_defaults(
         self, where: str, defaults: dict[str, Any], first_stages: dict[str, FirstStageSpec]

@@ -6,7 +6,7 @@ and read in `reader.py` and nowhere else, so the manifest can record exactly wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 MAX_TOP_K = 10_000
 # The keys each kind of entry accepts (a first stage's own settings are checked by its kind).
 DEFAULTS_KEYS = ("top_k", "metrics", "model")
-SUITE_KEYS = ("average_label", "defaults", "datasets")
+SUITE_KEYS = ("average_label", "defaults", "datasets", "groups")
+#: what a suite's `groups` entry (a row folding datasets, e.g. cqadupstack) may state
+GROUP_KEYS = ("reference",)
 #: what a suite's `defaults` may give every dataset entry that does not state it
 SUITE_DEFAULT_KEYS = ("language", "first_stage", "drop_self_matches", "in_average")
 DATASET_KEYS = ("key", "id", "path", "split", "corpus", "queries", "qrels", "language", "first_stage",
@@ -83,6 +85,8 @@ class DatasetSpec:
     run_name: str | None = None
     run_file: str | None = None
     reference: dict[str, float] = field(default_factory=dict)
+    #: published first-stage nDCG@10 of the dataset's group as a whole (from the suite's `groups`)
+    group_reference: dict[str, float] = field(default_factory=dict)
     #: per-dataset instructions for models that take one, by preset name or family
     instructions: dict[str, str] = field(default_factory=dict)
     local: LocalFiles | None = None
@@ -124,9 +128,22 @@ class SuiteSpec:
             )
         wanted = set(names)
         averaged = bool(wanted & labels)
-        return [
+        chosen = [
             d for d in self.datasets if d.key in wanted or d.group in wanted or (averaged and d.in_average)
         ]
+        return [self._without_partial_group_reference(d, chosen) for d in chosen]
+
+    def _without_partial_group_reference(
+        self, dataset: DatasetSpec, chosen: list[DatasetSpec]
+    ) -> DatasetSpec:
+        """A group's published figure holds for the whole group: a run of some of its members is
+        not checked against it."""
+        if not dataset.group_reference:
+            return dataset
+        members = {d.key for d in self.datasets if d.group == dataset.group}
+        if members <= {d.key for d in chosen}:
+            return dataset
+        return replace(dataset, group_reference={})
 
 
 @dataclass(frozen=True)

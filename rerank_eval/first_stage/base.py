@@ -92,6 +92,8 @@ class FirstStageRecord:
     settings: dict[str, object] | None = None
     reference_name: str | None = None
     reference_ndcg10: float | None = None
+    #: the published figure of the dataset's group (CQADupStack's), where only the group has one
+    group_reference_ndcg10: float | None = None
     duplicate_lines: int = 0
     #: the configured first stage this one stands in for (its kind could not run here)
     fallback_from: str | None = None
@@ -113,16 +115,21 @@ class RunLocation:
     # its per-dataset nDCG@10 from the config is then checked against the files' own.
     reference: str | None = None
 
-    def reference_for(self, spec: DatasetSpec) -> float | None:
+    def reference_fields(self, spec: DatasetSpec) -> dict[str, object]:
+        """The published figures, of the dataset and of its group, the files are checked against."""
         if self.reference is None:
-            return None
-        if self.reference not in spec.reference:
-            known = ", ".join(sorted(spec.reference)) or "none"
+            return {}
+        if self.reference not in spec.reference and self.reference not in spec.group_reference:
+            known = ", ".join(sorted({*spec.reference, *spec.group_reference})) or "none"
             raise ParameterError(
                 "runs.reference",
                 f"{self.reference}: the config has no such published figure for {spec.key} (it has: {known})",
             )
-        return spec.reference[self.reference]
+        return {
+            "reference_name": self.reference,
+            "reference_ndcg10": spec.reference.get(self.reference),
+            "group_reference_ndcg10": spec.group_reference.get(self.reference),
+        }
 
     def path_for(self, spec: DatasetSpec) -> Path | None:
         if spec.key in self.overrides:
@@ -143,11 +150,19 @@ class FirstStageRequest:
     queries: dict[str, str]
     depth: int
 
-    def reference(self) -> tuple[str | None, float | None]:
-        """The published figure of this first stage for this dataset, when the config has one."""
+    def reference_fields(self) -> dict[str, object]:
+        """The published figure of this first stage for this dataset, and for the dataset's group,
+        when the config has one (the first of the first stage's `reference` names it has)."""
         names = self.source.reference if self.source else ()
-        name = next((n for n in names if n in self.spec.reference), None)
-        return name, (self.spec.reference[name] if name else None)
+        spec = self.spec
+        name = next((n for n in names if n in spec.reference or n in spec.group_reference), None)
+        if name is None:
+            return {}
+        return {
+            "reference_name": name,
+            "reference_ndcg10": spec.reference.get(name),
+            "group_reference_ndcg10": spec.group_reference.get(name),
+        }
 
 
 class FirstStageKind(ABC):

@@ -32,13 +32,11 @@ class BuiltInBm25(FirstStageKind):
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
         settings = self._settings(request)
         run = Bm25Index.open(request.dataset, settings).search(request.queries, request.depth)
-        reference_name, reference = request.reference()
         record = FirstStageRecord(
             kind=self.name,
             label=request.source.label,
             settings=settings.describe(),
-            reference_name=reference_name,
-            reference_ndcg10=reference,
+            **request.reference_fields(),
         )
         return run, record
 

@@ -79,7 +79,6 @@ class HubRun(FirstStageKind):
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
         path = self._download(request)
         parsed = read_run(path)
-        reference_name, reference = request.reference()
         record = FirstStageRecord(
             kind=self.name,
             label=request.source.label,
@@ -87,8 +86,7 @@ class HubRun(FirstStageKind):
             repo=request.source.settings["repo"],
             revision=snapshot_commit(path),
             sha256=parsed.sha256,
-            reference_name=reference_name,
-            reference_ndcg10=reference,
+            **request.reference_fields(),
             duplicate_lines=parsed.duplicate_lines,
         )
         return parsed.run, record

@@ -62,13 +62,11 @@ class Lucene(FirstStageKind):
         settings = lucene_settings(request.spec.language, request.source.settings)
         folder = index_folder(request.dataset, settings)
         run = search(folder, settings, request.queries, request.depth)
-        reference_name, reference = request.reference()
         return run, FirstStageRecord(
             kind=self.name,
             label=request.source.label,
             settings=settings.describe(),
-            reference_name=reference_name,
-            reference_ndcg10=reference,
+            **request.reference_fields(),
             execution={"index": index_stats(folder), "java": lucene_runtime.java_version()},
         )
 

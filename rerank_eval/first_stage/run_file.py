@@ -22,8 +22,7 @@ def read_user_run(path: Path, location: RunLocation, spec: DatasetSpec) -> tuple
         label=f"run file {path.name}",
         path=str(path),
         sha256=parsed.sha256,
-        reference_name=location.reference,
-        reference_ndcg10=location.reference_for(spec),
+        **location.reference_fields(spec),
         duplicate_lines=parsed.duplicate_lines,
     )
     return parsed.run, record

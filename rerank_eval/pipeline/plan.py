@@ -109,7 +109,7 @@ class RunPlan:
                     mentions=("runs.overrides", "runs.folder"),
                 )
             for spec in supplied:
-                self.runs.reference_for(spec)
+                self.runs.reference_fields(spec)
         replaced: dict[tuple[str, str], list[str]] = {}
         for spec in self.datasets:
             if self.runs.path_for(spec) is None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from rerank_eval.reporting.layout import average_rows, is_group, row_members
 from rerank_eval.reporting.table import Column, Entry, ResultTable, number
-from rerank_eval.results.manifest import Manifest
+from rerank_eval.results.manifest import DatasetRecord, Manifest
 
 # Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
 REFERENCE_TOLERANCE = 5e-4
@@ -54,6 +54,18 @@ def _combined(name: str, kind: str, rows: list[ReportRow], reference: float | No
     )
 
 
+def _group_reference(members: list[DatasetRecord]) -> float | None:
+    """A group's published first-stage figure: its own where every member's first stage carries
+    the same (jina-embeddings-v3 on CQADupStack), else the mean of its members' where each has one
+    (BM25 on CQADupStack's forums), as the group's own value is the mean of its members'."""
+    own = {m.first_stage.group_reference_ndcg10 for m in members}
+    if len(own) == 1 and None not in own:
+        return own.pop()
+    references = [m.first_stage.reference_ndcg10 for m in members]
+    known = [r for r in references if r is not None]
+    return sum(known) / len(known) if len(known) == len(references) else None
+
+
 class Report:
     """The rows of one result (datasets, groups, averages) with their means per stage and measure."""
 
@@ -62,13 +74,13 @@ class Report:
         self.metrics: list[str] = list(manifest.protocol.metrics)
         self.recall = f"R@{manifest.protocol.top_k}"
         datasets = {row.name: row for row in self._dataset_rows(per_query)}
+        records = {record.key: record for record in manifest.datasets}
         self.rows = []
         for name, members in row_members(manifest.datasets):
             if not is_group(name, members):
                 self.rows.append(datasets[name])
                 continue
-            references = [datasets[m].reference for m in members]
-            reference = sum(references) / len(references) if None not in references else None
+            reference = _group_reference([records[m] for m in members])
             self.rows.append(_combined(name, "group", [datasets[m] for m in members], reference))
         by_name = {row.name: row for row in self.rows}
         in_average = {row.name for row in self.rows if row.in_average}

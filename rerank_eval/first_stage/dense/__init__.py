@@ -198,7 +198,6 @@ class DenseRetrieval(FirstStageKind):
         ranks().barrier()
         parsed = read_run(run_path)
         info = _run_corpus(run_path)
-        reference_name, reference = request.reference()
         record = FirstStageRecord(
             kind=self.name,
             label=request.source.label,
@@ -219,8 +218,7 @@ class DenseRetrieval(FirstStageKind):
                 "search": "exact inner product, float32 scores; ties by doc id as trec_eval",
                 **info,
             },
-            reference_name=reference_name,
-            reference_ndcg10=reference,
+            **request.reference_fields(),
             execution=execution,
         )
         return parsed.run, record
