@@ -81,6 +81,7 @@ def test_a_groups_published_figure_reaches_each_member_and_names_real_groups(tmp
         ("{g: {references: {x: 0.5}}}",
          "suites.s.groups.g: unknown key 'references'; did you mean 'reference'?"),
         ("{g: {reference: {x: high}}}", "suites.s.groups.g.reference.x: expected a number, got 'high'"),
+        ("{null: {reference: {x: 0.5}}}", "suites.s.groups.None: no dataset of the suite is in group None"),
     ):  # fmt: skip
         config = tmp_path / "groups.yaml"
         config.write_text(
@@ -92,7 +93,7 @@ def test_a_groups_published_figure_reaches_each_member_and_names_real_groups(tmp
         assert str(refused.value) == f"{config}: {message}"
 
 
-def test_the_average_label_selects_the_datasets_in_the_average():
+def test_the_average_label_selects_the_datasets_in_the_average(tmp_path):
     """`--datasets BEIR-13` runs exactly the published average's datasets (the spec's thirteen), not
     the suite's msmarco and forums; with another key it adds that one, in suite order."""
     beir = load_config().suite("beir")
@@ -105,6 +106,11 @@ def test_the_average_label_selects_the_datasets_in_the_average():
     assert len(load_config().suite("miracl").select(["MIRACL-18"])) == 18
     with pytest.raises(UserError, match=r"known: .*, or BEIR-13 for those in its average"):
         beir.select(["BEIR-14"])
+    config = tmp_path / "none.yaml"
+    config.write_text("suites:\n  s:\n    average_label: S\n    datasets:\n"
+                      "      - {key: a, id: x, first_stage: bm25s, in_average: false}\n")  # fmt: skip
+    with pytest.raises(UserError, match=r"^suite 's' has no dataset in its average \(S\)$"):
+        load_config(config).suite("s").select(["S"])
 
 
 SUITE = (

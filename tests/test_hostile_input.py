@@ -267,7 +267,25 @@ def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, d
         assert message in one_line_error(run(*args))
 
 
-def test_the_fractions_are_ir_measures_measures_that_reach_one_and_no_further():
+def test_a_result_naming_its_measures_as_the_user_spelt_them_is_read(saved, tmp_path):
+    """Versions before measures were written under ir_measures' own names wrote the user's spelling
+    (NDCG@10) in the manifest and in per_query.csv alike: such a result agrees with itself."""
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+
+    def spelt(manifest: dict) -> None:
+        protocol = manifest["protocol"]
+        protocol["metrics"] = ["NDCG@10" if m == "nDCG@10" else m for m in protocol["metrics"]]
+        protocol["measures"] = ["NDCG@10" if m == "nDCG@10" else m for m in protocol["measures"]]
+
+    damage_manifest(copy, spelt)
+    per_query = copy / "per_query.csv"
+    per_query.write_text(per_query.read_text().replace(",nDCG@10,", ",NDCG@10,"))
+    result = run("export", copy)
+    assert result.exit_code == 0, result.output
+
+
+def test_the_fractions_are_ir_measures_measures_a_perfect_ranking_scores_1_on():
     """Each name in FRACTIONS is a measure of ir_measures' registry (a misspelt one would never be
     checked), and a perfect ranking scores exactly 1 on those pytrec_eval computes here."""
     import ir_measures

@@ -197,7 +197,7 @@ def killed_in_the_positions(folder: Path) -> None:
 def test_a_doc_store_whose_build_was_killed_is_built_again(tmp_path, kill):
     """Without the clearing, ir_datasets takes the first store for built and finds no document in
     it, ever; the second cannot be opened (ValueError: cannot mmap an empty file)."""
-    from rerank_eval.datasets.ir_dataset import clear_interrupted_docstore
+    from rerank_eval.datasets.docstore import clear_interrupted_docstore
 
     folder = tmp_path / "docs.pklz4"
     whole = lz4_store(folder, DOCUMENTS)
@@ -218,7 +218,7 @@ def test_a_doc_store_being_built_by_another_process_is_left_alone(tmp_path):
     import subprocess
     import sys
 
-    from rerank_eval.datasets.ir_dataset import clear_interrupted_docstore
+    from rerank_eval.datasets.docstore import clear_interrupted_docstore
 
     folder = tmp_path / "docs.pklz4"
     lz4_store(folder, DOCUMENTS).build()
@@ -263,3 +263,42 @@ def test_the_same_command_after_a_kill_inside_the_doc_store_build_gives_the_same
     assert f"the document store in {store} was cut short (an interrupted build)" in again.stderr
     for name in ("per_query.csv", "runs/scifact.trec", "summary.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "first" / name).read_bytes(), name
+
+
+def _clear_build_and_look_up(folder: Path, documents: list[tuple[str, str]], barrier, results) -> None:
+    """What `IrDataset.documents` does with an lz4 store, started at once by several processes."""
+    from rerank_eval.datasets.docstore import clear_interrupted_docstore, docstore_lock
+
+    try:
+        store = lz4_store(folder, documents)
+        barrier.wait()
+        with docstore_lock(store, "waiting"):
+            clear_interrupted_docstore(store)
+            store.build()
+        results.put(len(store.get_many([doc_id for doc_id, _ in documents])))
+    except Exception as exc:  # reported, not raised: the parent asserts
+        results.put(repr(exc))
+
+
+def test_commands_started_together_clear_and_build_a_killed_store_once(tmp_path):
+    """Three processes meet a store cut short: one clears and builds it while the others wait on
+    the build lock, and all find every document (without the lock, one would clear the store the
+    other was rebuilding, leaving it corrupt for good)."""
+    import multiprocessing
+
+    documents = [(f"d{i}", f"text of document {i}") for i in range(5000)]
+    whole = tmp_path / "whole.pklz4"
+    lz4_store(whole, documents).build()
+    for trial in range(3):
+        folder = tmp_path / f"s{trial}.pklz4"
+        lz4_store(folder, documents).build()
+        killed_after_the_positions(folder)
+        barrier, results = multiprocessing.Barrier(3), multiprocessing.Queue()
+        arguments = (folder, documents, barrier, results)
+        workers = [multiprocessing.Process(target=_clear_build_and_look_up, args=arguments) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [results.get(timeout=5) for _ in workers] == [len(documents)] * 3
+        assert (folder / "bin").read_bytes() == (whole / "bin").read_bytes()  # built once

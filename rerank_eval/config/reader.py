@@ -226,7 +226,7 @@ class _ConfigReader(EntryChecks):
             references = {}
             for group, body in self.mapping(f"{where}.groups", groups).items():
                 place = f"{where}.groups.{group}"
-                if group not in {d.group for d in datasets}:
+                if group not in {d.group for d in datasets if d.group}:
                     raise self.fail(place, f"no dataset of the suite is in group {group!r}")
                 self.known_keys(place, self.mapping(place, body), GROUP_KEYS)
                 references[group] = self.named_values(f"{place}.reference", body.get("reference"), float)

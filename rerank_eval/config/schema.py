@@ -131,6 +131,8 @@ class SuiteSpec:
         chosen = [
             d for d in self.datasets if d.key in wanted or d.group in wanted or (averaged and d.in_average)
         ]
+        if not chosen:  # only a label can select nothing: a suite with no dataset in its average
+            raise UserError(f"suite {self.name!r} has no dataset in its average ({self.average_label})")
         return [self._without_partial_group_reference(d, chosen) for d in chosen]
 
     def _without_partial_group_reference(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import DatasetSpec
+from rerank_eval.datasets.docstore import clear_interrupted_docstore, docstore_lock, lz4_store
 from rerank_eval.errors import MissingDownload, UserError, describe
 
 # ir_datasets built its lz4 doc store at 88k documents/s from a 500k-document synthetic corpus of
@@ -109,48 +110,6 @@ def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
         ) from None
 
 
-def clear_interrupted_docstore(store: Any) -> Path | None:
-    """Remove what a killed build of an ir_datasets lz4 doc store left (returning its folder), so
-    that the store is built again from the start; None when there was nothing to clear.
-
-    ir_datasets takes such a store for built once its positions file holds anything, and writes
-    each index's `.meta` last: a build killed between the two leaves a store where every lookup
-    misses, for good (or an empty positions file that cannot be opened), and one killed earlier is
-    appended to by the next build. A store missing an index's `.meta` is therefore cut short, unless
-    a build holds its lock (the lock ir_datasets takes on `bin` while it writes): that one is left
-    to finish.
-    """
-    from ir_datasets.indices.lz4_pickle import PickleLz4FullStore, safe_str
-
-    if not isinstance(store, PickleLz4FullStore) or not os.path.isdir(store.path):
-        return None
-    folder = Path(store.path)
-    fields = getattr(store.lookup, "_index_fields", None) or [store._id_field]
-    if all((folder / f"idx.{safe_str(field)}.meta").is_file() for field in fields):
-        return None
-    if _being_built(folder / "bin"):
-        return None
-    import shutil
-
-    shutil.rmtree(folder)
-    return folder
-
-
-def _being_built(data: Path) -> bool:
-    """Whether another process holds ir_datasets' write lock on a doc store's data file."""
-    import fcntl
-
-    if not data.is_file():
-        return False
-    with open(data, "ab") as handle:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.lockf(handle, fcntl.LOCK_UN)
-    return False
-
-
 class IrDataset:
     """One ir_datasets dataset: its queries, qrels and a doc store for candidate lookup."""
 
@@ -189,8 +148,7 @@ class IrDataset:
     def documents(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """Texts of the given documents; ids absent from the corpus are absent from the result."""
         with self._explained():
-            store = self._docs_store()
-            self._announce_docstore_build(store)
+            store = self._docs_store(build=True)
             found = store.get_many(list(doc_ids))
         return {doc_id: document_text(doc) for doc_id, doc in found.items()}
 
@@ -201,7 +159,7 @@ class IrDataset:
     def iter_fields(self) -> Iterator[tuple[str, str, str]]:
         """(doc id, title, text) of every document, streamed (for indexes that keep fields apart)."""
         with self._explained():
-            self._docs_store()  # ir_datasets iterates a corpus through its doc store once built
+            self._docs_store(build=False)  # ir_datasets iterates a corpus through its doc store once built
             for doc in self._dataset.docs_iter():
                 yield doc.doc_id, *document_fields(doc)
 
@@ -222,16 +180,26 @@ class IrDataset:
         except Exception:
             return None
 
-    def _docs_store(self) -> Any:
+    def _docs_store(self, build: bool) -> Any:
         """ir_datasets' doc store of this dataset, with what an interrupted build of it left
-        cleared (its next use builds it again)."""
+        cleared, and built (announced first) when `build`; an lz4 store is cleared and built by
+        one rerank-eval process at a time."""
         store = self._dataset.docs_store()
-        cleared = clear_interrupted_docstore(store)
-        if cleared is not None:
-            print(
-                f"{self.id}: the document store in {cleared} was cut short (an interrupted build)",
-                file=sys.stderr,
-            )
+        if not lz4_store(store):
+            if build:
+                self._announce_docstore_build(store)
+            return store
+        waiting = f"{self.id}: another process is building its document store; waiting for it"
+        with docstore_lock(store, waiting):
+            cleared = clear_interrupted_docstore(store)
+            if cleared is not None:
+                print(
+                    f"{self.id}: the document store in {cleared} was cut short (an interrupted build)",
+                    file=sys.stderr,
+                )
+            if build:
+                self._announce_docstore_build(store)
+                store.build()
         return store
 
     def _announce_docstore_build(self, store: Any) -> None:

@@ -55,18 +55,16 @@ class HubRun(FirstStageKind):
 
     @staticmethod
     def _filename(request: FirstStageRequest) -> str:
-        """The run file's path in the repository: the dataset's `run_file`, or the first stage's
-        `file` template with {name} filled in. The path must stay a plain path inside the
-        repository (a dataset's run_name fills the template)."""
+        """The run file's path in the repository: the dataset's `run_file` (checked as the config is
+        read), or the first stage's `file` template with {name} filled in, which must stay a plain
+        path inside the repository (a dataset's run_name fills it)."""
         spec, source = request.spec, request.source
         if spec.run_file:
-            path, where = spec.run_file, f"dataset {spec.key}: run_file"
-        else:
-            name = spec.run_name or spec.key
-            path, where = source.settings["file"].format(name=name), f"first stage {source.name}: file"
+            return spec.run_file
+        path = source.settings["file"].format(name=spec.run_name or spec.key)
         problem = repository_path_problem(path)
-        if problem:  # a template filled in (a dataset's run_file and run_name are checked as read)
-            raise UserError(f"{where} {problem}")
+        if problem:
+            raise UserError(f"first stage {source.name}: file {problem}")
         return path
 
     def _download(self, request: FirstStageRequest) -> Path:

@@ -66,7 +66,8 @@ def consistency_problem(manifest: Manifest, frame: pd.DataFrame) -> str | None:
     if not manifest.datasets:
         return "manifest.json lists no datasets"
     try:
-        measures = {str(m): m for m in parse_measures(manifest.protocol.measures)}
+        # as written (earlier versions wrote the user's spelling, NDCG@10, in both files)
+        measures = dict(zip(manifest.protocol.measures, parse_measures(manifest.protocol.measures)))
     except UserError as problem:
         return f"manifest.json's protocol: {problem}"
     judged = {record.key: record.coverage.judged_queries for record in manifest.datasets}

@@ -47,7 +47,7 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         ):
             if get(mine) != get(theirs[key]):
                 reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")
-        if key in baseline.values and key in other.values:
+        if key in baseline.values and key in other.values:  # (a dataset without judged queries has none)
             unmatched = set(baseline.values[key].index) ^ set(other.values[key].index)
             if unmatched:  # every judged query has a value, so the judgements themselves differ
                 reasons.append(
