@@ -590,3 +590,36 @@ def test_a_block_too_large_even_alone_names_the_query(slow_setup, monkeypatch):
     # the remedy in the library's words, and in the command line's
     assert "lower the setting context_length=... so blocks get shorter" in str(raised.value)
     assert "lower --set max_doc_length=..." in raised.value.render({"settings": "--set"})
+
+
+# The CLI with bm25s' index save slowed down, so that two builds started together overlap.
+SLOW_SAVE = """
+import sys, time
+import bm25s
+saved = bm25s.BM25.save
+def slowly(self, *args, **kwargs):
+    saved(self, *args, **kwargs)
+    time.sleep(1.0)
+bm25s.BM25.save = slowly
+sys.argv[0] = "rerank-eval"
+from rerank_eval.cli import main
+main()
+"""
+
+
+def test_commands_started_together_on_one_cache_build_its_bm25_index_and_agree(tmp_path):
+    """Two commands sharing a cache, started at once, both build the built-in BM25 index of a
+    dataset never indexed: each builds in a folder of its own and renames it into place whole (a
+    fixed `.building` name had one delete or rename the other's files: FileNotFoundError)."""
+    env = {**os.environ, "RERANK_EVAL_CACHE": str(tmp_path / "cache")}
+    args = ["beir", "--datasets", "fiqa", "--model", "bm25", "--first-stage", "bm25s", "--top-k", "5"]
+    outs = [tmp_path / f"out{n}" for n in range(2)]
+    started = [subprocess.Popen([sys.executable, "-c", SLOW_SAVE, *args, "--out", str(out)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for out in outs]  # fmt: skip
+    errors = [process.communicate(timeout=300)[1] for process in started]
+    assert [process.returncode for process in started] == [0, 0], errors
+    assert "Traceback" not in "".join(errors)
+    assert (outs[0] / "per_query.csv").read_bytes() == (outs[1] / "per_query.csv").read_bytes()
+    index = list((tmp_path / "cache" / "bm25s").iterdir())
+    assert len(index) == 1 and (index[0] / "doc_ids.json").is_file()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_eval.cache import cache_root
+from rerank_eval.cache import build_in_place, cache_root
 from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError, term
 from rerank_eval.first_stage.text_analysis import Analyzer
@@ -151,12 +150,12 @@ class Bm25Index:
         corpus = PackedCorpus(np.frombuffer(terms, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64))
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
         retriever.index(Tokenized(ids=corpus, vocab=vocabulary), show_progress=stderr_console.is_terminal)
-        staging = folder.with_name(folder.name + ".building")
-        shutil.rmtree(staging, ignore_errors=True)
-        retriever.save(str(staging))
-        (staging / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+
+        def write(building: Path) -> None:  # a folder of this process's own, renamed into place whole
+            retriever.save(str(building))
+            (building / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
+
+        build_in_place(folder, write, "BM25 index")
 
     def search(self, queries: dict[str, str], k: int) -> Run:
         """Top-k documents with a positive score per query, in trec_eval order."""
