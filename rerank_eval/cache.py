@@ -48,6 +48,20 @@ def left_by_a_dead_process(tag: str) -> bool:
     return host == process_tag().partition("-")[0] and pid.isdigit() and not _alive(int(pid))
 
 
+def own_temporary(path: Path) -> Path:
+    """The temporary file this process writes `path` through (`NAME.HOST-PID.tmp`): two processes
+    sharing a cache never write into one temporary file."""
+    return path.with_name(f"{path.name}.{process_tag()}.tmp")
+
+
+def remove_dead_temporaries(folder: Path) -> None:
+    """Remove the `own_temporary` files in `folder` of processes of this host that are gone (a kill
+    -9 while writing; a corpus shard's can be gigabytes)."""
+    for left in folder.glob("*.tmp"):
+        if left_by_a_dead_process(left.name.removesuffix(".tmp").rpartition(".")[2]):
+            left.unlink(missing_ok=True)
+
+
 def building_folder(folder: Path) -> Path:
     """A new, empty folder beside `folder` to build its content in, then rename into place.
 

@@ -104,6 +104,15 @@ class FirstStageRecord:
         return asdict(self)
 
 
+def reference_fields(spec: DatasetSpec, name: str) -> dict[str, object]:
+    """A FirstStageRecord's published figures named `name`: the dataset's and its group's."""
+    return {
+        "reference_name": name,
+        "reference_ndcg10": spec.reference.get(name),
+        "group_reference_ndcg10": spec.group_reference.get(name),
+    }
+
+
 @dataclass(frozen=True)
 class RunLocation:
     """Where the user said a dataset's run file is (`--run KEY=PATH` or a folder and pattern)."""
@@ -125,11 +134,7 @@ class RunLocation:
                 "runs.reference",
                 f"{self.reference}: the config has no such published figure for {spec.key} (it has: {known})",
             )
-        return {
-            "reference_name": self.reference,
-            "reference_ndcg10": spec.reference.get(self.reference),
-            "group_reference_ndcg10": spec.group_reference.get(self.reference),
-        }
+        return reference_fields(spec, self.reference)
 
     def path_for(self, spec: DatasetSpec) -> Path | None:
         if spec.key in self.overrides:
@@ -156,13 +161,7 @@ class FirstStageRequest:
         names = self.source.reference if self.source else ()
         spec = self.spec
         name = next((n for n in names if n in spec.reference or n in spec.group_reference), None)
-        if name is None:
-            return {}
-        return {
-            "reference_name": name,
-            "reference_ndcg10": spec.reference.get(name),
-            "group_reference_ndcg10": spec.group_reference.get(name),
-        }
+        return {} if name is None else reference_fields(spec, name)
 
 
 class FirstStageKind(ABC):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import cache_root, disk_error, process_tag
+from rerank_eval.cache import cache_root, disk_error, own_temporary
 from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
@@ -131,8 +131,7 @@ class ScoreJournal:
         return query_id, ScoredQuery(values, notes)
 
     def _rewrite(self, kept: dict[str, ScoredQuery], expected_docs: dict[str, Sequence[str]]) -> None:
-        # a name of this process's own: commands sharing a cache may rewrite one journal at once
-        temporary = self.path.with_name(f"{self.path.name}.{process_tag()}.tmp")
+        temporary = own_temporary(self.path)  # commands sharing a cache may rewrite one journal at once
         with open(temporary, "w", encoding="utf-8") as handle:
             for query_id, scored in kept.items():
                 handle.write(self._line(query_id, expected_docs[query_id], scored))

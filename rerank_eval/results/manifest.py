@@ -28,7 +28,7 @@ class Protocol:
     top_k: int
     metrics: list[str]
     candidate_order: str
-    measures: list[str]  # the metrics plus those every table shows, as ir_measures names them
+    measures: list[str]  # the metrics plus those every table shows, as per_query.csv names them
 
 
 @dataclass(frozen=True)

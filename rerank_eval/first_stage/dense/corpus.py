@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import disk_error, left_by_a_dead_process, process_tag
+from rerank_eval.cache import disk_error, own_temporary, remove_dead_temporaries
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.progress import counting
 
@@ -73,8 +73,7 @@ def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) 
 
 
 def write_file(path: Path, write) -> None:
-    # a name of this process's own: two jobs sharing a cache never write into one temporary file
-    temporary = path.with_name(f"{path.name}.{process_tag()}.tmp")
+    temporary = own_temporary(path)
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -105,9 +104,7 @@ class CorpusEmbeddings:
         temporary files of processes killed while writing (a shard can be gigabytes) removed."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for left in self.folder.glob("*.tmp"):
-                if left_by_a_dead_process(left.name.removesuffix(".tmp").rpartition(".")[2]):
-                    left.unlink(missing_ok=True)
+            remove_dead_temporaries(self.folder)
             write_file(
                 self.folder / "key.json", lambda h: h.write(json.dumps(key, indent=1, default=str).encode())
             )
