@@ -1,4 +1,4 @@
-"""Independent reference computations for tests: trec_eval ordering, nDCG@k and Holm by hand."""
+"""Independent reference computations for tests: trec_eval ordering, nDCG@k, R@k and Holm by hand."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def first_stage_ndcg(run, qrels, top_k: int, drop_self: bool = False) -> dict[st
         if drop_self:
             ranking = [d for d in ranking if d != query_id]
         values[query_id] = ndcg(ranking[:top_k], judged)
+    return values
+
+
+def first_stage_recall(run, qrels, top_k: int) -> dict[str, float]:
+    """R@k of every judged query with a relevant document: the share of its relevant documents
+    (label > 0) in the run's top k."""
+    values = {}
+    for query_id, judged in qrels.items():
+        relevant = {d for d, label in judged.items() if label > 0}
+        if relevant:
+            kept = set(trec_ranking(run.get(query_id, {}))[:top_k])
+            values[query_id] = len(relevant & kept) / len(relevant)
     return values
 
 

@@ -148,6 +148,14 @@ SUITE = (
             "it ends in .first-stage",
         ),
         (SUITE.format(extra="reference: {~: 0.5}"), "datasets[0].reference: expected a non-empty string"),
+        (
+            SUITE.format(extra="reference_r100: {mteb: 98.3}"),
+            "datasets[0].reference_r100.mteb: expected a fraction between 0 and 1, got 98.3",
+        ),
+        (
+            SUITE.format(extra="reference: {p: -0.1}"),
+            "datasets[0].reference.p: expected a fraction between 0 and 1",
+        ),
         ("defaults:\n  ? !!set {a}\n  : 1\n", "line 2: a key must be a plain value"),
         ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
         ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),

@@ -165,7 +165,8 @@ def test_a_dataset_without_a_first_stage_takes_the_command_lines(tmp_path, monke
         {
             "key": "scifact", "ir_datasets_id": "beir/scifact/test", "language": "en", "first_stage": None,
             "drop_self_matches": False, "in_average": True, "group": None, "run_name": None,
-            "run_file": None, "reference": {}, "group_reference": {}, "instructions": {}, "local": None,
+            "run_file": None, "reference": {}, "reference_r100": {}, "group_reference": {},
+            "instructions": {}, "local": None,
         }
     ]  # fmt: skip
     assert list(suite["first_stages"]) == ["bm25s"]

@@ -22,7 +22,7 @@ from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 from tests import builders
-from tests.expected import first_stage_ndcg, mean, ndcg, trec_ranking
+from tests.expected import first_stage_ndcg, first_stage_recall, mean, ndcg, trec_ranking
 
 runner = CliRunner()
 BEIR_FIXTURES = "scifact,fiqa,arguana,cqadupstack-android,cqadupstack-english"
@@ -400,6 +400,14 @@ def test_miracl_with_supplied_runs(tmp_path):
     assert records["sw"]["reference_name"] == "pyserini-bm25"
     assert (records["sw"]["reference_ndcg10"], records["yo"]["reference_ndcg10"]) == (0.3826, 0.4059)
     assert "vs published" in result.output and f"{sw - 0.3826:+.4f}" in result.output
+    # and so is R@100 (Pyserini publishes it for MIRACL), computed here over the top 100
+    sw_recall = mean(first_stage_recall(sw_run, builders.MIRACL["sw"]["qrels"], 100).values())
+    assert (records["sw"]["reference_r100"], records["yo"]["reference_r100"]) == (0.7008, 0.7325)
+    sw_row = next(line for line in result.output.splitlines() if line.startswith("│ sw "))
+    assert [c.strip() for c in sw_row.split("│")[-3:-1]] == [
+        f"{sw - 0.3826:+.4f}",
+        f"{sw_recall - 0.7008:+.4f}",
+    ]
 
 
 GROUP_SUITE = """
@@ -448,6 +456,70 @@ def test_a_group_with_a_published_figure_of_its_own_is_checked_against_it(tmp_pa
         "error: --run-reference jina-embeddings-v3: the config has no such published figure for "
         "cqadupstack-android (it has: none)"
     )
+
+
+RECALL_SUITE = """
+suites:
+  forums:
+    average_label: Forums
+    defaults: {language: en, drop_self_matches: false, in_average: true}
+    datasets:
+      - key: cqadupstack-android
+        id: beir/cqadupstack/android
+        group: cqadupstack
+        reference_r100: {mine: 0.75}
+      - key: cqadupstack-english
+        id: beir/cqadupstack/english
+        group: cqadupstack
+        reference: {mine: 0.9}
+        reference_r100: {mine: 0.25}
+      - {key: scifact, id: beir/scifact/test, reference: {mine: 0.5}, reference_r100: {mine: 0.5}}
+"""
+
+
+def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path):
+    """R@100 beside nDCG@10: a dataset against its own figures, a group against the mean of its
+    members' where each has one (R@100 here; nDCG@10 only english has, so the group has none)."""
+    config = tmp_path / "forums.yaml"
+    config.write_text(RECALL_SUITE)
+    runs = {
+        "cqadupstack-android": {"q1": {"c2": 2.0}, "q2": {"c3": 3.0, "c1": 1.0}},  # q1 misses c1
+        "cqadupstack-english": {"q7": {"e1": 1.0}},
+        "scifact": builders.SCIFACT_RUN,  # query 3 has no candidates
+    }
+    qrels = {
+        "cqadupstack-android": builders.CQA["android"]["qrels"],
+        "cqadupstack-english": builders.CQA["english"]["qrels"],
+        "scifact": builders.SCIFACT_QRELS,
+    }
+    supplied = [
+        a for key, run in runs.items() for a in ("--run", f"{key}={builders.write_run(tmp_path / key, run)}")
+    ]
+
+    def table(top_k: int, out: Path) -> str:
+        result = cli("run", "forums", "--config", config, "--model", "bm25", *supplied, "--top-k", top_k,
+                     "--run-reference", "mine", "--out", out)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    output = table(100, tmp_path / "out")
+    recall = {key: mean(first_stage_recall(runs[key], qrels[key], 100).values()) for key in runs}
+    assert recall == {"cqadupstack-android": 0.5, "cqadupstack-english": 1.0, "scifact": 2 / 3}
+    scifact_ndcg = mean(first_stage_ndcg(runs["scifact"], qrels["scifact"], 100).values())
+    rows = {line.split()[1]: line for line in output.splitlines() if line.startswith("│ ")}
+    assert "nDCG@10 first" in output and "R@100 first" in output
+    assert {name: [c.strip() for c in row.split("│")[-3:-1]] for name, row in rows.items()} == {
+        "cqadupstack": ["", f"{0.75 - 0.5:+.4f}"],  # the forums' mean recall against their mean figure
+        "scifact": [f"{scifact_ndcg - 0.5:+.4f}", f"{2 / 3 - 0.5:+.4f}"],
+        "Forums": ["", ""],
+    }
+    assert "First stage vs published (nDCG@10 and R@100)" in output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [r["first_stage"]["reference_r100"] for r in manifest["datasets"]] == [0.75, 0.25, 0.5]
+    assert cli("export", tmp_path / "out").output.strip() in output  # read back: the same checks
+
+    shallow = table(50, tmp_path / "top-50")  # R@50 is not the published R@100
+    assert "R@100 first" not in shallow and "First stage vs published (nDCG@10)" in shallow
 
 
 def test_unknown_run_reference_is_refused_before_any_work(tmp_path):

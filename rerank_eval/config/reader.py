@@ -127,6 +127,15 @@ class _ConfigReader(EntryChecks):
             }
         return {self.required_text(where, k): self.text(f"{where}.{k}", v, "") for k, v in named.items()}
 
+    def published_figures(self, where: str, value: Any) -> dict[str, float]:
+        """Published figures by source: fractions, as the measures report them (a percentage
+        would be checked as a difference of tens)."""
+        figures = self.named_values(where, value, float)
+        for name, figure in figures.items():
+            if not 0 <= figure <= 1:
+                raise self.fail(f"{where}.{name}", f"expected a fraction between 0 and 1, got {figure!r}")
+        return figures
+
     def dataset_key(self, where: str, value: Any) -> str:
         """A dataset key: a name, and not one whose run file would collide with another's
         first-stage run (`runs/KEY.first-stage.trec`)."""
@@ -229,7 +238,7 @@ class _ConfigReader(EntryChecks):
                 if group not in {d.group for d in datasets if d.group}:
                     raise self.fail(place, f"no dataset of the suite is in group {group!r}")
                 self.known_keys(place, self.mapping(place, body), GROUP_KEYS)
-                references[group] = self.named_values(f"{place}.reference", body.get("reference"), float)
+                references[group] = self.published_figures(f"{place}.reference", body.get("reference"))
         finally:
             self.entry_file = None
         return [
@@ -302,7 +311,8 @@ class _ConfigReader(EntryChecks):
             group=self.text(f"{where}.group", entry.get("group")),
             run_name=self.repository_path(f"{where}.run_name", entry.get("run_name")),
             run_file=self.repository_path(f"{where}.run_file", entry.get("run_file")),
-            reference=self.named_values(f"{where}.reference", entry.get("reference"), float),
+            reference=self.published_figures(f"{where}.reference", entry.get("reference")),
+            reference_r100=self.published_figures(f"{where}.reference_r100", entry.get("reference_r100")),
             instructions=self.named_values(f"{where}.instructions", entry.get("instructions"), str),
             local=local,
         )

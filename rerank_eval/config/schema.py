@@ -24,7 +24,7 @@ GROUP_KEYS = ("reference",)
 SUITE_DEFAULT_KEYS = ("language", "first_stage", "drop_self_matches", "in_average")
 DATASET_KEYS = ("key", "id", "path", "split", "corpus", "queries", "qrels", "language", "first_stage",
                 "drop_self_matches", "in_average", "group", "run_name", "run_file", "reference",
-                "instructions")  # fmt: skip
+                "reference_r100", "instructions")  # fmt: skip
 #: a local dataset's files: named one by one, or a BEIR-format folder (`path`, `split`)
 LOCAL_FILE_KEYS = ("corpus", "queries", "qrels")
 MODEL_KEYS = (
@@ -84,12 +84,20 @@ class DatasetSpec:
     group: str | None = None
     run_name: str | None = None
     run_file: str | None = None
+    #: published first-stage nDCG@10 per source (a key of FirstStageSpec.reference)
     reference: dict[str, float] = field(default_factory=dict)
+    #: published first-stage R@100 per source, checked where the run keeps the top 100
+    reference_r100: dict[str, float] = field(default_factory=dict)
     #: published first-stage nDCG@10 of the dataset's group as a whole (from the suite's `groups`)
     group_reference: dict[str, float] = field(default_factory=dict)
     #: per-dataset instructions for models that take one, by preset name or family
     instructions: dict[str, str] = field(default_factory=dict)
     local: LocalFiles | None = None
+
+    @property
+    def published_sources(self) -> set[str]:
+        """The sources with a published first-stage figure for this dataset or its group."""
+        return {*self.reference, *self.reference_r100, *self.group_reference}
 
     @property
     def origin(self) -> str:

@@ -92,6 +92,7 @@ class FirstStageRecord:
     settings: dict[str, object] | None = None
     reference_name: str | None = None
     reference_ndcg10: float | None = None
+    reference_r100: float | None = None
     #: the published figure of the dataset's group (CQADupStack's), where only the group has one
     group_reference_ndcg10: float | None = None
     duplicate_lines: int = 0
@@ -109,6 +110,7 @@ def reference_fields(spec: DatasetSpec, name: str) -> dict[str, object]:
     return {
         "reference_name": name,
         "reference_ndcg10": spec.reference.get(name),
+        "reference_r100": spec.reference_r100.get(name),
         "group_reference_ndcg10": spec.group_reference.get(name),
     }
 
@@ -128,8 +130,8 @@ class RunLocation:
         """The published figures, of the dataset and of its group, the files are checked against."""
         if self.reference is None:
             return {}
-        if self.reference not in spec.reference and self.reference not in spec.group_reference:
-            known = ", ".join(sorted({*spec.reference, *spec.group_reference})) or "none"
+        if self.reference not in spec.published_sources:
+            known = ", ".join(sorted(spec.published_sources)) or "none"
             raise ParameterError(
                 "runs.reference",
                 f"{self.reference}: the config has no such published figure for {spec.key} (it has: {known})",
@@ -160,7 +162,7 @@ class FirstStageRequest:
         when the config has one (the first of the first stage's `reference` names it has)."""
         names = self.source.reference if self.source else ()
         spec = self.spec
-        name = next((n for n in names if n in spec.reference or n in spec.group_reference), None)
+        name = next((n for n in names if n in spec.published_sources), None)
         return {} if name is None else reference_fields(spec, name)
 
 

@@ -19,6 +19,8 @@ from rerank_eval.results.manifest import DatasetRecord, Manifest
 # Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
 REFERENCE_TOLERANCE = 5e-4
 JUDGED = "Judged@10"
+#: the first-stage measures with published figures, checked when the run has them
+PUBLISHED_MEASURES = ("nDCG@10", "R@100")
 
 
 @dataclass
@@ -28,7 +30,8 @@ class ReportRow:
     values: dict[tuple[str, str], float]  # (stage, measure) -> mean
     queries: int
     seconds: float
-    reference: float | None = None
+    #: published first-stage figures by measure (nDCG@10, R@100), where the config has them
+    references: dict[str, float] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     in_average: bool = False
 
@@ -41,29 +44,41 @@ def _mean_values(rows: list[ReportRow]) -> dict[tuple[str, str], float]:
     return {key: sum(r.values[key] for r in rows) / len(rows) for key in keys}
 
 
-def _combined(name: str, kind: str, rows: list[ReportRow], reference: float | None = None) -> ReportRow:
+def _combined(
+    name: str, kind: str, rows: list[ReportRow], references: dict[str, float] | None = None
+) -> ReportRow:
     return ReportRow(
         name=name,
         kind=kind,
         values=_mean_values(rows),
         queries=sum(r.queries for r in rows),
         seconds=sum(r.seconds for r in rows),
-        reference=reference,
+        references=references or {},
         members=[r.name for r in rows],
         in_average=kind == "group" and any(r.in_average for r in rows),
     )
 
 
-def _group_reference(members: list[DatasetRecord]) -> float | None:
-    """A group's published first-stage figure: its own where every member's first stage carries
-    the same (jina-embeddings-v3 on CQADupStack), else the mean of its members' where each has one
-    (BM25 on CQADupStack's forums), as the group's own value is the mean of its members'."""
+def _dataset_references(record: DatasetRecord) -> dict[str, float]:
+    figures = {"nDCG@10": record.first_stage.reference_ndcg10, "R@100": record.first_stage.reference_r100}
+    return {measure: figure for measure, figure in figures.items() if figure is not None}
+
+
+def _group_references(members: list[DatasetRecord]) -> dict[str, float]:
+    """A group's published first-stage figures: its own nDCG@10 where every member's first stage
+    carries the same (jina-embeddings-v3 on CQADupStack), else per measure the mean of its members'
+    where each has one (BM25 on CQADupStack's forums), as the group's own value is the mean of its
+    members'."""
+    figures = [_dataset_references(m) for m in members]
+    references = {
+        measure: sum(f[measure] for f in figures) / len(figures)
+        for measure in PUBLISHED_MEASURES
+        if all(measure in f for f in figures)
+    }
     own = {m.first_stage.group_reference_ndcg10 for m in members}
     if len(own) == 1 and None not in own:
-        return own.pop()
-    references = [m.first_stage.reference_ndcg10 for m in members]
-    known = [r for r in references if r is not None]
-    return sum(known) / len(known) if len(known) == len(references) else None
+        references["nDCG@10"] = own.pop()
+    return references
 
 
 class Report:
@@ -80,8 +95,8 @@ class Report:
             if not is_group(name, members):
                 self.rows.append(datasets[name])
                 continue
-            reference = _group_reference([records[m] for m in members])
-            self.rows.append(_combined(name, "group", [datasets[m] for m in members], reference))
+            references = _group_references([records[m] for m in members])
+            self.rows.append(_combined(name, "group", [datasets[m] for m in members], references))
         by_name = {row.name: row for row in self.rows}
         in_average = {row.name for row in self.rows if row.in_average}
         self.averages = [
@@ -103,18 +118,26 @@ class Report:
                     values=values,
                     queries=int(counts.get((key, "reranked", self.metrics[0]), 0)),
                     seconds=float(record.timings.rerank_seconds),
-                    reference=record.first_stage.reference_ndcg10,
+                    references=_dataset_references(record),
                     in_average=record.in_average,
                 )
             )
         return rows
 
-    def reference_check(self, row: ReportRow) -> str:
-        """'OK' when the first stage reproduces its published nDCG@10, else the difference."""
-        value = row.value("first_stage", "nDCG@10")
-        if row.reference is None or value is None:
+    @property
+    def checked_measures(self) -> list[str]:
+        """The published measures some row has a figure for and the run measures (R@100 only
+        where the run keeps the top 100: a deeper or shallower cut is another recall)."""
+        measured = {*self.metrics, self.recall}
+        return [m for m in PUBLISHED_MEASURES if m in measured and any(m in r.references for r in self.rows)]
+
+    def reference_check(self, row: ReportRow, measure: str) -> str:
+        """'OK' when the first stage reproduces its published figure of `measure`, else the
+        difference; empty where either is missing."""
+        value, reference = row.value("first_stage", measure), row.references.get(measure)
+        if reference is None or value is None:
             return ""
-        difference = value - row.reference
+        difference = value - reference
         return "OK" if abs(difference) <= REFERENCE_TOLERANCE else f"{difference:+.4f}"
 
     def summary_frame(self) -> pd.DataFrame:
@@ -155,11 +178,11 @@ class Report:
         ]
         if gaps:
             lines.append("Judged queries without candidates score 0: " + ", ".join(gaps) + ".")
-        if any(r.reference is not None for r in self.rows):
+        if self.checked_measures:
             names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(
-                f"First stage vs published: OK within ±{REFERENCE_TOLERANCE} of the published figure "
-                f"({', '.join(names)}), else the difference."
+                f"First stage vs published ({' and '.join(self.checked_measures)}): OK within "
+                f"±{REFERENCE_TOLERANCE} of the published figure ({', '.join(names)}), else the difference."
             )
         return lines
 
@@ -184,9 +207,8 @@ def report_table(report: Report) -> ResultTable:
         Column("Queries"),
         Column("Seconds"),
     ]
-    show_reference = any(r.reference is not None for r in report.rows)
-    if show_reference:
-        columns.append(Column("First stage vs published", "First stage\nvs published"))
+    checked = report.checked_measures
+    columns += [Column(f"First stage {m} vs published", f"{m} first\nstage vs published") for m in checked]
     rows = []
     for row in report.rows + report.averages:
         cells = [Entry(row.name)]
@@ -200,8 +222,7 @@ def report_table(report: Report) -> ResultTable:
             Entry(str(row.queries)),
             Entry(f"{row.seconds:.1f}"),
         ]
-        if show_reference:
-            cells.append(Entry(report.reference_check(row)))
+        cells += [Entry(report.reference_check(row, measure)) for measure in checked]
         rows.append(cells)
     return ResultTable(title, columns, rows, report.caption(), _averages_from(report))
 

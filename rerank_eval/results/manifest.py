@@ -52,6 +52,7 @@ class FirstStageUsed:
     settings: Any = None
     reference_name: str | None = None
     reference_ndcg10: float | None = None  # the published nDCG@10 the first stage is checked against
+    reference_r100: float | None = None  # the published R@100 the first stage is checked against
     group_reference_ndcg10: float | None = None  # the published nDCG@10 of the dataset's group
 
 
