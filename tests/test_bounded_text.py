@@ -4,13 +4,22 @@ straightforward one (tokenize everything, keep the first tokens) on every tokeni
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 import time
 
 import pytest
 
-from rerank_eval.rerankers.common import bounded_text
-from tests.checkpoints import build_cross_encoder, build_tokenizer, build_wordpiece_tokenizer
+from rerank_eval.rerankers import common
+from rerank_eval.rerankers.common import bounded_text, character_groups, tokenized
+from tests.checkpoints import (
+    build_cross_encoder,
+    build_listwise_checkpoint,
+    build_tokenizer,
+    build_wordpiece_tokenizer,
+)
 from tests.dense_checkpoints import build_xlmr_tokenizer
 
 # Qwen2/Qwen3's pre-tokenizer pattern: words, single digits, punctuation runs with their line ends
@@ -102,30 +111,64 @@ finally:
 """
 
 
+def score_in_process(tmp_path, checkpoint, lines: list[str]) -> tuple[list[float], int]:
+    """`rerank-eval score` of `lines` as documents: the scores and the process's peak memory (KiB)."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    args = ["score", "--model", str(checkpoint), "--query", "aspirin", "--docs", str(docs)]
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), int(done.stderr.split("peak ")[-1])
+
+
 def test_score_on_a_ten_megabyte_document_is_quick_and_small(tmp_path):
     """The whole line would take about a gigabyte to tokenize; its score equals the score of its
     first 200,000 characters, and the process peaks no higher than one scoring those."""
-    import json
-    import subprocess
-    import sys
-
     checkpoint = build_cross_encoder(tmp_path / "ce")
     huge = text(random.Random(7), 1_500_000).replace("\n", " ")[:10_000_000]  # one line
     start_only = huge[:200_000]
 
-    def score(lines: list[str]) -> tuple[list[float], int]:
-        docs = tmp_path / "docs.txt"
-        docs.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        args = ["score", "--model", str(checkpoint), "--query", "aspirin", "--docs", str(docs)]
-        done = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, *args], capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1]), int(done.stderr.split("peak ")[-1])
-
     began = time.monotonic()
-    (huge_score,), huge_peak = score([huge])
+    (huge_score,), huge_peak = score_in_process(tmp_path, checkpoint, [huge])
     assert time.monotonic() - began < 60
-    (start_score,), start_peak = score([start_only])
+    (start_score,), start_peak = score_in_process(tmp_path, checkpoint, [start_only])
     assert huge_score == start_score  # the same tokens, alone in their batch
     assert huge_peak - start_peak < 300_000  # KiB; tokenizing the whole line would add about 1 GB
+
+
+def test_character_groups_hold_a_budget_of_characters_each_and_a_longer_text_alone():
+    assert character_groups([3, 3, 3, 10, 1, 1], budget=6) == [
+        slice(0, 2),
+        slice(2, 3),
+        slice(3, 4),
+        slice(4, 6),
+    ]
+    assert character_groups([7], budget=6) == [slice(0, 1)]
+    assert character_groups([], budget=6) == []
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "qwen-regex", "wordpiece", "metaspace-unigram"])
+def test_texts_tokenized_in_groups_keep_the_first_tokens_of_each_whole_text(kind, tmp_path, monkeypatch):
+    """Several calls, each on a few texts (a budget of 5,000 characters here), give every text the
+    ids one call on all of them gives, cut to `keep`: texts cut at a space, texts without one."""
+    tokenizer = TOKENIZERS[kind](tmp_path)
+    rng = random.Random(3)
+    texts = [text(rng, 20), "x" * 12_000, text(rng, 3000), "", "ab" * 4000, text(rng, 5)]
+    monkeypatch.setattr(common, "TOKENIZER_CALL_CHARACTERS", 5000)
+    assert len(character_groups([len(t) for t in texts])) > 3
+    for keep, options in ((100, {"add_special_tokens": False}), (64, {"truncation": True, "max_length": 64})):
+        whole = tokenizer(texts, **options)["input_ids"]
+        assert tokenized(tokenizer, texts, keep, **options) == [ids[:keep] for ids in whole]
+
+
+def test_score_on_documents_without_a_space_peaks_at_one_documents_tokenization(tmp_path):
+    """Texts that cannot be cut before tokenization (no space: one word) are tokenized a few at a
+    time: four of 1.2 MB peak like one does, not four times as high."""
+    checkpoint = build_listwise_checkpoint(tmp_path / "listwise")  # a byte-level BPE tokenizer
+    words = [letters * 600_000 for letters in ("ab", "ac", "ad", "ae")]  # distinct: none is reused
+    scores_one, peak_one = score_in_process(tmp_path, checkpoint, words[:1])
+    scores_four, peak_four = score_in_process(tmp_path, checkpoint, words)
+    assert len(scores_one) == 1 and len(scores_four) == 4  # listwise: each scored beside the others
+    assert peak_four - peak_one < 100_000  # KiB; all four in one call would add about 450 MB

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.common import bounded_text, right_padded, token_budget_batches
+from rerank_eval.rerankers.common import right_padded, token_budget_batches, tokenized
 from rerank_eval.rerankers.pointwise import TransformerReranker
 
 
@@ -45,8 +45,7 @@ class BiEncoder(TransformerReranker):
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        bounded = [bounded_text(self.tokenizer, text, self.max_length) for text in texts]
-        rows = self.tokenizer(bounded, truncation=True, max_length=self.max_length)["input_ids"]
+        rows = tokenized(self.tokenizer, texts, self.max_length, truncation=True, max_length=self.max_length)
         out = np.empty((len(rows), 0), dtype=np.float32)
         lengths = [len(r) for r in rows]
         for batch in token_budget_batches(lengths, self.max_batch_tokens):

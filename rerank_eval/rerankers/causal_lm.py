@@ -18,7 +18,7 @@ import torch
 
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers.base import DatasetContext
-from rerank_eval.rerankers.common import bounded_text, right_padded
+from rerank_eval.rerankers.common import right_padded, tokenized
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 from rerank_eval.rerankers.settings import InstructedSettings
 
@@ -67,8 +67,7 @@ class TwoTokenReranker(PointwiseReranker):
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, as far as any pair can use them (at most max_length)."""
-        bounded = [bounded_text(self.tokenizer, text, self.max_length) for text in texts]
-        return self.tokenizer(bounded, add_special_tokens=False)["input_ids"] if texts else []
+        return tokenized(self.tokenizer, texts, self.max_length, add_special_tokens=False)
 
     def forward(self, rows: list[Encoded]) -> torch.Tensor:
         input_ids, mask = right_padded([r["input_ids"] for r in rows], self.tokenizer.pad_token_id or 0)

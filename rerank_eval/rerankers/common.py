@@ -172,6 +172,40 @@ def bounded_text(tokenizer: Any, text: str, tokens: int) -> str:
     return text
 
 
+#: characters handed to the tokenizer in one call. A fast tokenizer holds a few hundred bytes a
+#: character while it works (about 250 inside one long word of byte-level BPE), for every text of
+#: the call at once, so multi-megabyte texts that `bounded_text` cannot cut (no space in them) are
+#: tokenized one at a time, not all together: the peak is that of the longest text, whatever their
+#: number. A call still holds thousands of ordinary passages.
+TOKENIZER_CALL_CHARACTERS = 2**20
+
+
+def character_groups(lengths: Sequence[int], budget: int | None = None) -> list[slice]:
+    """Consecutive runs of texts with at most `budget` (TOKENIZER_CALL_CHARACTERS) characters in
+    all, a longer text alone."""
+    budget = TOKENIZER_CALL_CHARACTERS if budget is None else budget
+    groups, start, total = [], 0, 0
+    for index, length in enumerate(lengths):
+        if index > start and total + length > budget:
+            groups.append(slice(start, index))
+            start, total = index, 0
+        total += length
+    if len(lengths) > start:
+        groups.append(slice(start, len(lengths)))
+    return groups
+
+
+def tokenized(tokenizer: Any, texts: Sequence[str], keep: int, **options: Any) -> list[list[int]]:
+    """The first `keep` token ids of each text (`options` go to the tokenizer): each text cut by
+    `bounded_text` first, then tokenized in groups of `character_groups`, each group's ids cut to
+    `keep` before the next group is tokenized."""
+    bounded = [bounded_text(tokenizer, text, keep) for text in texts]
+    ids: list[list[int]] = []
+    for group in character_groups([len(text) for text in bounded]):
+        ids += [row[:keep] for row in tokenizer(bounded[group], **options)["input_ids"]]
+    return ids
+
+
 def rounded_up(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from rerank_eval.rerankers.common import bounded_text, right_padded
+from rerank_eval.rerankers.common import bounded_text, character_groups, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
 
@@ -29,8 +29,15 @@ class CrossEncoder(PointwiseReranker):
         self.label = 0 if self.model.config.num_labels == 1 else 1
 
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> list[Encoded]:
+        """Pairs tokenized a group at a time (`character_groups`: huge texts a few at a time)."""
+        rows: list[Encoded] = []
+        for group in character_groups([len(q) + len(d) for q, d in zip(queries, docs)]):
+            rows += self._encode_group(list(queries[group]), list(docs[group]))
+        return rows
+
+    def _encode_group(self, queries: list[str], docs: list[str]) -> list[Encoded]:
         try:
-            return self._rows(self._pair_encoding(list(queries), list(docs), "only_second"))
+            return self._rows(self._pair_encoding(queries, docs, "only_second"))
         except Exception:
             return [self._encode_one(q, d) for q, d in zip(queries, docs)]
 

@@ -34,7 +34,6 @@ from rerank_eval.first_stage.dense.recipe import EncoderRecipe
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
-    bounded_text,
     default_batch_tokens,
     dtype_name,
     packed_batches,
@@ -44,6 +43,7 @@ from rerank_eval.rerankers.common import (
     right_padded,
     to_device,
     token_budget_batches,
+    tokenized,
 )
 
 SIDES = ("query", "passage")
@@ -256,9 +256,8 @@ class DenseEncoder:
 
     def tokenize(self, texts: Sequence[str], side: str) -> list[list[int]]:
         limit = self.recipe.max_length
-        bounded = [bounded_text(self.tokenizer, text, limit) for text in self.texts_for(texts, side)]
-        encoded = self.tokenizer(bounded, truncation=True, max_length=limit)
-        return encoded["input_ids"]
+        inputs = self.texts_for(texts, side)
+        return tokenized(self.tokenizer, inputs, limit, truncation=True, max_length=limit)
 
     # -- forward ----------------------------------------------------------------------------------
 

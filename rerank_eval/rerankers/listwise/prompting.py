@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.common import bounded_text
+from rerank_eval.rerankers.common import tokenized
 from rerank_eval.rerankers.listwise.execution import Block
 from rerank_eval.rerankers.listwise.procedure import build_prompt, plan_blocks, strip_special_strings
 from rerank_eval.rerankers.settings import ListwiseSettings
@@ -36,13 +36,10 @@ class BlockPrompts:
 
         Returns the texts and their token counts (a count equal to `limit` means cut).
         """
-        bounded = [bounded_text(self.tokenizer, text, limit) for text in texts]
-        # (a tokenizer refuses an empty batch)
-        encoded = self.tokenizer(bounded, add_special_tokens=False)["input_ids"] if bounded else []
+        encoded = tokenized(self.tokenizer, texts, limit, add_special_tokens=False)
         cut_texts, lengths = [], []
-        for text, ids in zip(bounded, encoded):
+        for text, ids in zip(texts, encoded):
             if len(ids) >= limit:
-                ids = ids[:limit]
                 text = self.tokenizer.decode(ids)
             cut_texts.append(text)
             lengths.append(len(ids))
