@@ -166,7 +166,7 @@ DENSE_CONFIG = """
 defaults: {{top_k: 5, model: bm25}}
 first_stages:
   tiny: {{kind: dense, encoder: {encoder}, pooling: {pooling}, normalize: {normalize},
-         max_length: {max_length}, passage_prefix: {prefix}, shard_size: 50}}
+         max_length: {max_length}, passage_prefix: {prefix}, shard_size: 50{extra}}}
 suites:
   one:
     datasets:
@@ -190,8 +190,9 @@ def encoders(tmp_path_factory):
         {"normalize": "false"},
         {"max_length": 4},
         {"prefix": "'passage: '"},
+        {"extra": ", dimensions: 8"},
     ],
-    ids=["encoder", "pooling", "normalisation", "max_length", "passage prefix"],
+    ids=["encoder", "pooling", "normalisation", "max_length", "passage prefix", "dimensions"],
 )
 def test_a_changed_encoder_setting_encodes_the_corpus_again(encoders, change, tmp_path, monkeypatch):
     def encoded(name: str, **values) -> int:
@@ -201,6 +202,7 @@ def test_a_changed_encoder_setting_encodes_the_corpus_again(encoders, change, tm
             "normalize": "true",
             "max_length": 64,
             "prefix": "''",
+            "extra": "",
             **values,
         }
         settings["encoder"] = json.dumps(str(encoders[settings["encoder"]]))

@@ -127,6 +127,34 @@ def test_jina_adapters_match_the_adapted_model(jina, jina_preset):
     _close(encoder.embed(TEXTS[:3], "query"), references["query"][:3])
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_matryoshka_dimensions_are_the_first_coordinates_normalised_after_the_cut(
+    jina, jina_preset, tmp_path
+):
+    """`dimensions: k` keeps the first k coordinates of each pooled vector, then normalises where the
+    recipe does (jina-embeddings-v3: against the adapted model run by hand), and keys the cache."""
+    overrides = {**_jina_overrides(jina_preset), "dimensions": 8}
+    encoder = _encoder(jina, overrides)
+    for side, prefix_key in (("query", "query_prefix"), ("passage", "passage_prefix")):
+        full = _adapted_reference(jina, jina_preset["adapters"][side], jina_preset[prefix_key], TEXTS)
+        _close(encoder.embed(TEXTS, side), _unit_rows(full[:, :8]))
+    assert encoder.identity("passage")["recipe"]["dimensions"] == 8
+    assert "dimensions" not in _encoder(jina, _jina_overrides(jina_preset)).identity("passage")["recipe"]
+    # raw vectors (dot similarity) are cut and left as they are
+    dot = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "dot", pooling="mean", normalize=False, similarity_fn_name="dot"
+    )
+    raw = _encoder(dot).embed(TEXTS, "query")
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    _close(_encoder(dot, {"dimensions": 8}).embed(TEXTS, "query"), raw[:, :8])
+    with pytest.raises(UserError) as excinfo:
+        _encoder(dot, {"dimensions": 33})
+    assert _one_line(excinfo).endswith("dimensions 33 is more than its vectors' 32")
+
+
 def test_jina_sides_differ_by_adapter_and_by_prefix(jina, jina_preset):
     adapters = jina_preset["adapters"]
     same_prefix = _encoder(
@@ -581,3 +609,17 @@ def test_out_of_memory_splits_only_the_failing_batch(st_mean, monkeypatch):
     _close(encoder.embed(texts, "passage"), expected)
     assert sizes and encoder.stats["out_of_memory_retries"] == 1
     assert encoder.max_batch_tokens == 64 and encoder.identity("passage") == identity
+
+
+def test_the_documented_256_dimension_entry_is_the_preset_cut_to_256(tmp_path):
+    """docs/dense-first-stage.md's own first stage reads through the config loader as the packaged
+    jina-embeddings-v3 preset with `dimensions: 256` and nothing else changed."""
+    from rerank_eval.config.reader import load_config
+
+    page = (BENCHMARKS.parents[2] / "docs" / "dense-first-stage.md").read_text(encoding="utf-8")
+    (block,) = [b.split("\n", 1)[1] for b in page.split("```")[1::2] if b.startswith("yaml\n")]
+    (tmp_path / "mine.yaml").write_text(block, encoding="utf-8")
+    config = load_config(tmp_path / "mine.yaml")
+    mine, preset = config.first_stage("jina-embeddings-v3-256"), config.first_stage("jina-embeddings-v3")
+    assert mine.settings == {**preset.settings, "dimensions": 256}
+    assert preset.settings["dimensions"] is None

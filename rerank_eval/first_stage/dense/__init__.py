@@ -32,6 +32,12 @@ def _key_digest(parts: dict[str, Any]) -> str:
     return cache_key(parts)[:20]
 
 
+#: the settings that are part of an encoder's recipe (first_stage/dense/recipe.py)
+RECIPE_SETTINGS = (
+    "pooling", "normalize", "max_length", "dimensions", "query_prefix", "passage_prefix", "adapters"
+)  # fmt: skip
+
+
 class DenseRetrieval(FirstStageKind):
     name = "dense"
     settings: ClassVar[dict[str, Setting]] = {
@@ -41,6 +47,7 @@ class DenseRetrieval(FirstStageKind):
         "pooling": Setting(str, choices=("mean", "cls", "lasttoken", "max")),
         "normalize": Setting(bool),
         "max_length": Setting(int, bounds=(1, 1_048_576)),
+        "dimensions": Setting(int, bounds=(1, 1_048_576)),  # Matryoshka: the first N coordinates
         "query_prefix": Setting(str),
         "passage_prefix": Setting(str),
         "adapters": Setting(dict),  # {query: SUBFOLDER, passage: SUBFOLDER} of PEFT adapters
@@ -107,7 +114,15 @@ class DenseRetrieval(FirstStageKind):
         checkpoint = checkpoint or resolve_checkpoint(settings["encoder"], settings["revision"])
         overrides = {
             name: settings[name]
-            for name in ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix", "adapters")
+            for name in (
+                "pooling",
+                "normalize",
+                "max_length",
+                "dimensions",
+                "query_prefix",
+                "passage_prefix",
+                "adapters",
+            )
         }
         recipe = read_recipe(checkpoint.folder, checkpoint.source, overrides)
         return DenseEncoder(

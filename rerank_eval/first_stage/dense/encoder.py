@@ -275,6 +275,8 @@ class DenseEncoder:
             vectors = pool(hidden, mask, self.recipe.pooling)
         self.stats["forward_passes"] += 1
         self.stats["tokens"] += int(sum(len(r) for r in rows))
+        if self.recipe.dimensions is not None:
+            vectors = vectors[:, : self.recipe.dimensions]
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors
 
     def _packed_vectors(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:

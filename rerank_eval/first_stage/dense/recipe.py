@@ -51,6 +51,9 @@ class EncoderRecipe:
     adapters: dict[str, str] | None = None
     #: the Transformer module's subfolder ("" for the checkpoint root)
     transformer_path: str = ""
+    #: Matryoshka truncation: the first this many coordinates of each pooled vector, normalised
+    #: after the cut where `normalize` is on (None: every coordinate)
+    dimensions: int | None = None
 
     def prefix(self, side: str) -> str:
         return self.query_prefix if side == "query" else self.passage_prefix
@@ -63,6 +66,8 @@ class EncoderRecipe:
         shared = {
             k: v for k, v in asdict(self).items() if k not in ("query_prefix", "passage_prefix", "adapters")
         }
+        if self.dimensions is None:  # keys written before the setting existed stay as they were
+            del shared["dimensions"]
         return {**shared, "prefix": self.prefix(side), "adapter": self.adapter(side)}
 
     def to_json(self) -> dict[str, Any]:
@@ -190,13 +195,18 @@ def _architectures(folder: Path) -> list[str]:
     return [str(a) for a in values.get("architectures") or []]
 
 
-def _position_limit(folder: Path) -> int | None:
-    """The model's `max_position_embeddings` (None when it declares none)."""
+def _config_value(folder: Path, name: str) -> int | None:
+    """A positive integer of the model's config (None when it declares none)."""
     config = folder / "config.json"
     if not config.is_file():
         return None
-    declared = _read_object(config, "model config").get("max_position_embeddings")
+    declared = _read_object(config, "model config").get(name)
     return declared if isinstance(declared, int) and declared > 0 else None
+
+
+def _position_limit(folder: Path) -> int | None:
+    """The model's `max_position_embeddings` (None when it declares none)."""
+    return _config_value(folder, "max_position_embeddings")
 
 
 def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> EncoderRecipe:
@@ -227,6 +237,10 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         raise UserError(
             f"encoder {source}: max_length {max_length} is beyond the model's {positions} positions"
         )
+    width = _config_value(transformer, "hidden_size")
+    dimensions = values.get("dimensions")
+    if dimensions is not None and width is not None and dimensions > width:
+        raise UserError(f"encoder {source}: dimensions {dimensions} is more than its vectors' {width}")
     return EncoderRecipe(
         pooling=values["pooling"],
         normalize=bool(values.get("normalize", False)),
@@ -236,6 +250,7 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         lowercase=bool(values.get("lowercase", False)),
         adapters=dict(values["adapters"]) if values.get("adapters") else None,
         transformer_path=str(values.get("transformer_path", "")),
+        dimensions=dimensions,
     )
 
 
