@@ -1,5 +1,5 @@
 """Finding what can be run and being told, in one line, what was mistyped: `suites`, `datasets`,
-close-match suggestions for measures, and Click's own usage errors in the `error:` form."""
+`first-stages`, close-match suggestions for measures, and Click's own usage errors in the `error:` form."""
 
 from __future__ import annotations
 
@@ -64,6 +64,29 @@ def test_datasets_lists_keys_sources_first_stages_and_the_average(narrow, tmp_pa
     rows = table_rows(run("datasets", "mine", "--config", user).output)
     assert rows[0][0] == "local" and rows[0][2:] == ["-", "yes"]
     assert rows[0][1] == str(tmp_path / "data" / "mine")  # folded, never cut
+
+
+def test_first_stages_lists_every_entry_and_what_cannot_run_here(narrow, tmp_path, monkeypatch):
+    from rerank_eval.first_stage import kind as first_stage_kind
+
+    user = tmp_path / "mine.yaml"
+    user.write_text("first_stages:\n  my-own-encoder:\n    {kind: dense, encoder: ./enc, reference: mine}\n")
+    result = run("first-stages", "--config", user)
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.output.splitlines())) <= 80
+    rows = {row[0]: row[1:] for row in table_rows(result.output)}
+    assert list(rows) == [*load_config().first_stages, "my-own-encoder"]
+    assert rows["lucene"][0] == "lucene" and rows["lucene"][2] == "pyserini-bm25-flat,pyserini-bm25"
+    assert rows["jina-embeddings-v3"][::2] == ["dense", "jina-embeddings-v3"]
+    assert rows["my-own-encoder"] == ["dense", "my-own-encoder", "mine"]  # the label defaults to the name
+    assert "cannot run here" not in result.output
+    assert "dense:ENCODER" in result.output
+    monkeypatch.setattr(type(first_stage_kind("lucene")), "available", lambda self: False)
+    without = " ".join(run("first-stages").output.split())  # lines wrapped at 80 columns, joined
+    assert (
+        "lucene: cannot run here (its kind needs an extra not installed); bm25s stands in for it" in without
+    )
+    assert "lucene-multifield: cannot run here (its kind needs an extra not installed) or" in without
 
 
 @pytest.mark.parametrize(

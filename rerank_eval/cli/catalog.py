@@ -1,4 +1,4 @@
-"""`models`, `suites` and `datasets`: what can be run, as the configuration (packaged, with a
+"""`models`, `suites`, `first-stages` and `datasets`: what can be run, as the configuration (packaged, with a
 user's `--config` merged over it) declares it.
 
 Tables keep what users type whole (preset, family, suite and dataset names never wrap or cut);
@@ -79,6 +79,37 @@ def suites(config: ConfigOpt = None) -> None:
         table.add_row(Text(suite.name), Text(_rows(len(rows))), Text(average), Text(", ".join(stages)))
     console.print(table)
     console.print("the datasets of one: rerank-eval datasets SUITE", highlight=False)
+
+
+@app.command("first-stages")
+@user_errors
+def first_stages(config: ConfigOpt = None) -> None:
+    """List the first stages `--first-stage` takes: name, kind, what it is, the published figures it
+    is checked against, and those that cannot run here."""
+    from rerank_eval.first_stage import kind as first_stage_kind
+
+    cfg = load_config(config)
+    entries = list(cfg.first_stages.values())
+    table = Table(title=_config_title("First stages", cfg))
+    _typed_column(table, "Name", [e.name for e in entries])
+    _typed_column(table, "Kind", [e.kind for e in entries])
+    for column in ("What", "Checked against"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        checked = ", ".join(entry.reference) or "-"
+        table.add_row(Text(entry.name), Text(entry.kind), Text(entry.label), Text(checked))
+    console.print(table)
+    for entry in entries:
+        if not first_stage_kind(entry.kind).available():
+            instead = f"; {entry.fallback} stands in for it" if entry.fallback else ""
+            console.print(
+                Text(f"{entry.name}: cannot run here (its kind needs an extra not installed){instead}")
+            )
+    console.print(
+        "or dense:ENCODER, any sentence-transformers checkpoint (Hub id or folder), "
+        "e.g. --first-stage dense:BAAI/bge-base-en-v1.5",
+        highlight=False,
+    )
 
 
 @app.command("datasets")
