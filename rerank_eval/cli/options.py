@@ -126,8 +126,8 @@ FirstStageOpt = Annotated[
         "--first-stage",
         help=(
             "Use this first stage instead of each dataset's default: a first_stages entry (bm25s, "
-            "jina-embeddings-v3, bge-base-en-v1.5, ...) or dense:ENCODER (a preset, Hub id or "
-            "sentence-transformers checkpoint directory)."
+            "jina-embeddings-v3, bge-base-en-v1.5, ...; `rerank-eval first-stages` lists them) or "
+            "dense:ENCODER (a preset, Hub id or sentence-transformers checkpoint directory)."
         ),
     ),
 ]
