@@ -142,7 +142,12 @@ def test_matryoshka_dimensions_are_the_first_coordinates_normalised_after_the_cu
         full = _adapted_reference(jina, jina_preset["adapters"][side], jina_preset[prefix_key], TEXTS)
         _close(encoder.embed(TEXTS, side), _unit_rows(full[:, :8]))
     assert encoder.identity("passage")["recipe"]["dimensions"] == 8
-    assert "dimensions" not in _encoder(jina, _jina_overrides(jina_preset)).identity("passage")["recipe"]
+    assert encoder.recipe.to_json()["dimensions"] == 8
+    # unset, it is in no key and no manifest (score journals are keyed by the manifest's recipe)
+    plain = _encoder(jina, _jina_overrides(jina_preset))
+    assert (
+        "dimensions" not in plain.identity("passage")["recipe"] and "dimensions" not in plain.recipe.to_json()
+    )
     # raw vectors (dot similarity) are cut and left as they are
     dot = dense_checkpoints.build_sentence_transformers(
         tmp_path / "dot", pooling="mean", normalize=False, similarity_fn_name="dot"

@@ -71,6 +71,7 @@ def test_first_stages_lists_every_entry_and_what_cannot_run_here(narrow, tmp_pat
 
     user = tmp_path / "mine.yaml"
     user.write_text("first_stages:\n  my-own-encoder:\n    {kind: dense, encoder: ./enc, reference: mine}\n")
+    monkeypatch.setattr(type(first_stage_kind("lucene")), "available", lambda self: True)
     result = run("first-stages", "--config", user)
     assert result.exit_code == 0, result.output
     assert max(map(len, result.output.splitlines())) <= 80
@@ -83,10 +84,9 @@ def test_first_stages_lists_every_entry_and_what_cannot_run_here(narrow, tmp_pat
     assert "dense:ENCODER" in result.output
     monkeypatch.setattr(type(first_stage_kind("lucene")), "available", lambda self: False)
     without = " ".join(run("first-stages").output.split())  # lines wrapped at 80 columns, joined
-    assert (
-        "lucene: cannot run here (its kind needs an extra not installed); bm25s stands in for it" in without
-    )
-    assert "lucene-multifield: cannot run here (its kind needs an extra not installed) or" in without
+    needs = "cannot run here, it needs Pyserini and a Java runtime (pip install 'rerank-eval[lucene]')"
+    assert f"lucene: {needs}; bm25s stands in for it" in without
+    assert f"lucene-multifield: {needs} or" in without
 
 
 @pytest.mark.parametrize(

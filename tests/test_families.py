@@ -166,6 +166,24 @@ def test_one_zero_token_ids(models, room):
     assert kept == {"plenty": long_doc, "quarter": 300, "left": 20}[room]
 
 
+def test_template_pieces_stay_whole_under_a_small_max_length(models):
+    """The templates' fixed pieces are never cut: mxbai's task sentence (far longer than 40 tokens)
+    stays whole as in its reference; a yes-no max_length that leaves no room after the template is
+    refused in one line (the reference would cut the body to a negative length)."""
+    tokenizer = load_reranker(str(models["lm"]), family="one-zero").tokenizer
+    assert len(tokenizer.encode(MXBAI_TASK, add_special_tokens=False)) > 40
+    reranker = load_reranker(str(models["lm"]), family="one-zero", max_length=40)
+    encoded = [e["input_ids"] for e in reranker.encode_pairs([QUERY] * len(DOCS), DOCS)]
+    assert encoded == [one_zero_ids(tokenizer, QUERY, d, 40) for d in DOCS]
+    template = len(tokenizer.encode(YES_NO_PREFIX + YES_NO_SUFFIX, add_special_tokens=False))
+    with pytest.raises(UserError) as excinfo:
+        load_reranker(str(models["lm"]), family="yes-no", max_length=template)
+    assert str(excinfo.value) == (
+        f"max_length {template} leaves no room for the query and document: the yes-no prompt's template "
+        f"alone is {template} tokens"
+    )
+
+
 def last_logits(folder: Path, ids: list[int]) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 

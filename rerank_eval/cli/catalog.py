@@ -100,11 +100,10 @@ def first_stages(config: ConfigOpt = None) -> None:
         table.add_row(Text(entry.name), Text(entry.kind), Text(entry.label), Text(checked))
     console.print(table)
     for entry in entries:
-        if not first_stage_kind(entry.kind).available():
+        kind = first_stage_kind(entry.kind)
+        if not kind.available():
             instead = f"; {entry.fallback} stands in for it" if entry.fallback else ""
-            console.print(
-                Text(f"{entry.name}: cannot run here (its kind needs an extra not installed){instead}")
-            )
+            console.print(Text(f"{entry.name}: cannot run here, it needs {kind.requirement}{instead}"))
     console.print(
         "or dense:ENCODER, any sentence-transformers checkpoint (Hub id or folder), "
         "e.g. --first-stage dense:BAAI/bge-base-en-v1.5",

@@ -43,6 +43,8 @@ class Lucene(FirstStageKind):
         "fields": Setting(str, "flat", choices=("flat", "multifield")),
     }
 
+    requirement = f"Pyserini and a Java runtime ({lucene_runtime.INSTALL})"
+
     def available(self) -> bool:
         """The `lucene` extra is installed."""
         return lucene_runtime.available()

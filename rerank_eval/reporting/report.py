@@ -19,8 +19,9 @@ from rerank_eval.results.manifest import DatasetRecord, Manifest
 # Pyserini calls a reproduction of its published BM25 figure "OK" within this distance.
 REFERENCE_TOLERANCE = 5e-4
 JUDGED = "Judged@10"
-#: the first-stage measures with published figures, checked when the run has them
-PUBLISHED_MEASURES = ("nDCG@10", "R@100")
+#: the first-stage measures with published figures, and the depth a run must keep for its own
+#: value to be the published measure (its first-stage values are those of the top-k it keeps)
+PUBLISHED_MEASURES = {"nDCG@10": 10, "R@100": 100}
 
 
 @dataclass
@@ -126,10 +127,11 @@ class Report:
 
     @property
     def checked_measures(self) -> list[str]:
-        """The published measures some row has a figure for and the run measures (R@100 only
-        where the run keeps the top 100: a deeper or shallower cut is another recall)."""
+        """The published measures some row has a figure for and the run measures over at least
+        their depth (the first stage's R@100 over a top-50 would be its R@50)."""
         measured = {*self.metrics, self.recall}
-        return [m for m in PUBLISHED_MEASURES if m in measured and any(m in r.references for r in self.rows)]
+        deep_enough = [m for m, depth in PUBLISHED_MEASURES.items() if self.manifest.protocol.top_k >= depth]
+        return [m for m in deep_enough if m in measured and any(m in r.references for r in self.rows)]
 
     def reference_check(self, row: ReportRow, measure: str) -> str:
         """'OK' when the first stage reproduces its published figure of `measure`, else the

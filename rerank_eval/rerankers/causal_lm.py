@@ -69,6 +69,11 @@ class TwoTokenReranker(PointwiseReranker):
         """Token ids of each text, as far as any pair can use them (at most max_length)."""
         return tokenized(self.tokenizer, texts, self.max_length, add_special_tokens=False)
 
+    def template_ids(self, pieces: Sequence[str]) -> list[list[int]]:
+        """Token ids of the template's fixed pieces, whole whatever max_length is (the reference
+        never cuts them)."""
+        return self.tokenizer(list(pieces), add_special_tokens=False)["input_ids"]
+
     def forward(self, rows: list[Encoded]) -> torch.Tensor:
         input_ids, mask = right_padded([r["input_ids"] for r in rows], self.tokenizer.pad_token_id or 0)
         hidden = self.decoder(
@@ -97,8 +102,13 @@ class YesNoReranker(TwoTokenReranker):
         super().__init__(*args, **kwargs)
         self.default_instruction = self.configured_settings.instruction or QWEN3_DEFAULT_INSTRUCTION
         self.instruction = self.default_instruction
-        prefix, suffix = self.ids([QWEN3_PREFIX, QWEN3_SUFFIX])
+        prefix, suffix = self.template_ids([QWEN3_PREFIX, QWEN3_SUFFIX])
         self.prefix_ids, self.suffix_ids = prefix, suffix
+        if self.max_length <= len(prefix) + len(suffix):
+            raise UserError(
+                f"max_length {self.max_length} leaves no room for the query and document: the "
+                f"{self.family} prompt's template alone is {len(prefix) + len(suffix)} tokens"
+            )
 
     def settings(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "instruction": self.instruction}
@@ -130,7 +140,7 @@ class OneZeroReranker(TwoTokenReranker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prefix_ids, self.sep_ids, self.task_ids, self.suffix_ids = self.ids(
+        self.prefix_ids, self.sep_ids, self.task_ids, self.suffix_ids = self.template_ids(
             [MXBAI_PREFIX, "\n", MXBAI_TASK, MXBAI_SUFFIX]
         )
 

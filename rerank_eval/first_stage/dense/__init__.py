@@ -112,18 +112,7 @@ class DenseRetrieval(FirstStageKind):
             packaged_checkpoint(settings["package"], settings["encoder"]) if settings["package"] else None
         )
         checkpoint = checkpoint or resolve_checkpoint(settings["encoder"], settings["revision"])
-        overrides = {
-            name: settings[name]
-            for name in (
-                "pooling",
-                "normalize",
-                "max_length",
-                "dimensions",
-                "query_prefix",
-                "passage_prefix",
-                "adapters",
-            )
-        }
+        overrides = {name: settings[name] for name in RECIPE_SETTINGS}
         recipe = read_recipe(checkpoint.folder, checkpoint.source, overrides)
         return DenseEncoder(
             checkpoint, recipe, device=default_device(), dtype=settings["dtype"],

@@ -71,7 +71,12 @@ class EncoderRecipe:
         return {**shared, "prefix": self.prefix(side), "adapter": self.adapter(side)}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As manifests record it (and score journals are keyed by it): `dimensions` only when set,
+        so journals written before the setting existed stay valid."""
+        recorded = asdict(self)
+        if self.dimensions is None:
+            del recorded["dimensions"]
+        return recorded
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
