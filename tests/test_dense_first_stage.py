@@ -30,7 +30,7 @@ from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense import corpus as corpus_module
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
-from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k, score_keys
+from rerank_eval.first_stage.dense.search import exact_search, key_ranks, keys_to_run, merge_top_k, score_keys
 from rerank_eval.runfiles import read_run
 from tests import builders
 from tests.checkpoints import build_bi_encoder, build_cross_encoder
@@ -513,6 +513,34 @@ def test_exact_search_matches_brute_force_with_trec_eval_ties(storage, k):
     # shards split between two ranks and merged give the same keys
     halves = [exact_search(queries, shards[rank::2], k, CPU) for rank in (0, 1)]
     assert torch.equal(merge_top_k(halves, k), keys)
+
+
+def test_short_key_blocks_are_padded_on_their_own_device():
+    """A shard of fewer documents than k is padded where its keys are (on a GPU, a pad made on the
+    CPU could not be joined to them); the meta device stands in for the GPU here."""
+    keys = torch.zeros((2, 3), dtype=torch.int64, device="meta")
+    merged = merge_top_k([keys], 5)
+    assert merged.device.type == "meta" and merged.shape == (2, 5)
+
+
+def test_exact_search_scores_without_tf32_and_restores_the_setting():
+    """TF32 would round the scores' products on a GPU: it is off while the shards are searched and
+    the caller's setting is back afterwards."""
+    seen = []
+
+    def shards():
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        yield np.eye(3, dtype=np.float32), np.arange(3, dtype=np.int64)
+
+    matmul = torch.backends.cuda.matmul  # a module object of its own: monkeypatch cannot set it
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = True
+    try:
+        keys = exact_search(np.eye(3, dtype=np.float32), shards(), 2, CPU)
+        assert seen == [False] and matmul.allow_tf32 is True
+    finally:
+        matmul.allow_tf32 = before
+    assert key_ranks(keys[:, 0]).tolist() == [0, 1, 2]  # each query's own document first
 
 
 @pytest.mark.parametrize("storage", ["float16", "float32"])

@@ -221,6 +221,11 @@ def rename_query(frame):
     return frame
 
 
+def rename_stage(frame):
+    frame.loc[first_line("nDCG@10")(frame), "stage"] = "rerank"
+    return frame
+
+
 def added(frame, **fields):
     """`frame` with a copy of its first row, `fields` changed."""
     import pandas as pd
@@ -251,9 +256,13 @@ def added(frame, **fields):
          "is damaged: per_query.csv holds values of measure 'P@5', which the protocol does not name"),
         (lambda f: edit_per_query(f, lambda p: set_value(p, 1e308)),
          "is damaged: per_query.csv line 11: nDCG@10 1e+308 of query 1 is above 1"),
+        (lambda f: edit_per_query(f, lambda p: set_value(p, 1.5)),
+         "is damaged: per_query.csv line 11: nDCG@10 1.5 of query 1 is above 1"),
+        (lambda f: edit_per_query(f, rename_stage),
+         "per_query.csv is damaged: line 11: unknown stage 'rerank'"),
     ],
     ids=["incomplete", "no datasets", "measure", "dataset twice", "line removed", "measure removed",
-         "query renamed", "dataset added", "measure added", "above 1"],
+         "query renamed", "dataset added", "measure added", "above 1", "1.5", "unknown stage"],
 )  # fmt: skip
 def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, damage, message):
     """Rows removed, added or renamed in per_query.csv, or a manifest edited, would move a mean or
@@ -265,6 +274,15 @@ def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, d
     damage(copy)
     for args in (["export", copy], ["compare", saved, copy]):
         assert message in one_line_error(run(*args))
+
+
+def test_a_fraction_above_1_by_rounding_alone_is_read(saved, tmp_path):
+    """trec_eval's nDCG of a perfect ranking can land a few ulps above 1: not a damaged result."""
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    edit_per_query(copy, lambda p: set_value(p, 1 + 1e-12))
+    result = run("export", copy)
+    assert result.exit_code == 0, result.output
 
 
 def test_a_result_naming_its_measures_as_the_user_spelt_them_is_read(saved, tmp_path):

@@ -156,6 +156,35 @@ def test_models_table_on_an_80_column_terminal_names_every_model_whole(folders):
             assert f"{row_value(folders[name], row):.4f}" in text, (name, row)
 
 
+def test_models_table_puts_each_models_value_in_its_column_and_bolds_the_best(folders):
+    """The neutral table itself: per row, the first stage's mean, each model's reranked mean in
+    that model's column (computed here from per_query.csv), the best one bold, the queries."""
+    from rerank_eval.reporting.report import Report, models_table
+
+    reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders.values())]
+    table = models_table(reports)
+    assert [c.name for c in table.columns] == ["Dataset", "First stage", *NAMES, "Queries"]
+    cells = {row[0].value: row[1:] for row in table.rows}
+    assert list(cells) == [*ROWS, *AVERAGES]
+    first_stage = load_result(folders[NAMES[0]]).per_query.query("stage == 'first_stage'")
+    for row, (first, *models, queries) in cells.items():
+        datasets = [d for r in AVERAGES.get(row, [row]) for d in ROWS[r]]
+        if row in AVERAGES:
+            expected_first = np.mean([first_stage_mean(first_stage, ROWS[r]) for r in AVERAGES[row]])
+        else:
+            expected_first = first_stage_mean(first_stage, ROWS[row])
+        assert first.value == f"{expected_first:.4f}", row
+        values = [row_value(folders[name], row) for name in NAMES]
+        assert [m.value for m in models] == [f"{v:.4f}" for v in values], row
+        assert [m.bold for m in models] == [v == max(values) for v in values], row
+        assert queries.value == str(sum(len(QUERIES[d]) for d in datasets)), row
+
+
+def first_stage_mean(frame: pd.DataFrame, datasets: list[str]) -> float:
+    """A row's first-stage mean: its datasets' means, averaged (CQADupStack's forums)."""
+    return float(np.mean([frame[frame.dataset == d]["value"].mean() for d in datasets]))
+
+
 # -- the figure --
 
 
