@@ -210,7 +210,7 @@ def report_table(report: Report) -> ResultTable:
         Column("Seconds"),
     ]
     checked = report.checked_measures
-    columns += [Column(f"First stage {m} vs published", f"{m} first\nstage vs published") for m in checked]
+    columns += [Column(f"First stage {m} vs published", f"{m}\nfirst stage\nvs published") for m in checked]
     rows = []
     for row in report.rows + report.averages:
         cells = [Entry(row.name)]
