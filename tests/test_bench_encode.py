@@ -86,7 +86,8 @@ def test_bench_encode_emits_json_with_every_field(tmp_path):
     assert (layers, hidden, ffn) == (2, 64, 256)
     parameters = expected_parameters(layers, hidden, ffn)
     assert model["non_embedding_parameters"] == parameters
-    measured = data["device"]["measured_bf16_matmul_flops"]
+    measured = data["device"]["measured_matmul_flops"]
+    assert data["device"]["matmul_dtype"] == "float32"  # ours' dtype on a CPU
     for path, texts in ((straightforward, passages), (ours, list(dict.fromkeys(passages)))):
         lengths = [min(len(text.split()) + 2, MAX_LENGTH) for text in texts]  # <s> words </s>
         assert path["tokens"] == sum(lengths)

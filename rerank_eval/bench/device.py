@@ -1,5 +1,6 @@
-"""The device side of every bench: its bf16 peaks (the datasheet's and a measured matrix
-product's, the denominators of MFU), waiting for it before a clock is read, and peak memory."""
+"""The device side of every bench: its peaks (the datasheet's bf16 one and a measured matrix
+product's in the dtype ours runs, the denominators of MFU), waiting for it before a clock is read,
+and peak memory."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ def utilisation(flops_per_second: float, peaks: tuple[float | None, float | None
     }
 
 
-def measured_matmul_peak(device: torch.device, size: int) -> float:
-    """FLOP/s of a bf16 size³ matrix product on the device (best of 3)."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+def measured_matmul_peak(device: torch.device, size: int, dtype: torch.dtype) -> float:
+    """FLOP/s of a size³ matrix product on the device in `dtype`, the one ours runs (best of 3):
+    bf16 on a GPU; float32 on a CPU, where a bf16 product is emulated, slower than the float32
+    model it would be the denominator of."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(4):
         synchronize(device)

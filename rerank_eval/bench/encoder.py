@@ -266,7 +266,7 @@ def run_bench_encode(
     passage_texts, query_texts = workload.texts()
     size = matmul_size or (8192 if chosen.type == "cuda" else 1024)
     device_name, datasheet = datasheet_peak(chosen)
-    peaks = (datasheet, measured_matmul_peak(chosen, size))
+    peaks = (datasheet, measured_matmul_peak(chosen, size, ours_dtype))
     budget = int(max_batch_tokens or default_batch_tokens(chosen))
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-encode-") as folder:
         checkpoint, recipe = random_encoder_checkpoint(shape, Path(folder))
@@ -312,7 +312,8 @@ def run_bench_encode(
             "type": chosen.type,
             "name": device_name,
             "datasheet_bf16_flops": datasheet,
-            "measured_bf16_matmul_flops": peaks[1],
+            "measured_matmul_flops": peaks[1],
+            "matmul_dtype": str(ours_dtype).removeprefix("torch."),
             "matmul_size": size,
         },
         "max_batch_tokens": budget,

@@ -344,7 +344,7 @@ def run_bench(
     requests = workload.requests()
     size = matmul_size or (8192 if chosen.type == "cuda" else 1024)
     device_name, datasheet = datasheet_peak(chosen)
-    measured = measured_matmul_peak(chosen, size)
+    measured = measured_matmul_peak(chosen, size, chosen_dtype)
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-") as folder:
         settings = {
             "fused_rms_norm": fused_rms_norm,
@@ -364,7 +364,8 @@ def run_bench(
                       "dtype": str(chosen_dtype).removeprefix("torch."), "attention": model.attention,
                       **{name: getattr(model.settings, name) for name in settings}},
             "device": {"type": chosen.type, "name": device_name, "datasheet_bf16_flops": datasheet,
-                       "measured_bf16_matmul_flops": measured, "matmul_size": size},
+                       "measured_matmul_flops": measured,
+                       "matmul_dtype": str(chosen_dtype).removeprefix("torch."), "matmul_size": size},
             "reference_style": asdict(reference),
             "ours": asdict(ours),
             "speedup": round(reference.seconds / ours.seconds, 3),
