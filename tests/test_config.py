@@ -156,6 +156,18 @@ SUITE = (
             SUITE.format(extra="reference: {p: -0.1}"),
             "datasets[0].reference.p: expected a fraction between 0 and 1",
         ),
+        (
+            SUITE.format(extra="reference: {p: 1.5}"),
+            "datasets[0].reference.p: expected a fraction between 0 and 1",
+        ),
+        (
+            SUITE.format(extra="instructions: {'': x}"),
+            "suites.s.datasets[0].instructions: expected a non-empty string",
+        ),
+        (
+            SUITE.format(extra="instructions: {m: [1]}"),
+            "suites.s.datasets[0].instructions.m: expected a string",
+        ),
         ("defaults:\n  ? !!set {a}\n  : 1\n", "line 2: a key must be a plain value"),
         ("defaults: {metrics: []}\n", "defaults.metrics: expected a non-empty list of measure names"),
         ("defaults: {metrics: [nDCG@ten]}\n", "defaults.metrics: unknown measure 'nDCG@ten'"),
@@ -241,6 +253,28 @@ def test_malformed_config_names_file_and_entry(tmp_path, text, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:
         load_config(path)
     assert str(path) in str(error.value)
+
+
+def test_published_figures_up_to_1_and_empty_instructions_are_read(tmp_path):
+    path = tmp_path / "edges.yaml"
+    path.write_text(
+        SUITE.format(extra="reference: {p: 1.0}, reference_r100: {p: 0}, instructions: {m: null}")
+    )
+    (dataset,) = load_config(path).suite("s").datasets
+    assert (dataset.reference, dataset.reference_r100, dataset.instructions) == (
+        {"p": 1.0},
+        {"p": 0.0},
+        {"m": ""},
+    )
+
+
+def test_a_group_that_is_not_a_mapping_is_refused_where_it_is(tmp_path):
+    path = tmp_path / "groups.yaml"
+    path.write_text(
+        SUITE.format(extra="group: g").replace("    datasets:", "    groups: {g: 5}\n    datasets:")
+    )
+    with pytest.raises(UserError, match=re.escape("suites.s.groups.g: expected a mapping, got 5")):
+        load_config(path)
 
 
 @pytest.mark.parametrize(

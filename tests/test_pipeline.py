@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
+from rerank_eval.reporting.report import Report, report_table
+from rerank_eval.results.folder import load_result
 from tests import builders
 from tests.expected import first_stage_ndcg, first_stage_recall, mean, ndcg, trec_ranking
 
@@ -521,6 +523,15 @@ def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path):
         "Forums": ["", ""],
     }
     assert "First stage vs published (nDCG@10 and R@100)" in output
+    saved = load_result(tmp_path / "out")
+    assert Report(saved.manifest, saved.per_query).caption() == [
+        "First stage: run file cqadupstack-android; run file cqadupstack-english; run file scifact; "
+        "top-100 candidates in first-stage order.",
+        "Forums: mean over cqadupstack, scifact.",
+        "Judged queries without candidates score 0: scifact (1 of 3).",
+        "First stage vs published (nDCG@10 and R@100): OK within ±0.0005 of the published figure (mine), "
+        "else the difference.",
+    ]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [r["first_stage"]["reference_r100"] for r in manifest["datasets"]] == [0.75, 0.25, 0.5]
     assert cli("export", tmp_path / "out").output.strip() in output  # read back: the same checks
@@ -570,6 +581,40 @@ def test_extra_metric_and_progress_lines_without_terminal(runs_dir, tmp_path):
     )
     assert summary_value(out, "fiqa", measure="RR@10") == pytest.approx(rr)
     assert "reranking fiqa: 2/2" in result.output
+
+
+def test_the_result_table_holds_each_figure_in_its_column(runs_dir, tmp_path):
+    """The neutral table every format renders, cell by cell, against means taken here from
+    per_query.csv: the first stage's and the reranked nDCG@10, a signed Δ, Judged@10, R@100, the
+    judged queries; and its column names, one line each (Markdown, LaTeX and HTML headers)."""
+    from rerank_eval.reporting.render.markdown import markdown
+
+    out = tmp_path / "table"
+    result = cli("beir", "-d", "scifact,fiqa", "--model", "bm25", "--runs-dir", runs_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    table = report_table(Report(saved.manifest, saved.per_query))
+    names = ["Dataset", "nDCG@10 first stage", "nDCG@10 reranked", "Δ", "Judged@10 reranked",
+             "R@100 first stage", "Queries", "Seconds"]  # fmt: skip
+    assert [c.name for c in table.columns] == names
+    assert "| " + " | ".join(names) + " |" in markdown(table).splitlines()
+    frame = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})
+    for row in table.rows:
+        key = row[0].value
+        if key not in ("scifact", "fiqa"):
+            continue
+
+        def mean_of(stage: str, measure: str, key: str = key) -> float:
+            chosen = frame[(frame.dataset == key) & (frame.stage == stage) & (frame.measure == measure)]
+            return float(chosen.value.mean())
+
+        first, reranked = mean_of("first_stage", "nDCG@10"), mean_of("reranked", "nDCG@10")
+        queries = frame[(frame.dataset == key) & (frame.stage == "reranked")].query_id.nunique()
+        expected = [f"{first:.4f}", f"{reranked:.4f}", f"{reranked - first:+.4f}",
+                    f"{mean_of('reranked', 'Judged@10'):.4f}", f"{mean_of('first_stage', 'R@100'):.4f}",
+                    str(queries)]  # fmt: skip
+        assert [cell.value for cell in row[1:7]] == expected, key
+        assert expected[2] == "+0.0000"  # the first-stage order kept: Δ 0, signed
 
 
 # -- errors: one line, exit 2, nothing published --------------------------------------------------
