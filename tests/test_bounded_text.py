@@ -13,7 +13,13 @@ import time
 import pytest
 
 from rerank_eval.rerankers import common
-from rerank_eval.rerankers.common import bounded_text, character_groups, tokenized
+from rerank_eval.rerankers.common import (
+    bounded_text,
+    character_groups,
+    right_padded,
+    token_budget_batches,
+    tokenized,
+)
 from tests.checkpoints import (
     build_cross_encoder,
     build_listwise_checkpoint,
@@ -172,3 +178,24 @@ def test_score_on_documents_without_a_space_peaks_at_one_documents_tokenization(
     scores_four, peak_four = score_in_process(tmp_path, checkpoint, words)
     assert len(scores_one) == 1 and len(scores_four) == 4  # listwise: each scored beside the others
     assert peak_four - peak_one < 100_000  # KiB; all four in one call would add about 450 MB
+
+
+def test_a_cut_holds_more_tokens_than_asked_even_where_words_are_long(tmp_path):
+    """Nine-letter words: the first prefix tried (8 characters per token asked) holds too few
+    tokens, so the cut must grow until it holds more than asked, never stop short."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    word_level = Tokenizer(models.WordLevel({"abcdefghi": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level)
+    whole = "abcdefghi " * 1000
+    cut = bounded_text(tokenizer, whole, 100)
+    assert len(cut) < len(whole) and len(tokenizer(cut, add_special_tokens=False)["input_ids"]) > 100
+
+
+def test_batches_fill_their_budget_exactly_and_rows_pad_to_the_longest():
+    assert token_budget_batches([4, 4], 8) == [[0, 1]]  # 2 × 4 positions fit a budget of 8
+    assert token_budget_batches([4, 4], 7) == [[0], [1]]
+    ids, mask = right_padded([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
