@@ -65,6 +65,12 @@ def bm25_result(runs_dir, tmp_path_factory) -> Path:
     return out
 
 
+def table_cells(output: str) -> dict[str, list[str]]:
+    """The printed table's body rows, by their first cell: every other cell, stripped."""
+    rows = [line.split("│")[1:-1] for line in output.splitlines() if line.startswith("│ ")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
 def summary_value(folder: Path, dataset: str, stage: str = "reranked", measure: str = "nDCG@10") -> float:
     summary = pd.read_csv(folder / "summary.csv")
     row = summary[(summary.dataset == dataset) & (summary.measure == measure)]
@@ -352,8 +358,7 @@ def test_published_run_from_hub_cache_and_reference_check(hub_cache, tmp_path):
         out_ok,
     )
     assert result.exit_code == 0, result.output
-    row = next(line for line in result.output.splitlines() if line.startswith("│ scifact"))
-    assert row.split("│")[-2].strip() == "OK"  # the check's own cell (the caption says OK too)
+    assert table_cells(result.output)["scifact"][-1] == "OK"  # the check's own cell (the caption says OK too)
     # over a top-3 the first stage's nDCG@10 is not the published measure: nothing is checked
     shallow = cli(
         "beir", "--datasets", "scifact", "--model", "bm25", "--top-k", "3", "--out", tmp_path / "top-3"
@@ -412,11 +417,7 @@ def test_miracl_with_supplied_runs(tmp_path):
     # and so is R@100 (Pyserini publishes it for MIRACL), computed here over the top 100
     sw_recall = mean(first_stage_recall(sw_run, builders.MIRACL["sw"]["qrels"], 100).values())
     assert (records["sw"]["reference_r100"], records["yo"]["reference_r100"]) == (0.7008, 0.7325)
-    sw_row = next(line for line in result.output.splitlines() if line.startswith("│ sw "))
-    assert [c.strip() for c in sw_row.split("│")[-3:-1]] == [
-        f"{sw - 0.3826:+.4f}",
-        f"{sw_recall - 0.7008:+.4f}",
-    ]
+    assert table_cells(result.output)["sw"][-2:] == [f"{sw - 0.3826:+.4f}", f"{sw_recall - 0.7008:+.4f}"]
 
 
 GROUP_SUITE = """
@@ -515,9 +516,8 @@ def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path):
     recall = {key: mean(first_stage_recall(runs[key], qrels[key], 100).values()) for key in runs}
     assert recall == {"cqadupstack-android": 0.5, "cqadupstack-english": 1.0, "scifact": 2 / 3}
     scifact_ndcg = mean(first_stage_ndcg(runs["scifact"], qrels["scifact"], 100).values())
-    rows = {line.split()[1]: line for line in output.splitlines() if line.startswith("│ ")}
     assert "nDCG@10 and R@100" in output and output.count("vs published") == 3  # two headers, the caption
-    assert {name: [c.strip() for c in row.split("│")[-3:-1]] for name, row in rows.items()} == {
+    assert {name: cells[-2:] for name, cells in table_cells(output).items()} == {
         "cqadupstack": ["", f"{0.75 - 0.5:+.4f}"],  # the forums' mean recall against their mean figure
         "scifact": [f"{scifact_ndcg - 0.5:+.4f}", f"{2 / 3 - 0.5:+.4f}"],
         "Forums": ["", ""],

@@ -313,7 +313,7 @@ def run_bench_encode(
             "name": device_name,
             "datasheet_bf16_flops": datasheet,
             "measured_matmul_flops": peaks[1],
-            "matmul_dtype": str(ours_dtype).removeprefix("torch."),
+            "matmul_dtype": dtype_name(ours_dtype),
             "matmul_size": size,
         },
         "max_batch_tokens": budget,

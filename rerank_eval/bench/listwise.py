@@ -44,7 +44,7 @@ from rerank_eval.bench.device import (
 )
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import pick_device, pick_dtype
+from rerank_eval.rerankers.common import dtype_name, pick_device, pick_dtype
 from rerank_eval.rerankers.listwise.model import listwise_attention
 from rerank_eval.rerankers.listwise.procedure import (
     EMBED_TOKEN,
@@ -361,11 +361,11 @@ def run_bench(
         result: dict[str, Any] = {
             "workload": asdict(workload),
             "model": {"shape": shape, "non_embedding_parameters": non_embedding_parameters(model),
-                      "dtype": str(chosen_dtype).removeprefix("torch."), "attention": model.attention,
+                      "dtype": dtype_name(chosen_dtype), "attention": model.attention,
                       **{name: getattr(model.settings, name) for name in settings}},
             "device": {"type": chosen.type, "name": device_name, "datasheet_bf16_flops": datasheet,
                        "measured_matmul_flops": measured,
-                       "matmul_dtype": str(chosen_dtype).removeprefix("torch."), "matmul_size": size},
+                       "matmul_dtype": dtype_name(chosen_dtype), "matmul_size": size},
             "reference_style": asdict(reference),
             "ours": asdict(ours),
             "speedup": round(reference.seconds / ours.seconds, 3),

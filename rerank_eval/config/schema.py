@@ -86,7 +86,7 @@ class DatasetSpec:
     run_file: str | None = None
     #: published first-stage nDCG@10 per source (a key of FirstStageSpec.reference)
     reference: dict[str, float] = field(default_factory=dict)
-    #: published first-stage R@100 per source, checked where the run keeps the top 100
+    #: published first-stage R@100 per source, checked where the run keeps at least the top 100
     reference_r100: dict[str, float] = field(default_factory=dict)
     #: published first-stage nDCG@10 of the dataset's group as a whole (from the suite's `groups`)
     group_reference: dict[str, float] = field(default_factory=dict)

@@ -64,15 +64,13 @@ class EncoderRecipe:
     def side_identity(self, side: str) -> dict[str, Any]:
         """What decides one side's embeddings (the passage side keys the corpus cache)."""
         shared = {
-            k: v for k, v in asdict(self).items() if k not in ("query_prefix", "passage_prefix", "adapters")
+            k: v for k, v in self.to_json().items() if k not in ("query_prefix", "passage_prefix", "adapters")
         }
-        if self.dimensions is None:  # keys written before the setting existed stay as they were
-            del shared["dimensions"]
         return {**shared, "prefix": self.prefix(side), "adapter": self.adapter(side)}
 
     def to_json(self) -> dict[str, Any]:
-        """As manifests record it (and score journals are keyed by it): `dimensions` only when set,
-        so journals written before the setting existed stay valid."""
+        """As manifests record it and keys hash it: `dimensions` only when set, so caches and score
+        journals written before the setting existed keep their keys."""
         recorded = asdict(self)
         if self.dimensions is None:
             del recorded["dimensions"]
