@@ -347,6 +347,26 @@ def test_fetch_encodes_the_corpus_ahead_and_the_run_then_encodes_only_queries(
         np.testing.assert_allclose(list(docs.values()), list(theirs[query_id].values()), atol=1e-6)
 
 
+def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, monkeypatch):
+    """Embeddings are keyed by device and dtype, so the fetch command printed for an offline run of
+    a dense first stage leaves the encoding to that run."""
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.pipeline.offline import fetch_command
+    from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    fetched = run_cli("fetch", "dense", "--config", setup.config, "--first-stage", "tiny", "--no-encode")
+    assert fetched.exit_code == 0, fetched.output
+    assert not (cache / "dense").exists()
+    config = load_config(setup.config)
+    suite = config.suite("dense")
+    plan = RunPlan(config, suite, suite.select(None), 10, ["nDCG@10"], CandidateOrder.parse("first-stage"))
+    assert fetch_command(plan, ["first-stage"]) == (
+        f"rerank-eval fetch dense --datasets nq --model first-stage --no-encode --config {setup.config}"
+    )
+
+
 def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, monkeypatch, tmp_path):
     _, reference_cache = reference
     cache = tmp_path / "cache"

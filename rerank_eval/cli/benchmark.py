@@ -25,6 +25,7 @@ from rerank_eval.cli.options import (
     DtypeOpt,
     FamilyOpt,
     FirstStageOpt,
+    FirstStageSetOpt,
     FreshOpt,
     MetricOpt,
     ModelsOpt,
@@ -69,6 +70,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         run_pattern: RunPatternOpt = "{key}.trec",
         run_reference: RunReferenceOpt = None,
         first_stage: FirstStageOpt = None,
+        first_stage_set: FirstStageSetOpt = None,
         candidate_order: OrderOpt = "first-stage",
         out: OutOpt = None,
         config: ConfigOpt = None,
@@ -106,6 +108,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 reference=run_reference,
             ),
             first_stage_override=first_stage,
+            first_stage_settings=parse_pairs(first_stage_set, "--first-stage-set", empty_values=True),
             fresh=fresh,
             # the same command minus --fresh, which would throw the journaled scores away
             resume_command=shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")]),

@@ -7,7 +7,7 @@ longer free text folds instead.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from rerank_eval.cli.app import app, console, user_errors
 from rerank_eval.cli.options import ConfigOpt
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
+
+if TYPE_CHECKING:
+    from rerank_eval.first_stage.base import Setting
 
 
 def _typed_column(table: Table, header: str, values: list[str]) -> None:
@@ -109,6 +112,21 @@ def first_stages(config: ConfigOpt = None) -> None:
         "e.g. --first-stage dense:BAAI/bge-base-en-v1.5",
         highlight=False,
     )
+    console.print(
+        "settings --first-stage-set NAME=VALUE changes, by kind (in brackets: those that change only how "
+        "the run is computed, so the first stage keeps its name and published figures):",
+        highlight=False,
+    )
+    for name in sorted({entry.kind for entry in entries}):
+        console.print(Text(f"  {name}: {_settings_listed(first_stage_kind(name).settings)}"))
+
+
+def _settings_listed(settings: dict[str, Setting]) -> str:
+    """A kind's settings the command line can give (a mapping needs a config entry)."""
+    settable = {name: setting for name, setting in settings.items() if setting.kind is not dict}
+    defining = sorted(name for name, setting in settable.items() if not setting.execution_only)
+    execution = sorted(name for name, setting in settable.items() if setting.execution_only)
+    return ", ".join(defining) + (f" [{', '.join(execution)}]" if execution else "")
 
 
 @app.command("datasets")

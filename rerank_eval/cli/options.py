@@ -24,6 +24,7 @@ FLAGS = {
     "out": "--out",
     "plot": "--plot",
     "first_stage": "--first-stage",
+    "first_stage_settings": "--first-stage-set",
     "settings": "--set",
 }
 
@@ -105,7 +106,7 @@ RunReferenceOpt = Annotated[
         help=(
             "The published first stage your run files reproduce (a reference name of the config, e.g. "
             "pyserini-bm25 for MIRACL, pyserini-bm25-flat for BEIR): the table checks their nDCG@10 "
-            "against its figures."
+            "and R@100 against its figures."
         ),
     ),
 ]
@@ -128,6 +129,16 @@ FirstStageOpt = Annotated[
             "Use this first stage instead of each dataset's default: a first_stages entry (bm25s, "
             "jina-embeddings-v3, bge-base-en-v1.5, ...; `rerank-eval first-stages` lists them) or "
             "dense:ENCODER (a preset, Hub id or sentence-transformers checkpoint directory)."
+        ),
+    ),
+]
+FirstStageSetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--first-stage-set",
+        help=(
+            "NAME=VALUE: a setting of the --first-stage first stage, e.g. dimensions=256, max_length=512, "
+            "k1=1.2 (`rerank-eval first-stages` lists each kind's); repeatable."
         ),
     ),
 ]
@@ -159,11 +170,12 @@ SettingOpt = Annotated[
 ]
 
 
-def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, str]:
+def parse_pairs(pairs: list[str] | None, what: str, empty_values: bool = False) -> dict[str, str]:
+    """NAME=VALUE pairs; `empty_values`: NAME= gives the empty text (a prefix set to none)."""
     parsed = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
+        if not sep or not key or not (value or empty_values):
             raise UserError(f"{what} expects NAME=VALUE, got {pair!r}")
         if key in parsed and parsed[key] != value:  # which one was meant?
             raise UserError(f"{what} gives {key} twice ({parsed[key]!r} and {value!r}); give it once")

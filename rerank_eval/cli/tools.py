@@ -17,9 +17,11 @@ from rerank_eval.cli.options import (
     DtypeOpt,
     FamilyOpt,
     FirstStageOpt,
+    FirstStageSetOpt,
     ModelOpt,
     RemoteCodeOpt,
     SettingOpt,
+    parse_pairs,
     settings_from,
 )
 from rerank_eval.config.reader import load_config
@@ -36,6 +38,7 @@ def fetch(
         typer.Option("--model", "-m", help="Also download this model (preset, hub id); repeatable."),
     ] = None,
     first_stage: FirstStageOpt = None,
+    first_stage_set: FirstStageSetOpt = None,
     no_first_stage: Annotated[
         bool,
         typer.Option(
@@ -43,22 +46,35 @@ def fetch(
             help="Datasets and models only: the run will read its own run files (--run, --runs-dir).",
         ),
     ] = False,
+    no_encode: Annotated[
+        bool,
+        typer.Option(
+            "--no-encode",
+            help="Download dense encoders but encode no corpus: embeddings are keyed by device and dtype, "
+            "so a machine without the run's GPU leaves encoding to the run.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
-    for GPU nodes without internet; with a dense --first-stage, encode the corpora too. Copy
-    IR_DATASETS_HOME and HF_HOME (and the rerank-eval cache for built-in BM25 indexes and corpus
-    embeddings) to the offline machine afterwards."""
+    for GPU nodes without internet; with a dense --first-stage, encode the corpora too (on this
+    machine's device: --no-encode leaves that to the run). Copy IR_DATASETS_HOME and HF_HOME (and the
+    rerank-eval cache for BM25 indexes and corpus embeddings) to the offline machine afterwards."""
     from rerank_eval.datasets.fetch import fetch_suite
 
-    if first_stage and no_first_stage:
-        raise UserError("--first-stage and --no-first-stage exclude each other; give one")
+    flags = (("--first-stage", first_stage), ("--first-stage-set", first_stage_set))
+    given = [flag for flag, value in flags if value]
+    if given and no_first_stage:
+        raise UserError(f"{given[0]} and --no-first-stage exclude each other; give one")
     cfg = load_config(config)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
-    if first_stage:
-        cfg.first_stage(first_stage)
+    settings = parse_pairs(first_stage_set, "--first-stage-set", empty_values=True)
+    cfg.command_line_first_stage(first_stage, settings)
     try:
-        fetch_suite(cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage)
+        fetch_suite(
+            cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage, settings,
+            encode=not no_encode,
+        )  # fmt: skip
     except MissingDownload as missing:
         raise UserError(missing.advice("this fetch")) from None
 

@@ -6,11 +6,12 @@ and read in `reader.py` and nowhere else, so the manifest can record exactly wha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.errors import UserError, did_you_mean, term
+from rerank_eval.errors import ParameterError, UserError, did_you_mean, term
 
 DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 #: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
@@ -204,27 +205,43 @@ class BenchmarkConfig:
             )
         return self.suites[name]
 
-    def first_stage(self, name: str) -> FirstStageSpec:
-        """An entry of first_stages, or a `KIND:ARGUMENT` form such as `dense:ENCODER`."""
-        from rerank_eval.first_stage import resolve
+    def first_stage(self, name: str, settings: Mapping[str, Any] | None = None) -> FirstStageSpec:
+        """An entry of first_stages, or a `KIND:ARGUMENT` form such as `dense:ENCODER`, with
+        `settings` replaced (`--first-stage-set`; see first_stage.with_settings)."""
+        from rerank_eval.first_stage import resolve, with_settings
 
-        return resolve(name, self.first_stages)
+        source = resolve(name, self.first_stages)
+        return with_settings(source, settings) if settings else source
 
-    def first_stage_for(self, spec: DatasetSpec, override: str | None) -> FirstStageSpec:
-        """The first stage a dataset uses: the command line's, else its entry's (or its suite's
-        default); a dataset with neither cannot be run."""
-        name = override or spec.first_stage
-        if name is not None and override is None:
-            source = self.first_stage(name)
-            return self._runnable(source)
-        if name is None:
+    def command_line_first_stage(
+        self, name: str | None, settings: Mapping[str, Any] | None = None
+    ) -> FirstStageSpec | None:
+        """The first stage the command line names, with `settings` replaced; None where it names
+        none (then there are no settings to replace)."""
+        if settings and name is None:
+            raise ParameterError(
+                "first_stage_settings",
+                "changes the settings of the first stage {first_stage} names; give one",
+                mentions=("first_stage",),
+            )
+        return None if name is None else self.first_stage(name, settings)
+
+    def first_stage_for(
+        self, spec: DatasetSpec, override: str | None, settings: Mapping[str, Any] | None = None
+    ) -> FirstStageSpec:
+        """The first stage a dataset uses: the command line's (with `settings` replaced), else its
+        entry's (or its suite's default); a dataset with neither cannot be run."""
+        chosen = self.command_line_first_stage(override, settings)
+        if chosen is not None:
+            return chosen
+        if spec.first_stage is None:
             raise UserError(
                 f"dataset {spec.key} names no first stage: give one with {term('first_stage')} NAME or a "
                 f"run file ({term('runs.overrides')} {spec.key}=PATH), or set first_stage in its entry or "
                 f"its suite's defaults",
                 {"first_stage": "first_stage=", "runs.overrides": "runs.overrides"},
             )
-        return self.first_stage(name)
+        return self._runnable(self.first_stage(spec.first_stage))
 
     def _runnable(self, source: FirstStageSpec) -> FirstStageSpec:
         """`source`, or its fallback where its kind cannot run here (a dataset's configured first

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
 from rerank_eval.datasets import open_dataset
 from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage, kind
@@ -9,21 +12,27 @@ from rerank_eval.pipeline.progress import stderr_console
 
 
 def fetch_dataset(
-    config: BenchmarkConfig, spec: DatasetSpec, first_stage: str | None = None, with_first_stage: bool = True
+    config: BenchmarkConfig,
+    spec: DatasetSpec,
+    first_stage: str | None = None,
+    with_first_stage: bool = True,
+    first_stage_settings: Mapping[str, Any] | None = None,
+    encode: bool = True,
 ) -> None:
     """Queries, qrels, the built doc store and (unless the run brings its own run file) the first
-    stage (default: the dataset's own) of one dataset: a published run downloaded, a BM25 index
-    built, a corpus encoded."""
+    stage (default: the dataset's own; `first_stage_settings` replace some of `first_stage`'s) of
+    one dataset: a published run downloaded, a BM25 index built, a corpus encoded (unless not
+    `encode`: then only its encoder is downloaded)."""
     dataset = open_dataset(spec)
     queries = dataset.queries()
     dataset.qrels()
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
     if not with_first_stage:
         return
-    source = config.first_stage_for(spec, first_stage)
+    source = config.first_stage_for(spec, first_stage, first_stage_settings)
     kind(source.kind).preflight(spec, source)
     depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
-    fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth))
+    fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth), build=encode)
 
 
 def fetch_suite(
@@ -32,10 +41,12 @@ def fetch_suite(
     models: list[str],
     first_stage: str | None = None,
     with_first_stage: bool = True,
+    first_stage_settings: Mapping[str, Any] | None = None,
+    encode: bool = True,
 ) -> None:
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
-        fetch_dataset(config, spec, first_stage, with_first_stage)
+        fetch_dataset(config, spec, first_stage, with_first_stage, first_stage_settings, encode)
     for name in models:
         preset = config.models.get(name)
         source = preset.model if preset else name

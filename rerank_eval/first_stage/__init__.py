@@ -12,7 +12,7 @@ from __future__ import annotations
 from rerank_eval.first_stage import bm25s, dense, hub_run, lucene  # noqa: F401  (each registers its kind)
 from rerank_eval.first_stage.base import FirstStageRecord, FirstStageRequest, RunLocation
 from rerank_eval.first_stage.candidates import CandidatePolicy, Candidates
-from rerank_eval.first_stage.registry import kind, kind_names, resolve
+from rerank_eval.first_stage.registry import kind, kind_names, resolve, with_settings
 from rerank_eval.first_stage.run_file import read_user_run
 from rerank_eval.runfiles import Run
 
@@ -43,4 +43,5 @@ __all__ = [
     "kind_names",
     "obtain_run",
     "resolve",
+    "with_settings",
 ]

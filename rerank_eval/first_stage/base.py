@@ -36,6 +36,9 @@ class Setting:
     choices: tuple[Any, ...] = ()
     #: (lowest, highest) accepted for a number: a config may come from someone else
     bounds: tuple[float, float] | None = None
+    #: whether it changes only how the run is computed (batching, precision, kernels), not which
+    #: first stage it is: set on the command line, it leaves the entry's name and published figure
+    execution_only: bool = False
 
     def check(self, where: str, value: Any) -> Any:
         if value is None:
@@ -57,6 +60,23 @@ class Setting:
         if self.choices and value not in self.choices:
             raise UserError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}")
         return value
+
+    def parse(self, where: str, text: str) -> Any:
+        """The value `text` gives this setting on the command line (`--first-stage-set NAME=TEXT`),
+        read as the setting's type and checked; a mapping cannot be given there."""
+        if self.kind is str:
+            return self.check(where, text)
+        if self.kind is dict:
+            raise UserError(f"{where}: is a mapping; set it in a first_stages entry of a --config file")
+        if self.kind is bool:
+            value = {"true": True, "false": False}.get(text.strip().lower())
+            if value is None:
+                raise UserError(f"{where}: expected true or false, got {text!r}")
+            return self.check(where, value)
+        try:
+            return self.check(where, self.kind(text))
+        except ValueError:
+            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {text!r}") from None
 
 
 #: the BM25 parameters every BM25 kind takes, at Pyserini's defaults (those of the published runs)
@@ -177,6 +197,9 @@ class FirstStageKind(ABC):
     settings: ClassVar[dict[str, Setting]] = {}
     #: whether `fetch` downloads anything beyond the dataset (a run file, an encoder)
     downloads: ClassVar[bool] = True
+    #: whether what `fetch` builds is keyed by the device and dtype that made it (a corpus's
+    #: embeddings), so that a machine without that device should download only (`fetch --no-encode`)
+    device_keyed: ClassVar[bool] = False
 
     def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings from the config, checked and completed with defaults (errors name `where`)."""

@@ -88,10 +88,12 @@ def build_manifest(
             "config_sha256": plan.config.sha256,
             "config_files": [{"path": str(f.path), "sha256": f.sha256} for f in plan.config.files],
             "entries": [asdict(spec) for spec in plan.datasets],
+            # the entries that ran: a fallback where it replaced one, with the command line's settings
             "first_stages": {
-                name: asdict(plan.config.first_stage(name))
-                for name in sorted(
-                    {plan.first_stage_override or d.first_stage for d in plan.datasets} - {None}
+                used.name: asdict(used)
+                for used in sorted(
+                    (plan.first_stage_of(d) for d in plan.datasets if plan.runs.path_for(d) is None),
+                    key=lambda used: used.name,
                 )
             },
             "average_label": plan.suite.average_label,
@@ -112,6 +114,7 @@ def build_manifest(
             "measures": plan.measures(),
             "candidate_order": str(plan.candidate_order),
             "first_stage_override": plan.first_stage_override,
+            "first_stage_settings": plan.first_stage_settings,
             "ranking": TIE_BREAK,
             "evaluation": "ir_measures per query; judged queries without candidates score 0",
         },

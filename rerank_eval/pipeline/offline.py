@@ -43,7 +43,7 @@ def _dataset_probe(spec: DatasetSpec) -> None:
 def _first_stage_probe(plan: RunPlan, spec: DatasetSpec) -> None:
     """The first stage's downloads (a published run, an encoder), apart from the dataset's."""
     if plan.runs.path_for(spec) is None:
-        source = plan.config.first_stage_for(spec, plan.first_stage_override)
+        source = plan.first_stage_of(spec)
         if kind(source.kind).downloads:
             depth = plan.candidate_policy(spec).depth
             fetch_first_stage(FirstStageRequest(spec, source, open_dataset(spec), {}, depth), build=False)
@@ -92,6 +92,10 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
             words += ["--model", model]
         if with_first_stage and plan.first_stage_override:
             words += ["--first-stage", plan.first_stage_override]
+            for name, value in plan.first_stage_settings.items():
+                words += ["--first-stage-set", f"{name}={value}"]
+        if with_first_stage and any(kind(plan.first_stage_of(spec).kind).device_keyed for spec in specs):
+            words.append("--no-encode")  # encoded here, on this machine's device, not the fetcher's
         if not with_first_stage:
             words.append("--no-first-stage")
         if len(plan.config.files) > 1:

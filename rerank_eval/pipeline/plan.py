@@ -6,8 +6,9 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, SuiteSpec
+from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, FirstStageSpec, SuiteSpec
 from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
@@ -55,6 +56,8 @@ class RunPlan:
     candidate_order: CandidateOrder
     runs: RunLocation = field(default_factory=RunLocation)
     first_stage_override: str | None = None
+    #: settings of that first stage replaced (`--first-stage-set`; see first_stage.with_settings)
+    first_stage_settings: dict[str, Any] = field(default_factory=dict)
     fresh: bool = False  # ignore (and replace) journaled scores
     resume_command: str = "the same command"
     #: the note that a configured first stage fell back was printed (validate runs more than once)
@@ -66,6 +69,10 @@ class RunPlan:
     def measures(self) -> list[str]:
         """The user's metrics plus the ones every table shows."""
         return canonical_measures([*self.metrics, f"R@{self.top_k}", "Judged@10"])
+
+    def first_stage_of(self, spec: DatasetSpec) -> FirstStageSpec:
+        """The first stage `spec` uses when the user gives it no run file."""
+        return self.config.first_stage_for(spec, self.first_stage_override, self.first_stage_settings)
 
     def fell_back_from(self, spec: DatasetSpec, used: str) -> str | None:
         """The dataset's configured first stage when `used` replaced it (its fallback, where its kind
@@ -79,8 +86,7 @@ class RunPlan:
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise ParameterError("top_k", f"must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
         parse_measures(self.measures())
-        if self.first_stage_override:
-            self.config.first_stage(self.first_stage_override)
+        self.config.command_line_first_stage(self.first_stage_override, self.first_stage_settings)
         for key, path in self.runs.overrides.items():
             if key not in {d.key for d in self.datasets}:
                 raise ParameterError(
@@ -113,7 +119,7 @@ class RunPlan:
         replaced: dict[tuple[str, str], list[str]] = {}
         for spec in self.datasets:
             if self.runs.path_for(spec) is None:
-                used = self.config.first_stage_for(spec, self.first_stage_override)
+                used = self.first_stage_of(spec)
                 first_stage_kind(used.kind).preflight(spec, used)
                 configured = self.fell_back_from(spec, str(used.name))
                 if configured:

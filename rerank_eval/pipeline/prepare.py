@@ -45,7 +45,7 @@ def first_stage_request(plan: RunPlan, spec: DatasetSpec, dataset: IrDataset, qu
     """What the dataset's first stage is asked for: as deep as its candidate policy needs (no
     source where the user's run file is the first stage)."""
     supplied = plan.runs.path_for(spec) is not None
-    source = None if supplied else plan.config.first_stage_for(spec, plan.first_stage_override)
+    source = None if supplied else plan.first_stage_of(spec)
     return FirstStageRequest(spec, source, dataset, queries, plan.candidate_policy(spec).depth)
 
 

@@ -40,6 +40,7 @@ RECIPE_SETTINGS = (
 
 class DenseRetrieval(FirstStageKind):
     name = "dense"
+    device_keyed = True
     settings: ClassVar[dict[str, Setting]] = {
         "encoder": Setting(str, required=True),  # a Hub id or a checkpoint directory
         "revision": Setting(str),
@@ -51,16 +52,17 @@ class DenseRetrieval(FirstStageKind):
         "query_prefix": Setting(str),
         "passage_prefix": Setting(str),
         "adapters": Setting(dict),  # {query: SUBFOLDER, passage: SUBFOLDER} of PEFT adapters
-        "merge_adapters": Setting(bool, True),
+        # how the run is computed, not which first stage it is (execution_only: see Setting)
+        "merge_adapters": Setting(bool, True, execution_only=True),
         # jina-embeddings-v3's fused kernels (jina_kernels); unset: on CUDA where Triton works
-        "fused_kernels": Setting(bool),
+        "fused_kernels": Setting(bool, execution_only=True),
         # texts packed end to end without padding, in the fused kernels; off unless asked for
-        "packed_sequences": Setting(bool),
-        "dtype": Setting(str, choices=("float32", "bfloat16", "float16")),
-        "storage": Setting(str, "float16", choices=("float16", "float32")),
-        "shard_size": Setting(int, 65_536, bounds=(1, 10_000_000)),
-        "max_batch_tokens": Setting(int, bounds=(1, 100_000_000)),
-        "query_batch": Setting(int, 1024, bounds=(1, 1_000_000)),
+        "packed_sequences": Setting(bool, execution_only=True),
+        "dtype": Setting(str, choices=("float32", "bfloat16", "float16"), execution_only=True),
+        "storage": Setting(str, "float16", choices=("float16", "float32"), execution_only=True),
+        "shard_size": Setting(int, 65_536, bounds=(1, 10_000_000), execution_only=True),
+        "max_batch_tokens": Setting(int, bounds=(1, 100_000_000), execution_only=True),
+        "query_batch": Setting(int, 1024, bounds=(1, 1_000_000), execution_only=True),
     }
 
     def __init__(self) -> None:
@@ -173,7 +175,8 @@ class DenseRetrieval(FirstStageKind):
             if encoder.device.type == "cpu":
                 print(
                     f"note: encoding {request.spec.key} on the CPU; a run on a GPU (another device "
-                    f"and dtype) uses embeddings of its own, so encode where you will run",
+                    f"and dtype) uses embeddings of its own, so encode where you will run (fetch "
+                    f"--no-encode downloads only)",
                     file=sys.stderr,
                 )
             self.ensure_corpus(request, encoder)
@@ -218,6 +221,10 @@ class DenseRetrieval(FirstStageKind):
                 "packed_sequences": encoder.packed_sequences,
                 "storage": settings["storage"],
                 "shard_size": settings["shard_size"],
+                # batch composition moves a vector's last bits: the budget in effect, not the setting
+                "max_batch_tokens": encoder.max_batch_tokens,
+                "pad_multiple": encoder.pad_multiple,
+                "query_batch": settings["query_batch"],
                 "depth": request.depth,
                 "search": "exact inner product, float32 scores; ties by doc id as trec_eval",
                 **info,

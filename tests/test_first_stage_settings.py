@@ -1,0 +1,227 @@
+"""`--first-stage-set NAME=VALUE`: a first stage's settings changed on the command line.
+
+A changed setting must reach the first stage exactly as a config entry with that value would
+(same run, byte for byte), be named where it decides the run (name, label, no published figure
+measured with other settings), and be refused in one line where it is not a setting of that kind
+or not a valid value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rerank_eval.cli import app
+from rerank_eval.cli.options import parse_pairs
+from rerank_eval.config.reader import load_config
+from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.pipeline.offline import fetch_command
+from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
+from rerank_eval.rerankers.common import default_batch_tokens
+from tests.checkpoints import build_bi_encoder
+
+runner = CliRunner()
+
+
+def cli(*args) -> object:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def packaged():
+    return load_config(None)
+
+
+# -- what a changed setting makes of the entry ----------------------------------------------------
+
+
+def test_a_setting_that_decides_the_run_names_a_first_stage_of_its_own(packaged):
+    entry = packaged.first_stages["bm25s"]
+    tuned = packaged.first_stage("bm25s", {"k1": "1.2", "b": "0.75"})
+    assert tuned.name == "bm25s (b=0.75, k1=1.2)"
+    assert tuned.label == f"{entry.label}, b=0.75, k1=1.2"
+    assert tuned.settings == {**entry.settings, "k1": 1.2, "b": 0.75}
+    assert isinstance(tuned.settings["k1"], float)
+    dense = packaged.first_stage("jina-embeddings-v3", {"dimensions": "256", "query_prefix": ""})
+    assert packaged.first_stages["jina-embeddings-v3"].reference == ("jina-embeddings-v3",)
+    # the published figures were measured at 1,024 dimensions with the instruction
+    assert dense.reference == ()
+    assert dense.name == 'jina-embeddings-v3 (dimensions=256, query_prefix="")'
+    assert (dense.settings["dimensions"], dense.settings["query_prefix"]) == (256, "")
+
+
+def test_a_setting_of_how_the_run_is_computed_keeps_the_name_and_the_published_figures(packaged):
+    entry = packaged.first_stages["jina-embeddings-v3"]
+    batched = packaged.first_stage("jina-embeddings-v3", {"query_batch": "256", "dtype": "float32"})
+    assert (batched.name, batched.reference) == (entry.name, entry.reference)
+    assert batched.label == f'{entry.label}, dtype="float32", query_batch=256'
+    assert batched.settings == {**entry.settings, "query_batch": 256, "dtype": "float32"}
+
+
+def test_a_value_the_entry_already_has_changes_nothing(packaged):
+    assert packaged.first_stage("bm25s", {"k1": "0.9", "b": "0.4"}) is packaged.first_stages["bm25s"]
+    # typed values (the library's callers) are checked as a config's are
+    assert packaged.first_stage("bm25s", {"k1": 0.9}) is packaged.first_stages["bm25s"]
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("bm25s", {"k3": "1"}, "k3: bm25s (kind bm25s) has no such setting; accepted: b, k1"),
+        ("bm25s", {"k1": "abc"}, "k1: expected a number, got 'abc'"),
+        ("bm25s", {"k1": "nan"}, "k1: must be a finite number, got nan"),
+        ("bm25s", {"b": "2"}, "b: must be between 0.0 and 1.0, got 2.0"),
+        ("minilm", {"max_length": "0"}, "max_length: must be a positive integer, got 0"),
+        ("minilm", {"max_length": "12.5"}, "max_length: expected an integer, got '12.5'"),
+        ("minilm", {"normalize": "maybe"}, "normalize: expected true or false, got 'maybe'"),
+        ("minilm", {"pooling": "median"}, "pooling: expected one of mean, cls, lasttoken, max, got 'median'"),
+        ("minilm", {"adapters": "x"}, "adapters: is a mapping; set it in a first_stages entry of a --config"),
+        ("bm25-flat", {"repo": "a/b/c"}, "bm25-flat.repo"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(packaged, name, settings, message):
+    with pytest.raises(ParameterError) as raised:
+        packaged.first_stage(name, settings)
+    assert raised.value.parameter == "first_stage_settings"
+    assert message in str(raised.value)
+
+
+def test_settings_need_a_first_stage_named_on_the_command_line(packaged):
+    spec = packaged.suite("beir").select(["scifact"])[0]
+    with pytest.raises(UserError, match="changes the settings of the first stage first_stage names"):
+        packaged.first_stage_for(spec, None, {"k1": "1.2"})
+    assert packaged.first_stage_for(spec, None, {}).name == spec.first_stage
+
+
+def test_empty_values_are_text_settings_set_to_nothing():
+    assert parse_pairs(["query_prefix=", "k1=1.2"], "--first-stage-set", empty_values=True) == {
+        "query_prefix": "",
+        "k1": "1.2",
+    }
+    with pytest.raises(UserError, match="--set expects NAME=VALUE, got 'x='"):
+        parse_pairs(["x="], "--set")
+
+
+def test_the_fetch_command_of_an_offline_run_carries_the_settings(packaged):
+    suite = packaged.suite("beir")
+    plan = RunPlan(
+        packaged, suite, suite.select(["scifact"]), 100, ["nDCG@10"], CandidateOrder.parse("first-stage"),
+        first_stage_override="jina-embeddings-v3",
+        first_stage_settings={"dimensions": "256", "query_prefix": "q: "},
+    )  # fmt: skip
+    assert fetch_command(plan, ["bm25"]) == (
+        "rerank-eval fetch beir --datasets scifact --model bm25 --first-stage jina-embeddings-v3 "
+        "--first-stage-set dimensions=256 --first-stage-set 'query_prefix=q: ' --no-encode"
+    )
+
+
+# -- end to end: the same run as a config entry with those values ---------------------------------
+
+
+def first_stage_run(out: Path) -> list[list[str]]:
+    """The first stage's run as the result folder keeps it, but the tag (the first stage's name)."""
+    lines = (out / "runs" / "nq.first-stage.trec").read_text().splitlines()
+    return [line.split()[:5] for line in lines]
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_bm25_parameters_from_the_command_line_equal_a_config_entry(tmp_path):
+    config = tmp_path / "tuned.yaml"
+    config.write_text("first_stages:\n  tuned: {kind: bm25s, label: tuned BM25, k1: 2.5, b: 1.0}\n")
+    base = ["beir", "--datasets", "nq", "--model", "bm25"]
+    default = cli(*base, "--first-stage", "bm25s", "--out", tmp_path / "default")
+    given = cli(*base, "--first-stage", "bm25s", "--first-stage-set", "k1=2.5", "--first-stage-set", "b=1",
+                "--out", tmp_path / "given")  # fmt: skip
+    entry = cli(*base, "--config", config, "--first-stage", "tuned", "--out", tmp_path / "entry")
+    for result in (default, given, entry):
+        assert result.exit_code == 0, result.output
+    assert first_stage_run(tmp_path / "given") == first_stage_run(tmp_path / "entry")
+    assert first_stage_run(tmp_path / "given") != first_stage_run(tmp_path / "default")
+    record = manifest(tmp_path / "given")["datasets"][0]["first_stage"]
+    assert record["name"] == "bm25s (b=1.0, k1=2.5)"
+    assert (record["settings"]["k1"], record["settings"]["b"]) == (2.5, 1.0)
+    assert record["label"].endswith(", b=1.0, k1=2.5") and record["label"] in " ".join(given.output.split())
+    assert manifest(tmp_path / "given")["protocol"]["first_stage_settings"] == {"k1": "2.5", "b": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_dense(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dense-settings")
+    encoder = build_bi_encoder(folder / "bi-encoder")
+    config = folder / "dense.yaml"
+    config.write_text(
+        f"""
+first_stages:
+  tiny: {{kind: dense, encoder: {json.dumps(str(encoder))}, pooling: mean, normalize: true}}
+  tiny-short:
+    {{kind: dense, encoder: {json.dumps(str(encoder))}, pooling: mean, normalize: true, max_length: 8}}
+models:
+  first-stage: {{family: first-stage-order}}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_an_encoder_setting_from_the_command_line_equals_a_config_entry(tiny_dense, tmp_path, monkeypatch):
+    base = ["beir", "--datasets", "nq", "--model", "first-stage", "--config", tiny_dense, "--top-k", "10"]
+    runs = {}
+    for name, extra in (
+        ("default", ["--first-stage", "tiny"]),
+        ("given", ["--first-stage", "tiny", "--first-stage-set", "max_length=8"]),
+        ("entry", ["--first-stage", "tiny-short"]),
+    ):
+        monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / f"cache-{name}"))  # nothing shared
+        result = cli(*base, *extra, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        runs[name] = first_stage_run(tmp_path / name)
+    assert runs["given"] == runs["entry"] != runs["default"]
+    records = {name: manifest(tmp_path / name)["datasets"][0]["first_stage"] for name in runs}
+    assert records["given"]["name"] == "tiny (max_length=8)"
+    assert records["given"]["settings"]["recipe"] == records["entry"]["settings"]["recipe"]
+    # the batch budget in effect (it moves a vector's last bits) is recorded, not only the setting
+    settings = records["given"]["settings"]
+    assert settings["max_batch_tokens"] == default_batch_tokens(torch.device("cpu"))
+    assert (settings["pad_multiple"], settings["query_batch"]) == (1, 1024)
+
+
+def test_command_line_settings_are_refused_in_one_line(tiny_dense, tmp_path):
+    cases = [
+        (["beir", "--datasets", "nq", "--first-stage-set", "k1=1.2"],
+         "error: --first-stage-set changes the settings of the first stage --first-stage names; give one"),
+        (["beir", "--datasets", "nq", "--first-stage", "bm25s", "--first-stage-set", "k1=x"],
+         "error: --first-stage-set k1: expected a number, got 'x'"),
+        (["beir", "--datasets", "nq", "--first-stage", "tiny", "--config", tiny_dense, "--first-stage-set",
+          "dimension=8"], "error: --first-stage-set dimension: tiny (kind dense) has no such setting (did "
+         "you mean 'dimensions'?); accepted: adapters, dimensions, dtype, encoder,"),
+        (["fetch", "beir", "--datasets", "nq", "--first-stage-set", "k1=1.2", "--no-first-stage"],
+         "error: --first-stage-set and --no-first-stage exclude each other; give one"),
+        (["fetch", "beir", "--datasets", "nq", "--first-stage-set", "k1=1.2"],
+         "error: --first-stage-set changes the settings of the first stage --first-stage names; give one"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = cli(*args, *(["--out", tmp_path / "out"] if args[0] != "fetch" else []))
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (args, result.output)
+        assert not (tmp_path / "out").exists()
+
+
+def test_first_stages_lists_what_the_command_line_can_set():
+    result = runner.invoke(app, ["first-stages"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert " bm25s: b, k1 dense: dimensions, encoder, max_length, normalize, package, " in text
+    # a mapping (adapters) needs a config entry; in brackets what changes only how the run is computed
+    assert (
+        "passage_prefix, pooling, query_prefix, revision [dtype, fused_kernels, max_batch_tokens, "
+        "merge_adapters, packed_sequences, query_batch, shard_size, storage] hub: file, repo, repo_type "
+        "lucene: analyzer, b, fields, k1"
+    ) in text
