@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import re
 import stat
+import string
 from pathlib import Path
 
 from rerank_eval.errors import UserError
@@ -37,6 +38,17 @@ def repository_path_problem(path: str) -> str | None:
     if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
         return f"{path!r} is not a path inside the repository (no '..', not absolute)"
     return None
+
+
+def fills_only(template: str, fields: tuple[str, ...]) -> bool:
+    """Whether `template`'s format fields are all plain `{FIELD}`s of `fields`: no other field,
+    attribute, index, conversion or format spec, as a template may come from someone else (and a
+    width alone, `{key:>3000000000}`, asks str.format for gigabytes)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:  # an unmatched brace
+        return False
+    return all(field in (None, *fields) and not (spec or conversion) for _, field, spec, conversion in parts)
 
 
 def file_name(text: str) -> str:

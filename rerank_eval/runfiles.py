@@ -26,6 +26,32 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 #: what a query or document id of a TREC file cannot hold: its fields are split on whitespace, and
 #: no id holds a control character
 _NOT_IN_AN_ID = re.compile(r"\s|" + CONTROL_CHARACTERS.pattern)
+#: what separates the fields of a TREC line: C's isspace, as trec_eval reads them
+_TREC_SPACE = re.compile(r"[ \t\n\v\f\r]+")
+#: characters Python's str.split() splits on and trec_eval does not (no-break spaces, U+2028,
+#: \x1c-\x1f), or that an id cannot hold: a line with none is split the fast way
+_UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
+#: an integer grade as trec_eval reads it, in ASCII digits (int() would take "1_0" and other
+#: scripts' digits)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def trec_fields(line: str) -> list[str]:
+    """The whitespace-separated fields of a TREC run or qrels line, split where trec_eval splits
+    them, so that a no-break space stays inside its field (where `id_problem` finds it)."""
+    if not _UNUSUAL.search(line):
+        return line.split()
+    return [field for field in _TREC_SPACE.split(line) if field]
+
+
+def trec_grade(text: str) -> int | None:
+    """A qrels grade, or None where `text` is not an integer trec_eval would read the same; one of
+    more than 18 digits as ±2**63, beyond every grade (int() reads no more than 4,300 digits)."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    if len(text.lstrip("+-")) > 18:
+        return -(2**63) if text.startswith("-") else 2**63
+    return int(text)
 
 
 def id_problem(identifier: str) -> str | None:
@@ -56,7 +82,7 @@ def read_run(path: Path) -> RunFile:
     duplicates = 0
     # (a byte-order mark, which editors on Windows write, is not part of the first query id)
     for number, line in numbered_lines(path, digest):
-        fields = line.split()
+        fields = trec_fields(line)
         if len(fields) != 6:
             raise UserError(
                 f"{path}, line {number}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}"

@@ -187,6 +187,12 @@ SUITE = (
             "drop_self_matches: expected true or false, got 'no'",
         ),
         (SUITE.format(extra="in_average: 'false'"), "in_average: expected true or false, got 'false'"),
+        # "english" would give a BM25 without stemmer or stopwords, without a word
+        (
+            SUITE.format(extra="language: english"),
+            "language: expected a two-letter ISO 639-1 code such as en or sw, got 'english'",
+        ),
+        (SUITE.format(extra="language: ../x"), "language: expected a two-letter ISO 639-1 code"),
         (
             SUITE.format(extra="id: [x]").replace("id: x, ", ""),
             "datasets[0].id: expected a string, got ['x']",
@@ -291,8 +297,17 @@ def test_a_group_that_is_not_a_mapping_is_refused_where_it_is(tmp_path):
         ),
         ("defaults: {metrics: " + "[" * 20_000 + "]" * 20_000 + "}\n", "nested more than 32 levels deep"),
         ("#" + "x" * (4 * 1024 * 1024) + "\n", "a benchmarks file is at most 4,194,304"),
+        # Python's int() of more than 4,300 digits raises ValueError; hex has no such limit, but the
+        # message that echoes the value would
+        ("defaults: {top_k: " + "1" * 5000 + "}\n", "line 1: a number of 5,000 characters (at most 64"),
+        ("defaults: {top_k: 0x" + "f" * 5000 + "}\n", "line 1: a number of 5,002 characters (at most 64"),
+        # YAML 1.1's base-60: PyYAML converts it in quadratic time (this one took 6 s)
+        (
+            "defaults: {top_k: 1:" + "00:" * 200_000 + "0}\n",
+            "line 1: '1:00:00:00:00:00:00:00:00:00:00:00:00:00' is a base-60",
+        ),
     ],
-    ids=["alias-bomb", "deep-nesting", "huge"],
+    ids=["alias-bomb", "deep-nesting", "huge", "long-integer", "long-hex", "base-60"],
 )
 def test_hostile_yaml_is_refused_fast_in_little_memory(tmp_path, text, message):
     import resource
@@ -321,3 +336,14 @@ def test_miracl_names_lucene_and_falls_back_to_the_approximation_without_the_ext
     monkeypatch.setattr(lucene_runtime, "available", lambda: False)
     assert config.first_stage_for(spec, None).name == "bm25s"
     assert config.first_stage_for(spec, "lucene").kind == "lucene"
+
+
+def test_a_base_60_number_is_refused_and_quoted_text_is_read(tmp_path):
+    path = tmp_path / "times.yaml"
+    path.write_text("models:\n  m: {family: yes-no, description: 10:30}\n")
+    with pytest.raises(
+        UserError, match=re.escape("line 2: '10:30' is a base-60 number (YAML 1.1); quote it")
+    ):
+        load_config(path)
+    path.write_text("models:\n  m: {family: yes-no, description: '10:30'}\n")
+    assert load_config(path).models["m"].description == "10:30"

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -359,6 +361,52 @@ def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_p
     assert (out / "manifest.json").is_file() and not staging.exists()
 
 
+def test_two_runs_given_one_out_never_write_into_one_folder(tmp_path):
+    """The run writing `OUT.incomplete` holds it: a second run given the same --out at the same time
+    is refused (it used to clear the first's files as a killed run's and publish a mix); once the
+    holder ends, however it ends, the folder is a leftover to clear."""
+    first = ResultWriter(tmp_path / "out")
+    first.add_run("scifact", ["q Q0 d 1 1.0 t\n"])
+    with pytest.raises(UserError, match=r"another run is writing the result .*/out \(in .*/out.incomplete\)"):
+        ResultWriter(tmp_path / "out")
+    assert (tmp_path / "out.incomplete" / "runs" / "scifact.trec").is_file()  # the first's, untouched
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from rerank_eval.results.folder "
+         "import ResultWriter; ResultWriter(Path(sys.argv[1])); print('held', flush=True); "
+         "sys.stdin.read()", str(tmp_path / "other")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(UserError, match="another run is writing"):
+        ResultWriter(tmp_path / "other")
+    holder.kill()  # as kill -9 would
+    holder.wait()
+    taken_over = ResultWriter(tmp_path / "other")
+    assert [p.name for p in (tmp_path / "other.incomplete").iterdir()] == ["runs"]
+    taken_over.abort()
+    first.abort()
+    assert not (tmp_path / "out.incomplete").exists()
+    ResultWriter(tmp_path / "new" / "deeper" / "out").abort()  # its folders are made as needed
+
+
+def test_a_result_folder_put_in_place_during_the_run_is_not_replaced(tmp_path):
+    writer = ResultWriter(tmp_path / "out")
+    (tmp_path / "out").mkdir()  # e.g. another program's, empty: rename() would replace it silently
+    with pytest.raises(UserError, match=r"cannot publish the result as .*/out: .*choose another folder"):
+        writer.publish({}, lambda manifest, frame: "")
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "out.incomplete").exists()
+
+
+def test_an_out_inside_the_cache_or_with_a_control_character_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    for out in (tmp_path / "cache" / "results", tmp_path / "cache" / "journals" / "x"):
+        with pytest.raises(UserError, match=r"lies inside the rerank-eval cache .*/cache; choose another"):
+            ResultWriter(out)
+    with pytest.raises(UserError, match=r"result folder '.*/a\\nb' holds a control character"):
+        ResultWriter(tmp_path / "a\nb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("stage", "dataset", "message"),
     [
@@ -529,3 +577,33 @@ def test_a_remedy_names_the_library_parameter_or_the_flag(tmp_path):
         Comparison([load_result(one), load_result(other)])
     assert str(raised.value).endswith("(use force=True to compare anyway)")
     assert one_line_error(run("compare", one, other)).endswith("(use --force to compare anyway)")
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line_wherever_it_is_given(tmp_path, saved):
+    """Path.is_dir() and exists() raise on ENAMETOOLONG (not only False): every place a path is
+    first looked at, a config's included, ends in the same one line."""
+    long = "a" * 300
+    config = tmp_path / "long.yaml"
+    config.write_text(f"suites:\n  long:\n    defaults: {{first_stage: bm25s}}\n    datasets:\n"
+                      f"      - {{key: k, path: {long}}}\n")  # fmt: skip
+    for args in (
+        ["run", "long", "--config", config, "--model", "bm25"],
+        [*bm25_on_scifact()[:-2], "--model", long],
+        [*bm25_on_scifact("--first-stage", f"dense:{long}")],
+        [*bm25_on_scifact("--runs-dir", long)],
+        ["export", long, "--csv", tmp_path / "t.csv"],
+        ["compare", saved, long],
+    ):
+        error = one_line_error(
+            run(*args, *(["--out", tmp_path / "out"] if args[0] in ("run", "beir") else []))
+        )
+        assert error.startswith("error: ") and long in error, (args, error)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
+
+
+def test_an_error_quoting_a_huge_value_is_cut_short():
+    from rerank_eval.cli.app import MAX_ERROR_CHARACTERS
+
+    result = run("beir", "--datasets", "x" * 10_000)
+    error = one_line_error(result)
+    assert len(error) < MAX_ERROR_CHARACTERS + 100 and error.endswith(" characters)")

@@ -223,6 +223,20 @@ GOOD_QRELS = "q1 0 d1 1\n"
         ((GOOD_CORPUS, '{"_id": "q\\n1", "text": "q"}\n', GOOD_QRELS), "q.jsonl, line 1: id 'q\\n1' holds"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 99999999999999999999999\n"),
          "r.txt, line 2: grade 99999999999999999999999 is out of range"),
+        # Python's int() reads no more than 4,300 digits (a ValueError, not a JSON error)
+        ((GOOD_CORPUS + '{"_id": ' + "1" * 5000 + ', "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: not valid JSON (a number too long to read)"),
+        ((GOOD_CORPUS, '{"_id": ' + "7" * 5000 + ', "text": "q"}\n', GOOD_QRELS),
+         "q.jsonl, line 1: not valid JSON (a number too long to read)"),
+        # grades as trec_eval reads them: int() would take "1_0" as 10 and other scripts' digits
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 1_0\n"), "line 2: grade '1_0' is not an integer"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 \u0661\n"), "line 2: grade '\u0661' is not an"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 " + "9" * 5000 + "\n"),
+         "line 2: grade 99999999999999999999... (5,000 digits) is out of range"),
+        # ids and fields as in run files
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d\x012 1\n"), "r.txt, line 2: id 'd\\x012' holds"),
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1\u00a00 d2 1\n"),
+         "r.txt, line 2: expected 4 fields 'query iteration doc grade', got 3"),
         ((b'{"_id": "d1", "text": "x", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", GOOD_QUERIES,
           GOOD_QRELS), "c.jsonl, line 1: JSON nested too deeply"),
     ],

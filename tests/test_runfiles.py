@@ -121,3 +121,21 @@ def test_a_run_file_id_with_a_control_character_is_refused(tmp_path):
     path.write_text("q1 Q0 d\x011 1 2.0 t\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"line 1: id 'd\\x011' holds whitespace or a control character"):
         read_run(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # str.split() would split at each of these and read 6 fields; trec_eval splits at none
+        ("q1\u00a0Q0 d1 1 2.0 t x\n", r"line 1: id 'q1\\xa0Q0' holds whitespace"),
+        ("q1 Q0 d\x1c1 1 2.0 t\n", r"line 1: id 'd\\x1c1' holds whitespace or a control character"),
+        ("q1 Q0 d\u20281 1 2.0 t\n", r"line 1: id 'd\\u20281' holds whitespace"),
+    ],
+)
+def test_fields_are_split_where_trec_eval_splits_them(tmp_path, line, message):
+    path = tmp_path / "run.trec"
+    path.write_text(line, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        read_run(path)
+    path.write_text("q1\tQ0 d1\v1\f2.0\rt\n", encoding="utf-8")  # C's isspace: tab, VT, FF, CR
+    assert read_run(path).run == {"q1": {"d1": 2.0}}

@@ -6,6 +6,7 @@ fix ends in a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import signal
 import sys
@@ -27,8 +28,14 @@ error_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: the most of a message printed: it may quote a value of any size (a 5,000-digit score)
+MAX_ERROR_CHARACTERS = 2000
+
+
 def print_error(message: str) -> None:
-    """The one `error:` line (the message quotes user input, so it is escaped)."""
+    """The one `error:` line (the message quotes user input, so it is escaped, and is cut short)."""
+    if len(message) > MAX_ERROR_CHARACTERS:
+        message = f"{message[:MAX_ERROR_CHARACTERS]}... ({len(message):,} characters)"
     error_console.print(
         f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
     )
@@ -88,6 +95,11 @@ def user_errors(command: F) -> F:
             except UserError as exc:
                 print_error(exc.render(FLAGS))
                 raise typer.Exit(exc.exit_code) from None
+            except OSError as exc:  # a path the file system cannot take, wherever it is first used
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                print_error(f"file name too long: {exc.filename}")
+                raise typer.Exit(UserError.exit_code) from None
         except KeyboardInterrupt:
             error_console.print(
                 "stopped at once; scores journaled so far are kept: run the same command again to resume",

@@ -3,8 +3,10 @@
 PyYAML's `safe_load` builds no arbitrary objects, but it shares aliased nodes (a 0.6 KB "billion
 laughs" file then grows to gigabytes as soon as its strings are used), recurses once per nesting
 level (20,000 nested brackets raise RecursionError) and keeps the last of two equal keys without a
-word. This loader refuses aliases, limits size and nesting, and refuses duplicate keys; each
-refusal names the line.
+word. Its numbers are Python's `int()` of the text: past 4,300 digits that raises a ValueError, and
+YAML 1.1's base-60 numbers (`1:00:00`) are converted in quadratic time (a 4 MB one takes minutes).
+This loader refuses aliases, limits size and nesting, refuses duplicate keys, base-60 numbers and
+numbers longer than any a benchmarks file needs; each refusal names the line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import yaml
 MAX_BYTES = 4 * 1024 * 1024
 #: mappings and lists nested deeper than this are refused (ours nest 5 deep)
 MAX_DEPTH = 32
+#: the longest number accepted (a top_k, a BM25 parameter, a published figure need a few characters)
+MAX_NUMBER_CHARACTERS = 64
 
 
 class Refused(yaml.YAMLError):
@@ -49,6 +53,19 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_number(self, node: yaml.ScalarNode) -> int | float:
+        text, line = node.value, node.start_mark.line + 1
+        if ":" in text:
+            raise Refused(line, f"{text[:40]!r} is a base-60 number (YAML 1.1); quote it if it is text")
+        if len(text) > MAX_NUMBER_CHARACTERS:
+            raise Refused(
+                line,
+                f"a number of {len(text):,} characters (at most {MAX_NUMBER_CHARACTERS} are accepted)",
+            )
+        if node.tag.endswith(":int"):
+            return self.construct_yaml_int(node)
+        return self.construct_yaml_float(node)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -59,6 +76,10 @@ class _BoundedLoader(yaml.SafeLoader):
                 raise Refused(key_node.start_mark.line + 1, f"key {key!r} appears twice in one mapping")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_number)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_number)
 
 
 def load_bounded(content: bytes) -> Any:

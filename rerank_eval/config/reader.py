@@ -9,6 +9,7 @@ entry.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,16 @@ class _ConfigReader(EntryChecks):
         if not isinstance(value, bool):
             raise self.fail(where, f"expected true or false, got {value!r}")
         return value
+
+    def language(self, where: str, value: Any) -> str:
+        """An ISO 639-1 code (default en): the analyzers pick stemmer and stopwords by it, and
+        "english" or "eng" would otherwise give a BM25 with neither, without a word."""
+        code = self.text(where, value, "en")
+        if not re.fullmatch(r"[a-z]{2}", code):
+            raise self.fail(
+                where, f"expected a two-letter ISO 639-1 code such as en or sw, got {code!r}"[:200]
+            )
+        return code
 
     def text(self, where: str, value: Any, default: str | None = None, prose: bool = False) -> Any:
         """A string (numbers are taken as written); an absent one is `default`. Names, ids and
@@ -304,7 +315,7 @@ class _ConfigReader(EntryChecks):
         return DatasetSpec(
             key=self.dataset_key(f"{where}.key", entry["key"]),
             ir_datasets_id=None if local else self.required_text(f"{where}.id", entry["id"]),
-            language=self.text(f"{where}.language", entry.get("language"), "en"),
+            language=self.language(f"{where}.language", entry.get("language")),
             first_stage=first_stage,
             drop_self_matches=self.flag(f"{where}.drop_self_matches", entry.get("drop_self_matches"), False),
             in_average=self.flag(f"{where}.in_average", entry.get("in_average"), True),

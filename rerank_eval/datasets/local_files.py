@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
-from rerank_eval.runfiles import id_problem
+from rerank_eval.runfiles import id_problem, trec_fields, trec_grade
 from rerank_eval.textlines import numbered_lines
 
 #: BEIR's qrels header line
@@ -54,6 +54,8 @@ def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) ->
         raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise UserError(f"{path}, line {number}: JSON nested too deeply") from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits
+        raise UserError(f"{path}, line {number}: not valid JSON (a number too long to read)") from None
     if not isinstance(value, dict) or any(f not in value for f in fields):
         names = ", ".join(f'"{f}"' for f in fields)
         raise UserError(f"{path}, line {number}: expected a JSON object with {names}")
@@ -123,7 +125,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     beir = False
     for number, line in numbered_lines(path):
-        fields = line.split()
+        fields = trec_fields(line)
         if not qrels and not beir and tuple(fields) == BEIR_QRELS_HEADER:
             beir = True
             continue
@@ -133,12 +135,17 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             got = len(fields)
             raise UserError(f"{path}, line {number}: expected {expected} fields '{layout}', got {got}")
         query_id, doc_id, grade_text = fields[0], fields[-2], fields[-1]
-        try:
-            grade = int(grade_text)
-        except ValueError:
-            raise UserError(f"{path}, line {number}: grade {grade_text!r} is not an integer") from None
+        problem = id_problem(query_id) or id_problem(doc_id)
+        if problem:
+            raise UserError(f"{path}, line {number}: {problem}")
+        grade = trec_grade(grade_text)
+        if grade is None:
+            raise UserError(f"{path}, line {number}: grade {grade_text!r} is not an integer"[:200])
         if abs(grade) >= 2**31:  # trec_eval and ir_measures hold grades in C ints
-            raise UserError(f"{path}, line {number}: grade {grade_text} is out of range"[:200])
+            shown = (
+                grade_text if len(grade_text) <= 24 else f"{grade_text[:20]}... ({len(grade_text):,} digits)"
+            )
+            raise UserError(f"{path}, line {number}: grade {shown} is out of range")
         judged = qrels.setdefault(query_id, {})
         if doc_id in judged:
             raise UserError(f"{path}, line {number}: query {query_id!r}, document {doc_id!r} judged again")

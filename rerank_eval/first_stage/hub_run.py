@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +12,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.hub import hub_file
-from rerank_eval.paths import repository_path_problem
+from rerank_eval.paths import fills_only, repository_path_problem
 from rerank_eval.runfiles import Run, read_run
 
 
@@ -21,16 +20,6 @@ def snapshot_commit(path: Path) -> str | None:
     """The commit of a file in huggingface_hub's cache (…/snapshots/<commit>/<filename>)."""
     parts = path.parts
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
-
-
-def _fills_name_only(template: str) -> bool:
-    """Whether `template`'s only format field is a plain {name} (no other field, attribute, index,
-    conversion or format spec: a config may come from someone else)."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError:  # an unmatched brace
-        return False
-    return all(field in (None, "name") and not (spec or conversion) for _, field, spec, conversion in parts)
 
 
 class HubRun(FirstStageKind):
@@ -45,7 +34,7 @@ class HubRun(FirstStageKind):
         """As every kind's, and a config may come from someone else: `file` fills {name} and
         nothing else (no other field, no attribute of it), `repo` is a Hub repository id."""
         checked = super().validate(where, settings)
-        if not _fills_name_only(checked["file"]):
+        if not fills_only(checked["file"], ("name",)):
             raise UserError(f"{where}.file: {checked['file']!r} may hold {{name}} only")
         try:
             validate_repo_id(checked["repo"])

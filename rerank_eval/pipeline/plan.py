@@ -13,7 +13,7 @@ from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.first_stage import kind as first_stage_kind
-from rerank_eval.paths import special_file_kind
+from rerank_eval.paths import fills_only, special_file_kind
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,10 @@ class RunPlan:
         if self.runs.folder is not None:
             if not self.runs.folder.is_dir():
                 raise ParameterError("runs.folder", f"{self.runs.folder} is not a folder")
-            try:
-                self.runs.pattern.format(key="k", name="n")
-            except (KeyError, IndexError, ValueError, AttributeError):
+            if not fills_only(self.runs.pattern, ("key", "name")):
                 raise ParameterError(
                     "runs.pattern", f"{self.runs.pattern!r} may use only {{key}} and {{name}}"
-                ) from None
+                )
         if self.runs.reference is not None:
             supplied = [spec for spec in self.datasets if self.runs.path_for(spec) is not None]
             if not supplied:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -28,11 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.cache import disk_error
+from rerank_eval.cache import cache_root, disk_error
 from rerank_eval.errors import UserError, describe, term
 from rerank_eval.paths import data_file_problem, inside, special_file_kind
+from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
+from rerank_eval.textlines import CONTROL_CHARACTERS
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
@@ -101,15 +104,28 @@ class ResultWriter:
         """`keep_identical`: an existing complete folder is acceptable if this run reproduces it
         exactly (a resumed several-model run redoing, from its journal, a model it had finished)."""
         self.final = Path(final)
+        if CONTROL_CHARACTERS.search(str(self.final)):  # a newline in a name breaks every listing
+            raise UserError(
+                f"result folder {str(self.final)!r} holds a control character; choose another {term('out')}",
+                {"out": "folder"},
+            )
         try:
             self.existing = keep_identical and (self.final / "manifest.json").is_file()
             taken = self.final.exists() or self.final.is_symlink()  # a broken link too
+            cache = cache_root().resolve()
+            in_cache = self.final.resolve().is_relative_to(cache)
         except OSError as exc:  # a name too long, a symlink loop
             raise UserError(
                 f"cannot use {self.final} as a result folder ({exc.strerror or exc}); choose another "
                 f"{term('out')}",
                 {"out": "folder"},
             ) from None
+        if in_cache:  # its files could be taken for, or replace, cache entries
+            raise UserError(
+                f"result folder {self.final} lies inside the rerank-eval cache {cache}; choose another "
+                f"{term('out')}",
+                {"out": "folder"},
+            )
         self.kept_existing = False
         if taken and not self.existing:
             raise UserError(
@@ -117,28 +133,13 @@ class ResultWriter:
             )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         try:
-            self._clear_staging()
-            (self.staging / "runs").mkdir(parents=True)
+            self._held = staging.claim(self.staging, self.final)
         except OSError as exc:
             problem = exc.strerror or exc
             raise UserError(f"cannot create the result folder {self.staging}: {problem}") from None
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
         self.run_sha256: dict[str, str] = {}
         self.block_rows: list[tuple[str, str, int, str]] = []
-
-    def _clear_staging(self) -> None:
-        """Remove what an earlier, unfinished run left under the staging name, and only that: a
-        symlink there would send the result elsewhere, and a folder holding anything a run does
-        not write is someone's, not to be deleted."""
-        staging = self.staging
-        if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-            raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
-        if staging.exists() and not _left_by_a_run(staging):
-            raise UserError(
-                f"{staging} holds files no run writes; remove it, or choose another {term('out')}",
-                {"out": "folder"},
-            )
-        shutil.rmtree(staging, ignore_errors=True)
 
     def add_run(self, dataset: str, lines: list[str]) -> None:
         text = "".join(lines)
@@ -177,7 +178,18 @@ class ResultWriter:
         if self.existing:
             return self._keep_if_identical()
         self._write(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        self.staging.rename(self.final)
+        try:
+            if self.final.exists() or self.final.is_symlink():  # (rename would replace an empty folder)
+                raise FileExistsError(errno.EEXIST, "something was put there during the run")
+            self.staging.rename(self.final)
+        except OSError as exc:
+            self.abort()
+            raise UserError(
+                f"cannot publish the result as {self.final}: {exc.strerror or exc}; choose another "
+                f"{term('out')} (the scores stay journaled, so rerunning costs no scoring)",
+                {"out": "folder"},
+            ) from None
+        staging.release(self._held)
         return self.final
 
     def _keep_if_identical(self) -> Path:
@@ -204,29 +216,8 @@ class ResultWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-#: what a run writes into its staging folder (besides `runs/<dataset>.trec` and `.tmp` files)
-RESULT_FILES = {"runs", "per_query.csv", "per_query_blocks.csv", "summary.csv", "manifest.json"}
-
-
-def _left_by_a_run(staging: Path) -> bool:
-    """Whether a staging folder holds only what a run writes there (its files, runs and their
-    temporary files), as an interrupted run leaves it."""
-    for entry in staging.iterdir():
-        if entry.name.endswith(".tmp"):
-            continue
-        if entry.name not in RESULT_FILES or entry.is_symlink():
-            return False
-        if entry.name == "runs" and (
-            not entry.is_dir()
-            or not all(
-                p.name.endswith((".trec", ".tmp")) and p.is_file() and not p.is_symlink()
-                for p in entry.iterdir()
-            )
-        ):
-            return False
-    return True
+        staging.release(self._held)
+        self._held = None
 
 
 @dataclass

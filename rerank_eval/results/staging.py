@@ -1,0 +1,90 @@
+"""The staging folder a result is assembled in (`<name>.incomplete/`), held by one run at a time.
+
+A run that finds the folder left by a killed run clears it and goes on. Two runs given one `--out`
+at the same time would each take the other's folder for such a leftover: each clears what the
+other wrote, and the one publishing last moves a mix of both into place. So the run writing a
+staging folder holds an exclusive `flock` on the folder itself (released when its process ends,
+however it ends), and a run that cannot take it is refused in one line. The lock is on the folder,
+not on a file beside it, so nothing is left next to the results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from rerank_eval.errors import UserError, term
+
+#: what a run writes into its staging folder (besides `runs/<dataset>.trec` and `.tmp` files)
+RESULT_FILES = {"runs", "per_query.csv", "per_query_blocks.csv", "summary.csv", "manifest.json"}
+
+
+def left_by_a_run(staging: Path) -> bool:
+    """Whether a staging folder holds only what a run writes there (its files, runs and their
+    temporary files), as an interrupted run leaves it."""
+    for entry in staging.iterdir():
+        if entry.name.endswith(".tmp"):
+            continue
+        if entry.name not in RESULT_FILES or entry.is_symlink():
+            return False
+        if entry.name == "runs" and (
+            not entry.is_dir()
+            or not all(
+                p.name.endswith((".trec", ".tmp")) and p.is_file() and not p.is_symlink()
+                for p in entry.iterdir()
+            )
+        ):
+            return False
+    return True
+
+
+def claim(staging: Path, final: Path) -> int | None:
+    """Create or take over `staging` (for the result `final`), emptied, with an empty `runs/`;
+    the returned descriptor holds it until `release` (None where the system has no flock).
+
+    A symlink there would send the result elsewhere, and a folder holding anything a run does not
+    write is someone's, not to be deleted: both are refused, as is a folder another run holds."""
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
+    staging.mkdir(parents=True, exist_ok=True)
+    held = _lock(staging, final)
+    try:
+        if not left_by_a_run(staging):
+            raise UserError(
+                f"{staging} holds files no run writes; remove it, or choose another {term('out')}",
+                {"out": "folder"},
+            )
+        for entry in staging.iterdir():  # the folder itself stays: it is what is locked
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        (staging / "runs").mkdir()
+    except BaseException:
+        release(held)
+        raise
+    return held
+
+
+def _lock(staging: Path, final: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # (not on Windows: runs given one --out there are not told apart)
+        return None
+    held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(held)
+        raise UserError(
+            f"another run is writing the result {final} (in {staging}); wait for it to end, or choose "
+            f"another {term('out')}",
+            {"out": "folder"},
+        ) from None
+    return held
+
+
+def release(held: int | None) -> None:
+    if held is not None:
+        os.close(held)  # (closing releases the lock)
