@@ -173,17 +173,27 @@ models:
 def test_an_encoder_setting_from_the_command_line_equals_a_config_entry(tiny_dense, tmp_path, monkeypatch):
     base = ["beir", "--datasets", "nq", "--model", "first-stage", "--config", tiny_dense, "--top-k", "10"]
     runs = {}
-    for name, extra in (
-        ("default", ["--first-stage", "tiny"]),
-        ("given", ["--first-stage", "tiny", "--first-stage-set", "max_length=8"]),
-        ("entry", ["--first-stage", "tiny-short"]),
+    for name, extra, cache in (
+        ("default", ["--first-stage", "tiny"], "default"),
+        ("given", ["--first-stage", "tiny", "--first-stage-set", "max_length=8"], "given"),
+        ("entry", ["--first-stage", "tiny-short"], "entry"),  # nothing shared with "given"
+        ("batched", ["--first-stage", "tiny", "--first-stage-set", "query_batch=7"], "default"),
     ):
-        monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / f"cache-{name}"))  # nothing shared
+        monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / f"cache-{cache}"))
         result = cli(*base, *extra, "--out", tmp_path / name)
         assert result.exit_code == 0, result.output
         runs[name] = first_stage_run(tmp_path / name)
     assert runs["given"] == runs["entry"] != runs["default"]
     records = {name: manifest(tmp_path / name)["datasets"][0]["first_stage"] for name in runs}
+    # how the search is batched: the same first stage (name), searched again (its own run), over
+    # the corpus embeddings already there, with the same ranking
+    batched = records["batched"]
+    assert (batched["name"], batched["settings"]["query_batch"]) == ("tiny", 7)
+    assert batched["execution"]["run_cached"] is False
+    assert [rank["encoded_passages"] for rank in batched["execution"]["ranks"]] == [0]
+    assert [line[:3] for line in runs["batched"]] == [line[:3] for line in runs["default"]]
+    for mine, theirs in zip(runs["batched"], runs["default"]):
+        assert float(mine[4]) == pytest.approx(float(theirs[4]), abs=1e-6)
     assert records["given"]["name"] == "tiny (max_length=8)"
     assert records["given"]["settings"]["recipe"] == records["entry"]["settings"]["recipe"]
     # the batch budget in effect (it moves a vector's last bits) is recorded, not only the setting

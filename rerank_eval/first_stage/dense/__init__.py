@@ -195,6 +195,8 @@ class DenseRetrieval(FirstStageKind):
             "query": encoder.identity("query"),
             "queries_sha256": pairs_sha256(request.queries.items()),
             "depth": request.depth,
+            # the shape of each product may decide its summation order (cuBLAS picks per shape)
+            "query_batch": settings["query_batch"],
         }
         run_path = (
             cache_root() / "dense" / "runs" / f"{file_name(request.dataset.id)}-{_key_digest(query_key)}.trec"
