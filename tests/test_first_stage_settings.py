@@ -235,3 +235,18 @@ def test_first_stages_lists_what_the_command_line_can_set():
         "merge_adapters, packed_sequences, query_batch, shard_size, storage] hub: file, repo, repo_type "
         "lucene: analyzer, b, fields, k1"
     ) in text
+
+
+def test_first_stages_name_shows_every_setting_and_what_settings_make_of_it():
+    result = runner.invoke(app, ["first-stages", "bm25s"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-2:] == ["k1: 0.9", "b: 0.4"]
+    changed = runner.invoke(
+        app, ["first-stages", "jina-embeddings-v3", "--first-stage-set", "dimensions=256"]
+    )
+    lines = changed.output.splitlines()
+    assert lines[:2] == ["name: jina-embeddings-v3 (dimensions=256)", "kind: dense"]
+    assert "checked against: -" in lines and "dimensions: 256" in lines
+    assert 'adapters: {"query": "retrieval_query", "passage": "retrieval_passage"}' in lines
+    alone = runner.invoke(app, ["first-stages", "--first-stage-set", "k1=2"])
+    assert alone.exit_code == 2 and alone.output.startswith("error: --first-stage-set shows what it makes")

@@ -7,6 +7,7 @@ longer free text folds instead.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,9 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from rerank_eval.cli.app import app, console, user_errors
-from rerank_eval.cli.options import ConfigOpt
+from rerank_eval.cli.options import ConfigOpt, FirstStageSetOpt, parse_pairs
 from rerank_eval.config.reader import load_config
-from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
+from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec
+from rerank_eval.errors import UserError
 
 if TYPE_CHECKING:
     from rerank_eval.first_stage.base import Setting
@@ -86,12 +88,28 @@ def suites(config: ConfigOpt = None) -> None:
 
 @app.command("first-stages")
 @user_errors
-def first_stages(config: ConfigOpt = None) -> None:
+def first_stages(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="One first stage (an entry or dense:ENCODER): show all its settings."),
+    ] = None,
+    first_stage_set: FirstStageSetOpt = None,
+    config: ConfigOpt = None,
+) -> None:
     """List the first stages `--first-stage` takes: name, kind, what it is, the published figures it
-    is checked against, and those that cannot run here."""
+    is checked against, and those that cannot run here; with NAME, that one's settings (and what
+    --first-stage-set would make of it)."""
     from rerank_eval.first_stage import kind as first_stage_kind
 
     cfg = load_config(config)
+    if name is not None:
+        settings = parse_pairs(first_stage_set, "--first-stage-set", empty_values=True)
+        _show_first_stage(cfg.command_line_first_stage(name, settings))
+        return
+    if first_stage_set:
+        raise UserError(
+            "--first-stage-set shows what it makes of one first stage: name it (first-stages NAME)"
+        )
     entries = list(cfg.first_stages.values())
     table = Table(title=_config_title("First stages", cfg))
     _typed_column(table, "Name", [e.name for e in entries])
@@ -119,6 +137,18 @@ def first_stages(config: ConfigOpt = None) -> None:
     )
     for name in sorted({entry.kind for entry in entries}):
         console.print(Text(f"  {name}: {_settings_listed(first_stage_kind(name).settings)}"))
+
+
+def _show_first_stage(entry: FirstStageSpec) -> None:
+    """An entry as `first_stages` would hold it, every setting with its value (null: the
+    checkpoint's own, or the kind's choice at run time)."""
+    lines = [f"name: {entry.name}", f"kind: {entry.kind}", f"label: {entry.label}"]
+    lines.append(f"checked against: {', '.join(entry.reference) or '-'}")
+    if entry.fallback:
+        lines.append(f"fallback: {entry.fallback}")
+    lines += [f"{name}: {json.dumps(value, ensure_ascii=False)}" for name, value in entry.settings.items()]
+    for line in lines:
+        console.print(Text(line))
 
 
 def _settings_listed(settings: dict[str, Setting]) -> str:
