@@ -22,7 +22,7 @@ Run = dict[str, dict[str, float]]
 
 #: a score as C's strtod reads it in trec_eval, in ASCII digits (Python's float() would also take
 #: "1_000" and other scripts' digits, which trec_eval reads otherwise)
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 #: what a query or document id of a TREC file cannot hold: its fields are split on whitespace, and
 #: no id holds a control character
 _NOT_IN_AN_ID = re.compile(r"\s|" + CONTROL_CHARACTERS.pattern)
@@ -33,7 +33,7 @@ _TREC_SPACE = re.compile(r"[ \t\n\v\f\r]+")
 _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
 #: an integer grade as trec_eval reads it, in ASCII digits (int() would take "1_0" and other
 #: scripts' digits)
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def trec_fields(line: str) -> list[str]:
@@ -47,9 +47,9 @@ def trec_fields(line: str) -> list[str]:
 def trec_grade(text: str) -> int | None:
     """A qrels grade, or None where `text` is not an integer trec_eval would read the same; one of
     more than 18 digits as ±2**63, beyond every grade (int() reads no more than 4,300 digits)."""
-    if not _INTEGER.fullmatch(text):
+    if not INTEGER.fullmatch(text):
         return None
-    if len(text.lstrip("+-")) > 18:
+    if len(text.lstrip("+-").lstrip("0")) > 18:
         return -(2**63) if text.startswith("-") else 2**63
     return int(text)
 
@@ -93,7 +93,7 @@ def read_run(path: Path) -> RunFile:
             if problem:
                 raise UserError(f"{path}, line {number}: {problem}")
         non_finite = score_text.lower().lstrip("+-") in ("inf", "infinity", "nan")  # refused below
-        if not (_DECIMAL.fullmatch(score_text) or non_finite):
+        if not (DECIMAL.fullmatch(score_text) or non_finite):
             raise UserError(f"{path}, line {number}: score {score_text!r} is not a number")
         score = float(score_text)
         if not math.isfinite(score):

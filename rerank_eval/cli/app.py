@@ -28,14 +28,20 @@ error_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: the most of a message printed: it may quote a value of any size (a 5,000-digit score)
-MAX_ERROR_CHARACTERS = 2000
+#: the most of a message printed from each end: it may quote a value of any size (a 5,000-digit
+#: score), and its end may say what to do (the fetch command of an offline run)
+ERROR_END_CHARACTERS = 2000
 
 
 def print_error(message: str) -> None:
-    """The one `error:` line (the message quotes user input, so it is escaped, and is cut short)."""
-    if len(message) > MAX_ERROR_CHARACTERS:
-        message = f"{message[:MAX_ERROR_CHARACTERS]}... ({len(message):,} characters)"
+    """The one `error:` line (the message quotes user input, so it is escaped; a very long one
+    loses its middle)."""
+    if len(message) > 2 * ERROR_END_CHARACTERS:
+        left_out = len(message) - 2 * ERROR_END_CHARACTERS
+        message = (
+            f"{message[:ERROR_END_CHARACTERS]} ... ({left_out:,} characters left out) ... "
+            f"{message[-ERROR_END_CHARACTERS:]}"
+        )
     error_console.print(
         f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
     )

@@ -266,6 +266,8 @@ class _ConfigReader(EntryChecks):
                 self.known_keys(f"{where}.defaults", {key: value}, SUITE_DEFAULT_KEYS)
                 if key in ("drop_self_matches", "in_average"):
                     self.flag(f"{where}.defaults.{key}", value, False)
+                elif key == "language":
+                    self.language(f"{where}.defaults.{key}", value)
                 else:
                     text = self.text(f"{where}.defaults.{key}", value)
                     if key == "first_stage" and text is not None and text not in first_stages:

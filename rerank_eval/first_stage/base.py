@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rerank_eval.errors import ParameterError, UserError, did_you_mean
+from rerank_eval.runfiles import DECIMAL, INTEGER
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
@@ -73,10 +74,11 @@ class Setting:
             if value is None:
                 raise UserError(f"{where}: expected true or false, got {text!r}")
             return self.check(where, value)
-        try:
-            return self.check(where, self.kind(text))
-        except ValueError:
-            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {text!r}") from None
+        # in ASCII digits, as a config's YAML reads them (int() would take "1_0", other scripts' digits)
+        written = (INTEGER if self.kind is int else DECIMAL).fullmatch(text.strip())
+        if written is None or len(text) > 64:
+            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {text!r}"[:200])
+        return self.check(where, self.kind(text))
 
 
 #: the BM25 parameters every BM25 kind takes, at Pyserini's defaults (those of the published runs)
@@ -204,6 +206,11 @@ class FirstStageKind(ABC):
     def validate(self, where: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings from the config, checked and completed with defaults (errors name `where`)."""
         return check_settings(where, self.settings, settings)
+
+    def changed(self, settings: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """An entry's `settings` with `changes` made (`--first-stage-set`), before they are checked;
+        a kind whose settings hang together says here what a change takes with it."""
+        return {**settings, **changes}
 
     #: what `available` looks for, said where it is missing
     requirement: ClassVar[str] = ""

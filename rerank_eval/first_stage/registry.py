@@ -96,7 +96,7 @@ def _with_settings(source: FirstStageSpec, values: Mapping[str, Any]) -> FirstSt
     changed = {name: value for name, value in typed.items() if value != source.settings.get(name)}
     if not changed:
         return source
-    settings = kind(source.kind).validate(source.name, {**source.settings, **changed})
+    settings = kind(source.kind).validate(source.name, kind(source.kind).changed(source.settings, changed))
     defining = {name: value for name, value in changed.items() if not schema[name].execution_only}
     return replace(
         source,

@@ -61,7 +61,8 @@ def not_a_model_source(name_or_path: str) -> str | None:
             raise HFValidationError("not ORG/NAME")
         validate_repo_id(name_or_path)
     except HFValidationError:
-        where = f"{path} is a file" if path.exists() else f"no folder {path.absolute()}"
+        shown = repr(str(path.absolute()))[1:-1]  # one line whatever the name holds
+        where = f"{shown} is a file" if path.exists() else f"no folder {shown}"
         return f"model {name_or_path!r} is neither a checkpoint directory ({where}) nor a hub id (ORG/NAME)"
     return None
 
@@ -88,6 +89,8 @@ def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | No
         package = importlib.import_module(package_name)
     except ImportError:
         return None
+    except (TypeError, ValueError):  # a relative or empty name (".x", ""): no package at all
+        raise UserError(f"package {package_name!r} is not the name of a Python package") from None
     try:
         folder = Path(package.get_model_path())
         version = metadata.version(package_name.replace("_", "-"))

@@ -113,7 +113,8 @@ class ResultWriter:
             self.existing = keep_identical and (self.final / "manifest.json").is_file()
             taken = self.final.exists() or self.final.is_symlink()  # a broken link too
             cache = cache_root().resolve()
-            in_cache = self.final.resolve().is_relative_to(cache)
+            # (a cache that holds the working folder, RERANK_EVAL_CACHE=., holds every result)
+            in_cache = self.final.resolve().is_relative_to(cache) and not Path.cwd().is_relative_to(cache)
         except OSError as exc:  # a name too long, a symlink loop
             raise UserError(
                 f"cannot use {self.final} as a result folder ({exc.strerror or exc}); choose another "
@@ -190,6 +191,7 @@ class ResultWriter:
                 {"out": "folder"},
             ) from None
         staging.release(self._held)
+        self._held = None
         return self.final
 
     def _keep_if_identical(self) -> Path:

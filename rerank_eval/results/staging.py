@@ -4,8 +4,8 @@ A run that finds the folder left by a killed run clears it and goes on. Two runs
 at the same time would each take the other's folder for such a leftover: each clears what the
 other wrote, and the one publishing last moves a mix of both into place. So the run writing a
 staging folder holds an exclusive `flock` on the folder itself (released when its process ends,
-however it ends), and a run that cannot take it is refused in one line. The lock is on the folder,
-not on a file beside it, so nothing is left next to the results.
+however it ends, and any process it forked), and a run that cannot take it is refused in one line.
+The lock is on the folder, not on a file beside it, so nothing is left next to the results.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ def claim(staging: Path, final: Path) -> int | None:
 
     A symlink there would send the result elsewhere, and a folder holding anything a run does not
     write is someone's, not to be deleted: both are refused, as is a folder another run holds."""
-    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-        raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
-    staging.mkdir(parents=True, exist_ok=True)
     held = _lock(staging, final)
     try:
         if not left_by_a_run(staging):
@@ -68,23 +65,44 @@ def claim(staging: Path, final: Path) -> int | None:
 
 
 def _lock(staging: Path, final: Path) -> int | None:
+    """The folder at `staging`, made if need be and locked; the lock is checked to be on the folder
+    now at that path, since its holder may have renamed (published) or removed it in between."""
     try:
         import fcntl
     except ImportError:  # (not on Windows: runs given one --out there are not told apart)
-        return None
-    held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl = None
+    for _ in range(3):
+        if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+            raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
+        staging.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return None
+        held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(held)
+            break
+        if _same_folder(held, staging):
+            return held
         os.close(held)
-        raise UserError(
-            f"another run is writing the result {final} (in {staging}); wait for it to end, or choose "
-            f"another {term('out')}",
-            {"out": "folder"},
-        ) from None
-    return held
+    raise UserError(
+        f"another run is writing the result {final} (in {staging}); wait for it to end, or choose "
+        f"another {term('out')}",
+        {"out": "folder"},
+    )
+
+
+def _same_folder(held: int, staging: Path) -> bool:
+    try:
+        now = os.lstat(staging)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(held)
+    return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
 
 
 def release(held: int | None) -> None:
+    """Give the folder up (closing releases the lock); None holds nothing."""
     if held is not None:
-        os.close(held)  # (closing releases the lock)
+        os.close(held)

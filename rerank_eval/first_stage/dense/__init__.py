@@ -80,6 +80,11 @@ class DenseRetrieval(FirstStageKind):
             )
         return checked
 
+    def changed(self, settings: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """A `package` ships the entry's own encoder: another encoder or revision is not in it."""
+        unpackaged = {"package": None} if {"encoder", "revision"} & set(changes) else {}
+        return {**settings, **unpackaged, **changes}
+
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         from rerank_eval.config.schema import FirstStageSpec
 
