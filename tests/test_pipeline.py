@@ -703,6 +703,10 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["--run-pattern '{key.__class__}' may use only {key} and {name}"],
         ),
         (
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", ".", "--run-pattern", "{key!r}"],
+            ["--run-pattern '{key!r}' may use only {key} and {name}"],
+        ),
+        (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],
             ["--runs-dir /no/such/folder is not a folder"],
         ),

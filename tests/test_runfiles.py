@@ -139,3 +139,19 @@ def test_fields_are_split_where_trec_eval_splits_them(tmp_path, line, message):
         read_run(path)
     path.write_text("q1\tQ0 d1\v1\f2.0\rt\n", encoding="utf-8")  # C's isspace: tab, VT, FF, CR
     assert read_run(path).run == {"q1": {"d1": 2.0}}
+
+
+def test_grades_are_read_as_trec_eval_reads_them():
+    from rerank_eval.runfiles import trec_fields, trec_grade
+
+    assert [trec_grade(t) for t in ("2147483647", "-0000000000000000000001", "+3", "007")] == [
+        2**31 - 1,
+        -1,
+        3,
+        7,
+    ]
+    assert [trec_grade(t) for t in ("1_0", "\u0661", "1.0", "", "1\u00a0")] == [None] * 5
+    assert abs(trec_grade("9" * 5000)) >= 2**31 and trec_grade("-" + "9" * 19) < -(2**31)
+    # a non-ASCII id and a trailing tab or no-break space: split as trec_eval splits, nothing dropped
+    assert trec_fields("q1 0 caf\u00e9 1\t") == ["q1", "0", "caf\u00e9", "1"]
+    assert trec_fields("q1 0 d2 1\u00a0") == ["q1", "0", "d2", "1\u00a0"]
