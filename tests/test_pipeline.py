@@ -636,6 +636,9 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
 
 
+RUNS_DIR_ARGS = ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "."]
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -670,41 +673,13 @@ def assert_clean_failure(result, out: Path, *fragments: str) -> None:
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--top-k", "0"],
             ["--top-k must be between 1 and 10,000, got 0"],
         ),
-        (
-            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", ".", "--run-pattern", "{foo}"],
-            ["--run-pattern '{foo}' may use only {key} and {name}"],
-        ),
-        (  # a width alone would ask str.format for gigabytes
-            [
-                "beir",
-                "--datasets",
-                "fiqa",
-                "--model",
-                "bm25",
-                "--runs-dir",
-                ".",
-                "--run-pattern",
-                "{key:>9223372036854775807}",
-            ],
-            ["--run-pattern '{key:>9223372036854775807}' may use only {key} and {name}"],
-        ),
-        (
-            [
-                "beir",
-                "--datasets",
-                "fiqa",
-                "--model",
-                "bm25",
-                "--runs-dir",
-                ".",
-                "--run-pattern",
-                "{key.__class__}",
-            ],
-            ["--run-pattern '{key.__class__}' may use only {key} and {name}"],
-        ),
-        (
-            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", ".", "--run-pattern", "{key!r}"],
-            ["--run-pattern '{key!r}' may use only {key} and {name}"],
+        # a width alone would ask str.format for gigabytes; attributes and conversions reach objects
+        *(
+            (
+                [*RUNS_DIR_ARGS, "--run-pattern", pattern],
+                [f"--run-pattern {pattern!r} may use only {{key}} and {{name}}"],
+            )
+            for pattern in ("{foo}", "{key:>9223372036854775807}", "{key.__class__}", "{key!r}")
         ),
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],

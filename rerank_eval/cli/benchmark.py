@@ -38,6 +38,7 @@ from rerank_eval.cli.options import (
     RunsDirOpt,
     SettingOpt,
     TopKOpt,
+    first_stage_settings_from,
     parse_pairs,
     settings_from,
 )
@@ -108,7 +109,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 reference=run_reference,
             ),
             first_stage_override=first_stage,
-            first_stage_settings=parse_pairs(first_stage_set, "--first-stage-set", empty_values=True),
+            first_stage_settings=first_stage_settings_from(first_stage_set),
             fresh=fresh,
             # the same command minus --fresh, which would throw the journaled scores away
             resume_command=shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")]),

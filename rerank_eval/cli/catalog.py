@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rerank_eval.cli.app import app, console, user_errors
-from rerank_eval.cli.options import ConfigOpt, FirstStageSetOpt, parse_pairs
+from rerank_eval.cli.options import ConfigOpt, FirstStageSetOpt, first_stage_settings_from
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec
 from rerank_eval.errors import UserError
@@ -103,7 +103,7 @@ def first_stages(
 
     cfg = load_config(config)
     if name is not None:
-        settings = parse_pairs(first_stage_set, "--first-stage-set", empty_values=True)
+        settings = first_stage_settings_from(first_stage_set)
         _show_first_stage(cfg.command_line_first_stage(name, settings))
         return
     if first_stage_set:

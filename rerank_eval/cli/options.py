@@ -188,6 +188,12 @@ def settings_from(pairs: list[str] | None) -> dict[str, Any]:
     return {k: setting_value(v) for k, v in parse_pairs(pairs, "--set").items()}
 
 
+def first_stage_settings_from(pairs: list[str] | None) -> dict[str, str]:
+    """--first-stage-set NAME=VALUE pairs, as text: the first stage's kind reads each as its type
+    (NAME= is the empty text, e.g. no prefix)."""
+    return parse_pairs(pairs, "--first-stage-set", empty_values=True)
+
+
 def setting_value(text: str) -> Any:
     """Model settings on the command line: integers, floats, booleans, none, or text."""
     for convert in (int, float):

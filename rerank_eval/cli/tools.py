@@ -21,7 +21,7 @@ from rerank_eval.cli.options import (
     ModelOpt,
     RemoteCodeOpt,
     SettingOpt,
-    parse_pairs,
+    first_stage_settings_from,
     settings_from,
 )
 from rerank_eval.config.reader import load_config
@@ -68,7 +68,7 @@ def fetch(
         raise UserError(f"{given[0]} and --no-first-stage exclude each other; give one")
     cfg = load_config(config)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
-    settings = parse_pairs(first_stage_set, "--first-stage-set", empty_values=True)
+    settings = first_stage_settings_from(first_stage_set)
     cfg.command_line_first_stage(first_stage, settings)
     try:
         fetch_suite(

@@ -88,14 +88,16 @@ BM25_SETTINGS: dict[str, Setting] = {
 }
 
 
+def unknown_setting_hint(name: str, schema: dict[str, Setting]) -> str:
+    """What follows the name of a setting a kind does not have: the closest one, and all it has."""
+    return f"{did_you_mean(name, schema)}; accepted: {', '.join(sorted(schema)) or 'none'}"
+
+
 def check_settings(where: str, schema: dict[str, Setting], raw: dict[str, Any]) -> dict[str, Any]:
     """Every declared setting with its value or default; an unknown name is refused with a hint."""
     for name in raw:
         if name not in schema:
-            known = ", ".join(sorted(schema)) or "none"
-            raise UserError(
-                f"{where}: unknown setting {name!r}{did_you_mean(name, schema)}; accepted: {known}"
-            )
+            raise UserError(f"{where}: unknown setting {name!r}{unknown_setting_hint(name, schema)}")
     return {name: setting.check(f"{where}.{name}", raw.get(name)) for name, setting in schema.items()}
 
 

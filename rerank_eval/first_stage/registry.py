@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from rerank_eval.errors import ParameterError, UserError, closest, did_you_mean, term
+from rerank_eval.errors import ParameterError, UserError, closest, term
+from rerank_eval.first_stage.base import unknown_setting_hint
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import FirstStageSpec
@@ -85,11 +86,10 @@ def _with_settings(source: FirstStageSpec, values: Mapping[str, Any]) -> FirstSt
     typed = {}
     for name, value in values.items():
         if name not in schema:
-            known = ", ".join(sorted(schema)) or "none"
             raise ParameterError(
                 "first_stage_settings",
                 f"{name}: {source.name} (kind {source.kind}) has no such setting"
-                f"{did_you_mean(name, schema)}; accepted: {known}",
+                f"{unknown_setting_hint(name, schema)}",
             )
         setting = schema[name]
         typed[name] = setting.parse(name, value) if isinstance(value, str) else setting.check(name, value)
