@@ -121,3 +121,19 @@ def test_help_and_no_arguments_keep_their_exit_codes():
     assert run("beir", "--help").exit_code == 0
     bare = run()
     assert bare.exit_code == 2 and "Usage: rerank-eval" in bare.output
+
+
+def test_each_command_of_the_list_is_one_summary_line():
+    """The command list shows each docstring's first paragraph with its line breaks kept (rich
+    markup), so a summary wrapped in the source came out broken mid-sentence."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary, name
+    listing = CliRunner().invoke(app, ["--help"], prog_name="rerank-eval", env={"COLUMNS": "200"}).output
+    panel = listing[listing.index("─ Commands ─") :].splitlines()[1:]
+    described = [line for line in panel if line.startswith("│ ")]
+    names = [line.split()[1] for line in described if line[2] != " "]
+    assert sorted(names) == sorted(group.commands) and len(described) == len(names)

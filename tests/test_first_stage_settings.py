@@ -256,6 +256,8 @@ def test_command_line_settings_are_refused_in_one_line(tiny_dense, tmp_path):
          "you mean 'dimensions'?); accepted: adapters, dimensions, dtype, encoder,"),
         (["fetch", "beir", "--datasets", "nq", "--first-stage-set", "k1=1.2", "--no-first-stage"],
          "error: --first-stage-set and --no-first-stage exclude each other; give one"),
+        (["fetch", "beir", "--datasets", "nq", "--no-first-stage", "--no-encode"],  # it would be ignored
+         "error: --no-encode and --no-first-stage exclude each other; give one"),
         (["fetch", "beir", "--datasets", "nq", "--first-stage-set", "k1=1.2"],
          "error: --first-stage-set changes the settings of the first stage --first-stage names; give one"),
     ]  # fmt: skip

@@ -213,8 +213,10 @@ def bench_encode(
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,
 ) -> None:
-    """Benchmark the dense encoder: the straightforward way (float32, fixed batches of 32 in input order)
-    against ours (distinct texts once, length-sorted batches), same workload, same run."""
+    """Benchmark the dense encoder: the straightforward way against ours, same workload, same run.
+
+    The straightforward way is sentence-transformers': float32, fixed batches of 32 in input order.
+    Ours encodes each distinct text once, in length-sorted batches under a token budget."""
     from rerank_eval.bench.encoder import SHAPES, run_bench_encode
     from rerank_eval.bench.table import encode_table
 
@@ -237,9 +239,11 @@ def bench_index(
         str, typer.Option("--engine", help="bm25s (built-in) or lucene (Pyserini, the lucene extra).")
     ] = "bm25s",
 ) -> None:
-    """Measure ir_datasets' doc-store build and a BM25 index build and search (documents/s,
-    queries/s, peak memory, size) on a synthetic MIRACL-like corpus, and project them to MIRACL
-    English (32.9M passages) and all 18 languages (106M)."""
+    """Measure a doc-store build and a BM25 index build and search, projected to MIRACL.
+
+    On a synthetic MIRACL-like corpus: ir_datasets' doc store, then the engine's index and 1,000
+    searches (documents/s, queries/s, peak memory, size), projected to MIRACL English (32.9M
+    passages) and all 18 languages (106M)."""
     from rerank_eval.bench.index import ENGINES, measure
     from rerank_eval.first_stage import lucene_runtime
 

@@ -96,9 +96,11 @@ def first_stages(
     first_stage_set: FirstStageSetOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List the first stages `--first-stage` takes: name, kind, what it is, the published figures it
-    is checked against, and those that cannot run here; with NAME, that one's settings (and what
-    --first-stage-set would make of it)."""
+    """List the first stages `--first-stage` takes; with NAME, that one's every setting.
+
+    The list gives each one's name, kind, what it is, the published figures it is checked against
+    and the settings --first-stage-set can change, then those that cannot run here. With NAME and
+    --first-stage-set, what those settings would make of it."""
     from rerank_eval.first_stage import kind as first_stage_kind
 
     cfg = load_config(config)
@@ -165,8 +167,7 @@ def datasets(
     suite: Annotated[str, typer.Argument(help="The suite to list (see `rerank-eval suites`).")],
     config: ConfigOpt = None,
 ) -> None:
-    """List a suite's datasets: the key to pass to --datasets, where it comes from, its first stage,
-    whether it is in the headline average."""
+    """List a suite's datasets: key for --datasets, source, first stage, in the headline average."""
     cfg = load_config(config)
     spec = cfg.suite(suite)
     table = Table(title=_config_title(f"Suite {spec.name}", cfg))

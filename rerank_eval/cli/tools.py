@@ -56,13 +56,18 @@ def fetch(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Pre-download datasets (and their doc stores), first-stage run files and models into their caches,
-    for GPU nodes without internet; with a dense --first-stage, encode the corpora too (on this
-    machine's device: --no-encode leaves that to the run). Copy IR_DATASETS_HOME and HF_HOME (and the
-    rerank-eval cache for BM25 indexes and corpus embeddings) to the offline machine afterwards."""
+    """Pre-download a suite's datasets, first-stage runs and models, for GPU nodes without internet.
+
+    Datasets come with their doc stores; with a dense --first-stage the corpora are encoded too (on
+    this machine's device: --no-encode leaves that to the run). Copy IR_DATASETS_HOME and HF_HOME
+    (and the rerank-eval cache for BM25 indexes and corpus embeddings) to the offline machine
+    afterwards."""
     from rerank_eval.datasets.fetch import fetch_suite
 
-    flags = (("--first-stage", first_stage), ("--first-stage-set", first_stage_set))
+    # each concerns a first stage to fetch, which --no-first-stage leaves out
+    flags = (
+        ("--first-stage", first_stage), ("--first-stage-set", first_stage_set), ("--no-encode", no_encode)
+    )  # fmt: skip
     given = [flag for flag, value in flags if value]
     if given and no_first_stage:
         raise UserError(f"{given[0]} and --no-first-stage exclude each other; give one")

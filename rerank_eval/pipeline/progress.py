@@ -14,10 +14,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -43,6 +46,7 @@ def counting(total: int, description: str) -> Iterator[Callable[[int], None]]:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            _RateColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
@@ -53,8 +57,25 @@ def counting(total: int, description: str) -> Iterator[Callable[[int], None]]:
         yield _LoggedCount(total, description).advance
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second over rich's recent window (blank until it has one)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.1f}/s")
+
+
+def duration(seconds: float) -> str:
+    """`1 h 02 min`, `2 min 48 s`, `12 s`: a time left, as precise as a reader needs it."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    if hours:
+        return f"{hours} h {rest // 60:02d} min"
+    return f"{rest // 60} min {rest % 60:02d} s" if rest >= 60 else f"{rest} s"
+
+
 class _LoggedCount:
-    """One line at most every 10 s (and at the end), so logs of long jobs stay readable."""
+    """One line at most every 10 s (and at the end), with the rate so far and the time left at that
+    rate, so that a batch job's log says when it will be done; logs of long jobs stay readable."""
 
     def __init__(self, total: int, description: str) -> None:
         self.total, self.description = total, description
@@ -69,7 +90,10 @@ class _LoggedCount:
             # (a total of 0 is unknown: a line every 10 s only)
             if now - self.last >= 10 or 0 < self.total <= self.done:
                 rate = self.done / max(now - self.start, 1e-9)
-                line = f"{self.description}: {self.done}/{self.total} ({rate:.1f}/s)"
+                line = f"{self.description}: {self.done}/{self.total} ({rate:.1f}/s"
+                if self.done < self.total and rate > 0:
+                    line += f", {duration((self.total - self.done) / rate)} left"
+                line += ")"
                 print(line, file=sys.stderr, flush=True)
                 self.last = now
 

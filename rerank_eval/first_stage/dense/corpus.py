@@ -217,7 +217,6 @@ class _Counted:
 class EncodingReport:
     shards: int = 0
     documents: int = 0
-    encoded_shards: int = 0
     encoded_passages: int = 0
     seconds: float = 0.0
     corpus_sha256: str = ""
@@ -281,7 +280,6 @@ def encode_corpus(
         position = {text: i for i, text in enumerate(distinct)}
         cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
         counted.written(len(shard.ids))
-        report.encoded_shards += 1
         report.encoded_passages += len(distinct)
 
     try:  # the progress display ends with the pools, not when the error is let go of
