@@ -378,3 +378,45 @@ def test_labels_and_names_are_shown_literally_never_as_markup(tmp_path):
     console.print(terminal_table(comparison_table(Comparison([load_result(first), load_result(second)]))))
     text = console.export_text()
     assert "ckpt[v1] (baseline)" in text and "ckpt[v2]" in text and "Δ vs ckpt[v1]" in text
+
+
+def test_runs_sharing_a_model_name_keep_their_own_columns(tmp_path):
+    """Two folders of several models' results with the same model names: each model's folder name
+    is shared too, so labels take as much of the path as tells them apart, and every cell holds its
+    own run's values (the labels once collided and one run's values showed under the other's)."""
+    made = [
+        make_result(tmp_path / "one", "bm25", 0.0, noise=0.0),
+        make_result(tmp_path / "one", "ce", 0.08, seed=1),
+        make_result(tmp_path / "two", "bm25", 0.0, noise=0.05, seed=2),
+        make_result(tmp_path / "two", "ce", -0.03, seed=3),
+    ]
+    result = Comparison(load_results([tmp_path / "one", tmp_path / "two"]))
+    assert result.labels == ["one/bm25", "one/ce", "two/bm25", "two/ce"]
+    scifact = next(r for r in result.rows if r.name == "scifact")
+    for label, folder in zip(result.labels, made, strict=True):
+        assert scifact.cells[label].value == pytest.approx(values(folder, "scifact").mean())
+    assert scifact.cells["one/bm25"].delta is None and scifact.cells["two/bm25"].delta is not None
+    # the folder name alone names two runs: one line asks for a label
+    with pytest.raises(UserError, match=r"'bm25' names 2 of the compared runs; give one of one/bm25, one/ce"):
+        Comparison(load_results([tmp_path / "one", tmp_path / "two"]), baseline="bm25")
+    chosen = Comparison(load_results([tmp_path / "one", tmp_path / "two"]), baseline="two/ce")
+    assert chosen.baseline.label == "two/ce"
+
+
+def test_a_result_given_twice_is_refused(runs):
+    again = runs["base"].parent / "." / runs["base"].name
+    result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(runs["better"]), str(again)])
+    assert result.exit_code == 2
+    assert (
+        result.output == f"error: the result {runs['base'].resolve()} is given twice; give each result once\n"
+    )
+
+
+def test_latex_sets_negative_deltas_with_a_minus_sign(runs):
+    from rerank_eval.reporting.render.latex import latex
+
+    text = latex(comparison_table(comparison(runs, "base", "worse")))
+    scifact = next(line for line in text.splitlines() if line.startswith("scifact & "))
+    assert "($-$0.0" in scifact and "(-" not in scifact
+    headline = next(line for line in text.splitlines() if line.startswith("BEIR-13 & "))
+    assert "[$-$0.0" in headline and "BEIR-13 &" in headline  # the row's own name keeps its hyphen

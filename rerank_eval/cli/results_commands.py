@@ -63,7 +63,11 @@ def compare(
         typer.Argument(help="Result folders (a folder of several models' results counts as each of them)."),
     ],
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="The run (model name or folder name) deltas are against.")
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="The run deltas are against: its label as the table shows it, or its folder's name.",
+        ),
     ] = None,
     metric: Annotated[
         str, typer.Option("--metric", help="The measure to compare (from per_query.csv).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -14,7 +15,8 @@ from rerank_eval.results.manifest import Manifest
 @dataclass
 class RunColumn:
     label: str
-    folder: str
+    folder: str  # the result folder's name
+    path: Path  # the result folder, resolved: which result this is
     manifest: Manifest
     values: dict[str, pd.Series]  # dataset key -> per-query values (index: query id)
     groups: dict[str, str]  # dataset key -> row name
@@ -30,13 +32,26 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
         for dataset, group in selected.groupby("dataset", sort=False)
     }
     groups = {d.key: d.row_name for d in saved.manifest.datasets}
-    return RunColumn(saved.manifest.model.name, saved.folder.name, saved.manifest, values, groups)
+    folder = saved.folder
+    return RunColumn(saved.manifest.model.name, folder.name, folder.resolve(), saved.manifest, values, groups)
 
 
 def labelled(columns: list[RunColumn]) -> list[RunColumn]:
-    """Model names as labels; folder names where two runs share a model name."""
-    labels = [c.label for c in columns]
-    for column in columns:
-        if labels.count(column.label) > 1:
-            column.label = column.folder
+    """Model names as labels, unique: where runs share a model name, the end of each one's folder path
+    that tells it apart from the others' (the folder's name, or `two/bm25` for one model of a folder
+    of several models' results beside another such folder). One result given twice is refused: it
+    would be set against itself, under one label."""
+    paths = [column.path for column in columns]
+    for path in paths:
+        if paths.count(path) > 1:
+            raise UserError(f"the result {path} is given twice; give each result once")
+    names = [column.label for column in columns]
+    shared = [column for column in columns if names.count(column.label) > 1]
+    taken = {column.label for column in columns if column not in shared}
+    for depth in range(1, max((len(c.path.parts) for c in shared), default=0) + 1):
+        ends = ["/".join(column.path.parts[-depth:]) for column in shared]
+        if len(set(ends)) == len(ends) and not taken & set(ends):
+            for column, end in zip(shared, ends, strict=True):
+                column.label = end
+            break
     return columns

@@ -106,12 +106,16 @@ class Comparison:
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:
             return self.runs[0]
-        for run in self.runs:
-            if name in (run.label, run.folder):
-                return run
-        raise ParameterError(
-            "baseline", f"{name!r} is none of the compared runs ({', '.join(r.label for r in self.runs)})"
-        )
+        labels = ", ".join(r.label for r in self.runs)
+        by_label = [run for run in self.runs if run.label == name]
+        matches = by_label or [run for run in self.runs if name == run.folder]
+        if len(matches) > 1:
+            raise ParameterError(
+                "baseline", f"{name!r} names {len(matches)} of the compared runs; give one of {labels}"
+            )
+        if not matches:
+            raise ParameterError("baseline", f"{name!r} is none of the compared runs ({labels})")
+        return matches[0]
 
     @property
     def labels(self) -> list[str]:

@@ -30,7 +30,7 @@ def caption(comparison: Comparison) -> list[str]:
     if any(row.kind == "average" for row in comparison.rows):
         lines.append(
             f"Averages: Δ, test and bootstrap 95% interval (seed {SEED}) over the per-row values of "
-            "the rows both runs have."
+            "the rows both runs have; W/T/L = rows won/tied/lost."
         )
     lines.append(f"Top-{protocol.top_k} candidates in {protocol.candidate_order} order.")
     for column in comparison.published:

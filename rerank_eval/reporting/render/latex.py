@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rerank_eval.reporting.table import Entry, ResultTable
 
 # Every special character escaped; symbols of the captions become their LaTeX forms.
@@ -16,9 +18,13 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX.get(character, character) for character in text)
 
 
+# A minus sign in a cell's note (a negative Δ or interval end), not a hyphen as text would set it.
+_MINUS = re.compile(r"-(?=\d)")
+
+
 def _cell(entry: Entry) -> str:
     value = latex_escape(entry.value)
-    return (rf"\textbf{{{value}}}" if entry.bold else value) + latex_escape(entry.note)
+    return (rf"\textbf{{{value}}}" if entry.bold else value) + _MINUS.sub("$-$", latex_escape(entry.note))
 
 
 def latex(table: ResultTable) -> str:
