@@ -420,3 +420,25 @@ def test_latex_sets_negative_deltas_with_a_minus_sign(runs):
     assert "($-$0.0" in scifact and "(-" not in scifact
     headline = next(line for line in text.splitlines() if line.startswith("BEIR-13 & "))
     assert "[$-$0.0" in headline and "BEIR-13 &" in headline  # the row's own name keeps its hyphen
+
+
+def test_an_average_of_rows_with_one_difference_has_no_t_test(tmp_path, monkeypatch):
+    """Two average rows holding the same data differ from the baseline by one value: the t-test
+    divides by their spread, zero but for rounding, and scipy returned p<0.001 (a †). Now the test
+    is undefined there, said in a note; the randomization test's p is exact (2 of 4 sign flips)."""
+    monkeypatch.setitem(QUERIES, "scifact", QUERIES["fiqa"])
+    monkeypatch.setitem(BASE, "scifact", BASE["fiqa"])
+    folders = [make_result(tmp_path, name, shift, noise=0.0, datasets=["fiqa", "scifact"])
+               for name, shift in (("base", 0.0), ("plus", 0.05))]  # fmt: skip
+    result = Comparison([load_result(f) for f in folders])
+    headline = next(r for r in result.rows if r.name == "BEIR-13").cells["plus"]
+    assert headline.delta > 0.04 and headline.p_value is None and not headline.significant
+    assert "| BEIR-13 | 0.3598 | **0.4058** (+0.0460, p=n/a) | 2/0/0 |" in markdown(comparison_table(result))
+    assert "BEIR-13: plus's differences from the baseline are all one value, for which the t-test is " \
+        "undefined (no p-value, no †)" in " ".join(caption(result))  # fmt: skip
+    fiqa = next(r for r in result.rows if r.name == "fiqa").cells["plus"]
+    assert fiqa.p_value == pytest.approx(
+        stats.ttest_rel(values(folders[1], "fiqa"), values(folders[0], "fiqa")).pvalue
+    )
+    randomized = Comparison([load_result(f) for f in folders], test="randomization")
+    assert next(r for r in randomized.rows if r.name == "BEIR-13").cells["plus"].p_value == 0.5

@@ -138,7 +138,7 @@ class Comparison:
                 series = pooled[run.label]
                 value = None if series is None else float(np.mean([series[m].mean() for m in members]))
                 cells[run.label] = Cell(value)
-            self._test_row(cells, pooled)
+            self._test_row(name, cells, pooled)
             for column in self.published:
                 cells[column.label] = Cell(column.rows.get(name))
             missing = [r.label for r in self.runs if cells[r.label].value is None]
@@ -147,7 +147,7 @@ class Comparison:
             rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
         return rows
 
-    def _test_row(self, cells: dict[str, Cell], pooled: dict[str, pd.Series | None]) -> None:
+    def _test_row(self, row: str, cells: dict[str, Cell], pooled: dict[str, pd.Series | None]) -> None:
         base = pooled[self.baseline.label]
         tested = []
         for run in self.runs:
@@ -159,12 +159,27 @@ class Comparison:
             differences = run_values - base_values
             cell = cells[run.label]
             cell.delta = cell.value - cells[self.baseline.label].value
-            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.p_value = self._p_value(run_values, base_values, run.label, row)
             cell.wins = int((differences > 0).sum())
             cell.ties = int((differences == 0).sum())
             cell.losses = int((differences < 0).sum())
             tested.append(cell)
-        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
+        self._adjust(tested)
+
+    def _p_value(self, run_values: np.ndarray, base_values: np.ndarray, label: str, row: str) -> float | None:
+        p = paired_p_value(run_values, base_values, self.test)
+        if p is None:
+            self.footnotes.append(
+                f"{row}: {label}'s differences from the baseline are all one value, for which the "
+                f"{self.test} is undefined (no p-value, no †)"
+            )
+        return p
+
+    @staticmethod
+    def _adjust(tested: list[Cell]) -> None:
+        """Holm–Bonferroni across the row's tested cells (a cell whose test is undefined has none)."""
+        family = [cell for cell in tested if cell.p_value is not None]
+        for cell, adjusted in zip(family, holm([cell.p_value for cell in family])):
             cell.p_adjusted = adjusted
 
     def _average_rows(self) -> list[Row]:
@@ -189,10 +204,12 @@ class Comparison:
                 self.footnotes.append(f"{label}: {column.label} is the mean of its published rows")
             else:
                 cells[column.label] = Cell(column.averages.get(published_key) if published_key else None)
-        self._test_average(cells, names, by_name)
+        self._test_average(label, cells, names, by_name)
         return Row(label, "average", cells, names)
 
-    def _test_average(self, cells: dict[str, Cell], names: list[str], by_name: dict[str, Row]) -> None:
+    def _test_average(
+        self, row: str, cells: dict[str, Cell], names: list[str], by_name: dict[str, Row]
+    ) -> None:
         base = self.baseline.label
         tested = []
         for run in self.runs:
@@ -207,7 +224,7 @@ class Comparison:
             cell = cells[run.label]
             # over the rows both have, like the test and the interval (a run may lack some rows)
             cell.delta = float(np.mean(run_values - base_values)) if pairs else None
-            cell.p_value = paired_p_value(run_values, base_values, self.test)
+            cell.p_value = self._p_value(run_values, base_values, run.label, row)
             cell.interval = bootstrap_interval(run_values - base_values)
             differences = run_values - base_values
             cell.wins, cell.ties, cell.losses = (
@@ -216,8 +233,7 @@ class Comparison:
                 int((differences < 0).sum()),
             )
             tested.append(cell)
-        for cell, adjusted in zip(tested, holm([c.p_value for c in tested])):
-            cell.p_adjusted = adjusted
+        self._adjust(tested)
 
 
 def _same_candidates_advice(first_stage: str) -> str:

@@ -39,9 +39,19 @@ def paired_test(name: str) -> PairedTest:
     return TESTS[name]
 
 
+#: differences that spread less than this fraction of their size do not vary but for float rounding
+CONSTANT_SPREAD = 1e-9
+
+
 def _t_test(run: np.ndarray, baseline: np.ndarray) -> float:
+    """NaN (no p-value) where the differences are one value, up to float rounding: t divides their
+    mean by their spread, so it is infinite, or with rounding any huge number (two average rows
+    made of the same data once showed p<0.001 from scipy's catastrophic cancellation)."""
     from scipy import stats
 
+    differences = run - baseline
+    if np.ptp(differences) <= CONSTANT_SPREAD * np.abs(differences).max():
+        return float("nan")
     return stats.ttest_rel(run, baseline).pvalue
 
 
@@ -69,13 +79,14 @@ register(
 )
 
 
-def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float:
-    """Two-sided p-value of a paired test; 1.0 when every difference is zero."""
+def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float | None:
+    """Two-sided p-value of a paired test; 1.0 when every difference is zero; None where the test
+    is undefined for these values (a t-test of differences that do not vary)."""
     differences = run - baseline
     if len(differences) < 2 or not np.any(differences):
         return 1.0
     p = paired_test(test).p_value(run, baseline)
-    return 1.0 if np.isnan(p) else float(p)
+    return None if np.isnan(p) else float(p)
 
 
 def holm(p_values: list[float]) -> list[float]:

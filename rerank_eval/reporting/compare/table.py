@@ -57,8 +57,9 @@ def _entry(cell: Cell, best: float | None, plain: bool) -> Entry:
     if cell.value is None:
         return Entry("–")
     note = ""
-    if not plain and cell.delta is not None and cell.p_adjusted is not None:  # tested: both or neither
-        note = f" ({cell.delta:+.4f}{'†' if cell.significant else ''}, {p_text(cell.p_adjusted)})"
+    if not plain and cell.delta is not None:  # a compared run's cell (p: none where the test is undefined)
+        p = "p=n/a" if cell.p_adjusted is None else p_text(cell.p_adjusted)
+        note = f" ({cell.delta:+.4f}{'†' if cell.significant else ''}, {p})"
         if cell.interval:
             note += f" [{cell.interval[0]:+.4f}, {cell.interval[1]:+.4f}]"
     return Entry(f"{cell.value:.4f}", note, bold=best is not None and cell.value == best)
