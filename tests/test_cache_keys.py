@@ -216,3 +216,23 @@ def test_a_changed_encoder_setting_encodes_the_corpus_again(encoders, change, tm
     assert encoded("first") > 0
     assert encoded("same") == 0
     assert encoded("changed", **change) > 0
+
+
+def test_a_copied_encoder_folder_reuses_the_run_and_the_embeddings(encoders, tmp_path, monkeypatch):
+    """A checkpoint folder is its content: a byte copy elsewhere encodes nothing again and finds the
+    same run (its path once sat in the keys, so a moved folder encoded the whole corpus again)."""
+    import shutil
+
+    copy = shutil.copytree(encoders["one"], tmp_path / "moved" / "encoder")
+    records = []
+    for name, folder in (("first", encoders["one"]), ("copy", copy)):
+        settings = {"pooling": "mean", "normalize": "true", "max_length": 64, "prefix": "''", "extra": ""}
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(DENSE_CONFIG.format(encoder=json.dumps(str(folder)), **settings))
+        invoke(["run", "one", "--config", config, "--out", tmp_path / name], tmp_path / "cache", monkeypatch)
+        records.append(
+            json.loads((tmp_path / name / "manifest.json").read_text())["datasets"][0]["first_stage"]
+        )
+    assert records[1]["execution"]["run_cached"] is True and records[1]["sha256"] == records[0]["sha256"]
+    assert [r["settings"]["encoder"]["source"] for r in records] == [str(encoders["one"]), str(copy)]
+    assert len(list((tmp_path / "cache" / "dense").glob("*/key.json"))) == 1  # one corpus encoded

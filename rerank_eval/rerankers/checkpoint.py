@@ -25,6 +25,15 @@ class Checkpoint:
     def identity(self) -> dict[str, str | None]:
         return {"source": self.source, "revision": self.revision, "content_sha256": self.content_sha256}
 
+    def key_identity(self) -> dict[str, str | None]:
+        """What identifies the weights in a cache key: the content hash alone where there is one (a
+        folder moved or copied, or a package's files, are the same model wherever they lie), else
+        the Hub id and commit."""
+        identity = self.identity()
+        if self.content_sha256:
+            del identity["source"]
+        return identity
+
     def config(self) -> dict:
         path = self.folder / "config.json"
         try:

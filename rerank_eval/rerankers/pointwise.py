@@ -115,7 +115,7 @@ class TransformerReranker(Reranker):
 
     def score_identity(self) -> dict[str, Any]:
         identity = self.describe()
-        if identity["content_sha256"]:
+        if "source" not in self.checkpoint.key_identity():
             identity.pop("source")
         identity["device"] = self.device.type
         identity["settings"] = self.settings()

@@ -108,7 +108,7 @@ class DenseEncoder:
     def identity(self, side: str) -> dict[str, Any]:
         """What decides `side`'s embeddings: weights, recipe, dtype, device type, code version."""
         return {
-            "encoder": self.checkpoint.identity(),
+            "encoder": self.checkpoint.key_identity(),  # a moved copy of a folder is the same encoder
             "recipe": self.recipe.side_identity(side),
             "dtype": dtype_name(self.dtype),
             "device": self.device.type,

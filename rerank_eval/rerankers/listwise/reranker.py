@@ -214,7 +214,7 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
         (its content hash identifies it), the device's index, and the batching settings (≤ 1e-6 in
         the float32 tests; the journal's key holds them apart, through `batching`)."""
         identity = self.describe()
-        if identity["content_sha256"]:
+        if "source" not in self.checkpoint.key_identity():
             identity.pop("source")
         identity["device"] = self.device.type
         identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in BATCHING_SETTINGS}
