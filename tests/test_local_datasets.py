@@ -206,8 +206,13 @@ GOOD_QRELS = "q1 0 d1 1\n"
          'q.jsonl, line 1: "_id" should be a string, not None'),
         ((GOOD_CORPUS, GOOD_QUERIES + GOOD_QUERIES, GOOD_QRELS),
          "q.jsonl, line 2: query 'q1' again (first on line 1)"),
-        ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 d2 1\n"),
-         "r.txt, line 2: expected 4 fields 'query iteration doc grade', got 3"),
+        ((GOOD_CORPUS, GOOD_QUERIES, "q1 d2 1\n"),  # BEIR's layout without its header line
+         "r.txt, line 1: expected 4 fields 'query iteration doc grade' (TREC), or BEIR's with its header "
+         "line 'query-id corpus-id score' first, got 3"),
+        ((GOOD_CORPUS, GOOD_QUERIES, "query-id corpus-id score\nq1 0 d2 1\n"),
+         "r.txt, line 2: expected 3 fields 'query-id corpus-id score', got 4"),
+        # an empty query would retrieve nothing and score 0 without a word
+        ((GOOD_CORPUS, '{"_id": "q1", "text": " \\t"}\n', GOOD_QRELS), "q.jsonl, line 1: query 'q1' has no text"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 high\n"),
          "r.txt, line 2: grade 'high' is not an integer"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d1 0\n"),
@@ -239,7 +244,7 @@ GOOD_QRELS = "q1 0 d1 1\n"
         # ids and fields as in run files
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d\x012 1\n"), "r.txt, line 2: id 'd\\x012' holds"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1\u00a00 d2 1\n"),
-         "r.txt, line 2: expected 4 fields 'query iteration doc grade', got 3"),
+         "r.txt, line 2: expected 4 fields 'query iteration doc grade' (TREC), or BEIR's"),
         ((b'{"_id": "d1", "text": "x", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", GOOD_QUERIES,
           GOOD_QRELS), "c.jsonl, line 1: JSON nested too deeply"),
     ],

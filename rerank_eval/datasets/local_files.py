@@ -110,6 +110,8 @@ def read_queries(path: Path) -> dict[str, str]:
             query_id, text = str(value["_id"]), str(value["text"])
         else:
             query_id, text = _columns(path, number, line, (2,), "id, text")
+        if not text.strip():  # it would retrieve nothing and score 0 without a word
+            raise UserError(f"{path}, line {number}: query {query_id!r} has no text")
         if query_id in queries:
             first = lines[query_id]
             raise UserError(f"{path}, line {number}: query {query_id!r} again (first on line {first})")
@@ -133,6 +135,9 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         if len(fields) != expected:
             layout = "query-id corpus-id score" if beir else "query iteration doc grade"
             got = len(fields)
+            if not beir and got == 3:  # BEIR's layout, its header missing
+                layout += f"' (TREC), or BEIR's with its header line '{' '.join(BEIR_QRELS_HEADER)}' first"
+                raise UserError(f"{path}, line {number}: expected 4 fields '{layout}, got 3")
             raise UserError(f"{path}, line {number}: expected {expected} fields '{layout}', got {got}")
         query_id, doc_id, grade_text = fields[0], fields[-2], fields[-1]
         problem = id_problem(query_id) or id_problem(doc_id)
