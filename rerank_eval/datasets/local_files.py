@@ -136,8 +136,10 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             layout = "query-id corpus-id score" if beir else "query iteration doc grade"
             got = len(fields)
             if not beir and got == 3:  # BEIR's layout, its header missing
-                layout += f"' (TREC), or BEIR's with its header line '{' '.join(BEIR_QRELS_HEADER)}' first"
-                raise UserError(f"{path}, line {number}: expected 4 fields '{layout}, got 3")
+                raise UserError(
+                    f"{path}, line {number}: expected 4 fields 'query iteration doc grade' (TREC), or "
+                    "BEIR's with its header line 'query-id corpus-id score' first, got 3"
+                )
             raise UserError(f"{path}, line {number}: expected {expected} fields '{layout}', got {got}")
         query_id, doc_id, grade_text = fields[0], fields[-2], fields[-1]
         problem = id_problem(query_id) or id_problem(doc_id)
