@@ -212,7 +212,8 @@ GOOD_QRELS = "q1 0 d1 1\n"
         ((GOOD_CORPUS, GOOD_QUERIES, "query-id corpus-id score\nq1 0 d2 1\n"),
          "r.txt, line 2: expected 3 fields 'query-id corpus-id score', got 4"),
         # an empty query would retrieve nothing and score 0 without a word
-        ((GOOD_CORPUS, '{"_id": "q1", "text": " \\t"}\n', GOOD_QRELS), "q.jsonl, line 1: query 'q1' has no text"),
+        ((GOOD_CORPUS, '{"_id": "q1", "text": " \\t"}\n', GOOD_QRELS),
+         "q.jsonl, line 1: query 'q1' has no text"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 high\n"),
          "r.txt, line 2: grade 'high' is not an integer"),
         ((GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d1 0\n"),
@@ -332,3 +333,24 @@ def test_a_killed_builds_folder_is_removed_only_by_its_own_host_once_its_process
     new = building_folder(target)
     assert new.is_dir() and new.name.startswith(f"index.building-{host}-{os.getpid()}-")
     assert not dead.exists() and alive.exists() and other_host.exists()
+
+
+def test_a_reused_first_stage_run_compares_with_its_source_and_another_is_refused(data, tmp_path):
+    """The candidates, not where they came from, decide whether two results compare: a result that
+    reranked its source's saved first-stage run (--run) compares with the source without --force;
+    another BM25 is still refused (it was refused both ways before, as the sources differ)."""
+    out = {name: tmp_path / name for name in ("source", "reused", "other")}
+    common = ["run", "local", "--config", data["config"], "--datasets", "scifact", "--model", "bm25"]
+    assert invoke(*common, "--first-stage", "bm25s", "--out", out["source"]).exit_code == 0
+    saved = out["source"] / "runs" / "scifact.first-stage.trec"
+    assert invoke(*common, "--run", f"scifact={saved}", "--out", out["reused"]).exit_code == 0
+    other = ["--first-stage", "bm25s", "--first-stage-set", "k1=2.5", "--out", out["other"]]
+    assert invoke(*common, *other).exit_code == 0
+    manifests = {n: json.loads((f / "manifest.json").read_text())["datasets"][0] for n, f in out.items()}
+    assert manifests["reused"]["first_stage"]["kind"] == "run-file"
+    assert manifests["reused"]["candidates_sha256"] == manifests["source"]["candidates_sha256"]
+    assert manifests["other"]["candidates_sha256"] != manifests["source"]["candidates_sha256"]
+    same = invoke("compare", out["source"], out["reused"])
+    assert same.exit_code == 0 and "WARNING" not in same.output, same.output
+    refused = invoke("compare", out["source"], out["other"])
+    assert refused.exit_code == 2 and "first stage of scifact differs" in refused.output

@@ -6,10 +6,11 @@ it, then the top-k.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from rerank_eval.errors import UserError
-from rerank_eval.runfiles import Run, trec_order
+from rerank_eval.runfiles import Run, format_run_lines, trec_order
 
 
 @dataclass
@@ -25,6 +26,17 @@ class Candidates:
 
     def to_run(self) -> Run:
         return {q: dict(docs) for q, docs in self.by_query.items()}
+
+    def sha256(self) -> str:
+        """SHA-256 of what was reranked: each query's documents, ranks and first-stage scores, as
+        TREC lines without a run tag, queries in id order. The same candidates hash alike whatever
+        produced them (a saved run reused with --run, an encoder folder copied), so `compare` can
+        tell the same candidates from other ones."""
+        digest = hashlib.sha256()
+        for query_id in sorted(self.by_query):
+            for line in format_run_lines(query_id, self.by_query[query_id], "-"):
+                digest.update(line.encode("utf-8"))
+        return digest.hexdigest()
 
     def coverage(self) -> dict[str, int]:
         return {

@@ -32,6 +32,7 @@ def dataset_record(
         "in_average": spec.in_average,
         "drop_self_matches": spec.drop_self_matches,
         "first_stage": prepared.first_stage.to_json(),
+        "candidates_sha256": prepared.candidates.sha256(),
         "coverage": prepared.candidates.coverage(),
         "missing_documents": prepared.missing_documents,
         "empty_documents": prepared.empty_documents,

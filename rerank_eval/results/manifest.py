@@ -78,6 +78,7 @@ class DatasetRecord:
     timings: Timings
     row: str | None = None  # the row it is folded into (CQADupStack's forums), else its own key
     local_files: dict | None = None  # a local dataset's files: role -> {path, sha256}
+    candidates_sha256: str | None = None  # what was reranked (Candidates.sha256); older results lack it
 
     @property
     def row_name(self) -> str:

@@ -17,6 +17,15 @@ def _first_stage_identity(record: DatasetRecord) -> tuple:
     return stage.kind, stage.sha256, json.dumps(stage.settings, sort_keys=True)
 
 
+def _same_candidates(mine: DatasetRecord, theirs: DatasetRecord) -> bool:
+    """The candidates themselves where both results say what they were (a reused run file is its
+    source's candidates, a copied encoder folder gives the same run); where one was written before
+    that, the first stage's kind, file and settings."""
+    if mine.candidates_sha256 and theirs.candidates_sha256:
+        return mine.candidates_sha256 == theirs.candidates_sha256
+    return _first_stage_identity(mine) == _first_stage_identity(theirs)
+
+
 def _dataset_identity(record: DatasetRecord) -> tuple:
     """The ir_datasets id, or the local files' contents (not where they lie)."""
     files = record.local_files or {}
@@ -40,12 +49,12 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         key = mine.key
         if key not in theirs:
             continue
-        for what, get in (
-            ("dataset version", _dataset_identity),
-            ("first stage", _first_stage_identity),
-            ("self-match policy", lambda d: d.drop_self_matches),
+        for what, same in (
+            ("dataset version", lambda a, b: _dataset_identity(a) == _dataset_identity(b)),
+            ("first stage", _same_candidates),
+            ("self-match policy", lambda a, b: a.drop_self_matches == b.drop_self_matches),
         ):
-            if get(mine) != get(theirs[key]):
+            if not same(mine, theirs[key]):
                 reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")
         if key in baseline.values and key in other.values:  # (a dataset without judged queries has none)
             unmatched = set(baseline.values[key].index) ^ set(other.values[key].index)
