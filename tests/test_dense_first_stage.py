@@ -421,6 +421,20 @@ def test_a_cross_encoder_is_not_taken_for_a_bi_encoder(setup, tmp_path, monkeypa
     )
 
 
+def test_a_mistyped_dense_preset_is_named_with_the_presets(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli(*command(setup, out), "--first-stage", "dense:minilmm")
+    assert_one_line_error(
+        result,
+        out,
+        f"first stage dense:minilmm: model 'minilmm' is neither a checkpoint directory (no folder "
+        f"{tmp_path / 'minilmm'}) nor a hub id (ORG/NAME), nor one of the dense presets (",
+    )
+    assert result.output.rstrip().endswith(", minilm, qwen3-embedding-0.6b, tiny) (did you mean 'minilm'?)")
+
+
 @pytest.mark.parametrize("kind", ["regular file", "read-only directory"])
 def test_an_unwritable_cache(setup, tmp_path, monkeypatch, kind):
     cache = tmp_path / "cache"

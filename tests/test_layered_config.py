@@ -138,6 +138,14 @@ def test_a_refusal_names_the_file_the_entry_came_from(tmp_path):
     assert str(error.value) == (
         f"{user}: suites.beir.datasets[0]: unknown first_stage 'bm25-flt'; did you mean 'bm25-flat'?"
     )
+    # a suite's default is checked as an entry's, with the same hint
+    default = write(tmp_path, "suites:\n  mine:\n    defaults: {first_stage: bm25ss}\n    datasets:\n"
+                    "      - {key: nq, id: beir/nq}\n", "default.yaml")  # fmt: skip
+    with pytest.raises(UserError) as error:
+        load_config(default)
+    assert str(error.value) == (
+        f"{default}: suites.mine.defaults.first_stage: unknown first_stage 'bm25ss'; did you mean 'bm25s'?"
+    )
     bad_preset = write(tmp_path, "models:\n  m: {model: x}\n", "preset.yaml")
     with pytest.raises(UserError, match=f"^{bad_preset}: models.m: needs a family$"):
         load_config(bad_preset)

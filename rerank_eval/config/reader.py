@@ -58,6 +58,11 @@ def load_config(path: Path | None = None) -> BenchmarkConfig:
     )
 
 
+def _unknown_first_stage(name: str, first_stages: dict[str, FirstStageSpec]) -> str:
+    hint = closest(name, first_stages, cutoff=0.75)
+    return f"unknown first_stage {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
+
+
 class _ConfigReader(EntryChecks):
     def __init__(self, merged: MergedConfig, fallback: Path) -> None:
         self.merged = merged
@@ -271,7 +276,7 @@ class _ConfigReader(EntryChecks):
                 else:
                     text = self.text(f"{where}.defaults.{key}", value)
                     if key == "first_stage" and text is not None and text not in first_stages:
-                        raise self.fail(f"{where}.defaults.{key}", f"unknown first_stage {text!r}")
+                        raise self.fail(f"{where}.defaults.{key}", _unknown_first_stage(text, first_stages))
             finally:
                 self.entry_file = None
 
@@ -310,10 +315,7 @@ class _ConfigReader(EntryChecks):
         local = self._local_files(where, entry)
         first_stage = self.text(f"{where}.first_stage", entry.get("first_stage"))
         if first_stage is not None and first_stage not in first_stages:
-            hint = closest(first_stage, first_stages, cutoff=0.75)
-            raise self.fail(
-                where, f"unknown first_stage {first_stage!r}" + (f"; did you mean {hint!r}?" if hint else "")
-            )
+            raise self.fail(where, _unknown_first_stage(first_stage, first_stages))
         return DatasetSpec(
             key=self.dataset_key(f"{where}.key", entry["key"]),
             ir_datasets_id=None if local else self.required_text(f"{where}.id", entry["id"]),

@@ -87,10 +87,20 @@ class DenseRetrieval(FirstStageKind):
 
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         from rerank_eval.config.schema import FirstStageSpec
+        from rerank_eval.errors import did_you_mean
+        from rerank_eval.rerankers.checkpoint import not_a_model_source
 
         preset = first_stages.get(argument)
         if preset is not None and preset.kind == self.name:
             return preset
+        problem = not_a_model_source(argument)
+        if problem:  # said now, with the presets a typo may have meant
+            presets = sorted(name for name, spec in first_stages.items() if spec.kind == self.name)
+            hint = did_you_mean(argument, presets)
+            raise UserError(
+                f"first stage dense:{argument}: {problem}, nor one of the dense presets "
+                f"({', '.join(presets)}){hint}"
+            )
         return FirstStageSpec(
             name=f"dense:{argument}",
             kind=self.name,
