@@ -514,6 +514,18 @@ def test_a_reranker_is_not_a_bi_encoder(tmp_path):
     assert "not a bi-encoder" in message and "BertForSequenceClassification" in message
 
 
+def test_a_bare_transformer_is_not_a_bi_encoder(tmp_path):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert _one_line(excinfo) == (
+        f"encoder {folder} is not a bi-encoder: it has no modules.json and no pooling setting; give a "
+        "sentence-transformers checkpoint or set pooling (mean, cls, lasttoken, max)"
+    )
+
+
 def test_an_unsupported_module_is_refused(tmp_path):
     dense = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
     folder = dense_checkpoints.build_sentence_transformers(

@@ -218,9 +218,9 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
     explicit = {k: v for k, v in overrides.items() if v is not None}
     if "pooling" not in found and "pooling" not in explicit:
         rerankers = [a for a in _architectures(folder) if a.endswith(_RERANKER_ARCHITECTURES)]
-        what = f"a reranker ({rerankers[0]})" if rerankers else "no sentence-transformers checkpoint"
+        what = f"is a reranker ({rerankers[0]}), not a bi-encoder" if rerankers else "is not a bi-encoder"
         raise UserError(
-            f"encoder {source} is {what}, not a bi-encoder: it has no modules.json and no pooling "
+            f"encoder {source} {what}: it has no modules.json and no pooling "
             f"setting; give a sentence-transformers checkpoint or set pooling ({', '.join(POOLINGS)})"
         )
     values = {**found, **explicit}
