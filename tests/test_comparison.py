@@ -440,5 +440,11 @@ def test_an_average_of_rows_with_one_difference_has_no_t_test(tmp_path, monkeypa
     assert fiqa.p_value == pytest.approx(
         stats.ttest_rel(values(folders[1], "fiqa"), values(folders[0], "fiqa")).pvalue
     )
-    randomized = Comparison([load_result(f) for f in folders], test="randomization")
+    # a run beside it is adjusted as one of two compared runs: the undefined test counts, as p = 1
+    folders.append(make_result(tmp_path, "noisy", 0.05, noise=0.02, seed=5, datasets=["fiqa", "scifact"]))
+    noisy = next(r for r in Comparison([load_result(f) for f in folders]).rows if r.name == "BEIR-13")
+    assert noisy.cells["plus"].p_adjusted is None
+    assert noisy.cells["noisy"].p_adjusted == pytest.approx(min(1.0, 2 * noisy.cells["noisy"].p_value))
+    assert noisy.cells["noisy"].p_value < 0.5  # so that the factor shows
+    randomized = Comparison([load_result(f) for f in folders[:2]], test="randomization")
     assert next(r for r in randomized.rows if r.name == "BEIR-13").cells["plus"].p_value == 0.5

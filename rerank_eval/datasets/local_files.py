@@ -9,7 +9,7 @@ the file and the line; lines are read one at a time, none longer than `textlines
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -99,9 +99,10 @@ def read_documents(path: Path) -> Iterator[tuple[int, LocalDoc]]:
             yield number, LocalDoc(columns[0], title, columns[-1])
 
 
-def read_queries(path: Path) -> dict[str, str]:
+def read_queries(path: Path, judged: Collection[str]) -> dict[str, str]:
     """Query id -> text: BEIR JSON lines (`_id`, `text`) or TSV (`id<TAB>text`); an id given twice
-    is refused (which text was meant?)."""
+    is refused (which text was meant?), and so is a `judged` query without text (the file may hold
+    other splits' queries, which are not checked for it)."""
     queries: dict[str, str] = {}
     lines: dict[str, int] = {}
     for number, line in numbered_lines(path):
@@ -110,7 +111,7 @@ def read_queries(path: Path) -> dict[str, str]:
             query_id, text = str(value["_id"]), str(value["text"])
         else:
             query_id, text = _columns(path, number, line, (2,), "id, text")
-        if not text.strip():  # it would retrieve nothing and score 0 without a word
+        if not text.strip() and query_id in judged:  # it would retrieve nothing and score 0 silently
             raise UserError(f"{path}, line {number}: query {query_id!r} has no text")
         if query_id in queries:
             first = lines[query_id]

@@ -25,7 +25,7 @@ from rerank_eval.pipeline.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
 
 if TYPE_CHECKING:
-    from rerank_eval.config.schema import FirstStageSpec
+    from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
 
 
 def _key_digest(parts: dict[str, Any]) -> str:
@@ -87,26 +87,34 @@ class DenseRetrieval(FirstStageKind):
 
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         from rerank_eval.config.schema import FirstStageSpec
-        from rerank_eval.errors import did_you_mean
-        from rerank_eval.rerankers.checkpoint import not_a_model_source
 
         preset = first_stages.get(argument)
         if preset is not None and preset.kind == self.name:
             return preset
-        problem = not_a_model_source(argument)
-        if problem:  # said now, with the presets a typo may have meant
-            presets = sorted(name for name, spec in first_stages.items() if spec.kind == self.name)
-            hint = did_you_mean(argument, presets)
-            raise UserError(
-                f"first stage dense:{argument}: {problem}, nor one of the dense presets "
-                f"({', '.join(presets)}){hint}"
-            )
         return FirstStageSpec(
             name=f"dense:{argument}",
             kind=self.name,
             label=f"dense {argument} (exact inner product)",
             settings=self.validate(f"first stage dense:{argument}", {"encoder": argument}),
         )
+
+    def preflight(self, spec: DatasetSpec, source: FirstStageSpec) -> None:
+        """Before any work: an encoder that names no folder and no Hub id (and no package ships it)
+        is refused, with the packaged dense presets a typo may have meant (`dense:minilmm`)."""
+        from rerank_eval.config.reader import load_config
+        from rerank_eval.errors import did_you_mean
+        from rerank_eval.rerankers.checkpoint import not_a_model_source
+
+        problem = None if source.settings["package"] else not_a_model_source(source.settings["encoder"])
+        if problem:
+            presets = sorted(
+                name for name, entry in load_config().first_stages.items() if entry.kind == self.name
+            )
+            hint = did_you_mean(source.settings["encoder"], presets)
+            raise UserError(
+                f"first stage {source.name}: {problem}, nor one of the dense presets "
+                f"({', '.join(presets)}){hint}"
+            )
 
     # -- the pieces -------------------------------------------------------------------------------
 

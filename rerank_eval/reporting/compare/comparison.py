@@ -177,10 +177,12 @@ class Comparison:
 
     @staticmethod
     def _adjust(tested: list[Cell]) -> None:
-        """Holm–Bonferroni across the row's tested cells (a cell whose test is undefined has none)."""
-        family = [cell for cell in tested if cell.p_value is not None]
-        for cell, adjusted in zip(family, holm([cell.p_value for cell in family])):
-            cell.p_adjusted = adjusted
+        """Holm–Bonferroni across the row's compared runs. A run whose test is undefined still counts
+        in the family, as p = 1 (it was compared, so the caption's count holds and the others are
+        adjusted no less), and keeps no p-value of its own."""
+        adjusted = holm([1.0 if cell.p_value is None else cell.p_value for cell in tested])
+        for cell, value in zip(tested, adjusted, strict=True):
+            cell.p_adjusted = None if cell.p_value is None else value
 
     def _average_rows(self) -> list[Row]:
         in_average = {self.baseline.groups[d.key] for d in self.baseline.manifest.datasets if d.in_average}

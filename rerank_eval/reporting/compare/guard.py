@@ -49,13 +49,15 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         key = mine.key
         if key not in theirs:
             continue
+        by_candidates = bool(mine.candidates_sha256 and theirs[key].candidates_sha256)
         for what, same in (
             ("dataset version", lambda a, b: _dataset_identity(a) == _dataset_identity(b)),
-            ("first stage", _same_candidates),
+            ("candidates" if by_candidates else "first stage", _same_candidates),
             ("self-match policy", lambda a, b: a.drop_self_matches == b.drop_self_matches),
         ):
             if not same(mine, theirs[key]):
-                reasons.append(f"{what} of {key} differs between {baseline.label} and {other.label}")
+                verb = "differ" if what == "candidates" else "differs"
+                reasons.append(f"{what} of {key} {verb} between {baseline.label} and {other.label}")
         if key in baseline.values and key in other.values:  # (a dataset without judged queries has none)
             unmatched = set(baseline.values[key].index) ^ set(other.values[key].index)
             if unmatched:  # every judged query has a value, so the judgements themselves differ
