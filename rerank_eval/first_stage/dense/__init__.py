@@ -179,10 +179,15 @@ class DenseRetrieval(FirstStageKind):
             cache.create(key)
         shard.barrier()
         count = request.dataset.documents_count() or 0
-        done = encode_corpus(
-            cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
-            label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
-        )  # fmt: skip
+        try:
+            done = encode_corpus(
+                cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
+                label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
+            )  # fmt: skip
+        except UserError:  # e.g. a corpus refused while read: no empty cache folder is left
+            if shard.is_main:
+                cache.discard_if_unused()
+            raise
         if done.documents == 0:
             raise UserError(f"{request.dataset.id} has no documents to encode")
         report = {"encoded_passages": done.encoded_passages, "encode_seconds": round(done.seconds, 3)}

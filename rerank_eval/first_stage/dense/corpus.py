@@ -111,6 +111,16 @@ class CorpusEmbeddings:
         except OSError as exc:
             raise UserError(f"cannot write the embedding cache {self.folder}: {exc.strerror}") from None
 
+    def discard_if_unused(self) -> None:
+        """Remove the folder where it holds its key alone (a corpus refused before any shard was
+        written), so that a refused run leaves nothing behind; anything else in it stays."""
+        try:
+            if [path.name for path in self.folder.iterdir()] == ["key.json"]:
+                (self.folder / "key.json").unlink()
+                self.folder.rmdir()
+        except OSError:  # another process is writing there, or it is gone already
+            pass
+
     def complete(self) -> dict[str, Any] | None:
         path = self.folder / "complete.json"
         try:
