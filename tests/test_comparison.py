@@ -231,6 +231,18 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
         headline.cells["partial"].value - headline.cells["base"].value
     )
     assert any("partial averages 1 of 2 rows" in note for note in result.footnotes)
+    assert "fiqa: not in partial" in result.footnotes
+
+
+def test_a_group_with_only_some_of_its_members_is_said_so(tmp_path, runs):
+    """A run holding one of CQADupStack's two forums has no cqadupstack value (its mean would be
+    another row's), and the note says it holds some members, not that the row is absent."""
+    some = make_result(tmp_path, "some", 0.02, datasets=["scifact", "fiqa", "cqadupstack-android"])
+    result = Comparison([load_result(runs["base"]), load_result(some)])
+    group = next(r for r in result.rows if r.name == "cqadupstack")
+    assert group.cells["some"].value is None and group.cells["base"].value is not None
+    assert "cqadupstack: only some of its members in some (1 of 2), so no value there" in result.footnotes
+    assert not any(note.startswith("cqadupstack: not in") for note in result.footnotes)
 
 
 def test_markdown_rows_carry_w_t_l_and_average_intervals(runs):

@@ -141,11 +141,27 @@ class Comparison:
             self._test_row(name, cells, pooled)
             for column in self.published:
                 cells[column.label] = Cell(column.rows.get(name))
-            missing = [r.label for r in self.runs if cells[r.label].value is None]
-            if missing:
-                self.footnotes.append(f"{name}: not in {', '.join(missing)}")
+            self._note_missing(name, members, cells)
             rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
         return rows
+
+    def _note_missing(self, name: str, members: list[str], cells: dict[str, Cell]) -> None:
+        """Which runs have no value in a row: those without it, and, for a group (CQADupStack),
+        those holding only some of its members, whose mean would be another row's."""
+        absent, partial = [], []
+        for run in self.runs:
+            if cells[run.label].value is None:
+                held = sum(member in run.values for member in members)
+                if held:
+                    partial.append(f"{run.label} ({held} of {len(members)})")
+                else:
+                    absent.append(run.label)
+        if absent:
+            self.footnotes.append(f"{name}: not in {', '.join(absent)}")
+        if partial:
+            self.footnotes.append(
+                f"{name}: only some of its members in {', '.join(partial)}, so no value there"
+            )
 
     def _test_row(self, row: str, cells: dict[str, Cell], pooled: dict[str, pd.Series | None]) -> None:
         base = pooled[self.baseline.label]
