@@ -156,6 +156,17 @@ def test_models_table_on_an_80_column_terminal_names_every_model_whole(folders):
             assert f"{row_value(folders[name], row):.4f}" in text, (name, row)
 
 
+def test_models_table_says_nothing_of_columns_it_does_not_have(folders, monkeypatch):
+    """The vs-published note belongs to the one-model table's columns; the several-models table has
+    none of them (it once kept the note)."""
+    from rerank_eval.reporting.report import Report, models_table
+
+    monkeypatch.setattr(Report, "checked_measures", property(lambda self: ["nDCG@10"]))
+    reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders.values())]
+    assert any("vs published" in line for line in reports[0].caption())
+    assert not any("vs published" in line for line in models_table(reports).caption)
+
+
 def test_models_table_puts_each_models_value_in_its_column_and_bolds_the_best(folders):
     """The neutral table itself: per row, the first stage's mean, each model's reranked mean in
     that model's column (computed here from per_query.csv), the best one bold, the queries."""

@@ -165,7 +165,9 @@ class Report:
                 )
         return pd.DataFrame.from_records(records)
 
-    def caption(self) -> list[str]:
+    def caption(self, reference_checks: bool = True) -> list[str]:
+        """The table's notes; `reference_checks`: whether the table has the vs-published columns
+        (the several-models table has none, so it says nothing of them)."""
         protocol = self.manifest.protocol
         lines = [
             f"First stage: {'; '.join(self.manifest.first_stage_labels())}; top-{protocol.top_k} candidates "
@@ -180,7 +182,7 @@ class Report:
         ]
         if gaps:
             lines.append("Judged queries without candidates score 0: " + ", ".join(gaps) + ".")
-        if self.checked_measures:
+        if reference_checks and self.checked_measures:
             names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(
                 f"First stage vs published ({' and '.join(self.checked_measures)}): OK within "
@@ -258,4 +260,4 @@ def models_table(reports: list[Report]) -> ResultTable:
                 Entry(str(row.queries)),
             ]
         )
-    return ResultTable(title, columns, rows, first.caption(), _averages_from(first))
+    return ResultTable(title, columns, rows, first.caption(reference_checks=False), _averages_from(first))
