@@ -140,6 +140,21 @@ def test_export_on_an_80_column_terminal_shows_names_and_figures_whole(folders, 
         assert header in text
 
 
+def test_export_of_a_folder_of_several_models_prints_their_one_table(folders, tmp_path, monkeypatch):
+    """What `--model A --model B` wrote (a folder per model) exports as the run printed it: one
+    column per model; the CSV holds every model's summary lines under one header."""
+    parent = next(iter(folders.values())).parent  # the models' folders side by side
+    csv = tmp_path / "all.csv"
+    lines = narrow_output(monkeypatch, "export", parent, "--csv", csv, "--html", tmp_path / "all.html")
+    assert any(f"nDCG@10 on beir (top-100), {len(NAMES)} models" in line for line in lines)
+    exported = pd.read_csv(csv)
+    assert list(exported.model.unique()) == NAMES  # the folders' order, one header
+    for name in NAMES:
+        own = pd.read_csv(folders[name] / "summary.csv")
+        mine = exported[exported.model == name].drop(columns=["model", "suite"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, own)
+
+
 def test_models_table_on_an_80_column_terminal_names_every_model_whole(folders):
     from rerank_eval.reporting.render.terminal import terminal_table
     from rerank_eval.reporting.report import Report, models_table

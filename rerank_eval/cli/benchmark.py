@@ -87,7 +87,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         from rerank_eval.pipeline.execute import execute_models
         from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
         from rerank_eval.reporting.render.terminal import terminal_table
-        from rerank_eval.reporting.report import Report, models_table, report_table
+        from rerank_eval.reporting.report import Report, results_table
         from rerank_eval.rerankers import load_reranker
         from rerank_eval.results.folder import load_result
 
@@ -128,8 +128,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
-        table = report_table(reports[0]) if len(reports) == 1 else models_table(reports)
-        console.print(terminal_table(table))
+        console.print(terminal_table(results_table(reports)))
         console.print(f"results: {destination}")
 
     if suite is None:

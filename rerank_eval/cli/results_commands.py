@@ -15,7 +15,13 @@ from rerank_eval.cli.app import app, console, user_errors
 @app.command("export")
 @user_errors
 def export(
-    result: Annotated[Path, typer.Argument(help="A result folder written by a benchmark command.")],
+    result: Annotated[
+        Path,
+        typer.Argument(
+            help="A result folder written by a benchmark command (a folder of several models' results: "
+            "their one table)."
+        ),
+    ],
     csv: Annotated[
         Path | None,
         typer.Option(
@@ -31,18 +37,17 @@ def export(
     ] = None,
 ) -> None:
     """Re-render a saved result (table, CSV, HTML) without recomputing anything."""
-    from rerank_eval.reporting.render.data import summary_csv
+    from rerank_eval.reporting.render.data import labelled_summary_csv
     from rerank_eval.reporting.render.html import html
     from rerank_eval.reporting.render.terminal import terminal_table
-    from rerank_eval.reporting.report import Report, report_table
-    from rerank_eval.results.folder import check_output_paths, load_result
+    from rerank_eval.reporting.report import Report, results_table
+    from rerank_eval.results.folder import check_output_paths, load_results
 
     check_output_paths([csv, html_out], reading=[result])
-    saved = load_result(result)
-    report = Report(saved.manifest, saved.per_query)
-    table = report_table(report)
+    reports = [Report(saved.manifest, saved.per_query) for saved in load_results([result])]
+    table = results_table(reports)
     console.print(terminal_table(table))
-    write_texts([(csv, lambda: summary_csv(report, labelled=True)), (html_out, lambda: html(table))])
+    write_texts([(csv, lambda: labelled_summary_csv(reports)), (html_out, lambda: html(table))])
 
 
 def write_texts(outputs: list[tuple[Path | None, Callable[[], str]]]) -> None:

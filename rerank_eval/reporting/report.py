@@ -231,6 +231,12 @@ def report_table(report: Report) -> ResultTable:
     return ResultTable(title, columns, rows, report.caption(), _averages_from(report))
 
 
+def results_table(reports: list[Report]) -> ResultTable:
+    """The table a run prints, and `export` prints again: one model's every measure, or several
+    models' side by side."""
+    return report_table(reports[0]) if len(reports) == 1 else models_table(reports)
+
+
 def models_table(reports: list[Report]) -> ResultTable:
     """Several models reranking the same candidates: a column per model, the first metric.
 

@@ -14,14 +14,25 @@ from rerank_eval.reporting.compare.comparison import Comparison
 from rerank_eval.reporting.report import Report
 
 
-def summary_csv(report: Report, labelled: bool = False) -> str:
-    """`summary.csv`; `labelled`: led by `model` and `suite` columns (the manifest's names), so that
-    the exports of several results concatenate into one table. A result folder's own summary.csv
-    leaves them to its manifest and stays byte-identical to the one earlier versions wrote."""
-    frame = report.summary_frame()
-    if labelled:
+def summary_csv(report: Report) -> str:
+    """A result folder's own `summary.csv`: its model and suite are its manifest's, and it stays
+    byte-identical to the one earlier versions wrote."""
+    return _summary_text(report.summary_frame())
+
+
+def labelled_summary_csv(reports: list[Report]) -> str:
+    """`export --csv`: one or several results' summaries in one table, each line led by `model` and
+    `suite` columns (the manifests' names), so that exports concatenate into one table too."""
+    frames = []
+    for report in reports:
+        frame = report.summary_frame()
         frame.insert(0, "suite", report.manifest.suite.name)
         frame.insert(0, "model", report.manifest.model.name)
+        frames.append(frame)
+    return _summary_text(pd.concat(frames, ignore_index=True))
+
+
+def _summary_text(frame: pd.DataFrame) -> str:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.10f")
     return buffer.getvalue()
