@@ -176,9 +176,7 @@ class Comparison:
             cell = cells[run.label]
             cell.delta = cell.value - cells[self.baseline.label].value
             cell.p_value = self._p_value(run_values, base_values, run.label, row)
-            cell.wins = int((differences > 0).sum())
-            cell.ties = int((differences == 0).sum())
-            cell.losses = int((differences < 0).sum())
+            _count_outcomes(cell, differences)
             tested.append(cell)
         self._adjust(tested)
 
@@ -239,19 +237,21 @@ class Comparison:
                 if by_name[n].cells[run.label].value is not None and by_name[n].cells[base].value is not None
             ]
             run_values, base_values = np.array(pairs).T if pairs else (np.array([]), np.array([]))
-            cell = cells[run.label]
+            cell, differences = cells[run.label], run_values - base_values
             # over the rows both have, like the test and the interval (a run may lack some rows)
-            cell.delta = float(np.mean(run_values - base_values)) if pairs else None
+            cell.delta = float(np.mean(differences)) if pairs else None
             cell.p_value = self._p_value(run_values, base_values, run.label, row)
-            cell.interval = bootstrap_interval(run_values - base_values)
-            differences = run_values - base_values
-            cell.wins, cell.ties, cell.losses = (
-                int((differences > 0).sum()),
-                int((differences == 0).sum()),
-                int((differences < 0).sum()),
-            )
+            cell.interval = bootstrap_interval(differences)
+            _count_outcomes(cell, differences)
             tested.append(cell)
         self._adjust(tested)
+
+
+def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:
+    """W/T/L: the paired values (queries, or an average's rows) won, tied and lost."""
+    cell.wins = int((differences > 0).sum())
+    cell.ties = int((differences == 0).sum())
+    cell.losses = int((differences < 0).sum())
 
 
 def _same_candidates_advice(first_stage: str) -> str:

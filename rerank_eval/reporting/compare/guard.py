@@ -7,6 +7,8 @@ Every field that changes which candidates a model saw, or which queries are judg
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from rerank_eval.reporting.compare.columns import RunColumn
 from rerank_eval.results.manifest import DatasetRecord
@@ -17,13 +19,15 @@ def _first_stage_identity(record: DatasetRecord) -> tuple:
     return stage.kind, stage.sha256, json.dumps(stage.settings, sort_keys=True)
 
 
-def _same_candidates(mine: DatasetRecord, theirs: DatasetRecord) -> bool:
-    """The candidates themselves where both results say what they were (a reused run file is its
-    source's candidates, a copied encoder folder gives the same run); where one was written before
-    that, the first stage's kind, file and settings."""
+def _candidates_check(
+    mine: DatasetRecord, theirs: DatasetRecord
+) -> tuple[str, Callable[[DatasetRecord], Any]]:
+    """(reason, what must agree): the candidates themselves where both results record them (a
+    reused run file is its source's candidates, a copied encoder folder gives the same run); where
+    one was written before that, the first stage's kind, file and settings."""
     if mine.candidates_sha256 and theirs.candidates_sha256:
-        return mine.candidates_sha256 == theirs.candidates_sha256
-    return _first_stage_identity(mine) == _first_stage_identity(theirs)
+        return "candidates of {key} differ", lambda record: record.candidates_sha256
+    return "first stage of {key} differs", _first_stage_identity
 
 
 def _dataset_identity(record: DatasetRecord) -> tuple:
@@ -49,15 +53,13 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
         key = mine.key
         if key not in theirs:
             continue
-        by_candidates = bool(mine.candidates_sha256 and theirs[key].candidates_sha256)
-        for what, same in (
-            ("dataset version", lambda a, b: _dataset_identity(a) == _dataset_identity(b)),
-            ("candidates" if by_candidates else "first stage", _same_candidates),
-            ("self-match policy", lambda a, b: a.drop_self_matches == b.drop_self_matches),
+        for reason, get in (
+            ("dataset version of {key} differs", _dataset_identity),
+            _candidates_check(mine, theirs[key]),
+            ("self-match policy of {key} differs", lambda record: record.drop_self_matches),
         ):
-            if not same(mine, theirs[key]):
-                verb = "differ" if what == "candidates" else "differs"
-                reasons.append(f"{what} of {key} {verb} between {baseline.label} and {other.label}")
+            if get(mine) != get(theirs[key]):
+                reasons.append(f"{reason.format(key=key)} between {baseline.label} and {other.label}")
         if key in baseline.values and key in other.values:  # (a dataset without judged queries has none)
             unmatched = set(baseline.values[key].index) ^ set(other.values[key].index)
             if unmatched:  # every judged query has a value, so the judgements themselves differ
