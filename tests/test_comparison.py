@@ -36,7 +36,7 @@ BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
 def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
                 sha: str = "abc", datasets: list[str] | None = None, seed: int = 0,
                 order: str = "first-stage", queries: dict[str, list[str]] = QUERIES,
-                first_stage: dict | None = None) -> Path:  # fmt: skip
+                first_stage: dict | None = None, groups: dict | None = None) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     writer = ResultWriter(root / name)
     records = []
@@ -61,7 +61,12 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
             "measures": ["nDCG@10"],
             "candidate_order": order,
         },
-        "suite": {"name": "beir", "average_label": "BEIR-13", "average_rows": ["fiqa", "scifact"]},
+        "suite": {
+            "name": "beir",
+            "average_label": "BEIR-13",
+            "average_rows": ["fiqa", "scifact"],
+            **({"groups": groups} if groups else {}),
+        },
         "model": {"name": name},
         "datasets": records,
     }
@@ -272,6 +277,32 @@ def test_published_columns_are_marked_and_untested(runs):
     assert scifact.cells["jina-reranker-v3 (published)"].value is None
     assert "first stage: top-100 of jina-embeddings-v3" in "\n".join(caption(result))
     assert "not tested" in "\n".join(caption(result))
+
+
+def test_a_published_group_figure_is_not_set_beside_part_of_the_group(tmp_path, monkeypatch):
+    """Runs holding two of a group's three members: a published column with the whole group's
+    figure only shows nothing there; one with its members' figures shows the mean of those two."""
+    from rerank_eval.reporting.compare import published
+
+    forums = ["cqadupstack-android", "cqadupstack-english", "cqadupstack-gaming"]
+    monkeypatch.setattr(published, "PUBLISHED_DIR", tmp_path)
+    for name, rows in [("whole", {"cqadupstack": 0.3}), ("forums", {forums[0]: 0.4, forums[1]: 0.2})]:
+        figures = {"name": name, "source": "s", "first_stage": "f", "rows": {"nDCG@10": rows}, "averages": {}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(figures))
+    made = [
+        make_result(tmp_path, n, shift, groups={"cqadupstack": forums}) for n, shift in [("a", 0), ("b", 0.1)]
+    ]
+    result = Comparison(load_results(made), published=["whole", "forums"])
+    row = next(r for r in result.rows if r.name == "cqadupstack")
+    assert row.cells["whole (published)"].value is None
+    assert row.cells["forums (published)"].value == pytest.approx(0.3)
+    assert row.cells["b"].value is not None and row.cells["b"].p_value is not None  # the runs still compare
+    assert result.footnotes[-3:] == [
+        "cqadupstack: mean over 2 of its 3 members (cqadupstack-android, cqadupstack-english), "
+        "not the whole group's figure",
+        "cqadupstack: whole (published) has only the whole group's figure, not shown",
+        "cqadupstack: forums (published) is the mean of its figures for those members",
+    ]
 
 
 def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, tmp_path):

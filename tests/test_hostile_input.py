@@ -152,6 +152,10 @@ def boolean_reference(manifest: dict) -> None:
          "manifest.json is damaged: datasets[0].in_average should be true or false, not 'yes'"),
         (lambda f: damage_manifest(f, lambda m: m.update(datasets={"a": 1})),
          "manifest.json is damaged: datasets is not a list"),
+        (lambda f: damage_manifest(f, lambda m: m["suite"].update(groups={"cqadupstack": "android"})),
+         "manifest.json is damaged: suite.groups.cqadupstack is not a list"),
+        (lambda f: damage_manifest(f, lambda m: m["suite"].update(groups=["cqadupstack"])),
+         "manifest.json is damaged: suite.groups is not a mapping"),
         (lambda f: (f / "manifest.json").write_text("[1, 2]"),
          "is not a rerank-eval manifest (no protocol, suite, model, datasets)"),
         (lambda f: damage_manifest(f, boolean_reference),
@@ -188,7 +192,8 @@ def boolean_reference(manifest: dict) -> None:
         (lambda f: os.truncate(f / "per_query.csv", 300 * 2**20),
          "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
-    ids=["type", "bool", "list", "foreign", "number", "escape", "missing", "newer format", "column", "nan",
+    ids=["type", "bool", "list", "groups", "groups mapping",
+         "foreign", "number", "escape", "missing", "newer format", "column", "nan",
          "text", "negative", "duplicate", "extra field", "nested", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):

@@ -470,6 +470,63 @@ def test_a_group_with_a_published_figure_of_its_own_is_checked_against_it(tmp_pa
     )
 
 
+PART_SUITE = """
+suites:
+  forums:
+    average_label: Forums
+    defaults: {language: en, drop_self_matches: false, in_average: true}
+    datasets:
+      - {key: cqadupstack-android, id: beir/cqadupstack/android, group: cqadupstack}
+      - {key: cqadupstack-english, id: beir/cqadupstack/english, group: cqadupstack}
+      - {key: fiqa, id: beir/fiqa/test}
+      - {key: scifact, id: beir/scifact/test}
+"""
+
+
+def test_a_group_run_in_part_is_said_so_and_leaves_the_headline_average(runs_dir, tmp_path):
+    """One of two forums is another figure than the group's (mean of both): the row says so, the
+    average over it is a subset, and published group figures are not set beside it."""
+    config = tmp_path / "forums.yaml"
+    config.write_text(PART_SUITE)
+
+    def run(out: Path, keys: list[str]):
+        supplied = [a for key in keys for a in ("--run", f"{key}={runs_dir / key}.trec")]
+        return cli("run", "forums", "--config", config, "--datasets", ",".join(keys), "--model", "bm25",
+                   "--top-k", "3", *supplied, "--out", out)  # fmt: skip
+
+    part = run(tmp_path / "part", ["cqadupstack-android", "fiqa", "scifact"])
+    assert part.exit_code == 0, part.output
+    expected = expected_fixture_values(top_k=3)
+    android = builders.CQA["android"]
+    forum = mean(first_stage_ndcg(android["run"], android["qrels"], 3).values())
+    rows = [forum, expected["fiqa"], expected["scifact"]]
+    assert summary_value(tmp_path / "part", "Forums subset (3 of 3, 1 in part)") == pytest.approx(mean(rows))
+    note = ("cqadupstack: mean over 1 of its 2 members (cqadupstack-android), not the whole group's "
+            "figure.")  # fmt: skip
+    assert note in " ".join(part.output.split())
+    whole = run(tmp_path / "whole", ["cqadupstack-android", "cqadupstack-english", "fiqa", "scifact"])
+    assert whole.exit_code == 0, whole.output
+    assert summary_value(tmp_path / "whole", "Forums") == pytest.approx(
+        mean([expected["cqadupstack"], expected["fiqa"], expected["scifact"]])
+    )
+    assert "not the whole group's" not in whole.output
+
+    # Pyserini's BM25 has a figure per forum and one for the group: the part shows its forum's.
+    json_path = tmp_path / "c.json"
+    compared = cli("compare", tmp_path / "part", "--published", "pyserini-bm25-flat", "--json", json_path)
+    assert compared.exit_code == 0, compared.output
+    cells = {row["dataset"]: row["cells"] for row in json.loads(json_path.read_text())["rows"]}
+    published = "pyserini-bm25-flat (published)"
+    assert cells["cqadupstack"][published]["value"] == 0.3801  # android's, not the group's 0.3021
+    assert cells["Forums subset (3 of 3, 1 in part)"]["bm25"]["value"] == pytest.approx(mean(rows))
+    assert cells["Forums subset (3 of 3, 1 in part)"][published]["value"] == pytest.approx(
+        mean([0.3801, 0.2361, 0.6789])
+    )
+    said = " ".join(compared.output.split())
+    assert note[:-1] in said
+    assert f"cqadupstack: {published} is the mean of its figures for those members" in said
+
+
 RECALL_SUITE = """
 suites:
   forums:

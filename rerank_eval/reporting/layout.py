@@ -2,7 +2,9 @@
 
 Datasets come in suite order; a group's members (CQADupStack's forums) fold into one row at the
 place of the first; then the suite's headline average (or a subset of it, labelled so) and, when
-some rows are outside it, the average of all rows. An average of one row would repeat it.
+some rows are outside it, the average of all rows. An average of one row would repeat it. A group
+row holding only some of its members (two of CQADupStack's twelve forums) is another figure than
+the group's, so an average over it is no longer the suite's headline one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ def is_group(name: str, members: list[str]) -> bool:
     return len(members) > 1 or members[0] != name
 
 
+def missing_members(name: str, members: list[str], suite: Suite) -> list[str]:
+    """The members of group `name` in the suite that a row of `members` lacks (none where the result
+    does not record its suite's groups, as those written before it did not)."""
+    return [member for member in suite.groups.get(name, []) if member not in members]
+
+
+def in_part(name: str, members: list[str], missing: list[str]) -> str:
+    """The note on a group row holding only some of its members."""
+    whole = len(members) + len(missing)
+    return (
+        f"{name}: mean over {len(members)} of its {whole} members ({', '.join(members)}), "
+        "not the whole group's figure"
+    )
+
+
 @dataclass(frozen=True)
 class AverageRow:
     label: str
@@ -34,16 +51,21 @@ class AverageRow:
     complete: bool  # the suite's whole headline average (the one published figures report)
 
 
-def average_rows(names: list[str], in_average: set[str], suite: Suite) -> list[AverageRow]:
-    """The averages of rows `names` (in order), `in_average` being the rows of the headline one."""
+def average_rows(
+    names: list[str], in_average: set[str], suite: Suite, partial: frozenset[str] = frozenset()
+) -> list[AverageRow]:
+    """The averages of rows `names` (in order), `in_average` being the rows of the headline one and
+    `partial` the group rows holding only some of their members."""
     headline = [name for name in names if name in in_average]
     averages = []
     if len(headline) > 1:
         expected = list(suite.average_rows)
-        complete = sorted(headline) == sorted(expected)
+        in_part = [name for name in headline if name in partial]
+        complete = sorted(headline) == sorted(expected) and not in_part
         label = suite.average_label
         if not complete:
-            label = f"{label} subset ({len(headline)} of {len(expected)})"
+            part = f", {len(in_part)} in part" if in_part else ""
+            label = f"{label} subset ({len(headline)} of {len(expected)}{part})"
         averages.append(AverageRow(label, headline, complete))
     if len(headline) < len(names) and len(names) > 1:
         averages.append(AverageRow(f"Average, all {len(names)} rows", names, False))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from rerank_eval.reporting.layout import average_rows, is_group, row_members
+from rerank_eval.reporting.layout import average_rows, in_part, is_group, missing_members, row_members
 from rerank_eval.reporting.table import Column, Entry, ResultTable, number
 from rerank_eval.results.manifest import DatasetRecord, Manifest
 
@@ -35,6 +35,8 @@ class ReportRow:
     references: dict[str, float] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     in_average: bool = False
+    #: a group's members in the suite that this row lacks: its mean is not the group's figure
+    missing: list[str] = field(default_factory=list)
 
     def value(self, stage: str, measure: str) -> float | None:
         return self.values.get((stage, measure))
@@ -97,12 +99,15 @@ class Report:
                 self.rows.append(datasets[name])
                 continue
             references = _group_references([records[m] for m in members])
-            self.rows.append(_combined(name, "group", [datasets[m] for m in members], references))
+            group = _combined(name, "group", [datasets[m] for m in members], references)
+            group.missing = missing_members(name, members, manifest.suite)
+            self.rows.append(group)
         by_name = {row.name: row for row in self.rows}
         in_average = {row.name for row in self.rows if row.in_average}
+        partial = frozenset(row.name for row in self.rows if row.missing)
         self.averages = [
             _combined(average.label, "average", [by_name[n] for n in average.names])
-            for average in average_rows(list(by_name), in_average, manifest.suite)
+            for average in average_rows(list(by_name), in_average, manifest.suite, partial)
         ]
 
     def _dataset_rows(self, per_query: pd.DataFrame) -> list[ReportRow]:
@@ -173,6 +178,9 @@ class Report:
             f"First stage: {'; '.join(self.manifest.first_stage_labels())}; top-{protocol.top_k} candidates "
             f"in {protocol.candidate_order} order."
         ]
+        for row in self.rows:
+            if row.missing:
+                lines.append(f"{in_part(row.name, row.members, row.missing)}.")
         for average in self.averages:
             lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
         gaps = [

@@ -36,6 +36,9 @@ class Suite:
     name: str
     average_label: str
     average_rows: list[str] = field(default_factory=list)
+    #: each group's members in the suite (CQADupStack's twelve forums), so that a row holding only
+    #: some of them is told from the whole group's; older results lack it
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ def _read(kind: Any, value: Any, where: str) -> Any:
         kind = next(option for option in options if option is not type(None))
     if dataclasses.is_dataclass(kind):
         return _record(kind, value, where)
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where} is not a mapping")
+        _, item = typing.get_args(kind)
+        keys = [_read(str, key, f"{where} key") for key in value]
+        return {key: _read(item, value[key], f"{where}.{key}") for key in keys}
     if typing.get_origin(kind) is list:
         if not isinstance(value, list):
             raise UserError(f"{where} is not a list")

@@ -19,9 +19,9 @@ import pandas as pd
 from rerank_eval.errors import ParameterError, UserError, term
 from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
 from rerank_eval.reporting.compare.guard import protocol_differences
-from rerank_eval.reporting.compare.published import load_published
+from rerank_eval.reporting.compare.published import PublishedColumn, load_published
 from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
-from rerank_eval.reporting.layout import average_rows, is_group, row_members
+from rerank_eval.reporting.layout import average_rows, in_part, is_group, missing_members, row_members
 from rerank_eval.results.folder import SavedResult
 
 
@@ -67,6 +67,7 @@ class Comparison:
         self.published = [load_published(name, metric) for name in published or []]
         self.warnings: list[str] = []
         self.footnotes: list[str] = []
+        self.partial: set[str] = set()  # group rows holding only some of their members
         reasons = [
             r
             for run in self.runs
@@ -139,11 +140,26 @@ class Comparison:
                 value = None if series is None else float(np.mean([series[m].mean() for m in members]))
                 cells[run.label] = Cell(value)
             self._test_row(name, cells, pooled)
+            missing = missing_members(name, members, self.baseline.manifest.suite)
             for column in self.published:
-                cells[column.label] = Cell(column.rows.get(name))
+                cells[column.label] = Cell(_published_value(column, name, members, missing))
             self._note_missing(name, members, cells)
+            if missing:
+                self._note_partial(name, members, missing)
             rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
         return rows
+
+    def _note_partial(self, name: str, members: list[str], missing: list[str]) -> None:
+        """A group row whose runs hold only some of its members: its mean is another figure than
+        the group's, so no average over it is the headline one, and a published column shows the
+        mean of those members' figures where it has them, never the whole group's."""
+        self.partial.add(name)
+        self.footnotes.append(in_part(name, members, missing))
+        for column in self.published:
+            if _published_value(column, name, members, missing) is not None:
+                self.footnotes.append(f"{name}: {column.label} is the mean of its figures for those members")
+            elif name in column.rows:
+                self.footnotes.append(f"{name}: {column.label} has only the whole group's figure, not shown")
 
     def _note_missing(self, name: str, members: list[str], cells: dict[str, Cell]) -> None:
         """Which runs have no value in a row: those without it, and, for a group (CQADupStack),
@@ -201,9 +217,10 @@ class Comparison:
     def _average_rows(self) -> list[Row]:
         in_average = {self.baseline.groups[d.key] for d in self.baseline.manifest.datasets if d.in_average}
         names = [row.name for row in self.rows]
+        averages = average_rows(names, in_average, self.baseline.manifest.suite, frozenset(self.partial))
         return [
             self._average(average.label, average.names, average.label if average.complete else None)
-            for average in average_rows(names, in_average, self.baseline.manifest.suite)
+            for average in averages
         ]
 
     def _average(self, label: str, names: list[str], published_key: str | None) -> Row:
@@ -216,7 +233,7 @@ class Comparison:
             if present and len(present) < len(names) and column in {r.label for r in self.runs}:
                 self.footnotes.append(f"{label}: {column} averages {len(present)} of {len(names)} rows")
         for column in self.published:
-            if column.rows.keys() >= set(names):
+            if all(by_name[n].cells[column.label].value is not None for n in names):
                 self.footnotes.append(f"{label}: {column.label} is the mean of its published rows")
             else:
                 cells[column.label] = Cell(column.averages.get(published_key) if published_key else None)
@@ -245,6 +262,18 @@ class Comparison:
             _count_outcomes(cell, differences)
             tested.append(cell)
         self._adjust(tested)
+
+
+def _published_value(
+    column: PublishedColumn, name: str, members: list[str], missing: list[str]
+) -> float | None:
+    """A published column's figure for row `name`: its own, or for a group row holding only some of
+    its members, the mean of those members' figures (None where it lacks one)."""
+    if not missing:
+        return column.rows.get(name)
+    if all(member in column.rows for member in members):
+        return float(np.mean([column.rows[member] for member in members]))
+    return None
 
 
 def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:
