@@ -314,6 +314,22 @@ def test_run_table_equals_export_table(runs_dir, tmp_path):
     assert export.output.strip() in run.output
 
 
+def test_seconds_are_said_to_leave_out_scores_from_the_journal(runs_dir, tmp_path, monkeypatch):
+    """A second run of the same command takes every score from the journal: its Seconds are no
+    scoring time, and the caption says so, with how many queries per dataset."""
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))  # no other test's journal
+    args = ("beir", "--datasets", "fiqa,scifact", "--model", "bm25", "--runs-dir", runs_dir)
+    first = cli(*args, "--out", tmp_path / "first")
+    assert first.exit_code == 0, first.output
+    assert "score journal" not in first.output
+    again = cli(*args, "--out", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    note = ("Seconds time this run's scoring, not the scores it took from the score journal "
+            "(queries: fiqa 2, scifact 2).")  # fmt: skip
+    assert note in " ".join(again.output.split())
+    assert note in " ".join(cli("export", tmp_path / "again").output.split())
+
+
 def test_export_refuses_incomplete_folder(tmp_path):
     folder = tmp_path / "x.incomplete"
     folder.mkdir()
@@ -546,9 +562,10 @@ suites:
 """
 
 
-def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path):
+def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path, monkeypatch):
     """R@100 beside nDCG@10: a dataset against its own figures, a group against the mean of its
     members' where each has one (R@100 here; nDCG@10 only english has, so the group has none)."""
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))  # the whole caption: no journal note
     config = tmp_path / "forums.yaml"
     config.write_text(RECALL_SUITE)
     runs = {

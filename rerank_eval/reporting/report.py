@@ -190,6 +190,16 @@ class Report:
         ]
         if gaps:
             lines.append("Judged queries without candidates score 0: " + ", ".join(gaps) + ".")
+        reused = [
+            f"{r.key} {r.timings.resumed_queries}"
+            for r in self.manifest.datasets
+            if r.timings.resumed_queries
+        ]
+        if reused:
+            lines.append(
+                "Seconds time this run's scoring, not the scores it took from the score journal "
+                f"(queries: {', '.join(reused)})."
+            )
         if reference_checks and self.checked_measures:
             names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(

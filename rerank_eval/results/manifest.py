@@ -68,6 +68,8 @@ class Coverage:
 @dataclass(frozen=True)
 class Timings:
     rerank_seconds: float
+    #: queries whose scores came from the score journal (an earlier or interrupted run), untimed
+    resumed_queries: int = 0
 
 
 @dataclass(frozen=True)
