@@ -444,6 +444,13 @@ def test_runs_sharing_a_model_name_keep_their_own_columns(tmp_path):
         Comparison(load_results([tmp_path / "one", tmp_path / "two"]), baseline="bm25")
     chosen = Comparison(load_results([tmp_path / "one", tmp_path / "two"]), baseline="two/ce")
     assert chosen.baseline.label == "two/ce"
+    # labels follow the paths as given: a symlink's name, not its target's
+    (tmp_path / "latest").symlink_to(tmp_path / "one")
+    (tmp_path / "previous").symlink_to("two")
+    linked = Comparison(load_results([tmp_path / "latest", tmp_path / "previous"]))
+    assert linked.labels == ["latest/bm25", "latest/ce", "previous/bm25", "previous/ce"]
+    with pytest.raises(UserError, match="is given twice"):
+        Comparison(load_results([tmp_path / "latest", tmp_path / "one"]))
 
 
 def test_a_result_given_twice_is_refused(runs):

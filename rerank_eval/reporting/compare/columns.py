@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ class RunColumn:
     label: str
     folder: str  # the result folder's name
     path: Path  # the result folder, resolved: which result this is
+    shown: Path  # the result folder as given, made absolute (symlinks kept): where labels come from
     manifest: Manifest
     values: dict[str, pd.Series]  # dataset key -> per-query values (index: query id)
     groups: dict[str, str]  # dataset key -> row name
@@ -33,14 +35,23 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
     }
     groups = {d.key: d.row_name for d in saved.manifest.datasets}
     folder = saved.folder
-    return RunColumn(saved.manifest.model.name, folder.name, folder.resolve(), saved.manifest, values, groups)
+    return RunColumn(
+        saved.manifest.model.name,
+        folder.name,
+        folder.resolve(),
+        Path(os.path.abspath(folder)),
+        saved.manifest,
+        values,
+        groups,
+    )
 
 
 def labelled(columns: list[RunColumn]) -> list[RunColumn]:
     """Model names as labels, unique: where runs share a model name, the end of each one's folder path
-    that tells it apart from the others' (the folder's name, or `two/bm25` for one model of a folder
-    of several models' results beside another such folder). One result given twice is refused: it
-    would be set against itself, under one label."""
+    as given (a symlink's name, not its target's) that tells it apart from the others' (the folder's
+    name, or `two/bm25` for one model of a folder of several models' results beside another such
+    folder). One result given twice (by any path) is refused: it would be set against itself, under
+    one label."""
     paths = [column.path for column in columns]
     for path in paths:
         if paths.count(path) > 1:
@@ -48,8 +59,8 @@ def labelled(columns: list[RunColumn]) -> list[RunColumn]:
     names = [column.label for column in columns]
     shared = [column for column in columns if names.count(column.label) > 1]
     taken = {column.label for column in columns if column not in shared}
-    for depth in range(1, max((len(c.path.parts) for c in shared), default=0) + 1):
-        ends = ["/".join(column.path.parts[-depth:]) for column in shared]
+    for depth in range(1, max((len(c.shown.parts) for c in shared), default=0) + 1):
+        ends = ["/".join(column.shown.parts[-depth:]) for column in shared]
         if len(set(ends)) == len(ends) and not taken & set(ends):
             for column, end in zip(shared, ends, strict=True):
                 column.label = end
