@@ -247,3 +247,18 @@ def test_every_retrieving_first_stage_fetches_one_more_where_self_matches_are_dr
     assert all(query not in docs for query, docs in candidates.items())
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["datasets"][0]["coverage"]["self_matches_dropped"] == 2
+
+
+def test_judged_queries_left_without_candidates_are_counted_however_that_came_about():
+    """A query missing from the run, one the search found nothing for (an empty entry, as Lucene
+    and bm25s give) and one whose only result was itself (dropped as a self-match) all score 0, so
+    all three are counted as judged queries without candidates."""
+    from rerank_eval.first_stage.candidates import select_candidates
+
+    qrels = {q: {"d1": 1} for q in ("has", "absent", "no-hits", "only-itself")}
+    queries = dict.fromkeys(qrels, "text")
+    run = {"has": {"d1": 2.0, "d2": 1.0}, "no-hits": {}, "only-itself": {"only-itself": 3.0}}
+    candidates = select_candidates(run, qrels, queries, 10, True, "x")
+    assert sorted(candidates.queries_without_run) == ["absent", "no-hits", "only-itself"]
+    assert candidates.coverage()["queries_without_run"] == 3
+    assert candidates.coverage()["queries_with_candidates"] == 1

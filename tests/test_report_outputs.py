@@ -327,3 +327,18 @@ def test_export_csvs_carry_model_and_suite_and_concatenate(folders, tmp_path):
         # the rest is the result folder's own summary.csv
         own = pd.read_csv(folders[name] / "summary.csv")
         pd.testing.assert_frame_equal(both[both.model == name].iloc[:, 2:].reset_index(drop=True), own)
+
+
+@pytest.mark.parametrize(
+    ("value", "reference", "shown"),
+    [
+        (0.7320, 0.7325, "OK"),
+        (0.7330, 0.7325, "OK"),
+        (0.73195, 0.7325, "-0.0006"),
+        (0.7331, 0.7325, "+0.0006"),
+    ],
+)
+def test_a_difference_of_exactly_the_tolerance_is_ok_on_both_sides(value, reference, shown):
+    from rerank_eval.reporting.report import reference_check
+
+    assert reference_check(value, reference) == shown

@@ -99,7 +99,8 @@ def select_candidates(
     return Candidates(
         by_query=by_query,
         judged_queries=len(qrels),
-        queries_without_run=[q for q in qrels if q not in by_query],
+        # absent from the run, or in it with nothing left (a search with no hits, only a self-match)
+        queries_without_run=[q for q in qrels if not by_query.get(q)],
         self_matches_dropped=dropped,
         run_queries_without_judgements=sum(1 for q in run if q not in qrels),
         queries_with_equal_scores=sum(
