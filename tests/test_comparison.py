@@ -453,6 +453,28 @@ def test_runs_sharing_a_model_name_keep_their_own_columns(tmp_path):
         Comparison(load_results([tmp_path / "latest", tmp_path / "one"]))
 
 
+def test_rows_and_averages_do_not_depend_on_which_result_comes_first(tmp_path):
+    """A result of some datasets first: the rows still follow the suite's order (fiqa, which only
+    the later result has, after scifact where that result puts it) and the headline average is the
+    whole suite's, as any result in it says which rows are (once, only the first one's counted)."""
+    full = make_result(tmp_path, "full", 0.0)
+    part = make_result(tmp_path, "part", 0.05, datasets=["scifact", "cqadupstack-android"], seed=4)
+    orders = [Comparison(load_results(folders)) for folders in ([part, full], [full, part])]
+    for result in orders:
+        assert [row.name for row in result.rows] == [
+            "scifact",
+            "fiqa",
+            "cqadupstack",
+            "BEIR-13",
+            "Average, all 3 rows",
+        ]
+        headline = next(row for row in result.rows if row.name == "BEIR-13")
+        assert headline.cells["full"].value == pytest.approx(
+            np.mean([values(full, "scifact").mean(), values(full, "fiqa").mean()])
+        )
+    assert "BEIR-13: part averages 1 of 2 rows" in orders[0].footnotes
+
+
 def test_a_result_given_twice_is_refused(runs):
     again = runs["base"].parent / "." / runs["base"].name
     result = CliRunner().invoke(app, ["compare", str(runs["base"]), str(runs["better"]), str(again)])

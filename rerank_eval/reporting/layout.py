@@ -25,14 +25,31 @@ def row_members(records: Iterable[DatasetRecord]) -> list[tuple[str, list[str]]]
     return list(rows.items())
 
 
+def merged_row_members(runs: list[list[DatasetRecord]]) -> list[tuple[str, list[str]]]:
+    """`row_members` of several results' records, each dataset where its results put it: one that
+    only a later result has comes after its predecessor there (hi after ar, not after yo)."""
+    order: list[str] = []
+    records: dict[str, DatasetRecord] = {}
+    for run in runs:
+        position = -1
+        for record in run:
+            if record.key in records:
+                position = order.index(record.key)
+                continue
+            position += 1
+            order.insert(position, record.key)
+            records[record.key] = record
+    return row_members(records[key] for key in order)
+
+
 def is_group(name: str, members: list[str]) -> bool:
     return len(members) > 1 or members[0] != name
 
 
-def missing_members(name: str, members: list[str], suite: Suite) -> list[str]:
-    """The members of group `name` in the suite that a row of `members` lacks (none where the result
-    does not record its suite's groups, as those written before it did not)."""
-    return [member for member in suite.groups.get(name, []) if member not in members]
+def missing_members(name: str, members: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The members of group `name` (`groups`: a suite's) that a row of `members` lacks (none where
+    the results do not record their suite's groups, as those written before them did not)."""
+    return [member for member in groups.get(name, []) if member not in members]
 
 
 def in_part(name: str, members: list[str], missing: list[str]) -> str:

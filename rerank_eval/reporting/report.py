@@ -100,7 +100,7 @@ class Report:
                 continue
             references = _group_references([records[m] for m in members])
             group = _combined(name, "group", [datasets[m] for m in members], references)
-            group.missing = missing_members(name, members, manifest.suite)
+            group.missing = missing_members(name, members, manifest.suite.groups)
             self.rows.append(group)
         by_name = {row.name: row for row in self.rows}
         in_average = {row.name for row in self.rows if row.in_average}

@@ -21,7 +21,7 @@ from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_colum
 from rerank_eval.reporting.compare.guard import protocol_differences
 from rerank_eval.reporting.compare.published import PublishedColumn, load_published
 from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
-from rerank_eval.reporting.layout import average_rows, in_part, is_group, missing_members, row_members
+from rerank_eval.reporting.layout import average_rows, in_part, is_group, merged_row_members, missing_members
 from rerank_eval.results.folder import SavedResult
 
 
@@ -132,7 +132,8 @@ class Comparison:
 
     def _dataset_rows(self) -> list[Row]:
         rows = []
-        for name, members in row_members(d for run in self.runs for d in run.manifest.datasets):
+        groups = {name: m for run in reversed(self.runs) for name, m in run.manifest.suite.groups.items()}
+        for name, members in merged_row_members([run.manifest.datasets for run in self.runs]):
             pooled = {run.label: self._pooled(run, members) for run in self.runs}
             cells = {}
             for run in self.runs:
@@ -140,7 +141,7 @@ class Comparison:
                 value = None if series is None else float(np.mean([series[m].mean() for m in members]))
                 cells[run.label] = Cell(value)
             self._test_row(name, cells, pooled)
-            missing = missing_members(name, members, self.baseline.manifest.suite)
+            missing = missing_members(name, members, groups)
             for column in self.published:
                 cells[column.label] = Cell(_published_value(column, name, members, missing))
             self._note_missing(name, members, cells)
@@ -215,7 +216,7 @@ class Comparison:
             cell.p_adjusted = None if cell.p_value is None else value
 
     def _average_rows(self) -> list[Row]:
-        in_average = {self.baseline.groups[d.key] for d in self.baseline.manifest.datasets if d.in_average}
+        in_average = {run.groups[d.key] for run in self.runs for d in run.manifest.datasets if d.in_average}
         names = [row.name for row in self.rows]
         averages = average_rows(names, in_average, self.baseline.manifest.suite, frozenset(self.partial))
         return [
