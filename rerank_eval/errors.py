@@ -78,10 +78,15 @@ class ParameterError(UserError):
 
 
 def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
-    """The known name one typo away from `name` (difflib's ratio at least `cutoff`), if any."""
+    """The known name one typo away from `name` (difflib's ratio at least `cutoff`), or the same in
+    other letter case (`SW` for `sw`), if any."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    known = list(known)
+    same = [k for k in known if k.casefold() == name.casefold()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

@@ -330,6 +330,19 @@ def test_seconds_are_said_to_leave_out_scores_from_the_journal(runs_dir, tmp_pat
     assert note in " ".join(cli("export", tmp_path / "again").output.split())
 
 
+def test_datasets_given_twice_are_both_run(runs_dir, tmp_path):
+    """`-d fiqa -d scifact` runs both (once only the last was run, without a word)."""
+    out = tmp_path / "both"
+    result = cli(
+        "beir", "-d", "fiqa", "--datasets", "scifact", "--model", "bm25", "--runs-dir", runs_dir, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    assert [d["key"] for d in json.loads((out / "manifest.json").read_text())["datasets"]] == [
+        "fiqa",
+        "scifact",
+    ]
+
+
 def test_export_refuses_incomplete_folder(tmp_path):
     folder = tmp_path / "x.incomplete"
     folder.mkdir()
@@ -758,6 +771,14 @@ RUNS_DIR_ARGS = ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", 
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],
             ["--runs-dir /no/such/folder is not a folder"],
+        ),
+        *(  # an unset shell variable would otherwise start the whole suite
+            ([command, flag, value, "--model", "bm25"], ["--datasets (--languages) names no dataset"])
+            for command, flag, value in [("miracl", "--languages", ""), ("beir", "--datasets", " , ")]
+        ),
+        (
+            ["miracl", "--languages", "SW", "--model", "bm25"],
+            ["unknown dataset 'SW'", "(did you mean 'sw'?)"],
         ),
         (
             [*UNLOADED_MODEL, "cross-encoder", "--set", "max_length=-5"],

@@ -38,6 +38,7 @@ from rerank_eval.cli.options import (
     RunsDirOpt,
     SettingOpt,
     TopKOpt,
+    dataset_names,
     first_stage_settings_from,
     parse_pairs,
     settings_from,
@@ -93,7 +94,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
 
         cfg = load_config(config)
         suite_spec = cfg.suite(suite_name)
-        keys = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+        keys = dataset_names(datasets)
         model_names = list(model or [cfg.default_model])
         plan = RunPlan(
             config=cfg,

@@ -38,7 +38,7 @@ ConfigOpt = Annotated[
     ),
 ]
 DatasetsOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--datasets",
         "--languages",
@@ -46,10 +46,23 @@ DatasetsOpt = Annotated[
         help=(
             "Comma-separated dataset keys (or groups such as cqadupstack, "
             "MIRACL language codes, or the average's label such as BEIR-13 for "
-            "its datasets); default: the whole suite."
+            "its datasets), repeatable; default: the whole suite."
         ),
     ),
 ]
+
+
+def dataset_names(values: list[str] | None) -> list[str] | None:
+    """The names `--datasets` gives (each use comma-separated), None where it is not given. A given
+    but empty value (an unset shell variable) is refused: it would run the whole suite."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise UserError("--datasets (--languages) names no dataset; leave it out to run the whole suite")
+    return names
+
+
 ModelsOpt = Annotated[
     list[str] | None,
     typer.Option(

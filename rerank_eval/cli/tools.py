@@ -21,6 +21,7 @@ from rerank_eval.cli.options import (
     ModelOpt,
     RemoteCodeOpt,
     SettingOpt,
+    dataset_names,
     first_stage_settings_from,
     settings_from,
 )
@@ -72,7 +73,7 @@ def fetch(
     if given and no_first_stage:
         raise UserError(f"{given[0]} and --no-first-stage exclude each other; give one")
     cfg = load_config(config)
-    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    names = dataset_names(datasets)
     settings = first_stage_settings_from(first_stage_set)
     cfg.command_line_first_stage(first_stage, settings)
     try:
