@@ -320,6 +320,19 @@ def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, t
     assert "first stage: jina-embeddings-v3 (dense)" in comparison_table(on_dense).title
     # a published column that names no first stage entry says nothing either way
     assert not Comparison(load_results([folder]), published=["pyserini-bm25-flat"]).warnings
+    # the other rerankers of the paper's table reranked the same candidates
+    on_bm25 = Comparison(load_results([runs["base"]]), published=["bge-reranker-v2-m3"])
+    assert any("reranked jina-embeddings-v3's candidates; the runs did not" in w for w in on_bm25.warnings)
+    # the same first stage at another depth is other candidates
+    shallow = make_result(tmp_path, "shallow", 0.05, first_stage=dense, top_k=20)
+    assert Comparison(load_results([shallow]), published=["jina-reranker-v3"]).warnings == [
+        "jina-reranker-v3 (published) reranked the top-100 of jina-embeddings-v3; the runs reranked its "
+        "top-20 (rerun with --top-k 100 to compare on the same candidates)"
+    ]
+    # a user's entry of that name but another kind is not the paper's first stage
+    renamed = make_result(tmp_path, "renamed", 0.05, first_stage={**dense, "kind": "bm25s"})
+    warnings = Comparison(load_results([renamed]), published=["jina-reranker-v3"]).warnings
+    assert any("reranked jina-embeddings-v3's candidates; the runs did not" in w for w in warnings)
 
 
 def test_compare_command_writes_every_export(runs, tmp_path):

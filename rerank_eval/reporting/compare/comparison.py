@@ -89,20 +89,30 @@ class Comparison:
         return sorted({label for run in self.runs for label in run.manifest.first_stage_labels()})
 
     def _check_published_first_stages(self) -> None:
-        """Published figures set beside runs on other candidates are said to be so, in words."""
-        names = {d.first_stage.name for run in self.runs for d in run.manifest.datasets}
+        """Published figures set beside runs on other candidates are said to be so, in words: the
+        same first stage is the packaged entry of that name (its kind, not a user's entry reusing the
+        name) at the published depth."""
+        stages = {
+            (d.first_stage.name, d.first_stage.kind) for run in self.runs for d in run.manifest.datasets
+        }
+        depths = sorted({run.manifest.protocol.top_k for run in self.runs})
         for column in self.published:
-            if column.first_stage_name is None:
+            name = column.first_stage_name
+            if name is None:
                 continue
-            if names == {column.first_stage_name}:
-                self.footnotes.append(
-                    f"{column.label} and the runs share the first stage {column.first_stage_name}"
+            if stages != {(name, _packaged_kind(name))}:
+                self.warnings.append(
+                    f"{column.label} reranked {name}'s candidates; the runs did not "
+                    f"({_same_candidates_advice(name)})"
+                )
+            elif column.top_k is not None and depths != [column.top_k]:
+                ours = ", ".join(f"top-{k}" for k in depths)
+                self.warnings.append(
+                    f"{column.label} reranked the top-{column.top_k} of {name}; the runs reranked its "
+                    f"{ours} (rerun with --top-k {column.top_k} to compare on the same candidates)"
                 )
             else:
-                self.warnings.append(
-                    f"{column.label} reranked {column.first_stage_name}'s candidates; the runs did not "
-                    f"({_same_candidates_advice(column.first_stage_name)})"
-                )
+                self.footnotes.append(f"{column.label} and the runs share the first stage {name}")
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:
@@ -282,6 +292,14 @@ def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:
     cell.wins = int((differences > 0).sum())
     cell.ties = int((differences == 0).sum())
     cell.losses = int((differences < 0).sum())
+
+
+def _packaged_kind(first_stage: str) -> str | None:
+    """The kind of the packaged first_stages entry `first_stage` (None where none is packaged)."""
+    from rerank_eval.config.reader import load_config
+
+    entry = load_config().first_stages.get(first_stage)
+    return None if entry is None else entry.kind
 
 
 def _same_candidates_advice(first_stage: str) -> str:

@@ -20,6 +20,7 @@ class PublishedColumn:
     averages: dict[str, float]
     #: the first_stages entry that reproduces its candidates (e.g. jina-embeddings-v3), when known
     first_stage_name: str | None = None
+    top_k: int | None = None  # how many of the first stage's results it reranked, when known
 
 
 def published_names() -> list[str]:
@@ -38,4 +39,5 @@ def load_published(name: str, metric: str) -> PublishedColumn:
         rows=dict(data["rows"].get(metric, {})),
         averages=dict(data["averages"].get(metric, {})),
         first_stage_name=data.get("first_stage_name"),
+        top_k=data.get("top_k"),
     )
