@@ -175,6 +175,30 @@ def test_too_large_a_corpus_is_refused_before_any_work(monkeypatch, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_later_language_too_large_is_refused_before_the_first_is_indexed(monkeypatch, tmp_path):
+    """sw fits in 1 GiB, de does not: the run stops before sw's index is built, not after."""
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bm25, "available_memory", lambda: 2**30)
+    result = CliRunner().invoke(
+        app,
+        [
+            "miracl",
+            "--languages",
+            "sw,de",
+            "--model",
+            "bm25",
+            "--first-stage",
+            "bm25s",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "miracl/de/dev has 15,866,222 documents" in result.output
+    assert "building the BM25 index" not in result.output
+    assert not (tmp_path / "cache" / "bm25s").exists() and not (tmp_path / "o").exists()
+
+
 def test_the_real_corpus_size_is_used_once_known(miracl_result, monkeypatch):
     """After the doc store is built, ir_datasets counts the documents really there (3 for sw here)."""
     from rerank_eval.config.reader import load_config

@@ -31,7 +31,7 @@ from rerank_eval.runfiles import Run, trec_order
 # Peak memory of a build per corpus document: `rerank-eval bench-index --docs 200000` measured
 # 4,064 bytes (interpreter included) on a 2-core machine (docs/protocol.md, "MIRACL"). Used to refuse, before
 # starting, builds that would not fit.
-BUILD_BYTES_PER_DOCUMENT = 4_000
+BUILD_BYTES_PER_DOCUMENT = 4_064
 MEMORY_SHARE = 0.8  # never plan to use more of the available memory than this
 
 
@@ -119,12 +119,16 @@ class Bm25Index:
         return cache_root() / "bm25s" / f"{file_name(dataset.corpus_id())}-{digest}"
 
     @classmethod
+    def is_built(cls, dataset: IrDataset, settings: Bm25Settings) -> bool:
+        return (cls.cache_dir(dataset, settings) / "doc_ids.json").exists()
+
+    @classmethod
     def open(cls, dataset: IrDataset, settings: Bm25Settings) -> Bm25Index:
         """Load the cached index, building it first if this dataset was never indexed."""
         import bm25s
 
         folder = cls.cache_dir(dataset, settings)
-        if not (folder / "doc_ids.json").exists():
+        if not cls.is_built(dataset, settings):
             check_memory(dataset, settings.language)
             cls._build(dataset, settings, folder)
         retriever = bm25s.BM25.load(str(folder), mmap=True)

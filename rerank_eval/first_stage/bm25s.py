@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
+from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.first_stage.base import (
     BM25_SETTINGS,
     FirstStageKind,
@@ -11,7 +13,7 @@ from rerank_eval.first_stage.base import (
     FirstStageRequest,
     Setting,
 )
-from rerank_eval.first_stage.bm25_index import Bm25Index, Bm25Settings
+from rerank_eval.first_stage.bm25_index import Bm25Index, Bm25Settings, check_memory
 from rerank_eval.first_stage.registry import register
 from rerank_eval.runfiles import Run
 
@@ -25,6 +27,16 @@ class BuiltInBm25(FirstStageKind):
     def _settings(request: FirstStageRequest) -> Bm25Settings:
         values = request.source.settings
         return Bm25Settings(language=request.spec.language, k1=values["k1"], b=values["b"])
+
+    def preflight(self, spec: DatasetSpec, source: FirstStageSpec) -> None:
+        """Before any work: an index that is not built yet must fit in memory (MIRACL en's would
+        need about 124 GiB), so a later dataset is not refused after earlier ones ran."""
+        if spec.local is not None:
+            return  # a local corpus's size is known only once read
+        dataset = IrDataset(spec)
+        settings = Bm25Settings(language=spec.language, k1=source.settings["k1"], b=source.settings["b"])
+        if not Bm25Index.is_built(dataset, settings):
+            check_memory(dataset, settings.language)
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         Bm25Index.open(request.dataset, self._settings(request))
