@@ -29,3 +29,27 @@ def test_log_lines_carry_the_rate_and_the_time_left(monkeypatch, capsys):
         "encoding x: 250/1000 (8.3/s, 1 min 30 s left)",
         "encoding x: 1000/1000 (20.0/s)",
     ]
+
+
+def test_library_bars_redraw_seldom_in_a_log():
+    """A command whose stderr is a log (not a terminal) has tqdm bars of libraries such as
+    ir_datasets redraw every 10 s, not every 0.1 s; a value the user set is kept. tqdm reads its
+    settings when imported, so each case runs in a fresh interpreter, through the real CLI."""
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import io, sys\n"
+        "sys.argv = ['rerank-eval', 'suites']\n"
+        "from rerank_eval.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "import tqdm\n"
+        "print(tqdm.tqdm(total=1, file=io.StringIO()).mininterval, file=sys.stderr)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    for extra, expected in [({}, "10.0"), ({"TQDM_MININTERVAL": "2"}, "2.0")]:
+        done = subprocess.run(
+            [sys.executable, "-c", program], env={**environment, **extra}, capture_output=True, text=True
+        )
+        assert done.stderr.strip().splitlines()[-1] == expected, done.stderr

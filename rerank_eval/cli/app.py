@@ -137,6 +137,9 @@ def everywhere(
     ] = False,
 ) -> None:
     """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""
+    from rerank_eval.pipeline.progress import calm_library_bars
+
+    calm_library_bars()  # first: ir_datasets imports tqdm
     from rerank_eval.datasets.ir_dataset import quiet_ir_datasets
 
     quiet_ir_datasets(not verbose)

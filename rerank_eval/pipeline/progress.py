@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,17 @@ from rich.text import Text
 T = TypeVar("T")
 
 stderr_console = Console(stderr=True)
+#: the least time between two lines of progress in a log (ours, and libraries' tqdm bars)
+LOGGED_SECONDS = 10
+
+
+def calm_library_bars() -> None:
+    """In a log (stderr not a terminal), libraries' own tqdm bars (ir_datasets' downloads and doc
+    store builds, the Hub's downloads) redraw at most every LOGGED_SECONDS, as our lines do, instead
+    of every 0.1 s, which fills a batch job's log. tqdm reads TQDM_* when imported, so this runs
+    before any library imports it; a value the user set stays."""
+    if not stderr_console.is_terminal:
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOGGED_SECONDS))
 
 
 def track(
@@ -74,7 +86,7 @@ def duration(seconds: float) -> str:
 
 
 class _LoggedCount:
-    """One line at most every 10 s (and at the end), with the rate so far and the time left at that
+    """One line at most every LOGGED_SECONDS (and at the end), with the rate so far and the time left at that
     rate, so that a batch job's log says when it will be done; logs of long jobs stay readable."""
 
     def __init__(self, total: int, description: str) -> None:
@@ -87,8 +99,8 @@ class _LoggedCount:
         with self.lock:
             self.done += count
             now = time.monotonic()
-            # (a total of 0 is unknown: a line every 10 s only)
-            if now - self.last >= 10 or 0 < self.total <= self.done:
+            # (a total of 0 is unknown: a line every LOGGED_SECONDS only)
+            if now - self.last >= LOGGED_SECONDS or 0 < self.total <= self.done:
                 rate = self.done / max(now - self.start, 1e-9)
                 line = f"{self.description}: {self.done}/{self.total} ({rate:.1f}/s"
                 if self.done < self.total and rate > 0:
