@@ -305,6 +305,34 @@ def test_a_published_group_figure_is_not_set_beside_part_of_the_group(tmp_path, 
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("../published/jina-reranker-v3", " (did you mean 'jina-reranker-v3'?)"),
+        ("/etc/passwd", ""),
+        ("jina-reranker-v33", " (did you mean 'jina-reranker-v3'?)"),
+    ],
+)
+def test_published_takes_a_packaged_name_never_a_path(runs, tmp_path, name, hint):
+    """A name is looked up in the packaged list: a path would open any .json file (one that is not
+    a figures file once ended in a traceback)."""
+    (tmp_path / "figures.json").write_text("not json")
+    for given in (name, str(tmp_path / "figures")):
+        with pytest.raises(UserError, match=r"^no published results named ") as refused:
+            comparison(runs, "base", published=[given])
+    assert str(refused.value).startswith(f"no published results named {str(tmp_path / 'figures')!r}; known: ")
+    with pytest.raises(UserError) as refused:
+        comparison(runs, "base", published=[name])
+    assert str(refused.value).startswith(
+        f"no published results named {name!r}{hint}; known: bge-reranker-v2-m3, "
+    )
+
+
+def test_published_given_twice_is_one_column(runs):
+    result = comparison(runs, "base", published=["jina-reranker-v3", "jina-reranker-v3"])
+    assert result.labels == ["base", "jina-reranker-v3 (published)"]
+
+
 def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, tmp_path):
     dense = {"kind": "dense", "label": "jina-embeddings-v3 (dense)", "name": "jina-embeddings-v3",
              "sha256": "d1", "settings": {"encoder": "x"}}  # fmt: skip

@@ -64,7 +64,7 @@ class Comparison:
         self.metric, self.test = metric, paired_test(test).name
         self.runs = labelled([run_column(saved, metric) for saved in results])
         self.baseline = self._pick_baseline(baseline)
-        self.published = [load_published(name, metric) for name in published or []]
+        self.published = [load_published(name, metric) for name in dict.fromkeys(published or [])]
         self.warnings: list[str] = []
         self.footnotes: list[str] = []
         self.partial: set[str] = set()  # group rows holding only some of their members

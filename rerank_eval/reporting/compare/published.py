@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, did_you_mean
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "published"
 
@@ -28,10 +28,14 @@ def published_names() -> list[str]:
 
 
 def load_published(name: str, metric: str) -> PublishedColumn:
-    path = PUBLISHED_DIR / f"{name}.json"
-    if not path.exists():
-        raise UserError(f"no published results named {name!r}; known: {', '.join(published_names())}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """The packaged figures named `name`: a name from the list, never a path (`../x` or `/x` would
+    reach any .json file)."""
+    known = published_names()
+    if name not in known:
+        raise UserError(
+            f"no published results named {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}"
+        )
+    data = json.loads((PUBLISHED_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return PublishedColumn(
         label=f"{data['name']} (published)",
         source=data["source"],
