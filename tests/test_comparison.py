@@ -12,6 +12,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from rerank_eval.cli import app
+from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.execute import summarize
 from rerank_eval.reporting.compare.comparison import Comparison
@@ -31,6 +32,9 @@ QUERIES = {
     "cqadupstack-english": [f"e{i}" for i in range(9)],
 }
 BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
+BEIR_IDS = {
+    d.key: d.ir_datasets_id for d in load_config().suite("beir").datasets
+}  # what published figures are of
 
 
 def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
@@ -48,7 +52,7 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
         writer.add_values(key, "first_stage", {"nDCG@10": dict(zip(queries[key], BASE[key].tolist()))})
         records.append({
             "key": key, "row": "cqadupstack" if key.startswith("cqa") else key,
-            "ir_datasets_id": f"beir/{key}", "in_average": not key.startswith("cqa"),
+            "ir_datasets_id": BEIR_IDS[key], "in_average": not key.startswith("cqa"),
             "drop_self_matches": False,
             "first_stage": first_stage or {"kind": "hub", "label": "BM25", "sha256": sha, "settings": None},
             "coverage": {"judged_queries": len(QUERIES[key]), "queries_without_run": 0},
@@ -326,6 +330,24 @@ def test_published_takes_a_packaged_name_never_a_path(runs, tmp_path, name, hint
     assert str(refused.value).startswith(
         f"no published results named {name!r}{hint}; known: bge-reranker-v2-m3, "
     )
+
+
+def test_published_figures_are_not_set_beside_another_version_of_a_dataset(tmp_path):
+    """Pyserini's scifact figure is of its test split: beside a run on the train split it is not
+    shown (the key alone matched once), while fiqa's, of the same data, is."""
+    folder = make_result(tmp_path, "train", 0.0)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for record in manifest["datasets"]:
+        if record["key"] == "scifact":
+            record["ir_datasets_id"] = "beir/scifact/train"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = Comparison(load_results([folder]), published=["pyserini-bm25-flat"])
+    cells = {row.name: row.cells["pyserini-bm25-flat (published)"].value for row in result.rows}
+    assert cells["scifact"] is None and cells["fiqa"] == 0.2361
+    assert (
+        "scifact: pyserini-bm25-flat (published) is of the packaged suite's data, the runs of "
+        "beir/scifact/train; not shown"
+    ) in result.footnotes
 
 
 def test_published_given_twice_is_one_column(runs):

@@ -19,7 +19,7 @@ import pandas as pd
 from rerank_eval.errors import ParameterError, UserError, term
 from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
 from rerank_eval.reporting.compare.guard import protocol_differences
-from rerank_eval.reporting.compare.published import PublishedColumn, load_published
+from rerank_eval.reporting.compare.published import first_stage_note, load_published, row_figure
 from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
 from rerank_eval.reporting.layout import average_rows, in_part, is_group, merged_row_members, missing_members
 from rerank_eval.results.folder import SavedResult
@@ -89,30 +89,13 @@ class Comparison:
         return sorted({label for run in self.runs for label in run.manifest.first_stage_labels()})
 
     def _check_published_first_stages(self) -> None:
-        """Published figures set beside runs on other candidates are said to be so, in words: the
-        same first stage is the packaged entry of that name (its kind, not a user's entry reusing the
-        name) at the published depth."""
-        stages = {
-            (d.first_stage.name, d.first_stage.kind) for run in self.runs for d in run.manifest.datasets
-        }
+        """Published figures set beside runs on other candidates are said to be so, in words."""
+        records = [record for run in self.runs for record in run.manifest.datasets]
         depths = sorted({run.manifest.protocol.top_k for run in self.runs})
         for column in self.published:
-            name = column.first_stage_name
-            if name is None:
-                continue
-            if stages != {(name, _packaged_kind(name))}:
-                self.warnings.append(
-                    f"{column.label} reranked {name}'s candidates; the runs did not "
-                    f"({_same_candidates_advice(name)})"
-                )
-            elif column.top_k is not None and depths != [column.top_k]:
-                ours = ", ".join(f"top-{k}" for k in depths)
-                self.warnings.append(
-                    f"{column.label} reranked the top-{column.top_k} of {name}; the runs reranked its "
-                    f"{ours} (rerun with --top-k {column.top_k} to compare on the same candidates)"
-                )
-            else:
-                self.footnotes.append(f"{column.label} and the runs share the first stage {name}")
+            shared, note = first_stage_note(column, records, depths)
+            if note:
+                (self.footnotes if shared else self.warnings).append(note)
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:
@@ -152,25 +135,20 @@ class Comparison:
                 cells[run.label] = Cell(value)
             self._test_row(name, cells, pooled)
             missing = missing_members(name, members, groups)
-            for column in self.published:
-                cells[column.label] = Cell(_published_value(column, name, members, missing))
             self._note_missing(name, members, cells)
             if missing:
-                self._note_partial(name, members, missing)
+                self.partial.add(name)
+                self.footnotes.append(in_part(name, members, missing))
+            ids = {member: set() for member in members}
+            for record in (record for run in self.runs for record in run.manifest.datasets):
+                if record.key in ids:
+                    ids[record.key].add(record.ir_datasets_id)
+            for column in self.published:
+                value, note = row_figure(column, name, members, missing, ids)
+                cells[column.label] = Cell(value)
+                self.footnotes += [note] if note else []
             rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
         return rows
-
-    def _note_partial(self, name: str, members: list[str], missing: list[str]) -> None:
-        """A group row whose runs hold only some of its members: its mean is another figure than
-        the group's, so no average over it is the headline one, and a published column shows the
-        mean of those members' figures where it has them, never the whole group's."""
-        self.partial.add(name)
-        self.footnotes.append(in_part(name, members, missing))
-        for column in self.published:
-            if _published_value(column, name, members, missing) is not None:
-                self.footnotes.append(f"{name}: {column.label} is the mean of its figures for those members")
-            elif name in column.rows:
-                self.footnotes.append(f"{name}: {column.label} has only the whole group's figure, not shown")
 
     def _note_missing(self, name: str, members: list[str], cells: dict[str, Cell]) -> None:
         """Which runs have no value in a row: those without it, and, for a group (CQADupStack),
@@ -275,37 +253,8 @@ class Comparison:
         self._adjust(tested)
 
 
-def _published_value(
-    column: PublishedColumn, name: str, members: list[str], missing: list[str]
-) -> float | None:
-    """A published column's figure for row `name`: its own, or for a group row holding only some of
-    its members, the mean of those members' figures (None where it lacks one)."""
-    if not missing:
-        return column.rows.get(name)
-    if all(member in column.rows for member in members):
-        return float(np.mean([column.rows[member] for member in members]))
-    return None
-
-
 def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:
     """W/T/L: the paired values (queries, or an average's rows) won, tied and lost."""
     cell.wins = int((differences > 0).sum())
     cell.ties = int((differences == 0).sum())
     cell.losses = int((differences < 0).sum())
-
-
-def _packaged_kind(first_stage: str) -> str | None:
-    """The kind of the packaged first_stages entry `first_stage` (None where none is packaged)."""
-    from rerank_eval.config.reader import load_config
-
-    entry = load_config().first_stages.get(first_stage)
-    return None if entry is None else entry.kind
-
-
-def _same_candidates_advice(first_stage: str) -> str:
-    """How to rerun on a published column's candidates, where a packaged first stage makes them."""
-    from rerank_eval.config.reader import load_config
-
-    if first_stage in load_config().first_stages:
-        return f"rerun with --first-stage {first_stage} to compare on the same candidates"
-    return f"no packaged first stage reproduces {first_stage}; configure one to compare the same candidates"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError, did_you_mean
+from rerank_eval.results.manifest import DatasetRecord
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "published"
 
@@ -45,3 +48,81 @@ def load_published(name: str, metric: str) -> PublishedColumn:
         first_stage_name=data.get("first_stage_name"),
         top_k=data.get("top_k"),
     )
+
+
+def row_figure(
+    column: PublishedColumn,
+    name: str,
+    members: list[str],
+    missing: list[str],
+    ids: dict[str, set[str | None]],
+) -> tuple[float | None, str | None]:
+    """A published column's figure for row `name` (of `members`, lacking a group's `missing` ones;
+    `ids`: the ir_datasets ids the runs read each member as), and the note that says what it is or
+    why there is none: its own figure; for a group row holding only some of its members, the mean of those
+    members' figures; none for another dataset version than the packaged suites' (the train split
+    of scifact is not the published test split)."""
+    if name not in column.rows and not all(member in column.rows for member in members):
+        return None, None
+    packaged = packaged_dataset_ids()
+    if any(not ids[member] <= packaged.get(member, set()) for member in members):
+        versions = ", ".join(sorted({str(id_) for member in members for id_ in ids[member]}))
+        return (
+            None,
+            f"{name}: {column.label} is of the packaged suite's data, the runs of {versions}; not shown",
+        )
+    if not missing:
+        return column.rows.get(name), None
+    if all(member in column.rows for member in members):
+        mean = sum(column.rows[member] for member in members) / len(members)
+        return mean, f"{name}: {column.label} is the mean of its figures for those members"
+    return None, f"{name}: {column.label} has only the whole group's figure, not shown"
+
+
+def first_stage_note(
+    column: PublishedColumn, records: list[DatasetRecord], depths: list[int]
+) -> tuple[bool, str]:
+    """(whether the runs share the column's first stage, what to say of it). The same first stage
+    is the packaged entry of that name (its kind: not a user's entry reusing the name) at the
+    published depth; nothing is said of a column that names no first stage."""
+    name = column.first_stage_name
+    if name is None:
+        return False, ""
+    if {(record.first_stage.name, record.first_stage.kind) for record in records} != {
+        (name, packaged_kind(name))
+    }:
+        return (
+            False,
+            f"{column.label} reranked {name}'s candidates; the runs did not ({same_candidates_advice(name)})",
+        )
+    if column.top_k is not None and depths != [column.top_k]:
+        ours = ", ".join(f"top-{k}" for k in depths)
+        return False, (
+            f"{column.label} reranked the top-{column.top_k} of {name}; the runs reranked its {ours} "
+            f"(rerun with --top-k {column.top_k} to compare on the same candidates)"
+        )
+    return True, f"{column.label} and the runs share the first stage {name}"
+
+
+@functools.cache
+def packaged_dataset_ids() -> dict[str, set[str | None]]:
+    """Each dataset key of the packaged suites with its ir_datasets ids: the data published figures
+    are of."""
+    ids: dict[str, set[str | None]] = {}
+    for suite in load_config().suites.values():
+        for dataset in suite.datasets:
+            ids.setdefault(dataset.key, set()).add(dataset.ir_datasets_id)
+    return ids
+
+
+def packaged_kind(first_stage: str) -> str | None:
+    """The kind of the packaged first_stages entry `first_stage` (None where none is packaged)."""
+    entry = load_config().first_stages.get(first_stage)
+    return None if entry is None else entry.kind
+
+
+def same_candidates_advice(first_stage: str) -> str:
+    """How to rerun on a published column's candidates, where a packaged first stage makes them."""
+    if first_stage in load_config().first_stages:
+        return f"rerun with --first-stage {first_stage} to compare on the same candidates"
+    return f"no packaged first stage reproduces {first_stage}; configure one to compare the same candidates"
