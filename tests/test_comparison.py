@@ -361,6 +361,11 @@ def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, t
     on_bm25 = Comparison(load_results([runs["base"]]), published=["jina-reranker-v3"])
     assert any("reranked jina-embeddings-v3's candidates; the runs did not" in w for w in on_bm25.warnings)
     assert "first stage: BM25" in comparison_table(on_bm25).title
+    from rerank_eval.reporting.compare.chart import chart_caption  # a figure for a paper says it too
+
+    assert "WARNING: jina-reranker-v3 (published) reranked jina-embeddings-v3's" in chart_caption(
+        on_bm25, False
+    )
     folder = make_result(tmp_path, "dense", 0.05, first_stage=dense)
     on_dense = Comparison(load_results([folder]), published=["jina-reranker-v3"])
     assert not on_dense.warnings
@@ -398,10 +403,14 @@ def test_compare_command_writes_every_export(runs, tmp_path):
     assert all(p.exists() and p.stat().st_size > 0 for p in outputs.values())
     assert json.loads(outputs["json"].read_text())["baseline"] == "base"
     latex = outputs["tex"].read_text()
-    assert "\\begin{tabular}{lrrrr}" in latex and "\\caption{nDCG@10, reranked. $\\Delta$ vs base" in latex
+    assert "\\begin{tabular}{lrrrr}" in latex
+    assert (
+        "\\caption{Comparison: nDCG@10; first stage: BM25. \\\\ nDCG@10, reranked. $\\Delta$ vs base" in latex
+    )
     assert "Holm--Bonferroni" in latex and "W/T/L" in latex
     markdown = outputs["md"].read_text()
     assert markdown.startswith(
+        "**Comparison: nDCG@10; first stage: BM25**\n\n"
         "| Dataset | base (baseline) | better | W/T/L | pyserini-bm25-flat (published), first stage: "
     )
 
@@ -536,6 +545,41 @@ def test_rows_and_averages_do_not_depend_on_which_result_comes_first(tmp_path):
             np.mean([values(full, "scifact").mean(), values(full, "fiqa").mean()])
         )
     assert "BEIR-13: part averages 1 of 2 rows" in orders[0].footnotes
+
+
+def test_latex_keeps_double_hyphens_and_bars_as_written():
+    """Pyserini's `--bm25` (a published source) would become an en dash, `|` an em dash."""
+    from rerank_eval.reporting.render.latex import latex_escape
+
+    assert latex_escape("--bm25 --hits a|b – c") == r"-{}-bm25 -{}-hits a\textbar{}b -- c"
+
+
+def test_json_and_long_csv_say_what_they_were_computed_with(runs, tmp_path):
+    """The JSON names its format, the test's settings and each run's protocol; every cell says
+    whether it is significant, and untested cells (baseline, published) say nothing either way, in
+    the JSON as in the long CSV, which names its metric."""
+    import csv
+
+    result = comparison(runs, "base", "better", published=["pyserini-bm25-flat"], metric="nDCG@10")
+    payload = json.loads(data.comparison_json(result))
+    assert {key: payload[key] for key in ("format", "alpha", "seed", "resamples", "test")} == {
+        "format": 2, "alpha": 0.05, "seed": SEED, "resamples": 10_000, "test": "t-test"
+    }  # fmt: skip
+    assert payload["runs"][1] | {"path": None} == {
+        "label": "better", "folder": "better", "path": None, "model": "better", "first_stages": ["BM25"],
+        "top_k": 100, "candidate_order": "first-stage",
+    }  # fmt: skip
+    assert payload["runs"][1]["path"] == str(runs["better"].absolute())
+    scifact = next(row for row in payload["rows"] if row["dataset"] == "scifact")["cells"]
+    tested = next(r for r in result.rows if r.name == "scifact").cells["better"]
+    assert scifact["better"]["significant"] == tested.significant
+    assert scifact["base"]["significant"] is None
+    assert scifact["pyserini-bm25-flat (published)"]["significant"] is None
+    lines = list(csv.DictReader(data.comparison_csv(result).splitlines()))
+    assert {line["metric"] for line in lines} == {"nDCG@10"}
+    by_run = {line["run"]: line for line in lines if line["dataset"] == "scifact"}
+    assert by_run["base"]["significant"] == by_run["pyserini-bm25-flat (published)"]["significant"] == ""
+    assert by_run["better"]["significant"] == str(tested.significant)
 
 
 def test_a_result_given_twice_is_refused(runs):

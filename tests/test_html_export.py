@@ -88,13 +88,23 @@ def results(tmp_path_factory):
     }
 
 
+def markdown_text(cell: str) -> str:
+    """A Markdown cell's text as shown: backslash escapes and entities undone."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"\\(.)", r"\1", cell))
+
+
 def markdown_cells(path: Path) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    lines = path.read_text(encoding="utf-8").split("\n\n")[0].splitlines()
-    header = [cell.strip() for cell in lines[0].strip("|").split(" | ")]
+    """The table's header and body cells (text, bold), after the title paragraph. Cells are split at
+    ` | ` as Markdown does at an unescaped `|`."""
+    lines = path.read_text(encoding="utf-8").split("\n\n")[1].splitlines()
+    header = [markdown_text(cell.strip()) for cell in lines[0].strip("|").split(" | ")]
     rows = []
     for line in lines[2:]:
         cells = [cell.strip() for cell in line.strip()[2:-2].split(" | ")]
-        rows.append([(c.replace("**", ""), c.startswith("**")) for c in cells])
+        rows.append([(markdown_text(c.replace("**", "")), c.startswith("**")) for c in cells])
     return header, rows
 
 
@@ -114,6 +124,21 @@ def test_compare_html_is_self_contained_and_shows_the_markdown_tables_cells(resu
     assert [row[0][0] for row in rows[-2:]] == ["BEIR-13", "Average, all 3 rows"]
     assert page.title.startswith("Comparison: nDCG@10")
     assert any(line.startswith("WARNING: jina-reranker-v3 (published) reranked") for line in page.caption)
+
+
+def test_markdown_shows_odd_names_as_written_in_their_own_cells(results, tmp_path):
+    """A label with Markdown's and HTML's special characters keeps the table's shape (a `|` once
+    split its cell) and reads back as written; the title names the first stage."""
+    odd = make_result(tmp_path, 'mini,"lm|<b>&_%#*', 0.02, seed=5)
+    path = tmp_path / "odd.md"
+    cli("compare", results["base"], odd, "--markdown", path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("**Comparison: nDCG@10; first stage: BM25**\n\n")
+    header, rows = markdown_cells(path)
+    assert header == ["Dataset", "base (baseline)", 'mini,"lm|<b>&_%#*', "W/T/L"]
+    separator = text.split("\n\n")[1].splitlines()[1]
+    assert separator.count("|") - 1 == len(header) and all(len(row) == len(header) for row in rows)
+    assert "<b>" not in text
 
 
 def test_labels_from_results_are_escaped_and_read_back_as_written(results, tmp_path):

@@ -169,9 +169,9 @@ class Report:
                 )
         return pd.DataFrame.from_records(records)
 
-    def caption(self, reference_checks: bool = True) -> list[str]:
-        """The table's notes; `reference_checks`: whether the table has the vs-published columns
-        (the several-models table has none, so it says nothing of them)."""
+    def caption(self, one_model: bool = True) -> list[str]:
+        """The table's notes; `one_model`: the table of one model's every measure, whose Seconds and
+        vs-published columns the several-models table lacks, so that it says nothing of them."""
         protocol = self.manifest.protocol
         lines = [
             f"First stage: {'; '.join(self.manifest.first_stage_labels())}; top-{protocol.top_k} candidates "
@@ -194,12 +194,12 @@ class Report:
             for r in self.manifest.datasets
             if r.timings.resumed_queries
         ]
-        if reused:
+        if reused and one_model:
             lines.append(
                 "Seconds time this run's scoring, not the scores it took from the score journal "
                 f"(queries: {', '.join(reused)})."
             )
-        if reference_checks and self.checked_measures:
+        if one_model and self.checked_measures:
             names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(
                 f"First stage vs published ({' and '.join(self.checked_measures)}): OK within "
@@ -291,4 +291,4 @@ def models_table(reports: list[Report]) -> ResultTable:
                 Entry(str(row.queries)),
             ]
         )
-    return ResultTable(title, columns, rows, first.caption(reference_checks=False), _averages_from(first))
+    return ResultTable(title, columns, rows, first.caption(one_model=False), _averages_from(first))

@@ -38,6 +38,7 @@ def chart_caption(comparison: Comparison, intervals: bool) -> str:
         sentences.append("Error bars: bootstrap 95% interval of the difference to the baseline.")
     if comparison.published:
         sentences.append("Published figures: as reported, not tested.")
+    sentences += [f"WARNING: {warning}." for warning in comparison.warnings]
     return " ".join(sentences)
 
 

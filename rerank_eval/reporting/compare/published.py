@@ -24,6 +24,7 @@ class PublishedColumn:
     #: the first_stages entry that reproduces its candidates (e.g. jina-embeddings-v3), when known
     first_stage_name: str | None = None
     top_k: int | None = None  # how many of the first stage's results it reranked, when known
+    notes: str = ""  # what else the source says of its figures (another version's average)
 
 
 def published_names() -> list[str]:
@@ -47,6 +48,7 @@ def load_published(name: str, metric: str) -> PublishedColumn:
         averages=dict(data["averages"].get(metric, {})),
         first_stage_name=data.get("first_stage_name"),
         top_k=data.get("top_k"),
+        notes=data.get("notes", ""),
     )
 
 

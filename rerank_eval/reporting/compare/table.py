@@ -34,7 +34,10 @@ def caption(comparison: Comparison) -> list[str]:
         )
     lines.append(f"Top-{protocol.top_k} candidates in {protocol.candidate_order} order.")
     for column in comparison.published:
-        lines.append(f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.")
+        notes = f" {column.notes}" if column.notes else ""
+        lines.append(
+            f"{column.label}: {column.source}; first stage: {column.first_stage}; not tested.{notes}"
+        )
     lines += [f"Note: {f}." for f in comparison.footnotes]
     lines += [f"WARNING: {w}." for w in comparison.warnings]
     return lines

@@ -10,7 +10,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from rerank_eval.reporting.compare.comparison import Comparison
+from rerank_eval.reporting.compare.comparison import Cell, Comparison
+from rerank_eval.reporting.compare.stats import ALPHA, RESAMPLES, SEED
 from rerank_eval.reporting.report import Report
 
 
@@ -38,16 +39,28 @@ def _summary_text(frame: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
+#: the comparison JSON's layout; 2 adds this version, the test's settings, the runs' protocol and
+#: each cell's `significant`
+COMPARISON_FORMAT = 2
+
+
+def _significant(cell: Cell) -> bool | None:
+    """Whether a tested cell is significant; None (not False) for the baseline, published figures
+    and cells without a test, which were never tested."""
+    return None if cell.p_adjusted is None else cell.significant
+
+
 def long_frame(comparison: Comparison) -> pd.DataFrame:
     records = []
     for row in comparison.rows:
         for label, cell in row.cells.items():
-            record = {"dataset": row.name, "kind": row.kind, "run": label, **asdict(cell)}
+            record = {"metric": comparison.metric, "dataset": row.name, "kind": row.kind, "run": label}
+            record.update(asdict(cell))
             interval = record.pop("interval")
             record["ci_low"], record["ci_high"] = interval if interval else (None, None)
             record["baseline"] = label == comparison.baseline.label
             record["published"] = label in {p.label for p in comparison.published}
-            record["significant"] = cell.significant
+            record["significant"] = _significant(cell)
             records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -68,18 +81,40 @@ def comparison_csv(comparison: Comparison, wide: bool = False) -> str:
 
 
 def comparison_json(comparison: Comparison) -> str:
+    """Everything the tables show, and what it was computed with: the test, α, the correction, the
+    seed and resamples, each run's folder, first stages and protocol."""
     payload = {
+        "format": COMPARISON_FORMAT,
         "metric": comparison.metric,
         "test": comparison.test,
+        "alpha": ALPHA,
+        "correction": "Holm-Bonferroni across the compared runs of each row",
+        "seed": SEED,
+        "resamples": RESAMPLES,
+        "interval": "percentile bootstrap 95% of the mean difference (average rows)",
         "baseline": comparison.baseline.label,
-        "runs": [{"label": r.label, "folder": r.folder} for r in comparison.runs],
+        "runs": [
+            {
+                "label": run.label,
+                "folder": run.folder,
+                "path": str(run.shown),
+                "model": run.manifest.model.name,
+                "first_stages": run.manifest.first_stage_labels(),
+                "top_k": run.manifest.protocol.top_k,
+                "candidate_order": run.manifest.protocol.candidate_order,
+            }
+            for run in comparison.runs
+        ],
         "published": [asdict(p) for p in comparison.published],
         "rows": [
             {
                 "dataset": row.name,
                 "kind": row.kind,
                 "members": row.members,
-                "cells": {label: asdict(cell) for label, cell in row.cells.items()},
+                "cells": {
+                    label: {**asdict(cell), "significant": _significant(cell)}
+                    for label, cell in row.cells.items()
+                },
             }
             for row in comparison.rows
         ],

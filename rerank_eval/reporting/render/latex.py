@@ -10,12 +10,18 @@ from rerank_eval.reporting.table import Entry, ResultTable
 LATEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"$<$", ">": r"$>$", "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--", "—": "---", "±": r"$\pm$",
+    "<": r"$<$", ">": r"$>$", "|": r"\textbar{}", "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--",
+    "—": "---", "±": r"$\pm$",
 }  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
-    return "".join(LATEX.get(character, character) for character in text)
+    """`text` set literally; a hyphen before another is kept apart (`-{}-`), since TeX makes `--`
+    an en dash (Pyserini's `--bm25` option)."""
+    return "".join(
+        "-{}" if character == "-" and text[index + 1 : index + 2] == "-" else LATEX.get(character, character)
+        for index, character in enumerate(text)
+    )
 
 
 # A minus sign in a cell's note (a negative Δ or interval end), not a hyphen as text would set it.
@@ -41,6 +47,6 @@ def latex(table: ResultTable) -> str:
         if index == table.averages_from:
             lines.append(r"\midrule")
         lines.append(" & ".join(map(_cell, row)) + r" \\")
-    caption = r" \\ ".join(latex_escape(line) for line in table.caption)
+    caption = r" \\ ".join(latex_escape(line) for line in [f"{table.title}.", *table.caption])
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
