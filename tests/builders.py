@@ -265,6 +265,16 @@ def write_vaswani(home: Path, shared: Path) -> None:
 # --- run files and hub caches -------------------------------------------------------------------
 
 
+def reseal(folder: Path) -> None:
+    """A result folder whose per_query.csv a test rewrote, its manifest's hash of that file made to
+    match: a result that holds those values, not a hand-edited one (which is refused)."""
+    import hashlib
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["per_query_sha256"] = hashlib.sha256((folder / "per_query.csv").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def write_run(path: Path, run: dict[str, dict[str, float]], tag: str = "fixture") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []

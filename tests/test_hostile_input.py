@@ -182,7 +182,10 @@ def boolean_reference(manifest: dict) -> None:
          "per_query.csv is damaged: line 3: nDCG@10 of query 1 (scifact, reranked) appears twice"),
         (lambda f: (f / "per_query.csv").write_text(  # pandas would take the first column as an index
             "dataset,stage,measure,query_id,value\nscifact,reranked,nDCG@10,1,0.5,9\n"),
-         "cannot read result"),
+         "per_query.csv is damaged: ParserWarning"),
+        (lambda f: (f / "per_query.csv").write_text(""), "per_query.csv is damaged: EmptyDataError"),
+        (lambda f: (f / "manifest.json").write_text('{"protocol": {'),
+         "manifest.json is damaged: not JSON (Expecting property name enclosed in double quotes, line 1)"),
         (lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000),
          "cannot read result"),
         (lambda f: os.mkfifo(f / "per_query.csv", 0o600) if not (f / "per_query.csv").unlink() else None,
@@ -194,7 +197,8 @@ def boolean_reference(manifest: dict) -> None:
     ],
     ids=["type", "bool", "list", "groups", "groups mapping",
          "foreign", "number", "escape", "missing", "newer format", "column", "nan",
-         "text", "negative", "duplicate", "extra field", "nested", "fifo", "device", "huge"],
+         "text", "negative", "duplicate", "extra field", "empty", "truncated manifest",
+         "nested", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"
@@ -202,6 +206,27 @@ def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, da
     damage(copy)
     for args in (["export", copy], ["compare", saved, copy]):
         assert message in one_line_error(run(*args))
+
+
+def test_per_query_values_edited_by_hand_are_not_read_as_the_result(saved, tmp_path):
+    """A well-formed per_query.csv with one value changed would give other tables without a word;
+    the manifest's hash of the file the run wrote tells it (results written before it are read)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    lines = (copy / "per_query.csv").read_text().splitlines(keepends=True)
+    dataset, stage, measure, query, value = lines[1].rstrip("\n").split(",")
+    lines[1] = f"{dataset},{stage},{measure},{query},{float(value) / 2}\n"
+    (copy / "per_query.csv").write_text("".join(lines))
+    for args in (["export", copy], ["compare", saved, copy]):
+        assert one_line_error(run(*args)).endswith(
+            "per_query.csv is not the file the run wrote (its SHA-256 is not manifest.json's "
+            "per_query_sha256): the folder was edited or damaged"
+        )
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["per_query_sha256"]  # as an earlier version wrote it
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert run("export", copy).exit_code == 0
+    assert "does not exist" in one_line_error(run("export", tmp_path / "nowhere"))
 
 
 def edit_per_query(folder: Path, change) -> None:
@@ -212,6 +237,7 @@ def edit_per_query(folder: Path, change) -> None:
     path = folder / "per_query.csv"
     frame = pd.read_csv(path, dtype={"query_id": str}, keep_default_na=False)
     change(frame).to_csv(path, index=False)
+    builders.reseal(folder)  # as a result holding these values: what is checked here is the values
 
 
 def first_line(measure: str, stage: str = "reranked"):
@@ -302,6 +328,7 @@ def test_a_result_naming_its_measures_as_the_user_spelt_them_is_read(saved, tmp_
         protocol = manifest["protocol"]
         protocol["metrics"] = ["NDCG@10" if m == "nDCG@10" else m for m in protocol["metrics"]]
         protocol["measures"] = ["NDCG@10" if m == "nDCG@10" else m for m in protocol["measures"]]
+        del manifest["per_query_sha256"]  # those versions did not record it
 
     damage_manifest(copy, spelt)
     per_query = copy / "per_query.csv"

@@ -19,6 +19,7 @@ from rerank_eval.reporting.compare.comparison import Comparison
 from rerank_eval.reporting.compare.stats import RESAMPLES, SEED
 from rerank_eval.reporting.compare.table import caption
 from rerank_eval.results.folder import load_result, write_output
+from tests import builders
 from tests.test_comparison import make_result
 
 
@@ -131,6 +132,7 @@ def test_the_guard_refuses_another_judged_query_set(base, tmp_path):
         *(line for line in per_query[1:] if not line.startswith("fiqa,") or ",f1," not in line),
     ]
     (other / "per_query.csv").write_text("\n".join(kept) + "\n")
+    builders.reseal(other)
     with pytest.raises(UserError, match=r"query sets of fiqa differ .* \(1 query in only one of them\)"):
         Comparison([load_result(base), load_result(other)])
 

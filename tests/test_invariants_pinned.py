@@ -32,6 +32,7 @@ from rerank_eval.reporting.compare.stats import (
 )
 from rerank_eval.rerankers.listwise.procedure import merge_blocks, plan_blocks
 from rerank_eval.results.folder import ResultWriter, load_result
+from tests import builders
 from tests.test_comparison import make_result
 from tests.test_invariants import edited, first_stage
 
@@ -59,6 +60,7 @@ def without_dataset(folder: Path, key: str) -> None:
 
     frame = pd.read_csv(folder / "per_query.csv", dtype=str, keep_default_na=False)
     frame[frame.dataset != key].to_csv(folder / "per_query.csv", index=False)
+    builders.reseal(folder)
 
 
 def test_the_guard_checks_every_shared_dataset_after_one_only_the_baseline_has(base, tmp_path):

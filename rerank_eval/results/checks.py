@@ -36,7 +36,7 @@ def per_query_problem(frame: pd.DataFrame) -> str | None:
     values = pd.to_numeric(frame["value"], errors="coerce")
     bad = frame.index[~values.map(lambda v: math.isfinite(v) if v == v else False)]
     if len(bad):
-        return f"line {bad[0] + 2}: value {frame.loc[bad[0], 'value']!r} is not a finite number"
+        return f"line {bad[0] + 2}: value {str(frame.loc[bad[0], 'value'])!r} is not a finite number"
     negative = frame.index[values < 0]
     if len(negative):  # no measure of ir_measures is below zero: an edit, not a result
         return f"line {negative[0] + 2}: value {str(frame.loc[negative[0], 'value'])!r} is negative"

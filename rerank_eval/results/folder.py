@@ -169,9 +169,15 @@ class ResultWriter:
     ) -> Path:
         """Write per-query values, the summary `summarize` derives from them and the manifest (with
         each run file's hash), then move the folder into place."""
-        manifest = {**manifest, "run_sha256": dict(sorted(self.run_sha256.items()))}
         frame = pd.DataFrame(self.per_query_rows, columns=PER_QUERY_COLUMNS)
-        self._write(self.staging / "per_query.csv", frame.to_csv(index=False))
+        per_query = frame.to_csv(index=False)
+        manifest = {
+            **manifest,
+            "run_sha256": dict(sorted(self.run_sha256.items())),
+            # what every table is derived from, so that an edited copy is not read as this result
+            "per_query_sha256": hashlib.sha256(per_query.encode("utf-8")).hexdigest(),
+        }
+        self._write(self.staging / "per_query.csv", per_query)
         if self.block_rows:
             blocks = pd.DataFrame(self.block_rows, columns=BLOCK_COLUMNS)
             self._write(self.staging / "per_query_blocks.csv", blocks.to_csv(index=False))
@@ -235,6 +241,8 @@ def load_result(folder: Path) -> SavedResult:
     if folder.name.endswith(INCOMPLETE_SUFFIX):
         raise UserError(f"{folder} is an incomplete result (the run did not finish)")
     manifest_path = folder / "manifest.json"
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist")
     if not manifest_path.exists():
         raise UserError(f"{folder} is not a rerank-eval result folder (no manifest.json)")
     for path, limit in ((manifest_path, MANIFEST_LIMIT), (folder / "per_query.csv", PER_QUERY_LIMIT)):
@@ -252,7 +260,11 @@ def load_result(folder: Path) -> SavedResult:
                 quoting=csv.QUOTE_MINIMAL,
                 index_col=False,  # never an index guessed from a row with one field too many
             )
-    except (OSError, ValueError, RecursionError, pd.errors.ParserWarning) as exc:
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path} is damaged: not JSON ({exc.msg}, line {exc.lineno})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pd.errors.ParserWarning) as exc:
+        raise UserError(f"{folder / 'per_query.csv'} is damaged: {describe(exc)}") from None
+    except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read result {folder}: {describe(exc)}") from None
     typed = read_manifest(manifest, str(manifest_path))
     problem = per_query_problem(per_query)
@@ -261,6 +273,15 @@ def load_result(folder: Path) -> SavedResult:
     problem = consistency_problem(typed, per_query)
     if problem:
         raise UserError(f"result {folder} is damaged: {problem}")
+    recorded = typed.raw.get("per_query_sha256")
+    if (
+        recorded is not None
+        and recorded != hashlib.sha256((folder / "per_query.csv").read_bytes()).hexdigest()
+    ):
+        raise UserError(
+            f"{folder / 'per_query.csv'} is not the file the run wrote (its SHA-256 is not manifest.json's "
+            "per_query_sha256): the folder was edited or damaged"
+        )
     return SavedResult(folder, typed, per_query)
 
 
