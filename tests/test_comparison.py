@@ -350,6 +350,14 @@ def test_published_figures_are_not_set_beside_another_version_of_a_dataset(tmp_p
     ) in result.footnotes
 
 
+def test_a_measure_the_results_lack_is_named_with_the_ones_they_have(runs):
+    with pytest.raises(UserError) as refused:
+        comparison(runs, "base", metric="ndcg@10")
+    assert str(refused.value) == (
+        f"{runs['base']} has no per-query values for ndcg@10 (did you mean 'nDCG@10'?); it has: nDCG@10"
+    )
+
+
 def test_published_given_twice_is_one_column(runs):
     result = comparison(runs, "base", published=["jina-reranker-v3", "jina-reranker-v3"])
     assert result.labels == ["base", "jina-reranker-v3 (published)"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, did_you_mean
 from rerank_eval.results.folder import SavedResult
 from rerank_eval.results.manifest import Manifest
 
@@ -28,7 +28,11 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
     frame = saved.per_query
     selected = frame[(frame.stage == "reranked") & (frame.measure == metric)]
     if selected.empty:
-        raise UserError(f"{saved.folder} has no per-query values for {metric}")
+        measures = sorted(set(frame.measure))
+        raise UserError(
+            f"{saved.folder} has no per-query values for {metric}{did_you_mean(metric, measures)}; "
+            f"it has: {', '.join(measures)}"
+        )
     values = {
         dataset: group.set_index("query_id")["value"].astype(float)
         for dataset, group in selected.groupby("dataset", sort=False)
