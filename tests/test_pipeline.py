@@ -499,17 +499,10 @@ def test_a_group_with_a_published_figure_of_its_own_is_checked_against_it(tmp_pa
     )
 
 
-PART_SUITE = """
-suites:
-  forums:
-    average_label: Forums
-    defaults: {language: en, drop_self_matches: false, in_average: true}
-    datasets:
-      - {key: cqadupstack-android, id: beir/cqadupstack/android, group: cqadupstack}
-      - {key: cqadupstack-english, id: beir/cqadupstack/english, group: cqadupstack}
-      - {key: fiqa, id: beir/fiqa/test}
-      - {key: scifact, id: beir/scifact/test}
-"""
+# the forums in the average too, and a dataset of their own beside them
+PART_SUITE = (
+    GROUP_SUITE.replace("in_average: false", "in_average: true") + "      - {key: fiqa, id: beir/fiqa/test}\n"
+)
 
 
 def test_a_group_run_in_part_is_said_so_and_leaves_the_headline_average(runs_dir, tmp_path):
