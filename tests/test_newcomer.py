@@ -56,6 +56,21 @@ def test_score_reads_documents_from_standard_input(tmp_path):
     assert len(scores) == 3 and scores == json.loads(from_file.output.strip().splitlines()[-1])
 
 
+def test_json_lines_given_as_plain_text_are_warned_of(tmp_path):
+    """JSON lines piped to `--docs -` are scored as whole lines (a .jsonl file's texts are scored);
+    a warning says so, since the scores then include the JSON's keys and quotes."""
+    model = build_cross_encoder(tmp_path / "ce")
+    lines = '{"text": "aspirin lowers the risk"}\n{"text": "vitamin d"}\n'
+    piped = run("score", "--model", model, "--query", "aspirin", "--docs", "-", stdin=lines.encode())
+    assert piped.exit_code == 0
+    assert "warning: every line of standard input is a JSON object with a text field" in piped.output
+    (tmp_path / "docs.jsonl").write_text(lines)
+    as_jsonl = run("score", "--model", model, "--query", "aspirin", "--docs", tmp_path / "docs.jsonl")
+    assert "warning" not in as_jsonl.output
+    plain = run("score", "--model", model, "--query", "aspirin", "--docs", "-", stdin=b"aspirin {x}\n")
+    assert "warning" not in plain.output
+
+
 @pytest.mark.parametrize(
     ("stdin", "message"),
     [

@@ -151,6 +151,16 @@ def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[f
     return [score for part in tracked for score in reranker.score(query, part)]
 
 
+def _json_with_text(line: str) -> bool:
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("text"), str)
+
+
 def read_documents_file(path: Path) -> list[str]:
     """Documents for `score`, in file order, so scores line up with lines.
 
@@ -193,6 +203,12 @@ def read_documents_file(path: Path) -> list[str]:
     if not any(line.strip() for line in lines):
         raise UserError(f"{source} has no documents")
     if path.suffix.lower() != ".jsonl":
+        if all(_json_with_text(line) for line in lines if line.strip()):
+            print(
+                f"warning: every line of {source} is a JSON object with a text field, scored here as "
+                "the whole line; to score the texts, give them in a file named .jsonl",
+                file=sys.stderr,
+            )
         return lines
     texts = []
     for number, line in enumerate(lines, start=1):
