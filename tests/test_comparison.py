@@ -345,9 +345,31 @@ def test_published_figures_are_not_set_beside_another_version_of_a_dataset(tmp_p
     cells = {row.name: row.cells["pyserini-bm25-flat (published)"].value for row in result.rows}
     assert cells["scifact"] is None and cells["fiqa"] == 0.2361
     assert (
-        "scifact: pyserini-bm25-flat (published) is of the packaged suite's data, the runs of "
-        "beir/scifact/train; not shown"
-    ) in result.footnotes
+        "scifact: the runs read it as beir/scifact/train, not the data published figures are of; none shown"
+        in (result.footnotes)
+    )
+    # nor beside an average over that row: all of BEIR-13, scifact read as its train split
+    headline = [d.key for d in load_config().suite("beir").datasets if d.in_average]
+    for name, scifact in [("all-test", "beir/scifact/test"), ("all-train", "beir/scifact/train")]:
+        writer = ResultWriter(tmp_path / name)
+        records = []
+        for key in headline:
+            for stage in ("first_stage", "reranked"):
+                writer.add_values(key, stage, {"nDCG@10": {"q1": 0.5, "q2": 0.25}})
+            records.append({"key": key, "ir_datasets_id": scifact if key == "scifact" else BEIR_IDS[key],
+                            "in_average": True, "drop_self_matches": False,
+                            "first_stage": {"kind": "hub", "label": "BM25", "sha256": "a", "settings": None},
+                            "coverage": {"judged_queries": 2, "queries_without_run": 0},
+                            "timings": {"rerank_seconds": 1.0}})  # fmt: skip
+        manifest = {"protocol": {"top_k": 100, "metrics": ["nDCG@10"], "measures": ["nDCG@10"],
+                                 "candidate_order": "first-stage"},
+                    "suite": {"name": "beir", "average_label": "BEIR-13", "average_rows": sorted(headline)},
+                    "model": {"name": name}, "datasets": records}  # fmt: skip
+        published = Comparison(
+            load_results([writer.publish(manifest, summarize)]), published=["jina-reranker-v3"]
+        )
+        row = next(row for row in published.rows if row.name == "BEIR-13")
+        assert row.cells["jina-reranker-v3 (published)"].value == (0.6194 if name == "all-test" else None)
 
 
 def test_a_measure_the_results_lack_is_named_with_the_ones_they_have(runs):
@@ -377,9 +399,10 @@ def test_published_figures_are_said_to_share_the_runs_first_stage_or_not(runs, t
     folder = make_result(tmp_path, "dense", 0.05, first_stage=dense)
     on_dense = Comparison(load_results([folder]), published=["jina-reranker-v3"])
     assert not on_dense.warnings
-    assert on_dense.footnotes == [
-        "jina-reranker-v3 (published) and the runs share the first stage jina-embeddings-v3"
-    ]
+    assert (
+        on_dense.footnotes[-1]
+        == "jina-reranker-v3 (published) and the runs share the first stage jina-embeddings-v3"
+    )
     assert "first stage: jina-embeddings-v3 (dense)" in comparison_table(on_dense).title
     # a published column that names no first stage entry says nothing either way
     assert not Comparison(load_results([folder]), published=["pyserini-bm25-flat"]).warnings
@@ -535,16 +558,16 @@ def test_runs_sharing_a_model_name_keep_their_own_columns(tmp_path):
 
 def test_rows_and_averages_do_not_depend_on_which_result_comes_first(tmp_path):
     """A result of some datasets first: the rows still follow the suite's order (fiqa, which only
-    the later result has, after scifact where that result puts it) and the headline average is the
-    whole suite's, as any result in it says which rows are (once, only the first one's counted)."""
+    the later result has, first as in BEIR) and the headline average is the whole suite's,
+    as any result of the suite says which rows are (once, only the first one's counted)."""
     full = make_result(tmp_path, "full", 0.0)
     part = make_result(tmp_path, "part", 0.05, datasets=["scifact", "cqadupstack-android"], seed=4)
     orders = [Comparison(load_results(folders)) for folders in ([part, full], [full, part])]
     for result in orders:
         assert [row.name for row in result.rows] == [
-            "scifact",
             "fiqa",
             "cqadupstack",
+            "scifact",
             "BEIR-13",
             "Average, all 3 rows",
         ]
@@ -588,6 +611,44 @@ def test_json_and_long_csv_say_what_they_were_computed_with(runs, tmp_path):
     by_run = {line["run"]: line for line in lines if line["dataset"] == "scifact"}
     assert by_run["base"]["significant"] == by_run["pyserini-bm25-flat (published)"]["significant"] == ""
     assert by_run["better"]["significant"] == str(tested.significant)
+
+
+def test_results_sharing_no_dataset_keep_the_suites_order(tmp_path):
+    """Once a later result's datasets went to the top when the first shared none of them."""
+    one = make_result(tmp_path, "one", 0.0, datasets=["scifact", "cqadupstack-android"])
+    two = make_result(tmp_path, "two", 0.05, datasets=["fiqa", "cqadupstack-english"], seed=4)
+    for folders in ([one, two], [two, one]):
+        result = Comparison(load_results(folders), force=True)
+        assert [row.name for row in result.rows][:3] == ["fiqa", "cqadupstack", "scifact"]
+
+
+def test_another_suites_rows_are_not_the_baselines_headline_and_groups_are_the_packaged_ones(tmp_path):
+    """A result of a user's suite whose cqadupstack holds two forums and puts them in its average:
+    beside a BEIR baseline its rows do not enter BEIR-13, and whichever comes first, Pyserini's
+    twelve-forum figure is not set beside two forums (their own figures' mean is)."""
+    beir = make_result(tmp_path, "beir", 0.0)
+    mine = make_result(tmp_path, "mine", 0.05, seed=4)
+    manifest = json.loads((mine / "manifest.json").read_text())
+    manifest["suite"] = {
+        "name": "mine",
+        "average_label": "Mine",
+        "average_rows": ["cqadupstack", "fiqa", "scifact"],
+        "groups": {"cqadupstack": ["cqadupstack-android", "cqadupstack-english"]},
+    }
+    for record in manifest["datasets"]:
+        record["in_average"] = True
+    (mine / "manifest.json").write_text(json.dumps(manifest))
+    for folders in ([beir, mine], [mine, beir]):
+        result = Comparison(load_results(folders), published=["pyserini-bm25-flat"], force=True)
+        names = [row.name for row in result.rows]
+        cqadupstack = next(row for row in result.rows if row.name == "cqadupstack")
+        assert cqadupstack.cells["pyserini-bm25-flat (published)"].value == pytest.approx(
+            (0.3801 + 0.3453) / 2
+        )
+        if folders[0] == beir:
+            assert names[-2:] == ["BEIR-13", "Average, all 3 rows"]  # cqadupstack outside BEIR-13
+        else:
+            assert names[-1] == "Mine"
 
 
 def test_a_result_given_twice_is_refused(runs):

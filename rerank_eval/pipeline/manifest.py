@@ -100,6 +100,7 @@ def build_manifest(
             "average_label": plan.suite.average_label,
             "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),
             "groups": _groups(plan),
+            "keys": [spec.key for spec in plan.suite.datasets],
         },
         "model": {
             "name": reranker.name,

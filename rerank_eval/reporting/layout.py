@@ -25,21 +25,26 @@ def row_members(records: Iterable[DatasetRecord]) -> list[tuple[str, list[str]]]
     return list(rows.items())
 
 
-def merged_row_members(runs: list[list[DatasetRecord]]) -> list[tuple[str, list[str]]]:
-    """`row_members` of several results' records, each dataset where its results put it: one that
-    only a later result has comes after its predecessor there (hi after ar, not after yo)."""
-    order: list[str] = []
+def merged_row_members(
+    runs: list[list[DatasetRecord]], suite_order: list[str]
+) -> list[tuple[str, list[str]]]:
+    """`row_members` of several results' records in the suite's order (`suite_order`, dataset keys),
+    whichever result holds a dataset; datasets it does not list come after, where their results
+    put them (one only a later result has after its predecessor there)."""
+    merged: list[str] = []
     records: dict[str, DatasetRecord] = {}
     for run in runs:
         position = -1
         for record in run:
             if record.key in records:
-                position = order.index(record.key)
+                position = merged.index(record.key)
                 continue
             position += 1
-            order.insert(position, record.key)
+            merged.insert(position, record.key)
             records[record.key] = record
-    return row_members(records[key] for key in order)
+    place = {key: index for index, key in enumerate(suite_order)}
+    ordered = sorted(merged, key=lambda key: (place.get(key, len(place)), merged.index(key)))
+    return row_members(records[key] for key in ordered)
 
 
 def is_group(name: str, members: list[str]) -> bool:

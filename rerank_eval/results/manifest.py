@@ -39,6 +39,7 @@ class Suite:
     #: each group's members in the suite (CQADupStack's twelve forums), so that a row holding only
     #: some of them is told from the whole group's; older results lack it
     groups: dict[str, list[str]] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # every dataset of the suite, in its order
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,14 @@ import pandas as pd
 from rerank_eval.errors import ParameterError, UserError, term
 from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
 from rerank_eval.reporting.compare.guard import protocol_differences
-from rerank_eval.reporting.compare.published import first_stage_note, load_published, row_figure
+from rerank_eval.reporting.compare.published import (
+    first_stage_note,
+    load_published,
+    other_version,
+    row_figure,
+)
 from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
+from rerank_eval.reporting.compare.suite_view import suite_view
 from rerank_eval.reporting.layout import average_rows, in_part, is_group, merged_row_members, missing_members
 from rerank_eval.results.folder import SavedResult
 
@@ -68,6 +74,7 @@ class Comparison:
         self.warnings: list[str] = []
         self.footnotes: list[str] = []
         self.partial: set[str] = set()  # group rows holding only some of their members
+        self.other_data: set[str] = set()  # rows not of the data published figures are of
         reasons = [
             r
             for run in self.runs
@@ -80,6 +87,7 @@ class Comparison:
                 {"force": "force=True"},
             )
         self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
+        self.suite = suite_view(self.runs, self.baseline)
         self.rows = self._dataset_rows()
         self.rows += self._average_rows()
         self._check_published_first_stages()
@@ -125,8 +133,8 @@ class Comparison:
 
     def _dataset_rows(self) -> list[Row]:
         rows = []
-        groups = {name: m for run in reversed(self.runs) for name, m in run.manifest.suite.groups.items()}
-        for name, members in merged_row_members([run.manifest.datasets for run in self.runs]):
+        runs = [run.manifest.datasets for run in self.runs]
+        for name, members in merged_row_members(runs, self.suite.order):
             pooled = {run.label: self._pooled(run, members) for run in self.runs}
             cells = {}
             for run in self.runs:
@@ -134,21 +142,33 @@ class Comparison:
                 value = None if series is None else float(np.mean([series[m].mean() for m in members]))
                 cells[run.label] = Cell(value)
             self._test_row(name, cells, pooled)
-            missing = missing_members(name, members, groups)
+            missing = missing_members(name, members, self.suite.groups)
             self._note_missing(name, members, cells)
             if missing:
                 self.partial.add(name)
                 self.footnotes.append(in_part(name, members, missing))
-            ids = {member: set() for member in members}
-            for record in (record for run in self.runs for record in run.manifest.datasets):
-                if record.key in ids:
-                    ids[record.key].add(record.ir_datasets_id)
-            for column in self.published:
-                value, note = row_figure(column, name, members, missing, ids)
-                cells[column.label] = Cell(value)
-                self.footnotes += [note] if note else []
+            self._published_cells(name, members, cells)
             rows.append(Row(name, "group" if is_group(name, members) else "dataset", cells, members))
         return rows
+
+    def _published_cells(self, name: str, members: list[str], cells: dict[str, Cell]) -> None:
+        """The published columns' cells of a row: none where the runs read its data otherwise than
+        the packaged suites (the train split of scifact, local files), which no average over it
+        shows either."""
+        ids: dict[str, set[str | None]] = {member: set() for member in members}
+        for record in (record for run in self.runs for record in run.manifest.datasets):
+            if record.key in ids:
+                ids[record.key].add(record.ir_datasets_id)
+        other = other_version(members, ids) if self.published else None
+        if other:
+            self.other_data.add(name)
+            self.footnotes.append(
+                f"{name}: the runs read it as {other}, not the data published figures are of; none shown"
+            )
+        for column in self.published:
+            value, note = (None, None) if other else row_figure(column, name, members)
+            cells[column.label] = Cell(value)
+            self.footnotes += [note] if note else []
 
     def _note_missing(self, name: str, members: list[str], cells: dict[str, Cell]) -> None:
         """Which runs have no value in a row: those without it, and, for a group (CQADupStack),
@@ -204,9 +224,10 @@ class Comparison:
             cell.p_adjusted = None if cell.p_value is None else value
 
     def _average_rows(self) -> list[Row]:
-        in_average = {run.groups[d.key] for run in self.runs for d in run.manifest.datasets if d.in_average}
         names = [row.name for row in self.rows]
-        averages = average_rows(names, in_average, self.baseline.manifest.suite, frozenset(self.partial))
+        averages = average_rows(
+            names, self.suite.in_average, self.baseline.manifest.suite, frozenset(self.partial)
+        )
         return [
             self._average(average.label, average.names, average.label if average.complete else None)
             for average in averages
@@ -221,6 +242,8 @@ class Comparison:
             cells[column] = Cell(float(np.mean(list(present.values()))) if present else None)
             if present and len(present) < len(names) and column in {r.label for r in self.runs}:
                 self.footnotes.append(f"{label}: {column} averages {len(present)} of {len(names)} rows")
+        if self.other_data & set(names):
+            published_key = None  # the published average is of other data than some of these rows
         for column in self.published:
             if all(by_name[n].cells[column.label].value is not None for n in names):
                 self.footnotes.append(f"{label}: {column.label} is the mean of its published rows")

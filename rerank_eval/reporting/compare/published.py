@@ -52,33 +52,30 @@ def load_published(name: str, metric: str) -> PublishedColumn:
     )
 
 
-def row_figure(
-    column: PublishedColumn,
-    name: str,
-    members: list[str],
-    missing: list[str],
-    ids: dict[str, set[str | None]],
-) -> tuple[float | None, str | None]:
-    """A published column's figure for row `name` (of `members`, lacking a group's `missing` ones;
-    `ids`: the ir_datasets ids the runs read each member as), and the note that says what it is or
-    why there is none: its own figure; for a group row holding only some of its members, the mean of those
-    members' figures; none for another dataset version than the packaged suites' (the train split
-    of scifact is not the published test split)."""
+def row_figure(column: PublishedColumn, name: str, members: list[str]) -> tuple[float | None, str | None]:
+    """A published column's figure for row `name` (of `members`), and the note that says what it is
+    or why there is none: its own figure; for a row holding only some of a packaged group's members
+    (whatever the runs' own suite calls that group), the mean of those members' figures, never the
+    whole group's."""
     if name not in column.rows and not all(member in column.rows for member in members):
         return None, None
-    packaged = packaged_dataset_ids()
-    if any(not ids[member] <= packaged.get(member, set()) for member in members):
-        versions = ", ".join(sorted({str(id_) for member in members for id_ in ids[member]}))
-        return (
-            None,
-            f"{name}: {column.label} is of the packaged suite's data, the runs of {versions}; not shown",
-        )
-    if not missing:
+    if not [member for member in packaged_groups().get(name, []) if member not in members]:
         return column.rows.get(name), None
     if all(member in column.rows for member in members):
         mean = sum(column.rows[member] for member in members) / len(members)
         return mean, f"{name}: {column.label} is the mean of its figures for those members"
     return None, f"{name}: {column.label} has only the whole group's figure, not shown"
+
+
+def other_version(members: list[str], ids: dict[str, set[str | None]]) -> str | None:
+    """How the runs read a row's members where that is not the data published figures are of (the
+    packaged suites' ir_datasets ids): "beir/scifact/train", "local files"; None where it is."""
+    packaged = packaged_dataset_ids()
+    if all(ids[member] <= packaged.get(member, set()) for member in members):
+        return None
+    return ", ".join(
+        sorted({"local files" if id_ is None else id_ for member in members for id_ in ids[member]})
+    )
 
 
 def first_stage_note(
@@ -104,6 +101,17 @@ def first_stage_note(
             f"(rerun with --top-k {column.top_k} to compare on the same candidates)"
         )
     return True, f"{column.label} and the runs share the first stage {name}"
+
+
+@functools.cache
+def packaged_groups() -> dict[str, list[str]]:
+    """Each group of the packaged suites with its members: the groups published figures are of."""
+    groups: dict[str, list[str]] = {}
+    for suite in load_config().suites.values():
+        for dataset in suite.datasets:
+            if dataset.group:
+                groups.setdefault(dataset.group, []).append(dataset.key)
+    return groups
 
 
 @functools.cache
