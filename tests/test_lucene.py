@@ -218,3 +218,26 @@ def test_vaswani_average_precision_over_lucenes_top_1000(vaswani):
     first_stage = per_query[per_query.stage == "first_stage"]
     assert first_stage[first_stage.measure == "AP"].value.mean() == pytest.approx(0.286, abs=5e-4)
     assert first_stage[first_stage.measure == "nDCG@10"].value.mean() == pytest.approx(0.4368, abs=5e-4)
+
+
+def test_the_jvm_leaves_ctrl_c_and_sigterm_to_the_run():
+    """The JVM starts mid-run (the first Lucene search), after the run's signal handlers: without
+    -Xrs its own replaced them, so SIGTERM ended the process at once (no stop message, no resume
+    command) and Ctrl-C crashed it. Here the handlers set first still see both signals after it."""
+    import subprocess
+    import sys
+
+    program = (
+        "import os, signal, time\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: seen.append('TERM'))\n"
+        "signal.signal(signal.SIGINT, lambda *_: seen.append('INT'))\n"
+        "from rerank_eval.first_stage import lucene_runtime\n"
+        "lucene_runtime.anserini()\n"
+        "for signum in (signal.SIGTERM, signal.SIGINT):\n"
+        "    os.kill(os.getpid(), signum)\n"
+        "    time.sleep(0.2)\n"
+        "print(seen)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "['TERM', 'INT']"), done.stderr

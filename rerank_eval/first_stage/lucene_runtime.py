@@ -100,9 +100,12 @@ def java_version() -> str:
 
 
 def _jvm_options(java_home: str) -> list[str]:
-    """Pyserini's vector module where the runtime has it; on Java 23 and later, Lucene's memory
-    mapping through sun.misc.Unsafe allowed without four warning lines per process."""
-    options = []
+    """`-Xrs`: the JVM leaves SIGINT and SIGTERM to Python (its own handlers, installed when it
+    starts mid-run, would end the process at once, without the stop message, the resume command
+    or exit 130/143, or crash it); Pyserini's vector module where the runtime has it; on Java 23
+    and later, Lucene's memory mapping through sun.misc.Unsafe allowed without four warning lines
+    per process."""
+    options = ["-Xrs"]
     modules = _java(java_home, "--list-modules").splitlines()
     if any(line.split("@")[0] == VECTOR_MODULE for line in modules):
         options.append(f"--add-modules={VECTOR_MODULE}")
