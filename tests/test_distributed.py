@@ -49,3 +49,40 @@ def test_two_gloo_processes_match_one(setup):
     assert counts == [32, 16]  # chunks of 16 queries: the first and third, the second
     manifest = json.loads((folder / "double" / "manifest.json").read_text())
     assert manifest["datasets"][0]["coverage"]["queries_with_candidates"] == 48
+    # the queries scored are every rank's (once rank 0's 32 alone), each rank's own recorded too
+    timings = manifest["datasets"][0]["timings"]
+    assert timings["scored_queries"] == 48
+    assert [(rank["rank"], rank["scored_queries"]) for rank in timings["ranks"]] == [(0, 32), (1, 16)]
+    assert all("forward_passes" in rank["execution"] for rank in timings["ranks"])
+    single_timings = json.loads((folder / "single" / "manifest.json").read_text())["datasets"][0]["timings"]
+    assert single_timings["scored_queries"] == 48 and "ranks" not in single_timings
+
+
+def test_a_rank_whose_peer_stopped_ends_in_one_line():
+    """When one rank stops with its error, the others' collectives fail in gloo or NCCL; each says
+    so in one line instead of a traceback."""
+    from rerank_eval.errors import UserError
+    from rerank_eval.pipeline.distributed import peers_present
+
+    with pytest.raises(UserError) as stopped:
+        with peers_present("waiting for the other ranks"):
+            raise RuntimeError(
+                "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"
+            )
+    assert str(stopped.value).startswith(
+        "rank 0: another rank stopped while waiting for the other ranks (RuntimeError: "
+    )
+    assert str(stopped.value).endswith("Connection closed by peer); its own message says why")
+
+
+def test_under_torchrun_the_resume_advice_names_the_torchrun_command_and_the_ranks_own_count(monkeypatch):
+    from rerank_eval.cli.benchmark import _resume_command
+    from rerank_eval.pipeline.distributed import Ranks
+    from rerank_eval.pipeline.score import _by_this_rank
+
+    monkeypatch.setattr(sys, "argv", ["rerank-eval", "beir", "--datasets", "nq", "--fresh"])
+    assert _resume_command() == "rerank-eval beir --datasets nq"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _resume_command() == "the same torchrun command, running rerank-eval beir --datasets nq"
+    assert _by_this_rank(Ranks(1, 2, 1)) == " by rank 1 (each rank journals its own share)"
+    assert _by_this_rank(Ranks()) == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -113,7 +114,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
             first_stage_settings=first_stage_settings_from(first_stage_set),
             fresh=fresh,
             # the same command minus --fresh, which would throw the journaled scores away
-            resume_command=shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")]),
+            resume_command=_resume_command(),
         )
         plan.validate()
         settings = settings_from(setting)
@@ -164,3 +165,12 @@ app.command(
 app.command("run", help="Rerank any suite of the config (yours with --config) and print its table.")(
     benchmark_command(None)
 )
+
+
+def _resume_command() -> str:
+    """The command that resumes this run: the same minus --fresh, which would throw the journaled
+    scores away; under torchrun, the same torchrun command around it."""
+    command = shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"the same torchrun command, running {command}"
+    return command

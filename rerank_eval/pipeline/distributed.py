@@ -9,11 +9,15 @@ Without torchrun's environment everything is one rank.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Any
+
+from rerank_eval.errors import UserError, describe
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,24 @@ class Ranks:
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.barrier()
+            with peers_present("waiting for the other ranks"):
+                dist.barrier()
 
     def owns(self, position: int) -> bool:
         return position % self.world == self.rank
+
+
+@contextlib.contextmanager
+def peers_present(doing: str) -> Iterator[None]:
+    """A collective whose peer has stopped (its own error line says why) ends this rank with one
+    line too, not a traceback from gloo or NCCL ("Connection closed by peer")."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed's errors (DistError and its kinds) among them
+        raise UserError(
+            f"rank {ranks().rank}: another rank stopped while {doing} ({describe(exc)}); "
+            "its own message says why"
+        ) from None
 
 
 @cache
@@ -75,7 +93,8 @@ def agreed(value: Any) -> Any:
     import torch.distributed as dist
 
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    with peers_present("taking rank 0's decision"):
+        dist.broadcast_object_list(holder, src=0)
     return holder[0]
 
 
@@ -89,7 +108,8 @@ def all_gathered(tensor: Any) -> list[Any]:
     nccl = dist.get_backend() == "nccl"
     local = tensor.to(torch.device("cuda", torch.cuda.current_device())) if nccl else tensor
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, local)
+    with peers_present("gathering every rank's results"):
+        dist.all_gather(parts, local)
     return [part.cpu() for part in parts]
 
 
@@ -100,5 +120,6 @@ def all_gathered_objects(value: Any) -> list[Any]:
     import torch.distributed as dist
 
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
+    with peers_present("gathering every rank's results"):
+        dist.all_gather_object(gathered, value)
     return gathered

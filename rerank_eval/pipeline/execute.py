@@ -16,7 +16,7 @@ import pandas as pd
 from rerank_eval.errors import MissingDownload, ParameterError
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
-from rerank_eval.pipeline.distributed import ranks
+from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
 from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
 from rerank_eval.pipeline.manifest import build_manifest, dataset_record
 from rerank_eval.pipeline.plan import RunPlan
@@ -26,6 +26,18 @@ from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import ResultWriter
 from rerank_eval.runfiles import Run, format_run_lines
+
+
+def _per_rank_timings(seconds: float, outcome: RerankOutcome, reranker: Reranker) -> list[dict[str, Any]]:
+    """Every rank's reranking time, queries scored and execution record, in rank order (a
+    collective: each rank calls it once per dataset); one entry in a single process."""
+    own = {
+        "rank": ranks().rank,
+        "rerank_seconds": round(seconds, 3),
+        "scored_queries": outcome.scored_queries,
+        "execution": reranker.runtime_stats(),
+    }
+    return all_gathered_objects(own)
 
 
 def _warn_about_scoring(key: str, outcome: RerankOutcome, reranker: Reranker) -> None:
@@ -75,6 +87,7 @@ def execute(
                 outcome = rerank_dataset(reranker, prepared, plan, stop)
                 rerank_seconds = time.monotonic() - start
                 _warn_about_scoring(spec.key, outcome, reranker)
+                per_rank = _per_rank_timings(rerank_seconds, outcome, reranker)  # every rank takes part
                 if writer is None:
                     continue  # ranks other than 0 only score
                 start = time.monotonic()
@@ -98,6 +111,9 @@ def execute(
                     "evaluate_seconds": round(time.monotonic() - start, 3),
                     "execution": reranker.runtime_stats(),
                 }
+                if len(per_rank) > 1:  # rank 0's own figures above; all ranks' here
+                    timings["scored_queries"] = sum(rank["scored_queries"] for rank in per_rank)
+                    timings["ranks"] = per_rank
                 records.append(dataset_record(prepared, outcome, timings, reranker))
         if writer is None:
             return None

@@ -40,10 +40,11 @@ def dataset_record(
         **_block_split_summary(outcome),
         "model_settings": reranker.score_identity().get("settings", {}),
         # Everything below may differ between an uninterrupted and a resumed run.
+        # (under torchrun `timings` carries every rank's: the queries scored in all, and per rank)
         "timings": {
-            **timings,
             "scored_queries": outcome.scored_queries,
             "resumed_queries": outcome.resumed_queries,
+            **timings,
         },
     }
 

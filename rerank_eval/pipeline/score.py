@@ -18,7 +18,7 @@ import numpy as np
 
 from rerank_eval.cache import cache_key
 from rerank_eval.errors import UserError
-from rerank_eval.pipeline.distributed import ranks
+from rerank_eval.pipeline.distributed import Ranks, ranks
 from rerank_eval.pipeline.interrupt import Interrupted, StopRequest, StopRequested
 from rerank_eval.pipeline.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJournal, journal_path
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
@@ -187,7 +187,7 @@ def rerank_dataset(
     except StopRequested:  # the chunk in progress is abandoned, not journaled
         raise Interrupted(
             f"interrupted; {len(scored)} of {len(expected)} queries of {prepared.spec.key} are "
-            f"journaled; run the same command again to resume: {plan.resume_command}",
+            f"journaled{_by_this_rank(shard)}; run the same command again to resume: {plan.resume_command}",
             stop.signum,
         ) from None
     finally:
@@ -213,6 +213,11 @@ def rerank_dataset(
         ties += tied
     notes = {query_id: scored[query_id].notes for query_id in expected if scored[query_id].notes}
     return RerankOutcome(reranked, ties, pending_queries, resumed, notes)
+
+
+def _by_this_rank(shard: Ranks) -> str:
+    """Under torchrun a rank knows only its own journal's count."""
+    return f" by rank {shard.rank} (each rank journals its own share)" if shard.world > 1 else ""
 
 
 def _scored_chunk(
