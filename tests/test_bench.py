@@ -126,7 +126,9 @@ def test_bench_index_reports_doc_store_and_index_builds():
     assert report["documents"] == 1000
     timings = [("docstore_documents_per_second", "docstore_seconds"), ("documents_per_second", "seconds")]
     for rate, seconds in timings:
-        assert abs(1000 / report[rate] - report[seconds]) <= 0.0051  # seconds are rounded to 0.01
+        # seconds are rounded to 0.01 and rates to whole documents (half a document a second is
+        # 500 / rate² seconds on 1000 documents: 0.0077 s at 255 documents a second)
+        assert abs(1000 / report[rate] - report[seconds]) <= 0.0051 + 500 / report[rate] ** 2
     assert report["docstore_bytes"] > 0 and report["index_bytes"] > 0
     assert report["docstore_peak_memory_bytes"] > 0
     assert report["peak_bytes_per_document"] == round(report["peak_memory_bytes"] / 1000)

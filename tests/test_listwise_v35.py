@@ -134,9 +134,9 @@ def test_the_published_figures_average_to_the_published_averages():
 
 
 def test_compare_advises_a_first_stage_only_where_one_is_configured():
-    from rerank_eval.reporting.compare.comparison import _same_candidates_advice
+    from rerank_eval.reporting.compare.published import same_candidates_advice
 
-    assert _same_candidates_advice("jina-embeddings-v3").startswith(
+    assert same_candidates_advice("jina-embeddings-v3").startswith(
         "rerun with --first-stage jina-embeddings-v3"
     )
-    assert _same_candidates_advice("jina-embeddings-v5-text-small").startswith("no packaged first stage")
+    assert same_candidates_advice("jina-embeddings-v5-text-small").startswith("no packaged first stage")
