@@ -71,6 +71,17 @@ def test_json_lines_given_as_plain_text_are_warned_of(tmp_path):
     assert "warning" not in plain.output
 
 
+def test_a_max_length_above_what_the_model_reads_is_said_to_be_capped(tmp_path):
+    model = build_cross_encoder(tmp_path / "ce")
+    asked = run(
+        "score", "--model", model, "--query", "q", "--docs", "-", "--set", "max_length=100000", stdin=b"a b\n"
+    )
+    assert asked.exit_code == 0, asked.output
+    assert f"warning: max_length 100000 is more than {model} reads; " in asked.output
+    default = run("score", "--model", model, "--query", "q", "--docs", "-", stdin=b"a b\n")
+    assert "max_length" not in default.output
+
+
 @pytest.mark.parametrize(
     ("stdin", "message"),
     [

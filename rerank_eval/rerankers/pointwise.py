@@ -9,6 +9,7 @@ pairs of one chunk are batched the same way every time (see base.py).
 
 from __future__ import annotations
 
+import sys
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -92,9 +93,16 @@ class TransformerReranker(Reranker):
         return tokenizer, model
 
     def cap_max_length(self, tokenizer: Any) -> None:
-        """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM)."""
+        """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM); a
+        max_length set above it is said to be capped (the manifest records the length used)."""
         declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
         if 0 < declared < 10**9 and declared < self.max_length:
+            if self.configured_settings.max_length:
+                print(
+                    f"warning: max_length {self.max_length} is more than {self.checkpoint.source} reads; "
+                    f"{declared} is used",
+                    file=sys.stderr,
+                )
             self.max_length = declared
 
     def settings(self) -> dict[str, Any]:
