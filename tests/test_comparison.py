@@ -35,6 +35,7 @@ BASE = {d: RNG.uniform(0.1, 0.7, len(q)) for d, q in QUERIES.items()}
 BEIR_IDS = {
     d.key: d.ir_datasets_id for d in load_config().suite("beir").datasets
 }  # what published figures are of
+BEIR_FORUMS = [d.key for d in load_config().suite("beir").datasets if d.group == "cqadupstack"]
 
 
 def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top_k: int = 100,
@@ -649,6 +650,35 @@ def test_another_suites_rows_are_not_the_baselines_headline_and_groups_are_the_p
             assert names[-2:] == ["BEIR-13", "Average, all 3 rows"]  # cqadupstack outside BEIR-13
         else:
             assert names[-1] == "Mine"
+
+
+def suite_of(folder: Path, **suite) -> Path:
+    """`folder`'s result as a run of another suite (its manifest's suite record replaced)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["suite"] = {"average_rows": [], **suite}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_part_of_a_group_is_told_whichever_results_suite_says_so(tmp_path):
+    """The baseline's own suite knows no group; the other result's packaged BEIR says cqadupstack
+    has twelve forums: the two-forum row is still said to be a part. A suite that records having
+    no group is not given the packaged ones."""
+    mine = suite_of(make_result(tmp_path, "mine", 0.0), name="mine", average_label="Mine", groups={})
+    beir = make_result(tmp_path, "beir", 0.05, seed=4, groups={"cqadupstack": BEIR_FORUMS})
+    result = Comparison(load_results([mine, beir]), force=True)
+    assert any(note.startswith("cqadupstack: mean over 2 of its 12 members") for note in result.footnotes)
+    alone = Comparison(load_results([suite_of(make_result(tmp_path, "own", 0.0), name="beir",
+                                              average_label="BEIR-13", groups={})]))  # fmt: skip
+    assert not any("members" in note for note in alone.footnotes)
+
+
+def test_a_published_average_stands_only_beside_the_packaged_suites_whole_headline(runs):
+    """The fixtures' suite calls fiqa and scifact its BEIR-13: complete for it, but not the
+    thirteen datasets jina-reranker-v3's 0.6194 is the mean of."""
+    result = comparison(runs, "base", published=["jina-reranker-v3"])
+    headline = next(row for row in result.rows if row.name == "BEIR-13")
+    assert headline.cells["jina-reranker-v3 (published)"].value is None
 
 
 def test_a_result_given_twice_is_refused(runs):

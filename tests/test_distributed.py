@@ -73,16 +73,38 @@ def test_a_rank_whose_peer_stopped_ends_in_one_line():
         "rank 0: another rank stopped while waiting for the other ranks (RuntimeError: "
     )
     assert str(stopped.value).endswith("Connection closed by peer); its own message says why")
+    # this rank's own failures inside a collective stay what they are
+    import torch
+
+    for own in (torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("NCCL error: invalid argument")):
+        with pytest.raises(type(own)):
+            with peers_present("gathering every rank's results"):
+                raise own
 
 
 def test_under_torchrun_the_resume_advice_names_the_torchrun_command_and_the_ranks_own_count(monkeypatch):
+    """The advice keeps the single-process rule of leaving --fresh out (it would discard every
+    rank's journal); an interrupted rank counts its own share, which is all it knows of."""
     from rerank_eval.cli.benchmark import _resume_command
     from rerank_eval.pipeline.distributed import Ranks
-    from rerank_eval.pipeline.score import _by_this_rank
+    from rerank_eval.pipeline.score import _journaled
 
     monkeypatch.setattr(sys, "argv", ["rerank-eval", "beir", "--datasets", "nq", "--fresh"])
     assert _resume_command() == "rerank-eval beir --datasets nq"
     monkeypatch.setenv("WORLD_SIZE", "2")
+    assert (
+        _resume_command()
+        == "the same torchrun command without --fresh, running rerank-eval beir --datasets nq"
+    )
+    monkeypatch.setattr(sys, "argv", ["rerank-eval", "beir", "--datasets", "nq"])
     assert _resume_command() == "the same torchrun command, running rerank-eval beir --datasets nq"
-    assert _by_this_rank(Ranks(1, 2, 1)) == " by rank 1 (each rank journals its own share)"
-    assert _by_this_rank(Ranks()) == ""
+    chunks = [[_Request(f"q{chunk}-{i}") for i in range(16)] for chunk in range(3)]
+    scored = {f"q{chunk}-{i}": None for chunk in (0, 1) for i in range(16)}  # two chunks, one per rank
+    assert _journaled(Ranks(), chunks, scored, "nq") == "32 of 48 queries of nq"
+    assert _journaled(Ranks(0, 2, 0), chunks, scored, "nq") == "16 of the 32 queries of nq in rank 0's share"
+    assert _journaled(Ranks(1, 2, 1), chunks, scored, "nq") == "16 of the 16 queries of nq in rank 1's share"
+
+
+class _Request:
+    def __init__(self, query_id: str) -> None:
+        self.query_id = query_id

@@ -172,5 +172,6 @@ def _resume_command() -> str:
     scores away; under torchrun, the same torchrun command around it."""
     command = shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"the same torchrun command, running {command}"
+        without = " without --fresh" if "--fresh" in sys.argv[1:] else ""
+        return f"the same torchrun command{without}, running {command}"
     return command

@@ -41,13 +41,27 @@ class Ranks:
         return position % self.world == self.rank
 
 
+#: what gloo and NCCL say when a peer process has gone
+_PEER_GONE = ("peer", "connection reset", "broken pipe", "remote worker")
+
+
 @contextlib.contextmanager
 def peers_present(doing: str) -> Iterator[None]:
     """A collective whose peer has stopped (its own error line says why) ends this rank with one
-    line too, not a traceback from gloo or NCCL ("Connection closed by peer")."""
+    line too, not a traceback from gloo ("Connection closed by peer"). Only that: this rank's own
+    failures inside the collective (out of GPU memory while NCCL stages the data) stay what they
+    are. Under NCCL a dead peer is usually noticed by its watchdog or torchrun instead."""
+    import torch
+    import torch.distributed as dist
+
     try:
         yield
-    except RuntimeError as exc:  # torch.distributed's errors (DistError and its kinds) among them
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        network = isinstance(exc, dist.DistNetworkError)
+        if not network and not any(words in str(exc).lower() for words in _PEER_GONE):
+            raise
         raise UserError(
             f"rank {ranks().rank}: another rank stopped while {doing} ({describe(exc)}); "
             "its own message says why"

@@ -186,8 +186,8 @@ def rerank_dataset(
                 scored.update({query_id: value for query_id, _, value in entries})
     except StopRequested:  # the chunk in progress is abandoned, not journaled
         raise Interrupted(
-            f"interrupted; {len(scored)} of {len(expected)} queries of {prepared.spec.key} are "
-            f"journaled{_by_this_rank(shard)}; run the same command again to resume: {plan.resume_command}",
+            f"interrupted; {_journaled(shard, chunks, scored, prepared.spec.key)} are journaled; "
+            f"run the same command again to resume: {plan.resume_command}",
             stop.signum,
         ) from None
     finally:
@@ -215,9 +215,15 @@ def rerank_dataset(
     return RerankOutcome(reranked, ties, pending_queries, resumed, notes)
 
 
-def _by_this_rank(shard: Ranks) -> str:
-    """Under torchrun a rank knows only its own journal's count."""
-    return f" by rank {shard.rank} (each rank journals its own share)" if shard.world > 1 else ""
+def _journaled(shard: Ranks, chunks: list[list[RerankRequest]], scored: dict, key: str) -> str:
+    """How many queries are journaled, as this process knows: all of them in one process; under
+    torchrun, those of this rank's own share (the others' journals are theirs to count)."""
+    owned = [chunk for position, chunk in enumerate(chunks) if shard.owns(position)]
+    done = sum(len(chunk) for chunk in owned if all(request.query_id in scored for request in chunk))
+    total = sum(len(chunk) for chunk in owned)
+    if shard.world == 1:
+        return f"{done} of {total} queries of {key}"
+    return f"{done} of the {total} queries of {key} in rank {shard.rank}'s share"
 
 
 def _scored_chunk(

@@ -21,13 +21,21 @@ from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_colum
 from rerank_eval.reporting.compare.guard import protocol_differences
 from rerank_eval.reporting.compare.published import (
     first_stage_note,
+    is_packaged_headline,
     load_published,
     other_version,
     row_figure,
 )
 from rerank_eval.reporting.compare.stats import ALPHA, bootstrap_interval, holm, paired_p_value, paired_test
 from rerank_eval.reporting.compare.suite_view import suite_view
-from rerank_eval.reporting.layout import average_rows, in_part, is_group, merged_row_members, missing_members
+from rerank_eval.reporting.layout import (
+    AverageRow,
+    average_rows,
+    in_part,
+    is_group,
+    merged_row_members,
+    missing_members,
+)
 from rerank_eval.results.folder import SavedResult
 
 
@@ -229,9 +237,15 @@ class Comparison:
             names, self.suite.in_average, self.baseline.manifest.suite, frozenset(self.partial)
         )
         return [
-            self._average(average.label, average.names, average.label if average.complete else None)
+            self._average(average.label, average.names, average.label if self._published(average) else None)
             for average in averages
         ]
+
+    @staticmethod
+    def _published(average: AverageRow) -> bool:
+        """Whether published averages of this row's name are its figure: the whole headline of a
+        packaged suite of that label, every row present."""
+        return average.complete and is_packaged_headline(average.label, average.names)
 
     def _average(self, label: str, names: list[str], published_key: str | None) -> Row:
         by_name = {row.name: row for row in self.rows}

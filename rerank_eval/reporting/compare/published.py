@@ -103,6 +103,16 @@ def first_stage_note(
     return True, f"{column.label} and the runs share the first stage {name}"
 
 
+def is_packaged_headline(label: str, rows: list[str]) -> bool:
+    """Whether `rows` are the headline rows a packaged suite averages under `label` (BEIR-13's 13):
+    only then is a published average of that name the same figure (a suite of your own may reuse
+    the label over other rows)."""
+    return any(
+        suite.average_label == label and set(rows) == {d.row for d in suite.datasets if d.in_average}
+        for suite in load_config().suites.values()
+    )
+
+
 @functools.cache
 def packaged_groups() -> dict[str, list[str]]:
     """Each group of the packaged suites with its members: the groups published figures are of."""
