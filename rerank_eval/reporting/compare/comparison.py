@@ -61,6 +61,9 @@ class Row:
     kind: str  # "dataset", "group" or "average"
     cells: dict[str, Cell]  # run or published label -> cell
     members: list[str] = field(default_factory=list)
+    #: the labels whose value on this (average) row covers only some of its rows, so it is not
+    #: ranked against the others' (its Δ and test cover the rows it shares with the baseline)
+    short: set[str] = field(default_factory=set)
 
 
 class Comparison:
@@ -185,8 +188,8 @@ class Comparison:
         for run in self.runs:
             if cells[run.label].value is None:
                 held = sum(member in run.values for member in members)
-                if held:
-                    partial.append(f"{run.label} ({held} of {len(members)})")
+                if held:  # of the group's members in the suite where known, else of the row's
+                    partial.append(f"{run.label} ({held} of {len(self.suite.groups.get(name) or members)})")
                 else:
                     absent.append(run.label)
         if absent:
@@ -249,13 +252,17 @@ class Comparison:
 
     def _average(self, label: str, names: list[str], published_key: str | None) -> Row:
         by_name = {row.name: row for row in self.rows}
-        cells = {}
+        cells, short = {}, set()
         for column in self.labels:
             values = {n: by_name[n].cells[column].value for n in names}
             present = {n: v for n, v in values.items() if v is not None}
             cells[column] = Cell(float(np.mean(list(present.values()))) if present else None)
-            if present and len(present) < len(names) and column in {r.label for r in self.runs}:
-                self.footnotes.append(f"{label}: {column} averages {len(present)} of {len(names)} rows")
+            if present and len(present) < len(names):
+                short.add(column)
+                if column in {r.label for r in self.runs}:
+                    self.footnotes.append(
+                        f"{label}: {column} averages {len(present)} of {len(names)} rows (not marked best)"
+                    )
         if self.other_data & set(names):
             published_key = None  # the published average is of other data than some of these rows
         for column in self.published:
@@ -264,7 +271,7 @@ class Comparison:
             else:
                 cells[column.label] = Cell(column.averages.get(published_key) if published_key else None)
         self._test_average(label, cells, names, by_name)
-        return Row(label, "average", cells, names)
+        return Row(label, "average", cells, names, short={c for c in short if cells[c].value is not None})
 
     def _test_average(
         self, row: str, cells: dict[str, Cell], names: list[str], by_name: dict[str, Row]

@@ -82,7 +82,7 @@ def _columns(comparison: Comparison) -> list[Column]:
 
 
 def _entries(comparison: Comparison, row: Row) -> list[Entry]:
-    values = [c.value for c in row.cells.values() if c.value is not None]
+    values = [c.value for label, c in row.cells.items() if c.value is not None and label not in row.short]
     best = max(values) if values else None
     entries = [Entry(row.name)]
     for run in comparison.runs:
