@@ -302,3 +302,16 @@ def test_commands_started_together_clear_and_build_a_killed_store_once(tmp_path)
             worker.join(60)
         assert [results.get(timeout=5) for _ in workers] == [len(documents)] * 3
         assert (folder / "bin").read_bytes() == (whole / "bin").read_bytes()  # built once
+
+
+def test_a_damaged_dataset_is_pointed_to_in_the_narrowest_folder_holding_it(tmp_path, monkeypatch):
+    """Removing all of `beir` would throw away every other BEIR dataset for one damaged forum."""
+    from rerank_eval.datasets.ir_dataset import dataset_folder
+
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path))
+    (tmp_path / "beir" / "cqadupstack").mkdir(parents=True)
+    (tmp_path / "beir" / "scifact").mkdir(parents=True)
+    assert dataset_folder("beir/cqadupstack/gaming") == tmp_path / "beir" / "cqadupstack"
+    assert dataset_folder("beir/scifact/test") == tmp_path / "beir" / "scifact"
+    assert dataset_folder("cranfield") == tmp_path / "cranfield"
+    assert dataset_folder("miracl/sw/dev") == tmp_path / "miracl"

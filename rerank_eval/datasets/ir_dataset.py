@@ -81,6 +81,18 @@ def _reason(exc: BaseException) -> str:
     return describe(inner)
 
 
+def dataset_folder(dataset_id: str) -> Path:
+    """The narrowest folder under IR_DATASETS_HOME that holds `dataset_id`'s files: its own where
+    there is one (`beir/scifact`), else its collection's shared one (`beir/cqadupstack` for a forum,
+    whose archive holds all twelve), never more than it needs (not all of `beir`)."""
+    parts = dataset_id.split("/")
+    for depth in range(len(parts), 1, -1):
+        folder = ir_datasets_home().joinpath(*parts[:depth])
+        if folder.is_dir():
+            return folder
+    return ir_datasets_home() / parts[0]
+
+
 @contextlib.contextmanager
 def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
     """Any failure inside ir_datasets, for any dataset, as one line naming the dataset, what is
@@ -103,7 +115,7 @@ def _ir_datasets_errors_explained(dataset_id: str, key: str) -> Iterator[None]:
                 "IR_DATASETS_HOME",
                 alternative=where,
             ) from None
-        folder = ir_datasets_home() / dataset_id.split("/")[0]
+        folder = dataset_folder(dataset_id)
         raise UserError(
             f"cannot read {dataset_id} ({describe(exc)}); its files under {folder} may be damaged or "
             f"incomplete: remove them and run {fetch} again"
