@@ -78,7 +78,7 @@ def suites(config: ConfigOpt = None) -> None:
         table.add_column(column, overflow="fold")
     for suite in cfg.suites.values():
         rows = {d.row for d in suite.datasets}
-        in_average = {d.row for d in suite.datasets if d.in_average}
+        in_average = suite.average_rows()
         stages = sorted({d.first_stage or "(command line)" for d in suite.datasets})
         average = f"{suite.average_label} ({_rows(len(in_average))})"
         table.add_row(Text(suite.name), Text(_rows(len(rows))), Text(average), Text(", ".join(stages)))

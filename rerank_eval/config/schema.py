@@ -119,6 +119,18 @@ class SuiteSpec:
     average_label: str
     datasets: tuple[DatasetSpec, ...]
 
+    def groups(self) -> dict[str, list[str]]:
+        """Each group (a row folding datasets, e.g. cqadupstack) with its members, in suite order."""
+        groups: dict[str, list[str]] = {}
+        for dataset in self.datasets:
+            if dataset.group:
+                groups.setdefault(dataset.group, []).append(dataset.key)
+        return groups
+
+    def average_rows(self) -> set[str]:
+        """The rows of the headline average (BEIR-13's thirteen)."""
+        return {dataset.row for dataset in self.datasets if dataset.in_average}
+
     def select(self, names: list[str] | None) -> list[DatasetSpec]:
         """Datasets named by key or group, in suite order; all of them when `names` is empty. The
         average's label (`BEIR-13`, or `beir-13`) names the datasets in the average: a published

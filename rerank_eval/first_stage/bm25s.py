@@ -24,9 +24,9 @@ class BuiltInBm25(FirstStageKind):
     settings: ClassVar[dict[str, Setting]] = BM25_SETTINGS
 
     @staticmethod
-    def _settings(request: FirstStageRequest) -> Bm25Settings:
-        values = request.source.settings
-        return Bm25Settings(language=request.spec.language, k1=values["k1"], b=values["b"])
+    def _settings(spec: DatasetSpec, source: FirstStageSpec) -> Bm25Settings:
+        values = source.settings
+        return Bm25Settings(language=spec.language, k1=values["k1"], b=values["b"])
 
     def preflight(self, spec: DatasetSpec, source: FirstStageSpec) -> None:
         """Before any work: an index that is not built yet must fit in memory (MIRACL en's would
@@ -34,15 +34,15 @@ class BuiltInBm25(FirstStageKind):
         if spec.local is not None:
             return  # a local corpus's size is known only once read
         dataset = IrDataset(spec)
-        settings = Bm25Settings(language=spec.language, k1=source.settings["k1"], b=source.settings["b"])
+        settings = self._settings(spec, source)
         if not Bm25Index.is_built(dataset, settings):
             check_memory(dataset, settings.language)
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
-        Bm25Index.open(request.dataset, self._settings(request))
+        Bm25Index.open(request.dataset, self._settings(request.spec, request.source))
 
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
-        settings = self._settings(request)
+        settings = self._settings(request.spec, request.source)
         run = Bm25Index.open(request.dataset, settings).search(request.queries, request.depth)
         record = FirstStageRecord(
             kind=self.name,

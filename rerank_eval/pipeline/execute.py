@@ -109,7 +109,7 @@ def execute(
                     "prepare_seconds": round(prepared.seconds, 3),
                     "rerank_seconds": round(rerank_seconds, 3),
                     "evaluate_seconds": round(time.monotonic() - start, 3),
-                    "execution": reranker.runtime_stats(),
+                    "execution": per_rank[0]["execution"],  # rank 0's, gathered above
                 }
                 if len(per_rank) > 1:  # rank 0's own figures above; all ranks' here
                     timings["scored_queries"] = sum(rank["scored_queries"] for rank in per_rank)

@@ -99,8 +99,8 @@ def build_manifest(
                 )
             },
             "average_label": plan.suite.average_label,
-            "average_rows": sorted({d.row for d in plan.suite.datasets if d.in_average}),
-            "groups": _groups(plan),
+            "average_rows": sorted(plan.suite.average_rows()),
+            "groups": plan.suite.groups(),
             "keys": [spec.key for spec in plan.suite.datasets],
         },
         "model": {
@@ -124,15 +124,6 @@ def build_manifest(
         },
         "datasets": datasets,
     }
-
-
-def _groups(plan: RunPlan) -> dict[str, list[str]]:
-    """Each group's members in the suite, in suite order: a run of some of them is told apart."""
-    groups: dict[str, list[str]] = {}
-    for spec in plan.suite.datasets:
-        if spec.group:
-            groups.setdefault(spec.group, []).append(spec.key)
-    return groups
 
 
 def _unverified(plan: RunPlan, name: str | None) -> dict[str, str]:

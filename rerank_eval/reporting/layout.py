@@ -43,7 +43,7 @@ def merged_row_members(
             merged.insert(position, record.key)
             records[record.key] = record
     place = {key: index for index, key in enumerate(suite_order)}
-    ordered = sorted(merged, key=lambda key: (place.get(key, len(place)), merged.index(key)))
+    ordered = sorted(merged, key=lambda key: place.get(key, len(place)))  # stable: merged order after
     return row_members(records[key] for key in ordered)
 
 

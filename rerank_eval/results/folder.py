@@ -15,6 +15,7 @@ import contextlib
 import csv
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -253,8 +254,9 @@ def load_result(folder: Path) -> SavedResult:
         with warnings.catch_warnings():  # a row longer than the header: refused, not cut
             warnings.simplefilter("error", pd.errors.ParserWarning)
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            per_query_bytes = (folder / "per_query.csv").read_bytes()  # parsed, and hashed below
             per_query = pd.read_csv(
-                folder / "per_query.csv",
+                io.BytesIO(per_query_bytes),
                 dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
                 keep_default_na=False,
                 quoting=csv.QUOTE_MINIMAL,
@@ -274,10 +276,7 @@ def load_result(folder: Path) -> SavedResult:
     if problem:
         raise UserError(f"result {folder} is damaged: {problem}")
     recorded = typed.raw.get("per_query_sha256")
-    if (
-        recorded is not None
-        and recorded != hashlib.sha256((folder / "per_query.csv").read_bytes()).hexdigest()
-    ):
+    if recorded is not None and recorded != hashlib.sha256(per_query_bytes).hexdigest():
         raise UserError(
             f"{folder / 'per_query.csv'} is not the file the run wrote (its SHA-256 is not manifest.json's "
             "per_query_sha256): the folder was edited or damaged"

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_eval.config.reader import load_config
+from rerank_eval.config.reader import packaged_config
 from rerank_eval.errors import UserError, did_you_mean
 from rerank_eval.results.manifest import DatasetRecord
 
@@ -108,20 +108,19 @@ def is_packaged_headline(label: str, rows: list[str]) -> bool:
     only then is a published average of that name the same figure (a suite of your own may reuse
     the label over other rows)."""
     return any(
-        suite.average_label == label and set(rows) == {d.row for d in suite.datasets if d.in_average}
-        for suite in load_config().suites.values()
+        suite.average_label == label and set(rows) == suite.average_rows()
+        for suite in packaged_config().suites.values()
     )
 
 
 @functools.cache
 def packaged_groups() -> dict[str, list[str]]:
     """Each group of the packaged suites with its members: the groups published figures are of."""
-    groups: dict[str, list[str]] = {}
-    for suite in load_config().suites.values():
-        for dataset in suite.datasets:
-            if dataset.group:
-                groups.setdefault(dataset.group, []).append(dataset.key)
-    return groups
+    return {
+        name: members
+        for suite in packaged_config().suites.values()
+        for name, members in suite.groups().items()
+    }
 
 
 @functools.cache
@@ -129,7 +128,7 @@ def packaged_dataset_ids() -> dict[str, set[str | None]]:
     """Each dataset key of the packaged suites with its ir_datasets ids: the data published figures
     are of."""
     ids: dict[str, set[str | None]] = {}
-    for suite in load_config().suites.values():
+    for suite in packaged_config().suites.values():
         for dataset in suite.datasets:
             ids.setdefault(dataset.key, set()).add(dataset.ir_datasets_id)
     return ids
@@ -137,12 +136,12 @@ def packaged_dataset_ids() -> dict[str, set[str | None]]:
 
 def packaged_kind(first_stage: str) -> str | None:
     """The kind of the packaged first_stages entry `first_stage` (None where none is packaged)."""
-    entry = load_config().first_stages.get(first_stage)
+    entry = packaged_config().first_stages.get(first_stage)
     return None if entry is None else entry.kind
 
 
 def same_candidates_advice(first_stage: str) -> str:
     """How to rerun on a published column's candidates, where a packaged first stage makes them."""
-    if first_stage in load_config().first_stages:
+    if first_stage in packaged_config().first_stages:
         return f"rerun with --first-stage {first_stage} to compare on the same candidates"
     return f"no packaged first stage reproduces {first_stage}; configure one to compare the same candidates"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rerank_eval.config.reader import load_config
+from rerank_eval.config.reader import packaged_config
 from rerank_eval.config.schema import SuiteSpec
 from rerank_eval.reporting.compare.columns import RunColumn
 
@@ -31,7 +31,7 @@ def suite_view(runs: list[RunColumn], baseline: RunColumn) -> SuiteView:
         for run in runs
         if (run.manifest.suite.name, run.manifest.suite.average_label) == (suite.name, suite.average_label)
     ]
-    packaged = load_config().suites.get(suite.name)
+    packaged = packaged_config().suites.get(suite.name)
     order = next((run.manifest.suite.keys for run in same if run.manifest.suite.keys), [])
     if not order and packaged is not None:
         order = [dataset.key for dataset in packaged.datasets]
@@ -49,7 +49,5 @@ def _groups(runs: list[RunColumn], packaged: SuiteSpec | None) -> dict[str, list
         for name, members in run.manifest.suite.groups.items():
             groups[name] = list(dict.fromkeys([*groups.get(name, []), *members]))
     if not recorded and packaged is not None:
-        for dataset in packaged.datasets:
-            if dataset.group:
-                groups.setdefault(dataset.group, []).append(dataset.key)
+        return packaged.groups()
     return groups
