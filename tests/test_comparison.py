@@ -473,10 +473,15 @@ def test_an_unfinished_model_in_a_models_folder_is_left_out_with_a_warning(tmp_p
     parent = tmp_path / "models"
     shutil.copytree(runs["base"], parent / "bm25")
     (parent / "slow.incomplete").mkdir()
-    result = CliRunner().invoke(app, ["compare", str(parent), str(runs["better"])])
-    assert result.exit_code == 0, result.output
-    assert f"warning: {parent} holds an incomplete result (slow.incomplete" in result.output
-    assert "left out" in result.output and "better" in result.output
+    # killed after writing its manifest, before publishing: still not a result
+    shutil.copytree(runs["better"], parent / "written.incomplete")
+    for command in (["compare", str(parent), str(runs["better"])], ["export", str(parent)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        unfinished = "(slow.incomplete, written.incomplete"
+        assert f"warning: {parent} holds an incomplete result {unfinished}" in result.output
+        assert "left out" in result.output
+        assert "written" not in result.output.replace("written.incomplete", "")
 
 
 def test_a_foreign_manifest_is_one_clear_error(tmp_path, runs):

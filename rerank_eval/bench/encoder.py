@@ -28,9 +28,9 @@ one token (so token counts are controlled):
 Reported per path: passages/s and queries/s (texts of the workload per second, so their ratio is the
 speed-up), tokens/s (real, unpadded tokens the path ran), padded positions run, the seconds it takes
 to tokenize the passages (measured apart; inside `embed` it overlaps the device's work), model FLOP
-utilisation against the datasheet bf16 peak and a bf16 matrix product measured in the same run (the
-FLOPs the path ran on real tokens, see `flops_per_sequence`), peak GPU memory on CUDA; and the
-largest absolute difference between the two paths' embeddings (float32 on a CPU: ≈1e-7).
+utilisation against the datasheet bf16 peak and a matrix product measured in the same run in ours'
+dtype (the FLOPs the path ran on real tokens, see `flops_per_sequence`), peak GPU memory on CUDA;
+and the largest absolute difference between the two paths' embeddings (float32 on a CPU: ≈1e-7).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ shape, in the same process:
   SiLU compiled; background tokenization).
 
 It reports documents/s, tokens/s, ms per query (p50, p95), peak memory, model FLOP utilisation
-against the device's datasheet bf16 peak and against a bf16 matrix product measured in the same
-run, the speed-up, the largest score difference between the paths, and (bf16) the rank agreement
-(Kendall tau) of ours with its own float32 scores. Optionally both paths run the workload a second
-time, when every prompt shape has been met once (see `timed_again`).
+against the device's datasheet bf16 peak and against a matrix product measured in the same run in
+the dtype ours runs (bf16 on a GPU, float32 on a CPU), the speed-up, the largest score
+difference between the paths, and (bf16) the rank agreement (Kendall tau) of ours with its own
+float32 scores. Optionally both paths run the workload a second time, when every prompt shape has
+been met once (see `timed_again`).
 """
 
 from __future__ import annotations

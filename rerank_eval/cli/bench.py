@@ -57,7 +57,10 @@ def bench(
         int | None,
         typer.Option(
             "--matmul-size",
-            help="Size of the bf16 matrix product measuring the peak (default 8192 on CUDA, 1024 on CPU).",
+            help=(
+                "Size of the matrix product measuring the peak, in the run's dtype "
+                "(default 8192 on CUDA, 1024 on CPU)."
+            ),
         ),
     ] = None,
     json_out: Annotated[

@@ -291,6 +291,8 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
         children = (
             sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
         )
+        # an unfinished child may already hold its manifest (killed between writing and publishing)
+        children = [p for p in children if not p.name.endswith(INCOMPLETE_SUFFIX)]
         if not (folder / "manifest.json").exists() and children:
             unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
             if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
