@@ -140,6 +140,11 @@ class _LayerMerger(EntryChecks):
         self.merged.origins.setdefault(f"{where}.average_label", self.layer.path)
         places = self.merged.dataset_places[name]
         seen: set[Any] = set()
+        positions: dict[str, int] = {}  # each key's first place among the entries merged so far
+        for index, old in enumerate(suite["datasets"]):
+            old_key = old.get("key") if isinstance(old, dict) else None
+            if isinstance(old_key, str):
+                positions.setdefault(old_key, index)
         for index, entry in enumerate(datasets):
             place = f"{where}.datasets[{index}]"
             key = entry.get("key") if isinstance(entry, dict) else None
@@ -147,9 +152,10 @@ class _LayerMerger(EntryChecks):
             if key is not None and key in seen:
                 raise self.fail(where, f"dataset key {key!r} appears twice")
             seen.add(key)
-            keys = [old.get("key") if isinstance(old, dict) else None for old in suite["datasets"]]
-            position = keys.index(key) if key is not None and key in keys else None
+            position = positions.get(key) if key is not None else None
             if position is None:
+                if key is not None:
+                    positions[key] = len(suite["datasets"])
                 suite["datasets"].append(entry)
                 places.append((place, self.layer.path))
                 if name in self.merged.additions and key is not None:
