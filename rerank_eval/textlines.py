@@ -6,6 +6,7 @@ read whole, so no file, however large or without line ends, can exhaust memory t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,49 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: a longer line is not a document, query or run line of any benchmark (MIRACL's longest passage
 #: is a few KB)
 MAX_LINE_BYTES = 16 * 1024 * 1024
+#: a JSON escape of half a surrogate pair (`\ud800`), which may stand alone in valid JSON
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class JsonLineError(Exception):
+    """Why one line is not a JSON value rerank-eval reads (the caller adds file and line)."""
+
+
+class _KeyTwice(Exception):
+    pass
+
+
+def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _KeyTwice(key)
+        value[key] = item
+    return value
+
+
+def json_line(line: str) -> Any:
+    """One line's JSON value, read as strictly as the files around it: an object naming a key twice
+    (which value was meant? `json` keeps the last silently) and a string holding half a surrogate
+    pair (valid JSON, but text no UTF-8 file holds, which tokenizers and hashes then refuse) raise
+    `JsonLineError`, as does anything `json` cannot read."""
+    try:
+        value = json.loads(line, object_pairs_hook=_keys_once)
+    except json.JSONDecodeError as exc:
+        raise JsonLineError(f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise JsonLineError("JSON nested too deeply") from None
+    except _KeyTwice as exc:
+        raise JsonLineError(f"a JSON object names {str(exc.args[0])[:80]!r} twice") from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits
+        raise JsonLineError("not valid JSON (a number too long to read)") from None
+    if SURROGATE_ESCAPE.search(line):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            half = exc.object[exc.start : exc.end]
+            raise JsonLineError(f"not valid UTF-8 (half a surrogate pair, {half!r})") from None
+    return value
 
 
 def numbered_lines(path: Path, digest: Any = None) -> Iterator[tuple[int, str]]:
@@ -31,7 +75,7 @@ def numbered_lines(path: Path, digest: Any = None) -> Iterator[tuple[int, str]]:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
         number = 0
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
+        while raw := _read_line(handle, path, number + 1):
             number += 1
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 raise UserError(f"{path}, line {number}: longer than {MAX_LINE_BYTES // 2**20} MiB")
@@ -45,3 +89,10 @@ def numbered_lines(path: Path, digest: Any = None) -> Iterator[tuple[int, str]]:
                 raise UserError(f"{path}, line {number}: not valid UTF-8") from None
             if line.strip():
                 yield number, line
+
+
+def _read_line(handle: Any, path: Path, number: int) -> bytes:
+    try:
+        return handle.readline(MAX_LINE_BYTES + 1)
+    except OSError as exc:  # a disk error, a file of /proc that refuses reads
+        raise UserError(f"cannot read {path}, line {number}: {exc.strerror}") from None

@@ -597,7 +597,7 @@ def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     assert f"{long}, line 2: longer than 16 MiB" in one_line_error(result)
     nested = tmp_path / "nested.jsonl"
     nested.write_text('{"text": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
-    assert "line 1: not valid JSON" in one_line_error(run("score", "--query", "q", "--docs", nested))
+    assert "line 1: JSON nested too deeply" in one_line_error(run("score", "--query", "q", "--docs", nested))
 
 
 def test_score_reads_no_more_than_a_query_s_candidates(monkeypatch, tmp_path):
@@ -755,3 +755,65 @@ def test_the_staging_lock_is_given_back_however_the_claim_ends(tmp_path, monkeyp
     folder.write_text("a file")
     with pytest.raises(UserError, match="is in the way of the result"):
         staging.claim(folder, final)
+
+
+def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is_one_line(
+    tmp_path, monkeypatch
+):
+    """A config may name / or /usr as a model: that is said at once, without hashing the tree."""
+    from rerank_eval.rerankers import checkpoint
+
+    def no_hashing(folder):
+        raise AssertionError(f"hashed {folder}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "folder_sha256", no_hashing)
+        with pytest.raises(UserError, match=r"checkpoint /usr has no config.json \(not a model folder\)"):
+            checkpoint.resolve_checkpoint("/usr")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "weights.bin").symlink_to("/proc/self/mem")  # a regular file no read gets through
+    with pytest.raises(UserError, match=r"cannot read .*weights.bin in model folder .*: Input/output error"):
+        checkpoint.resolve_checkpoint(str(folder))
+    (folder / "weights.bin").unlink()
+    (folder / "weights.bin").write_bytes(b"w")
+    assert checkpoint.resolve_checkpoint(str(folder)).content_sha256 == checkpoint.folder_sha256(folder)
+
+
+def test_a_dataset_file_that_fails_when_read_is_one_line(tmp_path):
+    """/proc/self/mem is a regular file whose reads fail: named, not a traceback."""
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "fox"}\n')
+    (tmp_path / "r.txt").write_text("q1 0 d1 1\n")
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        "suites:\n  mine:\n    defaults: {first_stage: bm25s}\n    datasets:\n"
+        "      - {key: m, corpus: /proc/self/mem, queries: q.jsonl, qrels: r.txt}\n"
+    )
+    result = run("run", "mine", "--config", config, "--model", "bm25", "--out", tmp_path / "out")
+    assert one_line_error(result) == "error: cannot read /proc/self/mem: Input/output error"
+    assert not (tmp_path / "out").exists()
+    from rerank_eval.textlines import numbered_lines
+
+    with pytest.raises(UserError, match=r"cannot read /proc/self/mem, line 1: Input/output error"):
+        list(numbered_lines(Path("/proc/self/mem")))
+
+
+def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from rerank_eval.cli import benchmark
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 19, 11, 30)
+
+    monkeypatch.setattr(benchmark, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    first = benchmark.default_out(["bm25"], "mine")
+    assert first == Path("results/bm25-mine-20261201-191130")
+    first.mkdir(parents=True)
+    assert benchmark.default_out(["bm25"], "mine") == Path("results/bm25-mine-20261201-191130-2")
+    Path("results/bm25-mine-20261201-191130-2.incomplete").mkdir()  # a run still going
+    assert benchmark.default_out(["bm25"], "mine") == Path("results/bm25-mine-20261201-191130-3")

@@ -248,6 +248,19 @@ GOOD_QRELS = "q1 0 d1 1\n"
          "r.txt, line 2: expected 4 fields 'query iteration doc grade' (TREC), or BEIR's"),
         ((b'{"_id": "d1", "text": "x", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", GOOD_QUERIES,
           GOOD_QRELS), "c.jsonl, line 1: JSON nested too deeply"),
+        # valid JSON that is no text: half a surrogate pair (tokenizers and hashes refuse it later)
+        ((GOOD_CORPUS + '{"_id": "d\\ud8003", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: not valid UTF-8 (half a surrogate pair, '\\ud800')"),
+        ((GOOD_CORPUS + '{"_id": "d3", "title": "\\udfff", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: not valid UTF-8 (half a surrogate pair, '\\udfff')"),
+        ((GOOD_CORPUS, '{"_id": "q1", "text": "fox \\uDC00"}\n', GOOD_QRELS),
+         "q.jsonl, line 1: not valid UTF-8"),
+        # json would keep the last of two values without a word
+        ((GOOD_CORPUS + '{"_id": "d3", "_id": "d4", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
+         "c.jsonl, line 3: a JSON object names '_id' twice"),
+        # no term to index: bm25s would fail inside
+        (('{"_id": "d1", "text": "the a"}\n{"_id": "d2", "text": ""}\n', GOOD_QUERIES, GOOD_QRELS),
+         ": none of its 2 documents has a term to index (each is empty or stopwords only)"),
     ],
 )  # fmt: skip
 def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_path):

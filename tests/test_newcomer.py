@@ -94,3 +94,23 @@ def test_bad_standard_input_is_one_line(stdin, message, tmp_path):
     model = build_cross_encoder(tmp_path / "ce")
     result = run("score", "--model", model, "--query", "q", "--docs", "-", stdin=stdin)
     assert result.exit_code == 2 and result.output.strip() == message
+
+
+def test_score_reads_json_lines_as_strictly_as_a_corpus(tmp_path):
+    """An escaped character outside the BMP (a surrogate pair) is text; half of one, or a text
+    given twice in one object, is refused in one line before any scoring."""
+    model = build_cross_encoder(tmp_path / "ce")
+    docs = tmp_path / "docs.jsonl"
+    for line, message in (
+        ('{"text": "fox \\ud800"}', "docs.jsonl, line 1: not valid UTF-8 (half a surrogate pair, '\\ud800')"),
+        ('{"text": "fox", "text": "dog"}', "docs.jsonl, line 1: a JSON object names 'text' twice"),
+    ):
+        docs.write_text(line + "\n")
+        result = run("score", "--model", model, "--query", "q", "--docs", docs)
+        assert result.exit_code == 2 and result.output.strip().endswith(message), result.output
+        assert "Traceback" not in result.output
+    docs.write_text('{"text": "fox \\ud83e\\udd8a"}\n')
+    paired = run("score", "--model", model, "--query", "q", "--docs", docs)
+    docs.write_text('{"text": "fox \U0001f98a"}\n')
+    literal = run("score", "--model", model, "--query", "q", "--docs", docs)
+    assert paired.exit_code == 0 and paired.stdout == literal.stdout, paired.output

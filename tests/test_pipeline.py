@@ -781,6 +781,14 @@ RUNS_DIR_ARGS = ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", 
             [*UNLOADED_MODEL, "listwise-last-token", "--set", "max_doc_length=abc"],
             ["setting max_doc_length of family listwise-last-token must be a positive integer, got 'abc'"],
         ),
+        # numbers in ASCII digits, as YAML and --first-stage-set read them
+        *(
+            (
+                [*UNLOADED_MODEL, "cross-encoder", "--set", f"max_length={text}"],
+                [f"setting max_length of family cross-encoder must be a positive integer, got '{text}'"],
+            )
+            for text in ("1_000", "\u0665", "nan")
+        ),
         (
             [*UNLOADED_MODEL, "listwise-last-token", "--set", "fused_rms_norm=1"],
             ["setting fused_rms_norm of family listwise-last-token must be true or false, got 1"],

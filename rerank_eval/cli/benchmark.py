@@ -48,11 +48,19 @@ from rerank_eval.config.reader import load_config
 
 
 def default_out(models: list[str], suite: str) -> Path:
+    """results/<models>-<suite>-<time>; a run started in the same second as an earlier one, which
+    holds that name (finished or not), gets -2, -3, ...: the user gave no --out to choose."""
     from rerank_eval.pipeline.execute import model_folder_name
+    from rerank_eval.results.folder import INCOMPLETE_SUFFIX
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = "+".join(model_folder_name(m) for m in models)
-    return Path("results") / f"{name}-{suite}-{stamp}"
+    base = Path("results") / f"{name}-{suite}-{stamp}"
+    chosen, number = base, 1
+    while chosen.exists() or chosen.with_name(chosen.name + INCOMPLETE_SUFFIX).exists():
+        number += 1
+        chosen = base.with_name(f"{base.name}-{number}")
+    return chosen
 
 
 def benchmark_command(suite: str | None) -> Callable[..., None]:

@@ -170,7 +170,7 @@ def read_documents_file(path: Path) -> list[str]:
     line: one query's candidates, not a corpus, and never what exhausts memory.
     """
     from rerank_eval.paths import special_file_kind
-    from rerank_eval.textlines import MAX_LINE_BYTES
+    from rerank_eval.textlines import MAX_LINE_BYTES, JsonLineError, json_line
 
     source = "standard input" if str(path) == "-" else str(path)
     if str(path) == "-":
@@ -215,9 +215,9 @@ def read_documents_file(path: Path) -> list[str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            raise UserError(f"{path}, line {number}: not valid JSON (or nested too deeply)") from None
+            record = json_line(line)
+        except JsonLineError as exc:
+            raise UserError(f"{path}, line {number}: {exc}") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise UserError(f"{path}, line {number}: expected an object with a text field")
         texts.append(record["text"])

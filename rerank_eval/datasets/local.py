@@ -39,10 +39,13 @@ _CHUNK = 1 << 20
 def file_digest(path: Path) -> tuple[str, int]:
     """(SHA-256, number of line ends) of a file, read in chunks."""
     digest, lines = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            lines += chunk.count(b"\n")
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                lines += chunk.count(b"\n")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
     return digest.hexdigest(), lines
 
 

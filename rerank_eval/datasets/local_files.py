@@ -8,7 +8,6 @@ the file and the line; lines are read one at a time, none longer than `textlines
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,7 +15,7 @@ from typing import Any, NamedTuple
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
 from rerank_eval.runfiles import id_problem, trec_fields, trec_grade
-from rerank_eval.textlines import numbered_lines
+from rerank_eval.textlines import JsonLineError, json_line, numbered_lines
 
 #: BEIR's qrels header line
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -49,13 +48,9 @@ def is_jsonl(path: Path) -> bool:
 
 def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) -> dict[str, Any]:
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise UserError(f"{path}, line {number}: JSON nested too deeply") from None
-    except ValueError:  # Python reads no integer of more than 4,300 digits
-        raise UserError(f"{path}, line {number}: not valid JSON (a number too long to read)") from None
+        value = json_line(line)
+    except JsonLineError as exc:
+        raise UserError(f"{path}, line {number}: {exc}") from None
     if not isinstance(value, dict) or any(f not in value for f in fields):
         names = ", ".join(f'"{f}"' for f in fields)
         raise UserError(f"{path}, line {number}: expected a JSON object with {names}")

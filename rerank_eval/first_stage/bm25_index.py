@@ -151,6 +151,11 @@ class Bm25Index:
             doc_ids.append(doc_id)
         if not doc_ids:
             raise UserError(f"{dataset.id} has no documents to index")
+        if not vocabulary:  # bm25s cannot index a corpus without a single term
+            raise UserError(
+                f"{dataset.id}: none of its {len(doc_ids):,} documents has a term to index "
+                "(each is empty or stopwords only)"
+            )
         corpus = PackedCorpus(np.frombuffer(terms, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64))
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
         retriever.index(Tokenized(ids=corpus, vocab=vocabulary), show_progress=stderr_console.is_terminal)

@@ -47,12 +47,17 @@ class Checkpoint:
 def folder_sha256(folder: Path) -> str:
     """Hash of every file's relative path and bytes, so a changed fine-tune never reuses scores."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(b"\0")
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+    path = folder
+    try:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(b"\0")
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    except OSError as exc:
+        where = exc.filename or path
+        raise UserError(f"cannot read {where} in model folder {folder}: {exc.strerror}") from None
     return digest.hexdigest()
 
 
@@ -80,6 +85,8 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
     """A local directory as is, otherwise a Hub model id fetched (or found) in the HF cache."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():  # said before hashing what may be / or /usr whole
+            raise UserError(f"checkpoint {name_or_path} has no config.json (not a model folder)")
         return Checkpoint(path, str(path), None, folder_sha256(path))
     problem = not_a_model_source(name_or_path)
     if problem:
