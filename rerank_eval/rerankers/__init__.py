@@ -50,6 +50,22 @@ def _packaged_checkpoint(preset: ModelPreset) -> Checkpoint | None:
     return packaged_checkpoint(preset.package, preset.model) if preset.package else None
 
 
+def model_files(name: str, config: BenchmarkConfig) -> Checkpoint | None:
+    """The model files a run of `--model name` reads, as `load_reranker` finds them: a preset's
+    installed package first, else its Hub id (downloaded when missing) or folder; None for a
+    preset without model files (bm25). What `fetch` gets and an offline run looks for."""
+    preset = config.models.get(name)
+    if preset is None:
+        path = Path(name).expanduser()
+        typo = did_you_mean(name, config.models, cutoff=0.75) if not path.exists() else ""
+        if typo:
+            raise UserError(f"unknown model {name!r}: no preset of that name{typo} and no such folder")
+        return resolve_checkpoint(name)
+    if not preset.model:
+        return None
+    return _packaged_checkpoint(preset) or resolve_checkpoint(preset.model)
+
+
 def load_reranker(
     name_or_path: str,
     device: str | None = None,

@@ -199,15 +199,20 @@ class DenseRetrieval(FirstStageKind):
 
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         encoder = self.encoder(request.source.settings)
-        if build:
-            if encoder.device.type == "cpu":
-                print(
-                    f"note: encoding {request.spec.key} on the CPU; a run on a GPU (another device "
-                    f"and dtype) uses embeddings of its own, so encode where you will run (fetch "
-                    f"--no-encode downloads only)",
-                    file=sys.stderr,
-                )
-            self.ensure_corpus(request, encoder)
+        if not build:
+            return
+        cache = self.corpus_cache(request, encoder)[0]
+        if cache.complete() is not None:
+            print(f"{request.spec.key}: its corpus embeddings are cached already", file=sys.stderr)
+            return
+        if encoder.device.type == "cpu":
+            print(
+                f"note: encoding {request.spec.key} on the CPU; a run on a GPU (another device "
+                f"and dtype) uses embeddings of its own, so encode where you will run (fetch "
+                f"--no-encode downloads only)",
+                file=sys.stderr,
+            )
+        self.ensure_corpus(request, encoder)
 
     # -- the run ----------------------------------------------------------------------------------
 
