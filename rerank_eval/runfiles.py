@@ -36,6 +36,18 @@ _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
 INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
+def typed_number(text: str) -> int | float | None:
+    """A setting's value typed on the command line as a number: an int or a float written in
+    ASCII digits (at most 64 characters), else None. Python's int() and float() would also take
+    "1_000", other scripts' digits, "nan" and "inf"."""
+    text = text.strip()
+    if len(text) > 64:
+        return None
+    if INTEGER.fullmatch(text):
+        return int(text)
+    return float(text) if DECIMAL.fullmatch(text) else None
+
+
 def trec_fields(line: str) -> list[str]:
     """The whitespace-separated fields of a TREC run or qrels line, split where trec_eval splits
     them, so that a no-break space stays inside its field (where `id_problem` finds it)."""

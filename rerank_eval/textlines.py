@@ -27,40 +27,43 @@ class JsonLineError(Exception):
     """Why one line is not a JSON value rerank-eval reads (the caller adds file and line)."""
 
 
-class _KeyTwice(Exception):
-    pass
-
-
-def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise _KeyTwice(key)
-        value[key] = item
-    return value
-
-
 def json_line(line: str) -> Any:
-    """One line's JSON value, read as strictly as the files around it: an object naming a key twice
-    (which value was meant? `json` keeps the last silently) and a string holding half a surrogate
-    pair (valid JSON, but text no UTF-8 file holds, which tokenizers and hashes then refuse) raise
-    `JsonLineError`, as does anything `json` cannot read."""
+    """One line's JSON value, read as strictly as the files around it where it is read: an object
+    naming one of its own keys twice (which value was meant? `json` keeps the last silently) and
+    a string value of it holding half a surrogate pair (valid JSON, but no text: tokenizers and
+    hashes refuse it later) raise `JsonLineError`, as does anything `json` cannot read. Objects
+    nested in it, which no reader here uses, are left as they are."""
+    twice: list[tuple[dict[str, Any], str]] = []
+
+    def keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        repeated = None
+        for key, item in pairs:
+            if repeated is None and key in value:
+                repeated = key
+            value[key] = item
+        if repeated is not None:
+            twice.append((value, repeated))
+        return value
+
     try:
-        value = json.loads(line, object_pairs_hook=_keys_once)
+        value = json.loads(line, object_pairs_hook=keys_once)
     except json.JSONDecodeError as exc:
         raise JsonLineError(f"not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise JsonLineError("JSON nested too deeply") from None
-    except _KeyTwice as exc:
-        raise JsonLineError(f"a JSON object names {str(exc.args[0])[:80]!r} twice") from None
     except ValueError:  # Python reads no integer of more than 4,300 digits
         raise JsonLineError("not valid JSON (a number too long to read)") from None
-    if SURROGATE_ESCAPE.search(line):
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            half = exc.object[exc.start : exc.end]
-            raise JsonLineError(f"not valid UTF-8 (half a surrogate pair, {half!r})") from None
+    repeated = next((key for obj, key in twice if obj is value), None)
+    if repeated is not None:
+        raise JsonLineError(f"the JSON object names {repeated[:80]!r} twice")
+    if isinstance(value, dict) and SURROGATE_ESCAPE.search(line):
+        for key, item in value.items():
+            half = (
+                next((c for c in item if "\ud800" <= c <= "\udfff"), None) if isinstance(item, str) else None
+            )
+            if half is not None:  # (a whole pair was read as the one character it stands for)
+                raise JsonLineError(f"{key[:80]!r} holds half a surrogate pair ({half!r}), which is no text")
     return value
 
 

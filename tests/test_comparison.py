@@ -482,6 +482,12 @@ def test_an_unfinished_model_in_a_models_folder_is_left_out_with_a_warning(tmp_p
         assert f"warning: {parent} holds an incomplete result {unfinished}" in result.output
         assert "left out" in result.output
         assert "written" not in result.output.replace("written.incomplete", "")
+    shutil.rmtree(parent / "bm25")
+    alone = CliRunner().invoke(app, ["export", str(parent)])
+    assert alone.exit_code == 2 and alone.output.strip() == (
+        f"error: {parent} holds only incomplete results (slow.incomplete, written.incomplete: their runs "
+        "did not finish); run the same command again to finish them"
+    )
 
 
 def test_a_foreign_manifest_is_one_clear_error(tmp_path, runs):

@@ -100,25 +100,35 @@ def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_
     ) in result.output
 
 
-def test_a_stopped_fetch_says_so_in_one_line_with_the_signals_exit_code(monkeypatch):
-    """SIGTERM (a scheduler) used to end fetch at once without a word; each cache is written whole,
-    so it stops at once and says that the same fetch goes on."""
-    import os
+def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp_path):
+    """SIGTERM (a scheduler) used to end fetch without a word. Each cache is written whole, so it
+    ends at once, even while a library thread is busy (huggingface_hub's download pool), and says
+    that the same fetch goes on."""
     import signal
-    import time
+    import subprocess
+    import sys
 
-    from rerank_eval.datasets import fetch
-
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)
-        raise AssertionError("not stopped")
-
-    monkeypatch.setattr(fetch, "fetch_suite", terminated)
-    previous = signal.getsignal(signal.SIGTERM)
-    result = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact"])
-    assert result.exit_code == 143, result.output
-    assert result.output.strip() == (
-        "error: stopped at once; what is fetched so far is kept: run the same fetch again to go on"
+    busy = (
+        "import sys, threading, time\n"
+        "from rerank_eval.datasets import fetch\n"
+        "def downloading(*args, **kwargs):\n"
+        "    worker = threading.Thread(target=time.sleep, args=(60,))\n"
+        "    worker.start()\n"
+        "    print('downloading', file=sys.stderr, flush=True)\n"
+        "    worker.join()\n"
+        "fetch.fetch_suite = downloading\n"
+        "from rerank_eval.cli.app import main\n"
+        "sys.argv = ['rerank-eval', 'fetch', 'beir', '--datasets', 'scifact']\n"
+        "main()\n"
     )
-    assert signal.getsignal(signal.SIGTERM) == previous
+    process = subprocess.Popen(
+        [sys.executable, "-c", busy], stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert process.stderr.readline().strip() == "downloading"
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=20) == 143
+    assert (
+        rest.strip()
+        == "error: stopped at once; what is fetched so far is kept: run the same fetch again to go on"
+    )

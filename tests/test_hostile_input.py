@@ -768,7 +768,9 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
 
     with monkeypatch.context() as patched:
         patched.setattr(checkpoint, "folder_sha256", no_hashing)
-        with pytest.raises(UserError, match=r"checkpoint /usr has no config.json \(not a model folder\)"):
+        with pytest.raises(
+            UserError, match=r"checkpoint /usr has no config.json or modules.json \(not a model folder\)"
+        ):
             checkpoint.resolve_checkpoint("/usr")
     folder = tmp_path / "model"
     folder.mkdir()
@@ -779,6 +781,11 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
     (folder / "weights.bin").unlink()
     (folder / "weights.bin").write_bytes(b"w")
     assert checkpoint.resolve_checkpoint(str(folder)).content_sha256 == checkpoint.folder_sha256(folder)
+    layered = tmp_path / "st"  # sentence-transformers with its transformer in a module folder
+    (layered / "0_Transformer").mkdir(parents=True)
+    (layered / "modules.json").write_text("[]")
+    (layered / "0_Transformer" / "config.json").write_text("{}")
+    assert checkpoint.resolve_checkpoint(str(layered)).folder == layered
 
 
 def test_a_dataset_file_that_fails_when_read_is_one_line(tmp_path):

@@ -250,14 +250,14 @@ GOOD_QRELS = "q1 0 d1 1\n"
           GOOD_QRELS), "c.jsonl, line 1: JSON nested too deeply"),
         # valid JSON that is no text: half a surrogate pair (tokenizers and hashes refuse it later)
         ((GOOD_CORPUS + '{"_id": "d\\ud8003", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
-         "c.jsonl, line 3: not valid UTF-8 (half a surrogate pair, '\\ud800')"),
+         "c.jsonl, line 3: '_id' holds half a surrogate pair ('\\ud800'), which is no text"),
         ((GOOD_CORPUS + '{"_id": "d3", "title": "\\udfff", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
-         "c.jsonl, line 3: not valid UTF-8 (half a surrogate pair, '\\udfff')"),
+         "c.jsonl, line 3: 'title' holds half a surrogate pair ('\\udfff'), which is no text"),
         ((GOOD_CORPUS, '{"_id": "q1", "text": "fox \\uDC00"}\n', GOOD_QRELS),
-         "q.jsonl, line 1: not valid UTF-8"),
+         "q.jsonl, line 1: 'text' holds half a surrogate pair"),
         # json would keep the last of two values without a word
         ((GOOD_CORPUS + '{"_id": "d3", "_id": "d4", "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),
-         "c.jsonl, line 3: a JSON object names '_id' twice"),
+         "c.jsonl, line 3: the JSON object names '_id' twice"),
         # no term to index: bm25s would fail inside
         (('{"_id": "d1", "text": "the a"}\n{"_id": "d2", "text": ""}\n', GOOD_QUERIES, GOOD_QRELS),
          ": none of its 2 documents has a term to index (each is empty or stopwords only)"),
@@ -377,3 +377,22 @@ def test_a_reused_first_stage_run_compares_with_its_source_and_another_is_refuse
     assert same.exit_code == 0 and "WARNING" not in same.output, same.output
     refused = invoke("compare", out["source"], out["other"])
     assert refused.exit_code == 2 and "candidates of scifact differ between" in refused.output
+
+
+def test_json_lines_are_strict_where_they_are_read_and_leave_nested_objects_alone():
+    from rerank_eval.textlines import JsonLineError, json_line
+
+    assert json_line('{"_id": "d1", "text": "fox \\ud83e\\udd8a"}')["text"] == "fox \U0001f98a"
+    nested = json_line('{"_id": "d1", "text": "x", "metadata": {"a": 1, "a": 2, "b": "\\ud800"}}')
+    assert nested["metadata"] == {"a": 2, "b": "\ud800"}  # json's own reading, unused here
+    for line, message in (
+        ('{"_id": "d1", "text": "x", "_id": "d2"}', "the JSON object names '_id' twice"),
+        (
+            '{"_id": "d1", "text": "x \\udbff"}',
+            "'text' holds half a surrogate pair ('\\udbff'), which is no text",
+        ),
+        ('{"_id": "d1", "text": "x}', "not valid JSON (Unterminated string"),
+    ):
+        with pytest.raises(JsonLineError) as raised:
+            json_line(line)
+        assert str(raised.value).startswith(message), raised.value

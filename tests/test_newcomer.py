@@ -102,8 +102,11 @@ def test_score_reads_json_lines_as_strictly_as_a_corpus(tmp_path):
     model = build_cross_encoder(tmp_path / "ce")
     docs = tmp_path / "docs.jsonl"
     for line, message in (
-        ('{"text": "fox \\ud800"}', "docs.jsonl, line 1: not valid UTF-8 (half a surrogate pair, '\\ud800')"),
-        ('{"text": "fox", "text": "dog"}', "docs.jsonl, line 1: a JSON object names 'text' twice"),
+        (
+            '{"text": "fox \\ud800"}',
+            "docs.jsonl, line 1: 'text' holds half a surrogate pair ('\\ud800'), which is no text",
+        ),
+        ('{"text": "fox", "text": "dog"}', "docs.jsonl, line 1: the JSON object names 'text' twice"),
     ):
         docs.write_text(line + "\n")
         result = run("score", "--model", model, "--query", "q", "--docs", docs)

@@ -49,7 +49,9 @@ from rerank_eval.config.reader import load_config
 
 def default_out(models: list[str], suite: str) -> Path:
     """results/<models>-<suite>-<time>; a run started in the same second as an earlier one, which
-    holds that name (finished or not), gets -2, -3, ...: the user gave no --out to choose."""
+    holds that name (finished or being written), gets -2, -3, ...: the user gave no --out to
+    choose. Jobs started at once (an array job) may still pick one name before either writes it;
+    the second is then refused when it publishes: such jobs give --out."""
     from rerank_eval.pipeline.execute import model_folder_name
     from rerank_eval.results.folder import INCOMPLETE_SUFFIX
 

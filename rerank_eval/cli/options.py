@@ -208,13 +208,12 @@ def first_stage_settings_from(pairs: list[str] | None) -> dict[str, str]:
 
 
 def setting_value(text: str) -> Any:
-    """Model settings on the command line: integers, floats, booleans, none, or text. Numbers in
-    ASCII digits only, as a config's YAML and `--first-stage-set` read them (int() would take
-    "1_000" and other scripts' digits); anything else stays text, which a number setting refuses."""
-    from rerank_eval.runfiles import DECIMAL, INTEGER
+    """Model settings on the command line: integers, floats, booleans, none, or text. Numbers as
+    `--first-stage-set` reads them (`typed_number`); anything else stays text, which a number
+    setting refuses."""
+    from rerank_eval.runfiles import typed_number
 
-    if len(text) <= 64 and INTEGER.fullmatch(text):
-        return int(text)
-    if len(text) <= 64 and DECIMAL.fullmatch(text):
-        return float(text)
+    number = typed_number(text)
+    if number is not None:
+        return number
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)

@@ -64,7 +64,7 @@ def fetch(
     (and the rerank-eval cache for BM25 indexes and corpus embeddings) to the offline machine
     afterwards."""
     from rerank_eval.datasets.fetch import fetch_suite
-    from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
+    from rerank_eval.pipeline.interrupt import ending_at_once
 
     # each concerns a first stage to fetch, which --no-first-stage leaves out
     flags = (
@@ -77,19 +77,16 @@ def fetch(
     names = dataset_names(datasets)
     settings = first_stage_settings_from(first_stage_set)
     cfg.command_line_first_stage(first_stage, settings)
-    stop = StopRequest()
+    # every cache is written whole or resumed (downloads, doc stores, indexes, embedding shards)
+    stopped = "stopped at once; what is fetched so far is kept: run the same fetch again to go on"
     try:
-        with stop, stop.preparing():  # every cache is written whole: a stop loses nothing kept
+        with ending_at_once(stopped):
             fetch_suite(
                 cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage, settings,
                 encode=not no_encode,
             )  # fmt: skip
     except MissingDownload as missing:
         raise UserError(missing.advice("this fetch")) from None
-    except KeyboardInterrupt:
-        raise Interrupted(
-            "stopped at once; what is fetched so far is kept: run the same fetch again to go on", stop.signum
-        ) from None
 
 
 @app.command("score")

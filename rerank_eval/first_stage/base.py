@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rerank_eval.errors import ParameterError, UserError, did_you_mean
-from rerank_eval.runfiles import DECIMAL, INTEGER
+from rerank_eval.runfiles import typed_number
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
@@ -74,11 +74,10 @@ class Setting:
             if value is None:
                 raise UserError(f"{where}: expected true or false, got {text!r}")
             return self.check(where, value)
-        # in ASCII digits, as a config's YAML reads them (int() would take "1_0", other scripts' digits)
-        written = (INTEGER if self.kind is int else DECIMAL).fullmatch(text.strip())
-        if written is None or len(text) > 64:
+        number = typed_number(text)
+        if number is None or (self.kind is int and not isinstance(number, int)):
             raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {text!r}"[:200])
-        return self.check(where, self.kind(text))
+        return self.check(where, self.kind(number))
 
 
 #: the BM25 parameters every BM25 kind takes, at Pyserini's defaults (those of the published runs)

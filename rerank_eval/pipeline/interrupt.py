@@ -10,6 +10,7 @@ Either way the score journal stays valid (whole lines, synced), so the same comm
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -82,3 +83,25 @@ class StopRequest:
             file=sys.stderr,
             flush=True,
         )
+
+
+@contextmanager
+def ending_at_once(message: str) -> Iterator[None]:
+    """For work whose every write is atomic and resumable (`fetch`): Ctrl-C or SIGTERM prints
+    `message` as the error line and ends the process at once with the shell's code for the
+    signal. Raising instead would wait for library threads to finish (huggingface_hub downloads
+    a model's files in a thread pool: minutes for large shards, past a scheduler's grace period)."""
+
+    def end(signum: int, frame: FrameType | None) -> None:
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, end) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -22,8 +22,15 @@ from rerank_eval.pipeline.plan import RunPlan
 
 
 def _downloaded_models(plan: RunPlan, models: list[str]) -> list[str]:
-    """The models given by preset or Hub id (a checkpoint directory downloads nothing)."""
-    return [name for name in models if name in plan.config.models or not Path(name).expanduser().exists()]
+    """The models whose files come from the Hub or a package (a checkpoint directory, given or
+    named by a preset, downloads nothing; a preset without model files neither)."""
+    names = []
+    for name in models:
+        preset = plan.config.models.get(name)
+        source = preset.model if preset else name
+        if source and not Path(source).expanduser().exists():
+            names.append(name)
+    return names
 
 
 def _dataset_probe(spec: DatasetSpec) -> None:

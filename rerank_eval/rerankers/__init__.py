@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.reader import load_config
-from rerank_eval.config.schema import BenchmarkConfig, ModelPreset
+from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError, did_you_mean, term
 from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.base import Reranker
@@ -32,9 +32,7 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
         return "listwise-last-token", {}
     if any(name.endswith("ForSequenceClassification") for name in names):
         return "cross-encoder", {}
-    typo = did_you_mean(source, config.models, cutoff=0.75) if not path.exists() else ""
-    if typo:  # a preset's name mistyped, not a model of an unknown family
-        raise UserError(f"unknown model {source!r}: no preset of that name{typo} and no such folder")
+    _refuse_a_mistyped_preset(source, config)
     problem = not_a_model_source(source)
     if problem:  # a folder that is not there: not a question of family
         raise UserError(problem)
@@ -45,25 +43,28 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
     )
 
 
-def _packaged_checkpoint(preset: ModelPreset) -> Checkpoint | None:
-    """The preset's model files from an installed package that ships them, if it is installed."""
-    return packaged_checkpoint(preset.package, preset.model) if preset.package else None
+def _refuse_a_mistyped_preset(name: str, config: BenchmarkConfig) -> None:
+    """A name close to a preset's, with no folder of that name: a typo, not a model to look for."""
+    typo = did_you_mean(name, config.models, cutoff=0.75) if not Path(name).expanduser().exists() else ""
+    if typo:
+        raise UserError(f"unknown model {name!r}: no preset of that name{typo} and no such folder")
 
 
-def model_files(name: str, config: BenchmarkConfig) -> Checkpoint | None:
-    """The model files a run of `--model name` reads, as `load_reranker` finds them: a preset's
-    installed package first, else its Hub id (downloaded when missing) or folder; None for a
-    preset without model files (bm25). What `fetch` gets and an offline run looks for."""
+def model_files(name: str, config: BenchmarkConfig, revision: str | None = None) -> Checkpoint | None:
+    """The model files `--model name` reads: a preset's installed package first, else its Hub id
+    (downloaded when missing) or folder; None for a preset without model files (bm25). What a run
+    loads, `fetch` gets and an offline run looks for."""
     preset = config.models.get(name)
     if preset is None:
-        path = Path(name).expanduser()
-        typo = did_you_mean(name, config.models, cutoff=0.75) if not path.exists() else ""
-        if typo:
-            raise UserError(f"unknown model {name!r}: no preset of that name{typo} and no such folder")
-        return resolve_checkpoint(name)
+        _refuse_a_mistyped_preset(name, config)
+        return resolve_checkpoint(name, revision)
     if not preset.model:
         return None
-    return _packaged_checkpoint(preset) or resolve_checkpoint(preset.model)
+    if preset.package:
+        packaged = packaged_checkpoint(preset.package, preset.model)
+        if packaged is not None:
+            return packaged
+    return resolve_checkpoint(preset.model, revision)
 
 
 def load_reranker(
@@ -85,7 +86,6 @@ def load_reranker(
     """
     config = config or load_config()
     preset = config.models.get(name_or_path)
-    checkpoint = None
     if preset is not None:
         source, chosen, preset_settings = preset.model, preset.family, dict(preset.settings)
         if preset.trust_remote_code and not trust_remote_code:
@@ -94,7 +94,6 @@ def load_reranker(
                 f"pass {term('trust_remote_code')} to allow it",
                 {"trust_remote_code": "trust_remote_code=True"},
             )
-        checkpoint = _packaged_checkpoint(preset)
     else:
         source = name_or_path
         chosen, preset_settings = (family, {}) if family else _detect_family(name_or_path, config)
@@ -107,7 +106,8 @@ def load_reranker(
     else:
         if not source:
             raise UserError(f"family {chosen} needs a model (hub id or checkpoint directory)")
-        checkpoint = checkpoint or resolve_checkpoint(source, revision)
+        checkpoint = model_files(name_or_path, config, revision)
+        assert checkpoint is not None  # a source was named
         extra = {"trust_remote_code": trust_remote_code} if declared.remote_code else {}
         reranker = build(checkpoint, device, dtype, settings=checked, **extra)
     reranker.name = name_or_path

@@ -6,6 +6,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from rerank_eval.errors import UserError
 from rerank_eval.hub import hub_snapshot
@@ -85,8 +88,12 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
     """A local directory as is, otherwise a Hub model id fetched (or found) in the HF cache."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():  # said before hashing what may be / or /usr whole
-            raise UserError(f"checkpoint {name_or_path} has no config.json (not a model folder)")
+        # said before hashing what may be / or /usr whole; sentence-transformers folders may keep
+        # their transformer's config.json in a module folder that modules.json names
+        if not any((path / name).is_file() for name in ("config.json", "modules.json")):
+            raise UserError(
+                f"checkpoint {name_or_path} has no config.json or modules.json (not a model folder)"
+            )
         return Checkpoint(path, str(path), None, folder_sha256(path))
     problem = not_a_model_source(name_or_path)
     if problem:
@@ -114,11 +121,11 @@ def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | No
     spec = util.find_spec(package_name)  # finds the module without running it
     if spec is None or spec.origin is None:
         raise UserError(f"package {package_name} is installed but holds no module {package_name}")
-    shipped = {Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or []}
-    if Path(spec.origin).resolve() not in shipped:
+    if not _holds_module(distribution, Path(spec.origin).resolve()):
         raise UserError(
             f"package {package_name}: Python would import {spec.origin}, not the installed "
-            "distribution's own module; run from a folder that does not shadow it"
+            "distribution's own module (a file of that name in the working folder or earlier on "
+            "sys.path shadows it); run from another folder"
         )
     try:
         folder = Path(importlib.import_module(package_name).get_model_path())
@@ -126,6 +133,22 @@ def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | No
         raise UserError(f"package {package_name} does not ship model files (no get_model_path())") from None
     version = distribution.version
     return Checkpoint(folder, f"{model} (package {package_name} {version})", None, folder_sha256(folder))
+
+
+def _holds_module(distribution: Any, origin: Path) -> bool:
+    """Whether `origin` is one of the distribution's files: listed in its RECORD, or, for an
+    editable install (`pip install -e`, whose RECORD lists only its path hook), inside the project
+    folder its direct_url.json names."""
+    shipped = {Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or []}
+    if origin in shipped:
+        return True
+    try:
+        direct = json.loads(distribution.read_text("direct_url.json") or "{}")
+        editable = bool(direct.get("dir_info", {}).get("editable"))
+        project = Path(url2pathname(urlparse(direct.get("url", "")).path)).resolve()
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return editable and direct["url"].startswith("file:") and origin.is_relative_to(project)
 
 
 def _config(folder: Path) -> dict:
