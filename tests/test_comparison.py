@@ -22,6 +22,7 @@ from rerank_eval.reporting.render import data
 from rerank_eval.reporting.render.markdown import markdown
 from rerank_eval.reporting.render.terminal import terminal_table
 from rerank_eval.results.folder import ResultWriter, load_result, load_results
+from tests import builders
 from tests.expected import holm_by_hand
 
 RNG = np.random.default_rng(7)
@@ -743,3 +744,60 @@ def test_an_average_of_rows_with_one_difference_has_no_t_test(tmp_path, monkeypa
     assert noisy.cells["noisy"].p_value < 0.5  # so that the factor shows
     randomized = Comparison([load_result(f) for f in folders[:2]], test="randomization")
     assert next(r for r in randomized.rows if r.name == "BEIR-13").cells["plus"].p_value == 0.5
+
+
+def test_the_same_values_listed_in_another_order_are_the_same_result(runs, tmp_path):
+    """A row's mean is summed exactly: the same per-query values in another order once differed in
+    the last bit, and an average row then showed a significant difference between equal results."""
+    import shutil
+
+    from rerank_eval.reporting.compare.table import caption
+
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(runs["base"], shuffled)
+    frame = pd.read_csv(shuffled / "per_query.csv", dtype={"query_id": str}, keep_default_na=False)
+    rng = np.random.default_rng(7)
+    for _ in range(100):  # an order whose plain float sum differs in the last bit
+        order = rng.permutation(len(frame))
+        moved = frame.iloc[order]
+        if any(
+            moved[moved.dataset == d].value.sum() != frame[frame.dataset == d].value.sum()
+            for d in ("fiqa", "scifact")
+        ):
+            break
+    else:
+        raise AssertionError("no order changes a float sum")
+    moved.to_csv(shuffled / "per_query.csv", index=False)
+    builders.reseal(shuffled)
+    for test in ("t-test", "randomization"):
+        result = Comparison([load_result(runs["base"]), load_result(shuffled)], test=test)
+        for row in result.rows:
+            cell = row.cells["shuffled"]
+            assert cell.value == row.cells["base"].value and cell.delta == 0.0, row.name
+            assert cell.p_value == 1.0 and cell.losses == 0 and cell.wins == 0 and not cell.significant
+    assert "across the 1 compared run)" in caption(result)[0]
+
+
+def test_differences_equal_up_to_rounding_get_neither_p_value_nor_interval():
+    """The t-test and the bootstrap read "one value" the same way (the interval [c, c] used to be
+    shown beside p=n/a where the differences differed in the last bit only)."""
+    from rerank_eval.reporting.compare.stats import bootstrap_interval, paired_p_value
+
+    baseline = np.array([0.2, 0.4, 0.6])
+    differences = np.array([0.01, np.nextafter(0.01, 1.0), 0.01])
+    assert paired_p_value(baseline + differences, baseline, "t-test") is None
+    assert bootstrap_interval(differences) is None
+    spread = np.array([0.01, 0.02, 0.0])
+    low, high = bootstrap_interval(spread)
+    assert 0.0 <= low < high <= 0.02
+
+
+def test_the_caption_says_holms_family_is_the_runs_a_row_has(tmp_path):
+    from rerank_eval.reporting.compare.table import caption
+
+    full = [make_result(tmp_path, n, s, seed=i) for i, (n, s) in enumerate((("a", 0.0), ("b", 0.05)))]
+    fewer = make_result(tmp_path, "c", 0.02, seed=5, datasets=["scifact", "fiqa"])
+    whole = caption(Comparison([load_result(f) for f in full]))[0]
+    assert "Holm–Bonferroni-adjusted across the 1 compared run)" in whole
+    lacking = caption(Comparison([load_result(f) for f in (*full, fewer)]))[0]
+    assert "Holm–Bonferroni-adjusted across the compared runs each row has (2 where it has all)" in lacking

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from rerank_eval.reporting.layout import average_rows, in_part, is_group, missing_members, row_members
+from rerank_eval.reporting.layout import (
+    average_rows,
+    in_part,
+    is_group,
+    missing_members,
+    query_mean,
+    row_members,
+)
 from rerank_eval.reporting.table import Column, Entry, ResultTable, number
 from rerank_eval.results.manifest import DatasetRecord, Manifest
 
@@ -111,7 +118,7 @@ class Report:
         ]
 
     def _dataset_rows(self, per_query: pd.DataFrame) -> list[ReportRow]:
-        means = per_query.groupby(["dataset", "stage", "measure"])["value"].mean()
+        means = per_query.groupby(["dataset", "stage", "measure"])["value"].agg(query_mean)
         counts = per_query.groupby(["dataset", "stage", "measure"])["value"].size()
         rows = []
         for record in self.manifest.datasets:

@@ -35,6 +35,7 @@ from rerank_eval.reporting.layout import (
     is_group,
     merged_row_members,
     missing_members,
+    query_mean,
 )
 from rerank_eval.results.folder import SavedResult
 
@@ -150,7 +151,7 @@ class Comparison:
             cells = {}
             for run in self.runs:
                 series = pooled[run.label]
-                value = None if series is None else float(np.mean([series[m].mean() for m in members]))
+                value = None if series is None else float(np.mean([query_mean(series[m]) for m in members]))
                 cells[run.label] = Cell(value)
             self._test_row(name, cells, pooled)
             missing = missing_members(name, members, self.suite.groups)

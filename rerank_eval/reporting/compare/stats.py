@@ -43,14 +43,18 @@ def paired_test(name: str) -> PairedTest:
 CONSTANT_SPREAD = 1e-9
 
 
+def one_value(differences: np.ndarray) -> bool:
+    """Whether the differences are one value, up to float rounding."""
+    return bool(np.ptp(differences) <= CONSTANT_SPREAD * np.abs(differences).max())
+
+
 def _t_test(run: np.ndarray, baseline: np.ndarray) -> float:
     """NaN (no p-value) where the differences are one value, up to float rounding: t divides their
     mean by their spread, so it is infinite, or with rounding any huge number (two average rows
     made of the same data once showed p<0.001 from scipy's catastrophic cancellation)."""
     from scipy import stats
 
-    differences = run - baseline
-    if np.ptp(differences) <= CONSTANT_SPREAD * np.abs(differences).max():
+    if one_value(run - baseline):
         return float("nan")
     return stats.ttest_rel(run, baseline).pvalue
 
@@ -104,7 +108,7 @@ def bootstrap_interval(differences: np.ndarray) -> tuple[float, float] | None:
     """Percentile bootstrap 95% interval of the mean difference (fixed seed)."""
     from scipy import stats
 
-    if len(differences) < 2 or not np.any(differences - differences[0]):
+    if len(differences) < 2 or one_value(differences):  # no spread to resample
         return None
     result = stats.bootstrap(
         (differences,), np.mean, confidence_level=0.95, n_resamples=RESAMPLES,
