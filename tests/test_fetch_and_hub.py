@@ -102,20 +102,21 @@ def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_
 
 def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp_path):
     """SIGTERM (a scheduler) used to end fetch without a word. Each cache is written whole, so it
-    ends at once, even while a library thread is busy (huggingface_hub's download pool), and says
-    that the same fetch goes on."""
+    ends at once, even while a thread pool downloads (huggingface_hub's way, which an exception
+    would wait for), and says that the same fetch goes on."""
     import signal
     import subprocess
     import sys
+    import time
 
     busy = (
-        "import sys, threading, time\n"
+        "import sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
         "from rerank_eval.datasets import fetch\n"
         "def downloading(*args, **kwargs):\n"
-        "    worker = threading.Thread(target=time.sleep, args=(60,))\n"
-        "    worker.start()\n"
-        "    print('downloading', file=sys.stderr, flush=True)\n"
-        "    worker.join()\n"
+        "    with ThreadPoolExecutor(2) as pool:\n"
+        "        pool.submit(time.sleep, 60)\n"
+        "        print('downloading', file=sys.stderr, flush=True)\n"
         "fetch.fetch_suite = downloading\n"
         "from rerank_eval.cli.app import main\n"
         "sys.argv = ['rerank-eval', 'fetch', 'beir', '--datasets', 'scifact']\n"
@@ -124,11 +125,26 @@ def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp
     process = subprocess.Popen(
         [sys.executable, "-c", busy], stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
     )
-    assert process.stderr.readline().strip() == "downloading"
-    process.send_signal(signal.SIGTERM)
-    rest = process.stderr.read()
-    assert process.wait(timeout=20) == 143
-    assert (
-        rest.strip()
-        == "error: stopped at once; what is fetched so far is kept: run the same fetch again to go on"
-    )
+    try:
+        assert process.stderr.readline().strip() == "downloading"
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert process.wait(timeout=30) == 143
+        assert time.monotonic() - sent < 20  # not after the 60 s download
+        assert process.stderr.read().strip() == (
+            "error: stopped at once; what is fetched so far is kept: run the same fetch again to go on"
+        )
+    finally:
+        process.kill()
+
+
+def test_a_presets_hub_id_is_a_model_not_a_mistyped_preset():
+    """`--model jinaai/jina-reranker-v3` is looked up on the Hub (here: offline, so not cached);
+    only a name without ORG/ close to a preset's is taken for a typo."""
+    for hub_id, family in (("jinaai/jina-reranker-v3", None), ("BAAI/bge-reranker-v2-m3", "cross-encoder")):
+        with pytest.raises(UserError, match=f"model {hub_id} is not cached and HF_HUB_OFFLINE is set"):
+            load_reranker(hub_id, family=family)
+    with pytest.raises(
+        UserError, match=r"unknown model 'jina-reranker-v4': no preset of that name \(did you"
+    ):
+        load_reranker("jina-reranker-v4")

@@ -368,6 +368,7 @@ def test_an_editable_install_of_a_model_package_is_its_own_module(tmp_path, monk
     checkpoint = packaged_checkpoint("gt_fake", "m")
     assert checkpoint is not None and checkpoint.folder == model
     assert checkpoint.source == "m (package gt_fake 0.3.0)"
-    (info / "direct_url.json").write_text(json.dumps({"url": project.as_uri(), "dir_info": {}}))
-    with pytest.raises(UserError, match=r"Python would import .*gt_fake.__init__.py, not the installed"):
-        packaged_checkpoint("gt_fake", "m")
+    for url, editable in ((project.as_uri(), False), ("file:///", True), ("file:", True), ("file:src", True)):
+        (info / "direct_url.json").write_text(json.dumps({"url": url, "dir_info": {"editable": editable}}))
+        with pytest.raises(UserError, match=r"Python would import .*gt_fake.__init__.py, not the installed"):
+            packaged_checkpoint("gt_fake", "m")

@@ -93,9 +93,11 @@ def ending_at_once(message: str) -> Iterator[None]:
     a model's files in a thread pool: minutes for large shards, past a scheduler's grace period)."""
 
     def end(signum: int, frame: FrameType | None) -> None:
-        sys.stderr.write(f"error: {message}\n")
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        try:  # straight to the descriptor: the signal may land inside a write to sys.stderr
+            shown = "\x1b[?25h\r\x1b[2K" if os.isatty(2) else ""  # a progress bar hid the cursor
+            os.write(2, f"{shown}error: {message}\n".encode())
+        finally:
+            os._exit(128 + signum)
 
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

@@ -44,8 +44,11 @@ def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str,
 
 
 def _refuse_a_mistyped_preset(name: str, config: BenchmarkConfig) -> None:
-    """A name close to a preset's, with no folder of that name: a typo, not a model to look for."""
-    typo = did_you_mean(name, config.models, cutoff=0.75) if not Path(name).expanduser().exists() else ""
+    """A name close to a preset's, with no folder of that name: a typo, not a model to look for. A
+    Hub id (ORG/NAME, such as a preset's own `jinaai/jina-reranker-v3`) is never one."""
+    if "/" in name or Path(name).expanduser().exists():
+        return
+    typo = did_you_mean(name, config.models, cutoff=0.75)
     if typo:
         raise UserError(f"unknown model {name!r}: no preset of that name{typo} and no such folder")
 

@@ -145,10 +145,16 @@ def _holds_module(distribution: Any, origin: Path) -> bool:
     try:
         direct = json.loads(distribution.read_text("direct_url.json") or "{}")
         editable = bool(direct.get("dir_info", {}).get("editable"))
-        project = Path(url2pathname(urlparse(direct.get("url", "")).path)).resolve()
+        url = urlparse(direct.get("url", ""))
     except (ValueError, AttributeError, TypeError):
         return False
-    return editable and direct["url"].startswith("file:") and origin.is_relative_to(project)
+    # a local absolute folder other than the root, as pip and uv write it
+    if not editable or url.scheme != "file" or url.netloc not in ("", "localhost"):
+        return False
+    project = Path(url2pathname(url.path))
+    if not project.is_absolute() or project.resolve() == Path(project.anchor):
+        return False
+    return origin.is_relative_to(project.resolve())
 
 
 def _config(folder: Path) -> dict:

@@ -87,6 +87,7 @@ class Comparison:
         self.footnotes: list[str] = []
         self.partial: set[str] = set()  # group rows holding only some of their members
         self.other_data: set[str] = set()  # rows not of the data published figures are of
+        self.families: dict[str, int] = {}  # each row's runs tested against the baseline (Holm's family)
         reasons = [
             r
             for run in self.runs
@@ -215,7 +216,7 @@ class Comparison:
             cell.p_value = self._p_value(run_values, base_values, run.label, row)
             _count_outcomes(cell, differences)
             tested.append(cell)
-        self._adjust(tested)
+        self._adjust(row, tested)
 
     def _p_value(self, run_values: np.ndarray, base_values: np.ndarray, label: str, row: str) -> float | None:
         p = paired_p_value(run_values, base_values, self.test)
@@ -226,11 +227,11 @@ class Comparison:
             )
         return p
 
-    @staticmethod
-    def _adjust(tested: list[Cell]) -> None:
+    def _adjust(self, row: str, tested: list[Cell]) -> None:
         """Holm–Bonferroni across the row's compared runs. A run whose test is undefined still counts
         in the family, as p = 1 (it was compared, so the caption's count holds and the others are
         adjusted no less), and keeps no p-value of its own."""
+        self.families[row] = len(tested)
         adjusted = holm([1.0 if cell.p_value is None else cell.p_value for cell in tested])
         for cell, value in zip(tested, adjusted, strict=True):
             cell.p_adjusted = None if cell.p_value is None else value
@@ -295,7 +296,7 @@ class Comparison:
             cell.interval = bootstrap_interval(differences)
             _count_outcomes(cell, differences)
             tested.append(cell)
-        self._adjust(tested)
+        self._adjust(row, tested)
 
 
 def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:

@@ -13,20 +13,12 @@ from rerank_eval.reporting.compare.stats import ALPHA, SEED, paired_test
 from rerank_eval.reporting.table import Column, Entry, ResultTable
 
 
-def _tested_in(row: Row, comparison: Comparison) -> int:
-    """How many runs a row compares with the baseline: Holm's family there."""
-    others = (run for run in comparison.runs if run is not comparison.baseline)
-    return sum(
-        1 for run in others if (cell := row.cells.get(run.label)) is not None and cell.delta is not None
-    )
-
-
 def caption(comparison: Comparison) -> list[str]:
     protocol = comparison.baseline.manifest.protocol
     test = paired_test(comparison.test).description
     compared = len(comparison.runs) - 1  # against the baseline; none for one result alone
     family = f"the {compared} compared run{'' if compared == 1 else 's'}"
-    if any(_tested_in(row, comparison) < compared for row in comparison.rows):
+    if any(0 < size < compared for size in comparison.families.values()):  # a run lacks a tested row
         family = f"the compared runs each row has ({compared} where it has all)"
     lines = [
         f"{comparison.metric}, reranked. Δ vs {comparison.baseline.label} and its p-value ({test} over "
