@@ -138,9 +138,13 @@ def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp
         process.kill()
 
 
-def test_a_presets_hub_id_is_a_model_not_a_mistyped_preset():
+def test_a_presets_hub_id_is_a_model_not_a_mistyped_preset(tmp_path, monkeypatch):
     """`--model jinaai/jina-reranker-v3` is looked up on the Hub (here: offline, so not cached);
     only a name without ORG/ close to a preset's is taken for a typo."""
+    from huggingface_hub import constants
+
+    # nothing cached (another test of this file puts a checkpoint there)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     for hub_id, family in (("jinaai/jina-reranker-v3", None), ("BAAI/bge-reranker-v2-m3", "cross-encoder")):
         with pytest.raises(UserError, match=f"model {hub_id} is not cached and HF_HUB_OFFLINE is set"):
             load_reranker(hub_id, family=family)
