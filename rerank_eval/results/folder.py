@@ -294,12 +294,13 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
         # an unfinished child may already hold its manifest (killed between writing and publishing)
         children = [p for p in children if not p.name.endswith(INCOMPLETE_SUFFIX)]
         unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
-        if not (folder / "manifest.json").exists() and not children and unfinished:
+        holds_models = not (folder / "manifest.json").exists()  # else a result folder itself
+        if holds_models and not children and unfinished:
             raise UserError(
                 f"{folder} holds only incomplete results ({', '.join(unfinished)}: their runs did not "
                 "finish); run the same command again to finish them"
             )
-        if not (folder / "manifest.json").exists() and children:
+        if holds_models and children:
             if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
                 print(
                     f"warning: {folder} holds an incomplete result ({', '.join(unfinished)}: its run did "

@@ -131,12 +131,9 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.first_stage.dense.encoder import DenseEncoder
         from rerank_eval.first_stage.dense.recipe import read_recipe
         from rerank_eval.pipeline.distributed import default_device
-        from rerank_eval.rerankers.checkpoint import packaged_checkpoint, resolve_checkpoint
+        from rerank_eval.rerankers.checkpoint import model_checkpoint
 
-        checkpoint = (
-            packaged_checkpoint(settings["package"], settings["encoder"]) if settings["package"] else None
-        )
-        checkpoint = checkpoint or resolve_checkpoint(settings["encoder"], settings["revision"])
+        checkpoint = model_checkpoint(settings["encoder"], settings["package"], settings["revision"])
         overrides = {name: settings[name] for name in RECIPE_SETTINGS}
         recipe = read_recipe(checkpoint.folder, checkpoint.source, overrides)
         return DenseEncoder(
