@@ -344,6 +344,39 @@ def test_miracl_names_lucene_and_falls_back_to_the_approximation_without_the_ext
     assert config.first_stage_for(spec, "lucene").kind == "lucene"
 
 
+def test_fallbacks_are_followed_until_one_can_run_and_a_loop_is_refused_at_read(tmp_path, monkeypatch):
+    """A chain (lucene-a -> lucene-b -> bm25s) ends at the first entry that can run; a fallback that
+    comes back to an entry it passed is refused when the file is read, naming the loop."""
+    from rerank_eval.first_stage import lucene_runtime
+
+    path = tmp_path / "chain.yaml"
+    path.write_text(
+        "first_stages:\n"
+        "  lucene-a: {kind: lucene, fallback: lucene-b}\n"
+        "  lucene-b: {kind: lucene, k1: 1.2, fallback: bm25s}\n"
+        "suites:\n  mine:\n    defaults: {first_stage: lucene-a}\n"
+        "    datasets:\n      - {key: scifact, id: beir/scifact/test}\n"
+    )
+    config = load_config(path)
+    spec = config.suite("mine").select(["scifact"])[0]
+    monkeypatch.setattr(lucene_runtime, "available", lambda: False)
+    assert config.first_stage_for(spec, None).name == "bm25s"
+    monkeypatch.setattr(lucene_runtime, "available", lambda: True)
+    assert config.first_stage_for(spec, None).name == "lucene-a"
+    for body, loop in [
+        ("  lucene-a: {kind: lucene, fallback: lucene-a}\n", "lucene-a -> lucene-a"),
+        (
+            "  lucene-a: {kind: lucene, fallback: lucene-b}\n"
+            "  lucene-b: {kind: lucene, fallback: lucene-a}\n",
+            "lucene-a -> lucene-b -> lucene-a",
+        ),
+    ]:
+        path.write_text("first_stages:\n" + body)
+        message = f"{path}: first_stages.lucene-a.fallback: the fallbacks go round in a loop ({loop})"
+        with pytest.raises(UserError, match=re.escape(message) + "$"):
+            load_config(path)
+
+
 def test_a_base_60_number_is_refused_and_quoted_text_is_read(tmp_path):
     path = tmp_path / "times.yaml"
     path.write_text("models:\n  m: {family: yes-no, description: 10:30}\n")

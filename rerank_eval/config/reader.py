@@ -193,6 +193,7 @@ class _ConfigReader(EntryChecks):
         first_stages = {
             name: self._first_stage(name, body) for name, body in self.raw["first_stages"].items()
         }
+        self._refuse_fallback_loops(first_stages)
         suites = {name: self._suite(name, body, first_stages) for name, body in self.raw["suites"].items()}
         models = {name: self._model(name, body) for name, body in self.raw["models"].items()}
         return BenchmarkConfig(
@@ -232,6 +233,19 @@ class _ConfigReader(EntryChecks):
             settings=checked,
             fallback=fallback,
         )
+
+    def _refuse_fallback_loops(self, first_stages: dict[str, FirstStageSpec]) -> None:
+        """A fallback chain is followed until an entry can run; one that comes back to an entry it
+        passed would never end where nothing in it can run."""
+        for name, spec in first_stages.items():
+            chain = [name]
+            while spec.fallback is not None:
+                if spec.fallback in chain:
+                    loop = " -> ".join([*chain, spec.fallback])
+                    where = f"first_stages.{name}.fallback"
+                    raise self.fail(where, f"the fallbacks go round in a loop ({loop})")
+                chain.append(spec.fallback)
+                spec = first_stages[spec.fallback]
 
     def _suite(self, name: str, body: dict[str, Any], first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
         where = f"suites.{name}"

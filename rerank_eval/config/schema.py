@@ -256,10 +256,11 @@ class BenchmarkConfig:
         return self._runnable(self.first_stage(spec.first_stage))
 
     def _runnable(self, source: FirstStageSpec) -> FirstStageSpec:
-        """`source`, or its fallback where its kind cannot run here (a dataset's configured first
-        stage only: one named on the command line is used or refused, never replaced)."""
+        """`source`, or the first of its fallbacks whose kind can run here (a dataset's configured
+        first stage only: one named on the command line is used or refused, never replaced); the
+        reader refuses a chain that loops, and the last entry of a chain is used or refused."""
         from rerank_eval.first_stage import kind
 
-        if source.fallback is None or kind(source.kind).available():
-            return source
-        return self.first_stage(source.fallback)
+        while source.fallback is not None and not kind(source.kind).available():
+            source = self.first_stage(source.fallback)
+        return source
