@@ -193,7 +193,9 @@ def test_documents_with_nothing_to_index_are_left_out_as_anserini_does(tmp_path,
         "documents": 3,
         "empty_not_indexed": left_out,
         "indexed": 3 - left_out,
+        "java": record["execution"]["java"],  # the Java that built the index, here the searching one
     }
+    assert record["execution"]["java"].split(".")[0].isdigit()
 
 
 def test_a_query_lucene_refuses_is_one_line(tmp_path):

@@ -116,7 +116,10 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
                 f"Lucene indexed {indexed:,} of the {expected:,} non-empty documents of {dataset.id}; "
                 f"nothing was kept (Anserini's log lines above may say why)"
             )
-        (building / STATS_FILE).write_text(json.dumps({**stats, "indexed": indexed}), encoding="utf-8")
+        # the Java that analyzed the documents (Thai's word breaking is the JDK's own): an index
+        # copied to a machine with another Java is searched there, and the manifest shows both
+        built = {**stats, "indexed": indexed, "java": lucene_runtime.java_version()}
+        (building / STATS_FILE).write_text(json.dumps(built), encoding="utf-8")
 
     build_in_place(folder, build, "index")
 
