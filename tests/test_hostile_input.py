@@ -4,6 +4,7 @@ journals: tests/test_resilience.py.)"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -818,9 +819,41 @@ def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_pat
 
     monkeypatch.setattr(benchmark, "datetime", Frozen)
     monkeypatch.chdir(tmp_path)
+    base = "results/bm25-mine-20261201-191130"
     first = benchmark.default_out(["bm25"], "mine")
-    assert first == Path("results/bm25-mine-20261201-191130")
-    first.mkdir(parents=True)
-    assert benchmark.default_out(["bm25"], "mine") == Path("results/bm25-mine-20261201-191130-2")
-    Path("results/bm25-mine-20261201-191130-2.incomplete").mkdir()  # a run still going
-    assert benchmark.default_out(["bm25"], "mine") == Path("results/bm25-mine-20261201-191130-3")
+    assert first == Path(base) and Path(base + ".incomplete").is_dir()  # claimed: the run writes there
+    assert benchmark.default_out(["bm25"], "mine") == Path(base + "-2")
+    Path(base + "-3").mkdir()  # a published result
+    assert benchmark.default_out(["bm25"], "mine") == Path(base + "-4")
+    # several models write into the folder itself
+    assert benchmark.default_out(["bm25", "minilm-bi"], "mine") == Path(
+        "results/bm25+minilm-bi-mine-20261201-191130"
+    )
+    assert Path("results/bm25+minilm-bi-mine-20261201-191130").is_dir()
+    # jobs started at the same instant (an array job) each get a folder of their own
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda _: benchmark.default_out(["x"], "mine"), range(16)))
+    assert len(set(names)) == 16
+    assert not Path("results/x-mine-20261201-191130").exists()  # nothing published, only claimed
+    benchmark.release_default_out(first, ["bm25"])  # a run refused before it wrote anything
+    assert not Path(base + ".incomplete").exists()
+    # without claiming (the ranks of a torchrun job other than 0) the name alone
+    assert benchmark.default_out(["bm25"], "mine", claim=False) == Path(base)
+
+
+def test_a_refused_run_without_out_leaves_nothing_in_results(tmp_path, monkeypatch):
+    """The folder the run claimed for its results is removed again when it ends without any."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "a"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        "suites:\n  mine:\n    defaults: {first_stage: bm25s}\n    datasets:\n"
+        "      - {key: k, corpus: c.jsonl, queries: q.jsonl, qrels: qrels.tsv}\n"
+    )
+    for models in (["bm25"], ["bm25", "minilm-bi"]):
+        arguments = [a for m in models for a in ("--model", m)]
+        result = run("run", "mine", "--config", config, *arguments)
+        assert result.exit_code == 2 and "d1" in one_line_error(result), result.output
+        assert list((tmp_path / "results").iterdir()) == []

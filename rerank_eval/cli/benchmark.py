@@ -6,6 +6,7 @@ prints is rendered from the saved result folder, as `export` would.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -45,24 +46,50 @@ from rerank_eval.cli.options import (
     settings_from,
 )
 from rerank_eval.config.reader import load_config
+from rerank_eval.errors import UserError
 
 
-def default_out(models: list[str], suite: str) -> Path:
-    """results/<models>-<suite>-<time>; a run started in the same second as an earlier one, which
-    holds that name (finished or being written), gets -2, -3, ...: the user gave no --out to
-    choose. Jobs started at once (an array job) may still pick one name before either writes it;
-    the second is then refused when it publishes: such jobs give --out."""
+def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
+    """results/<models>-<suite>-<time>, taken for this run: the user gave no --out to choose.
+
+    A name an earlier run holds (published, or being written) gets -2, -3, .... The name is
+    claimed at once by making the folder the run will write in (`NAME.incomplete/` for one model,
+    `NAME/` for several), which fails for all but one of jobs started at the same instant (an
+    array job), so each of them goes on to the next number. `release_default_out` removes that
+    folder again where the run ended before writing anything in it. Without `claim` (the ranks
+    of a torchrun job other than 0, which write nothing) the name alone."""
     from rerank_eval.pipeline.execute import model_folder_name
-    from rerank_eval.results.folder import INCOMPLETE_SUFFIX
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = "+".join(model_folder_name(m) for m in models)
     base = Path("results") / f"{name}-{suite}-{stamp}"
+    if not claim:
+        return base
     chosen, number = base, 1
-    while chosen.exists() or chosen.with_name(chosen.name + INCOMPLETE_SUFFIX).exists():
+    while True:
+        if not (chosen.exists() or chosen.is_symlink()):
+            try:
+                _claimed(chosen, models).mkdir(parents=True)
+                return chosen
+            except FileExistsError:
+                pass  # taken an instant ago by a job started with this one
+            except OSError as exc:
+                raise UserError(f"cannot create a result folder in results/: {exc.strerror or exc}") from None
         number += 1
         chosen = base.with_name(f"{base.name}-{number}")
-    return chosen
+
+
+def _claimed(chosen: Path, models: list[str]) -> Path:
+    from rerank_eval.results.folder import INCOMPLETE_SUFFIX
+
+    return chosen.with_name(chosen.name + INCOMPLETE_SUFFIX) if len(models) == 1 else chosen
+
+
+def release_default_out(chosen: Path, models: list[str]) -> None:
+    """Remove the folder `default_out` made, where it is still empty (a run refused before it
+    wrote anything); one holding results, or published and gone, is left as it is."""
+    with contextlib.suppress(OSError):
+        _claimed(chosen, models).rmdir()
 
 
 def benchmark_command(suite: str | None) -> Callable[..., None]:
@@ -135,8 +162,15 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
-        destination = out or default_out(model_names, suite_name)
-        folders = execute_models(plan, model_names, load, destination, sys.argv)
+        from rerank_eval.pipeline.distributed import ranks
+
+        chosen = out is None and ranks().is_main
+        destination = out or default_out(model_names, suite_name, claim=chosen)
+        try:
+            folders = execute_models(plan, model_names, load, destination, sys.argv)
+        finally:
+            if chosen:
+                release_default_out(destination, model_names)
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
