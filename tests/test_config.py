@@ -73,7 +73,13 @@ def test_selection_by_key_and_group():
 def test_a_groups_published_figure_reaches_each_member_and_names_real_groups(tmp_path):
     beir = load_config().suite("beir")
     forums = [d for d in beir.datasets if d.group == "cqadupstack"]
-    assert {tuple(d.group_reference.items()) for d in forums} == {(("jina-embeddings-v3", 0.4259),)}
+    # the group's own figures from the specs: Pyserini 2CR flat and multifield, MTEB's v3
+    expected = {
+        "pyserini-bm25-flat": 0.3021,
+        "pyserini-bm25-multifield": 0.2987,
+        "jina-embeddings-v3": 0.4259,
+    }
+    assert all(d.group_reference == expected for d in forums)
     assert all(not d.group_reference for d in beir.datasets if d.group is None)
     for groups, message in (
         ("{nogroup: {reference: {x: 0.5}}}",
