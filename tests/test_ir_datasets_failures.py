@@ -157,6 +157,29 @@ def test_an_offline_run_counts_a_packaged_model_as_present(offline, tmp_path, mo
     assert "MiniLM" not in last and "--model minilm-bi" in last
 
 
+def test_an_offline_run_says_what_is_missing_before_it_reranks_anything(offline, tmp_path, monkeypatch):
+    """Without internet, a later dataset's (or model's) missing files are found before the first
+    dataset is reranked (hours for MIRACL en), not after: nothing is scored, nothing is written."""
+    from huggingface_hub import constants
+
+    from rerank_eval.pipeline import execute
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    reranked = []
+    monkeypatch.setattr(execute, "rerank_dataset", lambda *a: reranked.append(a) or None)
+    run_file = builders.write_run(tmp_path / "nq.trec", builders.synthetic_nq()[3])
+    out = tmp_path / "out"
+    result = run(
+        "beir",
+        *("--datasets", "nq,climate-fever", "--model", "bm25", "--run", f"nq={run_file}", "--out", out),
+    )
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith(
+        "error: without internet, missing: dataset beir/climate-fever;"
+    )
+    assert reranked == [] and not out.exists() and not Path(f"{out}.incomplete").exists()
+
+
 def test_an_offline_run_with_run_files_asks_no_first_stage_for_them(offline, tmp_path, monkeypatch):
     """Datasets whose run file the user gives fetch no first stage (a dense default would encode a
     corpus for nothing): their fetch command says --no-first-stage, the others' stays as it was."""

@@ -19,6 +19,7 @@ from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
 from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
 from rerank_eval.pipeline.manifest import build_manifest, dataset_record
+from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache, warn
 from rerank_eval.pipeline.progress import step
@@ -163,10 +164,9 @@ def execute_models(
         raise ParameterError("models", f"names two models with the same folder name: {', '.join(models)}")
     datasets = DatasetCache(plan)
     try:
+        refuse_what_is_missing(plan, models)
         return _execute_each(plan, models, names, load, out, command, datasets)
     except MissingDownload as missing:  # say everything that is missing, not only the first
-        from rerank_eval.pipeline.offline import everything_missing
-
         raise everything_missing(plan, models, missing) from None
 
 

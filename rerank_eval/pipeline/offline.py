@@ -1,9 +1,10 @@
 """Everything a run would download and cannot, said at once.
 
 Without internet, the first missing file used to stop a run, and fixing it revealed the next one.
-When a run meets a `MissingDownload`, it asks for each of its models and datasets in turn (every
-lookup fails fast without internet), collects what is missing and ends with one line naming all
-of it, the exact `rerank-eval fetch` command that fills the caches, and the folders to copy.
+Without internet, a run of several datasets or models asks for each of them in turn before any
+work (every lookup fails fast), as does any run when it meets a `MissingDownload`; it collects
+what is missing and ends with one line naming all of it, the exact `rerank-eval fetch` command
+that fills the caches, and the folders to copy.
 """
 
 from __future__ import annotations
@@ -112,9 +113,27 @@ def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload)
     instead of failing)."""
     if not internet_unreachable():
         return first
+    return _one_line(plan, models, missing_downloads(plan, models) or [first])
+
+
+def refuse_what_is_missing(plan: RunPlan, models: list[str]) -> None:
+    """Before any work, without internet: everything missing, said at once. Otherwise a run of
+    several datasets or models would rerank the first ones (hours for MIRACL en) before meeting a
+    later one's missing files; one dataset and one model meet theirs before any work a miss would
+    waste (the model loads first), and a torchrun job's ranks would probe side by side, so these
+    go on as they are."""
+    from rerank_eval.pipeline.distributed import ranks
+
+    if (len(plan.datasets) == 1 and len(models) == 1) or ranks().world > 1 or not internet_unreachable():
+        return
     found = missing_downloads(plan, models)
-    if len(found) <= 1:
-        return UserError(first.advice(f"`{fetch_command(plan, models)}`"))
+    if found:
+        raise _one_line(plan, models, found)
+
+
+def _one_line(plan: RunPlan, models: list[str], found: list[MissingDownload]) -> UserError:
+    if len(found) == 1:
+        return UserError(found[0].advice(f"`{fetch_command(plan, models)}`"))
     items = [exc.item for exc in found]
     folders: dict[str, str] = {}
     for exc in found:
