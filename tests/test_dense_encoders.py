@@ -305,6 +305,43 @@ def _matches_sentence_transformers(folder: Path, reference, settings: dict) -> N
         _apart(pair[:1], pair[1:])
 
 
+@pytest.mark.parametrize(
+    "case", ["cls-normalized", "max", "lasttoken-raw-lowercase", "mean-dot", "mean-no-max-seq-length"]
+)
+def test_the_bi_encoder_reranker_scores_as_sentence_transformers_embeds(tmp_path, case):
+    """The bi-encoder family reads a sentence-transformers checkpoint's own pooling, normalisation,
+    length, lower-casing and prompts (as the dense first stage does): its scores are the
+    similarity sentence-transformers gives (cosine unless the checkpoint says dot)."""
+    from rerank_eval.rerankers import load_reranker
+
+    settings = ST_CASES[case]
+    folder = dense_checkpoints.build_sentence_transformers(tmp_path / case, prompts=PROMPTS, **settings)
+    reference = _sentence_transformer(folder)
+    cosine = (settings.get("similarity_fn_name") or "cosine") == "cosine"
+    query = "what is the quick brown fox"
+    expected = (
+        _st_reference(reference, TEXTS, "passage", cosine)
+        @ _st_reference(reference, [query], "query", cosine)[0]
+    )
+    if case == "mean-no-max-seq-length":  # and in the older layout, the transformer in a subfolder
+        (folder / "0_Transformer").mkdir()
+        for path in folder.iterdir():
+            if path.is_file() and path.name not in ("modules.json", "config_sentence_transformers.json"):
+                path.rename(folder / "0_Transformer" / path.name)
+        modules = json.loads((folder / "modules.json").read_text())
+        modules[0]["path"] = "0_Transformer"
+        (folder / "modules.json").write_text(json.dumps(modules))
+    reranker = load_reranker(str(folder), family="bi-encoder", device="cpu")
+    got = np.array(reranker.score(query, TEXTS), dtype=np.float32)
+    _close(got, expected.astype(np.float32))
+    assert reranker.max_length == reference.max_seq_length
+    recorded = reranker.describe()
+    assert recorded["embedding"]["pooling"] == settings["pooling"]
+    assert recorded["embedding"]["query_prefix"] == PROMPTS["query"]
+    assert reranker.score_identity()["embedding"] == recorded["embedding"]
+    assert recorded["score_head"].startswith("cosine" if cosine or settings["normalize"] else "inner product")
+
+
 @pytest.mark.parametrize("case", ["lasttoken-raw-lowercase", "cls-normalized", "mean-cosine"])
 def test_a_checkpoint_saved_by_sentence_transformers_itself(tmp_path, case):
     """The layout sentence-transformers 6 writes: long module type paths, `pooling_mode` spelled out,

@@ -1,4 +1,10 @@
-"""Bi-encoders as rerankers (dense rescoring): cosine of mean-pooled, L2-normalised embeddings.
+"""Bi-encoders as rerankers (dense rescoring): the similarity of query and document embeddings.
+
+A sentence-transformers checkpoint embeds as its own files say (`modules.json`: pooling,
+normalisation, maximum length, lower-casing, query and document prompts; read by the dense first
+stage's `read_sentence_transformers`, so a model scores here as it retrieves there and as
+sentence-transformers would embed it); a folder without those files embeds as the family's
+definition does: mean-pooled (attention mask), L2-normalised, cosine, 256 tokens.
 
 Query and documents are embedded apart (sentence-transformers convention). Each distinct document
 text is embedded once per chunk of queries, however many of its queries retrieve it. Embeddings are
@@ -9,42 +15,73 @@ an earlier chunk's embedding would make a resumed run's scores differ from an un
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from rerank_eval.first_stage.dense.recipe import read_sentence_transformers
+from rerank_eval.first_stage.dense.vectors import pool
 from rerank_eval.rerankers.base import RerankRequest
+from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import right_padded, token_budget_batches, tokenized
 from rerank_eval.rerankers.pointwise import TransformerReranker
+
+#: how a checkpoint without sentence-transformers files embeds (the family's definition)
+FAMILY_EMBEDDING = {
+    "pooling": "mean",
+    "normalize": True,
+    "query_prefix": "",
+    "passage_prefix": "",
+    "lowercase": False,
+    "transformer_path": "",
+}
 
 
 class BiEncoder(TransformerReranker):
     family = "bi-encoder"
-    score_head = "cosine of mean-pooled (attention mask), L2-normalised embeddings"
 
     default_max_length = 256
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, checkpoint: Checkpoint, *args: Any, **kwargs: Any) -> None:
+        found = read_sentence_transformers(checkpoint.folder)
+        self.embedding = {**FAMILY_EMBEDDING, **{k: v for k, v in found.items() if k != "max_length"}}
+        super().__init__(checkpoint, *args, **kwargs)
+        if not self.configured_settings.max_length and found.get("max_length"):
+            self.max_length = int(found["max_length"])  # its max_seq_length, as it embeds itself
         self.cap_max_length(self.tokenizer)
+        similarity = "cosine" if self.embedding["normalize"] else "inner product"
+        source = "the checkpoint's sentence-transformers modules" if found else "the family's default"
+        self.score_head = f"{similarity} of {self.embedding['pooling']}-pooled embeddings ({source})"
+
+    def model_folder(self) -> Path:
+        """Where the transformer is: a subfolder in older sentence-transformers layouts."""
+        return self.checkpoint.folder / self.embedding["transformer_path"]
+
+    def describe(self) -> dict[str, Any]:
+        """How it embeds, beside its settings: read from the checkpoint, not set (score identities
+        and so journal keys include it: another pooling gives other scores)."""
+        return {**super().describe(), "embedding": dict(self.embedding)}
 
     def _fresh_stats(self) -> dict[str, Any]:
         return {**super()._fresh_stats(), "embedded_documents": 0}
 
     def forward(self, rows: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled, L2-normalised embeddings of a batch of tokenized texts."""
+        """The embeddings of a batch of tokenized texts, pooled (and normalised) as the model says."""
         input_ids, mask = right_padded(rows, self.tokenizer.pad_token_id or 0)
         mask = mask.to(self.device)
-        hidden = self.model(
-            input_ids=input_ids.to(self.device), attention_mask=mask
-        ).last_hidden_state.float()
-        weights = mask.unsqueeze(-1).float()
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+        hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask).last_hidden_state
+        pooled = pool(hidden, mask, self.embedding["pooling"])
+        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.embedding["normalize"] else pooled
 
     @torch.inference_mode()
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], side: str) -> np.ndarray:
+        """Embeddings of `texts` as queries or documents (`side`): its prompt put before each."""
+        prefix = self.embedding["query_prefix" if side == "query" else "passage_prefix"]
+        texts = [prefix + text for text in texts]
+        if self.embedding["lowercase"]:
+            texts = [text.lower() for text in texts]
         rows = tokenized(self.tokenizer, texts, self.max_length, truncation=True, max_length=self.max_length)
         out = np.empty((len(rows), 0), dtype=np.float32)
         lengths = [len(r) for r in rows]
@@ -60,9 +97,9 @@ class BiEncoder(TransformerReranker):
         if not requests:  # (a tokenizer refuses an empty batch)
             return []
         distinct = list(dict.fromkeys(t for r in requests for t in r.texts))
-        documents = dict(zip(distinct, self.embed(distinct))) if distinct else {}
+        documents = dict(zip(distinct, self.embed(distinct, "passage"))) if distinct else {}
         self._stats["embedded_documents"] += len(distinct)
-        queries = self.embed([r.query for r in requests])
+        queries = self.embed([r.query for r in requests], "query")
         return [
             np.stack([documents[t] for t in r.texts]) @ query if r.texts else np.empty(0, dtype=np.float32)
             for r, query in zip(requests, queries)

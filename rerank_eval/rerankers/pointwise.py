@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from abc import abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,10 +76,14 @@ class TransformerReranker(Reranker):
             self.attention = str(getattr(self.model.config, "_attn_implementation", None) or self.attention)
         self.model.to(self.device).eval()
 
+    def model_folder(self) -> Path:
+        """The folder transformers loads the tokenizer and model from."""
+        return self.checkpoint.folder
+
     def _load(self) -> tuple[Any, torch.nn.Module]:
         import transformers
 
-        folder, remote = str(self.checkpoint.folder), self.trust_remote_code
+        folder, remote = str(self.model_folder()), self.trust_remote_code
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
@@ -93,10 +98,16 @@ class TransformerReranker(Reranker):
         return tokenizer, model
 
     def cap_max_length(self, tokenizer: Any) -> None:
-        """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM); a
-        max_length set above it is said to be capped (the manifest records the length used)."""
-        declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
-        if 0 < declared < 10**9 and declared < self.max_length:
+        """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM), nor
+        the model's position table (a longer input would index past it; sentence-transformers caps
+        the same way); a max_length set above it is said to be capped (the manifest records the
+        length used)."""
+        limits = [
+            int(getattr(tokenizer, "model_max_length", 0) or 0),  # transformers' "none" is huge
+            int(getattr(self.model.config, "max_position_embeddings", 0) or 0),
+        ]
+        declared = min((limit for limit in limits if 0 < limit < 10**9), default=0)
+        if declared and declared < self.max_length:
             if self.configured_settings.max_length:
                 print(
                     f"warning: max_length {self.max_length} is more than {self.checkpoint.source} reads; "
