@@ -100,6 +100,61 @@ def test_cross_encoder_query_longer_than_max_length(models):
     assert reranker.runtime_stats()["pairs_truncated_longest_first"] == 2
 
 
+def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declares_none(tmp_path):
+    """A fine-tuned checkpoint saved without model_max_length and with fewer positions than the
+    default 512: a long pair is cut to the position table, not sent past it (an index error)."""
+    from transformers import BertForSequenceClassification
+
+    from tests.checkpoints import _tiny_bert_config, build_wordpiece_tokenizer
+
+    folder = tmp_path / "short"
+    folder.mkdir()
+    tokenizer = build_wordpiece_tokenizer(folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    del settings["model_max_length"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    config = _tiny_bert_config(len(tokenizer), num_labels=1)
+    config.max_position_embeddings = 40
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    reranker = load_reranker(str(folder))
+    assert reranker.tokenizer.model_max_length > 10**9 and reranker.max_length == 40
+    scores = reranker.score(QUERY, DOCS)  # DOCS[2] is far longer than 40 tokens
+    assert len(scores) == len(DOCS) and all(math.isfinite(score) for score in scores)
+
+
+def test_a_decoder_classifier_without_a_pad_token_id_scores_batches_as_pairs_alone(models, tmp_path):
+    """A causal LM converted to *ForSequenceClassification (as Qwen3-Reranker and mxbai are for
+    sentence-transformers) often has no pad_token_id in its config: batches are padded with the
+    tokenizer's padding token, and each pair scores what it scores alone; with no padding token
+    anywhere the checkpoint is refused in one line."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "decoder-classifier"
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(models["lm"]), num_labels=1)
+    model.config.pad_token_id = None
+    model.save_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(models["lm"]))
+    tokenizer.save_pretrained(str(folder))
+    model.eval()
+    expected = []
+    for doc in DOCS:  # one pair at a time: no padding, so no pad_token_id is needed
+        inputs = tokenizer(QUERY, doc, truncation="only_second", max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            expected.append(float(model(**inputs).logits[0, 0]))
+    reranker = load_reranker(str(folder), max_length=64, max_batch_tokens=100_000)
+    assert reranker.family == "cross-encoder"
+    assert np.abs(np.array(reranker.score(QUERY, DOCS)) - expected).max() <= 1e-5
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**json.loads((folder / "tokenizer_config.json").read_text()), "pad_token": None})
+    )
+    assert config.get("pad_token_id") is None
+    with pytest.raises(UserError, match=r"names no padding token .* set pad_token_id in its config\.json$"):
+        load_reranker(str(folder))
+
+
 # -- yes/no and 1/0 causal LMs ------------------------------------------------------------------------
 
 YES_NO_PREFIX = (

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from rerank_eval.errors import UserError
 from rerank_eval.rerankers.common import bounded_text, character_groups, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
@@ -27,6 +28,23 @@ class CrossEncoder(PointwiseReranker):
         super().__init__(*args, **kwargs)
         self.cap_max_length(self.tokenizer)
         self.label = 0 if self.model.config.num_labels == 1 else 1
+        self._name_the_padding()
+
+    def _name_the_padding(self) -> None:
+        """A decoder's classifier (Qwen3-Reranker or mxbai converted to *ForSequenceClassification)
+        reads each pair's last token that is not padding, found by the config's pad_token_id, which
+        such conversions often leave unset (transformers then refuses any batch of two): the
+        tokenizer's padding token is the one the batches are padded with."""
+        config = self.model.config
+        if getattr(config, "pad_token_id", None) is not None:
+            return
+        if self.tokenizer.pad_token_id is None:
+            raise UserError(
+                f"cross-encoder {self.checkpoint.source} names no padding token (neither pad_token_id "
+                f"in its config nor a pad_token in its tokenizer), so a batch of pairs cannot be told "
+                f"apart from its padding; set pad_token_id in its config.json"
+            )
+        config.pad_token_id = self.tokenizer.pad_token_id
 
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> list[Encoded]:
         """Pairs tokenized a group at a time (`character_groups`: huge texts a few at a time)."""
