@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,13 @@ def test_settings_are_checked_before_loading(models):
         load_reranker(str(models["listwise"]), block_size=0)
     with pytest.raises(UserError, match=r"setting max_length of family bi-encoder .* got 1\.5"):
         load_reranker(str(models["bi"]), family="bi-encoder", max_length=1.5)
+    # a listwise instruction holding a special string would add a marker no candidate has
+    for special in ("<|embed_token|>", "<|rerank_token|>"):
+        with pytest.raises(
+            UserError, match=re.escape(f"instruction of family listwise-last-token holds {special}")
+        ):
+            load_reranker(str(models["listwise"]), instruction=f"rank {special} well")
+    assert load_reranker(str(models["listwise"]), instruction="rank well").settings.instruction == "rank well"
 
 
 @pytest.mark.parametrize(

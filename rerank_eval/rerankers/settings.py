@@ -51,6 +51,18 @@ class ListwiseSettings:
     pad_multiple: int | None = None  # padded length rounded up to a multiple; None: per device
     pack_blocks: bool | None = None  # blocks concatenated in one row; None: with FlashAttention
 
+    def __post_init__(self) -> None:
+        """An instruction holding a special string would add a marker the prompt does not expect
+        (the procedure removes them from queries and documents, not from a setting)."""
+        from rerank_eval.rerankers.listwise.procedure import SPECIAL_STRINGS
+
+        for special in SPECIAL_STRINGS:
+            if self.instruction and special in self.instruction:
+                raise UserError(
+                    f"setting instruction of family listwise-last-token holds {special}, one of the "
+                    f"prompt's special strings"
+                )
+
 
 def _kind(annotation: Any) -> type:
     """int, bool or str: the type a setting's annotation names besides None."""
