@@ -810,39 +810,49 @@ def test_a_dataset_file_that_fails_when_read_is_one_line(tmp_path):
 def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_path, monkeypatch):
     from datetime import datetime
 
-    from rerank_eval.cli import benchmark
+    from rerank_eval.cli import result_folder
 
     class Frozen(datetime):
         @classmethod
         def now(cls, tz=None):
             return datetime(2026, 12, 1, 19, 11, 30)
 
-    monkeypatch.setattr(benchmark, "datetime", Frozen)
+    monkeypatch.setattr(result_folder, "datetime", Frozen)
     monkeypatch.chdir(tmp_path)
     base = "results/bm25-mine-20261201-191130"
-    first = benchmark.default_out(["bm25"], "mine")
+    first = result_folder.default_out(["bm25"], "mine")
     assert first == Path(base) and Path(base + ".incomplete").is_dir()  # claimed: the run writes there
-    assert benchmark.default_out(["bm25"], "mine") == Path(base + "-2")
+    assert result_folder.default_out(["bm25"], "mine") == Path(base + "-2")
     Path(base + "-3").mkdir()  # a published result
-    assert benchmark.default_out(["bm25"], "mine") == Path(base + "-4")
+    assert result_folder.default_out(["bm25"], "mine") == Path(base + "-4")
     # several models write into the folder itself
-    assert benchmark.default_out(["bm25", "minilm-bi"], "mine") == Path(
-        "results/bm25+minilm-bi-mine-20261201-191130"
-    )
-    assert Path("results/bm25+minilm-bi-mine-20261201-191130").is_dir()
+    several = Path("results/bm25+minilm-bi-mine-20261201-191130")
+    assert result_folder.default_out(["bm25", "minilm-bi"], "mine") == several and several.is_dir()
     # jobs started at the same instant (an array job) each get a folder of their own
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda _: benchmark.default_out(["x"], "mine"), range(16)))
+        names = list(pool.map(lambda _: result_folder.default_out(["x"], "mine"), range(16)))
     assert len(set(names)) == 16
     assert not Path("results/x-mine-20261201-191130").exists()  # nothing published, only claimed
-    benchmark.release_default_out(first, ["bm25"])  # a run refused before it wrote anything
-    assert not Path(base + ".incomplete").exists()
+    result_folder.release_default_out(first, ["bm25"])  # a run that ended before it wrote anything
+    assert not Path(base + ".incomplete").exists() and Path("results").is_dir()  # others' claims stay
     # without claiming (the ranks of a torchrun job other than 0) the name alone
-    assert benchmark.default_out(["bm25"], "mine", claim=False) == Path(base)
+    assert result_folder.default_out(["bm25"], "mine", claim=False) == Path(base)
+    # results/ that cannot hold folders (a link to an unmounted disk) is one line, not a search
+    shutil.rmtree("results")
+    Path("results").symlink_to(tmp_path / "unmounted" / "results")
+    with pytest.raises(
+        UserError, match=r"^cannot create a result folder in results/: results is not a folder"
+    ):
+        result_folder.default_out(["bm25"], "mine")
 
 
-def test_a_refused_run_without_out_leaves_nothing_in_results(tmp_path, monkeypatch):
-    """The folder the run claimed for its results is removed again when it ends without any."""
+def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The folder a run claimed for its results, and results/ where it made it, are removed again
+    when the run ends without results: refused while reading the data, or stopped (SIGTERM, as
+    a scheduler sends) while its model loads, which ends it at once with the signal's code."""
+    import signal
+    import time
+
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
     (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "a"}\n')
@@ -856,4 +866,31 @@ def test_a_refused_run_without_out_leaves_nothing_in_results(tmp_path, monkeypat
         arguments = [a for m in models for a in ("--model", m)]
         result = run("run", "mine", "--config", config, *arguments)
         assert result.exit_code == 2 and "d1" in one_line_error(result), result.output
-        assert list((tmp_path / "results").iterdir()) == []
+        assert not (tmp_path / "results").exists()
+    loading = (
+        "import sys, time\n"
+        "import rerank_eval.rerankers as rerankers\n"
+        "def slow(*args, **kwargs):\n"
+        "    print('loading', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+        "rerankers.load_reranker = slow\n"
+        "from rerank_eval.cli.app import main\n"
+        "sys.argv = ['rerank-eval', 'run', 'mine', '--config', 'mine.yaml', '--model', 'minilm-bi']\n"
+        "main()\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", loading], stderr=subprocess.PIPE, text=True, env=environment
+    )
+    try:
+        assert process.stderr.readline().strip() == "loading"
+        assert (tmp_path / "results").is_dir()  # claimed
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert process.wait(timeout=30) == 143 and time.monotonic() - sent < 20
+        assert process.stderr.read().strip().splitlines()[-1] == (
+            "error: stopped at once; scores journaled so far are kept: run the same command again to resume"
+        )
+        assert not (tmp_path / "results").exists()
+    finally:
+        process.kill()

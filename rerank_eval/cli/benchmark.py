@@ -6,14 +6,12 @@ prints is rendered from the saved result folder, as `export` would.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
 import shlex
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,51 +43,8 @@ from rerank_eval.cli.options import (
     parse_pairs,
     settings_from,
 )
+from rerank_eval.cli.result_folder import result_folder
 from rerank_eval.config.reader import load_config
-from rerank_eval.errors import UserError
-
-
-def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
-    """results/<models>-<suite>-<time>, taken for this run: the user gave no --out to choose.
-
-    A name an earlier run holds (published, or being written) gets -2, -3, .... The name is
-    claimed at once by making the folder the run will write in (`NAME.incomplete/` for one model,
-    `NAME/` for several), which fails for all but one of jobs started at the same instant (an
-    array job), so each of them goes on to the next number. `release_default_out` removes that
-    folder again where the run ended before writing anything in it. Without `claim` (the ranks
-    of a torchrun job other than 0, which write nothing) the name alone."""
-    from rerank_eval.pipeline.execute import model_folder_name
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = "+".join(model_folder_name(m) for m in models)
-    base = Path("results") / f"{name}-{suite}-{stamp}"
-    if not claim:
-        return base
-    chosen, number = base, 1
-    while True:
-        if not (chosen.exists() or chosen.is_symlink()):
-            try:
-                _claimed(chosen, models).mkdir(parents=True)
-                return chosen
-            except FileExistsError:
-                pass  # taken an instant ago by a job started with this one
-            except OSError as exc:
-                raise UserError(f"cannot create a result folder in results/: {exc.strerror or exc}") from None
-        number += 1
-        chosen = base.with_name(f"{base.name}-{number}")
-
-
-def _claimed(chosen: Path, models: list[str]) -> Path:
-    from rerank_eval.results.folder import INCOMPLETE_SUFFIX
-
-    return chosen.with_name(chosen.name + INCOMPLETE_SUFFIX) if len(models) == 1 else chosen
-
-
-def release_default_out(chosen: Path, models: list[str]) -> None:
-    """Remove the folder `default_out` made, where it is still empty (a run refused before it
-    wrote anything); one holding results, or published and gone, is left as it is."""
-    with contextlib.suppress(OSError):
-        _claimed(chosen, models).rmdir()
 
 
 def benchmark_command(suite: str | None) -> Callable[..., None]:
@@ -162,15 +117,8 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
-        from rerank_eval.pipeline.distributed import ranks
-
-        chosen = out is None and ranks().is_main
-        destination = out or default_out(model_names, suite_name, claim=chosen)
-        try:
+        with result_folder(out, model_names, suite_name) as destination:
             folders = execute_models(plan, model_names, load, destination, sys.argv)
-        finally:
-            if chosen:
-                release_default_out(destination, model_names)
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
