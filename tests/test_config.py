@@ -376,6 +376,11 @@ def test_fallbacks_are_followed_until_one_can_run_and_a_loop_is_refused_at_read(
             "  lucene-b: {kind: lucene, fallback: lucene-a}\n",
             "lucene-a -> lucene-b -> lucene-a",
         ),
+        (  # an entry leading into a loop is not the loop: the message names where it turns round
+            "  lucene-x: {kind: lucene, fallback: lucene-a}\n  lucene-a: {kind: lucene, fallback: lucene-b}\n"
+            "  lucene-b: {kind: lucene, fallback: lucene-a}\n",
+            "lucene-a -> lucene-b -> lucene-a",
+        ),
     ]:
         path.write_text("first_stages:\n" + body)
         message = f"{path}: first_stages.lucene-a.fallback: the fallbacks go round in a loop ({loop})"

@@ -335,6 +335,8 @@ def test_the_bi_encoder_reranker_scores_as_sentence_transformers_embeds(tmp_path
     got = np.array(reranker.score(query, TEXTS), dtype=np.float32)
     _close(got, expected.astype(np.float32))
     assert reranker.max_length == reference.max_seq_length
+    # a max_length set for the run wins over the checkpoint's own
+    assert load_reranker(str(folder), family="bi-encoder", device="cpu", max_length=7).max_length == 7
     recorded = reranker.describe()
     assert recorded["embedding"]["pooling"] == settings["pooling"]
     assert recorded["embedding"]["query_prefix"] == PROMPTS["query"]

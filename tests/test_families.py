@@ -101,24 +101,39 @@ def test_cross_encoder_query_longer_than_max_length(models):
     assert reranker.runtime_stats()["pairs_truncated_longest_first"] == 2
 
 
-def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declares_none(tmp_path):
+@pytest.mark.parametrize("layout", ["bert", "xlm-roberta"])
+def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declares_none(tmp_path, layout):
     """A fine-tuned checkpoint saved without model_max_length and with fewer positions than the
-    default 512: a long pair is cut to the position table, not sent past it (an index error)."""
-    from transformers import BertForSequenceClassification
+    default 512: a long pair is cut to the position table, not sent past it (an index error);
+    XLM-R numbers its positions from after the padding index (42 entries, 40 read)."""
+    from transformers import (
+        BertForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
 
     from tests.checkpoints import _tiny_bert_config, build_wordpiece_tokenizer
+    from tests.dense_checkpoints import build_xlmr_tokenizer
 
-    folder = tmp_path / "short"
+    folder = tmp_path / layout
     folder.mkdir()
-    tokenizer = build_wordpiece_tokenizer(folder)
+    torch.manual_seed(0)
+    if layout == "bert":
+        tokenizer = build_wordpiece_tokenizer(folder)
+        config = _tiny_bert_config(len(tokenizer), num_labels=1)
+        config.max_position_embeddings = 40
+        BertForSequenceClassification(config).save_pretrained(str(folder))
+    else:
+        tokenizer = build_xlmr_tokenizer(folder)
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=42, pad_token_id=1, num_labels=1,
+        )  # fmt: skip
+        XLMRobertaForSequenceClassification(config).save_pretrained(str(folder))
     settings = json.loads((folder / "tokenizer_config.json").read_text())
     del settings["model_max_length"]
     (folder / "tokenizer_config.json").write_text(json.dumps(settings))
-    config = _tiny_bert_config(len(tokenizer), num_labels=1)
-    config.max_position_embeddings = 40
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    reranker = load_reranker(str(folder))
+    reranker = load_reranker(str(folder), family="cross-encoder")
     assert reranker.tokenizer.model_max_length > 10**9 and reranker.max_length == 40
     scores = reranker.score(QUERY, DOCS)  # DOCS[2] is far longer than 40 tokens
     assert len(scores) == len(DOCS) and all(math.isfinite(score) for score in scores)

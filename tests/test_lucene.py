@@ -196,6 +196,28 @@ def test_documents_with_nothing_to_index_are_left_out_as_anserini_does(tmp_path,
         "java": record["execution"]["java"],  # the Java that built the index, here the searching one
     }
     assert record["execution"]["java"].split(".")[0].isdigit()
+    # an index built under another Java (a cache copied from another machine) says which, beside
+    # the Java searching it here
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets import open_dataset
+    from rerank_eval.first_stage.lucene import lucene_settings
+    from rerank_eval.first_stage.lucene_index import STATS_FILE, index_folder
+
+    loaded = load_config(config)
+    spec = loaded.suite("s").select(["z"])[0]
+    stats = (
+        index_folder(open_dataset(spec), lucene_settings("en", loaded.first_stage(stage).settings))
+        / STATS_FILE
+    )
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "java": "21.0.1"}))
+    again = run(
+        "run", "s", "--config", config, "--model", "bm25", "--first-stage", stage, "--out", tmp_path / "again"
+    )
+    assert again.exit_code == 0, again.output
+    used = json.loads((tmp_path / "again" / "manifest.json").read_text())["datasets"][0]["first_stage"][
+        "execution"
+    ]
+    assert used["index"]["java"] == "21.0.1" and used["java"] == record["execution"]["java"] != "21.0.1"
 
 
 def test_a_query_lucene_refuses_is_one_line(tmp_path):

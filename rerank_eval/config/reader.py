@@ -240,10 +240,11 @@ class _ConfigReader(EntryChecks):
         for name, spec in first_stages.items():
             chain = [name]
             while spec.fallback is not None:
-                if spec.fallback in chain:
-                    loop = " -> ".join([*chain, spec.fallback])
-                    where = f"first_stages.{name}.fallback"
-                    raise self.fail(where, f"the fallbacks go round in a loop ({loop})")
+                if spec.fallback in chain:  # the loop is from there on (an entry before it leads in)
+                    loop = chain[chain.index(spec.fallback) :]
+                    where = f"first_stages.{loop[0]}.fallback"
+                    text = " -> ".join([*loop, loop[0]])
+                    raise self.fail(where, f"the fallbacks go round in a loop ({text})")
                 chain.append(spec.fallback)
                 spec = first_stages[spec.fallback]
 

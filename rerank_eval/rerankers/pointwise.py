@@ -102,11 +102,8 @@ class TransformerReranker(Reranker):
         the model's position table (a longer input would index past it; sentence-transformers caps
         the same way); a max_length set above it is said to be capped (the manifest records the
         length used)."""
-        limits = [
-            int(getattr(tokenizer, "model_max_length", 0) or 0),  # transformers' "none" is huge
-            int(getattr(self.model.config, "max_position_embeddings", 0) or 0),
-        ]
-        declared = min((limit for limit in limits if 0 < limit < 10**9), default=0)
+        limits = [int(getattr(tokenizer, "model_max_length", 0) or 0), self._positions()]
+        declared = min((limit for limit in limits if 0 < limit < 10**9), default=0)  # (huge: none)
         if declared and declared < self.max_length:
             if self.configured_settings.max_length:
                 print(
@@ -115,6 +112,16 @@ class TransformerReranker(Reranker):
                     file=sys.stderr,
                 )
             self.max_length = declared
+
+    def _positions(self) -> int:
+        """How many tokens the model's position table takes (0: no limit known). RoBERTa-style
+        embeddings number positions from after the padding index (XLM-R: 514 entries, 512 read)."""
+        embeddings = getattr(self.model.base_model, "embeddings", None)
+        table = getattr(embeddings, "position_embeddings", None)
+        if isinstance(table, torch.nn.Embedding):
+            offset = getattr(embeddings, "padding_idx", None)
+            return table.num_embeddings - (offset + 1 if isinstance(offset, int) else 0)
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
 
     def settings(self) -> dict[str, Any]:
         return {"max_length": self.max_length}

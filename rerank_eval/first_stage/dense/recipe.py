@@ -174,8 +174,8 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     similarity = settings.get("similarity_fn_name") or "cosine"
     if similarity not in _SIMILARITIES:
         raise UserError(
-            f"{prompts_path}: similarity {similarity!r} is not an inner product; exact inner-product "
-            f"search supports {', '.join(sorted(_SIMILARITIES))}"
+            f"{prompts_path}: similarity {similarity!r} is not an inner product; rerank-eval embeds for "
+            f"{' or '.join(sorted(_SIMILARITIES))} only (exact inner-product search, bi-encoder scores)"
         )
     found["normalize"] = found["normalize"] or similarity == "cosine"
     return found
