@@ -174,7 +174,10 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
     assert "stopping before the next forward pass" in result.output
-    assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
+    assert (
+        "stopped at once; what is scored, encoded or indexed so far is kept; to resume: rerank-eval"
+        in result.output
+    )
     assert len(calls) == 2 and len(journal_lines(cache)) == 16  # the first chunk only
     assert_journal_valid_and_nothing_published(cache, out)
 
@@ -192,7 +195,10 @@ def test_first_sigint_while_loading_data_stops_at_once(slow_setup, monkeypatch):
     monkeypatch.setattr(prepare, "prepare_dataset", pressed_while_loading)
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
-    assert "stopped at once; scores journaled so far are kept; to resume: rerank-eval" in result.output
+    assert (
+        "stopped at once; what is scored, encoded or indexed so far is kept; to resume: rerank-eval"
+        in result.output
+    )
     assert "AssertionError" not in result.output
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()
 
@@ -386,6 +392,34 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     assert loaded["b"].scores.tolist() == [np.float32(0.1)] and loaded["b"].notes == {}
     assert "5 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
     assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
+
+
+def test_a_journal_shared_by_two_commands_keeps_every_line(tmp_path):
+    """Array jobs sharing a cache: a command loading a journal another one is appending to leaves
+    it as it is where nothing needs dropping, closes a line cut short with a line break rather
+    than a rewrite, and where it must rewrite (a damaged line), the other's next lines go to the
+    rewritten file, not to the old one the rename unlinked."""
+    path = tmp_path / "j.jsonl"
+    expected = {q: [f"d{q}"] for q in "abcdef"}
+
+    def entry(query: str) -> list:
+        return [(query, [f"d{query}"], ScoredQuery(np.array([0.5], dtype=np.float32)))]
+
+    first = ScoreJournal(path)
+    first.append(entry("a"))
+    inode = path.stat().st_ino
+    assert set(ScoreJournal(path).load(expected)) == {"a"} and path.stat().st_ino == inode  # not rewritten
+    first.append(entry("b"))
+    with open(path, "ab") as handle:
+        handle.write(b'{"q": "c", "docs": ["dc"], "sco')  # a line being written, or cut short
+    assert set(ScoreJournal(path).load(expected)) == {"a", "b"} and path.stat().st_ino == inode
+    first.append(entry("d"))  # starts a line of its own
+    with open(path, "ab") as handle:
+        handle.write(b"garbage\n")
+    assert set(ScoreJournal(path).load(expected)) == {"a", "b", "d"} and path.stat().st_ino != inode
+    first.append(entry("e"))  # after the rewrite: into the file now at the path
+    first.close()
+    assert set(ScoreJournal(path).load(expected)) == {"a", "b", "d", "e"}
 
 
 def test_journal_write_on_a_full_disk_is_one_clear_error(tmp_path, monkeypatch):

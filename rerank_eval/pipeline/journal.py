@@ -72,20 +72,29 @@ class ScoreJournal:
     def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, ScoredQuery]:
         """Valid entries of this journal (and, read only, of its siblings) matching `expected_docs`.
 
-        A last line cut short by a crash is expected and dropped quietly; any other unreadable
-        line is reported with its number. This journal is then rewritten with its kept entries.
+        A last line cut short by a crash is expected and dropped quietly (a line break closes it,
+        so the next entry starts a line of its own); any other unreadable line is reported with
+        its number, and the journal is then rewritten with its kept entries. A journal holding
+        nothing to drop is left as it is: another command sharing the cache may be appending to
+        it (a rewrite puts a new file at the path, see `append`).
         """
         kept: dict[str, ScoredQuery] = {}
         for sibling in sibling_journals(self.path) if siblings else []:
-            kept.update(self._read(sibling, expected_docs))
-        own = self._read(self.path, expected_docs)
-        if self.path.exists():
+            kept.update(self._read(sibling, expected_docs)[0])
+        own, damaged, torn = self._read(self.path, expected_docs)
+        if damaged:
             self._rewrite(own, expected_docs)
+        elif torn:
+            self._write(b"\n")
         return {**kept, **own}
 
-    def _read(self, path: Path, expected_docs: dict[str, Sequence[str]]) -> dict[str, ScoredQuery]:
+    def _read(
+        self, path: Path, expected_docs: dict[str, Sequence[str]]
+    ) -> tuple[dict[str, ScoredQuery], bool, bool]:
+        """The entries, whether lines other than a cut-short last one were unreadable or stale,
+        and whether the file ends in the middle of a line."""
         if not path.exists():
-            return {}
+            return {}, False, False
         raw = path.read_bytes()
         lines = raw.split(b"\n")
         kept: dict[str, ScoredQuery] = {}
@@ -105,7 +114,7 @@ class ScoreJournal:
                 f"(first: line {damaged[0]}); those queries are scored again",
                 file=sys.stderr,
             )
-        return kept
+        return kept, bool(damaged), bool(lines[-1])
 
     @staticmethod
     def _parse(line: bytes, expected_docs: dict[str, Sequence[str]]) -> tuple[str, ScoredQuery] | None:
@@ -147,16 +156,32 @@ class ScoreJournal:
 
     def append(self, entries: list[tuple[str, Sequence[str], ScoredQuery]]) -> None:
         """Write, flush and sync a batch of scored queries."""
+        self._write("".join(self._line(q, d, s) for q, d, s in entries).encode("utf-8"))
+        self.entries_written += len(entries)
+
+    def _write(self, data: bytes) -> None:
+        """Append to the file now at the path: where another command sharing the cache rewrote the
+        journal since this one opened it, appending to the old, unlinked file would lose the lines."""
         try:
+            if self._handle is not None and not self._holds_the_path():
+                self.close()
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = open(self.path, "a", encoding="utf-8")
-            self._handle.write("".join(self._line(q, d, s) for q, d, s in entries))
+                self._handle = open(self.path, "ab")
+            self._handle.write(data)
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
             raise disk_error(exc, self.path, f"{self.entries_written} scored queries are kept") from None
-        self.entries_written += len(entries)
+
+    def _holds_the_path(self) -> bool:
+        assert self._handle is not None
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._handle.fileno())
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
     def close(self) -> None:
         if self._handle is not None:
