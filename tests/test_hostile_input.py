@@ -889,7 +889,8 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
         sent = time.monotonic()
         assert process.wait(timeout=30) == 143 and time.monotonic() - sent < 20
         assert process.stderr.read().strip().splitlines()[-1] == (
-            "error: stopped at once; scores journaled so far are kept: run the same command again to resume"
+            "error: stopped at once; what is scored, encoded or indexed so far is kept: run the same command "
+            "again to resume"
         )
         assert not (tmp_path / "results").exists()
     finally:

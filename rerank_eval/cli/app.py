@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from rerank_eval.cli.options import FLAGS
 from rerank_eval.errors import UserError
-from rerank_eval.pipeline.interrupt import STOP_SIGNALS
+from rerank_eval.pipeline.interrupt import STOP_SIGNALS, STOPPED_AT_ONCE
 
 # Tables keep their full width when written to a file or a pipe.
 console = Console() if Console().is_terminal else Console(width=200)
@@ -108,7 +108,7 @@ def user_errors(command: F) -> F:
                 raise typer.Exit(UserError.exit_code) from None
         except KeyboardInterrupt:
             error_console.print(
-                "stopped at once; scores journaled so far are kept: run the same command again to resume",
+                f"{STOPPED_AT_ONCE}: run the same command again to resume",
                 highlight=False,
             )
             raise typer.Exit(130) from None

@@ -75,7 +75,7 @@ def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[P
         yield out
         return
     from rerank_eval.pipeline.distributed import ranks
-    from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
+    from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
 
     claim = ranks().is_main
     with StopRequest() as stop, stop.preparing():  # (the run's own handlers take over while scoring)
@@ -84,7 +84,7 @@ def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[P
             yield chosen
         except KeyboardInterrupt:
             raise Interrupted(
-                "stopped at once; scores journaled so far are kept: run the same command again to resume",
+                f"{STOPPED_AT_ONCE}: run the same command again to resume",
                 stop.signum,
             ) from None
         finally:

@@ -17,7 +17,7 @@ from rerank_eval.errors import MissingDownload, ParameterError
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
-from rerank_eval.pipeline.interrupt import Interrupted, StopRequest
+from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
 from rerank_eval.pipeline.manifest import build_manifest, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
@@ -129,7 +129,7 @@ def execute(
             writer.abort()
         if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C, or one while loading
             raise Interrupted(
-                f"stopped at once; scores journaled so far are kept; to resume: {plan.resume_command}",
+                f"{STOPPED_AT_ONCE}; to resume: {plan.resume_command}",
                 stop.signum,
             ) from None
         raise

@@ -22,6 +22,8 @@ from typing import Any
 from rerank_eval.errors import UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: what a run says when it stops at once: scores are journaled, embeddings and indexes written whole
+STOPPED_AT_ONCE = "stopped at once; what is scored, encoded or indexed so far is kept"
 
 
 class Interrupted(UserError):
