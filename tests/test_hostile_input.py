@@ -847,8 +847,8 @@ def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_pat
 
 
 def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, monkeypatch):
-    """The folder a run claimed for its results, and results/ where it made it, are removed again
-    when the run ends without results: refused while reading the data, or stopped (SIGTERM, as
+    """The folder a run claimed for its results is removed again when the run ends without
+    results: refused while reading the data, or stopped (SIGTERM, as
     a scheduler sends) while its model loads, which ends it at once with the signal's code."""
     import signal
     import time
@@ -866,7 +866,7 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
         arguments = [a for m in models for a in ("--model", m)]
         result = run("run", "mine", "--config", config, *arguments)
         assert result.exit_code == 2 and "d1" in one_line_error(result), result.output
-        assert not (tmp_path / "results").exists()
+        assert list((tmp_path / "results").iterdir()) == []
     loading = (
         "import sys, time\n"
         "import rerank_eval.rerankers as rerankers\n"
@@ -884,14 +884,15 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
     )
     try:
         assert process.stderr.readline().strip() == "loading"
-        assert (tmp_path / "results").is_dir()  # claimed
+        (claimed,) = (tmp_path / "results").iterdir()
+        assert claimed.name.startswith("minilm-bi-mine-") and claimed.name.endswith(".incomplete")
         process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         assert process.wait(timeout=30) == 143 and time.monotonic() - sent < 20
         assert process.stderr.read().strip().splitlines()[-1] == (
-            "error: stopped at once; what is scored, encoded or indexed so far is kept: run the same command "
-            "again to resume"
+            "error: stopped at once; what is scored, encoded or indexed so far is kept; to resume: "
+            "rerank-eval run mine --config mine.yaml --model minilm-bi"
         )
-        assert not (tmp_path / "results").exists()
+        assert list((tmp_path / "results").iterdir()) == []
     finally:
         process.kill()

@@ -370,6 +370,31 @@ def test_a_stop_during_a_datasets_last_chunk_stops_before_the_next_dataset(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_stop_during_a_models_last_chunk_publishes_it_and_starts_no_other(tmp_path, monkeypatch):
+    """Several models: a stop asked for while the first scores its last chunk lets it publish (its
+    results are complete) and the next model is not loaded; the same command resumes."""
+    from rerank_eval.rerankers.first_stage_order import FirstStageOrder
+
+    runs = tmp_path / "runs"
+    builders.write_run(runs / "scifact.trec", builders.SCIFACT_RUN)
+    original = FirstStageOrder.score_batch
+
+    def stopped_while_scoring(self, requests):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, requests)
+
+    monkeypatch.setattr(FirstStageOrder, "score_batch", stopped_while_scoring)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = run_cli("beir", "--datasets", "scifact", "--model", "bm25", "--model", "minilm-bi",
+                     "--runs-dir", runs, "--out", out)  # fmt: skip
+    assert result.exit_code == 143, result.output
+    assert "error: interrupted before model minilm-bi (the models before it are published); to resume: " in (
+        result.output
+    )
+    assert (out / "bm25" / "manifest.json").is_file() and not (out / "minilm-bi").exists()
+
+
 def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     path = tmp_path / "j.jsonl"
     journal = ScoreJournal(path)
@@ -394,7 +419,7 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
     assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
 
 
-def test_a_journal_shared_by_two_commands_keeps_every_line(tmp_path):
+def test_a_journal_shared_by_two_commands_is_rewritten_only_to_drop_damage(tmp_path, capsys):
     """Array jobs sharing a cache: a command loading a journal another one is appending to leaves
     it as it is where nothing needs dropping, closes a line cut short with a line break rather
     than a rewrite, and where it must rewrite (a damaged line), the other's next lines go to the
@@ -414,9 +439,13 @@ def test_a_journal_shared_by_two_commands_keeps_every_line(tmp_path):
         handle.write(b'{"q": "c", "docs": ["dc"], "sco')  # a line being written, or cut short
     assert set(ScoreJournal(path).load(expected)) == {"a", "b"} and path.stat().st_ino == inode
     first.append(entry("d"))  # starts a line of its own
+    # the closed fragment is still known for a cut-short line: no warning, no rewrite
+    assert set(ScoreJournal(path).load(expected)) == {"a", "b", "d"} and path.stat().st_ino == inode
+    assert capsys.readouterr().err == ""
     with open(path, "ab") as handle:
         handle.write(b"garbage\n")
     assert set(ScoreJournal(path).load(expected)) == {"a", "b", "d"} and path.stat().st_ino != inode
+    assert "1 unreadable or stale lines (first: line 5)" in capsys.readouterr().err  # garbage, not line 3
     first.append(entry("e"))  # after the rewrite: into the file now at the path
     first.close()
     assert set(ScoreJournal(path).load(expected)) == {"a", "b", "d", "e"}

@@ -5,9 +5,9 @@ run holds that name (published, or being written): the user gave no name to choo
 claimed when it is picked, by making the folder the run will write in (`NAME.incomplete/` for one
 model, `NAME/` for several), which fails for all but one of jobs started at the same instant (an
 array job), so each of them goes on to the next number. A run that ends without results gives
-the claim back, and `results/` with it where that is left empty; a stop (Ctrl-C, SIGTERM) while
-the model loads or the data is read, before any result is written, ends the run at once through
-the same path, so nothing is left behind.
+the claim back; a stop (Ctrl-C, SIGTERM) while the model loads or the data is read, before any
+result is written, ends the run at once through the same path. (`results/` itself stays: an
+array job may be making its folder in it at that moment.)
 """
 
 from __future__ import annotations
@@ -60,11 +60,9 @@ def _claimed(chosen: Path, models: list[str]) -> Path:
 
 def release_default_out(chosen: Path, models: list[str]) -> None:
     """Remove the folder `default_out` made where it is still empty (a run that ended before it
-    wrote anything), and `results/` where that leaves it empty; a folder holding results, or
-    published and gone, is left as it is."""
-    for folder in (_claimed(chosen, models), chosen.parent):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+    wrote anything); a folder holding results, or published and gone, is left as it is."""
+    with contextlib.suppress(OSError):
+        _claimed(chosen, models).rmdir()
 
 
 @contextlib.contextmanager
@@ -78,9 +76,10 @@ def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[P
     from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
 
     claim = ranks().is_main
+    chosen = None
     with StopRequest() as stop, stop.preparing():  # (the run's own handlers take over while scoring)
-        chosen = default_out(models, suite, claim)
         try:
+            chosen = default_out(models, suite, claim)
             yield chosen
         except KeyboardInterrupt:
             raise Interrupted(
@@ -88,5 +87,5 @@ def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[P
                 stop.signum,
             ) from None
         finally:
-            if claim:
+            if claim and chosen is not None:
                 release_default_out(chosen, models)

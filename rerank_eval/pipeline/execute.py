@@ -3,6 +3,7 @@ one model (`execute`) or several on the same candidates (`execute_models`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -63,8 +64,10 @@ def execute(
     command: list[str],
     datasets: DatasetCache | None = None,
     keep_identical: bool = False,
+    stop: StopRequest | None = None,
 ) -> Path | None:
-    """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only)."""
+    """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only).
+    `stop`: the caller's stop request, installed by it (several models share one), else its own."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
@@ -72,9 +75,10 @@ def execute(
     writer = ResultWriter(out, keep_identical) if main else None
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
-    stop = StopRequest()
+    own = stop is None
+    stop = stop or StopRequest()
     try:
-        with stop:
+        with stop if own else contextlib.nullcontext():
             for spec in plan.datasets:
                 if stop.requested:  # asked during the previous dataset's last forward pass
                     raise Interrupted(
@@ -179,17 +183,35 @@ def _execute_each(
     command: list[str],
     datasets: DatasetCache,
 ) -> list[Path]:
+    """Each model in turn under one stop request: a stop asked for during a model's last forward
+    pass lets it publish and starts no other; one while a model loads stops at once."""
     folders = []
-    for model, name in zip(models, names):
-        destination = out if len(models) == 1 else out / name
-        # A resumed several-model run redoes the models it had published, from the journal (no
-        # scoring), and keeps their folders when the results come out identical.
-        resumed = len(models) > 1 and _published_by_this_command(destination, command, plan)
-        reranker = load(model)
-        folder = execute(plan, reranker, destination, command, datasets, keep_identical=resumed)
-        folders += [folder] if folder else []
-        del reranker
-        _free_accelerator_memory()
+    stop = StopRequest()
+    with stop:
+        for model, name in zip(models, names):
+            if stop.requested:
+                raise Interrupted(
+                    f"interrupted before model {model} (the models before it are published); to resume: "
+                    f"{plan.resume_command}",
+                    stop.signum,
+                )
+            destination = out if len(models) == 1 else out / name
+            # A resumed several-model run redoes the models it had published, from the journal (no
+            # scoring), and keeps their folders when the results come out identical.
+            resumed = len(models) > 1 and _published_by_this_command(destination, command, plan)
+            try:
+                with stop.preparing():
+                    reranker = load(model)
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"{STOPPED_AT_ONCE}; to resume: {plan.resume_command}", stop.signum
+                ) from None
+            folder = execute(
+                plan, reranker, destination, command, datasets, keep_identical=resumed, stop=stop
+            )
+            folders += [folder] if folder else []
+            del reranker
+            _free_accelerator_memory()
     return folders
 
 

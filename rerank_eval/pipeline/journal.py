@@ -72,11 +72,12 @@ class ScoreJournal:
     def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, ScoredQuery]:
         """Valid entries of this journal (and, read only, of its siblings) matching `expected_docs`.
 
-        A last line cut short by a crash is expected and dropped quietly (a line break closes it,
-        so the next entry starts a line of its own); any other unreadable line is reported with
-        its number, and the journal is then rewritten with its kept entries. A journal holding
-        nothing to drop is left as it is: another command sharing the cache may be appending to
-        it (a rewrite puts a new file at the path, see `append`).
+        A line cut short by a crash is expected and dropped quietly (a line break closes a last
+        one, so the next entry starts a line of its own, and the next load still knows it for
+        what it is); any other unreadable line is reported with its number, and the journal is
+        then rewritten with its kept entries. A journal holding nothing else to drop is left as it
+        is: another command sharing the cache may be appending to it (a rewrite puts a new file at
+        the path: lines that command appends meanwhile go to the old one and are scored again).
         """
         kept: dict[str, ScoredQuery] = {}
         for sibling in sibling_journals(self.path) if siblings else []:
@@ -85,14 +86,14 @@ class ScoreJournal:
         if damaged:
             self._rewrite(own, expected_docs)
         elif torn:
-            self._write(b"\n")
+            self._write(b"\n", "its scored queries are kept")
         return {**kept, **own}
 
     def _read(
         self, path: Path, expected_docs: dict[str, Sequence[str]]
     ) -> tuple[dict[str, ScoredQuery], bool, bool]:
-        """The entries, whether lines other than a cut-short last one were unreadable or stale,
-        and whether the file ends in the middle of a line."""
+        """The entries, whether lines other than cut-short ones were unreadable or stale, and
+        whether the file ends in the middle of a line."""
         if not path.exists():
             return {}, False, False
         raw = path.read_bytes()
@@ -104,7 +105,9 @@ class ScoreJournal:
                 continue
             entry = self._parse(line, expected_docs)
             if entry is None:
-                if number != len(lines):  # the unterminated tail of a crash is not damage
+                # a record whose write a crash cut short (every record is one JSON object) is not
+                # damage, at the end or closed by the line break a later load added
+                if not (line.startswith(b"{") and not line.rstrip().endswith(b"}")):
                     damaged.append(number)
                 continue
             kept[entry[0]] = entry[1]
@@ -156,10 +159,11 @@ class ScoreJournal:
 
     def append(self, entries: list[tuple[str, Sequence[str], ScoredQuery]]) -> None:
         """Write, flush and sync a batch of scored queries."""
-        self._write("".join(self._line(q, d, s) for q, d, s in entries).encode("utf-8"))
+        kept = f"{self.entries_written} scored queries are kept"
+        self._write("".join(self._line(q, d, s) for q, d, s in entries).encode("utf-8"), kept)
         self.entries_written += len(entries)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, kept: str) -> None:
         """Append to the file now at the path: where another command sharing the cache rewrote the
         journal since this one opened it, appending to the old, unlinked file would lose the lines."""
         try:
@@ -172,7 +176,7 @@ class ScoreJournal:
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
-            raise disk_error(exc, self.path, f"{self.entries_written} scored queries are kept") from None
+            raise disk_error(exc, self.path, kept) from None
 
     def _holds_the_path(self) -> bool:
         assert self._handle is not None
