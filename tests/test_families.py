@@ -295,7 +295,71 @@ def test_causal_dir_needs_a_family(models):
         load_reranker(str(models["lm"]))
 
 
+def test_family_names_what_cannot_be_told_and_must_agree_with_what_can(models, tmp_path):
+    """`family` is for models whose family nothing else says; a preset's or a recognised folder's
+    own must agree with it (else a bi-encoder would run as a cross-encoder with a random head),
+    except a model without weights (bm25), which keeps its order beside the others; a folder of
+    sentence-transformers' layout is a bi-encoder with no flag."""
+    from tests.dense_checkpoints import build_sentence_transformers
+
+    message = "model 'minilm-bi' is a bi-encoder model (preset minilm-bi); family cross-encoder would run it"
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_reranker("minilm-bi", family="cross-encoder")
+    message = "is a cross-encoder model (its config names BertForSequenceClassification); family bi-encoder"
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_reranker(str(models["ce1"]), family="bi-encoder")
+    assert load_reranker("bm25", family="yes-no").family == "first-stage-order"
+    assert load_reranker(str(models["lm"]), family="yes-no").family == "yes-no"  # nothing else says
+    assert load_reranker(str(models["ce1"]), family="cross-encoder").family == "cross-encoder"  # agrees
+    folder = build_sentence_transformers(tmp_path / "st", pooling="cls", normalize=True)
+    assert load_reranker(str(folder)).family == "bi-encoder"
+
+
+def test_a_checkpoint_lacking_the_weights_a_family_scores_with_is_refused(models):
+    """A bare encoder (BertModel) run as a cross-encoder would score with a classification head of
+    random weights, different at every load; a bi-encoder needs no pooler."""
+    with pytest.raises(
+        UserError,
+        match=r"lacks weights the cross-encoder family scores with \(bert\.pooler\.dense\.bias, .*\?$",
+    ):
+        load_reranker(str(models["bi"]), family="cross-encoder")
+    assert load_reranker(str(models["bi"]), family="bi-encoder").family == "bi-encoder"
+
+
+def test_several_models_with_a_family_for_the_one_that_needs_it(models, tmp_path):
+    """`--model bm25 --model DIR --family F`: the baseline keeps its order, DIR runs as F."""
+    run_file = builders.write_run(tmp_path / "nq.trec", builders.synthetic_nq()[3])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["beir", "--datasets", "nq", "--model", "bm25", "--model", str(models["lm"]), "--family", "yes-no",
+         "--top-k", "3", "--run", f"nq={run_file}", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    families = {
+        folder.name: json.loads((folder / "manifest.json").read_text())["model"]["family"]
+        for folder in out.iterdir()
+    }
+    assert families == {"bm25": "first-stage-order", "lm": "yes-no"}
+
+
 # -- bi-encoder -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "family"), [("bi", "bi-encoder"), ("ce1", "cross-encoder")])
+def test_a_long_document_is_cut_without_transformers_warning_of_indexing_errors(
+    models, caplog, monkeypatch, model, family
+):
+    """transformers warns that a text "will result in indexing errors" when it tokenizes more than
+    the model reads; ours are cut before the model sees them, so the warning would only mislead."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)  # (to caplog)
+    reranker = load_reranker(str(models[model]), family=family, max_length=512)  # all the tokenizer allows
+    with caplog.at_level(logging.WARNING):
+        scores = reranker.score(QUERY, ["scurvy vitamin " * 2000])
+    assert len(scores) == 1 and math.isfinite(scores[0])
+    assert "indexing errors" not in caplog.text
 
 
 def test_bi_encoder_scores_are_cosines_of_mean_pooled_embeddings(models):

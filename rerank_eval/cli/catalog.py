@@ -58,10 +58,10 @@ def models(config: ConfigOpt = None) -> None:
     # what a preset needs and sets, a line each (a table column would be cut on a narrow terminal)
     for preset in presets:
         needs = ["--trust-remote-code"] if preset.trust_remote_code else []
-        if preset.package:
-            needs.append(f"offline with pip package {preset.package.replace('_', '-')}")
+        offline = f"offline from pip package {preset.package.replace('_', '-')}" if preset.package else ""
         settings = ", ".join(f"{k}={v}" for k, v in preset.settings.items())
-        details = [f"needs {'; '.join(needs)}"] * bool(needs) + [f"settings {settings}"] * bool(settings)
+        details = [f"needs {'; '.join(needs)}"] * bool(needs) + [offline] * bool(offline)
+        details += [f"settings {settings}"] * bool(settings)
         details += [f"UNVERIFIED: {preset.unverified}"] * bool(preset.unverified)
         if details:
             console.print(Text(f"{preset.name}: {'; '.join(details)}"))

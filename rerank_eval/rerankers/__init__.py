@@ -21,17 +21,41 @@ from rerank_eval.rerankers.registry import FAMILIES
 from rerank_eval.rerankers.settings import read_settings
 
 
-def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str, Any]]:
-    """Family and preset settings of a model given by hub id or directory instead of preset."""
+def _detect_family(source: str, config: BenchmarkConfig) -> tuple[str, dict[str, Any], str] | None:
+    """Family, preset settings and how it is known, of a model given by Hub id or directory instead
+    of a preset: a preset's own model, or a folder whose files say (None where nothing does)."""
     for preset in config.models.values():
         if preset.model == source:
-            return preset.family, dict(preset.settings)
+            return preset.family, dict(preset.settings), f"the model of preset {preset.name}"
     path = Path(source).expanduser()
     names = architectures(path) if path.is_dir() else []
     if "JinaForRanking" in names:
-        return "listwise-last-token", {}
-    if any(name.endswith("ForSequenceClassification") for name in names):
-        return "cross-encoder", {}
+        return "listwise-last-token", {}, "its config names JinaForRanking"
+    classifiers = [name for name in names if name.endswith("ForSequenceClassification")]
+    if classifiers:
+        return "cross-encoder", {}, f"its config names {classifiers[0]}"
+    if path.is_dir() and (path / "modules.json").is_file():
+        return "bi-encoder", {}, "it is a sentence-transformers folder (modules.json)"
+    return None
+
+
+def _family_to_use(name: str, known: str | None, how: str, requested: str | None) -> str | None:
+    """The family a model runs as: `--family` names it where nothing else does; where the model's
+    own is known, `--family` must agree (running a bi-encoder as a cross-encoder would score with
+    a head of random weights), except for a model without weights (bm25), which keeps its order
+    beside the models `--family` is for."""
+    if requested is None or known is None or known == requested:
+        return known or requested
+    if not registry.family(known).needs_model:
+        return known
+    raise UserError(
+        f"model {name!r} is a {known} model ({how}); {term('family')} {requested} would run it as "
+        f"another kind: leave {term('family')} out for it (give other models their own command)",
+        {"family": "family"},
+    )
+
+
+def _cannot_tell(source: str, config: BenchmarkConfig) -> None:
     _refuse_a_mistyped_preset(source, config)
     problem = not_a_model_source(source)
     if problem:  # a folder that is not there: not a question of family
@@ -84,7 +108,8 @@ def load_reranker(
     config = config or load_config()
     preset = config.models.get(name_or_path)
     if preset is not None:
-        source, chosen, preset_settings = preset.model, preset.family, dict(preset.settings)
+        source, known, preset_settings = preset.model, preset.family, dict(preset.settings)
+        how = f"preset {preset.name}"
         if preset.trust_remote_code and not trust_remote_code:
             raise UserError(
                 f"preset {preset.name} runs code from its Hub repository ({preset.model}); "
@@ -93,8 +118,12 @@ def load_reranker(
             )
     else:
         source = name_or_path
-        chosen, preset_settings = (family, {}) if family else _detect_family(name_or_path, config)
-    chosen = family or chosen
+        detected = _detect_family(name_or_path, config)
+        known, preset_settings, how = detected or (None, {}, "")
+        if detected is None and family is None:
+            _cannot_tell(name_or_path, config)
+    chosen = _family_to_use(name_or_path, known, how, family)
+    assert chosen is not None  # (refused above otherwise)
     declared = registry.family(chosen)
     checked = read_settings(declared.settings, {**preset_settings, **settings}, chosen)
     build = declared.implementation_class()

@@ -43,6 +43,7 @@ class BiEncoder(TransformerReranker):
     family = "bi-encoder"
 
     default_max_length = 256
+    unused_weights = ("pooler.",)  # transformers' BERT pooler: embeddings are pooled from the last layer
 
     def __init__(self, checkpoint: Checkpoint, *args: Any, **kwargs: Any) -> None:
         found = read_sentence_transformers(checkpoint.folder)

@@ -166,7 +166,8 @@ def bounded_text(tokenizer: Any, text: str, tokens: int) -> str:
         if cut is None:
             return text
         prefix = text[: cut.start()]
-        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) > tokens + 8:
+        # (verbose=False: transformers' "longer than the maximum length" warning; the cut is ours)
+        if len(tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]) > tokens + 8:
             return prefix
         length = 2 * cut.start()
     return text
@@ -202,7 +203,7 @@ def tokenized(tokenizer: Any, texts: Sequence[str], keep: int, **options: Any) -
     bounded = [bounded_text(tokenizer, text, keep) for text in texts]
     ids: list[list[int]] = []
     for group in character_groups([len(text) for text in bounded]):
-        ids += [row[:keep] for row in tokenizer(bounded[group], **options)["input_ids"]]
+        ids += [row[:keep] for row in tokenizer(bounded[group], verbose=False, **options)["input_ids"]]
     return ids
 
 

@@ -46,6 +46,8 @@ class TransformerReranker(Reranker):
     default_max_length: int = 512
     #: the family's settings (see rerankers/registry.py)
     settings_class: type = PointwiseSettings
+    #: weights the family never uses, so a checkpoint may lack them (a bi-encoder's BERT pooler)
+    unused_weights: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -88,14 +90,27 @@ class TransformerReranker(Reranker):
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
                 kernel = {} if self.runs_own_code else {"attn_implementation": self.attention}
-                model = getattr(transformers, self.auto_class).from_pretrained(
-                    folder, dtype=self.dtype, trust_remote_code=remote, **kernel
+                model, loading = getattr(transformers, self.auto_class).from_pretrained(
+                    folder, dtype=self.dtype, trust_remote_code=remote, output_loading_info=True, **kernel
                 )
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot load {self.family} model {self.checkpoint.source}: {str(exc).splitlines()[0]}"
             ) from None
+        if not self.runs_own_code:  # (a repository's own code may keep weights of its own making)
+            self._refuse_missing_weights(loading.get("missing_keys") or ())
         return tokenizer, model
+
+    def _refuse_missing_weights(self, missing: Any) -> None:
+        """Weights the family scores with that the checkpoint lacks would be drawn at random (a
+        classification head on a bare encoder, for one): the scores would mean nothing."""
+        lacking = sorted(key for key in missing if not any(part in key for part in self.unused_weights))
+        if lacking:
+            shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+            raise UserError(
+                f"{self.checkpoint.source} lacks weights the {self.family} family scores with ({shown}); "
+                f"they would be random: is it a {self.family} checkpoint?"
+            )
 
     def cap_max_length(self, tokenizer: Any) -> None:
         """Never exceed what the tokenizer declares the model can read (e.g. 512 for MiniLM), nor
