@@ -313,6 +313,15 @@ def test_family_names_what_cannot_be_told_and_must_agree_with_what_can(models, t
     assert load_reranker(str(models["ce1"]), family="cross-encoder").family == "cross-encoder"  # agrees
     folder = build_sentence_transformers(tmp_path / "st", pooling="cls", normalize=True)
     assert load_reranker(str(folder)).family == "bi-encoder"
+    # sentence-transformers saves a CrossEncoder (a causal reranker's, say) in the same layout, with
+    # its type named: not a bi-encoder, so its family is the one given
+    settings = folder / "config_sentence_transformers.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "model_type": "CrossEncoder"}))
+    with pytest.raises(UserError, match="cannot tell which family model"):
+        load_reranker(str(folder))
+    # a mistyped family is said as such
+    with pytest.raises(UserError, match="unknown reranker family 'crossencoder'"):
+        load_reranker("minilm-bi", family="crossencoder")
 
 
 def test_a_checkpoint_lacking_the_weights_a_family_scores_with_is_refused(models):
@@ -320,7 +329,11 @@ def test_a_checkpoint_lacking_the_weights_a_family_scores_with_is_refused(models
     random weights, different at every load; a bi-encoder needs no pooler."""
     with pytest.raises(
         UserError,
-        match=r"lacks weights the cross-encoder family scores with \(bert\.pooler\.dense\.bias, .*\?$",
+        match=(
+            r"lacks weights the cross-encoder family scores with \(classifier\.bias, classifier\.weight, "
+            r"bert\.pooler\.dense\.bias and 1 more\); they would be random: "
+            r"is it a cross-encoder checkpoint\?$"
+        ),
     ):
         load_reranker(str(models["bi"]), family="cross-encoder")
     assert load_reranker(str(models["bi"]), family="bi-encoder").family == "bi-encoder"
@@ -341,6 +354,14 @@ def test_several_models_with_a_family_for_the_one_that_needs_it(models, tmp_path
         for folder in out.iterdir()
     }
     assert families == {"bm25": "first-stage-order", "lm": "yes-no"}
+    # a model whose family disagrees is refused before the first one scores anything
+    result = CliRunner().invoke(
+        app,
+        ["beir", "--datasets", "nq", "--model", str(models["lm"]), "--model", "minilm-bi",
+         "--family", "yes-no", "--run", f"nq={run_file}", "--out", str(tmp_path / "refused")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "model 'minilm-bi' is a bi-encoder model" in result.output
+    assert "nq:" not in result.output and not (tmp_path / "refused").exists()
 
 
 # -- bi-encoder -------------------------------------------------------------------------------------------
@@ -429,6 +450,11 @@ from transformers import BertForSequenceClassification
 class EagerOnlyRanker(BertForSequenceClassification):
     _supports_sdpa = False
     _supports_flash_attn = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):  # returns the model alone, as some repositories' code does
+        kwargs.pop("output_loading_info", None)
+        return super().from_pretrained(*args, **kwargs)
 """
 
 

@@ -83,6 +83,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         from rerank_eval.reporting.render.terminal import terminal_table
         from rerank_eval.reporting.report import Report, results_table
         from rerank_eval.rerankers import load_reranker
+        from rerank_eval.rerankers.identify import model_family
         from rerank_eval.results.folder import load_result
 
         cfg = load_config(config)
@@ -110,6 +111,8 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         )
         plan.validate()
         settings = settings_from(setting)
+        for name in model_names:  # every model's family known (and agreeing) before any work
+            model_family(name, cfg, family, trust_remote_code)
 
         def load(name: str):
             return load_reranker(

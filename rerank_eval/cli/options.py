@@ -96,7 +96,10 @@ FamilyOpt = Annotated[
     str | None,
     typer.Option(
         "--family",
-        help="Reranker family when --model is neither a preset nor recognisable from its config.json.",
+        help=(
+            "Reranker family of the --model values that are neither presets nor recognisable from their "
+            "files (config.json, sentence-transformers' modules.json); others must agree with it."
+        ),
     ),
 ]
 TopKOpt = Annotated[

@@ -89,22 +89,30 @@ class TransformerReranker(Reranker):
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
-                kernel = {} if self.runs_own_code else {"attn_implementation": self.attention}
-                model, loading = getattr(transformers, self.auto_class).from_pretrained(
-                    folder, dtype=self.dtype, trust_remote_code=remote, output_loading_info=True, **kernel
+                # a repository's own code may load as it likes (and return no loading report)
+                extra = (
+                    {}
+                    if self.runs_own_code
+                    else {"attn_implementation": self.attention, "output_loading_info": True}
+                )
+                loaded = getattr(transformers, self.auto_class).from_pretrained(
+                    folder, dtype=self.dtype, trust_remote_code=remote, **extra
                 )
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot load {self.family} model {self.checkpoint.source}: {str(exc).splitlines()[0]}"
             ) from None
-        if not self.runs_own_code:  # (a repository's own code may keep weights of its own making)
-            self._refuse_missing_weights(loading.get("missing_keys") or ())
+        if self.runs_own_code:
+            return tokenizer, loaded
+        model, loading = loaded
+        self._refuse_missing_weights(loading.get("missing_keys") or ())
         return tokenizer, model
 
     def _refuse_missing_weights(self, missing: Any) -> None:
         """Weights the family scores with that the checkpoint lacks would be drawn at random (a
         classification head on a bare encoder, for one): the scores would mean nothing."""
-        lacking = sorted(key for key in missing if not any(part in key for part in self.unused_weights))
+        lacking = [key for key in missing if not any(part in key for part in self.unused_weights)]
+        lacking.sort(key=lambda key: ("pooler" in key, key))  # a head's own weights first
         if lacking:
             shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
             raise UserError(
