@@ -789,15 +789,20 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
     assert checkpoint.resolve_checkpoint(str(layered)).folder == layered
 
 
+def bm25s_suite(folder: Path, entry: str) -> Path:
+    """mine.yaml in `folder`: a suite `mine` of one dataset `entry` (a YAML mapping) under bm25s."""
+    config = folder / "mine.yaml"
+    config.write_text(
+        f"suites:\n  mine:\n    defaults: {{first_stage: bm25s}}\n    datasets:\n      - {entry}\n"
+    )
+    return config
+
+
 def test_a_dataset_file_that_fails_when_read_is_one_line(tmp_path):
     """/proc/self/mem is a regular file whose reads fail: named, not a traceback."""
     (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "fox"}\n')
     (tmp_path / "r.txt").write_text("q1 0 d1 1\n")
-    config = tmp_path / "mine.yaml"
-    config.write_text(
-        "suites:\n  mine:\n    defaults: {first_stage: bm25s}\n    datasets:\n"
-        "      - {key: m, corpus: /proc/self/mem, queries: q.jsonl, qrels: r.txt}\n"
-    )
+    config = bm25s_suite(tmp_path, "{key: m, corpus: /proc/self/mem, queries: q.jsonl, qrels: r.txt}")
     result = run("run", "mine", "--config", config, "--model", "bm25", "--out", tmp_path / "out")
     assert one_line_error(result) == "error: cannot read /proc/self/mem: Input/output error"
     assert not (tmp_path / "out").exists()
@@ -857,11 +862,7 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
     (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
     (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "a"}\n')
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    config = tmp_path / "mine.yaml"
-    config.write_text(
-        "suites:\n  mine:\n    defaults: {first_stage: bm25s}\n    datasets:\n"
-        "      - {key: k, corpus: c.jsonl, queries: q.jsonl, qrels: qrels.tsv}\n"
-    )
+    config = bm25s_suite(tmp_path, "{key: k, corpus: c.jsonl, queries: q.jsonl, qrels: qrels.tsv}")
     for models in (["bm25"], ["bm25", "minilm-bi"]):
         arguments = [a for m in models for a in ("--model", m)]
         result = run("run", "mine", "--config", config, *arguments)
