@@ -3,7 +3,6 @@ one model (`execute`) or several on the same candidates (`execute_models`)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -62,12 +61,12 @@ def execute(
     reranker: Reranker,
     out: Path,
     command: list[str],
+    stop: StopRequest,
     datasets: DatasetCache | None = None,
     keep_identical: bool = False,
-    stop: StopRequest | None = None,
 ) -> Path | None:
     """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only).
-    `stop`: the caller's stop request, installed by it (several models share one), else its own."""
+    `stop`: the stop request the caller installed (the models of a run share one)."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
@@ -75,51 +74,48 @@ def execute(
     writer = ResultWriter(out, keep_identical) if main else None
     records = []
     tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
-    own = stop is None
-    stop = stop or StopRequest()
     try:
-        with stop if own else contextlib.nullcontext():
-            for spec in plan.datasets:
-                if stop.requested:  # asked during the previous dataset's last forward pass
-                    raise Interrupted(
-                        f"interrupted before {spec.key}; scores journaled so far are kept; to resume: "
-                        f"{plan.resume_command}",
-                        stop.signum,
-                    )
-                with stop.preparing():
-                    prepared = datasets.prepared(spec)
-                start = time.monotonic()
-                outcome = rerank_dataset(reranker, prepared, plan, stop)
-                rerank_seconds = time.monotonic() - start
-                _warn_about_scoring(spec.key, outcome, reranker)
-                per_rank = _per_rank_timings(rerank_seconds, outcome, reranker)  # every rank takes part
-                if writer is None:
-                    continue  # ranks other than 0 only score
-                start = time.monotonic()
-                with step(f"{spec.key}: evaluation"):
-                    first_values = datasets.first_stage_values(prepared)
-                    reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
-                writer.add_run(spec.key, run_lines(outcome.run, tag))
-                # the candidates as the first stage scored them (after self-matches and the top-k cut)
-                first_stage_tag = (prepared.first_stage.name or prepared.first_stage.kind).replace(" ", "_")
-                writer.add_run(
-                    f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
+        for spec in plan.datasets:
+            if stop.requested:  # asked during the previous dataset's last forward pass
+                raise Interrupted(
+                    f"interrupted before {spec.key}; scores journaled so far are kept; to resume: "
+                    f"{plan.resume_command}",
+                    stop.signum,
                 )
-                blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
-                if blocks:
-                    writer.add_blocks(spec.key, blocks)
-                writer.add_values(spec.key, "first_stage", first_values)
-                writer.add_values(spec.key, "reranked", reranked_values)
-                timings = {
-                    "prepare_seconds": round(prepared.seconds, 3),
-                    "rerank_seconds": round(rerank_seconds, 3),
-                    "evaluate_seconds": round(time.monotonic() - start, 3),
-                    "execution": per_rank[0]["execution"],  # rank 0's, gathered above
-                }
-                if len(per_rank) > 1:  # rank 0's own figures above; all ranks' here
-                    timings["scored_queries"] = sum(rank["scored_queries"] for rank in per_rank)
-                    timings["ranks"] = per_rank
-                records.append(dataset_record(prepared, outcome, timings, reranker))
+            with stop.preparing():
+                prepared = datasets.prepared(spec)
+            start = time.monotonic()
+            outcome = rerank_dataset(reranker, prepared, plan, stop)
+            rerank_seconds = time.monotonic() - start
+            _warn_about_scoring(spec.key, outcome, reranker)
+            per_rank = _per_rank_timings(rerank_seconds, outcome, reranker)  # every rank takes part
+            if writer is None:
+                continue  # ranks other than 0 only score
+            start = time.monotonic()
+            with step(f"{spec.key}: evaluation"):
+                first_values = datasets.first_stage_values(prepared)
+                reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
+            writer.add_run(spec.key, run_lines(outcome.run, tag))
+            # the candidates as the first stage scored them (after self-matches and the top-k cut)
+            first_stage_tag = (prepared.first_stage.name or prepared.first_stage.kind).replace(" ", "_")
+            writer.add_run(
+                f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
+            )
+            blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
+            if blocks:
+                writer.add_blocks(spec.key, blocks)
+            writer.add_values(spec.key, "first_stage", first_values)
+            writer.add_values(spec.key, "reranked", reranked_values)
+            timings = {
+                "prepare_seconds": round(prepared.seconds, 3),
+                "rerank_seconds": round(rerank_seconds, 3),
+                "evaluate_seconds": round(time.monotonic() - start, 3),
+                "execution": per_rank[0]["execution"],  # rank 0's, gathered above
+            }
+            if len(per_rank) > 1:  # rank 0's own figures above; all ranks' here
+                timings["scored_queries"] = sum(rank["scored_queries"] for rank in per_rank)
+                timings["ranks"] = per_rank
+            records.append(dataset_record(prepared, outcome, timings, reranker))
         if writer is None:
             return None
         finished = datetime.now(timezone.utc)
@@ -206,9 +202,7 @@ def _execute_each(
                 raise Interrupted(
                     f"{STOPPED_AT_ONCE}; to resume: {plan.resume_command}", stop.signum
                 ) from None
-            folder = execute(
-                plan, reranker, destination, command, datasets, keep_identical=resumed, stop=stop
-            )
+            folder = execute(plan, reranker, destination, command, stop, datasets, keep_identical=resumed)
             folders += [folder] if folder else []
             del reranker
             _free_accelerator_memory()

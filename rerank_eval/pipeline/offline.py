@@ -1,10 +1,10 @@
 """Everything a run would download and cannot, said at once.
 
 Without internet, the first missing file used to stop a run, and fixing it revealed the next one.
-Without internet, a run of several datasets or models asks for each of them in turn before any
-work (every lookup fails fast), as does any run when it meets a `MissingDownload`; it collects
-what is missing and ends with one line naming all of it, the exact `rerank-eval fetch` command
-that fills the caches, and the folders to copy.
+Now a run of several datasets or models asks for each of them in turn before any work (every
+lookup fails fast), as does any run when it meets a `MissingDownload`; it collects what is
+missing and ends with one line naming all of it, the exact `rerank-eval fetch` command that fills
+the caches, and the folders to copy.
 """
 
 from __future__ import annotations
