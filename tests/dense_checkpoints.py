@@ -259,3 +259,76 @@ def build_sentence_transformers(
         st_config["similarity_fn_name"] = similarity_fn_name
     _write_json(folder / "config_sentence_transformers.json", st_config)
     return folder
+
+
+# --- encoder-decoder backbones with projections (GTR, sentence-T5) -----------------------------------
+
+
+def build_t5_tokenizer(folder: Path, model_max_length: int = 512):
+    """A T5-like tokenizer: Unigram over Metaspace pieces, `<pad>`=0 `</s>`=1 `<unk>`=2, `</s>`
+    appended to every text, case kept."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    specials = ["<pad>", "</s>", "<unk>"]
+    tokenizer.train_from_iterator(
+        TEXT, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
+    )
+    eos = tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        model_max_length=model_max_length,
+    )  # fmt: skip
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def build_t5_sentence_transformers(
+    folder: Path,
+    *,
+    projections: list[dict],
+    pooling: str = "mean",
+    normalize: bool = True,
+    max_seq_length: int = 16,
+    prompts: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A GTR / sentence-T5 layout saved by sentence-transformers itself: a whole T5 (encoder and
+    decoder, as the Hub's T5 checkpoints hold them) of which sentence-transformers loads the encoder
+    alone, pooled, then each of `projections` (`Dense` keyword arguments: out_features, bias,
+    activation_function, use_residual), then Normalize when asked."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = Path(folder)
+    backbone = folder.parent / f"{folder.name}-t5"
+    tokenizer = build_t5_tokenizer(backbone)
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, initializer_factor=4.0,
+    )  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(str(backbone))
+    transformer = Transformer(str(backbone), max_seq_length=max_seq_length)
+    width = transformer.get_embedding_dimension()
+    modules = [transformer, Pooling(width, pooling)]
+    for options in projections:
+        options = {"out_features": width, **options}
+        modules.append(Dense(in_features=width, **options))
+        width = options["out_features"]
+        with torch.no_grad():  # a wide init, so that a projection moves vectors well beyond float error
+            for parameter in modules[-1].parameters():
+                parameter.copy_(torch.randn(parameter.shape) * 0.5)
+    if normalize:
+        modules.append(Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu", prompts=prompts or {})
+    model.save(str(folder))
+    return folder

@@ -566,14 +566,14 @@ def test_a_bare_transformer_is_not_a_bi_encoder(tmp_path):
 
 
 def test_an_unsupported_module_is_refused(tmp_path):
-    dense = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    weights = {"path": "2_WordWeights", "type": "sentence_transformers.models.WordWeights"}
     folder = dense_checkpoints.build_sentence_transformers(
-        tmp_path / "st", pooling="mean", normalize=True, extra_modules=[dense]
+        tmp_path / "st", pooling="mean", normalize=True, extra_modules=[weights]
     )
     with pytest.raises(UserError) as excinfo:
         _encoder(folder)
     message = _one_line(excinfo)
-    assert "sentence_transformers.models.Dense" in message and "not supported" in message
+    assert "sentence_transformers.models.WordWeights" in message and "not supported" in message
 
 
 def test_an_unsupported_pooling_is_refused(tmp_path):

@@ -1,7 +1,7 @@
 """Bi-encoders as rerankers (dense rescoring): the similarity of query and document embeddings.
 
-A sentence-transformers checkpoint embeds as its own files say (`modules.json`: pooling,
-normalisation, maximum length, lower-casing, query and document prompts; read by the dense first
+A sentence-transformers checkpoint embeds as its own files say (`modules.json`: pooling, Dense
+projections, normalisation, maximum length, lower-casing, query and document prompts; read by the dense first
 stage's `read_sentence_transformers`, so a model scores here as it retrieves there and as
 sentence-transformers would embed it); a folder without those files embeds as the family's
 definition does: mean-pooled (attention mask), L2-normalised, cosine, 256 tokens.
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.first_stage.dense.recipe import read_sentence_transformers
+from rerank_eval.first_stage.dense.projection import load_projections, project
+from rerank_eval.first_stage.dense.recipe import encoder_class, read_sentence_transformers
 from rerank_eval.first_stage.dense.vectors import pool
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -48,13 +49,21 @@ class BiEncoder(TransformerReranker):
     def __init__(self, checkpoint: Checkpoint, *args: Any, **kwargs: Any) -> None:
         found = read_sentence_transformers(checkpoint.folder)
         self.embedding = {**FAMILY_EMBEDDING, **{k: v for k, v in found.items() if k != "max_length"}}
+        # a T5's encoder alone (GTR, sentence-T5)
+        self.auto_class = encoder_class(checkpoint.folder / self.embedding["transformer_path"])
         super().__init__(checkpoint, *args, **kwargs)
+        self.projections = load_projections(
+            checkpoint.folder, self.embedding.get("dense_layers", ()), checkpoint.source, self.device
+        )
         if not self.configured_settings.max_length and found.get("max_length"):
             self.max_length = int(found["max_length"])  # its max_seq_length, as it embeds itself
         self.cap_max_length(self.tokenizer)
         similarity = "cosine" if self.embedding["normalize"] else "inner product"
         source = "the checkpoint's sentence-transformers modules" if found else "the family's default"
-        self.score_head = f"{similarity} of {self.embedding['pooling']}-pooled embeddings ({source})"
+        projected = " and projected" if self.projections else ""
+        self.score_head = (
+            f"{similarity} of {self.embedding['pooling']}-pooled{projected} embeddings ({source})"
+        )
 
     def model_folder(self) -> Path:
         """Where the transformer is: a subfolder in older sentence-transformers layouts."""
@@ -73,7 +82,7 @@ class BiEncoder(TransformerReranker):
         input_ids, mask = right_padded(rows, self.tokenizer.pad_token_id or 0)
         mask = mask.to(self.device)
         hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask).last_hidden_state
-        pooled = pool(hidden, mask, self.embedding["pooling"])
+        pooled = project(pool(hidden, mask, self.embedding["pooling"]), self.projections)
         return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.embedding["normalize"] else pooled
 
     @torch.inference_mode()

@@ -30,7 +30,8 @@ import torch
 from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
-from rerank_eval.first_stage.dense.recipe import EncoderRecipe
+from rerank_eval.first_stage.dense.projection import load_projections, project
+from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
@@ -96,6 +97,9 @@ class DenseEncoder:
         for side in SIDES:  # now, not when the side is first encoded (after the whole corpus)
             self._adapter_folder(side)
         self.tokenizer = self._load_tokenizer()
+        self.projections = load_projections(
+            checkpoint.folder, recipe.dense_layers, checkpoint.source, self.device
+        )
         config = jina_kernels.fusable_config(self.folder)
         self.fused_kernels = self._resolved_fused_kernels(config, fused_kernels)
         self.packed_sequences = self._resolved_packing(config, packed_sequences)
@@ -141,7 +145,7 @@ class DenseEncoder:
 
         try:
             with quiet_transformers():
-                model = transformers.AutoModel.from_pretrained(
+                model = getattr(transformers, encoder_class(self.folder)).from_pretrained(
                     str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
                 )
         except Exception as exc:  # missing, truncated or foreign weights fail in many ways
@@ -262,7 +266,7 @@ class DenseEncoder:
     # -- forward ----------------------------------------------------------------------------------
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
-        """Pooled (and normalised) float32 vectors of a batch, left on the device."""
+        """Pooled (projected, normalised) float32 vectors of a batch as the recipe says, on the device."""
         if self.packed_sequences:
             vectors = self._packed_vectors(rows, side)
         else:
@@ -275,6 +279,7 @@ class DenseEncoder:
             vectors = pool(hidden, mask, self.recipe.pooling)
         self.stats["forward_passes"] += 1
         self.stats["tokens"] += int(sum(len(r) for r in rows))
+        vectors = project(vectors, self.projections)
         if self.recipe.dimensions is not None:
             vectors = vectors[:, : self.recipe.dimensions]
         return torch.nn.functional.normalize(vectors, p=2, dim=1) if self.recipe.normalize else vectors

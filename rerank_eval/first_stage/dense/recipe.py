@@ -1,9 +1,10 @@
 """How a bi-encoder turns text into a vector: read from the checkpoint's own sentence-transformers
-files, so bge, e5, gte, MiniLM or Qwen3-Embedding need no per-model code.
+files, so bge, e5, gte, GTR, MiniLM or Qwen3-Embedding need no per-model code.
 
-`modules.json` lists the modules (Transformer, Pooling, Normalize), `1_Pooling/config.json` the
-pooling, `sentence_bert_config.json` the maximum length and lower-casing, and
-`config_sentence_transformers.json` the query and document prompts. A preset's explicit settings
+`modules.json` lists the modules (Transformer, Pooling, Dense, Normalize), `1_Pooling/config.json`
+the pooling, each Dense module's folder its projection (`projection`), `sentence_bert_config.json`
+the maximum length and lower-casing, and `config_sentence_transformers.json` the query and document
+prompts. A preset's explicit settings
 win over the files (jina-embeddings-v3's adapters and instruction prefixes are not in them).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense.projection import read_dense_spec
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -54,6 +56,8 @@ class EncoderRecipe:
     #: Matryoshka truncation: the first this many coordinates of each pooled vector, normalised
     #: after the cut where `normalize` is on (None: every coordinate)
     dimensions: int | None = None
+    #: the folders of the Dense modules the pooled vector goes through, in order (GTR, sentence-T5)
+    dense_layers: tuple[str, ...] = ()
 
     def prefix(self, side: str) -> str:
         return self.query_prefix if side == "query" else self.passage_prefix
@@ -69,11 +73,15 @@ class EncoderRecipe:
         return {**shared, "prefix": self.prefix(side), "adapter": self.adapter(side)}
 
     def to_json(self) -> dict[str, Any]:
-        """As manifests record it and keys hash it: `dimensions` only when set, so caches and score
-        journals written before the setting existed keep their keys."""
+        """As manifests record it and keys hash it: `dimensions` and `dense_layers` only when set, so
+        caches and score journals written before they existed keep their keys."""
         recorded = asdict(self)
         if self.dimensions is None:
             del recorded["dimensions"]
+        if not self.dense_layers:
+            del recorded["dense_layers"]
+        else:
+            recorded["dense_layers"] = list(self.dense_layers)
         return recorded
 
 
@@ -152,12 +160,16 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             found["pooling"] = _pooling_from_config(
                 _read_object(path / "config.json", "pooling config"), path
             )
+        elif kind == "Dense":
+            _check_dense_place(found, modules_path)
+            read_dense_spec(path)  # a module we cannot run is refused now, not after loading
+            found.setdefault("dense_layers", []).append(str(entry.get("path", "")))
         elif kind == "Normalize":
             found["normalize"] = True
         else:
             raise UserError(
                 f"{modules_path}: module {entry.get('type') if isinstance(entry, dict) else entry!r} "
-                f"is not supported (rerank-eval reads Transformer, Pooling and Normalize)"
+                f"is not supported (rerank-eval reads Transformer, Pooling, Dense and Normalize)"
             )
     prompts_path = folder / "config_sentence_transformers.json"
     if prompts_path.is_file():
@@ -179,6 +191,15 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
         )
     found["normalize"] = found["normalize"] or similarity == "cosine"
     return found
+
+
+def _check_dense_place(found: dict[str, Any], modules_path: Path) -> None:
+    """A Dense module projects the pooled vector before any Normalize: elsewhere (on token
+    vectors, or after normalising) it would embed otherwise than we run it."""
+    if "pooling" not in found:
+        raise UserError(f"{modules_path}: a Dense module before Pooling is not supported")
+    if found["normalize"]:
+        raise UserError(f"{modules_path}: a Dense module after Normalize is not supported")
 
 
 def _side_prompt(prompts: dict[str, Any], names: tuple[str, ...], default: Any) -> str:
@@ -240,7 +261,8 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         raise UserError(
             f"encoder {source}: max_length {max_length} is beyond the model's {positions} positions"
         )
-    width = _config_value(transformer, "hidden_size")
+    layers = tuple(values.get("dense_layers") or ())
+    width = _vector_width(folder, transformer, layers, source)
     dimensions = values.get("dimensions")
     if dimensions is not None and width is not None and dimensions > width:
         raise UserError(f"encoder {source}: dimensions {dimensions} is more than its vectors' {width}")
@@ -254,7 +276,35 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         adapters=dict(values["adapters"]) if values.get("adapters") else None,
         transformer_path=str(values.get("transformer_path", "")),
         dimensions=dimensions,
+        dense_layers=layers,
     )
+
+
+def _vector_width(folder: Path, transformer: Path, layers: tuple[str, ...], source: str) -> int | None:
+    """How wide the recipe's vectors are: the last projection's output, else the model's hidden
+    size (T5 names it d_model); each projection must take what comes before it."""
+    width = _config_value(transformer, "hidden_size") or _config_value(transformer, "d_model")
+    for relative in layers:
+        spec = read_dense_spec(folder / relative)
+        if width is not None and spec.in_features != width:
+            raise UserError(
+                f"encoder {source}: Dense module {relative} takes vectors of {spec.in_features} "
+                f"but is given {width}"
+            )
+        width = spec.out_features
+    return width
+
+
+def encoder_class(folder: Path) -> str:
+    """The transformers Auto class that loads the model in `folder` as an encoder: AutoModel, except
+    for an encoder-decoder (T5, mT5: GTR, sentence-T5), whose encoder alone embeds (as
+    sentence-transformers loads it; AutoModel would want decoder inputs)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
+
+    config = folder / "config.json"
+    model_type = _read_object(config, "model config").get("model_type") if config.is_file() else None
+    loaded = MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES.get(str(model_type), "")
+    return "AutoModelForTextEncoding" if loaded.endswith("EncoderModel") else "AutoModel"
 
 
 def _tokenizer_limit(folder: Path) -> int | None:
