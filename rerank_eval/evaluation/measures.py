@@ -2,6 +2,11 @@
 
 Every judged query gets a value: one the run does not cover scores 0, as with `trec_eval -c`.
 Aggregates are never computed here; the reporting layer derives them from these values.
+
+Only each query's order reaches the measures, and it is trec_eval's (score descending, ties by doc
+id descending): ir_measures' providers do not all break ties alike (its own Judged takes tied
+documents by doc id ascending), so a first-stage run with tied scores would otherwise be judged at
+10 in another order than its nDCG@10 is computed in.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rerank_eval.errors import UserError, closest
-from rerank_eval.runfiles import Run
+from rerank_eval.runfiles import Run, trec_order
 
 PerQuery = dict[str, dict[str, float]]  # measure name -> query id -> value
 MAX_CUTOFF = 1_000_000
@@ -70,8 +75,17 @@ def evaluate_per_query(qrels: dict[str, dict[str, int]], run: Run, measure_names
     measures = parse_measures(measure_names)
     values: PerQuery = {name: dict.fromkeys(qrels, 0.0) for name in measure_names}
     by_measure = {str(m): name for m, name in zip(measures, measure_names)}
-    non_empty = {q: docs for q, docs in run.items() if docs}
-    for metric in ir_measures.iter_calc(measures, qrels, non_empty):
+    for metric in ir_measures.iter_calc(measures, qrels, _ranks_as_scores(run)):
         if metric.query_id in qrels:
             values[by_measure[str(metric.measure)]][metric.query_id] = float(metric.value)
     return values
+
+
+def _ranks_as_scores(run: Run) -> dict[str, dict[str, float]]:
+    """Each non-empty query's documents scored n, n - 1, ..., 1 in trec_eval's order: no ties left
+    for a provider to break its own way."""
+    return {
+        query: {doc: float(len(docs) - rank) for rank, (doc, _) in enumerate(trec_order(docs))}
+        for query, docs in run.items()
+        if docs
+    }
