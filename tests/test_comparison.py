@@ -245,6 +245,45 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
     assert "fiqa: not in partial" in result.footnotes
 
 
+@pytest.mark.parametrize("test", ["t-test", "randomization"])
+def test_an_average_over_a_single_shared_row_has_no_p_value(tmp_path, runs, test):
+    """One pair is no sample: scipy's t-test gives NaN and its permutation test refuses it, so the
+    cell is untested (p=n/a, no †) with a note, not p = 1.00 (as shown before)."""
+    partial = make_result(tmp_path, "partial", 0.3, datasets=["scifact"])
+    result = Comparison([load_result(runs["base"]), load_result(partial)], test=test)
+    headline = next(r for r in result.rows if r.kind == "average").cells["partial"]
+    assert headline.delta > 0.2 and headline.p_value is None and headline.p_adjusted is None
+    assert not headline.significant
+    assert (headline.wins, headline.ties, headline.losses) == (1, 0, 0)
+    assert (
+        f"BEIR-13: partial has a single value to pair with the baseline's, for which the {test} is "
+        "undefined (no p-value, no †)"
+    ) in result.footnotes
+    assert "p=n/a" in markdown(comparison_table(result))
+
+
+def test_a_run_sharing_no_row_with_the_baseline_is_shown_not_compared(tmp_path, runs):
+    """Its average is shown, but nothing is paired: no Δ, test or W/T/L, and it does not enlarge the
+    Holm family of the runs that were compared (which once doubled their adjusted p-values)."""
+    apart = make_result(tmp_path, "apart", 0.1, datasets=["scifact"])
+    base = make_result(tmp_path, "fiqa-base", 0.0, noise=0.0, datasets=["fiqa"])
+    better = make_result(tmp_path, "fiqa-better", 0.08, seed=1, datasets=["fiqa"])
+    result = Comparison([load_result(base), load_result(better), load_result(apart)])
+    headline = next(r for r in result.rows if r.kind == "average")
+    shown = headline.cells["apart"]
+    assert shown.value is not None
+    assert (shown.delta, shown.p_value, shown.p_adjusted, shown.wins) == (None, None, None, None)
+    compared = headline.cells["fiqa-better"]
+    assert result.families["BEIR-13"] == 1
+    assert compared.p_adjusted == compared.p_value is None  # one shared row: untested, as above
+    fiqa = next(r for r in result.rows if r.name == "fiqa")
+    assert result.families["fiqa"] == 1
+    assert fiqa.cells["fiqa-better"].p_adjusted == fiqa.cells["fiqa-better"].p_value
+    assert "BEIR-13: apart has no row in common with the baseline fiqa-base: shown, not compared" in (
+        result.footnotes
+    )
+
+
 def test_a_group_with_only_some_of_its_members_is_said_so(tmp_path, runs):
     """A run holding one of CQADupStack's two forums has no cqadupstack value (its mean would be
     another row's), and the note says it holds some members, not that the row is absent."""

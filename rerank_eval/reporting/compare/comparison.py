@@ -209,6 +209,9 @@ class Comparison:
             if run is self.baseline or series is None or base is None:
                 continue
             common = series.index.intersection(base.index)
+            if common.empty:  # (other query sets, compared with --force)
+                self._not_compared(row, run.label, "query")
+                continue
             run_values, base_values = series[common].to_numpy(), base[common].to_numpy()
             differences = run_values - base_values
             cell = cells[run.label]
@@ -218,13 +221,22 @@ class Comparison:
             tested.append(cell)
         self._adjust(row, tested)
 
+    def _not_compared(self, row: str, label: str, unit: str) -> None:
+        """Nothing to pair: the run is shown, not compared (nor counted in the row's Holm family)."""
+        self.footnotes.append(
+            f"{row}: {label} has no {unit} in common with the baseline {self.baseline.label}: "
+            f"shown, not compared"
+        )
+
     def _p_value(self, run_values: np.ndarray, base_values: np.ndarray, label: str, row: str) -> float | None:
         p = paired_p_value(run_values, base_values, self.test)
         if p is None:
-            self.footnotes.append(
-                f"{row}: {label}'s differences from the baseline are all one value, for which the "
-                f"{self.test} is undefined (no p-value, no †)"
+            what = (
+                f"{label} has a single value to pair with the baseline's"
+                if len(run_values) == 1
+                else f"{label}'s differences from the baseline are all one value"
             )
+            self.footnotes.append(f"{row}: {what}, for which the {self.test} is undefined (no p-value, no †)")
         return p
 
     def _adjust(self, row: str, tested: list[Cell]) -> None:
@@ -288,10 +300,13 @@ class Comparison:
                 for n in names
                 if by_name[n].cells[run.label].value is not None and by_name[n].cells[base].value is not None
             ]
-            run_values, base_values = np.array(pairs).T if pairs else (np.array([]), np.array([]))
+            if not pairs:
+                self._not_compared(row, run.label, "row")
+                continue
+            run_values, base_values = np.array(pairs).T
             cell, differences = cells[run.label], run_values - base_values
             # over the rows both have, like the test and the interval (a run may lack some rows)
-            cell.delta = float(np.mean(differences)) if pairs else None
+            cell.delta = float(np.mean(differences))
             cell.p_value = self._p_value(run_values, base_values, run.label, row)
             cell.interval = bootstrap_interval(differences)
             _count_outcomes(cell, differences)

@@ -85,10 +85,12 @@ register(
 
 def paired_p_value(run: np.ndarray, baseline: np.ndarray, test: str) -> float | None:
     """Two-sided p-value of a paired test; 1.0 when every difference is zero; None where the test
-    is undefined for these values (a t-test of differences that do not vary)."""
+    is undefined for these values (one pair, or a t-test of differences that do not vary)."""
     differences = run - baseline
-    if len(differences) < 2 or not np.any(differences):
+    if len(differences) and not np.any(differences):
         return 1.0
+    if len(differences) < 2:  # scipy's t-test gives NaN, its permutation test refuses
+        return None
     p = paired_test(test).p_value(run, baseline)
     return None if np.isnan(p) else float(p)
 
