@@ -568,13 +568,40 @@ def test_several_models_one_command_one_table(models, tmp_path):
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["bm25", "ce1", "listwise"]
-    header = next(line for line in result.output.splitlines() if "First stage" in line)
-    assert "bm25" in header and "ce1" in header and "listwise" in header
+    for name in ("bm25", "ce1", "listwise"):
+        assert name in result.output.split("nDCG@10 on beir", 1)[1], name
+    _models_table_holds_each_models_summary(out, ["bm25", "ce1", "listwise"])
     for name in ("bm25", "ce1", "listwise"):
         manifest = json.loads((out / name / "manifest.json").read_text())
         assert [d["key"] for d in manifest["datasets"]] == ["fiqa", "scifact"]
     bm25 = json.loads((out / "bm25" / "manifest.json").read_text())
     assert bm25["model"]["family"] == "first-stage-order"
+
+
+def _models_table_holds_each_models_summary(out, names: list[str]) -> None:
+    """The several-models table: per row the first stage's nDCG@10 and R@100 once, then each
+    model's nDCG@10 with its Δ and its Judged@10, as each model's own summary.csv has them."""
+    import pandas as pd
+
+    from rerank_eval.reporting.report import Report, models_table
+    from rerank_eval.results.folder import load_result
+
+    saved = [load_result(out / name) for name in names]
+    table = models_table([Report(s.manifest, s.per_query) for s in saved])
+    summaries = [pd.read_csv(out / name / "summary.csv") for name in names]
+    for cells in table.rows:
+
+        def figure(summary, measure, stage, row=cells[0].value):
+            line = summary[(summary.dataset == row) & (summary.measure == measure)].iloc[0]
+            return f"{line[stage]:.4f}"
+
+        assert cells[1].value == figure(summaries[0], "nDCG@10", "first_stage")
+        assert cells[2].value == figure(summaries[0], "R@100", "first_stage")
+        for index, summary in enumerate(summaries):
+            value, judged = cells[3 + 2 * index], cells[4 + 2 * index]
+            assert value.value == figure(summary, "nDCG@10", "reranked")
+            assert value.note == f" ({float(figure(summary, 'nDCG@10', 'delta')):+.4f})"
+            assert judged.value == figure(summary, "Judged@10", "reranked")
 
 
 def test_models_on_an_80_column_terminal_shows_every_preset_name_whole(monkeypatch):

@@ -177,8 +177,8 @@ class Report:
         return pd.DataFrame.from_records(records)
 
     def caption(self, one_model: bool = True) -> list[str]:
-        """The table's notes; `one_model`: the table of one model's every measure, whose Seconds and
-        vs-published columns the several-models table lacks, so that it says nothing of them."""
+        """The table's notes; `one_model`: the table of one model's every measure, whose Seconds
+        column the several-models table lacks, so that it says nothing of it."""
         protocol = self.manifest.protocol
         lines = [
             f"First stage: {'; '.join(self.manifest.first_stage_labels())}; top-{protocol.top_k} candidates "
@@ -206,7 +206,7 @@ class Report:
                 "Seconds time this run's scoring, not the scores it took from the score journal "
                 f"(queries: {', '.join(reused)})."
             )
-        if one_model and self.checked_measures:
+        if self.checked_measures:
             names = sorted({r.first_stage.reference_name or "" for r in self.manifest.datasets} - {""})
             lines.append(
                 f"First stage vs published ({' and '.join(self.checked_measures)}): OK within "
@@ -270,7 +270,9 @@ def results_table(reports: list[Report]) -> ResultTable:
 
 
 def models_table(reports: list[Report]) -> ResultTable:
-    """Several models reranking the same candidates: a column per model, the first metric.
+    """Several models reranking the same candidates: the first stage's value of the first metric,
+    its recall and its published checks once, then per model its reranked value (its Δ from the
+    first stage beside it) and its Judged@10.
 
     Rows are the first report's datasets, groups and averages; the best reranked value of each row
     is bold.
@@ -279,23 +281,35 @@ def models_table(reports: list[Report]) -> ResultTable:
     metric = first.metrics[0]
     manifest = first.manifest
     title = f"{metric} on {manifest.suite.name} (top-{first.recall[2:]}), {len(reports)} models"
-    columns = [Column("Dataset", numeric=False), Column("First stage")]
-    columns += [Column(report.manifest.model.name, label=report.manifest.model.name) for report in reports]
+    checked = first.checked_measures
+    columns = [
+        Column("Dataset", numeric=False),
+        Column(f"{metric} first stage", f"{metric}\nfirst stage"),
+        Column(f"{first.recall} first stage", f"{first.recall}\nfirst stage"),
+    ]
+    for report in reports:
+        name = report.manifest.model.name
+        columns += [Column(name, label=name), Column(f"{JUDGED} {name}", JUDGED, follows=True)]
     columns.append(Column("Queries"))
+    columns += [Column(f"First stage {m} vs published", f"{m}\nfirst stage\nvs published") for m in checked]
     by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
     rows = []
     for row in first.rows + first.averages:
-        values = [
-            rows_[row.name].value("reranked", metric) if row.name in rows_ else None for rows_ in by_name
-        ]
+        own = [rows_.get(row.name) for rows_ in by_name]
+        values = [r.value("reranked", metric) if r else None for r in own]
         best = max((v for v in values if v is not None), default=None)
-        cells = [Entry(number(v), bold=v == best) for v in values]
-        rows.append(
-            [
-                Entry(row.name),
-                Entry(number(row.value("first_stage", metric))),
-                *cells,
-                Entry(str(row.queries)),
-            ]
-        )
+        baseline = row.value("first_stage", metric)
+        cells = [
+            Entry(row.name),
+            Entry(number(baseline)),
+            Entry(number(row.value("first_stage", first.recall))),
+        ]
+        for value, model_row in zip(values, own, strict=True):
+            delta = None if value is None or baseline is None else value - baseline
+            note = "" if delta is None else f" ({number(delta, signed=True)})"
+            judged = model_row.value("reranked", JUDGED) if model_row else None
+            cells += [Entry(number(value), note, bold=value == best), Entry(number(judged))]
+        cells.append(Entry(str(row.queries)))
+        cells += [Entry(first.reference_check(row, measure)) for measure in checked]
+        rows.append(cells)
     return ResultTable(title, columns, rows, first.caption(one_model=False), _averages_from(first))
