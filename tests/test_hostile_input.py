@@ -851,6 +851,58 @@ def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_pat
         result_folder.default_out(["bm25"], "mine")
 
 
+def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_run(tmp_path, monkeypatch):
+    """A run killed outright (kill -9) cannot give its claim back. The next run of the same models
+    and suite removes what such runs left (unlocked, holding only staging folders), and nothing
+    else: a live run's claim, another command's leftovers, a published model's result."""
+    from rerank_eval.cli import result_folder
+
+    monkeypatch.chdir(tmp_path)
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    claim = "import sys; from rerank_eval.cli import result_folder as r; "
+    claim += "print(r.default_out(sys.argv[1].split(','), 'mine'), flush=True); "
+    live = subprocess.Popen(
+        [sys.executable, "-c", claim + "import time; time.sleep(60)", "bm25"],
+        stdout=subprocess.PIPE, text=True, env=environment, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        held = Path(live.stdout.readline().strip() + ".incomplete")
+        killed = subprocess.run(
+            [sys.executable, "-c", claim + "import os; os.kill(os.getpid(), 9)", "bm25"],
+            capture_output=True, text=True, env=environment, cwd=tmp_path,
+        )  # fmt: skip
+        assert killed.returncode == -9, killed.stderr
+        left = Path(killed.stdout.strip() + ".incomplete")
+        assert left.is_dir() and held.is_dir() and left != held
+        results = Path("results")
+        publishing = results / "bm25-mine-20261130-235959.incomplete"  # killed while publishing
+        (publishing / "runs").mkdir(parents=True)
+        (publishing / "runs" / "scifact.trec").write_text("q1 Q0 d1 1 1.0 x\n")
+        (publishing / "per_query.csv").write_text("dataset,stage,measure,query_id,value\n")
+        several = results / "bm25+minilm-bi-mine-20261130-235959"  # killed in its first model
+        (several / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
+        published = results / "bm25+ce-mine-20261130-235959"  # killed after its first model published
+        (published / "bm25").mkdir(parents=True)
+        (published / "bm25" / "manifest.json").write_text("{}")
+        (published / "ce.incomplete").mkdir()
+        other = results / "minilm-bi-mine-20261130-235959.incomplete"  # another command's
+        other.mkdir()
+        mine = results / "bm25-mine-20261130-235959-2.incomplete"
+        (mine / "notes.txt").parent.mkdir()
+        (mine / "notes.txt").write_text("mine")  # a folder holding what no run writes
+        kept = {held, several, published, other, mine}
+
+        fresh = result_folder.default_out(["bm25"], "mine")
+        result_folder.release_default_out(fresh, ["bm25"])
+        assert set(results.iterdir()) == kept  # `left` and `publishing` removed
+        for models in (["bm25", "minilm-bi"], ["bm25", "ce"]):
+            result_folder.release_default_out(result_folder.default_out(models, "mine"), models)
+        assert set(results.iterdir()) == kept - {several}
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, monkeypatch):
     """The folder a run claimed for its results is removed again when the run ends without
     results: refused while reading the data, or stopped (SIGTERM, as

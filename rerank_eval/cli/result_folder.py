@@ -8,16 +8,26 @@ array job), so each of them goes on to the next number. A run that ends without 
 the claim back; a stop (Ctrl-C, SIGTERM) while the model loads or the data is read, before any
 result is written, ends the run at once through the same path. (`results/` itself stays: an
 array job may be making its folder in it at that moment.)
+
+A run killed outright (`kill -9`, a lost node) cannot give its claim back. So the claimed folder
+is locked from the moment it is made (the result writer takes the lock over), and a run picking
+a name for the same models and suite first removes the folders of that name that no live run
+holds and that hold nothing but what a run writes before it publishes: the same command run
+again leaves its result, not the killed run's leftovers beside it. (Its scores come back from the
+score journal; a folder holding a published model's result is kept.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from rerank_eval.errors import UserError
+from rerank_eval.results import staging
 from rerank_eval.results.folder import INCOMPLETE_SUFFIX
 
 RESULTS = Path("results")
@@ -33,13 +43,18 @@ def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
     base = RESULTS / f"{name}-{suite}-{stamp}"
     if not claim:
         return base
+    if staging.CAN_LOCK:
+        _remove_left_by_killed_runs(f"{name}-{suite}", several=len(models) > 1)
     chosen, number = base, 1
     while True:
         if not (chosen.exists() or chosen.is_symlink()):
             claimed = _claimed(chosen, models)
             try:
                 claimed.mkdir(parents=True)
-                return chosen
+                # held only once locked: a run sweeping leftovers may remove it before that (its
+                # name then goes to another run, and this one goes on to the next)
+                if not staging.CAN_LOCK or staging.hold_ahead(claimed):
+                    return chosen
             except FileExistsError:
                 if not (claimed.exists() or claimed.is_symlink()):  # results/ itself is in the way
                     raise _unusable(f"{RESULTS} is not a folder") from None
@@ -48,6 +63,40 @@ def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
                 raise _unusable(str(exc.strerror or exc)) from None
         number += 1
         chosen = base.with_name(f"{base.name}-{number}")
+
+
+def _remove_left_by_killed_runs(prefix: str, several: bool) -> None:
+    """Remove `results/<prefix>-<time>` folders (`.incomplete` ones for one model) that killed runs
+    left: unlocked, and holding only staging folders as a run leaves them."""
+    suffix = "" if several else re.escape(INCOMPLETE_SUFFIX)
+    pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?{suffix}")
+    try:
+        entries = [e for e in RESULTS.iterdir() if pattern.fullmatch(e.name)]
+    except OSError:  # (no results/ yet; one that cannot be read is said when the name is claimed)
+        return
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        held = staging.try_lock(entry)
+        if held is None:  # a live run's
+            continue
+        try:
+            stagings = list(entry.iterdir()) if several else [entry]
+            if staging.same_folder(held, entry) and all(map(_left_before_publishing, stagings)):
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass  # (not ours to fix: left as it is)
+        finally:
+            staging.release(held)
+
+
+def _left_before_publishing(folder: Path) -> bool:
+    return (
+        folder.name.endswith(INCOMPLETE_SUFFIX)
+        and folder.is_dir()
+        and not folder.is_symlink()
+        and staging.left_by_a_run(folder)
+    )
 
 
 def _unusable(why: str) -> UserError:
@@ -59,10 +108,13 @@ def _claimed(chosen: Path, models: list[str]) -> Path:
 
 
 def release_default_out(chosen: Path, models: list[str]) -> None:
-    """Remove the folder `default_out` made where it is still empty (a run that ended before it
-    wrote anything); a folder holding results, or published and gone, is left as it is."""
+    """Give up the claim `default_out` made: its lock, and the folder where it is still empty (a
+    run that ended before it wrote anything); a folder holding results, or published and gone, is
+    left as it is."""
+    claimed = _claimed(chosen, models)
+    staging.let_go(claimed)
     with contextlib.suppress(OSError):
-        _claimed(chosen, models).rmdir()
+        claimed.rmdir()
 
 
 @contextlib.contextmanager

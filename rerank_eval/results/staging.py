@@ -16,6 +16,18 @@ from pathlib import Path
 
 from rerank_eval.errors import UserError, term
 
+try:
+    import fcntl
+except ImportError:  # (Windows)
+    fcntl = None  # type: ignore[assignment]
+
+#: whether a folder can be locked here, so that a live run's folder is told from a killed run's
+CAN_LOCK = fcntl is not None
+
+#: staging folders a run locked before its result writer exists (the default result name it
+#: claimed), by path; the writer takes the lock over from here (`hold_ahead`)
+_HELD_AHEAD: dict[Path, int] = {}
+
 #: what a run writes into its staging folder (besides `runs/<dataset>.trec` and `.tmp` files)
 RESULT_FILES = {"runs", "per_query.csv", "per_query_blocks.csv", "summary.csv", "manifest.json"}
 
@@ -67,15 +79,15 @@ def claim(staging: Path, final: Path) -> int | None:
 def _lock(staging: Path, final: Path) -> int | None:
     """The folder at `staging`, made if need be and locked; the lock is checked to be on the folder
     now at that path, since its holder may have renamed (published) or removed it in between."""
-    try:
-        import fcntl
-    except ImportError:  # (not on Windows: runs given one --out there are not told apart)
-        fcntl = None
+    ahead = _HELD_AHEAD.pop(staging.resolve(), None)
+    if ahead is not None and same_folder(ahead, staging):
+        return ahead  # this run's own claim on its default name
+    release(ahead)
     for _ in range(3):
         if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
             raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
         staging.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
+        if fcntl is None:  # (not on Windows: runs given one --out there are not told apart)
             return None
         held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
@@ -83,7 +95,7 @@ def _lock(staging: Path, final: Path) -> int | None:
         except BlockingIOError:
             os.close(held)
             break
-        if _same_folder(held, staging):
+        if same_folder(held, staging):
             return held
         os.close(held)
     raise UserError(
@@ -93,7 +105,45 @@ def _lock(staging: Path, final: Path) -> int | None:
     )
 
 
-def _same_folder(held: int, staging: Path) -> bool:
+def try_lock(folder: Path) -> int | None:
+    """A descriptor holding `folder`'s exclusive lock, or None where a live run holds it, the
+    folder is gone, or the system has no flock. The caller checks it is still the folder at that
+    path (`same_folder`)."""
+    if fcntl is None:
+        return None
+    try:
+        held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(held)
+        return None
+    return held
+
+
+def hold_ahead(folder: Path) -> bool:
+    """Lock `folder`, a name this run has just made for its result, until the result writer takes
+    the lock over or `let_go`: a run killed before it publishes leaves the folder unlocked, so the
+    next run can tell it from a live run's. False where it cannot be held (flock missing, or the
+    folder gone or taken in between)."""
+    held = try_lock(folder)
+    if held is None:
+        return False
+    if not same_folder(held, folder):
+        release(held)
+        return False
+    _HELD_AHEAD[folder.resolve()] = held
+    return True
+
+
+def let_go(folder: Path) -> None:
+    """Give up a lock `hold_ahead` took that no writer took over."""
+    release(_HELD_AHEAD.pop(folder.resolve(), None))
+
+
+def same_folder(held: int, staging: Path) -> bool:
     try:
         now = os.lstat(staging)
     except FileNotFoundError:
