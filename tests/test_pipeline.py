@@ -609,6 +609,7 @@ def test_published_recall_is_checked_per_dataset_and_as_a_groups_mean(tmp_path, 
     assert Report(saved.manifest, saved.per_query).caption() == [
         "First stage: run file cqadupstack-android; run file cqadupstack-english; run file scifact; "
         "top-100 candidates in first-stage order.",
+        "cqadupstack: mean over its 2 members (cqadupstack-android, cqadupstack-english).",
         "Forums: mean over cqadupstack, scifact.",
         "Judged queries without candidates score 0: scifact (1 of 3).",
         "First stage vs published (nDCG@10 and R@100): OK within ±0.0005 of the published figure (mine), "

@@ -187,6 +187,10 @@ class Report:
         for row in self.rows:
             if row.missing:
                 lines.append(f"{in_part(row.name, row.members, row.missing)}.")
+            elif row.kind == "group":
+                lines.append(
+                    f"{row.name}: mean over its {len(row.members)} members ({', '.join(row.members)})."
+                )
         for average in self.averages:
             lines.append(f"{average.name}: mean over {', '.join(average.members)}.")
         gaps = [
