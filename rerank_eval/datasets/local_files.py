@@ -58,7 +58,9 @@ def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) ->
         item = value.get(name)
         if item is None and name == "title":  # BEIR writes no title, an empty one or null
             continue
-        if name in value and (isinstance(item, bool) or not isinstance(item, (str, int))):
+        # an id may be a JSON number (some corpora write them so); a text never is
+        kinds = (str, int) if name == "_id" else str
+        if name in value and (isinstance(item, bool) or not isinstance(item, kinds)):
             raise UserError(f'{path}, line {number}: "{name}" should be a string, not {item!r}'[:200])
     if not str(value["_id"]).strip():
         raise UserError(f'{path}, line {number}: the "_id" is empty')
