@@ -31,6 +31,9 @@ _TREC_SPACE = re.compile(r"[ \t\n\v\f\r]+")
 #: characters Python's str.split() splits on and trec_eval does not (no-break spaces, U+2028,
 #: \x1c-\x1f), or that an id cannot hold: a line with none is split the fast way
 _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
+#: the most documents one query of a run file may hold: a first stage's top-k is read from it
+#: (runs are a few thousand deep), and a file of millions for one query would fill memory
+MAX_DOCS_PER_QUERY = 1_000_000
 #: an integer grade as trec_eval reads it, in ASCII digits (int() would take "1_0" and other
 #: scripts' digits)
 INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -84,13 +87,29 @@ class RunFile:
 
 def read_run(path: Path) -> RunFile:
     """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error. The file
-    is read line by line and hashed in the same pass (no line over `textlines.MAX_LINE_BYTES`)."""
+    is read line by line and hashed in the same pass (no line over `textlines.MAX_LINE_BYTES`, no
+    query over MAX_DOCS_PER_QUERY documents, and one that fills memory anyway said in one line)."""
     path = Path(path)
     kind = special_file_kind(path)
     if kind:  # a FIFO would block the read forever, a directory fail obscurely
         raise UserError(f"run file {path} is {kind}, not a file")
-    digest = hashlib.sha256()
     run: Run = {}
+    try:
+        duplicates, sha256 = _read_lines(path, run)
+    except MemoryError:
+        run.clear()
+        raise UserError(
+            f"run file {path} does not fit in memory; keep each query's top results only (the top "
+            f"1,000 is plenty for a top-k of 100)"
+        ) from None
+    if not run:
+        raise UserError(f"run file {path} has no run lines")
+    return RunFile(path=path, run=run, sha256=sha256, duplicate_lines=duplicates)
+
+
+def _read_lines(path: Path, run: Run) -> tuple[int, str]:
+    """Fill `run` from the file's lines; the count of duplicate lines and the file's SHA-256."""
+    digest = hashlib.sha256()
     duplicates = 0
     # (a byte-order mark, which editors on Windows write, is not part of the first query id)
     for number, line in numbered_lines(path, digest):
@@ -114,10 +133,14 @@ def read_run(path: Path) -> RunFile:
         if doc_id in docs:
             duplicates += 1
             continue
+        if len(docs) == MAX_DOCS_PER_QUERY:
+            raise UserError(
+                f"{path}, line {number}: query {query_id!r} has more than {MAX_DOCS_PER_QUERY:,} "
+                f"documents; keep each query's top results only (the top 1,000 is plenty for a top-k "
+                f"of 100)"
+            )
         docs[doc_id] = score
-    if not run:
-        raise UserError(f"run file {path} has no run lines")
-    return RunFile(path=path, run=run, sha256=digest.hexdigest(), duplicate_lines=duplicates)
+    return duplicates, digest.hexdigest()
 
 
 def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:

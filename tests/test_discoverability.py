@@ -99,6 +99,16 @@ def test_a_mistyped_measure_gets_the_measure_meant(metric, meant):
     assert result.output == f"error: unknown measure {metric!r} (did you mean {meant!r}?)\n"
 
 
+def test_a_mistyped_measure_with_a_wrong_cutoff_is_not_offered_another_wrong_one():
+    """`ndcg@10x` once got "did you mean 'nDCG@10x'?", which is no measure either."""
+    result = run("beir", "--datasets", "scifact", "--model", "bm25", "--metric", "ndcg@10x")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: unknown measure 'ndcg@10x' (did you mean 'nDCG'? check its cutoff or parameters, "
+        "e.g. nDCG@10)\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

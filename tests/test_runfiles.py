@@ -49,6 +49,47 @@ def test_a_line_too_long_is_refused_before_it_is_read_whole(tmp_path, monkeypatc
     assert "\n" not in str(error.value)
 
 
+def test_a_query_of_more_documents_than_a_run_holds_is_refused_as_it_is_read(tmp_path, monkeypatch):
+    """Millions of documents for one query once filled memory (about 260 bytes a line) and ended in
+    a MemoryError traceback; a query past the limit is refused at the line that passes it, and
+    duplicates do not count towards it."""
+    from rerank_eval import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_DOCS_PER_QUERY", 3)
+    path = tmp_path / "deep.trec"
+    lines = [f"q1 Q0 d{i} {i} {10 - i} t" for i in range(1, 4)] + ["q1 Q0 d2 9 0.5 t"]
+    lines += [f"q2 Q0 d{i} {i} {10 - i} t" for i in range(1, 4)]
+    path.write_text("\n".join(lines) + "\n")
+    parsed = read_run(path)  # three each, one duplicate: at the limit, not past it
+    assert {q: len(docs) for q, docs in parsed.run.items()} == {"q1": 3, "q2": 3}
+    assert parsed.duplicate_lines == 1
+    path.write_text("\n".join([*lines, "q1 Q0 d4 10 0.1 t"]) + "\n")
+    with pytest.raises(UserError) as error:
+        read_run(path)
+    assert str(error.value) == (
+        f"{path}, line 8: query 'q1' has more than 3 documents; keep each query's top results only "
+        "(the top 1,000 is plenty for a top-k of 100)"
+    )
+
+
+def test_a_run_that_fills_memory_is_one_line(tmp_path, monkeypatch):
+    from rerank_eval import runfiles
+
+    path = tmp_path / "big.trec"
+    path.write_text("q1 Q0 d1 1 2.5 t\nq1 Q0 d2 2 1.5 t\n")
+
+    def exhausted(line: str) -> list[str]:
+        raise MemoryError
+
+    monkeypatch.setattr(runfiles, "trec_fields", exhausted)
+    with pytest.raises(UserError) as error:
+        read_run(path)
+    assert str(error.value) == (
+        f"run file {path} does not fit in memory; keep each query's top results only (the top 1,000 "
+        "is plenty for a top-k of 100)"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -55,9 +55,22 @@ def _suggestion(name: str) -> str:
     meant = by_lower[close] + name[len(base) :] if close else None
     if meant == name:  # the measure exists: its cutoff or parameters do not parse
         return f" (a known measure; check its cutoff or parameters, e.g. {base}@10)"
+    if meant and not _parses(meant):  # the name is a typo, and so is what follows it
+        known = by_lower[close]
+        return f" (did you mean {known!r}? check its cutoff or parameters, e.g. {known}@10)"
     if meant:
         return f" (did you mean {meant!r}?)"
     return " (use ir_measures names such as nDCG@10, R@100)"
+
+
+def _parses(name: str) -> bool:
+    import ir_measures
+
+    try:
+        ir_measures.parse_measure(name)
+    except (ValueError, NameError, SyntaxError, TypeError):
+        return False
+    return True
 
 
 def canonical_measures(names: Iterable[str]) -> list[str]:
