@@ -568,8 +568,7 @@ def test_several_models_one_command_one_table(models, tmp_path):
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["bm25", "ce1", "listwise"]
-    for name in ("bm25", "ce1", "listwise"):
-        assert name in result.output.split("nDCG@10 on beir", 1)[1], name
+    assert "nDCG@10 on beir (top-100), 3 models" in result.output
     _models_table_holds_each_models_summary(out, ["bm25", "ce1", "listwise"])
     for name in ("bm25", "ce1", "listwise"):
         manifest = json.loads((out / name / "manifest.json").read_text())

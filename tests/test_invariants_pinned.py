@@ -97,10 +97,13 @@ def test_holm_caps_adjusted_p_values_at_one():
 
 
 @pytest.mark.parametrize("test", list(TESTS))
-def test_identical_runs_and_single_queries_have_p_value_one(test):
+def test_identical_runs_have_p_value_one_and_a_single_pair_none(test):
+    """Identical values: p is 1. A single pair that differs is no sample: scipy's t-test gives NaN
+    and its permutation test refuses it, so there is no p-value (shown p=n/a, never a †)."""
     values = np.array([0.2, 0.5, 0.7, 0.1])
     assert paired_p_value(values, values.copy(), test) == 1.0
-    assert paired_p_value(np.array([0.9]), np.array([0.1]), test) == 1.0
+    assert paired_p_value(np.array([0.9]), np.array([0.9]), test) == 1.0
+    assert paired_p_value(np.array([0.9]), np.array([0.1]), test) is None
 
 
 def spec_merge(docs: list[np.ndarray], queries: list[np.ndarray]) -> np.ndarray:
