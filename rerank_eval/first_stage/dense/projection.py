@@ -11,69 +11,16 @@ vector per text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rerank_eval.errors import UserError, describe
+from rerank_eval.first_stage.dense.recipe import DenseSpec, read_dense_spec
 
-#: the activations sentence-transformers' Dense modules name that we run (torch.nn's own modules)
-ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid", "SiLU")
 #: a Dense module's weight files, as sentence-transformers reads them (safetensors first)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_EMBEDDING = "sentence_embedding"
-
-
-@dataclass(frozen=True)
-class DenseSpec:
-    """What one Dense module's config.json says."""
-
-    in_features: int
-    out_features: int
-    bias: bool
-    activation: str
-    residual: bool
-
-
-def read_dense_spec(folder: Path) -> DenseSpec:
-    """The module in `folder`, checked: sizes, bias, a known activation, and that it maps the
-    sentence embedding to itself."""
-    import json
-
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read Dense config {path}: {exc.strerror}") from None
-    except ValueError:
-        raise UserError(f"Dense config {path} is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise UserError(f"Dense config {path}: expected a JSON object")
-    sizes = [config.get("in_features"), config.get("out_features")]
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
-        raise UserError(f"Dense config {path}: in_features and out_features must be positive integers")
-    activation = str(config.get("activation_function") or "torch.nn.modules.activation.Tanh")
-    name = activation.rsplit(".", 1)[-1]
-    if not activation.startswith("torch.") or name not in ACTIVATIONS:
-        raise UserError(
-            f"Dense config {path}: activation {activation!r} is not supported "
-            f"(rerank-eval runs torch's {', '.join(ACTIVATIONS)})"
-        )
-    for key in ("module_input_name", "module_output_name"):
-        if config.get(key, _EMBEDDING) not in (None, _EMBEDDING):
-            raise UserError(
-                f"Dense config {path}: {key} {config[key]!r} is not supported (rerank-eval projects "
-                f"the pooled sentence embedding, one vector per text)"
-            )
-    return DenseSpec(
-        in_features=sizes[0],
-        out_features=sizes[1],
-        bias=bool(config.get("bias", True)),
-        activation=name,
-        residual=bool(config.get("use_residual", False)),
-    )
 
 
 class Projection(torch.nn.Module):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
-from rerank_eval.first_stage.dense.projection import read_dense_spec
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -102,6 +101,52 @@ def _read_object(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{what} {path}: expected a JSON object")
     return value
+
+
+#: the activations sentence-transformers' Dense modules name that we run (torch.nn's own modules)
+ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid", "SiLU")
+_EMBEDDING = "sentence_embedding"
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """What one Dense module's config.json says."""
+
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str
+    residual: bool
+
+
+def read_dense_spec(folder: Path) -> DenseSpec:
+    """The module in `folder`, checked: sizes, bias, a known activation, and that it maps the
+    sentence embedding to itself."""
+    path = folder / "config.json"
+    config = _read_object(path, "Dense config")
+    sizes = [config.get("in_features"), config.get("out_features")]
+    if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+        raise UserError(f"Dense config {path}: in_features and out_features must be positive integers")
+    activation = str(config.get("activation_function") or "torch.nn.modules.activation.Tanh")
+    name = activation.rsplit(".", 1)[-1]
+    if not activation.startswith("torch.") or name not in ACTIVATIONS:
+        raise UserError(
+            f"Dense config {path}: activation {activation!r} is not supported "
+            f"(rerank-eval runs torch's {', '.join(ACTIVATIONS)})"
+        )
+    for key in ("module_input_name", "module_output_name"):
+        if config.get(key, _EMBEDDING) not in (None, _EMBEDDING):
+            raise UserError(
+                f"Dense config {path}: {key} {config[key]!r} is not supported (rerank-eval projects "
+                f"the pooled sentence embedding, one vector per text)"
+            )
+    return DenseSpec(
+        in_features=sizes[0],
+        out_features=sizes[1],
+        bias=bool(config.get("bias", True)),
+        activation=name,
+        residual=bool(config.get("use_residual", False)),
+    )
 
 
 def _module_kind(entry: dict[str, Any]) -> str:
