@@ -162,6 +162,14 @@ def _swap_modules(folder: Path, first: int) -> None:
         (lambda f: _swap_modules(f, 2), "a Dense module after Normalize is not supported"),
         (lambda f: _swap_modules(f, 1), "a Dense module before Pooling is not supported"),
         (lambda f: (f / "2_Dense" / "config.json").write_text("{"), "is not valid JSON"),
+        (
+            lambda f: _edit_json(f / "2_Dense" / "config.json", bias="false"),
+            "bias must be true or false, not 'false'",
+        ),
+        (  # sentence-transformers cannot load a null activation either
+            lambda f: _edit_json(f / "2_Dense" / "config.json", activation_function=None),
+            "activation 'None' is not supported",
+        ),
     ],
 )
 def test_a_dense_module_we_cannot_run_is_refused_when_the_recipe_is_read(tmp_path, damage, expected):
@@ -170,6 +178,11 @@ def test_a_dense_module_we_cannot_run_is_refused_when_the_recipe_is_read(tmp_pat
     with pytest.raises(UserError) as excinfo:
         read_recipe(folder, str(folder), {})
     assert expected in _one_line(excinfo)
+
+
+def _pickled_list(folder: Path) -> None:
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    torch.save([1, 2, 3], str(folder / "2_Dense" / "pytorch_model.bin"))
 
 
 @pytest.mark.parametrize(
@@ -187,14 +200,34 @@ def test_a_dense_module_we_cannot_run_is_refused_when_the_recipe_is_read(tmp_pat
             lambda f: _edit_json(f / "2_Dense" / "config.json", bias=True),
             "the weights of Dense module 2_Dense do not fit its config",
         ),
+        (_pickled_list, "the weights of Dense module"),
     ],
 )
 def test_dense_weights_that_cannot_be_applied_are_one_line(tmp_path, damage, expected):
+    from rerank_eval.rerankers import load_reranker
+
     folder = _built(tmp_path, "gtr")
     damage(folder)
     with pytest.raises(UserError) as excinfo:
         _encoder(folder)
     assert expected in _one_line(excinfo)
+    with pytest.raises(UserError) as excinfo:  # the bi-encoder family reads them alike
+        load_reranker(str(folder), device="cpu")
+    assert expected in _one_line(excinfo)
+
+
+def test_projections_that_do_not_fit_the_models_width_are_refused_by_the_bi_encoder_too(tmp_path):
+    """Weights matching their own config but not the model (16 wide in, the model's 32 out): the
+    reranker once loaded them and failed in its first forward pass, a traceback."""
+    from rerank_eval.rerankers import load_reranker
+
+    folder = _built(tmp_path, "gtr")
+    _edit_json(folder / "2_Dense" / "config.json", in_features=16)
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    torch.save({"linear.weight": torch.randn(32, 16)}, str(folder / "2_Dense" / "pytorch_model.bin"))
+    with pytest.raises(UserError) as excinfo:
+        load_reranker(str(folder), device="cpu")
+    assert _one_line(excinfo).endswith("Dense module 2_Dense takes vectors of 16 but is given 32")
 
 
 def test_older_dense_weights_in_pytorch_model_bin_load_as_safetensors_do(tmp_path):

@@ -903,6 +903,52 @@ def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_
         live.wait()
 
 
+def test_a_live_several_model_run_named_like_a_default_folder_is_never_swept(tmp_path, monkeypatch):
+    """A several-model run given `--out` with a name of the default form does not lock that folder,
+    only its models' staging folders: those locks keep the folder (the sweep once removed it)."""
+    from rerank_eval.cli import result_folder
+
+    monkeypatch.chdir(tmp_path)
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    parent = Path("results/bm25+ce-mine-20261130-235959")
+    holder = (
+        "import sys, time; from pathlib import Path; from rerank_eval.results import staging; "
+        f"staging.claim(Path('{parent}/ce.incomplete'), Path('{parent}/ce')); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    live = subprocess.Popen(
+        [sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True, env=environment, cwd=tmp_path
+    )
+    try:
+        assert live.stdout.readline().strip() == "held"
+        result_folder.release_default_out(result_folder.default_out(["bm25", "ce"], "mine"), ["bm25", "ce"])
+        assert (parent / "ce.incomplete" / "runs").is_dir()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_file_system_without_locks_claims_names_and_sweeps_nothing(tmp_path, monkeypatch):
+    """flock fails with ENOLCK on some network file systems: names are still claimed one per run,
+    unlocked, and no folder is taken for a killed run's (none can be told from a live one)."""
+    import errno
+
+    from rerank_eval.cli import result_folder
+    from rerank_eval.results import staging
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(staging.fcntl, "flock", no_locks)
+    left = Path("results/bm25-mine-20261130-235959.incomplete")
+    (left / "runs").mkdir(parents=True)
+    first = result_folder.default_out(["bm25"], "mine")
+    second = result_folder.default_out(["bm25"], "mine")
+    assert first != second and left.is_dir()
+    assert Path(str(first) + ".incomplete").is_dir() and Path(str(second) + ".incomplete").is_dir()
+
+
 def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, monkeypatch):
     """The folder a run claimed for its results is removed again when the run ends without
     results: refused while reading the data, or stopped (SIGTERM, as

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rerank_eval.evaluation.measures import evaluate_per_query
+import pytest
+
+from rerank_eval.errors import UserError
+from rerank_eval.evaluation.measures import evaluate_per_query, parse_measures
 
 
 def _trec_eval_order(docs: dict[str, float]) -> list[str]:
@@ -31,3 +34,24 @@ def test_tied_scores_are_judged_in_the_order_their_ndcg_is_computed_in():
     assert values["Judged@1"] == {"q1": 0.0, "q2": 1.0, "q3": 0.0}
     assert values["nDCG@1"] == {"q1": 0.0, "q2": 1.0, "q3": 0.0}
     assert values["P@1"] == {"q1": 0.0, "q2": 1.0, "q3": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nDCG@10.5", "measure 'nDCG@10.5': invalid param cutoff=10.5"),
+        ("nDCG@1e3", "measure 'nDCG@1e3': invalid param cutoff=1000.0"),
+        ("nDCG(foo=1)@10", "measure 'nDCG(foo=1)@10': unsupported params found: ['foo']"),
+        (
+            "ndcg@10.5",
+            "unknown measure 'ndcg@10.5' (did you mean 'nDCG'? check its cutoff or parameters, e.g. nDCG@10)",
+        ),
+    ],
+)
+def test_a_measure_ir_measures_would_not_compute_is_refused_when_named(name, message):
+    """ir_measures parses these but refuses to compute them (an AssertionError, once a traceback
+    after every query was scored); its own check runs when the measure is named, and a typo is not
+    offered such a name as its correction."""
+    with pytest.raises(UserError) as error:
+        parse_measures([name])
+    assert str(error.value) == message

@@ -77,17 +77,23 @@ def _remove_left_by_killed_runs(prefix: str, several: bool) -> None:
     for entry in entries:
         if entry.is_symlink() or not entry.is_dir():
             continue
-        held = staging.try_lock(entry)
-        if held is None:  # a live run's
-            continue
+        held = [staging.try_lock(entry)]
         try:
             stagings = list(entry.iterdir()) if several else [entry]
-            if staging.same_folder(held, entry) and all(map(_left_before_publishing, stagings)):
+            # a several-model folder a live run named with --out is not locked itself: its models'
+            # staging folders are, so each is locked too (and held while the folder goes)
+            held += [staging.try_lock(folder) for folder in stagings if folder != entry]
+            if (
+                None not in held
+                and staging.same_folder(held[0], entry)
+                and all(map(_left_before_publishing, stagings))
+            ):
                 shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             pass  # (not ours to fix: left as it is)
         finally:
-            staging.release(held)
+            for descriptor in held:
+                staging.release(descriptor)
 
 
 def _left_before_publishing(folder: Path) -> bool:

@@ -29,6 +29,10 @@ def parse_measures(names: Iterable[str]) -> list:
             measure = ir_measures.parse_measure(name)
         except (ValueError, NameError, SyntaxError, TypeError):
             raise UserError(f"unknown measure {name!r}{_suggestion(name)}") from None
+        try:  # ir_measures' own check: a cutoff that is no integer, a parameter it does not know
+            measure.validate_params()
+        except AssertionError as exc:
+            raise UserError(f"measure {name!r}: {exc}"[:300]) from None
         params = measure.params if isinstance(getattr(measure, "params", None), dict) else {}
         cutoff = params.get("cutoff")
         if isinstance(cutoff, int) and not 1 <= cutoff <= MAX_CUTOFF:  # trec_eval's cutoffs are C ints
@@ -64,11 +68,12 @@ def _suggestion(name: str) -> str:
 
 
 def _parses(name: str) -> bool:
+    """Whether `name` is a measure ir_measures computes."""
     import ir_measures
 
     try:
-        ir_measures.parse_measure(name)
-    except (ValueError, NameError, SyntaxError, TypeError):
+        ir_measures.parse_measure(name).validate_params()
+    except (ValueError, NameError, SyntaxError, TypeError, AssertionError):
         return False
     return True
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rerank_eval.first_stage.dense.projection import load_projections, project
-from rerank_eval.first_stage.dense.recipe import encoder_class, read_sentence_transformers
+from rerank_eval.first_stage.dense.recipe import encoder_class, read_sentence_transformers, vector_width
 from rerank_eval.first_stage.dense.vectors import pool
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint
@@ -49,8 +49,11 @@ class BiEncoder(TransformerReranker):
     def __init__(self, checkpoint: Checkpoint, *args: Any, **kwargs: Any) -> None:
         found = read_sentence_transformers(checkpoint.folder)
         self.embedding = {**FAMILY_EMBEDDING, **{k: v for k, v in found.items() if k != "max_length"}}
-        # a T5's encoder alone (GTR, sentence-T5)
-        self.auto_class = encoder_class(checkpoint.folder / self.embedding["transformer_path"])
+        transformer = checkpoint.folder / self.embedding["transformer_path"]
+        self.auto_class = encoder_class(transformer)  # a T5's encoder alone (GTR, sentence-T5)
+        # projections that do not chain are refused now, as the dense first stage refuses them
+        layers = tuple(self.embedding.get("dense_layers", ()))
+        vector_width(checkpoint.folder, transformer, layers, str(checkpoint.source))
         super().__init__(checkpoint, *args, **kwargs)
         self.projections = load_projections(
             checkpoint.folder, self.embedding.get("dense_layers", ()), checkpoint.source, self.device

@@ -107,29 +107,41 @@ def _lock(staging: Path, final: Path) -> int | None:
 
 def try_lock(folder: Path) -> int | None:
     """A descriptor holding `folder`'s exclusive lock, or None where a live run holds it, the
-    folder is gone, or the system has no flock. The caller checks it is still the folder at that
-    path (`same_folder`)."""
+    folder is gone, or it cannot be locked here (no flock, a file system without locks). The
+    caller checks it is still the folder at that path (`same_folder`)."""
+    held = _locked(folder)
+    return held if isinstance(held, int) else None
+
+
+def _locked(folder: Path) -> int | str:
+    """`folder` locked (its descriptor), else why not: "held", "gone" or "unlockable"."""
     if fcntl is None:
-        return None
+        return "unlockable"
     try:
         held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return None
+        return "gone"
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(held)
-        return None
+        return "held"
+    except OSError:  # (ENOLCK: some network and FUSE file systems have no locks)
+        os.close(held)
+        return "unlockable"
     return held
 
 
 def hold_ahead(folder: Path) -> bool:
     """Lock `folder`, a name this run has just made for its result, until the result writer takes
     the lock over or `let_go`: a run killed before it publishes leaves the folder unlocked, so the
-    next run can tell it from a live run's. False where it cannot be held (flock missing, or the
-    folder gone or taken in between)."""
-    held = try_lock(folder)
-    if held is None:
+    next run can tell it from a live run's. False where another run took it in between (removed
+    it, or locked it first); True unlocked where the file system has no locks (nothing is swept
+    there: `try_lock` finds every folder unlockable)."""
+    held = _locked(folder)
+    if held == "unlockable":
+        return True
+    if not isinstance(held, int):
         return False
     if not same_folder(held, folder):
         release(held)

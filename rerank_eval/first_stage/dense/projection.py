@@ -10,6 +10,7 @@ vector per text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,16 @@ def _weights(folder: Path, source: str) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+            weights = load_file(str(path))
+        else:
+            weights = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file fails in many ways
-        raise UserError(f"cannot read the weights of Dense module {path}: {describe(exc)}") from None
+        # (torch's own advice, in terminal colours, offers loading it unsafely: its first words only)
+        problem = re.sub(r"\x1b\[[0-9;]*m", "", describe(exc)).split(". ")[0]
+        raise UserError(f"cannot read the weights of Dense module {path}: {problem}") from None
+    if not isinstance(weights, dict):
+        raise UserError(f"the weights of Dense module {path} are not named tensors")
+    return weights
 
 
 def load_projections(folder: Path, paths: Sequence[str], source: str, device: Any) -> list[Projection]:
@@ -67,7 +74,7 @@ def load_projections(folder: Path, paths: Sequence[str], source: str, device: An
         projection = Projection(read_dense_spec(module_folder))
         try:
             projection.load_state_dict(_weights(module_folder, source))
-        except RuntimeError as exc:  # missing, unexpected or misshapen weights
+        except (RuntimeError, TypeError) as exc:  # missing, unexpected or misshapen weights
             first = str(exc).splitlines()[1:2] or [str(exc)]
             raise UserError(
                 f"encoder {source}: the weights of Dense module {relative} do not fit its config: "

@@ -127,7 +127,11 @@ def read_dense_spec(folder: Path) -> DenseSpec:
     sizes = [config.get("in_features"), config.get("out_features")]
     if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
         raise UserError(f"Dense config {path}: in_features and out_features must be positive integers")
-    activation = str(config.get("activation_function") or "torch.nn.modules.activation.Tanh")
+    for key in ("bias", "use_residual"):
+        if not isinstance(config.get(key, False), bool):
+            raise UserError(f"Dense config {path}: {key} must be true or false, not {config[key]!r}"[:300])
+    # (absent: sentence-transformers' default, tanh; null it cannot load, and neither do we)
+    activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))
     name = activation.rsplit(".", 1)[-1]
     if not activation.startswith("torch.") or name not in ACTIVATIONS:
         raise UserError(
@@ -307,7 +311,7 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
             f"encoder {source}: max_length {max_length} is beyond the model's {positions} positions"
         )
     layers = tuple(values.get("dense_layers") or ())
-    width = _vector_width(folder, transformer, layers, source)
+    width = vector_width(folder, transformer, layers, source)
     dimensions = values.get("dimensions")
     if dimensions is not None and width is not None and dimensions > width:
         raise UserError(f"encoder {source}: dimensions {dimensions} is more than its vectors' {width}")
@@ -325,7 +329,7 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
     )
 
 
-def _vector_width(folder: Path, transformer: Path, layers: tuple[str, ...], source: str) -> int | None:
+def vector_width(folder: Path, transformer: Path, layers: tuple[str, ...], source: str) -> int | None:
     """How wide the recipe's vectors are: the last projection's output, else the model's hidden
     size (T5 names it d_model); each projection must take what comes before it."""
     width = _config_value(transformer, "hidden_size") or _config_value(transformer, "d_model")
