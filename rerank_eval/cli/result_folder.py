@@ -43,8 +43,7 @@ def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
     base = RESULTS / f"{name}-{suite}-{stamp}"
     if not claim:
         return base
-    if staging.CAN_LOCK:
-        _remove_left_by_killed_runs(f"{name}-{suite}", several=len(models) > 1)
+    _remove_left_by_killed_runs(f"{name}-{suite}", several=len(models) > 1)
     chosen, number = base, 1
     while True:
         if not (chosen.exists() or chosen.is_symlink()):
@@ -52,8 +51,9 @@ def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
             try:
                 claimed.mkdir(parents=True)
                 # held only once locked: a run sweeping leftovers may remove it before that (its
-                # name then goes to another run, and this one goes on to the next)
-                if not staging.CAN_LOCK or staging.hold_ahead(claimed):
+                # name then goes to another run, and this one goes on to the next); where nothing
+                # can be locked it is held unlocked, and no folder is ever swept
+                if staging.hold_ahead(claimed):
                     return chosen
             except FileExistsError:
                 if not (claimed.exists() or claimed.is_symlink()):  # results/ itself is in the way

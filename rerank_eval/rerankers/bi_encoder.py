@@ -55,9 +55,7 @@ class BiEncoder(TransformerReranker):
         layers = tuple(self.embedding.get("dense_layers", ()))
         vector_width(checkpoint.folder, transformer, layers, str(checkpoint.source))
         super().__init__(checkpoint, *args, **kwargs)
-        self.projections = load_projections(
-            checkpoint.folder, self.embedding.get("dense_layers", ()), checkpoint.source, self.device
-        )
+        self.projections = load_projections(checkpoint.folder, layers, checkpoint.source, self.device)
         if not self.configured_settings.max_length and found.get("max_length"):
             self.max_length = int(found["max_length"])  # its max_seq_length, as it embeds itself
         self.cap_max_length(self.tokenizer)

@@ -21,9 +21,6 @@ try:
 except ImportError:  # (Windows)
     fcntl = None  # type: ignore[assignment]
 
-#: whether a folder can be locked here, so that a live run's folder is told from a killed run's
-CAN_LOCK = fcntl is not None
-
 #: staging folders a run locked before its result writer exists (the default result name it
 #: claimed), by path; the writer takes the lock over from here (`hold_ahead`)
 _HELD_AHEAD: dict[Path, int] = {}
@@ -87,17 +84,16 @@ def _lock(staging: Path, final: Path) -> int | None:
         if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
             raise UserError(f"{staging} is in the way of the result (not a folder this tool left); remove it")
         staging.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # (not on Windows: runs given one --out there are not told apart)
+        held = _locked(staging)
+        # (Windows, or a file system without locks: runs given one --out there are not told apart)
+        if held == "unlockable":
             return None
-        held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(held)
+        if held == "held":
             break
-        if same_folder(held, staging):
-            return held
-        os.close(held)
+        if isinstance(held, int):
+            if same_folder(held, staging):
+                return held
+            os.close(held)
     raise UserError(
         f"another run is writing the result {final} (in {staging}); wait for it to end, or choose "
         f"another {term('out')}",
