@@ -49,27 +49,28 @@ def test_a_line_too_long_is_refused_before_it_is_read_whole(tmp_path, monkeypatc
     assert "\n" not in str(error.value)
 
 
-def test_a_query_of_more_documents_than_a_run_holds_is_refused_as_it_is_read(tmp_path, monkeypatch):
-    """Millions of documents for one query once filled memory (about 260 bytes a line) and ended in
-    a MemoryError traceback; a query past the limit is refused at the line that passes it, and
-    duplicates do not count towards it."""
+def test_a_run_of_more_documents_than_memory_holds_is_refused_as_it_is_read(tmp_path, monkeypatch):
+    """Millions of lines once filled memory (about 110 bytes each as read) and ended in a
+    MemoryError traceback or the kernel's kill: whether in one query or spread over many, a run
+    past the limit is refused at the line that passes it, and duplicates do not count towards it."""
     from rerank_eval import runfiles
 
-    monkeypatch.setattr(runfiles, "MAX_DOCS_PER_QUERY", 3)
+    monkeypatch.setattr(runfiles, "MAX_RUN_DOCUMENTS", 6)
     path = tmp_path / "deep.trec"
     lines = [f"q1 Q0 d{i} {i} {10 - i} t" for i in range(1, 4)] + ["q1 Q0 d2 9 0.5 t"]
     lines += [f"q2 Q0 d{i} {i} {10 - i} t" for i in range(1, 4)]
     path.write_text("\n".join(lines) + "\n")
-    parsed = read_run(path)  # three each, one duplicate: at the limit, not past it
+    parsed = read_run(path)  # six in all, one duplicate: at the limit, not past it
     assert {q: len(docs) for q, docs in parsed.run.items()} == {"q1": 3, "q2": 3}
     assert parsed.duplicate_lines == 1
-    path.write_text("\n".join([*lines, "q1 Q0 d4 10 0.1 t"]) + "\n")
-    with pytest.raises(UserError) as error:
-        read_run(path)
-    assert str(error.value) == (
-        f"{path}, line 8: query 'q1' has more than 3 documents; keep each query's top results only "
-        "(the top 1,000 is plenty for a top-k of 100)"
-    )
+    for extra in ("q1 Q0 d4 10 0.1 t", "q3 Q0 d1 1 0.1 t"):  # one query deeper, or one query more
+        path.write_text("\n".join([*lines, extra]) + "\n")
+        with pytest.raises(UserError) as error:
+            read_run(path)
+        assert str(error.value) == (
+            f"{path}, line 8: the run holds more than 6 documents; keep each query's top results only "
+            "(the top 1,000 is plenty for a top-k of 100)"
+        )
 
 
 def test_a_run_that_fills_memory_is_one_line(tmp_path, monkeypatch):
