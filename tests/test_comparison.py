@@ -840,3 +840,22 @@ def test_the_caption_says_holms_family_is_the_runs_a_row_has(tmp_path):
     assert "Holm–Bonferroni-adjusted across the 1 compared run)" in whole
     lacking = caption(Comparison([load_result(f) for f in (*full, fewer)]))[0]
     assert "Holm–Bonferroni-adjusted across the compared runs each row has (2 where it has all)" in lacking
+
+
+def test_a_run_labelled_like_a_published_column_keeps_its_own_values(tmp_path):
+    """Cells are found by label: a run whose model name (or, where names are shared, folder path)
+    is a published column's label once showed the published figure as its own value, and a Δ
+    against its own. It takes its folder's name instead; a label from a path prints control
+    characters as escapes (a terminal would act on them, a table row would break)."""
+    published = "pyserini-bm25-flat (published)"
+    base = make_result(tmp_path, "base", 0.0, noise=0.0)
+    mimic = make_result(tmp_path / "shared", published, 0.05, seed=4)
+    result = Comparison(load_results([base, mimic]), published=["pyserini-bm25-flat"])
+    assert result.labels == ["base", f"shared/{published}", published]
+    scifact = next(r for r in result.rows if r.name == "scifact")
+    assert scifact.cells[f"shared/{published}"].value == pytest.approx(values(mimic, "scifact").mean())
+    assert scifact.cells[published].value == 0.6789  # the published BM25 flat figure
+    make_result(tmp_path / "plain", "base", 0.02, seed=5)  # (the writer refuses such a name)
+    twin = (tmp_path / "plain").rename(tmp_path / "x\x1b[31m\nred") / "base"
+    escaped = Comparison(load_results([base, twin]))
+    assert escaped.labels == [f"{tmp_path.name}/base", "x\\x1b[31m\\nred/base"]

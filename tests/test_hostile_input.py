@@ -294,9 +294,24 @@ def added(frame, **fields):
          "is damaged: per_query.csv line 11: nDCG@10 1.5 of query 1 is above 1"),
         (lambda f: edit_per_query(f, rename_stage),
          "per_query.csv is damaged: line 11: unknown stage 'rerank'"),
+        (lambda f: damage_manifest(f, lambda m: m["protocol"].update(top_k=-5)),
+         "is damaged: manifest.json's protocol.top_k -5 is not between 1 and 10,000"),
+        (lambda f: damage_manifest(f, lambda m: m["protocol"].update(metrics=[])),
+         "is damaged: manifest.json's protocol names no metrics"),
+        (lambda f: damage_manifest(f, lambda m: m["protocol"].update(metrics=["P@5"])),
+         "is damaged: manifest.json's protocol.metrics names 'P@5', which protocol.measures lacks"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"][0]["coverage"].update(queries_without_run=4)),
+         "is damaged: manifest.json's dataset 'scifact': queries_without_run 4 is not between 0 and its "
+         "3 judged queries"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"][0]["timings"].update(rerank_seconds=-1e300)),
+         "is damaged: manifest.json's dataset 'scifact': a timing or resumed-query count is negative"),
+        (lambda f: damage_manifest(f, lambda m: m["datasets"][0]["first_stage"].update(reference_r100=2.0)),
+         "is damaged: manifest.json's dataset 'scifact': a published first-stage figure is not between 0 "
+         "and 1"),
     ],
     ids=["incomplete", "no datasets", "measure", "dataset twice", "line removed", "measure removed",
-         "query renamed", "dataset added", "measure added", "above 1", "1.5", "unknown stage"],
+         "query renamed", "dataset added", "measure added", "above 1", "1.5", "unknown stage",
+         "top-k", "no metrics", "metric without values", "coverage", "timing", "reference"],
 )  # fmt: skip
 def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, damage, message):
     """Rows removed, added or renamed in per_query.csv, or a manifest edited, would move a mean or

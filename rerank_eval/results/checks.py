@@ -12,6 +12,7 @@ import math
 
 import pandas as pd
 
+from rerank_eval.config.schema import MAX_TOP_K
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation.measures import parse_measures
 from rerank_eval.results.manifest import Manifest
@@ -70,6 +71,9 @@ def consistency_problem(manifest: Manifest, frame: pd.DataFrame) -> str | None:
         measures = dict(zip(manifest.protocol.measures, parse_measures(manifest.protocol.measures)))
     except UserError as problem:
         return f"manifest.json's protocol: {problem}"
+    problem = _manifest_range_problem(manifest)
+    if problem:
+        return problem
     judged = {record.key: record.coverage.judged_queries for record in manifest.datasets}
     if len(judged) < len(manifest.datasets):
         return "manifest.json lists a dataset twice"
@@ -80,6 +84,34 @@ def consistency_problem(manifest: Manifest, frame: pd.DataFrame) -> str | None:
     if unknown:
         return f"per_query.csv holds values of measure {unknown[0]!r}, which the protocol does not name"
     return _coverage_problem(frame, judged, sorted(measures)) or _range_problem(frame, measures)
+
+
+def _manifest_range_problem(manifest: Manifest) -> str | None:
+    """A recorded number no run writes, which a table would print as it stands: a top-k outside
+    what a run accepts, a count below zero or above the judged queries, a negative time, a
+    published figure that is no fraction, a protocol without metrics or naming one with no values."""
+    protocol = manifest.protocol
+    if not 1 <= protocol.top_k <= MAX_TOP_K:
+        return f"manifest.json's protocol.top_k {protocol.top_k} is not between 1 and {MAX_TOP_K:,}"
+    if not protocol.metrics:
+        return "manifest.json's protocol names no metrics"
+    unmeasured = [metric for metric in protocol.metrics if metric not in protocol.measures]
+    if unmeasured:
+        return f"manifest.json's protocol.metrics names {unmeasured[0]!r}, which protocol.measures lacks"
+    for record in manifest.datasets:
+        coverage, stage = record.coverage, record.first_stage
+        where = f"manifest.json's dataset {record.key!r}"
+        if not 0 <= coverage.queries_without_run <= coverage.judged_queries:
+            return (
+                f"{where}: queries_without_run {coverage.queries_without_run} is not between 0 and "
+                f"its {coverage.judged_queries} judged queries"
+            )
+        if record.timings.rerank_seconds < 0 or record.timings.resumed_queries < 0:
+            return f"{where}: a timing or resumed-query count is negative"
+        references = (stage.reference_ndcg10, stage.reference_r100, stage.group_reference_ndcg10)
+        if any(figure is not None and not 0 <= figure <= 1 for figure in references):
+            return f"{where}: a published first-stage figure is not between 0 and 1"
+    return None
 
 
 def _coverage_problem(frame: pd.DataFrame, judged: dict[str, int], measures: list[str]) -> str | None:

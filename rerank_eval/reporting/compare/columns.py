@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 from rerank_eval.errors import UserError, did_you_mean
 from rerank_eval.results.folder import SavedResult
 from rerank_eval.results.manifest import Manifest
+from rerank_eval.textlines import CONTROL_CHARACTERS
 
 
 @dataclass
@@ -50,23 +52,32 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
     )
 
 
-def labelled(columns: list[RunColumn]) -> list[RunColumn]:
-    """Model names as labels, unique: where runs share a model name, the end of each one's folder path
-    as given (a symlink's name, not its target's) that tells it apart from the others' (the folder's
-    name, or `two/bm25` for one model of a folder of several models' results beside another such
-    folder). One result given twice (by any path) is refused: it would be set against itself, under
-    one label."""
+def labelled(columns: list[RunColumn], reserved: Collection[str] = ()) -> list[RunColumn]:
+    """Model names as labels, unique, and none of the `reserved` ones (the published columns': a
+    table's cells are found by label): where runs share a model name, or one's is reserved, the end
+    of each one's folder path as given (a symlink's name, not its target's) that tells it apart from
+    the others' (the folder's name, or `two/bm25` for one model of a folder of several models'
+    results beside another such folder), control characters written as escapes. One result given
+    twice (by any path) is refused: it would be set against itself, under one label."""
     paths = [column.path for column in columns]
     for path in paths:
         if paths.count(path) > 1:
             raise UserError(f"the result {path} is given twice; give each result once")
     names = [column.label for column in columns]
-    shared = [column for column in columns if names.count(column.label) > 1]
-    taken = {column.label for column in columns if column not in shared}
+    shared = [column for column in columns if names.count(column.label) > 1 or column.label in reserved]
+    taken = {column.label for column in columns if column not in shared} | set(reserved)
     for depth in range(1, max((len(c.shown.parts) for c in shared), default=0) + 1):
-        ends = ["/".join(column.shown.parts[-depth:]) for column in shared]
+        ends = [_printable("/".join(column.shown.parts[-depth:])) for column in shared]
         if len(set(ends)) == len(ends) and not taken & set(ends):
             for column, end in zip(shared, ends, strict=True):
                 column.label = end
-            break
+            return columns
+    if shared:  # (only a folder path that is itself reserved, or escapes that meet, come here)
+        raise UserError(f"cannot tell the result {shared[0].shown} from the others by its path; rename it")
     return columns
+
+
+def _printable(text: str) -> str:
+    """`text` with each control character as its escape (a label is printed to terminals and into
+    tables, where an escape sequence or a line break would act)."""
+    return CONTROL_CHARACTERS.sub(lambda match: ascii(match.group())[1:-1], text)

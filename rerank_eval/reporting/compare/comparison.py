@@ -80,9 +80,10 @@ class Comparison:
         force: bool = False,
     ) -> None:
         self.metric, self.test = metric, paired_test(test).name
-        self.runs = labelled([run_column(saved, metric) for saved in results])
-        self.baseline = self._pick_baseline(baseline)
         self.published = [load_published(name, metric) for name in dict.fromkeys(published or [])]
+        reserved = [column.label for column in self.published]
+        self.runs = labelled([run_column(saved, metric) for saved in results], reserved)
+        self.baseline = self._pick_baseline(baseline)
         self.warnings: list[str] = []
         self.footnotes: list[str] = []
         self.partial: set[str] = set()  # group rows holding only some of their members
