@@ -155,6 +155,39 @@ def test_export_of_a_folder_of_several_models_prints_their_one_table(folders, tm
         pd.testing.assert_frame_equal(mine, own)
 
 
+@pytest.mark.parametrize(
+    ("second", "reason"),
+    [
+        (dict(sha="other"), "first stage of scifact differs between bm25 and ce"),
+        (dict(top_k=50), "top-k differs (bm25: 100, ce: 50)"),
+        (dict(datasets=["scifact"]), "datasets differ (bm25: scifact, fiqa, cqadupstack-android, "
+         "cqadupstack-english; ce: scifact)"),
+    ],
+    ids=["candidates", "top-k", "datasets"],
+)  # fmt: skip
+def test_export_refuses_a_folder_of_results_that_are_not_one_table(tmp_path, second, reason):
+    """The several-models table shows one first stage column and each model's Δ from it: results
+    put side by side by hand that reranked other candidates, to another depth or on other datasets
+    once showed the first one's first stage beside them and Δs from it, without a word. `compare`
+    (with --force) is where such results meet; the same result twice is refused as there."""
+    folder = tmp_path / "two"
+    make_result(folder, "bm25", 0.0, noise=0.0)
+    make_result(folder, "ce", 0.05, seed=1, **second)
+    result = CliRunner().invoke(app, ["export", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: the results in {folder} are not one table: {reason}; set them side by side with "
+        f"`rerank-eval compare {folder}`"
+    ]
+    assert CliRunner().invoke(app, ["compare", str(folder), "--force"]).exit_code == 0
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "a").symlink_to(folder / "bm25")
+    (twice / "b").symlink_to(folder / "bm25")
+    refused = CliRunner().invoke(app, ["export", str(twice)])
+    assert refused.exit_code == 2 and "is given twice; give each result once" in refused.output
+
+
 def test_models_table_on_an_80_column_terminal_names_every_model_whole(folders):
     from rerank_eval.reporting.render.terminal import terminal_table
     from rerank_eval.reporting.report import Report, models_table

@@ -37,6 +37,8 @@ def export(
     ] = None,
 ) -> None:
     """Re-render a saved result (table, CSV, HTML) without recomputing anything."""
+    from rerank_eval.errors import UserError
+    from rerank_eval.reporting.compare.guard import one_table_problem
     from rerank_eval.reporting.render.data import labelled_summary_csv
     from rerank_eval.reporting.render.html import html
     from rerank_eval.reporting.render.terminal import terminal_table
@@ -44,7 +46,14 @@ def export(
     from rerank_eval.results.folder import check_output_paths, load_results
 
     check_output_paths([csv, html_out], reading=[result])
-    reports = [Report(saved.manifest, saved.per_query) for saved in load_results([result])]
+    results = load_results([result])
+    problem = one_table_problem(results) if len(results) > 1 else None
+    if problem:
+        raise UserError(
+            f"the results in {result} are not one table: {problem}; set them side by side with "
+            f"`rerank-eval compare {result}`"
+        )
+    reports = [Report(saved.manifest, saved.per_query) for saved in results]
     table = results_table(reports)
     console.print(terminal_table(table))
     write_texts([(csv, lambda: labelled_summary_csv(reports)), (html_out, lambda: html(table))])

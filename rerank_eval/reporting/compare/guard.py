@@ -10,7 +10,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rerank_eval.reporting.compare.columns import RunColumn
+from rerank_eval.reporting.compare.columns import RunColumn, labelled, run_column
+from rerank_eval.results.folder import SavedResult
 from rerank_eval.results.manifest import DatasetRecord
 
 
@@ -68,3 +69,22 @@ def protocol_differences(baseline: RunColumn, other: RunColumn) -> list[str]:
                     f"({len(unmatched)} quer{'y' if len(unmatched) == 1 else 'ies'} in only one of them)"
                 )
     return reasons
+
+
+def one_table_problem(results: list[SavedResult]) -> str | None:
+    """Why several models' results cannot be one table (None when they can): one table sets each
+    model beside a single first stage column, so they must hold the same datasets and have
+    reranked the same candidates for the same judged queries, as a several-model run writes them;
+    a folder assembled by hand may not (`compare --force` sets such results side by side, saying
+    what differs)."""
+    runs = labelled([run_column(saved, saved.manifest.protocol.metrics[0]) for saved in results])
+    first = runs[0]
+    keys = [record.key for record in first.manifest.datasets]
+    for run in runs[1:]:
+        other = [record.key for record in run.manifest.datasets]
+        if other != keys:
+            return f"datasets differ ({first.label}: {', '.join(keys)}; {run.label}: {', '.join(other)})"
+        reasons = protocol_differences(first, run)
+        if reasons:
+            return reasons[0]
+    return None
