@@ -226,6 +226,43 @@ def test_refuses_other_candidate_orders_and_other_query_sets(tmp_path, runs):
     )
 
 
+def test_forced_over_other_query_sets_a_rows_delta_covers_the_queries_its_test_pairs(tmp_path, runs):
+    """With --force and query sets that differ, a row's Δ was its two means' difference, each over
+    its own queries, beside a test and W/T/L over the queries both hold: a Δ and a p-value of
+    different data. The Δ is the paired one, a group's the mean of its members' (CQADupStack's
+    value is the mean of its forums' means), and a footnote says how many queries it covers."""
+    renamed = {
+        **QUERIES,
+        "fiqa": [f"g{i}" if i < 3 else q for i, q in enumerate(QUERIES["fiqa"])],
+        "cqadupstack-english": [
+            f"x{i}" if i < 4 else q for i, q in enumerate(QUERIES["cqadupstack-english"])
+        ],
+    }
+    other = make_result(tmp_path, "otherqrels", 0.03, queries=renamed, seed=6)
+    result = Comparison([load_result(runs["base"]), load_result(other)], force=True)
+    by_name = {row.name: row for row in result.rows}
+
+    def reranked(folder: Path, dataset: str) -> dict[str, float]:
+        frame = load_result(folder).per_query
+        selected = frame[(frame.dataset == dataset) & (frame.stage == "reranked")]
+        return dict(zip(selected.query_id, selected.value))
+
+    def paired(dataset: str) -> list[float]:
+        mine, base = reranked(other, dataset), reranked(runs["base"], dataset)
+        return [mine[q] - base[q] for q in QUERIES[dataset] if q in mine]
+
+    assert by_name["fiqa"].cells["otherqrels"].delta == pytest.approx(np.mean(paired("fiqa")), abs=1e-15)
+    forums = ["cqadupstack-android", "cqadupstack-english"]
+    assert by_name["cqadupstack"].cells["otherqrels"].delta == pytest.approx(
+        np.mean([np.mean(paired(forum)) for forum in forums]), abs=1e-15
+    )
+    scifact = by_name["scifact"].cells  # the same queries: the means' difference, as ever
+    assert scifact["otherqrels"].delta == scifact["otherqrels"].value - scifact["base"].value
+    assert "fiqa: otherqrels's Δ, test and W/T/L cover the 22 queries it shares with the baseline" in (
+        result.footnotes
+    )
+
+
 def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
     partial = make_result(tmp_path, "partial", 0.02, datasets=["scifact"])
     result = Comparison([load_result(runs["base"]), load_result(partial)])

@@ -216,7 +216,14 @@ class Comparison:
             run_values, base_values = series[common].to_numpy(), base[common].to_numpy()
             differences = run_values - base_values
             cell = cells[run.label]
-            cell.delta = cell.value - cells[self.baseline.label].value
+            if len(common) == len(series) == len(base):
+                cell.delta = cell.value - cells[self.baseline.label].value
+            else:  # (other query sets, compared with --force) over the queries paired, as the test
+                cell.delta = _paired_delta(pd.Series(differences, index=common))
+                self.footnotes.append(
+                    f"{row}: {run.label}'s Δ, test and W/T/L cover the {len(common)} queries it shares "
+                    f"with the baseline"
+                )
             cell.p_value = self._p_value(run_values, base_values, run.label, row)
             _count_outcomes(cell, differences)
             tested.append(cell)
@@ -313,6 +320,13 @@ class Comparison:
             _count_outcomes(cell, differences)
             tested.append(cell)
         self._adjust(row, tested)
+
+
+def _paired_delta(differences: pd.Series) -> float:
+    """A row's Δ from paired per-query differences keyed (member, query): the mean of its members'
+    mean differences, as the row's value is the mean of its members' means."""
+    members = differences.index.get_level_values(0)
+    return float(np.mean([query_mean(differences[members == m]) for m in dict.fromkeys(members)]))
 
 
 def _count_outcomes(cell: Cell, differences: np.ndarray) -> None:
