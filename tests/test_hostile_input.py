@@ -678,6 +678,24 @@ def test_a_name_too_long_for_the_file_system_is_one_line_wherever_it_is_given(tm
         assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
 
 
+def test_a_symlink_loop_is_one_line_wherever_a_path_is_given(tmp_path, saved):
+    """Path.resolve() raises RuntimeError on a loop (Python < 3.13), other calls OSError ELOOP:
+    a folder to export or compare, an output file or a model folder that is a loop is one line."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    loop = tmp_path / "loop1"
+    for args in (
+        ["export", loop],
+        ["compare", saved, loop],
+        ["export", saved, "--csv", loop],
+        ["compare", saved, "--csv", loop],
+        [*bm25_on_scifact()[:-2], "--model", loop, "--out", tmp_path / "out"],
+    ):
+        error = one_line_error(run(*args))
+        assert "loop" in error.removeprefix("error: ").replace(str(tmp_path), ""), (args, error)
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("length", [4000, 4001, 10_000])
 def test_a_long_error_line_keeps_2000_characters_at_each_end(length, capsys):
     from rerank_eval.cli.app import print_error

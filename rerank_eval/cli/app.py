@@ -86,6 +86,10 @@ app = typer.Typer(
 )
 
 
+#: what a path the file system cannot take is, by errno, wherever it is first used
+_PATH_ERRORS = {errno.ENAMETOOLONG: "file name too long", errno.ELOOP: "symlink loop"}
+
+
 def user_errors(command: F) -> F:
     """Print a UserError as one line and exit 2; Ctrl-C exits 130.
 
@@ -102,9 +106,14 @@ def user_errors(command: F) -> F:
                 print_error(exc.render(FLAGS))
                 raise typer.Exit(exc.exit_code) from None
             except OSError as exc:  # a path the file system cannot take, wherever it is first used
-                if exc.errno != errno.ENAMETOOLONG:
+                if exc.errno not in _PATH_ERRORS:
                     raise
-                print_error(f"file name too long: {exc.filename}")
+                print_error(f"{_PATH_ERRORS[exc.errno]}: {exc.filename}")
+                raise typer.Exit(UserError.exit_code) from None
+            except RuntimeError as exc:  # Path.resolve() meeting a symlink loop (Python < 3.13)
+                if not str(exc).startswith("Symlink loop from "):
+                    raise
+                print_error(f"symlink loop: {str(exc).removeprefix('Symlink loop from ')}")
                 raise typer.Exit(UserError.exit_code) from None
         except KeyboardInterrupt:
             error_console.print(
