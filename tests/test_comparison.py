@@ -621,6 +621,42 @@ def test_a_plot_in_an_unknown_format_is_one_clear_error(runs, tmp_path):
     assert ".png" in result.output and not list(tmp_path.iterdir())
 
 
+def test_a_figure_is_the_same_bytes_each_time_and_draws_names_as_written(tmp_path, monkeypatch):
+    """A PDF held its creation time and an SVG its date and random element ids, so the same
+    command gave other bytes; a name holding `$...$` was parsed as mathematics, a traceback after
+    the other outputs were written. Now: identical files a second later, and an output that fails
+    to render leaves none of the command's outputs written."""
+    import time
+
+    base = make_result(tmp_path, "base $\\input{x}$", 0.0, noise=0.0)
+    other = make_result(tmp_path, "a$b", 0.05, seed=4)
+    outputs = []
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
+        out.mkdir()
+        args = ["compare", str(base), str(other), "--csv", str(out / "t.csv")]
+        for suffix in ("pdf", "svg", "png"):
+            result = CliRunner().invoke(app, [*args, "--plot", str(out / f"figure.{suffix}")])
+            assert result.exit_code == 0, result.output
+        outputs.append({p.name: p.read_bytes() for p in out.iterdir()})
+        time.sleep(1.1)  # (a PDF's date is to the second)
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 4
+
+    from rerank_eval.reporting.render import plot
+
+    def broken(chart, file_format):
+        raise UserError("the figure cannot be drawn")
+
+    monkeypatch.setattr(plot, "figure_file", broken)
+    out = tmp_path / "third"
+    out.mkdir()
+    result = CliRunner().invoke(
+        app, ["compare", str(base), str(other), "--csv", str(out / "t.csv"), "--plot", str(out / "f.png")]
+    )
+    assert result.output.strip().splitlines()[-1] == "error: the figure cannot be drawn"
+    assert not list(out.iterdir())
+
+
 def test_export_csv_to_an_unwritable_path_is_one_clear_error(runs, tmp_path):
     target = tmp_path / "missing" / "summary.csv"
     result = CliRunner().invoke(app, ["export", str(runs["base"]), "--csv", str(target)])

@@ -24,7 +24,7 @@ from rerank_eval.reporting.compare.comparison import Comparison
 from rerank_eval.reporting.compare.table import comparison_table, p_text
 from rerank_eval.reporting.render.latex import latex
 from rerank_eval.reporting.render.markdown import markdown
-from rerank_eval.reporting.render.plot import figure, plot
+from rerank_eval.reporting.render.plot import figure, figure_file
 from rerank_eval.results.folder import load_result
 from tests.expected import holm_by_hand
 from tests.test_comparison import QUERIES, make_result
@@ -341,8 +341,8 @@ def test_figure_files_have_the_paper_size_in_each_format(folders, tmp_path, name
 
     chart = comparison_chart(compared(folders, names))
     paths = {suffix: tmp_path / f"figure.{suffix}" for suffix in ("png", "pdf", "svg")}
-    for path in paths.values():
-        plot(chart, path)
+    for suffix, path in paths.items():
+        path.write_bytes(figure_file(chart, suffix))
     assert matplotlib.image.imread(str(paths["png"])).shape[:2] == (
         round(inches[1] * 300),
         round(inches[0] * 300),

@@ -56,17 +56,19 @@ def export(
     reports = [Report(saved.manifest, saved.per_query) for saved in results]
     table = results_table(reports)
     console.print(terminal_table(table))
-    write_texts([(csv, lambda: labelled_summary_csv(reports)), (html_out, lambda: html(table))])
+    write_outputs([(csv, lambda: labelled_summary_csv(reports)), (html_out, lambda: html(table))])
 
 
-def write_texts(outputs: list[tuple[Path | None, Callable[[], str]]]) -> None:
-    """Each requested output written atomically, and said so."""
+def write_outputs(outputs: list[tuple[Path | None, Callable[[], str | bytes]]]) -> None:
+    """Every requested output rendered first, then each written atomically and said so: an output
+    that cannot be rendered leaves none of the command's written."""
     from rerank_eval.results.folder import write_output
 
-    for path, render in outputs:
-        if path is not None:
-            write_output(path, lambda target, render=render: target.write_text(render(), encoding="utf-8"))
-            console.print(f"wrote {path}")
+    rendered = [(path, render()) for path, render in outputs if path is not None]
+    for path, content in rendered:
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        write_output(path, lambda target, data=data: target.write_bytes(data))
+        console.print(f"wrote {path}")
 
 
 @app.command("compare")
@@ -125,19 +127,18 @@ def compare(
     from rerank_eval.reporting.render.html import html
     from rerank_eval.reporting.render.latex import latex
     from rerank_eval.reporting.render.markdown import markdown
-    from rerank_eval.reporting.render.plot import check_plot_path, plot
+    from rerank_eval.reporting.render.plot import figure_file, plot_format
     from rerank_eval.reporting.render.terminal import terminal_table
-    from rerank_eval.results.folder import check_output_paths, load_results, write_output
+    from rerank_eval.results.folder import check_output_paths, load_results
 
     check_output_paths(
         [csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out], reading=results
     )
-    if plot_out is not None:
-        check_plot_path(plot_out)
+    plot_type = plot_format(plot_out) if plot_out is not None else None
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)
     table = comparison_table(comparison)
     console.print(terminal_table(table))
-    write_texts(
+    write_outputs(
         [
             (csv, lambda: data.comparison_csv(comparison)),
             (csv_wide, lambda: data.comparison_csv(comparison, wide=True)),
@@ -145,8 +146,6 @@ def compare(
             (latex_out, lambda: latex(table)),
             (json_out, lambda: data.comparison_json(comparison)),
             (html_out, lambda: html(table)),
+            (plot_out, lambda: figure_file(comparison_chart(comparison), plot_type)),
         ]
     )
-    if plot_out is not None:
-        write_output(plot_out, lambda path: plot(comparison_chart(comparison), path))
-        console.print(f"wrote {plot_out}")

@@ -8,6 +8,7 @@ from the baseline, and its error bar where the chart has one; the caption sits u
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,15 +30,22 @@ VALUE_RISE, MARK_RISE = 1.5, 17.5  # points above a bar's top (or its error bar'
 LABEL_ROOM = 26.0  # points the value and mark need above the highest bar
 
 
-def check_plot_path(path: Path) -> None:
-    """matplotlib picks the image format from the file name; check it before any work."""
-    from matplotlib.backend_bases import FigureCanvasBase
+#: the formats a figure is written in, and how each is kept free of the time it was made (so the
+#: same comparison gives the same bytes); PostScript and compressed SVG take the time from
+#: elsewhere (the environment, a gzip header), and are not offered
+FORMATS: dict[str, dict[str, None]] = {
+    "pdf": {"CreationDate": None},
+    "svg": {"Date": None},
+    **{raster: {} for raster in ("png", "jpg", "jpeg", "tif", "tiff", "webp")},
+}
 
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if Path(path).suffix.lstrip(".").lower() not in formats:
-        raise ParameterError(
-            "plot", f"{path}: the file name must end in one of .{', .'.join(sorted(formats))}"
-        )
+
+def plot_format(path: Path) -> str:
+    """The image format the file name asks for; checked before any work."""
+    file_format = Path(path).suffix.lstrip(".").lower()
+    if file_format not in FORMATS:
+        raise ParameterError("plot", f"{path}: the file name must end in one of .{', .'.join(FORMATS)}")
+    return file_format
 
 
 def figure_size(chart: BarChart) -> tuple[float, float]:
@@ -101,10 +109,14 @@ def figure(chart: BarChart) -> Figure:
     return drawn
 
 
-def plot(chart: BarChart, path: Path) -> None:
-    """The figure written to `path`, in the format of its extension (.png, .pdf, .svg, ...)."""
+def figure_file(chart: BarChart, file_format: str) -> bytes:
+    """The figure as a file of `file_format` (one of FORMATS), the same bytes for the same chart:
+    no date in it, SVG's element ids from a fixed salt. Names are drawn as written: a `$` in a
+    model or dataset name is no start of mathematics (whose parser refused some names)."""
     from matplotlib import rc_context
 
-    check_plot_path(path)
-    with rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):  # TrueType fonts, which publishers accept
-        figure(chart).savefig(path, dpi=DPI)
+    settings = {"pdf.fonttype": 42, "svg.hashsalt": "rerank-eval", "text.parse_math": False}
+    with rc_context(settings):  # (fonttype 42: TrueType fonts, which publishers accept)
+        buffer = io.BytesIO()
+        figure(chart).savefig(buffer, format=file_format, dpi=DPI, metadata=FORMATS[file_format])
+    return buffer.getvalue()
