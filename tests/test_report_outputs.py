@@ -392,3 +392,12 @@ def test_a_difference_of_exactly_the_tolerance_is_ok_on_both_sides(value, refere
     from rerank_eval.reporting.report import reference_check
 
     assert reference_check(value, reference) == shown
+
+
+def test_markdown_shows_dollars_and_tildes_as_written():
+    """GitHub reads `$...$` as mathematics and `~~...~~` as struck through: a model named
+    `ckpt-$v1$` or `a~~b~~` showed as something else. Each is escaped, and each escape is one
+    CommonMark allows (a backslash before ASCII punctuation)."""
+    from rerank_eval.reporting.render.markdown import markdown_escape
+
+    assert markdown_escape("ckpt-$v1$ a~~b~~") == "ckpt-\\$v1\\$ a\\~\\~b\\~\\~"

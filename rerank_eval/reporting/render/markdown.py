@@ -8,8 +8,9 @@ from rerank_eval.reporting.table import Entry, ResultTable
 
 # Text (dataset, model and folder names, captions) as Markdown shows it literally: a `|` would split
 # a cell, `_` or `*` start emphasis, `[x](y)` make a link, `<b>` (Pyserini's `<key>`) be read as an
-# HTML tag and `&lt;` as an entity; `p < 0.05` and `a & b` are left as they read.
-_BACKSLASHED = re.compile(r"[\\`*_\[\]|]")
+# HTML tag and `&lt;` as an entity, `$x$` be mathematics and `~~x~~` struck through; `p < 0.05` and
+# `a & b` are left as they read.
+_BACKSLASHED = re.compile(r"[\\`*_\[\]|$~]")
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")
 _ENTITY = re.compile(r"&(?=[A-Za-z#])")
 
