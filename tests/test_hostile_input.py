@@ -102,6 +102,24 @@ def test_a_symlinked_output_writes_its_target_and_keeps_the_link(saved, tmp_path
     assert link.is_symlink() and target.read_text().startswith("model,suite,dataset,")
 
 
+def test_a_symlink_planted_where_an_output_is_staged_is_never_written_through(saved, tmp_path):
+    """Outputs were staged under a fixed name (`OUT.tmp.csv`): a symlink put there first by anyone
+    sharing the folder made the export overwrite the file it pointed to. Each staging file is new,
+    made exclusively under a name no one can guess; the output is written, the bait untouched,
+    and nothing is left beside it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "outputs"
+    out.mkdir()
+    for name in ("t.csv.tmp.csv", ".t.csv.tmp", "t.csv.tmp"):
+        (out / name).symlink_to(victim)
+    result = run("export", saved, "--csv", out / "t.csv")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert not (out / "t.csv").is_symlink() and (out / "t.csv").read_text().startswith("model,suite,")
+    assert sorted(p.name for p in out.iterdir()) == [".t.csv.tmp", "t.csv", "t.csv.tmp", "t.csv.tmp.csv"]
+
+
 def test_two_outputs_to_one_file_are_refused(saved, tmp_path):
     same = tmp_path / "out.txt"
     message = one_line_error(run("compare", saved, saved, "--csv", same, "--json", same))

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -351,11 +352,25 @@ def write_output(path: Path, write: Callable[[Path], None]) -> None:
     is refused, never replaced."""
     check_output_paths([path])
     target = path.resolve()
-    temporary = target.with_name(target.name + ".tmp" + target.suffix)  # the suffix picks the plot's format
+    temporary = None
     try:
+        temporary = _new_file_beside(target)
         write(temporary)
         temporary.replace(target)
     except OSError as exc:
         with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
-            temporary.unlink(missing_ok=True)
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _new_file_beside(target: Path) -> Path:
+    """An empty file of a name no one else took, made in `target`'s folder: a fixed temporary name
+    could be a symlink someone put there, and the output would overwrite what it points to."""
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temporary
+        except FileExistsError:
+            continue
