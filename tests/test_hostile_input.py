@@ -206,7 +206,14 @@ def boolean_reference(manifest: dict) -> None:
         (lambda f: (f / "manifest.json").write_text('{"protocol": {'),
          "manifest.json is damaged: not JSON (Expecting property name enclosed in double quotes, line 1)"),
         (lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000),
-         "cannot read result"),
+         "manifest.json: RecursionError"),
+        (lambda f: (f / "manifest.json").write_text(
+            (f / "manifest.json").read_text().replace('"model": {', '"model": {"name": "bm25", ', 1)),
+         "manifest.json is damaged: an object names 'name' twice"),
+        (lambda f: (f / "manifest.json").write_bytes(b"\xff" + (f / "manifest.json").read_bytes()),
+         "manifest.json is damaged: not UTF-8 text"),
+        (lambda f: (f / "per_query.csv").write_bytes(b"\xff" + (f / "per_query.csv").read_bytes()),
+         "per_query.csv is damaged: not UTF-8 text"),
         (lambda f: os.mkfifo(f / "per_query.csv", 0o600) if not (f / "per_query.csv").unlink() else None,
          "per_query.csv is a FIFO (named pipe)"),
         (lambda f: (f / "manifest.json").unlink() or (f / "manifest.json").symlink_to("/dev/zero"),
@@ -217,7 +224,7 @@ def boolean_reference(manifest: dict) -> None:
     ids=["type", "bool", "list", "groups", "groups mapping",
          "foreign", "number", "escape", "missing", "newer format", "column", "nan",
          "text", "negative", "duplicate", "extra field", "empty", "truncated manifest",
-         "nested", "fifo", "device", "huge"],
+         "nested", "key twice", "manifest not utf-8", "table not utf-8", "fifo", "device", "huge"],
 )  # fmt: skip
 def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, damage, message):
     copy = tmp_path / "copy"

@@ -251,11 +251,13 @@ def load_result(folder: Path) -> SavedResult:
         problem = data_file_problem(path, limit)
         if problem:
             raise UserError(f"cannot read result {folder}: {path.name} {problem}")
+    # the manifest first: a folder that is no result is told before its table is parsed
+    typed = read_manifest(_manifest_json(manifest_path), str(manifest_path))
+    per_query_path = folder / "per_query.csv"
     try:
         with warnings.catch_warnings():  # a row longer than the header: refused, not cut
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            per_query_bytes = (folder / "per_query.csv").read_bytes()  # parsed, and hashed below
+            per_query_bytes = per_query_path.read_bytes()  # parsed, and hashed below
             per_query = pd.read_csv(
                 io.BytesIO(per_query_bytes),
                 dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
@@ -263,13 +265,14 @@ def load_result(folder: Path) -> SavedResult:
                 quoting=csv.QUOTE_MINIMAL,
                 index_col=False,  # never an index guessed from a row with one field too many
             )
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{manifest_path} is damaged: not JSON ({exc.msg}, line {exc.lineno})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pd.errors.ParserWarning) as exc:
-        raise UserError(f"{folder / 'per_query.csv'} is damaged: {describe(exc)}") from None
+        raise UserError(f"{per_query_path} is damaged: {describe(exc)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{per_query_path} is damaged: not UTF-8 text") from None
+    except MemoryError:
+        raise UserError(f"{per_query_path} does not fit in memory") from None
     except (OSError, ValueError, RecursionError) as exc:
-        raise UserError(f"cannot read result {folder}: {describe(exc)}") from None
-    typed = read_manifest(manifest, str(manifest_path))
+        raise UserError(f"cannot read {per_query_path}: {describe(exc)}") from None
     problem = per_query_problem(per_query)
     if problem:
         raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
@@ -283,6 +286,34 @@ def load_result(folder: Path) -> SavedResult:
             "per_query_sha256): the folder was edited or damaged"
         )
     return SavedResult(folder, typed, per_query)
+
+
+def _manifest_json(path: Path) -> Any:
+    """manifest.json's value, read strictly: a key given twice in any of its objects (which value
+    was meant?) is refused, not settled silently by the last."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_keys_once)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is damaged: not JSON ({exc.msg}, line {exc.lineno})") from None
+    except _KeyTwice as twice:
+        raise UserError(f"{path} is damaged: an object names {str(twice)[:80]!r} twice") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is damaged: not UTF-8 text") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"cannot read {path}: {describe(exc)}") from None
+
+
+class _KeyTwice(Exception):
+    """A JSON object naming one of its keys twice (the key is the message)."""
+
+
+def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _KeyTwice(key)
+        value[key] = item
+    return value
 
 
 def load_results(folders: list[Path]) -> list[SavedResult]:
