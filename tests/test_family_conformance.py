@@ -116,6 +116,9 @@ def test_settings_are_the_familys_dataclass(models, family):
     for name in integers:
         with pytest.raises(UserError, match=f"setting {name} of family {family} must be a positive integer"):
             load(models, family, **{name: 0})
+        # a length or multiple past any context would only size an allocation that fills memory
+        with pytest.raises(UserError, match=f"setting {name} of family {family} must be at most 16,777,216"):
+            load(models, family, **{name: 10**9})
     recorded = load(models, family).describe().get("settings", {})
     assert set(recorded) <= set(names) | {"max_batch_tokens"}
 

@@ -529,6 +529,9 @@ def test_pad_multiple_rounds_forward_lengths_and_keeps_scores(checkpoint):
     assert exact.describe()["settings"]["pad_multiple"] == 1  # CPU default: no rounding
     assert padded.describe()["settings"]["pad_multiple"] == 48
     assert padded.score_identity() == exact.score_identity()  # same scores: journals may mix them
+    context = exact.settings.context_length  # a multiple past it once sized rows of 10**9 tokens
+    with pytest.raises(UserError, match=rf"pad_multiple .* at most the context length \({context:,}\), got"):
+        load_reranker(str(checkpoint), pad_multiple=context + 1, **PACKING_SETTINGS)
     seen = _recorded_passes(padded)
     requests = requests_for([QUERY, "vitamin d", "数据"])
     padded_scores = padded.score_batch(requests)

@@ -64,6 +64,11 @@ class ListwiseSettings:
                 )
 
 
+#: the largest integer a setting takes: 16M tokens is past every model's context and any GPU's
+#: batch, and a length or multiple beyond it would only size an allocation that fills memory
+MAX_INTEGER_SETTING = 1 << 24
+
+
 def _kind(annotation: Any) -> type:
     """int, bool or str: the type a setting's annotation names besides None."""
     options = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
@@ -93,6 +98,10 @@ def read_settings(settings: type, values: dict[str, Any], family: str) -> Any:
             raise UserError(f"setting {name} of family {family} must be true or false, got {value!r}")
         if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise UserError(f"setting {name} of family {family} must be a positive integer, got {value!r}")
+        if kind is int and value > MAX_INTEGER_SETTING:
+            raise UserError(
+                f"setting {name} of family {family} must be at most {MAX_INTEGER_SETTING:,}, got {value:,}"
+            )
         if kind is str:
             checked[name] = str(value)
     return settings(**checked)

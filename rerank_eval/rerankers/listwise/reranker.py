@@ -145,6 +145,11 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
             pad_multiple=settings.pad_multiple or default_pad_multiple(self.device),
             pack_blocks=self._resolved_packing(settings.pack_blocks),
         )
+        if self.settings.pad_multiple > context_length:  # (a row is never longer than the context)
+            raise UserError(
+                f"setting pad_multiple of family listwise-last-token must be at most the context length "
+                f"({context_length:,}), got {self.settings.pad_multiple:,}"
+            )
         self.configured_batch_tokens = self.settings.max_batch_tokens
         self.use_published_modules(False)
         self._stats = self._fresh_stats()
