@@ -35,6 +35,9 @@ _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
 #: 110 bytes each): a first stage's top-k is read from it, and the deepest run a benchmark here
 #: needs is Quora's top-1,000 of 10,000 queries; a file past it would fill memory before its end
 MAX_RUN_DOCUMENTS = 20_000_000
+#: the most queries a run file may hold (each costs some 250 bytes more as it is read): no
+#: benchmark here judges more than a few tens of thousands
+MAX_RUN_QUERIES = 1_000_000
 #: an integer grade as trec_eval reads it, in ASCII digits (int() would take "1_0" and other
 #: scripts' digits)
 INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -89,8 +92,8 @@ class RunFile:
 def read_run(path: Path) -> RunFile:
     """Parse `qid Q0 docid rank score tag` lines; any malformed line is a one-line error. The file
     is read line by line and hashed in the same pass (no line over `textlines.MAX_LINE_BYTES`, no
-    more than MAX_RUN_DOCUMENTS documents in all, and one that fills memory anyway said in one
-    line)."""
+    more than MAX_RUN_DOCUMENTS documents or MAX_RUN_QUERIES queries, and one that fills memory
+    anyway said in one line)."""
     path = Path(path)
     kind = special_file_kind(path)
     if kind:  # a FIFO would block the read forever, a directory fail obscurely
@@ -132,7 +135,14 @@ def _read_lines(path: Path, run: Run) -> tuple[int, str]:
         score = float(score_text)
         if not math.isfinite(score):
             raise UserError(f"{path}, line {number}: score {score_text!r} is not finite")
-        docs = run.setdefault(query_id, {})
+        docs = run.get(query_id)
+        if docs is None:
+            if len(run) == MAX_RUN_QUERIES:
+                raise UserError(
+                    f"{path}, line {number}: the run holds more than {MAX_RUN_QUERIES:,} queries; keep "
+                    f"the queries of the datasets it is for"
+                )
+            docs = run[query_id] = {}
         if doc_id in docs:
             duplicates += 1
             continue

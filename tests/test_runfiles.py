@@ -73,6 +73,23 @@ def test_a_run_of_more_documents_than_memory_holds_is_refused_as_it_is_read(tmp_
         )
 
 
+def test_a_run_of_more_queries_than_any_benchmark_is_refused_as_it_is_read(tmp_path, monkeypatch):
+    """Five million queries of one document each took 2.2 GB (each query costs more than its
+    line); the query past the limit is refused at its line."""
+    from rerank_eval import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_RUN_QUERIES", 2)
+    path = tmp_path / "wide.trec"
+    path.write_text("q1 Q0 d1 1 2 t\nq2 Q0 d1 1 2 t\nq1 Q0 d2 2 1 t\n")
+    assert sorted(read_run(path).run) == ["q1", "q2"]  # at the limit, not past it
+    path.write_text("q1 Q0 d1 1 2 t\nq2 Q0 d1 1 2 t\nq1 Q0 d2 2 1 t\nq3 Q0 d1 1 2 t\n")
+    with pytest.raises(UserError) as error:
+        read_run(path)
+    assert str(error.value) == (
+        f"{path}, line 4: the run holds more than 2 queries; keep the queries of the datasets it is for"
+    )
+
+
 def test_a_run_that_fills_memory_is_one_line(tmp_path, monkeypatch):
     from rerank_eval import runfiles
 
