@@ -277,6 +277,51 @@ def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("limit", "files", "message"),
+    [
+        ("MAX_QUERIES", (GOOD_CORPUS, GOOD_QUERIES + '{"_id": "q2", "text": "x"}\n', GOOD_QRELS),
+         "q.jsonl, line 2: more than 1 queries"),
+        ("MAX_JUDGEMENTS", (GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS + "q1 0 d2 1\n"),
+         "r.txt, line 2: more than 1 judgements"),
+    ],
+    ids=["queries", "judgements"],
+)  # fmt: skip
+def test_files_past_any_benchmarks_size_are_refused_as_they_are_read(
+    limit, files, message, tmp_path, monkeypatch
+):
+    """Ten million queries (a few judged) took over a gigabyte and minutes before any check, and
+    five million judgements of queries the queries file lacks 2.5 GB: each reader stops at the line
+    past its bound. A file that fills memory before it is one line too."""
+    from rerank_eval.datasets import local_files
+
+    monkeypatch.setattr(local_files, limit, 1)
+    config = _entry(tmp_path, *files)
+    args = (
+        "run",
+        "bad",
+        "--config",
+        config,
+        "--model",
+        "bm25",
+        "--first-stage",
+        "bm25s",
+        "--out",
+        tmp_path / "o",
+    )
+    assert message in error_line(invoke(*args))
+    monkeypatch.setattr(local_files, limit, 10)
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    reader = "read_queries" if limit == "MAX_QUERIES" else "read_qrels"
+    monkeypatch.setattr(f"rerank_eval.datasets.local.{reader}", exhausted)
+    name = "q.jsonl" if limit == "MAX_QUERIES" else "r.txt"
+    assert error_line(invoke(*args)) == f"error: {tmp_path / name} does not fit in memory"
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_empty_query_no_judgement_uses_is_left_out_quietly(tmp_path):
     """A queries file often holds every split's queries: only the judged ones must have text."""
     queries = '{"_id": "q1", "text": "one"}\n{"_id": "q9", "text": ""}\n'

@@ -11,6 +11,7 @@ streaming read of the corpus into a temporary folder and renamed into place when
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -99,13 +100,16 @@ class LocalDataset:
 
     def qrels(self) -> dict[str, dict[str, int]]:
         if self._qrels is None:
-            self._qrels = read_qrels(self.files["qrels"])
+            with _said_if_too_large(self.files["qrels"]):
+                self._qrels = read_qrels(self.files["qrels"])
         return self._qrels
 
     def queries(self) -> dict[str, str]:
         """The judged queries (as BEIR's loader keeps a split's: a queries file usually holds
         every split's); a judged query the file lacks is refused, since it would score 0."""
-        every = read_queries(self.files["queries"], self.qrels())
+        judged = self.qrels()
+        with _said_if_too_large(self.files["queries"]):
+            every = read_queries(self.files["queries"], judged)
         missing = sorted(set(self.qrels()) - set(every))
         if missing:
             raise UserError(
@@ -182,3 +186,13 @@ class LocalDataset:
             print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)
             build_in_place(folder, build, "document store")
         return store(folder)
+
+
+@contextlib.contextmanager
+def _said_if_too_large(path: Path) -> Iterator[None]:
+    """A file that fills memory as it is read (under a memory limit, before the readers' own
+    bounds): one line, not a MemoryError traceback."""
+    try:
+        yield
+    except MemoryError:
+        raise UserError(f"{path} does not fit in memory") from None

@@ -19,6 +19,10 @@ from rerank_eval.textlines import JsonLineError, json_line, numbered_lines
 
 #: BEIR's qrels header line
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
+#: the most queries and judgements a local dataset's files may hold (each costs memory as it is
+#: read; MS MARCO's training queries are 808,731): a file past them is no benchmark's
+MAX_QUERIES = 2_000_000
+MAX_JUDGEMENTS = 20_000_000
 #: how these readers turn files into documents, queries and judgements; part of every key built
 #: from a local dataset (a change of reading is never mistaken for the files read before)
 LOCAL_FORMAT = 1
@@ -113,6 +117,8 @@ def read_queries(path: Path, judged: Collection[str]) -> dict[str, str]:
         if query_id in queries:
             first = lines[query_id]
             raise UserError(f"{path}, line {number}: query {query_id!r} again (first on line {first})")
+        if len(queries) == MAX_QUERIES:
+            raise UserError(f"{path}, line {number}: more than {MAX_QUERIES:,} queries")
         queries[query_id], lines[query_id] = text, number
     if not queries:
         raise UserError(f"queries file {path} has no queries")
@@ -124,6 +130,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     `query-id corpus-id score` header; a (query, doc) pair judged twice is refused."""
     qrels: dict[str, dict[str, int]] = {}
     beir = False
+    judgements = 0
     for number, line in numbered_lines(path):
         fields = trec_fields(line)
         if not qrels and not beir and tuple(fields) == BEIR_QRELS_HEADER:
@@ -154,7 +161,10 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         judged = qrels.setdefault(query_id, {})
         if doc_id in judged:
             raise UserError(f"{path}, line {number}: query {query_id!r}, document {doc_id!r} judged again")
+        if judgements == MAX_JUDGEMENTS:
+            raise UserError(f"{path}, line {number}: more than {MAX_JUDGEMENTS:,} judgements")
         judged[doc_id] = grade
+        judgements += 1
     if not qrels:
         raise UserError(f"qrels file {path} has no judgements")
     return qrels
