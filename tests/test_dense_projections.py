@@ -201,6 +201,10 @@ def _pickled_list(folder: Path) -> None:
             "the weights of Dense module 2_Dense do not fit its config",
         ),
         (_pickled_list, "the weights of Dense module"),
+        (  # a layer of 10**9 × in_features floats was made before its weights were compared with it
+            lambda f: _edit_json(f / "2_Dense" / "config.json", out_features=10**9),
+            "the weights of Dense module 2_Dense do not fit its config: size mismatch for linear.weight",
+        ),
     ],
 )
 def test_dense_weights_that_cannot_be_applied_are_one_line(tmp_path, damage, expected):

@@ -71,9 +71,11 @@ def load_projections(folder: Path, paths: Sequence[str], source: str, device: An
     projections = []
     for relative in paths:
         module_folder = folder / relative
-        projection = Projection(read_dense_spec(module_folder))
+        spec = read_dense_spec(module_folder)
+        with torch.device("meta"):  # shapes only: weights that do not fit the config allocate nothing
+            projection = Projection(spec)
         try:
-            projection.load_state_dict(_weights(module_folder, source))
+            projection.load_state_dict(_weights(module_folder, source), assign=True)
         except (RuntimeError, TypeError) as exc:  # missing, unexpected or misshapen weights
             first = str(exc).splitlines()[1:2] or [str(exc)]
             raise UserError(
