@@ -612,7 +612,7 @@ def test_an_adapter_without_weights_is_refused_at_build(tmp_path, jina, jina_pre
     ("damage", "expected"),
     [
         ("retrieval_query/adapter_config.json", "cannot load adapter retrieval_query"),
-        ("model.safetensors", "cannot load encoder"),
+        ("model.safetensors", "cannot read the weights"),
         ("tokenizer.json", "cannot load the tokenizer"),
     ],
 )

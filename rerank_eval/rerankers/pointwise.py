@@ -31,6 +31,7 @@ from rerank_eval.rerankers.common import (
     token_budget_batches,
 )
 from rerank_eval.rerankers.settings import PointwiseSettings
+from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
 
 Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model uses them)
 
@@ -86,6 +87,14 @@ class TransformerReranker(Reranker):
         import transformers
 
         folder, remote = str(self.model_folder()), self.trust_remote_code
+        model_class = getattr(transformers, self.auto_class)
+        if not self.runs_own_code:  # (a repository's own code builds its model as it likes)
+            config = read_config(
+                lambda: transformers.AutoConfig.from_pretrained(folder), self.checkpoint.source
+            )
+            check_config_fits_weights(
+                self.model_folder(), self.checkpoint.source, config, model_class.from_config
+            )
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
@@ -95,10 +104,10 @@ class TransformerReranker(Reranker):
                     if self.runs_own_code
                     else {"attn_implementation": self.attention, "output_loading_info": True}
                 )
-                loaded = getattr(transformers, self.auto_class).from_pretrained(
+                loaded = model_class.from_pretrained(
                     folder, dtype=self.dtype, trust_remote_code=remote, **extra
                 )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # (RuntimeError: weights that do not fit)
             raise UserError(
                 f"cannot load {self.family} model {self.checkpoint.source}: {str(exc).splitlines()[0]}"
             ) from None

@@ -46,6 +46,7 @@ from rerank_eval.rerankers.common import (
     token_budget_batches,
     tokenized,
 )
+from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
 
 SIDES = ("query", "passage")
 #: the weight files a PEFT adapter folder may hold (safetensors first: the ones downloaded)
@@ -143,9 +144,14 @@ class DenseEncoder:
     def _load_model(self, side: str) -> torch.nn.Module:
         import transformers
 
+        model_class = getattr(transformers, encoder_class(self.folder))
+        config = read_config(
+            lambda: transformers.AutoConfig.from_pretrained(str(self.folder)), self.checkpoint.source
+        )
+        check_config_fits_weights(self.folder, self.checkpoint.source, config, model_class.from_config)
         try:
             with quiet_transformers():
-                model = getattr(transformers, encoder_class(self.folder)).from_pretrained(
+                model = model_class.from_pretrained(
                     str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
                 )
         except Exception as exc:  # missing, truncated or foreign weights fail in many ways

@@ -58,6 +58,7 @@ from rerank_eval.rerankers.listwise.qwen3_kernels import (
     use_trimmed_last_layer,
 )
 from rerank_eval.rerankers.settings import ListwiseSettings
+from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
 
 # transformers' placeholder for "no limit"; anything above this is not a real context length.
 _UNSET_MAX_LENGTH = 10**9
@@ -85,6 +86,8 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
                 f"checkpoint {checkpoint.source} has model_type {config.get('model_type')!r}; "
                 f"the listwise last-token family needs a qwen3 backbone"
             )
+        config = read_config(lambda: Qwen3Config.from_pretrained(str(checkpoint.folder)), checkpoint.source)
+        check_config_fits_weights(checkpoint.folder, checkpoint.source, config, Qwen3Model)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.folder))
         except (OSError, ValueError) as exc:
@@ -93,10 +96,7 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
         attention = listwise_attention(self.device, self.dtype)
         with quiet_transformers():  # projector and lm_head keys are expected to go unused
             backbone = Qwen3Model.from_pretrained(
-                str(checkpoint.folder),
-                config=Qwen3Config.from_pretrained(str(checkpoint.folder)),
-                dtype=self.dtype,
-                attn_implementation=attention,
+                str(checkpoint.folder), config=config, dtype=self.dtype, attn_implementation=attention
             )
         self._assemble(tokenizer, backbone, projector_weights, settings or ListwiseSettings())
 
