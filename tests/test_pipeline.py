@@ -178,6 +178,33 @@ def test_reranked_run_scores_strictly_decrease(bm25_result):
             assert all(a > b for a, b in itertools.pairwise(scores)), path
 
 
+def test_the_recorded_source_commit_says_when_the_code_that_ran_is_not_the_commit(tmp_path):
+    """A manifest named the checkout's commit as the run ended, and nothing of uncommitted edits:
+    a commit made during a run, or edited code, was recorded as what ran. The commit is read once
+    (as a run starts) and marked `+modified` where tracked files of the source differ from it."""
+    import subprocess
+
+    from rerank_eval.results.folder import source_revision
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = git("rev-parse", "HEAD").strip()
+    read = source_revision.__wrapped__
+    assert read(tmp_path) == source_revision(tmp_path) == commit  # as the run starts
+    (tmp_path / "notes.txt").write_text("untracked files are no code that ran\n")
+    assert read(tmp_path) == commit
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert read(tmp_path) == commit + "+modified"
+    assert source_revision(tmp_path) == commit  # what ran: read once, when it started
+
+
 def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
     manifest = json.loads((bm25_result / "manifest.json").read_text())
     assert manifest["complete"] is True

@@ -25,7 +25,7 @@ from rerank_eval.pipeline.prepare import DatasetCache, warn
 from rerank_eval.pipeline.progress import step
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results.folder import ResultWriter
+from rerank_eval.results.folder import ResultWriter, source_revision
 from rerank_eval.runfiles import Run, format_run_lines
 
 
@@ -70,6 +70,7 @@ def execute(
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
+    source_revision()  # (read as the run starts: a commit made while it runs is not what ran)
     main = ranks().is_main
     writer = ResultWriter(out, keep_identical) if main else None
     records = []

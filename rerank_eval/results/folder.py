@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -71,22 +72,31 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def source_revision() -> str | None:
-    """The git commit of rerank-eval's own source, when it runs from a checkout."""
-    package_dir = Path(__file__).resolve().parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(package_dir), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+#: rerank-eval's own source, whose git commit a manifest records
+SOURCE = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def source_revision(folder: Path = SOURCE) -> str | None:
+    """The git commit of rerank-eval's own source (`folder`), when it runs from a checkout, with
+    `+modified` where its tracked files differ from that commit (the commit alone would name code
+    that did not run). Read once, when a run starts (`execute`): a commit made while it runs is
+    not the code it ran."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
         return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip() or None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return commit + ("+modified" if changed else "")
 
 
 def write_atomic(path: Path, text: str) -> None:
