@@ -175,6 +175,23 @@ def local_dataset(tmp_path: Path, corpus: str, query: str = "zebra") -> Path:
     return config
 
 
+def test_documents_tied_at_the_cut_are_chosen_by_id_whatever_order_the_index_holds(tmp_path):
+    """A multi-threaded build indexes in no fixed order, and Lucene alone would keep the tied
+    documents it indexed first (here the file's last ids come first): a rebuilt index could give
+    other candidates. Anserini's search breaks ties by doc id inside Lucene's top-k, and its order
+    of hits (scores rounded to 1e-4, ties by doc id) then picks the same five from any index."""
+    ids = [f"d{i:02d}" for i in reversed(range(30))]
+    corpus = "".join(json.dumps({"_id": doc_id, "text": "zebra stripes"}) + "\n" for doc_id in ids)
+    corpus += json.dumps({"_id": "a", "text": "zebra zebra stripes"}) + "\n"  # above the tie
+    config = local_dataset(tmp_path, corpus)
+    out = tmp_path / "out"
+    result = run("run", "s", "--config", config, "--model", "bm25", "--first-stage", "lucene", "--top-k", 5,
+                 "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = (out / "runs" / "z.first-stage.trec").read_text().splitlines()
+    assert [line.split()[2] for line in lines] == ["a", "d00", "d01", "d02", "d03"]
+
+
 @pytest.mark.parametrize(("stage", "left_out"), [("lucene", 1), ("lucene-multifield", 2)])
 def test_documents_with_nothing_to_index_are_left_out_as_anserini_does(tmp_path, stage, left_out):
     """Anserini indexes no document whose indexed text is empty (Pyserini's trec-covid index holds
