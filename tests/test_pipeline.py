@@ -942,6 +942,40 @@ def test_lucene_named_without_the_extra_is_one_line_before_any_work(tmp_path, mo
     lucene_runtime.check_java("21.0.5")
 
 
+def test_a_java_that_cannot_start_is_one_line_and_its_report_goes_to_the_cache(tmp_path, monkeypatch):
+    """Under a memory limit the JVM could not start, its banner was read as a version, and the
+    advice was to unset a JAVA_HOME the tool had set itself; the JVM also left hs_err_pid*.log in
+    the working folder. Now: one line with the JVM's reason, and its report in the cache."""
+    import stat
+
+    from rerank_eval.first_stage import lucene_runtime
+
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    java = home / "bin" / "java"
+    java.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/args\n'
+        'echo "Error occurred during initialization of VM"\n'
+        'echo "Could not allocate compressed class space: 1073741824 bytes"\n'
+        "exit 1\n"
+    )
+    java.chmod(java.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError) as refused:
+        lucene_runtime._java(str(home), "--version")
+    assert str(refused.value) == (
+        f"cannot start Java from JAVA_HOME={home}: Could not allocate compressed class space: "
+        "1073741824 bytes"
+    )
+    assert (tmp_path / "args").read_text().split() == [
+        f"-XX:ErrorFile={tmp_path / 'cache' / 'java' / 'hs_err_pid%p.log'}",
+        "--version",
+    ]
+    java.write_text("#!/bin/sh\necho 'Unrecognized option: --version' >&2\nexit 1\n")  # an older Java
+    assert lucene_runtime._java(str(home), "--version") == ""  # (then refused as older than 21)
+
+
 def test_a_fallback_is_named_only_where_a_configured_first_stage_was_replaced():
     from rerank_eval.config.reader import load_config
     from rerank_eval.pipeline.plan import CandidateOrder, RunPlan

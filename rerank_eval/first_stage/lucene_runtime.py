@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rerank_eval.cache import cache_root
 from rerank_eval.errors import UserError
 
 INSTALL = "pip install 'rerank-eval[lucene]'"
@@ -69,13 +70,36 @@ def _java_home() -> str:
 
 
 def _java(java_home: str, option: str) -> str:
-    """What `java OPTION` prints ("" where it cannot run)."""
+    """What `java OPTION` prints ("" where it cannot run: an older Java knows no `--version`); a
+    JVM that cannot start at all (too little memory under a limit) is one line saying so."""
     try:
         java = str(Path(java_home) / "bin" / "java")
-        done = subprocess.run([java, option], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [java, _error_file_option(), option], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
+    said = [line.strip("# ").strip() for line in (done.stdout + done.stderr).splitlines()]
+    if done.returncode != 0 and any(line in JVM_START_FAILURES for line in said):
+        reason = next((line for line in said if line and line not in JVM_START_FAILURES), "")
+        raise UserError(f"cannot start Java from JAVA_HOME={java_home}: {reason or said[0]}")
     return done.stdout
+
+
+#: the lines a JVM prints when it could not start (its reason follows)
+JVM_START_FAILURES = (
+    "Error occurred during initialization of VM",
+    "There is insufficient memory for the Java Runtime Environment to continue.",
+)
+
+
+def _error_file_option() -> str:
+    """Where a JVM that fails fatally writes its report (`hs_err_pid*.log`): in the cache, not in
+    the working folder, which is the user's."""
+    folder = cache_root() / "java"
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+    return f"-XX:ErrorFile={folder / 'hs_err_pid%p.log'}"
 
 
 def _major(version: str) -> int:
@@ -100,12 +124,12 @@ def java_version() -> str:
 
 
 def _jvm_options(java_home: str) -> list[str]:
-    """`-Xrs`: the JVM leaves SIGINT and SIGTERM to Python (its own handlers, installed when it
-    starts mid-run, would end the process at once, without the stop message, the resume command
-    or exit 130/143, or crash it); Pyserini's vector module where the runtime has it; on Java 23
-    and later, Lucene's memory mapping through sun.misc.Unsafe allowed without four warning lines
-    per process."""
-    options = ["-Xrs"]
+    """Where a fatal error's report goes (`_error_file_option`); `-Xrs`: the JVM leaves SIGINT
+    and SIGTERM to Python (its own handlers, installed when it starts mid-run, would end the
+    process at once, without the stop message, the resume command or exit 130/143, or crash it);
+    Pyserini's vector module where the runtime has it; on Java 23 and later, Lucene's memory
+    mapping through sun.misc.Unsafe allowed without four warning lines per process."""
+    options = ["-Xrs", _error_file_option()]
     modules = _java(java_home, "--list-modules").splitlines()
     if any(line.split("@")[0] == VECTOR_MODULE for line in modules):
         options.append(f"--add-modules={VECTOR_MODULE}")
