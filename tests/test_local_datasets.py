@@ -322,6 +322,28 @@ def test_files_past_any_benchmarks_size_are_refused_as_they_are_read(
     assert not (tmp_path / "o").exists()
 
 
+def test_ids_sharing_a_hash_are_no_repetition_and_a_repeated_one_is_named_at_its_first_repeat(
+    tmp_path, monkeypatch
+):
+    """Corpus ids are kept as 8-byte hashes; two ids sharing one (about 1 in 4,000 for 100M ids)
+    once ended in a StopIteration traceback after the whole corpus was read. Every id hashed
+    alike here: distinct ids run, and of several repeated ids the first repeat is named."""
+    from rerank_eval.datasets import local
+
+    monkeypatch.setattr(local, "_id_hash", lambda doc_id: 7)
+    corpus = "".join(f'{{"_id": "d{i}", "text": "query word{i}"}}\n' for i in range(5))
+    config = _entry(tmp_path, corpus, GOOD_QUERIES, GOOD_QRELS)
+    args = ("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
+    assert invoke(*args, "--out", tmp_path / "o1").exit_code == 0
+    repeated = corpus + '{"_id": "d3", "text": "again"}\n{"_id": "d1", "text": "again"}\n'
+    (tmp_path / "c.jsonl").write_text(repeated)
+    monkeypatch.setattr(local, "CONFIRMED_PER_READ", 1)
+    assert "c.jsonl, line 6: document 'd3' again (first on line 4)" in error_line(
+        invoke(*args, "--out", tmp_path / "o2")
+    )
+    assert not (tmp_path / "o2").exists()
+
+
 def test_an_empty_query_no_judgement_uses_is_left_out_quietly(tmp_path):
     """A queries file often holds every split's queries: only the judged ones must have text."""
     queries = '{"_id": "q1", "text": "one"}\n{"_id": "q9", "text": ""}\n'
