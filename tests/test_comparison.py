@@ -189,11 +189,15 @@ def test_the_randomization_test_of_many_queries_runs_in_bounded_memory_with_the_
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 120e6  # unbatched: 2.9 GB
-    expected = stats.permutation_test(
-        (x, y), lambda a, b, axis: np.mean(a - b, axis=axis), permutation_type="samples", vectorized=True,
-        n_resamples=10_000, alternative="two-sided", random_state=SEED,
-    ).pvalue  # fmt: skip
-    assert p == expected
+
+    def scipy_p(a: np.ndarray, b: np.ndarray, batch: int | None) -> float:
+        return stats.permutation_test(
+            (a, b), lambda u, v, axis: np.mean(u - v, axis=axis), permutation_type="samples",
+            vectorized=True, n_resamples=10_000, alternative="two-sided", random_state=SEED, batch=batch,
+        ).pvalue  # fmt: skip
+
+    assert p == scipy_p(x, y, batch=97)  # scipy's own batching, in other batches
+    assert paired_p_value(x[:60], y[:60], "randomization") == scipy_p(x[:60], y[:60], batch=None)
 
 
 def test_best_value_is_bold(runs):
@@ -284,6 +288,8 @@ def test_forced_over_other_query_sets_a_rows_delta_covers_the_queries_its_test_p
     assert "fiqa: otherqrels's Δ, test and W/T/L cover the 22 queries it shares with the baseline" in (
         result.footnotes
     )
+    assert "BEIR-13: otherqrels's Δ and test take each row's value over its own queries, not the rows' " \
+        "paired Δs" in result.footnotes  # fmt: skip
 
 
 def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
@@ -628,6 +634,8 @@ def test_a_figure_is_the_same_bytes_each_time_and_draws_names_as_written(tmp_pat
     to render leaves none of the command's outputs written."""
     import time
 
+    from rerank_eval.reporting.render.plot import FORMATS
+
     base = make_result(tmp_path, "base $\\input{x}$", 0.0, noise=0.0)
     other = make_result(tmp_path, "a$b", 0.05, seed=4)
     outputs = []
@@ -635,12 +643,12 @@ def test_a_figure_is_the_same_bytes_each_time_and_draws_names_as_written(tmp_pat
         out = tmp_path / attempt
         out.mkdir()
         args = ["compare", str(base), str(other), "--csv", str(out / "t.csv")]
-        for suffix in ("pdf", "svg", "png"):
+        for suffix in FORMATS:
             result = CliRunner().invoke(app, [*args, "--plot", str(out / f"figure.{suffix}")])
             assert result.exit_code == 0, result.output
         outputs.append({p.name: p.read_bytes() for p in out.iterdir()})
         time.sleep(1.1)  # (a PDF's date is to the second)
-    assert outputs[0] == outputs[1] and len(outputs[0]) == 4
+    assert outputs[0] == outputs[1] and len(outputs[0]) == len(FORMATS) + 1
 
     from rerank_eval.reporting.render import plot
 

@@ -84,3 +84,13 @@ def test_a_config_declaring_sizes_its_weights_lack_is_one_line_before_any_alloca
         (mismatched / "config.json").write_text(json.dumps(config))
         with pytest.raises(UserError, match=f"cannot read the config of {mismatched}: .*layer_types"):
             load(kind, mismatched)
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "dense", "listwise"])
+def test_a_config_transformers_cannot_build_a_model_from_is_one_line(built, kind, tmp_path):
+    """transformers and torch check sizes as they build (a padding token past the vocabulary): that
+    was a traceback once the check built the model before loading it."""
+    vocabulary = json.loads((built[kind] / "config.json").read_text())["vocab_size"]
+    broken = edited(built[kind], tmp_path / "padding", pad_token_id=vocabulary + 5)
+    with pytest.raises(UserError, match=f"checkpoint {broken}: config.json does not build a model: "):
+        load(kind, broken)

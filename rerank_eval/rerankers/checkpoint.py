@@ -12,6 +12,7 @@ from urllib.request import url2pathname
 
 from rerank_eval.errors import UserError
 from rerank_eval.hub import hub_snapshot
+from rerank_eval.paths import special_file_kind
 
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
 
@@ -79,7 +80,8 @@ def not_a_model_source(name_or_path: str) -> str | None:
         validate_repo_id(name_or_path)
     except HFValidationError:
         shown = repr(str(path.absolute()))[1:-1]  # one line whatever the name holds
-        where = f"{shown} is a file" if path.exists() else f"no folder {shown}"
+        kind = special_file_kind(path) or ("a file" if path.exists() else None)
+        where = f"{shown} is {kind}" if kind else f"no folder {shown}"
         return f"model {name_or_path!r} is neither a checkpoint directory ({where}) nor a hub id (ORG/NAME)"
     return None
 

@@ -56,14 +56,18 @@ def check_config_fits_weights(folder: Path, source: str, config: Any, build: Cal
     shapes = stored_shapes(folder)
     if not shapes or getattr(config, "quantization_config", None):
         return
-    layers = max((getattr(config, key, 0) or 0 for key in LAYER_COUNTS), default=0)
-    if isinstance(layers, int) and layers > len(shapes):  # each layer holds a tensor of its own
+    counts = [getattr(config, key, None) for key in LAYER_COUNTS]
+    layers = max((count for count in counts if isinstance(count, int)), default=0)
+    if layers > len(shapes):  # each layer holds a tensor of its own
         raise UserError(
             f"checkpoint {source}: config.json declares {layers:,} layers, but its weights hold "
             f"{len(shapes):,} tensors in all"
         )
-    with torch.device("meta"):
-        model = build(config)
+    try:
+        with torch.device("meta"):
+            model = build(config)
+    except Exception as exc:  # transformers checks a config's sizes as it builds, in many ways
+        raise UserError(f"checkpoint {source}: config.json does not build a model: {describe(exc)}") from None
     prefix = getattr(model, "base_model_prefix", "") or ""
     declared = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     for key, shape in shapes.items():

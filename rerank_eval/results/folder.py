@@ -80,14 +80,15 @@ SOURCE = Path(__file__).resolve().parents[1]
 def source_revision(folder: Path = SOURCE) -> str | None:
     """The git commit of rerank-eval's own source (`folder`), when it runs from a checkout, with
     `+modified` where its tracked files differ from that commit (the commit alone would name code
-    that did not run). Read once, when a run starts (`execute`): a commit made while it runs is
-    not the code it ran."""
+    that did not run; `+unknown` where git could not say). Read once, when a run starts
+    (`execute`): a commit made while it runs is not the code it ran."""
 
     def git(*args: str) -> str | None:
-        try:
+        try:  # (no optional locks: a status refreshes the index, which is the user's)
             done = subprocess.run(
-                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5, check=False
-            )
+                ["git", "--no-optional-locks", "-C", str(folder), *args],
+                capture_output=True, text=True, timeout=5, check=False,
+            )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -96,6 +97,8 @@ def source_revision(folder: Path = SOURCE) -> str | None:
     if not commit:
         return None
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    if changed is None:  # (unknown is not clean)
+        return commit + "+unknown"
     return commit + ("+modified" if changed else "")
 
 
@@ -399,10 +402,11 @@ def write_output(path: Path, write: Callable[[Path], None]) -> None:
         write(temporary)
         temporary.replace(target)
     except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:  # (after a failure or a Ctrl-C: the staged file goes; once renamed, it is not there)
         with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
             if temporary is not None:
                 temporary.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _new_file_beside(target: Path) -> Path:

@@ -89,6 +89,7 @@ class Comparison:
         self.partial: set[str] = set()  # group rows holding only some of their members
         self.other_data: set[str] = set()  # rows not of the data published figures are of
         self.families: dict[str, int] = {}  # each row's runs tested against the baseline (Holm's family)
+        self.paired_only: set[tuple[str, str]] = set()  # (row, run) whose Δ covers shared queries only
         reasons = [
             r
             for run in self.runs
@@ -220,6 +221,7 @@ class Comparison:
                 cell.delta = cell.value - cells[self.baseline.label].value
             else:  # (other query sets, compared with --force) over the queries paired, as the test
                 cell.delta = _paired_delta(pd.Series(differences, index=common))
+                self.paired_only.add((row, run.label))
                 self.footnotes.append(
                     f"{row}: {run.label}'s Δ, test and W/T/L cover the {len(common)} queries it shares "
                     f"with the baseline"
@@ -313,6 +315,11 @@ class Comparison:
                 continue
             run_values, base_values = np.array(pairs).T
             cell, differences = cells[run.label], run_values - base_values
+            if any((name, run.label) in self.paired_only for name in names):
+                self.footnotes.append(
+                    f"{row}: {run.label}'s Δ and test take each row's value over its own queries, not "
+                    f"the rows' paired Δs"
+                )
             # over the rows both have, like the test and the interval (a run may lack some rows)
             cell.delta = float(np.mean(differences))
             cell.p_value = self._p_value(run_values, base_values, run.label, row)

@@ -30,9 +30,9 @@ VALUE_RISE, MARK_RISE = 1.5, 17.5  # points above a bar's top (or its error bar'
 LABEL_ROOM = 26.0  # points the value and mark need above the highest bar
 
 
-#: the formats a figure is written in, and how each is kept free of the time it was made (so the
-#: same comparison gives the same bytes); PostScript and compressed SVG take the time from
-#: elsewhere (the environment, a gzip header), and are not offered
+#: the formats a figure is written in, and the metadata that keeps each free of the time it was
+#: made (so the same comparison gives the same bytes; raster formats hold none); PostScript and
+#: compressed SVG take the time from elsewhere (the environment, a gzip header): not offered
 FORMATS: dict[str, dict[str, None]] = {
     "pdf": {"CreationDate": None},
     "svg": {"Date": None},
@@ -118,5 +118,8 @@ def figure_file(chart: BarChart, file_format: str) -> bytes:
     settings = {"pdf.fonttype": 42, "svg.hashsalt": "rerank-eval", "text.parse_math": False}
     with rc_context(settings):  # (fonttype 42: TrueType fonts, which publishers accept)
         buffer = io.BytesIO()
-        figure(chart).savefig(buffer, format=file_format, dpi=DPI, metadata=FORMATS[file_format])
+        dated = (
+            {"metadata": FORMATS[file_format]} if FORMATS[file_format] else {}
+        )  # (PNG, JPEG, ... take none)
+        figure(chart).savefig(buffer, format=file_format, dpi=DPI, **dated)
     return buffer.getvalue()
