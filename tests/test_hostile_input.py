@@ -120,6 +120,13 @@ def test_a_symlink_planted_where_an_output_is_staged_is_never_written_through(sa
     assert sorted(p.name for p in out.iterdir()) == [".t.csv.tmp", "t.csv", "t.csv.tmp", "t.csv.tmp.csv"]
 
 
+def test_an_output_name_with_a_control_character_is_refused_before_it_is_echoed(saved, tmp_path):
+    target = tmp_path / "x\x1b]0;title\x07.csv"
+    message = one_line_error(run("export", saved, "--csv", target))
+    assert message == f"error: cannot write {str(target)!r}: its name holds a control character"
+    assert "\x1b" not in message and not list(tmp_path.iterdir())
+
+
 def test_two_outputs_to_one_file_are_refused(saved, tmp_path):
     same = tmp_path / "out.txt"
     message = one_line_error(run("compare", saved, saved, "--csv", same, "--json", same))

@@ -361,11 +361,14 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
 def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = ()) -> None:
     """Refuse, before any work, output files that cannot be written as regular files: a device,
     FIFO, socket or directory (which an atomic rename would replace), a missing folder, two
-    options naming one file (one output would silently overwrite the other), or a file inside a
-    result folder being read (`reading`: an export would destroy what it was made from)."""
+    options naming one file (one output would silently overwrite the other), a file inside a
+    result folder being read (`reading`: an export would destroy what it was made from), or a
+    name holding a control character."""
     seen: dict[Path, Path] = {}
     read = [Path(folder).resolve() for folder in reading]
     for path in (p for p in paths if p is not None):
+        if CONTROL_CHARACTERS.search(str(path)):  # echoed as written: an escape would act on the terminal
+            raise UserError(f"cannot write {str(path)!r}: its name holds a control character")
         kind = special_file_kind(path)
         if kind:
             raise UserError(f"cannot write {path}: it is {kind}; give the path of a regular file")
