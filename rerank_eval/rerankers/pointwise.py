@@ -88,22 +88,20 @@ class TransformerReranker(Reranker):
 
         folder, remote = str(self.model_folder()), self.trust_remote_code
         model_class = getattr(transformers, self.auto_class)
-        if not self.runs_own_code:  # (a repository's own code builds its model as it likes)
+        # a repository's own code builds and loads its model as it likes (and returns no loading
+        # report); any other is built from the config checked against its weights
+        extra: dict[str, Any] = {}
+        if not self.runs_own_code:
             config = read_config(
                 lambda: transformers.AutoConfig.from_pretrained(folder), self.checkpoint.source
             )
             check_config_fits_weights(
                 self.model_folder(), self.checkpoint.source, config, model_class.from_config
             )
+            extra = {"config": config, "attn_implementation": self.attention, "output_loading_info": True}
         try:
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
-                # a repository's own code may load as it likes (and return no loading report)
-                extra = (
-                    {}
-                    if self.runs_own_code
-                    else {"attn_implementation": self.attention, "output_loading_info": True}
-                )
                 loaded = model_class.from_pretrained(
                     folder, dtype=self.dtype, trust_remote_code=remote, **extra
                 )

@@ -31,7 +31,7 @@ def read_config(load: Callable[[], Any], source: str) -> Any:
         raise UserError(f"cannot read the config of {source}: {describe(exc.__cause__ or exc)}") from None
 
 
-def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape in the folder's safetensors files (their headers only); empty where
     there are none."""
     from safetensors import safe_open
@@ -53,7 +53,7 @@ def check_config_fits_weights(folder: Path, source: str, config: Any, build: Cal
     `build(config)` makes the model the family loads (on the meta device, so it costs nothing)."""
     import torch
 
-    shapes = stored_shapes(folder)
+    shapes = _stored_shapes(folder)
     if not shapes or getattr(config, "quantization_config", None):
         return
     counts = [getattr(config, key, None) for key in LAYER_COUNTS]

@@ -152,7 +152,7 @@ class DenseEncoder:
         try:
             with quiet_transformers():
                 model = model_class.from_pretrained(
-                    str(self.folder), dtype=self.dtype, attn_implementation="sdpa"
+                    str(self.folder), config=config, dtype=self.dtype, attn_implementation="sdpa"
                 )
         except Exception as exc:  # missing, truncated or foreign weights fail in many ways
             raise UserError(f"cannot load encoder {self.checkpoint.source}: {describe(exc)}") from None

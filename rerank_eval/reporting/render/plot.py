@@ -118,8 +118,8 @@ def figure_file(chart: BarChart, file_format: str) -> bytes:
     settings = {"pdf.fonttype": 42, "svg.hashsalt": "rerank-eval", "text.parse_math": False}
     with rc_context(settings):  # (fonttype 42: TrueType fonts, which publishers accept)
         buffer = io.BytesIO()
-        dated = (
+        undated = (
             {"metadata": FORMATS[file_format]} if FORMATS[file_format] else {}
         )  # (PNG, JPEG, ... take none)
-        figure(chart).savefig(buffer, format=file_format, dpi=DPI, **dated)
+        figure(chart).savefig(buffer, format=file_format, dpi=DPI, **undated)
     return buffer.getvalue()
