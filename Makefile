@@ -31,7 +31,7 @@ beir: install
 # of `make test`: it runs the covering tests once per mutant (15 to 40 minutes on 2 cores).
 MUTANTS ?= 'rerank_eval.first_stage.candidates.*' 'rerank_eval.cache.x_cache_key*' \
 	'rerank_eval.pipeline.journal.*' 'rerank_eval.runfiles.*' \
-	'rerank_eval.results.folder.x_write_atomic*' 'rerank_eval.results.folder.x_write_output*' \
+	'rerank_eval.results.folder.x_write_atomic*' 'rerank_eval.results.outputs.x_write_output*' \
 	'rerank_eval.results.folder.xǁResultWriterǁ*' \
 	'rerank_eval.reporting.compare.guard.*' 'rerank_eval.reporting.compare.stats.x_bootstrap_interval*' \
 	'rerank_eval.reporting.compare.stats.x_holm*' 'rerank_eval.reporting.compare.stats.x_paired_p_value*' \

@@ -135,7 +135,7 @@ def test_two_outputs_to_one_file_are_refused(saved, tmp_path):
 
 
 def test_a_failed_write_and_a_failed_clean_up_are_one_line(tmp_path, monkeypatch):
-    from rerank_eval.results.folder import write_output
+    from rerank_eval.results.outputs import write_output
 
     def failing(path: Path) -> None:
         path.write_text("partial")
@@ -151,7 +151,7 @@ def test_a_failed_write_and_a_failed_clean_up_are_one_line(tmp_path, monkeypatch
 def test_an_output_stopped_while_written_leaves_no_staged_file(tmp_path):
     """Each output is staged under a new random name: one stopped by Ctrl-C mid-write must not
     leave it behind (they would pile up, one per stop), nor touch the previous output."""
-    from rerank_eval.results.folder import write_output
+    from rerank_eval.results.outputs import write_output
 
     target = tmp_path / "out.csv"
     target.write_text("previous\n")

@@ -18,7 +18,8 @@ from rerank_eval.errors import UserError
 from rerank_eval.reporting.compare.comparison import Comparison
 from rerank_eval.reporting.compare.stats import RESAMPLES, SEED
 from rerank_eval.reporting.compare.table import caption
-from rerank_eval.results.folder import load_result, write_output
+from rerank_eval.results.folder import load_result
+from rerank_eval.results.outputs import write_output
 from tests import builders
 from tests.test_comparison import make_result
 

@@ -26,7 +26,7 @@ def note_a_gpu_shape_on_a_cpu(shape: str, device: str | None) -> None:
 
 def print_json(result: dict, json_out: Path | None) -> None:
     """The measurement as JSON on stdout, and written atomically to `--json` when given."""
-    from rerank_eval.results.folder import write_output
+    from rerank_eval.results.outputs import write_output
 
     text = json.dumps(result, indent=2)
     print(text)

@@ -43,7 +43,8 @@ def export(
     from rerank_eval.reporting.render.html import html
     from rerank_eval.reporting.render.terminal import terminal_table
     from rerank_eval.reporting.report import Report, results_table
-    from rerank_eval.results.folder import check_output_paths, load_results
+    from rerank_eval.results.folder import load_results
+    from rerank_eval.results.outputs import check_output_paths
 
     check_output_paths([csv, html_out], reading=[result])
     results = load_results([result])
@@ -62,7 +63,7 @@ def export(
 def write_outputs(outputs: list[tuple[Path | None, Callable[[], str | bytes]]]) -> None:
     """Every requested output rendered first, then each written atomically and said so: an output
     that cannot be rendered leaves none of the command's written."""
-    from rerank_eval.results.folder import write_output
+    from rerank_eval.results.outputs import write_output
 
     rendered = [(path, render()) for path, render in outputs if path is not None]
     for path, content in rendered:
@@ -129,7 +130,8 @@ def compare(
     from rerank_eval.reporting.render.markdown import markdown
     from rerank_eval.reporting.render.plot import figure_file, plot_format
     from rerank_eval.reporting.render.terminal import terminal_table
-    from rerank_eval.results.folder import check_output_paths, load_results
+    from rerank_eval.results.folder import load_results
+    from rerank_eval.results.outputs import check_output_paths
 
     check_output_paths(
         [csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out], reading=results

@@ -11,7 +11,6 @@ folder under its final name is always complete.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import functools
@@ -19,12 +18,11 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +32,7 @@ import pandas as pd
 
 from rerank_eval.cache import cache_root, disk_error
 from rerank_eval.errors import UserError, describe, term
-from rerank_eval.paths import data_file_problem, inside, special_file_kind
+from rerank_eval.paths import data_file_problem, inside
 from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
@@ -356,69 +354,3 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
         else:
             loaded.append(load_result(folder))
     return loaded
-
-
-def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = ()) -> None:
-    """Refuse, before any work, output files that cannot be written as regular files: a device,
-    FIFO, socket or directory (which an atomic rename would replace), a missing folder, two
-    options naming one file (one output would silently overwrite the other), a file inside a
-    result folder being read (`reading`: an export would destroy what it was made from), or a
-    name holding a control character."""
-    seen: dict[Path, Path] = {}
-    read = [Path(folder).resolve() for folder in reading]
-    for path in (p for p in paths if p is not None):
-        if CONTROL_CHARACTERS.search(str(path)):  # echoed as written: an escape would act on the terminal
-            raise UserError(f"cannot write {str(path)!r}: its name holds a control character")
-        kind = special_file_kind(path)
-        if kind:
-            raise UserError(f"cannot write {path}: it is {kind}; give the path of a regular file")
-        target = path.resolve()
-        source = _result_holding(target, read)
-        if source is not None:
-            raise UserError(f"cannot write {path}: it lies inside {source}, a result being read")
-        if target in seen:
-            raise UserError(f"{seen[target]} and {path} are the same file; give each output its own")
-        seen[target] = path
-        if not target.parent.is_dir():
-            raise UserError(f"cannot write {path}: its folder {target.parent} does not exist")
-
-
-def _result_holding(target: Path, read: list[Path]) -> Path | None:
-    """The result folder (one with a manifest) among or under the `read` folders that `target` lies
-    in; a folder of several results may hold outputs beside them."""
-    for parent in target.parents:
-        within = any(parent == folder or folder in parent.parents for folder in read)
-        if within and (parent / "manifest.json").is_file():
-            return parent
-    return None
-
-
-def write_output(path: Path, write: Callable[[Path], None]) -> None:
-    """An export file (CSV, table, plot) written whole through a temporary file beside it, or one
-    clear error. A symlink's target is written (the link stays); a path that is not a regular file
-    is refused, never replaced."""
-    check_output_paths([path])
-    target = path.resolve()
-    temporary = None
-    try:
-        temporary = _new_file_beside(target)
-        write(temporary)
-        temporary.replace(target)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:  # (after a failure or a Ctrl-C: the staged file goes; once renamed, it is not there)
-        with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
-
-
-def _new_file_beside(target: Path) -> Path:
-    """An empty file of a name no one else took, made in `target`'s folder: a fixed temporary name
-    could be a symlink someone put there, and the output would overwrite what it points to."""
-    while True:
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return temporary
-        except FileExistsError:
-            continue
