@@ -864,6 +864,17 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
     (folder / "weights.bin").unlink()
     (folder / "weights.bin").write_bytes(b"w")
     assert checkpoint.resolve_checkpoint(str(folder)).content_sha256 == checkpoint.folder_sha256(folder)
+    with open(folder / "tokenizer.json", "wb") as huge:  # sparse: takes no disk
+        huge.truncate(checkpoint.MAX_PARSED_FILE + 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "folder_sha256", no_hashing)  # said before the bytes are read
+        with pytest.raises(UserError) as refused:
+            checkpoint.resolve_checkpoint(str(folder))
+    assert str(refused.value) == (
+        f"checkpoint {folder}: tokenizer.json holds 134,217,729 bytes, more than 134,217,728 "
+        "(no tokenizer or config is that large)"
+    )
+    (folder / "tokenizer.json").unlink()
     layered = tmp_path / "st"  # sentence-transformers with its transformer in a module folder
     (layered / "0_Transformer").mkdir(parents=True)
     (layered / "modules.json").write_text("[]")

@@ -15,6 +15,12 @@ from rerank_eval.hub import hub_snapshot
 from rerank_eval.paths import special_file_kind
 
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
+#: the files a tokenizer or a config is read from, each parsed whole into objects many times its
+#: size (a tokenizer.json takes about 18 times its bytes); weights are memory-mapped, not parsed
+PARSED_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".vocab")
+#: four times the largest published tokenizer (Gemma 3's tokenizer.json, about 33 MB): a file past
+#: it is no tokenizer or config, and parsing it could take tens of gigabytes
+MAX_PARSED_FILE = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,28 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None) -> Checkp
             raise UserError(
                 f"checkpoint {name_or_path} has no config.json or modules.json (not a model folder)"
             )
+        _refuse_oversized_files(path, name_or_path)
         return Checkpoint(path, str(path), None, folder_sha256(path))
     problem = not_a_model_source(name_or_path)
     if problem:
         raise UserError(problem)
     folder = hub_snapshot(name_or_path, MODEL_FILE_PATTERNS, revision=revision)
+    _refuse_oversized_files(folder, name_or_path)
     return Checkpoint(folder, name_or_path, folder.name, None)
+
+
+def _refuse_oversized_files(folder: Path, source: str) -> None:
+    """Refuse, before any is parsed, a config or tokenizer file too large to be one: a checkpoint
+    may come from anyone, and transformers reads such files whole."""
+    for path in sorted(folder.rglob("*")):
+        if path.suffix not in PARSED_SUFFIXES or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size > MAX_PARSED_FILE:
+            raise UserError(
+                f"checkpoint {source}: {path.relative_to(folder)} holds {size:,} bytes, more than "
+                f"{MAX_PARSED_FILE:,} (no tokenizer or config is that large)"
+            )
 
 
 def model_checkpoint(source: str, package: str | None = None, revision: str | None = None) -> Checkpoint:
