@@ -596,6 +596,28 @@ def test_an_unfinished_model_in_a_models_folder_is_left_out_with_a_warning(tmp_p
     )
 
 
+def test_results_past_a_bound_in_all_are_refused_before_any_is_parsed(tmp_path, runs, monkeypatch):
+    """Each result is bounded, and so are all those one command reads: a folder from elsewhere may
+    hold thousands of models' results."""
+    import shutil
+
+    from rerank_eval.results import folder as results
+
+    parent = tmp_path / "models"
+    for name in ("a", "b", "c"):
+        shutil.copytree(runs["base"], parent / name)
+    each = (parent / "a" / "per_query.csv").stat().st_size
+    monkeypatch.setattr(results, "PER_QUERY_LIMIT_IN_ALL", 3 * each)
+    assert len(load_results([parent])) == 3  # at the bound: read
+    monkeypatch.setattr(results, "PER_QUERY_LIMIT_IN_ALL", 3 * each - 1)
+    monkeypatch.setattr(results, "load_result", lambda folder: pytest.fail(f"parsed {folder}"))
+    result = CliRunner().invoke(app, ["compare", str(parent), str(runs["base"])])
+    assert result.exit_code == 2 and result.output == (
+        f"error: the 4 results given hold {4 * each:,} bytes of per-query values in all, more than "
+        f"{3 * each - 1:,}; give fewer at a time\n"
+    )
+
+
 def test_a_foreign_manifest_is_one_clear_error(tmp_path, runs):
     import shutil
 

@@ -45,6 +45,8 @@ INCOMPLETE_SUFFIX = ".incomplete"
 #: about 60 bytes a value: 4M values); a folder may have been tampered with
 MANIFEST_LIMIT = 64 * 2**20
 PER_QUERY_LIMIT = 256 * 2**20
+#: per-query values of all the results one command reads (parsed, they take about 3 times as much)
+PER_QUERY_LIMIT_IN_ALL = 1024 * 2**20
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -328,8 +330,29 @@ def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_results(folders: list[Path]) -> list[SavedResult]:
-    """Result folders, a folder holding several models' result folders expanded in name order."""
-    loaded = []
+    """Result folders, a folder holding several models' result folders expanded in name order.
+    What they hold in all is bounded as each one is (a folder from elsewhere may hold thousands)."""
+    expanded = _result_folders(folders)
+    sizes = [_size(folder / "per_query.csv") for folder in expanded]
+    if sum(sizes) > PER_QUERY_LIMIT_IN_ALL:
+        raise UserError(
+            f"the {len(expanded):,} results given hold {sum(sizes):,} bytes of per-query values in all, "
+            f"more than {PER_QUERY_LIMIT_IN_ALL:,}; give fewer at a time"
+        )
+    return [load_result(folder) for folder in expanded]
+
+
+def _size(path: Path) -> int:
+    """A file's size, 0 where it cannot be told (load_result then says why it cannot be read)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _result_folders(folders: list[Path]) -> list[Path]:
+    """Each result folder given, or the result folders inside a folder of several models' ones."""
+    loaded: list[Path] = []
     for folder in map(Path, folders):
         children = (
             sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
@@ -350,7 +373,7 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
                     f"not finish), left out; run the same command again to finish it, or remove it",
                     file=sys.stderr,
                 )
-            loaded += [load_result(child) for child in children]
+            loaded += children
         else:
-            loaded.append(load_result(folder))
+            loaded.append(folder)
     return loaded
