@@ -223,6 +223,31 @@ def test_csv_round_trip(runs, tmp_path):
     assert wide.loc["fiqa", "better"] == pytest.approx(values(runs["better"], "fiqa").mean())
 
 
+def test_csv_exports_keep_names_a_spreadsheet_would_run_as_text_and_numbers_as_numbers(tmp_path, runs):
+    """OWASP's CSV injection advice: a text cell starting with = + - @ (a model folder is named by
+    anyone) is led by an apostrophe; a negative Δ is a number and stays one."""
+    import csv
+
+    made = [make_result(tmp_path, name, -0.03, seed=3) for name in ("=1+1", "@SUM(1)", "-0.5")]
+    out = {kind: tmp_path / f"{kind}.csv" for kind in ("long", "wide", "export")}
+    commands = (
+        ["compare", str(runs["base"]), *map(str, made), "--csv", str(out["long"])],
+        ["compare", str(runs["base"]), *map(str, made), "--csv-wide", str(out["wide"])],
+        ["export", str(made[0]), "--csv", str(out["export"])],
+    )
+    for command in commands:
+        assert CliRunner().invoke(app, command).exit_code == 0
+    long = list(csv.DictReader(out["long"].read_text().splitlines()))
+    assert {line["run"] for line in long} >= {"'=1+1", "'@SUM(1)", "'-0.5", "base"}
+    deltas = [float(line["delta"]) for line in long if line["run"] == "'-0.5" and line["delta"]]
+    assert deltas and min(deltas) < 0  # written as numbers, not led by an apostrophe
+    wide = list(csv.reader(out["wide"].read_text().splitlines()))
+    assert wide[0] == ["dataset", "base", "'=1+1", "'@SUM(1)", "'-0.5"]
+    export = list(csv.DictReader(out["export"].read_text().splitlines()))
+    assert {line["model"] for line in export} == {"'=1+1"} and {line["suite"] for line in export} == {"beir"}
+    assert all(float(line["value"]) >= 0 for line in export if "value" in line)
+
+
 def io_text(text: str):
     import io
 

@@ -30,7 +30,30 @@ def labelled_summary_csv(reports: list[Report]) -> str:
         frame.insert(0, "suite", report.manifest.suite.name)
         frame.insert(0, "model", report.manifest.model.name)
         frames.append(frame)
-    return _summary_text(pd.concat(frames, ignore_index=True))
+    return _summary_text(spreadsheet_safe(pd.concat(frames, ignore_index=True)))
+
+
+#: what a spreadsheet takes for the start of a formula when a cell begins with it (OWASP's list)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula, led by an apostrophe (which shows it as
+    text); numbers and other text as they are."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its text cells, row labels and column names inert in a spreadsheet: an
+    export is opened in one, and a model folder named `=HYPERLINK(...)` or an average label
+    `@SUM(...)` would run there. A result folder's own files keep names exactly as written."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):  # text, or text mixed with others
+            safe[column] = safe[column].map(_inert)
+    safe.index = safe.index.map(_inert)
+    safe.columns = safe.columns.map(_inert)
+    return safe
 
 
 def _summary_text(frame: pd.DataFrame) -> str:
@@ -75,7 +98,7 @@ def wide_frame(comparison: Comparison) -> pd.DataFrame:
 
 def comparison_csv(comparison: Comparison, wide: bool = False) -> str:
     buffer = io.StringIO()
-    frame = wide_frame(comparison) if wide else long_frame(comparison)
+    frame = spreadsheet_safe(wide_frame(comparison) if wide else long_frame(comparison))
     frame.to_csv(buffer, index=wide, float_format="%.10g")
     return buffer.getvalue()
 
