@@ -403,6 +403,9 @@ def test_latex_escapes_every_special_character():
     assert latex_escape("a_b & 50% #1 $x^2 {y} ~z \\ <k>") == (
         r"a\_b \& 50\% \#1 \$x\textasciicircum{}2 \{y\} \textasciitilde{}z \textbackslash{} $<$k$>$"
     )
+    # a row name beginning with a bracket stays text (after `\\` it would be a length); a grave
+    # accent is not an opening quote
+    assert latex_escape("[1em] `t` x") == r"{[}1em{]} \textasciigrave{}t\textasciigrave{} x"
 
 
 def test_published_columns_are_marked_and_untested(runs):
@@ -905,7 +908,7 @@ def test_latex_sets_negative_deltas_with_a_minus_sign(runs):
     scifact = next(line for line in text.splitlines() if line.startswith("scifact & "))
     assert "($-$0.0" in scifact and "(-" not in scifact
     headline = next(line for line in text.splitlines() if line.startswith("BEIR-13 & "))
-    assert "[$-$0.0" in headline and "BEIR-13 &" in headline  # the row's own name keeps its hyphen
+    assert "{[}$-$0.0" in headline and "BEIR-13 &" in headline  # the row's own name keeps its hyphen
 
 
 def test_an_average_of_rows_with_one_difference_has_no_t_test(tmp_path, monkeypatch):

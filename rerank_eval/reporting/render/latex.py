@@ -6,12 +6,14 @@ import re
 
 from rerank_eval.reporting.table import Entry, ResultTable
 
-# Every special character escaped; symbols of the captions become their LaTeX forms.
+# Every special character escaped; symbols of the captions become their LaTeX forms. A bracket is
+# braced (a row beginning with `[` would be read as the optional argument of the `\\` before it),
+# and a grave accent is set as itself, not as an opening quote (an apostrophe stays one).
 LATEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"$<$", ">": r"$>$", "|": r"\textbar{}", "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--",
-    "—": "---", "±": r"$\pm$",
+    "<": r"$<$", ">": r"$>$", "|": r"\textbar{}", "[": "{[}", "]": "{]}", "`": r"\textasciigrave{}",
+    "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--", "—": "---", "±": r"$\pm$",
 }  # fmt: skip
 
 
