@@ -155,6 +155,26 @@ def test_export_of_a_folder_of_several_models_prints_their_one_table(folders, tm
         pd.testing.assert_frame_equal(mine, own)
 
 
+def test_paths_are_printed_as_written_never_read_as_markup(folders, tmp_path):
+    """A path is echoed as the file it names: `[bold]x.csv` was printed as `x.csv`, and
+    `[link=...]` made a terminal hyperlink."""
+    named = tmp_path / "[bold]x.csv"
+    result = CliRunner().invoke(app, ["export", str(folders["bm25"]), "--csv", str(named)])
+    assert result.exit_code == 0 and named.is_file()
+    assert f"wrote {named}" in result.output.replace("\n", "")
+    missing = tmp_path / "[red]gone"
+    result = CliRunner().invoke(app, ["export", str(missing)])
+    assert result.output == f"error: {missing} does not exist\n"
+
+
+def test_progress_lines_show_descriptions_as_written(capsys):
+    from rerank_eval.pipeline.progress import step
+
+    with step("reading [bold]corpus"):
+        pass
+    assert "reading [bold]corpus: done in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("second", "reason"),
     [

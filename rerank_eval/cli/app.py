@@ -23,8 +23,10 @@ from rerank_eval.errors import UserError
 from rerank_eval.pipeline.interrupt import STOP_SIGNALS, STOPPED_AT_ONCE
 
 # Tables keep their full width when written to a file or a pipe.
-console = Console() if Console().is_terminal else Console(width=200)
-error_console = Console(stderr=True)
+# Paths and names from users reach these consoles: printed as written, never read as Rich markup
+# (`[bold]x.csv` would print as x.csv, `[link=...]` make a hyperlink).
+console = Console(markup=False) if Console().is_terminal else Console(width=200, markup=False)
+error_console = Console(stderr=True, markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -25,7 +25,7 @@ from rich.text import Text
 
 T = TypeVar("T")
 
-stderr_console = Console(stderr=True)
+stderr_console = Console(stderr=True, markup=False)  # descriptions name paths: never markup
 #: the least time between two lines of progress in a log (ours, and libraries' tqdm bars)
 LOGGED_SECONDS = 10
 
@@ -55,7 +55,7 @@ def counting(total: int, description: str) -> Iterator[Callable[[int], None]]:
     terminal and as lines in a log; the display ends with the block."""
     if stderr_console.is_terminal:
         columns = (
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             _RateColumn(),
@@ -115,7 +115,7 @@ def step(description: str) -> Iterator[None]:
     """A step without a count: a spinner in a terminal, start and end lines in a log."""
     start = time.monotonic()
     if stderr_console.is_terminal:
-        with stderr_console.status(description):
+        with stderr_console.status(Text(description)):  # (a str status is read as markup)
             yield
     else:
         print(f"{description} ...", file=sys.stderr, flush=True)
