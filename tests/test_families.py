@@ -354,6 +354,26 @@ def test_several_models_with_a_family_for_the_one_that_needs_it(models, tmp_path
         for folder in out.iterdir()
     }
     assert families == {"bm25": "first-stage-order", "lm": "yes-no"}
+    # the run's order, not the folders' names, orders export's columns and compare's baseline
+    again = tmp_path / "again"
+    result = CliRunner().invoke(
+        app,
+        ["beir", "--datasets", "nq", "--model", str(models["lm"]), "--model", "bm25", "--family", "yes-no",
+         "--top-k", "3", "--run", f"nq={run_file}", "--out", str(again)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    positions = {
+        folder.name: json.loads((folder / "manifest.json").read_text())["model"]["position"]
+        for folder in again.iterdir()
+    }
+    assert positions == {"lm": 1, "bm25": 2}
+    exported = tmp_path / "export.csv"
+    assert CliRunner().invoke(app, ["export", str(again), "--csv", str(exported)]).exit_code == 0
+    import pandas as pd
+
+    assert list(pd.read_csv(exported).model.unique()) == [str(models["lm"]), "bm25"]
+    compared = CliRunner().invoke(app, ["compare", str(again)])
+    assert compared.exit_code == 0 and f"vs {models['lm']}" in " ".join(compared.output.split())
     # a model whose family disagrees is refused before the first one scores anything
     result = CliRunner().invoke(
         app,

@@ -64,9 +64,11 @@ def execute(
     stop: StopRequest,
     datasets: DatasetCache | None = None,
     keep_identical: bool = False,
+    position: int | None = None,
 ) -> Path | None:
     """Run the plan with one reranker and publish the result folder at `out` (on rank 0 only).
-    `stop`: the stop request the caller installed (the models of a run share one)."""
+    `stop`: the stop request the caller installed (the models of a run share one); `position`: the
+    model's place among the several a run was given (None for a run of one)."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
     started = datetime.now(timezone.utc)
@@ -120,7 +122,7 @@ def execute(
         if writer is None:
             return None
         finished = datetime.now(timezone.utc)
-        manifest = build_manifest(plan, reranker, records, command, started, finished)
+        manifest = build_manifest(plan, reranker, records, command, started, finished, position)
         folder = writer.publish(manifest, summarize)
         if writer.kept_existing:
             print(f"{out}: the same results as the folder already there, which is kept", file=sys.stderr)
@@ -185,7 +187,7 @@ def _execute_each(
     folders = []
     stop = StopRequest()
     with stop:
-        for model, name in zip(models, names):
+        for position, (model, name) in enumerate(zip(models, names), start=1):
             if stop.requested:
                 raise Interrupted(
                     f"interrupted before model {model} (the models before it are published); to resume: "
@@ -203,7 +205,16 @@ def _execute_each(
                 raise Interrupted(
                     f"{STOPPED_AT_ONCE}; to resume: {plan.resume_command}", stop.signum
                 ) from None
-            folder = execute(plan, reranker, destination, command, stop, datasets, keep_identical=resumed)
+            folder = execute(
+                plan,
+                reranker,
+                destination,
+                command,
+                stop,
+                datasets,
+                resumed,
+                position if len(models) > 1 else None,
+            )
             folders += [folder] if folder else []
             del reranker
             _free_accelerator_memory()

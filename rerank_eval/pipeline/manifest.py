@@ -68,6 +68,7 @@ def build_manifest(
     command: list[str],
     started: datetime,
     finished: datetime,
+    position: int | None = None,
 ) -> dict[str, Any]:
     return {
         # format 1 where format 2's one addition (local datasets) is unused: older versions read it
@@ -105,6 +106,8 @@ def build_manifest(
         },
         "model": {
             "name": reranker.name,
+            # its place among the models of a run of several: their tables keep the run's order
+            **({"position": position} if position is not None else {}),
             **reranker.describe(),
             # what of a preset's procedure its own published code does not settle (v3.5's)
             **_unverified(plan, reranker.name),

@@ -332,14 +332,20 @@ def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def load_results(folders: list[Path]) -> list[SavedResult]:
     """Result folders, a folder holding several models' result folders expanded in name order.
     What they hold in all is bounded as each one is (a folder from elsewhere may hold thousands)."""
-    expanded = _result_folders(folders)
+    given = [_result_folders(Path(folder)) for folder in folders]
+    expanded = [folder for group in given for folder in group]
     sizes = [_size(folder / "per_query.csv") for folder in expanded]
     if sum(sizes) > PER_QUERY_LIMIT_IN_ALL:
         raise UserError(
             f"the {len(expanded):,} results given hold {sum(sizes):,} bytes of per-query values in all, "
             f"more than {PER_QUERY_LIMIT_IN_ALL:,}; give fewer at a time"
         )
-    return [load_result(folder) for folder in expanded]
+    loaded = []
+    for group in given:
+        # a several-model run's results in the order of its --model options (a stable sort: name
+        # order where the folder was put together by hand or written before positions were kept)
+        loaded += sorted(map(load_result, group), key=lambda result: result.manifest.model.position or 0)
+    return loaded
 
 
 def _size(path: Path) -> int:
@@ -350,30 +356,26 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _result_folders(folders: list[Path]) -> list[Path]:
-    """Each result folder given, or the result folders inside a folder of several models' ones."""
-    loaded: list[Path] = []
-    for folder in map(Path, folders):
-        children = (
-            sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
+def _result_folders(folder: Path) -> list[Path]:
+    """The result folder given, or the result folders inside a folder of several models' ones."""
+    children = (
+        sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
+    )
+    # an unfinished child may already hold its manifest (killed between writing and publishing)
+    children = [p for p in children if not p.name.endswith(INCOMPLETE_SUFFIX)]
+    unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
+    holds_models = not (folder / "manifest.json").exists()  # else a result folder itself
+    if holds_models and not children and unfinished:
+        raise UserError(
+            f"{folder} holds only incomplete results ({', '.join(unfinished)}: their runs did not "
+            "finish); run the same command again to finish them"
         )
-        # an unfinished child may already hold its manifest (killed between writing and publishing)
-        children = [p for p in children if not p.name.endswith(INCOMPLETE_SUFFIX)]
-        unfinished = sorted(p.name for p in folder.glob(f"*{INCOMPLETE_SUFFIX}") if p.is_dir())
-        holds_models = not (folder / "manifest.json").exists()  # else a result folder itself
-        if holds_models and not children and unfinished:
-            raise UserError(
-                f"{folder} holds only incomplete results ({', '.join(unfinished)}: their runs did not "
-                "finish); run the same command again to finish them"
+    if holds_models and children:
+        if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
+            print(
+                f"warning: {folder} holds an incomplete result ({', '.join(unfinished)}: its run did "
+                f"not finish), left out; run the same command again to finish it, or remove it",
+                file=sys.stderr,
             )
-        if holds_models and children:
-            if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
-                print(
-                    f"warning: {folder} holds an incomplete result ({', '.join(unfinished)}: its run did "
-                    f"not finish), left out; run the same command again to finish it, or remove it",
-                    file=sys.stderr,
-                )
-            loaded += children
-        else:
-            loaded.append(folder)
-    return loaded
+        return children
+    return [folder]

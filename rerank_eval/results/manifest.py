@@ -45,6 +45,9 @@ class Suite:
 @dataclass(frozen=True)
 class Model:
     name: str
+    #: its place (1, 2, ...) among the `--model`s of a run of several; None for a run of one, and
+    #: in results written before it was recorded
+    position: int | None = None
 
 
 @dataclass(frozen=True)
