@@ -351,6 +351,34 @@ def test_figure_legend_sits_above_the_axes_and_every_label(folders):
     assert legend.x0 >= 0 and legend.x1 <= drawn.bbox.width
 
 
+def test_long_names_are_wrapped_whole_and_leave_the_axes_their_room():
+    """A dataset key may take 128 characters and a run's label a folder path: on one line, a
+    row's name squeezed the axes to nothing (matplotlib gave up its layout)."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from rerank_eval.reporting.chart import Bar, BarChart, Series
+
+    row, run = "a-" * 63 + "xy", "/home/user/checkpoints/run-2026-11-30/step-12000/merged"
+    chart = BarChart(
+        groups=["scifact", row],
+        series=[Series("bm25 (baseline)", [Bar(0.5), Bar(0.4)], True), Series(run, [Bar(0.6), Bar(0.45)])],
+        axis="nDCG@10",
+        caption="nDCG@10",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed"
+        drawn = figure(chart)
+        drawn.draw(FigureCanvasAgg(drawn).get_renderer())
+    assert drawn.axes[0].get_position().height > 0.2  # of the figure's height
+    ticks = [label.get_text() for label in drawn.axes[0].get_xticklabels()]
+    assert [tick.replace("\n", "") for tick in ticks] == ["scifact", row]
+    assert max(len(line) for line in ticks[1].split("\n")) <= 20
+    legend = [text.get_text() for text in drawn.legends[0].get_texts()]
+    assert [label.replace("\n", "") for label in legend] == ["bm25 (baseline)", run]
+
+
 @pytest.mark.parametrize(
     ("names", "inches"),
     [(NAMES, (7.0, 3.2)), (NAMES[:2], (3.4, 2.8))],  # 20 bars: the page's width; 10: one column

@@ -28,6 +28,10 @@ MOST_BARS_IN_A_COLUMN = 12
 FONT, VALUE_FONT, CAPTION_FONT = 7.0, 5.0, 6.5  # points
 VALUE_RISE, MARK_RISE = 1.5, 17.5  # points above a bar's top (or its error bar's): its value, its mark
 LABEL_ROOM = 26.0  # points the value and mark need above the highest bar
+#: the longest line of a row's name under its bars and of a run's in the legend: longer names are
+#: wrapped, whole (a dataset key may take 128 characters, a run's label a folder path; written on
+#: one line, a long one squeezed the axes to nothing)
+TICK_CHARACTERS, LEGEND_CHARACTERS = 20, 40
 
 
 #: the formats a figure is written in, and the metadata that keeps each free of the time it was
@@ -76,6 +80,14 @@ def _series(axes: Axes, series: Series, positions: np.ndarray, width: float, col
     return tops
 
 
+def _wrapped(name: str, characters: int) -> str:
+    """`name` in lines of at most `characters`, broken after spaces and hyphens or anywhere in a long
+    word; every character kept."""
+    if len(name) <= characters:
+        return name
+    return "\n".join(textwrap.wrap(name, characters, drop_whitespace=False))
+
+
 def figure(chart: BarChart) -> Figure:
     """The figure, drawn but not saved (tests read its texts and layout)."""
     from matplotlib import colormaps
@@ -91,13 +103,16 @@ def figure(chart: BarChart) -> Figure:
     for index, series in enumerate(chart.series):
         offset = (index - (len(chart.series) - 1) / 2) * width
         tops += _series(axes, series, groups + offset, width, colours(index % colours.N))
-    axes.set_xticks(groups, chart.groups, rotation=30, ha="right", rotation_mode="anchor")
+    axes.set_xticks(groups, [_wrapped(name, TICK_CHARACTERS) for name in chart.groups], rotation=30,
+                    ha="right", rotation_mode="anchor")  # fmt: skip
     axes.set_ylabel(chart.axis, fontsize=FONT + 1)
     axes.tick_params(labelsize=FONT)
     axes.spines[["top", "right"]].set_visible(False)
-    longest = max(len(series.label) for series in chart.series)
+    longest = max(min(len(series.label), LEGEND_CHARACTERS) for series in chart.series)
     columns = int(size[0] * 72 // (FONT * (0.6 * longest + 3)))  # a legend entry: handle and label
-    drawn.legend(loc="outside upper center", ncols=max(1, min(len(chart.series), columns)),
+    handles, labels = axes.get_legend_handles_labels()
+    labels = [_wrapped(label, LEGEND_CHARACTERS) for label in labels]
+    drawn.legend(handles, labels, loc="outside upper center", ncols=max(1, min(len(chart.series), columns)),
                  fontsize=FONT, frameon=False)  # fmt: skip
     characters = int(size[0] * 72 / (CAPTION_FONT * 0.55))
     caption = textwrap.fill(chart.caption, characters, break_on_hyphens=False, break_long_words=False)
