@@ -882,6 +882,21 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
     assert checkpoint.resolve_checkpoint(str(layered)).folder == layered
 
 
+@pytest.mark.parametrize("option", ["--model", "--run", "--first-stage", "--out"])
+def test_an_argument_holding_a_control_character_is_refused_before_any_work(tmp_path, option):
+    """A checkpoint folder named with an escape was scored in full, then refused as the manifest
+    was written ("model.name holds a control character")."""
+    named = tmp_path / "m\x1b[31mred"
+    value = {"--run": f"scifact={named}", "--first-stage": f"dense:{named}"}.get(option, str(named))
+    arguments = {"--model": "bm25", "--out": str(tmp_path / "out"), option: value}
+    result = run("beir", "--datasets", "scifact", *[x for pair in arguments.items() for x in pair])
+    shown = repr(value)
+    assert one_line_error(result) == (
+        f"error: {option} {shown}: holds a control character (a line break, tab or escape)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def bm25s_suite(folder: Path, entry: str) -> Path:
     """mine.yaml in `folder`: a suite `mine` of one dataset `entry` (a YAML mapping) under bm25s."""
     config = folder / "mine.yaml"

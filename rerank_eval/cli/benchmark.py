@@ -45,6 +45,22 @@ from rerank_eval.cli.options import (
 )
 from rerank_eval.cli.result_folder import result_folder
 from rerank_eval.config.reader import load_config
+from rerank_eval.errors import UserError
+
+
+def _refuse_control_characters(arguments: dict[str, Any]) -> None:
+    """Refuse, before any work, an argument holding a line break, tab or escape: each names a
+    model, file, dataset or setting that reaches the manifest, run files and terminals, where the
+    finished run would be refused after hours of scoring."""
+    from rerank_eval.textlines import CONTROL_CHARACTERS
+
+    for parameter, value in arguments.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, (str, Path)) and CONTROL_CHARACTERS.search(str(text)):
+                option = "SUITE" if parameter == "suite_name" else "--" + parameter.replace("_", "-")
+                raise UserError(
+                    f"{option} {str(text)!r}: holds a control character (a line break, tab or escape)"
+                )
 
 
 def benchmark_command(suite: str | None) -> Callable[..., None]:
@@ -75,6 +91,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         fresh: FreshOpt = False,
         trust_remote_code: RemoteCodeOpt = False,
     ) -> None:
+        _refuse_control_characters(locals())  # (the parameters alone, as given)
         from rerank_eval.evaluation.measures import canonical_measures
         from rerank_eval.first_stage import RunLocation
         from rerank_eval.pipeline.distributed import default_device
