@@ -165,6 +165,26 @@ def test_an_output_stopped_while_written_leaves_no_staged_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"] and target.read_text() == "previous\n"
 
 
+def test_what_a_killed_export_staged_is_removed_by_the_next_one(tmp_path):
+    """A kill -9 runs no clean-up: the next export of that file removes what the dead process
+    staged, and never what a live one (or someone else) put there."""
+    from rerank_eval.cache import process_tag
+    from rerank_eval.results.outputs import write_output
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    host = process_tag().partition("-")[0]
+    dead = tmp_path / f".out.csv.{host}-{int(gone.stdout)}-0123456789ab.tmp"
+    live = tmp_path / f".out.csv.{process_tag()}-0123456789ab.tmp"
+    other_host = tmp_path / f".out.csv.elsewhere-{int(gone.stdout)}-0123456789ab.tmp"
+    unrelated = tmp_path / ".out.csv.notes.tmp"
+    for left in (dead, live, other_host, unrelated):
+        left.write_text("partial")
+    write_output(tmp_path / "out.csv", lambda path: path.write_text("new\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out.csv", live.name, other_host.name, unrelated.name]
+    )
+
+
 def test_a_result_folder_under_a_regular_file_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -5,11 +5,14 @@ then written whole through a staged file of a fresh name, or not at all."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rerank_eval.cache import left_by_a_dead_process, process_tag
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
 from rerank_eval.textlines import CONTROL_CHARACTERS
@@ -71,11 +74,25 @@ def write_output(path: Path, write: Callable[[Path], None]) -> None:
 
 def _new_file_beside(target: Path) -> Path:
     """An empty file of a name no one else took, made in `target`'s folder: a fixed temporary name
-    could be a symlink someone put there, and the output would overwrite what it points to."""
+    could be a symlink someone put there, and the output would overwrite what it points to. Its
+    name says which process stages it (`.NAME.HOST-PID-RANDOM.tmp`), so that what a killed export
+    left is removed by the next one (a kill -9 runs no clean-up)."""
+    _remove_left_by_killed_exports(target)
     while True:
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        temporary = target.with_name(f".{target.name}.{process_tag()}-{secrets.token_hex(6)}.tmp")
         try:
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return temporary
         except FileExistsError:
             continue
+
+
+def _remove_left_by_killed_exports(target: Path) -> None:
+    """Remove the files staged for `target` by processes of this host that are gone; another host's
+    (a shared file system) are that host's to judge, a live process's are its own."""
+    staged = re.compile(re.escape(f".{target.name}.") + r"([^-]+-\d+)-[0-9a-f]{12}\.tmp")
+    for left in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        found = staged.fullmatch(left.name)
+        if found and left_by_a_dead_process(found.group(1)):
+            with contextlib.suppress(OSError):  # (another export may be removing it too)
+                left.unlink()
