@@ -1031,6 +1031,40 @@ def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_
         live.wait()
 
 
+def test_a_several_model_run_without_out_killed_after_a_model_published_is_finished_in_its_folder(
+    tmp_path, monkeypatch
+):
+    """The same command run again finishes the killed run's folder: before, it made a new one and
+    left the old one, which `export` and `compare` read as a finished result of fewer models."""
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    args = ["beir", "--datasets", "scifact", "--model", "bm25", "--model", "minilm-bi", "--top-k", "3",
+            "--run", f"scifact={run_file}"]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "argv", ["rerank-eval", *args])
+    assert run(*args).exit_code == 0
+    (folder,) = Path("results").iterdir()
+    whole = {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    shutil.rmtree(folder / "minilm-bi")  # as a kill -9 while the second model scored leaves it
+    (folder / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
+    other = Path("results") / folder.name.replace("-20", "-19", 1)  # another command's, unfinished
+    shutil.copytree(folder, other)
+    manifest = json.loads((other / "bm25" / "manifest.json").read_text())
+    (other / "bm25" / "manifest.json").write_text(json.dumps({**manifest, "command": ["x", "other"]}))
+
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert f"finishing {folder}, which a stopped run of this command left unfinished" in again.output
+    assert f"results: {folder}" in again.output
+    assert set(Path("results").iterdir()) == {folder, other}  # no new folder
+    finished = {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    assert finished.keys() == whole.keys()
+    for path in whole:  # the same results (the manifests' times and timings apart)
+        assert path.name == "manifest.json" or finished[path] == whole[path], path
+    # finished, the same command makes a folder of its own again
+    assert run(*args).exit_code == 0 and len(list(Path("results").iterdir())) == 3
+
+
 def test_a_live_several_model_run_named_like_a_default_folder_is_never_swept(tmp_path, monkeypatch):
     """A several-model run given `--out` with a name of the default form does not lock that folder,
     only its models' staging folders: those locks keep the folder (the sweep once removed it)."""

@@ -137,7 +137,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
-        with result_folder(out, model_names, suite_name) as destination:
+        with result_folder(out, model_names, suite_name, sys.argv) as destination:
             folders = execute_models(plan, model_names, load, destination, sys.argv)
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports

@@ -14,15 +14,19 @@ is locked from the moment it is made (the result writer takes the lock over), an
 a name for the same models and suite first removes the folders of that name that no live run
 holds and that hold nothing but what a run writes before it publishes: the same command run
 again leaves its result, not the killed run's leftovers beside it. (Its scores come back from the
-score journal; a folder holding a published model's result is kept.)
+score journal.) A several-model folder a killed run of the same command left with some of its
+models published is taken over and finished instead (a new folder beside it would leave the old
+one reading as a finished result of fewer models); another command's is kept as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -33,9 +37,10 @@ from rerank_eval.results.folder import INCOMPLETE_SUFFIX
 RESULTS = Path("results")
 
 
-def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
+def default_out(models: list[str], suite: str, claim: bool = True, command: Sequence[str] = ()) -> Path:
     """results/<models>-<suite>-<time>, claimed for this run (without `claim`, for the ranks of a
-    torchrun job other than 0, which write nothing: the name alone)."""
+    torchrun job other than 0, which write nothing: the name alone); for several models, the
+    folder a killed run of this same `command` left unfinished, where there is one."""
     from rerank_eval.pipeline.execute import model_folder_name
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -44,6 +49,10 @@ def default_out(models: list[str], suite: str, claim: bool = True) -> Path:
     if not claim:
         return base
     _remove_left_by_killed_runs(f"{name}-{suite}", several=len(models) > 1)
+    if len(models) > 1 and command and "--fresh" not in command:
+        unfinished = _unfinished_by_this_command(f"{name}-{suite}", models, command)
+        if unfinished is not None:
+            return unfinished
     chosen, number = base, 1
     while True:
         if not (chosen.exists() or chosen.is_symlink()):
@@ -96,6 +105,60 @@ def _remove_left_by_killed_runs(prefix: str, several: bool) -> None:
                 staging.release(descriptor)
 
 
+def _unfinished_by_this_command(prefix: str, models: list[str], command: Sequence[str]) -> Path | None:
+    """The newest `results/<prefix>-<time>` folder that a killed run of this very command left with
+    some of its models published and not all, held for this run. Run again, the command finishes
+    it there (the published models are checked, not redone) instead of leaving beside a new folder
+    one that reads as a finished result of fewer models."""
+    from rerank_eval.pipeline.execute import model_folder_name
+
+    pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?")
+    wanted = {model_folder_name(model) for model in models}
+    try:
+        entries = sorted((e for e in RESULTS.iterdir() if pattern.fullmatch(e.name)), reverse=True)
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            published = {c.name for c in entry.iterdir() if (c / "manifest.json").is_file()} - {
+                c.name for c in entry.iterdir() if c.name.endswith(INCOMPLETE_SUFFIX)
+            }
+            stagings = [c for c in entry.iterdir() if c.name not in published]
+            if not published or not published < wanted or not all(map(_left_before_publishing, stagings)):
+                continue
+            if not all(_written_by(entry / child, command) for child in published):
+                continue
+        except OSError:
+            continue
+        if _nothing_live_in(stagings) and staging.hold_ahead(entry):
+            print(f"finishing {entry}, which a stopped run of this command left unfinished", file=sys.stderr)
+            return entry
+    return None
+
+
+def _written_by(result: Path, command: Sequence[str]) -> bool:
+    """Whether the result's manifest records this command line (a --fresh apart)."""
+    try:
+        earlier = json.loads((result / "manifest.json").read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(earlier, list):
+        return False
+    return [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
+
+
+def _nothing_live_in(stagings: list[Path]) -> bool:
+    """Whether no live run holds any of these staging folders (a model being scored now)."""
+    held = [staging.try_lock(folder) for folder in stagings]
+    try:
+        return None not in held
+    finally:
+        for descriptor in held:
+            staging.release(descriptor)
+
+
 def _left_before_publishing(folder: Path) -> bool:
     return (
         folder.name.endswith(INCOMPLETE_SUFFIX)
@@ -124,9 +187,12 @@ def release_default_out(chosen: Path, models: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[Path]:
+def result_folder(
+    out: Path | None, models: list[str], suite: str, command: Sequence[str] = ()
+) -> Iterator[Path]:
     """`out`, or a default name claimed for the run in the `with` block and given back where it
-    ends without results."""
+    ends without results (`command`: the run's command line, which finishes a folder a killed run
+    of it left unfinished)."""
     if out is not None:
         yield out
         return
@@ -137,7 +203,7 @@ def result_folder(out: Path | None, models: list[str], suite: str) -> Iterator[P
     chosen = None
     with StopRequest() as stop, stop.preparing():  # (the run's own handlers take over while scoring)
         try:
-            chosen = default_out(models, suite, claim)
+            chosen = default_out(models, suite, claim, command)
             yield chosen
         except KeyboardInterrupt:
             raise Interrupted(
