@@ -282,3 +282,39 @@ def test_the_jvm_leaves_ctrl_c_and_sigterm_to_the_run():
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "['TERM', 'INT']"), done.stderr
+
+
+UNDER_A_LIMIT = """
+import resource, sys
+import torch  # what a run holds by the time Lucene starts
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage import lucene_runtime
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), resource.RLIM_INFINITY))
+try:
+    lucene_runtime.anserini().SimpleSearcher
+    print("started")
+except UserError as refused:
+    print(f"error: {refused}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (4_000_000_000, "started"),
+        (1_500_000_000, "error: the Lucene first stage needs 1,792 MiB of address space for Java, and"),
+    ],
+    ids=["fits", "too-small"],
+)
+def test_under_an_address_space_limit_java_is_sized_to_fit_or_refused_in_one_line(tmp_path, limit, expected):
+    """`ulimit -v 6000000` (a README run under a limit): the JVM sized itself as if alone in the
+    process (half the limit for its heap, 1 GB of class space) and ended the Python process with
+    its own banner, exit 1, leaving replay_pid*.log in the working folder."""
+    env = {**os.environ, "RERANK_EVAL_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", UNDER_A_LIMIT, str(limit)], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().startswith(expected), done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "cache"]  # no report in the working folder

