@@ -52,6 +52,37 @@ def test_fetch_without_first_stage_fetches_the_dataset_only():
     assert both.exit_code == 2 and "exclude each other" in both.output
 
 
+def test_score_offline_names_the_fetch_of_its_model_alone(tmp_path, hub_cache):
+    """`score` has no suite, so "run fetch with this run's suite" was advice no one could follow:
+    it names `fetch --model M`, which fetches models alone (a model in the Hub cache is found)."""
+    (tmp_path / "docs.txt").write_text("one\n")
+    result = CliRunner().invoke(
+        app, ["score", "--model", "jina-reranker-v3", "--query", "q", "--docs", str(tmp_path / "docs.txt")]
+    )
+    assert result.exit_code == 2 and result.output.startswith(
+        "error: model jinaai/jina-reranker-v3 is not cached and HF_HUB_OFFLINE is set; run "
+        "`rerank-eval fetch --model jina-reranker-v3` on a machine with internet"
+    )
+    cached = build_listwise_checkpoint(tmp_path / "v3")
+    for file in sorted(p for p in cached.rglob("*") if p.is_file()):
+        builders.put_in_hub_cache(
+            hub_cache, "jinaai/jina-reranker-v3", "model", str(file.relative_to(cached)), file.read_bytes()
+        )
+    fetched = CliRunner().invoke(app, ["fetch", "--model", "jina-reranker-v3"])
+    assert fetched.exit_code == 0, fetched.output
+    assert "model jina-reranker-v3: jinaai/jina-reranker-v3" in fetched.output
+    assert "fetching" not in fetched.output  # no dataset
+    alone = CliRunner().invoke(app, ["fetch"])
+    assert (
+        alone.output
+        == "error: fetch needs a suite (e.g. rerank-eval fetch beir), or --model for models alone\n"
+    )
+    datasets = CliRunner().invoke(app, ["fetch", "--model", "minilm-bi", "--datasets", "scifact"])
+    assert (
+        datasets.output == "error: --datasets concerns a suite's datasets; name the suite (e.g. fetch beir)\n"
+    )
+
+
 def test_default_preset_offline_without_cache_is_one_clear_error():
     with pytest.raises(
         UserError, match="model jinaai/jina-reranker-v3 is not cached and HF_HUB_OFFLINE is set"

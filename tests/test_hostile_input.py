@@ -1151,7 +1151,8 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
         sent = time.monotonic()
         assert process.wait(timeout=30) == 143 and time.monotonic() - sent < 20
         assert process.stderr.read().strip().splitlines()[-1] == (
-            "error: stopped at once; what is scored, encoded or indexed so far is kept; to resume: "
+            "error: stopped at once; the scores, corpus shards and indexes finished so far are kept; "
+            "to resume: "
             "rerank-eval run mine --config mine.yaml --model minilm-bi"
         )
         assert list((tmp_path / "results").iterdir()) == []

@@ -175,8 +175,8 @@ def test_second_sigint_during_scoring_stops_at_once(slow_setup, monkeypatch):
     assert result.exit_code == 130, result.output
     assert "stopping before the next forward pass" in result.output
     assert (
-        "stopped at once; what is scored, encoded or indexed so far is kept; to resume: rerank-eval"
-        in result.output
+        "stopped at once; the scores, corpus shards and indexes finished so far are kept; "
+        "to resume: rerank-eval" in result.output
     )
     assert len(calls) == 2 and len(journal_lines(cache)) == 16  # the first chunk only
     assert_journal_valid_and_nothing_published(cache, out)
@@ -196,8 +196,8 @@ def test_first_sigint_while_loading_data_stops_at_once(slow_setup, monkeypatch):
     result = run_cli(*command(checkpoint, run_file, out)[3:])
     assert result.exit_code == 130, result.output
     assert (
-        "stopped at once; what is scored, encoded or indexed so far is kept; to resume: rerank-eval"
-        in result.output
+        "stopped at once; the scores, corpus shards and indexes finished so far are kept; "
+        "to resume: rerank-eval" in result.output
     )
     assert "AssertionError" not in result.output
     assert not out.exists() and not out.with_name(out.name + ".incomplete").exists()

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from rerank_eval.cli.app import app, console, user_errors
+from rerank_eval.reporting.render.plot import FORMATS
 
 
 @app.command("export")
@@ -115,7 +116,7 @@ def compare(
             "--plot",
             help=(
                 "A figure for a paper: bars per dataset with values, significance marks and intervals; "
-                "the format follows the extension (.png, .pdf, .svg)."
+                f"the format follows the extension (.{', .'.join(FORMATS)})."
             ),
         ),
     ] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,10 @@ from rerank_eval.errors import MissingDownload, UserError
 @app.command("fetch")
 @user_errors
 def fetch(
-    suite: Annotated[str, typer.Argument(help="The suite whose files to download (beir, miracl, ...).")],
+    suite: Annotated[
+        str | None,
+        typer.Argument(help="The suite whose files to download (beir, miracl, ...); none for --model alone."),
+    ] = None,
     datasets: DatasetsOpt = None,
     model: Annotated[
         list[str] | None,
@@ -73,6 +77,8 @@ def fetch(
     given = [flag for flag, value in flags if value]
     if given and no_first_stage:
         raise UserError(f"{given[0]} and --no-first-stage exclude each other; give one")
+    if suite is None:
+        _check_models_alone(model, [*given, *(["--datasets"] if datasets else [])])
     cfg = load_config(config)
     names = dataset_names(datasets)
     settings = first_stage_settings_from(first_stage_set)
@@ -82,11 +88,20 @@ def fetch(
     try:
         with ending_at_once(stopped):
             fetch_suite(
-                cfg, cfg.suite(suite).select(names), model or [], first_stage, not no_first_stage, settings,
-                encode=not no_encode,
+                cfg, [] if suite is None else cfg.suite(suite).select(names), model or [], first_stage,
+                not no_first_stage, settings, encode=not no_encode,
             )  # fmt: skip
     except MissingDownload as missing:
         raise UserError(missing.advice("this fetch")) from None
+
+
+def _check_models_alone(models: list[str] | None, suite_options: list[str]) -> None:
+    """`fetch --model M` without a suite fetches models alone (for `score`); what concerns a suite's
+    datasets then needs one."""
+    if not models:
+        raise UserError("fetch needs a suite (e.g. rerank-eval fetch beir), or --model for models alone")
+    if suite_options:
+        raise UserError(f"{suite_options[0]} concerns a suite's datasets; name the suite (e.g. fetch beir)")
 
 
 @app.command("score")
@@ -119,15 +134,16 @@ def score(
     texts = read_documents_file(docs)
     cfg = load_config(config)
     settings = settings_from(setting)
-    reranker = load_reranker(
-        model or cfg.default_model,
-        device=device,
-        dtype=dtype,
-        family=family,
-        config=cfg,
-        trust_remote_code=trust_remote_code,
-        **settings,
-    )
+    name = model or cfg.default_model
+    try:
+        reranker = load_reranker(
+            name, device=device, dtype=dtype, family=family, config=cfg, trust_remote_code=trust_remote_code,
+            **settings,
+        )  # fmt: skip
+    except MissingDownload as missing:
+        configured = f" --config {shlex.quote(str(config))}" if config else ""
+        fetch = f"`rerank-eval fetch --model {shlex.quote(name)}{configured}`"
+        raise UserError(missing.advice(fetch)) from None
     print(json.dumps(_scores_with_progress(reranker, query, texts)))
 
 

@@ -23,7 +23,7 @@ from rerank_eval.errors import UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: what a run says when it stops at once: scores are journaled, embeddings and indexes written whole
-STOPPED_AT_ONCE = "stopped at once; what is scored, encoded or indexed so far is kept"
+STOPPED_AT_ONCE = "stopped at once; the scores, corpus shards and indexes finished so far are kept"
 
 
 class Interrupted(UserError):
