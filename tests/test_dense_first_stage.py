@@ -376,7 +376,7 @@ def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, mon
     suite = config.suite("dense")
     plan = RunPlan(config, suite, suite.select(None), 10, ["nDCG@10"], CandidateOrder.parse("first-stage"))
     assert fetch_command(plan, ["first-stage"]) == (
-        f"rerank-eval fetch dense --datasets nq --model first-stage --no-encode --config {setup.config}"
+        f"rerank-eval fetch dense --model first-stage --no-encode --config {setup.config}"  # (nq: all of it)
     )
 
 

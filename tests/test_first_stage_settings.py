@@ -160,6 +160,13 @@ def test_the_fetch_command_of_an_offline_run_carries_the_settings(packaged):
         "rerank-eval fetch beir --datasets scifact --model bm25 --first-stage jina-embeddings-v3 "
         "--first-stage-set dimensions=256 --first-stage-set 'query_prefix=q: ' --no-encode"
     )
+    # the whole suite is the suite alone, not its 26 keys
+    whole = RunPlan(packaged, suite, suite.select([]), 100, ["nDCG@10"], CandidateOrder.parse("first-stage"))
+    assert fetch_command(whole, ["bm25"]) == "rerank-eval fetch beir --model bm25"
+    some = RunPlan(
+        packaged, suite, suite.select(["BEIR-13"]), 100, ["nDCG@10"], CandidateOrder.parse("first-stage")
+    )
+    assert fetch_command(some, ["bm25"]).startswith("rerank-eval fetch beir --datasets trec-covid,nfcorpus,")
 
 
 # -- end to end: the same run as a config entry with those values ---------------------------------

@@ -89,7 +89,9 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
     for specs, with_first_stage in ((fetched, True), (supplied, False)):
         if not specs:
             continue
-        words = ["rerank-eval", "fetch", plan.suite.name, "--datasets", ",".join(d.key for d in specs)]
+        words = ["rerank-eval", "fetch", plan.suite.name]
+        if [d.key for d in specs] != [d.key for d in plan.suite.datasets]:  # (the whole suite: none)
+            words += ["--datasets", ",".join(d.key for d in specs)]
         for model in models if not commands else []:
             words += ["--model", model]
         if with_first_stage and plan.first_stage_override:
