@@ -67,16 +67,33 @@ def building_folder(folder: Path) -> Path:
 
     Its name says which host and process builds it (`NAME.building-HOST-PID-RANDOM`), so that
     processes sharing the cache never collide, and what a killed build left behind on this host
-    is removed here (its process is gone); a folder of another host is left to that host.
+    can be told (`remove_left_by_killed_builds`). It takes the umask's permissions, as the rest of
+    the cache does (a private folder, renamed into place, would shut out the users sharing it).
     """
-    import shutil
-    import tempfile
+    import secrets
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    for left in folder.parent.glob(f"{folder.name}.building-*"):
-        if left_by_a_dead_process(left.name.removeprefix(f"{folder.name}.building-")):
+    remove_left_by_killed_builds(folder)
+    while True:
+        building = folder.with_name(f"{folder.name}.building-{process_tag()}-{secrets.token_hex(4)}")
+        try:
+            building.mkdir()
+            return building
+        except FileExistsError:
+            continue
+
+
+def remove_left_by_killed_builds(folder: Path) -> None:
+    """Remove the folders that builds of `folder` killed on this host left (their process is
+    gone); another host's are left to that host. Called wherever `folder` is looked for, built or
+    not: once another process has built it, no build of it comes again to remove them."""
+    import glob
+    import shutil
+
+    prefix = f"{folder.name}.building-"
+    for left in folder.parent.glob(f"{glob.escape(prefix)}*"):
+        if left_by_a_dead_process(left.name.removeprefix(prefix)):
             shutil.rmtree(left, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.building-{process_tag()}-"))
 
 
 def build_in_place(folder: Path, build: Callable[[Path], None], what: str) -> None:

@@ -255,6 +255,39 @@ def test_a_shard_cut_short_over_an_earlier_corpus_is_not_taken_for_whole(tmp_pat
     assert not cache.has_shard(renamed) and not cache.has_shard(old)
 
 
+def test_a_shard_another_process_wrote_is_kept_in_place(tmp_path):
+    """Two runs sharing a cache encode the same shards: the second one's write removed the first
+    one's shard for a while (a reader there failed with a traceback); now it keeps it."""
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    shard = Shard.of(0, [("a", "x"), ("b", "y")])
+    cache.write_shard(shard, np.ones((2, 3), dtype=np.float32))
+    first = os.stat(cache.folder / "shard-000000.npy")
+    cache.write_shard(shard, np.ones((2, 3), dtype=np.float32))  # as the other process
+    again = os.stat(cache.folder / "shard-000000.npy")
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+
+
+def test_a_complete_cache_missing_a_shard_encodes_it_again_and_matches(setup, reference, tmp_path):
+    """`complete.json` was trusted alone: a shard removed since (a process killed as it rewrote it)
+    failed every later run with a traceback. Now the missing shard is encoded again."""
+    reference_out, reference_cache = reference
+    cache = tmp_path / "cache"
+    shutil.copytree(reference_cache, cache)
+    shutil.rmtree(cache / "dense" / "runs")
+    folder = corpus_folder(cache)
+    (folder / "shard-000001.npy").unlink()
+    out = tmp_path / "out"
+    done = rerank_eval(setup, out, cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (rank,) = first_stage(out)["execution"]["ranks"]
+    assert rank["encoded_passages"] == distinct_per_shard()[1]
+    assert_same_files(out, reference_out, result_files(out))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in corpus_folder(reference_cache).iterdir())
+    assert_same_files(folder, corpus_folder(reference_cache), [n for n in names if n != "key.json"])
+
+
 # -- two gloo processes ------------------------------------------------------------------------------
 
 

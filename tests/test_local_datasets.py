@@ -429,6 +429,29 @@ def test_a_killed_builds_folder_is_removed_only_by_its_own_host_once_its_process
     new = building_folder(target)
     assert new.is_dir() and new.name.startswith(f"index.building-{host}-{os.getpid()}-")
     assert not dead.exists() and alive.exists() and other_host.exists()
+    # the umask's permissions, as every other cache folder (mkdtemp's 0700, renamed into place,
+    # shut out the other users of a shared cache)
+    (tmp_path / "plain").mkdir()
+    assert new.stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_a_killed_builds_folder_goes_when_the_index_is_found_built_by_another(data, tmp_path, monkeypatch):
+    """A build killed while another process completed the index: no build of it comes again, so
+    the folder it left is removed wherever the index is looked for."""
+    import subprocess
+
+    from rerank_eval.cache import cache_root, process_tag
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    args = ["run", "local", "--config", data["config"], "--datasets", "scifact", "--model", "bm25"]
+    assert invoke(*args, "--first-stage", "bm25s", "--out", tmp_path / "first").exit_code == 0
+    (index,) = [p for p in (cache_root() / "bm25s").iterdir() if ".building-" not in p.name]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = index.with_name(f"{index.name}.building-{process_tag().partition('-')[0]}-{gone.pid}-abcd")
+    (left / "part").mkdir(parents=True)
+    assert invoke(*args, "--first-stage", "bm25s", "--out", tmp_path / "second").exit_code == 0
+    assert not left.exists() and index.is_dir()
 
 
 def test_a_reused_first_stage_run_compares_with_its_source_and_another_is_refused(data, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_eval.cache import build_in_place, cache_root
+from rerank_eval.cache import build_in_place, cache_root, remove_left_by_killed_builds
 from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError, term
 from rerank_eval.first_stage.text_analysis import Analyzer
@@ -128,6 +128,7 @@ class Bm25Index:
         import bm25s
 
         folder = cls.cache_dir(dataset, settings)
+        remove_left_by_killed_builds(folder)
         if not cls.is_built(dataset, settings):
             check_memory(dataset, settings.language)
             cls._build(dataset, settings, folder)

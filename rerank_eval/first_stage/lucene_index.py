@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import build_in_place, cache_root
+from rerank_eval.cache import build_in_place, cache_root, remove_left_by_killed_builds
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
 from rerank_eval.paths import file_name
@@ -89,6 +89,7 @@ def index_folder(dataset: Any, settings: LuceneSettings) -> Path:
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root() / "lucene" / f"{file_name(dataset.corpus_id())}-{digest}"
+    remove_left_by_killed_builds(folder)
     if not folder.is_dir():
         _build(dataset, settings, folder)
     return folder

@@ -122,11 +122,19 @@ class CorpusEmbeddings:
             pass
 
     def complete(self) -> dict[str, Any] | None:
+        """What `complete.json` records, where every file it stands for is there: a shard removed
+        since (by hand, or a process killed as it rewrote one) is encoded again, not an error in
+        every later run. What killed writers left is removed on the way."""
         path = self.folder / "complete.json"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            info = json.loads(path.read_text(encoding="utf-8"))
+            shards = int(info["shards"])
+            remove_dead_temporaries(self.folder)
+        except (OSError, ValueError, TypeError, KeyError):
             return None
+        needed = [self.folder / "ranks.npy", self.folder / "ids_sorted.npy"]
+        needed += [path for index in range(shards) for path in (self._vectors(index), self._ids(index))]
+        return info if all(path.is_file() for path in needed) else None
 
     def has_shard(self, shard: Shard) -> bool:
         """A shard written whole for exactly these documents, ids and texts (a changed corpus is
@@ -143,6 +151,11 @@ class CorpusEmbeddings:
         )
 
     def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
+        """The shard written whole, unless another process sharing the cache wrote it first for
+        these very documents (the same recipe gives the same vectors): rewriting it would remove
+        it for a while under that process, which may be reading it."""
+        if self.has_shard(shard):
+            return
         with np.errstate(over="ignore"):  # an overflow is refused just below, in one line
             stored = vectors.astype(STORAGE_DTYPES[self.storage])
         if not np.isfinite(stored).all():  # finite in float32 can overflow float16 (beyond 65,504)
