@@ -342,31 +342,24 @@ def test_a_checkpoint_lacking_the_weights_a_family_scores_with_is_refused(models
 def test_several_models_with_a_family_for_the_one_that_needs_it(models, tmp_path):
     """`--model bm25 --model DIR --family F`: the baseline keeps its order, DIR runs as F."""
     run_file = builders.write_run(tmp_path / "nq.trec", builders.synthetic_nq()[3])
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        ["beir", "--datasets", "nq", "--model", "bm25", "--model", str(models["lm"]), "--family", "yes-no",
-         "--top-k", "3", "--run", f"nq={run_file}", "--out", str(out)],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    families = {
-        folder.name: json.loads((folder / "manifest.json").read_text())["model"]["family"]
-        for folder in out.iterdir()
-    }
+
+    def models_run(first: str, second: str, out: Path) -> dict[str, dict]:
+        """Each model's manifest record of `--model first --model second --family yes-no`."""
+        result = CliRunner().invoke(
+            app,
+            ["beir", "--datasets", "nq", "--model", first, "--model", second, "--family", "yes-no",
+             "--top-k", "3", "--run", f"nq={run_file}", "--out", str(out)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return {f.name: json.loads((f / "manifest.json").read_text())["model"] for f in out.iterdir()}
+
+    made = models_run("bm25", str(models["lm"]), tmp_path / "out")
+    families = {name: model["family"] for name, model in made.items()}
     assert families == {"bm25": "first-stage-order", "lm": "yes-no"}
     # the run's order, not the folders' names, orders export's columns and compare's baseline
     again = tmp_path / "again"
-    result = CliRunner().invoke(
-        app,
-        ["beir", "--datasets", "nq", "--model", str(models["lm"]), "--model", "bm25", "--family", "yes-no",
-         "--top-k", "3", "--run", f"nq={run_file}", "--out", str(again)],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    positions = {
-        folder.name: json.loads((folder / "manifest.json").read_text())["model"]["position"]
-        for folder in again.iterdir()
-    }
-    assert positions == {"lm": 1, "bm25": 2}
+    made = models_run(str(models["lm"]), "bm25", again)
+    assert {name: model["position"] for name, model in made.items()} == {"lm": 1, "bm25": 2}
     exported = tmp_path / "export.csv"
     assert CliRunner().invoke(app, ["export", str(again), "--csv", str(exported)]).exit_code == 0
     import pandas as pd

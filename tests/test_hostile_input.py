@@ -917,6 +917,17 @@ def test_an_argument_holding_a_control_character_is_refused_before_any_work(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_settings_value_may_hold_a_line_break_as_the_packaged_prompts_do(tmp_path):
+    """qwen3-embedding-0.6b's query prefix spans two lines; the same value given on the command
+    line is a setting (recorded, never a file name), not refused as a name would be."""
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", tmp_path / "out",
+                                  "--set", "note=a\nb"))  # fmt: skip
+    assert "control character" not in result.output
+    named = run(*bm25_on_scifact("--set", "no\tte=x", "--out", tmp_path / "other"))
+    assert "error: --setting 'no\\tte': holds a control character" in named.output
+
+
 def bm25s_suite(folder: Path, entry: str) -> Path:
     """mine.yaml in `folder`: a suite `mine` of one dataset `entry` (a YAML mapping) under bm25s."""
     config = folder / "mine.yaml"
@@ -1035,34 +1046,59 @@ def test_a_several_model_run_without_out_killed_after_a_model_published_is_finis
     tmp_path, monkeypatch
 ):
     """The same command run again finishes the killed run's folder: before, it made a new one and
-    left the old one, which `export` and `compare` read as a finished result of fewer models."""
+    left the old one, which `export` and `compare` read as a finished result of fewer models. Only
+    the newest folder of those models and suite is finished, only this command's, only where
+    folders can be locked, and where the inputs changed since, the run takes a folder of its own."""
+    from rerank_eval.results import staging
+
     run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
     args = ["beir", "--datasets", "scifact", "--model", "bm25", "--model", "minilm-bi", "--top-k", "3",
             "--run", f"scifact={run_file}"]  # fmt: skip
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(sys, "argv", ["rerank-eval", *args])
+    results = Path("results")
+
+    def killed_in_its_second_model() -> Path:
+        """The newest folder, as a kill -9 while its second model scored leaves it."""
+        folder = max(results.iterdir())
+        shutil.rmtree(folder / "minilm-bi")
+        (folder / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
+        return folder
+
     assert run(*args).exit_code == 0
-    (folder,) = Path("results").iterdir()
+    (folder,) = results.iterdir()
     whole = {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
-    shutil.rmtree(folder / "minilm-bi")  # as a kill -9 while the second model scored leaves it
-    (folder / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
-    other = Path("results") / folder.name.replace("-20", "-19", 1)  # another command's, unfinished
-    shutil.copytree(folder, other)
-    manifest = json.loads((other / "bm25" / "manifest.json").read_text())
-    (other / "bm25" / "manifest.json").write_text(json.dumps({**manifest, "command": ["x", "other"]}))
+    killed_in_its_second_model()
+    older = results / folder.name.replace("-20", "-19", 1)  # another command's, unfinished, older
+    shutil.copytree(folder, older)
+    manifest = json.loads((older / "bm25" / "manifest.json").read_text())
+    (older / "bm25" / "manifest.json").write_text(json.dumps({**manifest, "command": ["x", "other"]}))
 
     again = run(*args)
     assert again.exit_code == 0, again.output
     assert f"finishing {folder}, which a stopped run of this command left unfinished" in again.output
-    assert f"results: {folder}" in again.output
-    assert set(Path("results").iterdir()) == {folder, other}  # no new folder
+    assert f"results: {folder}" in again.output and set(results.iterdir()) == {folder, older}
     finished = {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
     assert finished.keys() == whole.keys()
     for path in whole:  # the same results (the manifests' times and timings apart)
         assert path.name == "manifest.json" or finished[path] == whole[path], path
-    # finished, the same command makes a folder of its own again
-    assert run(*args).exit_code == 0 and len(list(Path("results").iterdir())) == 3
+
+    # stopped again, then the run file changed: its published model no longer matches
+    killed_in_its_second_model()
+    run_file.write_text("".join(run_file.read_text().splitlines(keepends=True)[1:]))
+    changed = run(*args)
+    assert changed.exit_code == 0, changed.output
+    assert f"note: {folder} holds results of this command that its inputs no longer give" in changed.output
+    (newer,) = set(results.iterdir()) - {folder, older}
+    assert sorted(p.name for p in newer.iterdir()) == ["bm25", "minilm-bi"]
+
+    # where nothing can be locked, a live run's folder cannot be told from a killed one's
+    shutil.rmtree(killed_in_its_second_model() / "minilm-bi.incomplete")  # as between two models
+    monkeypatch.setattr(staging, "fcntl", None)
+    unlocked = run(*args)
+    assert unlocked.exit_code == 0 and "finishing" not in unlocked.output
+    assert len(list(results.iterdir())) == 4
 
 
 def test_a_live_several_model_run_named_like_a_default_folder_is_never_swept(tmp_path, monkeypatch):

@@ -47,6 +47,9 @@ from rerank_eval.cli.result_folder import result_folder
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 
+#: the options of NAME=VALUE settings: only their names are names
+SETTING_OPTIONS = ("setting", "first_stage_set")
+
 
 def _refuse_control_characters(arguments: dict[str, Any]) -> None:
     """Refuse, before any work, an argument holding a line break, tab or escape: each names a
@@ -56,6 +59,8 @@ def _refuse_control_characters(arguments: dict[str, Any]) -> None:
 
     for parameter, value in arguments.items():
         for text in value if isinstance(value, list) else [value]:
+            if parameter in SETTING_OPTIONS and isinstance(text, str):  # a value may span lines (a
+                text = text.partition("=")[0]  # prompt): settings are recorded, never file names
             if isinstance(text, (str, Path)) and CONTROL_CHARACTERS.search(str(text)):
                 option = "SUITE" if parameter == "suite_name" else "--" + parameter.replace("_", "-")
                 raise UserError(
@@ -101,7 +106,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         from rerank_eval.reporting.report import Report, results_table
         from rerank_eval.rerankers import load_reranker
         from rerank_eval.rerankers.identify import model_family
-        from rerank_eval.results.folder import load_result
+        from rerank_eval.results.folder import HoldsOtherResults, load_result
 
         cfg = load_config(config)
         suite_spec = cfg.suite(suite_name)
@@ -137,8 +142,19 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
-        with result_folder(out, model_names, suite_name, sys.argv) as destination:
-            folders = execute_models(plan, model_names, load, destination, sys.argv)
+        try:  # a fresh run finishes no stopped one: it scores again, in a folder of its own
+            with result_folder(out, model_names, suite_name, () if fresh else sys.argv) as destination:
+                folders = execute_models(plan, model_names, load, destination, sys.argv)
+        except HoldsOtherResults:
+            if out is not None:
+                raise
+            print(
+                f"note: {destination} holds results of this command that its inputs no longer give (they "
+                "changed since its run stopped); this run writes a folder of its own",
+                file=sys.stderr,
+            )
+            with result_folder(out, model_names, suite_name) as destination:
+                folders = execute_models(plan, model_names, load, destination, sys.argv)
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]

@@ -22,7 +22,6 @@ one reading as a finished result of fewer models); another command's is kept as 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import sys
@@ -49,7 +48,7 @@ def default_out(models: list[str], suite: str, claim: bool = True, command: Sequ
     if not claim:
         return base
     _remove_left_by_killed_runs(f"{name}-{suite}", several=len(models) > 1)
-    if len(models) > 1 and command and "--fresh" not in command:
+    if len(models) > 1 and command:
         unfinished = _unfinished_by_this_command(f"{name}-{suite}", models, command)
         if unfinished is not None:
             return unfinished
@@ -106,52 +105,41 @@ def _remove_left_by_killed_runs(prefix: str, several: bool) -> None:
 
 
 def _unfinished_by_this_command(prefix: str, models: list[str], command: Sequence[str]) -> Path | None:
-    """The newest `results/<prefix>-<time>` folder that a killed run of this very command left with
-    some of its models published and not all, held for this run. Run again, the command finishes
-    it there (the published models are checked, not redone) instead of leaving beside a new folder
-    one that reads as a finished result of fewer models."""
-    from rerank_eval.pipeline.execute import model_folder_name
+    """The newest `results/<prefix>-<time>` folder, held for this run, where a killed run of this
+    very command left it with some of its models published and not all. Run again, the command
+    finishes it there (the published models are checked, not redone) instead of leaving beside a
+    new folder one that reads as a finished result of fewer models. Only the newest: once a later
+    run of the command has a folder of its own, an older one stays as it is. Never where nothing
+    can be locked (a live run's folder could not be told from a killed one's)."""
+    from rerank_eval.pipeline.execute import model_folder_name, written_by_command
 
     pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?")
-    wanted = {model_folder_name(model) for model in models}
     try:
         entries = sorted((e for e in RESULTS.iterdir() if pattern.fullmatch(e.name)), reverse=True)
+        newest = entries[0] if entries else None
+        if newest is None or newest.is_symlink() or not newest.is_dir():
+            return None
+        children = list(newest.iterdir())
+        finished = [c for c in children if not c.name.endswith(INCOMPLETE_SUFFIX)]
+        published = {c.name for c in finished if (c / "manifest.json").is_file()}
+        stagings = [c for c in children if c.name not in published]
+        left = all(map(_left_before_publishing, stagings))
     except OSError:
         return None
-    for entry in entries:
-        try:
-            if entry.is_symlink() or not entry.is_dir():
-                continue
-            published = {c.name for c in entry.iterdir() if (c / "manifest.json").is_file()} - {
-                c.name for c in entry.iterdir() if c.name.endswith(INCOMPLETE_SUFFIX)
-            }
-            stagings = [c for c in entry.iterdir() if c.name not in published]
-            if not published or not published < wanted or not all(map(_left_before_publishing, stagings)):
-                continue
-            if not all(_written_by(entry / child, command) for child in published):
-                continue
-        except OSError:
-            continue
-        if _nothing_live_in(stagings) and staging.hold_ahead(entry):
-            print(f"finishing {entry}, which a stopped run of this command left unfinished", file=sys.stderr)
-            return entry
-    return None
+    wanted = {model_folder_name(model) for model in models}
+    if not published or not published < wanted or not left:
+        return None
+    if not all(written_by_command(newest / name, command) for name in published):
+        return None
+    if not _lockable_and_free(newest, stagings) or not staging.hold_ahead(newest):
+        return None
+    print(f"finishing {newest}, which a stopped run of this command left unfinished", file=sys.stderr)
+    return newest
 
 
-def _written_by(result: Path, command: Sequence[str]) -> bool:
-    """Whether the result's manifest records this command line (a --fresh apart)."""
-    try:
-        earlier = json.loads((result / "manifest.json").read_text(encoding="utf-8")).get("command")
-    except (OSError, ValueError, AttributeError):
-        return False
-    if not isinstance(earlier, list):
-        return False
-    return [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
-
-
-def _nothing_live_in(stagings: list[Path]) -> bool:
-    """Whether no live run holds any of these staging folders (a model being scored now)."""
-    held = [staging.try_lock(folder) for folder in stagings]
+def _lockable_and_free(folder: Path, stagings: list[Path]) -> bool:
+    """Whether `folder` and its staging folders can be locked and no live run holds any of them."""
+    held = [staging.try_lock(path) for path in (folder, *stagings)]
     try:
         return None not in held
     finally:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -74,20 +75,12 @@ def _java(java_home: str, option: str) -> str:
     JVM that cannot start at all (too little memory under a limit) is one line saying so. Under
     an address-space limit it runs sized as this process's JVM will be, in the room this process
     has left: the JVM that would fail in this process, ending it, fails here first."""
-    import resource
-
     room = address_space_left()
-
-    def limited() -> None:  # (in the child, before Java starts)
-        resource.setrlimit(resource.RLIMIT_AS, (room, resource.getrlimit(resource.RLIMIT_AS)[1]))
-
+    java = [str(Path(java_home) / "bin" / "java"), *_report_options(), *_memory_options(room), option]
+    if room is not None:  # Java started by a small Python that first lowers its own limit to `room`
+        java = [sys.executable, "-c", LIMITED_START, str(room), *java]
     try:
-        java = str(Path(java_home) / "bin" / "java")
-        done = subprocess.run(
-            [java, *_report_options(), *_memory_options(room), option], capture_output=True, text=True,
-            timeout=60,
-            preexec_fn=None if room is None else limited,
-        )  # fmt: skip
+        done = subprocess.run(java, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired, subprocess.SubprocessError):
         return ""
     said = [line.strip("# ").strip() for line in (done.stdout + done.stderr).splitlines()]
@@ -101,6 +94,14 @@ def _java(java_home: str, option: str) -> str:
         raise UserError(f"cannot start Java from JAVA_HOME={java_home}: {reason or said[0]}")
     return done.stdout
 
+
+#: a program that starts argv[2:] under an address-space limit of argv[1] bytes (no preexec_fn:
+#: this process has threads, and code run between fork and exec may deadlock there)
+LIMITED_START = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_AS)[1])); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 #: the lines a JVM prints when it could not start (its reason follows)
 JVM_START_FAILURES = (
@@ -129,9 +130,11 @@ SMALLEST_HEAP = 256 * 2**20
 
 def address_space_left() -> int | None:
     """The address space this process may still take under its limit (`ulimit -v`, RLIMIT_AS), or
-    None where there is no limit (or no way to tell, off Linux)."""
-    import resource
-
+    None where there is no limit (or no way to tell, off Linux; Windows has no `resource`)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if limit == resource.RLIM_INFINITY:
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -224,13 +224,16 @@ def _execute_each(
 def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
     """Whether an earlier run of this very command line published this model's folder (a hint
     only: the folder is kept only if the results come out identical)."""
-    if plan.fresh or not (folder / "manifest.json").is_file():
-        return False
+    return not plan.fresh and written_by_command(folder, command)
+
+
+def written_by_command(folder: Path, command: Sequence[str]) -> bool:
+    """Whether the result in `folder` records this command line (a --fresh apart)."""
     try:
-        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command", [])
-    except (OSError, ValueError):
+        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
         return False
-    return [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
+    return isinstance(earlier, list) and [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
 
 
 def _free_accelerator_memory() -> None:

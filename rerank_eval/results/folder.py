@@ -228,7 +228,7 @@ class ResultWriter:
         )
         self.abort()
         if not identical:
-            raise UserError(
+            raise HoldsOtherResults(
                 f"result folder {self.final} exists already and holds other results; choose another "
                 f"{term('out')} (the scores stay journaled, so rerunning with another {term('out')} costs "
                 "no scoring)",
@@ -241,6 +241,10 @@ class ResultWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
         staging.release(self._held)
         self._held = None
+
+
+class HoldsOtherResults(UserError):
+    """A result folder already there holds other results than this run's (never replaced)."""
 
 
 @dataclass
@@ -330,7 +334,7 @@ def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_results(folders: list[Path]) -> list[SavedResult]:
-    """Result folders, a folder holding several models' result folders expanded in name order.
+    """Result folders, a folder holding several models' result folders expanded (`_in_run_order`).
     What they hold in all is bounded as each one is (a folder from elsewhere may hold thousands)."""
     given = [_result_folders(Path(folder)) for folder in folders]
     expanded = [folder for group in given for folder in group]
@@ -340,12 +344,17 @@ def load_results(folders: list[Path]) -> list[SavedResult]:
             f"the {len(expanded):,} results given hold {sum(sizes):,} bytes of per-query values in all, "
             f"more than {PER_QUERY_LIMIT_IN_ALL:,}; give fewer at a time"
         )
-    loaded = []
-    for group in given:
-        # a several-model run's results in the order of its --model options (a stable sort: name
-        # order where the folder was put together by hand or written before positions were kept)
-        loaded += sorted(map(load_result, group), key=lambda result: result.manifest.model.position or 0)
-    return loaded
+    return [result for group in given for result in _in_run_order([load_result(f) for f in group])]
+
+
+def _in_run_order(results: list[SavedResult]) -> list[SavedResult]:
+    """A several-model run's results in the order of its --model options, where each records a
+    place of its own; else (a folder put together by hand, or written before places were
+    recorded) as they are, in name order."""
+    positions = [result.manifest.model.position for result in results]
+    if None in positions or len(set(positions)) != len(positions):
+        return results
+    return sorted(results, key=lambda result: result.manifest.model.position or 0)
 
 
 def _size(path: Path) -> int:
