@@ -52,9 +52,13 @@ def test_fetch_without_first_stage_fetches_the_dataset_only():
     assert both.exit_code == 2 and "exclude each other" in both.output
 
 
-def test_score_offline_names_the_fetch_of_its_model_alone(tmp_path, hub_cache):
+def test_score_offline_names_the_fetch_of_its_model_alone(tmp_path, monkeypatch):
     """`score` has no suite, so "run fetch with this run's suite" was advice no one could follow:
     it names `fetch --model M`, which fetches models alone (a model in the Hub cache is found)."""
+    from huggingface_hub import constants
+
+    hub_cache = tmp_path / "hub"  # its own: the session's must not hold jina-reranker-v3
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
     (tmp_path / "docs.txt").write_text("one\n")
     result = CliRunner().invoke(
         app, ["score", "--model", "jina-reranker-v3", "--query", "q", "--docs", str(tmp_path / "docs.txt")]
