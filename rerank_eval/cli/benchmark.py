@@ -11,7 +11,7 @@ import inspect
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,24 +142,30 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
+        chosen: list[Path] = []  # the result folder of each try
+
+        def run_in(finishing: Sequence[str]) -> list[Path]:
+            """What was published (`finishing`: the command line whose stopped run to finish)."""
+            with result_folder(out, model_names, suite_name, finishing) as destination:
+                chosen.append(destination)
+                return execute_models(plan, model_names, load, destination, sys.argv)
+
         try:  # a fresh run finishes no stopped one: it scores again, in a folder of its own
-            with result_folder(out, model_names, suite_name, () if fresh else sys.argv) as destination:
-                folders = execute_models(plan, model_names, load, destination, sys.argv)
+            folders = run_in(() if fresh else sys.argv)
         except HoldsOtherResults:
             if out is not None:
                 raise
             print(
-                f"note: {destination} holds results of this command that its inputs no longer give (they "
-                "changed since its run stopped); this run writes a folder of its own",
+                f"note: {chosen[-1]} holds results of this command that its inputs no longer give "
+                "(they changed since its run stopped); this run writes a folder of its own",
                 file=sys.stderr,
             )
-            with result_folder(out, model_names, suite_name) as destination:
-                folders = execute_models(plan, model_names, load, destination, sys.argv)
+            folders = run_in(())
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
         console.print(terminal_table(results_table(reports)))
-        console.print(f"results: {destination}")
+        console.print(f"results: {chosen[-1]}")
 
     if suite is None:
         return command

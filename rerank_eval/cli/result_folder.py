@@ -76,10 +76,8 @@ def default_out(models: list[str], suite: str, claim: bool = True, command: Sequ
 def _remove_left_by_killed_runs(prefix: str, several: bool) -> None:
     """Remove `results/<prefix>-<time>` folders (`.incomplete` ones for one model) that killed runs
     left: unlocked, and holding only staging folders as a run leaves them."""
-    suffix = "" if several else re.escape(INCOMPLETE_SUFFIX)
-    pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?{suffix}")
     try:
-        entries = [e for e in RESULTS.iterdir() if pattern.fullmatch(e.name)]
+        entries = _default_folders(prefix, "" if several else INCOMPLETE_SUFFIX)
     except OSError:  # (no results/ yet; one that cannot be read is said when the name is claimed)
         return
     for entry in entries:
@@ -113,10 +111,8 @@ def _unfinished_by_this_command(prefix: str, models: list[str], command: Sequenc
     can be locked (a live run's folder could not be told from a killed one's)."""
     from rerank_eval.pipeline.execute import model_folder_name, written_by_command
 
-    pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?")
     try:
-        entries = sorted((e for e in RESULTS.iterdir() if pattern.fullmatch(e.name)), reverse=True)
-        newest = entries[0] if entries else None
+        newest = max(_default_folders(prefix), default=None)
         if newest is None or newest.is_symlink() or not newest.is_dir():
             return None
         children = list(newest.iterdir())
@@ -135,6 +131,13 @@ def _unfinished_by_this_command(prefix: str, models: list[str], command: Sequenc
         return None
     print(f"finishing {newest}, which a stopped run of this command left unfinished", file=sys.stderr)
     return newest
+
+
+def _default_folders(prefix: str, suffix: str = "") -> list[Path]:
+    """The entries of results/ named as `default_out` names a run's folder: `<prefix>-<time>`, then
+    `-N` where that was taken, then `suffix`."""
+    pattern = re.compile(rf"{re.escape(prefix)}-\d{{8}}-\d{{6}}(-\d+)?{re.escape(suffix)}")
+    return [entry for entry in RESULTS.iterdir() if pattern.fullmatch(entry.name)]
 
 
 def _lockable_and_free(folder: Path, stagings: list[Path]) -> bool:

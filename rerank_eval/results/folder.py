@@ -354,7 +354,7 @@ def _in_run_order(results: list[SavedResult]) -> list[SavedResult]:
     positions = [result.manifest.model.position for result in results]
     if None in positions or len(set(positions)) != len(positions):
         return results
-    return sorted(results, key=lambda result: result.manifest.model.position or 0)
+    return [result for _, result in sorted(zip(positions, results), key=lambda pair: pair[0])]
 
 
 def _size(path: Path) -> int:
