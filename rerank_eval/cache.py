@@ -3,15 +3,26 @@ it is, how its entries are keyed, and how a failed write there is reported."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # (Windows)
+    fcntl = None  # type: ignore[assignment]
+
+#: the claim every `claim` grants where the system (or the file system) has no flock: work is then
+#: shared out as without claims (duplicated, never wrong)
+UNLOCKED = -1
 
 
 def cache_root() -> Path:
@@ -96,6 +107,26 @@ def remove_left_by_killed_builds(folder: Path) -> None:
             shutil.rmtree(left, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def building_claim(folder: Path, what: str) -> Iterator[bool]:
+    """The claim on building `folder` (`NAME.lock` beside it), held for the block, which is told
+    whether the folder still needs building: a process that waited for another's build finds it
+    built and loads it, instead of building it again beside it."""
+    lock = folder.with_name(f"{folder.name}.lock")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        held = claim(lock)
+        if held is None:
+            print(f"waiting for another process that builds {what} ({folder})", file=sys.stderr, flush=True)
+            held = claim(lock, wait=True)
+    except OSError as exc:
+        raise disk_error(exc, lock, "nothing was built") from None
+    try:
+        yield not folder.is_dir()
+    finally:
+        release(held)
+
+
 def build_in_place(folder: Path, build: Callable[[Path], None], what: str) -> None:
     """Build `what` into a folder of its own (`building_folder`) and rename it to `folder` only
     once `build` returns: a failure or a kill leaves nothing at `folder`, and another process
@@ -116,6 +147,40 @@ def build_in_place(folder: Path, build: Callable[[Path], None], what: str) -> No
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def claim(path: Path, wait: bool = False) -> int | None:
+    """An exclusive flock on the lock file `path` (made if need be): the descriptor that holds it
+    until `release`, or, without `wait`, None where another process holds it.
+
+    Processes sharing the cache claim a piece of work before doing it, so that two commands that
+    need the same corpus encoded or the same index built share the work instead of each doing all
+    of it. A flock ends with its process however it ends (`kill -9` too), so a claim never
+    outlives its holder and a lock file is never stale; lock files stay (removing one under a
+    waiter would let two processes hold "the" lock). They are opened read-only, which is all a
+    flock needs, so users sharing a cache can each claim."""
+    if fcntl is None:
+        return UNLOCKED
+    handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        return None
+    except OSError:  # a file system without locks (ENOLCK): no claims, as where there is no flock
+        os.close(handle)
+        return UNLOCKED
+    return handle
+
+
+def release(held: int) -> None:
+    if held != UNLOCKED:
+        os.close(held)  # (closing releases the flock)
+
+
+def wait_for_claim(path: Path) -> None:
+    """Return once no process holds a claim on `path` (its holder finished, failed or was killed)."""
+    release(claim(path, wait=True))
 
 
 def _alive(pid: int) -> bool:

@@ -14,8 +14,11 @@ from typing import Any
 
 from rerank_eval.errors import UserError
 
-#: characters no name, id or label holds: line breaks, tabs, escapes (C0, DEL and C1)
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: characters no name or label holds: line breaks, tabs, escapes (C0, DEL and C1), and the
+#: controls of text direction (embeddings, overrides, isolates and the marks), with which a name
+#: is shown in another order than it is read ("Trojan Source", CVE-2021-42574) in a terminal, a
+#: table or a web page
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: a longer line is not a document, query or run line of any benchmark (MIRACL's longest passage
 #: is a few KB)
 MAX_LINE_BYTES = 16 * 1024 * 1024

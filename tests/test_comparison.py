@@ -1011,6 +1011,6 @@ def test_a_run_labelled_like_a_published_column_keeps_its_own_values(tmp_path):
     assert scifact.cells[f"shared/{published}"].value == pytest.approx(values(mimic, "scifact").mean())
     assert scifact.cells[published].value == 0.6789  # the published BM25 flat figure
     make_result(tmp_path / "plain", "base", 0.02, seed=5)  # (the writer refuses such a name)
-    twin = (tmp_path / "plain").rename(tmp_path / "x\x1b[31m\nred") / "base"
+    twin = (tmp_path / "plain").rename(tmp_path / "x\x1b[31m\nre\u202ed") / "base"
     escaped = Comparison(load_results([base, twin]))
-    assert escaped.labels == [f"{tmp_path.name}/base", "x\\x1b[31m\\nred/base"]
+    assert escaped.labels == [f"{tmp_path.name}/base", "x\\x1b[31m\\nre\\u202ed/base"]

@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense import corpus as corpus_module
+from rerank_eval.first_stage.dense import encoding as encoding_module
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
 from rerank_eval.first_stage.dense.search import exact_search, key_ranks, keys_to_run, merge_top_k, score_keys
 from rerank_eval.runfiles import read_run
@@ -205,6 +206,101 @@ def test_sigkill_while_encoding_then_rerun_encodes_the_rest_and_matches(setup, r
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(p.name for p in corpus_folder(reference_cache).iterdir())
     assert_same_files(folder, corpus_folder(reference_cache), [n for n in names if n != "key.json"])
+
+
+# -- two commands at once on one cache -------------------------------------------------------------
+
+# The CLI, made to start encoding only once the other command is there too (so that they overlap
+# whatever the machine's speed), with a pause after each shard written.
+TOGETHER_LAUNCHER = """
+import os, sys, time
+from pathlib import Path
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings
+created, written = CorpusEmbeddings.create, CorpusEmbeddings.write_shard
+def together(self, key):
+    created(self, key)
+    ready = Path(os.environ["READY_FOLDER"])
+    (ready / str(os.getpid())).touch()
+    while len(list(ready.iterdir())) < 2:
+        time.sleep(0.01)
+def slowly(self, shard, vectors):
+    written(self, shard, vectors)
+    time.sleep(0.1)
+CorpusEmbeddings.create, CorpusEmbeddings.write_shard = together, slowly
+sys.argv[0] = "rerank-eval"
+from rerank_eval.cli import main
+main()
+"""
+
+
+def test_two_commands_at_once_share_the_encoding_of_their_corpus_and_match_one(setup, reference):
+    """Two commands that need one corpus encoded at once (two rerankers on two GPUs of a machine)
+    each encoded all of it. Now each claims the shards it encodes and waits for the other's; together
+    they encode the corpus once, and each gives the uninterrupted run's outputs byte for byte."""
+    reference_out, reference_cache = reference
+    cache, ready = setup.folder / "cache-together", setup.folder / "ready"
+    ready.mkdir()
+    outs = [setup.folder / f"together-{i}" for i in range(2)]
+    logs = [setup.folder / f"together-{i}.log" for i in range(2)]
+    processes = []
+    for out, log in zip(outs, logs, strict=True):
+        with open(log, "wb") as stderr:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c", TOGETHER_LAUNCHER, *command(setup, out)],
+                env={**environment(cache), "READY_FOLDER": str(ready)}, stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            ))  # fmt: skip
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(300) == 0, log.read_text()[-3000:]
+    encoded = [first_stage(out)["execution"]["ranks"][0]["encoded_passages"] for out in outs]
+    assert sum(encoded) == len(nq_corpus()) and min(encoded) > 0  # each did a share; all of it once
+    assert any("another process is encoding" in log.read_text() for log in logs)
+    for out in outs:
+        assert result_files(out) == result_files(reference_out)
+        assert_same_files(out, reference_out, result_files(out))
+    folder = corpus_folder(cache)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in corpus_folder(reference_cache).iterdir())
+    assert_same_files(folder, corpus_folder(reference_cache), [n for n in names if n != "key.json"])
+
+
+# A process that claims a shard and never writes it, until it is killed.
+CLAIMER = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("claimed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_shard_whose_claimer_is_killed_is_encoded_by_the_command_waiting_for_it(setup, reference):
+    reference_out, reference_cache = reference
+    cache = setup.folder / "cache-claimer-killed"
+    folder = cache / "dense" / corpus_folder(reference_cache).name
+    folder.mkdir(parents=True)
+    claimer = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(folder / "claim-000001.lock")], stdout=subprocess.PIPE, text=True
+    )
+    assert claimer.stdout.readline() == "claimed\n"
+    out, log = setup.folder / "claimer-killed", setup.folder / "claimer-killed.log"
+    with open(log, "wb") as stderr:
+        launched = [sys.executable, "-m", "rerank_eval", *command(setup, out)]
+        process = subprocess.Popen(launched, env=environment(cache), stdout=subprocess.DEVNULL, stderr=stderr)
+    shards = set(range(len(distinct_per_shard())))
+    deadline = time.monotonic() + 180
+    while whole_shards(folder) != shards - {1} or "another process is encoding" not in log.read_text():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the command did not come to wait for shard 1"
+        time.sleep(0.05)
+    claimer.kill()
+    claimer.wait()
+    assert process.wait(300) == 0, log.read_text()[-3000:]
+    assert "ended without writing them; encoding them here" in log.read_text()
+    (rank,) = first_stage(out)["execution"]["ranks"]
+    assert rank["encoded_passages"] == len(nq_corpus())
+    assert_same_files(out, reference_out, result_files(out))
+    assert whole_shards(folder) == shards
 
 
 def test_what_a_process_killed_while_writing_left_is_removed_by_the_next(tmp_path):
@@ -839,7 +935,7 @@ def test_a_stopped_encoding_reads_no_further(tmp_path):
     cache = CorpusEmbeddings(tmp_path / "corpus", 1000, "float32")
     cache.create({"test": 1})
     with pytest.raises(UserError, match="the device is gone"):
-        corpus_module.encode_corpus(cache, documents(), 4000, Failing(QueueOverlap(), shards=4))
+        encoding_module.encode_corpus(cache, documents(), 4000, Failing(QueueOverlap(), shards=4))
     assert 1010 < len(read) < 1900  # the old reader read all of shard 1: 2,000
     assert not list((tmp_path / "corpus").glob("shard-*"))
 
@@ -864,16 +960,16 @@ def test_progress_counts_documents_encoded_not_read(tmp_path, monkeypatch):
                 progress(1)
             return queued
 
-    monkeypatch.setattr(corpus_module, "counting", recorded)
+    monkeypatch.setattr(encoding_module, "counting", recorded)
     documents = [("d0", "a"), ("d1", "a"), ("d2", "b"), ("d3", "c"), ("d4", "c")]
     cache = CorpusEmbeddings(tmp_path / "corpus", 3, "float32")
     cache.create({"test": 1})
-    corpus_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=2))
+    encoding_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=2))
     # shard 0: two distinct texts run, its repeated one counted when written; shard 1: one and one
     assert [count for count, _ in counts] == [1, 1, 1, 1, 1]
     assert counts[0] == (1, 0) and counts[-1] == (1, 2)  # batches before any write; the last after it
     counts.clear()
-    corpus_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=0))
+    encoding_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=0))
     assert counts == [(3, 2), (2, 2)]  # cached: whole shards, as they are read
 
 
@@ -886,7 +982,7 @@ def test_corpus_shards_are_queued_ahead_of_the_writes(tmp_path):
     cache.create({"test": 1})
     overlap = QueueOverlap(patience=5)
     encoder = _CountingEncoder(overlap, shards=4)
-    report = corpus_module.encode_corpus(cache, iter(documents), len(documents), encoder)
+    report = encoding_module.encode_corpus(cache, iter(documents), len(documents), encoder)
     assert overlap.missed == [] and encoder.queued == [0, 1, 2, 3]
     assert (report.shards, report.documents) == (4, 10)
     assert report.encoded_passages == 9  # the repeated text once
@@ -906,7 +1002,7 @@ def test_a_shard_that_cannot_be_written_stops_the_encoding(tmp_path):
     cache.create({"test": 1})
     encoder = _CountingEncoder(QueueOverlap(patience=0), shards=6)
     with pytest.raises(UserError, match="not finite in shard 2"):
-        corpus_module.encode_corpus(cache, iter(documents), len(documents), encoder)
+        encoding_module.encode_corpus(cache, iter(documents), len(documents), encoder)
     assert sorted(p.name for p in (tmp_path / "corpus").glob("shard-*.npy")) == [
         "shard-000000.npy",
         "shard-000001.npy",

@@ -903,16 +903,19 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
 
 
 @pytest.mark.parametrize("option", ["--model", "--run", "--first-stage", "--out"])
-def test_an_argument_holding_a_control_character_is_refused_before_any_work(tmp_path, option):
+@pytest.mark.parametrize("character", ["\x1b[31m", "\u202e"])  # an escape; a right-to-left override
+def test_an_argument_holding_a_control_character_is_refused_before_any_work(tmp_path, option, character):
     """A checkpoint folder named with an escape was scored in full, then refused as the manifest
-    was written ("model.name holds a control character")."""
-    named = tmp_path / "m\x1b[31mred"
+    was written ("model.name holds a control character"). A text-direction override passed: the
+    name `m<RLO>red` shows as `mder` in every table."""
+    named = tmp_path / f"m{character}red"
     value = {"--run": f"scifact={named}", "--first-stage": f"dense:{named}"}.get(option, str(named))
     arguments = {"--model": "bm25", "--out": str(tmp_path / "out"), option: value}
     result = run("beir", "--datasets", "scifact", *[x for pair in arguments.items() for x in pair])
     shown = repr(value)
     assert one_line_error(result) == (
-        f"error: {option} {shown}: holds a control character (a line break, tab or escape)"
+        f"error: {option} {shown}: holds a control character (a line break, tab, escape or "
+        f"text-direction control)"
     )
     assert list(tmp_path.iterdir()) == []
 

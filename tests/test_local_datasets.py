@@ -445,7 +445,9 @@ def test_a_killed_builds_folder_goes_when_the_index_is_found_built_by_another(da
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
     args = ["run", "local", "--config", data["config"], "--datasets", "scifact", "--model", "bm25"]
     assert invoke(*args, "--first-stage", "bm25s", "--out", tmp_path / "first").exit_code == 0
-    (index,) = [p for p in (cache_root() / "bm25s").iterdir() if ".building-" not in p.name]
+    (index,) = [
+        p for p in (cache_root() / "bm25s").iterdir() if ".building-" not in p.name and p.suffix != ".lock"
+    ]
     gone = subprocess.Popen(["true"])
     gone.wait()
     left = index.with_name(f"{index.name}.building-{process_tag().partition('-')[0]}-{gone.pid}-abcd")

@@ -671,9 +671,10 @@ main()
 
 
 def test_commands_started_together_on_one_cache_build_its_bm25_index_and_agree(tmp_path):
-    """Two commands sharing a cache, started at once, both build the built-in BM25 index of a
-    dataset never indexed: each builds in a folder of its own and renames it into place whole (a
-    fixed `.building` name had one delete or rename the other's files: FileNotFoundError)."""
+    """Two commands sharing a cache, started at once, need the built-in BM25 index of a dataset
+    never indexed: one builds it (in a folder of its own, renamed into place whole: a fixed
+    `.building` name had one delete or rename the other's files), the other waits for it and loads
+    it (both built it, side by side, before builds were claimed)."""
     env = {**os.environ, "RERANK_EVAL_CACHE": str(tmp_path / "cache")}
     args = ["beir", "--datasets", "fiqa", "--model", "bm25", "--first-stage", "bm25s", "--top-k", "5"]
     outs = [tmp_path / f"out{n}" for n in range(2)]
@@ -684,5 +685,6 @@ def test_commands_started_together_on_one_cache_build_its_bm25_index_and_agree(t
     assert [process.returncode for process in started] == [0, 0], errors
     assert "Traceback" not in "".join(errors)
     assert (outs[0] / "per_query.csv").read_bytes() == (outs[1] / "per_query.csv").read_bytes()
-    index = list((tmp_path / "cache" / "bm25s").iterdir())
+    assert "".join(errors).count("building the BM25 index of beir/fiqa") == 1
+    index = [p for p in (tmp_path / "cache" / "bm25s").iterdir() if p.suffix != ".lock"]
     assert len(index) == 1 and (index[0] / "doc_ids.json").is_file()

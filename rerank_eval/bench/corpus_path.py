@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.bench.device import synchronize, utilisation
-from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, encode_corpus
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
+from rerank_eval.first_stage.dense.encoding import encode_corpus
 
 
 def time_corpus_path(

@@ -52,9 +52,9 @@ SETTING_OPTIONS = ("setting", "first_stage_set")
 
 
 def _refuse_control_characters(arguments: dict[str, Any]) -> None:
-    """Refuse, before any work, an argument holding a line break, tab or escape: each names a
-    model, file, dataset or setting that reaches the manifest, run files and terminals, where the
-    finished run would be refused after hours of scoring."""
+    """Refuse, before any work, an argument holding a line break, tab, escape or text-direction
+    control: each names a model, file, dataset or setting that reaches the manifest, run files and
+    terminals, where the finished run would be refused after hours of scoring."""
     from rerank_eval.textlines import CONTROL_CHARACTERS
 
     for parameter, value in arguments.items():
@@ -64,7 +64,8 @@ def _refuse_control_characters(arguments: dict[str, Any]) -> None:
             if isinstance(text, (str, Path)) and CONTROL_CHARACTERS.search(str(text)):
                 option = "SUITE" if parameter == "suite_name" else "--" + parameter.replace("_", "-")
                 raise UserError(
-                    f"{option} {str(text)!r}: holds a control character (a line break, tab or escape)"
+                    f"{option} {str(text)!r}: holds a control character (a line break, tab, escape "
+                    f"or text-direction control)"
                 )
 
 

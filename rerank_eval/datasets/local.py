@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import build_in_place, cache_root, remove_left_by_killed_builds
+from rerank_eval.cache import build_in_place, building_claim, cache_root, remove_left_by_killed_builds
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets.ir_dataset import document_text
 from rerank_eval.datasets.local_files import (
@@ -193,8 +193,11 @@ class LocalDataset:
 
         remove_left_by_killed_builds(folder)
         if not folder.is_dir():
-            print(f"building the document store of {self.id} (once; cached in {folder})", file=sys.stderr)
-            build_in_place(folder, build, "document store")
+            with building_claim(folder, f"the document store of {self.id}") as needed:
+                if needed:
+                    note = f"building the document store of {self.id} (once; cached in {folder})"
+                    print(note, file=sys.stderr)
+                    build_in_place(folder, build, "document store")
         return store(folder)
 
 

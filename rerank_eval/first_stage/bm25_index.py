@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank_eval.cache import build_in_place, cache_root, remove_left_by_killed_builds
+from rerank_eval.cache import build_in_place, building_claim, cache_root, remove_left_by_killed_builds
 from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError, term
 from rerank_eval.first_stage.text_analysis import Analyzer
@@ -131,7 +131,9 @@ class Bm25Index:
         remove_left_by_killed_builds(folder)
         if not cls.is_built(dataset, settings):
             check_memory(dataset, settings.language)
-            cls._build(dataset, settings, folder)
+            with building_claim(folder, f"the BM25 index of {dataset.id}") as needed:
+                if needed:
+                    cls._build(dataset, settings, folder)
         retriever = bm25s.BM25.load(str(folder), mmap=True)
         doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
         return cls(retriever, doc_ids, settings)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import build_in_place, cache_root, remove_left_by_killed_builds
+from rerank_eval.cache import build_in_place, building_claim, cache_root, remove_left_by_killed_builds
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
 from rerank_eval.paths import file_name
@@ -91,7 +91,9 @@ def index_folder(dataset: Any, settings: LuceneSettings) -> Path:
     folder = cache_root() / "lucene" / f"{file_name(dataset.corpus_id())}-{digest}"
     remove_left_by_killed_builds(folder)
     if not folder.is_dir():
-        _build(dataset, settings, folder)
+        with building_claim(folder, f"the Lucene index of {dataset.id}") as needed:
+            if needed:
+                _build(dataset, settings, folder)
     return folder
 
 

@@ -163,7 +163,7 @@ class DenseRetrieval(FirstStageKind):
         self, request: FirstStageRequest, encoder
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The complete corpus cache (encoding what is missing, each rank its shards)."""
-        from rerank_eval.first_stage.dense.corpus import encode_corpus
+        from rerank_eval.first_stage.dense.encoding import encode_corpus
         from rerank_eval.pipeline.distributed import agreed, ranks
 
         cache, key = self.corpus_cache(request, encoder)
@@ -176,18 +176,29 @@ class DenseRetrieval(FirstStageKind):
             cache.create(key)
         shard.barrier()
         count = request.dataset.documents_count() or 0
+        encoded, seconds = 0, 0.0
         try:
-            done = encode_corpus(
-                cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
-                label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
-            )  # fmt: skip
+            while True:  # again only for shards another process claimed and ended without writing
+                done = encode_corpus(
+                    cache, request.dataset.iter_documents(), count, encoder, shard.rank, shard.world,
+                    label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
+                )  # fmt: skip
+                encoded, seconds = encoded + done.encoded_passages, seconds + done.seconds
+                if not done.left_unwritten:
+                    break
+                unwritten = len(done.left_unwritten)
+                print(
+                    f"another process claimed {unwritten:,} shard{'s' * (unwritten != 1)} and ended "
+                    f"without writing them; encoding them here",
+                    file=sys.stderr,
+                )
         except UserError:  # e.g. a corpus refused while read: no empty cache folder is left
             if shard.is_main:
                 cache.discard_if_unused()
             raise
         if done.documents == 0:
             raise UserError(f"{request.dataset.id} has no documents to encode")
-        report = {"encoded_passages": done.encoded_passages, "encode_seconds": round(done.seconds, 3)}
+        report = {"encoded_passages": encoded, "encode_seconds": round(seconds, 3)}
         shard.barrier()
         if shard.is_main:
             cache.finish(done.shards, done.documents, done.corpus_sha256)

@@ -5,21 +5,18 @@ is `shard-i.ids.json` (its doc ids) plus `shard-i.npy` (its vectors, float16 by 
 vectors file is renamed into place last, so a shard is there whole or not at all, and a `kill -9`
 loses at most the shard being encoded and the one being written. Batches never cross a shard, so a
 resumed run encodes each remaining shard exactly as an uninterrupted one would. Under torchrun
-rank r encodes the shards i with i % world == r. When every shard is there, `complete.json`
+rank r encodes the shards i with i % world == r; processes sharing the cache claim the shards
+they encode (`encoding`). When every shard is there, `complete.json`
 records the corpus' size and content hash, and `ranks.npy` / `ids_sorted.npy` give each document's
 place in trec_eval's doc id order, which the exact search uses to break ties.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -27,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import disk_error, own_temporary, remove_dead_temporaries
+from rerank_eval.cache import claim, disk_error, own_temporary, remove_dead_temporaries, wait_for_claim
 from rerank_eval.errors import UserError
-from rerank_eval.pipeline.progress import counting
 
 CACHE_FORMAT = 2
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -99,6 +95,18 @@ class CorpusEmbeddings:
     def _ids(self, index: int) -> Path:
         return self.folder / f"shard-{index:06d}.ids.json"
 
+    def _claim_file(self, index: int) -> Path:
+        return self.folder / f"claim-{index:06d}.lock"
+
+    def claim_shard(self, index: int) -> int | None:
+        """This process's claim on encoding shard `index` (None: another process sharing the cache
+        encodes it now). Two commands that need the same corpus encoded so share the shards."""
+        return claim(self._claim_file(index))
+
+    def wait_for_shard(self, index: int) -> None:
+        """Return once the process that claimed shard `index` wrote it or ended."""
+        wait_for_claim(self._claim_file(index))
+
     def create(self, key: dict[str, Any]) -> None:
         """The folder and its `key.json` (what the embeddings depend on), checked writable; the
         temporary files of processes killed while writing (a shard can be gigabytes) removed."""
@@ -115,8 +123,10 @@ class CorpusEmbeddings:
         """Remove the folder where it holds its key alone (a corpus refused before any shard was
         written), so that a refused run leaves nothing behind; anything else in it stays."""
         try:
-            if [path.name for path in self.folder.iterdir()] == ["key.json"]:
-                (self.folder / "key.json").unlink()
+            names = [path.name for path in self.folder.iterdir()]
+            if "key.json" in names and all(n == "key.json" or n.endswith(".lock") for n in names):
+                for name in names:
+                    (self.folder / name).unlink()
                 self.folder.rmdir()
         except OSError:  # another process is writing there, or it is gone already
             pass
@@ -139,16 +149,18 @@ class CorpusEmbeddings:
     def has_shard(self, shard: Shard) -> bool:
         """A shard written whole for exactly these documents, ids and texts (a changed corpus is
         encoded again)."""
+        return self.has_written(shard.index, shard.sha256, len(shard.ids))
+
+    def has_written(self, index: int, sha256: str, documents: int) -> bool:
+        """Shard `index` written whole for the documents whose (id, text) pairs hash to `sha256`."""
         try:
-            record = json.loads(self._ids(shard.index).read_text(encoding="utf-8"))
-            rows = np.load(self._vectors(shard.index), mmap_mode="r").shape[0]
+            record = json.loads(self._ids(index).read_text(encoding="utf-8"))
+            rows = np.load(self._vectors(index), mmap_mode="r").shape[0]
         except (OSError, ValueError):
             return False
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) or not isinstance(record.get("ids"), list):
             return False
-        return (
-            record.get("sha256") == shard.sha256 and record.get("ids") == shard.ids and rows == len(shard.ids)
-        )
+        return record.get("sha256") == sha256 and len(record["ids"]) == rows == documents
 
     def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
         """The shard written whole, unless another process sharing the cache wrote it first for
@@ -217,120 +229,3 @@ class CorpusEmbeddings:
         }
         write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
         return info
-
-
-@dataclass
-class _Counted:
-    """One shard's documents in the progress count: each batch as a CPU runs it (its distinct
-    texts), the rest once the shard is written (on CUDA all of them: queued is not done)."""
-
-    advance: Callable[[int], None]
-    done: int = 0
-
-    def batch(self, texts: int) -> None:
-        self.done += texts
-        self.advance(texts)
-
-    def written(self, documents: int) -> None:
-        if documents > self.done:
-            self.advance(documents - self.done)
-
-
-@dataclass
-class EncodingReport:
-    shards: int = 0
-    documents: int = 0
-    encoded_passages: int = 0
-    seconds: float = 0.0
-    corpus_sha256: str = ""
-
-
-def encode_corpus(
-    cache: CorpusEmbeddings,
-    documents: Iterator[tuple[str, str]],
-    total: int,
-    encoder: Any,
-    rank: int = 0,
-    world: int = 1,
-    label: str = "encoding",
-) -> EncodingReport:
-    """Encode this rank's missing shards; every rank reads (and hashes) the whole corpus.
-
-    Three stages overlap, so that the device never waits for the host: a reader thread reads on to
-    the next shard to encode and tokenizes it; this thread queues each shard's batches on the
-    device (`queue_tokens`, which does not wait for them); a writer thread waits for a shard's
-    vectors, checks and writes them while the next shard runs. A shard is written as soon as the
-    device has it, so a kill loses the shard on the device and at most the one being written.
-    """
-    report = EncodingReport()
-    digest = hashlib.sha256()
-    start = time.monotonic()
-    stopping = threading.Event()
-
-    def until_stopped() -> Iterator[tuple[str, str]]:
-        """The documents until the run stops (an error or an interrupt): the reader then leaves the
-        shard it is reading at once, so an interrupt does not wait for a whole shard to be read."""
-        for document in documents:
-            if stopping.is_set():
-                return
-            yield document
-
-    shards = corpus_shards(until_stopped(), cache.shard_size, digest)
-    advance: Callable[[int], None]  # the progress display's count of documents done
-
-    def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
-        """This rank's next shard that is not cached yet, its distinct texts tokenized (None: the
-        corpus is read, and hashed, to its end, or the run is stopping). Shards passed over (cached,
-        or another rank's) count as done."""
-        while not stopping.is_set():  # an error or an interrupt: read no further
-            shard = next(shards, None)
-            if shard is None or stopping.is_set():  # (a shard cut short by the stop is not one)
-                return None
-            report.shards += 1
-            report.documents += len(shard.ids)
-            if shard.index % world == rank and not cache.has_shard(shard):
-                distinct = list(dict.fromkeys(shard.texts))
-                return shard, distinct, encoder.tokenize(distinct, "passage")
-            advance(len(shard.ids))
-        return None
-
-    def write(shard: Shard, distinct: list[str], queued: Any, counted: _Counted) -> None:
-        vectors = queued.result()
-        if not np.isfinite(vectors).all():
-            raise UserError(
-                f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
-            )
-        position = {text: i for i, text in enumerate(distinct)}
-        cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
-        counted.written(len(shard.ids))
-        report.encoded_passages += len(distinct)
-
-    try:  # the progress display ends with the pools, not when the error is let go of
-        with (
-            counting(total, label) as advance,
-            ThreadPoolExecutor(max_workers=1) as reader,
-            ThreadPoolExecutor(max_workers=1) as writer,
-        ):
-            try:
-                following = reader.submit(next_to_encode)
-                written: Future[None] | None = None
-                while (tokenized := following.result()) is not None:
-                    following = reader.submit(next_to_encode)
-                    shard, distinct, rows = tokenized
-                    counted = _Counted(advance)
-                    queued = encoder.queue_tokens(rows, "passage", progress=counted.batch)
-                    if written is not None:
-                        written.result()  # a write's error stops the run here, one shard later at most
-                    written = writer.submit(write, shard, distinct, queued, counted)
-                if written is not None:
-                    written.result()
-            finally:
-                stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
-    finally:
-        # after a second interrupt the reader may still be inside the generator, which then refuses
-        # to close (ValueError)
-        with contextlib.suppress(ValueError):
-            shards.close()
-    report.corpus_sha256 = digest.hexdigest()
-    report.seconds = time.monotonic() - start
-    return report

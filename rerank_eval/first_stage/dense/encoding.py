@@ -1,0 +1,190 @@
+"""Encoding a corpus into its cache (`corpus.CorpusEmbeddings`): reading, tokenizing, encoding and
+writing overlap, and processes sharing the cache share the shards.
+
+Each process claims a shard (`claim-i.lock`, a flock that ends with its process) before encoding
+it, so that two commands needing the same corpus encoded at once, say two rerankers run on two
+GPUs of one machine, each encode about half of it instead of both encoding all of it. A shard
+another process holds is waited for at the end; one whose process ended without writing it
+(killed, or failed) is encoded by a later read of the corpus (`left_unwritten`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rerank_eval.cache import release
+from rerank_eval.errors import UserError
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard, corpus_shards
+from rerank_eval.pipeline.progress import counting, stderr_console
+
+
+@dataclass
+class _Counted:
+    """One shard's documents in the progress count: each batch as a CPU runs it (its distinct
+    texts), the rest once the shard is written (on CUDA all of them: queued is not done)."""
+
+    advance: Callable[[int], None]
+    done: int = 0
+
+    def batch(self, texts: int) -> None:
+        self.done += texts
+        self.advance(texts)
+
+    def written(self, documents: int) -> None:
+        if documents > self.done:
+            self.advance(documents - self.done)
+
+
+@dataclass
+class EncodingReport:
+    shards: int = 0
+    documents: int = 0
+    encoded_passages: int = 0
+    seconds: float = 0.0
+    corpus_sha256: str = ""
+    #: shards another process claimed but ended without writing (killed, or failed): encoding them
+    #: takes another read of the corpus
+    left_unwritten: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _ClaimedElsewhere:
+    """A shard of this rank that another process sharing the cache was encoding when it came."""
+
+    index: int
+    sha256: str
+    documents: int
+
+
+def _wait_for_others(
+    cache: CorpusEmbeddings, shards: list[_ClaimedElsewhere], advance: Callable[[int], None]
+) -> list[int]:
+    """Wait for the shards other processes claimed; those they ended without writing are returned."""
+    if shards:
+        stderr_console.print(
+            f"waiting for the {len(shards):,} shard{'s' * (len(shards) != 1)} another process is "
+            f"encoding into {cache.folder}",
+            highlight=False,
+        )
+    unwritten = []
+    for shard in shards:
+        cache.wait_for_shard(shard.index)
+        if cache.has_written(shard.index, shard.sha256, shard.documents):
+            advance(shard.documents)
+        else:
+            unwritten.append(shard.index)
+    return unwritten
+
+
+def encode_corpus(
+    cache: CorpusEmbeddings,
+    documents: Iterator[tuple[str, str]],
+    total: int,
+    encoder: Any,
+    rank: int = 0,
+    world: int = 1,
+    label: str = "encoding",
+) -> EncodingReport:
+    """Encode this rank's missing shards; every rank reads (and hashes) the whole corpus.
+
+    Three stages overlap, so that the device never waits for the host: a reader thread reads on to
+    the next shard to encode and tokenizes it; this thread queues each shard's batches on the
+    device (`queue_tokens`, which does not wait for them); a writer thread waits for a shard's
+    vectors, checks and writes them while the next shard runs. A shard is written as soon as the
+    device has it, so a kill loses the shard on the device and at most the one being written.
+    """
+    report = EncodingReport()
+    digest = hashlib.sha256()
+    start = time.monotonic()
+    stopping = threading.Event()
+
+    def until_stopped() -> Iterator[tuple[str, str]]:
+        """The documents until the run stops (an error or an interrupt): the reader then leaves the
+        shard it is reading at once, so an interrupt does not wait for a whole shard to be read."""
+        for document in documents:
+            if stopping.is_set():
+                return
+            yield document
+
+    shards = corpus_shards(until_stopped(), cache.shard_size, digest)
+    advance: Callable[[int], None]  # the progress display's count of documents done
+    claims: dict[int, int] = {}  # this process's claims on the shards it encodes, by shard index
+    elsewhere: list[_ClaimedElsewhere] = []
+
+    def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
+        """This rank's next shard that is not cached yet, claimed, its distinct texts tokenized
+        (None: the corpus is read, and hashed, to its end, or the run is stopping). Shards passed
+        over (cached, or another rank's) count as done; those another process claimed are waited
+        for at the end."""
+        while not stopping.is_set():  # an error or an interrupt: read no further
+            shard = next(shards, None)
+            if shard is None or stopping.is_set():  # (a shard cut short by the stop is not one)
+                return None
+            report.shards += 1
+            report.documents += len(shard.ids)
+            if shard.index % world == rank and not cache.has_shard(shard):
+                held = cache.claim_shard(shard.index)
+                if held is None:
+                    elsewhere.append(_ClaimedElsewhere(shard.index, shard.sha256, len(shard.ids)))
+                    continue
+                if not cache.has_shard(shard):  # (not written by a claim ended since)
+                    claims[shard.index] = held
+                    distinct = list(dict.fromkeys(shard.texts))
+                    return shard, distinct, encoder.tokenize(distinct, "passage")
+                release(held)
+            advance(len(shard.ids))
+        return None
+
+    def write(shard: Shard, distinct: list[str], queued: Any, counted: _Counted) -> None:
+        vectors = queued.result()
+        if not np.isfinite(vectors).all():
+            raise UserError(
+                f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
+            )
+        position = {text: i for i, text in enumerate(distinct)}
+        cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
+        release(claims.pop(shard.index))
+        counted.written(len(shard.ids))
+        report.encoded_passages += len(distinct)
+
+    try:  # the progress display ends with the pools, not when the error is let go of
+        with (
+            counting(total, label) as advance,
+            ThreadPoolExecutor(max_workers=1) as reader,
+            ThreadPoolExecutor(max_workers=1) as writer,
+        ):
+            try:
+                following = reader.submit(next_to_encode)
+                written: Future[None] | None = None
+                while (tokenized := following.result()) is not None:
+                    following = reader.submit(next_to_encode)
+                    shard, distinct, rows = tokenized
+                    counted = _Counted(advance)
+                    queued = encoder.queue_tokens(rows, "passage", progress=counted.batch)
+                    if written is not None:
+                        written.result()  # a write's error stops the run here, one shard later at most
+                    written = writer.submit(write, shard, distinct, queued, counted)
+                if written is not None:
+                    written.result()
+                report.left_unwritten = _wait_for_others(cache, elsewhere, advance)
+            finally:
+                stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
+    finally:
+        # after a second interrupt the reader may still be inside the generator, which then refuses
+        # to close (ValueError)
+        with contextlib.suppress(ValueError):
+            shards.close()
+        for held in claims.values():  # shards left unwritten by an error or an interrupt
+            release(held)
+    report.corpus_sha256 = digest.hexdigest()
+    report.seconds = time.monotonic() - start
+    return report

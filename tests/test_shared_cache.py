@@ -1,0 +1,228 @@
+"""Processes sharing one cache share its work: a corpus shard or an index is built by one of them.
+
+Claims are flocks, which conflict between two opens of a file even within one process, so a claim
+held by the test stands for another process's here; the end-to-end cases with real processes
+(two commands at once, a claimer killed) are in test_dense_first_stage.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerank_eval.cache import building_claim, claim, release
+from rerank_eval.first_stage import bm25_index as bm25
+from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
+from rerank_eval.first_stage.dense.encoding import encode_corpus
+
+DOCUMENTS = [(f"d{i}", "a" * i + "b") for i in range(6)]  # shards of two: 0, 1, 2
+
+
+class _LengthEncoder:
+    """A text's vector is (its length, its number of 'a's); the texts encoded are recorded."""
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def tokenize(self, texts: list[str], side: str) -> list[str]:
+        return list(texts)
+
+    def queue_tokens(self, rows: list[str], side: str, progress=None):
+        self.encoded.extend(rows)
+        vectors = np.array([[len(t), t.count("a")] for t in rows], np.float32)
+
+        class Queued:
+            def result(self) -> np.ndarray:
+                return vectors
+
+        return Queued()
+
+
+def _in_a_thread(work) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # (handed to the test)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _encoding_with_shard_1_claimed(tmp_path, capsys):
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    held = cache.claim_shard(1)
+    assert held is not None
+    encoder = _LengthEncoder()
+    thread, outcome = _in_a_thread(lambda: encode_corpus(cache, iter(DOCUMENTS), 6, encoder))
+    # shard 1 was passed over for shard 2, which is written; the encoding then waits for shard 1
+    _until(lambda: {0, 2} <= _written(cache) and "waiting for" in capsys.readouterr().err, "no wait")
+    assert thread.is_alive()
+    return cache, held, encoder, thread, outcome
+
+
+def _written(cache: CorpusEmbeddings) -> set[int]:
+    return {int(p.name[6:12]) for p in cache.folder.glob("shard-*.npy")}
+
+
+def test_a_shard_another_process_claimed_is_waited_for_and_not_encoded_again(tmp_path, capsys):
+    cache, held, encoder, thread, outcome = _encoding_with_shard_1_claimed(tmp_path, capsys)
+    theirs = np.array([[7, 7], [7, 7]], np.float32)  # what the other process wrote
+    cache.write_shard(Shard.of(1, DOCUMENTS[2:4]), theirs)
+    release(held)
+    thread.join(30)
+    report = outcome["value"]
+    assert report.left_unwritten == [] and report.shards == 3 and report.documents == 6
+    assert encoder.encoded == [DOCUMENTS[i][1] for i in (0, 1, 4, 5)]  # never shard 1's
+    assert report.encoded_passages == 4
+    assert np.array_equal(cache.shard(1), theirs)
+
+
+def test_a_shard_whose_claimer_ended_without_writing_it_is_encoded_by_another_read(tmp_path, capsys):
+    cache, held, _, thread, outcome = _encoding_with_shard_1_claimed(tmp_path, capsys)
+    release(held)  # (as a process killed before it wrote the shard: its flock ends with it)
+    thread.join(30)
+    assert outcome["value"].left_unwritten == [1]
+    assert _written(cache) == {0, 2}
+    again = _LengthEncoder()
+    report = encode_corpus(cache, iter(DOCUMENTS), 6, again)  # what ensure_corpus then runs
+    assert report.left_unwritten == [] and again.encoded == [DOCUMENTS[2][1], DOCUMENTS[3][1]]
+    assert np.array_equal(cache.shard(1), np.array([[3, 2], [4, 3]], np.float32))
+
+
+def test_a_refused_corpus_leaves_no_claims_behind(tmp_path):
+    """The cache folder of a corpus refused before any shard was written goes with its claims."""
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    release(cache.claim_shard(0))
+    cache.discard_if_unused()
+    assert not cache.folder.exists()
+
+
+def test_a_build_another_process_holds_is_waited_for_and_loaded_not_built_again(tmp_path, capsys):
+    """The build of an index another process is building is waited for; the folder it built is
+    then found (`needed` False), where each used to build its own and keep the last renamed."""
+    folder = tmp_path / "lucene" / "corpus-1234"
+    with building_claim(folder, "the index of x") as needed:
+        assert needed
+        thread, outcome = _in_a_thread(lambda: _enter(building_claim(folder, "the index of x")))
+        _until(lambda: "waiting for another process that builds the index of x" in capsys.readouterr().err,
+               "no wait")  # fmt: skip
+        assert thread.is_alive()
+        folder.mkdir()
+    thread.join(30)
+    assert outcome["value"] is False
+
+
+def _enter(context) -> bool:
+    with context as needed:
+        return needed
+
+
+def test_the_built_in_bm25_index_is_built_by_one_of_two_processes(tmp_path, monkeypatch, capsys):
+    """`Bm25Index.open` waits for another process's build of the same index and loads it."""
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets.ir_dataset import IrDataset
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    spec = next(d for d in load_config().suite("beir").datasets if d.key == "scifact")
+    dataset, settings = IrDataset(spec), bm25.Bm25Settings(language="en")
+    folder = bm25.Bm25Index.cache_dir(dataset, settings)
+    builds = []
+    build = bm25.Bm25Index._build
+    monkeypatch.setattr(bm25.Bm25Index, "_build", lambda *a: (builds.append(a), build(*a)))
+    folder.parent.mkdir(parents=True)
+    held = claim(folder.with_name(f"{folder.name}.lock"))
+    thread, outcome = _in_a_thread(lambda: bm25.Bm25Index.open(dataset, settings))
+    _until(lambda: "waiting for another process that builds the BM25 index" in capsys.readouterr().err,
+           "no wait")  # fmt: skip
+    build(dataset, settings, folder)  # the other process's build
+    release(held)
+    thread.join(60)
+    assert builds == []
+    assert outcome["value"].doc_ids == [doc_id for doc_id, _ in dataset.iter_documents()]
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_claim_ends_with_its_holder(tmp_path, wait):
+    path = tmp_path / "x.lock"
+    held = claim(path)
+    assert claim(path) is None  # held: another open cannot take it
+    release(held)
+    again = claim(path, wait=wait)
+    assert again is not None
+    release(again)
+
+
+def _built_once_by_two_at_once(monkeypatch, capsys, module, builder: str, obtain, waiting: str) -> None:
+    """Two threads need one cached build at once (as two processes would: their claims are two
+    opens): the first's build, patched to wait, holds the claim; the second says `waiting` and, once
+    the build is done, finds it and does not build. Both get the same folder."""
+    entered, go, builds = threading.Event(), threading.Event(), []
+
+    def one_build(*args):
+        folder = next(a for a in args if isinstance(a, Path))  # (the one folder each is given)
+        builds.append(folder)
+        entered.set()
+        assert go.wait(30)
+        folder.mkdir()
+
+    monkeypatch.setattr(module, builder, one_build)
+    first, first_outcome = _in_a_thread(obtain)
+    assert entered.wait(30)
+    second, second_outcome = _in_a_thread(obtain)
+    _until(lambda: waiting in capsys.readouterr().err, "no wait")
+    go.set()
+    first.join(30), second.join(30)
+    assert len(builds) == 1
+    assert first_outcome.keys() == second_outcome.keys() == {"value"}
+
+
+def test_a_lucene_index_needed_by_two_at_once_is_built_once(tmp_path, monkeypatch, capsys):
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets import open_dataset
+    from rerank_eval.first_stage import lucene_index
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lucene_index.lucene_runtime, "versions", lambda: {"anserini": "test"})
+    dataset = open_dataset(load_config().suite("miracl").select(["ar"])[0])
+    settings = lucene_index.LuceneSettings(0.9, 0.4, "ar", "language")
+    _built_once_by_two_at_once(
+        monkeypatch, capsys, lucene_index, "_build", lambda: lucene_index.index_folder(dataset, settings),
+        "waiting for another process that builds the Lucene index of miracl/ar/dev",
+    )  # fmt: skip
+
+
+def test_a_local_doc_store_needed_by_two_at_once_is_built_once(tmp_path, monkeypatch, capsys):
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.datasets import local, open_dataset
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "corpus.tsv").write_text("d1\tt\tx\n")
+    (tmp_path / "queries.tsv").write_text("q1\tx\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\n")
+    config = tmp_path / "local.yaml"
+    config.write_text(
+        "suites:\n  local:\n    datasets:\n"
+        "      - {key: plain, corpus: corpus.tsv, queries: queries.tsv, qrels: qrels.txt}\n"
+    )
+    dataset = open_dataset(load_config(config).suite("local").datasets[0])
+    _built_once_by_two_at_once(
+        monkeypatch, capsys, local, "build_in_place", dataset._store,
+        "waiting for another process that builds the document store of",
+    )  # fmt: skip
