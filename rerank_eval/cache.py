@@ -157,20 +157,41 @@ def claim(path: Path, wait: bool = False) -> int | None:
     need the same corpus encoded or the same index built share the work instead of each doing all
     of it. A flock ends with its process however it ends (`kill -9` too), so a claim never
     outlives its holder and a lock file is never stale; lock files stay (removing one under a
-    waiter would let two processes hold "the" lock). They are opened read-only, which is all a
-    flock needs, so users sharing a cache can each claim."""
+    waiter would let two processes hold "the" lock). A lock file is opened for writing where it
+    can be (NFS locks only such files), else read-only (another user's, on a local disk, where
+    that is enough). Where the file system has no locks, every claim is granted, with a note."""
     if fcntl is None:
         return UNLOCKED
-    handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        handle = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(handle)
         return None
-    except OSError:  # a file system without locks (ENOLCK): no claims, as where there is no flock
+    except OSError:  # no locks here (ENOLCK, or EBADF for NFS and a file it cannot write)
         os.close(handle)
+        _say_once_there_are_no_locks(path)
         return UNLOCKED
+    except BaseException:  # an interrupt while waiting: nothing is left open, nothing held
+        os.close(handle)
+        raise
     return handle
+
+
+_SAID_NO_LOCKS: set[Path] = set()
+
+
+def _say_once_there_are_no_locks(path: Path) -> None:
+    if path.parent not in _SAID_NO_LOCKS:
+        _SAID_NO_LOCKS.add(path.parent)
+        print(
+            f"note: {path.parent} cannot be locked (a file system without locks); commands sharing "
+            f"it at once each do all of the work",
+            file=sys.stderr,
+        )
 
 
 def release(held: int) -> None:

@@ -14,11 +14,17 @@ from typing import Any
 
 from rerank_eval.errors import UserError
 
-#: characters no name or label holds: line breaks, tabs, escapes (C0, DEL and C1), and the
-#: controls of text direction (embeddings, overrides, isolates and the marks), with which a name
-#: is shown in another order than it is read ("Trojan Source", CVE-2021-42574) in a terminal, a
-#: table or a web page
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: characters no name, id or label holds: line breaks, tabs, escapes (C0, DEL and C1)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: the controls of text direction (embeddings, overrides, isolates, and the marks), with which a
+#: name shows in another order than it reads ("Trojan Source", CVE-2021-42574) in a terminal, a
+#: table or a web page. Arabic and Persian text holds the marks, so ids, prompts and the results of
+#: earlier versions are read with them; a name rerank-eval is given to write under (a result
+#: folder, an export, a model or file named on the command line) is refused with one, and a
+#: compared run's label shows them escaped.
+DIRECTION_CONTROLS = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: what a name given for rerank-eval to write under may not hold
+NOT_IN_A_NEW_NAME = re.compile(f"{CONTROL_CHARACTERS.pattern}|{DIRECTION_CONTROLS.pattern}")
 #: a longer line is not a document, query or run line of any benchmark (MIRACL's longest passage
 #: is a few KB)
 MAX_LINE_BYTES = 16 * 1024 * 1024

@@ -1197,3 +1197,31 @@ def test_a_refused_or_stopped_run_without_out_leaves_nothing_behind(tmp_path, mo
         assert list((tmp_path / "results").iterdir()) == []
     finally:
         process.kill()
+
+
+def test_text_direction_marks_are_read_where_arabic_text_holds_them(saved, tmp_path):
+    """Names given to write under refuse text-direction controls (above), but Arabic and Persian
+    text holds the marks (RLM U+200F, ALM U+061C): ids in run files, prompts in a config and the
+    names in results of earlier versions are read with them, as before; a compared run's label
+    shows them escaped."""
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.reporting.compare.comparison import Comparison
+    from rerank_eval.results.folder import load_results
+    from rerank_eval.runfiles import read_run
+
+    article, prompt = "\u0645\u0642\u0627\u0644\u200f1", "\u0627\u0628\u062d\u062b \u200f(MIRACL)\u200f"
+    run = tmp_path / "run.trec"
+    run.write_text(f"q1 Q0 {article} 1 2.0 t\nq1 Q0 d\u061c2 2 1.0 t\n", encoding="utf-8")
+    assert list(read_run(run).run["q1"]) == [article, "d\u061c2"]
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
+        f"      - {{key: a, id: x, first_stage: f, instructions: {{m: '{prompt}'}}}}\n",
+        encoding="utf-8",
+    )
+    assert load_config(config).suite("s").datasets[0].instructions == {"m": prompt}
+    base, other = tmp_path / "base", tmp_path / "other"
+    shutil.copytree(saved, base)
+    shutil.copytree(saved, other)
+    damage_manifest(other, lambda m: m["model"].update(name="gte\u200f-arabic"))  # as earlier versions wrote
+    assert Comparison(load_results([base, other])).labels == ["bm25", "gte\\u200f-arabic"]

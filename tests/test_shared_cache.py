@@ -226,3 +226,80 @@ def test_a_local_doc_store_needed_by_two_at_once_is_built_once(tmp_path, monkeyp
         monkeypatch, capsys, local, "build_in_place", dataset._store,
         "waiting for another process that builds the document store of",
     )  # fmt: skip
+
+
+def test_an_encoding_stopped_by_an_error_leaves_no_claim_to_its_own_process(tmp_path):
+    """A claim is a flock of one open file: one left open by a failed encoding (the shard the
+    reader had claimed ahead) would be "another process's" to the next encoding of the same corpus
+    in this process, which would wait on itself for ever (a run of several datasets sharing it)."""
+
+    class FailingAtShard1(_LengthEncoder):
+        def queue_tokens(self, rows, side, progress=None):
+            if rows == [DOCUMENTS[2][1], DOCUMENTS[3][1]]:
+                raise RuntimeError("the device is gone")
+            return super().queue_tokens(rows, side)
+
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    with pytest.raises(RuntimeError, match="the device is gone"):
+        encode_corpus(cache, iter(DOCUMENTS), 6, FailingAtShard1())
+    thread, outcome = _in_a_thread(lambda: encode_corpus(cache, iter(DOCUMENTS), 6, _LengthEncoder()))
+    thread.join(30)
+    assert not thread.is_alive(), "the encoding waits for a claim of its own process"
+    assert outcome["value"].left_unwritten == [] and _written(cache) == {0, 1, 2}
+
+
+def test_an_interrupt_while_waiting_for_a_claim_leaves_nothing_open(tmp_path):
+    import os
+    import signal
+
+    path = tmp_path / "x.lock"
+    held = claim(path)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            claim(path, wait=True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    release(held)
+
+
+def test_a_corpus_folder_another_process_holds_a_claim_in_is_not_discarded(tmp_path):
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": 1})
+    release(cache.claim_shard(0))
+    held = cache.claim_shard(1)  # another process's, encoding shard 1
+    cache.discard_if_unused()
+    assert sorted(p.name for p in cache.folder.iterdir()) == [
+        "claim-000000.lock",
+        "claim-000001.lock",
+        "key.json",
+    ]
+    release(held)
+    cache.discard_if_unused()
+    assert not cache.folder.exists()
+
+
+def test_a_file_system_without_locks_grants_every_claim_and_says_so_once(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from rerank_eval import cache
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    first, second = claim(tmp_path / "a.lock"), claim(tmp_path / "b.lock", wait=True)
+    assert first == second == cache.UNLOCKED
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path} cannot be locked (a file system without locks); commands sharing it at once "
+        f"each do all of the work\n"
+    )

@@ -55,13 +55,13 @@ def _refuse_control_characters(arguments: dict[str, Any]) -> None:
     """Refuse, before any work, an argument holding a line break, tab, escape or text-direction
     control: each names a model, file, dataset or setting that reaches the manifest, run files and
     terminals, where the finished run would be refused after hours of scoring."""
-    from rerank_eval.textlines import CONTROL_CHARACTERS
+    from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
     for parameter, value in arguments.items():
         for text in value if isinstance(value, list) else [value]:
             if parameter in SETTING_OPTIONS and isinstance(text, str):  # a value may span lines (a
                 text = text.partition("=")[0]  # prompt): settings are recorded, never file names
-            if isinstance(text, (str, Path)) and CONTROL_CHARACTERS.search(str(text)):
+            if isinstance(text, (str, Path)) and NOT_IN_A_NEW_NAME.search(str(text)):
                 option = "SUITE" if parameter == "suite_name" else "--" + parameter.replace("_", "-")
                 raise UserError(
                     f"{option} {str(text)!r}: holds a control character (a line break, tab, escape "

@@ -36,7 +36,7 @@ from rerank_eval.paths import data_file_problem, inside
 from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
 from rerank_eval.results.manifest import Manifest, read_manifest
-from rerank_eval.textlines import CONTROL_CHARACTERS
+from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
 BLOCK_COLUMNS = ["dataset", "query_id", "blocks", "block_sizes"]
@@ -119,7 +119,7 @@ class ResultWriter:
         """`keep_identical`: an existing complete folder is acceptable if this run reproduces it
         exactly (a resumed several-model run redoing, from its journal, a model it had finished)."""
         self.final = Path(final)
-        if CONTROL_CHARACTERS.search(str(self.final)):  # a newline in a name breaks every listing
+        if NOT_IN_A_NEW_NAME.search(str(self.final)):  # a newline in a name breaks every listing
             raise UserError(
                 f"result folder {str(self.final)!r} holds a control character; choose another {term('out')}",
                 {"out": "folder"},

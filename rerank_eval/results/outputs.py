@@ -15,7 +15,7 @@ from pathlib import Path
 from rerank_eval.cache import left_by_a_dead_process, process_tag
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
-from rerank_eval.textlines import CONTROL_CHARACTERS
+from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
 
 def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = ()) -> None:
@@ -27,7 +27,7 @@ def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = (
     seen: dict[Path, Path] = {}
     read = [Path(folder).resolve() for folder in reading]
     for path in (p for p in paths if p is not None):
-        if CONTROL_CHARACTERS.search(str(path)):  # echoed as written: an escape would act on the terminal
+        if NOT_IN_A_NEW_NAME.search(str(path)):  # echoed as written: an escape would act on the terminal
             raise UserError(f"cannot write {str(path)!r}: its name holds a control character")
         kind = special_file_kind(path)
         if kind:

@@ -176,7 +176,7 @@ class DenseRetrieval(FirstStageKind):
             cache.create(key)
         shard.barrier()
         count = request.dataset.documents_count() or 0
-        encoded, seconds = 0, 0.0
+        encoded, seconds, waited = 0, 0.0, 0.0
         try:
             while True:  # again only for shards another process claimed and ended without writing
                 done = encode_corpus(
@@ -184,6 +184,7 @@ class DenseRetrieval(FirstStageKind):
                     label=f"encoding {request.spec.key} ({encoder.checkpoint.source})",
                 )  # fmt: skip
                 encoded, seconds = encoded + done.encoded_passages, seconds + done.seconds
+                waited += done.waited_seconds
                 if not done.left_unwritten:
                     break
                 unwritten = len(done.left_unwritten)
@@ -199,6 +200,8 @@ class DenseRetrieval(FirstStageKind):
         if done.documents == 0:
             raise UserError(f"{request.dataset.id} has no documents to encode")
         report = {"encoded_passages": encoded, "encode_seconds": round(seconds, 3)}
+        if waited:  # for the shards other processes sharing the cache claimed
+            report["waited_seconds"] = round(waited, 3)
         shard.barrier()
         if shard.is_main:
             cache.finish(done.shards, done.documents, done.corpus_sha256)

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import claim, disk_error, own_temporary, remove_dead_temporaries, wait_for_claim
+from rerank_eval.cache import (
+    claim,
+    disk_error,
+    own_temporary,
+    release,
+    remove_dead_temporaries,
+    wait_for_claim,
+)
 from rerank_eval.errors import UserError
 
 CACHE_FORMAT = 2
@@ -101,11 +108,17 @@ class CorpusEmbeddings:
     def claim_shard(self, index: int) -> int | None:
         """This process's claim on encoding shard `index` (None: another process sharing the cache
         encodes it now). Two commands that need the same corpus encoded so share the shards."""
-        return claim(self._claim_file(index))
+        try:
+            return claim(self._claim_file(index))
+        except OSError as exc:
+            raise disk_error(exc, self._claim_file(index), "shards already written are kept") from None
 
     def wait_for_shard(self, index: int) -> None:
         """Return once the process that claimed shard `index` wrote it or ended."""
-        wait_for_claim(self._claim_file(index))
+        try:
+            wait_for_claim(self._claim_file(index))
+        except OSError as exc:
+            raise disk_error(exc, self._claim_file(index), "shards already written are kept") from None
 
     def create(self, key: dict[str, Any]) -> None:
         """The folder and its `key.json` (what the embeddings depend on), checked writable; the
@@ -120,16 +133,28 @@ class CorpusEmbeddings:
             raise UserError(f"cannot write the embedding cache {self.folder}: {exc.strerror}") from None
 
     def discard_if_unused(self) -> None:
-        """Remove the folder where it holds its key alone (a corpus refused before any shard was
-        written), so that a refused run leaves nothing behind; anything else in it stays."""
+        """Remove the folder where it holds its key and claims alone (a corpus refused before any
+        shard was written), so that a refused run leaves nothing behind; anything else in it stays,
+        and so does all of it while another process holds a claim there."""
+        held: list[int] = []
         try:
             names = [path.name for path in self.folder.iterdir()]
-            if "key.json" in names and all(n == "key.json" or n.endswith(".lock") for n in names):
-                for name in names:
-                    (self.folder / name).unlink()
-                self.folder.rmdir()
+            claims = [name for name in names if name.endswith(".lock")]
+            if "key.json" not in names or len(claims) != len(names) - 1:
+                return
+            for name in claims:
+                taken = claim(self.folder / name)
+                if taken is None:  # another process encodes a shard of this corpus
+                    return
+                held.append(taken)
+            for name in names:
+                (self.folder / name).unlink()
+            self.folder.rmdir()
         except OSError:  # another process is writing there, or it is gone already
             pass
+        finally:
+            for taken in held:
+                release(taken)
 
     def complete(self) -> dict[str, Any] | None:
         """What `complete.json` records, where every file it stands for is there: a shard removed

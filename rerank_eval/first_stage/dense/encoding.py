@@ -49,7 +49,8 @@ class EncodingReport:
     shards: int = 0
     documents: int = 0
     encoded_passages: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # reading, encoding and writing; not waiting for other processes
+    waited_seconds: float = 0.0  # waiting for the shards other processes claimed
     corpus_sha256: str = ""
     #: shards another process claimed but ended without writing (killed, or failed): encoding them
     #: takes another read of the corpus
@@ -175,7 +176,9 @@ def encode_corpus(
                     written = writer.submit(write, shard, distinct, queued, counted)
                 if written is not None:
                     written.result()
+                waiting = time.monotonic()
                 report.left_unwritten = _wait_for_others(cache, elsewhere, advance)
+                report.waited_seconds = time.monotonic() - waiting if elsewhere else 0.0
             finally:
                 stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
     finally:
@@ -186,5 +189,5 @@ def encode_corpus(
         for held in claims.values():  # shards left unwritten by an error or an interrupt
             release(held)
     report.corpus_sha256 = digest.hexdigest()
-    report.seconds = time.monotonic() - start
+    report.seconds = time.monotonic() - start - report.waited_seconds
     return report

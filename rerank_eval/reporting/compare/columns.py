@@ -12,7 +12,7 @@ import pandas as pd
 from rerank_eval.errors import UserError, did_you_mean
 from rerank_eval.results.folder import SavedResult
 from rerank_eval.results.manifest import Manifest
-from rerank_eval.textlines import CONTROL_CHARACTERS
+from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
 
 @dataclass
@@ -42,7 +42,7 @@ def run_column(saved: SavedResult, metric: str) -> RunColumn:
     groups = {d.key: d.row_name for d in saved.manifest.datasets}
     folder = saved.folder
     return RunColumn(
-        saved.manifest.model.name,
+        _printable(saved.manifest.model.name),  # (a result of an earlier version may hold a mark)
         folder.name,
         folder.resolve(),
         Path(os.path.abspath(folder)),
@@ -78,6 +78,7 @@ def labelled(columns: list[RunColumn], reserved: Collection[str] = ()) -> list[R
 
 
 def _printable(text: str) -> str:
-    """`text` with each control character as its escape (a label is printed to terminals and into
-    tables, where an escape sequence or a line break would act)."""
-    return CONTROL_CHARACTERS.sub(lambda match: ascii(match.group())[1:-1], text)
+    """`text` with each control character and text-direction control as its escape (a label is
+    printed to terminals and into tables, where an escape sequence or a line break would act, and
+    a direction override would show it in another order)."""
+    return NOT_IN_A_NEW_NAME.sub(lambda match: ascii(match.group())[1:-1], text)
