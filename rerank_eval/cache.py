@@ -117,7 +117,8 @@ def building_claim(folder: Path, what: str) -> Iterator[bool]:
         folder.parent.mkdir(parents=True, exist_ok=True)
         held = claim(lock)
         if held is None:
-            print(f"waiting for another process that builds {what} ({folder})", file=sys.stderr, flush=True)
+            holder = f"process {claim_holder(lock)}" if claim_holder(lock) else "another process"
+            print(f"waiting for {holder} that builds {what} ({folder})", file=sys.stderr, flush=True)
             held = claim(lock, wait=True)
     except OSError as exc:
         raise disk_error(exc, lock, "nothing was built") from None
@@ -178,7 +179,19 @@ def claim(path: Path, wait: bool = False) -> int | None:
     except BaseException:  # an interrupt while waiting: nothing is left open, nothing held
         os.close(handle)
         raise
+    with contextlib.suppress(OSError):  # who holds it, for the messages of those who wait (a name)
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, process_tag().encode(), 0)
     return handle
+
+
+def claim_holder(path: Path) -> str:
+    """`HOST-PID` of the process that holds (or last held) the claim on `path`, where it could say."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(256).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 _SAID_NO_LOCKS: set[Path] = set()

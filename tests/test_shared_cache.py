@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerank_eval.cache import building_claim, claim, release
+from rerank_eval.cache import building_claim, claim, process_tag, release
 from rerank_eval.first_stage import bm25_index as bm25
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
 from rerank_eval.first_stage.dense.encoding import encode_corpus
@@ -71,7 +71,16 @@ def _encoding_with_shard_1_claimed(tmp_path, capsys):
     encoder = _LengthEncoder()
     thread, outcome = _in_a_thread(lambda: encode_corpus(cache, iter(DOCUMENTS), 6, encoder))
     # shard 1 was passed over for shard 2, which is written; the encoding then waits for shard 1
-    _until(lambda: {0, 2} <= _written(cache) and "waiting for" in capsys.readouterr().err, "no wait")
+    said = [""]
+
+    def waiting() -> bool:
+        if {0, 2} <= _written(cache):
+            said[0] += capsys.readouterr().err
+        return "waiting" in said[0]
+
+    _until(waiting, "no wait")
+    # the shards still unwritten when the wait begins, and who holds them (here, this process)
+    assert said[0] == f"waiting for the 1 shard process {process_tag()} is encoding into {cache.folder}\n"
     assert thread.is_alive()
     return cache, held, encoder, thread, outcome
 
@@ -121,7 +130,7 @@ def test_a_build_another_process_holds_is_waited_for_and_loaded_not_built_again(
     with building_claim(folder, "the index of x") as needed:
         assert needed
         thread, outcome = _in_a_thread(lambda: _enter(building_claim(folder, "the index of x")))
-        _until(lambda: "waiting for another process that builds the index of x" in capsys.readouterr().err,
+        _until(lambda: " that builds the index of x" in capsys.readouterr().err,
                "no wait")  # fmt: skip
         assert thread.is_alive()
         folder.mkdir()
@@ -149,7 +158,7 @@ def test_the_built_in_bm25_index_is_built_by_one_of_two_processes(tmp_path, monk
     folder.parent.mkdir(parents=True)
     held = claim(folder.with_name(f"{folder.name}.lock"))
     thread, outcome = _in_a_thread(lambda: bm25.Bm25Index.open(dataset, settings))
-    _until(lambda: "waiting for another process that builds the BM25 index" in capsys.readouterr().err,
+    _until(lambda: " that builds the BM25 index" in capsys.readouterr().err,
            "no wait")  # fmt: skip
     build(dataset, settings, folder)  # the other process's build
     release(held)
@@ -204,7 +213,7 @@ def test_a_lucene_index_needed_by_two_at_once_is_built_once(tmp_path, monkeypatc
     settings = lucene_index.LuceneSettings(0.9, 0.4, "ar", "language")
     _built_once_by_two_at_once(
         monkeypatch, capsys, lucene_index, "_build", lambda: lucene_index.index_folder(dataset, settings),
-        "waiting for another process that builds the Lucene index of miracl/ar/dev",
+        " that builds the Lucene index of miracl/ar/dev",
     )  # fmt: skip
 
 
@@ -224,7 +233,7 @@ def test_a_local_doc_store_needed_by_two_at_once_is_built_once(tmp_path, monkeyp
     dataset = open_dataset(load_config(config).suite("local").datasets[0])
     _built_once_by_two_at_once(
         monkeypatch, capsys, local, "build_in_place", dataset._store,
-        "waiting for another process that builds the document store of",
+        " that builds the document store of",
     )  # fmt: skip
 
 

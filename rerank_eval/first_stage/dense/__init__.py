@@ -190,7 +190,8 @@ class DenseRetrieval(FirstStageKind):
                 unwritten = len(done.left_unwritten)
                 print(
                     f"another process claimed {unwritten:,} shard{'s' * (unwritten != 1)} and ended "
-                    f"without writing them; encoding them here",
+                    f"without writing {'them' if unwritten != 1 else 'it'}; encoding "
+                    f"{'them' if unwritten != 1 else 'it'} here",
                     file=sys.stderr,
                 )
         except UserError:  # e.g. a corpus refused while read: no empty cache folder is left

@@ -26,6 +26,7 @@ import numpy as np
 
 from rerank_eval.cache import (
     claim,
+    claim_holder,
     disk_error,
     own_temporary,
     release,
@@ -112,6 +113,10 @@ class CorpusEmbeddings:
             return claim(self._claim_file(index))
         except OSError as exc:
             raise disk_error(exc, self._claim_file(index), "shards already written are kept") from None
+
+    def shard_holder(self, index: int) -> str:
+        """`HOST-PID` of the process that claimed shard `index` ("" where it could not say)."""
+        return claim_holder(self._claim_file(index))
 
     def wait_for_shard(self, index: int) -> None:
         """Return once the process that claimed shard `index` wrote it or ended."""

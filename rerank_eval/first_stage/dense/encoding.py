@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import numpy as np
 from rerank_eval.cache import release
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard, corpus_shards
-from rerank_eval.pipeline.progress import counting, stderr_console
+from rerank_eval.pipeline.progress import counting
 
 
 @dataclass
@@ -69,15 +70,22 @@ class _ClaimedElsewhere:
 def _wait_for_others(
     cache: CorpusEmbeddings, shards: list[_ClaimedElsewhere], advance: Callable[[int], None]
 ) -> list[int]:
-    """Wait for the shards other processes claimed; those they ended without writing are returned."""
-    if shards:
-        stderr_console.print(
-            f"waiting for the {len(shards):,} shard{'s' * (len(shards) != 1)} another process is "
-            f"encoding into {cache.folder}",
-            highlight=False,
-        )
-    unwritten = []
+    """Wait for the shards other processes claimed; those they ended without writing are returned.
+    The message counts the shards still unwritten when the wait begins, and names their holders
+    (a process stopped with SIGSTOP holds its claims until it goes on)."""
+    pending = []
     for shard in shards:
+        if cache.has_written(shard.index, shard.sha256, shard.documents):
+            advance(shard.documents)
+        else:
+            pending.append(shard)
+    if pending:
+        holders = sorted({cache.shard_holder(shard.index) for shard in pending} - {""})
+        who = f"process{'es' * (len(holders) > 1)} {', '.join(holders)}" if holders else "another process"
+        count = f"{len(pending):,} shard{'s' * (len(pending) != 1)}"
+        print(f"waiting for the {count} {who} is encoding into {cache.folder}", file=sys.stderr, flush=True)
+    unwritten = []
+    for shard in pending:
         cache.wait_for_shard(shard.index)
         if cache.has_written(shard.index, shard.sha256, shard.documents):
             advance(shard.documents)
