@@ -117,7 +117,7 @@ def building_claim(folder: Path, what: str) -> Iterator[bool]:
         folder.parent.mkdir(parents=True, exist_ok=True)
         held = claim(lock)
         if held is None:
-            holder = f"process {claim_holder(lock)}" if claim_holder(lock) else "another process"
+            holder = claims_holders([lock])
             print(f"waiting for {holder} that builds {what} ({folder})", file=sys.stderr, flush=True)
             held = claim(lock, wait=True)
     except OSError as exc:
@@ -185,13 +185,20 @@ def claim(path: Path, wait: bool = False) -> int | None:
     return handle
 
 
-def claim_holder(path: Path) -> str:
-    """`HOST-PID` of the process that holds (or last held) the claim on `path`, where it could say."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(256).decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+def claims_holders(paths: list[Path]) -> str:
+    """Who holds the claims on `paths`, for the messages of those who wait: `process HOST-PID`,
+    `processes A, B`, or `another process` where no claim could record its holder."""
+    holders = set()
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                holders.add(handle.read(256).decode("utf-8", "replace").strip())
+        except OSError:
+            pass
+    named = sorted(holders - {""})
+    if not named:
+        return "another process"
+    return f"process{'es' * (len(named) > 1)} {', '.join(named)}"
 
 
 _SAID_NO_LOCKS: set[Path] = set()

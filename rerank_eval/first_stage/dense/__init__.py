@@ -188,10 +188,10 @@ class DenseRetrieval(FirstStageKind):
                 if not done.left_unwritten:
                     break
                 unwritten = len(done.left_unwritten)
+                them = "them" if unwritten != 1 else "it"
                 print(
                     f"another process claimed {unwritten:,} shard{'s' * (unwritten != 1)} and ended "
-                    f"without writing {'them' if unwritten != 1 else 'it'}; encoding "
-                    f"{'them' if unwritten != 1 else 'it'} here",
+                    f"without writing {them}; encoding {them} here",
                     file=sys.stderr,
                 )
         except UserError:  # e.g. a corpus refused while read: no empty cache folder is left

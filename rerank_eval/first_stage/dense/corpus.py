@@ -26,7 +26,7 @@ import numpy as np
 
 from rerank_eval.cache import (
     claim,
-    claim_holder,
+    claims_holders,
     disk_error,
     own_temporary,
     release,
@@ -114,9 +114,9 @@ class CorpusEmbeddings:
         except OSError as exc:
             raise disk_error(exc, self._claim_file(index), "shards already written are kept") from None
 
-    def shard_holder(self, index: int) -> str:
-        """`HOST-PID` of the process that claimed shard `index` ("" where it could not say)."""
-        return claim_holder(self._claim_file(index))
+    def shards_holders(self, indexes: list[int]) -> str:
+        """Who claimed the shards `indexes` (`cache.claims_holders`)."""
+        return claims_holders([self._claim_file(index) for index in indexes])
 
     def wait_for_shard(self, index: int) -> None:
         """Return once the process that claimed shard `index` wrote it or ended."""

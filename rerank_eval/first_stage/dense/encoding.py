@@ -80,8 +80,7 @@ def _wait_for_others(
         else:
             pending.append(shard)
     if pending:
-        holders = sorted({cache.shard_holder(shard.index) for shard in pending} - {""})
-        who = f"process{'es' * (len(holders) > 1)} {', '.join(holders)}" if holders else "another process"
+        who = cache.shards_holders([shard.index for shard in pending])
         count = f"{len(pending):,} shard{'s' * (len(pending) != 1)}"
         print(f"waiting for the {count} {who} is encoding into {cache.folder}", file=sys.stderr, flush=True)
     unwritten = []
