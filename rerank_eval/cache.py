@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rerank_eval.errors import UserError
 
@@ -23,6 +23,10 @@ except ImportError:  # (Windows)
 #: the claim every `claim` grants where the system (or the file system) has no flock: work is then
 #: shared out as without claims (duplicated, never wrong)
 UNLOCKED = -1
+
+#: added to every open of a file in the cache: users sharing a cache can each put files in it, and a
+#: symbolic link one of them put under a cache file's name must not lead another's write outside it
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def cache_root() -> Path:
@@ -63,6 +67,14 @@ def own_temporary(path: Path) -> Path:
     """The temporary file this process writes `path` through (`NAME.HOST-PID.tmp`): two processes
     sharing a cache never write into one temporary file."""
     return path.with_name(f"{path.name}.{process_tag()}.tmp")
+
+
+def open_new(path: Path, mode: str = "wb", **options: Any) -> IO[Any]:
+    """A new file at `path` (a temporary one, as `own_temporary`), opened for writing: whatever was
+    at that name is removed, never written through, so a symbolic link someone sharing the cache
+    put there cannot redirect the write to the file it points to."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666), mode, **options)
 
 
 def remove_dead_temporaries(folder: Path) -> None:
@@ -160,13 +172,14 @@ def claim(path: Path, wait: bool = False) -> int | None:
     outlives its holder and a lock file is never stale; lock files stay (removing one under a
     waiter would let two processes hold "the" lock). A lock file is opened for writing where it
     can be (NFS locks only such files), else read-only (another user's, on a local disk, where
-    that is enough). Where the file system has no locks, every claim is granted, with a note."""
+    that is enough), and never through a symbolic link (`NO_FOLLOW`). Where the file system has no
+    locks, every claim is granted, with a note."""
     if fcntl is None:
         return UNLOCKED
     try:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o666)
     except PermissionError:
-        handle = os.open(path, os.O_RDONLY)
+        handle = os.open(path, os.O_RDONLY | NO_FOLLOW)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -7,6 +7,7 @@ held by the test stands for another process's here; the end-to-end cases with re
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -14,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerank_eval.cache import building_claim, claim, process_tag, release
+from rerank_eval.cache import building_claim, claim, own_temporary, process_tag, release
+from rerank_eval.errors import UserError
 from rerank_eval.first_stage import bm25_index as bm25
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
 from rerank_eval.first_stage.dense.encoding import encode_corpus
+from rerank_eval.pipeline.journal import ScoredQuery, ScoreJournal
 
 DOCUMENTS = [(f"d{i}", "a" * i + "b") for i in range(6)]  # shards of two: 0, 1, 2
 
@@ -312,3 +315,55 @@ def test_a_file_system_without_locks_grants_every_claim_and_says_so_once(tmp_pat
         f"note: {tmp_path} cannot be locked (a file system without locks); commands sharing it at once "
         f"each do all of the work\n"
     )
+
+
+def _linked_to_a_file_outside(at: Path, tmp_path: Path) -> Path:
+    """A file of the user's outside the cache, and a symbolic link to it at `at`: what another user
+    sharing the cache could put under the name of a file the next command writes."""
+    outside = tmp_path / "outside" / "notes.txt"
+    outside.parent.mkdir()
+    outside.write_text("the user's own\n")
+    at.parent.mkdir(parents=True, exist_ok=True)
+    at.symlink_to(outside)
+    return outside
+
+
+def test_a_link_under_a_temporary_files_name_is_replaced_not_written_through(tmp_path):
+    from rerank_eval.first_stage.dense.corpus import write_file
+
+    path = tmp_path / "cache" / "corpus" / "key.json"
+    outside = _linked_to_a_file_outside(own_temporary(path), tmp_path)
+    write_file(path, lambda handle: handle.write(b"{}"))
+    assert path.read_bytes() == b"{}" and not path.is_symlink()
+    assert outside.read_text() == "the user's own\n"
+
+
+def test_a_link_under_a_lock_files_name_is_refused_not_written_through(tmp_path):
+    folder = tmp_path / "cache" / "bm25" / "index"
+    outside = _linked_to_a_file_outside(folder.with_name("index.lock"), tmp_path)
+    with pytest.raises(UserError) as raised:
+        with building_claim(folder, "the index"):
+            pass
+    assert str(raised.value) == (
+        f"Too many levels of symbolic links while writing {folder.with_name('index.lock')}; nothing was built"
+    )
+    assert outside.read_text() == "the user's own\n"
+
+
+@pytest.mark.parametrize("planted", ["journal", "its temporary file"])
+def test_a_link_in_place_of_a_journal_is_replaced_not_read_or_written_through(tmp_path, planted, capsys):
+    path = tmp_path / "cache" / "journals" / "scifact-0123.jsonl"
+    journal = ScoreJournal(path)
+    if planted == "journal":
+        outside = _linked_to_a_file_outside(path, tmp_path)
+    else:  # with a damaged line, so that loading the journal rewrites it through its temporary file
+        outside = _linked_to_a_file_outside(own_temporary(path), tmp_path)
+        path.write_text('{"q": "1", "docs": ["a"], "scores": [0.5]}\nnot a record\n')
+    kept = journal.load({"1": ["a"]})
+    journal.append([("2", ["a"], ScoredQuery(np.array([0.25])))])
+    journal.close()
+    assert outside.read_text() == "the user's own\n"
+    assert not path.is_symlink()
+    assert [json.loads(line)["q"] for line in path.read_text().splitlines()] == [*kept, "2"]
+    expected = "is not a file" if planted == "journal" else "has 1 unreadable or stale lines"
+    assert f"warning: journal {path} {expected}" in capsys.readouterr().err

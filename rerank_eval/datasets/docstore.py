@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import left_by_a_dead_process, process_tag
+from rerank_eval.cache import NO_FOLLOW, left_by_a_dead_process, process_tag
 
 ASIDE = ".cut-short-"  # a cleared store's folder while it is deleted: NAME.cut-short-HOST-PID
 
@@ -46,7 +46,7 @@ def docstore_lock(store: Any, waiting: str) -> Iterator[None]:
 
     path = Path(f"{store.path}.rerank-eval.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
     try:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import cache_root, disk_error, own_temporary
+from rerank_eval.cache import NO_FOLLOW, cache_root, disk_error, open_new, own_temporary
 from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
@@ -94,6 +94,10 @@ class ScoreJournal:
     ) -> tuple[dict[str, ScoredQuery], bool, bool]:
         """The entries, whether lines other than cut-short ones were unreadable or stale, and
         whether the file ends in the middle of a line."""
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            # what a user sharing the cache could put there: never read or written through
+            print(f"warning: journal {path} is not a file; its queries are scored again", file=sys.stderr)
+            return {}, True, False
         if not path.exists():
             return {}, False, False
         raw = path.read_bytes()
@@ -144,12 +148,16 @@ class ScoreJournal:
 
     def _rewrite(self, kept: dict[str, ScoredQuery], expected_docs: dict[str, Sequence[str]]) -> None:
         temporary = own_temporary(self.path)  # commands sharing a cache may rewrite one journal at once
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for query_id, scored in kept.items():
-                handle.write(self._line(query_id, expected_docs[query_id], scored))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
+        try:
+            with open_new(temporary, "w", encoding="utf-8") as handle:
+                for query_id, scored in kept.items():
+                    handle.write(self._line(query_id, expected_docs[query_id], scored))
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(self.path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise disk_error(exc, self.path, "it is left as it was") from None
 
     @staticmethod
     def _line(query_id: str, docs: Sequence[str], scored: ScoredQuery) -> str:
@@ -171,7 +179,8 @@ class ScoreJournal:
                 self.close()
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = open(self.path, "ab")
+                appending = os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_FOLLOW
+                self._handle = os.fdopen(os.open(self.path, appending, 0o666), "ab")
             self._handle.write(data)
             self._handle.flush()
             os.fsync(self._handle.fileno())

@@ -28,6 +28,7 @@ from rerank_eval.cache import (
     claim,
     claims_holders,
     disk_error,
+    open_new,
     own_temporary,
     release,
     remove_dead_temporaries,
@@ -79,7 +80,7 @@ def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) 
 def write_file(path: Path, write) -> None:
     temporary = own_temporary(path)
     try:
-        with open(temporary, "wb") as handle:
+        with open_new(temporary) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
