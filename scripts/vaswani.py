@@ -25,7 +25,10 @@ def main() -> None:
         sys.exit(f"error: no Vaswani collection at {shared} (doc-text.trec, query-text.trec, qrels)")
     home = ir_datasets_home()
     write_vaswani(home, shared)
-    print(f"ir_datasets' vaswani written under {home / 'vaswani'}; now: rerank-eval run vaswani")
+    print(
+        f"ir_datasets' vaswani written under {home / 'vaswani'}; "
+        "now: rerank-eval run vaswani --model minilm-bi"
+    )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
     assert set(second["reference_style"]) == set(second["ours"]) == PATH_FIELDS
     assert second["speedup"] == round(second["reference_style"]["seconds"] / second["ours"]["seconds"], 3)
     assert "speed-up" in result.output
+    assert result.output.strip().endswith(f"wrote {out}") and '"speedup"' not in result.output
 
 
 def test_a_matmul_peak_measured_low_is_said_not_shown_as_a_model_above_the_peak(monkeypatch):

@@ -56,6 +56,7 @@ def test_bench_encode_emits_json_with_every_field(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert "speed-up" in result.output and "straightforward" in result.output
+    assert result.output.strip().endswith(f"wrote {out}") and '"speedup"' not in result.output
     straightforward, ours = data["straightforward"], data["ours"]
     assert set(straightforward) == PATH_FIELDS and set(ours) == PATH_FIELDS | {"second_pass"}
     for path in (straightforward, ours):

@@ -513,7 +513,7 @@ def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, mon
     suite = config.suite("dense")
     plan = RunPlan(config, suite, suite.select(None), 10, ["nDCG@10"], CandidateOrder.parse("first-stage"))
     assert fetch_command(plan, ["first-stage"]) == (
-        f"rerank-eval fetch dense --model first-stage --no-encode --config {setup.config}"  # (nq: all of it)
+        f"rerank-eval fetch dense --no-encode --config {setup.config}"  # (nq: all; no model files)
     )
 
 

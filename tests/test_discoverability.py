@@ -147,3 +147,14 @@ def test_each_command_of_the_list_is_one_summary_line():
     described = [line for line in panel if line.startswith("│ ")]
     names = [line.split()[1] for line in described if line[2] != " "]
     assert sorted(names) == sorted(group.commands) and len(described) == len(names)
+
+
+def test_a_narrow_tables_title_keeps_its_path_on_one_line(tmp_path):
+    """A suite of one dataset makes a narrow table; its title (the benchmarks files) was wrapped
+    in the middle of the path."""
+    user = tmp_path / "a-folder-with-a-long-name-for-its-benchmarks" / "mine.yaml"
+    user.parent.mkdir()
+    user.write_text("suites:\n  mine:\n    datasets:\n      - {key: v, id: vaswani}\n", encoding="utf-8")
+    result = run("datasets", "mine", "--config", user)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].strip().endswith(f" + {user})")

@@ -630,3 +630,11 @@ def test_models_on_an_80_column_terminal_shows_every_preset_name_whole(monkeypat
     for preset in load_config().models.values():
         assert any(line.startswith(f"│ {preset.name} ") for line in lines), preset.name
     assert "jina-reranker-v2: needs --trust-remote-code" in result.output
+
+
+def test_a_mistyped_setting_is_named_with_the_closest(models):
+    expected = (
+        r"unknown setting 'max_len' for family cross-encoder \(did you mean 'max_length'\?\) \(accepted: "
+    )
+    with pytest.raises(UserError, match=expected):
+        load_reranker(str(models["ce1"]), max_len=3)

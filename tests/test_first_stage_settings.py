@@ -157,12 +157,13 @@ def test_the_fetch_command_of_an_offline_run_carries_the_settings(packaged):
         first_stage_settings={"dimensions": "256", "query_prefix": "q: "},
     )  # fmt: skip
     assert fetch_command(plan, ["bm25"]) == (
-        "rerank-eval fetch beir --datasets scifact --model bm25 --first-stage jina-embeddings-v3 "
+        "rerank-eval fetch beir --datasets scifact --first-stage jina-embeddings-v3 "
         "--first-stage-set dimensions=256 --first-stage-set 'query_prefix=q: ' --no-encode"
     )
     # the whole suite is the suite alone, not its 26 keys
     whole = RunPlan(packaged, suite, suite.select([]), 100, ["nDCG@10"], CandidateOrder.parse("first-stage"))
-    assert fetch_command(whole, ["bm25"]) == "rerank-eval fetch beir --model bm25"
+    assert fetch_command(whole, ["bm25"]) == "rerank-eval fetch beir"  # (the bm25 preset has no files)
+    assert fetch_command(whole, ["bm25", "minilm-bi"]) == "rerank-eval fetch beir --model minilm-bi"
     some = RunPlan(
         packaged, suite, suite.select(["BEIR-13"]), 100, ["nDCG@10"], CandidateOrder.parse("first-stage")
     )
@@ -302,6 +303,10 @@ def test_first_stages_name_shows_every_setting_and_what_settings_make_of_it():
     assert 'adapters: {"query": "retrieval_query", "passage": "retrieval_passage"}' in lines
     alone = runner.invoke(app, ["first-stages", "--first-stage-set", "k1=2"])
     assert alone.exit_code == 2 and alone.output.startswith("error: --first-stage-set shows what it makes")
+    mistyped = runner.invoke(app, ["first-stages", "mini"])  # (an argument here, not --first-stage)
+    assert mistyped.exit_code == 2 and mistyped.output.startswith(
+        "error: NAME: unknown first stage 'mini'; did you mean 'minilm'? (entries: "
+    )
 
 
 def test_a_package_name_that_names_no_package_is_one_line():

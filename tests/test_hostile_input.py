@@ -190,7 +190,21 @@ def test_a_result_folder_under_a_regular_file_is_one_line(tmp_path):
     blocker.write_text("x")
     run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
     result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", blocker / "out"))
-    assert "cannot create the result folder" in one_line_error(result)
+    # (named as given, not by the folder it is staged in)
+    assert (
+        one_line_error(result)
+        == f"error: cannot create the result folder {blocker / 'out'}: {blocker} is not a folder"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "scifact.trec"]
+
+
+def test_a_result_folder_named_as_a_file_there_is_one_line(tmp_path):
+    taken = tmp_path / "README.md"
+    taken.write_text("x")
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", taken))
+    assert one_line_error(result) == f"error: a file named {taken} exists already; choose another --out"
+    assert taken.read_text() == "x"
 
 
 # -- damaged result folders -----------------------------------------------------------------------------
@@ -593,7 +607,10 @@ def test_out_and_config_paths_the_system_refuses_are_one_line(tmp_path):
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
     result = run(*bm25_on_scifact("--first-stage", "bm25s", "--out", dangling))
-    assert "result folder" in one_line_error(result)
+    assert (
+        one_line_error(result)
+        == f"error: a symbolic link named {dangling} exists already; choose another --out"
+    )
     assert not (tmp_path / "nowhere").exists()
     long = tmp_path / ("x" * 300)
     assert "File name too long" in one_line_error(run(*bm25_on_scifact("--out", long)))
@@ -671,6 +688,9 @@ def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     assert "the bm25 preset keeps a first stage's order" in one_line_error(
         run("score", "--model", "bm25", "--query", "q", "--docs", docs)
     )
+    for query in ([], ["--query", " "]):
+        result = run("score", *query, "--docs", docs)
+        assert one_line_error(result) == "error: --query TEXT is required (a query that is not blank)"
     fifo = tmp_path / "docs.fifo"
     os.mkfifo(fifo)
     assert "is a FIFO (named pipe), not a file" in one_line_error(

@@ -66,7 +66,7 @@ def test_a_dataset_whose_files_cannot_be_downloaded_is_one_line(config, offline,
     assert error.startswith(
         "cannot download cranfield through ir_datasets (its download hosts cannot be reached)"
     )
-    assert f"run `rerank-eval fetch classic --model bm25 --config {config}` on a" in error
+    assert f"run `rerank-eval fetch classic --config {config}` on a" in error
     assert f"put cran.tar.gz at {ARCHIVE}" in error
     assert len(error.strip().splitlines()) == 1
     assert "Traceback" not in result.output

@@ -825,6 +825,11 @@ def test_score_command_prints_scores_in_input_order(checkpoint, tmp_path):
         )
         assert result.exit_code == 0, result.output
         assert np.abs(np.array(json.loads(result.stdout)) - expected).max() <= 1e-5
+    plain.write_text(DOCS[0] + "\n", encoding="utf-8")
+    one = CliRunner().invoke(
+        app, ["score", "--model", str(checkpoint), "--query", QUERY, "--docs", str(plain)]
+    )
+    assert "scoring 1 document " in one.stderr and "documents" not in one.stderr
 
 
 def test_documents_file_lines_are_split_at_line_feeds_only(tmp_path):

@@ -24,14 +24,15 @@ def note_a_gpu_shape_on_a_cpu(shape: str, device: str | None) -> None:
         )
 
 
-def print_json(result: dict, json_out: Path | None) -> None:
-    """The measurement as JSON on stdout, and written atomically to `--json` when given."""
+def write_json(result: dict, json_out: Path | None) -> None:
+    """The measurement, every field of it, written atomically to `--json` when given (the table
+    printed before it is for reading; this is for keeping and comparing)."""
     from rerank_eval.results.outputs import write_output
 
-    text = json.dumps(result, indent=2)
-    print(text)
     if json_out:
+        text = json.dumps(result, indent=2)
         write_output(json_out, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+        console.print(f"wrote {json_out}")
 
 
 @app.command("bench")
@@ -64,7 +65,7 @@ def bench(
         ),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+        Path | None, typer.Option("--json", help="Write every field of the result as JSON here.")
     ] = None,
     fused_rms_norm: Annotated[
         bool,
@@ -153,7 +154,7 @@ def bench(
         second_pass=second_pass,
     )
     console.print(bench_table(result))
-    print_json(result, json_out)
+    write_json(result, json_out)
 
 
 @app.command("bench-encode")
@@ -213,7 +214,7 @@ def bench_encode(
         ),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+        Path | None, typer.Option("--json", help="Write every field of the result as JSON here.")
     ] = None,
 ) -> None:
     """Benchmark the dense encoder: the straightforward way against ours, same workload, same run.
@@ -232,7 +233,7 @@ def bench_encode(
         second_pass=second_pass, packed_sequences=packed_sequences, corpus_shard_size=corpus_shard_size,
     )  # fmt: skip
     console.print(encode_table(result))
-    print_json(result, json_out)
+    write_json(result, json_out)
 
 
 @app.command("bench-index")

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rerank_eval.cli.app import app, console, user_errors
-from rerank_eval.cli.options import ConfigOpt, FirstStageSetOpt, first_stage_settings_from
+from rerank_eval.cli.options import FLAGS, ConfigOpt, FirstStageSetOpt, first_stage_settings_from
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec
 from rerank_eval.errors import UserError
@@ -29,9 +29,12 @@ def _typed_column(table: Table, header: str, values: list[str]) -> None:
     table.add_column(header, no_wrap=True, min_width=max(map(len, [*values, header]), default=0))
 
 
-def _config_title(what: str, cfg: BenchmarkConfig) -> Text:
+def _config_table(what: str, cfg: BenchmarkConfig) -> Table:
+    """A table titled with what it lists and the benchmarks files it comes from, at least as wide
+    as that title: a narrow table (a suite of one dataset) would wrap a path in the middle."""
     files = " + ".join(str(f.path) for f in cfg.files) or str(cfg.path)
-    return Text(f"{what} ({files})")
+    title = f"{what} ({files})"
+    return Table(title=Text(title), min_width=len(title))
 
 
 @app.command("models")
@@ -40,7 +43,7 @@ def models(config: ConfigOpt = None) -> None:
     """List the model presets: family, Hub id, size, rough GPU memory need; then what each needs and sets."""
     cfg = load_config(config)
     presets = list(cfg.models.values())
-    table = Table(title=_config_title("Model presets", cfg))
+    table = _config_table("Model presets", cfg)
     _typed_column(table, "Preset", [p.name for p in presets])
     _typed_column(table, "Family", [p.family for p in presets])
     for column in ("Model", "Size", "GPU memory"):
@@ -72,7 +75,7 @@ def models(config: ConfigOpt = None) -> None:
 def suites(config: ConfigOpt = None) -> None:
     """List the suites: datasets, headline average, first stages."""
     cfg = load_config(config)
-    table = Table(title=_config_title("Suites", cfg))
+    table = _config_table("Suites", cfg)
     _typed_column(table, "Suite", list(cfg.suites))
     for column in ("Datasets", "Average", "First stage"):
         table.add_column(column, overflow="fold")
@@ -106,14 +109,18 @@ def first_stages(
     cfg = load_config(config)
     if name is not None:
         settings = first_stage_settings_from(first_stage_set)
-        _show_first_stage(cfg.command_line_first_stage(name, settings))
+        try:
+            chosen = cfg.command_line_first_stage(name, settings)
+        except UserError as exc:  # (here the first stage is the argument NAME, not --first-stage)
+            raise UserError(exc.render({**FLAGS, "first_stage": "NAME"})) from None
+        _show_first_stage(chosen)
         return
     if first_stage_set:
         raise UserError(
             "--first-stage-set shows what it makes of one first stage: name it (first-stages NAME)"
         )
     entries = list(cfg.first_stages.values())
-    table = Table(title=_config_title("First stages", cfg))
+    table = _config_table("First stages", cfg)
     _typed_column(table, "Name", [e.name for e in entries])
     _typed_column(table, "Kind", [e.kind for e in entries])
     for column in ("What", "Checked against"):
@@ -170,7 +177,7 @@ def datasets(
     """List a suite's datasets: key for --datasets, source, first stage, in the headline average."""
     cfg = load_config(config)
     spec = cfg.suite(suite)
-    table = Table(title=_config_title(f"Suite {spec.name}", cfg))
+    table = _config_table(f"Suite {spec.name}", cfg)
     _typed_column(table, "Key", [d.key for d in spec.datasets])
     table.add_column("Source", overflow="fold")
     _typed_column(table, "First stage", [d.first_stage or "-" for d in spec.datasets])

@@ -33,7 +33,8 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         help=(
-            "A benchmarks YAML file with your own suites and presets (default: the packaged benchmarks.yaml)."
+            "A benchmarks YAML file with your own suites and presets, merged over the packaged "
+            "benchmarks.yaml."
         ),
     ),
 ]
@@ -153,7 +154,7 @@ FirstStageSetOpt = Annotated[
     typer.Option(
         "--first-stage-set",
         help=(
-            "NAME=VALUE: a setting of the --first-stage first stage, e.g. dimensions=256, max_length=512, "
+            "NAME=VALUE: a setting of the first stage chosen, e.g. dimensions=256, max_length=512, "
             "k1=1.2 (`rerank-eval first-stages` lists each kind's); repeatable."
         ),
     ),

@@ -130,7 +130,7 @@ def score(
     if docs is None:
         raise UserError("--docs FILE is required")
     if not query.strip():
-        raise UserError("--query must not be empty")
+        raise UserError("--query TEXT is required (a query that is not blank)")
     texts = read_documents_file(docs)
     cfg = load_config(config)
     settings = settings_from(setting)
@@ -163,11 +163,12 @@ def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[f
             "the bm25 preset keeps a first stage's order and has no scores of its own; "
             "score needs a model (--model PRESET, a Hub id or a checkpoint directory)"
         )
+    what = f"scoring {len(texts):,} document{'s' * (len(texts) != 1)}"
     if reranker.family == "listwise-last-token":
-        with step(f"scoring {len(texts):,} documents"):
+        with step(what):
             return reranker.score(query, texts)
     slices = [texts[start : start + SCORE_SLICE] for start in range(0, len(texts), SCORE_SLICE)]
-    tracked = track(slices, len(texts), f"scoring {len(texts):,} documents", size=len)
+    tracked = track(slices, len(texts), what, size=len)
     return [score for part in tracked for score in reranker.score(query, part)]
 
 

@@ -92,7 +92,7 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
         words = ["rerank-eval", "fetch", plan.suite.name]
         if [d.key for d in specs] != [d.key for d in plan.suite.datasets]:  # (the whole suite: none)
             words += ["--datasets", ",".join(d.key for d in specs)]
-        for model in models if not commands else []:
+        for model in _with_files(plan, models) if not commands else []:
             words += ["--model", model]
         if with_first_stage and plan.first_stage_override:
             words += ["--first-stage", plan.first_stage_override]
@@ -106,6 +106,14 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
             words += ["--config", str(plan.config.path)]
         commands.append(shlex.join(words))
     return " && ".join(commands)
+
+
+def _with_files(plan: RunPlan, models: list[str]) -> list[str]:
+    """The models that have files to fetch: not the bm25 preset, which keeps the first-stage order."""
+    from rerank_eval.rerankers import registry
+
+    presets = [plan.config.models.get(model) for model in models]
+    return [m for m, p in zip(models, presets) if p is None or registry.family(p.family).needs_model]
 
 
 def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload) -> UserError:

@@ -205,7 +205,8 @@ class Report:
             for r in self.manifest.datasets
             if r.timings.resumed_queries
         ]
-        if reused and one_model:
+        scored = self.manifest.model.family != "first-stage-order"  # (the bm25 preset scores nothing)
+        if reused and one_model and scored:
             lines.append(
                 "Seconds time this run's scoring, not the scores it took from the score journal "
                 f"(queries: {', '.join(reused)})."
@@ -233,7 +234,14 @@ def _averages_from(report: Report) -> int | None:
 
 def report_table(report: Report) -> ResultTable:
     """Every measure of one result, first stage and reranked, per row."""
-    title = f"{report.manifest.model.name} on {report.manifest.suite.name} (top-{report.recall[2:]})"
+    model = report.manifest.model
+    # the bm25 preset's name could be read as the first stage's, which the caption names
+    named = (
+        f"{model.name} (first-stage order, no reranker)"
+        if model.family == "first-stage-order"
+        else model.name
+    )
+    title = f"{named} on {report.manifest.suite.name} (top-{report.recall[2:]})"
     columns = [Column("Dataset", numeric=False)]
     for metric in report.metrics:
         columns += [

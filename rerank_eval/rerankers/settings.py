@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def read_settings(settings: type, values: dict[str, Any], family: str) -> Any:
     unknown = sorted(set(values) - set(accepted))
     if unknown:
         raise UserError(
-            f"unknown setting {unknown[0]!r} for family {family} "
+            f"unknown setting {unknown[0]!r} for family {family}{did_you_mean(unknown[0], accepted)} "
             f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
         )
     hints = typing.get_type_hints(settings)

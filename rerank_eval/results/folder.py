@@ -144,15 +144,20 @@ class ResultWriter:
             )
         self.kept_existing = False
         if taken and not self.existing:
+            kinds = ("result folder", "a symbolic link named", "a file named")
+            what = kinds[0] if self.final.is_dir() else kinds[1] if self.final.is_symlink() else kinds[2]
             raise UserError(
-                f"result folder {self.final} exists already; choose another {term('out')}", {"out": "folder"}
+                f"{what} {self.final} exists already; choose another {term('out')}", {"out": "folder"}
             )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         try:
             self._held = staging.claim(self.staging, self.final)
         except OSError as exc:
             problem = exc.strerror or exc
-            raise UserError(f"cannot create the result folder {self.staging}: {problem}") from None
+            if exc.errno == errno.ENOTDIR:  # (the staging folder's name is not the user's to know)
+                file = next((p for p in self.final.parents if p.exists() and not p.is_dir()), None)
+                problem = f"{file} is not a folder" if file is not None else problem
+            raise UserError(f"cannot create the result folder {self.final}: {problem}") from None
         self.per_query_rows: list[tuple[str, str, str, str, float]] = []
         self.run_sha256: dict[str, str] = {}
         self.block_rows: list[tuple[str, str, int, str]] = []

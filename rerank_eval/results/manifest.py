@@ -48,6 +48,7 @@ class Model:
     #: its place (1, 2, ...) among the `--model`s of a run of several; None for a run of one, and
     #: in results written before it was recorded
     position: int | None = None
+    family: str | None = None  # (None in results written before it was read here)
 
 
 @dataclass(frozen=True)
