@@ -258,6 +258,20 @@ def test_the_manifest_counts_the_queries_the_candidates_cover(tmp_path, monkeypa
     }
 
 
+def test_the_same_command_after_its_result_was_published_keeps_it(tmp_path, monkeypatch):
+    """A kill after the result folder was published, before the command exited (its table still
+    printing): the same command again ends well, with the same folder, not "exists already"."""
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    out = tmp_path / "o"
+    published = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = invoke(args)
+    assert again.exit_code == 0, again.output
+    assert f"{out}: the same results as the folder already there, which is kept" in again.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == published
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o", "scifact.trec"]
+
+
 def bm25_on_scifact(tmp_path: Path, monkeypatch) -> list[str]:
     """The cheapest run (the first stage's order on the scifact fixture), cached in `tmp_path`."""
     from tests import builders
@@ -269,11 +283,16 @@ def bm25_on_scifact(tmp_path: Path, monkeypatch) -> list[str]:
 
 
 def invoke(args: list[str]):
+    """The command line `args`, as `sys.argv` too (the command a result records)."""
+    import sys
+    from unittest import mock
+
     from typer.testing import CliRunner
 
     from rerank_eval.cli import app
 
-    return CliRunner().invoke(app, args)
+    with mock.patch.object(sys, "argv", ["rerank-eval", *args]):
+        return CliRunner().invoke(app, args)
 
 
 def test_a_single_process_run_journals_under_the_key_alone(tmp_path, monkeypatch):
@@ -313,7 +332,7 @@ def test_a_dataset_one_run_lacks_is_compared_where_it_can_be(base, tmp_path):
 def test_the_command_line_names_its_flag_where_the_library_says_folder(tmp_path, monkeypatch):
     args = bm25_on_scifact(tmp_path, monkeypatch)
     assert invoke(args).exit_code == 0
-    again = invoke(args)
+    again = invoke([*args, "--top-k", "10"])  # another command (the same one keeps what it published)
     assert again.exit_code == 2
     assert (
         again.output.strip() == f"error: result folder {tmp_path / 'o'} exists already; choose another --out"

@@ -367,3 +367,28 @@ def test_a_link_in_place_of_a_journal_is_replaced_not_read_or_written_through(tm
     assert [json.loads(line)["q"] for line in path.read_text().splitlines()] == [*kept, "2"]
     expected = "is not a file" if planted == "journal" else "has 1 unreadable or stale lines"
     assert f"warning: journal {path} {expected}" in capsys.readouterr().err
+
+
+def test_what_killed_writes_left_beside_journals_and_dense_runs_is_removed(tmp_path):
+    """A kill between writing a journal's rewrite or a dense run and renaming it left its temporary
+    file for good (corpus folders alone were cleared); a live process's stays."""
+    import subprocess
+
+    from rerank_eval.first_stage.dense import _write_run
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    dead = f"{process_tag().partition('-')[0]}-{gone.pid}.tmp"
+    journals, runs = tmp_path / "journals", tmp_path / "runs"
+    for folder in (journals, runs):
+        folder.mkdir()
+        (folder / f"left.{dead}").write_text("half")
+        (folder / f"live.{process_tag()}.tmp").write_text("being written")
+    ScoreJournal(journals / "scifact-0123.jsonl").load({})
+    _write_run(runs / "scifact.trec", {"q1": {"d1": 0.5}}, {"corpus_documents": 1})
+    assert sorted(p.name for p in journals.iterdir()) == [f"live.{process_tag()}.tmp"]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        f"live.{process_tag()}.tmp",
+        "scifact.json",
+        "scifact.trec",
+    ]

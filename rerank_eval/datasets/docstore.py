@@ -24,6 +24,9 @@ from typing import Any
 from rerank_eval.cache import NO_FOLLOW, left_by_a_dead_process, process_tag
 
 ASIDE = ".cut-short-"  # a cleared store's folder while it is deleted: NAME.cut-short-HOST-PID
+#: how long a lock on `bin` may outlast the build lock of a process that was killed: its locks end
+#: one file at a time as it is torn down, so the build lock can end first
+LAST_LOCK_SECONDS = 2.0
 
 
 def lz4_store(store: Any) -> bool:
@@ -58,11 +61,26 @@ def docstore_lock(store: Any, waiting: str) -> Iterator[None]:
         os.close(handle)  # (closing releases the lock)
 
 
+def _locked_within(handle: int, seconds: float) -> bool:
+    """Whether an exclusive lock on `handle` was taken within `seconds` (tried every 50 ms)."""
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 def clear_interrupted_docstore(store: Any) -> Path | None:
     """Remove what a killed build of the lz4 `store` left (returning its folder), so that its next
     use builds it from the start; None when there is nothing to clear (a whole store, or one a
     build is writing). Called under `docstore_lock`."""
-    import fcntl
 
     from ir_datasets.indices.lz4_pickle import safe_str
 
@@ -78,10 +96,11 @@ def clear_interrupted_docstore(store: Any) -> Path | None:
     except OSError:
         return None
     try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _locked_within(handle, LAST_LOCK_SECONDS):  # a build of another program: left to finish
+            return None
         aside = folder.with_name(f"{folder.name}{ASIDE}{process_tag()}")
         os.rename(folder, aside)
-    except OSError:  # a build of another program holds it: left to finish
+    except OSError:
         return None
     finally:
         os.close(handle)

@@ -195,9 +195,10 @@ def _execute_each(
                     stop.signum,
                 )
             destination = out if len(models) == 1 else out / name
-            # A resumed several-model run redoes the models it had published, from the journal (no
+            # A resumed run redoes the models it had published (a several-model run stopped at a
+            # later model, or a kill between publishing and exiting), from the journal (no
             # scoring), and keeps their folders when the results come out identical.
-            resumed = len(models) > 1 and _published_by_this_command(destination, command, plan)
+            resumed = _published_by_this_command(destination, command, plan)
             try:
                 with stop.preparing():
                     reranker = load(model)

@@ -11,6 +11,7 @@ model's block sizes), kept so that a resumed run reports them as an uninterrupte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from rerank_eval.cache import NO_FOLLOW, cache_root, disk_error, open_new, own_temporary
+from rerank_eval.cache import (
+    NO_FOLLOW,
+    cache_root,
+    disk_error,
+    open_new,
+    own_temporary,
+    remove_dead_temporaries,
+)
 from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
@@ -79,6 +87,8 @@ class ScoreJournal:
         is: another command sharing the cache may be appending to it (a rewrite puts a new file at
         the path: lines that command appends meanwhile go to the old one and are scored again).
         """
+        with contextlib.suppress(OSError):  # what rewrites killed before their rename left
+            remove_dead_temporaries(self.path.parent)
         kept: dict[str, ScoredQuery] = {}
         for sibling in sibling_journals(self.path) if siblings else []:
             kept.update(self._read(sibling, expected_docs)[0])

@@ -320,6 +320,7 @@ class DenseRetrieval(FirstStageKind):
 def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
     """The run file and, beside it, what it was searched over (kept when the corpus embeddings
     are deleted to free their space); the run file is renamed into place last."""
+    from rerank_eval.cache import remove_dead_temporaries
     from rerank_eval.first_stage.dense.corpus import write_file
 
     lines = [
@@ -327,6 +328,7 @@ def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
     ]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(path.parent)  # what runs killed while writing here left
     except OSError as exc:
         raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
     write_file(path.with_suffix(".json"), lambda h: h.write(json.dumps(corpus, indent=1).encode()))
