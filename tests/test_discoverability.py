@@ -114,7 +114,7 @@ def test_a_mistyped_measure_with_a_wrong_cutoff_is_not_offered_another_wrong_one
     [
         (["beir", "--topk", "5"], "error: No such option: --topk (Possible options: --dtype, --top-k); "
                                   "see rerank-eval beir --help"),
-        (["compare"], "error: Missing argument 'results'; see rerank-eval compare --help"),
+        (["compare"], "error: Missing argument 'RESULT'; see rerank-eval compare --help"),
         (["nosuch"], "error: No such command 'nosuch'; see rerank-eval --help"),
         (["models", "extra"],
          "error: Got unexpected extra argument(s) (extra); see rerank-eval models --help"),

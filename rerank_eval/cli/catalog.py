@@ -94,7 +94,9 @@ def suites(config: ConfigOpt = None) -> None:
 def first_stages(
     name: Annotated[
         str | None,
-        typer.Argument(help="One first stage (an entry or dense:ENCODER): show all its settings."),
+        typer.Argument(
+            metavar="NAME", help="One first stage (an entry or dense:ENCODER): show all its settings."
+        ),
     ] = None,
     first_stage_set: FirstStageSetOpt = None,
     config: ConfigOpt = None,
@@ -171,7 +173,9 @@ def _settings_listed(settings: dict[str, Setting]) -> str:
 @app.command("datasets")
 @user_errors
 def datasets(
-    suite: Annotated[str, typer.Argument(help="The suite to list (see `rerank-eval suites`).")],
+    suite: Annotated[
+        str, typer.Argument(metavar="SUITE", help="The suite to list (see `rerank-eval suites`).")
+    ],
     config: ConfigOpt = None,
 ) -> None:
     """List a suite's datasets: key for --datasets, source, first stage, in the headline average."""

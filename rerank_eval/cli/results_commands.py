@@ -19,8 +19,9 @@ def export(
     result: Annotated[
         Path,
         typer.Argument(
+            metavar="RESULT",
             help="A result folder written by a benchmark command (a folder of several models' results: "
-            "their one table)."
+            "their one table).",
         ),
     ],
     csv: Annotated[
@@ -78,7 +79,10 @@ def write_outputs(outputs: list[tuple[Path | None, Callable[[], str | bytes]]]) 
 def compare(
     results: Annotated[
         list[Path],
-        typer.Argument(help="Result folders (a folder of several models' results counts as each of them)."),
+        typer.Argument(
+            metavar="RESULT",
+            help="Result folders (a folder of several models' results counts as each of them).",
+        ),
     ],
     baseline: Annotated[
         str | None,

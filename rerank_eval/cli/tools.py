@@ -35,7 +35,10 @@ from rerank_eval.errors import MissingDownload, UserError
 def fetch(
     suite: Annotated[
         str | None,
-        typer.Argument(help="The suite whose files to download (beir, miracl, ...); none for --model alone."),
+        typer.Argument(
+            metavar="SUITE",
+            help="The suite whose files to download (beir, miracl, ...); none for --model alone.",
+        ),
     ] = None,
     datasets: DatasetsOpt = None,
     model: Annotated[
