@@ -272,6 +272,40 @@ def test_the_same_command_after_its_result_was_published_keeps_it(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o", "scifact.trec"]
 
 
+def test_the_same_command_over_a_changed_config_does_not_keep_the_folder(tmp_path, monkeypatch):
+    """The scores come out the same, but the manifest would record another config: the folder
+    already there is not passed off as this run's."""
+    config = tmp_path / "mine.yaml"
+    config.write_text("suites: {}\n", encoding="utf-8")
+    args = [*bm25_on_scifact(tmp_path, monkeypatch), "--config", str(config)]
+    assert invoke(args).exit_code == 0
+    published = (tmp_path / "o" / "manifest.json").read_bytes()
+    config.write_text("# a note\nsuites: {}\n", encoding="utf-8")
+    again = invoke(args)
+    assert again.exit_code == 2
+    assert "exists already and holds other results" in again.output
+    assert (tmp_path / "o" / "manifest.json").read_bytes() == published
+
+
+def test_what_a_resumed_run_records_otherwise_is_left_out_of_the_comparison():
+    from rerank_eval.results.manifest import lasting_record
+
+    def manifest(seconds: float, execution: dict, command: list[str]) -> dict:
+        first_stage = {"kind": "dense", "sha256": "ab", "execution": execution}
+        record = {"key": "nq", "first_stage": first_stage, "timings": {"rerank_seconds": seconds}}
+        return {"command": command, "started": str(seconds), "finished": str(seconds), "seconds": seconds,
+                "model": {"name": "m"}, "datasets": [record]}  # fmt: skip
+
+    one = manifest(1.0, {"encoded_passages": 9}, ["/bin/rerank-eval", "beir", "--fresh"])
+    assert lasting_record(one) == lasting_record(manifest(2.0, {}, ["rerank-eval", "beir"]))
+    assert lasting_record(one) != lasting_record(
+        manifest(1.0, {"encoded_passages": 9}, ["rerank-eval", "miracl"])
+    )
+    changed = manifest(1.0, {"encoded_passages": 9}, ["rerank-eval", "beir"])
+    changed["datasets"][0]["first_stage"]["sha256"] = "cd"
+    assert lasting_record(one) != lasting_record(changed)
+
+
 def bm25_on_scifact(tmp_path: Path, monkeypatch) -> list[str]:
     """The cheapest run (the first stage's order on the scifact fixture), cached in `tmp_path`."""
     from tests import builders

@@ -35,7 +35,7 @@ from rerank_eval.errors import UserError, describe, term
 from rerank_eval.paths import data_file_problem, inside
 from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
-from rerank_eval.results.manifest import Manifest, read_manifest
+from rerank_eval.results.manifest import Manifest, lasting_record, read_manifest
 from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
 PER_QUERY_COLUMNS = ["dataset", "stage", "measure", "query_id", "value"]
@@ -203,7 +203,7 @@ class ResultWriter:
             self._write(self.staging / "per_query_blocks.csv", blocks.to_csv(index=False))
         self._write(self.staging / "summary.csv", summarize(manifest, frame))
         if self.existing:
-            return self._keep_if_identical()
+            return self._keep_if_identical(manifest)
         self._write(self.staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         try:
             if self.final.exists() or self.final.is_symlink():  # (rename would replace an empty folder)
@@ -220,16 +220,25 @@ class ResultWriter:
         self._held = None
         return self.final
 
-    def _keep_if_identical(self) -> Path:
-        """Keep the existing folder when its runs, per-query values and summary equal this run's."""
+    def _keep_if_identical(self, manifest: dict[str, Any]) -> Path:
+        """Keep the existing folder when its runs, per-query values and summary equal this run's,
+        and its manifest records the same run but for what a resumed run records otherwise (a
+        changed config, checkpoint or code that left the scores as they were is another run)."""
 
-        def files(folder: Path) -> list[Path]:  # the manifest differs in timings alone
+        def files(folder: Path) -> list[Path]:
             paths = [p.relative_to(folder) for p in folder.rglob("*") if p.is_file()]
             return sorted(p for p in paths if p.name != "manifest.json")
 
         mine, theirs = files(self.staging), files(self.final)
         identical = mine == theirs and all(
             (self.staging / name).read_bytes() == (self.final / name).read_bytes() for name in mine
+        )
+        try:
+            existing = json.loads((self.final / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            existing = None
+        identical = identical and lasting_record(existing) == lasting_record(
+            json.loads(json.dumps(manifest, default=str))
         )
         self.abort()
         if not identical:

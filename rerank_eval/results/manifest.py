@@ -177,3 +177,25 @@ def read_manifest(data: Any, source: str) -> Manifest:
             f"{MANIFEST_FORMAT} (a newer version wrote it)"
         )
     return dataclasses.replace(manifest, raw=data)
+
+
+def lasting_record(manifest: Any) -> Any:
+    """A manifest (as JSON) without what differs between an uninterrupted run and the same run
+    resumed or redone from its journal (docs/operations.md): its times, each dataset's timings, how
+    its first stage was obtained (`execution`), and of its command line the program's path and a
+    `--fresh` (the resume command leaves it out)."""
+
+    def without(record: Any, *keys: str) -> Any:
+        return {k: v for k, v in record.items() if k not in keys} if isinstance(record, dict) else record
+
+    kept = without(manifest, "started", "finished", "seconds")
+    if isinstance(kept, dict) and isinstance(kept.get("command"), list):
+        kept["command"] = [word for word in kept["command"][1:] if word != "--fresh"]
+    if isinstance(kept, dict) and isinstance(kept.get("datasets"), list):
+        kept["datasets"] = [
+            {**record, "first_stage": without(record.get("first_stage"), "execution")}
+            if isinstance(record, dict)
+            else record
+            for record in (without(record, "timings") for record in kept["datasets"])
+        ]
+    return kept
