@@ -49,10 +49,15 @@ def disk_error(exc: OSError, path: Path, kept: str) -> UserError:
 def process_tag() -> str:
     """`HOST-PID`: names what this process writes in a cache that several processes, on one host or
     several sharing a file system, may use at once, so that none writes into another's file and
-    what a killed process left can be told apart (`left_by_a_dead_process`)."""
+    what a killed process left can be told apart (`left_by_a_dead_process`). On Linux HOST also
+    names the process-id namespace: containers on one machine may share its host name (host
+    networking) while each numbers its processes from 1, and one cannot see the others' processes."""
     import socket
 
-    return f"{socket.gethostname().replace('-', '_').replace('.', '_')}-{os.getpid()}"
+    host = socket.gethostname()
+    with contextlib.suppress(OSError):
+        host += f"_{os.stat('/proc/self/ns/pid').st_ino}"
+    return f"{host.replace('-', '_').replace('.', '_')}-{os.getpid()}"
 
 
 def left_by_a_dead_process(tag: str) -> bool:
@@ -63,26 +68,30 @@ def left_by_a_dead_process(tag: str) -> bool:
     return host == process_tag().partition("-")[0] and pid.isdigit() and not _alive(int(pid))
 
 
-def own_temporary(path: Path) -> Path:
-    """The temporary file this process writes `path` through (`NAME.HOST-PID.tmp`): two processes
-    sharing a cache never write into one temporary file."""
-    return path.with_name(f"{path.name}.{process_tag()}.tmp")
+def open_own_temporary(path: Path, mode: str = "wb", **options: Any) -> tuple[Path, IO[Any]]:
+    """A new file beside `path` to write it through, then rename into place, and its open handle:
+    `NAME.HOST-PID-RANDOM.tmp`, made where no file was (`O_EXCL`), so that no other process writes
+    into it (another container's with the same tag included) and no symbolic link someone sharing
+    the cache put under a name is written through."""
+    import secrets
 
-
-def open_new(path: Path, mode: str = "wb", **options: Any) -> IO[Any]:
-    """A new file at `path` (a temporary one, as `own_temporary`), opened for writing: whatever was
-    at that name is removed, never written through, so a symbolic link someone sharing the cache
-    put there cannot redirect the write to the file it points to."""
-    path.unlink(missing_ok=True)
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666), mode, **options)
+    while True:
+        temporary = path.with_name(f"{path.name}.{process_tag()}-{secrets.token_hex(4)}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)
+        except FileExistsError:
+            continue
+        return temporary, os.fdopen(descriptor, mode, **options)
 
 
 def remove_dead_temporaries(folder: Path) -> None:
-    """Remove the `own_temporary` files in `folder` of processes of this host that are gone (a kill
-    -9 while writing; a corpus shard's can be gigabytes)."""
+    """Remove the `open_own_temporary` files in `folder` of processes of this host that are gone (a
+    kill -9 while writing; a corpus shard's can be gigabytes); one that cannot be removed (another
+    user's, in a folder with the sticky bit) is left, as are the rest of the work's."""
     for left in folder.glob("*.tmp"):
         if left_by_a_dead_process(left.name.removesuffix(".tmp").rpartition(".")[2]):
-            left.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                left.unlink(missing_ok=True)
 
 
 def building_folder(folder: Path) -> Path:

@@ -412,12 +412,11 @@ def test_a_path_that_is_not_a_folder_says_so(tmp_path):
 
 def test_a_killed_builds_folder_is_removed_only_by_its_own_host_once_its_process_is_gone(tmp_path):
     import os
-    import socket
     import subprocess
 
-    from rerank_eval.cache import building_folder
+    from rerank_eval.cache import building_folder, process_tag
 
-    host = socket.gethostname().replace("-", "_").replace(".", "_")
+    host = process_tag().partition("-")[0]
     gone = subprocess.Popen(["true"])
     gone.wait()  # a process id that no longer runs
     target = tmp_path / "index"

@@ -8,6 +8,7 @@ held by the test stands for another process's here; the end-to-end cases with re
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerank_eval.cache import building_claim, claim, own_temporary, process_tag, release
+from rerank_eval.cache import building_claim, claim, process_tag, release
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import bm25_index as bm25
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard
@@ -328,14 +329,28 @@ def _linked_to_a_file_outside(at: Path, tmp_path: Path) -> Path:
     return outside
 
 
-def test_a_link_under_a_temporary_files_name_is_replaced_not_written_through(tmp_path):
+def _first_temporary_name_taken(path: Path, tmp_path: Path, monkeypatch) -> Path:
+    """The first name a temporary file of `path` is given made a link to a file of the user's (as
+    another user, or another container with this process's tag, could have it), the next free."""
+    import secrets
+
+    names = iter(["aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(secrets, "token_hex", lambda size: next(names))
+    return _linked_to_a_file_outside(path.with_name(f"{path.name}.{process_tag()}-aaaaaaaa.tmp"), tmp_path)
+
+
+def test_a_temporary_file_is_made_where_no_file_was(tmp_path, monkeypatch):
     from rerank_eval.first_stage.dense.corpus import write_file
 
     path = tmp_path / "cache" / "corpus" / "key.json"
-    outside = _linked_to_a_file_outside(own_temporary(path), tmp_path)
+    outside = _first_temporary_name_taken(path, tmp_path, monkeypatch)
     write_file(path, lambda handle: handle.write(b"{}"))
     assert path.read_bytes() == b"{}" and not path.is_symlink()
     assert outside.read_text() == "the user's own\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "key.json",
+        f"key.json.{process_tag()}-aaaaaaaa.tmp",
+    ]
 
 
 def test_a_link_under_a_lock_files_name_is_refused_not_written_through(tmp_path):
@@ -350,14 +365,20 @@ def test_a_link_under_a_lock_files_name_is_refused_not_written_through(tmp_path)
     assert outside.read_text() == "the user's own\n"
 
 
-@pytest.mark.parametrize("planted", ["journal", "its temporary file"])
-def test_a_link_in_place_of_a_journal_is_replaced_not_read_or_written_through(tmp_path, planted, capsys):
+@pytest.mark.parametrize("planted", ["journal", "a named pipe", "its temporary file"])
+def test_a_link_in_place_of_a_journal_is_replaced_not_read_or_written_through(
+    tmp_path, planted, capsys, monkeypatch
+):
     path = tmp_path / "cache" / "journals" / "scifact-0123.jsonl"
     journal = ScoreJournal(path)
     if planted == "journal":
         outside = _linked_to_a_file_outside(path, tmp_path)
+    elif planted == "a named pipe":  # (read, it would wait for a writer for ever)
+        outside = _linked_to_a_file_outside(tmp_path / "elsewhere", tmp_path)
+        path.parent.mkdir(parents=True)
+        os.mkfifo(path)
     else:  # with a damaged line, so that loading the journal rewrites it through its temporary file
-        outside = _linked_to_a_file_outside(own_temporary(path), tmp_path)
+        outside = _first_temporary_name_taken(path, tmp_path, monkeypatch)
         path.write_text('{"q": "1", "docs": ["a"], "scores": [0.5]}\nnot a record\n')
     kept = journal.load({"1": ["a"]})
     journal.append([("2", ["a"], ScoredQuery(np.array([0.25])))])
@@ -365,7 +386,7 @@ def test_a_link_in_place_of_a_journal_is_replaced_not_read_or_written_through(tm
     assert outside.read_text() == "the user's own\n"
     assert not path.is_symlink()
     assert [json.loads(line)["q"] for line in path.read_text().splitlines()] == [*kept, "2"]
-    expected = "is not a file" if planted == "journal" else "has 1 unreadable or stale lines"
+    expected = "has 1 unreadable or stale lines" if planted == "its temporary file" else "is not a file"
     assert f"warning: journal {path} {expected}" in capsys.readouterr().err
 
 
@@ -392,3 +413,61 @@ def test_what_killed_writes_left_beside_journals_and_dense_runs_is_removed(tmp_p
         "scifact.json",
         "scifact.trec",
     ]
+
+
+def _gone_pid() -> int:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid  # a process id that no longer runs
+
+
+@pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="no process-id namespaces here")
+def test_another_containers_processes_are_not_judged_by_this_one():
+    """Containers on one machine may share its host name while each numbers its processes from 1:
+    a process id another one wrote names nothing this one can look up."""
+    import socket
+
+    from rerank_eval.cache import left_by_a_dead_process
+
+    pid = _gone_pid()
+    same_name = socket.gethostname().replace("-", "_").replace(".", "_")
+    assert left_by_a_dead_process(f"{process_tag().partition('-')[0]}-{pid}")
+    assert not left_by_a_dead_process(f"{same_name}-{pid}")  # (the host's own namespace, or none)
+    assert not left_by_a_dead_process(f"{same_name}_1-{pid}")
+
+
+def test_a_dead_temporary_that_cannot_be_removed_leaves_the_others_removed(tmp_path, monkeypatch):
+    """Another user's file in a folder with the sticky bit cannot be removed: the clearing goes on."""
+    from rerank_eval.cache import remove_dead_temporaries
+
+    host = process_tag().partition("-")[0]
+    names = [f"a.{host}-{_gone_pid()}-00000000.tmp", f"b.{host}-{_gone_pid()}-00000000.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("half")
+    unlink = Path.unlink
+
+    def refused_for_a(path, missing_ok=False):
+        if path.name.startswith("a."):
+            raise PermissionError(1, "Operation not permitted")
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused_for_a)
+    remove_dead_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[0]]
+
+
+def test_a_link_under_a_doc_store_lock_files_name_is_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from rerank_eval.datasets.docstore import docstore_lock
+
+    store = SimpleNamespace(path=str(tmp_path / "ir_datasets" / "vaswani" / "docs.pklz4"))
+    lock = Path(f"{store.path}.rerank-eval.lock")
+    outside = _linked_to_a_file_outside(lock, tmp_path)
+    with pytest.raises(UserError) as raised:
+        with docstore_lock(store, "waiting"):
+            pass
+    assert str(raised.value) == f"Too many levels of symbolic links while writing {lock}; nothing was built"
+    assert outside.read_text() == "the user's own\n"

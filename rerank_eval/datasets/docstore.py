@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.cache import NO_FOLLOW, left_by_a_dead_process, process_tag
+from rerank_eval.cache import NO_FOLLOW, disk_error, left_by_a_dead_process, process_tag
 
 ASIDE = ".cut-short-"  # a cleared store's folder while it is deleted: NAME.cut-short-HOST-PID
 #: how long a lock on `bin` may outlast the build lock of a process that was killed: its locks end
@@ -48,8 +48,11 @@ def docstore_lock(store: Any, waiting: str) -> Iterator[None]:
     import fcntl
 
     path = Path(f"{store.path}.rerank-eval.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
+    try:  # (writable by the users sharing the ir_datasets folder, as the umask allows: a lock needs it)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o666)
+    except OSError as exc:
+        raise disk_error(exc, path, "nothing was built") from None
     try:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,7 +95,7 @@ def clear_interrupted_docstore(store: Any) -> Path | None:
     if all((folder / f"idx.{safe_str(field)}.meta").is_file() for field in fields):
         return None
     try:  # never created here: a folder without data holds nothing a build would append to
-        handle = os.open(folder / "bin", os.O_WRONLY | os.O_APPEND)
+        handle = os.open(folder / "bin", os.O_WRONLY | os.O_APPEND | NO_FOLLOW)
     except OSError:
         return None
     try:

@@ -12,9 +12,11 @@ model's block sizes), kept so that a resumed run reports them as an uninterrupte
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +29,10 @@ from rerank_eval.cache import (
     NO_FOLLOW,
     cache_root,
     disk_error,
-    open_new,
-    own_temporary,
+    open_own_temporary,
     remove_dead_temporaries,
 )
+from rerank_eval.errors import UserError
 from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
@@ -64,6 +66,21 @@ def sibling_journals(path: Path) -> list[Path]:
     candidates = [path.parent / f"{stem}.jsonl", *path.parent.glob(f"{stem}.rank*-of-*.jsonl")]
     same_key = {p for p in candidates if _RANK_SUFFIX.sub("", p.name) == stem}
     return sorted(p for p in same_key if p != path and p.is_file())
+
+
+def _file_bytes(path: Path) -> bytes | None:
+    """What the file at `path` holds (nothing where there is none), or None where `path` is not a
+    file: a symbolic link (not followed), a folder, a named pipe (not waited on)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link
+            return None
+        raise UserError(f"cannot read the score journal {path}: {exc.strerror or exc}") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read() if stat.S_ISREG(os.fstat(descriptor).st_mode) else None
 
 
 class ScoreJournal:
@@ -104,13 +121,10 @@ class ScoreJournal:
     ) -> tuple[dict[str, ScoredQuery], bool, bool]:
         """The entries, whether lines other than cut-short ones were unreadable or stale, and
         whether the file ends in the middle of a line."""
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            # what a user sharing the cache could put there: never read or written through
+        raw = _file_bytes(path)
+        if raw is None:  # what a user sharing the cache could put there: never read or written through
             print(f"warning: journal {path} is not a file; its queries are scored again", file=sys.stderr)
             return {}, True, False
-        if not path.exists():
-            return {}, False, False
-        raw = path.read_bytes()
         lines = raw.split(b"\n")
         kept: dict[str, ScoredQuery] = {}
         damaged = []
@@ -157,16 +171,18 @@ class ScoreJournal:
         return query_id, ScoredQuery(values, notes)
 
     def _rewrite(self, kept: dict[str, ScoredQuery], expected_docs: dict[str, Sequence[str]]) -> None:
-        temporary = own_temporary(self.path)  # commands sharing a cache may rewrite one journal at once
+        temporary = None  # (commands sharing a cache may rewrite one journal at once)
         try:
-            with open_new(temporary, "w", encoding="utf-8") as handle:
+            temporary, handle = open_own_temporary(self.path, "w", encoding="utf-8")
+            with handle:
                 for query_id, scored in kept.items():
                     handle.write(self._line(query_id, expected_docs[query_id], scored))
                 handle.flush()
                 os.fsync(handle.fileno())
             temporary.replace(self.path)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
             raise disk_error(exc, self.path, "it is left as it was") from None
 
     @staticmethod

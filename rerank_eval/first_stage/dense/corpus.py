@@ -28,8 +28,7 @@ from rerank_eval.cache import (
     claim,
     claims_holders,
     disk_error,
-    open_new,
-    own_temporary,
+    open_own_temporary,
     release,
     remove_dead_temporaries,
     wait_for_claim,
@@ -78,15 +77,17 @@ def corpus_shards(documents: Iterator[tuple[str, str]], size: int, digest: Any) 
 
 
 def write_file(path: Path, write) -> None:
-    temporary = own_temporary(path)
+    temporary = None
     try:
-        with open_new(temporary) as handle:
+        temporary, handle = open_own_temporary(path)
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise disk_error(exc, path, "shards already written are kept") from None
 
 
