@@ -345,6 +345,8 @@ def test_sibling_journals_are_those_of_the_same_key_even_when_the_dataset_key_ha
         (tmp_path / name).write_text("")
     assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.jsonl")] == names[1:3]
     assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.rank1-of-2.jsonl")] == names[:2]
+    (tmp_path / "ms.v2-aaaa.rank3-of-4.jsonl").symlink_to(tmp_path / "ms.v2-bbbb.jsonl")  # (never read)
+    assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.jsonl")] == names[1:3]
 
 
 def test_a_stop_during_a_datasets_last_chunk_stops_before_the_next_dataset(tmp_path, monkeypatch):

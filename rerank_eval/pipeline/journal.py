@@ -61,11 +61,12 @@ _RANK_SUFFIX = re.compile(r"(\.rank\d+-of-\d+)?\.jsonl$")
 
 def sibling_journals(path: Path) -> list[Path]:
     """The other files of the same key (other ranks, or a run with another process count); a dataset
-    key may hold dots, so the stem is what precedes the file's own suffixes, matched exactly."""
+    key may hold dots, so the stem is what precedes the file's own suffixes, matched exactly. A link
+    there is none of them: it is not this process's to replace, and is never read through."""
     stem = _RANK_SUFFIX.sub("", path.name)
     candidates = [path.parent / f"{stem}.jsonl", *path.parent.glob(f"{stem}.rank*-of-*.jsonl")]
     same_key = {p for p in candidates if _RANK_SUFFIX.sub("", p.name) == stem}
-    return sorted(p for p in same_key if p != path and p.is_file())
+    return sorted(p for p in same_key if p != path and p.is_file() and not p.is_symlink())  # (read only)
 
 
 def _file_bytes(path: Path) -> bytes | None:
