@@ -679,3 +679,109 @@ def test_the_documented_256_dimension_entry_is_the_preset_cut_to_256(tmp_path):
     mine, preset = config.first_stage("jina-embeddings-v3-256"), config.first_stage("jina-embeddings-v3")
     assert mine.settings == {**preset.settings, "dimensions": 256}
     assert preset.settings["dimensions"] is None
+
+
+# --- checkpoints that say more than a model should (found by a hostile-input probe) ---------------------
+
+
+def _st(tmp_path: Path, **options) -> Path:
+    return dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=True, **options
+    )
+
+
+@pytest.mark.parametrize("path", ["../model", "/tmp/model", "sub/../../model"])
+def test_a_module_path_out_of_the_checkpoint_is_refused(tmp_path, path):
+    """Files read from outside the folder are not in its content hash, so not in any cache key:
+    two checkpoints pointing at different weights had one key, and the second reused the first's run."""
+    folder = _st(tmp_path)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[1]["path"] = path  # the Pooling module's
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert _one_line(excinfo) == (
+        f"{folder / 'modules.json'}: module path: {path!r} leads outside the checkpoint folder {folder}"
+    )
+
+
+def test_an_adapter_out_of_the_checkpoint_is_refused(tmp_path, jina, jina_preset):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(jina / jina_preset["adapters"]["query"], outside)
+    overrides = _jina_overrides(jina_preset)
+    overrides["adapters"] = {**overrides["adapters"], "query": "../elsewhere"}
+    with pytest.raises(UserError) as excinfo:
+        _encoder(jina, overrides).embed(["a text"], "query")
+    assert "'../elsewhere' leads outside the checkpoint folder" in _one_line(excinfo)
+
+
+def test_a_config_file_that_is_no_file_is_refused_before_it_is_read(tmp_path):
+    folder = _st(tmp_path)
+    (folder / "1_Pooling" / "config.json").unlink()
+    (folder / "1_Pooling" / "config.json").symlink_to("/dev/zero")  # (read whole, it never ends)
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert (
+        _one_line(excinfo) == f"checkpoint {folder}: 1_Pooling/config.json is a character device, not a file"
+    )
+
+
+BERT_CONFIG, PROMPTS = "sentence_bert_config.json", "config_sentence_transformers.json"
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "expected"),
+    [
+        (BERT_CONFIG, {"max_seq_length": -5}, "max_seq_length must be a positive integer, not -5"),
+        (BERT_CONFIG, {"max_seq_length": True}, "max_seq_length must be a positive integer, not True"),
+        (PROMPTS, {"similarity_fn_name": ["dot"]}, "similarity ['dot'] is not an inner"),
+        (PROMPTS, {"prompts": {"query": "q: "}, "default_prompt_name": ["x"]},
+         "default_prompt_name must be a name, not ['x']"),
+    ],
+)  # fmt: skip
+def test_odd_values_in_sentence_transformers_files_are_one_line(tmp_path, file, content, expected):
+    folder = _st(tmp_path)
+    (folder / file).write_text(json.dumps(content))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert expected in _one_line(excinfo)
+
+
+@pytest.mark.parametrize("side", ["query", "passage"])
+def test_a_prefix_longer_than_an_instruction_is_refused_before_encoding(tmp_path, side):
+    """It is joined to every text of a shard before texts are cut: 500 KB took 5 GB and a traceback."""
+    from rerank_eval.first_stage.dense.recipe import MAX_PREFIX_CHARACTERS
+
+    folder = _st(tmp_path)
+    _encoder(folder, {f"{side}_prefix": "a" * MAX_PREFIX_CHARACTERS})  # (as long as it may be)
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder, {f"{side}_prefix": "a" * (MAX_PREFIX_CHARACTERS + 1)})
+    assert _one_line(excinfo) == (
+        f"encoder {folder}: its {side} prefix is 4,097 characters long, more than 4,096 (an instruction, "
+        "not a document)"
+    )
+
+
+def test_weights_of_no_tensor_of_the_configured_model_are_refused(tmp_path):
+    """A config.json of another architecture over the weights: transformers loads it with every
+    weight initialised at random (only shapes of tensors of matching names were compared)."""
+    folder = _st(tmp_path)
+    vocab_size = json.loads((folder / "config.json").read_text())["vocab_size"]
+    t5 = {"model_type": "t5", "architectures": ["T5EncoderModel"], "vocab_size": vocab_size, "d_model": 32,
+          "num_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 37}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(t5))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder).embed(["a text"], "query")
+    assert "none of its" in _one_line(
+        excinfo
+    ) and "T5EncoderModel): are they of the same model?" in _one_line(excinfo)
+
+
+def test_a_tokenizer_far_smaller_than_the_vocabulary_is_refused(tmp_path):
+    folder = _st(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 10 * config["vocab_size"]  # as if the tokenizer's files were of a small one
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder).embed(["a text"], "query")
+    assert "are its tokenizer files missing, or of another model?" in _one_line(excinfo)

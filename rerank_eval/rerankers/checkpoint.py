@@ -116,7 +116,12 @@ def _refuse_oversized_files(folder: Path, source: str) -> None:
     """Refuse, before any is parsed, a config or tokenizer file too large to be one: a checkpoint
     may come from anyone, and transformers reads such files whole."""
     for path in sorted(folder.rglob("*")):
-        if path.suffix not in PARSED_SUFFIXES or not path.is_file():
+        if path.suffix not in PARSED_SUFFIXES or path.is_dir():
+            continue
+        kind = special_file_kind(path)  # (a link to /dev/zero would be read without end)
+        if kind is not None:
+            raise UserError(f"checkpoint {source}: {path.relative_to(folder)} is {kind}, not a file")
+        if not path.is_file():  # (a dangling link: its loader says so)
             continue
         size = path.stat().st_size
         if size > MAX_PARSED_FILE:

@@ -70,13 +70,31 @@ def check_config_fits_weights(folder: Path, source: str, config: Any, build: Cal
         raise UserError(f"checkpoint {source}: config.json does not build a model: {describe(exc)}") from None
     prefix = getattr(model, "base_model_prefix", "") or ""
     declared = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    names = {key: _model_name(key, declared, prefix) for key in shapes}
+    if declared and not any(names.values()):  # the model would run on weights initialised at random
+        raise UserError(
+            f"checkpoint {source}: none of its {len(shapes):,} stored tensors is one of the model its "
+            f"config.json builds ({type(model).__name__}): are they of the same model?"
+        )
     for key, shape in shapes.items():
-        name = _model_name(key, declared, prefix)
+        name = names[key]
         if name is not None and declared[name] != shape:
             raise UserError(
                 f"checkpoint {source}: config.json makes {name} {_shape(declared[name])}, but its weights "
                 f"hold {key} as {_shape(shape)}: are they of the same model?"
             )
+
+
+def check_tokenizer_fits_config(tokenizer: Any, config: Any, source: str) -> None:
+    """Refuse a tokenizer of far fewer tokens than the model's vocabulary: where a checkpoint's
+    tokenizer files are missing, transformers may build one of a few special tokens, and every
+    word would then be the one unknown token (models pad their vocabulary a little, never twice)."""
+    vocabulary = getattr(config, "vocab_size", None)
+    if isinstance(vocabulary, int) and len(tokenizer) * 2 < vocabulary:
+        raise UserError(
+            f"checkpoint {source}: its tokenizer holds {len(tokenizer):,} tokens for a vocabulary of "
+            f"{vocabulary:,}: are its tokenizer files missing, or of another model?"
+        )
 
 
 def _model_name(key: str, declared: dict[str, Any], prefix: str) -> str | None:

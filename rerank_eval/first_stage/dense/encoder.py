@@ -31,7 +31,7 @@ from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.projection import load_projections, project
-from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class
+from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class, inside_checkpoint
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
@@ -46,7 +46,11 @@ from rerank_eval.rerankers.common import (
     token_budget_batches,
     tokenized,
 )
-from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
+from rerank_eval.rerankers.weights_fit import (
+    check_config_fits_weights,
+    check_tokenizer_fits_config,
+    read_config,
+)
 
 SIDES = ("query", "passage")
 #: the weight files a PEFT adapter folder may hold (safetensors first: the ones downloaded)
@@ -148,6 +152,7 @@ class DenseEncoder:
         config = read_config(
             lambda: transformers.AutoConfig.from_pretrained(str(self.folder)), self.checkpoint.source
         )
+        check_tokenizer_fits_config(self.tokenizer, config, self.checkpoint.source)
         check_config_fits_weights(self.folder, self.checkpoint.source, config, model_class.from_config)
         try:
             with quiet_transformers():
@@ -221,7 +226,9 @@ class DenseEncoder:
         adapter = self.recipe.adapter(side)
         if not adapter:
             return None
-        folder = self.checkpoint.folder / adapter
+        folder = inside_checkpoint(
+            self.checkpoint.folder, adapter, f"encoder {self.checkpoint.source}: adapter"
+        )
         weights = [name for name in ADAPTER_WEIGHTS if (folder / name).is_file()]
         if not (folder / "adapter_config.json").is_file() or not weights:
             raise UserError(

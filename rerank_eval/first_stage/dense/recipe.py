@@ -96,6 +96,16 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value  # type: ignore[return-value]
 
 
+def inside_checkpoint(folder: Path, name: Any, where: str) -> Path:
+    """The subfolder `name` of the checkpoint `folder` (a module's, an adapter's): a path leading
+    out of it (absolute, or through ..) would load files that its content hash, and so every cache
+    key of what it embeds, does not cover."""
+    relative = Path(str(name))
+    if relative.is_absolute() or ".." in relative.parts:
+        raise UserError(f"{where}: {str(name)!r} leads outside the checkpoint folder {folder}"[:400])
+    return folder / relative
+
+
 def _read_object(path: Path, what: str) -> dict[str, Any]:
     value = _read_json(path, what)
     if not isinstance(value, dict):
@@ -192,7 +202,11 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     found: dict[str, Any] = {"normalize": False}
     for entry in modules:
         kind = _module_kind(entry) if isinstance(entry, dict) else ""
-        path = folder / str(entry.get("path", "")) if isinstance(entry, dict) else folder
+        path = (
+            inside_checkpoint(folder, entry.get("path", ""), f"{modules_path}: module path")
+            if kind
+            else folder
+        )
         if kind == "Transformer":
             found["transformer_path"] = str(entry.get("path", ""))
             # sentence-transformers reads the first of these that exists (older models name theirs
@@ -202,8 +216,13 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             )
             if bert_config is not None:
                 values = _read_object(bert_config, "sentence-transformers config")
-                if isinstance(values.get("max_seq_length"), int):
-                    found["max_length"] = values["max_seq_length"]
+                length = values.get("max_seq_length")
+                if length is not None and (type(length) is not int or length < 1):
+                    raise UserError(
+                        f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300]
+                    )
+                if length is not None:
+                    found["max_length"] = length
                 found["lowercase"] = bool(values.get("do_lower_case", False))
         elif kind == "Pooling":
             found["pooling"] = _pooling_from_config(
@@ -224,8 +243,11 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     if prompts_path.is_file():
         settings = _read_object(prompts_path, "sentence-transformers prompts")
         prompts = settings.get("prompts") or {}
+        default_name = settings.get("default_prompt_name") or ""
+        if not isinstance(default_name, str):
+            raise UserError(f"{prompts_path}: default_prompt_name must be a name, not {default_name!r}"[:300])
         if isinstance(prompts, dict):
-            default = prompts.get(settings.get("default_prompt_name") or "", "")
+            default = prompts.get(default_name, "")
             found["query_prefix"] = _side_prompt(prompts, ("query",), default)
             found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
     else:
@@ -233,7 +255,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     # sentence-transformers scores with the similarity the checkpoint names, cosine when it names
     # none; cosine is the inner product of unit vectors, dot is the raw one
     similarity = settings.get("similarity_fn_name") or "cosine"
-    if similarity not in _SIMILARITIES:
+    if not isinstance(similarity, str) or similarity not in _SIMILARITIES:
         raise UserError(
             f"{prompts_path}: similarity {similarity!r} is not an inner product; rerank-eval embeds for "
             f"{' or '.join(sorted(_SIMILARITIES))} only (exact inner-product search, bi-encoder scores)"
@@ -282,6 +304,11 @@ def _position_limit(folder: Path) -> int | None:
     return _config_value(folder, "max_position_embeddings")
 
 
+#: the longest query or passage prefix taken: the longest published instruction is a few hundred
+#: characters, and a prefix is joined to every text of a shard (65,536) before texts are cut
+MAX_PREFIX_CHARACTERS = 4096
+
+
 def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> EncoderRecipe:
     """The recipe of a checkpoint: its sentence-transformers files, then the preset's settings."""
     found = read_sentence_transformers(folder)
@@ -310,6 +337,13 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
         raise UserError(
             f"encoder {source}: max_length {max_length} is beyond the model's {positions} positions"
         )
+    for side in ("query", "passage"):
+        prefix = str(values.get(f"{side}_prefix", ""))
+        if len(prefix) > MAX_PREFIX_CHARACTERS:  # it is copied onto every text of a shard before the cut
+            raise UserError(
+                f"encoder {source}: its {side} prefix is {len(prefix):,} characters long, more than "
+                f"{MAX_PREFIX_CHARACTERS:,} (an instruction, not a document)"
+            )
     layers = tuple(values.get("dense_layers") or ())
     width = vector_width(folder, transformer, layers, source)
     dimensions = values.get("dimensions")
