@@ -152,8 +152,8 @@ class DenseEncoder:
         config = read_config(
             lambda: transformers.AutoConfig.from_pretrained(str(self.folder)), self.checkpoint.source
         )
-        check_tokenizer_fits_config(self.tokenizer, config, self.checkpoint.source)
         check_config_fits_weights(self.folder, self.checkpoint.source, config, model_class.from_config)
+        check_tokenizer_fits_config(self.tokenizer, config, self.checkpoint.source)
         try:
             with quiet_transformers():
                 model = model_class.from_pretrained(
