@@ -384,3 +384,21 @@ def test_an_editable_install_of_a_model_package_is_its_own_module(tmp_path, monk
         (info / "direct_url.json").write_text(json.dumps({"url": url, "dir_info": {"editable": editable}}))
         with pytest.raises(UserError, match=r"Python would import .*gt_fake.__init__.py, not the installed"):
             packaged_checkpoint("gt_fake", "m")
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_encoder_names_nothing_and_is_refused(value):
+    """Taken as a path, an empty encoder was the working folder (loaded, had it been a model)."""
+    result = runner.invoke(app, ["first-stages", "minilm", "--first-stage-set", f"encoder={value}"])
+    assert result.exit_code == 2
+    assert result.output == f"error: --first-stage-set encoder: is required, got {value!r}\n"
+
+
+def test_a_text_direction_mark_in_a_setting_is_escaped_in_the_first_stages_name():
+    """A right-to-left override in a prefix reordered the table title and run tag it was printed
+    in; escaped as JSON escapes control characters, it still reads back as the value it was."""
+    result = runner.invoke(app, ["first-stages", "minilm", "--first-stage-set", "query_prefix=a\u202eb: "])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == 'name: minilm (query_prefix="a\\u202eb: ")' and "\u202e" not in first
+    assert json.loads(first.split("=", 1)[1].rstrip(")")) == "a\u202eb: "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rerank_eval.errors import ParameterError, UserError, closest, term
 from rerank_eval.first_stage.base import unknown_setting_hint
+from rerank_eval.textlines import DIRECTION_CONTROLS
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import FirstStageSpec
@@ -110,5 +111,11 @@ def _with_settings(source: FirstStageSpec, values: Mapping[str, Any]) -> FirstSt
 
 def _listed(values: Mapping[str, Any]) -> str:
     """NAME=VALUE, ... in name order, each value as YAML would write it (text quoted, so that a
-    prefix's spaces show)."""
-    return ", ".join(f"{name}={json.dumps(values[name], ensure_ascii=False)}" for name in sorted(values))
+    prefix's spaces show; text-direction marks escaped, as JSON escapes control characters, so that
+    a value cannot reorder the title or run tag it is printed in)."""
+
+    def written(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False)
+        return DIRECTION_CONTROLS.sub(lambda mark: f"\\u{ord(mark.group()):04x}", text)
+
+    return ", ".join(f"{name}={written(values[name])}" for name in sorted(values))
