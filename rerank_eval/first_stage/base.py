@@ -42,9 +42,10 @@ class Setting:
     execution_only: bool = False
 
     def check(self, where: str, value: Any) -> Any:
-        if value is None or (self.required and isinstance(value, str) and not value.strip()):
-            if self.required:  # (an empty name would be the working folder, or nothing)
-                raise UserError(f"{where}: is required" + (f", got {value!r}" if value is not None else ""))
+        blank = isinstance(value, str) and not value.strip()  # (an empty encoder: the working folder)
+        if self.required and (value is None or blank):
+            raise UserError(f"{where}: is required" + ("" if value is None else f", got {value!r}"))
+        if value is None:
             return self.default
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -26,6 +26,7 @@ from rerank_eval.pipeline.progress import step
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import ResultWriter, source_revision
+from rerank_eval.results.manifest import command_words
 from rerank_eval.runfiles import Run, format_run_lines
 
 
@@ -234,7 +235,8 @@ def written_by_command(folder: Path, command: Sequence[str]) -> bool:
         earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command")
     except (OSError, ValueError, AttributeError):
         return False
-    return isinstance(earlier, list) and [a for a in earlier[1:] if a != "--fresh"] == list(command[1:])
+    words = command_words(earlier)
+    return words is not None and words == command_words(command)
 
 
 def _free_accelerator_memory() -> None:

@@ -205,8 +205,7 @@ class Report:
             for r in self.manifest.datasets
             if r.timings.resumed_queries
         ]
-        scored = self.manifest.model.family != "first-stage-order"  # (the bm25 preset scores nothing)
-        if reused and one_model and scored:
+        if reused and one_model and not self.manifest.model.keeps_first_stage_order:
             lines.append(
                 "Seconds time this run's scoring, not the scores it took from the score journal "
                 f"(queries: {', '.join(reused)})."
@@ -236,11 +235,7 @@ def report_table(report: Report) -> ResultTable:
     """Every measure of one result, first stage and reranked, per row."""
     model = report.manifest.model
     # the bm25 preset's name could be read as the first stage's, which the caption names
-    named = (
-        f"{model.name} (first-stage order, no reranker)"
-        if model.family == "first-stage-order"
-        else model.name
-    )
+    named = f"{model.name} (first-stage order, no reranker)" if model.keeps_first_stage_order else model.name
     title = f"{named} on {report.manifest.suite.name} (top-{report.recall[2:]})"
     columns = [Column("Dataset", numeric=False)]
     for metric in report.metrics:

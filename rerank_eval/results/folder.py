@@ -237,9 +237,7 @@ class ResultWriter:
             existing = json.loads((self.final / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             existing = None
-        identical = identical and lasting_record(existing) == lasting_record(
-            json.loads(json.dumps(manifest, default=str))
-        )
+        identical = identical and lasting_record(existing) == lasting_record(json.loads(json.dumps(manifest)))
         self.abort()
         if not identical:
             raise HoldsOtherResults(

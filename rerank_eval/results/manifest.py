@@ -50,6 +50,11 @@ class Model:
     position: int | None = None
     family: str | None = None  # (None in results written before it was read here)
 
+    @property
+    def keeps_first_stage_order(self) -> bool:
+        """Whether it is the bm25 preset's pass-through, which scores nothing of its own."""
+        return self.family == "first-stage-order"
+
 
 @dataclass(frozen=True)
 class FirstStageUsed:
@@ -179,6 +184,15 @@ def read_manifest(data: Any, source: str) -> Manifest:
     return dataclasses.replace(manifest, raw=data)
 
 
+def command_words(command: Any) -> list[str] | None:
+    """What identifies a recorded command line: its words without the program's path (`rerank-eval`
+    or `python -m rerank_eval`) and without `--fresh` (a resume command leaves it out); None for
+    what is no command line."""
+    if not isinstance(command, (list, tuple)):
+        return None
+    return [word for word in command[1:] if word != "--fresh"]
+
+
 def lasting_record(manifest: Any) -> Any:
     """A manifest (as JSON) without what differs between an uninterrupted run and the same run
     resumed or redone from its journal (docs/operations.md): its times, each dataset's timings, how
@@ -189,8 +203,8 @@ def lasting_record(manifest: Any) -> Any:
         return {k: v for k, v in record.items() if k not in keys} if isinstance(record, dict) else record
 
     kept = without(manifest, "started", "finished", "seconds")
-    if isinstance(kept, dict) and isinstance(kept.get("command"), list):
-        kept["command"] = [word for word in kept["command"][1:] if word != "--fresh"]
+    if isinstance(kept, dict) and "command" in kept:
+        kept["command"] = command_words(kept["command"])
     if isinstance(kept, dict) and isinstance(kept.get("datasets"), list):
         kept["datasets"] = [
             {**record, "first_stage": without(record.get("first_stage"), "execution")}

@@ -217,11 +217,11 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             if bert_config is not None:
                 values = _read_object(bert_config, "sentence-transformers config")
                 length = values.get("max_seq_length")
-                if length is not None and (type(length) is not int or length < 1):
-                    raise UserError(
-                        f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300]
-                    )
                 if length is not None:
+                    if type(length) is not int or length < 1:
+                        raise UserError(
+                            f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300]
+                        )
                     found["max_length"] = length
                 found["lowercase"] = bool(values.get("do_lower_case", False))
         elif kind == "Pooling":
