@@ -8,6 +8,7 @@ line what is missing and how to provide it.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -66,11 +67,28 @@ def hub_file(repo_id: str, filename: str, repo_type: str = "model", kind: str = 
         raise UserError(f"cannot download {what}: {str(exc).splitlines()[0][:200]}") from None
 
 
+#: a Hub revision: a commit, a branch or tag name, or a pull request's ref (refs/pr/1); git's own
+#: ref-name rules, narrowed to the characters the Hub allows in branch names
+REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?![/.-])[A-Za-z0-9._/-]{1,255}(?<![/.])")
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why a revision is no ref name, refused before huggingface_hub joins it to its cache folder
+    (`refs/REVISION`, read offline and written after a download): a config is untrusted, and
+    `../../x` would name a file outside that cache. None where it may be one."""
+    if REVISION.fullmatch(revision) and not revision.endswith(".lock"):
+        return None
+    return f"revision {revision!r} is not a commit, branch or tag name"
+
+
 def hub_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None = None) -> Path:
     """A local snapshot folder of a Hub model repository (cached, else downloaded)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    problem = revision_problem(revision) if revision is not None else None
+    if problem:
+        raise UserError(f"model {repo_id}: {problem}")
     try:
         return Path(
             snapshot_download(

@@ -58,11 +58,16 @@ def file_name(text: str) -> str:
     return f"_{name}" if set(name) == {"."} else name
 
 
-def inside(root: Path, path: Path) -> Path:
-    """`path`, after checking that it resolves (symlinks included) to a place inside `root`."""
+def lies_inside(root: Path, path: Path) -> bool:
+    """Whether `path` resolves (symlinks included) to `root` or a place inside it."""
     resolved_root = root.resolve()
     resolved = path.resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
+    return resolved == resolved_root or resolved_root in resolved.parents
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path`, after checking that it resolves (symlinks included) to a place inside `root`."""
+    if not lies_inside(root, path):
         raise UserError(f"refusing to write {path}: it lies outside {root}")
     return path
 

@@ -705,6 +705,23 @@ def test_a_module_path_out_of_the_checkpoint_is_refused(tmp_path, path):
     )
 
 
+def test_a_module_folder_that_links_out_of_the_checkpoint_is_refused(tmp_path):
+    """The content hash does not follow a link to a folder: the files behind it, changed, would
+    leave every cache key as it was."""
+    folder = _st(tmp_path)
+    shutil.move(folder / "1_Pooling", tmp_path / "pooling-elsewhere")
+    (folder / "1_Pooling").symlink_to(tmp_path / "pooling-elsewhere", target_is_directory=True)
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert _one_line(excinfo) == (
+        f"{folder / 'modules.json'}: module path: '1_Pooling' leads outside the checkpoint folder {folder}"
+    )
+    (folder / "1_Pooling").unlink()  # a link to a folder inside the checkpoint is as good as the folder
+    shutil.move(tmp_path / "pooling-elsewhere", folder / "pooling-here")
+    (folder / "1_Pooling").symlink_to("pooling-here", target_is_directory=True)
+    assert _encoder(folder).recipe.pooling == "mean"
+
+
 def test_an_adapter_out_of_the_checkpoint_is_refused(tmp_path, jina, jina_preset):
     outside = tmp_path / "elsewhere"
     shutil.copytree(jina / jina_preset["adapters"]["query"], outside)
@@ -745,6 +762,31 @@ def test_odd_values_in_sentence_transformers_files_are_one_line(tmp_path, file, 
     with pytest.raises(UserError) as excinfo:
         _encoder(folder)
     assert expected in _one_line(excinfo)
+
+
+@pytest.mark.parametrize("value", ["512", 1.5, None, True, 0])
+def test_an_odd_position_count_in_the_model_config_is_one_line(tmp_path, value):
+    """transformers refused 1.5 and null in many lines (and blamed the tokenizer); `true` was 1."""
+    folder = _st(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": value}))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert _one_line(excinfo) == (
+        f"{folder / 'config.json'}: max_position_embeddings must be a positive integer, not {value!r}"
+    )
+
+
+@pytest.mark.parametrize("kind", ["Transformer", "Pooling", "Normalize"])
+def test_a_second_module_of_a_kind_run_once_is_refused(tmp_path, kind):
+    """sentence-transformers would run it on the first's output; we would have kept one of them."""
+    folder = _st(tmp_path)
+    modules = json.loads((folder / "modules.json").read_text())
+    (module,) = [entry for entry in modules if entry["type"].endswith(f".{kind}")]
+    (folder / "modules.json").write_text(json.dumps([*modules, {**module, "idx": len(modules)}]))
+    with pytest.raises(UserError) as excinfo:
+        _encoder(folder)
+    assert _one_line(excinfo) == f"{folder / 'modules.json'}: more than one {kind} module is not supported"
 
 
 @pytest.mark.parametrize("side", ["query", "passage"])

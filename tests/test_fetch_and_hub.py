@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from rerank_eval.cache import cache_root
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
+from rerank_eval.hub import hub_snapshot, revision_problem
 from rerank_eval.rerankers import load_reranker
 from tests import builders
 from tests.checkpoints import build_listwise_checkpoint
@@ -41,6 +42,22 @@ def test_fetch_says_what_is_missing_offline():
     result = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "fiqa"])
     assert result.exit_code == 2
     assert "run.beir-v1.0.0-fiqa-flat.trec is not cached and HF_HUB_OFFLINE is set" in result.output
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "release-2024.01", "0a" * 20])
+def test_ref_names_and_commits_are_revisions(revision):
+    assert revision_problem(revision) is None
+
+
+@pytest.mark.parametrize(
+    "revision", ["../../etc", "main/../x", "/etc", "a//b", "x/", "-x", ".x", "x.lock", "a b", "x\n", ""]
+)
+def test_a_revision_that_is_no_ref_name_never_reaches_the_hub_cache(revision):
+    """huggingface_hub reads (offline) and writes (after a download) `refs/REVISION` in its cache:
+    `../..` would lead out of it."""
+    with pytest.raises(UserError) as raised:
+        hub_snapshot("org/name", ["*.json"], revision=revision)
+    assert str(raised.value) == f"model org/name: revision {revision!r} is not a commit, branch or tag name"
 
 
 def test_fetch_without_first_stage_fetches_the_dataset_only():

@@ -262,6 +262,9 @@ def test_command_line_settings_are_refused_in_one_line(tiny_dense, tmp_path):
         (["beir", "--datasets", "nq", "--first-stage", "tiny", "--config", tiny_dense, "--first-stage-set",
           "dimension=8"], "error: --first-stage-set dimension: tiny (kind dense) has no such setting (did "
          "you mean 'dimensions'?); accepted: adapters, dimensions, dtype, encoder,"),
+        (["beir", "--datasets", "nq", "--first-stage", "tiny", "--config", tiny_dense, "--first-stage-set",
+          "revision=../../etc"], "error: first stage tiny (revision=\"../../etc\"): revision '../../etc' is "
+         "not a commit, branch or tag name"),
         (["fetch", "beir", "--datasets", "nq", "--first-stage-set", "k1=1.2", "--no-first-stage"],
          "error: --first-stage-set and --no-first-stage exclude each other; give one"),
         (["fetch", "beir", "--datasets", "nq", "--no-first-stage", "--no-encode"],  # it would be ignored

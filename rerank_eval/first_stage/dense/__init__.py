@@ -100,11 +100,16 @@ class DenseRetrieval(FirstStageKind):
 
     def preflight(self, spec: DatasetSpec, source: FirstStageSpec) -> None:
         """Before any work: an encoder that names no folder and no Hub id (and no package ships it)
-        is refused, with the packaged dense presets a typo may have meant (`dense:minilmm`)."""
+        is refused, with the packaged dense presets a typo may have meant (`dense:minilmm`), and so
+        is a revision that is no ref name."""
         from rerank_eval.config.reader import load_config
         from rerank_eval.errors import did_you_mean
+        from rerank_eval.hub import revision_problem
         from rerank_eval.rerankers.checkpoint import not_a_model_source
 
+        revision = source.settings["revision"]
+        if revision is not None and revision_problem(revision):
+            raise UserError(f"first stage {source.name}: {revision_problem(revision)}")
         problem = None if source.settings["package"] else not_a_model_source(source.settings["encoder"])
         if problem:
             presets = sorted(

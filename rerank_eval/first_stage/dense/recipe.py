@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
+from rerank_eval.paths import lies_inside
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -99,9 +100,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def inside_checkpoint(folder: Path, name: Any, where: str) -> Path:
     """The subfolder `name` of the checkpoint `folder` (a module's, an adapter's): a path leading
     out of it (absolute, or through ..) would load files that its content hash, and so every cache
-    key of what it embeds, does not cover."""
+    key of what it embeds, does not cover. So would a subfolder that is a link to elsewhere (the
+    hash does not follow links to folders)."""
     relative = Path(str(name))
-    if relative.is_absolute() or ".." in relative.parts:
+    if relative.is_absolute() or ".." in relative.parts or not lies_inside(folder, folder / relative):
         raise UserError(f"{where}: {str(name)!r} leads outside the checkpoint folder {folder}"[:400])
     return folder / relative
 
@@ -190,6 +192,10 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
     return chosen[0]
 
 
+#: the modules an encoder runs once; Dense layers may follow one another
+_ONCE_ONLY_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
 def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     """Pooling, normalisation, length, lower-casing and prompts as the checkpoint's files state them
     (empty when it has no modules.json)."""
@@ -200,8 +206,12 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     if not isinstance(modules, list):
         raise UserError(f"{modules_path}: expected a list of modules")
     found: dict[str, Any] = {"normalize": False}
+    seen: list[str] = []
     for entry in modules:
         kind = _module_kind(entry) if isinstance(entry, dict) else ""
+        if kind in _ONCE_ONLY_MODULES and kind in seen:  # (a second one would run on the first's output)
+            raise UserError(f"{modules_path}: more than one {kind} module is not supported")
+        seen.append(kind)
         path = (
             inside_checkpoint(folder, entry.get("path", ""), f"{modules_path}: module path")
             if kind
@@ -291,12 +301,18 @@ def _architectures(folder: Path) -> list[str]:
 
 
 def _config_value(folder: Path, name: str) -> int | None:
-    """A positive integer of the model's config (None when it declares none)."""
+    """A positive integer of the model's config (None when it declares none). Any other value is
+    refused here: transformers' own refusal is many lines, and `true` would pass as 1."""
     config = folder / "config.json"
     if not config.is_file():
         return None
-    declared = _read_object(config, "model config").get(name)
-    return declared if isinstance(declared, int) and declared > 0 else None
+    values = _read_object(config, "model config")
+    if name not in values:
+        return None
+    declared = values[name]
+    if type(declared) is not int or declared < 1:
+        raise UserError(f"{config}: {name} must be a positive integer, not {declared!r}"[:300])
+    return declared
 
 
 def _position_limit(folder: Path) -> int | None:
