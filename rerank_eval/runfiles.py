@@ -161,6 +161,12 @@ def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
 
 
+def run_tag(name: str) -> str:
+    """A TREC run's last field from a model's or first stage's name: whatever would split or end
+    its line becomes `_` (a Hub id keeps its `/`)."""
+    return _NOT_IN_AN_ID.sub("_", name)
+
+
 def format_run_lines(query_id: str, ranked: Iterable[tuple[str, float]], tag: str) -> list[str]:
     """TREC lines for one query, ranks from 1; `repr` keeps every float's exact value. An id that
     would split its line is refused (the datasets' readers refuse them first, naming the line)."""

@@ -378,7 +378,7 @@ def added(frame, **fields):
         (lambda f: edit_per_query(f, rename_stage),
          "per_query.csv is damaged: line 11: unknown stage 'rerank'"),
         (lambda f: damage_manifest(f, lambda m: m["protocol"].update(top_k=-5)),
-         "is damaged: manifest.json's protocol.top_k -5 is not between 1 and 10,000"),
+         "is damaged: manifest.json's protocol.top_k must be between 1 and 10,000, got -5"),
         (lambda f: damage_manifest(f, lambda m: m["protocol"].update(metrics=[])),
          "is damaged: manifest.json's protocol names no metrics"),
         (lambda f: damage_manifest(f, lambda m: m["protocol"].update(metrics=["P@5"])),

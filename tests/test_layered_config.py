@@ -129,6 +129,22 @@ def test_suite_defaults_are_checked_where_they_are_set(tmp_path):
     ].first_stage == "bm25-flat"
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("model", "names the model of a command without --model; give one"),
+        ("top_k", "expected an integer, got None"),
+        ("metrics", "expected a non-empty list of measure names, got None"),
+    ],
+)
+def test_a_blanked_default_is_refused_not_replaced_by_another(tmp_path, key, expected):
+    """A null model fell back to bm25 (no reranker) where the packaged default is jina-reranker-v3."""
+    user = write(tmp_path, f"defaults: {{{key}: null}}\n")
+    with pytest.raises(UserError) as error:
+        load_config(user)
+    assert str(error.value) == f"{user}: defaults.{key}: {expected}"
+
+
 def test_a_refusal_names_the_file_the_entry_came_from(tmp_path):
     user = write(
         tmp_path, "suites:\n  beir:\n    datasets:\n      - {key: nq, id: beir/nq, first_stage: bm25-flt}\n"

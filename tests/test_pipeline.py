@@ -928,8 +928,8 @@ def test_miracl_without_the_lucene_extra_falls_back_to_bm25s_and_says_so(tmp_pat
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning: first stage lucene")]
     assert warnings == [
-        "warning: first stage lucene cannot run here (its optional extra is not installed; for lucene: "
-        "pip install 'rerank-eval[lucene]'); sw, yo use bm25s instead"
+        "warning: first stage lucene cannot run here (it needs Pyserini and a Java runtime (pip install "
+        "'rerank-eval[lucene]')); sw, yo use bm25s instead"
     ]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [d["first_stage"]["kind"] for d in manifest["datasets"]] == ["bm25s", "bm25s"]

@@ -12,7 +12,7 @@ import pytest
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.plan import CandidateOrder
 from rerank_eval.pipeline.score import strictly_decreasing
-from rerank_eval.runfiles import read_run, trec_order
+from rerank_eval.runfiles import format_run_lines, read_run, run_tag, trec_order
 
 
 def test_reads_run_and_keeps_first_of_duplicates(tmp_path):
@@ -214,3 +214,12 @@ def test_grades_are_read_as_trec_eval_reads_them():
     # a non-ASCII id and a trailing tab or no-break space: split as trec_eval splits, nothing dropped
     assert trec_fields("q1 0 caf\u00e9 1\t") == ["q1", "0", "caf\u00e9", "1"]
     assert trec_fields("q1 0 d2 1\u00a0") == ["q1", "0", "d2", "1\u00a0"]
+
+
+def test_a_names_whitespace_becomes_underscores_in_the_run_tag_and_its_slashes_stay(tmp_path):
+    """The tag is a TREC line's last field: a space would add a seventh."""
+    tag = run_tag("org/my model\u00a0v2\u2028")
+    assert tag == "org/my_model_v2_"
+    path = tmp_path / "run.trec"
+    path.write_text("".join(format_run_lines("q1", [("d1", 2.0), ("d2", 1.0)], tag)), encoding="utf-8")
+    assert read_run(path).run == {"q1": {"d1": 2.0, "d2": 1.0}}

@@ -46,6 +46,7 @@ from rerank_eval.cli.options import (
 from rerank_eval.cli.result_folder import result_folder
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
+from rerank_eval.results.manifest import command_words
 
 #: the options of NAME=VALUE settings: only their names are names
 SETTING_OPTIONS = ("setting", "first_stage_set")
@@ -205,7 +206,7 @@ app.command("run", help="Rerank any suite of the config (yours with --config) an
 def _resume_command() -> str:
     """The command that resumes this run: the same minus --fresh, which would throw the journaled
     scores away; under torchrun, the same torchrun command around it."""
-    command = shlex.join(["rerank-eval", *(a for a in sys.argv[1:] if a != "--fresh")])
+    command = shlex.join(["rerank-eval", *(command_words(sys.argv) or [])])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         without = " without --fresh" if "--fresh" in sys.argv[1:] else ""
         return f"the same torchrun command{without}, running {command}"

@@ -90,10 +90,14 @@ class _ConfigReader(ValueChecks):
         self._refuse_fallback_loops(first_stages)
         suites = {name: self._suite(name, body, first_stages) for name, body in self.raw["suites"].items()}
         models = {name: self._model(name, body) for name, body in self.raw["models"].items()}
+        # the packaged file gives every default, so only a user's file can have blanked one
+        default_model = self.text("defaults.model", defaults.get("model"))
+        if not default_model:
+            raise self.fail("defaults.model", "names the model of a command without --model; give one")
         return BenchmarkConfig(
-            top_k=self.top_k(defaults.get("top_k", 100)),
-            metrics=self.metrics(defaults.get("metrics", ["nDCG@10"])),
-            default_model=self.text("defaults.model", defaults.get("model"), "bm25"),
+            top_k=self.top_k(defaults.get("top_k")),
+            metrics=self.metrics(defaults.get("metrics")),
+            default_model=default_model,
             first_stages=first_stages,
             suites=suites,
             models=models,

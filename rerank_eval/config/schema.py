@@ -16,6 +16,13 @@ from rerank_eval.errors import ParameterError, UserError, did_you_mean, term
 DEFAULT_CONFIG = Path(__file__).with_name("benchmarks.yaml")
 #: the deepest candidate list evaluated (and so the largest top_k); BEIR's deepest runs are 1,000
 MAX_TOP_K = 10_000
+
+
+def top_k_problem(top_k: int) -> str | None:
+    """Why `top_k` cannot be a run's depth (None where it can)."""
+    return None if 1 <= top_k <= MAX_TOP_K else f"must be between 1 and {MAX_TOP_K:,}, got {top_k}"
+
+
 # The keys each kind of entry accepts (a first stage's own settings are checked by its kind).
 DEFAULTS_KEYS = ("top_k", "metrics", "model")
 SUITE_KEYS = ("average_label", "defaults", "datasets", "groups")

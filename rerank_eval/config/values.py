@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from rerank_eval.config.checks import EntryChecks
-from rerank_eval.config.schema import MAX_TOP_K
+from rerank_eval.config.schema import top_k_problem
 from rerank_eval.errors import UserError
 from rerank_eval.paths import repository_path_problem
 from rerank_eval.textlines import CONTROL_CHARACTERS
@@ -102,8 +102,8 @@ class ValueChecks(EntryChecks):
 
     def top_k(self, value: Any) -> int:
         top_k = self.number("defaults.top_k", value, int)
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise self.fail("defaults.top_k", f"must be between 1 and {MAX_TOP_K:,}, got {top_k}")
+        if top_k_problem(top_k):
+            raise self.fail("defaults.top_k", str(top_k_problem(top_k)))
         return top_k
 
     def metrics(self, value: Any) -> tuple[str, ...]:

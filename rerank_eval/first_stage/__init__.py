@@ -1,10 +1,10 @@
 """First stages: where each dataset's candidates come from.
 
 A user's run file wins; otherwise the dataset's configured source (or `--first-stage`) is obtained
-through its kind: `hub` (published runs), `bm25s` (built-in BM25) or `dense` (an encoder and exact
-search over the whole corpus). Whatever the source, candidates are then cut the same way
-(`CandidatePolicy`: self-matches, the top-k, and how deep a first stage retrieves for them), and
-the record of what was used goes into the manifest.
+through its kind: `hub` (published runs), `bm25s` (built-in BM25), `lucene` (Lucene's BM25 through
+Pyserini) or `dense` (an encoder and exact search over the whole corpus). Whatever the source,
+candidates are then cut the same way (`CandidatePolicy`: self-matches, the top-k, and how deep a
+first stage retrieves for them), and the record of what was used goes into the manifest.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def check_settings(where: str, schema: dict[str, Setting], raw: dict[str, Any]) 
 class FirstStageRecord:
     """What produced a dataset's candidates; stored in the manifest."""
 
-    kind: str  # "run-file", "hub", "bm25s", "dense"
+    kind: str  # "run-file", or a registered kind ("hub", "bm25s", "lucene", "dense")
     label: str
     #: the first_stages entry (or KIND:ARGUMENT) it came from; None for a user's run file
     name: str | None = None

@@ -27,7 +27,7 @@ from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import ResultWriter, source_revision
 from rerank_eval.results.manifest import command_words
-from rerank_eval.runfiles import Run, format_run_lines
+from rerank_eval.runfiles import Run, format_run_lines, run_tag
 
 
 def _per_rank_timings(seconds: float, outcome: RerankOutcome, reranker: Reranker) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def execute(
     main = ranks().is_main
     writer = ResultWriter(out, keep_identical) if main else None
     records = []
-    tag = (reranker.name or reranker.family).replace("/", "_").replace(" ", "_")
+    tag = run_tag(reranker.name or reranker.family)
     try:
         for spec in plan.datasets:
             if stop.requested:  # asked during the previous dataset's last forward pass
@@ -101,7 +101,7 @@ def execute(
                 reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
             writer.add_run(spec.key, run_lines(outcome.run, tag))
             # the candidates as the first stage scored them (after self-matches and the top-k cut)
-            first_stage_tag = (prepared.first_stage.name or prepared.first_stage.kind).replace(" ", "_")
+            first_stage_tag = run_tag(prepared.first_stage.name or prepared.first_stage.kind)
             writer.add_run(
                 f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
             )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rerank_eval.config.schema import MAX_TOP_K, BenchmarkConfig, DatasetSpec, FirstStageSpec, SuiteSpec
+from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec, SuiteSpec, top_k_problem
 from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
@@ -83,8 +83,8 @@ class RunPlan:
 
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
-        if not 1 <= self.top_k <= MAX_TOP_K:
-            raise ParameterError("top_k", f"must be between 1 and {MAX_TOP_K:,}, got {self.top_k}")
+        if top_k_problem(self.top_k):
+            raise ParameterError("top_k", str(top_k_problem(self.top_k)))
         parse_measures(self.measures())
         self.config.command_line_first_stage(self.first_stage_override, self.first_stage_settings)
         for key, path in self.runs.overrides.items():
@@ -123,9 +123,10 @@ class RunPlan:
                 if configured:
                     replaced.setdefault((configured, str(used.name)), []).append(spec.key)
         for (configured, fallback), keys in replaced.items() if not self.fallbacks_announced else ():
+            needs = first_stage_kind(self.config.first_stages[configured].kind).requirement
             print(
-                f"warning: first stage {configured} cannot run here (its optional extra is not installed; "
-                f"for lucene: pip install 'rerank-eval[lucene]'); {', '.join(keys)} use {fallback} instead",
+                f"warning: first stage {configured} cannot run here (it needs {needs}); "
+                f"{', '.join(keys)} use {fallback} instead",
                 file=sys.stderr,
             )
         self.fallbacks_announced = True

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from rerank_eval.config.schema import MAX_TOP_K
+from rerank_eval.config.schema import top_k_problem
 from rerank_eval.errors import UserError
 from rerank_eval.evaluation.measures import parse_measures
 from rerank_eval.results.manifest import Manifest
@@ -91,8 +91,8 @@ def _manifest_range_problem(manifest: Manifest) -> str | None:
     what a run accepts, a count below zero or above the judged queries, a negative time, a
     published figure that is no fraction, a protocol without metrics or naming one with no values."""
     protocol = manifest.protocol
-    if not 1 <= protocol.top_k <= MAX_TOP_K:
-        return f"manifest.json's protocol.top_k {protocol.top_k} is not between 1 and {MAX_TOP_K:,}"
+    if top_k_problem(protocol.top_k):
+        return f"manifest.json's protocol.top_k {top_k_problem(protocol.top_k)}"
     if not protocol.metrics:
         return "manifest.json's protocol names no metrics"
     unmeasured = [metric for metric in protocol.metrics if metric not in protocol.measures]
