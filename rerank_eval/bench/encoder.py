@@ -67,6 +67,7 @@ from rerank_eval.rerankers.common import (
     pick_device,
     pick_dtype,
     quiet_transformers,
+    release_cached_memory,
     rounded_up,
     token_budget_batches,
 )
@@ -337,8 +338,7 @@ def _next_encoder(previous: DenseEncoder, *args: Any, **kwargs: Any) -> DenseEnc
     is its own)."""
     previous.unload()
     gc.collect()
-    if previous.device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_cached_memory()
     return DenseEncoder(*args, **kwargs)
 
 

@@ -51,12 +51,13 @@ def peers_present(doing: str) -> Iterator[None]:
     line too, not a traceback from gloo ("Connection closed by peer"). Only that: this rank's own
     failures inside the collective (out of GPU memory while NCCL stages the data) stay what they
     are. Under NCCL a dead peer is usually noticed by its watchdog or torchrun instead."""
-    import torch
     import torch.distributed as dist
+
+    from rerank_eval.rerankers.common import OUT_OF_MEMORY
 
     try:
         yield
-    except torch.OutOfMemoryError:
+    except OUT_OF_MEMORY:
         raise
     except RuntimeError as exc:
         network = isinstance(exc, dist.DistNetworkError)

@@ -242,8 +242,7 @@ def written_by_command(folder: Path, command: Sequence[str]) -> bool:
 def _free_accelerator_memory() -> None:
     import gc
 
-    import torch
+    from rerank_eval.rerankers.common import release_cached_memory
 
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_cached_memory()

@@ -104,26 +104,18 @@ def journal_key(plan: RunPlan, prepared: PreparedDataset, reranker: Reranker) ->
     )
 
 
-def _out_of_memory_error() -> type[BaseException]:
-    import torch
-
-    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
 def score_with_backoff(
     reranker: Reranker, requests: list[RerankRequest], prepared: Any = None
 ) -> list[np.ndarray]:
     """Score a batch; on out-of-memory, free the cache, shrink the batches and retry."""
-    out_of_memory = _out_of_memory_error()
+    from rerank_eval.rerankers.common import OUT_OF_MEMORY, release_cached_memory
+
     prepared = reranker.prepare(requests) if prepared is None else prepared
     while True:
         try:
             return reranker.score_prepared(prepared)
-        except out_of_memory:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        except OUT_OF_MEMORY:
+            release_cached_memory()
             if not reranker.shrink_batch_budget():
                 raise reranker.out_of_memory_error(requests) from None
 

@@ -12,6 +12,18 @@ import torch
 
 from rerank_eval.errors import UserError
 
+#: what running out of accelerator memory raises: torch.OutOfMemoryError (any device) from torch
+#: 2.5, torch.cuda.OutOfMemoryError before it (pyproject allows torch 2.4)
+OUT_OF_MEMORY: type[BaseException] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA caching allocator's free blocks back, so that a retry with smaller batches (or
+    the next model) finds them; nothing to do elsewhere."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

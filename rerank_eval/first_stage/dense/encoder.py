@@ -35,12 +35,14 @@ from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class, i
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.rerankers.checkpoint import Checkpoint
 from rerank_eval.rerankers.common import (
+    OUT_OF_MEMORY,
     default_batch_tokens,
     dtype_name,
     packed_batches,
     pick_device,
     pick_dtype,
     quiet_transformers,
+    release_cached_memory,
     right_padded,
     to_device,
     token_budget_batches,
@@ -330,7 +332,7 @@ class DenseEncoder:
             batch, budget = pending.pop(0)
             try:
                 done.append((batch, self._forward([rows[i] for i in batch], side)))
-            except torch.OutOfMemoryError:
+            except OUT_OF_MEMORY:
                 pending = self._split(batch, budget, lengths) + pending
                 continue
             if progress is not None and self.device.type == "cpu":  # (CUDA, MPS: only queued)
@@ -342,8 +344,7 @@ class DenseEncoder:
         )
 
     def _split(self, batch: list[int], budget: int, lengths: list[int]) -> list[tuple[list[int], int]]:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_cached_memory()
         if len(batch) == 1:
             raise UserError(
                 f"one text of {lengths[batch[0]]:,} tokens does not fit in GPU memory even alone "
