@@ -90,8 +90,11 @@ def _build_bm25s(dataset, folder: Path):
 
 def _build_lucene(dataset, folder: Path):
     from rerank_eval.first_stage import lucene, lucene_index
+    from rerank_eval.first_stage.base import BM25_SETTINGS
 
-    settings = lucene_index.LuceneSettings(0.9, 0.4, "sw", "language")
+    settings = lucene_index.LuceneSettings(
+        BM25_SETTINGS["k1"].default, BM25_SETTINGS["b"].default, "sw", "language"
+    )
     lucene_index._build(dataset, settings, folder)
     return lambda queries: lucene.search(folder, settings, queries, 100)
 

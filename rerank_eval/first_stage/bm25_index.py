@@ -23,6 +23,7 @@ import numpy as np
 from rerank_eval.cache import build_in_place, building_claim, cache_root, remove_left_by_killed_builds
 from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError, term
+from rerank_eval.first_stage.base import BM25_SETTINGS
 from rerank_eval.first_stage.text_analysis import Analyzer
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.progress import stderr_console, track
@@ -38,8 +39,8 @@ MEMORY_SHARE = 0.8  # never plan to use more of the available memory than this
 @dataclass(frozen=True)
 class Bm25Settings:
     language: str
-    k1: float = 0.9
-    b: float = 0.4
+    k1: float = BM25_SETTINGS["k1"].default
+    b: float = BM25_SETTINGS["b"].default
     method: str = "lucene"
 
     @property
