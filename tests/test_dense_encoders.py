@@ -479,12 +479,25 @@ def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
 
 
 def test_a_cpu_reports_each_batch_as_it_runs(st_mean):
-    """On a CPU a batch has run when it is queued: `progress` hears each batch's count of texts."""
-    encoder, counts = _encoder(st_mean, max_batch_tokens=16), []
+    """On a CPU a batch has run when it is queued: `progress` hears, after each batch, the share of
+    the positions run so far."""
+    encoder, shares = _encoder(st_mean, max_batch_tokens=16), []
     rows = encoder.tokenize(list(dict.fromkeys(MIXED)), "passage")
     passes = encoder.stats["forward_passes"]
-    encoder.queue_tokens(rows, "passage", progress=counts.append).result()
-    assert len(counts) == encoder.stats["forward_passes"] - passes > 2 and sum(counts) == len(rows)
+    encoder.queue_tokens(rows, "passage", progress=shares.append).result()
+    assert len(shares) == encoder.stats["forward_passes"] - passes > 2
+    assert shares == sorted(shares) and shares[-1] == 1.0
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_share_of_work_reported_is_the_share_of_positions_run(st_mean, packed):
+    """The longest text goes first, alone: it is half the work, not a fifth (a count of texts made a
+    one-shard corpus's first estimate three times too long)."""
+    encoder, shares = _encoder(st_mean, max_batch_tokens=8), []
+    encoder.packed_sequences = packed  # (the batching rule alone: no model runs packed on a CPU)
+    encoder._forward = lambda texts, side: torch.zeros((len(texts), 4))
+    encoder.queue_tokens([[5] * 8, [5] * 2, [5] * 2, [5] * 2, [5] * 2], "passage", progress=shares.append)
+    assert shares == [0.5, 1.0]  # 1 x 8 positions, then 4 x 2
 
 
 def test_the_next_chunk_is_queued_before_this_ones_vectors_are_taken(st_mean, monkeypatch):

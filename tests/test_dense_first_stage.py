@@ -950,8 +950,8 @@ def test_a_stopped_encoding_reads_no_further(tmp_path):
 
 def test_progress_counts_documents_encoded_not_read(tmp_path, monkeypatch):
     """The progress count moves as documents are encoded: batch by batch where the device runs them
-    as they are queued (a CPU), the rest of a shard (its repeated texts) once it is written, and a
-    cached shard as soon as it is read; never a count of documents merely read."""
+    as they are queued (a CPU), by the share of the shard's work done, the rest of a shard once it
+    is written, and a cached shard as soon as it is read; never a count of documents merely read."""
     counts = []
 
     @contextlib.contextmanager
@@ -964,8 +964,8 @@ def test_progress_counts_documents_encoded_not_read(tmp_path, monkeypatch):
     class OneAtATime(_CountingEncoder):  # as a CPU: one batch per text, run as it is queued
         def queue_tokens(self, rows, side, progress=None):
             queued = super().queue_tokens(rows, side)
-            for _ in rows:
-                progress(1)
+            for done in range(1, len(rows) + 1):
+                progress(done / len(rows))
             return queued
 
     monkeypatch.setattr(encoding_module, "counting", recorded)
@@ -973,9 +973,10 @@ def test_progress_counts_documents_encoded_not_read(tmp_path, monkeypatch):
     cache = CorpusEmbeddings(tmp_path / "corpus", 3, "float32")
     cache.create({"test": 1})
     encoding_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=2))
-    # shard 0: two distinct texts run, its repeated one counted when written; shard 1: one and one
-    assert [count for count, _ in counts] == [1, 1, 1, 1, 1]
-    assert counts[0] == (1, 0) and counts[-1] == (1, 2)  # batches before any write; the last after it
+    # shard 0 (a, a, b): half its work after one of its two distinct texts, one of its three
+    # documents; the rest after the other. Shard 1 (c, c): one text, both documents
+    assert [count for count, _ in counts] == [1, 2, 2]
+    assert [written for _, written in counts[:2]] == [0, 0]  # shard 0 counted before its write
     counts.clear()
     encoding_module.encode_corpus(cache, iter(documents), 5, OneAtATime(QueueOverlap(0), shards=0))
     assert counts == [(3, 2), (2, 2)]  # cached: whole shards, as they are read

@@ -312,12 +312,14 @@ class DenseEncoder:
 
     @torch.inference_mode()
     def queue_tokens(
-        self, rows: Sequence[Sequence[int]], side: str, progress: Callable[[int], None] | None = None
+        self, rows: Sequence[Sequence[int]], side: str, progress: Callable[[float], None] | None = None
     ) -> QueuedVectors:
         """Every batch of tokenized texts queued on the device, longest first under the token budget,
-        and the vectors' copy back to the host queued after them. `progress` is told each batch's
-        count of texts where the device runs a batch as it is queued (a CPU); on a GPU the batches
-        are only queued here, and whoever takes the result counts them.
+        and the vectors' copy back to the host queued after them. `progress` is told, after each
+        batch, the share of the work done (positions run, padding included: the longest texts go
+        first, so a count of texts would promise a rate they do not keep) where the device runs a
+        batch as it is queued (a CPU); on a GPU the batches are only queued here, and whoever takes
+        the result counts them.
 
         The host never waits for the device here, so a caller can queue the next chunk before it
         takes this one's `result()`: the device then runs from one chunk into the next without
@@ -328,6 +330,7 @@ class DenseEncoder:
         lengths = [len(r) for r in rows]
         pending = [(batch, self.max_batch_tokens) for batch in self._batches(lengths, self.max_batch_tokens)]
         done: list[tuple[list[int], torch.Tensor]] = []
+        total_cost, done_cost = sum(self._cost(batch, lengths) for batch, _ in pending), 0
         while pending:
             batch, budget = pending.pop(0)
             try:
@@ -335,8 +338,9 @@ class DenseEncoder:
             except OUT_OF_MEMORY:
                 pending = self._split(batch, budget, lengths) + pending
                 continue
+            done_cost += self._cost(batch, lengths)
             if progress is not None and self.device.type == "cpu":  # (CUDA, MPS: only queued)
-                progress(len(batch))
+                progress(min(1.0, done_cost / total_cost))
         if not done:
             return QueuedVectors([], torch.empty((0, 0)), None)
         return QueuedVectors.copied_back(
@@ -360,6 +364,12 @@ class DenseEncoder:
         half = max(1, budget // 2)
         parts = self._batches([lengths[i] for i in batch], half)
         return [([batch[i] for i in part], half) for part in parts]
+
+    def _cost(self, batch: list[int], lengths: list[int]) -> int:
+        """The positions a batch runs: its texts' tokens packed, else its texts × the longest."""
+        if self.packed_sequences:
+            return sum(lengths[i] for i in batch)
+        return len(batch) * max(lengths[i] for i in batch)
 
     def _batches(self, lengths: list[int], budget: int) -> list[list[int]]:
         """Indices in batches, longest texts first: under `budget` positions run, padding included

@@ -30,19 +30,23 @@ from rerank_eval.pipeline.progress import counting
 
 @dataclass
 class _Counted:
-    """One shard's documents in the progress count: each batch as a CPU runs it (its distinct
-    texts), the rest once the shard is written (on CUDA all of them: queued is not done)."""
+    """One shard's documents in the progress count: as a CPU runs its batches, the share of the
+    shard's work done (so the rate shown is the rate kept, long batches first or not); the rest
+    once the shard is written (on CUDA all of them: queued is not done)."""
 
     advance: Callable[[int], None]
+    documents: int
     done: int = 0
 
-    def batch(self, texts: int) -> None:
-        self.done += texts
-        self.advance(texts)
+    def batch(self, share_done: float) -> None:
+        reached = int(self.documents * share_done)
+        if reached > self.done:
+            self.advance(reached - self.done)
+            self.done = reached
 
-    def written(self, documents: int) -> None:
-        if documents > self.done:
-            self.advance(documents - self.done)
+    def written(self) -> None:
+        if self.documents > self.done:
+            self.advance(self.documents - self.done)
 
 
 @dataclass
@@ -161,7 +165,7 @@ def encode_corpus(
         position = {text: i for i, text in enumerate(distinct)}
         cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
         release(claims.pop(shard.index))
-        counted.written(len(shard.ids))
+        counted.written()
         report.encoded_passages += len(distinct)
 
     try:  # the progress display ends with the pools, not when the error is let go of
@@ -176,7 +180,7 @@ def encode_corpus(
                 while (tokenized := following.result()) is not None:
                     following = reader.submit(next_to_encode)
                     shard, distinct, rows = tokenized
-                    counted = _Counted(advance)
+                    counted = _Counted(advance, len(shard.ids))
                     queued = encoder.queue_tokens(rows, "passage", progress=counted.batch)
                     if written is not None:
                         written.result()  # a write's error stops the run here, one shard later at most
