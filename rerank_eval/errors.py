@@ -1,4 +1,4 @@
-"""The one exception type that reaches the user as a one-line message.
+"""The one exception type that reaches the user as a one-line message, and the one form of a warning.
 
 Anything the user can fix (bad flags, malformed files, unreachable hosts, missing caches) is raised
 as `UserError`; the CLI prints its message and exits non-zero without a traceback. Any other
@@ -7,6 +7,7 @@ exception is a bug in rerank-eval and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 
 
@@ -100,3 +101,9 @@ def describe(exc: BaseException) -> str:
     """An exception from a library, as the tail of a one-line message: its type and first line."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def warn(message: str) -> None:
+    """A condition that stops nothing but changes what the user gets (a fallback, scores redone, a
+    line left out): one line on stderr, `warning: ...`."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from rerank_eval.cli.options import (
     settings_from,
 )
 from rerank_eval.config.reader import load_config
-from rerank_eval.errors import MissingDownload, UserError
+from rerank_eval.errors import MissingDownload, UserError, warn
 
 
 @app.command("fetch")
@@ -228,10 +228,9 @@ def read_documents_file(path: Path) -> list[str]:
         raise UserError(f"{source} has no documents")
     if path.suffix.lower() != ".jsonl":
         if all(_json_with_text(line) for line in lines if line.strip()):
-            print(
-                f"warning: every line of {source} is a JSON object with a text field, scored here as "
-                "the whole line; to score the texts, give them in a file named .jsonl",
-                file=sys.stderr,
+            warn(
+                f"every line of {source} is a JSON object with a text field, scored here as "
+                "the whole line; to score the texts, give them in a file named .jsonl"
             )
         return lines
     texts = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.errors import MissingDownload, ParameterError
+from rerank_eval.errors import MissingDownload, ParameterError, warn
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
@@ -21,7 +21,7 @@ from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopReq
 from rerank_eval.pipeline.manifest import build_manifest, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
-from rerank_eval.pipeline.prepare import DatasetCache, warn
+from rerank_eval.pipeline.prepare import DatasetCache
 from rerank_eval.pipeline.progress import step
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import stat
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from rerank_eval.cache import (
     open_own_temporary,
     remove_dead_temporaries,
 )
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, warn
 from rerank_eval.paths import inside
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
@@ -124,7 +123,7 @@ class ScoreJournal:
         whether the file ends in the middle of a line."""
         raw = _file_bytes(path)
         if raw is None:  # what a user sharing the cache could put there: never read or written through
-            print(f"warning: journal {path} is not a file; its queries are scored again", file=sys.stderr)
+            warn(f"journal {path} is not a file; its queries are scored again")
             return {}, True, False
         lines = raw.split(b"\n")
         kept: dict[str, ScoredQuery] = {}
@@ -141,10 +140,9 @@ class ScoreJournal:
                 continue
             kept[entry[0]] = entry[1]
         if damaged:
-            print(
-                f"warning: journal {path} has {len(damaged)} unreadable or stale lines "
-                f"(first: line {damaged[0]}); those queries are scored again",
-                file=sys.stderr,
+            warn(
+                f"journal {path} has {len(damaged)} unreadable or stale lines "
+                f"(first: line {damaged[0]}); those queries are scored again"
             )
         return kept, bool(damaged), bool(lines[-1])
 

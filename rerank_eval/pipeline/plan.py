@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec, SuiteSpec, top_k_problem
-from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.errors import ParameterError, UserError, warn
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.first_stage import kind as first_stage_kind
@@ -124,9 +123,8 @@ class RunPlan:
                     replaced.setdefault((configured, str(used.name)), []).append(spec.key)
         for (configured, fallback), keys in replaced.items() if not self.fallbacks_announced else ():
             needs = first_stage_kind(self.config.first_stages[configured].kind).requirement
-            print(
-                f"warning: first stage {configured} cannot run here (it needs {needs}); "
-                f"{', '.join(keys)} use {fallback} instead",
-                file=sys.stderr,
+            warn(
+                f"first stage {configured} cannot run here (it needs {needs}); "
+                f"{', '.join(keys)} use {fallback} instead"
             )
         self.fallbacks_announced = True

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets import open_dataset
 from rerank_eval.datasets.ir_dataset import IrDataset
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, warn
 from rerank_eval.evaluation.measures import PerQuery, evaluate_per_query
 from rerank_eval.first_stage import (
     Candidates,
@@ -110,11 +109,6 @@ def prepare_dataset(plan: RunPlan, spec: DatasetSpec) -> PreparedDataset:
         spec, queries, qrels, candidates, texts, record, missing, empty, time.monotonic() - start,
         dataset.identity(), dataset.record(),
     )  # fmt: skip
-
-
-def warn(message: str) -> None:
-    """A condition that changes no number silently: one line on stderr, a count in the manifest."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 class DatasetCache:

@@ -9,7 +9,6 @@ pairs of one chunk are batched the same way every time (see base.py).
 
 from __future__ import annotations
 
-import sys
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.errors import UserError, term
+from rerank_eval.errors import UserError, term, warn
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
 from rerank_eval.rerankers.common import (
@@ -136,11 +135,8 @@ class TransformerReranker(Reranker):
         declared = min((limit for limit in limits if 0 < limit < 10**9), default=0)  # (huge: none)
         if declared and declared < self.max_length:
             if self.configured_settings.max_length:
-                print(
-                    f"warning: max_length {self.max_length} is more than {self.checkpoint.source} reads; "
-                    f"{declared} is used",
-                    file=sys.stderr,
-                )
+                source = self.checkpoint.source
+                warn(f"max_length {self.max_length} is more than {source} reads; {declared} is used")
             self.max_length = declared
 
     def _positions(self) -> int:

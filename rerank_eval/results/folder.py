@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from rerank_eval.cache import cache_root, disk_error
-from rerank_eval.errors import UserError, describe, term
+from rerank_eval.errors import UserError, describe, term, warn
 from rerank_eval.paths import data_file_problem, inside
 from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
@@ -393,10 +392,9 @@ def _result_folders(folder: Path) -> list[Path]:
         )
     if holds_models and children:
         if unfinished:  # e.g. a process killed outright; not a result, and not in the way either
-            print(
-                f"warning: {folder} holds an incomplete result ({', '.join(unfinished)}: its run did "
-                f"not finish), left out; run the same command again to finish it, or remove it",
-                file=sys.stderr,
+            warn(
+                f"{folder} holds an incomplete result ({', '.join(unfinished)}: its run did "
+                f"not finish), left out; run the same command again to finish it, or remove it"
             )
         return children
     return [folder]
