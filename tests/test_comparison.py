@@ -163,14 +163,30 @@ def test_average_rows_test_over_datasets_with_bootstrap_interval(runs):
 
 
 def test_randomization_test_is_seeded_scipy_permutation_test(runs):
+    """Over the queries in the order of their ids (the seeded resamples pair values by position)."""
     result = comparison(runs, "base", "worse", test="randomization")
-    x, y = values(runs["worse"], "scifact"), values(runs["base"], "scifact")
+    in_id_order = np.argsort(QUERIES["scifact"])
+    x, y = values(runs["worse"], "scifact")[in_id_order], values(runs["base"], "scifact")[in_id_order]
     expected = stats.permutation_test(
         (x, y), lambda a, b, axis: np.mean(a - b, axis=axis), permutation_type="samples", vectorized=True,
         n_resamples=10_000, alternative="two-sided", random_state=SEED,
     ).pvalue  # fmt: skip
     assert next(r for r in result.rows if r.name == "scifact").cells["worse"].p_value == expected
     assert "randomization test" in "\n".join(caption(result))
+
+
+def test_the_randomization_p_does_not_depend_on_the_order_a_folder_lists_its_queries_in(runs):
+    """The resamples pair values by position: the queries are paired in the order of their ids."""
+    as_written = load_result(runs["worse"])
+    listed_otherwise = load_result(runs["worse"])
+    listed_otherwise.per_query = listed_otherwise.per_query.iloc[::-1]
+    for test in ("randomization", "t-test"):
+        p_values = [
+            next(r for r in Comparison([load_result(runs["base"]), worse], test=test).rows
+                 if r.name == "scifact").cells[worse.manifest.model.name].p_value
+            for worse in (as_written, listed_otherwise)
+        ]  # fmt: skip
+        assert p_values[0] == p_values[1], test
 
 
 def test_the_randomization_test_of_many_queries_runs_in_bounded_memory_with_the_same_p():

@@ -210,7 +210,9 @@ class Comparison:
             series = pooled[run.label]
             if run is self.baseline or series is None or base is None:
                 continue
-            common = series.index.intersection(base.index)
+            # paired in one stated order (member, then query id, as strings sort), whatever order
+            # each folder lists its queries in: the randomization test's p depends on the order
+            common = series.index.intersection(base.index).sort_values()
             if common.empty:  # (other query sets, compared with --force)
                 self._not_compared(row, run.label, "query")
                 continue
