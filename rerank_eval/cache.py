@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,12 +61,17 @@ def process_tag() -> str:
     return f"{host.replace('-', '_').replace('.', '_')}-{os.getpid()}"
 
 
+#: a process id as a tag writes it (Linux's are at most 4,194,304)
+PID = re.compile(r"[0-9]{1,10}")
+
+
 def left_by_a_dead_process(tag: str) -> bool:
     """Whether `tag` (`HOST-PID...`) names a process of this host that no longer runs; another host's
     processes are that host's to judge."""
     host, _, rest = tag.partition("-")
     pid = rest.split("-")[0]
-    return host == process_tag().partition("-")[0] and pid.isdigit() and not _alive(int(pid))
+    # (ASCII digits only: a name anyone sharing the cache made, `x-²-y.tmp`, is no process's)
+    return host == process_tag().partition("-")[0] and PID.fullmatch(pid) is not None and not _alive(int(pid))
 
 
 def open_own_temporary(path: Path, mode: str = "wb", **options: Any) -> tuple[Path, IO[Any]]:

@@ -732,6 +732,17 @@ def test_the_library_names_its_parameters_and_the_cli_names_its_flags(tmp_path):
     assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 0"
 
 
+@pytest.mark.parametrize("seed", ["\u00b2", "\u0661\u0662", "9" * 21, "", "1.5", " 7"])
+def test_a_shuffles_seed_is_ascii_digits(tmp_path, seed):
+    """str.isdigit() took a superscript (then int() raised a traceback) and Arabic-Indic digits
+    (recorded as another seed than was typed)."""
+    result = run(*bm25_on_scifact("--candidate-order", f"shuffled:{seed}", "--out", tmp_path / "x"))
+    assert one_line_error(result) == (
+        f"error: unknown candidate order {f'shuffled:{seed}'!r}; use first-stage, reversed or shuffled:SEED"
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_remedy_names_the_library_parameter_or_the_flag(tmp_path):
     """The fairness guard's way out: `force=True` for a library caller, `--force` on the command line."""
     from rerank_eval.reporting.compare.comparison import Comparison

@@ -458,6 +458,22 @@ def test_a_dead_temporary_that_cannot_be_removed_leaves_the_others_removed(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == [names[0]]
 
 
+def test_a_temporary_named_with_other_digits_than_a_process_id_is_left_alone(tmp_path):
+    """`x.HOST-²-....tmp`, which anyone sharing the cache can make: str.isdigit() took the
+    superscript and int() refused it, and every run that cleared temporaries ended in a traceback."""
+    from rerank_eval.cache import remove_dead_temporaries
+
+    host = process_tag().partition("-")[0]
+    names = [f"a.{host}-\u00b2-0.tmp", f"b.{host}-\u0661\u0662-0.tmp", f"c.{host}-{'9' * 5000}-0.tmp"]
+    for name in names[:2]:
+        (tmp_path / name).write_text("planted")
+    remove_dead_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[:2])
+    from rerank_eval.cache import left_by_a_dead_process
+
+    assert not left_by_a_dead_process(names[2].removeprefix("c.").removesuffix("-0.tmp"))
+
+
 def test_a_link_under_a_doc_store_lock_files_name_is_one_line(tmp_path):
     from types import SimpleNamespace
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.first_stage import kind as first_stage_kind
 from rerank_eval.paths import fills_only, special_file_kind
+
+#: a shuffle's seed: ASCII digits (str.isdigit() takes superscripts, which int() refuses, and other
+#: scripts' digits, which it reads), as many as a 64-bit seed has
+SEED = re.compile(r"-?[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,9 @@ class CandidateOrder:
     def parse(cls, text: str) -> CandidateOrder:
         if text in ("first-stage", "reversed"):
             return cls(text)
-        if text.startswith("shuffled:") and text.removeprefix("shuffled:").lstrip("-").isdigit():
-            return cls("shuffled", int(text.removeprefix("shuffled:")))
+        seed = text.removeprefix("shuffled:")
+        if text.startswith("shuffled:") and SEED.fullmatch(seed):
+            return cls("shuffled", int(seed))
         raise UserError(f"unknown candidate order {text!r}; use first-stage, reversed or shuffled:SEED")
 
     def __str__(self) -> str:
