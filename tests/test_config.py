@@ -336,6 +336,23 @@ def test_hostile_yaml_is_refused_fast_in_little_memory(tmp_path, text, message):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: under 200 MB
 
 
+def test_a_config_file_of_gigabytes_is_refused_before_it_is_read(tmp_path):
+    """It was read whole (2 GB resident, or a MemoryError traceback under a limit), then refused."""
+    import os
+    import resource
+
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as handle:
+        os.truncate(handle.fileno(), 2**30)  # (sparse: nothing is written)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    assert str(error.value) == (
+        f"{path}, line 1: the file is 1,073,741,824 bytes; a benchmarks file is at most 524,288"
+    )
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: under 200 MB
+
+
 def test_miracl_names_lucene_and_falls_back_to_the_approximation_without_the_extra(monkeypatch):
     """The packaged MIRACL suite names Lucene; where it cannot run, its fallback is used (the
     manifest then records bm25s), and a first stage named on the command line is never replaced."""

@@ -11,6 +11,8 @@ numbers longer than any a benchmarks file needs; each refusal names the line.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -83,10 +85,20 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct
 _BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_number)
 
 
+def read_bounded(path: Path) -> bytes:
+    """The bytes of the file at `path`, read no further than MAX_BYTES + 1 (a 2 GB file was read
+    whole, then refused); Refused where it holds more."""
+    with open(path, "rb") as handle:
+        content = handle.read(MAX_BYTES + 1)
+        if len(content) > MAX_BYTES:
+            size = max(os.fstat(handle.fileno()).st_size, len(content))
+            raise Refused(1, f"the file is {size:,} bytes; a benchmarks file is at most {MAX_BYTES:,}")
+    return content
+
+
 def load_bounded(content: bytes) -> Any:
-    """The YAML document in `content`; Refused or yaml.YAMLError when it is not acceptable."""
-    if len(content) > MAX_BYTES:
-        raise Refused(1, f"the file is {len(content):,} bytes; a benchmarks file is at most {MAX_BYTES:,}")
+    """The YAML document in `content` (of `read_bounded`); Refused or yaml.YAMLError when it is not
+    acceptable."""
     loader = _BoundedLoader(content.decode("utf-8"))
     try:
         return loader.get_single_data()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from rerank_eval.config.bounded_yaml import Refused, load_bounded
+from rerank_eval.config.bounded_yaml import Refused, load_bounded, read_bounded
 from rerank_eval.config.checks import EntryChecks
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
@@ -65,7 +65,7 @@ def read_layer(path: Path) -> ConfigLayer:
     if kind:
         raise UserError(f"config {path} is {kind}, not a file")
     try:
-        content = path.read_bytes()
+        content = read_bounded(path)
         raw = load_bounded(content)
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}") from None
