@@ -8,7 +8,8 @@ exception is a bug in rerank-eval and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 
 class UserError(Exception):
@@ -107,3 +108,18 @@ def warn(message: str) -> None:
     """A condition that stops nothing but changes what the user gets (a fallback, scores redone, a
     line left out): one line on stderr, `warning: ...`."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+T = TypeVar("T")
+
+
+def read_within_memory(read: Callable[[], T], too_large: str) -> T:
+    """`read()`, or a UserError saying `too_large` where it runs out of memory. Raised once the
+    MemoryError is let go of: its traceback holds the frames that hold what was read so far, and
+    an error raised inside the handler would keep it as its context, the memory held while the
+    run cleans up (removing a result folder then failed for want of memory)."""
+    try:
+        return read()
+    except MemoryError:
+        pass
+    raise UserError(too_large)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, read_within_memory
 from rerank_eval.paths import special_file_kind
 from rerank_eval.textlines import CONTROL_CHARACTERS, numbered_lines
 
@@ -99,14 +99,11 @@ def read_run(path: Path) -> RunFile:
     if kind:  # a FIFO would block the read forever, a directory fail obscurely
         raise UserError(f"run file {path} is {kind}, not a file")
     run: Run = {}
-    try:
-        duplicates, sha256 = _read_lines(path, run)
-    except MemoryError:
-        run.clear()
-        raise UserError(
-            f"run file {path} does not fit in memory; keep each query's top results only (the top "
-            f"1,000 is plenty for a top-k of 100)"
-        ) from None
+    duplicates, sha256 = read_within_memory(
+        lambda: _read_lines(path, run),
+        f"run file {path} does not fit in memory; keep each query's top results only (the top 1,000 "
+        f"is plenty for a top-k of 100)",
+    )
     if not run:
         raise UserError(f"run file {path} has no run lines")
     return RunFile(path=path, run=run, sha256=sha256, duplicate_lines=duplicates)

@@ -108,6 +108,46 @@ def test_a_run_that_fills_memory_is_one_line(tmp_path, monkeypatch):
     )
 
 
+def test_a_run_that_fills_memory_lets_go_of_what_was_read_before_its_error_is_raised(tmp_path, monkeypatch):
+    """The MemoryError's traceback holds the reading frames and what they read: kept as the one-line
+    error's context, it was held while the run cleaned up, whose removal of the result folder then
+    failed for want of memory (and said nothing)."""
+    import weakref
+
+    from rerank_eval import runfiles
+
+    path = tmp_path / "big.trec"
+    path.write_text("q1 Q0 d1 1 2.5 t\n")
+
+    class Documents(dict):
+        pass
+
+    held = []
+
+    def exhausted(path, run):
+        documents = Documents(d1=2.5)  # what the reading frame holds when memory runs out
+        held.append(weakref.ref(documents))
+        raise MemoryError
+
+    monkeypatch.setattr(runfiles, "_read_lines", exhausted)
+    with pytest.raises(UserError) as error:
+        read_run(path)
+    assert error.value.__context__ is None and held[0]() is None
+
+
+def test_a_result_folder_that_cannot_be_removed_is_said(tmp_path, monkeypatch, capsys):
+    from rerank_eval.results import folder as folder_module
+
+    writer = folder_module.ResultWriter(tmp_path / "out")
+    writer.add_run("x", ["q1 Q0 d1 1 2.5 t\n"])
+    monkeypatch.setattr(folder_module.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    writer.abort()
+    assert capsys.readouterr().err == (
+        f"warning: could not remove {tmp_path / 'out.incomplete'}, which holds this run's unfinished "
+        "result; remove it\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -11,7 +11,6 @@ streaming read of the corpus into a temporary folder and renamed into place when
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import sys
@@ -32,7 +31,7 @@ from rerank_eval.datasets.local_files import (
     read_qrels,
     read_queries,
 )
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, read_within_memory
 
 _CHUNK = 1 << 20
 
@@ -105,16 +104,16 @@ class LocalDataset:
 
     def qrels(self) -> dict[str, dict[str, int]]:
         if self._qrels is None:
-            with _said_if_too_large(self.files["qrels"]):
-                self._qrels = read_qrels(self.files["qrels"])
+            path = self.files["qrels"]
+            self._qrels = read_within_memory(lambda: read_qrels(path), f"{path} does not fit in memory")
         return self._qrels
 
     def queries(self) -> dict[str, str]:
         """The judged queries (as BEIR's loader keeps a split's: a queries file usually holds
         every split's); a judged query the file lacks is refused, since it would score 0."""
         judged = self.qrels()
-        with _said_if_too_large(self.files["queries"]):
-            every = read_queries(self.files["queries"], judged)
+        path = self.files["queries"]
+        every = read_within_memory(lambda: read_queries(path, judged), f"{path} does not fit in memory")
         missing = sorted(set(self.qrels()) - set(every))
         if missing:
             raise UserError(
@@ -199,13 +198,3 @@ class LocalDataset:
                     print(note, file=sys.stderr)
                     build_in_place(folder, build, "document store")
         return store(folder)
-
-
-@contextlib.contextmanager
-def _said_if_too_large(path: Path) -> Iterator[None]:
-    """A file that fills memory as it is read (under a memory limit, before the readers' own
-    bounds): one line, not a MemoryError traceback."""
-    try:
-        yield
-    except MemoryError:
-        raise UserError(f"{path} does not fit in memory") from None

@@ -250,6 +250,8 @@ class ResultWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self.staging.exists():  # (not silently: it would read as a run that was killed)
+            warn(f"could not remove {self.staging}, which holds this run's unfinished result; remove it")
         staging.release(self._held)
         self._held = None
 
@@ -297,10 +299,12 @@ def load_result(folder: Path) -> SavedResult:
         raise UserError(f"{per_query_path} is damaged: {describe(exc)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{per_query_path} is damaged: not UTF-8 text") from None
-    except MemoryError:
-        raise UserError(f"{per_query_path} does not fit in memory") from None
+    except MemoryError:  # (raised below, once the error and the memory its frames hold are let go)
+        per_query = None
     except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read {per_query_path}: {describe(exc)}") from None
+    if per_query is None:
+        raise UserError(f"{per_query_path} does not fit in memory")
     problem = per_query_problem(per_query)
     if problem:
         raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
