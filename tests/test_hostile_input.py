@@ -243,6 +243,8 @@ def boolean_reference(manifest: dict) -> None:
          "manifest.json is damaged: datasets[0].coverage is missing"),
         (lambda f: damage_manifest(f, lambda m: m.update(format=3)),
          "has manifest format 3; this rerank-eval reads up to 2 (a newer version wrote it)"),
+        (lambda f: damage_manifest(f, lambda m: m.update(format=0)),
+         "manifest.json is damaged: format 0 is none of 1 to 2"),
         (lambda f: (f / "per_query.csv").write_text("dataset,stage,query_id,value\nscifact,reranked,1,0.5\n"),
          "per_query.csv is damaged: has columns dataset, stage, query_id, value; expected"),
         (lambda f: (f / "per_query.csv").write_text(
@@ -280,7 +282,7 @@ def boolean_reference(manifest: dict) -> None:
          "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
     ids=["type", "bool", "list", "groups", "groups mapping",
-         "foreign", "number", "escape", "missing", "newer format", "column", "nan",
+         "foreign", "number", "escape", "missing", "newer format", "format 0", "column", "nan",
          "text", "negative", "duplicate", "extra field", "empty", "truncated manifest",
          "nested", "key twice", "manifest not utf-8", "table not utf-8", "fifo", "device", "huge"],
 )  # fmt: skip
@@ -730,6 +732,17 @@ def test_the_library_names_its_parameters_and_the_cli_names_its_flags(tmp_path):
     assert str(raised.value) == "top_k must be between 1 and 10,000, got 0"
     result = run(*bm25_on_scifact("--top-k", "0", "--out", tmp_path / "x"))
     assert one_line_error(result) == "error: --top-k must be between 1 and 10,000, got 0"
+
+
+def test_an_out_named_as_an_unfinished_run_is_refused_before_any_scoring(tmp_path):
+    """The run was done and published, then refused: every reader takes NAME.incomplete for a run
+    that did not finish."""
+    result = run(*bm25_on_scifact("--out", tmp_path / "zz.incomplete"))
+    assert one_line_error(result) == (
+        f"error: result folder {tmp_path / 'zz.incomplete'}: a name ending in .incomplete is an unfinished "
+        "run's; choose another --out"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("seed", ["\u00b2", "\u0661\u0662", "9" * 21, "", "1.5", " 7"])

@@ -129,6 +129,16 @@ def test_suite_defaults_are_checked_where_they_are_set(tmp_path):
     ].first_stage == "bm25-flat"
 
 
+def test_an_unknown_key_a_users_file_adds_to_a_packaged_suite_names_the_users_file(tmp_path):
+    """It named the packaged benchmarks.yaml, where the suite was first given."""
+    user = write(tmp_path, "suites:\n  beir:\n    average_labl: X\n")
+    with pytest.raises(UserError) as error:
+        load_config(user)
+    assert str(error.value) == (
+        f"{user}: suites.beir: unknown key 'average_labl'; did you mean 'average_label'?"
+    )
+
+
 @pytest.mark.parametrize(
     ("key", "expected"),
     [

@@ -15,8 +15,9 @@ from rerank_eval.paths import name_problem
 
 class EntryChecks(ABC):
     @abstractmethod
-    def fail(self, where: str, what: str) -> UserError:
-        """The refusal of the entry at `where`, naming its file."""
+    def fail(self, where: str, what: str, within: str | None = None) -> UserError:
+        """The refusal of the entry at `where`, naming its file (that of `within`, a place inside
+        it, where the refusal is of that: a key one file added to an entry another gave)."""
 
     def mapping(self, where: str, value: Any) -> dict[str, Any]:
         """A mapping (an absent one is empty); anything else names the entry."""
@@ -40,4 +41,4 @@ class EntryChecks(ABC):
             if key not in accepted:
                 close = closest(str(key), accepted)
                 hint = f"; did you mean {close!r}?" if close else f" (accepted: {', '.join(accepted)})"
-                raise self.fail(where, f"unknown key {key!r}{hint}")
+                raise self.fail(where, f"unknown key {key!r}{hint}", within=f"{where}.{key}")

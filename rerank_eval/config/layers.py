@@ -97,8 +97,8 @@ class _LayerMerger(EntryChecks):
     def __init__(self, layer: ConfigLayer, merged: MergedConfig) -> None:
         self.layer, self.merged = layer, merged
 
-    def fail(self, where: str, what: str) -> UserError:
-        return UserError(f"{self.layer.path}: {where}: {what}")
+    def fail(self, where: str, what: str, within: str | None = None) -> UserError:
+        return UserError(f"{self.layer.path}: {where}: {what}")  # (one file: its own)
 
     def merge(self) -> None:
         raw = self.layer.raw

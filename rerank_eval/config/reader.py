@@ -76,9 +76,10 @@ class _ConfigReader(ValueChecks):
         #: repeats across files; a suite's defaults come from several)
         self.entry_file: Path | None = None
 
-    def fail(self, where: str, what: str) -> UserError:
-        """A refusal naming the file the entry at `where` came from."""
-        return UserError(f"{self.entry_file or self.merged.origin(where, self.fallback)}: {where}: {what}")
+    def fail(self, where: str, what: str, within: str | None = None) -> UserError:
+        """A refusal naming the file the entry at `where` (or the place `within` it) came from."""
+        origin = self.entry_file or self.merged.origin(within or where, self.fallback)
+        return UserError(f"{origin}: {where}: {what}")
 
     def read(self, **identity: Any) -> BenchmarkConfig:
         """The merged entries checked and typed; `identity` is the files' (path, sha256, files)."""

@@ -123,6 +123,12 @@ class ResultWriter:
                 f"result folder {str(self.final)!r} holds a control character; choose another {term('out')}",
                 {"out": "folder"},
             )
+        if self.final.name.endswith(INCOMPLETE_SUFFIX):  # (every reader would take it for one)
+            raise UserError(
+                f"result folder {self.final}: a name ending in {INCOMPLETE_SUFFIX} is an unfinished "
+                f"run's; choose another {term('out')}",
+                {"out": "folder"},
+            )
         try:
             self.existing = keep_identical and (self.final / "manifest.json").is_file()
             taken = self.final.exists() or self.final.is_symlink()  # a broken link too

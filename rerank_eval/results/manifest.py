@@ -176,6 +176,8 @@ def read_manifest(data: Any, source: str) -> Manifest:
         manifest = _record(Manifest, data, "")
     except UserError as problem:
         raise UserError(f"{source} is damaged: {problem}") from None
+    if manifest.format < 1:  # (no version wrote it)
+        raise UserError(f"{source} is damaged: format {manifest.format} is none of 1 to {MANIFEST_FORMAT}")
     if manifest.format > MANIFEST_FORMAT:
         raise UserError(
             f"{source} has manifest format {manifest.format}; this rerank-eval reads up to "
