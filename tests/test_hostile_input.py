@@ -465,6 +465,26 @@ def test_an_export_never_overwrites_the_result_it_reads(saved, tmp_path):
     assert run("compare", saved, copy, "--markdown", beside, "--force").exit_code == 0 and beside.exists()
 
 
+def test_an_export_never_writes_into_another_result_folder_or_the_cache(saved, tmp_path, monkeypatch):
+    """Into another folder it left that one refused as damaged; into the cache it replaced a score
+    journal (those queries were scored again)."""
+    other = tmp_path / "other"
+    shutil.copytree(saved, other)
+    before = (other / "per_query.csv").read_bytes()
+    assert one_line_error(run("export", saved, "--csv", other / "per_query.csv")) == (
+        f"error: cannot write {other / 'per_query.csv'}: it lies inside {other}, a result folder"
+    )
+    assert (other / "per_query.csv").read_bytes() == before
+    cache = tmp_path / "cache"
+    (cache / "journals").mkdir(parents=True)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
+    journal = cache / "journals" / "key.jsonl"
+    assert one_line_error(run("compare", saved, other, "--force", "--markdown", journal)) == (
+        f"error: cannot write {journal}: it lies inside the rerank-eval cache {cache}"
+    )
+    assert list((cache / "journals").iterdir()) == []
+
+
 def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_path):
     """`OUT.incomplete` as a symlink would send the result elsewhere, and a folder of someone's
     files would be deleted: both are refused and left as they are; what an interrupted run left

@@ -48,7 +48,7 @@ def export(
     from rerank_eval.results.folder import load_results
     from rerank_eval.results.outputs import check_output_paths
 
-    check_output_paths([csv, html_out], reading=[result])
+    check_output_paths([csv, html_out])
     results = load_results([result])
     problem = one_table_problem(results) if len(results) > 1 else None
     if problem:
@@ -138,9 +138,7 @@ def compare(
     from rerank_eval.results.folder import load_results
     from rerank_eval.results.outputs import check_output_paths
 
-    check_output_paths(
-        [csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out], reading=results
-    )
+    check_output_paths([csv, csv_wide, markdown_out, latex_out, json_out, html_out, plot_out])
     plot_type = plot_format(plot_out) if plot_out is not None else None
     comparison = Comparison(load_results(results), metric, baseline, test, published, force)
     table = comparison_table(comparison)

@@ -1,6 +1,6 @@
 """Export files (CSV, tables, plots) beside the result folders they are made from: refused before
-any work when they could not be written as regular files or would land inside a result being read,
-then written whole through a staged file of a fresh name, or not at all."""
+any work when they could not be written as regular files or would land inside a result folder or
+the cache, then written whole through a staged file of a fresh name, or not at all."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rerank_eval.cache import left_by_a_dead_process, process_tag
+from rerank_eval.cache import cache_root, left_by_a_dead_process, process_tag
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
 from rerank_eval.textlines import NOT_IN_A_NEW_NAME
 
 
-def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = ()) -> None:
+def check_output_paths(paths: Sequence[Path | None]) -> None:
     """Refuse, before any work, output files that cannot be written as regular files: a device,
     FIFO, socket or directory (which an atomic rename would replace), a missing folder, two
     options naming one file (one output would silently overwrite the other), a file inside a
-    result folder being read (`reading`: an export would destroy what it was made from), or a
-    name holding a control character."""
+    result folder (the one it is made from, or another: each is checked against its own hashes)
+    or inside the cache (a score journal overwritten is scores lost), or a name holding a control
+    character."""
     seen: dict[Path, Path] = {}
-    read = [Path(folder).resolve() for folder in reading]
     for path in (p for p in paths if p is not None):
         if NOT_IN_A_NEW_NAME.search(str(path)):  # echoed as written: an escape would act on the terminal
             raise UserError(f"cannot write {str(path)!r}: its name holds a control character")
@@ -33,9 +33,9 @@ def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = (
         if kind:
             raise UserError(f"cannot write {path}: it is {kind}; give the path of a regular file")
         target = path.resolve()
-        source = _result_holding(target, read)
-        if source is not None:
-            raise UserError(f"cannot write {path}: it lies inside {source}, a result being read")
+        holder = _folder_holding(target)
+        if holder is not None:
+            raise UserError(f"cannot write {path}: it lies inside {holder}")
         if target in seen:
             raise UserError(f"{seen[target]} and {path} are the same file; give each output its own")
         seen[target] = path
@@ -43,13 +43,16 @@ def check_output_paths(paths: Sequence[Path | None], reading: Sequence[Path] = (
             raise UserError(f"cannot write {path}: its folder {target.parent} does not exist")
 
 
-def _result_holding(target: Path, read: list[Path]) -> Path | None:
-    """The result folder (one with a manifest) among or under the `read` folders that `target` lies
-    in; a folder of several results may hold outputs beside them."""
+def _folder_holding(target: Path) -> str | None:
+    """The result folder (one with a manifest) or the cache that `target` lies in, said; None where
+    it lies in neither (a folder of several results may hold outputs beside them). A cache that
+    holds the working folder (RERANK_EVAL_CACHE=.) holds everything, so it is not counted."""
     for parent in target.parents:
-        within = any(parent == folder or folder in parent.parents for folder in read)
-        if within and (parent / "manifest.json").is_file():
-            return parent
+        if (parent / "manifest.json").is_file():
+            return f"{parent}, a result folder"
+    cache = cache_root().resolve()
+    if target.is_relative_to(cache) and not Path.cwd().resolve().is_relative_to(cache):
+        return f"the rerank-eval cache {cache}"
     return None
 
 
