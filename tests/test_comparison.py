@@ -175,6 +175,23 @@ def test_randomization_test_is_seeded_scipy_permutation_test(runs):
     assert "randomization test" in "\n".join(caption(result))
 
 
+def test_judged_queries_a_run_had_no_candidates_for_are_said_to_score_zero(runs):
+    """Its own table said so; compare counted the zeros in Δ, test and W/T/L without a word."""
+    import dataclasses
+
+    worse = load_result(runs["worse"])
+    records = [
+        dataclasses.replace(record, coverage=dataclasses.replace(record.coverage, queries_without_run=4))
+        if record.key == "scifact" else record
+        for record in worse.manifest.datasets
+    ]  # fmt: skip
+    worse.manifest = dataclasses.replace(worse.manifest, datasets=records)
+    result = Comparison([load_result(runs["base"]), worse])
+    note = "scifact: worse has no candidates for 4 of its 30 judged queries, which score 0"
+    assert note in result.footnotes
+    assert not any("no candidates" in note for note in comparison(runs, "base", "worse").footnotes)
+
+
 def test_the_randomization_p_does_not_depend_on_the_order_a_folder_lists_its_queries_in(runs):
     """The resamples pair values by position: the queries are paired in the order of their ids."""
     as_written = load_result(runs["worse"])
@@ -351,6 +368,18 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
     )
     assert any("partial averages 1 of 2 rows" in note for note in result.footnotes)
     assert "fiqa: not in partial" in result.footnotes
+    # the CSV, the JSON and the plot say it too: a bar or a number alone would not
+    frame = data.long_frame(result)
+    flagged = frame[frame.partial][["dataset", "run"]].to_records(index=False).tolist()
+    assert flagged == [(row.name, "partial") for row in result.rows if row.kind == "average"]
+    cells = {row["dataset"]: row["cells"] for row in json.loads(data.comparison_json(result))["rows"]}
+    assert cells[headline.name]["partial"]["partial"] and not cells["scifact"]["partial"]["partial"]
+    from rerank_eval.reporting.compare.chart import comparison_chart
+
+    assert (
+        f"Averages over only some of their rows: {headline.name} (partial); "
+        in comparison_chart(result).caption
+    )
 
 
 @pytest.mark.parametrize("test", ["t-test", "randomization"])

@@ -38,6 +38,9 @@ def chart_caption(comparison: Comparison, intervals: bool) -> str:
         sentences.append("Error bars: bootstrap 95% interval of the difference to the baseline.")
     if comparison.published:
         sentences.append("Published figures: as reported, not tested.")
+    partial = [f"{row.name} ({', '.join(sorted(row.short))})" for row in comparison.rows if row.short]
+    if partial:  # (the tables say so in a note; a bar alone would not)
+        sentences.append(f"Averages over only some of their rows: {'; '.join(partial)}.")
     sentences += [f"WARNING: {warning}." for warning in comparison.warnings]
     return " ".join(sentences)
 

@@ -103,6 +103,7 @@ class Comparison:
             )
         self.warnings += [f"compared anyway (--force): {r}" for r in reasons]
         self.suite = suite_view(self.runs, self.baseline)
+        self._note_queries_without_candidates()
         self.rows = self._dataset_rows()
         self.rows += self._average_rows()
         self._check_published_first_stages()
@@ -119,6 +120,18 @@ class Comparison:
             shared, note = first_stage_note(column, records, depths)
             if note:
                 (self.footnotes if shared else self.warnings).append(note)
+
+    def _note_queries_without_candidates(self) -> None:
+        """Judged queries a run's first stage gave no candidates for score 0 in its values, its Δ and
+        its test: said here as the run's own table says it."""
+        for run in self.runs:
+            for record in run.manifest.datasets:
+                coverage = record.coverage
+                if coverage.queries_without_run:
+                    self.footnotes.append(
+                        f"{record.key}: {run.label} has no candidates for {coverage.queries_without_run} "
+                        f"of its {coverage.judged_queries} judged queries, which score 0"
+                    )
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:

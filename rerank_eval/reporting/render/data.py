@@ -84,6 +84,7 @@ def long_frame(comparison: Comparison) -> pd.DataFrame:
             record["baseline"] = label == comparison.baseline.label
             record["published"] = label in {p.label for p in comparison.published}
             record["significant"] = _significant(cell)
+            record["partial"] = label in row.short  # an average of only some of its rows
             records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -135,7 +136,7 @@ def comparison_json(comparison: Comparison) -> str:
                 "kind": row.kind,
                 "members": row.members,
                 "cells": {
-                    label: {**asdict(cell), "significant": _significant(cell)}
+                    label: {**asdict(cell), "significant": _significant(cell), "partial": label in row.short}
                     for label, cell in row.cells.items()
                 },
             }
