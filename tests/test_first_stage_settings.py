@@ -115,7 +115,7 @@ def test_a_value_the_entry_already_has_changes_nothing(packaged):
         ("minilm", {"max_length": "12.5"}, "max_length: expected an integer, got '12.5'"),
         ("minilm", {"normalize": "maybe"}, "normalize: expected true or false, got 'maybe'"),
         ("minilm", {"pooling": "median"}, "pooling: expected one of mean, cls, lasttoken, max, got 'median'"),
-        ("minilm", {"adapters": "x"}, "adapters: is a mapping; set it in a first_stages entry of a --config"),
+        ("minilm", {"adapters": "x"}, "adapters: is a mapping; set it in a first_stages entry of a config"),
         ("bm25-flat", {"repo": "a/b/c"}, "bm25-flat.repo"),
         ("bm25s", {"b": "2"}, "b: must be between 0.0 and 1.0"),
         (

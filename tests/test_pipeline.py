@@ -945,6 +945,9 @@ def test_lucene_named_without_the_extra_is_one_line_before_any_work(tmp_path, mo
     assert result.exit_code == 2
     assert result.output.startswith("error: the Lucene first stage needs Pyserini and a Java runtime: ")
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    # the command line's way out is a flag, the library's a parameter
+    assert result.output.strip().endswith("(or --first-stage bm25s, the built-in approximation)")
+    assert str(lucene_runtime.missing_extra()).endswith("(or first_stage= bm25s, the built-in approximation)")
     with pytest.raises(UserError, match=r"needs Java 21 or later; JAVA_HOME=.* holds 17\.0\.2"):
         lucene_runtime.check_java("17.0.2")
     lucene_runtime.check_java("21.0.5")

@@ -69,7 +69,7 @@ class Setting:
         if self.kind is str:
             return self.check(where, text)
         if self.kind is dict:
-            raise UserError(f"{where}: is a mapping; set it in a first_stages entry of a --config file")
+            raise UserError(f"{where}: is a mapping; set it in a first_stages entry of a config file")
         if self.kind is bool:
             value = {"true": True, "false": False}.get(text.strip().lower())
             if value is None:

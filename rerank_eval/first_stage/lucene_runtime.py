@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from rerank_eval.cache import cache_root
-from rerank_eval.errors import UserError
+from rerank_eval.errors import UserError, term
 
 INSTALL = "pip install 'rerank-eval[lucene]'"
+#: how the refusals below name the first stage to use instead: `first_stage=` for a library caller,
+#: `--first-stage` on the command line (UserError's terms)
+FIRST_STAGE_TERM = {"first_stage": "first_stage="}
 VECTOR_MODULE = "jdk.incubator.vector"
 
 
@@ -41,7 +44,8 @@ def available() -> bool:
 def missing_extra(why: str = "") -> UserError:
     return UserError(
         f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL}, on Python 3.11 or "
-        f"later (or --first-stage bm25s, the built-in approximation)"
+        f"later (or {term('first_stage')} bm25s, the built-in approximation)",
+        FIRST_STAGE_TERM,
     )
 
 
@@ -89,7 +93,9 @@ def _java(java_home: str, option: str) -> str:
         if room is not None:
             raise UserError(
                 f"cannot start Java in the {room // 2**20:,} MiB of address space this process's limit "
-                f"(ulimit -v) leaves it: {reason or said[0]}; raise the limit, or use --first-stage bm25s"
+                f"(ulimit -v) leaves it: {reason or said[0]}; raise the limit, or use "
+                f"{term('first_stage')} bm25s",
+                FIRST_STAGE_TERM,
             )
         raise UserError(f"cannot start Java from JAVA_HOME={java_home}: {reason or said[0]}")
     return done.stdout
@@ -158,7 +164,8 @@ def _memory_options(room: int | None) -> list[str]:
         raise UserError(
             f"the Lucene first stage needs {(JVM_BESIDE_HEAP + SMALLEST_HEAP) // 2**20:,} MiB of address "
             f"space for Java, and this process's limit (ulimit -v) leaves it {room // 2**20:,} MiB: raise "
-            "the limit, or use --first-stage bm25s"
+            f"the limit, or use {term('first_stage')} bm25s",
+            FIRST_STAGE_TERM,
         )
     heap = max(SMALLEST_HEAP, (room - JVM_BESIDE_HEAP) // 3)
     return [f"-Xmx{heap // 2**20}m", "-XX:CompressedClassSpaceSize=128m", "-XX:ReservedCodeCacheSize=64m"]
