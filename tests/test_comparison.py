@@ -187,7 +187,7 @@ def test_judged_queries_a_run_had_no_candidates_for_are_said_to_score_zero(runs)
     ]  # fmt: skip
     worse.manifest = dataclasses.replace(worse.manifest, datasets=records)
     result = Comparison([load_result(runs["base"]), worse])
-    note = "scifact: worse has no candidates for 4 of its 30 judged queries, which score 0"
+    note = "scifact: worse had no candidates for 4 of its 30 judged queries, which score 0"
     assert note in result.footnotes
     assert not any("no candidates" in note for note in comparison(runs, "base", "worse").footnotes)
 
@@ -559,6 +559,15 @@ def test_a_measure_the_results_lack_is_named_with_the_ones_they_have(runs):
     assert str(refused.value) == (
         f"{runs['base']} has no per-query values for ndcg@10 (did you mean 'nDCG@10'?); it has: nDCG@10"
     )
+
+
+def test_the_caption_says_which_run_had_which_first_stage_where_they_differ(runs, tmp_path):
+    dense = {"kind": "dense", "label": "jina-embeddings-v3 (dense)", "name": "jina-embeddings-v3",
+             "sha256": "d1", "settings": {"encoder": "x"}}  # fmt: skip
+    on_dense = make_result(tmp_path, "on-dense", 0.05, first_stage=dense)
+    forced = Comparison(load_results([runs["base"], on_dense]), force=True)
+    assert "First stages: base: BM25; on-dense: jina-embeddings-v3 (dense)." in caption(forced)
+    assert not any(line.startswith("First stages") for line in caption(comparison(runs, "base", "worse")))
 
 
 def test_published_given_twice_is_one_column(runs):

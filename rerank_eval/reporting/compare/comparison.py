@@ -124,14 +124,18 @@ class Comparison:
     def _note_queries_without_candidates(self) -> None:
         """Judged queries a run's first stage gave no candidates for score 0 in its values, its Δ and
         its test: said here as the run's own table says it."""
+        runs_by_gap: dict[tuple[str, int, int], list[str]] = {}
         for run in self.runs:
             for record in run.manifest.datasets:
                 coverage = record.coverage
                 if coverage.queries_without_run:
-                    self.footnotes.append(
-                        f"{record.key}: {run.label} has no candidates for {coverage.queries_without_run} "
-                        f"of its {coverage.judged_queries} judged queries, which score 0"
-                    )
+                    gap = (record.key, coverage.queries_without_run, coverage.judged_queries)
+                    runs_by_gap.setdefault(gap, []).append(run.label)
+        for (key, missing, judged), labels in runs_by_gap.items():
+            who = labels[0] if len(labels) == 1 else f"{', '.join(labels)} each"
+            self.footnotes.append(
+                f"{key}: {who} had no candidates for {missing} of its {judged} judged queries, which score 0"
+            )
 
     def _pick_baseline(self, name: str | None) -> RunColumn:
         if name is None:

@@ -27,6 +27,7 @@ def caption(comparison: Comparison) -> list[str]:
         if compared
         else f"{comparison.metric}, reranked.",
     ]
+    lines += _what_each_run_is(comparison)
     groups = [row.name for row in comparison.rows if row.kind == "group"]
     if groups:
         lines.append(f"{', '.join(groups)}: queries of all members pooled for the test and W/T/L.")
@@ -43,6 +44,19 @@ def caption(comparison: Comparison) -> list[str]:
         )
     lines += [f"Note: {f}." for f in comparison.footnotes]
     lines += [f"WARNING: {w}." for w in comparison.warnings]
+    return lines
+
+
+def _what_each_run_is(comparison: Comparison) -> list[str]:
+    """What "reranked" does not say of some runs: a run of no reranker is its first stage's order
+    and values, and where the runs' first stages differ, which run had which."""
+    lines = []
+    passing = [run.label for run in comparison.runs if run.manifest.model.keeps_first_stage_order]
+    if passing:
+        lines.append(f"{', '.join(passing)}: no reranker; the first stage's order and values.")
+    stages = {run.label: ", ".join(run.manifest.first_stage_labels()) for run in comparison.runs}
+    if len(set(stages.values())) > 1:
+        lines.append("First stages: " + "; ".join(f"{run}: {stage}" for run, stage in stages.items()) + ".")
     return lines
 
 
