@@ -35,6 +35,10 @@ _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
 #: 110 bytes each): a first stage's top-k is read from it, and the deepest run a benchmark here
 #: needs is Quora's top-1,000 of 10,000 queries; a file past it would fill memory before its end
 MAX_RUN_DOCUMENTS = 20_000_000
+#: the most characters of document ids a run file may hold (each id is kept as read): the document
+#: cap bounds memory only where ids are short, and a file of 100,000 lines of 20 KB ids held 2.3 GB;
+#: at the document cap this leaves ids 53 characters on average, BEIR's and MIRACL's are under 40
+MAX_RUN_ID_CHARACTERS = 2**30
 #: the most queries a run file may hold (each costs some 250 bytes more as it is read): no
 #: benchmark here judges more than a few tens of thousands
 MAX_RUN_QUERIES = 1_000_000
@@ -113,7 +117,7 @@ def _read_lines(path: Path, run: Run) -> tuple[int, str]:
     """Fill `run` from the file's lines; the count of duplicate lines and the file's SHA-256."""
     digest = hashlib.sha256()
     duplicates = 0
-    documents = 0
+    documents = id_characters = 0
     # (a byte-order mark, which editors on Windows write, is not part of the first query id)
     for number, line in numbered_lines(path, digest):
         fields = trec_fields(line)
@@ -147,6 +151,12 @@ def _read_lines(path: Path, run: Run) -> tuple[int, str]:
             raise UserError(
                 f"{path}, line {number}: the run holds more than {MAX_RUN_DOCUMENTS:,} documents; keep "
                 f"each query's top results only (the top 1,000 is plenty for a top-k of 100)"
+            )
+        id_characters += len(doc_id)
+        if id_characters > MAX_RUN_ID_CHARACTERS:
+            raise UserError(
+                f"{path}, line {number}: the run's document ids hold more than {MAX_RUN_ID_CHARACTERS:,} "
+                f"characters; keep each query's top results only (the top 1,000 is plenty for a top-k of 100)"
             )
         docs[doc_id] = score
         documents += 1

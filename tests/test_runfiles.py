@@ -108,6 +108,23 @@ def test_a_run_that_fills_memory_is_one_line(tmp_path, monkeypatch):
     )
 
 
+def test_a_run_of_long_document_ids_is_refused_before_they_fill_memory(tmp_path, monkeypatch):
+    """The document cap bounds memory only where ids are short: 100,000 lines of 20 KB ids held 2.3 GB."""
+    from rerank_eval import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_RUN_ID_CHARACTERS", 25)
+    path = tmp_path / "long-ids.trec"
+    path.write_text("".join(f"q1 Q0 {'d' * 10}{i} {i + 1} 1.0 t\n" for i in range(3)))
+    with pytest.raises(UserError) as error:
+        read_run(path)
+    assert str(error.value) == (
+        f"{path}, line 3: the run's document ids hold more than 25 characters; keep each query's top "
+        "results only (the top 1,000 is plenty for a top-k of 100)"
+    )
+    monkeypatch.setattr(runfiles, "MAX_RUN_ID_CHARACTERS", 33)  # (as many as it holds: read)
+    assert len(read_run(path).run["q1"]) == 3
+
+
 def test_a_run_that_fills_memory_lets_go_of_what_was_read_before_its_error_is_raised(tmp_path, monkeypatch):
     """The MemoryError's traceback holds the reading frames and what they read: kept as the one-line
     error's context, it was held while the run cleaned up, whose removal of the result folder then
