@@ -14,7 +14,7 @@ from rerank_eval.pipeline.prepare import PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import package_versions, source_revision
-from rerank_eval.results.manifest import MANIFEST_FORMAT
+from rerank_eval.results.manifest import format_for
 
 TIE_BREAK = "score descending; equal scores keep first-stage order; written scores strictly decreasing"
 
@@ -71,8 +71,7 @@ def build_manifest(
     position: int | None = None,
 ) -> dict[str, Any]:
     return {
-        # format 1 where format 2's one addition (local datasets) is unused: older versions read it
-        "format": MANIFEST_FORMAT if any("local_files" in d for d in datasets) else 1,
+        "format": format_for(datasets),
         "complete": True,
         "rerank_eval": {"version": __version__, "git": source_revision()},
         "packages": package_versions(),

@@ -23,6 +23,12 @@ from rerank_eval.textlines import CONTROL_CHARACTERS
 MANIFEST_FORMAT = 2
 
 
+def format_for(datasets: list[dict[str, Any]]) -> int:
+    """The format a manifest of these dataset records is written in: 1 where format 2's one
+    addition (datasets in local files) is unused, so that older versions read it."""
+    return MANIFEST_FORMAT if any("local_files" in record for record in datasets) else 1
+
+
 @dataclass(frozen=True)
 class Protocol:
     top_k: int
