@@ -283,7 +283,10 @@ def test_the_same_command_over_a_changed_config_does_not_keep_the_folder(tmp_pat
     config.write_text("# a note\nsuites: {}\n", encoding="utf-8")
     again = invoke(args)
     assert again.exit_code == 2
-    assert "exists already and holds other results" in again.output
+    # refused before any work (a command over an edited config reads as other results at once)
+    assert again.output.splitlines() == [
+        f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
+    ]
     assert (tmp_path / "o" / "manifest.json").read_bytes() == published
 
 

@@ -18,7 +18,7 @@ from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
 from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
-from rerank_eval.pipeline.manifest import build_manifest, dataset_record
+from rerank_eval.pipeline.manifest import build_manifest, config_files_record, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache
@@ -224,9 +224,16 @@ def _execute_each(
 
 
 def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
-    """Whether an earlier run of this very command line published this model's folder (a hint
-    only: the folder is kept only if the results come out identical)."""
-    return not plan.fresh and written_by_command(folder, command)
+    """Whether an earlier run of this very command line, over the same config files, published
+    this model's folder (a hint only: the folder is kept only if the results come out identical).
+    A config file edited since is other results: refused before any work, not after it."""
+    if plan.fresh or not written_by_command(folder, command):
+        return False
+    try:
+        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["suite"]["config_files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(earlier == config_files_record(plan))
 
 
 def written_by_command(folder: Path, command: Sequence[str]) -> bool:

@@ -61,6 +61,11 @@ def _block_split_summary(outcome: RerankOutcome) -> dict[str, Any]:
     return {"queries_by_block_count": {str(n): counts[n] for n in sorted(counts)}} if counts else {}
 
 
+def config_files_record(plan: RunPlan) -> list[dict[str, str]]:
+    """The config files a run read, as its manifest records them (each path and SHA-256)."""
+    return [{"path": str(f.path), "sha256": f.sha256} for f in plan.config.files]
+
+
 def build_manifest(
     plan: RunPlan,
     reranker: Reranker,
@@ -88,7 +93,7 @@ def build_manifest(
             # what the files said, so that the result explains itself once a file is edited: the
             # user's file is merged over the packaged one, and the entries are the merged result
             "config_sha256": plan.config.sha256,
-            "config_files": [{"path": str(f.path), "sha256": f.sha256} for f in plan.config.files],
+            "config_files": config_files_record(plan),
             "entries": [asdict(spec) for spec in plan.datasets],
             # the entries that ran: a fallback where it replaced one, with the command line's settings
             "first_stages": {
