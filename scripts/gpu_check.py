@@ -88,8 +88,8 @@ from dense_checks import (  # beside this script
 
 from rerank_eval.bench.device import synchronize
 from rerank_eval.bench.listwise import PRESETS, Workload, random_reranker, run_bench
+from rerank_eval.models.common import attention_implementation, pick_dtype
 from rerank_eval.rerankers import load_reranker
-from rerank_eval.rerankers.common import attention_implementation, pick_dtype
 from rerank_eval.rerankers.listwise.model import VARLEN_ATTENTIONS
 from tests.checkpoints import (
     build_bi_encoder,

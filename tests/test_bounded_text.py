@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from rerank_eval.rerankers import common
-from rerank_eval.rerankers.common import (
+from rerank_eval.models import common
+from rerank_eval.models.common import (
     bounded_text,
     character_groups,
     right_padded,

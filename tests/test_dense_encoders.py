@@ -24,7 +24,7 @@ import yaml
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
-from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+from rerank_eval.models.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 from tests.checkpoints import build_cross_encoder
 from tests.expected import QueueOverlap
@@ -197,7 +197,7 @@ def test_jina_preset_gives_its_prefixes_and_adapters(jina, jina_preset, monkeypa
     """The preset as the CLI loads it (config loader, the kind's own settings-to-encoder path)."""
     from rerank_eval.config.reader import load_config
     from rerank_eval.first_stage.dense import DenseRetrieval
-    from rerank_eval.pipeline import distributed
+    from rerank_eval.runtime import distributed
 
     monkeypatch.setattr(distributed, "default_device", lambda: "cpu")  # float32 even where a GPU shows
     settings = dict(load_config().first_stages["jina-embeddings-v3"].settings)

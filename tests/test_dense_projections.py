@@ -15,7 +15,7 @@ import torch
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
-from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+from rerank_eval.models.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -62,7 +62,7 @@ def test_a_rank_whose_peer_stopped_ends_in_one_line():
     """When one rank stops with its error, the others' collectives fail in gloo or NCCL; each says
     so in one line instead of a traceback."""
     from rerank_eval.errors import UserError
-    from rerank_eval.pipeline.distributed import peers_present
+    from rerank_eval.runtime.distributed import peers_present
 
     with pytest.raises(UserError) as stopped:
         with peers_present("waiting for the other ranks"):
@@ -86,8 +86,8 @@ def test_under_torchrun_the_resume_advice_names_the_torchrun_command_and_the_ran
     """The advice keeps the single-process rule of leaving --fresh out (it would discard every
     rank's journal); an interrupted rank counts its own share, which is all it knows of."""
     from rerank_eval.cli.benchmark import _resume_command
-    from rerank_eval.pipeline.distributed import Ranks
     from rerank_eval.pipeline.score import _journaled
+    from rerank_eval.runtime.distributed import Ranks
 
     monkeypatch.setattr(sys, "argv", ["rerank-eval", "beir", "--datasets", "nq", "--fresh"])
     assert _resume_command() == "rerank-eval beir --datasets nq"

@@ -164,7 +164,7 @@ def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp
     busy = (
         "import sys, time\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
-        "from rerank_eval.datasets import fetch\n"
+        "from rerank_eval.pipeline import fetch\n"
         "def downloading(*args, **kwargs):\n"
         "    with ThreadPoolExecutor(2) as pool:\n"
         "        pool.submit(time.sleep, 60)\n"

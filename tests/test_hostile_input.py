@@ -928,7 +928,7 @@ def test_a_model_folder_is_checked_before_it_is_hashed_and_an_unreadable_file_is
     tmp_path, monkeypatch
 ):
     """A config may name / or /usr as a model: that is said at once, without hashing the tree."""
-    from rerank_eval.rerankers import checkpoint
+    from rerank_eval.models import checkpoint
 
     def no_hashing(folder):
         raise AssertionError(f"hashed {folder}")

@@ -20,7 +20,7 @@ from rerank_eval.first_stage.dense import encoder as encoder_module
 from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
-from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+from rerank_eval.models.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 
 needs_compiler = pytest.mark.skipif(
@@ -179,7 +179,7 @@ def test_configs_it_cannot_read_are_left_to_the_model_loader(jina, tmp_path):
 def test_ranks_decide_together(jina, monkeypatch, capsys):
     """Under torchrun a rank that cannot compile turns the kernels off on every rank (their shards
     share one cache folder, keyed by the setting); asked for, every rank stops with the same line."""
-    from rerank_eval.pipeline import distributed
+    from rerank_eval.runtime import distributed
 
     monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)  # this rank compiles
     monkeypatch.setattr(encoder_module, "compile_by_default", lambda device: True)

@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
+from rerank_eval.models.checkpoint import folder_sha256
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.checkpoint import folder_sha256
 from rerank_eval.rerankers.listwise.procedure import (
     build_prompt,
     merge_blocks,
@@ -749,7 +749,7 @@ def test_packing_refused_where_attention_takes_no_mask(checkpoint, monkeypatch):
 
 
 def test_packed_batches_fill_the_budget_in_order():
-    from rerank_eval.rerankers.common import packed_batches
+    from rerank_eval.models.common import packed_batches
 
     assert packed_batches([5, 3, 4, 10, 2, 1], 8) == [[0, 1], [2], [3], [4, 5]]
     # rounded up to 3: 5 + 3 takes 9 tokens and 3 + 4 takes 9, more than 8

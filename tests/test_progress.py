@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rerank_eval.pipeline import progress
+from rerank_eval.runtime import progress
 
 
 @pytest.mark.parametrize(

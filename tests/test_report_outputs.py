@@ -168,7 +168,7 @@ def test_paths_are_printed_as_written_never_read_as_markup(folders, tmp_path):
 
 
 def test_progress_lines_show_descriptions_as_written(capsys):
-    from rerank_eval.pipeline.progress import step
+    from rerank_eval.runtime.progress import step
 
     with step("reading [bold]corpus"):
         pass

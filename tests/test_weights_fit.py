@@ -42,7 +42,7 @@ def load(kind: str, folder: Path) -> object:
     if kind == "dense":
         from rerank_eval.first_stage.dense.encoder import DenseEncoder
         from rerank_eval.first_stage.dense.recipe import read_recipe
-        from rerank_eval.rerankers.checkpoint import resolve_checkpoint
+        from rerank_eval.models.checkpoint import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(str(folder))
         encoder = DenseEncoder(

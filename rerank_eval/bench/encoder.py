@@ -60,8 +60,8 @@ from rerank_eval.bench.listwise import WORDS, synthetic_tokenizer, word
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import (
     default_batch_tokens,
     dtype_name,
     pick_device,

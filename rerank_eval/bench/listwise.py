@@ -43,9 +43,9 @@ from rerank_eval.bench.device import (
     synchronize,
     utilisation,
 )
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import dtype_name, pick_device, pick_dtype
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import dtype_name, pick_device, pick_dtype
 from rerank_eval.rerankers.listwise.model import listwise_attention
 from rerank_eval.rerankers.listwise.procedure import (
     EMBED_TOKEN,

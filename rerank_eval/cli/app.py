@@ -148,7 +148,7 @@ def everywhere(
     ] = False,
 ) -> None:
     """Trustworthy nDCG@10 of document rerankers on BEIR and MIRACL."""
-    from rerank_eval.pipeline.progress import calm_library_bars
+    from rerank_eval.runtime.progress import calm_library_bars
 
     calm_library_bars()  # first: ir_datasets imports tqdm
     from rerank_eval.datasets.ir_dataset import quiet_ir_datasets

@@ -15,7 +15,7 @@ from rerank_eval.errors import UserError
 
 def note_a_gpu_shape_on_a_cpu(shape: str, device: str | None) -> None:
     """A shape sized for a GPU run on a CPU takes minutes before it prints anything: say so first."""
-    from rerank_eval.rerankers.common import pick_device
+    from rerank_eval.models.common import pick_device
 
     if shape != "tiny" and pick_device(device).type == "cpu":
         typer.echo(

@@ -101,7 +101,6 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         _refuse_control_characters(locals())  # (the parameters alone, as given)
         from rerank_eval.evaluation.measures import canonical_measures
         from rerank_eval.first_stage import RunLocation
-        from rerank_eval.pipeline.distributed import default_device
         from rerank_eval.pipeline.execute import execute_models
         from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
         from rerank_eval.reporting.render.terminal import terminal_table
@@ -109,6 +108,7 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         from rerank_eval.rerankers import load_reranker
         from rerank_eval.rerankers.identify import model_family
         from rerank_eval.results.folder import HoldsOtherResults, load_result
+        from rerank_eval.runtime.distributed import default_device
 
         cfg = load_config(config)
         suite_spec = cfg.suite(suite_name)

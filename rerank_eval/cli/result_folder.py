@@ -187,8 +187,8 @@ def result_folder(
     if out is not None:
         yield out
         return
-    from rerank_eval.pipeline.distributed import ranks
     from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
+    from rerank_eval.runtime.distributed import ranks
 
     claim = ranks().is_main
     chosen = None

@@ -70,7 +70,7 @@ def fetch(
     this machine's device: --no-encode leaves that to the run). Copy IR_DATASETS_HOME and HF_HOME
     (and the rerank-eval cache for BM25 indexes and corpus embeddings) to the offline machine
     afterwards."""
-    from rerank_eval.datasets.fetch import fetch_suite
+    from rerank_eval.pipeline.fetch import fetch_suite
     from rerank_eval.pipeline.interrupt import ending_at_once
 
     # each concerns a first stage to fetch, which --no-first-stage leaves out
@@ -159,7 +159,7 @@ SCORE_INPUT_LIMIT = 64 * 2**20
 def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[float]:
     """Scores in input order, with progress on stderr. A listwise model scores all the documents of
     its query together (every block's query vector enters every score); the others in slices."""
-    from rerank_eval.pipeline.progress import step, track
+    from rerank_eval.runtime.progress import step, track
 
     if reranker.family == "first-stage-order":
         raise UserError(

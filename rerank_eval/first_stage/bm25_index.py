@@ -26,8 +26,8 @@ from rerank_eval.errors import UserError, term
 from rerank_eval.first_stage.base import BM25_SETTINGS
 from rerank_eval.first_stage.text_analysis import Analyzer
 from rerank_eval.paths import file_name
-from rerank_eval.pipeline.progress import stderr_console, track
 from rerank_eval.runfiles import Run, trec_order
+from rerank_eval.runtime.progress import stderr_console, track
 
 # Peak memory of a build per corpus document: `rerank-eval bench-index --docs 200000` measured
 # 4,064 bytes (interpreter included) on a 2-core machine (docs/protocol.md, "MIRACL"). Used to refuse, before

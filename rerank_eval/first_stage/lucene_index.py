@@ -129,7 +129,7 @@ def _build(dataset: Any, settings: LuceneSettings, folder: Path) -> None:
 
 def _index(classes: Any, dataset: Any, settings: LuceneSettings, building: Path) -> dict[str, int]:
     """Stream the corpus into Anserini's indexer; the documents seen and those left empty."""
-    from rerank_eval.pipeline.progress import track
+    from rerank_eval.runtime.progress import track
 
     threads = str(os.cpu_count() or 1)
     args = ["-index", str(building), "-input", "", "-collection", "JsonCollection", "-threads", threads]

@@ -16,18 +16,18 @@ import pandas as pd
 from rerank_eval.errors import MissingDownload, ParameterError, warn
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
-from rerank_eval.pipeline.distributed import all_gathered_objects, ranks
 from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
 from rerank_eval.pipeline.manifest import build_manifest, config_files_record, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache
-from rerank_eval.pipeline.progress import step
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import ResultWriter, source_revision
 from rerank_eval.results.manifest import command_words
 from rerank_eval.runfiles import Run, format_run_lines, run_tag
+from rerank_eval.runtime.distributed import all_gathered_objects, ranks
+from rerank_eval.runtime.progress import step
 
 
 def _per_rank_timings(seconds: float, outcome: RerankOutcome, reranker: Reranker) -> list[dict[str, Any]]:
@@ -249,7 +249,7 @@ def written_by_command(folder: Path, command: Sequence[str]) -> bool:
 def _free_accelerator_memory() -> None:
     import gc
 
-    from rerank_eval.rerankers.common import release_cached_memory
+    from rerank_eval.models.common import release_cached_memory
 
     gc.collect()
     release_cached_memory()

@@ -132,7 +132,7 @@ def refuse_what_is_missing(plan: RunPlan, models: list[str]) -> None:
     later one's missing files; one dataset and one model meet theirs before any work a miss would
     waste (the model loads first), and a torchrun job's ranks would probe side by side, so these
     go on as they are."""
-    from rerank_eval.pipeline.distributed import ranks
+    from rerank_eval.runtime.distributed import ranks
 
     if (len(plan.datasets) == 1 and len(models) == 1) or ranks().world > 1 or not internet_unreachable():
         return

@@ -18,9 +18,9 @@ from rerank_eval.first_stage import (
     fetch_first_stage,
     obtain_run,
 )
-from rerank_eval.pipeline.distributed import ranks
 from rerank_eval.pipeline.plan import RunPlan
-from rerank_eval.pipeline.progress import step
+from rerank_eval.runtime.distributed import ranks
+from rerank_eval.runtime.progress import step
 
 
 @dataclass

@@ -18,14 +18,14 @@ import numpy as np
 
 from rerank_eval.cache import cache_key
 from rerank_eval.errors import UserError
-from rerank_eval.pipeline.distributed import Ranks, ranks
 from rerank_eval.pipeline.interrupt import Interrupted, StopRequest, StopRequested
 from rerank_eval.pipeline.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJournal, journal_path
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
 from rerank_eval.pipeline.prepare import PreparedDataset
-from rerank_eval.pipeline.progress import track
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.runfiles import Run
+from rerank_eval.runtime.distributed import Ranks, ranks
+from rerank_eval.runtime.progress import track
 
 
 def strictly_decreasing(scores: np.ndarray) -> tuple[list[int], list[float], int]:
@@ -108,7 +108,7 @@ def score_with_backoff(
     reranker: Reranker, requests: list[RerankRequest], prepared: Any = None
 ) -> list[np.ndarray]:
     """Score a batch; on out-of-memory, free the cache, shrink the batches and retry."""
-    from rerank_eval.rerankers.common import OUT_OF_MEMORY, release_cached_memory
+    from rerank_eval.models.common import OUT_OF_MEMORY, release_cached_memory
 
     prepared = reranker.prepare(requests) if prepared is None else prepared
     while True:

@@ -7,9 +7,9 @@ from typing import Any
 from rerank_eval.config.reader import load_config
 from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError
+from rerank_eval.models.checkpoint import Checkpoint, model_checkpoint, resolve_checkpoint
 from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.rerankers.checkpoint import Checkpoint, model_checkpoint, resolve_checkpoint
 from rerank_eval.rerankers.identify import model_family, refuse_a_mistyped_preset
 from rerank_eval.rerankers.settings import read_settings
 

@@ -24,9 +24,9 @@ import torch
 from rerank_eval.first_stage.dense.projection import load_projections, project
 from rerank_eval.first_stage.dense.recipe import encoder_class, read_sentence_transformers, vector_width
 from rerank_eval.first_stage.dense.vectors import pool
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import right_padded, token_budget_batches, tokenized
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import right_padded, token_budget_batches, tokenized
 from rerank_eval.rerankers.pointwise import TransformerReranker
 
 #: how a checkpoint without sentence-transformers files embeds (the family's definition)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from rerank_eval.errors import UserError
+from rerank_eval.models.common import right_padded, tokenized
 from rerank_eval.rerankers.base import DatasetContext
-from rerank_eval.rerankers.common import right_padded, tokenized
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 from rerank_eval.rerankers.settings import InstructedSettings
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from rerank_eval.errors import UserError
-from rerank_eval.rerankers.common import bounded_text, character_groups, right_padded
+from rerank_eval.models.common import bounded_text, character_groups, right_padded
 from rerank_eval.rerankers.pointwise import Encoded, PointwiseReranker
 
 

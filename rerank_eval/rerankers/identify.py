@@ -14,8 +14,8 @@ from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError, did_you_mean, term
+from rerank_eval.models.checkpoint import architectures, not_a_model_source
 from rerank_eval.rerankers import registry
-from rerank_eval.rerankers.checkpoint import architectures, not_a_model_source
 from rerank_eval.rerankers.registry import FAMILIES
 
 

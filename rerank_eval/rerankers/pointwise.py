@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from rerank_eval.errors import UserError, term, warn
-from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint, ships_code
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.checkpoint import Checkpoint, ships_code
+from rerank_eval.models.common import (
     attention_implementation,
     default_batch_tokens,
     dtype_name,
@@ -29,8 +28,9 @@ from rerank_eval.rerankers.common import (
     quiet_transformers,
     token_budget_batches,
 )
+from rerank_eval.models.weights_fit import check_config_fits_weights, read_config
+from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.settings import PointwiseSettings
-from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
 
 Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model uses them)
 

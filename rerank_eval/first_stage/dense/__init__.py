@@ -21,8 +21,8 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.paths import file_name
-from rerank_eval.pipeline.progress import step
 from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
+from rerank_eval.runtime.progress import step
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
@@ -105,7 +105,7 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.config.reader import load_config
         from rerank_eval.errors import did_you_mean
         from rerank_eval.hub import revision_problem
-        from rerank_eval.rerankers.checkpoint import not_a_model_source
+        from rerank_eval.models.checkpoint import not_a_model_source
 
         revision = source.settings["revision"]
         if revision is not None and revision_problem(revision):
@@ -135,8 +135,8 @@ class DenseRetrieval(FirstStageKind):
     def build_encoder(settings: dict[str, Any]):
         from rerank_eval.first_stage.dense.encoder import DenseEncoder
         from rerank_eval.first_stage.dense.recipe import read_recipe
-        from rerank_eval.pipeline.distributed import default_device
-        from rerank_eval.rerankers.checkpoint import model_checkpoint
+        from rerank_eval.models.checkpoint import model_checkpoint
+        from rerank_eval.runtime.distributed import default_device
 
         checkpoint = model_checkpoint(settings["encoder"], settings["package"], settings["revision"])
         overrides = {name: settings[name] for name in RECIPE_SETTINGS}
@@ -169,7 +169,7 @@ class DenseRetrieval(FirstStageKind):
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The complete corpus cache (encoding what is missing, each rank its shards)."""
         from rerank_eval.first_stage.dense.encoding import encode_corpus
-        from rerank_eval.pipeline.distributed import agreed, ranks
+        from rerank_eval.runtime.distributed import agreed, ranks
 
         cache, key = self.corpus_cache(request, encoder)
         info = agreed(cache.complete())  # rank 0 decides: ranks never take different paths
@@ -235,7 +235,7 @@ class DenseRetrieval(FirstStageKind):
 
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
         from rerank_eval.first_stage.dense.corpus import pairs_sha256
-        from rerank_eval.pipeline.distributed import agreed, ranks
+        from rerank_eval.runtime.distributed import agreed, ranks
 
         settings = request.source.settings
         encoder = self.encoder(settings)
@@ -291,7 +291,7 @@ class DenseRetrieval(FirstStageKind):
         import numpy as np
 
         from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
-        from rerank_eval.pipeline.distributed import all_gathered, all_gathered_objects, ranks
+        from rerank_eval.runtime.distributed import all_gathered, all_gathered_objects, ranks
 
         shard = ranks()
         cache, info, timings = self.ensure_corpus(request, encoder)

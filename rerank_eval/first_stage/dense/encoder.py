@@ -33,8 +33,8 @@ from rerank_eval.first_stage.dense import jina_kernels
 from rerank_eval.first_stage.dense.projection import load_projections, project
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class, inside_checkpoint
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import (
     OUT_OF_MEMORY,
     default_batch_tokens,
     dtype_name,
@@ -48,7 +48,7 @@ from rerank_eval.rerankers.common import (
     token_budget_batches,
     tokenized,
 )
-from rerank_eval.rerankers.weights_fit import (
+from rerank_eval.models.weights_fit import (
     check_config_fits_weights,
     check_tokenizer_fits_config,
     read_config,
@@ -178,7 +178,7 @@ class DenseEncoder:
         checked by compiling them now. Asked for and impossible: a one-line error; by default and
         impossible: transformers' modules, said once on stderr. Under torchrun the ranks decide
         together: each rank's shards go into the cache folder the setting keys."""
-        from rerank_eval.pipeline.distributed import all_gathered_objects
+        from rerank_eval.runtime.distributed import all_gathered_objects
 
         if config is None:
             if requested:
@@ -208,7 +208,7 @@ class DenseEncoder:
         only when asked for, until a GPU has measured it against padded batches. It runs in the fused
         modules, so it needs them; a trial holds the varlen kernel to SDPA first. Under torchrun the
         ranks decide together, as for the fused kernels."""
-        from rerank_eval.pipeline.distributed import all_gathered_objects
+        from rerank_eval.runtime.distributed import all_gathered_objects
 
         if not requested:
             return False

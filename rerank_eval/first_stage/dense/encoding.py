@@ -25,7 +25,7 @@ import numpy as np
 from rerank_eval.cache import release
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings, Shard, corpus_shards
-from rerank_eval.pipeline.progress import counting
+from rerank_eval.runtime.progress import counting
 
 
 @dataclass

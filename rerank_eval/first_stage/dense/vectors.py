@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rerank_eval.rerankers.common import rounded_up, to_device, token_budget_batches
+from rerank_eval.models.common import rounded_up, to_device, token_budget_batches
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.common import (
     packed_batches,
     right_padded,
     rounded_up,

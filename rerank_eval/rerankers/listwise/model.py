@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from rerank_eval.errors import UserError
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import (
     attention_implementation,
 )
 from rerank_eval.rerankers.listwise.qwen3_kernels import (

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from rerank_eval.models.common import tokenized
 from rerank_eval.rerankers.base import RerankRequest
-from rerank_eval.rerankers.common import tokenized
 from rerank_eval.rerankers.listwise.execution import Block
 from rerank_eval.rerankers.listwise.procedure import build_prompt, plan_blocks, strip_special_strings
 from rerank_eval.rerankers.settings import ListwiseSettings

@@ -25,15 +25,16 @@ from torch import nn
 
 from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, term
-from rerank_eval.rerankers.base import SETTING_TERMS, DatasetContext, Reranker, RerankRequest
-from rerank_eval.rerankers.checkpoint import Checkpoint
-from rerank_eval.rerankers.common import (
+from rerank_eval.models.checkpoint import Checkpoint
+from rerank_eval.models.common import (
     default_batch_tokens,
     dtype_name,
     pick_device,
     pick_dtype,
     quiet_transformers,
 )
+from rerank_eval.models.weights_fit import check_config_fits_weights, read_config
+from rerank_eval.rerankers.base import SETTING_TERMS, DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.listwise.execution import Block, BlockExecution
 from rerank_eval.rerankers.listwise.model import (
     BATCHING_SETTINGS,
@@ -58,7 +59,6 @@ from rerank_eval.rerankers.listwise.qwen3_kernels import (
     use_trimmed_last_layer,
 )
 from rerank_eval.rerankers.settings import ListwiseSettings
-from rerank_eval.rerankers.weights_fit import check_config_fits_weights, read_config
 
 # transformers' placeholder for "no limit"; anything above this is not a real context length.
 _UNSET_MAX_LENGTH = 10**9

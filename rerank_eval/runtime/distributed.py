@@ -53,7 +53,7 @@ def peers_present(doing: str) -> Iterator[None]:
     are. Under NCCL a dead peer is usually noticed by its watchdog or torchrun instead."""
     import torch.distributed as dist
 
-    from rerank_eval.rerankers.common import OUT_OF_MEMORY
+    from rerank_eval.models.common import OUT_OF_MEMORY
 
     try:
         yield

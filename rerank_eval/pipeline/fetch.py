@@ -9,7 +9,7 @@ from typing import Any
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
 from rerank_eval.datasets import open_dataset
 from rerank_eval.first_stage import CandidatePolicy, FirstStageRequest, fetch_first_stage, kind
-from rerank_eval.pipeline.progress import stderr_console
+from rerank_eval.runtime.progress import stderr_console
 
 
 def fetch_dataset(
