@@ -31,7 +31,7 @@ import pandas as pd
 
 from rerank_eval.cache import cache_root, disk_error
 from rerank_eval.errors import UserError, describe, term, warn
-from rerank_eval.paths import data_file_problem, inside
+from rerank_eval.paths import data_file_problem, inside, special_file_kind
 from rerank_eval.results import staging
 from rerank_eval.results.checks import consistency_problem, per_query_problem
 from rerank_eval.results.manifest import Manifest, lasting_record, read_manifest
@@ -280,7 +280,8 @@ def load_result(folder: Path) -> SavedResult:
         raise UserError(f"{folder} is an incomplete result (the run did not finish)")
     manifest_path = folder / "manifest.json"
     if not folder.exists():
-        raise UserError(f"{folder} does not exist")
+        kind = special_file_kind(folder)  # (a symlink loop "exists" no more than a missing folder)
+        raise UserError(f"{folder} is {kind}" if kind else f"{folder} does not exist")
     if not manifest_path.exists():
         raise UserError(f"{folder} is not a rerank-eval result folder (no manifest.json)")
     for path, limit in ((manifest_path, MANIFEST_LIMIT), (folder / "per_query.csv", PER_QUERY_LIMIT)):
