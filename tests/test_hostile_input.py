@@ -811,6 +811,16 @@ def test_a_name_too_long_for_the_file_system_is_one_line_wherever_it_is_given(tm
         assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
 
 
+def test_a_missing_folder_named_as_an_unfinished_run_is_said_to_be_missing(tmp_path, saved):
+    """It was called an incomplete result: the name was judged before the folder was looked for."""
+    missing = tmp_path / "gone.incomplete"
+    assert one_line_error(run("export", missing)) == f"error: {missing} does not exist"
+    shutil.copytree(saved, missing)
+    assert one_line_error(run("export", missing)) == (
+        f"error: {missing} is an incomplete result (the run did not finish)"
+    )
+
+
 def test_a_symlink_loop_is_one_line_wherever_a_path_is_given(tmp_path, saved):
     """Path.resolve() raises RuntimeError on a loop (Python < 3.13), other calls OSError ELOOP:
     a folder to export or compare, an output file or a model folder that is a loop is one line."""

@@ -276,12 +276,12 @@ class SavedResult:
 def load_result(folder: Path) -> SavedResult:
     """A complete result folder; incomplete or foreign folders are refused with a reason."""
     folder = Path(folder)
-    if folder.name.endswith(INCOMPLETE_SUFFIX):
-        raise UserError(f"{folder} is an incomplete result (the run did not finish)")
     manifest_path = folder / "manifest.json"
     if not folder.exists():
         kind = special_file_kind(folder)  # (a symlink loop "exists" no more than a missing folder)
         raise UserError(f"{folder} is {kind}" if kind else f"{folder} does not exist")
+    if folder.name.endswith(INCOMPLETE_SUFFIX):
+        raise UserError(f"{folder} is an incomplete result (the run did not finish)")
     if not manifest_path.exists():
         raise UserError(f"{folder} is not a rerank-eval result folder (no manifest.json)")
     for path, limit in ((manifest_path, MANIFEST_LIMIT), (folder / "per_query.csv", PER_QUERY_LIMIT)):
