@@ -36,6 +36,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("RERANK_EVAL_CACHE", default))
 
 
+def cache_holding(path: Path) -> Path | None:
+    """The cache folder (resolved) where `path` lies in it, else None. A cache that holds the
+    working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds none here."""
+    cache = cache_root().resolve()
+    inside = path.resolve().is_relative_to(cache) and not Path.cwd().resolve().is_relative_to(cache)
+    return cache if inside else None
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     """The key of a cache entry: a hash of everything that changes what the entry holds."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -117,7 +117,8 @@ def read_within_memory(read: Callable[[], T], too_large: str) -> T:
     """`read()`, or a UserError saying `too_large` where it runs out of memory. Raised once the
     MemoryError is let go of: its traceback holds the frames that hold what was read so far, and
     an error raised inside the handler would keep it as its context, the memory held while the
-    run cleans up (removing a result folder then failed for want of memory)."""
+    run cleans up (removing a result folder then failed for want of memory). So `read` must hold
+    what it reads itself: what a caller's frame holds stays held."""
     try:
         return read()
     except MemoryError:

@@ -67,8 +67,8 @@ def hub_file(repo_id: str, filename: str, repo_type: str = "model", kind: str = 
         raise UserError(f"cannot download {what}: {str(exc).splitlines()[0][:200]}") from None
 
 
-#: a Hub revision: a commit, a branch or tag name, or a pull request's ref (refs/pr/1); git's own
-#: ref-name rules, narrowed to the characters the Hub allows in branch names
+#: a Hub revision: a commit, a branch or tag name, or a pull request's ref (refs/pr/1), in a subset
+#: of git's ref names that never leads out of a folder (no `..`, `//`, leading `/`, `-` or `.`)
 REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?![/.-])[A-Za-z0-9._/-]{1,255}(?<![/.])")
 
 

@@ -35,8 +35,8 @@ _UNUSUAL = re.compile(r"[^\x20-\x7e\t\n\v\f\r]")
 #: 110 bytes each): a first stage's top-k is read from it, and the deepest run a benchmark here
 #: needs is Quora's top-1,000 of 10,000 queries; a file past it would fill memory before its end
 MAX_RUN_DOCUMENTS = 20_000_000
-#: the most characters of document ids a run file may hold (each id is kept as read): the document
-#: cap bounds memory only where ids are short, and a file of 100,000 lines of 20 KB ids held 2.3 GB;
+#: the most characters of query and document ids a run file may hold (each id is kept as read): the
+#: document cap bounds memory only where ids are short, and 100,000 lines of 20 KB ids held 2.3 GB;
 #: at the document cap this leaves ids 53 characters on average, BEIR's and MIRACL's are under 40
 MAX_RUN_ID_CHARACTERS = 2**30
 #: the most queries a run file may hold (each costs some 250 bytes more as it is read): no
@@ -102,9 +102,8 @@ def read_run(path: Path) -> RunFile:
     kind = special_file_kind(path)
     if kind:  # a FIFO would block the read forever, a directory fail obscurely
         raise UserError(f"run file {path} is {kind}, not a file")
-    run: Run = {}
-    duplicates, sha256 = read_within_memory(
-        lambda: _read_lines(path, run),
+    run, duplicates, sha256 = read_within_memory(
+        lambda: _read_lines(path),
         f"run file {path} does not fit in memory; keep each query's top results only (the top 1,000 "
         f"is plenty for a top-k of 100)",
     )
@@ -113,8 +112,10 @@ def read_run(path: Path) -> RunFile:
     return RunFile(path=path, run=run, sha256=sha256, duplicate_lines=duplicates)
 
 
-def _read_lines(path: Path, run: Run) -> tuple[int, str]:
-    """Fill `run` from the file's lines; the count of duplicate lines and the file's SHA-256."""
+def _read_lines(path: Path) -> tuple[Run, int, str]:
+    """The run of the file's lines, the count of duplicate lines and the file's SHA-256 (what it
+    reads is held by this frame alone, so that running out of memory lets go of all of it)."""
+    run: Run = {}
     digest = hashlib.sha256()
     duplicates = 0
     documents = id_characters = 0
@@ -144,6 +145,7 @@ def _read_lines(path: Path, run: Run) -> tuple[int, str]:
                     f"the queries of the datasets it is for"
                 )
             docs = run[query_id] = {}
+            id_characters += len(query_id)
         if doc_id in docs:
             duplicates += 1
             continue
@@ -155,12 +157,12 @@ def _read_lines(path: Path, run: Run) -> tuple[int, str]:
         id_characters += len(doc_id)
         if id_characters > MAX_RUN_ID_CHARACTERS:
             raise UserError(
-                f"{path}, line {number}: the run's document ids hold more than {MAX_RUN_ID_CHARACTERS:,} "
+                f"{path}, line {number}: the run's ids hold more than {MAX_RUN_ID_CHARACTERS:,} "
                 f"characters; keep each query's top results only (the top 1,000 is plenty for a top-k of 100)"
             )
         docs[doc_id] = score
         documents += 1
-    return duplicates, digest.hexdigest()
+    return run, duplicates, digest.hexdigest()
 
 
 def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:

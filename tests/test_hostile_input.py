@@ -483,6 +483,11 @@ def test_an_export_never_writes_into_another_result_folder_or_the_cache(saved, t
         f"error: cannot write {journal}: it lies inside the rerank-eval cache {cache}"
     )
     assert list((cache / "journals").iterdir()) == []
+    # a manifest.json alone (a web app's, at a project's root) makes no result folder
+    web = tmp_path / "webapp"
+    (web / "results").mkdir(parents=True)
+    (web / "manifest.json").write_text('{"name": "an app"}')
+    assert run("export", saved, "--csv", web / "results" / "summary.csv").exit_code == 0
 
 
 def test_what_lies_under_the_staging_name_is_cleared_only_if_a_run_left_it(tmp_path):

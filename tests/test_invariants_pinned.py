@@ -290,6 +290,21 @@ def test_the_same_command_over_a_changed_config_does_not_keep_the_folder(tmp_pat
     assert (tmp_path / "o" / "manifest.json").read_bytes() == published
 
 
+def test_an_out_another_command_published_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """Loading may be a download of gigabytes: the folder in the way is said first."""
+    from rerank_eval import rerankers
+
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    loaded = []
+    monkeypatch.setattr(rerankers, "load_reranker", lambda *a, **k: loaded.append(a) or 1 / 0)
+    other = invoke([*args[:4], "minilm-bi", *args[5:]])
+    assert other.output.splitlines() == [
+        f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
+    ]
+    assert loaded == []
+
+
 def test_what_a_resumed_run_records_otherwise_is_left_out_of_the_comparison():
     from rerank_eval.results.manifest import lasting_record
 

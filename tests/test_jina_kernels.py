@@ -16,8 +16,7 @@ import torch
 
 from rerank_eval import compiling
 from rerank_eval.errors import UserError
-from rerank_eval.first_stage.dense import encoder as encoder_module
-from rerank_eval.first_stage.dense import jina_kernels
+from rerank_eval.first_stage.dense import jina_kernels, kernel_choice
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.models.checkpoint import resolve_checkpoint
@@ -182,7 +181,7 @@ def test_ranks_decide_together(jina, monkeypatch, capsys):
     from rerank_eval.runtime import distributed
 
     monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)  # this rank compiles
-    monkeypatch.setattr(encoder_module, "compile_by_default", lambda device: True)
+    monkeypatch.setattr(kernel_choice, "compile_by_default", lambda device: True)
     gathered = []
 
     def gather(value):
@@ -212,7 +211,7 @@ def test_kernels_that_cannot_compile(jina, monkeypatch, capsys):
         str(raised.value)
         == "torch.compile cannot build the encoder's kernels on cpu: InductorError: no C compiler"
     )
-    monkeypatch.setattr(encoder_module, "compile_by_default", lambda device: True)
+    monkeypatch.setattr(kernel_choice, "compile_by_default", lambda device: True)
     encoder = _encoder(jina)  # by default: transformers' modules, said once, recorded
     assert encoder.fused_kernels is False and encoder.identity("query")["fused_kernels"] is False
     assert "no C compiler" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def test_the_recorded_source_commit_says_when_the_code_that_ran_is_not_the_commi
     (as a run starts) and marked `+modified` where tracked files of the source differ from it."""
     import subprocess
 
-    from rerank_eval.results.folder import source_revision
+    from rerank_eval.results.provenance import source_revision
 
     def git(*args: str) -> str:
         return subprocess.run(

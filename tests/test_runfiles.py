@@ -118,11 +118,15 @@ def test_a_run_of_long_document_ids_is_refused_before_they_fill_memory(tmp_path,
     with pytest.raises(UserError) as error:
         read_run(path)
     assert str(error.value) == (
-        f"{path}, line 3: the run's document ids hold more than 25 characters; keep each query's top "
+        f"{path}, line 3: the run's ids hold more than 25 characters; keep each query's top "
         "results only (the top 1,000 is plenty for a top-k of 100)"
     )
-    monkeypatch.setattr(runfiles, "MAX_RUN_ID_CHARACTERS", 33)  # (as many as it holds: read)
+    monkeypatch.setattr(runfiles, "MAX_RUN_ID_CHARACTERS", 35)  # (as many as it holds, q1 too: read)
     assert len(read_run(path).run["q1"]) == 3
+    long_queries = tmp_path / "long-query-ids.trec"  # query ids count too
+    long_queries.write_text("".join(f"{'q' * 20}{i} Q0 d {i + 1} 1.0 t\n" for i in range(2)))
+    with pytest.raises(UserError, match=r", line 2: the run's ids hold more than 35 characters"):
+        read_run(long_queries)
 
 
 def test_a_run_that_fills_memory_lets_go_of_what_was_read_before_its_error_is_raised(tmp_path, monkeypatch):
@@ -141,9 +145,9 @@ def test_a_run_that_fills_memory_lets_go_of_what_was_read_before_its_error_is_ra
 
     held = []
 
-    def exhausted(path, run):
-        documents = Documents(d1=2.5)  # what the reading frame holds when memory runs out
-        held.append(weakref.ref(documents))
+    def exhausted(path):
+        run = {"q1": Documents(d1=2.5)}  # what the reading frame holds when memory runs out
+        held.append(weakref.ref(run["q1"]))
         raise MemoryError
 
     monkeypatch.setattr(runfiles, "_read_lines", exhausted)

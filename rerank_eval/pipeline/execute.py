@@ -23,8 +23,9 @@ from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results.folder import ResultWriter, source_revision
+from rerank_eval.results.folder import ResultWriter, check_destination
 from rerank_eval.results.manifest import command_words
+from rerank_eval.results.provenance import source_revision
 from rerank_eval.runfiles import Run, format_run_lines, run_tag
 from rerank_eval.runtime.distributed import all_gathered_objects, ranks
 from rerank_eval.runtime.progress import step
@@ -200,6 +201,8 @@ def _execute_each(
             # later model, or a kill between publishing and exiting), from the journal (no
             # scoring), and keeps their folders when the results come out identical.
             resumed = _published_by_this_command(destination, command, plan)
+            if ranks().is_main:  # (refused before the model loads, which may be a download)
+                check_destination(destination, resumed)
             try:
                 with stop.preparing():
                     reranker = load(model)

@@ -13,8 +13,8 @@ from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results.folder import package_versions, source_revision
 from rerank_eval.results.manifest import format_for
+from rerank_eval.results.provenance import package_versions, source_revision
 
 TIE_BREAK = "score descending; equal scores keep first-stage order; written scores strictly decreasing"
 

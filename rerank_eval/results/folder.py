@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import csv
 import errno
-import functools
 import hashlib
 import io
 import json
 import os
 import shutil
-import subprocess
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from rerank_eval.cache import cache_root, disk_error
+from rerank_eval.cache import cache_holding, disk_error
 from rerank_eval.errors import UserError, describe, term, warn
 from rerank_eval.paths import data_file_problem, inside, special_file_kind
 from rerank_eval.results import staging
@@ -46,59 +43,6 @@ MANIFEST_LIMIT = 64 * 2**20
 PER_QUERY_LIMIT = 256 * 2**20
 #: per-query values of all the results one command reads (parsed, they take about 3 times as much)
 PER_QUERY_LIMIT_IN_ALL = 1024 * 2**20
-TRACKED_PACKAGES = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "ir_datasets",
-    "ir_measures",
-    "pytrec_eval_terrier",
-    "bm25s",
-    "PyStemmer",
-    "huggingface_hub",
-    "numpy",
-    "pandas",
-)
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-#: rerank-eval's own source, whose git commit a manifest records
-SOURCE = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def source_revision(folder: Path = SOURCE) -> str | None:
-    """The git commit of rerank-eval's own source (`folder`), when it runs from a checkout, with
-    `+modified` where its tracked files differ from that commit (the commit alone would name code
-    that did not run; `+unknown` where git could not say). Read once, when a run starts
-    (`execute`): a commit made while it runs is not the code it ran."""
-
-    def git(*args: str) -> str | None:
-        try:  # (no optional locks: a status refreshes the index, which is the user's)
-            done = subprocess.run(
-                ["git", "--no-optional-locks", "-C", str(folder), *args],
-                capture_output=True, text=True, timeout=5, check=False,
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return None
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    if changed is None:  # (unknown is not clean)
-        return commit + "+unknown"
-    return commit + ("+modified" if changed else "")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -111,6 +55,41 @@ def write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def check_destination(final: Path, keep_identical: bool = False) -> bool:
+    """Refuse a result folder a run cannot publish as (called again before a model loads, which may
+    be a download); whether one already there may be kept (`keep_identical`, and complete)."""
+    if NOT_IN_A_NEW_NAME.search(str(final)):  # a newline in a name breaks every listing
+        raise UserError(
+            f"result folder {str(final)!r} holds a control character; choose another {term('out')}",
+            {"out": "folder"},
+        )
+    if final.name.endswith(INCOMPLETE_SUFFIX):  # (every reader would take it for one)
+        raise UserError(
+            f"result folder {final}: a name ending in {INCOMPLETE_SUFFIX} is an unfinished run's; choose "
+            f"another {term('out')}",
+            {"out": "folder"},
+        )
+    try:
+        existing = keep_identical and (final / "manifest.json").is_file()
+        taken = final.exists() or final.is_symlink()  # a broken link too
+        cache = cache_holding(final)
+    except OSError as exc:  # a name too long, a symlink loop
+        raise UserError(
+            f"cannot use {final} as a result folder ({exc.strerror or exc}); choose another {term('out')}",
+            {"out": "folder"},
+        ) from None
+    if cache is not None:  # its files could be taken for, or replace, cache entries
+        raise UserError(
+            f"result folder {final} lies inside the rerank-eval cache {cache}; choose another {term('out')}",
+            {"out": "folder"},
+        )
+    if taken and not existing:
+        kinds = ("result folder", "a symbolic link named", "a file named")
+        what = kinds[0] if final.is_dir() else kinds[1] if final.is_symlink() else kinds[2]
+        raise UserError(f"{what} {final} exists already; choose another {term('out')}", {"out": "folder"})
+    return existing
+
+
 class ResultWriter:
     """Assembles a result folder under a temporary name and publishes it whole."""
 
@@ -118,42 +97,8 @@ class ResultWriter:
         """`keep_identical`: an existing complete folder is acceptable if this run reproduces it
         exactly (a resumed several-model run redoing, from its journal, a model it had finished)."""
         self.final = Path(final)
-        if NOT_IN_A_NEW_NAME.search(str(self.final)):  # a newline in a name breaks every listing
-            raise UserError(
-                f"result folder {str(self.final)!r} holds a control character; choose another {term('out')}",
-                {"out": "folder"},
-            )
-        if self.final.name.endswith(INCOMPLETE_SUFFIX):  # (every reader would take it for one)
-            raise UserError(
-                f"result folder {self.final}: a name ending in {INCOMPLETE_SUFFIX} is an unfinished "
-                f"run's; choose another {term('out')}",
-                {"out": "folder"},
-            )
-        try:
-            self.existing = keep_identical and (self.final / "manifest.json").is_file()
-            taken = self.final.exists() or self.final.is_symlink()  # a broken link too
-            cache = cache_root().resolve()
-            # (a cache that holds the working folder, RERANK_EVAL_CACHE=., holds every result)
-            in_cache = self.final.resolve().is_relative_to(cache) and not Path.cwd().is_relative_to(cache)
-        except OSError as exc:  # a name too long, a symlink loop
-            raise UserError(
-                f"cannot use {self.final} as a result folder ({exc.strerror or exc}); choose another "
-                f"{term('out')}",
-                {"out": "folder"},
-            ) from None
-        if in_cache:  # its files could be taken for, or replace, cache entries
-            raise UserError(
-                f"result folder {self.final} lies inside the rerank-eval cache {cache}; choose another "
-                f"{term('out')}",
-                {"out": "folder"},
-            )
+        self.existing = check_destination(self.final, keep_identical)
         self.kept_existing = False
-        if taken and not self.existing:
-            kinds = ("result folder", "a symbolic link named", "a file named")
-            what = kinds[0] if self.final.is_dir() else kinds[1] if self.final.is_symlink() else kinds[2]
-            raise UserError(
-                f"{what} {self.final} exists already; choose another {term('out')}", {"out": "folder"}
-            )
         self.staging = self.final.with_name(self.final.name + INCOMPLETE_SUFFIX)
         try:
             self._held = staging.claim(self.staging, self.final)
@@ -306,8 +251,8 @@ def load_result(folder: Path) -> SavedResult:
         raise UserError(f"{per_query_path} is damaged: {describe(exc)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{per_query_path} is damaged: not UTF-8 text") from None
-    except MemoryError:  # (raised below, once the error and the memory its frames hold are let go)
-        per_query = None
+    except MemoryError:  # (raised below, once the error and what this frame read are let go of)
+        per_query = per_query_bytes = None
     except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read {per_query_path}: {describe(exc)}") from None
     if per_query is None:

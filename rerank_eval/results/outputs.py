@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rerank_eval.cache import cache_root, left_by_a_dead_process, process_tag
+from rerank_eval.cache import cache_holding, left_by_a_dead_process, process_tag
 from rerank_eval.errors import UserError
 from rerank_eval.paths import special_file_kind
 from rerank_eval.textlines import NOT_IN_A_NEW_NAME
@@ -44,16 +44,18 @@ def check_output_paths(paths: Sequence[Path | None]) -> None:
 
 
 def _folder_holding(target: Path) -> str | None:
-    """The result folder (one with a manifest) or the cache that `target` lies in, said; None where
-    it lies in neither (a folder of several results may hold outputs beside them). A cache that
-    holds the working folder (RERANK_EVAL_CACHE=.) holds everything, so it is not counted."""
+    """The result folder or the cache that `target` lies in, said; None where it lies in neither
+    (a folder of several results may hold outputs beside them)."""
     for parent in target.parents:
-        if (parent / "manifest.json").is_file():
+        if is_result_folder(parent):
             return f"{parent}, a result folder"
-    cache = cache_root().resolve()
-    if target.is_relative_to(cache) and not Path.cwd().resolve().is_relative_to(cache):
-        return f"the rerank-eval cache {cache}"
-    return None
+    cache = cache_holding(target)
+    return None if cache is None else f"the rerank-eval cache {cache}"
+
+
+def is_result_folder(folder: Path) -> bool:
+    """What a result folder holds, both: a `manifest.json` alone may be a web app's."""
+    return (folder / "manifest.json").is_file() and (folder / "per_query.csv").is_file()
 
 
 def write_output(path: Path, write: Callable[[Path], None]) -> None:

@@ -108,8 +108,9 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.models.checkpoint import not_a_model_source
 
         revision = source.settings["revision"]
-        if revision is not None and revision_problem(revision):
-            raise UserError(f"first stage {source.name}: {revision_problem(revision)}")
+        wrong = revision_problem(revision) if revision is not None else None
+        if wrong:
+            raise UserError(f"first stage {source.name}: {wrong}")
         problem = None if source.settings["package"] else not_a_model_source(source.settings["encoder"])
         if problem:
             presets = sorted(

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, describe
 from rerank_eval.first_stage.dense import jina_kernels
+from rerank_eval.first_stage.dense.checkpoint_files import inside_checkpoint
+from rerank_eval.first_stage.dense.kernel_choice import fused_kernels_chosen, packing_chosen
 from rerank_eval.first_stage.dense.projection import load_projections, project
-from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class, inside_checkpoint
+from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import (
@@ -108,8 +109,11 @@ class DenseEncoder:
             checkpoint.folder, recipe.dense_layers, checkpoint.source, self.device
         )
         config = jina_kernels.fusable_config(self.folder)
-        self.fused_kernels = self._resolved_fused_kernels(config, fused_kernels)
-        self.packed_sequences = self._resolved_packing(config, packed_sequences)
+        source = checkpoint.source
+        self.fused_kernels = fused_kernels_chosen(source, config, self.device, self.dtype, fused_kernels)
+        self.packed_sequences = packing_chosen(
+            source, config, self.device, self.dtype, self.fused_kernels, packed_sequences
+        )
         self._side: str | None = None
         self._model: torch.nn.Module | None = None
         self.stats = {"forward_passes": 0, "out_of_memory_retries": 0, "tokens": 0}
@@ -172,56 +176,6 @@ class DenseEncoder:
                 f"has no JinaEmbeddingsV3 layers; set the first stage's fused_kernels to false"
             )
         return model.to(self.device).eval()
-
-    def _resolved_fused_kernels(self, config: Any | None, requested: bool | None) -> bool:
-        """Fused kernels as asked (None: on CUDA with Triton), for jina-embeddings-v3's backbone only;
-        checked by compiling them now. Asked for and impossible: a one-line error; by default and
-        impossible: transformers' modules, said once on stderr. Under torchrun the ranks decide
-        together: each rank's shards go into the cache folder the setting keys."""
-        from rerank_eval.runtime.distributed import all_gathered_objects
-
-        if config is None:
-            if requested:
-                print(
-                    f"fused_kernels: encoder {self.checkpoint.source} is not jina-embeddings-v3's "
-                    f"architecture; it runs transformers' modules",
-                    file=sys.stderr,
-                )
-            return False
-        if not (compile_by_default(self.device) if requested is None else requested):
-            return False
-        failure = jina_kernels.compile_failure(config, self.device, self.dtype)
-        # every rank gets here alike (same checkpoint and device type): the first rank's failure
-        failure = next((f for f in all_gathered_objects(failure) if f), None)
-        if failure and requested:
-            raise UserError(f"torch.compile cannot build the encoder's kernels on {self.device}: {failure}")
-        if failure:
-            print(
-                f"torch.compile cannot build kernels on {self.device} ({failure}); the encoder runs "
-                f"transformers' modules",
-                file=sys.stderr,
-            )
-        return not failure
-
-    def _resolved_packing(self, config: Any | None, requested: bool | None) -> bool:
-        """Texts packed end to end without padding, attention kept within each (`jina_kernels`):
-        only when asked for, until a GPU has measured it against padded batches. It runs in the fused
-        modules, so it needs them; a trial holds the varlen kernel to SDPA first. Under torchrun the
-        ranks decide together, as for the fused kernels."""
-        from rerank_eval.runtime.distributed import all_gathered_objects
-
-        if not requested:
-            return False
-        if not self.fused_kernels:
-            raise UserError(
-                f"packed_sequences runs in the fused kernels of jina-embeddings-v3's architecture; encoder "
-                f"{self.checkpoint.source} does not run them here (set fused_kernels: true, or drop packing)"
-            )
-        failure = jina_kernels.packing_failure(config, self.device, self.dtype)
-        failure = next((f for f in all_gathered_objects(failure) if f), None)
-        if failure:
-            raise UserError(f"packed_sequences cannot run on {self.device}: {failure}")
-        return True
 
     def _adapter_folder(self, side: str) -> Path | None:
         """The folder of `side`'s PEFT adapter (None without one); a missing one is a UserError."""
@@ -340,7 +294,7 @@ class DenseEncoder:
                 continue
             done_cost += self._cost(batch, lengths)
             if progress is not None and self.device.type == "cpu":  # (CUDA, MPS: only queued)
-                progress(min(1.0, done_cost / total_cost))
+                progress(min(1.0, done_cost / max(total_cost, 1)))  # (split batches cost less)
         if not done:
             return QueuedVectors([], torch.empty((0, 0)), None)
         return QueuedVectors.copied_back(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from rerank_eval.errors import UserError, describe
-from rerank_eval.first_stage.dense.recipe import DenseSpec, read_dense_spec
+from rerank_eval.first_stage.dense.checkpoint_files import DenseSpec, read_dense_spec
 
 #: a Dense module's weight files, as sentence-transformers reads them (safetensors first)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

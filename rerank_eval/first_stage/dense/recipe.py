@@ -10,13 +10,17 @@ win over the files (jina-embeddings-v3's adapters and instruction prefixes are n
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.errors import UserError
-from rerank_eval.paths import lies_inside
+from rerank_eval.first_stage.dense.checkpoint_files import (
+    inside_checkpoint,
+    read_dense_spec,
+    read_json,
+    read_object,
+)
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -85,86 +89,6 @@ class EncoderRecipe:
         return recorded
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except ValueError:
-        raise UserError(f"{what} {path} is not valid JSON") from None
-    if not isinstance(value, (dict, list)):
-        raise UserError(f"{what} {path}: unexpected content")
-    return value  # type: ignore[return-value]
-
-
-def inside_checkpoint(folder: Path, name: Any, where: str) -> Path:
-    """The subfolder `name` of the checkpoint `folder` (a module's, an adapter's): a path leading
-    out of it (absolute, or through ..) would load files that its content hash, and so every cache
-    key of what it embeds, does not cover. So would a subfolder that is a link to elsewhere (the
-    hash does not follow links to folders)."""
-    relative = Path(str(name))
-    if relative.is_absolute() or ".." in relative.parts or not lies_inside(folder, folder / relative):
-        raise UserError(f"{where}: {str(name)!r} leads outside the checkpoint folder {folder}"[:400])
-    return folder / relative
-
-
-def _read_object(path: Path, what: str) -> dict[str, Any]:
-    value = _read_json(path, what)
-    if not isinstance(value, dict):
-        raise UserError(f"{what} {path}: expected a JSON object")
-    return value
-
-
-#: the activations sentence-transformers' Dense modules name that we run (torch.nn's own modules)
-ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid", "SiLU")
-_EMBEDDING = "sentence_embedding"
-
-
-@dataclass(frozen=True)
-class DenseSpec:
-    """What one Dense module's config.json says."""
-
-    in_features: int
-    out_features: int
-    bias: bool
-    activation: str
-    residual: bool
-
-
-def read_dense_spec(folder: Path) -> DenseSpec:
-    """The module in `folder`, checked: sizes, bias, a known activation, and that it maps the
-    sentence embedding to itself."""
-    path = folder / "config.json"
-    config = _read_object(path, "Dense config")
-    sizes = [config.get("in_features"), config.get("out_features")]
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
-        raise UserError(f"Dense config {path}: in_features and out_features must be positive integers")
-    for key in ("bias", "use_residual"):
-        if not isinstance(config.get(key, False), bool):
-            raise UserError(f"Dense config {path}: {key} must be true or false, not {config[key]!r}"[:300])
-    # (absent: sentence-transformers' default, tanh; null it cannot load, and neither do we)
-    activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))
-    name = activation.rsplit(".", 1)[-1]
-    if not activation.startswith("torch.") or name not in ACTIVATIONS:
-        raise UserError(
-            f"Dense config {path}: activation {activation!r} is not supported "
-            f"(rerank-eval runs torch's {', '.join(ACTIVATIONS)})"
-        )
-    for key in ("module_input_name", "module_output_name"):
-        if config.get(key, _EMBEDDING) not in (None, _EMBEDDING):
-            raise UserError(
-                f"Dense config {path}: {key} {config[key]!r} is not supported (rerank-eval projects "
-                f"the pooled sentence embedding, one vector per text)"
-            )
-    return DenseSpec(
-        in_features=sizes[0],
-        out_features=sizes[1],
-        bias=bool(config.get("bias", True)),
-        activation=name,
-        residual=bool(config.get("use_residual", False)),
-    )
-
-
 def _module_kind(entry: dict[str, Any]) -> str:
     """'Transformer', 'Pooling', 'Normalize', ... from `sentence_transformers.models.Pooling` and the like."""
     return str(entry.get("type", "")).rsplit(".", 1)[-1]
@@ -202,7 +126,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
     modules_path = folder / "modules.json"
     if not modules_path.is_file():
         return {}
-    modules = _read_json(modules_path, "sentence-transformers modules")
+    modules = read_json(modules_path, "sentence-transformers modules")
     if not isinstance(modules, list):
         raise UserError(f"{modules_path}: expected a list of modules")
     found: dict[str, Any] = {"normalize": False}
@@ -225,7 +149,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
                 (path / name for name in _TRANSFORMER_CONFIGS if (path / name).is_file()), None
             )
             if bert_config is not None:
-                values = _read_object(bert_config, "sentence-transformers config")
+                values = read_object(bert_config, "sentence-transformers config")
                 length = values.get("max_seq_length")
                 if length is not None:
                     if type(length) is not int or length < 1:
@@ -235,9 +159,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
                     found["max_length"] = length
                 found["lowercase"] = bool(values.get("do_lower_case", False))
         elif kind == "Pooling":
-            found["pooling"] = _pooling_from_config(
-                _read_object(path / "config.json", "pooling config"), path
-            )
+            found["pooling"] = _pooling_from_config(read_object(path / "config.json", "pooling config"), path)
         elif kind == "Dense":
             _check_dense_place(found, modules_path)
             read_dense_spec(path)  # a module we cannot run is refused now, not after loading
@@ -251,7 +173,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             )
     prompts_path = folder / "config_sentence_transformers.json"
     if prompts_path.is_file():
-        settings = _read_object(prompts_path, "sentence-transformers prompts")
+        settings = read_object(prompts_path, "sentence-transformers prompts")
         prompts = settings.get("prompts") or {}
         default_name = settings.get("default_prompt_name") or ""
         if not isinstance(default_name, str):
@@ -296,7 +218,7 @@ def _architectures(folder: Path) -> list[str]:
     config = folder / "config.json"
     if not config.is_file():
         return []
-    values = _read_object(config, "model config")
+    values = read_object(config, "model config")
     return [str(a) for a in values.get("architectures") or []]
 
 
@@ -306,7 +228,7 @@ def _config_value(folder: Path, name: str) -> int | None:
     config = folder / "config.json"
     if not config.is_file():
         return None
-    values = _read_object(config, "model config")
+    values = read_object(config, "model config")
     if name not in values:
         return None
     declared = values[name]
@@ -401,7 +323,7 @@ def encoder_class(folder: Path) -> str:
     from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
 
     config = folder / "config.json"
-    model_type = _read_object(config, "model config").get("model_type") if config.is_file() else None
+    model_type = read_object(config, "model config").get("model_type") if config.is_file() else None
     loaded = MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES.get(str(model_type), "")
     return "AutoModelForTextEncoding" if loaded.endswith("EncoderModel") else "AutoModel"
 
@@ -411,5 +333,5 @@ def _tokenizer_limit(folder: Path) -> int | None:
     path = folder / "tokenizer_config.json"
     if not path.is_file():
         return None
-    declared = _read_object(path, "tokenizer config").get("model_max_length")
+    declared = read_object(path, "tokenizer config").get("model_max_length")
     return int(declared) if isinstance(declared, (int, float)) and 0 < declared < 10**6 else None
