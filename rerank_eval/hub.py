@@ -69,7 +69,7 @@ def hub_file(repo_id: str, filename: str, repo_type: str = "model", kind: str = 
 
 #: a Hub revision: a commit, a branch or tag name, or a pull request's ref (refs/pr/1), in a subset
 #: of git's ref names that never leads out of a folder (no `..`, `//`, leading `/`, `-` or `.`)
-REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?![/.-])[A-Za-z0-9._/-]{1,255}(?<![/.])")
+REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?![/.-])[A-Za-z0-9._/+@-]{1,255}(?<![/.])")
 
 
 def revision_problem(revision: str) -> str | None:

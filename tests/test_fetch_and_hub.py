@@ -44,7 +44,9 @@ def test_fetch_says_what_is_missing_offline():
     assert "run.beir-v1.0.0-fiqa-flat.trec is not cached and HF_HUB_OFFLINE is set" in result.output
 
 
-@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "release-2024.01", "0a" * 20])
+@pytest.mark.parametrize(
+    "revision", ["main", "v1.0", "refs/pr/1", "release-2024.01", "0a" * 20, "v1.0.0+cu118", "release@2024"]
+)
 def test_ref_names_and_commits_are_revisions(revision):
     assert revision_problem(revision) is None
 
