@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -108,3 +109,25 @@ def test_under_torchrun_the_resume_advice_names_the_torchrun_command_and_the_ran
 class _Request:
     def __init__(self, query_id: str) -> None:
         self.query_id = query_id
+
+
+def test_a_rank_leaves_its_process_group_after_its_command_succeeds_only(tmp_path, monkeypatch):
+    """Left to the interpreter's exit, gloo's threads now and then ended a finished rank in SIGABRT
+    (torchrun then failed the job); after a failure a peer may be inside a collective."""
+    import torch.distributed as dist
+    from typer.testing import CliRunner
+
+    from rerank_eval.runtime.distributed import leave_job
+
+    app_module = importlib.import_module("rerank_eval.cli.app")  # (the package's `app` is the Typer app)
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    leave_job()
+    assert not dist.is_initialized()
+    leave_job()  # (no group: nothing to do)
+    left = []
+    monkeypatch.setattr(app_module, "leave_job", lambda: left.append(True))
+    assert CliRunner().invoke(app_module.app, ["suites"]).exit_code == 0 and left == [True]
+    missing = str(tmp_path / "none.yaml")
+    assert CliRunner().invoke(app_module.app, ["suites", "--config", missing]).exit_code == 2
+    assert left == [True]

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from rerank_eval.cli.options import FLAGS
 from rerank_eval.errors import UserError
 from rerank_eval.pipeline.interrupt import STOP_SIGNALS, STOPPED_AT_ONCE
+from rerank_eval.runtime.distributed import leave_job
 
 # Tables keep their full width when written to a file or a pipe.
 # Paths and names from users reach these consoles: printed as written, never read as Rich markup
@@ -103,7 +104,9 @@ def user_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             try:
-                return command(*args, **kwargs)
+                result = command(*args, **kwargs)
+                leave_job()  # (under torchrun; a failed rank leaves its group to the exit)
+                return result
             except UserError as exc:
                 print_error(exc.render(FLAGS))
                 raise typer.Exit(exc.exit_code) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -88,6 +89,16 @@ def ranks() -> Ranks:
         minutes = float(os.environ.get("RERANK_EVAL_RANK_WAIT_MINUTES", "360"))
         dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     return Ranks(dist.get_rank(), world, local_rank)
+
+
+def leave_job() -> None:
+    """Destroy this rank's process group after a command that succeeded here, while the interpreter
+    is whole: left to the interpreter's exit, gloo's worker threads may still hold tensors, and the
+    rank ends in SIGABRT ("terminate called without an active exception"), now and then. Not after
+    a failure: a peer may be inside a collective, which destroying the group could hang."""
+    distributed = sys.modules.get("torch.distributed")  # (a command that never started a job: none)
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def default_device() -> str | None:
