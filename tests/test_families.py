@@ -638,3 +638,21 @@ def test_a_mistyped_setting_is_named_with_the_closest(models):
     )
     with pytest.raises(UserError, match=expected):
         load_reranker(str(models["ce1"]), max_len=3)
+
+
+@pytest.mark.parametrize(("family", "calls"), [("listwise-last-token", [300]), ("cross-encoder", [256, 44])])
+def test_score_runs_a_family_that_scores_a_query_whole_in_one_call(family, calls):
+    """A listwise block's query vector enters every score: its documents are never scored in slices."""
+    from types import SimpleNamespace
+
+    from rerank_eval.cli.tools import _scores_with_progress
+
+    seen = []
+
+    def score(query, texts):
+        seen.append(len(texts))
+        return [0.0] * len(texts)
+
+    reranker = SimpleNamespace(family=family, score=score)
+    assert len(_scores_with_progress(reranker, "q", [f"d{i}" for i in range(300)])) == 300
+    assert seen == calls

@@ -157,17 +157,19 @@ SCORE_INPUT_LIMIT = 64 * 2**20
 
 
 def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[float]:
-    """Scores in input order, with progress on stderr. A listwise model scores all the documents of
-    its query together (every block's query vector enters every score); the others in slices."""
+    """Scores in input order, with progress on stderr: in one call where the family scores a query
+    whole (listwise: every block's query vector enters every score), else in slices."""
+    from rerank_eval.rerankers import registry
     from rerank_eval.runtime.progress import step, track
 
-    if reranker.family == "first-stage-order":
+    family = registry.family(reranker.family)
+    if not family.needs_model:
         raise UserError(
             "the bm25 preset keeps a first stage's order and has no scores of its own; "
             "score needs a model (--model PRESET, a Hub id or a checkpoint directory)"
         )
     what = f"scoring {len(texts):,} document{'s' * (len(texts) != 1)}"
-    if reranker.family == "listwise-last-token":
+    if family.scores_a_query_whole:
         with step(what):
             return reranker.score(query, texts)
     slices = [texts[start : start + SCORE_SLICE] for start in range(0, len(texts), SCORE_SLICE)]

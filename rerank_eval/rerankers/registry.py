@@ -27,6 +27,9 @@ class Family:
     implementation: str  # "module:class"
     remote_code: bool = False  # may run the code a model's Hub repository ships (--trust-remote-code)
     needs_model: bool = True  # False: it scores without weights (the first stage's order)
+    #: every document of a query is scored in one call (each listwise block's query vector enters
+    #: every score), so they cannot be scored in slices
+    scores_a_query_whole: bool = False
 
     def implementation_class(self) -> Any:
         module, name = self.implementation.split(":")
@@ -48,7 +51,14 @@ def family(name: str) -> Family:
 
 
 _MODULE = "rerank_eval.rerankers."
-register(Family("listwise-last-token", ListwiseSettings, _MODULE + "listwise.reranker:ListwiseLastToken"))
+register(
+    Family(
+        "listwise-last-token",
+        ListwiseSettings,
+        _MODULE + "listwise.reranker:ListwiseLastToken",
+        scores_a_query_whole=True,
+    )
+)
 register(Family("cross-encoder", PointwiseSettings, _MODULE + "cross_encoder:CrossEncoder", remote_code=True))
 register(Family("yes-no", InstructedSettings, _MODULE + "causal_lm:YesNoReranker", remote_code=True))
 register(Family("one-zero", PointwiseSettings, _MODULE + "causal_lm:OneZeroReranker", remote_code=True))
