@@ -289,6 +289,31 @@ def test_two_quick_sigints_exit_130_without_traceback(slow_setup):
     assert_journal_valid_and_nothing_published(cache, out)
 
 
+def test_a_second_press_on_the_way_out_of_a_stop_exits_130_without_traceback(monkeypatch):
+    """The first press's line is printed and Click unwinds: a second press landing there escaped
+    the command's handler as a KeyboardInterrupt traceback, and the process died by the signal."""
+    import importlib
+
+    app_module = importlib.import_module("rerank_eval.cli.app")
+
+    def pressed_again_while_unwinding():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app_module, "app", pressed_again_while_unwinding)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            app_module.main()
+        except KeyboardInterrupt:  # (pytest would take it for its own stop)
+            pytest.fail("a KeyboardInterrupt escaped the console script: a traceback, death by signal")
+        except SystemExit as exiting:
+            assert exiting.code == 130
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # (a third press: ignored)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_ctrl_c_stops_within_one_forward_pass_and_the_resume_matches(slow_setup, monkeypatch):
     """A model that sleeps in every forward pass: Ctrl-C in the middle of a chunk of queries starts
     no other forward pass, the chunk is not journaled, and the resumed run writes the same bytes as

@@ -168,7 +168,20 @@ def main() -> None:
     try:
         app()
     except SystemExit as exiting:
-        if exiting.code in (128 + signum for signum in STOP_SIGNALS):
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
+        if exiting.code in STOPPED_EXIT_CODES:
+            _ignore_further_stops()
         raise
+    except KeyboardInterrupt:  # a second press landing on the way out of a first stop (its line
+        _ignore_further_stops()  # is printed), or one before any command began: no traceback
+        sys.exit(130)
+
+
+#: the exit codes of a run stopped by a signal (130 for Ctrl-C, 143 for SIGTERM)
+STOPPED_EXIT_CODES = tuple(128 + signum for signum in STOP_SIGNALS)
+
+
+def _ignore_further_stops() -> None:
+    """Once the console script is stopping, a further stop signal is ignored: in interpreter
+    shutdown it would turn the exit code already decided into death by signal."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
