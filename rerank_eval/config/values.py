@@ -102,8 +102,9 @@ class ValueChecks(EntryChecks):
 
     def top_k(self, value: Any) -> int:
         top_k = self.number("defaults.top_k", value, int)
-        if top_k_problem(top_k):
-            raise self.fail("defaults.top_k", str(top_k_problem(top_k)))
+        problem = top_k_problem(top_k)
+        if problem:
+            raise self.fail("defaults.top_k", problem)
         return top_k
 
     def metrics(self, value: Any) -> tuple[str, ...]:

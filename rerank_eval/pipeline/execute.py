@@ -230,22 +230,31 @@ def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) 
     """Whether an earlier run of this very command line, over the same config files, published
     this model's folder (a hint only: the folder is kept only if the results come out identical).
     A config file edited since is other results: refused before any work, not after it."""
-    if plan.fresh or not written_by_command(folder, command):
-        return False
-    try:
-        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["suite"]["config_files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return bool(earlier == config_files_record(plan))
+    earlier = {} if plan.fresh else _recorded_manifest(folder)
+    suite = earlier.get("suite")
+    return (
+        _records_command(earlier, command)
+        and isinstance(suite, dict)
+        and suite.get("config_files") == config_files_record(plan)
+    )
 
 
 def written_by_command(folder: Path, command: Sequence[str]) -> bool:
     """Whether the result in `folder` records this command line (a --fresh apart)."""
+    return _records_command(_recorded_manifest(folder), command)
+
+
+def _recorded_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest a result folder holds, as written; empty where there is none to read."""
     try:
-        earlier = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("command")
-    except (OSError, ValueError, AttributeError):
-        return False
-    words = command_words(earlier)
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _records_command(manifest: dict[str, Any], command: Sequence[str]) -> bool:
+    words = command_words(manifest.get("command"))
     return words is not None and words == command_words(command)
 
 

@@ -88,8 +88,9 @@ class RunPlan:
 
     def validate(self) -> None:
         """Fail before any download or model load when the plan cannot work."""
-        if top_k_problem(self.top_k):
-            raise ParameterError("top_k", str(top_k_problem(self.top_k)))
+        problem = top_k_problem(self.top_k)
+        if problem:
+            raise ParameterError("top_k", problem)
         parse_measures(self.measures())
         self.config.command_line_first_stage(self.first_stage_override, self.first_stage_settings)
         for key, path in self.runs.overrides.items():

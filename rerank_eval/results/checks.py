@@ -91,8 +91,9 @@ def _manifest_range_problem(manifest: Manifest) -> str | None:
     what a run accepts, a count below zero or above the judged queries, a negative time, a
     published figure that is no fraction, a protocol without metrics or naming one with no values."""
     protocol = manifest.protocol
-    if top_k_problem(protocol.top_k):
-        return f"manifest.json's protocol.top_k {top_k_problem(protocol.top_k)}"
+    problem = top_k_problem(protocol.top_k)
+    if problem:
+        return f"manifest.json's protocol.top_k {problem}"
     if not protocol.metrics:
         return "manifest.json's protocol names no metrics"
     unmeasured = [metric for metric in protocol.metrics if metric not in protocol.measures]
