@@ -1,5 +1,6 @@
 """rerank-eval's own cache folder (built-in BM25 indexes, corpus embeddings, score journals): where
-it is, how its entries are keyed, and how a failed write there is reported."""
+it is, how its entries are keyed, and how a failed write there is reported; and where the caches of
+the libraries it uses (ir_datasets, huggingface_hub) are, which no result or export may write into."""
 
 from __future__ import annotations
 
@@ -36,12 +37,32 @@ def cache_root() -> Path:
     return Path(os.environ.get("RERANK_EVAL_CACHE", default))
 
 
-def cache_holding(path: Path) -> Path | None:
-    """The cache folder (resolved) where `path` lies in it, else None. A cache that holds the
+def ir_datasets_home() -> Path:
+    """Where ir_datasets keeps datasets and their doc stores (its own default)."""
+    return Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
+
+
+def caches() -> tuple[tuple[str, Path, str], ...]:
+    """Every cache a run reads or fills: (its variable, its folder, what it holds)."""
+    from huggingface_hub import constants
+
+    return (
+        ("IR_DATASETS_HOME", ir_datasets_home(), "datasets, doc stores"),
+        ("HF_HOME", Path(constants.HF_HOME), "models, published runs"),
+        ("RERANK_EVAL_CACHE", cache_root(), "BM25 and Lucene indexes, corpus embeddings"),
+    )
+
+
+def cache_holding(path: Path) -> str | None:
+    """The cache `path` lies in, said ("the cache RERANK_EVAL_CACHE FOLDER"), else None: results and
+    exports written there could replace, or be taken for, its entries. A cache that holds the
     working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds none here."""
-    cache = cache_root().resolve()
-    inside = path.resolve().is_relative_to(cache) and not Path.cwd().resolve().is_relative_to(cache)
-    return cache if inside else None
+    target, here = path.resolve(), Path.cwd().resolve()
+    for variable, folder, _ in caches():
+        cache = folder.resolve()
+        if target.is_relative_to(cache) and not here.is_relative_to(cache):
+            return f"the cache {variable} {cache}"
+    return None
 
 
 def cache_key(parts: dict[str, Any]) -> str:

@@ -133,7 +133,7 @@ def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_
     a preset shipped by an installed package needs no download; the end names every cache."""
     from huggingface_hub import constants
 
-    from rerank_eval.datasets.ir_dataset import ir_datasets_home
+    from rerank_eval.cache import ir_datasets_home
 
     typo = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact", "--model", "minilm-bx"])
     assert typo.exit_code == 2 and "fetching" not in typo.output

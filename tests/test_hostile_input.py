@@ -480,9 +480,20 @@ def test_an_export_never_writes_into_another_result_folder_or_the_cache(saved, t
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
     journal = cache / "journals" / "key.jsonl"
     assert one_line_error(run("compare", saved, other, "--force", "--markdown", journal)) == (
-        f"error: cannot write {journal}: it lies inside the rerank-eval cache {cache}"
+        f"error: cannot write {journal}: it lies inside the cache RERANK_EVAL_CACHE {cache}"
     )
     assert list((cache / "journals").iterdir()) == []
+    # nor into the datasets' or the models' cache, where it could replace a dataset's or a model's file
+    from huggingface_hub import constants
+
+    for variable, home in (("IR_DATASETS_HOME", tmp_path / "ird"), ("HF_HOME", Path(constants.HF_HOME))):
+        monkeypatch.setenv(variable, str(home))
+        target = home / "beir" / "scifact" / "queries.tsv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assert one_line_error(run("export", saved, "--csv", target)) == (
+            f"error: cannot write {target}: it lies inside the cache {variable} {home}"
+        )
+        assert not target.exists()
     # a manifest.json alone (a web app's, at a project's root) makes no result folder
     web = tmp_path / "webapp"
     (web / "results").mkdir(parents=True)
@@ -580,11 +591,14 @@ def test_a_result_folder_put_in_place_during_the_run_is_not_replaced(tmp_path):
     assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "out.incomplete").exists()
 
 
-def test_an_out_inside_the_cache_or_with_a_control_character_is_refused(tmp_path, monkeypatch):
+def test_an_out_inside_a_cache_or_with_a_control_character_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "ird"))
     for out in (tmp_path / "cache" / "results", tmp_path / "cache" / "journals" / "x"):
-        with pytest.raises(UserError, match=r"lies inside the rerank-eval cache .*/cache; choose another"):
+        with pytest.raises(UserError, match=r"inside the cache RERANK_EVAL_CACHE .*/cache; choose another"):
             ResultWriter(out)
+    with pytest.raises(UserError, match=r"lies inside the cache IR_DATASETS_HOME .*/ird; choose another"):
+        ResultWriter(tmp_path / "ird" / "beir")
     with pytest.raises(UserError, match=r"result folder '.*/a\\nb' holds a control character"):
         ResultWriter(tmp_path / "a\nb")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

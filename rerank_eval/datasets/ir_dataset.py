@@ -7,12 +7,12 @@ a whole corpus; only the built-in BM25 index streams the corpus, once, through `
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rerank_eval.cache import ir_datasets_home
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets.docstore import clear_interrupted_docstore, docstore_lock, lz4_store
 from rerank_eval.errors import MissingDownload, UserError, describe
@@ -21,10 +21,6 @@ from rerank_eval.errors import MissingDownload, UserError, describe
 # NQ-like lengths on a 2-core machine (docs/operations.md, "First use of big corpora"); real texts are longer,
 # so announcements assume a little less. Used only to tell the user the one-time cost up front.
 DOCSTORE_BUILD_DOCS_PER_SECOND = 70_000
-
-
-def ir_datasets_home() -> Path:
-    return Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
 
 
 #: how a document becomes one text; part of every cache key built from texts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec
@@ -60,15 +59,7 @@ def fetch_suite(
 
 def cache_folders() -> str:
     """The folders a machine without internet needs copies of, each with its variable."""
-    from huggingface_hub import constants
+    from rerank_eval.cache import caches
 
-    from rerank_eval.cache import cache_root
-    from rerank_eval.datasets.ir_dataset import ir_datasets_home
-
-    folders = (
-        ("IR_DATASETS_HOME", ir_datasets_home(), "datasets, doc stores"),
-        ("HF_HOME", Path(constants.HF_HOME), "models, published runs"),
-        ("RERANK_EVAL_CACHE", cache_root(), "BM25 and Lucene indexes, corpus embeddings"),
-    )
-    listed = "; ".join(f"{variable} {folder} ({what})" for variable, folder, what in folders)
+    listed = "; ".join(f"{variable} {folder} ({what})" for variable, folder, what in caches())
     return f"{listed}. Copy these to the machine without internet (or point the variables at the copies)"

@@ -49,8 +49,7 @@ def _folder_holding(target: Path) -> str | None:
     for parent in target.parents:
         if is_result_folder(parent):
             return f"{parent}, a result folder"
-    cache = cache_holding(target)
-    return None if cache is None else f"the rerank-eval cache {cache}"
+    return cache_holding(target)
 
 
 def is_result_folder(folder: Path) -> bool:
