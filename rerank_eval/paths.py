@@ -91,6 +91,15 @@ def special_file_kind(path: Path) -> str | None:
     return next((kind for test, kind in kinds.items() if test(mode)), None)
 
 
+def refuse_special_file(path: Path, named: str) -> None:
+    """Refuse, in one line starting with `named`, a path that exists but is no regular file: a
+    FIFO would block its reader forever, a device such as /dev/zero never end, a folder fail
+    obscurely. A missing path passes (its reader says so in its own words)."""
+    kind = special_file_kind(path)
+    if kind:
+        raise UserError(f"{named} is {kind}, not a file")
+
+
 def data_file_problem(path: Path, limit: int) -> str | None:
     """Why `path` cannot be read whole as a data file of at most `limit` bytes (None when it can):
     missing, not a regular file (a FIFO would block the reader, a device such as /dev/zero never

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_eval.errors import UserError, read_within_memory
-from rerank_eval.paths import special_file_kind
+from rerank_eval.paths import refuse_special_file
 from rerank_eval.textlines import CONTROL_CHARACTERS, numbered_lines
 
 Run = dict[str, dict[str, float]]
@@ -99,9 +99,7 @@ def read_run(path: Path) -> RunFile:
     more than MAX_RUN_DOCUMENTS documents or MAX_RUN_QUERIES queries, and one that fills memory
     anyway said in one line)."""
     path = Path(path)
-    kind = special_file_kind(path)
-    if kind:  # a FIFO would block the read forever, a directory fail obscurely
-        raise UserError(f"run file {path} is {kind}, not a file")
+    refuse_special_file(path, f"run file {path}")
     run, duplicates, sha256 = read_within_memory(
         lambda: _read_lines(path),
         f"run file {path} does not fit in memory; keep each query's top results only (the top 1,000 "

@@ -682,13 +682,15 @@ def test_run_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path):
     loop = tmp_path / "loop.trec"
     loop.symlink_to(loop)
     base = bm25_on_scifact("--out", tmp_path / "out")
-    assert "run file for scifact is a directory, not a file" in one_line_error(
+    assert f"run file for scifact {tmp_path} is a directory, not a file" in one_line_error(
         run(*base, "--run", f"scifact={tmp_path}")
     )
-    assert "run file for scifact is a FIFO (named pipe)" in one_line_error(
+    assert f"run file for scifact {fifo} is a FIFO (named pipe)" in one_line_error(
         run(*base, "--run", f"scifact={fifo}")
     )
-    assert "run file for scifact is a symlink loop" in one_line_error(run(*base, "--run", f"scifact={loop}"))
+    assert f"run file for scifact {loop} is a symlink loop" in one_line_error(
+        run(*base, "--run", f"scifact={loop}")
+    )
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     os.mkfifo(runs_dir / "scifact.trec")

@@ -195,16 +195,14 @@ def read_documents_file(path: Path) -> list[str]:
     line being an empty document. At most `SCORE_INPUT_LIMIT` bytes in all and `MAX_LINE_BYTES` a
     line: one query's candidates, not a corpus, and never what exhausts memory.
     """
-    from rerank_eval.paths import special_file_kind
+    from rerank_eval.paths import refuse_special_file
     from rerank_eval.textlines import MAX_LINE_BYTES, JsonLineError, json_line
 
     source = "standard input" if str(path) == "-" else str(path)
     if str(path) == "-":
         raw = sys.stdin.buffer.read(SCORE_INPUT_LIMIT + 1)
     else:
-        kind = special_file_kind(path)
-        if kind:
-            raise UserError(f"--docs {path} is {kind}, not a file")
+        refuse_special_file(path, f"--docs {path}")
         try:
             with open(path, "rb") as handle:
                 raw = handle.read(SCORE_INPUT_LIMIT + 1)

@@ -19,7 +19,7 @@ import yaml
 from rerank_eval.config.bounded_yaml import Refused, load_bounded, read_bounded
 from rerank_eval.config.checks import EntryChecks
 from rerank_eval.errors import UserError
-from rerank_eval.paths import special_file_kind
+from rerank_eval.paths import refuse_special_file
 
 TOP_LEVEL_KEYS = ("defaults", "first_stages", "suites", "models")
 NAMED_SECTIONS = ("first_stages", "models")
@@ -61,9 +61,7 @@ def read_layer(path: Path) -> ConfigLayer:
     """One benchmarks file, read strictly (see bounded_yaml); errors name the file. Its path is
     made absolute: local datasets' relative paths start at its folder, and a result records it."""
     path = path.absolute()
-    kind = special_file_kind(path)
-    if kind:
-        raise UserError(f"config {path} is {kind}, not a file")
+    refuse_special_file(path, f"config {path}")
     try:
         content = read_bounded(path)
         raw = load_bounded(content)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rerank_eval.errors import UserError
-from rerank_eval.paths import special_file_kind
+from rerank_eval.paths import refuse_special_file
 from rerank_eval.runfiles import id_problem, trec_fields, trec_grade
 from rerank_eval.textlines import JsonLineError, json_line, numbered_lines
 
@@ -38,9 +38,7 @@ class LocalDoc(NamedTuple):
 
 def check_readable(role: str, path: Path) -> None:
     """A regular file that exists (a FIFO would block forever, a device never end)."""
-    kind = special_file_kind(path)
-    if kind:
-        raise UserError(f"{role} file {path} is {kind}, not a file")
+    refuse_special_file(path, f"{role} file {path}")
     if not path.is_file():
         raise UserError(f"{role} file not found: {path}")
 

@@ -12,7 +12,7 @@ from urllib.request import url2pathname
 
 from rerank_eval.errors import UserError
 from rerank_eval.hub import hub_snapshot
-from rerank_eval.paths import special_file_kind
+from rerank_eval.paths import refuse_special_file, special_file_kind
 
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt"]
 #: the files a tokenizer or a config is read from, each parsed whole into objects many times its
@@ -118,9 +118,8 @@ def _refuse_oversized_files(folder: Path, source: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.suffix not in PARSED_SUFFIXES or path.is_dir():
             continue
-        kind = special_file_kind(path)  # (a link to /dev/zero would be read without end)
-        if kind is not None:
-            raise UserError(f"checkpoint {source}: {path.relative_to(folder)} is {kind}, not a file")
+        # (a link to /dev/zero would be read without end)
+        refuse_special_file(path, f"checkpoint {source}: {path.relative_to(folder)}")
         if not path.is_file():  # (a dangling link: its loader says so)
             continue
         size = path.stat().st_size

@@ -13,7 +13,7 @@ from rerank_eval.errors import ParameterError, UserError, warn
 from rerank_eval.evaluation.measures import canonical_measures, parse_measures
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.first_stage import kind as first_stage_kind
-from rerank_eval.paths import fills_only, special_file_kind
+from rerank_eval.paths import fills_only, refuse_special_file
 
 #: a shuffle's seed: ASCII digits (str.isdigit() takes superscripts, which int() refuses, and other
 #: scripts' digits, which it reads), as many as a 64-bit seed has
@@ -98,9 +98,7 @@ class RunPlan:
                 raise ParameterError(
                     "runs.overrides", f"names dataset {key!r}, which this run does not include"
                 )
-            kind = special_file_kind(Path(path))
-            if kind:
-                raise UserError(f"run file for {key} is {kind}, not a file: {path}")
+            refuse_special_file(Path(path), f"run file for {key} {path}")
             if not Path(path).is_file():
                 raise UserError(f"run file for {key} not found: {path}")
         if self.runs.folder is not None:
