@@ -236,6 +236,8 @@ SUITE = (
             "line 2: aliases (*d) are not accepted",
         ),
         ("first_stages:\n  f: {kind: bm25s, k1: high}\n", "first_stages.f.k1: expected a number, got 'high'"),
+        # YAML gives booleans as Python ints
+        ("first_stages:\n  f: {kind: bm25s, k1: true}\n", "first_stages.f.k1: expected a number, got True"),
         (
             "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"
             "      - {key: a, id: x, first_stage: f, reference: {p: n/a}}\n",

@@ -220,6 +220,10 @@ def boolean_reference(manifest: dict) -> None:
     manifest["datasets"][0]["first_stage"]["reference_ndcg10"] = True
 
 
+def beyond_every_float_reference(manifest: dict) -> None:
+    manifest["datasets"][0]["first_stage"]["reference_ndcg10"] = 10**400
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -237,6 +241,8 @@ def boolean_reference(manifest: dict) -> None:
          "is not a rerank-eval manifest (no protocol, suite, model, datasets)"),
         (lambda f: damage_manifest(f, boolean_reference),
          "manifest.json is damaged: datasets[0].first_stage.reference_ndcg10 should be a number, not True"),
+        (lambda f: damage_manifest(f, beyond_every_float_reference),
+         "manifest.json is damaged: datasets[0].first_stage.reference_ndcg10 should be a number, not 1000"),
         (lambda f: damage_manifest(f, lambda m: m["model"].update(name="x\x1b[2Jy")),
          "manifest.json is damaged: model.name holds a control character: 'x\\x1b[2Jy'"),
         (lambda f: damage_manifest(f, lambda m: m["datasets"][0].pop("coverage")),
@@ -281,8 +287,8 @@ def boolean_reference(manifest: dict) -> None:
         (lambda f: os.truncate(f / "per_query.csv", 300 * 2**20),
          "per_query.csv holds 314,572,800 bytes, more than 268,435,456"),
     ],
-    ids=["type", "bool", "list", "groups", "groups mapping",
-         "foreign", "number", "escape", "missing", "newer format", "format 0", "column", "nan",
+    ids=["type", "bool", "list", "groups", "groups mapping", "foreign", "number", "beyond float", "escape",
+         "missing", "newer format", "format 0", "column", "nan",
          "text", "negative", "duplicate", "extra field", "empty", "truncated manifest",
          "nested", "key twice", "manifest not utf-8", "table not utf-8", "fifo", "device", "huge"],
 )  # fmt: skip

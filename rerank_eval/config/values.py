@@ -11,6 +11,7 @@ from rerank_eval.config.schema import top_k_problem
 from rerank_eval.errors import UserError
 from rerank_eval.paths import repository_path_problem
 from rerank_eval.textlines import CONTROL_CHARACTERS
+from rerank_eval.typed import KIND_NAMES, is_kind
 
 
 class ValueChecks(EntryChecks):
@@ -18,14 +19,8 @@ class ValueChecks(EntryChecks):
 
     def number(self, where: str, value: Any, kind: type[int] | type[float]) -> Any:
         """An int (or a finite float where floats are allowed), never a bool or a string."""
-        allowed = (int,) if kind is int else (int, float)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, allowed)
-            or value != value
-            or abs(value) == float("inf")
-        ):
-            raise self.fail(where, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if not is_kind(value, kind):
+            raise self.fail(where, f"expected {KIND_NAMES[kind]}, got {value!r}"[:200])
         return kind(value)
 
     def flag(self, where: str, value: Any, default: bool) -> bool:

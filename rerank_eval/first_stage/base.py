@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rerank_eval.errors import ParameterError, UserError, did_you_mean
 from rerank_eval.runfiles import typed_number
+from rerank_eval.typed import KIND_NAMES, is_kind, is_positive_integer
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
     from rerank_eval.datasets.ir_dataset import IrDataset
     from rerank_eval.runfiles import Run
-
-
-_KIND_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "text", dict: "a mapping"}
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,14 @@ class Setting:
             raise UserError(f"{where}: is required" + ("" if value is None else f", got {value!r}"))
         if value is None:
             return self.default
-        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
-            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {value!r}")
-        if self.kind is int and value < 1:
-            raise UserError(f"{where}: must be a positive integer, got {value!r}")
-        if self.kind is float and not math.isfinite(value):
+        if self.kind is float and isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{where}: must be a finite number, got {value!r}")
+        if not is_kind(value, self.kind):
+            raise UserError(f"{where}: expected {KIND_NAMES[self.kind]}, got {value!r}")
+        if self.kind is float:
+            value = float(value)
+        if self.kind is int and not is_positive_integer(value):
+            raise UserError(f"{where}: must be a positive integer, got {value!r}")
         if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
             raise UserError(
                 f"{where}: must be between {self.bounds[0]:,} and {self.bounds[1]:,}, got {value!r}"
@@ -77,7 +75,7 @@ class Setting:
             return self.check(where, value)
         number = typed_number(text)
         if number is None or (self.kind is int and not isinstance(number, int)):
-            raise UserError(f"{where}: expected {_KIND_NAMES[self.kind]}, got {text!r}"[:200])
+            raise UserError(f"{where}: expected {KIND_NAMES[self.kind]}, got {text!r}"[:200])
         return self.check(where, self.kind(number))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rerank_eval.errors import UserError, did_you_mean
+from rerank_eval.typed import is_kind, is_positive_integer
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,9 @@ def read_settings(settings: type, values: dict[str, Any], family: str) -> Any:
         if value is None:
             continue
         kind = _kind(hints[name])
-        if kind is bool and not isinstance(value, bool):
+        if kind is bool and not is_kind(value, bool):
             raise UserError(f"setting {name} of family {family} must be true or false, got {value!r}")
-        if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if kind is int and not is_positive_integer(value):
             raise UserError(f"setting {name} of family {family} must be a positive integer, got {value!r}")
         if kind is int and value > MAX_INTEGER_SETTING:
             raise UserError(

@@ -10,13 +10,13 @@ absent (folders written by earlier versions lack some). The whole file stays ava
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from rerank_eval.errors import UserError
 from rerank_eval.textlines import CONTROL_CHARACTERS
+from rerank_eval.typed import KIND_NAMES, is_kind
 
 #: the newest format this version reads and writes: 2 adds datasets in local files
 #: (`ir_datasets_id` null, `local_files`); results without them are still written as format 1
@@ -119,10 +119,6 @@ class Manifest:
         return sorted({record.first_stage.label for record in self.datasets})
 
 
-def _kind_name(kind: Any) -> str:
-    return {int: "an integer", bool: "true or false", str: "a string", float: "a number"}.get(kind, "a value")
-
-
 def _read(kind: Any, value: Any, where: str) -> Any:
     """`value` as `kind` (a type hint), or a UserError naming `where`."""
     if kind is Any:
@@ -147,11 +143,8 @@ def _read(kind: Any, value: Any, where: str) -> Any:
         return [_read(item, element, f"{where}[{index}]") for index, element in enumerate(value)]
     if isinstance(value, str) and CONTROL_CHARACTERS.search(value):  # printed to terminals and into tables
         raise UserError(f"{where} holds a control character: {value!r}"[:200])
-    accepted = (int, float) if kind is float else (kind,)
-    wrong_bool = isinstance(value, bool) and kind is not bool
-    infinite = isinstance(value, float) and not math.isfinite(value)
-    if wrong_bool or not isinstance(value, accepted) or infinite:
-        raise UserError(f"{where} should be {_kind_name(kind)}, not {value!r}"[:200])
+    if not is_kind(value, kind):
+        raise UserError(f"{where} should be {KIND_NAMES.get(kind, 'a value')}, not {value!r}"[:200])
     return value
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from rerank_eval.errors import UserError
 from rerank_eval.paths import lies_inside
+from rerank_eval.typed import is_positive_integer
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def read_dense_spec(folder: Path) -> DenseSpec:
     path = folder / "config.json"
     config = read_object(path, "Dense config")
     sizes = [config.get("in_features"), config.get("out_features")]
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+    if not all(is_positive_integer(size) for size in sizes):
         raise UserError(f"Dense config {path}: in_features and out_features must be positive integers")
     for key in ("bias", "use_residual"):
         if not isinstance(config.get(key, False), bool):

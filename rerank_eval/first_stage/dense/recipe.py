@@ -21,6 +21,7 @@ from rerank_eval.first_stage.dense.checkpoint_files import (
     read_json,
     read_object,
 )
+from rerank_eval.typed import is_positive_integer
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -152,7 +153,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
                 values = read_object(bert_config, "sentence-transformers config")
                 length = values.get("max_seq_length")
                 if length is not None:
-                    if type(length) is not int or length < 1:
+                    if not is_positive_integer(length):
                         raise UserError(
                             f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300]
                         )
@@ -232,7 +233,7 @@ def _config_value(folder: Path, name: str) -> int | None:
     if name not in values:
         return None
     declared = values[name]
-    if type(declared) is not int or declared < 1:
+    if not is_positive_integer(declared):
         raise UserError(f"{config}: {name} must be a positive integer, not {declared!r}"[:300])
     return declared
 
