@@ -1,20 +1,20 @@
 """Which family a `--model` runs as, told from what it is before anything loads: a preset says
-its own; a Hub id that is a preset's model, that preset's; a folder, its files (`JinaForRanking`
-or a `*ForSequenceClassification` in config.json; sentence-transformers' own layout, a bi-encoder);
+its own; a Hub id that is a preset's model, that preset's; a folder, its files, as the family
+that recognises them says (`recognize.py`: `JinaForRanking` or a `*ForSequenceClassification` in
+config.json; sentence-transformers' own layout, a bi-encoder);
 `--family` names it where nothing else does and must agree where something does. A run checks
 every model of its command this way before any work.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig
 from rerank_eval.errors import UserError, did_you_mean, term
-from rerank_eval.models.checkpoint import architectures, not_a_model_source
+from rerank_eval.models.checkpoint import not_a_model_source
 from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.registry import FAMILIES
 
@@ -59,30 +59,13 @@ def _detected(source: str, config: BenchmarkConfig) -> tuple[str, dict[str, Any]
         if preset.model == source:
             return preset.family, dict(preset.settings), f"the model of preset {preset.name}"
     path = Path(source).expanduser()
-    names = architectures(path) if path.is_dir() else []
-    if "JinaForRanking" in names:
-        return "listwise-last-token", {}, "its config names JinaForRanking"
-    classifiers = [name for name in names if name.endswith("ForSequenceClassification")]
-    if classifiers:
-        return "cross-encoder", {}, f"its config names {classifiers[0]}"
-    if _sentence_transformer(path):
-        return "bi-encoder", {}, "it is a sentence-transformers embedding model (modules.json)"
+    if not path.is_dir():
+        return None
+    for known in FAMILIES.values():  # (in their order of registration)
+        how = known.recognizes(path) if known.recognizes else None
+        if how:
+            return known.name, {}, how
     return None
-
-
-def _sentence_transformer(folder: Path) -> bool:
-    """A folder sentence-transformers saved a SentenceTransformer (embedding model) in: its
-    modules.json, and no other `model_type` (a CrossEncoder or SparseEncoder is saved in the same
-    layout; sentence-transformers writes the type, and its absence means SentenceTransformer)."""
-    if not (folder / "modules.json").is_file():
-        return False
-    settings = folder / "config_sentence_transformers.json"
-    try:
-        declared = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
-    except (OSError, ValueError):
-        return False  # (the encoder reading it says what is wrong)
-    kind = declared.get("model_type") if isinstance(declared, dict) else None
-    return kind in (None, "SentenceTransformer")
 
 
 def _agreed(name: str, known: str, how: str, requested: str | None) -> str:
