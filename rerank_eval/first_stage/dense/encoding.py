@@ -114,91 +114,102 @@ def encode_corpus(
     vectors, checks and writes them while the next shard runs. A shard is written as soon as the
     device has it, so a kill loses the shard on the device and at most the one being written.
     """
-    report = EncodingReport()
-    digest = hashlib.sha256()
-    start = time.monotonic()
-    stopping = threading.Event()
+    return _CorpusEncoding(cache, encoder, rank, world).run(documents, total, label)
 
-    def until_stopped() -> Iterator[tuple[str, str]]:
+
+class _CorpusEncoding:
+    """One read of the corpus into its cache: the stages `encode_corpus` overlaps, and what they
+    share (the shards claimed, those claimed elsewhere, the report, the stop)."""
+
+    def __init__(self, cache: CorpusEmbeddings, encoder: Any, rank: int, world: int) -> None:
+        self.cache, self.encoder, self.rank, self.world = cache, encoder, rank, world
+        self.report = EncodingReport()
+        self.stopping = threading.Event()  # an error or an interrupt: the reader reads no further
+        self.claims: dict[int, int] = {}  # this process's claims on the shards it encodes, by index
+        self.elsewhere: list[_ClaimedElsewhere] = []
+        self.advance: Callable[[int], None] = lambda documents: None  # the progress display's count
+
+    def run(self, documents: Iterator[tuple[str, str]], total: int, label: str) -> EncodingReport:
+        digest = hashlib.sha256()
+        start = time.monotonic()
+        shards = corpus_shards(self._until_stopped(documents), self.cache.shard_size, digest)
+        try:  # the progress display ends with the pools, not when the error is let go of
+            with counting(total, label) as self.advance:
+                self._encode(shards)
+                waiting = time.monotonic()
+                self.report.left_unwritten = _wait_for_others(self.cache, self.elsewhere, self.advance)
+                self.report.waited_seconds = time.monotonic() - waiting if self.elsewhere else 0.0
+        finally:
+            # after a second interrupt the reader may still be inside the generator, which then
+            # refuses to close (ValueError)
+            with contextlib.suppress(ValueError):
+                shards.close()
+            for held in self.claims.values():  # shards left unwritten by an error or an interrupt
+                release(held)
+        self.report.corpus_sha256 = digest.hexdigest()
+        self.report.seconds = time.monotonic() - start - self.report.waited_seconds
+        return self.report
+
+    def _until_stopped(self, documents: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
         """The documents until the run stops (an error or an interrupt): the reader then leaves the
         shard it is reading at once, so an interrupt does not wait for a whole shard to be read."""
         for document in documents:
-            if stopping.is_set():
+            if self.stopping.is_set():
                 return
             yield document
 
-    shards = corpus_shards(until_stopped(), cache.shard_size, digest)
-    advance: Callable[[int], None]  # the progress display's count of documents done
-    claims: dict[int, int] = {}  # this process's claims on the shards it encodes, by shard index
-    elsewhere: list[_ClaimedElsewhere] = []
+    def _encode(self, shards: Iterator[Shard]) -> None:
+        """Queue each shard the reader hands over, and hand the one before to the writer."""
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+            try:
+                following = reader.submit(self._next_to_encode, shards)
+                written: Future[None] | None = None
+                while (tokenized := following.result()) is not None:
+                    following = reader.submit(self._next_to_encode, shards)
+                    shard, distinct, rows = tokenized
+                    counted = _Counted(self.advance, len(shard.ids))
+                    queued = self.encoder.queue_tokens(rows, "passage", progress=counted.batch)
+                    if written is not None:
+                        written.result()  # a write's error stops the run here, one shard later at most
+                    written = writer.submit(self._write, shard, distinct, queued, counted)
+                if written is not None:
+                    written.result()
+            finally:
+                self.stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
 
-    def next_to_encode() -> tuple[Shard, list[str], list[list[int]]] | None:
+    def _next_to_encode(self, shards: Iterator[Shard]) -> tuple[Shard, list[str], list[list[int]]] | None:
         """This rank's next shard that is not cached yet, claimed, its distinct texts tokenized
         (None: the corpus is read, and hashed, to its end, or the run is stopping). Shards passed
         over (cached, or another rank's) count as done; those another process claimed are waited
         for at the end."""
-        while not stopping.is_set():  # an error or an interrupt: read no further
+        cache = self.cache
+        while not self.stopping.is_set():  # an error or an interrupt: read no further
             shard = next(shards, None)
-            if shard is None or stopping.is_set():  # (a shard cut short by the stop is not one)
+            if shard is None or self.stopping.is_set():  # (a shard cut short by the stop is not one)
                 return None
-            report.shards += 1
-            report.documents += len(shard.ids)
-            if shard.index % world == rank and not cache.has_shard(shard):
+            self.report.shards += 1
+            self.report.documents += len(shard.ids)
+            if shard.index % self.world == self.rank and not cache.has_shard(shard):
                 held = cache.claim_shard(shard.index)
                 if held is None:
-                    elsewhere.append(_ClaimedElsewhere(shard.index, shard.sha256, len(shard.ids)))
+                    self.elsewhere.append(_ClaimedElsewhere(shard.index, shard.sha256, len(shard.ids)))
                     continue
                 if not cache.has_shard(shard):  # (not written by a claim ended since)
-                    claims[shard.index] = held
+                    self.claims[shard.index] = held
                     distinct = list(dict.fromkeys(shard.texts))
-                    return shard, distinct, encoder.tokenize(distinct, "passage")
+                    return shard, distinct, self.encoder.tokenize(distinct, "passage")
                 release(held)
-            advance(len(shard.ids))
+            self.advance(len(shard.ids))
         return None
 
-    def write(shard: Shard, distinct: list[str], queued: Any, counted: _Counted) -> None:
+    def _write(self, shard: Shard, distinct: list[str], queued: Any, counted: _Counted) -> None:
         vectors = queued.result()
         if not np.isfinite(vectors).all():
             raise UserError(
                 f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
             )
         position = {text: i for i, text in enumerate(distinct)}
-        cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
-        release(claims.pop(shard.index))
+        self.cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
+        release(self.claims.pop(shard.index))
         counted.written()
-        report.encoded_passages += len(distinct)
-
-    try:  # the progress display ends with the pools, not when the error is let go of
-        with (
-            counting(total, label) as advance,
-            ThreadPoolExecutor(max_workers=1) as reader,
-            ThreadPoolExecutor(max_workers=1) as writer,
-        ):
-            try:
-                following = reader.submit(next_to_encode)
-                written: Future[None] | None = None
-                while (tokenized := following.result()) is not None:
-                    following = reader.submit(next_to_encode)
-                    shard, distinct, rows = tokenized
-                    counted = _Counted(advance, len(shard.ids))
-                    queued = encoder.queue_tokens(rows, "passage", progress=counted.batch)
-                    if written is not None:
-                        written.result()  # a write's error stops the run here, one shard later at most
-                    written = writer.submit(write, shard, distinct, queued, counted)
-                if written is not None:
-                    written.result()
-                waiting = time.monotonic()
-                report.left_unwritten = _wait_for_others(cache, elsewhere, advance)
-                report.waited_seconds = time.monotonic() - waiting if elsewhere else 0.0
-            finally:
-                stopping.set()  # (after a whole read, a no-op) the reader stops at the next shard
-    finally:
-        # after a second interrupt the reader may still be inside the generator, which then refuses
-        # to close (ValueError)
-        with contextlib.suppress(ValueError):
-            shards.close()
-        for held in claims.values():  # shards left unwritten by an error or an interrupt
-            release(held)
-    report.corpus_sha256 = digest.hexdigest()
-    report.seconds = time.monotonic() - start - report.waited_seconds
-    return report
+        self.report.encoded_passages += len(distinct)
