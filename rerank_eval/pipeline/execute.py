@@ -20,7 +20,7 @@ from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopReq
 from rerank_eval.pipeline.manifest import build_manifest, config_files_record, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
 from rerank_eval.pipeline.plan import RunPlan
-from rerank_eval.pipeline.prepare import DatasetCache
+from rerank_eval.pipeline.prepare import DatasetCache, PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
 from rerank_eval.results.folder import ResultWriter, check_destination
@@ -96,27 +96,12 @@ def execute(
             per_rank = _per_rank_timings(rerank_seconds, outcome, reranker)  # every rank takes part
             if writer is None:
                 continue  # ranks other than 0 only score
-            start = time.monotonic()
-            with step(f"{spec.key}: evaluation"):
-                first_values = datasets.first_stage_values(prepared)
-                reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
-            writer.add_run(spec.key, run_lines(outcome.run, tag))
-            # the candidates as the first stage scored them (after self-matches and the top-k cut)
-            first_stage_tag = run_tag(prepared.first_stage.name or prepared.first_stage.kind)
-            writer.add_run(
-                f"{spec.key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag)
-            )
-            blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
-            if blocks:
-                writer.add_blocks(spec.key, blocks)
-            writer.add_values(spec.key, "first_stage", first_values)
-            writer.add_values(spec.key, "reranked", reranked_values)
             timings = {
                 "prepare_seconds": round(prepared.seconds, 3),
                 "rerank_seconds": round(rerank_seconds, 3),
-                "evaluate_seconds": round(time.monotonic() - start, 3),
-                "execution": per_rank[0]["execution"],  # rank 0's, gathered above
             }
+            _add_dataset(writer, datasets, prepared, outcome, plan, tag, timings)
+            timings["execution"] = per_rank[0]["execution"]  # rank 0's, gathered above
             if len(per_rank) > 1:  # rank 0's own figures above; all ranks' here
                 timings["scored_queries"] = sum(rank["scored_queries"] for rank in per_rank)
                 timings["ranks"] = per_rank
@@ -138,6 +123,34 @@ def execute(
                 stop.signum,
             ) from None
         raise
+
+
+def _add_dataset(
+    writer: ResultWriter,
+    datasets: DatasetCache,
+    prepared: PreparedDataset,
+    outcome: RerankOutcome,
+    plan: RunPlan,
+    tag: str,
+    timings: dict[str, Any],
+) -> None:
+    """One dataset's evaluation and files into the result being written: both runs (the reranked
+    one, and the candidates as the first stage scored them, after self-matches and the top-k cut),
+    the listwise blocks, and the per-query values of both stages; its time goes into `timings`."""
+    start = time.monotonic()
+    key = prepared.spec.key
+    with step(f"{key}: evaluation"):
+        first_values = datasets.first_stage_values(prepared)
+        reranked_values = evaluate_per_query(prepared.qrels, outcome.run, plan.measures())
+    writer.add_run(key, run_lines(outcome.run, tag))
+    first_stage_tag = run_tag(prepared.first_stage.name or prepared.first_stage.kind)
+    writer.add_run(f"{key}.first-stage", run_lines(prepared.candidates.to_run(), first_stage_tag))
+    blocks = {q: notes["blocks"] for q, notes in outcome.notes.items() if "blocks" in notes}
+    if blocks:
+        writer.add_blocks(key, blocks)
+    writer.add_values(key, "first_stage", first_values)
+    writer.add_values(key, "reranked", reranked_values)
+    timings["evaluate_seconds"] = round(time.monotonic() - start, 3)
 
 
 def summarize(manifest: dict[str, Any], per_query: pd.DataFrame) -> str:

@@ -197,14 +197,21 @@ def rerank_dataset(
                 f"{missing} queries of {prepared.spec.key} have no scores in the ranks' journals; "
                 f"run the same command again to score them"
             )
+    reranked, ties = _ranked(expected, scored)
+    notes = {query_id: scored[query_id].notes for query_id in expected if scored[query_id].notes}
+    return RerankOutcome(reranked, ties, pending_queries, resumed, notes)
+
+
+def _ranked(expected: dict[str, list[str]], scored: dict[str, Any]) -> tuple[Run, int]:
+    """Each query's candidates with their scores made strictly decreasing (`strictly_decreasing`:
+    ir_measures would order ties by document id), and how many ties that broke."""
     reranked: Run = {}
     ties = 0
     for query_id, docs in expected.items():
         ranking, written, tied = strictly_decreasing(scored[query_id].scores)
         reranked[query_id] = {docs[i]: value for i, value in zip(ranking, written)}
         ties += tied
-    notes = {query_id: scored[query_id].notes for query_id in expected if scored[query_id].notes}
-    return RerankOutcome(reranked, ties, pending_queries, resumed, notes)
+    return reranked, ties
 
 
 def _journaled(shard: Ranks, chunks: list[list[RerankRequest]], scored: dict, key: str) -> str:
