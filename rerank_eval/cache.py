@@ -54,14 +54,15 @@ def caches() -> tuple[tuple[str, Path, str], ...]:
 
 
 def cache_holding(path: Path) -> str | None:
-    """The cache `path` lies in, said ("the cache RERANK_EVAL_CACHE FOLDER"), else None: results and
-    exports written there could replace, or be taken for, its entries. A cache that holds the
-    working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds none here."""
+    """The cache `path` lies in, as its variable and folder ("RERANK_EVAL_CACHE FOLDER"), else
+    None: results and exports written there could replace, or be taken for, its entries. A cache
+    that holds the working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds
+    none here."""
     target, here = path.resolve(), Path.cwd().resolve()
     for variable, folder, _ in caches():
         cache = folder.resolve()
         if target.is_relative_to(cache) and not here.is_relative_to(cache):
-            return f"the cache {variable} {cache}"
+            return f"{variable} {cache}"
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,35 @@ def test_an_out_another_command_published_is_refused_before_the_model_loads(tmp_
         f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
     ]
     assert loaded == []
+
+
+def test_a_checkpoint_changed_since_its_result_is_refused_before_any_scoring(tmp_path, monkeypatch):
+    """The same command over a checkpoint retrained in place: its published folder holds another
+    model's results, said once the model loads, not after the whole run (its scores journaled)."""
+    from rerank_eval.pipeline import score
+    from tests.checkpoints import build_cross_encoder
+
+    checkpoint = build_cross_encoder(tmp_path / "ce", seed=0)
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    args[args.index("bm25")] = str(checkpoint)
+    assert invoke(args).exit_code == 0
+    published = (tmp_path / "o" / "manifest.json").read_bytes()
+    before = json.loads(published)["model"]["content_sha256"]
+    assert invoke(args).exit_code == 0  # the same checkpoint: its folder kept
+
+    build_cross_encoder(checkpoint, seed=1)  # retrained in place
+    scored = []
+    monkeypatch.setattr(score, "score_with_backoff", lambda *a, **k: scored.append(a) or 1 / 0)
+    again = invoke(args)
+    assert again.exit_code == 2, again.output
+    said = re.fullmatch(
+        rf"error: result folder {re.escape(str(tmp_path / 'o'))} exists already and holds the results of "
+        rf"another checkpoint of {re.escape(str(checkpoint))} \(content_sha256 (\w+) then, (\w+) now\); "
+        r"choose another --out",
+        again.output.strip().splitlines()[-1],
+    )
+    assert said and said[1] == before and re.fullmatch("[0-9a-f]{64}", said[2]) and said[2] != before
+    assert scored == [] and (tmp_path / "o" / "manifest.json").read_bytes() == published
 
 
 def test_what_a_resumed_run_records_otherwise_is_left_out_of_the_comparison():

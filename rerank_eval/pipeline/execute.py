@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.errors import MissingDownload, ParameterError, warn
+from rerank_eval.errors import MissingDownload, ParameterError, term, warn
 from rerank_eval.evaluation.measures import evaluate_per_query
 from rerank_eval.paths import file_name
 from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
@@ -23,7 +23,7 @@ from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache, PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results.folder import ResultWriter, check_destination
+from rerank_eval.results.folder import HoldsOtherResults, ResultWriter, check_destination
 from rerank_eval.results.manifest import command_words
 from rerank_eval.results.provenance import source_revision
 from rerank_eval.runfiles import Run, format_run_lines, run_tag
@@ -223,6 +223,8 @@ def _execute_each(
                 raise Interrupted(
                     f"{STOPPED_AT_ONCE}; to resume: {plan.resume_command}", stop.signum
                 ) from None
+            if resumed and ranks().is_main:
+                _refuse_another_checkpoint(destination, reranker)
             folder = execute(
                 plan,
                 reranker,
@@ -250,6 +252,28 @@ def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) 
         and isinstance(suite, dict)
         and suite.get("config_files") == config_files_record(plan)
     )
+
+
+#: what in a manifest's model record names the weights it scored with
+_CHECKPOINT_IDENTITY = ("family", "source", "revision", "content_sha256")
+
+
+def _refuse_another_checkpoint(folder: Path, reranker: Reranker) -> None:
+    """Refuse, before any scoring, to redo a published model whose checkpoint has changed since
+    (retrained in place, another revision): its folder would be refused after the whole run anyway,
+    since its results are another model's."""
+    earlier = _recorded_manifest(folder).get("model")
+    now = reranker.describe()
+    changed = [
+        key for key in _CHECKPOINT_IDENTITY if isinstance(earlier, dict) and earlier.get(key) != now.get(key)
+    ]
+    if changed:
+        raise HoldsOtherResults(
+            f"result folder {folder} exists already and holds the results of another checkpoint of "
+            f"{reranker.name} ({changed[0]} {earlier.get(changed[0])} then, {now.get(changed[0])} now); "
+            f"choose another {term('out')}",
+            {"out": "folder"},
+        )
 
 
 def written_by_command(folder: Path, command: Sequence[str]) -> bool:

@@ -80,7 +80,7 @@ def check_destination(final: Path, keep_identical: bool = False) -> bool:
         ) from None
     if cache is not None:  # its files could be taken for, or replace, cache entries
         raise UserError(
-            f"result folder {final} lies inside {cache}; choose another {term('out')}",
+            f"result folder {final} lies inside the cache {cache}; choose another {term('out')}",
             {"out": "folder"},
         )
     if taken and not existing:

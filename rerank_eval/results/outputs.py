@@ -49,7 +49,8 @@ def _folder_holding(target: Path) -> str | None:
     for parent in target.parents:
         if is_result_folder(parent):
             return f"{parent}, a result folder"
-    return cache_holding(target)
+    cache = cache_holding(target)
+    return None if cache is None else f"the cache {cache}"
 
 
 def is_result_folder(folder: Path) -> bool:
