@@ -351,6 +351,30 @@ def test_figure_legend_sits_above_the_axes_and_every_label(folders):
     assert legend.x0 >= 0 and legend.x1 <= drawn.bbox.width
 
 
+def test_a_bar_a_run_lacks_is_said_missing_not_left_to_read_as_zero():
+    """A published figure not given for a row (or a run without a dataset): no bar, and "n/a" at
+    its base; a score of 0 is a bar labelled 0.000."""
+    from rerank_eval.reporting.chart import Bar, BarChart, Series
+
+    chart = BarChart(
+        groups=["scifact", "vaswani"],
+        series=[
+            Series("bm25 (baseline)", [Bar(0.5), Bar(0.0)], True),
+            Series("published", [Bar(0.6), Bar(None)]),
+        ],
+        axis="nDCG@10",
+        caption="nDCG@10",
+    )
+    drawn = figure(chart)
+    bars = bars_by_label(drawn)
+    baseline, published = bars["bm25 (baseline)"], bars["published"]
+    assert [patch.get_height() for patch in baseline] == [0.5, 0.0]
+    centre = [[patch.get_x() + patch.get_width() / 2 for patch in bars] for bars in (baseline, published)]
+    assert texts_at(drawn, centre[0][1]) == ["0.000"]
+    assert texts_at(drawn, centre[1][0]) == ["0.600"]
+    assert texts_at(drawn, centre[1][1]) == ["n/a"]
+
+
 def test_long_names_are_wrapped_whole_and_leave_the_axes_their_room():
     """A dataset key may take 128 characters and a run's label a folder path: on one line, a
     row's name squeezed the axes to nothing (matplotlib gave up its layout)."""

@@ -28,6 +28,8 @@ MOST_BARS_IN_A_COLUMN = 12
 FONT, VALUE_FONT, CAPTION_FONT = 7.0, 5.0, 6.5  # points
 VALUE_RISE, MARK_RISE = 1.5, 17.5  # points above a bar's top (or its error bar's): its value, its mark
 LABEL_ROOM = 26.0  # points the value and mark need above the highest bar
+#: the label of a bar a run lacks (a row it has no value for), at its base
+MISSING = "n/a"
 #: the longest line of a row's name under its bars and of a run's in the legend: longer names are
 #: wrapped, whole (a dataset key may take 128 characters, a run's label a folder path; written on
 #: one line, a long one squeezed the axes to nothing)
@@ -69,7 +71,10 @@ def _series(axes: Axes, series: Series, positions: np.ndarray, width: float, col
     )  # fmt: skip
     tops = []
     for position, bar in zip(positions, series.bars):
-        if bar.value is None:
+        if bar.value is None:  # a row the run lacks (a published figure not given for it): said, not
+            # left an empty slot that reads as a score of zero
+            missing = {"xy": (position, 0.0), "textcoords": "offset points", "ha": "center", "va": "bottom"}
+            axes.annotate(MISSING, xytext=(0, VALUE_RISE), rotation=90, fontsize=VALUE_FONT, **missing)
             continue
         top = bar.value + (bar.error[1] if bar.error else 0.0)
         tops.append(top)
