@@ -13,7 +13,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,6 +47,10 @@ from rerank_eval.cli.result_folder import result_folder
 from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 from rerank_eval.results.manifest import command_words
+
+if TYPE_CHECKING:
+    from rerank_eval.pipeline.plan import RunPlan
+    from rerank_eval.rerankers.base import Reranker
 
 #: the options of NAME=VALUE settings: only their names are names
 SETTING_OPTIONS = ("setting", "first_stage_set")
@@ -101,13 +105,12 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
         _refuse_control_characters(locals())  # (the parameters alone, as given)
         from rerank_eval.evaluation.measures import canonical_measures
         from rerank_eval.first_stage import RunLocation
-        from rerank_eval.pipeline.execute import execute_models
         from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
         from rerank_eval.reporting.render.terminal import terminal_table
         from rerank_eval.reporting.report import Report, results_table
         from rerank_eval.rerankers import load_reranker
         from rerank_eval.rerankers.identify import model_family
-        from rerank_eval.results.folder import HoldsOtherResults, load_result
+        from rerank_eval.results.folder import load_result
         from rerank_eval.runtime.distributed import default_device
 
         cfg = load_config(config)
@@ -144,30 +147,12 @@ def benchmark_command(suite: str | None) -> Callable[..., None]:
                 trust_remote_code=trust_remote_code, **settings,
             )  # fmt: skip
 
-        chosen: list[Path] = []  # the result folder of each try
-
-        def run_in(finishing: Sequence[str]) -> list[Path]:
-            """What was published (`finishing`: the command line whose stopped run to finish)."""
-            with result_folder(out, model_names, suite_name, finishing) as destination:
-                chosen.append(destination)
-                return execute_models(plan, model_names, load, destination, sys.argv)
-
-        try:  # a fresh run finishes no stopped one: it scores again, in a folder of its own
-            folders = run_in(() if fresh else sys.argv)
-        except HoldsOtherResults:
-            if out is not None:
-                raise
-            print(
-                f"note: {chosen[-1]} holds results of this command that its inputs no longer give "
-                "(they changed since its run stopped); this run writes a folder of its own",
-                file=sys.stderr,
-            )
-            folders = run_in(())
+        folders, chosen = _published(plan, model_names, load, out, suite_name, fresh)
         if not folders:
             return  # a torchrun rank other than 0: rank 0 reports
         reports = [Report(saved.manifest, saved.per_query) for saved in map(load_result, folders)]
         console.print(terminal_table(results_table(reports)))
-        console.print(f"results: {chosen[-1]}")
+        console.print(f"results: {chosen}")
 
     if suite is None:
         return command
@@ -201,6 +186,43 @@ app.command(
 app.command("run", help="Rerank any suite of the config (yours with --config) and print its table.")(
     benchmark_command(None)
 )
+
+
+def _published(
+    plan: RunPlan,
+    models: list[str],
+    load: Callable[[str], Reranker],
+    out: Path | None,
+    suite: str,
+    fresh: bool,
+) -> tuple[list[Path], Path]:
+    """The models' published folders, and the result folder they are in: `out`, or a default one,
+    which finishes the folder a stopped run of this command left (not a fresh run's: it scores
+    again, in a folder of its own), or is a new one where that folder's results are no longer what
+    the command's inputs give."""
+    from rerank_eval.pipeline.execute import execute_models
+    from rerank_eval.results.folder import HoldsOtherResults
+
+    chosen: list[Path] = []  # the result folder of each try
+
+    def run_in(finishing: Sequence[str]) -> list[Path]:
+        """What was published (`finishing`: the command line whose stopped run to finish)."""
+        with result_folder(out, models, suite, finishing) as destination:
+            chosen.append(destination)
+            return execute_models(plan, models, load, destination, sys.argv)
+
+    try:
+        folders = run_in(() if fresh else sys.argv)
+    except HoldsOtherResults:
+        if out is not None:
+            raise
+        print(
+            f"note: {chosen[-1]} holds results of this command that its inputs no longer give "
+            "(they changed since its run stopped); this run writes a folder of its own",
+            file=sys.stderr,
+        )
+        folders = run_in(())
+    return folders, chosen[-1]
 
 
 def _resume_command() -> str:
