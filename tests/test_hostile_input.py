@@ -803,6 +803,32 @@ def test_a_shuffles_seed_is_ascii_digits(tmp_path, seed):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "1_0"], "--top-k': expected an integer, got '1_0'"),
+        (["--top-k", "\u0661\u0660"], "--top-k': expected an integer, got '\u0661\u0660'"),  # Arabic-Indic 10
+        (["--top-k", "5.0"], "--top-k': expected an integer, got '5.0'"),
+    ],
+    ids=["underscore", "other digits", "point"],
+)
+def test_an_integer_option_is_ascii_digits_as_it_is_recorded(tmp_path, args, message):
+    """Typer took "1_0" and "5.0" for numbers (other scripts' digits it refused in other words): the
+    command line recorded in the manifest then showed another value than the protocol's."""
+    result = run(*bm25_on_scifact(*args, "--out", tmp_path / "x"))
+    assert one_line_error(result).startswith(f"error: Invalid value for '{message}")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "2_000", "1e3"])
+def test_a_bench_count_is_a_positive_integer(value):
+    """Every count of the benches is refused below 1, in one wording; Typer took "2_000"."""
+    said = "a positive integer" if value in ("0", "-3") else "an integer"
+    assert one_line_error(run("bench-encode", "--passages", value)).startswith(
+        f"error: Invalid value for '--passages': expected {said}, got '{value}'"
+    )
+
+
 def test_a_remedy_names_the_library_parameter_or_the_flag(tmp_path):
     """The fairness guard's way out: `force=True` for a library caller, `--force` on the command line."""
     from rerank_eval.reporting.compare.comparison import Comparison

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rerank_eval.cli.app import app, console, user_errors
-from rerank_eval.cli.options import DeviceOpt, DtypeOpt
+from rerank_eval.cli.options import DeviceOpt, DtypeOpt, positive_integer, whole_number
 from rerank_eval.errors import UserError
 
 
@@ -45,12 +45,19 @@ def bench(
         str, typer.Option("--shape", help="qwen3-0.6b (jina-reranker-v3's shape, random weights) or tiny.")
     ] = "tiny",
     queries: Annotated[
-        int | None, typer.Option("--queries", help="Queries (default 32 on CUDA, 4 on CPU).")
+        int | None,
+        typer.Option("--queries", parser=positive_integer, help="Queries (default 32 on CUDA, 4 on CPU)."),
     ] = None,
-    candidates: Annotated[int, typer.Option("--candidates", help="Candidates per query.")] = 100,
+    candidates: Annotated[
+        int, typer.Option("--candidates", parser=positive_integer, help="Candidates per query.")
+    ] = 100,
     doc_tokens: Annotated[
         int | None,
-        typer.Option("--doc-tokens", help="Mean document length in tokens (overrides the preset)."),
+        typer.Option(
+            "--doc-tokens",
+            parser=positive_integer,
+            help="Mean document length in tokens (overrides the preset).",
+        ),
     ] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -58,6 +65,7 @@ def bench(
         int | None,
         typer.Option(
             "--matmul-size",
+            parser=positive_integer,
             help=(
                 "Size of the matrix product measuring the peak, in the run's dtype "
                 "(default 8192 on CUDA, 1024 on CPU)."
@@ -95,7 +103,7 @@ def bench(
         int | None,
         typer.Option(
             "--pad-multiple",
-            min=1,
+            parser=positive_integer,
             help="Ours with forward-pass lengths rounded up to this multiple. Default: 64 on CUDA "
             "(fewer shapes for cuDNN attention to plan), 1 on CPUs.",
             show_default=False,
@@ -115,6 +123,7 @@ def bench(
         int,
         typer.Option(
             "--seed",
+            parser=whole_number,
             help="Workload seed. Runs in one process that repeat a seed repeat its prompt shapes, "
             "which GPU kernels may have planned already.",
         ),
@@ -169,7 +178,9 @@ def bench_encode(
     ] = "tiny",
     passages: Annotated[
         int | None,
-        typer.Option("--passages", min=1, help="Passages (default 20,000 on CUDA, 2,000 on CPU)."),
+        typer.Option(
+            "--passages", parser=positive_integer, help="Passages (default 20,000 on CUDA, 2,000 on CPU)."
+        ),
     ] = None,
     device: DeviceOpt = None,
     dtype: Annotated[
@@ -184,11 +195,11 @@ def bench_encode(
         int | None,
         typer.Option(
             "--max-batch-tokens",
-            min=1,
+            parser=positive_integer,
             help="Ours' padded tokens per batch (default 65,536 on CUDA, 8,192 on CPU).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", parser=whole_number, help="Workload seed.")] = 0,
     second_pass: Annotated[
         bool,
         typer.Option(
@@ -208,7 +219,7 @@ def bench_encode(
         int | None,
         typer.Option(
             "--corpus-shard-size",
-            min=1,
+            parser=positive_integer,
             help="Also time the corpus path (encode_corpus: shards of this many passages read, encoded "
             "and written to a temporary cache, as fetch and runs do; runs use 65,536).",
         ),
@@ -239,7 +250,9 @@ def bench_encode(
 @app.command("bench-index")
 @user_errors
 def bench_index(
-    documents: Annotated[int, typer.Option("--docs", help="Passages in the synthetic corpus.")] = 200_000,
+    documents: Annotated[
+        int, typer.Option("--docs", parser=positive_integer, help="Passages in the synthetic corpus.")
+    ] = 200_000,
     engine: Annotated[
         str, typer.Option("--engine", help="bm25s (built-in) or lucene (Pyserini, the lucene extra).")
     ] = "bm25s",

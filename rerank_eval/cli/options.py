@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from rerank_eval.errors import UserError
+from rerank_eval.runfiles import INTEGER
 
 # The CLI's names for the library parameters its errors name (see errors.UserError).
 FLAGS = {
@@ -103,8 +104,31 @@ FamilyOpt = Annotated[
         ),
     ),
 ]
+
+
+def whole_number(text: str | int) -> int:
+    """An integer option as written in ASCII digits: Python's int() would also take "1_0" and
+    other scripts' digits, and Typer's reading "5.0", each then recorded as given."""
+    if isinstance(text, int):  # (a default)
+        return text
+    if not INTEGER.fullmatch(text.strip()):
+        raise typer.BadParameter(f"expected an integer, got {text!r}"[:200])
+    return int(text)
+
+
+def positive_integer(text: str | int) -> int:
+    """A count or a size: a whole number of at least 1."""
+    number = whole_number(text)
+    if number < 1:
+        raise typer.BadParameter(f"expected a positive integer, got {text!r}")
+    return number
+
+
 TopKOpt = Annotated[
-    int | None, typer.Option("--top-k", help="Candidates reranked per query (default from the config: 100).")
+    int | None,
+    typer.Option(
+        "--top-k", parser=whole_number, help="Candidates reranked per query (default from the config: 100)."
+    ),
 ]
 MetricOpt = Annotated[
     list[str] | None,
