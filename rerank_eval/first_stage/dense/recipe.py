@@ -144,21 +144,7 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
         )
         if kind == "Transformer":
             found["transformer_path"] = str(entry.get("path", ""))
-            # sentence-transformers reads the first of these that exists (older models name theirs
-            # after the architecture, e.g. sentence_xlm-roberta_config.json)
-            bert_config = next(
-                (path / name for name in _TRANSFORMER_CONFIGS if (path / name).is_file()), None
-            )
-            if bert_config is not None:
-                values = read_object(bert_config, "sentence-transformers config")
-                length = values.get("max_seq_length")
-                if length is not None:
-                    if not is_positive_integer(length):
-                        raise UserError(
-                            f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300]
-                        )
-                    found["max_length"] = length
-                found["lowercase"] = bool(values.get("do_lower_case", False))
+            found.update(_transformer_settings(path))
         elif kind == "Pooling":
             found["pooling"] = _pooling_from_config(read_object(path / "config.json", "pooling config"), path)
         elif kind == "Dense":
@@ -172,9 +158,37 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
                 f"{modules_path}: module {entry.get('type') if isinstance(entry, dict) else entry!r} "
                 f"is not supported (rerank-eval reads Transformer, Pooling, Dense and Normalize)"
             )
-    prompts_path = folder / "config_sentence_transformers.json"
-    if prompts_path.is_file():
-        settings = read_object(prompts_path, "sentence-transformers prompts")
+    found.update(_prompts_and_similarity(folder / "config_sentence_transformers.json", found["normalize"]))
+    return found
+
+
+def _transformer_settings(path: Path) -> dict[str, Any]:
+    """The Transformer module's maximum length and lower-casing, from the first of the files
+    sentence-transformers reads that exists (older models name theirs after the architecture, e.g.
+    sentence_xlm-roberta_config.json); none where it has none of them."""
+    bert_config = next((path / name for name in _TRANSFORMER_CONFIGS if (path / name).is_file()), None)
+    if bert_config is None:
+        return {}
+    values = read_object(bert_config, "sentence-transformers config")
+    found: dict[str, Any] = {}
+    length = values.get("max_seq_length")
+    if length is not None:
+        if not is_positive_integer(length):
+            raise UserError(f"{bert_config}: max_seq_length must be a positive integer, not {length!r}"[:300])
+        found["max_length"] = length
+    found["lowercase"] = bool(values.get("do_lower_case", False))
+    return found
+
+
+def _prompts_and_similarity(prompts_path: Path, normalize: bool) -> dict[str, Any]:
+    """The query and passage prompts, and whether vectors are made unit length: where the modules
+    normalise, or where the similarity is cosine. sentence-transformers scores with the similarity
+    the checkpoint names, cosine where it names none; cosine is the inner product of unit vectors,
+    dot the raw one."""
+    found: dict[str, Any] = {}
+    written = prompts_path.is_file()
+    settings = read_object(prompts_path, "sentence-transformers prompts") if written else {}
+    if written:
         prompts = settings.get("prompts") or {}
         default_name = settings.get("default_prompt_name") or ""
         if not isinstance(default_name, str):
@@ -183,17 +197,13 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             default = prompts.get(default_name, "")
             found["query_prefix"] = _side_prompt(prompts, ("query",), default)
             found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
-    else:
-        settings = {}
-    # sentence-transformers scores with the similarity the checkpoint names, cosine when it names
-    # none; cosine is the inner product of unit vectors, dot is the raw one
     similarity = settings.get("similarity_fn_name") or "cosine"
     if not isinstance(similarity, str) or similarity not in _SIMILARITIES:
         raise UserError(
             f"{prompts_path}: similarity {similarity!r} is not an inner product; rerank-eval embeds for "
             f"{' or '.join(sorted(_SIMILARITIES))} only (exact inner-product search, bi-encoder scores)"
         )
-    found["normalize"] = found["normalize"] or similarity == "cosine"
+    found["normalize"] = normalize or similarity == "cosine"
     return found
 
 
