@@ -42,13 +42,20 @@ def ir_datasets_home() -> Path:
     return Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
 
 
-def caches() -> tuple[tuple[str, Path, str], ...]:
-    """Every cache a run reads or fills: (its variable, its folder, what it holds)."""
+def hub_cache() -> tuple[str, Path]:
+    """The variable and the folder that hold Hub downloads (models, published runs): HF_HOME, unless
+    HF_HUB_CACHE puts them outside it, where a copy of HF_HOME would not hold them."""
     from huggingface_hub import constants
 
+    home, hub = Path(constants.HF_HOME), Path(constants.HF_HUB_CACHE)
+    return ("HF_HOME", home) if hub.resolve().is_relative_to(home.resolve()) else ("HF_HUB_CACHE", hub)
+
+
+def caches() -> tuple[tuple[str, Path, str], ...]:
+    """Every cache a run reads or fills: (its variable, its folder, what it holds)."""
     return (
         ("IR_DATASETS_HOME", ir_datasets_home(), "datasets, doc stores"),
-        ("HF_HOME", Path(constants.HF_HOME), "models, published runs"),
+        (*hub_cache(), "models, published runs"),
         ("RERANK_EVAL_CACHE", cache_root(), "BM25 and Lucene indexes, corpus embeddings"),
     )
 

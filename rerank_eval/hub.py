@@ -30,9 +30,10 @@ def internet_unreachable() -> bool:
 
 
 def _missing(what: str, why: str) -> MissingDownload:
-    from huggingface_hub import constants
+    from rerank_eval.cache import hub_cache
 
-    return MissingDownload(f"{what} is not cached and {why}", what, constants.HF_HOME, "HF_HOME")
+    variable, folder = hub_cache()
+    return MissingDownload(f"{what} is not cached and {why}", what, str(folder), variable)
 
 
 def _ensure_downloadable(what: str) -> None:

@@ -154,6 +154,25 @@ def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_
     ) in result.output
 
 
+def test_a_hub_cache_outside_hf_home_is_the_one_named_to_copy_and_kept_free_of_results(tmp_path, monkeypatch):
+    """With HF_HUB_CACHE elsewhere, a copy of HF_HOME holds no model: the advice names HF_HUB_CACHE,
+    and no result may be written into it. Inside HF_HOME (the default) HF_HOME is named."""
+    from huggingface_hub import constants
+
+    from rerank_eval.cache import caches
+    from rerank_eval.results.folder import ResultWriter
+
+    assert caches()[1][:2] == ("HF_HOME", Path(constants.HF_HOME))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert caches()[1] == ("HF_HUB_CACHE", tmp_path / "hub", "models, published runs")
+    with pytest.raises(UserError) as missing:
+        hub_snapshot("org/model", ["*.json"])
+    assert "org/model is not cached and HF_HUB_OFFLINE is set; run " in str(missing.value)
+    assert f"copy {tmp_path / 'hub'} here (or point HF_HUB_CACHE at a copy)" in str(missing.value)
+    with pytest.raises(UserError, match="lies inside the cache HF_HUB_CACHE"):
+        ResultWriter(tmp_path / "hub" / "out")
+
+
 def test_a_stopped_fetch_ends_at_once_in_one_line_with_the_signals_exit_code(tmp_path):
     """SIGTERM (a scheduler) used to end fetch without a word. Each cache is written whole, so it
     ends at once, even while a thread pool downloads (huggingface_hub's way, which an exception

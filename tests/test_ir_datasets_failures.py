@@ -127,8 +127,9 @@ def test_an_offline_run_names_everything_missing_and_the_fetch_command(offline, 
     in one line, with the exact fetch command and the cache folders to copy."""
     from huggingface_hub import constants
 
-    # nothing cached (other tests fill the shared Hub cache)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    # nothing cached (other tests fill the shared Hub cache); inside HF_HOME, HF_HOME is what to copy
+    empty = Path(constants.HF_HOME) / tmp_path.name
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(empty))
     result = run("beir", "--datasets", "scifact,nfcorpus")
     assert result.exit_code == 2
     home = os.environ["IR_DATASETS_HOME"]
