@@ -235,28 +235,7 @@ def load_result(folder: Path) -> SavedResult:
             raise UserError(f"cannot read result {folder}: {path.name} {problem}")
     # the manifest first: a folder that is no result is told before its table is parsed
     typed = read_manifest(_manifest_json(manifest_path), str(manifest_path))
-    per_query_path = folder / "per_query.csv"
-    try:
-        with warnings.catch_warnings():  # a row longer than the header: refused, not cut
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            per_query_bytes = per_query_path.read_bytes()  # parsed, and hashed below
-            per_query = pd.read_csv(
-                io.BytesIO(per_query_bytes),
-                dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
-                keep_default_na=False,
-                quoting=csv.QUOTE_MINIMAL,
-                index_col=False,  # never an index guessed from a row with one field too many
-            )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, pd.errors.ParserWarning) as exc:
-        raise UserError(f"{per_query_path} is damaged: {describe(exc)}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{per_query_path} is damaged: not UTF-8 text") from None
-    except MemoryError:  # (raised below, once the error and what this frame read are let go of)
-        per_query = per_query_bytes = None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise UserError(f"cannot read {per_query_path}: {describe(exc)}") from None
-    if per_query is None:
-        raise UserError(f"{per_query_path} does not fit in memory")
+    per_query, per_query_bytes = _per_query_table(folder / "per_query.csv")
     problem = per_query_problem(per_query)
     if problem:
         raise UserError(f"{folder / 'per_query.csv'} is damaged: {problem}")
@@ -270,6 +249,33 @@ def load_result(folder: Path) -> SavedResult:
             "per_query_sha256): the folder was edited or damaged"
         )
     return SavedResult(folder, typed, per_query)
+
+
+def _per_query_table(path: Path) -> tuple[pd.DataFrame, bytes]:
+    """per_query.csv as a table, and its bytes (hashed against the manifest's record): ids and
+    names as text (never numbers, never NaN), a row longer than the header refused, not cut."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = path.read_bytes()
+            table = pd.read_csv(
+                io.BytesIO(raw),
+                dtype={"dataset": str, "stage": str, "measure": str, "query_id": str},
+                keep_default_na=False,
+                quoting=csv.QUOTE_MINIMAL,
+                index_col=False,  # never an index guessed from a row with one field too many
+            )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pd.errors.ParserWarning) as exc:
+        raise UserError(f"{path} is damaged: {describe(exc)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is damaged: not UTF-8 text") from None
+    except MemoryError:  # (raised below, once the error and what this frame read are let go of)
+        table = raw = None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"cannot read {path}: {describe(exc)}") from None
+    if table is None or raw is None:
+        raise UserError(f"{path} does not fit in memory")
+    return table, raw
 
 
 def _manifest_json(path: Path) -> Any:
