@@ -300,6 +300,17 @@ def test_a_damaged_result_folder_is_one_line_naming_the_file(saved, tmp_path, da
         assert message in one_line_error(run(*args))
 
 
+def test_a_per_query_table_that_fills_memory_is_one_line(saved, monkeypatch):
+    """Within the file limit, pandas may still run out of memory on a table of long fields."""
+    import pandas as pd
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pd, "read_csv", out_of_memory)
+    assert one_line_error(run("export", saved)) == f"error: {saved / 'per_query.csv'} does not fit in memory"
+
+
 def test_per_query_values_edited_by_hand_are_not_read_as_the_result(saved, tmp_path):
     """A well-formed per_query.csv with one value changed would give other tables without a word;
     the manifest's hash of the file the run wrote tells it (results written before it are read)."""
