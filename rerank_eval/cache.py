@@ -65,8 +65,15 @@ def cache_holding(path: Path) -> str | None:
     None: results and exports written there could replace, or be taken for, its entries. A cache
     that holds the working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds
     none here."""
+    from huggingface_hub import constants
+
     target, here = path.resolve(), Path.cwd().resolve()
-    for variable, folder, _ in caches():
+    written = (  # (of HF_HOME, only the hub cache holds what a run downloads)
+        ("IR_DATASETS_HOME", ir_datasets_home()),
+        ("HF_HUB_CACHE", Path(constants.HF_HUB_CACHE)),
+        ("RERANK_EVAL_CACHE", cache_root()),
+    )
+    for variable, folder in written:
         cache = folder.resolve()
         if target.is_relative_to(cache) and not here.is_relative_to(cache):
             return f"{variable} {cache}"

@@ -236,7 +236,7 @@ SUITE = (
             "line 2: aliases (*d) are not accepted",
         ),
         ("first_stages:\n  f: {kind: bm25s, k1: high}\n", "first_stages.f.k1: expected a number, got 'high'"),
-        # YAML gives booleans as Python ints
+        # YAML gives booleans as Python ints (pinned as typed.is_kind took over the check)
         ("first_stages:\n  f: {kind: bm25s, k1: true}\n", "first_stages.f.k1: expected a number, got True"),
         (
             "first_stages:\n  f: {kind: bm25s}\nsuites:\n  s:\n    datasets:\n"

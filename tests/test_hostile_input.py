@@ -501,16 +501,25 @@ def test_an_export_never_writes_into_another_result_folder_or_the_cache(saved, t
     )
     assert list((cache / "journals").iterdir()) == []
     # nor into the datasets' or the models' cache, where it could replace a dataset's or a model's file
+    # (huggingface_hub reads its variables once, as it is imported: its constant is set instead)
     from huggingface_hub import constants
 
-    for variable, home in (("IR_DATASETS_HOME", tmp_path / "ird"), ("HF_HOME", Path(constants.HF_HOME))):
-        monkeypatch.setenv(variable, str(home))
-        target = home / "beir" / "scifact" / "queries.tsv"
-        target.parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "ird"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    for variable, home, name in (
+        ("IR_DATASETS_HOME", tmp_path / "ird", "beir/scifact/queries.tsv"),
+        ("HF_HUB_CACHE", tmp_path / "hf" / "hub", "models--org--m/snapshots/abc/config.json"),
+    ):
+        target = home / name
+        target.parent.mkdir(parents=True)
         assert one_line_error(run("export", saved, "--csv", target)) == (
             f"error: cannot write {target}: it lies inside the cache {variable} {home}"
         )
         assert not target.exists()
+    # the rest of HF_HOME holds nothing a run downloads (a cluster may set HF_HOME=$SCRATCH)
+    (tmp_path / "hf" / "results").mkdir()
+    assert run("export", saved, "--csv", tmp_path / "hf" / "results" / "summary.csv").exit_code == 0
     # a manifest.json alone (a web app's, at a project's root) makes no result folder
     web = tmp_path / "webapp"
     (web / "results").mkdir(parents=True)
@@ -831,13 +840,24 @@ def test_an_integer_option_is_ascii_digits_as_it_is_recorded(tmp_path, args, mes
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "2_000", "1e3"])
-def test_a_bench_count_is_a_positive_integer(value):
-    """Every count of the benches is refused below 1, in one wording; Typer took "2_000"."""
-    said = "a positive integer" if value in ("0", "-3") else "an integer"
-    assert one_line_error(run("bench-encode", "--passages", value)).startswith(
-        f"error: Invalid value for '--passages': expected {said}, got '{value}'"
-    )
+@pytest.mark.parametrize(
+    ("command", "value", "said"),
+    [
+        ("bench-encode --passages", "0", "a positive integer"),
+        ("bench-encode --passages", "-3", "a positive integer"),
+        ("bench-encode --passages", "2_000", "an integer"),
+        ("bench-encode --passages", "1e3", "an integer"),
+        ("bench-encode --passages", "9" * 5000, "an integer"),  # (int() reads no more than 4,300 digits)
+        ("bench-index --docs", "999", "an integer of at least 1,000"),
+    ],
+    ids=["zero", "negative", "underscore", "exponent", "digits", "below its least"],
+)
+def test_a_bench_count_is_a_whole_number_in_its_range(command, value, said):
+    """Every count of the benches is refused out of its range in one wording; Typer took "2_000"."""
+    name, option = command.split()
+    message = one_line_error(run(name, option, value))
+    assert message.startswith(f"error: Invalid value for '{option}': expected {said}, got '{value[:20]}")
+    assert len(message) < 300
 
 
 def test_a_remedy_names_the_library_parameter_or_the_flag(tmp_path):

@@ -327,12 +327,33 @@ def test_a_checkpoint_changed_since_its_result_is_refused_before_any_scoring(tmp
     assert again.exit_code == 2, again.output
     said = re.fullmatch(
         rf"error: result folder {re.escape(str(tmp_path / 'o'))} exists already and holds the results of "
-        rf"another checkpoint of {re.escape(str(checkpoint))} \(content_sha256 (\w+) then, (\w+) now\); "
+        rf"another checkpoint of {re.escape(str(checkpoint))} \(content_sha256 '(\w+)' then, '(\w+)' now\); "
         r"choose another --out",
         again.output.strip().splitlines()[-1],
     )
     assert said and said[1] == before and re.fullmatch("[0-9a-f]{64}", said[2]) and said[2] != before
     assert scored == [] and (tmp_path / "o" / "manifest.json").read_bytes() == published
+
+
+def test_a_changed_checkpoint_is_said_in_one_line_whatever_its_folder_recorded(tmp_path):
+    """The earlier manifest is read as written (unchecked): what it recorded is quoted and cut."""
+    from types import SimpleNamespace
+
+    from rerank_eval.pipeline.execute import _refuse_another_checkpoint
+    from rerank_eval.results.folder import HoldsOtherResults
+
+    recorded = {"family": "cross-encoder", "source": "x\ny\x1b[2J" + "z" * 10_000}
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": recorded}))
+    now = {"family": "cross-encoder", "source": "ce"}
+    reranker = SimpleNamespace(name="", family="cross-encoder", describe=lambda: now)
+    with pytest.raises(HoldsOtherResults) as refused:
+        _refuse_another_checkpoint(tmp_path, reranker)
+    said = str(refused.value)
+    assert "\n" not in said and "\x1b" not in said and len(said) < 300
+    assert "another checkpoint of cross-encoder (source 'x\\ny\\x1b[2Jzzz" in said
+    assert "then, 'ce' now); choose another folder" in said
+    reranker = SimpleNamespace(name="", family="cross-encoder", describe=lambda: recorded)
+    _refuse_another_checkpoint(tmp_path, reranker)  # the same checkpoint: no refusal
 
 
 def test_what_a_resumed_run_records_otherwise_is_left_out_of_the_comparison():

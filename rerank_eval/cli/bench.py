@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rerank_eval.cli.app import app, console, user_errors
-from rerank_eval.cli.options import DeviceOpt, DtypeOpt, positive_integer, whole_number
+from rerank_eval.cli.options import DeviceOpt, DtypeOpt, integer_at_least, positive_integer, whole_number
 from rerank_eval.errors import UserError
 
 
@@ -251,7 +251,7 @@ def bench_encode(
 @user_errors
 def bench_index(
     documents: Annotated[
-        int, typer.Option("--docs", parser=positive_integer, help="Passages in the synthetic corpus.")
+        int, typer.Option("--docs", parser=integer_at_least(1000), help="Passages in the synthetic corpus.")
     ] = 200_000,
     engine: Annotated[
         str, typer.Option("--engine", help="bm25s (built-in) or lucene (Pyserini, the lucene extra).")
@@ -265,8 +265,6 @@ def bench_index(
     from rerank_eval.bench.index import ENGINES, measure
     from rerank_eval.first_stage import lucene_runtime
 
-    if documents < 1000:
-        raise UserError("--docs must be at least 1000")
     if engine not in ENGINES:
         raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "lucene" and not lucene_runtime.available():

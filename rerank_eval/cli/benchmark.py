@@ -212,7 +212,7 @@ def _published(
             return execute_models(plan, models, load, destination, sys.argv)
 
     try:
-        folders = run_in(() if fresh else sys.argv)
+        return run_in(() if fresh else sys.argv), chosen[-1]
     except HoldsOtherResults:
         if out is not None:
             raise
@@ -221,8 +221,8 @@ def _published(
             "(they changed since its run stopped); this run writes a folder of its own",
             file=sys.stderr,
         )
-        folders = run_in(())
-    return folders, chosen[-1]
+    # (out of the except block, whose traceback would keep the first try's model in memory)
+    return run_in(()), chosen[-1]
 
 
 def _resume_command() -> str:

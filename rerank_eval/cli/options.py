@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,21 +108,29 @@ FamilyOpt = Annotated[
 
 
 def whole_number(text: str | int) -> int:
-    """An integer option as written in ASCII digits: Python's int() would also take "1_0" and
-    other scripts' digits, and Typer's reading "5.0", each then recorded as given."""
+    """An integer option as written in ASCII digits (at most 64): Python's int() would also take
+    "1_0" and other scripts' digits, and Typer's reading "5.0", each then recorded as given."""
     if isinstance(text, int):  # (a default)
         return text
-    if not INTEGER.fullmatch(text.strip()):
+    if len(text) > 64 or not INTEGER.fullmatch(text.strip()):
         raise typer.BadParameter(f"expected an integer, got {text!r}"[:200])
     return int(text)
 
 
-def positive_integer(text: str | int) -> int:
-    """A count or a size: a whole number of at least 1."""
-    number = whole_number(text)
-    if number < 1:
-        raise typer.BadParameter(f"expected a positive integer, got {text!r}")
-    return number
+def integer_at_least(minimum: int) -> Callable[[str | int], int]:
+    """The parser of a count or a size: a whole number of at least `minimum`."""
+
+    def parse(text: str | int) -> int:
+        number = whole_number(text)
+        if number < minimum:
+            wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum:,}"
+            raise typer.BadParameter(f"expected {wanted}, got {text!r}"[:200])
+        return number
+
+    return parse
+
+
+positive_integer = integer_at_least(1)
 
 
 TopKOpt = Annotated[

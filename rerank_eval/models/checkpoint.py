@@ -201,8 +201,10 @@ def _config(folder: Path) -> dict:
 
 
 def architectures(folder: Path) -> list[str]:
-    """The `architectures` named in a folder's config.json (empty when there is none)."""
-    return list(_config(folder).get("architectures") or [])
+    """The `architectures` named in a folder's config.json: its names (empty when it names none, or
+    gives no list of names; the model's own loading then says what is wrong)."""
+    names = _config(folder).get("architectures")
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
 
 
 def ships_code(folder: Path) -> bool:

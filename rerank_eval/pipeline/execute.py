@@ -268,9 +268,10 @@ def _refuse_another_checkpoint(folder: Path, reranker: Reranker) -> None:
         key for key in _CHECKPOINT_IDENTITY if isinstance(earlier, dict) and earlier.get(key) != now.get(key)
     ]
     if changed:
+        then, since = (repr(record.get(changed[0]))[:80] for record in (earlier, now))
         raise HoldsOtherResults(
             f"result folder {folder} exists already and holds the results of another checkpoint of "
-            f"{reranker.name} ({changed[0]} {earlier.get(changed[0])} then, {now.get(changed[0])} now); "
+            f"{reranker.name or reranker.family} ({changed[0]} {then} then, {since} now); "
             f"choose another {term('out')}",
             {"out": "folder"},
         )
