@@ -322,6 +322,19 @@ def test_family_names_what_cannot_be_told_and_must_agree_with_what_can(models, t
     # a mistyped family is said as such
     with pytest.raises(UserError, match="unknown reranker family 'crossencoder'"):
         load_reranker("minilm-bi", family="crossencoder")
+    # architectures that are no list of names tell no family (it was a traceback on [1]); names in
+    # a list still do
+    from rerank_eval.config.reader import load_config
+    from rerank_eval.rerankers.identify import model_family
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for architectures in ([1], "BertForSequenceClassification"):
+        (odd / "config.json").write_text(json.dumps({"architectures": architectures}))
+        with pytest.raises(UserError, match="cannot tell which family model"):
+            model_family(str(odd), load_config(None))
+    (odd / "config.json").write_text(json.dumps({"architectures": [None, "JinaForRanking"]}))
+    assert model_family(str(odd), load_config(None)).family == "listwise-last-token"
 
 
 def test_a_checkpoint_lacking_the_weights_a_family_scores_with_is_refused(models):
