@@ -55,3 +55,70 @@ def test_a_measure_ir_measures_would_not_compute_is_refused_when_named(name, mes
     with pytest.raises(UserError) as error:
         parse_measures([name])
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nDCG@0", "measure 'nDCG@0': the cutoff must be between 1 and 1,000,000"),
+        ("nDCG@1000001", "measure 'nDCG@1000001': the cutoff must be between 1 and 1,000,000"),
+        ("P(rel=2147483648)@10", "measure 'P(rel=2147483648)@10': rel is out of range"),  # C int max + 1
+        ("SDCG@10", "measure 'SDCG@10': invalid param max_rel=unset"),  # (was an object's address)
+        ("p(rel=2)@10", "unknown measure 'p(rel=2)@10' (did you mean 'P(rel=2)@10'?)"),
+        (
+            "pree@10",
+            "unknown measure 'pree@10' (did you mean 'Rprec'? check its cutoff or parameters, e.g. Rprec@10)",
+        ),
+        ("ndxy@10", "unknown measure 'ndxy@10' (use ir_measures names such as nDCG@10, R@100)"),
+    ],
+)
+def test_measures_are_refused_at_the_edges_of_what_trec_eval_reads(name, message):
+    """trec_eval's cutoffs and relevance levels are C ints; a typo keeps its parameters in the
+    correction; a name no closer than 0.6 to any measure's gets the naming reminder."""
+    with pytest.raises(UserError) as error:
+        parse_measures([name])
+    assert str(error.value) == message
+
+
+def test_measures_at_the_edges_are_read():
+    assert [str(m) for m in parse_measures(["nDCG@1000000", "P(rel=2147483647)@10", "nDCG@1"])] == [
+        "nDCG@1000000",
+        "P(rel=2147483647)@10",
+        "nDCG@1",
+    ]
+
+
+def test_a_measure_named_twice_or_by_an_alias_is_one_column():
+    from rerank_eval.evaluation.measures import canonical_measures
+
+    assert canonical_measures(["R(rel=1)@100", "R@100", "nDCG@10", "nDCG@10"]) == ["R@100", "nDCG@10"]
+
+
+@pytest.mark.parametrize("name", ["alpha_nDCG@10", "RBP"])
+def test_a_measure_no_installed_provider_computes_is_refused_before_any_scoring(name, tmp_path):
+    """ir_measures parses these, but computes them only with a provider not installed (pyndeval),
+    or none: found at the first evaluation, after a dataset's reranking, as a traceback."""
+    from tests import builders
+    from tests.test_hostile_input import bm25_on_scifact, one_line_error, run
+
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    args = bm25_on_scifact("--run", f"scifact={run_file}", "--metric", name, "--out", tmp_path / "o")
+    message = one_line_error(run(*args))
+    assert message.startswith(
+        f"error: measure '{name}' cannot be computed here: ValueError: Unsupported measures"
+    )
+    assert not (tmp_path / "o").exists() and "scifact: evaluation" not in run(*args).output
+
+
+def test_a_measure_that_fails_on_the_datasets_ids_is_one_line():
+    """gdeval (ERR) reads only numeric query ids: on others it fails as it computes."""
+    with pytest.raises(UserError) as error:
+        evaluate_per_query({"q": {"d": 1}}, {"q": {"d": 1.0}}, ["ERR@10"])
+    assert str(error.value).startswith("ir_measures cannot compute ERR@10 here: ")
+    assert str(error.value).endswith(
+        "the scores are journaled, so a run with other measures costs no scoring"
+    )
+    # on numeric ids it computes: gdeval's ERR of one grade-1 document at rank 1, grades up to 4
+    assert evaluate_per_query({"1": {"d": 1}}, {"1": {"d": 1.0}}, ["ERR@10"]) == {
+        "ERR@10": {"1": (2**1 - 1) / 2**4}
+    }

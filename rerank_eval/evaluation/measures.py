@@ -11,9 +11,10 @@ documents by doc id ascending), so a first-stage run with tied scores would othe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from rerank_eval.errors import UserError, closest
+from rerank_eval.errors import UserError, closest, describe
 from rerank_eval.runfiles import Run, trec_order
 
 PerQuery = dict[str, dict[str, float]]  # measure name -> query id -> value
@@ -31,8 +32,9 @@ def parse_measures(names: Iterable[str]) -> list:
             raise UserError(f"unknown measure {name!r}{_suggestion(name)}") from None
         try:  # ir_measures' own check: a cutoff that is no integer, a parameter it does not know
             measure.validate_params()
-        except AssertionError as exc:
-            raise UserError(f"measure {name!r}: {exc}"[:300]) from None
+        except AssertionError as exc:  # (a parameter left unset is said as such, not as an address)
+            said = re.sub(r"<object object at 0x[0-9a-f]+>", "unset", str(exc))
+            raise UserError(f"measure {name!r}: {said}"[:300]) from None
         params = measure.params if isinstance(getattr(measure, "params", None), dict) else {}
         cutoff = params.get("cutoff")
         if isinstance(cutoff, int) and not 1 <= cutoff <= MAX_CUTOFF:  # trec_eval's cutoffs are C ints
@@ -44,11 +46,25 @@ def parse_measures(names: Iterable[str]) -> list:
     return measures
 
 
+def refuse_uncomputable(measures: list) -> None:
+    """Compute each measure once, on one judged query, before any scoring: ir_measures parses names
+    that no provider installed here computes (alpha_nDCG without pyndeval, RBP), which would
+    otherwise fail at the first evaluation, after a dataset's reranking."""
+    import ir_measures
+
+    qrels, run = {"1": {"d1": 1, "d2": 0}}, {"1": {"d1": 2.0, "d2": 1.0}}
+    for measure in measures:
+        try:
+            list(ir_measures.iter_calc([measure], qrels, run))
+        except Exception as exc:  # (a provider's own failure, whatever its kind)
+            raise UserError(
+                f"measure {str(measure)!r} cannot be computed here: {describe(exc)}"[:300]
+            ) from None
+
+
 def _suggestion(name: str) -> str:
     """The measure one typo away (its name part compared with ir_measures' registry, the cutoff
     kept), else a reminder of the naming."""
-    import re
-
     import ir_measures
 
     base = re.split(r"[@(]", name, maxsplit=1)[0]
@@ -93,9 +109,15 @@ def evaluate_per_query(qrels: dict[str, dict[str, int]], run: Run, measure_names
     measures = parse_measures(measure_names)
     values: PerQuery = {name: dict.fromkeys(qrels, 0.0) for name in measure_names}
     by_measure = {str(m): name for m, name in zip(measures, measure_names)}
-    for metric in ir_measures.iter_calc(measures, qrels, _ranks_as_scores(run)):
-        if metric.query_id in qrels:
-            values[by_measure[str(metric.measure)]][metric.query_id] = float(metric.value)
+    try:
+        for metric in ir_measures.iter_calc(measures, qrels, _ranks_as_scores(run)):
+            if metric.query_id in qrels:
+                values[by_measure[str(metric.measure)]][metric.query_id] = float(metric.value)
+    except Exception as exc:  # a provider that fails on these ids (gdeval's ERR on ids not numbers)
+        raise UserError(
+            f"ir_measures cannot compute {', '.join(measure_names)} here: {describe(exc)}; the scores "
+            "are journaled, so a run with other measures costs no scoring"[:400]
+        ) from None
     return values
 
 

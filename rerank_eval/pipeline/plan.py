@@ -10,7 +10,7 @@ from typing import Any
 
 from rerank_eval.config.schema import BenchmarkConfig, DatasetSpec, FirstStageSpec, SuiteSpec, top_k_problem
 from rerank_eval.errors import ParameterError, UserError, warn
-from rerank_eval.evaluation.measures import canonical_measures, parse_measures
+from rerank_eval.evaluation.measures import canonical_measures, parse_measures, refuse_uncomputable
 from rerank_eval.first_stage import CandidatePolicy, RunLocation
 from rerank_eval.first_stage import kind as first_stage_kind
 from rerank_eval.paths import fills_only, refuse_special_file
@@ -91,7 +91,7 @@ class RunPlan:
         problem = top_k_problem(self.top_k)
         if problem:
             raise ParameterError("top_k", problem)
-        parse_measures(self.measures())
+        refuse_uncomputable(parse_measures(self.measures()))
         self.config.command_line_first_stage(self.first_stage_override, self.first_stage_settings)
         for key, path in self.runs.overrides.items():
             if key not in {d.key for d in self.datasets}:
