@@ -57,7 +57,7 @@ def make_result(root: Path, name: str, shift: float, noise: float = 0.05, *, top
             "ir_datasets_id": BEIR_IDS[key], "in_average": not key.startswith("cqa"),
             "drop_self_matches": False,
             "first_stage": first_stage or {"kind": "hub", "label": "BM25", "sha256": sha, "settings": None},
-            "coverage": {"judged_queries": len(QUERIES[key]), "queries_without_run": 0},
+            "coverage": {"judged_queries": len(queries[key]), "queries_without_run": 0},
             "timings": {"rerank_seconds": 1.0},
         })  # fmt: skip
     manifest = {
@@ -349,6 +349,31 @@ def test_forced_over_other_query_sets_a_rows_delta_covers_the_queries_its_test_p
     )
     assert "BEIR-13: otherqrels's Δ and test take each row's value over its own queries, not the rows' " \
         "paired Δs" in result.footnotes  # fmt: skip
+
+
+@pytest.mark.parametrize("subset_is", ["run", "baseline"])
+def test_a_run_over_a_subset_of_the_baselines_queries_is_paired_over_those(tmp_path, runs, subset_is):
+    """One side holds 22 of fiqa's 25 queries (the other all of them): Δ is the mean of the 22
+    paired differences, not the difference of means over 22 and 25, and a footnote says so."""
+    fewer = make_result(tmp_path, "fewer", 0.03, queries={**QUERIES, "fiqa": QUERIES["fiqa"][3:]}, seed=6)
+    base, run = (runs["base"], fewer) if subset_is == "run" else (fewer, runs["base"])
+    result = Comparison([load_result(base), load_result(run)], force=True)
+    label = result.runs[1].label
+
+    def reranked(folder: Path) -> dict[str, float]:
+        frame = load_result(folder).per_query
+        selected = frame[(frame.dataset == "fiqa") & (frame.stage == "reranked")]
+        return dict(zip(selected.query_id, selected.value))
+
+    mine, theirs = reranked(run), reranked(base)
+    shared = QUERIES["fiqa"][3:]
+    fiqa = next(row for row in result.rows if row.name == "fiqa").cells[label]
+    assert fiqa.delta == pytest.approx(np.mean([mine[q] - theirs[q] for q in shared]), abs=1e-15)
+    unpaired = np.mean(list(mine.values())) - np.mean(list(theirs.values()))
+    assert abs(fiqa.delta - unpaired) > 1e-6  # (the two differ on these values)
+    assert f"fiqa: {label}'s Δ, test and W/T/L cover the 22 queries it shares with the baseline" in (
+        result.footnotes
+    )
 
 
 def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_path, runs):
