@@ -175,6 +175,18 @@ def test_instruction_piece_is_optional():
     assert "<instruct>" not in build_prompt("q", ["d"])
 
 
+def test_the_instruction_setting_reaches_the_prompt_where_the_spec_puts_it(checkpoint):
+    """After the query, before the first passage (the spec's pieces 4 to 6); none without it."""
+    with_instruction = load_reranker(str(checkpoint), instruction="prefer reviews").block_prompts("q", ["d"])[
+        0
+    ]
+    assert (
+        'relevance to query: q\n<instruct>\nprefer reviews\n</instruct>\n<passage id="0">\nd<|embed_token|>'
+        in (with_instruction)
+    )
+    assert "<instruct>" not in load_reranker(str(checkpoint)).block_prompts("q", ["d"])[0]
+
+
 def test_special_strings_are_removed_even_when_removal_forms_them():
     assert strip_special_strings("a<|embed_token|>b<|rerank_token|>c") == "abc"
     assert strip_special_strings("x<|embed_<|rerank_token|>token|>y") == "xy"
