@@ -407,6 +407,17 @@ def test_missing_datasets_are_shown_missing_and_left_out_of_that_average(tmp_pat
     )
 
 
+def test_a_run_lacking_every_row_of_an_average_has_no_value_there_and_no_test_said(tmp_path, runs):
+    """A run of the forums alone has no BEIR-13 value: the headline shows it missing, as its rows
+    are, with no note of an untested comparison (there is no value to compare)."""
+    forums = make_result(tmp_path, "forums", 0.02, datasets=["cqadupstack-android", "cqadupstack-english"])
+    result = Comparison([load_result(runs["base"]), load_result(forums)])
+    headline = next(r for r in result.rows if r.kind == "average")
+    assert headline.cells["forums"].value is None and headline.cells["forums"].delta is None
+    assert not [note for note in result.footnotes if "in common with the baseline" in note]
+    assert "scifact: not in forums" in result.footnotes
+
+
 @pytest.mark.parametrize("test", ["t-test", "randomization"])
 def test_an_average_over_a_single_shared_row_has_no_p_value(tmp_path, runs, test):
     """One pair is no sample: scipy's t-test gives NaN and its permutation test refuses it, so the
@@ -487,6 +498,25 @@ def test_published_columns_are_marked_and_untested(runs):
     assert scifact.cells["jina-reranker-v3 (published)"].value is None
     assert "first stage: top-100 of jina-embeddings-v3" in "\n".join(caption(result))
     assert "not tested" in "\n".join(caption(result))
+
+
+def test_a_published_column_with_some_rows_and_no_average_is_no_partial_average(tmp_path, runs, monkeypatch):
+    """Figures for scifact alone and no average: the headline shows none for that column (the mean
+    of its one row would pass for the paper's average), so nothing calls it a partial average."""
+    from rerank_eval.reporting.compare import published
+
+    monkeypatch.setattr(published, "PUBLISHED_DIR", tmp_path)
+    figures = {"name": "some", "source": "s", "first_stage": "f", "rows": {"nDCG@10": {"scifact": 0.7}},
+               "averages": {}}  # fmt: skip
+    (tmp_path / "some.json").write_text(json.dumps(figures))
+    result = Comparison([load_result(runs["base"])], published=["some"])
+    headline = next(r for r in result.rows if r.kind == "average")
+    assert headline.cells["some (published)"].value is None and "some (published)" not in headline.short
+    frame = data.long_frame(result)
+    assert not frame[frame.partial].size
+    from rerank_eval.reporting.compare.chart import comparison_chart
+
+    assert "Averages over only some of their rows" not in comparison_chart(result).caption
 
 
 def test_a_published_group_figure_is_not_set_beside_part_of_the_group(tmp_path, monkeypatch):
