@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rerank_eval.datasets.ir_dataset import ir_datasets_home
+from rerank_eval.cache import ir_datasets_home
 from tests.builders import write_vaswani
 
 ROOT = Path(__file__).resolve().parents[1]
