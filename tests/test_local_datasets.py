@@ -210,6 +210,8 @@ GOOD_QRELS = "q1 0 d1 1\n"
          'q.jsonl, line 1: "text" should be a string, not 12'),
         ((GOOD_CORPUS, '{"_id": null, "text": "q"}\n', GOOD_QRELS),
          'q.jsonl, line 1: "_id" should be a string, not None'),
+        ((GOOD_CORPUS + '{"_id": true, "text": "x"}\n', GOOD_QUERIES, GOOD_QRELS),  # (JSON's true is an int)
+         'c.jsonl, line 3: "_id" should be a string, not True'),
         ((GOOD_CORPUS, GOOD_QUERIES + GOOD_QUERIES, GOOD_QRELS),
          "q.jsonl, line 2: query 'q1' again (first on line 1)"),
         ((GOOD_CORPUS, GOOD_QUERIES, "q1 d2 1\n"),  # BEIR's layout without its header line

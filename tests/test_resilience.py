@@ -437,12 +437,15 @@ def test_journal_drops_a_truncated_tail_and_reports_damage(tmp_path, capsys):
         handle.write(b'{"q": ["c"], "docs": ["d4"], "scores": [1.0]}\n')  # well-formed JSON, wrong types
         handle.write(b'{"q": "c", "docs": ["d4"], "scores": "1"}\n')
         handle.write(b'{"q": "c", "docs": ["d4"], "scores": [NaN]}\n')
+        handle.write(b'{"q": "c", "docs": ["d4"], "scores": [Infinity]}\n')
+        handle.write(b'{"q": "c", "docs": ["d4"], "scores": [true]}\n')  # JSON's true is no score
+        handle.write(b'{"q": "c", "docs": ["d4"], "scores": [1.0], "blocks": [true]}\n')
         handle.write(b'{"q": "d", "docs": ["d5"], "sco')
     loaded = ScoreJournal(path).load(expected)
     assert set(loaded) == {"a", "b"}
     assert loaded["a"].scores.tolist() == [0.5, 0.25] and loaded["a"].notes == {"blocks": [2]}
     assert loaded["b"].scores.tolist() == [np.float32(0.1)] and loaded["b"].notes == {}
-    assert "5 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
+    assert "8 unreadable or stale lines (first: line 3)" in capsys.readouterr().err
     assert path.read_bytes().count(b"\n") == 2 and path.read_bytes().endswith(b"\n")
 
 

@@ -16,6 +16,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.paths import refuse_special_file
 from rerank_eval.runfiles import id_problem, trec_fields, trec_grade
 from rerank_eval.textlines import JsonLineError, json_line, numbered_lines
+from rerank_eval.typed import is_kind
 
 #: BEIR's qrels header line
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -61,8 +62,8 @@ def _json_object(path: Path, number: int, line: str, fields: tuple[str, ...]) ->
         if item is None and name == "title":  # BEIR writes no title, an empty one or null
             continue
         # an id may be a JSON number (some corpora write them so); a text never is
-        kinds = (str, int) if name == "_id" else str
-        if name in value and (isinstance(item, bool) or not isinstance(item, kinds)):
+        number_allowed = name == "_id" and is_kind(item, int)
+        if name in value and not (is_kind(item, str) or number_allowed):
             raise UserError(f'{path}, line {number}: "{name}" should be a string, not {item!r}'[:200])
     if not str(value["_id"]).strip():
         raise UserError(f'{path}, line {number}: the "_id" is empty')

@@ -33,6 +33,7 @@ from rerank_eval.cache import (
 )
 from rerank_eval.errors import UserError, warn
 from rerank_eval.paths import inside
+from rerank_eval.typed import is_kind, is_positive_integer
 
 # 2: queries scored in fixed chunks (see pipeline.score.query_chunks), lines may carry notes
 JOURNAL_FORMAT = 2
@@ -155,19 +156,16 @@ class ScoreJournal:
             return None
         notes = {k: v for k, v in record.items() if k not in RECORD_KEYS}
         blocks = notes.get("blocks", [])
-        if not isinstance(blocks, list) or not all(isinstance(n, int) and n > 0 for n in blocks):
+        if not isinstance(blocks, list) or not all(is_positive_integer(n) for n in blocks):
             return None
         if not isinstance(query_id, str) or not isinstance(scores, list):
             return None
         if list(expected_docs.get(query_id, ())) != docs or len(scores) != len(docs):
             return None
-        # numbers only (JSON's true/false and "0.5" are not scores), all finite
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
+        # finite numbers only (JSON's true/false and "0.5" are not scores)
+        if not all(is_kind(s, float) for s in scores):
             return None
-        values = np.asarray(scores, dtype=np.float64)
-        if not np.isfinite(values).all():
-            return None
-        return query_id, ScoredQuery(values, notes)
+        return query_id, ScoredQuery(np.asarray(scores, dtype=np.float64), notes)
 
     def _rewrite(self, kept: dict[str, ScoredQuery], expected_docs: dict[str, Sequence[str]]) -> None:
         temporary = None  # (commands sharing a cache may rewrite one journal at once)
