@@ -790,6 +790,20 @@ def test_an_odd_position_count_in_the_model_config_is_one_line(tmp_path, value):
     )
 
 
+@pytest.mark.parametrize("value", [True, "128", 1e30, None])
+def test_a_tokenizer_limit_that_is_no_real_number_leaves_the_default_length(tmp_path, value):
+    """With no max_seq_length, the length is the tokenizer's limit capped at the positions; a limit
+    that is no number (or 1e30, transformers' "none") leaves 512 capped so. `true` read as 1."""
+    from rerank_eval.first_stage.dense.recipe import read_recipe
+
+    folder = _st(tmp_path, max_seq_length=None)
+    path = folder / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_max_length": value}))
+    positions = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    recipe = read_recipe(folder, str(folder), dict(NO_OVERRIDES))
+    assert recipe.max_length == min(512, positions)
+
+
 @pytest.mark.parametrize("kind", ["Transformer", "Pooling", "Normalize"])
 def test_a_second_module_of_a_kind_run_once_is_refused(tmp_path, kind):
     """sentence-transformers would run it on the first's output; we would have kept one of them."""
