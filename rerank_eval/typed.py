@@ -28,3 +28,14 @@ def is_kind(value: Any, kind: type) -> bool:
 def is_positive_integer(value: Any) -> bool:
     """A count or a size: an int of at least 1 (never a bool, a float or a string)."""
     return is_kind(value, int) and value >= 1
+
+
+#: a declared length of at least this declares none (transformers writes int(1e30) for "no limit")
+NO_LENGTH_LIMIT = 10**9
+
+
+def declared_length(value: Any) -> int | None:
+    """The length limit a tokenizer or a model config declares (`model_max_length`,
+    `max_position_embeddings`): a positive integer below NO_LENGTH_LIMIT, else None (none declared;
+    a checkpoint's `true` would otherwise read as a limit of one token)."""
+    return value if is_positive_integer(value) and value < NO_LENGTH_LIMIT else None

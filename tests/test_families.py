@@ -101,11 +101,15 @@ def test_cross_encoder_query_longer_than_max_length(models):
     assert reranker.runtime_stats()["pairs_truncated_longest_first"] == 2
 
 
+@pytest.mark.parametrize("declared", ["nothing", True], ids=["absent", "true"])
 @pytest.mark.parametrize("layout", ["bert", "xlm-roberta"])
-def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declares_none(tmp_path, layout):
+def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declares_none(
+    tmp_path, layout, declared
+):
     """A fine-tuned checkpoint saved without model_max_length and with fewer positions than the
     default 512: a long pair is cut to the position table, not sent past it (an index error);
-    XLM-R numbers its positions from after the padding index (42 entries, 40 read)."""
+    XLM-R numbers its positions from after the padding index (42 entries, 40 read). A limit of
+    `true` declares none (it read as one token)."""
     from transformers import (
         BertForSequenceClassification,
         XLMRobertaConfig,
@@ -132,9 +136,11 @@ def test_max_length_is_capped_at_the_models_positions_where_the_tokenizer_declar
         XLMRobertaForSequenceClassification(config).save_pretrained(str(folder))
     settings = json.loads((folder / "tokenizer_config.json").read_text())
     del settings["model_max_length"]
+    if declared is True:
+        settings["model_max_length"] = True
     (folder / "tokenizer_config.json").write_text(json.dumps(settings))
     reranker = load_reranker(str(folder), family="cross-encoder")
-    assert reranker.tokenizer.model_max_length > 10**9 and reranker.max_length == 40
+    assert reranker.tokenizer.model_max_length in (True, int(1e30)) and reranker.max_length == 40
     scores = reranker.score(QUERY, DOCS)  # DOCS[2] is far longer than 40 tokens
     assert len(scores) == len(DOCS) and all(math.isfinite(score) for score in scores)
 

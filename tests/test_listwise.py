@@ -798,6 +798,19 @@ def test_unset_model_max_length_falls_back_to_config(tmp_path):
     reranker = load_reranker(str(folder))
     assert reranker.settings.context_length == 8192
     assert reranker.describe()["context_length_from"] == "config.max_position_embeddings"
+    # a limit of `true` is none (it read as one token), and a config of 10**10 positions no length
+    settings_path = folder / "tokenizer_config.json"
+    settings = json.loads(settings_path.read_text())
+    settings_path.write_text(json.dumps({**settings, "model_max_length": True}))
+    assert load_reranker(str(folder)).settings.context_length == 8192
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 10**10}))
+    with pytest.raises(UserError) as refused:
+        load_reranker(str(folder))
+    assert str(refused.value) == (
+        f"checkpoint {folder}: neither its tokenizer nor its config declares a context length "
+        "(max_position_embeddings 10000000000); set context_length"
+    )
 
 
 def test_missing_projector_is_a_clear_error(tmp_path):

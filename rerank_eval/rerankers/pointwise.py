@@ -31,6 +31,7 @@ from rerank_eval.models.common import (
 from rerank_eval.models.weights_fit import check_config_fits_weights, read_config
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.settings import PointwiseSettings
+from rerank_eval.typed import declared_length
 
 Encoded = dict[str, list[int]]  # input_ids (and token_type_ids where the model uses them)
 
@@ -131,8 +132,8 @@ class TransformerReranker(Reranker):
         the model's position table (a longer input would index past it; sentence-transformers caps
         the same way); a max_length set above it is said to be capped (the manifest records the
         length used)."""
-        limits = [int(getattr(tokenizer, "model_max_length", 0) or 0), self._positions()]
-        declared = min((limit for limit in limits if 0 < limit < 10**9), default=0)  # (huge: none)
+        limits = [declared_length(getattr(tokenizer, "model_max_length", None)), self._positions()]
+        declared = min((limit for limit in limits if limit), default=0)
         if declared and declared < self.max_length:
             if self.configured_settings.max_length:
                 source = self.checkpoint.source
@@ -147,7 +148,7 @@ class TransformerReranker(Reranker):
         if isinstance(table, torch.nn.Embedding):
             offset = getattr(embeddings, "padding_idx", None)
             return table.num_embeddings - (offset + 1 if isinstance(offset, int) else 0)
-        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        return declared_length(getattr(self.model.config, "max_position_embeddings", None)) or 0
 
     def settings(self) -> dict[str, Any]:
         return {"max_length": self.max_length}

@@ -21,7 +21,7 @@ from rerank_eval.first_stage.dense.checkpoint_files import (
     read_json,
     read_object,
 )
-from rerank_eval.typed import is_kind, is_positive_integer
+from rerank_eval.typed import declared_length, is_positive_integer
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
 # sentence-transformers' Pooling config keys for each pooling we implement
@@ -344,5 +344,4 @@ def _tokenizer_limit(folder: Path) -> int | None:
     path = folder / "tokenizer_config.json"
     if not path.is_file():
         return None
-    declared = read_object(path, "tokenizer config").get("model_max_length")
-    return int(declared) if is_kind(declared, float) and 0 < declared < 10**6 else None
+    return declared_length(read_object(path, "tokenizer config").get("model_max_length"))

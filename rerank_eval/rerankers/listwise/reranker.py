@@ -59,9 +59,7 @@ from rerank_eval.rerankers.listwise.qwen3_kernels import (
     use_trimmed_last_layer,
 )
 from rerank_eval.rerankers.settings import ListwiseSettings
-
-# transformers' placeholder for "no limit"; anything above this is not a real context length.
-_UNSET_MAX_LENGTH = 10**9
+from rerank_eval.typed import declared_length
 
 
 class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
@@ -209,10 +207,16 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
     def _context_length(self, explicit: int | None) -> tuple[int, str]:
         if explicit:
             return int(explicit), "setting"
-        from_tokenizer = int(self.tokenizer.model_max_length or 0)
-        if 0 < from_tokenizer < _UNSET_MAX_LENGTH:
+        from_tokenizer = declared_length(self.tokenizer.model_max_length)
+        if from_tokenizer:
             return from_tokenizer, "tokenizer.model_max_length"
-        return int(self.backbone.config.max_position_embeddings), "config.max_position_embeddings"
+        positions = self.backbone.config.max_position_embeddings
+        if declared_length(positions) is None:
+            raise UserError(
+                f"checkpoint {self.checkpoint.source}: neither its tokenizer nor its config declares a "
+                f"context length (max_position_embeddings {positions!r}); set context_length"[:300]
+            )
+        return positions, "config.max_position_embeddings"
 
     def score_identity(self) -> dict[str, Any]:
         """describe() without what cannot change a score beyond float rounding: the folder's path
