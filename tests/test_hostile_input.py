@@ -955,6 +955,8 @@ def open_descriptors() -> int:
     ("leftover", "cleared"),
     [
         ({"summary.csv.tmp": "half", "runs/x.trec.tmp": "half"}, True),  # a run's temporary files
+        ({"runs/x.trec": "q Q0 d 1 1.0 t\n", "summary.csv": "a"}, True),  # a run's files, killed after them
+        ({"summary.csv.tmp": "half", "mine.txt": "mine"}, False),  # a temporary file beside another's
         ({"runs/notes.txt": "mine"}, False),
         ({"runs/x.trec/": None}, False),  # a folder where a run file would be
         ({"runs": "a file named runs"}, False),
@@ -963,6 +965,8 @@ def open_descriptors() -> int:
     ],
     ids=[
         "temporary-files",
+        "run-files",
+        "temporary-beside-other",
         "other-file-in-runs",
         "folder-in-runs",
         "runs-a-file",
@@ -984,12 +988,48 @@ def test_a_leftover_staging_folder_is_cleared_only_if_it_holds_what_a_run_writes
             path.write_text(content)
     before = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*"))
     if cleared:
-        ResultWriter(tmp_path / "out").abort()
+        writer = ResultWriter(tmp_path / "out")
+        assert not [p for p in staging.rglob("*") if p.is_file()]  # the killed run's files are gone
+        writer.abort()
         return
     with pytest.raises(UserError, match="holds files no run writes; remove it, or choose another folder"):
         ResultWriter(tmp_path / "out")
     assert sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")) == before
     assert (tmp_path / "target").read_text() == "someone's"
+
+
+def test_a_temporary_file_never_vouches_for_the_files_beside_it(tmp_path):
+    """Whatever order the folder lists them in (its file system's), one file no run writes beside a
+    run's temporary files keeps the folder from being taken for a run's, and so from being cleared."""
+    from rerank_eval.results import staging
+
+    for i in range(20):
+        folder = tmp_path / f"s{i}.incomplete"
+        folder.mkdir()
+        (folder / "mine.txt").write_text("mine")
+        (folder / f"summary.csv.{i}.tmp").write_text("half")
+        assert staging.left_by_a_run(folder) is False, i
+
+
+def test_a_folder_locked_elsewhere_gone_or_replaced_is_not_held_ahead(tmp_path, monkeypatch):
+    """Two runs must never share one default folder: hold_ahead holds only what it locked itself."""
+    from rerank_eval.results import staging
+
+    folder = tmp_path / "claimed"
+    folder.mkdir()
+    other = staging.try_lock(folder)
+    assert isinstance(other, int)
+    try:
+        assert staging.hold_ahead(folder) is False  # locked by another run
+    finally:
+        staging.release(other)
+    assert staging.hold_ahead(tmp_path / "gone") is False
+    monkeypatch.setattr(staging, "same_folder", lambda *args: False)  # replaced in between
+    assert staging.hold_ahead(folder) is False
+    monkeypatch.undo()
+    held = staging.try_lock(folder)  # (and the lock it took was given back)
+    assert isinstance(held, int)
+    staging.release(held)
 
 
 def test_the_staging_lock_is_given_back_however_the_claim_ends(tmp_path, monkeypatch):
