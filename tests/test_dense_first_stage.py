@@ -784,6 +784,70 @@ def test_corpus_cache_and_search_as_the_dense_stage_uses_them(tmp_path, storage)
     assert ranked(run) == brute_force(ids, docs, query_ids, queries, k)
 
 
+def _finished_cache(folder: Path) -> CorpusEmbeddings:
+    cache = CorpusEmbeddings(folder, 2, "float32")
+    cache.create({"test": "complete"})
+    cache.write_shard(Shard.of(0, [("a", "x"), ("b", "y")]), np.ones((2, 4), dtype=np.float32))
+    cache.finish(1, 2, "sha")
+    return cache
+
+
+@pytest.mark.parametrize("removed", ["ranks.npy", "ids_sorted.npy"])
+def test_a_finished_cache_missing_a_file_it_stands_for_is_no_finished_cache(tmp_path, removed):
+    """complete.json stands for the doc-id order files too: without one, every later search would
+    fail with a traceback instead of the cache being finished again."""
+    cache = _finished_cache(tmp_path / "corpus")
+    assert cache.complete() is not None
+    (cache.folder / removed).unlink()
+    assert cache.complete() is None
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    """A full disk mid-shard: one line, the half-written temporary removed (it may be gigabytes on a
+    disk that is full), the shards written before kept; a claim that cannot be made is one line too."""
+    import errno
+
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": "full disk"})
+
+    def half_then_full(handle) -> None:
+        handle.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = cache.folder / "shard-000000.npy"
+    with pytest.raises(UserError) as full:
+        corpus_module.write_file(target, half_then_full)
+    assert (
+        str(full.value) == f"no space left on device while writing {target}; shards already written are kept"
+    )
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["key.json"]
+
+    def refused(path):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(corpus_module, "claim", refused)
+    with pytest.raises(UserError) as denied:
+        cache.claim_shard(0)
+    assert str(denied.value) == (
+        f"Permission denied while writing {cache.folder / 'claim-000000.lock'}; "
+        "shards already written are kept"
+    )
+
+
+def test_a_corpus_is_hashed_as_its_id_and_text_pairs_each_ended_by_a_null_byte():
+    """The hash every manifest records of a dense run's corpus, and its shards' keys: pinned, since
+    any change of it would make every cached corpus read as another."""
+    import hashlib
+
+    pairs = [("a", "x"), ("b", "y"), ("c", "z")]
+    assert corpus_module.pairs_sha256(pairs[:2]) == hashlib.sha256(b"a\0x\0b\0y\0").hexdigest()
+    digest = hashlib.sha256()
+    shards = list(corpus_module.corpus_shards(iter(pairs), 2, digest))
+    assert [shard.ids for shard in shards] == [["a", "b"], ["c"]]
+    assert digest.hexdigest() == hashlib.sha256(b"a\0x\0b\0y\0c\0z\0").hexdigest()
+    assert shards[0].sha256 == corpus_module.pairs_sha256(pairs[:2])
+
+
 def test_negative_zero_ties_with_zero_and_is_written_as_zero():
     """-0.0 (a GPU's sum can give it) is 0.0 to trec_eval: a tie broken by doc id, printed "0.0"."""
     scores = torch.tensor([[-0.0, 0.0, -1.0, -0.0, 1.0]])
