@@ -562,8 +562,12 @@ def test_two_runs_given_one_out_never_write_into_one_folder(tmp_path):
     holder ends, however it ends, the folder is a leftover to clear."""
     first = ResultWriter(tmp_path / "out")
     first.add_run("scifact", ["q Q0 d 1 1.0 t\n"])
-    with pytest.raises(UserError, match=r"another run is writing the result .*/out \(in .*/out.incomplete\)"):
+    with pytest.raises(UserError) as refused:
         ResultWriter(tmp_path / "out")
+    assert str(refused.value) == (
+        f"another run is writing the result {tmp_path / 'out'} (in {tmp_path / 'out.incomplete'}); wait for "
+        "it to end, or choose another folder"
+    )
     assert (tmp_path / "out.incomplete" / "runs" / "scifact.trec").is_file()  # the first's, untouched
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pathlib import Path; from rerank_eval.results.folder "
