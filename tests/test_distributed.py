@@ -111,20 +111,27 @@ class _Request:
         self.query_id = query_id
 
 
-def test_a_rank_leaves_its_process_group_after_its_command_succeeds_only(tmp_path, monkeypatch):
+def test_a_rank_leaves_its_job_at_once_after_its_command_succeeds_only(tmp_path, monkeypatch):
     """Left to the interpreter's exit, gloo's threads now and then ended a finished rank in SIGABRT
-    (torchrun then failed the job); after a failure a peer may be inside a collective."""
-    import torch.distributed as dist
+    (torchrun then failed the job): a rank of a job ends at once, exit 0, its output flushed first;
+    a process in no job goes on. After a failure its error is said as ever."""
     from typer.testing import CliRunner
 
     from rerank_eval.runtime.distributed import leave_job
 
     app_module = importlib.import_module("rerank_eval.cli.app")  # (the package's `app` is the Typer app)
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    leave_job()
-    assert not dist.is_initialized()
-    leave_job()  # (no group: nothing to do)
+    rank = (
+        "import sys, torch.distributed as dist\n"
+        "from rerank_eval.runtime.distributed import leave_job\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+        "print('the table', end='')\n"
+        "print('on stderr', end='', file=sys.stderr)\n"
+        "leave_job()\n"
+        "print('not reached')\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", rank], capture_output=True, text=True, timeout=120)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (0, "the table", "on stderr")
+    leave_job()  # (in no job: nothing to do, and this process goes on)
     left = []
     monkeypatch.setattr(app_module, "leave_job", lambda: left.append(True))
     assert CliRunner().invoke(app_module.app, ["suites"]).exit_code == 0 and left == [True]
