@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from rerank_eval.errors import UserError
-from rerank_eval.runfiles import INTEGER
+from rerank_eval.runfiles import typed_number
 
 # The CLI's names for the library parameters its errors name (see errors.UserError).
 FLAGS = {
@@ -108,13 +108,15 @@ FamilyOpt = Annotated[
 
 
 def whole_number(text: str | int) -> int:
-    """An integer option as written in ASCII digits (at most 64): Python's int() would also take
-    "1_0" and other scripts' digits, and Typer's reading "5.0", each then recorded as given."""
+    """An integer option as written in ASCII digits (at most 64), as `--set` reads numbers
+    (`typed_number`): Python's int() would also take "1_0" and other scripts' digits, and Typer's
+    reading "5.0", each then recorded as given."""
     if isinstance(text, int):  # (a default)
         return text
-    if len(text) > 64 or not INTEGER.fullmatch(text.strip()):
+    number = typed_number(text)
+    if not isinstance(number, int):
         raise typer.BadParameter(f"expected an integer, got {text!r}"[:200])
-    return int(text)
+    return number
 
 
 def integer_at_least(minimum: int) -> Callable[[str | int], int]:
@@ -248,8 +250,6 @@ def setting_value(text: str) -> Any:
     """Model settings on the command line: integers, floats, booleans, none, or text. Numbers as
     `--first-stage-set` reads them (`typed_number`); anything else stays text, which a number
     setting refuses."""
-    from rerank_eval.runfiles import typed_number
-
     number = typed_number(text)
     if number is not None:
         return number

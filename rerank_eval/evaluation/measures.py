@@ -11,6 +11,7 @@ documents by doc id ascending), so a first-stage run with tied scores would othe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -50,16 +51,25 @@ def refuse_uncomputable(measures: list) -> None:
     """Compute each measure once, on one judged query, before any scoring: ir_measures parses names
     that no provider installed here computes (alpha_nDCG without pyndeval, RBP), which would
     otherwise fail at the first evaluation, after a dataset's reranking."""
+    for measure in measures:
+        problem = _computation_problem(str(measure))
+        if problem:
+            raise UserError(f"measure {str(measure)!r} cannot be computed here: {problem}"[:300])
+
+
+@functools.cache
+def _computation_problem(name: str) -> str | None:
+    """Why ir_measures cannot compute the measure `name` here (None where it can), asked once per
+    process: a plan is checked by the command and again by each model's run, and a provider may
+    start a program to compute (gdeval's ERR runs perl)."""
     import ir_measures
 
     qrels, run = {"1": {"d1": 1, "d2": 0}}, {"1": {"d1": 2.0, "d2": 1.0}}
-    for measure in measures:
-        try:
-            list(ir_measures.iter_calc([measure], qrels, run))
-        except Exception as exc:  # (a provider's own failure, whatever its kind)
-            raise UserError(
-                f"measure {str(measure)!r} cannot be computed here: {describe(exc)}"[:300]
-            ) from None
+    try:
+        list(ir_measures.iter_calc([ir_measures.parse_measure(name)], qrels, run))
+    except Exception as exc:  # (a provider's own failure, whatever its kind)
+        return describe(exc)
+    return None
 
 
 def _suggestion(name: str) -> str:
