@@ -566,10 +566,16 @@ def test_a_reranker_is_not_a_bi_encoder(tmp_path):
     assert "not a bi-encoder" in message and "BertForSequenceClassification" in message
 
 
-def test_a_bare_transformer_is_not_a_bi_encoder(tmp_path):
+@pytest.mark.parametrize(
+    "architectures", ['["BertModel"]', '"BertForSequenceClassification"', '[1, {"a": 2}]', "5"]
+)
+def test_a_bare_transformer_is_not_a_bi_encoder(tmp_path, architectures):
+    """Whatever its config's `architectures` holds, only its names are read (a string is no list of
+    names: its letters are no architecture)."""
     folder = tmp_path / "bare"
     folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    config = f'{{"model_type": "bert", "architectures": {architectures}}}'
+    (folder / "config.json").write_text(config)
     with pytest.raises(UserError) as excinfo:
         _encoder(folder)
     assert _one_line(excinfo) == (

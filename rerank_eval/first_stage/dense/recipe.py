@@ -21,6 +21,7 @@ from rerank_eval.first_stage.dense.checkpoint_files import (
     read_json,
     read_object,
 )
+from rerank_eval.models.checkpoint import architectures
 from rerank_eval.typed import declared_length, is_positive_integer
 
 POOLINGS = ("mean", "cls", "lasttoken", "max")
@@ -225,14 +226,6 @@ def _side_prompt(prompts: dict[str, Any], names: tuple[str, ...], default: Any) 
     return "" if chosen is None else str(chosen)
 
 
-def _architectures(folder: Path) -> list[str]:
-    config = folder / "config.json"
-    if not config.is_file():
-        return []
-    values = read_object(config, "model config")
-    return [str(a) for a in values.get("architectures") or []]
-
-
 def _config_value(folder: Path, name: str) -> int | None:
     """A positive integer of the model's config (None when it declares none). Any other value is
     refused here: transformers' own refusal is many lines, and `true` would pass as 1."""
@@ -263,7 +256,7 @@ def read_recipe(folder: Path, source: str, overrides: dict[str, Any]) -> Encoder
     found = read_sentence_transformers(folder)
     explicit = {k: v for k, v in overrides.items() if v is not None}
     if "pooling" not in found and "pooling" not in explicit:
-        rerankers = [a for a in _architectures(folder) if a.endswith(_RERANKER_ARCHITECTURES)]
+        rerankers = [a for a in architectures(folder) if a.endswith(_RERANKER_ARCHITECTURES)]
         what = f"is a reranker ({rerankers[0]}), not a bi-encoder" if rerankers else "is not a bi-encoder"
         raise UserError(
             f"encoder {source} {what}: it has no modules.json and no pooling "
