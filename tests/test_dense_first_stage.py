@@ -832,6 +832,25 @@ def test_a_failed_write_leaves_no_temporary_file_and_says_so_in_one_line(tmp_pat
         f"Permission denied while writing {cache.folder / 'claim-000000.lock'}; "
         "shards already written are kept"
     )
+    monkeypatch.setattr(corpus_module, "wait_for_claim", refused)
+    with pytest.raises(UserError) as waited:
+        cache.wait_for_shard(0)
+    assert str(waited.value) == str(denied.value)
+
+
+def test_an_old_shard_that_cannot_be_removed_is_one_line_and_nothing_is_written_beside_it(tmp_path):
+    """The shard of an earlier corpus goes before the new one is written (ids beside old vectors must
+    never pass for a whole shard); where it cannot go, one line, and no new ids file beside it."""
+    cache = CorpusEmbeddings(tmp_path / "corpus", 2, "float32")
+    cache.create({"test": "stuck shard"})
+    stuck = cache.folder / "shard-000000.npy"
+    stuck.mkdir()  # unlink fails on it, as on a file the process may not remove
+    shard = Shard.of(0, [("a", "x"), ("b", "y")])
+    with pytest.raises(UserError) as excinfo:
+        cache.write_shard(shard, np.ones((2, 4), dtype=np.float32))
+    assert str(excinfo.value).endswith(f" while writing {stuck}; shards already written are kept")
+    assert "\n" not in str(excinfo.value)
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["key.json", "shard-000000.npy"]
 
 
 def test_a_corpus_is_hashed_as_its_id_and_text_pairs_each_ended_by_a_null_byte():
