@@ -1198,7 +1198,8 @@ def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_pat
 def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_run(tmp_path, monkeypatch):
     """A run killed outright (kill -9) cannot give its claim back. The next run of the same models
     and suite removes what such runs left (unlocked, holding only staging folders), and nothing
-    else: a live run's claim, another command's leftovers, a published model's result."""
+    else: a live run's claim, another command's leftovers, a published model's result, a folder
+    holding a file no run writes."""
     from rerank_eval.cli import result_folder
 
     monkeypatch.chdir(tmp_path)
@@ -1225,6 +1226,9 @@ def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_
         (publishing / "per_query.csv").write_text("dataset,stage,measure,query_id,value\n")
         several = results / "bm25+minilm-bi-mine-20261130-235959"  # killed in its first model
         (several / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
+        noted = results / "bm25+minilm-bi-mine-20261130-235959-2"  # as killed, and a file beside
+        (noted / "minilm-bi.incomplete" / "runs").mkdir(parents=True)
+        (noted / "notes.txt").write_text("mine")
         published = results / "bm25+ce-mine-20261130-235959"  # killed after its first model published
         (published / "bm25").mkdir(parents=True)
         (published / "bm25" / "manifest.json").write_text("{}")
@@ -1234,7 +1238,7 @@ def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_
         mine = results / "bm25-mine-20261130-235959-2.incomplete"
         (mine / "notes.txt").parent.mkdir()
         (mine / "notes.txt").write_text("mine")  # a folder holding what no run writes
-        kept = {held, several, published, other, mine}
+        kept = {held, several, noted, published, other, mine}
 
         fresh = result_folder.default_out(["bm25"], "mine")
         result_folder.release_default_out(fresh, ["bm25"])
