@@ -274,10 +274,7 @@ def run_bench_encode(
         encoder = DenseEncoder(checkpoint, recipe, str(chosen), "float32", budget, fused_kernels=False)
         straightforward, reference = run_path(encoder, passage_texts, query_texts, False, peaks)
         model = encoder.model("passage")
-        described = {"shape": shape, **{k: getattr(model.config, k) for k in SHAPES[shape]},
-                     "non_embedding_parameters": non_embedding_parameters(model),
-                     "architecture": type(model).__name__, "adapters": None, "pooling": recipe.pooling,
-                     "normalize": recipe.normalize, "max_length": recipe.max_length}  # fmt: skip
+        described = _described(shape, model, recipe)
         model_config = model.config
         del model
         encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget)
@@ -299,15 +296,8 @@ def run_bench_encode(
                 )
                 packed_fields = _packed_fields(packed, straightforward, reference, packed_vectors)
         del encoder
-    lengths = [len(text.split()) + 2 for text in passage_texts]
     return {
-        "workload": {
-            **asdict(workload),
-            "distinct_passages": len(set(passage_texts)),
-            "passage_tokens_median": float(np.median(lengths)),
-            "passage_tokens_mean": round(float(np.mean(lengths)), 1),
-            "passage_tokens_at_max_length": sum(n >= MAX_LENGTH for n in lengths),
-        },
+        "workload": _workload_fields(workload, passage_texts),
         "model": described,
         "device": {
             "type": chosen.type,
@@ -330,6 +320,32 @@ def run_bench_encode(
         "query_speedup": round(straightforward["query_seconds"] / ours["query_seconds"], 3),
         "max_abs_difference": float(np.abs(reference - vectors).max()),
         **packed_fields,
+    }
+
+
+def _described(shape: str, model: torch.nn.Module, recipe: EncoderRecipe) -> dict[str, Any]:
+    """The benched model: its shape's dimensions as built, its size and how it pools."""
+    return {
+        "shape": shape,
+        **{name: getattr(model.config, name) for name in SHAPES[shape]},
+        "non_embedding_parameters": non_embedding_parameters(model),
+        "architecture": type(model).__name__,
+        "adapters": None,
+        "pooling": recipe.pooling,
+        "normalize": recipe.normalize,
+        "max_length": recipe.max_length,
+    }
+
+
+def _workload_fields(workload: EncodeWorkload, passages: list[str]) -> dict[str, Any]:
+    """The workload as drawn: its settings, and its passages' lengths in words (+2 special tokens)."""
+    lengths = [len(text.split()) + 2 for text in passages]
+    return {
+        **asdict(workload),
+        "distinct_passages": len(set(passages)),
+        "passage_tokens_median": float(np.median(lengths)),
+        "passage_tokens_mean": round(float(np.mean(lengths)), 1),
+        "passage_tokens_at_max_length": sum(n >= MAX_LENGTH for n in lengths),
     }
 
 
