@@ -76,8 +76,6 @@ class QueuedVectors:
 
     def result(self) -> np.ndarray:
         """Float32 vectors in input order (waits for the device to finish these batches only)."""
-        if not self.order:
-            return np.empty((0, 0), dtype=np.float32)
         if self.copied is not None:
             self.copied.synchronize()
         vectors = self.host.numpy()
