@@ -373,6 +373,11 @@ def test_a_bar_a_run_lacks_is_said_missing_not_left_to_read_as_zero():
     assert texts_at(drawn, centre[0][1]) == ["0.000"]
     assert texts_at(drawn, centre[1][0]) == ["0.600"]
     assert texts_at(drawn, centre[1][1]) == ["n/a"]
+    # every slot inside the axes, a missing bar's too (fitted to the bars drawn, matplotlib's
+    # limits cut off an "n/a" in the last row, and that row's name stood off its bars)
+    left, right = drawn.axes[0].get_xlim()
+    assert left <= min(centre[0]) - 0.2 and max(centre[1]) + 0.2 <= right
+    assert all(left <= text.xy[0] <= right for text in drawn.axes[0].texts)
 
 
 def test_long_names_are_wrapped_whole_and_leave_the_axes_their_room():

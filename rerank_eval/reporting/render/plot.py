@@ -108,6 +108,9 @@ def figure(chart: BarChart) -> Figure:
     for index, series in enumerate(chart.series):
         offset = (index - (len(chart.series) - 1) / 2) * width
         tops += _series(axes, series, groups + offset, width, colours(index % colours.N))
+    # every row's slots shown, a bar a run lacks included (fitted to the bars drawn, the axes
+    # would cut off an "n/a" at an edge, and its row's name would stand off its bars)
+    axes.set_xlim(-0.5, len(chart.groups) - 0.5)
     axes.set_xticks(groups, [_wrapped(name, TICK_CHARACTERS) for name in chart.groups], rotation=30,
                     ha="right", rotation_mode="anchor")  # fmt: skip
     axes.set_ylabel(chart.axis, fontsize=FONT + 1)
