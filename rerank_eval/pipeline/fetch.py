@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,11 +51,37 @@ def fetch_suite(
         checkpoint = model_files(name, config)
         if checkpoint is not None:
             stderr_console.print(f"model {name}: {checkpoint.source}", highlight=False, soft_wrap=True)
+    if with_first_stage:
+        fetch_first_stage_models(config, datasets, first_stage, first_stage_settings)
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
         fetch_dataset(config, spec, first_stage, with_first_stage, first_stage_settings, encode)
     # one line whatever the width: paths to copy are not broken
     stderr_console.print(f"all files are in their caches: {cache_folders()}", highlight=False, soft_wrap=True)
+
+
+def fetch_first_stage_models(
+    config: BenchmarkConfig,
+    datasets: list[DatasetSpec],
+    first_stage: str | None,
+    first_stage_settings: Mapping[str, Any] | None,
+) -> None:
+    """The model of each first stage the datasets use (an encoder), checked and downloaded before
+    any dataset, as the rerankers are: a mistyped or unreachable encoder is said before hours of
+    fetching corpora. Each first stage once, in the datasets' order."""
+    seen: set[str] = set()
+    for spec in datasets:
+        source = config.first_stage_for(spec, first_stage, first_stage_settings)
+        identity = json.dumps([source.name, source.settings], sort_keys=True, default=str)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        chosen = kind(source.kind)
+        chosen.preflight(spec, source)
+        where = chosen.fetch_model(source)
+        if where is not None:
+            message = f"first stage {source.name}: {where}"
+            stderr_console.print(message, highlight=False, soft_wrap=True)
 
 
 def cache_folders() -> str:

@@ -215,6 +215,9 @@ class DenseRetrieval(FirstStageKind):
         shard.barrier()
         return cache, cache.complete(), report
 
+    def fetch_model(self, source: FirstStageSpec) -> str | None:
+        return self.encoder(source.settings).checkpoint.source
+
     def fetch(self, request: FirstStageRequest, build: bool = True) -> None:
         encoder = self.encoder(request.source.settings)
         if not build:
