@@ -286,7 +286,8 @@ def test_the_same_command_over_a_changed_config_does_not_keep_the_folder(tmp_pat
     assert again.exit_code == 2
     # refused before any work (a command over an edited config reads as other results at once)
     assert again.output.splitlines() == [
-        f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
+        f"error: result folder {tmp_path / 'o'} exists already and holds this command's result over "
+        "config files changed since; choose another --out"
     ]
     assert (tmp_path / "o" / "manifest.json").read_bytes() == published
 
@@ -300,10 +301,18 @@ def test_an_out_another_command_published_is_refused_before_the_model_loads(tmp_
     loaded = []
     monkeypatch.setattr(rerankers, "load_reranker", lambda *a, **k: loaded.append(a) or 1 / 0)
     other = invoke([*args[:4], "minilm-bi", *args[5:]])
+    recorded = " ".join(args)  # (the folder's command, cut where it is long; the program not said)
     assert other.output.splitlines() == [
-        f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
+        f"error: result folder {tmp_path / 'o'} exists already and holds the result of another command "
+        f"({recorded[:160] + '...' if len(recorded) > 160 else recorded!r}); choose another --out"
     ]
     assert loaded == []
+    # the same command with --fresh: it scores again, and replaces no result
+    fresh = invoke([*args, "--fresh"])
+    assert fresh.output.splitlines() == [
+        f"error: result folder {tmp_path / 'o'} exists already and holds this command's result (--fresh "
+        "scores again; it does not replace a result); choose another --out"
+    ]
 
 
 def test_a_checkpoint_changed_since_its_result_is_refused_before_any_scoring(tmp_path, monkeypatch):
@@ -437,6 +446,5 @@ def test_the_command_line_names_its_flag_where_the_library_says_folder(tmp_path,
     assert invoke(args).exit_code == 0
     again = invoke([*args, "--top-k", "10"])  # another command (the same one keeps what it published)
     assert again.exit_code == 2
-    assert (
-        again.output.strip() == f"error: result folder {tmp_path / 'o'} exists already; choose another --out"
-    )
+    assert again.output.startswith(f"error: result folder {tmp_path / 'o'} exists already and holds ")
+    assert again.output.strip().endswith("; choose another --out")

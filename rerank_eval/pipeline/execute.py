@@ -213,9 +213,9 @@ def _execute_each(
             # A resumed run redoes the models it had published (a several-model run stopped at a
             # later model, or a kill between publishing and exiting), from the journal (no
             # scoring), and keeps their folders when the results come out identical.
-            resumed = _published_by_this_command(destination, command, plan)
+            resumed, holds = _earlier_result(destination, command, plan)
             if ranks().is_main:  # (refused before the model loads, which may be a download)
-                check_destination(destination, resumed)
+                check_destination(destination, resumed, holds)
             try:
                 with stop.preparing():
                     reranker = load(model)
@@ -241,17 +241,25 @@ def _execute_each(
     return folders
 
 
-def _published_by_this_command(folder: Path, command: list[str], plan: RunPlan) -> bool:
+def _earlier_result(folder: Path, command: list[str], plan: RunPlan) -> tuple[bool, str]:
     """Whether an earlier run of this very command line, over the same config files, published
-    this model's folder (a hint only: the folder is kept only if the results come out identical).
-    A config file edited since is other results: refused before any work, not after it."""
-    earlier = {} if plan.fresh else _recorded_manifest(folder)
+    this model's folder (a hint only: the folder is kept only if the results come out identical),
+    and else what the folder holds, for its refusal. A config file edited since is other results:
+    refused before any work, not after it."""
+    earlier = _recorded_manifest(folder)
+    words = command_words(earlier.get("command"))
+    if words is None:
+        return False, ""
+    if words != command_words(command):
+        shown = " ".join(map(str, words))
+        shown = shown if len(shown) <= 160 else shown[:160] + "..."
+        return False, f"the result of another command ({shown!r})"
+    if plan.fresh:
+        return False, "this command's result (--fresh scores again; it does not replace a result)"
     suite = earlier.get("suite")
-    return (
-        _records_command(earlier, command)
-        and isinstance(suite, dict)
-        and suite.get("config_files") == config_files_record(plan)
-    )
+    if not isinstance(suite, dict) or suite.get("config_files") != config_files_record(plan):
+        return False, "this command's result over config files changed since"
+    return True, ""
 
 
 #: what in a manifest's model record names the weights it scored with

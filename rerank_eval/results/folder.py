@@ -55,9 +55,10 @@ def write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def check_destination(final: Path, keep_identical: bool = False) -> bool:
+def check_destination(final: Path, keep_identical: bool = False, holds: str = "") -> bool:
     """Refuse a result folder a run cannot publish as (called again before a model loads, which may
-    be a download); whether one already there may be kept (`keep_identical`, and complete)."""
+    be a download); whether one already there may be kept (`keep_identical`, and complete).
+    `holds`: what a result folder there holds, said in its refusal."""
     if NOT_IN_A_NEW_NAME.search(str(final)):  # a newline in a name breaks every listing
         raise UserError(
             f"result folder {str(final)!r} holds a control character; choose another {term('out')}",
@@ -86,7 +87,10 @@ def check_destination(final: Path, keep_identical: bool = False) -> bool:
     if taken and not existing:
         kinds = ("result folder", "a symbolic link named", "a file named")
         what = kinds[0] if final.is_dir() else kinds[1] if final.is_symlink() else kinds[2]
-        raise UserError(f"{what} {final} exists already; choose another {term('out')}", {"out": "folder"})
+        held = f" and holds {holds}" if holds and what == kinds[0] else ""
+        raise UserError(
+            f"{what} {final} exists already{held}; choose another {term('out')}", {"out": "folder"}
+        )
     return existing
 
 
