@@ -854,6 +854,30 @@ def test_two_names_of_one_measure_make_one_column(runs_dir, tmp_path):
     assert summary_value(out, "fiqa", measure="R@100") == pytest.approx(recall) and recall > 0
 
 
+def test_a_metric_the_table_shows_anyway_has_its_columns_once(runs_dir, tmp_path):
+    """R@100 over a top-100 and Judged@10 are columns of every table: asked for as metrics, their
+    own columns hold them, with no second column of the same name (an export's CSV header would
+    hold it twice)."""
+    from rerank_eval.reporting.report import models_table
+
+    out = tmp_path / "asked"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", runs_dir,
+                 "--metric", "R@100", "--metric", "Judged@10", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    report = Report(saved.manifest, saved.per_query)
+    names = [column.name for column in report_table(report).columns]
+    assert names == ["Dataset", "R@100 first stage", "R@100 reranked", "Δ", "Judged@10 first stage",
+                     "Judged@10 reranked", "Δ", "Queries", "Seconds"]  # fmt: skip
+    assert [column.name for column in models_table([report]).columns][:3] == [
+        "Dataset",
+        "R@100 first stage",
+        "bm25",
+    ]
+    recall = summary_value(out, "fiqa", measure="R@100", stage="first_stage")
+    assert report_table(report).rows[0][1].text == f"{recall:.4f}"
+
+
 def test_malformed_run_file_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.trec"
     bad.write_text("10 Q0 f1 1 3.0 tag\n10 Q0 f2 2 tag\n")

@@ -214,7 +214,7 @@ DtypeOpt = Annotated[
 ]
 FreshOpt = Annotated[
     bool,
-    typer.Option("--fresh", help="Discard the scores journaled by earlier runs of this setup, and score again."),
+    typer.Option("--fresh", help="Discard the scores journaled by earlier runs of this setup; score again."),
 ]
 SettingOpt = Annotated[
     list[str] | None,

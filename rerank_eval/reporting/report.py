@@ -244,12 +244,13 @@ def report_table(report: Report) -> ResultTable:
             Column(f"{metric} reranked", f"{metric}\nreranked", follows=True),
             Column("Δ", follows=True),
         ]
-    columns += [
-        Column(f"{JUDGED} reranked", f"{JUDGED}\nreranked"),
-        Column(f"{report.recall} first stage", f"{report.recall}\nfirst stage"),
-        Column("Queries"),
-        Column("Seconds"),
-    ]
+    # Judged@10 reranked and the first stage's recall, unless a metric's own columns hold them
+    trailing = [(stage, measure) for stage, measure in (("reranked", JUDGED), ("first_stage", report.recall))
+                if measure not in report.metrics]  # fmt: skip
+    for stage, measure in trailing:
+        said = stage.replace("_", " ")
+        columns.append(Column(f"{measure} {said}", f"{measure}\n{said}"))
+    columns += [Column("Queries"), Column("Seconds")]
     checked = report.checked_measures
     columns += [Column(f"First stage {m} vs published", f"{m}\nfirst stage\nvs published") for m in checked]
     rows = []
@@ -259,12 +260,8 @@ def report_table(report: Report) -> ResultTable:
             first, reranked = row.value("first_stage", metric), row.value("reranked", metric)
             delta = None if first is None or reranked is None else reranked - first
             cells += [Entry(number(first)), Entry(number(reranked)), Entry(number(delta, signed=True))]
-        cells += [
-            Entry(number(row.value("reranked", JUDGED))),
-            Entry(number(row.value("first_stage", report.recall))),
-            Entry(str(row.queries)),
-            Entry(f"{row.seconds:.1f}"),
-        ]
+        cells += [Entry(number(row.value(stage, measure))) for stage, measure in trailing]
+        cells += [Entry(str(row.queries)), Entry(f"{row.seconds:.1f}")]
         cells += [Entry(report.reference_check(row, measure)) for measure in checked]
         rows.append(cells)
     return ResultTable(title, columns, rows, report.caption(), _averages_from(report))
@@ -289,11 +286,9 @@ def models_table(reports: list[Report]) -> ResultTable:
     manifest = first.manifest
     title = f"{metric} on {manifest.suite.name} (top-{first.recall[2:]}), {len(reports)} models"
     checked = first.checked_measures
-    columns = [
-        Column("Dataset", numeric=False),
-        Column(f"{metric} first stage", f"{metric}\nfirst stage"),
-        Column(f"{first.recall} first stage", f"{first.recall}\nfirst stage"),
-    ]
+    recall = [first.recall] if first.recall != metric else []  # (its own column where it is the metric)
+    columns = [Column("Dataset", numeric=False), Column(f"{metric} first stage", f"{metric}\nfirst stage")]
+    columns += [Column(f"{measure} first stage", f"{measure}\nfirst stage") for measure in recall]
     for report in reports:
         name = report.manifest.model.name
         columns += [Column(name, label=name), Column(f"{JUDGED} {name}", JUDGED, follows=True)]
@@ -306,11 +301,8 @@ def models_table(reports: list[Report]) -> ResultTable:
         values = [r.value("reranked", metric) if r else None for r in own]
         best = max((v for v in values if v is not None), default=None)
         baseline = row.value("first_stage", metric)
-        cells = [
-            Entry(row.name),
-            Entry(number(baseline)),
-            Entry(number(row.value("first_stage", first.recall))),
-        ]
+        cells = [Entry(row.name), Entry(number(baseline))]
+        cells += [Entry(number(row.value("first_stage", measure))) for measure in recall]
         for value, model_row in zip(values, own, strict=True):
             delta = None if value is None or baseline is None else value - baseline
             note = "" if delta is None else f" ({number(delta, signed=True)})"
