@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from rerank_eval.cli import app
 from rerank_eval.errors import UserError
 from rerank_eval.models.checkpoint import folder_sha256
+from rerank_eval.models.common import rounded_up
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.listwise.procedure import (
@@ -952,3 +953,18 @@ def test_each_querys_block_split_is_reported_as_the_model_saw_it(checkpoint, tmp
     assert counts == {
         str(n): sum(len(s) == n for s in sizes.values()) for n in sorted({len(s) for s in sizes.values()})
     }
+
+
+def test_packed_batches_count_the_row_rounded_up_to_pad_multiple(checkpoint):
+    """A packed row is padded up to pad_multiple (`_packed`), so the budget must hold the rounded
+    row: packed blocks may never make a forward pass of more than max_batch_tokens tokens."""
+    packed = load_reranker(str(checkpoint), pack_blocks=True, pad_multiple=48, **PACKING_SETTINGS)
+    blocks = packed._blocks(requests_for([QUERY, "vitamin d", "数据"]))
+    grouped = 0
+    for budget in range(96, 1201, 5):
+        packed.settings = replace(packed.settings, max_batch_tokens=budget)
+        for batch in packed._batches(blocks):
+            if len(batch) > 1:
+                grouped += 1
+                assert rounded_up(sum(len(b.input_ids) for b in batch), 48) <= budget
+    assert grouped  # some budgets do put several blocks in one row
