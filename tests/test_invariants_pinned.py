@@ -418,6 +418,22 @@ def test_a_single_process_run_journals_under_the_key_alone(tmp_path, monkeypatch
     assert len(names) == 1 and re.fullmatch(r"scifact-[0-9a-f]{20}\.jsonl", names[0]), names
 
 
+def test_fresh_discards_the_journals_of_its_setup_written_by_any_number_of_processes(tmp_path, monkeypatch):
+    """A --fresh run stopped early is resumed without --fresh: it must then find only what the
+    fresh run scored, not an earlier torchrun job's journal of the same setup (its sibling)."""
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    journals = tmp_path / "cache" / "journals"
+    (own,) = journals.iterdir()
+    stem = own.name.removesuffix(".jsonl")
+    earlier = [journals / f"{stem}.rank{r}-of-2.jsonl" for r in (0, 1)]
+    other_key = journals / f"scifact-{'0' * 20}.rank0-of-2.jsonl"
+    for path in (*earlier, other_key):
+        path.write_text(own.read_text())
+    assert invoke([*args[:-1], str(tmp_path / "fresh"), "--fresh"]).exit_code == 0
+    assert sorted(journals.iterdir()) == sorted([own, other_key])
+
+
 def test_aborting_twice_is_harmless(tmp_path):
     """A run that fails after its writer already cleaned up (an existing folder holding other
     results) aborts again on its way out: the second abort must not hide the first error."""

@@ -374,6 +374,24 @@ def test_sibling_journals_are_those_of_the_same_key_even_when_the_dataset_key_ha
     assert [p.name for p in sibling_journals(tmp_path / "ms.v2-aaaa.jsonl")] == names[1:3]
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_fresh_discards_the_journals_other_process_counts_wrote_and_not_its_own_ranks(tmp_path, world):
+    """Each rank of a --fresh run discards its own journal; the main rank also those of the same key
+    written with another number of processes (a later resume would read them), never a journal
+    this run's other ranks write, another key's, or a link's target."""
+    from rerank_eval.pipeline.journal import ScoreJournal
+
+    names = ["k.jsonl", "k.rank0-of-2.jsonl", "k.rank1-of-2.jsonl", "k.rank2-of-3.jsonl", "j.jsonl"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    (tmp_path / "k.rank0-of-4.jsonl").symlink_to(tmp_path / "j.jsonl")
+    main = tmp_path / ("k.jsonl" if world == 1 else "k.rank0-of-2.jsonl")
+    ScoreJournal(main).discard_other_process_counts(world)
+    kept = {main.name, "j.jsonl", "k.rank0-of-4.jsonl"} | ({"k.rank1-of-2.jsonl"} if world == 2 else set())
+    assert {p.name for p in tmp_path.iterdir()} == kept
+    assert (tmp_path / "j.jsonl").is_file()
+
+
 def test_a_stop_during_a_datasets_last_chunk_stops_before_the_next_dataset(tmp_path, monkeypatch):
     """Nothing is left to abandon in the first dataset, so the run stops before preparing the next."""
     from rerank_eval.rerankers.first_stage_order import FirstStageOrder

@@ -95,6 +95,16 @@ class ScoreJournal:
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def discard_other_process_counts(self, world: int) -> None:
+        """(`--fresh`, once per run) The same key's journals of runs with another number of
+        processes, which a later run without `--fresh` would read as siblings; this run's other
+        ranks discard their own. One that cannot be removed is left (and read again later)."""
+        this_run = re.compile(rf"\.rank\d+-of-{world}\.jsonl$") if world > 1 else None
+        for sibling in sibling_journals(self.path):
+            if this_run is None or not this_run.search(sibling.name):
+                with contextlib.suppress(OSError):
+                    sibling.unlink()
+
     def load(self, expected_docs: dict[str, Sequence[str]], siblings: bool = True) -> dict[str, ScoredQuery]:
         """Valid entries of this journal (and, read only, of its siblings) matching `expected_docs`.
 

@@ -147,6 +147,8 @@ def rerank_dataset(
     journal = ScoreJournal(journal_path(prepared.spec.key, key, shard.rank, shard.world))
     if plan.fresh:
         journal.discard()
+        if shard.is_main:
+            journal.discard_other_process_counts(shard.world)
     scored = journal.load(expected, siblings=not plan.fresh)
     chunks = query_chunks(_requests(prepared, plan.candidate_order), max(1, reranker.queries_per_call))
     pending = [
