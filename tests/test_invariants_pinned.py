@@ -292,6 +292,34 @@ def test_the_same_command_over_a_changed_config_does_not_keep_the_folder(tmp_pat
     assert (tmp_path / "o" / "manifest.json").read_bytes() == published
 
 
+def test_a_folder_whose_manifest_records_no_config_files_is_not_said_to_be_over_changed_ones(
+    tmp_path, monkeypatch
+):
+    """An older rerank-eval's manifest (or a damaged one) records no config files: that is what is
+    said, not that they changed."""
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    manifest_path = tmp_path / "o" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["suite"]["config_files"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert invoke(args).output.splitlines() == [
+        f"error: result folder {tmp_path / 'o'} exists already and holds this command's result, whose "
+        "manifest records no config files; choose another --out"
+    ]
+
+
+def test_a_crafted_command_in_a_folders_manifest_is_said_escaped_and_cut(tmp_path, monkeypatch):
+    args = bm25_on_scifact(tmp_path, monkeypatch)
+    assert invoke(args).exit_code == 0
+    manifest_path = tmp_path / "o" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["command"] = ["rerank-eval", "\x1b[2J\n" * 200, 5]
+    manifest_path.write_text(json.dumps(manifest))
+    (line,) = invoke([*args, "--top-k", "10"]).output.splitlines()
+    assert "\x1b" not in line and "\\x1b[2J\\n" in line and len(line) < 300 + len(str(tmp_path))
+
+
 def test_an_out_another_command_published_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     """Loading may be a download of gigabytes: the folder in the way is said first."""
     from rerank_eval import rerankers
@@ -301,10 +329,10 @@ def test_an_out_another_command_published_is_refused_before_the_model_loads(tmp_
     loaded = []
     monkeypatch.setattr(rerankers, "load_reranker", lambda *a, **k: loaded.append(a) or 1 / 0)
     other = invoke([*args[:4], "minilm-bi", *args[5:]])
-    recorded = " ".join(args)  # (the folder's command, cut where it is long; the program not said)
+    recorded = repr(" ".join(args))  # (the folder's command, escaped, then cut; the program not said)
     assert other.output.splitlines() == [
         f"error: result folder {tmp_path / 'o'} exists already and holds the result of another command "
-        f"({recorded[:160] + '...' if len(recorded) > 160 else recorded!r}); choose another --out"
+        f"({recorded[:160] + '...' if len(recorded) > 160 else recorded}); choose another --out"
     ]
     assert loaded == []
     # the same command with --fresh: it scores again, and replaces no result

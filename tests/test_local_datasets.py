@@ -84,6 +84,34 @@ def test_entries_name_local_files_relative_to_their_config(data):
     assert LocalDataset(local["scifact"]).queries() == judged
 
 
+def test_fetch_takes_the_data_of_datasets_that_name_no_first_stage_and_says_their_run_comes_with_the_run(
+    data, tmp_path, monkeypatch
+):
+    """The suite names no first stage: a run brings its run files (--run), which fetch does not
+    take, so it fetches their data and says so (it refused the suite, advising a --run it has not)."""
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    result = invoke("fetch", "local", "--config", data["config"])
+    assert result.exit_code == 0, result.output
+    for key in ("scifact", "plain"):
+        assert f"{key}: it names no first stage, so its run file comes with the run" in result.output
+    assert not (tmp_path / "cache" / "bm25s").exists()
+
+
+def test_fetch_checks_every_datasets_first_stage_before_fetching_any(data, tmp_path, monkeypatch):
+    """A first stage that cannot run on a later dataset (a corpus too big for the built-in BM25's
+    memory, a language Lucene has no analyzer for) is said before the first dataset is fetched."""
+    from rerank_eval.first_stage.bm25s import BuiltInBm25
+
+    def refused(self, spec, source):
+        if spec.key == "plain":
+            raise UserError(f"{spec.key}: refused here")
+
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(BuiltInBm25, "preflight", refused)
+    result = invoke("fetch", "local", "--config", data["config"], "--first-stage", "bm25s")
+    assert result.output.strip().splitlines() == ["error: plain: refused here"]
+
+
 LOCAL_FILES = {
     "scifact": ("scifact/corpus.jsonl", "scifact/queries.jsonl", "scifact/qrels/test.tsv"),
     "plain": ("files/corpus.tsv", "files/queries.tsv", "files/qrels.txt"),

@@ -876,6 +876,19 @@ def test_a_metric_the_table_shows_anyway_has_its_columns_once(runs_dir, tmp_path
     ]
     recall = summary_value(out, "fiqa", measure="R@100", stage="first_stage")
     assert report_table(report).rows[0][1].text == f"{recall:.4f}"
+    judged_first = tmp_path / "judged"
+    result = cli("beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", runs_dir,
+                 "--metric", "Judged@10", "--out", judged_first)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = load_result(judged_first)
+    columns = models_table([Report(saved.manifest, saved.per_query)]).columns
+    assert [column.name for column in columns] == [
+        "Dataset",
+        "Judged@10 first stage",
+        "R@100 first stage",
+        "bm25",
+        "Queries",
+    ]
 
 
 def test_malformed_run_file_names_file_and_line(tmp_path):

@@ -251,13 +251,15 @@ def _earlier_result(folder: Path, command: list[str], plan: RunPlan) -> tuple[bo
     if words is None:
         return False, ""
     if words != command_words(command):
-        shown = " ".join(map(str, words))
-        shown = shown if len(shown) <= 160 else shown[:160] + "..."
-        return False, f"the result of another command ({shown!r})"
+        shown = repr(" ".join(map(str, words)))  # (escaped first: a crafted word grows no longer)
+        return False, f"the result of another command ({shown if len(shown) <= 160 else shown[:160] + '...'})"
     if plan.fresh:
         return False, "this command's result (--fresh scores again; it does not replace a result)"
     suite = earlier.get("suite")
-    if not isinstance(suite, dict) or suite.get("config_files") != config_files_record(plan):
+    recorded = suite.get("config_files") if isinstance(suite, dict) else None
+    if recorded is None:
+        return False, "this command's result, whose manifest records no config files"
+    if recorded != config_files_record(plan):
         return False, "this command's result over config files changed since"
     return True, ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,11 +52,17 @@ def fetch_suite(
         checkpoint = model_files(name, config)
         if checkpoint is not None:
             stderr_console.print(f"model {name}: {checkpoint.source}", highlight=False, soft_wrap=True)
+    # a dataset that names no first stage is run on the user's own run file (--run): its data only
+    own_run = {spec.key for spec in datasets if spec.first_stage is None and first_stage is None}
     if with_first_stage:
-        fetch_first_stage_models(config, datasets, first_stage, first_stage_settings)
+        retrieved = [spec for spec in datasets if spec.key not in own_run]
+        fetch_first_stage_models(config, retrieved, first_stage, first_stage_settings)
     for spec in datasets:
         stderr_console.print(f"fetching {spec.key} ({spec.origin})", highlight=False)
-        fetch_dataset(config, spec, first_stage, with_first_stage, first_stage_settings, encode)
+        if with_first_stage and spec.key in own_run:
+            print(f"{spec.key}: it names no first stage, so its run file comes with the run", file=sys.stderr)
+        retrieve = with_first_stage and spec.key not in own_run
+        fetch_dataset(config, spec, first_stage, retrieve, first_stage_settings, encode)
     # one line whatever the width: paths to copy are not broken
     stderr_console.print(f"all files are in their caches: {cache_folders()}", highlight=False, soft_wrap=True)
 
@@ -66,18 +73,19 @@ def fetch_first_stage_models(
     first_stage: str | None,
     first_stage_settings: Mapping[str, Any] | None,
 ) -> None:
-    """The model of each first stage the datasets use (an encoder), checked and downloaded before
-    any dataset, as the rerankers are: a mistyped or unreachable encoder is said before hours of
-    fetching corpora. Each first stage once, in the datasets' order."""
+    """Each dataset's first stage checked (as a run checks them), and the model of each first stage
+    the datasets use (an encoder) downloaded once, before any dataset, as the rerankers are: a
+    mistyped or unreachable encoder, or a first stage that cannot run on a later dataset, is said
+    before hours of fetching corpora."""
     seen: set[str] = set()
     for spec in datasets:
         source = config.first_stage_for(spec, first_stage, first_stage_settings)
+        chosen = kind(source.kind)
+        chosen.preflight(spec, source)
         identity = json.dumps([source.name, source.settings], sort_keys=True, default=str)
         if identity in seen:
             continue
         seen.add(identity)
-        chosen = kind(source.kind)
-        chosen.preflight(spec, source)
         where = chosen.fetch_model(source)
         if where is not None:
             message = f"first stage {source.name}: {where}"

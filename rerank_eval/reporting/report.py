@@ -289,9 +289,11 @@ def models_table(reports: list[Report]) -> ResultTable:
     recall = [first.recall] if first.recall != metric else []  # (its own column where it is the metric)
     columns = [Column("Dataset", numeric=False), Column(f"{metric} first stage", f"{metric}\nfirst stage")]
     columns += [Column(f"{measure} first stage", f"{measure}\nfirst stage") for measure in recall]
+    judged = metric != JUDGED  # (where it is the metric, each model's own column holds it)
     for report in reports:
         name = report.manifest.model.name
-        columns += [Column(name, label=name), Column(f"{JUDGED} {name}", JUDGED, follows=True)]
+        columns += [Column(name, label=name)]
+        columns += [Column(f"{JUDGED} {name}", JUDGED, follows=True)] if judged else []
     columns.append(Column("Queries"))
     columns += [Column(f"First stage {m} vs published", f"{m}\nfirst stage\nvs published") for m in checked]
     by_name = [{row.name: row for row in r.rows + r.averages} for r in reports]
@@ -306,8 +308,9 @@ def models_table(reports: list[Report]) -> ResultTable:
         for value, model_row in zip(values, own, strict=True):
             delta = None if value is None or baseline is None else value - baseline
             note = "" if delta is None else f" ({number(delta, signed=True)})"
-            judged = model_row.value("reranked", JUDGED) if model_row else None
-            cells += [Entry(number(value), note, bold=value == best), Entry(number(judged))]
+            cells.append(Entry(number(value), note, bold=value == best))
+            if judged:
+                cells.append(Entry(number(model_row.value("reranked", JUDGED) if model_row else None)))
         cells.append(Entry(str(row.queries)))
         cells += [Entry(first.reference_check(row, measure)) for measure in checked]
         rows.append(cells)
