@@ -706,6 +706,32 @@ def test_a_label_with_a_line_break_is_refused_as_the_config_is_read(tmp_path):
 # -- inputs that are not what they claim to be --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("manifest", ["fifo", "huge"])
+def test_an_out_folder_whose_manifest_is_no_file_or_too_big_is_refused_without_reading_it(tmp_path, manifest):
+    """The folder in the way is asked what it holds before the refusal: a named pipe there would
+    block that read for ever, and a file of gigabytes would be read whole."""
+    import threading
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if manifest == "fifo":
+        os.mkfifo(out / "manifest.json")
+    else:
+        with open(out / "manifest.json", "wb") as handle:
+            handle.truncate(65 * 2**20)  # (sparse: past the 64 MiB any manifest is held to)
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    args = bm25_on_scifact("--run", f"scifact={run_file}", "--out", out)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run(*args)))
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():  # (unblock the reader, so that the test process can end)
+        os.open(out / "manifest.json", os.O_WRONLY | os.O_NONBLOCK)
+        pytest.fail("the run blocked reading the folder's manifest.json")
+    refused = one_line_error(outcome["result"])
+    assert refused == f"error: result folder {out} exists already; choose another --out"
+
+
 def test_run_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path):
     fifo = tmp_path / "nq.trec"
     os.mkfifo(fifo)

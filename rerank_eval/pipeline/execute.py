@@ -15,7 +15,7 @@ import pandas as pd
 
 from rerank_eval.errors import MissingDownload, ParameterError, term, warn
 from rerank_eval.evaluation.measures import evaluate_per_query
-from rerank_eval.paths import file_name
+from rerank_eval.paths import data_file_problem, file_name
 from rerank_eval.pipeline.interrupt import STOPPED_AT_ONCE, Interrupted, StopRequest
 from rerank_eval.pipeline.manifest import build_manifest, config_files_record, dataset_record
 from rerank_eval.pipeline.offline import everything_missing, refuse_what_is_missing
@@ -23,7 +23,7 @@ from rerank_eval.pipeline.plan import RunPlan
 from rerank_eval.pipeline.prepare import DatasetCache, PreparedDataset
 from rerank_eval.pipeline.score import RerankOutcome, rerank_dataset
 from rerank_eval.rerankers.base import Reranker
-from rerank_eval.results.folder import HoldsOtherResults, ResultWriter, check_destination
+from rerank_eval.results.folder import MANIFEST_LIMIT, HoldsOtherResults, ResultWriter, check_destination
 from rerank_eval.results.manifest import command_words
 from rerank_eval.results.provenance import source_revision
 from rerank_eval.runfiles import Run, format_run_lines, run_tag
@@ -293,9 +293,13 @@ def written_by_command(folder: Path, command: Sequence[str]) -> bool:
 
 
 def _recorded_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest a result folder holds, as written; empty where there is none to read."""
+    """The manifest a result folder holds, as written; empty where there is none to read (nor one
+    that is no regular file, which could block the read, or is larger than any manifest)."""
+    path = folder / "manifest.json"
+    if data_file_problem(path, MANIFEST_LIMIT):
+        return {}
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
