@@ -142,23 +142,6 @@ def test_an_offline_run_names_everything_missing_and_the_fetch_command(offline, 
     )
 
 
-def test_an_offline_run_of_one_dataset_and_one_model_is_one_line(offline, tmp_path, monkeypatch):
-    """Nothing said before what is missing: no dataset's progress line (the files are probed before
-    any dataset loads, for one dataset and one model as for several)."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    result = run("beir", "--datasets", "nfcorpus", "--model", "bm25")
-    runs = "run file unicamp-dl/beir-runs/bm25/run.beir-v1.0.0-nfcorpus-flat.trec"
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        f"error: without internet, missing: dataset beir/nfcorpus/test; {runs}. On a machine with "
-        "internet run `rerank-eval fetch beir --datasets nfcorpus`, then copy "
-        f"{os.environ['IR_DATASETS_HOME']} and {tmp_path / 'empty-hub'} here (or point "
-        "IR_DATASETS_HOME, HF_HUB_CACHE at the copies)"
-    ]
-
-
 def test_an_offline_run_counts_a_packaged_model_as_present(offline, tmp_path, monkeypatch):
     """minilm-bi loads from its installed package: not listed as missing, its Hub folder not named."""
     from huggingface_hub import constants

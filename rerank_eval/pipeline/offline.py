@@ -127,13 +127,14 @@ def everything_missing(plan: RunPlan, models: list[str], first: MissingDownload)
 
 
 def refuse_what_is_missing(plan: RunPlan, models: list[str]) -> None:
-    """Before any work, without internet: everything missing, said at once, and nothing else said
-    (no dataset's progress line before it). Otherwise a run of several datasets or models would
-    rerank the first ones (hours for MIRACL en) before meeting a later one's missing files. A
-    torchrun job's ranks would probe side by side, so they go on as they are."""
+    """Before any work, without internet: everything missing, said at once. Otherwise a run of
+    several datasets or models would rerank the first ones (hours for MIRACL en) before meeting a
+    later one's missing files; one dataset and one model meet theirs before any work a miss would
+    waste (the model loads first), and a torchrun job's ranks would probe side by side, so these
+    go on as they are."""
     from rerank_eval.runtime.distributed import ranks
 
-    if ranks().world > 1 or not internet_unreachable():
+    if (len(plan.datasets) == 1 and len(models) == 1) or ranks().world > 1 or not internet_unreachable():
         return
     found = missing_downloads(plan, models)
     if found:
