@@ -16,6 +16,7 @@ from rerank_eval.pipeline.score import score_with_backoff
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from tests.checkpoints import build_cross_encoder
+from tests.test_resilience import only_one_row_fits
 
 DOCS = (
     "scurvy is caused by a lack of vitamin c",
@@ -41,14 +42,7 @@ def requests() -> list[RerankRequest]:
 def test_pointwise_out_of_memory_halves_the_budget_keeps_scores_and_restores(ce, monkeypatch):
     reference = load_reranker(str(ce), max_batch_tokens=1).score_batch(requests())
     reranker = load_reranker(str(ce), max_batch_tokens=100_000)
-    forward = reranker.model.forward
-
-    def limited(input_ids=None, **kwargs):
-        if input_ids.shape[0] > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return forward(input_ids=input_ids, **kwargs)
-
-    monkeypatch.setattr(reranker.model, "forward", limited)
+    only_one_row_fits(monkeypatch, reranker.model)
     scores = score_with_backoff(reranker, requests())
     for got, want in zip(scores, reference):
         assert np.abs(got - want).max() <= 1e-5

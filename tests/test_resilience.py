@@ -666,18 +666,23 @@ def oom_requests() -> list[RerankRequest]:
     ]
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_scores(slow_setup, monkeypatch):
-    checkpoint, _, _ = slow_setup
-    reference = load_reranker(str(checkpoint), max_batch_tokens=1).score_batch(oom_requests())
-    reranker = load_reranker(str(checkpoint), max_batch_tokens=100_000)
-    forward = reranker.backbone.forward
+def only_one_row_fits(monkeypatch, module: torch.nn.Module) -> None:
+    """`module`'s forward runs out of memory on any batch of more than one row, as a GPU would."""
+    forward = module.forward
 
     def limited(input_ids=None, **kwargs):
         if input_ids.shape[0] > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return forward(input_ids=input_ids, **kwargs)
 
-    monkeypatch.setattr(reranker.backbone, "forward", limited)
+    monkeypatch.setattr(module, "forward", limited)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_scores(slow_setup, monkeypatch):
+    checkpoint, _, _ = slow_setup
+    reference = load_reranker(str(checkpoint), max_batch_tokens=1).score_batch(oom_requests())
+    reranker = load_reranker(str(checkpoint), max_batch_tokens=100_000)
+    only_one_row_fits(monkeypatch, reranker.backbone)
     scores = score_with_backoff(reranker, oom_requests())
     for got, want in zip(scores, reference):
         assert np.abs(got - want).max() <= 1e-5

@@ -31,8 +31,7 @@ def fetch_dataset(
     dataset.documents([])  # builds ir_datasets' doc store (announced) if it is not built yet
     if not with_first_stage:
         return
-    source = config.first_stage_for(spec, first_stage, first_stage_settings)
-    kind(source.kind).preflight(spec, source)
+    source = config.first_stage_for(spec, first_stage, first_stage_settings)  # (checked by fetch_suite)
     depth = CandidatePolicy(config.top_k, spec.drop_self_matches).depth  # as a run will ask
     fetch_first_stage(FirstStageRequest(spec, source, dataset, queries, depth), build=encode)
 
