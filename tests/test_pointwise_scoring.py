@@ -16,7 +16,7 @@ from rerank_eval.pipeline.score import score_with_backoff
 from rerank_eval.rerankers import load_reranker
 from rerank_eval.rerankers.base import RerankRequest
 from tests.checkpoints import build_cross_encoder
-from tests.test_resilience import only_one_row_fits
+from tests.test_resilience import backed_off_to_the_same_scores
 
 DOCS = (
     "scurvy is caused by a lack of vitamin c",
@@ -40,12 +40,7 @@ def requests() -> list[RerankRequest]:
 
 
 def test_pointwise_out_of_memory_halves_the_budget_keeps_scores_and_restores(ce, monkeypatch):
-    reference = load_reranker(str(ce), max_batch_tokens=1).score_batch(requests())
-    reranker = load_reranker(str(ce), max_batch_tokens=100_000)
-    only_one_row_fits(monkeypatch, reranker.model)
-    scores = score_with_backoff(reranker, requests())
-    for got, want in zip(scores, reference):
-        assert np.abs(got - want).max() <= 1e-5
+    reranker = backed_off_to_the_same_scores(monkeypatch, ce, requests(), "model")
     stats = reranker.runtime_stats()
     retries = stats["out_of_memory_retries"]
     assert retries >= 1

@@ -678,14 +678,20 @@ def only_one_row_fits(monkeypatch, module: torch.nn.Module) -> None:
     monkeypatch.setattr(module, "forward", limited)
 
 
+def backed_off_to_the_same_scores(monkeypatch, folder: Path, requests: list, module: str):
+    """The reranker of `folder` after scoring `requests` where only one row fits in its `module`:
+    its scores checked equal to those scored a row at a time."""
+    reference = load_reranker(str(folder), max_batch_tokens=1).score_batch(requests)
+    reranker = load_reranker(str(folder), max_batch_tokens=100_000)
+    only_one_row_fits(monkeypatch, getattr(reranker, module))
+    for got, want in zip(score_with_backoff(reranker, requests), reference, strict=True):
+        assert np.abs(got - want).max() <= 1e-5
+    return reranker
+
+
 def test_out_of_memory_halves_the_batch_and_keeps_scores(slow_setup, monkeypatch):
     checkpoint, _, _ = slow_setup
-    reference = load_reranker(str(checkpoint), max_batch_tokens=1).score_batch(oom_requests())
-    reranker = load_reranker(str(checkpoint), max_batch_tokens=100_000)
-    only_one_row_fits(monkeypatch, reranker.backbone)
-    scores = score_with_backoff(reranker, oom_requests())
-    for got, want in zip(scores, reference):
-        assert np.abs(got - want).max() <= 1e-5
+    reranker = backed_off_to_the_same_scores(monkeypatch, checkpoint, oom_requests(), "backbone")
     stats = reranker.runtime_stats()
     assert stats["out_of_memory_retries"] >= 1
     assert stats["max_batch_tokens"] < 100_000
