@@ -100,9 +100,8 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
     declared = config.get("pooling_mode")
     if isinstance(declared, str):
         declared = [declared]
-    if isinstance(declared, list):  # newer sentence-transformers spell it out (a list: concatenated)
-        names = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}
-        chosen = [names.get(str(mode), str(mode)) for mode in declared]
+    if isinstance(declared, list):  # newer sentence-transformers name the modes (a list: concatenated)
+        chosen = [str(mode) for mode in declared]
     else:
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
         chosen += [key for key in _UNSUPPORTED_POOLING_KEYS if config.get(key)]
