@@ -425,3 +425,42 @@ def test_numbers_of_up_to_64_characters_are_read(tmp_path):
     path.write_text("defaults: {top_k: 1" + "_" * 62 + "00}\n")
     with pytest.raises(UserError, match=re.escape("a number of 65 characters (at most 64 are accepted)")):
         load_config(path)
+
+
+def test_a_number_read_as_text_is_taken_as_written(tmp_path):
+    """YAML turns `0x1F` into 31, `2.50` into 2.5 and `010` into 8; where a value is text (a
+    split's file name, a label, a path), the text written is what is used: the split `0x1F` reads
+    qrels/0x1F.tsv, never qrels/31.tsv."""
+    path = tmp_path / "written.yaml"
+    path.write_text(
+        "models:\n  m: {family: yes-no, description: 2.50}\n"
+        "suites:\n  s:\n    average_label: 010\n    datasets:\n"
+        "      - {key: a, path: 1e3, split: 0x1F}\n"
+    )
+    config = load_config(path)
+    assert config.models["m"].description == "2.50"
+    suite = config.suite("s")
+    assert suite.average_label == "010"
+    (dataset,) = suite.datasets
+    assert dataset.local.qrels == str(tmp_path / "1e3" / "qrels" / "0x1F.tsv")
+    path.write_text("defaults: {top_k: 0x64}\n")  # (where a number is asked for, its value)
+    assert load_config(path).top_k == 100
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("suites:\n  s:\n    datasets:\n      - {key: 1.10, id: beir/nq}\n",
+         "suites.s.datasets[0].key: 1.10 is a number in YAML, not a name: quote it ('1.10')"),
+        ("models:\n  2019: {family: yes-no}\n",
+         "models: 2019 is a number in YAML, not a name: quote it ('2019')"),
+        ("suites:\n  yes: {datasets: []}\n",
+         "suites: yes, no, on, off, true and false are booleans in YAML, not names: quote it"),
+    ],
+)  # fmt: skip
+def test_a_name_yaml_reads_as_a_number_or_boolean_is_said_to_be_one(tmp_path, entry, message):
+    path = tmp_path / "names.yaml"
+    path.write_text(entry)
+    with pytest.raises(UserError) as refused:
+        load_config(path)
+    assert str(refused.value) == f"{path}: {message}"

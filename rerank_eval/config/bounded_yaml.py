@@ -6,7 +6,8 @@ level (20,000 nested brackets raise RecursionError) and keeps the last of two eq
 word. Its numbers are Python's `int()` of the text: past 4,300 digits that raises a ValueError, and
 YAML 1.1's base-60 numbers (`1:00:00`) are converted in quadratic time (a 4 MB one takes minutes).
 This loader refuses aliases, limits size and nesting, refuses duplicate keys, base-60 numbers and
-numbers longer than any a benchmarks file needs; each refusal names the line.
+numbers longer than any a benchmarks file needs; each refusal names the line. A number keeps the
+text it was written as, for the values read as text (`split: 0x1F` names the split `0x1F`, not 31).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ class Refused(yaml.YAMLError):
         self.problem = problem
 
 
+class WrittenInt(int):
+    """An int that remembers how it was written (`010`, `0x1F`, `1_000`)."""
+
+    written = ""
+
+
+class WrittenFloat(float):
+    """A float that remembers how it was written (`2.50`, `1e3`)."""
+
+    written = ""
+
+
+def as_written(value: int | float) -> str:
+    """A number's text as the YAML file wrote it (as Python writes it where it came from elsewhere)."""
+    return getattr(value, "written", "") or str(value)
+
+
 class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -56,7 +74,7 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_number(self, node: yaml.ScalarNode) -> int | float:
+    def construct_number(self, node: yaml.ScalarNode) -> WrittenInt | WrittenFloat:
         text, line = node.value, node.start_mark.line + 1
         if ":" in text:
             raise Refused(line, f"{text[:40]!r} is a base-60 number (YAML 1.1); quote it if it is text")
@@ -66,8 +84,11 @@ class _BoundedLoader(yaml.SafeLoader):
                 f"a number of {len(text):,} characters (at most {MAX_NUMBER_CHARACTERS} are accepted)",
             )
         if node.tag.endswith(":int"):
-            return self.construct_yaml_int(node)
-        return self.construct_yaml_float(node)
+            number: WrittenInt | WrittenFloat = WrittenInt(self.construct_yaml_int(node))
+        else:
+            number = WrittenFloat(self.construct_yaml_float(node))
+        number.written = text
+        return number
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from rerank_eval.config.bounded_yaml import as_written
 from rerank_eval.errors import UserError, closest
 from rerank_eval.paths import name_problem
 
@@ -28,7 +29,15 @@ class EntryChecks(ABC):
         return value
 
     def name(self, where: str, value: Any) -> str:
-        """A name that also names files (a suite, a dataset key, a preset)."""
+        """A name that also names files (a suite, a dataset key, a preset). YAML reads `1.10` and
+        `yes` as a number and a boolean: said so, not refused as a malformed name."""
+        if isinstance(value, bool):  # (what was written is gone: yes, on, true, ...)
+            raise self.fail(
+                where, "yes, no, on, off, true and false are booleans in YAML, not names: quote it"
+            )
+        if isinstance(value, (int, float)):
+            shown = as_written(value)
+            raise self.fail(where, f"{shown} is a number in YAML, not a name: quote it ('{shown}')")
         problem = name_problem(value)
         if problem:
             raise self.fail(where, problem)

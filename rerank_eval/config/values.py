@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rerank_eval.config.bounded_yaml import as_written
 from rerank_eval.config.checks import EntryChecks
 from rerank_eval.config.schema import top_k_problem
 from rerank_eval.errors import UserError
@@ -42,14 +43,14 @@ class ValueChecks(EntryChecks):
         return code
 
     def text(self, where: str, value: Any, default: str | None = None, prose: bool = False) -> Any:
-        """A string (numbers are taken as written); an absent one is `default`. Names, ids and
-        labels are one line without control characters (they reach run files, manifests and
+        """A string (a number is taken as written: `2.50` stays `2.50`); an absent one is `default`.
+        Names, ids and labels are one line without control characters (they reach run files, manifests and
         terminals; YAML's `|` would end one in a line feed); `prose` (a description) may span lines."""
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail(where, f"expected a string, got {value!r}")
-        text = str(value)
+        text = value if isinstance(value, str) else as_written(value)
         if not prose and CONTROL_CHARACTERS.search(text):
             raise self.fail(where, f"holds a line break or another control character: {text!r}"[:200])
         return text
