@@ -36,6 +36,24 @@ JINA_ADAPTERS = ("retrieval_query", "retrieval_passage")
 JINA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
 
 
+#: every setting of a dense first stage left to the checkpoint's own files
+NO_OVERRIDES = dict.fromkeys(
+    ("pooling", "normalize", "max_length", "dimensions", "query_prefix", "passage_prefix", "adapters")
+)
+
+
+def cpu_encoder(folder: Path, overrides: dict | None = None, **kwargs):
+    """A float32 CPU encoder of a checkpoint folder: its recipe from the folder's files, then
+    `overrides`; `kwargs` go to DenseEncoder (batch budget, packing, ...)."""
+    from rerank_eval.first_stage.dense.encoder import DenseEncoder
+    from rerank_eval.first_stage.dense.recipe import read_recipe
+    from rerank_eval.models.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(str(folder))
+    recipe = read_recipe(checkpoint.folder, checkpoint.source, {**NO_OVERRIDES, **(overrides or {})})
+    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
+
+
 def _write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2), encoding="utf-8")

@@ -20,19 +20,11 @@ from rerank_eval.first_stage.dense.recipe import EncoderRecipe, read_recipe
 from rerank_eval.models.checkpoint import resolve_checkpoint
 from rerank_eval.models.common import token_budget_batches
 from tests import dense_checkpoints
+from tests.dense_checkpoints import NO_OVERRIDES, cpu_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-NO_OVERRIDES = dict.fromkeys(
-    ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix", "adapters")
-)
 PROMPTS = {"query": "search_query: ", "document": "search_document: "}
-
-
-def _encoder(folder: Path, overrides=None, **kwargs) -> DenseEncoder:
-    checkpoint = resolve_checkpoint(str(folder))
-    recipe = read_recipe(checkpoint.folder, checkpoint.source, {**NO_OVERRIDES, **(overrides or {})})
-    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +66,7 @@ def _padded(rows) -> int:
 def test_every_batch_over_the_memory_is_split_at_half_its_budget(st_mean, capsys):
     """Memory for 40 padded positions under a budget of 64: every batch over it (not only the first)
     is split into the batches a budget of 32 forms, and whatever is run comes back in input order."""
-    encoder, runs = _encoder(st_mean, max_batch_tokens=64), []
+    encoder, runs = cpu_encoder(st_mean, max_batch_tokens=64), []
     _stub_forward(encoder, lambda rows: _padded(rows) <= 40, runs)
     rows = _rows(LENGTHS)
     got = encoder.queue_tokens(rows, "passage").result()
@@ -101,7 +93,7 @@ def test_every_batch_over_the_memory_is_split_at_half_its_budget(st_mean, capsys
 def test_a_split_batch_that_runs_out_again_is_split_at_a_quarter(st_mean, capsys):
     """A part that still does not fit is split again under half of *its* budget (16), not the
     configured one: the halving goes on until the batch fits."""
-    encoder, runs = _encoder(st_mean, max_batch_tokens=64), []
+    encoder, runs = cpu_encoder(st_mean, max_batch_tokens=64), []
     _stub_forward(encoder, lambda rows: _padded(rows) <= 16 or len(rows) == 1, runs)
     lengths = [8, 8, 8, 8, 8, 8, 8, 8]  # one batch of 64; halves of 32 (4 texts) still too big
     rows = _rows(lengths)
@@ -115,7 +107,7 @@ def test_a_split_batch_that_runs_out_again_is_split_at_a_quarter(st_mean, capsys
 
 def test_a_text_that_does_not_fit_even_alone_is_one_line(st_mean):
     """A lone text out of memory cannot be split: a UserError naming its length, not a loop."""
-    encoder, runs = _encoder(st_mean, max_batch_tokens=64), []
+    encoder, runs = cpu_encoder(st_mean, max_batch_tokens=64), []
     _stub_forward(encoder, lambda rows: max(len(r) for r in rows) < 40, runs)
     with pytest.raises(UserError) as excinfo:
         encoder.queue_tokens(_rows(LENGTHS), "passage")
@@ -128,7 +120,7 @@ def test_a_text_that_does_not_fit_even_alone_is_one_line(st_mean):
 def test_progress_hears_only_of_batches_that_ran(st_mean):
     """A batch that ran out is not counted as run: progress hears of each batch that ran, once
     (split batches cost less than the one they replace, so the shares may end below 1.0)."""
-    encoder, runs, shares = _encoder(st_mean, max_batch_tokens=64), [], []
+    encoder, runs, shares = cpu_encoder(st_mean, max_batch_tokens=64), [], []
     _stub_forward(encoder, lambda rows: _padded(rows) <= 40, runs)
     encoder.queue_tokens(_rows(LENGTHS), "passage", progress=shares.append)
     assert len(shares) == len([r for r in runs if r]) and shares == sorted(shares)
@@ -159,7 +151,7 @@ def test_a_sides_identity_has_its_own_prefix_and_adapter_and_not_the_others():
 def test_the_encoder_identity_names_the_dtype_and_no_merge_without_an_adapter(st_mean):
     """Vectors of another dtype are other vectors (float32 and bfloat16 caches never mix); an
     encoder without adapters records no merge setting (keys of caches made before it hold)."""
-    identity = _encoder(st_mean).identity("passage")
+    identity = cpu_encoder(st_mean).identity("passage")
     assert identity["dtype"] == "float32" and identity["device"] == "cpu"
     assert identity["merge_adapters"] is None
     checkpoint = resolve_checkpoint(str(st_mean))
@@ -220,16 +212,16 @@ def test_every_chunk_is_tokenized_with_its_sides_prefix(st_mean, monkeypatch, si
     query prompt differs from the passage one, so the other side's would move every vector)."""
     from rerank_eval.first_stage.dense import encoder as encoder_module
 
-    straightforward = _encoder(st_mean).embed_straightforward(TEXTS, side, batch_size=2)
+    straightforward = cpu_encoder(st_mean).embed_straightforward(TEXTS, side, batch_size=2)
     monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 2)
-    chunked = _encoder(st_mean)
+    chunked = cpu_encoder(st_mean)
     got = chunked.embed(TEXTS, side)
     assert len(encoder_module.chunk_bounds(len(set(TEXTS)), chunked.first_chunk)) >= 3
     assert np.abs(got - straightforward).max() < 1e-5
 
 
 def test_no_texts_give_an_empty_float32_matrix(st_mean):
-    encoder = _encoder(st_mean)
+    encoder = cpu_encoder(st_mean)
     for got in (encoder.embed([], "query"), encoder.embed_straightforward([], "query")):
         assert got.shape == (0, 0) and got.dtype == np.float32
 

@@ -24,9 +24,9 @@ import yaml
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import read_recipe
-from rerank_eval.models.checkpoint import resolve_checkpoint
 from tests import dense_checkpoints
 from tests.checkpoints import build_cross_encoder
+from tests.dense_checkpoints import NO_OVERRIDES, cpu_encoder
 from tests.expected import QueueOverlap
 
 TOLERANCE = 1e-5
@@ -42,9 +42,6 @@ TEXTS = [
     "数据检索与排序 日本語の文章",
     "",
 ]
-NO_OVERRIDES = dict.fromkeys(
-    ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix", "adapters")
-)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -60,12 +57,6 @@ def _close(got: np.ndarray, expected: np.ndarray) -> None:
 def _apart(a: np.ndarray, b: np.ndarray) -> None:
     """Rows that differ clearly (far more than float error), every one of them."""
     assert (np.abs(a - b).max(axis=1) > 1e-3).all()
-
-
-def _encoder(folder: Path, overrides=None, **kwargs) -> DenseEncoder:
-    checkpoint = resolve_checkpoint(str(folder))
-    recipe = read_recipe(checkpoint.folder, checkpoint.source, {**NO_OVERRIDES, **(overrides or {})})
-    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
 
 
 # --- jina-embeddings-v3 with PEFT adapters ----------------------------------------------------------
@@ -110,7 +101,7 @@ def _adapted_reference(folder: Path, adapter: str | None, prefix: str, texts: li
 
 def test_jina_adapters_match_the_adapted_model(jina, jina_preset):
     overrides = _jina_overrides(jina_preset)
-    encoder = _encoder(jina, overrides)
+    encoder = cpu_encoder(jina, overrides)
     references = {}
     for side, prefix_key in (("query", "query_prefix"), ("passage", "passage_prefix")):
         adapter = jina_preset["adapters"][side]
@@ -137,14 +128,14 @@ def test_matryoshka_dimensions_are_the_first_coordinates_normalised_after_the_cu
     """`dimensions: k` keeps the first k coordinates of each pooled vector, then normalises where the
     recipe does (jina-embeddings-v3: against the adapted model run by hand), and keys the cache."""
     overrides = {**_jina_overrides(jina_preset), "dimensions": 8}
-    encoder = _encoder(jina, overrides)
+    encoder = cpu_encoder(jina, overrides)
     for side, prefix_key in (("query", "query_prefix"), ("passage", "passage_prefix")):
         full = _adapted_reference(jina, jina_preset["adapters"][side], jina_preset[prefix_key], TEXTS)
         _close(encoder.embed(TEXTS, side), _unit_rows(full[:, :8]))
     assert encoder.identity("passage")["recipe"]["dimensions"] == 8
     assert encoder.recipe.to_json()["dimensions"] == 8
     # unset, it is in no key and no manifest (score journals are keyed by the manifest's recipe)
-    plain = _encoder(jina, _jina_overrides(jina_preset))
+    plain = cpu_encoder(jina, _jina_overrides(jina_preset))
     assert (
         "dimensions" not in plain.identity("passage")["recipe"] and "dimensions" not in plain.recipe.to_json()
     )
@@ -152,21 +143,21 @@ def test_matryoshka_dimensions_are_the_first_coordinates_normalised_after_the_cu
     dot = dense_checkpoints.build_sentence_transformers(
         tmp_path / "dot", pooling="mean", normalize=False, similarity_fn_name="dot"
     )
-    raw = _encoder(dot).embed(TEXTS, "query")
+    raw = cpu_encoder(dot).embed(TEXTS, "query")
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    _close(_encoder(dot, {"dimensions": 8}).embed(TEXTS, "query"), raw[:, :8])
+    _close(cpu_encoder(dot, {"dimensions": 8}).embed(TEXTS, "query"), raw[:, :8])
     with pytest.raises(UserError) as excinfo:
-        _encoder(dot, {"dimensions": 33})
+        cpu_encoder(dot, {"dimensions": 33})
     assert _one_line(excinfo).endswith("dimensions 33 is more than its vectors' 32")
 
 
 def test_jina_sides_differ_by_adapter_and_by_prefix(jina, jina_preset):
     adapters = jina_preset["adapters"]
-    same_prefix = _encoder(
+    same_prefix = cpu_encoder(
         jina, {**_jina_overrides(jina_preset), "passage_prefix": jina_preset["query_prefix"]}
     )
     _apart(same_prefix.embed(TEXTS, "query"), same_prefix.embed(TEXTS, "passage"))
-    same_adapter = _encoder(
+    same_adapter = cpu_encoder(
         jina,
         {
             **_jina_overrides(jina_preset),
@@ -181,8 +172,8 @@ def test_jina_sides_differ_by_adapter_and_by_prefix(jina, jina_preset):
 
 
 def test_jina_merged_and_unmerged_adapters_agree(jina, jina_preset):
-    merged = _encoder(jina, _jina_overrides(jina_preset), merge_adapters=True)
-    unmerged = _encoder(jina, _jina_overrides(jina_preset), merge_adapters=False)
+    merged = cpu_encoder(jina, _jina_overrides(jina_preset), merge_adapters=True)
+    unmerged = cpu_encoder(jina, _jina_overrides(jina_preset), merge_adapters=False)
     for side in ("query", "passage"):
         _close(merged.embed(TEXTS, side), unmerged.embed(TEXTS, side))
     assert merged.identity("query")["merge_adapters"] is True
@@ -280,7 +271,7 @@ def _matches_sentence_transformers(folder: Path, reference, settings: dict) -> N
         # position; we pad on the right and take the last real token. With causal attention and
         # rotary (relative) positions the two agree to float error, which the comparison holds.
         assert tokenizer.padding_side == "left"
-    encoder = _encoder(folder)
+    encoder = cpu_encoder(folder)
     assert encoder.recipe.max_length == limit
     assert encoder.recipe.pooling == pooling
     for side in ("query", "passage"):
@@ -393,7 +384,7 @@ def test_prompt_names_as_sentence_transformers_picks_them(
         default_prompt_name=default_prompt_name,
     )
     reference = _sentence_transformer(folder)
-    encoder = _encoder(folder)
+    encoder = cpu_encoder(folder)
     assert (encoder.recipe.query_prefix, encoder.recipe.passage_prefix) == (query_prompt, passage_prompt)
     texts = TEXTS[:4]
     for side, prompt in (("query", query_prompt), ("passage", passage_prompt)):
@@ -408,7 +399,8 @@ def test_preset_settings_win_over_the_files(tmp_path):
     folder = dense_checkpoints.build_sentence_transformers(
         tmp_path / "st", pooling="mean", normalize=False, prompts=PROMPTS, max_seq_length=16
     )
-    encoder = _encoder(folder, {"pooling": "cls", "normalize": True, "max_length": 8, "query_prefix": "Q: "})
+    overrides = {"pooling": "cls", "normalize": True, "max_length": 8, "query_prefix": "Q: "}
+    encoder = cpu_encoder(folder, overrides)
     recipe = encoder.recipe
     assert (recipe.pooling, recipe.normalize, recipe.max_length) == ("cls", True, 8)
     assert (recipe.query_prefix, recipe.passage_prefix) == ("Q: ", PROMPTS["document"])
@@ -445,13 +437,13 @@ def test_fast_path_equals_straightforward_path(request, jina_preset, which):
     folder = request.getfixturevalue(which)
     overrides = _jina_overrides(jina_preset) if which == "jina" else {}
     for side in ("query", "passage"):
-        straightforward = _encoder(folder, overrides).embed_straightforward(MIXED, side, batch_size=4)
-        fast = _encoder(folder, overrides)
+        straightforward = cpu_encoder(folder, overrides).embed_straightforward(MIXED, side, batch_size=4)
+        fast = cpu_encoder(folder, overrides)
         _close(fast.embed(MIXED, side), straightforward)
         distinct = len(set(MIXED))
         assert fast.stats["forward_passes"] == 1  # the default budget holds them all
         # a tiny budget: many length-sorted batches, and still the same vectors
-        tiny = _encoder(folder, overrides, max_batch_tokens=24)
+        tiny = cpu_encoder(folder, overrides, max_batch_tokens=24)
         _close(tiny.embed(MIXED, side), straightforward)
         assert tiny.stats["forward_passes"] >= distinct // 2
         # each distinct text once; duplicates get their first occurrence's row
@@ -467,11 +459,11 @@ def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
     first size to the largest; chunk boundaries, with duplicates on both sides of them, change nothing."""
     from rerank_eval.first_stage.dense import encoder as encoder_module
 
-    straightforward = _encoder(st_mean).embed_straightforward(MIXED, "passage", batch_size=4)
+    straightforward = cpu_encoder(st_mean).embed_straightforward(MIXED, "passage", batch_size=4)
     monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 3)
     distinct = len(set(MIXED))
     assert encoder_module.chunk_bounds(distinct, 1)[:3] == [(0, 1), (1, 3), (3, 6)]
-    chunked = _encoder(st_mean)
+    chunked = cpu_encoder(st_mean)
     assert chunked.first_chunk == 3  # a CPU: every chunk the largest
     chunked.first_chunk = 1  # as on a GPU
     _close(chunked.embed(MIXED, "passage"), straightforward)
@@ -481,7 +473,7 @@ def test_texts_in_several_chunks_give_the_same_vectors(st_mean, monkeypatch):
 def test_a_cpu_reports_each_batch_as_it_runs(st_mean):
     """On a CPU a batch has run when it is queued: `progress` hears, after each batch, the share of
     the positions run so far."""
-    encoder, shares = _encoder(st_mean, max_batch_tokens=16), []
+    encoder, shares = cpu_encoder(st_mean, max_batch_tokens=16), []
     rows = encoder.tokenize(list(dict.fromkeys(MIXED)), "passage")
     passes = encoder.stats["forward_passes"]
     encoder.queue_tokens(rows, "passage", progress=shares.append).result()
@@ -493,7 +485,7 @@ def test_a_cpu_reports_each_batch_as_it_runs(st_mean):
 def test_the_share_of_work_reported_is_the_share_of_positions_run(st_mean, packed):
     """The longest text goes first, alone: it is half the work, not a fifth (a count of texts made a
     one-shard corpus's first estimate three times too long)."""
-    encoder, shares = _encoder(st_mean, max_batch_tokens=8), []
+    encoder, shares = cpu_encoder(st_mean, max_batch_tokens=8), []
     encoder.packed_sequences = packed  # (the batching rule alone: no model runs packed on a CPU)
     encoder._forward = lambda texts, side: torch.zeros((len(texts), 4))
     encoder.queue_tokens([[5] * 8, [5] * 2, [5] * 2, [5] * 2, [5] * 2], "passage", progress=shares.append)
@@ -505,9 +497,9 @@ def test_the_next_chunk_is_queued_before_this_ones_vectors_are_taken(st_mean, mo
     chunk's batches are queued before the previous chunk's result is waited for."""
     from rerank_eval.first_stage.dense import encoder as encoder_module
 
-    expected = _encoder(st_mean).embed(MIXED, "passage")
+    expected = cpu_encoder(st_mean).embed(MIXED, "passage")
     monkeypatch.setattr(encoder_module, "EMBED_CHUNK", 3)
-    encoder, overlap, calls = _encoder(st_mean), QueueOverlap(patience=5), []
+    encoder, overlap, calls = cpu_encoder(st_mean), QueueOverlap(patience=5), []
     chunks = len(encoder_module.chunk_bounds(len(set(MIXED)), encoder.first_chunk))
     queue = encoder.queue_tokens
 
@@ -544,7 +536,7 @@ def test_chunks_grow_by_doubling_up_to_the_largest():
 
 
 def test_empty_input(st_mean):
-    encoder = _encoder(st_mean)
+    encoder = cpu_encoder(st_mean)
     assert encoder.embed([], "query").shape[0] == 0
     assert encoder.embed_straightforward([], "query").shape[0] == 0
 
@@ -561,7 +553,7 @@ def _one_line(excinfo) -> str:
 def test_a_reranker_is_not_a_bi_encoder(tmp_path):
     folder = build_cross_encoder(tmp_path / "reranker")
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     message = _one_line(excinfo)
     assert "not a bi-encoder" in message and "BertForSequenceClassification" in message
 
@@ -577,7 +569,7 @@ def test_a_bare_transformer_is_not_a_bi_encoder(tmp_path, architectures):
     config = f'{{"model_type": "bert", "architectures": {architectures}}}'
     (folder / "config.json").write_text(config)
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert _one_line(excinfo) == (
         f"encoder {folder} is not a bi-encoder: it has no modules.json and no pooling setting; give a "
         "sentence-transformers checkpoint or set pooling (mean, cls, lasttoken, max)"
@@ -590,7 +582,7 @@ def test_an_unsupported_module_is_refused(tmp_path):
         tmp_path / "st", pooling="mean", normalize=True, extra_modules=[weights]
     )
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     message = _one_line(excinfo)
     assert "sentence_transformers.models.WordWeights" in message and "not supported" in message
 
@@ -602,7 +594,7 @@ def test_an_unsupported_pooling_is_refused(tmp_path):
     config.update(pooling_mode_mean_tokens=False, pooling_mode_weightedmean_tokens=True)
     config_path.write_text(json.dumps(config))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert "pooling_mode_weightedmean_tokens is not supported" in _one_line(excinfo)
 
 
@@ -613,7 +605,7 @@ def test_a_missing_adapter_is_refused_before_any_encoding(tmp_path, jina, jina_p
     missing = jina_preset["adapters"][side]
     shutil.rmtree(folder / missing)
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder, _jina_overrides(jina_preset))  # not at the first embed, after the corpus
+        cpu_encoder(folder, _jina_overrides(jina_preset))  # not at the first embed, after the corpus
     message = _one_line(excinfo)
     assert repr(missing) in message and "no adapter" in message
 
@@ -623,7 +615,7 @@ def test_an_adapter_without_weights_is_refused_at_build(tmp_path, jina, jina_pre
     shutil.copytree(jina, folder)
     (folder / jina_preset["adapters"]["query"] / "adapter_model.safetensors").unlink()
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder, _jina_overrides(jina_preset))
+        cpu_encoder(folder, _jina_overrides(jina_preset))
     assert "adapter_model.safetensors" in _one_line(excinfo)
 
 
@@ -640,7 +632,7 @@ def test_damaged_checkpoint_files_are_one_line(tmp_path, jina, jina_preset, dama
     shutil.copytree(jina, folder)
     (folder / damage).write_bytes((folder / damage).read_bytes()[:40])  # cut short
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder, _jina_overrides(jina_preset)).embed(["a text"], "query")
+        cpu_encoder(folder, _jina_overrides(jina_preset)).embed(["a text"], "query")
     assert expected in _one_line(excinfo)
 
 
@@ -649,7 +641,7 @@ def test_a_similarity_that_is_not_an_inner_product_is_refused(tmp_path):
         tmp_path / "st", pooling="mean", normalize=False, similarity_fn_name="euclidean"
     )
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert "'euclidean' is not an inner product" in _one_line(excinfo)
 
 
@@ -657,7 +649,7 @@ def test_a_max_length_beyond_the_positions_is_refused(tmp_path):
     folder = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
     positions = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder, {"max_length": positions + 1})
+        cpu_encoder(folder, {"max_length": positions + 1})
     assert f"beyond the model's {positions} positions" in _one_line(excinfo)
 
 
@@ -667,8 +659,8 @@ def test_out_of_memory_splits_only_the_failing_batch(st_mean, monkeypatch):
     import torch
 
     texts = list(dict.fromkeys(MIXED))
-    expected = _encoder(st_mean, max_batch_tokens=64).embed(texts, "passage")
-    encoder = _encoder(st_mean, max_batch_tokens=64)
+    expected = cpu_encoder(st_mean, max_batch_tokens=64).embed(texts, "passage")
+    encoder = cpu_encoder(st_mean, max_batch_tokens=64)
     identity = encoder.identity("passage")
     forward = DenseEncoder._forward
     sizes = []
@@ -718,7 +710,7 @@ def test_a_module_path_out_of_the_checkpoint_is_refused(tmp_path, path):
     modules[1]["path"] = path  # the Pooling module's
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert _one_line(excinfo) == (
         f"{folder / 'modules.json'}: module path: {path!r} leads outside the checkpoint folder {folder}"
     )
@@ -731,14 +723,14 @@ def test_a_module_folder_that_links_out_of_the_checkpoint_is_refused(tmp_path):
     shutil.move(folder / "1_Pooling", tmp_path / "pooling-elsewhere")
     (folder / "1_Pooling").symlink_to(tmp_path / "pooling-elsewhere", target_is_directory=True)
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert _one_line(excinfo) == (
         f"{folder / 'modules.json'}: module path: '1_Pooling' leads outside the checkpoint folder {folder}"
     )
     (folder / "1_Pooling").unlink()  # a link to a folder inside the checkpoint is as good as the folder
     shutil.move(tmp_path / "pooling-elsewhere", folder / "pooling-here")
     (folder / "1_Pooling").symlink_to("pooling-here", target_is_directory=True)
-    assert _encoder(folder).recipe.pooling == "mean"
+    assert cpu_encoder(folder).recipe.pooling == "mean"
 
 
 def test_an_adapter_out_of_the_checkpoint_is_refused(tmp_path, jina, jina_preset):
@@ -747,7 +739,7 @@ def test_an_adapter_out_of_the_checkpoint_is_refused(tmp_path, jina, jina_preset
     overrides = _jina_overrides(jina_preset)
     overrides["adapters"] = {**overrides["adapters"], "query": "../elsewhere"}
     with pytest.raises(UserError) as excinfo:
-        _encoder(jina, overrides).embed(["a text"], "query")
+        cpu_encoder(jina, overrides).embed(["a text"], "query")
     assert "'../elsewhere' leads outside the checkpoint folder" in _one_line(excinfo)
 
 
@@ -756,7 +748,7 @@ def test_a_config_file_that_is_no_file_is_refused_before_it_is_read(tmp_path):
     (folder / "1_Pooling" / "config.json").unlink()
     (folder / "1_Pooling" / "config.json").symlink_to("/dev/zero")  # (read whole, it never ends)
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert (
         _one_line(excinfo) == f"checkpoint {folder}: 1_Pooling/config.json is a character device, not a file"
     )
@@ -779,7 +771,7 @@ def test_odd_values_in_sentence_transformers_files_are_one_line(tmp_path, file, 
     folder = _st(tmp_path)
     (folder / file).write_text(json.dumps(content))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert expected in _one_line(excinfo)
 
 
@@ -790,7 +782,7 @@ def test_an_odd_position_count_in_the_model_config_is_one_line(tmp_path, value):
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": value}))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert _one_line(excinfo) == (
         f"{folder / 'config.json'}: max_position_embeddings must be a positive integer, not {value!r}"
     )
@@ -800,7 +792,6 @@ def test_an_odd_position_count_in_the_model_config_is_one_line(tmp_path, value):
 def test_a_tokenizer_limit_that_is_no_real_number_leaves_the_default_length(tmp_path, value):
     """With no max_seq_length, the length is the tokenizer's limit capped at the positions; a limit
     that is no number (or 1e30, transformers' "none") leaves 512 capped so. `true` read as 1."""
-    from rerank_eval.first_stage.dense.recipe import read_recipe
 
     folder = _st(tmp_path, max_seq_length=None)
     path = folder / "tokenizer_config.json"
@@ -818,7 +809,7 @@ def test_a_second_module_of_a_kind_run_once_is_refused(tmp_path, kind):
     (module,) = [entry for entry in modules if entry["type"].endswith(f".{kind}")]
     (folder / "modules.json").write_text(json.dumps([*modules, {**module, "idx": len(modules)}]))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder)
+        cpu_encoder(folder)
     assert _one_line(excinfo) == f"{folder / 'modules.json'}: more than one {kind} module is not supported"
 
 
@@ -828,9 +819,9 @@ def test_a_prefix_longer_than_an_instruction_is_refused_before_encoding(tmp_path
     from rerank_eval.first_stage.dense.recipe import MAX_PREFIX_CHARACTERS
 
     folder = _st(tmp_path)
-    _encoder(folder, {f"{side}_prefix": "a" * MAX_PREFIX_CHARACTERS})  # (as long as it may be)
+    cpu_encoder(folder, {f"{side}_prefix": "a" * MAX_PREFIX_CHARACTERS})  # (as long as it may be)
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder, {f"{side}_prefix": "a" * (MAX_PREFIX_CHARACTERS + 1)})
+        cpu_encoder(folder, {f"{side}_prefix": "a" * (MAX_PREFIX_CHARACTERS + 1)})
     assert _one_line(excinfo) == (
         f"encoder {folder}: its {side} prefix is 4,097 characters long, more than 4,096 (an instruction, "
         "not a document)"
@@ -846,7 +837,7 @@ def test_weights_of_no_tensor_of_the_configured_model_are_refused(tmp_path):
           "num_layers": 1, "num_heads": 2, "d_kv": 16, "d_ff": 37}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(t5))
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder).embed(["a text"], "query")
+        cpu_encoder(folder).embed(["a text"], "query")
     assert "none of its" in _one_line(
         excinfo
     ) and "T5EncoderModel): are they of the same model?" in _one_line(excinfo)
@@ -859,5 +850,5 @@ def test_a_tokenizer_far_smaller_than_the_vocabulary_is_refused(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).unlink()
     with pytest.raises(UserError) as excinfo:
-        _encoder(folder).embed(["a text"], "query")
+        cpu_encoder(folder).embed(["a text"], "query")
     assert "are its tokenizer files missing, or of another model?" in _one_line(excinfo)

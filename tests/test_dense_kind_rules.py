@@ -24,6 +24,7 @@ from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.models import common
 from rerank_eval.runfiles import read_run
 from tests import dense_checkpoints
+from tests.dense_checkpoints import NO_OVERRIDES
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -300,10 +301,6 @@ def test_token_budget_batches_are_longest_first_within_the_budget():
 
 
 # --- the recipe: a Transformer module in a folder of its own, and modules.json's shape -------------
-
-NO_OVERRIDES = dict.fromkeys(
-    ("pooling", "normalize", "max_length", "dimensions", "query_prefix", "passage_prefix", "adapters")
-)
 
 
 def _in_a_subfolder(folder: Path, name: str = "0_Transformer") -> Path:
