@@ -349,7 +349,7 @@ def test_a_transformer_in_a_subfolder_gives_its_own_length_case_positions_and_wi
          r"modules\.json: module 'sentence_transformers\.models\.Transformer' is not supported "
          r"\(rerank-eval reads Transformer, Pooling, Dense and Normalize\)$"),
         ([{"path": "", "type": "sentence_transformers.models.Transformer"}, {"path": "1_Pooling"}],
-         r"modules\.json: module None is not supported"),
+         r"modules\.json: module without a type \(\{'path': '1_Pooling'\}\) is not supported"),
     ],
 )  # fmt: skip
 def test_a_modules_file_of_another_shape_is_one_line(tmp_path, modules, expected):

@@ -96,6 +96,13 @@ def _module_kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1]
 
 
+def _named(entry: Any) -> str:
+    """A modules.json entry as a refusal names it: its type, or the entry where it has none."""
+    if isinstance(entry, dict) and entry.get("type"):
+        return repr(entry["type"])[:120]
+    return f"without a type ({entry!r})"[:160] if isinstance(entry, dict) else repr(entry)[:120]
+
+
 def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
     declared = config.get("pooling_mode")
     if isinstance(declared, str):
@@ -155,8 +162,8 @@ def read_sentence_transformers(folder: Path) -> dict[str, Any]:
             found["normalize"] = True
         else:
             raise UserError(
-                f"{modules_path}: module {entry.get('type') if isinstance(entry, dict) else entry!r} "
-                f"is not supported (rerank-eval reads Transformer, Pooling, Dense and Normalize)"
+                f"{modules_path}: module {_named(entry)} is not supported (rerank-eval reads Transformer, "
+                f"Pooling, Dense and Normalize)"
             )
     found.update(_prompts_and_similarity(folder / "config_sentence_transformers.json", found["normalize"]))
     return found
