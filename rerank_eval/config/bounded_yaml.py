@@ -43,7 +43,7 @@ class WrittenInt(int):
 
 
 class WrittenFloat(float):
-    """A float that remembers how it was written (`2.50`, `1e3`)."""
+    """A float that remembers how it was written (`2.50`, `1.0e+3`)."""
 
     written = ""
 

@@ -44,8 +44,9 @@ class ValueChecks(EntryChecks):
 
     def text(self, where: str, value: Any, default: str | None = None, prose: bool = False) -> Any:
         """A string (a number is taken as written: `2.50` stays `2.50`); an absent one is `default`.
-        Names, ids and labels are one line without control characters (they reach run files, manifests and
-        terminals; YAML's `|` would end one in a line feed); `prose` (a description) may span lines."""
+        Names, ids and labels are one line without control characters (they reach run files,
+        manifests and terminals; YAML's `|` would end one in a line feed); `prose` (a description)
+        may span lines."""
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
