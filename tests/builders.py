@@ -275,6 +275,22 @@ def reseal(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def write_local_entry(
+    folder: Path, corpus: str | bytes, queries: str | bytes, qrels: str | bytes,
+    names: tuple[str, str, str] = ("c.jsonl", "q.jsonl", "r.txt"),
+) -> Path:  # fmt: skip
+    """A benchmarks file whose suite `bad` holds one local dataset `b` of these three files, all
+    written into `folder`; its path."""
+    for name, text in zip(names, (corpus, queries, qrels), strict=True):
+        (folder / name).write_bytes(text.encode() if isinstance(text, str) else text)
+    config = folder / "bad.yaml"
+    config.write_text(
+        "suites:\n  bad:\n    datasets:\n"
+        f"      - {{key: b, corpus: {names[0]}, queries: {names[1]}, qrels: {names[2]}}}\n"
+    )
+    return config
+
+
 def write_run(path: Path, run: dict[str, dict[str, float]], tag: str = "fixture") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []

@@ -42,16 +42,16 @@ NO_OVERRIDES = dict.fromkeys(
 )
 
 
-def cpu_encoder(folder: Path, overrides: dict | None = None, **kwargs):
-    """A float32 CPU encoder of a checkpoint folder: its recipe from the folder's files, then
-    `overrides`; `kwargs` go to DenseEncoder (batch budget, packing, ...)."""
+def cpu_encoder(folder: Path, overrides: dict | None = None, dtype: str = "float32", **kwargs):
+    """A CPU encoder of a checkpoint folder: its recipe from the folder's files, then `overrides`;
+    `kwargs` go to DenseEncoder (batch budget, packing, ...)."""
     from rerank_eval.first_stage.dense.encoder import DenseEncoder
     from rerank_eval.first_stage.dense.recipe import read_recipe
     from rerank_eval.models.checkpoint import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(str(folder))
     recipe = read_recipe(checkpoint.folder, checkpoint.source, {**NO_OVERRIDES, **(overrides or {})})
-    return DenseEncoder(checkpoint, recipe, device="cpu", dtype="float32", **kwargs)
+    return DenseEncoder(checkpoint, recipe, device="cpu", dtype=dtype, **kwargs)
 
 
 def _write_json(path: Path, value) -> None:

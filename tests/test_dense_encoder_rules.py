@@ -17,7 +17,6 @@ import torch
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe, read_recipe
-from rerank_eval.models.checkpoint import resolve_checkpoint
 from rerank_eval.models.common import token_budget_batches
 from tests import dense_checkpoints
 from tests.dense_checkpoints import NO_OVERRIDES, cpu_encoder
@@ -154,10 +153,7 @@ def test_the_encoder_identity_names_the_dtype_and_no_merge_without_an_adapter(st
     identity = cpu_encoder(st_mean).identity("passage")
     assert identity["dtype"] == "float32" and identity["device"] == "cpu"
     assert identity["merge_adapters"] is None
-    checkpoint = resolve_checkpoint(str(st_mean))
-    recipe = read_recipe(checkpoint.folder, checkpoint.source, NO_OVERRIDES)
-    half = DenseEncoder(checkpoint, recipe, device="cpu", dtype="bfloat16")
-    assert half.identity("passage")["dtype"] == "bfloat16"
+    assert cpu_encoder(st_mean, dtype="bfloat16").identity("passage")["dtype"] == "bfloat16"
 
 
 # --- prompts as sentence-transformers picks them -------------------------------------------------

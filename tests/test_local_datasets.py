@@ -16,6 +16,7 @@ from rerank_eval.config.reader import load_config
 from rerank_eval.datasets.local import LocalDataset
 from rerank_eval.errors import UserError
 from tests import builders
+from tests.builders import write_local_entry
 from tests.checkpoints import build_cross_encoder
 from tests.expected import first_stage_ndcg, mean
 
@@ -199,19 +200,6 @@ def test_an_edited_file_is_never_taken_for_the_one_scored_before(data, tmp_path)
     assert refused.exit_code == 2 and "dataset version of s differs" in refused.output
 
 
-def _entry(
-    tmp_path: Path, corpus: str, queries: str, qrels: str, names=("c.jsonl", "q.jsonl", "r.txt")
-) -> Path:
-    for name, text in zip(names, (corpus, queries, qrels), strict=True):
-        (tmp_path / name).write_bytes(text.encode() if isinstance(text, str) else text)
-    config = tmp_path / "bad.yaml"
-    config.write_text(
-        "suites:\n  bad:\n    datasets:\n"
-        f"      - {{key: b, corpus: {names[0]}, queries: {names[1]}, qrels: {names[2]}}}\n"
-    )
-    return config
-
-
 GOOD_CORPUS = '{"_id": "d1", "title": "", "text": "one"}\n{"_id": "d2", "text": "two"}\n'
 GOOD_QUERIES = '{"_id": "q1", "text": "query"}\n'
 GOOD_QRELS = "q1 0 d1 1\n"
@@ -300,7 +288,7 @@ GOOD_QRELS = "q1 0 d1 1\n"
     ],
 )  # fmt: skip
 def test_a_malformed_file_is_one_line_naming_file_and_line(files, message, tmp_path):
-    config = _entry(tmp_path, *files)
+    config = write_local_entry(tmp_path, *files)
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s",
                     "--out", tmp_path / "out")  # fmt: skip
     assert message.format(dir=tmp_path) in error_line(result)
@@ -326,7 +314,7 @@ def test_files_past_any_benchmarks_size_are_refused_as_they_are_read(
     from rerank_eval.datasets import local_files
 
     monkeypatch.setattr(local_files, limit, 1)
-    config = _entry(tmp_path, *files)
+    config = write_local_entry(tmp_path, *files)
     args = (
         "run",
         "bad",
@@ -363,7 +351,7 @@ def test_ids_sharing_a_hash_are_no_repetition_and_a_repeated_one_is_named_at_its
 
     monkeypatch.setattr(local, "_id_hash", lambda doc_id: 7)
     corpus = "".join(f'{{"_id": "d{i}", "text": "query word{i}"}}\n' for i in range(5))
-    config = _entry(tmp_path, corpus, GOOD_QUERIES, GOOD_QRELS)
+    config = write_local_entry(tmp_path, corpus, GOOD_QUERIES, GOOD_QRELS)
     args = ("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
     assert invoke(*args, "--out", tmp_path / "o1").exit_code == 0
     repeated = corpus + '{"_id": "d3", "text": "again"}\n{"_id": "d1", "text": "again"}\n'
@@ -377,20 +365,23 @@ def test_ids_sharing_a_hash_are_no_repetition_and_a_repeated_one_is_named_at_its
 def test_an_empty_query_no_judgement_uses_is_left_out_quietly(tmp_path):
     """A queries file often holds every split's queries: only the judged ones must have text."""
     queries = '{"_id": "q1", "text": "one"}\n{"_id": "q9", "text": ""}\n'
-    config = _entry(tmp_path, GOOD_CORPUS, queries, GOOD_QRELS)
+    config = write_local_entry(tmp_path, GOOD_CORPUS, queries, GOOD_QRELS)
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s",
                     "--out", tmp_path / "out")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert set(per_query(tmp_path / "out", "b")) == {"q1"}
 
 
+TSV_NAMES = ("c.tsv", "q.tsv", "r.txt")
+
+
 def test_tsv_columns_and_missing_files_are_one_line(tmp_path):
-    config = _entry(tmp_path, "d1\tone\n d2 two\n", "q1\tquery\n", GOOD_QRELS, ("c.tsv", "q.tsv", "r.txt"))
+    config = write_local_entry(tmp_path, "d1\tone\n d2 two\n", "q1\tquery\n", GOOD_QRELS, TSV_NAMES)
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
     assert error_line(result) == (
         f"error: {tmp_path}/c.tsv, line 2: expected 2 or 3 tab-separated columns (id, [title,] text), got 1"
     )
-    config = _entry(tmp_path, "d1\tone\nd 2\ttwo\n", "q1\tquery\n", GOOD_QRELS, ("c.tsv", "q.tsv", "r.txt"))
+    config = write_local_entry(tmp_path, "d1\tone\nd 2\ttwo\n", "q1\tquery\n", GOOD_QRELS, TSV_NAMES)
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")
     assert f"{tmp_path}/c.tsv, line 2: id 'd 2' holds whitespace" in error_line(result)
     (tmp_path / "q.tsv").unlink()
@@ -422,7 +413,7 @@ def test_a_fifo_named_as_a_file_is_refused_before_any_read(tmp_path):
     """A FIFO would block the read forever; it is named instead."""
     import os
 
-    config = _entry(tmp_path, GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    config = write_local_entry(tmp_path, GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
     (tmp_path / "c.jsonl").unlink()
     os.mkfifo(tmp_path / "c.jsonl")
     result = invoke("run", "bad", "--config", config, "--model", "bm25", "--first-stage", "bm25s")

@@ -13,6 +13,7 @@ from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
 from rerank_eval.datasets.local import LocalDataset
 from rerank_eval.errors import UserError
+from tests.builders import write_local_entry
 
 QUERIES = '{"_id": "q1", "text": "fox"}\n'
 QRELS = "q1 0 d1 1\n"
@@ -21,14 +22,7 @@ QRELS = "q1 0 d1 1\n"
 def local_dataset(folder: Path, corpus: str, queries: str = QUERIES, qrels: str = QRELS,
                   names: tuple[str, str, str] = ("c.jsonl", "q.jsonl", "r.txt")) -> LocalDataset:  # fmt: skip
     """The dataset of one entry naming these three files, written into `folder`."""
-    for name, text in zip(names, (corpus, queries, qrels), strict=True):
-        (folder / name).write_text(text)
-    config = folder / "local.yaml"
-    config.write_text(
-        "suites:\n  mine:\n    datasets:\n"
-        f"      - {{key: m, corpus: {names[0]}, queries: {names[1]}, qrels: {names[2]}}}\n"
-    )
-    (spec,) = load_config(config).suite("mine").datasets
+    (spec,) = load_config(write_local_entry(folder, corpus, queries, qrels, names)).suite("bad").datasets
     return LocalDataset(spec)
 
 
@@ -120,8 +114,8 @@ def test_the_memory_check_reads_the_corpus_lines_across_every_chunk(tmp_path, mo
     dataset = local_dataset(tmp_path, corpus)
     assert dataset.documents_count() == 3
     monkeypatch.setattr(bm25_index, "available_memory", lambda: 1000)
-    config = tmp_path / "local.yaml"
-    result = CliRunner().invoke(app, ["run", "mine", "--config", str(config), "--model", "bm25",
+    config = tmp_path / "bad.yaml"
+    result = CliRunner().invoke(app, ["run", "bad", "--config", str(config), "--model", "bm25",
                                       "--first-stage", "bm25s", "--out", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "has 3 documents; building the built-in BM25 index needs about" in result.output

@@ -30,23 +30,31 @@ def lm(tmp_path_factory) -> Path:
     return build_causal_lm(tmp_path_factory.mktemp("rules") / "lm")
 
 
-def with_biased_head(monkeypatch, bias_seed: int = 3) -> None:
-    """Loaded causal LMs get an output layer with a bias (as GPT-J's has), the same bias each time."""
+def on_load(monkeypatch, change) -> None:
+    """Causal LMs loaded from now on pass through `change(tokenizer, model)` first."""
     original = TwoTokenReranker._load
 
     def load(self):
         tokenizer, model = original(self)
-        head = model.get_output_embeddings()
-        biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-        with torch.no_grad():
-            biased.weight.copy_(head.weight)
-            biased.bias.copy_(
-                torch.randn(head.out_features, generator=torch.Generator().manual_seed(bias_seed))
-            )
-        model.set_output_embeddings(biased)
+        change(tokenizer, model)
         return tokenizer, model
 
     monkeypatch.setattr(TwoTokenReranker, "_load", load)
+
+
+def with_biased_head(monkeypatch, bias_seed: int = 3) -> None:
+    """Loaded causal LMs get an output layer with a bias (as GPT-J's has), the same bias each time."""
+
+    def biased(tokenizer, model) -> None:
+        head = model.get_output_embeddings()
+        layer = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+        with torch.no_grad():
+            layer.weight.copy_(head.weight)
+            generator = torch.Generator().manual_seed(bias_seed)
+            layer.bias.copy_(torch.randn(head.out_features, generator=generator))
+        model.set_output_embeddings(layer)
+
+    on_load(monkeypatch, biased)
 
 
 def full_logits(reranker, ids: list[int]) -> torch.Tensor:
@@ -193,17 +201,13 @@ def with_a_bos_adding_tokenizer(monkeypatch) -> None:
     """Loaded causal LMs get a tokenizer that adds a leading token to every text (as Llama's does)."""
     from tokenizers import processors
 
-    original = TwoTokenReranker._load
-
-    def load(self):
-        tokenizer, model = original(self)
+    def adding(tokenizer, model) -> None:
         bos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
         tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
             single="<|endoftext|> $A", pair="<|endoftext|> $A $B", special_tokens=[("<|endoftext|>", bos)]
         )
-        return tokenizer, model
 
-    monkeypatch.setattr(TwoTokenReranker, "_load", load)
+    on_load(monkeypatch, adding)
 
 
 @pytest.mark.parametrize("family", ["yes-no", "one-zero"])
