@@ -564,11 +564,22 @@ def test_a_cross_encoder_is_not_taken_for_a_bi_encoder(setup, tmp_path, monkeypa
     )
 
 
-def test_a_corpus_refused_while_encoding_leaves_no_cache_folder(setup, tmp_path, monkeypatch):
-    """A duplicate document id is found as the corpus is read for encoding: one line, and the
-    embedding cache folder made for it (its key alone) is removed, not left as a stub."""
+@pytest.mark.parametrize(
+    ("corpus", "message"),
+    [
+        ('{"_id": "d1", "text": "one"}\n{"_id": "d1", "text": "again"}\n',
+         "c.jsonl, line 2: document 'd1' again (first on line 1)"),
+        ("", "has no documents to encode"),
+    ],
+)  # fmt: skip
+def test_a_corpus_refused_while_encoding_leaves_no_cache_folder(
+    setup, tmp_path, monkeypatch, corpus, message
+):
+    """A duplicate document id is found as the corpus is read for encoding, or no document at all:
+    one line, and the embedding cache folder made for it (its key alone) is removed, not left as a
+    stub."""
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "one"}\n{"_id": "d1", "text": "again"}\n')
+    (tmp_path / "c.jsonl").write_text(corpus)
     (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "one"}\n')
     (tmp_path / "r.txt").write_text("q1 0 d1 1\n")
     config = tmp_path / "local.yaml"
@@ -580,7 +591,7 @@ def test_a_corpus_refused_while_encoding_leaves_no_cache_folder(setup, tmp_path,
     )
     out = tmp_path / "out"
     result = run_cli("run", "local", "--config", config, "--model", "bm25", "--out", out)
-    assert_one_line_error(result, out, "c.jsonl, line 2: document 'd1' again (first on line 1)")
+    assert_one_line_error(result, out, message)
     assert not [p for p in (tmp_path / "cache" / "dense").iterdir() if p.name != "runs"]
 
 

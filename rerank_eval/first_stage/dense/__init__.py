@@ -200,12 +200,12 @@ class DenseRetrieval(FirstStageKind):
                     f"without writing {them}; encoding {them} here",
                     file=sys.stderr,
                 )
-        except UserError:  # e.g. a corpus refused while read: no empty cache folder is left
+            if done.documents == 0:
+                raise UserError(f"{request.dataset.id} has no documents to encode")
+        except UserError:  # a corpus refused while read, or empty: no empty cache folder is left
             if shard.is_main:
                 cache.discard_if_unused()
             raise
-        if done.documents == 0:
-            raise UserError(f"{request.dataset.id} has no documents to encode")
         report = {"encoded_passages": encoded, "encode_seconds": round(seconds, 3)}
         if waited:  # for the shards other processes sharing the cache claimed
             report["waited_seconds"] = round(waited, 3)
