@@ -143,6 +143,28 @@ def test_the_run_record_names_the_encoder_its_recipe_and_how_the_run_was_compute
     assert again.execution == {"run_cached": True} and again.settings == record.settings
 
 
+@pytest.mark.parametrize("damage", ["removed", "not JSON", "not an object"])
+def test_a_cached_run_without_its_corpus_record_is_one_line_naming_what_to_delete(stubbed, damage):
+    """The manifest records the corpus a run was searched over from the `.json` beside the cached
+    run: with it gone or damaged the run is not used without it, and the line says what to do."""
+    request = _request(stubbed.settings_now, QUERIES)
+    stubbed.obtain(request)
+    (path,) = stubbed.searches.paths
+    record = path.with_suffix(".json")
+    if damage == "removed":
+        record.unlink()
+    else:
+        record.write_text("{" if damage == "not JSON" else "[]")
+    with pytest.raises(UserError) as refused:
+        stubbed.obtain(request)
+    assert str(refused.value) == (
+        f"the dense run {path} has no readable record of its corpus beside it ({path.stem}.json); "
+        f"delete the run to search again"
+    )
+    path.unlink()
+    assert stubbed.obtain(request)[1].settings["corpus_sha256"] == "c0ffee"
+
+
 def test_the_corpus_embeddings_are_kept_per_storage_shard_size_and_passage_encoder(tmp_path, monkeypatch):
     """The corpus cache folder: another storage, shard size or passage-side encoder is another
     folder (each changes the stored vectors or their shards); the query side never moves it."""

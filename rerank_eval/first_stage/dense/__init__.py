@@ -347,12 +347,15 @@ def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
 def _run_corpus(run_path: Path) -> dict[str, Any]:
     """The corpus record written beside a cached run."""
     try:
-        return json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
+        record = json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
         raise UserError(
             f"the dense run {run_path} has no readable record of its corpus beside it "
             f"({run_path.with_suffix('.json').name}); delete the run to search again"
-        ) from None
+        )
+    return record
 
 
 register(DenseRetrieval())
