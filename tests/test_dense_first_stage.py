@@ -150,6 +150,8 @@ def reference(setup) -> tuple[Path, Path]:
     (rank,) = record["execution"]["ranks"]
     assert rank["encoded_passages"] == sum(distinct_per_shard()) == len(nq_corpus())
     assert record["settings"]["corpus_documents"] == len(nq_corpus())
+    # the record names the corpus by its (id, text) pairs in order, computed here from the fixture
+    assert record["settings"]["corpus_sha256"] == corpus_module.pairs_sha256(nq_corpus())
     assert record["settings"]["fused_kernels"] is False  # MiniLM, on a CPU
     assert whole_shards(corpus_folder(cache)) == set(range(len(distinct_per_shard())))
     return out, cache
