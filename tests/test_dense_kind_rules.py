@@ -7,11 +7,13 @@ these untested.) The encoder is a stub where only the keys are under test: no mo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ from rerank_eval.datasets.ir_dataset import IrDataset
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import FirstStageRequest
 from rerank_eval.first_stage import dense as dense_module
+from rerank_eval.first_stage.dense import corpus as corpus_module
+from rerank_eval.first_stage.dense import encoding as encoding_module
 from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.models import common
 from rerank_eval.runfiles import read_run
@@ -185,6 +189,75 @@ def test_the_corpus_embeddings_are_kept_per_storage_shard_size_and_passage_encod
     assert folder(_StubEncoder(passage="another passage prompt")) != base
     assert folder(_StubEncoder(query="another query prompt")) == base
     assert folder(query_batch=7, max_batch_tokens=5) == base
+
+
+class _Rounds:
+    """`encode_corpus` as given reports, one per read of the corpus; the last writes the corpus
+    (two documents in one shard) so that the cache can be finished."""
+
+    def __init__(self, *reports: encoding_module.EncodingReport) -> None:
+        self.reports = list(reports)
+        self.totals: list[int] = []
+
+    def __call__(self, cache, documents, total, encoder, rank, world, label):
+        self.totals.append(total)
+        report = self.reports.pop(0)
+        if not self.reports:
+            shard = corpus_module.Shard.of(0, [("d1", "one"), ("d2", "two")])
+            cache.write_shard(shard, np.eye(2, dtype=np.float32))
+        return report
+
+
+def _corpus_request(settings: dict) -> FirstStageRequest:
+    dataset = SimpleNamespace(
+        id="stub/ds",
+        corpus_id=lambda: "stub-corpus",
+        documents_count=lambda: 7,
+        iter_documents=lambda: iter(()),
+    )
+    spec = DatasetSpec("ds", "stub/ds", "en", "x", False, True)
+    return FirstStageRequest(
+        spec, FirstStageSpec("x", "dense", "dense x", settings=settings), dataset, QUERIES, 10
+    )
+
+
+def test_the_encoding_record_adds_up_every_read_of_the_corpus(stubbed, monkeypatch, capsys):
+    """Shards another process claimed and left unwritten take another read of the corpus: the
+    record sums the passages encoded and the seconds of both reads, and the waiting for others'
+    shards apart; the note says how many shards were taken over."""
+    rounds = _Rounds(
+        encoding_module.EncodingReport(
+            encoded_passages=5, seconds=1.0, waited_seconds=0.5, left_unwritten=[3]
+        ),
+        encoding_module.EncodingReport(
+            shards=1, documents=2, encoded_passages=2, seconds=0.25, waited_seconds=0.25, corpus_sha256="ab"
+        ),
+    )
+    monkeypatch.setattr(encoding_module, "encode_corpus", rounds)
+    cache, info, report = stubbed.ensure_corpus(_corpus_request(stubbed.settings_now), _StubEncoder())
+    assert report == {"encoded_passages": 7, "encode_seconds": 1.25, "waited_seconds": 0.75}
+    assert rounds.totals == [7, 7]
+    assert "another process claimed 1 shard and ended without writing it; encoding it here" in (
+        capsys.readouterr().err
+    )
+    assert info == cache.complete() and (info["shards"], info["documents"], info["corpus_sha256"]) == (
+        1,
+        2,
+        "ab",
+    )
+    # a complete cache is used as it is, with nothing encoded; no waiting is recorded where none was
+    assert stubbed.ensure_corpus(_corpus_request(stubbed.settings_now), _StubEncoder())[2] == {
+        "encoded_passages": 0,
+        "encode_seconds": 0.0,
+    }
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(Path(os.environ["RERANK_EVAL_CACHE"]) / "other"))
+    monkeypatch.setattr(
+        encoding_module, "encode_corpus", _Rounds(encoding_module.EncodingReport(shards=1, documents=2))
+    )
+    assert stubbed.ensure_corpus(_corpus_request(stubbed.settings_now), _StubEncoder())[2] == {
+        "encoded_passages": 0,
+        "encode_seconds": 0.0,
+    }
 
 
 def test_a_second_dataset_reuses_the_encoder_only_with_the_same_settings(monkeypatch):
