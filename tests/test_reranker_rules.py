@@ -156,6 +156,39 @@ def test_listwise_shrink_refuses_a_batch_of_one_block(listwise):
     )
 
 
+def test_listwise_out_of_memory_as_the_first_batch_moves_to_the_device_is_told_of_that_batch(listwise):
+    """The bookkeeping an out-of-memory error is judged by is written before the inputs go to the
+    device: a first batch of several blocks refused there shrinks the budget (it was taken for a
+    batch of none), and a lone block refused there is named with its query and its tokens."""
+    reference = load_reranker(str(listwise), max_batch_tokens=1).score_batch(listwise_requests())
+    reranker = load_reranker(str(listwise), max_batch_tokens=100_000)
+    padded = reranker._padded
+
+    def one_block_fits(batch, markers):
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return padded(batch, markers)
+
+    reranker._padded = one_block_fits
+    for got, want in zip(score_with_backoff(reranker, listwise_requests()), reference, strict=True):
+        assert np.abs(got - want).max() <= 1e-5
+    assert reranker.runtime_stats()["out_of_memory_retries"] >= 1
+
+    lone = load_reranker(str(listwise), max_batch_tokens=1)
+
+    def nothing_fits(batch, markers):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    lone._padded = nothing_fits
+    requests = listwise_requests()[:1]
+    with pytest.raises(UserError) as refused:
+        score_with_backoff(lone, requests)
+    (block,) = lone.prepare(requests)[1][:1]
+    assert str(refused.value).startswith(
+        f"query q0: one block of {len(block.input_ids):,} tokens does not fit in GPU memory even alone"
+    )
+
+
 def test_a_datasets_instruction_by_model_name_beats_the_familys_and_none_falls_back(lm):
     """The yes-no prompt's instruction for a dataset: the one given under the model's own name, else
     the family's, else the default; a dataset without one does not inherit the previous dataset's

@@ -158,8 +158,8 @@ def random_reranker(
     config = Qwen3Config(**spec, max_position_embeddings=131072, rope_theta=1e6, tie_word_embeddings=True)
     config._attn_implementation = listwise_attention(device, dtype)
     torch.manual_seed(0)
-    with torch.device(device):
-        backbone = Qwen3Model(config).to(dtype)
+    with torch.device(device):  # float32 weights, cast by from_parts as loading casts them
+        backbone = Qwen3Model(config)
     hidden = spec["hidden_size"]
     weights = {
         "projector.0.weight": torch.randn(projector, hidden) / hidden**0.5,

@@ -71,11 +71,12 @@ class BlockExecution:
         # each block's marker positions, padded by repeating its last one (read, then ignored)
         width = max(len(b.markers) for b in batch)
         markers = [b.markers + b.markers[-1:] * (width - len(b.markers)) for b in batch]
-        self.before_forward()
-        inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
+        # what an out-of-memory error is told of: this batch, before anything goes to the device
         self._last_batch_blocks = len(batch)
         self._last_block_tokens = max(len(b.input_ids) for b in batch)
         self._last_block_query = batch[0].query_id
+        self.before_forward()
+        inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
         # use_cache=False: no key/value cache is built (it would hold every layer's keys and values).

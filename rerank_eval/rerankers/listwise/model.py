@@ -54,6 +54,18 @@ class Projector(nn.Module):
         return self.layers(hidden)
 
 
+def cast_as_loading_does(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The backbone in `dtype` as `from_pretrained(dtype=...)` leaves it: the rotary frequencies
+    (`inv_freq` buffers) stay float32, as transformers computes them, where a plain `.to(dtype)`
+    would round them and move every position's angle."""
+    kept = {name: buffer for name, buffer in backbone.named_buffers() if name.endswith("inv_freq")}
+    backbone.to(dtype)
+    for name, buffer in kept.items():
+        owner, _, attribute = name.rpartition(".")
+        setattr(backbone.get_submodule(owner), attribute, buffer)
+    return backbone
+
+
 def load_projector_weights(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 

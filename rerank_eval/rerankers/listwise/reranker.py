@@ -40,6 +40,7 @@ from rerank_eval.rerankers.listwise.model import (
     BATCHING_SETTINGS,
     VARLEN_ATTENTIONS,
     Projector,
+    cast_as_loading_does,
     default_pad_multiple,
     listwise_attention,
     load_projector_weights,
@@ -115,7 +116,10 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
         reranker.device = pick_device(device)
         reranker.dtype = pick_dtype(dtype, reranker.device)
         reranker._assemble(
-            tokenizer, backbone.to(reranker.dtype), projector_weights, settings or ListwiseSettings()
+            tokenizer,
+            cast_as_loading_does(backbone, reranker.dtype),
+            projector_weights,
+            settings or ListwiseSettings(),
         )
         return reranker
 
