@@ -149,6 +149,9 @@ def reference(setup) -> tuple[Path, Path]:
     assert record["kind"] == "dense" and record["execution"]["run_cached"] is False
     (rank,) = record["execution"]["ranks"]
     assert rank["encoded_passages"] == sum(distinct_per_shard()) == len(nq_corpus())
+    # each stage's time (no waiting: no other process shared the cache)
+    times = ("encode_seconds", "query_seconds", "search_seconds")
+    assert set(rank) == {"rank", "encoded_passages", *times} and all(rank[t] >= 0 for t in times)
     assert record["settings"]["corpus_documents"] == len(nq_corpus())
     # the record names the corpus by its (id, text) pairs in order, computed here from the fixture
     assert record["settings"]["corpus_sha256"] == corpus_module.pairs_sha256(nq_corpus())
