@@ -41,5 +41,5 @@ MUTANTS ?= 'rerank_eval.first_stage.candidates.*' 'rerank_eval.cache.x_cache_key
 	'rerank_eval.pipeline.score.x_query_chunks*' 'rerank_eval.pipeline.plan.xǁCandidateOrderǁ*'
 mutate: install
 	$(BIN)/pip install --quiet mutmut
-	OMP_NUM_THREADS=1 $(BIN)/mutmut run $(MUTANTS)
+	OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false $(BIN)/mutmut run $(MUTANTS)
 	$(BIN)/mutmut results
