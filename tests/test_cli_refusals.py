@@ -19,23 +19,18 @@ def run(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def bm25_on_scifact(out: Path, *extra) -> list:
+    return ["beir", "--datasets", "scifact", "--model", "bm25", "--out", out, *extra]
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    """Two result folders (`a`, `b`) of bm25 over the scifact fixture run, and the run file."""
+    """Two result folders (`a`, `b`) of bm25 over the scifact fixture run, the run file and a tiny
+    bi-encoder."""
     root = tmp_path_factory.mktemp("refusals")
     run_file = builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN)
     for name in ("a", "b"):
-        result = run(
-            "beir",
-            "--datasets",
-            "scifact",
-            "--model",
-            "bm25",
-            "--run",
-            f"scifact={run_file}",
-            "--out",
-            root / name,
-        )
+        result = run(*bm25_on_scifact(root / name, "--run", f"scifact={run_file}"))
         assert result.exit_code == 0, result.output
     build_bi_encoder(root / "bi-encoder")
     return root
@@ -51,29 +46,25 @@ def dense_config(saved: Path, name: str, adapters: str) -> Path:
     return config
 
 
-def bm25_on_scifact(saved: Path, out: Path, *extra) -> list:
-    return ["beir", "--datasets", "scifact", "--model", "bm25", "--out", out, *extra]
-
-
 CASES = {
     "a paired test no one registered": (
         lambda saved, out: ["compare", saved / "a", saved / "b", "--test", "wilcoxon"],
         "unknown test 'wilcoxon'; use t-test or randomization",
     ),
     "a run file for a dataset the run leaves out": (
-        lambda saved, out: bm25_on_scifact(saved, out, "--run", f"nfcorpus={saved / 'scifact.trec'}"),
+        lambda saved, out: bm25_on_scifact(out, "--run", f"nfcorpus={saved / 'scifact.trec'}"),
         "--run names dataset 'nfcorpus', which this run does not include",
     ),
     "an argument to a first stage kind that takes none": (
-        lambda saved, out: bm25_on_scifact(saved, out, "--first-stage", "bm25s:k1=2"),
+        lambda saved, out: bm25_on_scifact(out, "--first-stage", "bm25s:k1=2"),
         "first stage kind bm25s takes no argument (got bm25s:k1=2)",
     ),
     "a first stage kind no one registered": (
-        lambda saved, out: bm25_on_scifact(saved, out, "--first-stage", "splade:naver/x"),
+        lambda saved, out: bm25_on_scifact(out, "--first-stage", "splade:naver/x"),
         "unknown first stage kind 'splade'; known: bm25s, dense, hub, lucene",
     ),
     "two models that would share a folder": (
-        lambda saved, out: bm25_on_scifact(saved, out, "--model", "bm25"),
+        lambda saved, out: bm25_on_scifact(out, "--model", "bm25"),
         "--model names two models with the same folder name: bm25, bm25",
     ),
     "a folder that holds no result": (
@@ -82,14 +73,14 @@ CASES = {
     ),
     "dense adapters named by other sides": (
         lambda saved, out: bm25_on_scifact(
-            saved, out, "--config", dense_config(saved, "sides", "{queries: q}"), "--first-stage", "tiny"
+            out, "--config", dense_config(saved, "sides", "{queries: q}"), "--first-stage", "tiny"
         ),
         "sides.yaml: first_stages.tiny.adapters: expected {query: SUBFOLDER, passage: SUBFOLDER}, "
         "got {'queries': 'q'}",
     ),
     "a dense adapter the encoder lacks": (
         lambda saved, out: bm25_on_scifact(
-            saved, out, "--config", dense_config(saved, "lacks", "{query: lora-q}"), "--first-stage", "tiny"
+            out, "--config", dense_config(saved, "lacks", "{query: lora-q}"), "--first-stage", "tiny"
         ),
         "bi-encoder has no adapter 'lora-q' (needs lora-q/adapter_config.json and "
         "lora-q/adapter_model.safetensors)",
