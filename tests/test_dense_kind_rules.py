@@ -285,29 +285,6 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
         dense_module._write_run(tmp_path / "runs" / "x.trec", {"1": {"d": 1.0}}, {})
 
 
-def test_writing_a_run_clears_what_killed_writers_left_in_the_runs_folder(tmp_path):
-    """A run write killed halfway leaves its temporary (`NAME.HOST-PID-RANDOM.tmp`) in the runs
-    folder, which no later run would ever replace: the next write there removes those of processes
-    that are gone, and leaves a live process's alone."""
-    import subprocess
-
-    from rerank_eval.cache import process_tag
-
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    host = process_tag().partition("-")[0]
-    dead = runs / f"beir_nq-0.trec.{host}-{gone.pid}-00000000.tmp"
-    live = runs / f"beir_nq-1.trec.{process_tag()}-00000000.tmp"
-    dead.write_text("half a run")
-    live.write_text("being written")
-    dense_module._write_run(runs / "beir_scifact-2.trec", {"1": {"d": 1.0}}, {})
-    assert sorted(p.name for p in runs.iterdir()) == sorted(
-        [live.name, "beir_scifact-2.trec", "beir_scifact-2.json"]
-    )
-
-
 def test_the_run_file_is_trec_lines_tagged_as_the_dense_stage(tmp_path):
     path = tmp_path / "runs" / "x.trec"
     dense_module._write_run(path, {"1": {"b": 1.0, "a": 1.0, "c": 2.0}}, {"corpus_documents": 3})
