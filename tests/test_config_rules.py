@@ -242,6 +242,27 @@ def test_the_packaged_file_given_as_the_users_is_read_once():
     assert config.path == DEFAULT_CONFIG
 
 
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("first_stages:\n  bm25s: {kind: bm25s, k_1: 1.2}\n", "first_stages.bm25s: unknown setting 'k_1'"),
+        ("models:\n  bm25: {family: passthrough, colour: red}\n", "models.bm25: unknown key 'colour'"),
+    ],
+)
+def test_a_packaged_entry_the_users_file_replaces_is_refused_naming_the_users_file(tmp_path, entry, says):
+    """The entry that is wrong is the user's: naming the packaged benchmarks.yaml, which they
+    never edited, would send them to the wrong file."""
+    user = write(tmp_path, entry)
+    assert refusal(user).startswith(f"{user}: {says}")
+
+
+def test_an_unknown_top_level_key_with_nothing_close_lists_the_keys_taken(tmp_path):
+    user = write(tmp_path, "zzz: 1\n")
+    assert refusal(user) == (
+        f"{user}: top level: unknown key 'zzz' (accepted: defaults, first_stages, suites, models)"
+    )
+
+
 def test_a_key_twice_in_one_file_is_refused_naming_the_suite(tmp_path):
     user = write(tmp_path, "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n      - {key: a, id: y}\n")
     assert refusal(user) == f"{user}: suites.s: dataset key 'a' appears twice"
