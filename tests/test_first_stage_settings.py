@@ -200,6 +200,10 @@ def test_bm25_parameters_from_the_command_line_equal_a_config_entry(tmp_path):
     assert (record["settings"]["k1"], record["settings"]["b"]) == (2.5, 1.0)
     assert record["label"].endswith(", b=1.0, k1=2.5") and record["label"] in " ".join(given.output.split())
     assert manifest(tmp_path / "given")["protocol"]["first_stage_settings"] == {"k1": "2.5", "b": "1"}
+    # which first stage the command line chose over the entries' own, and the config file read
+    chosen = {run: manifest(tmp_path / run)["protocol"]["first_stage_override"] for run in ("given", "entry")}
+    assert chosen == {"given": "bm25s", "entry": "tuned"}
+    assert manifest(tmp_path / "entry")["suite"]["config"] == str(config)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import rerank_eval
 from rerank_eval.cli import app
 from rerank_eval.config.reader import load_config
+from rerank_eval.config.schema import DEFAULT_CONFIG
 from rerank_eval.errors import UserError
 from rerank_eval.reporting.report import Report, report_table
 from rerank_eval.results.folder import load_result
@@ -213,6 +216,15 @@ def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
     assert manifest["protocol"]["candidate_order"] == "first-stage"
     assert manifest["packages"]["ir_datasets"] and manifest["packages"]["ir_measures"]
     assert manifest["rerank_eval"]["version"]
+    assert manifest["python"] == platform.python_version()
+    head = subprocess.run(  # the checkout's commit, where the code runs from one
+        ["git", "-C", str(Path(rerank_eval.__file__).resolve().parent), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    recorded = manifest["rerank_eval"]["git"]
+    assert (recorded or "").split("+")[0] == (head.stdout.strip() if head.returncode == 0 else "")
+    assert manifest["suite"]["config"] == str(DEFAULT_CONFIG)  # no --config: the packaged file
+    assert manifest["protocol"]["first_stage_override"] is None  # each entry's own first stage
     import torch
 
     assert manifest["torch_threads"] == torch.get_num_threads() >= 1  # the run was in this process
