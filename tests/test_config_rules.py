@@ -263,6 +263,29 @@ def test_an_unknown_top_level_key_with_nothing_close_lists_the_keys_taken(tmp_pa
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [  # read on, the first would end in a KeyError; the others would be taken as no value
+        ("first_stages:\n  f: {kind: bm25s, fallback: nope}\n",
+         "first_stages.f.fallback: unknown first stage 'nope'"),
+        ("first_stages:\n  f: {kind: bm25s, reference: 0}\n",
+         "first_stages.f.reference: expected a name or a list of names, got 0"),
+        ("defaults: {model: ''}\n", "defaults.model: names the model of a command without --model; give one"),
+    ],
+)  # fmt: skip
+def test_an_entry_naming_nothing_is_refused_where_it_is_read(tmp_path, text, message):
+    user = write(tmp_path, text)
+    assert refusal(user) == f"{user}: {message}"
+
+
+def test_a_local_datasets_home_folder_is_the_users(tmp_path, monkeypatch):
+    """`~` is the home folder, as in a shell, not a folder named `~` beside the config file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    user = write(tmp_path, "suites:\n  s:\n    datasets:\n      - {key: a, path: ~/beir/a}\n")
+    (spec,) = load_config(user).suite("s").datasets
+    assert spec.local.folder == str(tmp_path / "home" / "beir" / "a")
+
+
 def test_a_key_twice_in_one_file_is_refused_naming_the_suite(tmp_path):
     user = write(tmp_path, "suites:\n  s:\n    datasets:\n      - {key: a, id: x}\n      - {key: a, id: y}\n")
     assert refusal(user) == f"{user}: suites.s: dataset key 'a' appears twice"

@@ -399,6 +399,8 @@ def test_tsv_columns_and_missing_files_are_one_line(tmp_path):
         ("{key: a, path: x, split: ../test}",
          "suites.s.datasets[0].split: '../test' cannot be used as a name"),
         ("{key: a}", "missing id (ir_datasets), path (a BEIR folder) or corpus, queries, qrels"),
+        ("{key: a, corpus: c.jsonl, queries: q.jsonl, qrels: r.tsv, split: dev}",  # (else ignored)
+         "split goes with path (a BEIR folder) (a local dataset names corpus, queries and qrels)"),
     ],
 )  # fmt: skip
 def test_a_local_entry_names_one_source(entry, message, tmp_path):
