@@ -286,6 +286,7 @@ def test_published_figures_up_to_1_and_empty_instructions_are_read(tmp_path):
         {"p": 0.0},
         {"m": ""},
     )
+    assert type(dataset.reference_r100["p"]) is float  # written 0: a figure, not an int, in the manifest
 
 
 def test_a_group_that_is_not_a_mapping_is_refused_where_it_is(tmp_path):

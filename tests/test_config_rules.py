@@ -271,6 +271,8 @@ def test_an_unknown_top_level_key_with_nothing_close_lists_the_keys_taken(tmp_pa
         ("first_stages:\n  f: {kind: bm25s, reference: 0}\n",
          "first_stages.f.reference: expected a name or a list of names, got 0"),
         ("defaults: {model: ''}\n", "defaults.model: names the model of a command without --model; give one"),
+        ("first_stages:\n  f: {kind: bm25s, label: yes}\n",  # (else the label "True")
+         "first_stages.f.label: expected a string, got True"),
     ],
 )  # fmt: skip
 def test_an_entry_naming_nothing_is_refused_where_it_is_read(tmp_path, text, message):
