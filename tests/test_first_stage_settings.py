@@ -197,6 +197,9 @@ def test_bm25_parameters_from_the_command_line_equal_a_config_entry(tmp_path):
     assert first_stage_run(tmp_path / "given") != first_stage_run(tmp_path / "default")
     record = manifest(tmp_path / "given")["datasets"][0]["first_stage"]
     assert record["name"] == "bm25s (b=1.0, k1=2.5)"
+    run = (tmp_path / "given" / "runs" / "nq.first-stage.trec").read_text()
+    tags = {line.split()[5] for line in run.splitlines()}
+    assert tags == {"bm25s_(b=1.0,_k1=2.5)"}  # its name, the spaces that would split a line as _
     assert (record["settings"]["k1"], record["settings"]["b"]) == (2.5, 1.0)
     assert record["label"].endswith(", b=1.0, k1=2.5") and record["label"] in " ".join(given.output.split())
     assert manifest(tmp_path / "given")["protocol"]["first_stage_settings"] == {"k1": "2.5", "b": "1"}

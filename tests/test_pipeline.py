@@ -229,6 +229,7 @@ def test_manifest_records_protocol_and_sources(bm25_result, runs_dir):
 
     assert manifest["torch_threads"] == torch.get_num_threads() >= 1  # the run was in this process
     assert manifest["model"]["name"] == "bm25"
+    assert "position" not in manifest["model"]  # one model's run: no place among several to keep
     records = {d["key"]: d for d in manifest["datasets"]}
     scifact = records["scifact"]
     run_bytes = (runs_dir / "scifact.trec").read_bytes()
@@ -282,6 +283,11 @@ def test_first_stage_run_is_kept_with_its_scores_and_bm25_writes_them(bm25_resul
         for (_, score), (_, first_stage), previous in zip(written, ranked, [None, *ranked]):
             tied = previous is not None and previous[1] == first_stage
             assert score == first_stage if not tied else first_stage - 1e-12 < score < first_stage
+    # each run is tagged with what ranked it: the first stage (here --runs-dir's files, which have
+    # no entry's name, so their kind), and the model
+    for name, tag in ((f"{key}.first-stage", "run-file"), (key, "bm25")):
+        lines = (bm25_result / "runs" / f"{name}.trec").read_text().splitlines()
+        assert {line.split()[5] for line in lines} == {tag}, name
 
 
 def test_manifest_records_the_config_content_and_every_run_file_hash(bm25_result):
