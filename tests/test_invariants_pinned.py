@@ -393,6 +393,27 @@ def test_a_changed_checkpoint_is_said_in_one_line_whatever_its_folder_recorded(t
     _refuse_another_checkpoint(tmp_path, reranker)  # the same checkpoint: no refusal
 
 
+@pytest.mark.parametrize(
+    ("changed", "then", "now"),
+    [("revision", "a" * 40, "b" * 40), ("family", "cross-encoder", "yes-no")],  # (source: above)
+)
+def test_a_hub_checkpoint_is_another_by_its_revision_or_family(tmp_path, changed, then, now):
+    """A Hub model has no content hash (its files are not hashed): a new commit upstream is told by
+    its revision alone, and the same weights scored as another family are other results."""
+    from types import SimpleNamespace
+
+    from rerank_eval.pipeline.execute import _refuse_another_checkpoint
+    from rerank_eval.results.folder import HoldsOtherResults
+
+    recorded = {"family": "cross-encoder", "source": "org/m", "revision": "a" * 40, "content_sha256": None}
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": recorded}))
+    current = {**recorded, changed: now}
+    reranker = SimpleNamespace(name="m", family=current["family"], describe=lambda: current)
+    with pytest.raises(HoldsOtherResults) as refused:
+        _refuse_another_checkpoint(tmp_path, reranker)
+    assert f"another checkpoint of m ({changed} {then!r} then, {now!r} now)" in str(refused.value)
+
+
 def test_what_a_resumed_run_records_otherwise_is_left_out_of_the_comparison():
     from rerank_eval.results.manifest import lasting_record
 
