@@ -706,16 +706,19 @@ def test_a_label_with_a_line_break_is_refused_as_the_config_is_read(tmp_path):
 # -- inputs that are not what they claim to be --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("manifest", ["fifo", "huge"])
+@pytest.mark.parametrize("manifest", ["fifo", "huge", "no mapping"])
 def test_an_out_folder_whose_manifest_is_no_file_or_too_big_is_refused_without_reading_it(tmp_path, manifest):
     """The folder in the way is asked what it holds before the refusal: a named pipe there would
-    block that read for ever, and a file of gigabytes would be read whole."""
+    block that read for ever, and a file of gigabytes would be read whole (and JSON that is no
+    mapping has no command to ask for)."""
     import threading
 
     out = tmp_path / "out"
     out.mkdir()
     if manifest == "fifo":
         os.mkfifo(out / "manifest.json")
+    elif manifest == "no mapping":
+        (out / "manifest.json").write_text("[1, 2]")
     else:
         with open(out / "manifest.json", "wb") as handle:
             handle.truncate(65 * 2**20)  # (sparse: past the 64 MiB any manifest is held to)
