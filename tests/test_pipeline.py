@@ -1060,3 +1060,34 @@ def test_a_fallback_is_named_only_where_a_configured_first_stage_was_replaced():
     assert plan().fell_back_from(spec, "bm25s") == "lucene"
     assert plan().fell_back_from(spec, "lucene") is None
     assert plan("bm25s").fell_back_from(spec, "bm25s") is None  # chosen on the command line
+
+
+def test_a_reranker_that_reorders_keeps_each_stages_own_per_query_values(tmp_path, monkeypatch):
+    """per_query.csv holds the first stage's values and the reranker's, each from its own ranking.
+    With the pass-through model the two are equal, so only a model that reorders shows a mix-up:
+    here one that scores each candidate by minus its first-stage score (the order reversed)."""
+    import numpy as np
+
+    from rerank_eval.rerankers.first_stage_order import FirstStageOrder
+
+    reverse = lambda self, requests: [-np.asarray(r.first_stage_scores) for r in requests]  # noqa: E731
+    monkeypatch.setattr(FirstStageOrder, "score_batch", reverse)
+    monkeypatch.setattr(FirstStageOrder, "scores_its_own", True)
+    monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))  # (no journal of the real bm25)
+    run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
+    out = tmp_path / "out"
+    result = cli("beir", "--datasets", "scifact", "--model", "bm25", "--run", f"scifact={run_file}",
+                 "--top-k", "3", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    qrels, run = builders.SCIFACT_QRELS, builders.SCIFACT_RUN
+    top = {q: trec_ranking(docs)[:3] for q, docs in run.items()}
+    reversed_order = {q: trec_ranking({d: -run[q][d] for d in docs}) for q, docs in top.items()}
+    expected = {
+        "first_stage": first_stage_ndcg(run, qrels, 3),
+        "reranked": {q: ndcg(reversed_order.get(q, []), judged) for q, judged in qrels.items()},
+    }
+    assert expected["first_stage"] != expected["reranked"]  # (the reversed order counts otherwise)
+    table = pd.read_csv(out / "per_query.csv", dtype={"query_id": str})
+    for stage, values in expected.items():
+        rows = table[(table.stage == stage) & (table.measure == "nDCG@10")]
+        assert dict(zip(rows.query_id, rows.value, strict=True)) == pytest.approx(values, abs=1e-12), stage
