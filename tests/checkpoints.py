@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -118,18 +119,32 @@ PAIR_TEXT = [
 ] * 10  # fmt: skip
 
 
+def wordpiece_built_on(texts: list[str], lowercase: bool) -> Any:
+    """A BERT-style WordPiece tokenizer (without its template) whose vocabulary is built, not
+    trained: tokenizers' WordPiece trainer breaks ties between equally frequent merges in hash
+    order, so each process got another vocabulary, and a model built from the same seed scored
+    otherwise from one test run to the next. Here: the special tokens, every character of `texts`
+    alone and as a continuation, then their words whole, each list sorted."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalized = [normalizer.normalize_str(text) for text in texts]
+    words = sorted({word for text in normalized for word, _ in pre_tokenizer.pre_tokenize_str(text)})
+    characters = sorted({character for word in words for character in word})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens = [*specials, *characters, *(f"##{c}" for c in characters), *(w for w in words if len(w) > 1)]
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(tokens)}, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    return tokenizer
+
+
 def build_wordpiece_tokenizer(folder: Path):
     """A BERT-style tokenizer (lower-casing WordPiece, [CLS] a [SEP] b [SEP] with token types)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(
-        PAIR_TEXT, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
-    )
+    tokenizer = wordpiece_built_on(PAIR_TEXT, lowercase=True)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -62,19 +63,30 @@ def _write_json(path: Path, value) -> None:
 # --- tokenizers ----------------------------------------------------------------------------------
 
 
+def unigram_built_on(texts: list[str], specials: list[str], unk: str) -> Any:
+    """A Unigram tokenizer over Metaspace pieces whose vocabulary is built, not trained (the
+    trainer's result changed from one process to the next, as WordPiece's does; see
+    `tests.checkpoints.wordpiece_built_on`): the special tokens, then every character of `texts`
+    (unlikely), then their pieces whole (likely), each list sorted."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    pre_tokenizer = pre_tokenizers.Metaspace()
+    pieces = sorted({piece for text in texts for piece, _ in pre_tokenizer.pre_tokenize_str(text)})
+    characters = sorted({character for piece in pieces for character in piece})
+    vocabulary = [(token, 0.0) for token in specials] + [(c, -10.0) for c in characters]
+    vocabulary += [(piece, -1.0) for piece in pieces if len(piece) > 1]
+    tokenizer = Tokenizer(models.Unigram(vocabulary, unk_id=specials.index(unk)))
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizer, decoders.Metaspace()
+    return tokenizer
+
+
 def build_xlmr_tokenizer(folder: Path, model_max_length: int = 8192):
     """An XLM-R-like tokenizer: Unigram over Metaspace pieces, `<s>`=0 `<pad>`=1 `</s>`=2 `<unk>`=3,
     `<s> $A </s>` around every text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    tokenizer.train_from_iterator(
-        TEXT, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
-    )
+    tokenizer = unigram_built_on(TEXT, ["<s>", "<pad>", "</s>", "<unk>"], unk="<unk>")
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
@@ -89,14 +101,12 @@ def build_xlmr_tokenizer(folder: Path, model_max_length: int = 8192):
 
 def build_cased_wordpiece_tokenizer(folder: Path, model_max_length: int | None = 512):
     """A BERT-style WordPiece tokenizer that keeps case (so lower-casing changes the tokens)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(TEXT, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    from tests.checkpoints import wordpiece_built_on
+
+    tokenizer = wordpiece_built_on(TEXT, lowercase=False)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -285,16 +295,10 @@ def build_sentence_transformers(
 def build_t5_tokenizer(folder: Path, model_max_length: int = 512):
     """A T5-like tokenizer: Unigram over Metaspace pieces, `<pad>`=0 `</s>`=1 `<unk>`=2, `</s>`
     appended to every text, case kept."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    specials = ["<pad>", "</s>", "<unk>"]
-    tokenizer.train_from_iterator(
-        TEXT, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
-    )
+    tokenizer = unigram_built_on(TEXT, ["<pad>", "</s>", "<unk>"], unk="<unk>")
     eos = tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]

@@ -153,7 +153,7 @@ def test_a_tokenizer_with_token_types_scores_with_them(ce, tmp_path):
             expected.append(float(model(**inputs).logits[0, 0]))
             inputs.pop("token_type_ids")
             untyped.append(float(model(**inputs).logits[0, 0]))
-    assert np.abs(np.array(expected) - untyped).min() > 1e-2  # the types tell
+    assert np.abs(np.array(expected) - untyped).min() > 1e-3  # the types tell (100× the 1e-5 below)
     for budget in (100_000, 1):  # padded batches and pairs alone
         reranker = load_reranker(str(folder), max_length=16, max_batch_tokens=budget)
         rows = reranker.encode_pairs([query] * len(DOCS), list(DOCS))
