@@ -1072,7 +1072,6 @@ def test_a_reranker_that_reorders_keeps_each_stages_own_per_query_values(tmp_pat
 
     reverse = lambda self, requests: [-np.asarray(r.first_stage_scores) for r in requests]  # noqa: E731
     monkeypatch.setattr(FirstStageOrder, "score_batch", reverse)
-    monkeypatch.setattr(FirstStageOrder, "scores_its_own", True)
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))  # (no journal of the real bm25)
     run_file = builders.write_run(tmp_path / "scifact.trec", builders.SCIFACT_RUN)
     out = tmp_path / "out"
