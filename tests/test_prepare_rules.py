@@ -45,6 +45,10 @@ def _recorded_fetches(monkeypatch, module) -> list:
     return asked
 
 
+def _cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def test_rank_zero_fetches_the_first_stage_without_building_and_none_for_a_users_run(
     packaged, monkeypatch, tmp_path
 ):
@@ -140,10 +144,6 @@ def test_a_dataset_without_judgements_is_refused_in_one_line_naming_it(packaged,
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == f"error: {spec.origin} has no relevance judgements"
     assert "Traceback" not in result.output and not out.exists()
-
-
-def _cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_a_first_stage_that_ran_as_configured_records_no_fallback(hub_cache, packaged, tmp_path):
