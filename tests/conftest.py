@@ -86,3 +86,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every ir_datasets download fails as it does without a network: the name does not resolve."""
+    import contextlib
+
+    import requests
+    from ir_datasets.util.download import RequestsDownload
+
+    @contextlib.contextmanager
+    def unreachable(self):
+        raise requests.exceptions.ConnectionError(f"Failed to resolve host of {self.url}")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(RequestsDownload, "stream", unreachable)

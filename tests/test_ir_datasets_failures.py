@@ -6,7 +6,6 @@ the way an offline machine fails (the hosts cannot be resolved), and its archive
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
@@ -14,7 +13,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import requests
 from typer.testing import CliRunner
 
 from rerank_eval.cli import app
@@ -40,19 +38,6 @@ def config(tmp_path) -> Path:
     path = tmp_path / "classic.yaml"
     path.write_text(CONFIG, encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Every ir_datasets download fails as it does without a network: the name does not resolve."""
-    from ir_datasets.util.download import RequestsDownload
-
-    @contextlib.contextmanager
-    def unreachable(self):
-        raise requests.exceptions.ConnectionError(f"Failed to resolve host of {self.url}")
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(RequestsDownload, "stream", unreachable)
 
 
 def run(*args: str | Path):

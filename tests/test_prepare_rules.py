@@ -6,13 +6,11 @@ that a run without internet names everything missing at once, whatever problem c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 
 import pytest
-import requests
 from typer.testing import CliRunner
 
 from rerank_eval.cli import app
@@ -104,19 +102,13 @@ def test_a_probe_refused_for_another_reason_does_not_hide_later_missing_files(pa
     assert offline.missing_downloads(_plan(packaged, ["scifact"]), ["x"]) == [missing]
 
 
+@pytest.mark.usefixtures("offline")  # (conftest's: no download host resolves)
 def test_a_one_dataset_one_model_offline_run_names_everything_missing(packaged, tmp_path, monkeypatch):
     """One dataset and one model skip the check before any work (the model loads first), but when
     the model turns out missing the line still names the dataset and its run file too, not the
     first miss alone."""
     from huggingface_hub import constants
-    from ir_datasets.util.download import RequestsDownload
 
-    @contextlib.contextmanager
-    def unreachable(self):  # (as test_ir_datasets_failures.offline: the host does not resolve)
-        raise requests.exceptions.ConnectionError(f"Failed to resolve host of {self.url}")
-        yield  # pragma: no cover
-
-    monkeypatch.setattr(RequestsDownload, "stream", unreachable)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(constants.HF_HOME) / tmp_path.name))
     result = CliRunner().invoke(app, ["beir", "--datasets", "nfcorpus", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
