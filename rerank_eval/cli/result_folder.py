@@ -64,9 +64,10 @@ def default_out(models: list[str], suite: str, claim: bool = True, command: Sequ
                 if staging.hold_ahead(claimed):
                     return chosen
             except FileExistsError:
-                if not (claimed.exists() or claimed.is_symlink()):  # results/ itself is in the way
+                # taken an instant ago by a job started with this one (and maybe swept by a third
+                # before this one looked: only results/ itself says whether it is in the way)
+                if not RESULTS.is_dir():
                     raise _unusable(f"{RESULTS} is not a folder") from None
-                # else taken an instant ago by a job started with this one
             except OSError as exc:
                 raise _unusable(str(exc.strerror or exc)) from None
         number += 1
