@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rerank_eval.rerankers.bi_encoder import BiEncoder
+
 VASWANI_MINILM_CONFIG = """
 defaults: {top_k: 10, metrics: [nDCG@10], model: minilm-bi}
 first_stages:
@@ -87,10 +89,15 @@ def test_sigkill_with_real_minilm_on_vaswani_then_resume_writes_the_same_bytes(v
     env = {**os.environ, "RERANK_EVAL_CACHE": str(crash_cache)}
     out = tmp_path / "resumed"
 
+    def whole_lines() -> int:
+        return sum(p.read_bytes().count(b"\n") for p in crash_cache.glob("journals/vaswani-*.jsonl"))
+
+    # killed once a whole chunk is journaled: a kill while a chunk's lines are being written leaves
+    # part of them, and that chunk is scored again whole (none would be resumed)
     process = subprocess.Popen(command(out), env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not any(p.stat().st_size for p in crash_cache.glob("journals/vaswani-*.jsonl")):
-        assert process.poll() is None and time.monotonic() < deadline, "no journal line appeared"
+    while whole_lines() < BiEncoder.queries_per_call:
+        assert process.poll() is None and time.monotonic() < deadline, "no whole chunk was journaled"
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
