@@ -133,3 +133,14 @@ def test_a_baseline_named_by_its_folder_is_that_run(tmp_path):
     assert chosen.baseline.label == f"shared/{published}" and chosen.baseline.folder == published
     scifact = next(r for r in chosen.rows if r.name == "scifact")
     assert scifact.cells[f"shared/{published}"].delta is None and scifact.cells["base"].delta is not None
+
+
+def test_significance_is_p_below_alpha_not_at_it():
+    """† means p < 0.05 (docs/comparing.md), so a p-value of exactly α is not significant."""
+    from rerank_eval.reporting.compare.comparison import Cell
+    from rerank_eval.reporting.compare.stats import ALPHA
+
+    assert ALPHA == 0.05
+    assert not Cell(0.5, delta=0.1, p_adjusted=ALPHA).significant
+    assert Cell(0.5, delta=0.1, p_adjusted=float(np.nextafter(ALPHA, 0))).significant
+    assert not Cell(0.5, delta=0.1, p_adjusted=None).significant  # no test: never marked
