@@ -174,7 +174,7 @@ def test_the_wait_for_two_shards_says_shards(tmp_path, capsys):
 
     def waiting() -> bool:
         said[0] += capsys.readouterr().err
-        return "waiting" in said[0]
+        return "waiting" in said[0] and said[0].endswith("\n")  # (the line and its end are two writes)
 
     _until(waiting, "no wait")
     assert said[0] == f"waiting for the 2 shards process {process_tag()} is encoding into {cache.folder}\n"

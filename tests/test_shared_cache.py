@@ -80,7 +80,7 @@ def _encoding_with_shard_1_claimed(tmp_path, capsys):
     def waiting() -> bool:
         if {0, 2} <= _written(cache):
             said[0] += capsys.readouterr().err
-        return "waiting" in said[0]
+        return "waiting" in said[0] and said[0].endswith("\n")  # (the line and its end are two writes)
 
     _until(waiting, "no wait")
     # the shards still unwritten when the wait begins, and who holds them (here, this process)
