@@ -449,6 +449,11 @@ def test_published_run_from_hub_cache_and_reference_check(hub_cache, tmp_path):
     )
     assert shallow.exit_code == 0, shallow.output
     assert "vs published" not in shallow.output
+    # recall is measured over the candidates reranked: R@3 here, not the default depth's R@100
+    summary = pd.read_csv(tmp_path / "top-3" / "summary.csv").set_index("measure")
+    recall = mean(first_stage_recall(builders.SCIFACT_RUN, builders.SCIFACT_QRELS, 3).values())
+    assert summary.loc["R@3", "first_stage"] == pytest.approx(recall, abs=1e-9) and 0 < recall < 1
+    assert "R@100" not in summary.index
 
 
 def test_builtin_bm25s_first_stage_on_miracl(tmp_path):

@@ -207,9 +207,17 @@ def test_candidate_orders():
     assert sorted(shuffled.positions("q", 20)) == list(range(20))
     assert shuffled.positions("q", 20) == CandidateOrder.parse("shuffled:7").positions("q", 20)
     assert shuffled.positions("q", 20) != shuffled.positions("other", 20)
+    # seed and query id are kept apart: seed 1 on query 23 is not seed 12 on query 3
+    assert CandidateOrder.parse("shuffled:1").positions("23", 20) != CandidateOrder.parse(
+        "shuffled:12"
+    ).positions("3", 20)
     assert str(shuffled) == "shuffled:7"
     with pytest.raises(UserError):
         CandidateOrder.parse("shuffled:x")
+    # a seed as long as a 64-bit one is a seed; a number alone is not an order
+    assert CandidateOrder.parse(f"shuffled:{2**64 - 1}").seed == 2**64 - 1
+    with pytest.raises(UserError, match="unknown candidate order '7'"):
+        CandidateOrder.parse("7")
 
 
 def test_run_lines_refuse_ids_that_would_split_them():
