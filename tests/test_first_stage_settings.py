@@ -22,6 +22,7 @@ from rerank_eval.errors import ParameterError, UserError
 from rerank_eval.models.common import default_batch_tokens
 from rerank_eval.pipeline.offline import fetch_command
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
+from tests import builders
 from tests.checkpoints import build_bi_encoder
 
 runner = CliRunner()
@@ -261,7 +262,14 @@ def test_an_encoder_setting_from_the_command_line_equals_a_config_entry(tiny_den
 
 
 def test_command_line_settings_are_refused_in_one_line(tiny_dense, tmp_path):
+    *_, nq_run = builders.synthetic_nq()
+    supplied = ["--run", f"nq={builders.write_run(tmp_path / 'nq.trec', nq_run)}"]
     cases = [
+        # refused though every dataset has a run file, and so no first stage to run
+        (["beir", "--datasets", "nq", *supplied, "--first-stage", "nonesuch"],
+         "error: --first-stage: unknown first stage 'nonesuch' (entries: "),
+        (["beir", "--datasets", "nq", *supplied, "--first-stage-set", "k1=1.2"],
+         "error: --first-stage-set changes the settings of the first stage --first-stage names; give one"),
         (["beir", "--datasets", "nq", "--first-stage-set", "k1=1.2"],
          "error: --first-stage-set changes the settings of the first stage --first-stage names; give one"),
         (["beir", "--datasets", "nq", "--first-stage", "bm25s", "--first-stage-set", "k1=x"],

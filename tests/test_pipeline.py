@@ -824,6 +824,10 @@ RUNS_DIR_ARGS = ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", 
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],
             ["--runs-dir /no/such/folder is not a folder"],
         ),
+        (  # a file that exists
+            ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", rerank_eval.__file__],
+            [f"--runs-dir {rerank_eval.__file__} is not a folder"],
+        ),
         *(  # an unset shell variable would otherwise start the whole suite
             ([command, flag, value, "--model", "bm25"], ["--datasets (--languages) names no dataset"])
             for command, flag, value in [("miracl", "--languages", ""), ("beir", "--datasets", " , ")]
