@@ -818,7 +818,7 @@ RUNS_DIR_ARGS = ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", 
                 [*RUNS_DIR_ARGS, "--run-pattern", pattern],
                 [f"--run-pattern {pattern!r} may use only {{key}} and {{name}}"],
             )
-            for pattern in ("{foo}", "{key:>9223372036854775807}", "{key.__class__}", "{key!r}")
+            for pattern in ("{foo}", "{id}", "{key:>9223372036854775807}", "{key.__class__}", "{key!r}")
         ),
         (
             ["beir", "--datasets", "fiqa", "--model", "bm25", "--runs-dir", "/no/such/folder"],
