@@ -1224,31 +1224,6 @@ def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_pat
         result_folder.default_out(["bm25"], "mine")
 
 
-def test_a_claim_taken_and_swept_before_it_is_looked_at_moves_on_to_the_next_name(tmp_path, monkeypatch):
-    """Array jobs: one job makes a name's claim, a second fails to make it, and a third sweeps it
-    (not yet locked) before the second looks. The second goes on to the next number; the claim it
-    no longer finds does not mean that results/ is in the way (CI once failed that way)."""
-    import pathlib
-
-    from rerank_eval.cli import result_folder
-
-    monkeypatch.chdir(tmp_path)
-    Path("results").mkdir()
-    made = pathlib.Path.mkdir
-    raced: list[str] = []
-
-    def taken_and_swept(self, *args, **kwargs):
-        if self.name.endswith(".incomplete") and not raced:
-            raced.append(self.name)
-            raise FileExistsError(self)  # made by another job, gone again by now
-        return made(self, *args, **kwargs)
-
-    monkeypatch.setattr(pathlib.Path, "mkdir", taken_and_swept)
-    chosen = result_folder.default_out(["bm25"], "mine")
-    assert raced == [f"{chosen.name.removesuffix('-2')}.incomplete"]
-    assert chosen.name.endswith("-2") and Path(f"{chosen}.incomplete").is_dir()
-
-
 def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_run(tmp_path, monkeypatch):
     """A run killed outright (kill -9) cannot give its claim back. The next run of the same models
     and suite removes what such runs left (unlocked, holding only staging folders), and nothing

@@ -64,6 +64,25 @@ def test_a_claim_swept_before_it_was_locked_moves_on_to_the_next_name(frozen_in_
     assert tried == [Path(BASE + ".incomplete")] and Path(BASE + "-2.incomplete").is_dir()
 
 
+def test_a_claim_made_and_swept_before_this_run_looked_moves_on(frozen_in_results, monkeypatch):
+    """Array jobs: one job makes a name's claim, a second fails to make it, and a third sweeps it
+    (not yet locked) before the second looks. The second goes on to the next number; the claim it
+    no longer finds does not mean that results/ is in the way (CI once failed that way)."""
+    Path("results").mkdir()
+    make = Path.mkdir
+    raced: list[str] = []
+
+    def made_and_swept(self, *args, **kwargs):
+        if self.name.endswith(".incomplete") and not raced:
+            raced.append(self.name)
+            raise FileExistsError(self)  # made by another job, gone again by now
+        return make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", made_and_swept)
+    assert result_folder.default_out(["bm25"], "mine") == Path(BASE + "-2")
+    assert raced == [Path(BASE).name + ".incomplete"] and Path(BASE + "-2.incomplete").is_dir()
+
+
 def test_a_sweep_takes_numbered_leftovers_and_no_folder_named_otherwise(frozen_in_results):
     """What killed runs left is found under every name `default_out` gives (`-N` too), and only
     under those: a copy the user named `...-backup` is theirs."""
