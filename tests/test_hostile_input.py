@@ -427,6 +427,28 @@ def test_a_result_that_disagrees_with_its_manifest_is_refused(saved, tmp_path, d
         assert message in one_line_error(run(*args))
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda f: damage_manifest(f, lambda m: m["datasets"][0]["coverage"].update(queries_without_run=3)),
+        lambda f: damage_manifest(f, lambda m: m["datasets"][0]["first_stage"].update(reference_r100=1.0)),
+        lambda f: damage_manifest(f, lambda m: m["datasets"][0]["first_stage"].update(reference_ndcg10=0.0)),
+        lambda f: damage_manifest(f, lambda m: m["datasets"][0]["timings"].update(rerank_seconds=0.0)),
+        lambda f: edit_per_query(f, lambda p: set_value(p, 1.0)),
+        lambda f: edit_per_query(f, lambda p: set_value(p, 0.0)),
+    ],
+    ids=["every judged query without candidates", "figure 1", "figure 0", "no time", "value 1", "value 0"],
+)
+def test_a_result_at_the_edges_of_what_a_run_writes_is_read(saved, tmp_path, edit):
+    """The range checks refuse what no run writes, and nothing a run can: all 3 judged queries
+    without candidates, a published figure of 0 or 1, a value of exactly 0 or 1."""
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    edit(copy)
+    result = run("export", copy)
+    assert result.exit_code == 0, result.output
+
+
 def test_a_fraction_above_1_by_rounding_alone_is_read(saved, tmp_path):
     """trec_eval's nDCG of a perfect ranking can land a few ulps above 1: not a damaged result."""
     copy = tmp_path / "copy"
