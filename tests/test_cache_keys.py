@@ -99,6 +99,26 @@ def test_a_changed_input_never_reuses_journaled_scores(journal_setup, variant, t
     assert resumed(tmp_path / "changed") == 0
 
 
+def test_another_cpu_thread_count_never_reuses_journaled_scores(journal_setup, tmp_path, monkeypatch):
+    """A CPU's float32 sums are split by thread, so a score's last bits follow the count: a run
+    resumed with another count (another Slurm allocation) would mix scores of two counts while its
+    manifest records one. It scores again instead."""
+    import torch
+
+    cache, threads = tmp_path / "cache", torch.get_num_threads()
+    invoke(journal_command(journal_setup, tmp_path / "first"), cache, monkeypatch)
+    try:
+        torch.set_num_threads(threads + 1)
+        invoke(journal_command(journal_setup, tmp_path / "changed"), cache, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed(tmp_path / "changed") == 0
+    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("first", "changed")]
+    assert [m["torch_threads"] for m in manifests] == [threads, threads + 1]
+    invoke(journal_command(journal_setup, tmp_path / "same"), cache, monkeypatch)
+    assert resumed(tmp_path / "same") == QUERIES  # the first count's scores are still there
+
+
 def test_weights_rewritten_in_place_are_scored_again(journal_setup, tmp_path, monkeypatch):
     """The same model path holding other weights (a re-saved checkpoint) never reuses scores."""
     model = build_cross_encoder(tmp_path / "ce")

@@ -17,7 +17,7 @@ import torch
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage.dense.encoder import DenseEncoder
 from rerank_eval.first_stage.dense.recipe import EncoderRecipe, read_recipe
-from rerank_eval.models.common import token_budget_batches
+from rerank_eval.models.common import cpu_threads, token_budget_batches
 from tests import dense_checkpoints
 from tests.dense_checkpoints import NO_OVERRIDES, cpu_encoder
 
@@ -152,6 +152,9 @@ def test_the_encoder_identity_names_the_dtype_and_no_merge_without_an_adapter(st
     encoder without adapters records no merge setting (keys of caches made before it hold)."""
     identity = cpu_encoder(st_mean).identity("passage")
     assert identity["dtype"] == "float32" and identity["device"] == "cpu"
+    # a CPU's float32 sums are split by thread (a vector's last bits follow the count); not a GPU's
+    assert identity["cpu_threads"] == torch.get_num_threads()
+    assert cpu_threads(torch.device("cuda", 0)) == {}
     assert identity["merge_adapters"] is None
     assert cpu_encoder(st_mean, dtype="bfloat16").identity("passage")["dtype"] == "bfloat16"
 

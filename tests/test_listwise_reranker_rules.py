@@ -62,8 +62,9 @@ def test_describe_records_the_checkpoint_settings_and_what_ran(listwise):
 
 def test_the_score_identity_is_the_description_less_folder_device_index_and_batching(listwise):
     """The journal's model identity: describe() without the folder's path (its content hash names
-    the weights), with the device's type only (here a CPU given an index), and without the three
-    batching settings; a checkpoint named by hub id and commit (no content hash) keeps its id."""
+    the weights), with the device's type only (here a CPU given an index) and on a CPU its thread
+    count, and without the three batching settings; a checkpoint named by hub id and commit (no
+    content hash) keeps its id."""
     import torch
 
     reranker = load_reranker(str(listwise))
@@ -75,6 +76,7 @@ def test_the_score_identity_is_the_description_less_folder_device_index_and_batc
     assert identity == {
         **unchanged,
         "device": "cpu",
+        "cpu_threads": torch.get_num_threads(),
         "settings": {k: v for k, v in described["settings"].items() if k not in BATCHING},
     }
     reranker.checkpoint = dataclasses.replace(reranker.checkpoint, revision="0" * 40, content_sha256=None)

@@ -78,6 +78,14 @@ def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
     return "sdpa"
 
 
+def cpu_threads(device: torch.device) -> dict[str, int]:
+    """{"cpu_threads": n} on a CPU, for the keys of journaled scores and cached vectors: its float32
+    matrix products split their sums by thread, so the last bits of a score or vector follow the
+    count (a run resumed with another count would mix two); {} elsewhere, where the count decides
+    nothing (and GPU keys stay as they were)."""
+    return {"cpu_threads": torch.get_num_threads()} if device.type == "cpu" else {}
+
+
 def default_batch_tokens(device: torch.device) -> int:
     """Padded tokens per forward pass when the preset does not say."""
     return 65_536 if device.type == "cuda" else 8_192

@@ -21,6 +21,7 @@ from rerank_eval.errors import UserError, term, warn
 from rerank_eval.models.checkpoint import Checkpoint, ships_code
 from rerank_eval.models.common import (
     attention_implementation,
+    cpu_threads,
     default_batch_tokens,
     dtype_name,
     pick_device,
@@ -171,6 +172,7 @@ class TransformerReranker(Reranker):
         if "source" not in self.checkpoint.key_identity():
             identity.pop("source")
         identity["device"] = self.device.type
+        identity.update(cpu_threads(self.device))
         identity["settings"] = self.settings()
         identity["scorer_version"] = f"{self.family}/{self.scorer_version}"
         return identity

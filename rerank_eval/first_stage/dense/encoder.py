@@ -37,6 +37,7 @@ from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_pack
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import (
     OUT_OF_MEMORY,
+    cpu_threads,
     default_batch_tokens,
     dtype_name,
     packed_batches,
@@ -127,6 +128,7 @@ class DenseEncoder:
             "recipe": self.recipe.side_identity(side),
             "dtype": dtype_name(self.dtype),
             "device": self.device.type,
+            **cpu_threads(self.device),
             "merge_adapters": self.merge_adapters if self.recipe.adapter(side) else None,
             # batch composition moves the last bits of a vector, so the budget that forms batches
             # is part of what decides them

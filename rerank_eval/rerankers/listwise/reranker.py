@@ -27,6 +27,7 @@ from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, term
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import (
+    cpu_threads,
     default_batch_tokens,
     dtype_name,
     pick_device,
@@ -230,6 +231,7 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
         if "source" not in self.checkpoint.key_identity():
             identity.pop("source")
         identity["device"] = self.device.type
+        identity.update(cpu_threads(self.device))
         identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in BATCHING_SETTINGS}
         return identity
 
