@@ -246,6 +246,8 @@ def test_a_query_lucene_refuses_is_one_line(tmp_path):
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: searching the Lucene index ") and "failed in Java: " in last
+    # the Java exception's own first line (its class, its message), not pyjnius' wrapping of it
+    assert "failed in Java: java.lang." in last and "JVM exception occurred" not in last
     assert "Traceback" not in result.output
 
 
