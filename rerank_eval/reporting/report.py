@@ -308,7 +308,7 @@ def models_table(reports: list[Report]) -> ResultTable:
         for value, model_row in zip(values, own, strict=True):
             delta = None if value is None or baseline is None else value - baseline
             note = "" if delta is None else f" ({number(delta, signed=True)})"
-            cells.append(Entry(number(value), note, bold=value == best))
+            cells.append(Entry(number(value), note, bold=value is not None and value == best))
             if judged:
                 cells.append(Entry(number(model_row.value("reranked", JUDGED) if model_row else None)))
         cells.append(Entry(str(row.queries)))

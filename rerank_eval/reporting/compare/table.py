@@ -101,13 +101,18 @@ def _columns(comparison: Comparison) -> list[Column]:
 def _entries(comparison: Comparison, row: Row) -> list[Entry]:
     values = [c.value for label, c in row.cells.items() if c.value is not None and label not in row.short]
     best = max(values) if values else None
+
+    def entry(label: str, plain: bool) -> Entry:
+        # a value over only some of an average's rows is not ranked: never bold, even when it ties
+        return _entry(row.cells[label], None if label in row.short else best, plain)
+
     entries = [Entry(row.name)]
     for run in comparison.runs:
-        cell = row.cells[run.label]
-        entries.append(_entry(cell, best, run is comparison.baseline))
+        entries.append(entry(run.label, run is comparison.baseline))
         if run is not comparison.baseline:
+            cell = row.cells[run.label]
             entries.append(Entry("" if cell.wins is None else f"{cell.wins}/{cell.ties}/{cell.losses}"))
-    entries += [_entry(row.cells[c.label], best, True) for c in comparison.published]
+    entries += [entry(published.label, True) for published in comparison.published]
     return entries
 
 
