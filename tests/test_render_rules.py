@@ -335,3 +335,12 @@ def test_an_average_over_only_some_rows_is_not_bold_even_where_it_ties_the_best(
         entries = _entries(comparison, row)
         assert [entries[i].bold for i in (2, 4)] == bold, short_value  # a's value, then short's
         assert not entries[1].bold  # the baseline's 0.5 is no best
+
+
+def test_latex_sets_a_negative_number_cell_with_a_minus_sign_and_text_as_written():
+    """A result's own Δ column holds the number itself: -0.0123 is set $-$0.0123 like a note's Δ,
+    while a name that merely starts with a hyphen and a digit stays text."""
+    columns = [Column("Dataset", numeric=False), Column("Δ")]
+    rows = [[Entry("scifact"), Entry("-0.0123")], [Entry("-5k"), Entry("0.0100")], [Entry("x"), Entry("-3")]]
+    lines = latex(ResultTable("t", columns, rows, [], None)).splitlines()
+    assert r"scifact & $-$0.0123 \\" in lines and r"-5k & 0.0100 \\" in lines and r"x & $-$3 \\" in lines

@@ -26,12 +26,16 @@ def latex_escape(text: str) -> str:
     )
 
 
-# A minus sign in a cell's note (a negative Δ or interval end), not a hyphen as text would set it.
+# A minus sign in a cell's note (a negative Δ or interval end) or of a cell that is a negative
+# number (a result's Δ column), not a hyphen as text would set it.
 _MINUS = re.compile(r"-(?=\d)")
+_NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d+)?")
 
 
 def _cell(entry: Entry) -> str:
     value = latex_escape(entry.value)
+    if _NEGATIVE_NUMBER.fullmatch(entry.value):
+        value = "$-$" + value[1:]
     return (rf"\textbf{{{value}}}" if entry.bold else value) + _MINUS.sub("$-$", latex_escape(entry.note))
 
 
