@@ -226,7 +226,8 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
     def score_identity(self) -> dict[str, Any]:
         """describe() without what cannot change a score beyond float rounding: the folder's path
         (its content hash identifies it), the device's index, and the batching settings (≤ 1e-6 in
-        the float32 tests; the journal's key holds them apart, through `batching`)."""
+        the float32 tests; the journal's key holds them apart, through `batching`); on a CPU, its
+        thread count added (`cpu_threads`)."""
         identity = self.describe()
         if "source" not in self.checkpoint.key_identity():
             identity.pop("source")
