@@ -4,7 +4,6 @@ journals: tests/test_resilience.py.)"""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -1205,45 +1204,6 @@ def test_a_dataset_file_that_fails_when_read_is_one_line(tmp_path):
 
     with pytest.raises(UserError, match=r"cannot read /proc/self/mem, line 1: Input/output error"):
         list(numbered_lines(Path("/proc/self/mem")))
-
-
-def test_runs_started_in_one_second_without_out_get_folders_of_their_own(tmp_path, monkeypatch):
-    from datetime import datetime
-
-    from rerank_eval.cli import result_folder
-
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return datetime(2026, 12, 1, 19, 11, 30)
-
-    monkeypatch.setattr(result_folder, "datetime", Frozen)
-    monkeypatch.chdir(tmp_path)
-    base = "results/bm25-mine-20261201-191130"
-    first = result_folder.default_out(["bm25"], "mine")
-    assert first == Path(base) and Path(base + ".incomplete").is_dir()  # claimed: the run writes there
-    assert result_folder.default_out(["bm25"], "mine") == Path(base + "-2")
-    Path(base + "-3").mkdir()  # a published result
-    assert result_folder.default_out(["bm25"], "mine") == Path(base + "-4")
-    # several models write into the folder itself
-    several = Path("results/bm25+minilm-bi-mine-20261201-191130")
-    assert result_folder.default_out(["bm25", "minilm-bi"], "mine") == several and several.is_dir()
-    # jobs started at the same instant (an array job) each get a folder of their own
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda _: result_folder.default_out(["x"], "mine"), range(16)))
-    assert len(set(names)) == 16
-    assert not Path("results/x-mine-20261201-191130").exists()  # nothing published, only claimed
-    result_folder.release_default_out(first, ["bm25"])  # a run that ended before it wrote anything
-    assert not Path(base + ".incomplete").exists() and Path("results").is_dir()  # others' claims stay
-    # without claiming (the ranks of a torchrun job other than 0) the name alone
-    assert result_folder.default_out(["bm25"], "mine", claim=False) == Path(base)
-    # results/ that cannot hold folders (a link to an unmounted disk) is one line, not a search
-    shutil.rmtree("results")
-    Path("results").symlink_to(tmp_path / "unmounted" / "results")
-    with pytest.raises(
-        UserError, match=r"^cannot create a result folder in results/: results is not a folder"
-    ):
-        result_folder.default_out(["bm25"], "mine")
 
 
 def test_folders_that_killed_runs_without_out_left_are_removed_by_the_next_such_run(tmp_path, monkeypatch):

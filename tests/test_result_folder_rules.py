@@ -5,6 +5,7 @@ relies on, one at a time."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 from datetime import datetime
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rerank_eval.cli import result_folder
+from rerank_eval.errors import UserError
 from rerank_eval.results import staging
 
 BASE = "results/bm25-mine-20261201-191130"
@@ -30,6 +32,33 @@ def frozen_in_results(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(result_folder, "datetime", Frozen)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def test_runs_started_in_one_second_without_out_get_folders_of_their_own(frozen_in_results):
+    first = result_folder.default_out(["bm25"], "mine")
+    assert first == Path(BASE) and Path(BASE + ".incomplete").is_dir()  # claimed: the run writes there
+    assert result_folder.default_out(["bm25"], "mine") == Path(BASE + "-2")
+    Path(BASE + "-3").mkdir()  # a published result
+    assert result_folder.default_out(["bm25"], "mine") == Path(BASE + "-4")
+    # several models write into the folder itself
+    several = Path("results/bm25+minilm-bi-mine-20261201-191130")
+    assert result_folder.default_out(["bm25", "minilm-bi"], "mine") == several and several.is_dir()
+    # jobs started at the same instant (an array job) each get a folder of their own
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda _: result_folder.default_out(["x"], "mine"), range(16)))
+    assert len(set(names)) == 16
+    assert not Path("results/x-mine-20261201-191130").exists()  # nothing published, only claimed
+    result_folder.release_default_out(first, ["bm25"])  # a run that ended before it wrote anything
+    assert not Path(BASE + ".incomplete").exists() and Path("results").is_dir()  # others' claims stay
+    # without claiming (the ranks of a torchrun job other than 0) the name alone
+    assert result_folder.default_out(["bm25"], "mine", claim=False) == Path(BASE)
+    # results/ that cannot hold folders (a link to an unmounted disk) is one line, not a search
+    shutil.rmtree("results")
+    Path("results").symlink_to(frozen_in_results / "unmounted" / "results")
+    with pytest.raises(
+        UserError, match=r"^cannot create a result folder in results/: results is not a folder"
+    ):
+        result_folder.default_out(["bm25"], "mine")
 
 
 def test_the_other_ranks_of_a_torchrun_job_name_the_folder_and_make_nothing(frozen_in_results):
