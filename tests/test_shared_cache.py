@@ -487,3 +487,69 @@ def test_a_link_under_a_doc_store_lock_files_name_is_one_line(tmp_path):
             pass
     assert str(raised.value) == f"Too many levels of symbolic links while writing {lock}; nothing was built"
     assert outside.read_text() == "the user's own\n"
+
+
+def test_a_host_name_with_hyphens_still_names_its_dead_processes(tmp_path, monkeypatch):
+    """A tag is split at its first hyphen (`HOST-PID-...`): a cluster node's name such as
+    `node-07.cluster` is written with underscores, or what its killed writes left would never be
+    recognised as its own and never removed."""
+    import socket
+
+    from rerank_eval.cache import left_by_a_dead_process, remove_dead_temporaries
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-07.cluster")
+    tag = process_tag()
+    assert tag.partition("-")[2] == str(os.getpid()) and "node_07_cluster" in tag
+    dead = f"{tag.rpartition('-')[0]}-{_gone_pid()}"
+    assert left_by_a_dead_process(dead)
+    left = tmp_path / f"j.jsonl.{dead}-ab12cd34.tmp"
+    left.write_text("x")
+    remove_dead_temporaries(tmp_path)
+    assert not left.exists()
+
+
+def test_another_users_process_is_alive(monkeypatch):
+    """Signalling another user's process is refused (PermissionError): it runs, and its files are
+    not removed as a dead process's."""
+    from rerank_eval import cache
+
+    def refused(pid, signal):
+        raise PermissionError(pid)
+
+    monkeypatch.setattr(os, "kill", refused)
+    assert not cache.left_by_a_dead_process(f"{process_tag().partition('-')[0]}-4194304")
+
+
+def test_a_claim_records_its_holder_alone_and_waiters_name_every_holder(tmp_path):
+    """A lock file keeps the last holder's tag; a shorter tag written over a longer one leaves none
+    of the longer one behind. Several holders are named together."""
+    from rerank_eval.cache import claims_holders
+
+    first, second = tmp_path / "a.lock", tmp_path / "b.lock"
+    first.write_text("an_earlier_holder_with_a_much_longer_tag-123456")
+    second.write_text("other_host-42")
+    held = claim(first)
+    try:
+        assert first.read_text() == process_tag()
+        assert claims_holders([first]) == f"process {process_tag()}"
+        both = ", ".join(sorted([process_tag(), "other_host-42"]))
+        assert claims_holders([first, second]) == f"processes {both}"
+    finally:
+        release(held)
+
+
+def test_a_build_another_process_completed_first_is_kept_without_an_error(tmp_path):
+    """Two processes built the same folder (no claim between them): the second's rename fails on the
+    first's folder, which is what was wanted; its own build is removed and nothing is refused."""
+    from rerank_eval.cache import build_in_place
+
+    folder = tmp_path / "index"
+
+    def built_while_another_finished(building: Path) -> None:
+        (building / "mine").write_text("second")
+        folder.mkdir()
+        (folder / "theirs").write_text("first")
+
+    build_in_place(folder, built_while_another_finished, "index")
+    assert [p.name for p in folder.iterdir()] == ["theirs"]
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]
