@@ -406,6 +406,7 @@ def test_long_names_are_wrapped_whole_and_leave_the_axes_their_room():
     assert max(len(line) for line in ticks[1].split("\n")) <= 20
     legend = [text.get_text() for text in drawn.legends[0].get_texts()]
     assert [label.replace("\n", "") for label in legend] == ["bm25 (baseline)", run]
+    assert max(len(line) for label in legend for line in label.split("\n")) <= 40
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,9 @@ PARTS = (*ONE_PIECE[1:], replace(PLAIN, keyed=True, gap=1, whole_headers=False))
 
 
 def _text(entry: Entry) -> Text:
-    # names come from users' configs, paths and results: Text, never markup
-    text = Text(entry.value, style="bold" if entry.bold else "")
-    text.append(entry.note)
-    return text
+    # names come from users' configs, paths and results: Text, never markup; the bold is the
+    # value's alone (a Text's own style would cover the note appended to it too)
+    return Text.assemble((entry.value, "bold" if entry.bold else ""), entry.note)
 
 
 def _headers(table: ResultTable, keyed: bool) -> list[str]:
