@@ -7,21 +7,26 @@ rendering.
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
-from rerank_eval.reporting.compare.comparison import Comparison
-from rerank_eval.reporting.compare.table import comparison_table, p_text
+from rerank_eval.reporting.compare.comparison import Cell, Comparison, Row
+from rerank_eval.reporting.compare.table import _entries, comparison_table, p_text
 from rerank_eval.reporting.render.data import comparison_csv, comparison_json, spreadsheet_safe
 from rerank_eval.reporting.render.html import html
 from rerank_eval.reporting.render.latex import latex
 from rerank_eval.reporting.render.markdown import markdown, markdown_escape
-from rerank_eval.reporting.report import report_table
+from rerank_eval.reporting.render.terminal import terminal_table
+from rerank_eval.reporting.report import models_table, report_table
 from rerank_eval.reporting.table import Column, Entry, ResultTable
 from rerank_eval.results.folder import load_result
 from tests.test_comparison import make_result
@@ -303,16 +308,10 @@ def test_a_run_lacking_a_row_shows_a_dash_there_with_no_note_mark_or_bold(tmp_pa
 def test_a_row_where_no_model_has_a_value_has_no_bold_dash():
     """Two models, neither with a reranked value on fiqa: `None == None` once made each of that row's
     dashes (and the average's) bold, as if a missing value were the best."""
-    import copy
-
-    from rerank_eval.reporting.report import models_table
-    from tests.test_report_rules import FORUMS, manifest, record, report
-
     values = {key: v for key, v in FORUMS.items() if key[0] in ("scifact", "fiqa")}
     del values[("fiqa", "reranked", "nDCG@10")]
     data = manifest([record("scifact"), record("fiqa")], average_rows=["scifact", "fiqa"])
-    other = copy.deepcopy(data)
-    other["model"]["name"] = "m2"
+    other = second_model(data)
     table = models_table([report(data, values), report(other, values)])
     bold = {row[0].text: [entry.text for entry in row if entry.bold] for row in table.rows}
     assert bold["fiqa"] == [] and bold["BEIR-13"] == []
@@ -322,11 +321,6 @@ def test_a_row_where_no_model_has_a_value_has_no_bold_dash():
 
 def test_an_average_over_only_some_rows_is_not_bold_even_where_it_ties_the_best():
     """The caption says such a value is "not marked best": it covers other rows than the others'."""
-    from types import SimpleNamespace
-
-    from rerank_eval.reporting.compare.comparison import Cell, Row
-    from rerank_eval.reporting.compare.table import _entries
-
     runs = [SimpleNamespace(label=label) for label in ("base", "a", "short")]
     comparison = SimpleNamespace(runs=runs, baseline=runs[0], published=[])
     cells = {"base": Cell(0.5), "a": Cell(0.6, delta=0.1, p_adjusted=0.2)}
@@ -350,16 +344,21 @@ def test_latex_sets_a_negative_number_cell_with_a_minus_sign_and_text_as_written
 # -- the terminal: bold, widths, keys and parts --
 
 
-def terminal_lines(table: ResultTable, width: int = 80) -> list[str]:
-    import io
-
-    from rich.console import Console
-
-    from rerank_eval.reporting.render.terminal import terminal_table
-
+def terminal_lines(table: ResultTable, width: int = 80, colour: bool = True) -> list[str]:
+    """The terminal's lines at `width`: with colour, as a terminal shows them (bold as escape codes);
+    without, as text, each line's trailing spaces dropped."""
     out = io.StringIO()
-    Console(file=out, width=width, force_terminal=True, color_system="standard").print(terminal_table(table))
-    return out.getvalue().splitlines()
+    shown = {"force_terminal": True, "color_system": "standard"} if colour else {"color_system": None}
+    Console(file=out, width=width, **shown).print(terminal_table(table))
+    lines = out.getvalue().splitlines()
+    return lines if colour else [line.rstrip() for line in lines]
+
+
+def second_model(data: dict) -> dict:
+    """A manifest like `data`'s, of another model (m2)."""
+    other = copy.deepcopy(data)
+    other["model"]["name"] = "m2"
+    return other
 
 
 def bold_table() -> ResultTable:
@@ -489,9 +488,6 @@ def test_the_models_table_sets_each_figure_in_its_column_with_headers_judged_rec
     R@100 (0.75, 0.3) once; per model its reranked value with Δ from the first stage and its
     Judged@10 beside it; queries; the published check (scifact's 0.6 is its figure: OK). The
     average BEIR-13 is the mean of both rows and follows them (averages_from 2)."""
-    import copy
-
-    from rerank_eval.reporting.report import models_table
 
     def values(m_scifact, m_fiqa, judged_scifact, judged_fiqa):
         return {
@@ -508,8 +504,7 @@ def test_the_models_table_sets_each_figure_in_its_column_with_headers_judged_rec
     data = manifest(
         [record("scifact", reference_ndcg10=0.6), record("fiqa")], average_rows=["scifact", "fiqa"]
     )
-    other = copy.deepcopy(data)
-    other["model"]["name"] = "m2"
+    other = second_model(data)
     table = models_table(
         [
             report(data, values([0.6, 0.8], [0.1, 0.3], [0.9, 0.7], [0.5, 0.5])),
@@ -648,18 +643,6 @@ def test_the_long_csv_has_a_line_per_row_and_run_with_its_flags_and_intervals_in
             assert line[field] == ("" if not line[field] else f"{float(line[field]):.10g}"), field
 
 
-def plain_lines(table: ResultTable, width: int) -> list[str]:
-    import io
-
-    from rich.console import Console
-
-    from rerank_eval.reporting.render.terminal import terminal_table
-
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None).print(terminal_table(table))
-    return [line.rstrip() for line in out.getvalue().splitlines()]
-
-
 def run_table(label: str, title: str = "", caption: list[str] | None = None) -> ResultTable:
     return ResultTable(
         title,
@@ -675,7 +658,7 @@ def test_the_terminal_table_framed_unframed_and_keyed_written_out_by_hand():
     a rule above the averages. At 19 unframed, two spaces between columns and none at the edges: a
     blank line above the averages. A label too long for 20 unframed: the key [1] heads its column
     and a line above names it whole."""
-    assert plain_lines(run_table("run-a"), 20) == [
+    assert terminal_lines(run_table("run-a"), 20, colour=False) == [
         "┏━━━━━━━━━┳━━━━━━━━┓",
         "┃ Dataset ┃  run-a ┃",
         "┡━━━━━━━━━╇━━━━━━━━┩",
@@ -684,20 +667,20 @@ def test_the_terminal_table_framed_unframed_and_keyed_written_out_by_hand():
         "│ Avg     │      – │",
         "└─────────┴────────┘",
     ]
-    assert plain_lines(run_table("run-a"), 19) == [
+    assert terminal_lines(run_table("run-a"), 19, colour=False) == [
         "Dataset   run-a",
         "scifact  0.7000",
         "",
         "Avg           –",
     ]
-    assert plain_lines(run_table("a-long-run-name"), 20) == [
+    assert terminal_lines(run_table("a-long-run-name"), 20, colour=False) == [
         "[1] a-long-run-name",
         "Dataset     [1]",
         "scifact  0.7000",
         "",
         "Avg           –",
     ]
-    titled = plain_lines(run_table("run-a", "T", ["c1", "c2"]), 20)
+    titled = terminal_lines(run_table("run-a", "T", ["c1", "c2"]), 20, colour=False)
     assert [titled[0].strip(), titled[1][0], titled[-3][0]] == ["T", "┏", "└"]
     assert [line.strip() for line in titled[-2:]] == ["c1", "c2"]
 
@@ -721,7 +704,7 @@ def test_a_terminal_table_in_parts_separates_them_by_a_blank_line_and_squeezes_a
     cut."""
     from rerank_eval.reporting.render.terminal import PARTS, _layout
 
-    lines = plain_lines(parts_table(), 43)
+    lines = terminal_lines(parts_table(), 43, colour=False)
     headers = [i for i, line in enumerate(lines) if line.startswith("Dataset")]
     assert len(headers) == 2 and lines[headers[1] - 1] == ""
     assert lines[headers[0] - 1].strip() == "T" and lines[-1].strip() == "Caption."
@@ -730,7 +713,7 @@ def test_a_terminal_table_in_parts_separates_them_by_a_blank_line_and_squeezes_a
         "Avg      0.5000 (+0.1000)  1/0/1",
     ]
     assert _layout(parts_table(), 12, PARTS) == (PARTS[-1], None)
-    narrow = plain_lines(parts_table(), 12)
+    narrow = terminal_lines(parts_table(), 12, colour=False)
     assert "…" not in "".join(narrow) and narrow[-1].strip() == "Caption."
     assert [line for line in narrow if line.startswith("[1]")] == ["[1] A", "[1] B", "[1] C"]
 
