@@ -48,7 +48,7 @@ def test_bench_emits_json_with_every_field(tmp_path):
     assert data["device"]["measured_matmul_flops"] > 0 and data["device"]["matmul_size"] == 256
     # the denominator runs in the model's dtype: float32 here (a CPU's bf16 product is emulated)
     assert data["device"]["matmul_dtype"] == data["model"]["dtype"] == "float32"
-    assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "mean_doc_tokens": 20,
+    assert data["workload"] == {"preset": "short", "queries": 2, "candidates": 20, "median_doc_tokens": 20,
                                 "query_tokens": 12, "seed": 7}  # fmt: skip
     assert data["model"]["fused_rms_norm"] is True and data["model"]["trim_last_layer"] is True
     assert data["model"]["compile_elementwise"] is False  # the CPU defaults

@@ -10,10 +10,11 @@ import time
 import torch
 
 # Datasheet dense bf16 tensor-core peaks (FLOP/s), matched on the CUDA device name.
-# The first key contained in the device name wins: the PCIe and NVL H100s before the SXM one.
+# The first key contained in the device name wins: the PCIe and NVL parts before the SXM ones (the
+# NVL H100 and H200 both 1,671 TFLOP/s with sparsity, 835 dense; the SXM ones 989 dense).
 DATASHEET_BF16 = {
-    "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H100": 989e12, "A100": 312e12,
-    "L40S": 362e12, "A10": 125e12,
+    "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H200": 989e12, "H100": 989e12,
+    "A100": 312e12, "L40S": 362e12, "A10": 125e12,
 }  # fmt: skip
 
 
@@ -27,9 +28,9 @@ def utilisation(flops_per_second: float, peaks: tuple[float | None, float | None
 
 
 def measured_matmul_peak(device: torch.device, size: int, dtype: torch.dtype) -> float:
-    """FLOP/s of a size³ matrix product on the device in `dtype`, the one ours runs (best of 3):
-    bf16 on a GPU; float32 on a CPU, where a bf16 product is emulated, slower than the float32
-    model it would be the denominator of."""
+    """FLOP/s of a size³ matrix product on the device in `dtype`, the one ours runs (the best of four
+    products, the first of them cold): bf16 on a GPU; float32 on a CPU, where a bf16 product is
+    emulated, slower than the float32 model it would be the denominator of."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")

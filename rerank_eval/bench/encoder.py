@@ -35,12 +35,13 @@ and the largest absolute difference between the two paths' embeddings (float32 o
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,6 @@ from rerank_eval.models.common import (
     pick_dtype,
     quiet_transformers,
     release_cached_memory,
-    rounded_up,
-    token_budget_batches,
 )
 
 SHAPES = {
@@ -164,19 +163,6 @@ def flops_per_sequence(config: Any, parameters: int) -> Callable[[int], float]:
 # -- measurement --------------------------------------------------------------------------------------
 
 
-def padded_positions(lengths: Sequence[int], encoder: DenseEncoder, fast: bool) -> int:
-    """Positions the forward passes run, padding included, as each path batches `lengths`."""
-    if fast and encoder.packed_sequences:  # texts end to end: no padding
-        return sum(lengths)
-    if fast:
-        batches = token_budget_batches(lengths, encoder.max_batch_tokens)
-    else:
-        batches = [range(s, min(s + STRAIGHTFORWARD_BATCH, len(lengths)))
-                   for s in range(0, len(lengths), STRAIGHTFORWARD_BATCH)]  # fmt: skip
-    widest = (max(lengths[i] for i in batch) for batch in batches)
-    return sum(len(b) * rounded_up(w, encoder.pad_multiple) for b, w in zip(batches, widest))
-
-
 def peak_gpu_memory(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
@@ -194,7 +180,11 @@ def run_path(
     `second_pass`, the passages are timed once more: every batch shape met once before, as in a
     corpus of millions, where the same shapes recur (GPU kernels such as cuDNN's attention plan
     each new shape once)."""
-    embed = encoder.embed if fast else encoder.embed_straightforward
+    embed = (
+        encoder.embed
+        if fast
+        else functools.partial(encoder.embed_straightforward, batch_size=STRAIGHTFORWARD_BATCH)
+    )
     device = encoder.device
     embed(passages[:WARM_UP_TEXTS], "passage")  # loads the model; kernels, allocator
     embed(queries[:WARM_UP_TEXTS], "query")
@@ -206,7 +196,7 @@ def run_path(
     tokenize_seconds = time.perf_counter() - start  # the host's share of the passages' time
     reset_peak(device)
     vectors, seconds = [], []
-    tokens_before = encoder.stats["tokens"]
+    before = dict(encoder.stats)
     timed = [(passages, "passage"), (queries, "query")] + [(passages, "passage")] * second_pass
     for texts, side in timed:
         synchronize(device)
@@ -214,8 +204,9 @@ def run_path(
         vectors.append(embed(texts, side))
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-        if len(seconds) == 1:  # the first pass over the passages
-            tokens = encoder.stats["tokens"] - tokens_before
+        if len(seconds) == 1:  # the first pass over the passages: what its forward passes ran
+            tokens = encoder.stats["tokens"] - before["tokens"]
+            positions = encoder.stats["positions"] - before["positions"]
     if tokens != sum(lengths):
         raise RuntimeError(f"the encoder ran {tokens:,} passage tokens, not the {sum(lengths):,} planned")
     flops = sum(map(flops_of, lengths)) / seconds[0]
@@ -225,7 +216,7 @@ def run_path(
         "passages_per_second": round(len(passages) / seconds[0], 1),
         "passages_encoded": len(ran),
         "tokens": tokens,
-        "padded_positions": padded_positions(lengths, encoder, fast),
+        "padded_positions": positions,
         "tokens_per_second": round(tokens / seconds[0], 1),
         "tokenize_seconds": round(tokenize_seconds, 4),
         "model_flops_per_second": flops,

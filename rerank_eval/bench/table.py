@@ -47,8 +47,8 @@ def bench_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=(
             f"bench {workload['preset']}: {workload['queries']} queries × {workload['candidates']} "
-            f"candidates, ≈{workload['mean_doc_tokens']} tokens/doc; {model['shape']} ({model['dtype']}) "
-            f"on {device['name']}"
+            f"candidates, median {workload['median_doc_tokens']} tokens/doc; "
+            f"{model['shape']} ({model['dtype']}) on {device['name']}"
         ),
         caption=(
             f"ours: {ours_settings(model)}\n"

@@ -56,7 +56,7 @@ def bench(
         typer.Option(
             "--doc-tokens",
             parser=positive_integer,
-            help="Mean document length in tokens (overrides the preset).",
+            help="Median document length in tokens (log-normal; overrides the preset).",
         ),
     ] = None,
     device: DeviceOpt = None,

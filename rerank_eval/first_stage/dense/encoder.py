@@ -117,7 +117,7 @@ class DenseEncoder:
         )
         self._side: str | None = None
         self._model: torch.nn.Module | None = None
-        self.stats = {"forward_passes": 0, "out_of_memory_retries": 0, "tokens": 0}
+        self.stats = {"forward_passes": 0, "out_of_memory_retries": 0, "tokens": 0, "positions": 0}
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -238,8 +238,9 @@ class DenseEncoder:
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
         """Pooled (projected, normalised) float32 vectors of a batch as the recipe says, on the device."""
+        tokens = int(sum(len(r) for r in rows))
         if self.packed_sequences:
-            vectors = self._packed_vectors(rows, side)
+            vectors, positions = self._packed_vectors(rows, side), tokens
         else:
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             ids, mask = right_padded(rows, pad, self.pad_multiple)
@@ -247,9 +248,10 @@ class DenseEncoder:
             given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
             model = self.model(side)
             hidden = model(input_ids=to_device(ids, self.device), attention_mask=given).last_hidden_state
-            vectors = pool(hidden, mask, self.recipe.pooling)
+            vectors, positions = pool(hidden, mask, self.recipe.pooling), ids.numel()
         self.stats["forward_passes"] += 1
-        self.stats["tokens"] += int(sum(len(r) for r in rows))
+        self.stats["tokens"] += tokens
+        self.stats["positions"] += positions  # padding included: what the bench calls work run
         vectors = project(vectors, self.projections)
         if self.recipe.dimensions is not None:
             vectors = vectors[:, : self.recipe.dimensions]
