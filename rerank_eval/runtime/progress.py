@@ -99,10 +99,13 @@ class _LoggedCount:
         with self.lock:
             self.done += count
             now = time.monotonic()
-            # (a total of 0 is unknown: a line every LOGGED_SECONDS only)
-            if now - self.last >= LOGGED_SECONDS or 0 < self.total <= self.done:
+            # a line where this advance reaches the total; past it (a total that was an estimate) or
+            # where the total is unknown (0), a line every LOGGED_SECONDS only
+            reached = 0 < self.total <= self.done < self.total + count
+            if now - self.last >= LOGGED_SECONDS or reached:
                 rate = self.done / max(now - self.start, 1e-9)
-                line = f"{self.description}: {self.done}/{self.total} ({rate:.1f}/s"
+                counted = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+                line = f"{self.description}: {counted} ({rate:.1f}/s"
                 if self.done < self.total and rate > 0:
                     line += f", {duration((self.total - self.done) / rate)} left"
                 line += ")"
