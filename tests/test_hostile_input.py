@@ -39,15 +39,18 @@ def one_line_error(result, exit_code: int = 2) -> str:
     return last
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
-    """A real result folder (bm25 over the scifact fixture run)."""
-    root = tmp_path_factory.mktemp("saved")
+def saved_result(root: Path) -> Path:
+    """A real result folder (bm25 over the scifact fixture run) made in `root`."""
     run_file = builders.write_run(root / "scifact.trec", builders.SCIFACT_RUN)
     out = root / "result"
     result = run(*bm25_on_scifact("--run", f"scifact={run_file}", "--out", out))
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    return saved_result(tmp_path_factory.mktemp("saved"))
 
 
 # -- nothing escapes its root --------------------------------------------------------------------------
