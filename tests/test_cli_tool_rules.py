@@ -4,15 +4,21 @@ folders back, each pinned where a plausible slip in the code went unnoticed (a m
 from __future__ import annotations
 
 import io
+import json
+import os
 import shlex
+import shutil
 from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from rerank_eval.cli import app, tools
+from rerank_eval.cli import app, catalog, tools
 from rerank_eval.cli.tools import read_documents_file
+from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
+from rerank_eval.results.folder import check_destination, load_result, load_results
 from rerank_eval.textlines import MAX_LINE_BYTES
 from tests.test_discoverability import table_rows
 from tests.test_hostile_input import one_line_error, saved_result
@@ -165,10 +171,6 @@ def user_config(tmp_path):
 
 
 def listing(width: int, *args) -> str:
-    from rich.console import Console
-
-    from rerank_eval.cli import catalog
-
     previous = catalog.console
     catalog.console = Console(width=width)
     try:
@@ -180,8 +182,6 @@ def listing(width: int, *args) -> str:
 
 
 def test_models_says_all_a_preset_needs_and_sets_in_one_line_and_nothing_for_a_bare_one(user_config):
-    from rerank_eval.config.reader import load_config
-
     output = listing(300, "models", "--config", user_config)
     assert (
         "my-own: needs --trust-remote-code; offline from pip package my-own-pkg; "
@@ -248,17 +248,12 @@ def saved(tmp_path_factory):
 
 
 def edited_manifest(folder, edit) -> None:
-    import json
-
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def test_a_manifest_over_64_mib_is_refused_before_it_is_read(saved, tmp_path):
-    import os
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
     os.truncate(copy / "manifest.json", 64 * MiB + 1)
@@ -270,10 +265,6 @@ def test_a_manifest_over_64_mib_is_refused_before_it_is_read(saved, tmp_path):
 @pytest.mark.parametrize("written", ["007", "NA"])
 def test_query_ids_pandas_would_read_as_numbers_or_missing_are_read_as_written(saved, tmp_path, written):
     """(A result written before per_query_sha256, so that an id may be edited here.)"""
-    import shutil
-
-    from rerank_eval.results.folder import load_result
-
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
     edited_manifest(copy, lambda m: m.pop("per_query_sha256"))
@@ -292,10 +283,6 @@ def test_query_ids_pandas_would_read_as_numbers_or_missing_are_read_as_written(s
 
 def test_models_recording_the_same_place_are_read_in_name_order(saved, tmp_path):
     """Places given twice (a folder put together by hand) order nothing: names do."""
-    import shutil
-
-    from rerank_eval.results.folder import load_results
-
     parent = tmp_path / "models"
     for name, position in (("c", 1), ("a", 2), ("b", 1)):
         shutil.copytree(saved, parent / name)
@@ -307,10 +294,6 @@ def test_models_recording_the_same_place_are_read_in_name_order(saved, tmp_path)
 
 
 def test_a_file_named_like_an_unfinished_result_is_not_one(saved, tmp_path, capsys):
-    import shutil
-
-    from rerank_eval.results.folder import load_results
-
     parent = tmp_path / "models"
     shutil.copytree(saved, parent / "bm25")
     (parent / "notes.incomplete").write_text("a file, not a run's folder\n", encoding="utf-8")
@@ -319,8 +302,6 @@ def test_a_file_named_like_an_unfinished_result_is_not_one(saved, tmp_path, caps
 
 
 def test_a_control_character_anywhere_in_a_result_folder_s_path_is_refused(tmp_path):
-    from rerank_eval.results.folder import check_destination
-
     with pytest.raises(UserError, match=r"^result folder '.*/a\\nb/out' holds a control character"):
         check_destination(tmp_path / "a\nb" / "out")
 
@@ -328,8 +309,6 @@ def test_a_control_character_anywhere_in_a_result_folder_s_path_is_refused(tmp_p
 @pytest.mark.parametrize("keep_identical", [False, True])
 def test_what_is_in_the_way_of_a_result_folder_is_named_as_what_it_is(tmp_path, keep_identical):
     """Only a complete result folder may be kept (`keep_identical`); what it holds is said of a folder."""
-    from rerank_eval.results.folder import check_destination
-
     file, folder = tmp_path / "file", tmp_path / "folder"
     file.write_text("x\n", encoding="utf-8")
     folder.mkdir()
@@ -344,8 +323,6 @@ def test_what_is_in_the_way_of_a_result_folder_is_named_as_what_it_is(tmp_path, 
 def test_a_per_query_table_that_loops_is_told_not_a_traceback(saved, tmp_path):
     """Its size, summed before any result is read, cannot be told: the folder is then refused in
     its own words."""
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
     (copy / "per_query.csv").unlink()

@@ -18,7 +18,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ir_datasets.formats import GenericDoc
+from ir_datasets.indices.lz4_pickle import PickleLz4FullStore
 
+from rerank_eval.cache import process_tag
 from rerank_eval.config.schema import DatasetSpec
 from rerank_eval.datasets import docstore
 from rerank_eval.datasets import ir_dataset as ird
@@ -212,14 +215,13 @@ def test_the_first_build_of_a_doc_store_is_announced_with_its_cost(monkeypatch, 
     )
 
 
-def real_store(folder: Path, documents: int = 20):
-    from ir_datasets.formats import GenericDoc
-    from ir_datasets.indices.lz4_pickle import PickleLz4FullStore
+def real_store(folder: Path, indexed: tuple[str, ...] = ("doc_id",)) -> PickleLz4FullStore:
+    """ir_datasets' own lz4 store of 20 documents, indexed on `indexed`."""
 
     def docs():
-        return (GenericDoc(f"d{i}", f"text {i}") for i in range(documents))
+        return (GenericDoc(f"d{i}", f"text {i}") for i in range(20))
 
-    return PickleLz4FullStore(str(folder), docs, GenericDoc, "doc_id", ["doc_id"])
+    return PickleLz4FullStore(str(folder), docs, GenericDoc, "doc_id", list(indexed))
 
 
 def cut_short(folder: Path) -> None:
@@ -246,8 +248,6 @@ def test_a_cleared_store_leaves_nothing_beside_it_nor_an_open_file(tmp_path):
 def test_a_clearing_cut_short_leaves_the_store_set_aside_under_this_process_name(tmp_path, monkeypatch):
     """The store is moved aside whole before it is deleted: a kill during the deletion leaves no
     half-deleted store in place, and what it leaves names its process (for the next clearing)."""
-    from rerank_eval.cache import process_tag
-
     folder = tmp_path / "docs.pklz4"
     cut_short(folder)
     monkeypatch.setattr(docstore.shutil, "rmtree", lambda *a, **k: None)  # killed before deleting
@@ -262,8 +262,6 @@ def dead_pid() -> int:
 
 
 def test_what_a_killed_clearing_set_aside_is_removed_and_a_running_ones_kept(tmp_path):
-    from rerank_eval.cache import process_tag
-
     host = process_tag().rpartition("-")[0]
     dead = tmp_path / f"docs.pklz4{docstore.ASIDE}{host}-{dead_pid()}"
     running = tmp_path / f"docs.pklz4{docstore.ASIDE}{process_tag()}"
@@ -284,16 +282,10 @@ def test_a_store_folder_without_data_is_kept_as_it_is(tmp_path):
 
 
 def test_a_store_whose_second_index_lacks_its_meta_is_cut_short(tmp_path):
-    from ir_datasets.formats import GenericDoc
-    from ir_datasets.indices.lz4_pickle import PickleLz4FullStore
-
-    def docs():
-        return (GenericDoc(f"d{i}", f"text {i}") for i in range(20))
-
     folder = tmp_path / "docs.pklz4"
-    PickleLz4FullStore(str(folder), docs, GenericDoc, "doc_id", ["doc_id", "text"]).build()
+    real_store(folder, ("doc_id", "text")).build()
     (folder / "idx.text.meta").unlink()  # killed after the first index's commit
-    store = PickleLz4FullStore(str(folder), docs, GenericDoc, "doc_id", ["doc_id", "text"])
+    store = real_store(folder, ("doc_id", "text"))
     assert docstore.clear_interrupted_docstore(store) == folder
 
 
