@@ -779,6 +779,12 @@ def test_the_comparison_tables_columns_rule_title_and_what_each_run_is(tmp_path,
     assert table.averages_from == 3
     alone = [make_result(tmp_path / "one", name, 0.0, datasets=["scifact"]) for name in ("a", "b")]
     assert comparison_table(Comparison([load_result(folder) for folder in alone])).averages_from is None
+    for folder in alone:  # two runs of no reranker are named in one line, in the runs' order
+        saved = json.loads((folder / "manifest.json").read_text())
+        saved["model"]["family"] = "first-stage-order"
+        (folder / "manifest.json").write_text(json.dumps(saved))
+    both = comparison_table(Comparison([load_result(folder) for folder in alone])).caption
+    assert "a, b: no reranker; the first stage's order and values." in both
     assert table.title == "Comparison: nDCG@10; first stage: BM25; SPLADE"
     assert "base: no reranker; the first stage's order and values." in table.caption
     assert "First stages: base: BM25; two: BM25, SPLADE." in table.caption
