@@ -121,12 +121,12 @@ def test_an_entry_without_k1_or_b_takes_pyserinis_defaults():
     assert kind("bm25s").validate("first_stages.plain", {}) == {"k1": 0.9, "b": 0.4}
 
 
-# Each language's Snowball stemmer (ISO 639-1 code -> Snowball's name for the language), with a
+# Each language's Snowball stemmer (ISO 639-1 code -> Snowball's name for the algorithm), with a
 # word it shortens.
 SNOWBALL = [
     ("ar", "arabic", "الكتاب"),
     ("de", "german", "häuser"),
-    ("en", "english", "running"),
+    ("en", "porter", "generalization"),  # the original Porter, as Lucene's: "gener" (Porter2 "general")
     ("es", "spanish", "corriendo"),
     ("fa", "persian", "کتابها"),
     ("fi", "finnish", "taloissa"),
@@ -173,7 +173,7 @@ def test_english_keeps_the_words_only_the_longer_list_drops():
     import bm25s.stopwords
 
     longer = set(bm25s.stopwords.STOPWORDS_EN_PLUS) - set(bm25s.stopwords.STOPWORDS_EN)
-    extra = sorted(word for word in longer if word.isalpha())  # ("aren't" is two words)
+    extra = sorted(word for word in longer if word.isalpha())  # (letters only)
     assert extra
     assert len(Analyzer("en")(" ".join(extra))) == len(extra)
 
@@ -184,6 +184,46 @@ def test_english_keeps_the_words_only_the_longer_list_drops():
 def test_a_run_without_spaces_is_its_bigrams_or_its_one_character(text, terms):
     # Lucene's CJK bigrams: every two neighbouring characters, and a lone character as itself
     assert Analyzer("zh")(text) == terms
+
+
+@pytest.mark.parametrize(
+    ("text", "terms"),
+    [
+        ("don't stop", ["don't", "stop"]),  # an apostrophe between letters joins them
+        ("the U.S.A. and e.g.", ["the", "u.s.a", "and", "e.g"]),  # so does a period; one at the end does not
+        ("pi is 3.14, not 1,000", ["pi", "is", "3.14", "not", "1,000"]),  # a comma between digits
+        ("well-known", ["well", "known"]),  # a hyphen joins nothing
+        ("__init__ and __", ["__init__", "and"]),  # underscores join; alone they are no word
+        ("ｗｏｒｄ＇ｓ end", ["word's", "end"]),  # a fullwidth apostrophe is one once NFKC'd
+    ],
+)
+def test_words_are_unicode_word_segments_with_a_letter_or_digit(text, terms):
+    """UAX #29 as Lucene's StandardTokenizer has it (Swahili: no stemmer, no stopwords)."""
+    assert Analyzer("sw")(text) == terms
+
+
+def test_english_drops_a_possessive_and_french_an_elided_article_before_their_stopwords():
+    """Lucene's EnglishPossessiveFilter and ElisionFilter, by hand: the rule of the text's language
+    only, before the stopword check ("it's" is "it", a stopword), at the first apostrophe only."""
+    import Stemmer
+
+    assert Analyzer("en")("John’s dogs' it's l'eau") == ["john", "dog", "l'eau"]
+    french = Stemmer.Stemmer("french")
+    # (Snowball's French stemmer drops l', qu' and a few more itself, but not jusqu', and its
+    # stopword check would come too late: "qu'il" would be the term "il")
+    assert Analyzer("fr")("l'eau jusqu'ici jusqu’aujourd'hui qu'il John's") == french.stemWords(
+        ["eau", "ici", "aujourd'hui", "john's"]
+    )
+    assert Analyzer("sw")("John's l'eau") == ["john's", "l'eau"]
+
+
+def test_english_words_of_one_or_two_letters_are_not_stemmed():
+    """Lucene's PorterStemmer leaves them; Snowball's Porter would make "us" "u" and "ps" "p"."""
+    import Stemmer
+
+    porter = Stemmer.Stemmer("porter")
+    assert porter.stemWords(["us", "ps", "gas"]) == ["u", "p", "ga"]
+    assert Analyzer("en")("us ps gas") == ["us", "ps", "ga"]
 
 
 # -- a published run from the Hub ---------------------------------------------------------------
@@ -284,7 +324,9 @@ def test_the_record_names_the_implementation_and_the_analyzer(tiny, tmp_path):
     _, record = kind("bm25s").obtain(request)
     assert record.settings["implementation"] == f"bm25s {bm25s.__version__}"
     assert record.settings["method"] == "lucene"
-    assert record.settings["analyzer"]["stemmer"] == "english"
+    assert record.settings["analyzer"]["stemmer"] == "porter"
+    assert record.settings["analyzer"]["shortest_stemmed"] == 3
+    assert record.settings["analyzer"]["apostrophes"].startswith("a final 's dropped")
 
 
 def test_a_built_index_is_opened_without_the_memory_check_of_a_build(tiny, monkeypatch):

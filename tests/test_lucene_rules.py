@@ -38,6 +38,56 @@ def first_stage_key(out) -> str:
 
 
 @needs_lucene
+def test_the_built_in_english_analyzer_gives_the_terms_of_anserinis_default():
+    """The built-in BM25's English terms are those of Anserini's default English analyzer, the one
+    Pyserini indexes BEIR with: possessives, contractions, abbreviations, decimals, times,
+    hyphens, underscores, words of two letters, stopwords and Porter stems, in order. (Lucene's
+    PorterStemmer departs from Porter's paper where Snowball's does not: "possibly" and "biology"
+    end in "i" here, not there.)"""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    text = (
+        "John's dog doesn't bark at O'Neil's cats; the U.S.A. spent 3.14 billion, i.e. 1,000 "
+        "well-known rock'n'roll bands' fees in __init__ files. Us, as we see it, it's a "
+        "generalization of RUNNERS’ relational ideas, 2x faster: v2.0 at 10:30 by e-mail"
+    )
+    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
+    lucene_terms = [str(term) for term in utilities.analyze(default, text).toArray()]
+    assert "o'neil" in lucene_terms and "gener" in lucene_terms and "us" in lucene_terms
+    assert Analyzer("en")(text) == lucene_terms
+
+
+@needs_lucene
+def test_on_vaswanis_documents_the_english_terms_are_lucenes_but_for_two_porter_departures(
+    vaswani_available,
+):
+    """Every one of the 11,429 documents, term by term in order: where Lucene's PorterStemmer
+    departs from Porter's paper ("-bli" to "-ble", "-logi" to "-log", then Porter's later steps)
+    the built-in term may have an "i" more (analogi, possibli); nothing else differs."""
+    import re
+
+    from rerank_eval.first_stage.text_analysis import Analyzer
+    from tests.conftest import VASWANI
+
+    if not vaswani_available:
+        pytest.skip("../shared/data/vaswani is not present")
+    documents = re.findall(r"</DOCNO>(.*?)</DOC>", (VASWANI / "doc-text.trec").read_text(), re.S)
+    assert len(documents) == 11429
+    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
+    analyzer, departures = Analyzer("en"), 0
+    for text in documents:
+        ours, lucenes = analyzer(text), [str(term) for term in utilities.analyze(default, text).toArray()]
+        assert len(ours) == len(lucenes), text
+        for term, lucene_term in zip(ours, lucenes):
+            if term != lucene_term:
+                assert term == f"{lucene_term}i" and term.endswith(("bli", "logi")), (term, lucene_term)
+                departures += 1
+    assert 0 < departures < 200  # of 306,495 terms
+
+
+@needs_lucene
 @pytest.mark.parametrize(("k1", "b"), [(0.9, 0.4), (1.7, 0.3)])
 def test_scores_are_lucenes_bm25_with_the_configured_k1_and_b(tmp_path, k1, b):
     """Anserini's default English analyzer drops "the", "and", "a" and stems "cats" to "cat", as

@@ -40,9 +40,9 @@ def vaswani_result(vaswani_available, tmp_path_factory):
 def test_bm25s_first_stage_lands_near_lucene(vaswani_result):
     summary = pd.read_csv(vaswani_result / "summary.csv")
     row = summary[(summary.dataset == "vaswani") & (summary.measure == "nDCG@10")].iloc[0]
-    # Lucene BM25 gives 0.437 over the top 100; bm25s with a Snowball stemmer lands close.
-    print(f"vaswani built-in BM25 nDCG@10 {row.first_stage:.4f}")
-    assert row.first_stage == pytest.approx(0.437, abs=0.03)
+    # Lucene BM25 gives 0.4368 over the top 100; bm25s over terms that are Lucene's but for a few
+    # Porter departures gives 0.4378 (0.4412 with Snowball's Porter2 stemmer)
+    assert row.first_stage == pytest.approx(0.4368, abs=0.002)
     assert row.reranked == pytest.approx(row.first_stage, abs=1e-12)
     assert row.queries == 93
 
@@ -50,7 +50,7 @@ def test_bm25s_first_stage_lands_near_lucene(vaswani_result):
 def test_index_is_cached_and_reused(vaswani_result, tmp_path):
     manifest = json.loads((vaswani_result / "manifest.json").read_text())
     settings = manifest["datasets"][0]["first_stage"]["settings"]
-    assert settings["analyzer"]["stemmer"] == "english" and settings["analyzer"]["stopwords"].startswith(
+    assert settings["analyzer"]["stemmer"] == "porter" and settings["analyzer"]["stopwords"].startswith(
         "bm25s"
     )
     config = vaswani_result.parent / "vaswani.yaml"

@@ -1,7 +1,12 @@
 """Language-aware text analysis for the built-in BM25 (an approximation of Lucene's analyzers).
 
-- Words are maximal runs of letters and digits together with their combining marks, so Hindi,
-  Bengali and Telugu words (vowel signs, viramas) are never cut inside (`\\w` would cut them).
+- Words are Unicode's word segments (UAX #29, as Lucene's StandardTokenizer cuts them) that hold
+  a letter or a digit: combining marks stay with their letter, so Hindi, Bengali and Telugu words
+  (vowel signs, viramas) are never cut inside (`\\w` would cut them), and an apostrophe, a period
+  or an underscore between letters or digits stays inside the word (don't, O'Neil, U.S.A, 3.14).
+- As Lucene's analyzers do for their language: English drops a possessive 's, French an elided
+  article (l', d', qu', ...), and English is stemmed by the original Porter algorithm with its
+  words of one or two letters left alone (Lucene's PorterStemmer; Snowball's "porter" stems them).
 - Scripts written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, and Hangul
   as Lucene's CJKAnalyzer does) become overlapping bigrams of grapheme clusters: the approach of
   Lucene's CJKAnalyzer, needing no dictionary, so a query for any sub-phrase of two or more
@@ -18,19 +23,23 @@ from functools import cached_property
 
 import regex
 
-ANALYZER_VERSION = 2  # 2: the katakana prolonged sound mark stays inside its word
+# 2: the katakana prolonged sound mark stays inside its word
+# 3: UAX #29 words, English possessives and French elisions dropped, English by Lucene's Porter
+ANALYZER_VERSION = 3
 # U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
-_RUNS = regex.compile(
-    rf"(?V1)(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<word>(?:[[\p{{L}}\p{{N}}]--[{_UNSPACED}]]\p{{M}}*)+)"
-)
-_WORDS = regex.compile(r"(?:[\p{L}\p{N}]\p{M}*)+")
+_RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
+# A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit or connector
+# such as "_"; one of connectors alone ("__") is no word.
+_SEGMENTS = regex.compile(r"(?wV1)\b[\p{L}\p{N}\p{Pc}].*?\b")
+_LETTER_OR_DIGIT = regex.compile(r"[\p{L}\p{N}]")
 _HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
 _GRAPHEME = regex.compile(r"\X")
+_APOSTROPHES = ("'", "\u2019")  # (NFKC has made a fullwidth one an ASCII one)
 
 # ISO 639-1 code -> Snowball algorithm in PyStemmer
 STEMMERS = {
-    "ar": "arabic", "de": "german", "en": "english", "es": "spanish", "fa": "persian", "fi": "finnish",
+    "ar": "arabic", "de": "german", "en": "porter", "es": "spanish", "fa": "persian", "fi": "finnish",
     "fr": "french", "hi": "hindi", "id": "indonesian", "ru": "russian",
 }  # fmt: skip
 # ISO 639-1 code -> stopword list in bm25s.stopwords
@@ -38,6 +47,31 @@ STOPWORDS = {
     "en": "STOPWORDS_EN", "de": "STOPWORDS_GERMAN", "es": "STOPWORDS_SPANISH", "fr": "STOPWORDS_FRENCH",
     "ru": "STOPWORDS_RUSSIAN",
 }  # fmt: skip
+#: Lucene's PorterStemmer leaves words of one or two letters as they are ("us", "as"); Snowball's
+#: Porter does not ("us" -> "u")
+SHORTEST_STEMMED = {"porter": 3}
+#: the articles Lucene's French analyzer drops before an apostrophe (its ElisionFilter)
+FRENCH_ELIDED = frozenset(
+    {"l", "m", "t", "qu", "n", "s", "j", "d", "c", "jusqu", "quoiqu", "lorsqu", "puisqu"}
+)
+
+
+def without_possessive(word: str) -> str:
+    """English, as Lucene's EnglishPossessiveFilter: a final 's goes (John's -> john)."""
+    return word[:-2] if word.endswith(("'s", "\u2019s")) else word
+
+
+def without_elision(word: str) -> str:
+    """French, as Lucene's ElisionFilter: an article before the first apostrophe goes (l'eau -> eau)."""
+    cut = min(index for index in map(word.find, _APOSTROPHES) if index >= 0)
+    return word[cut + 1 :] if word[:cut] in FRENCH_ELIDED else word
+
+
+#: what a word with an apostrophe loses, by language: the rule as the manifest says it, and the rule
+APOSTROPHE_RULES = {
+    "en": ("a final 's dropped (Lucene's EnglishPossessiveFilter)", without_possessive),
+    "fr": ("an elided article dropped (Lucene's ElisionFilter)", without_elision),
+}
 
 
 def grapheme_bigrams(run: str) -> list[str]:
@@ -73,10 +107,12 @@ class Analyzer:
         return {
             "analyzer_version": ANALYZER_VERSION,
             "language": self.language,
-            "words": "letters and digits with their combining marks (Unicode)",
+            "words": "UAX #29 word segments with a letter or digit, their combining marks kept",
+            "apostrophes": APOSTROPHE_RULES[self.language][0] if self.language in APOSTROPHE_RULES else None,
             "unspaced_scripts": "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, Hangul)",
             "normalization": "NFKC, lower case",
             "stemmer": STEMMERS.get(self.language),
+            "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
             "stopwords": f"bm25s {STOPWORDS[self.language]} ({len(self.stopwords)})"
             if self.stopwords
             else None,
@@ -84,17 +120,30 @@ class Analyzer:
 
     def _terms(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text).lower()
-        stopwords = self.stopwords
         if not _HAS_UNSPACED.search(text):  # the common case, one regex pass
-            return [word for word in _WORDS.findall(text) if word not in stopwords]
+            return self._words(_SEGMENTS.findall(text))
         terms: list[str] = []
-        for unspaced, word in _RUNS.findall(text):
+        for unspaced, spaced in _RUNS.findall(text):
             if unspaced:
                 terms.extend(grapheme_bigrams(unspaced))
-            elif word not in stopwords:
-                terms.append(word)
+            elif _LETTER_OR_DIGIT.search(spaced):  # (most are punctuation: "，")
+                terms.extend(self._words(_SEGMENTS.findall(spaced)))
         return terms
+
+    def _words(self, segments: list[str]) -> list[str]:
+        """The segments that are words, each with its language's apostrophe rule applied, less the
+        stopwords (after the rule: "it's" is "it", a stopword)."""
+        words = [segment for segment in segments if segment[0].isalnum() or _LETTER_OR_DIGIT.search(segment)]
+        if self.language in APOSTROPHE_RULES:
+            rule = APOSTROPHE_RULES[self.language][1]
+            words = [rule(word) if "'" in word or "\u2019" in word else word for word in words]
+        stopwords = self.stopwords
+        return [word for word in words if word not in stopwords]
 
     def __call__(self, text: str) -> list[str]:
         terms = self._terms(text)
-        return self._stemmer.stemWords(terms) if self._stemmer else terms
+        if self._stemmer is None:
+            return terms
+        stems = self._stemmer.stemWords(terms)
+        shortest = SHORTEST_STEMMED.get(STEMMERS[self.language], 0)
+        return [term if len(term) < shortest else stem for term, stem in zip(terms, stems)]
