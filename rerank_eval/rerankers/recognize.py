@@ -5,9 +5,9 @@ of registration, so a classifier saved in sentence-transformers' layout is a cro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from rerank_eval.first_stage.dense.checkpoint_files import read_object
 from rerank_eval.models.checkpoint import architectures
 
 
@@ -29,11 +29,8 @@ def sentence_transformers_embedder(folder: Path) -> str | None:
     if not (folder / "modules.json").is_file():
         return None
     settings = folder / "config_sentence_transformers.json"
-    try:
-        declared = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
-    except (OSError, ValueError):
-        return None  # (the encoder reading it says what is wrong)
-    kind = declared.get("model_type") if isinstance(declared, dict) else None
-    if kind not in (None, "SentenceTransformer"):
+    # (one that cannot be read is said as such, not as a folder of no family anyone can tell)
+    declared = read_object(settings, "sentence-transformers settings") if settings.is_file() else {}
+    if declared.get("model_type") not in (None, "SentenceTransformer"):
         return None
     return "it is a sentence-transformers embedding model (modules.json)"
