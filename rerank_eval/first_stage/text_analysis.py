@@ -30,7 +30,7 @@ ANALYZER_VERSION = 3
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
 _RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
 # A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit or connector
-# such as "_"; one of connectors alone ("__") is no word.
+# such as "_"; connectors alone ("__") are no word.
 _SEGMENTS = regex.compile(r"(?wV1)\b[\p{L}\p{N}\p{Pc}].*?\b")
 _LETTER_OR_DIGIT = regex.compile(r"[\p{L}\p{N}]")
 _HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
