@@ -44,8 +44,8 @@ def measured_matmul_peak(device: torch.device, size: int, dtype: torch.dtype) ->
 
 
 def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
-    if device.type != "cuda":
-        return "cpu", None
+    if device.type != "cuda":  # (a CPU, an Apple GPU: no datasheet figure here)
+        return device.type, None
     name = torch.cuda.get_device_name(device)
     return name, next((peak for key, peak in DATASHEET_BF16.items() if key in name), None)
 

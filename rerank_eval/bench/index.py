@@ -104,6 +104,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def measure(documents: int, engine: str = "bm25s") -> dict[str, float]:
+    if engine not in ENGINES:  # (the command says so in its terms; this is a library caller's slip)
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     with tempfile.TemporaryDirectory(prefix="rerank-eval-bench-index-") as root:
         home = Path(root) / "ir_datasets"
         write_synthetic_corpus(home, documents)

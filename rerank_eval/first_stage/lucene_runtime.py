@@ -41,10 +41,13 @@ def available() -> bool:
     return importlib.util.find_spec("pyserini") is not None and has_java
 
 
-def missing_extra(why: str = "") -> UserError:
+def missing_extra(why: str = "", instead: str = "") -> UserError:
+    """The refusal where the extra is missing; `instead` is what to run without it (by default the
+    built-in BM25 as the first stage)."""
+    instead = instead or f"{term('first_stage')} bm25s, the built-in approximation"
     return UserError(
         f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL}, on Python 3.11 or "
-        f"later (or {term('first_stage')} bm25s, the built-in approximation)",
+        f"later (or {instead})",
         FIRST_STAGE_TERM,
     )
 
