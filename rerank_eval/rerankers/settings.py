@@ -3,7 +3,8 @@ give, their types (checked before any model loads) and their defaults. A family'
 receives an instance; its manifest records what the run used.
 
 Types mean: an `int` is a token count or size and must be a positive integer (a zero would cut
-every text), a `bool` must be true or false, a `str` is text. `None` keeps the default.
+every text), a `bool` must be true or false, a `str` is text (a number is taken as its text; a
+list, a mapping or true/false is refused, not written out as Python would). `None` keeps the default.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def read_settings(settings: type, values: dict[str, Any], family: str) -> Any:
             raise UserError(
                 f"setting {name} of family {family} must be at most {MAX_INTEGER_SETTING:,}, got {value:,}"
             )
+        if kind is str and (is_kind(value, bool) or not isinstance(value, (str, int, float))):
+            raise UserError(f"setting {name} of family {family} must be text, got {value!r}"[:300])
         if kind is str:
             checked[name] = str(value)
     return settings(**checked)
