@@ -616,6 +616,58 @@ def test_dtype_names_and_defaults():
     assert common.default_batch_tokens(cpu) == 8_192
 
 
+def test_flash_attention_runs_where_installed_on_cuda_in_half_precision(monkeypatch):
+    """bf16 and fp16 on CUDA with flash_attn importable: FlashAttention-2; float32, a CPU, or no
+    flash_attn: SDPA."""
+    import sys
+    import types
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    assert common.attention_implementation(cuda, torch.bfloat16) == "flash_attention_2"
+    assert common.attention_implementation(cuda, torch.float16) == "flash_attention_2"
+    assert common.attention_implementation(cuda, torch.float32) == "sdpa"
+    assert common.attention_implementation(cpu, torch.bfloat16) == "sdpa"
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # (an import of it then fails)
+    assert common.attention_implementation(cuda, torch.bfloat16) == "sdpa"
+
+
+def test_a_cuda_index_is_one_of_the_gpus_there_are(monkeypatch):
+    """With two GPUs, cuda:1 is the last one there is; cuda:2 is refused naming the count."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert common.pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UserError) as refused:
+        common.pick_device("cuda:2")
+    assert str(refused.value) == "device 'cuda:2': there are 2 CUDA GPU(s), up to cuda:1"
+
+
+def test_byte_level_pre_tokenizers_split_at_spaces_unless_their_regex_is_off():
+    """ByteLevel's use_regex is true unless written false (the tokenizers library's default)."""
+    assert common._splits_at_spaces({"type": "ByteLevel"})
+    assert not common._splits_at_spaces({"type": "ByteLevel", "use_regex": False})
+
+
+class WordTokenizer:
+    """A tokenizer whose tokens are the words of the text (a whitespace pre-tokenizer)."""
+
+    backend_tokenizer = SimpleNamespace(
+        pre_tokenizer=SimpleNamespace(__getstate__=lambda: json.dumps({"type": "WhitespaceSplit"}))
+    )
+
+    def __call__(self, text, add_special_tokens, verbose):
+        return {"input_ids": text.split()}
+
+
+def test_a_bounded_prefix_holds_more_than_eight_tokens_beyond_those_asked():
+    """Words of 12 letters and a space, 5 tokens asked: the first cut, at character 168 (from
+    (5 + 16) × 8), holds 13 words, exactly 5 + 8, which leaves no room, so the prefix doubles to the
+    next cut after 336: 26 words."""
+    text = " ".join(["abcdefghijkl"] * 80)
+    prefix = common.bounded_text(WordTokenizer(), text, 5)
+    assert len(prefix.split()) == 26 and text.startswith(prefix + " ")
+
+
 @pytest.mark.parametrize(
     "measure", ["RR@10", "P@5", "AP", "R@100", "Success@1", "Judged@10", "Bpref", "ERR@10"]
 )
