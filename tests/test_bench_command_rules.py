@@ -475,17 +475,23 @@ def test_folder_bytes_counts_the_files_under_a_folder(tmp_path):
 # -- the corpus path and the device --------------------------------------------------------------------
 
 
+class CharacterEncoder:
+    """An encoder on the CPU whose tokens are a text's characters, keeping the sides it is asked for."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.stats, self.sides = {"tokens": 0}, []
+
+    def tokenize(self, texts, side):
+        self.sides.append(side)
+        return [[0] * len(text) for text in texts]
+
+
 def test_the_corpus_path_writes_float16_shards_of_the_size_asked(monkeypatch):
     """The timed corpus path writes into a cache of the asked shard size in float16, as a run's
     corpus cache is, and reads the passages of each shard as one (passage) side."""
-    made, sides = [], []
-
-    class Encoder:
-        device, stats = torch.device("cpu"), {"tokens": 0}
-
-        def tokenize(self, texts, side):
-            sides.append(side)
-            return [[0] * len(text) for text in texts]
+    made, encoder_used = [], CharacterEncoder()
 
     def encode_corpus(cache, documents, count, encoder_, label):
         encoder_.stats["tokens"] += 3
@@ -498,8 +504,8 @@ def test_the_corpus_path_writes_float16_shards_of_the_size_asked(monkeypatch):
     monkeypatch.setattr(corpus_path, "CorpusEmbeddings", cache)
     monkeypatch.setattr(corpus_path, "encode_corpus", encode_corpus)
     monkeypatch.setattr(corpus_path, "time", SimpleNamespace(perf_counter=Steps([1.0, 0.5])))
-    result = corpus_path.time_corpus_path(Encoder(), ["ab", "c"], 7, lambda n: 1.0, (None, None))
-    assert made == [("corpus", 7, "float16")] and sides == ["passage"]
+    result = corpus_path.time_corpus_path(encoder_used, ["ab", "c"], 7, lambda n: 1.0, (None, None))
+    assert made == [("corpus", 7, "float16")] and encoder_used.sides == ["passage"]
     assert (result["seconds"], result["passages_per_second"]) == (0.5, 4.0)
 
 
@@ -555,12 +561,6 @@ def test_a_corpus_path_that_ran_other_tokens_than_planned_is_refused(monkeypatch
     """The corpus path's FLOPs are those of the tokens planned from each shard's distinct texts; if
     encode_corpus ran another count (here 4 for the 3 planned), the rate is refused, not reported."""
 
-    class Encoder:
-        device, stats = torch.device("cpu"), {"tokens": 0}
-
-        def tokenize(self, texts, side):
-            return [[0] * len(text) for text in texts]
-
     def encode_corpus(cache, documents, count, encoder_, label):
         encoder_.stats["tokens"] += 4
         return SimpleNamespace(shards=1, encoded_passages=2)
@@ -568,7 +568,7 @@ def test_a_corpus_path_that_ran_other_tokens_than_planned_is_refused(monkeypatch
     monkeypatch.setattr(corpus_path, "CorpusEmbeddings", lambda *a: SimpleNamespace(create=lambda _: None))
     monkeypatch.setattr(corpus_path, "encode_corpus", encode_corpus)
     with pytest.raises(RuntimeError, match=r"^the corpus path ran 4 tokens, not the 3 planned$"):
-        corpus_path.time_corpus_path(Encoder(), ["ab", "c"], 7, lambda n: 1.0, (None, None))
+        corpus_path.time_corpus_path(CharacterEncoder(), ["ab", "c"], 7, lambda n: 1.0, (None, None))
 
 
 def test_only_a_cuda_device_is_asked_its_name_for_a_datasheet_peak(monkeypatch):

@@ -37,6 +37,13 @@ def first_stage_key(out) -> str:
     return json.loads((out / "manifest.json").read_text())["datasets"][0]["key"]
 
 
+def anserini_english_terms():
+    """A function giving the terms Anserini's default English analyzer makes of a text, in order."""
+    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
+    return lambda text: [str(term) for term in utilities.analyze(default, text).toArray()]
+
+
 @needs_lucene
 def test_the_built_in_english_analyzer_gives_the_terms_of_anserinis_default():
     """The built-in BM25's English terms are those of Anserini's default English analyzer, the one
@@ -51,9 +58,7 @@ def test_the_built_in_english_analyzer_gives_the_terms_of_anserinis_default():
         "well-known rock'n'roll bands' fees in __init__ files. Us, as we see it, it's a "
         "generalization of RUNNERS’ relational ideas, 2x faster: v2.0 at 10:30 by e-mail"
     )
-    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
-    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
-    lucene_terms = [str(term) for term in utilities.analyze(default, text).toArray()]
+    lucene_terms = anserini_english_terms()(text)
     assert "o'neil" in lucene_terms and "gener" in lucene_terms and "us" in lucene_terms
     assert Analyzer("en")(text) == lucene_terms
 
@@ -74,11 +79,9 @@ def test_on_vaswanis_documents_the_english_terms_are_lucenes_but_for_two_porter_
         pytest.skip("../shared/data/vaswani is not present")
     documents = re.findall(r"</DOCNO>(.*?)</DOC>", (VASWANI / "doc-text.trec").read_text(), re.S)
     assert len(documents) == 11429
-    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
-    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
-    analyzer, departures = Analyzer("en"), 0
+    analyzer, lucene_terms, departures = Analyzer("en"), anserini_english_terms(), 0
     for text in documents:
-        ours, lucenes = analyzer(text), [str(term) for term in utilities.analyze(default, text).toArray()]
+        ours, lucenes = analyzer(text), lucene_terms(text)
         assert len(ours) == len(lucenes), text
         for term, lucene_term in zip(ours, lucenes):
             if term != lucene_term:

@@ -36,6 +36,7 @@ _LETTER_OR_DIGIT = regex.compile(r"[\p{L}\p{N}]")
 _HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
 _GRAPHEME = regex.compile(r"\X")
 _APOSTROPHES = ("'", "\u2019")  # (NFKC has made a fullwidth one an ASCII one)
+_POSSESSIVE_ENDINGS = tuple(f"{mark}s" for mark in _APOSTROPHES)
 
 # ISO 639-1 code -> Snowball algorithm in PyStemmer
 STEMMERS = {
@@ -58,7 +59,7 @@ FRENCH_ELIDED = frozenset(
 
 def without_possessive(word: str) -> str:
     """English, as Lucene's EnglishPossessiveFilter: a final 's goes (John's -> john)."""
-    return word[:-2] if word.endswith(("'s", "\u2019s")) else word
+    return word[:-2] if word.endswith(_POSSESSIVE_ENDINGS) else word
 
 
 def without_elision(word: str) -> str:
@@ -136,6 +137,7 @@ class Analyzer:
         words = [segment for segment in segments if segment[0].isalnum() or _LETTER_OR_DIGIT.search(segment)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
+            # (the two apostrophes of _APOSTROPHES written out: this runs for every word of a corpus)
             words = [rule(word) if "'" in word or "\u2019" in word else word for word in words]
         stopwords = self.stopwords
         return [word for word in words if word not in stopwords]

@@ -104,8 +104,8 @@ def read_settings(settings: type, values: dict[str, Any], family: str) -> Any:
             raise UserError(
                 f"setting {name} of family {family} must be at most {MAX_INTEGER_SETTING:,}, got {value:,}"
             )
-        if kind is str and (is_kind(value, bool) or not isinstance(value, (str, int, float))):
-            raise UserError(f"setting {name} of family {family} must be text, got {value!r}"[:300])
         if kind is str:
+            if is_kind(value, bool) or not isinstance(value, (str, int, float)):
+                raise UserError(f"setting {name} of family {family} must be text, got {value!r}"[:300])
             checked[name] = str(value)
     return settings(**checked)
