@@ -722,6 +722,17 @@ def test_out_and_config_paths_the_system_refuses_are_one_line(tmp_path):
         == f"error: a symbolic link named {dangling} exists already; choose another --out"
     )
     assert not (tmp_path / "nowhere").exists()
+    elsewhere = tmp_path / "elsewhere"  # a link to a folder: said as the link, the folder untouched
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("kept")
+    linked = tmp_path / "linked"
+    linked.symlink_to(elsewhere)
+    result = run(*bm25_on_scifact("--first-stage", "bm25s", "--out", linked))
+    assert (
+        one_line_error(result)
+        == f"error: a symbolic link named {linked} exists already; choose another --out"
+    )
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]
     long = tmp_path / ("x" * 300)
     assert "File name too long" in one_line_error(run(*bm25_on_scifact("--out", long)))
     just_fits = tmp_path / ("x" * 248)  # its staging name, OUT.incomplete, does not

@@ -86,7 +86,7 @@ def check_destination(final: Path, keep_identical: bool = False, holds: str = ""
         )
     if taken and not existing:
         kinds = ("result folder", "a symbolic link named", "a file named")
-        what = kinds[0] if final.is_dir() else kinds[1] if final.is_symlink() else kinds[2]
+        what = kinds[1] if final.is_symlink() else kinds[0] if final.is_dir() else kinds[2]
         held = f" and holds {holds}" if holds and what == kinds[0] else ""
         raise UserError(
             f"{what} {final} exists already{held}; choose another {term('out')}", {"out": "folder"}
