@@ -198,8 +198,8 @@ def test_a_run_without_spaces_is_its_bigrams_or_its_one_character(text, terms):
     ],
 )
 def test_words_are_unicode_word_segments_with_a_letter_or_digit(text, terms):
-    """UAX #29 as Lucene's StandardTokenizer has it (Swahili: no stemmer, no stopwords)."""
-    assert Analyzer("sw")(text) == terms
+    """UAX #29 as Lucene's StandardTokenizer has it (Italian: no stemmer, no stopwords here)."""
+    assert Analyzer("it")(text) == terms
 
 
 def test_english_drops_a_possessive_and_french_an_elided_article_before_their_stopwords():
@@ -214,7 +214,7 @@ def test_english_drops_a_possessive_and_french_an_elided_article_before_their_st
     assert Analyzer("fr")("l'eau jusqu'ici jusqu’aujourd'hui qu'il John's") == french.stemWords(
         ["eau", "ici", "aujourd'hui", "john's"]
     )
-    assert Analyzer("sw")("John's l'eau") == ["john's", "l'eau"]
+    assert Analyzer("it")("John's l'eau") == ["john's", "l'eau"]
 
 
 def test_english_words_of_one_or_two_letters_are_not_stemmed():
@@ -293,8 +293,8 @@ def test_a_query_without_an_indexed_term_finds_nothing_and_the_next_queries_stil
     ids=["spaced", "mixed"],
 )
 def test_numbers_are_words(text, terms):
-    # words are runs of letters and digits (Swahili has neither stemmer nor stopwords here)
-    assert Analyzer("sw")(text) == terms
+    # words are runs of letters and digits (Italian has neither stemmer nor stopwords here)
+    assert Analyzer("it")(text) == terms
 
 
 def test_a_bm25s_entry_records_its_published_figure(tmp_path, monkeypatch):

@@ -91,6 +91,52 @@ def test_on_vaswanis_documents_the_english_terms_are_lucenes_but_for_two_porter_
 
 
 @needs_lucene
+@pytest.mark.parametrize("language", ["sw", "yo"])
+def test_swahili_and_yoruba_are_cut_as_lucenes_whitespace_analyzer_cuts(language):
+    """The built-in BM25's Swahili and Yoruba terms are Lucene's WhitespaceAnalyzer's: Java's
+    whitespace only (a no-break space and U+0085 are none, U+1680 and U+3000 are), case and
+    punctuation kept, a token ended at 255 UTF-16 code units (an emoji counts two) and the rest
+    a token of its own."""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    whitespace = lucene_runtime._autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
+    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
+    text = (
+        "Mji mkuu wa Kenya ni Nairobi. Ng'ombe\u00a0wa\u0085Ali,\tna\x1cWATOTO\u1680watano\u3000"
+        "wa\u2007Èkó\u202fjẹ́ \n" + "a" * 300 + " x" + "\U0001f600" * 127 + " xy" + "\U0001f600" * 130
+    )
+    lucene_terms = [str(term) for term in utilities.analyze(whitespace, text).toArray()]
+    assert "Nairobi." in lucene_terms and "WATOTO" in lucene_terms and "a" * 255 in lucene_terms
+    assert Analyzer(language)(text) == lucene_terms
+
+
+@needs_lucene
+def test_anserini_indexes_and_searches_swahili_at_whitespace_as_the_built_in_analyzer_does(tmp_path):
+    """`-language sw` is no English analysis in Anserini (no Lucene analyzer for Swahili): its
+    indexer and searcher cut at whitespace, so the index's terms are the built-in analyzer's of
+    every document, case kept, and the manifest's `analyzer_used` says so."""
+    from rerank_eval.first_stage.lucene import search
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    dataset = open_dataset(load_config().suite("miracl").select(["sw"])[0])
+    settings = lucene_index.LuceneSettings(0.9, 0.4, "sw", "language")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
+        folder = lucene_index.index_folder(dataset, settings)
+    reader = lucene_runtime._autoclass("io.anserini.index.IndexReaderUtils").getReader(str(folder))
+    terms = lucene_runtime._autoclass("org.apache.lucene.index.MultiTerms").getTerms(reader, "contents")
+    walk = terms.iterator()
+    indexed = {term.utf8ToString() for term in iter(walk.next, None)}
+    texts = [settings.indexed_text(title, text) for _, title, text in dataset.iter_fields()]
+    expected = {term for text in texts for term in Analyzer("sw")(text)}
+    assert indexed == expected and {"Mji", "mji", "Kenya."} <= indexed
+    assert settings.describe()["analyzer_used"] == "whitespace (Anserini's own rule for -language sw)"
+    found = search(folder, settings, {"cased": "Mji", "lower": "mji", "bare": "Kenya", "dot": "Kenya."}, 10)
+    assert found["cased"].keys() == {"100#1"} and found["lower"].keys() == {"100#0"}
+    assert found["bare"] == {} and found["dot"].keys() == {"100#0"}
+
+
+@needs_lucene
 @pytest.mark.parametrize(("k1", "b"), [(0.9, 0.4), (1.7, 0.3)])
 def test_scores_are_lucenes_bm25_with_the_configured_k1_and_b(tmp_path, k1, b):
     """Anserini's default English analyzer drops "the", "and", "a" and stems "cats" to "cat", as

@@ -3,7 +3,8 @@
 The published BM25 figures of BEIR and MIRACL are Lucene runs made with Pyserini: k1 0.9, b 0.4,
 title and text in one field ("flat"; BEIR also publishes "multifield"), BEIR with Anserini's
 default English analyzer (Porter stemming, Lucene's stopwords), MIRACL with Lucene's analyzer for
-the language (`-language xx`; Yoruba, which has none, whitespace-tokenized). This kind indexes the
+the language (`-language xx`; Yoruba, which has none, pretokenized; Swahili, which has none either,
+whitespace-tokenized by Anserini's own rule). This kind indexes the
 dataset's own corpus the same way (`lucene_index`) and searches it with the same analyzer. The
 index is on disk and memory-mapped by Lucene, so a corpus needs disk, not memory, of its size.
 """
@@ -28,9 +29,6 @@ from rerank_eval.runfiles import Run
 
 if TYPE_CHECKING:
     from rerank_eval.config.schema import DatasetSpec, FirstStageSpec
-
-#: languages searched whitespace-tokenized, as Pyserini's MIRACL runs (`--pretokenized`)
-WHITESPACE_LANGUAGES = ("yo",)
 
 
 class Lucene(FirstStageKind):
@@ -76,7 +74,7 @@ class Lucene(FirstStageKind):
 def lucene_settings(language: str, values: dict) -> LuceneSettings:
     analyzer = values["analyzer"]
     if analyzer == "auto":
-        analyzer = "whitespace" if language in WHITESPACE_LANGUAGES else "language"
+        analyzer = "whitespace" if language in lucene_runtime.PRETOKENIZED_LANGUAGES else "language"
     return LuceneSettings(values["k1"], values["b"], language, analyzer, values["fields"])
 
 

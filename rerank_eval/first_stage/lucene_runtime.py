@@ -31,6 +31,12 @@ INSTALL = "pip install 'rerank-eval[lucene]'"
 #: `--first-stage` on the command line (UserError's terms)
 FIRST_STAGE_TERM = {"first_stage": "first_stage="}
 VECTOR_MODULE = "jdk.incubator.vector"
+#: languages Pyserini's MIRACL runs index and search pretokenized (`--pretokenized`: whitespace)
+PRETOKENIZED_LANGUAGES = ("yo",)
+#: languages Anserini itself analyzes with Lucene's WhitespaceAnalyzer under `-language xx`, in its
+#: indexer and its searcher alike (its rule since Mr. TyDi: Lucene has no Swahili analyzer), rather
+#: than with its default English one
+WHITESPACE_LANGUAGES = ("sw",)
 
 
 def available() -> bool:
@@ -282,10 +288,13 @@ def _language_analyzers() -> frozenset[str]:
 
 
 def analyzer_used(language: str, analyzer: str) -> str:
-    """What Anserini really analyzes with: a language without a Lucene analyzer of its own gets
-    the default English one (as in Pyserini's own runs, e.g. MIRACL sw), which the manifest says."""
+    """What Anserini really analyzes with, which the manifest says: Swahili is cut at whitespace
+    (as in Pyserini's MIRACL runs), any other language without a Lucene analyzer of its own gets the
+    default English one."""
     if analyzer == "whitespace":
         return "whitespace (pretokenized)"
+    if language in WHITESPACE_LANGUAGES:
+        return f"whitespace (Anserini's own rule for -language {language})"
     if language != "en" and language in _language_analyzers():
         return f"Lucene's analyzer for {language}"
     return "Anserini's default English analyzer (Porter stemming, Lucene's stopwords)"

@@ -13,6 +13,9 @@
   characters matches. Thai combining vowels and tone marks stay with their base consonant.
 - Text is NFKC-normalised and lower-cased; Snowball stemming (PyStemmer) and stopword lists (bm25s)
   are applied where they exist for the language.
+- Where the reference BM25 (Pyserini's MIRACL runs) cuts text at whitespace only, so does this
+  analyzer, as Lucene's WhitespaceAnalyzer: Yoruba (searched pretokenized) and Swahili (Anserini's
+  rule for `-language sw`) keep case and punctuation ("Kenya." is not "kenya").
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from functools import cached_property
 
 import regex
 
+from rerank_eval.first_stage.lucene_runtime import PRETOKENIZED_LANGUAGES, WHITESPACE_LANGUAGES
+
 # 2: the katakana prolonged sound mark stays inside its word
 # 3: UAX #29 words, English possessives and French elisions dropped, English by Lucene's Porter
-ANALYZER_VERSION = 3
+# 4: Swahili and Yoruba cut at whitespace only, as the reference BM25 cuts them
+ANALYZER_VERSION = 4
 # U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
 _RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
@@ -51,6 +57,16 @@ STOPWORDS = {
 #: Lucene's PorterStemmer leaves words of one or two letters as they are ("us", "as"); Snowball's
 #: Porter does not ("us" -> "u")
 SHORTEST_STEMMED = {"porter": 3}
+#: languages cut at whitespace only, as Lucene's WhitespaceAnalyzer: what Pyserini's MIRACL runs do
+WHITESPACE_ONLY = frozenset(PRETOKENIZED_LANGUAGES + WHITESPACE_LANGUAGES)
+#: Java's `Character.isWhitespace`, where Lucene's WhitespaceTokenizer cuts: the Unicode space,
+#: line and paragraph separators but the no-break ones (U+00A0, U+2007, U+202F), and the ASCII
+#: controls \t \n \v \f \r and U+001C..U+001F (not U+0085, which Python's `str.split` cuts at)
+_JAVA_WHITESPACE = regex.compile(
+    "[\t\n\x0b\x0c\r\x1c-\x1f \u1680\u2000-\u2006\u2008-\u200a\u2028\u2029\u205f\u3000]+"
+)
+#: Lucene's tokenizers end a token once it holds 255 UTF-16 code units and go on with a new one
+LONGEST_TOKEN = 255
 #: the articles Lucene's French analyzer drops before an apostrophe (its ElisionFilter)
 FRENCH_ELIDED = frozenset(
     {"l", "m", "t", "qu", "n", "s", "j", "d", "c", "jusqu", "quoiqu", "lorsqu", "puisqu"}
@@ -73,6 +89,26 @@ APOSTROPHE_RULES = {
     "en": ("a final 's dropped (Lucene's EnglishPossessiveFilter)", without_possessive),
     "fr": ("an elided article dropped (Lucene's ElisionFilter)", without_elision),
 }
+
+
+def whitespace_tokens(text: str) -> list[str]:
+    """Lucene's WhitespaceTokenizer: runs between Java's whitespace, as they are, each cut into
+    tokens of 255 UTF-16 code units (a character outside the BMP counts two)."""
+    tokens: list[str] = []
+    for run in _JAVA_WHITESPACE.split(text):
+        if len(run) * 2 < LONGEST_TOKEN:  # (the common case: too short to reach the limit)
+            if run:
+                tokens.append(run)
+            continue
+        start, units = 0, 0
+        for index, character in enumerate(run):
+            units += 2 if ord(character) > 0xFFFF else 1
+            if units >= LONGEST_TOKEN:
+                tokens.append(run[start : index + 1])
+                start, units = index + 1, 0
+        if start < len(run):
+            tokens.append(run[start:])
+    return tokens
 
 
 def grapheme_bigrams(run: str) -> list[str]:
@@ -105,13 +141,18 @@ class Analyzer:
         return frozenset(getattr(bm25s.stopwords, STOPWORDS[self.language]))
 
     def describe(self) -> dict[str, object]:
+        whitespace = self.language in WHITESPACE_ONLY
         return {
             "analyzer_version": ANALYZER_VERSION,
             "language": self.language,
-            "words": "UAX #29 word segments with a letter or digit, their combining marks kept",
+            "words": "cut at whitespace only, case and punctuation kept (Lucene's WhitespaceAnalyzer)"
+            if whitespace
+            else "UAX #29 word segments with a letter or digit, their combining marks kept",
             "apostrophes": APOSTROPHE_RULES[self.language][0] if self.language in APOSTROPHE_RULES else None,
-            "unspaced_scripts": "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, Hangul)",
-            "normalization": "NFKC, lower case",
+            "unspaced_scripts": None
+            if whitespace
+            else "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, Hangul)",
+            "normalization": None if whitespace else "NFKC, lower case",
             "stemmer": STEMMERS.get(self.language),
             "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
             "stopwords": f"bm25s {STOPWORDS[self.language]} ({len(self.stopwords)})"
@@ -120,6 +161,8 @@ class Analyzer:
         }
 
     def _terms(self, text: str) -> list[str]:
+        if self.language in WHITESPACE_ONLY:
+            return whitespace_tokens(text)
         text = unicodedata.normalize("NFKC", text).lower()
         if not _HAS_UNSPACED.search(text):  # the common case, one regex pass
             return self._words(_SEGMENTS.findall(text))
