@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
-from rerank_eval.first_stage.text_analysis import WHITESPACE_ONLY, Analyzer
+from rerank_eval.first_stage.text_analysis import Analyzer
 
 CATALOGS = ("/usr/share/locale/{locale}/LC_MESSAGES", "/usr/share/vim/*/lang/{locale}/LC_MESSAGES")
 LOCALES = {"zh": "zh_CN"}  # Simplified Chinese, as MIRACL's
@@ -48,18 +48,9 @@ def catalog_texts(language: str) -> list[str]:
     return texts
 
 
-def lucene_analyzer(language: str):
-    """The analyzer Anserini indexes a MIRACL or BEIR corpus of that language with."""
-    if language in WHITESPACE_ONLY:
-        return lucene_runtime._autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
-    if language == "en":
-        return lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
-    return lucene_runtime._autoclass("io.anserini.analysis.AnalyzerMap").getLanguageSpecificAnalyzer(language)
-
-
 def agreement(language: str, texts: list[str]) -> tuple[int, int, Counter[str]]:
     """Lucene's terms, how many of them the built-in analyzer makes too, and those it misses."""
-    lucene, ours = lucene_analyzer(language), Analyzer(language)
+    lucene, ours = lucene_runtime.analyzer(language), Analyzer(language)
     utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
     total = shared = 0
     missed: Counter[str] = Counter()

@@ -194,7 +194,8 @@ def test_a_run_without_spaces_is_its_bigrams_or_its_one_character(text, terms):
         ("pi is 3.14, not 1,000", ["pi", "is", "3.14", "not", "1,000"]),  # a comma between digits
         ("well-known", ["well", "known"]),  # a hyphen joins nothing
         ("__init__ and __", ["__init__", "and"]),  # underscores join; alone they are no word
-        ("ｗｏｒｄ＇ｓ end", ["word's", "end"]),  # a fullwidth apostrophe is one once NFKC'd
+        ("ｗｏｒｄ＇ｓ end", ["ｗｏｒｄ＇ｓ", "end"]),  # a fullwidth apostrophe joins too; no width folding
+        ("x² ½ ① ™", ["x", "™"]),  # digits that are not decimal are no words; an emoji is one
     ],
 )
 def test_words_are_unicode_word_segments_with_a_letter_or_digit(text, terms):

@@ -37,11 +37,12 @@ def first_stage_key(out) -> str:
     return json.loads((out / "manifest.json").read_text())["datasets"][0]["key"]
 
 
-def anserini_english_terms():
-    """A function giving the terms Anserini's default English analyzer makes of a text, in order."""
-    default = lucene_runtime._autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+def lucene_terms_of(language: str):
+    """A function giving the terms Anserini's analyzer for the language makes of a text, in order
+    (English: its default English analyzer)."""
+    analyzer = lucene_runtime.analyzer(language)
     utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
-    return lambda text: [str(term) for term in utilities.analyze(default, text).toArray()]
+    return lambda text: [str(term) for term in utilities.analyze(analyzer, text).toArray()]
 
 
 @needs_lucene
@@ -58,7 +59,7 @@ def test_the_built_in_english_analyzer_gives_the_terms_of_anserinis_default():
         "well-known rock'n'roll bands' fees in __init__ files. Us, as we see it, it's a "
         "generalization of RUNNERS’ relational ideas, 2x faster: v2.0 at 10:30 by e-mail"
     )
-    lucene_terms = anserini_english_terms()(text)
+    lucene_terms = lucene_terms_of("en")(text)
     assert "o'neil" in lucene_terms and "gener" in lucene_terms and "us" in lucene_terms
     assert Analyzer("en")(text) == lucene_terms
 
@@ -79,7 +80,7 @@ def test_on_vaswanis_documents_the_english_terms_are_lucenes_but_for_two_porter_
         pytest.skip("../shared/data/vaswani is not present")
     documents = re.findall(r"</DOCNO>(.*?)</DOC>", (VASWANI / "doc-text.trec").read_text(), re.S)
     assert len(documents) == 11429
-    analyzer, lucene_terms, departures = Analyzer("en"), anserini_english_terms(), 0
+    analyzer, lucene_terms, departures = Analyzer("en"), lucene_terms_of("en"), 0
     for text in documents:
         ours, lucenes = analyzer(text), lucene_terms(text)
         assert len(ours) == len(lucenes), text
@@ -99,15 +100,27 @@ def test_swahili_and_yoruba_are_cut_as_lucenes_whitespace_analyzer_cuts(language
     a token of its own."""
     from rerank_eval.first_stage.text_analysis import Analyzer
 
-    whitespace = lucene_runtime._autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
-    utilities = lucene_runtime._autoclass("io.anserini.analysis.AnalyzerUtils")
     text = (
         "Mji mkuu wa Kenya ni Nairobi. Ng'ombe\u00a0wa\u0085Ali,\tna\x1cWATOTO\u1680watano\u3000"
         "wa\u2007Èkó\u202fjẹ́ \n" + "a" * 300 + " x" + "\U0001f600" * 127 + " xy" + "\U0001f600" * 130
     )
-    lucene_terms = [str(term) for term in utilities.analyze(whitespace, text).toArray()]
+    lucene_terms = lucene_terms_of(language)(text)
     assert "Nairobi." in lucene_terms and "WATOTO" in lucene_terms and "a" * 255 in lucene_terms
     assert Analyzer(language)(text) == lucene_terms
+
+
+@needs_lucene
+@pytest.mark.parametrize("language", "en ar bn de es fa fi fr hi id ko ru te zh".split())
+def test_case_width_digits_and_what_makes_a_word_are_as_in_lucenes_analyzer(language):
+    """Before any stemming, the built-in analyzer's steps are Lucene's for each language with an
+    analyzer of its own: Java's lower-casing (İ is i, a final Σ is σ; Telugu lower-cases nothing),
+    CJK width folding (Chinese and Korean only), decimal digits folded (Arabic, Bengali, Persian,
+    Hindi, Telugu), words of letters, decimal digits or emoji ("x²" is "x", "½" and "①" nothing),
+    CJKAnalyzer's English stopwords ("www", "s", "t", not "an")."""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    text = "ΟΔΟΣ İstanbul x٣ ১২ ३४ ３ ²z ½ ① ™ 😀 🇫🇷 ＡＢ ｗｏｒｄ＇ｓ 1️⃣ __init__ www s t an"
+    assert Analyzer(language)(text) == lucene_terms_of(language)(text)
 
 
 @needs_lucene

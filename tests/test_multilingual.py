@@ -92,8 +92,14 @@ def test_no_stemmer_or_stopwords_where_none_exist():
     assert Analyzer("en")("the cat and a dog") == ["cat", "dog"]  # English stopwords
 
 
-def test_full_width_text_is_normalised():
-    assert Analyzer("en")("ＢＥＲＬＩＮ") == Analyzer("en")("berlin")
+def test_full_width_text_is_folded_where_lucene_folds_it():
+    """Lucene's CJKWidthFilter is in its Chinese, Japanese and Korean analyzers only; elsewhere a
+    fullwidth word stays fullwidth (lower-cased). Arabic, Bengali, Persian, Hindi, Telugu and Thai
+    fold decimal digits (DecimalDigitFilter); Telugu keeps case (no LowerCaseFilter)."""
+    assert Analyzer("zh")("ＢＥＲＬＩＮ ３") == ["berlin", "3"]
+    assert Analyzer("en")("ＢＥＲＬＩＮ ３") == ["ｂｅｒｌｉｎ", "３"]
+    assert Analyzer("hi")("२०२४ ٣") == ["2024", "3"] and Analyzer("en")("٣") == ["٣"]
+    assert Analyzer("te")("NASA İ") == ["NASA", "İ"] and Analyzer("de")("NASA İ") == ["nasa", "i"]
 
 
 # -- retrieval and the MIRACL command ------------------------------------------------------------------

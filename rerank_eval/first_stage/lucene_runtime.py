@@ -300,6 +300,17 @@ def analyzer_used(language: str, analyzer: str) -> str:
     return "Anserini's default English analyzer (Porter stemming, Lucene's stopwords)"
 
 
+def analyzer(language: str) -> Any:
+    """The Lucene analyzer Anserini indexes and searches a corpus of that language with, as
+    `analyzer_used` names it (Yoruba's as Pyserini's MIRACL runs, pretokenized): to compare the
+    built-in analyzer's terms with."""
+    if language in PRETOKENIZED_LANGUAGES + WHITESPACE_LANGUAGES:
+        return _autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
+    if language != "en" and language in _language_analyzers():
+        return _autoclass("io.anserini.analysis.AnalyzerMap").getLanguageSpecificAnalyzer(language)
+    return _autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+
+
 def _autoclass(name: str) -> Any:
     anserini()  # the JVM started with the jar on its classpath
     from jnius import autoclass

@@ -1,9 +1,10 @@
 """Language-aware text analysis for the built-in BM25 (an approximation of Lucene's analyzers).
 
 - Words are Unicode's word segments (UAX #29, as Lucene's StandardTokenizer cuts them) that hold
-  a letter or a digit: combining marks stay with their letter, so Hindi, Bengali and Telugu words
-  (vowel signs, viramas) are never cut inside (`\\w` would cut them), and an apostrophe, a period
-  or an underscore between letters or digits stays inside the word (don't, O'Neil, U.S.A, 3.14).
+  a letter, a decimal digit or an emoji, as its tokens do ("x²" is "x", "½" nothing, "😀" a word):
+  combining marks stay with their letter, so Hindi, Bengali and Telugu words (vowel signs,
+  viramas) are never cut inside (`\\w` would cut them), and an apostrophe, a period or an
+  underscore between letters or digits stays inside the word (don't, O'Neil, U.S.A, 3.14).
 - As Lucene's analyzers do for their language: English drops a possessive 's, French an elided
   article (l', d', qu', ...), and English is stemmed by the original Porter algorithm with its
   words of one or two letters left alone (Lucene's PorterStemmer; Snowball's "porter" stems them).
@@ -11,8 +12,13 @@
   as Lucene's CJKAnalyzer does) become overlapping bigrams of grapheme clusters: the approach of
   Lucene's CJKAnalyzer, needing no dictionary, so a query for any sub-phrase of two or more
   characters matches. Thai combining vowels and tone marks stay with their base consonant.
-- Text is NFKC-normalised and lower-cased; Snowball stemming (PyStemmer) and stopword lists (bm25s)
-  are applied where they exist for the language.
+- Text is lower-cased as Java lower-cases a character (İ is i, a final Σ is σ), but for Telugu,
+  which Lucene's analyzer leaves as it is; no Unicode normalisation, as Lucene's analyzers have
+  none, but their foldings: Chinese, Japanese and Korean fold fullwidth ASCII and halfwidth
+  katakana (CJKWidthFilter), Arabic, Bengali, Persian, Hindi, Telugu and Thai fold every decimal
+  digit to 0-9 (DecimalDigitFilter). Snowball stemming (PyStemmer) and stopword lists (bm25s; for
+  Chinese and Korean the English ones with "s", "t" and "www", as Lucene's CJKAnalyzer) are
+  applied where they exist for the language.
 - Where the reference BM25 (Pyserini's MIRACL runs) cuts text at whitespace only, so does this
   analyzer, as Lucene's WhitespaceAnalyzer: Yoruba (searched pretokenized) and Swahili (Anserini's
   rule for `-language sw`) keep case and punctuation ("Kenya." is not "kenya").
@@ -30,19 +36,29 @@ from rerank_eval.first_stage.lucene_runtime import PRETOKENIZED_LANGUAGES, WHITE
 
 # 2: the katakana prolonged sound mark stays inside its word
 # 3: UAX #29 words, English possessives and French elisions dropped, English by Lucene's Porter
-# 4: Swahili and Yoruba cut at whitespace only, as the reference BM25 cuts them
+# 4: Swahili and Yoruba cut at whitespace only, as the reference BM25 cuts them; Lucene's
+#    lower-casing, width and digit foldings in place of NFKC; numbers of decimal digits only;
+#    emoji are words; Chinese and Korean drop CJKAnalyzer's English stopwords
 ANALYZER_VERSION = 4
 # U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
 _RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
-# A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit or connector
-# such as "_"; connectors alone ("__") are no word.
-_SEGMENTS = regex.compile(r"(?wV1)\b[\p{L}\p{N}\p{Pc}].*?\b")
-_LETTER_OR_DIGIT = regex.compile(r"[\p{L}\p{N}]")
+_EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
+# A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit, emoji or
+# connector such as "_", and is a word if it holds a letter, a decimal digit or an emoji, what
+# Lucene's StandardTokenizer makes tokens of: connectors alone ("__") are none, nor are digits
+# that are not decimal ("²", "½", "①").
+_SEGMENTS = regex.compile(rf"(?wV1)\b[\p{{L}}\p{{N}}\p{{Pc}}{_EMOJI}].*?\b")
+_WORD_CHARACTER = regex.compile(rf"[\p{{L}}\p{{Nl}}\p{{WB=Numeric}}{_EMOJI}]")
 _HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
 _GRAPHEME = regex.compile(r"\X")
-_APOSTROPHES = ("'", "\u2019")  # (NFKC has made a fullwidth one an ASCII one)
+# ASCII, the right single quotation mark and the fullwidth one: EnglishPossessiveFilter's three;
+# ElisionFilter takes the first two
+_APOSTROPHES = ("'", "\u2019", "\uff07")
 _POSSESSIVE_ENDINGS = tuple(f"{mark}s" for mark in _APOSTROPHES)
+_ELISION_APOSTROPHES = _APOSTROPHES[:2]
+_WIDTH_VARIANTS = regex.compile(r"[\uff01-\uff5e\uff65-\uff9f]+")
+_OTHER_DECIMAL_DIGITS = regex.compile(r"(?V1)[\p{Nd}--[0-9]]")
 
 # ISO 639-1 code -> Snowball algorithm in PyStemmer
 STEMMERS = {
@@ -52,8 +68,16 @@ STEMMERS = {
 # ISO 639-1 code -> stopword list in bm25s.stopwords
 STOPWORDS = {
     "en": "STOPWORDS_EN", "de": "STOPWORDS_GERMAN", "es": "STOPWORDS_SPANISH", "fr": "STOPWORDS_FRENCH",
-    "ru": "STOPWORDS_RUSSIAN",
+    "ru": "STOPWORDS_RUSSIAN", "ko": "STOPWORDS_EN", "zh": "STOPWORDS_EN",
 }  # fmt: skip
+#: how Lucene's CJKAnalyzer's stopwords differ from the English ones: "an" is none, these are
+CJK_STOPWORDS = frozenset({"s", "t", "www"})
+#: Lucene's analyzers with a CJKWidthFilter (fullwidth ASCII to ASCII, halfwidth katakana to katakana)
+WIDTH_FOLDED = frozenset({"ja", "ko", "zh"})
+#: Lucene's analyzers with a DecimalDigitFilter (every decimal digit to 0-9)
+DIGITS_FOLDED = frozenset({"ar", "bn", "fa", "hi", "te", "th"})
+#: Lucene's analyzers without a LowerCaseFilter
+CASE_KEPT = frozenset({"te"})
 #: Lucene's PorterStemmer leaves words of one or two letters as they are ("us", "as"); Snowball's
 #: Porter does not ("us" -> "u")
 SHORTEST_STEMMED = {"porter": 3}
@@ -80,8 +104,28 @@ def without_possessive(word: str) -> str:
 
 def without_elision(word: str) -> str:
     """French, as Lucene's ElisionFilter: an article before the first apostrophe goes (l'eau -> eau)."""
-    cut = min(index for index in map(word.find, _APOSTROPHES) if index >= 0)
+    found = [index for index in map(word.find, _ELISION_APOSTROPHES) if index >= 0]
+    if not found:  # (a fullwidth apostrophe only)
+        return word
+    cut = min(found)
     return word[cut + 1 :] if word[:cut] in FRENCH_ELIDED else word
+
+
+def java_lower_case(text: str) -> str:
+    """Lower case as Java's `Character.toLowerCase`, character by character (Lucene's
+    LowerCaseFilter): Python's `lower` makes İ "i̇" (two characters) and a final Σ "ς"."""
+    return text.replace("\u0130", "i").replace("\u03a3", "\u03c3").lower()
+
+
+def folded_width(text: str) -> str:
+    """Lucene's CJKWidthFilter: fullwidth ASCII to ASCII, halfwidth katakana to katakana (a
+    halfwidth voiced mark joined to its kana), through NFKC of those characters only."""
+    return _WIDTH_VARIANTS.sub(lambda run: unicodedata.normalize("NFKC", run.group()), text)
+
+
+def folded_digits(text: str) -> str:
+    """Lucene's DecimalDigitFilter: every decimal digit as its ASCII digit (٣ -> 3)."""
+    return _OTHER_DECIMAL_DIGITS.sub(lambda digit: str(unicodedata.digit(digit.group())), text)
 
 
 #: what a word with an apostrophe loses, by language: the rule as the manifest says it, and the rule
@@ -138,7 +182,8 @@ class Analyzer:
             return frozenset()
         import bm25s.stopwords
 
-        return frozenset(getattr(bm25s.stopwords, STOPWORDS[self.language]))
+        listed = frozenset(getattr(bm25s.stopwords, STOPWORDS[self.language]))
+        return listed - {"an"} | CJK_STOPWORDS if self.language in ("ko", "zh") else listed
 
     def describe(self) -> dict[str, object]:
         whitespace = self.language in WHITESPACE_ONLY
@@ -147,41 +192,63 @@ class Analyzer:
             "language": self.language,
             "words": "cut at whitespace only, case and punctuation kept (Lucene's WhitespaceAnalyzer)"
             if whitespace
-            else "UAX #29 word segments with a letter or digit, their combining marks kept",
+            else "UAX #29 word segments with a letter, decimal digit or emoji, their combining marks kept",
             "apostrophes": APOSTROPHE_RULES[self.language][0] if self.language in APOSTROPHE_RULES else None,
             "unspaced_scripts": None
             if whitespace
             else "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, Hangul)",
-            "normalization": None if whitespace else "NFKC, lower case",
+            "normalization": None if whitespace else self._normalization(),
             "stemmer": STEMMERS.get(self.language),
             "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
-            "stopwords": f"bm25s {STOPWORDS[self.language]} ({len(self.stopwords)})"
+            "stopwords": f"bm25s {STOPWORDS[self.language]}"
+            + (" as CJKAnalyzer's: less an, with s, t, www" if self.language in ("ko", "zh") else "")
+            + f" ({len(self.stopwords)})"
             if self.stopwords
             else None,
         }
 
+    def _normalization(self) -> str:
+        steps = [] if self.language in CASE_KEPT else ["lower case (Java's)"]
+        if self.language in WIDTH_FOLDED:
+            steps.append("CJK width folded")
+        if self.language in DIGITS_FOLDED:
+            steps.append("decimal digits folded to 0-9")
+        return ", ".join(steps) or "none"
+
+    def _normalized(self, text: str) -> str:
+        """Lucene's order: width folded, lower-cased, digits folded."""
+        if self.language in WIDTH_FOLDED:
+            text = folded_width(text)
+        if self.language not in CASE_KEPT:
+            text = java_lower_case(text)
+        if self.language in DIGITS_FOLDED:
+            text = folded_digits(text)
+        return text
+
     def _terms(self, text: str) -> list[str]:
         if self.language in WHITESPACE_ONLY:
             return whitespace_tokens(text)
-        text = unicodedata.normalize("NFKC", text).lower()
+        text = self._normalized(text)
         if not _HAS_UNSPACED.search(text):  # the common case, one regex pass
             return self._words(_SEGMENTS.findall(text))
         terms: list[str] = []
         for unspaced, spaced in _RUNS.findall(text):
             if unspaced:
                 terms.extend(grapheme_bigrams(unspaced))
-            elif _LETTER_OR_DIGIT.search(spaced):  # (most are punctuation: "，")
+            elif _WORD_CHARACTER.search(spaced):  # (most are punctuation: "，")
                 terms.extend(self._words(_SEGMENTS.findall(spaced)))
         return terms
 
     def _words(self, segments: list[str]) -> list[str]:
         """The segments that are words, each with its language's apostrophe rule applied, less the
         stopwords (after the rule: "it's" is "it", a stopword)."""
-        words = [segment for segment in segments if segment[0].isalnum() or _LETTER_OR_DIGIT.search(segment)]
+        words = [segment for segment in segments if segment[0].isalpha() or _WORD_CHARACTER.search(segment)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
-            # (the two apostrophes of _APOSTROPHES written out: this runs for every word of a corpus)
-            words = [rule(word) if "'" in word or "\u2019" in word else word for word in words]
+            # (the apostrophes of _APOSTROPHES written out: this runs for every word of a corpus)
+            words = [
+                rule(word) if "'" in word or "\u2019" in word or "\uff07" in word else word for word in words
+            ]
         stopwords = self.stopwords
         return [word for word in words if word not in stopwords]
 
