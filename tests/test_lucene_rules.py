@@ -116,11 +116,25 @@ def test_case_width_digits_and_what_makes_a_word_are_as_in_lucenes_analyzer(lang
     analyzer of its own: Java's lower-casing (İ is i, a final Σ is σ; Telugu lower-cases nothing),
     CJK width folding (Chinese and Korean only), decimal digits folded (Arabic, Bengali, Persian,
     Hindi, Telugu), words of letters, decimal digits or emoji ("x²" is "x", "½" and "①" nothing),
-    CJKAnalyzer's English stopwords ("www", "s", "t", not "an")."""
+    CJKAnalyzer's English stopwords ("www", "s", "t", not "an"), Hangul joined to Latin letters or
+    digits one word ("2019년", "NASA는")."""
     from rerank_eval.first_stage.text_analysis import Analyzer
 
-    text = "ΟΔΟΣ İstanbul x٣ ১২ ३४ ３ ²z ½ ① ™ 😀 🇫🇷 ＡＢ ｗｏｒｄ＇ｓ 1️⃣ __init__ www s t an"
+    text = "ΟΔΟΣ İstanbul x٣ ১২ ३४ ３ ²z ½ ① ™ 😀 🇫🇷 ＡＢ ｗｏｒｄ＇ｓ 1️⃣ __init__ www s t an 2019년 NASA는"
     assert Analyzer(language)(text) == lucene_terms_of(language)(text)
+
+
+@needs_lucene
+@pytest.mark.parametrize("language", ["ko", "zh"])
+def test_korean_is_bigrammed_as_lucenes_cjk_analyzer_bigrams_it(language):
+    """Words of Hangul only become the bigrams of their syllables (a lone syllable itself), Han
+    runs too; a Hangul word after Latin letters or digits stays whole, as CJKAnalyzer has it."""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    text = "서울은 대한민국의 수도이다. 2019년 NASA는 북경(北京)을 방문했다 의 %s을"
+    lucene_terms = lucene_terms_of(language)(text)
+    assert "2019년" in lucene_terms and "대한" in lucene_terms and "北京" in lucene_terms
+    assert Analyzer(language)(text) == lucene_terms
 
 
 @needs_lucene

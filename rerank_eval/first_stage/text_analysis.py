@@ -12,6 +12,8 @@
   as Lucene's CJKAnalyzer does) become overlapping bigrams of grapheme clusters: the approach of
   Lucene's CJKAnalyzer, needing no dictionary, so a query for any sub-phrase of two or more
   characters matches. Thai combining vowels and tone marks stay with their base consonant.
+  Hangul, which UAX #29 joins to Latin letters and digits, is bigrammed where a word is Hangul
+  only: "2019년" and "NASA는" stay one word, as in Lucene's CJKAnalyzer.
 - Text is lower-cased as Java lower-cases a character (İ is i, a final Σ is σ), but for Telugu,
   which Lucene's analyzer leaves as it is; no Unicode normalisation, as Lucene's analyzers have
   none, but their foldings: Chinese, Japanese and Korean fold fullwidth ASCII and halfwidth
@@ -38,10 +40,12 @@ from rerank_eval.first_stage.lucene_runtime import PRETOKENIZED_LANGUAGES, WHITE
 # 3: UAX #29 words, English possessives and French elisions dropped, English by Lucene's Porter
 # 4: Swahili and Yoruba cut at whitespace only, as the reference BM25 cuts them; Lucene's
 #    lower-casing, width and digit foldings in place of NFKC; numbers of decimal digits only;
-#    emoji are words; Chinese and Korean drop CJKAnalyzer's English stopwords
+#    emoji are words; Chinese and Korean drop CJKAnalyzer's English stopwords; Hangul joined to
+#    Latin letters or digits is one word
 ANALYZER_VERSION = 4
 # U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Hangul}"
+# Hangul is not among them: UAX #29 has it as letters, which words of Hangul only are bigrams of.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
 _RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
 _EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
 # A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit, emoji or
@@ -51,6 +55,8 @@ _EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
 _SEGMENTS = regex.compile(rf"(?wV1)\b[\p{{L}}\p{{N}}\p{{Pc}}{_EMOJI}].*?\b")
 _WORD_CHARACTER = regex.compile(rf"[\p{{L}}\p{{Nl}}\p{{WB=Numeric}}{_EMOJI}]")
 _HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
+_HAS_HANGUL = regex.compile(r"\p{Hangul}")
+_HANGUL_ONLY = regex.compile(r"[\p{Hangul}\p{M}]+")
 _GRAPHEME = regex.compile(r"\X")
 # ASCII, the right single quotation mark and the fullwidth one: EnglishPossessiveFilter's three;
 # ElisionFilter takes the first two
@@ -196,7 +202,7 @@ class Analyzer:
             "apostrophes": APOSTROPHE_RULES[self.language][0] if self.language in APOSTROPHE_RULES else None,
             "unspaced_scripts": None
             if whitespace
-            else "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, Hangul)",
+            else "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, words of Hangul only)",
             "normalization": None if whitespace else self._normalization(),
             "stemmer": STEMMERS.get(self.language),
             "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
@@ -229,19 +235,21 @@ class Analyzer:
         if self.language in WHITESPACE_ONLY:
             return whitespace_tokens(text)
         text = self._normalized(text)
+        hangul = _HAS_HANGUL.search(text) is not None
         if not _HAS_UNSPACED.search(text):  # the common case, one regex pass
-            return self._words(_SEGMENTS.findall(text))
+            return self._words(_SEGMENTS.findall(text), hangul)
         terms: list[str] = []
         for unspaced, spaced in _RUNS.findall(text):
             if unspaced:
                 terms.extend(grapheme_bigrams(unspaced))
             elif _WORD_CHARACTER.search(spaced):  # (most are punctuation: "，")
-                terms.extend(self._words(_SEGMENTS.findall(spaced)))
+                terms.extend(self._words(_SEGMENTS.findall(spaced), hangul))
         return terms
 
-    def _words(self, segments: list[str]) -> list[str]:
+    def _words(self, segments: list[str], hangul: bool) -> list[str]:
         """The segments that are words, each with its language's apostrophe rule applied, less the
-        stopwords (after the rule: "it's" is "it", a stopword)."""
+        stopwords (after the rule: "it's" is "it", a stopword); `hangul`: whether any may hold
+        Hangul."""
         words = [segment for segment in segments if segment[0].isalpha() or _WORD_CHARACTER.search(segment)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
@@ -250,7 +258,16 @@ class Analyzer:
                 rule(word) if "'" in word or "\u2019" in word or "\uff07" in word else word for word in words
             ]
         stopwords = self.stopwords
-        return [word for word in words if word not in stopwords]
+        words = [word for word in words if word not in stopwords]
+        if not hangul:
+            return words
+        return [term for word in words for term in self._hangul_bigrams(word)]
+
+    @staticmethod
+    def _hangul_bigrams(word: str) -> list[str]:
+        """A word of Hangul only as the bigrams of its syllables (CJKBigramFilter takes tokens of
+        Hangul only); a word joining Hangul to other letters or digits as it is."""
+        return grapheme_bigrams(word) if _HANGUL_ONLY.fullmatch(word) else [word]
 
     def __call__(self, text: str) -> list[str]:
         terms = self._terms(text)
