@@ -33,38 +33,38 @@ def model_family(
     """The family `name` (a preset, Hub id or folder) runs as, with the preset's settings."""
     if family is not None:
         registry.family(family)  # a mistyped family is said as such, before any comparison
-    preset = config.models.get(name)
+    preset, how = config.models.get(name), f"preset {name}"
+    if preset is None:  # a Hub id that is a preset's model: that preset's family, settings and code
+        preset = next((known for known in config.models.values() if known.model == name), None)
+        how = f"the model of preset {preset.name}" if preset else how
     if preset is not None:
         if preset.trust_remote_code and not trust_remote_code:
             raise UserError(
-                f"preset {preset.name} runs code from its Hub repository ({preset.model}); "
+                f"{how} runs code from its Hub repository ({preset.model}); "
                 f"pass {term('trust_remote_code')} to allow it",
                 {"trust_remote_code": "trust_remote_code=True"},
             )
-        chosen = _agreed(name, preset.family, f"preset {preset.name}", family)
+        chosen = _agreed(name, preset.family, how, family)
         return ModelFamily(chosen, preset.model, dict(preset.settings))
-    detected = _detected(name, config)
+    detected = _detected(name)
     if detected is None:
         if family is None:
             _cannot_tell(name, config)
         return ModelFamily(str(family), name)
-    known, settings, how = detected
-    return ModelFamily(_agreed(name, known, how, family), name, settings)
+    known, how = detected
+    return ModelFamily(_agreed(name, known, how, family), name)
 
 
-def _detected(source: str, config: BenchmarkConfig) -> tuple[str, dict[str, Any], str] | None:
-    """Family, preset settings and how it is known, of a model given by Hub id or folder: a
-    preset's own model, or a folder whose files say (None where nothing does)."""
-    for preset in config.models.values():
-        if preset.model == source:
-            return preset.family, dict(preset.settings), f"the model of preset {preset.name}"
+def _detected(source: str) -> tuple[str, str] | None:
+    """Family and how it is known, of a model given by a folder whose files say (None where
+    nothing does)."""
     path = Path(source).expanduser()
     if not path.is_dir():
         return None
     for known in FAMILIES.values():  # (in their order of registration)
         how = known.recognizes(path) if known.recognizes else None
         if how:
-            return known.name, {}, how
+            return known.name, how
     return None
 
 

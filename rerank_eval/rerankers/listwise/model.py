@@ -80,7 +80,7 @@ def load_projector_weights(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     if not files or missing:
         raise UserError(
             f"checkpoint {checkpoint.source} lacks projector weights "
-            f"({', '.join(missing) or 'no .safetensors file'}); a listwise last-token checkpoint "
+            f"({', '.join(missing) if files else 'no .safetensors file'}); a listwise last-token checkpoint "
             f"stores them beside the backbone"
         )
     return weights
