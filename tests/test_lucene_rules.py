@@ -117,10 +117,14 @@ def test_case_width_digits_and_what_makes_a_word_are_as_in_lucenes_analyzer(lang
     CJK width folding (Chinese and Korean only), decimal digits folded (Arabic, Bengali, Persian,
     Hindi, Telugu), words of letters, decimal digits or emoji ("x²" is "x", "½" and "①" nothing),
     CJKAnalyzer's English stopwords ("www", "s", "t", not "an"), Hangul joined to Latin letters or
-    digits one word ("2019년", "NASA는")."""
+    digits one word ("2019년", "NASA는"), a fullwidth apostrophe a possessive's in English
+    ("John＇s" is "john") but no elision's in French ("l＇eau" stays, "qu’il" is "il")."""
     from rerank_eval.first_stage.text_analysis import Analyzer
 
-    text = "ΟΔΟΣ İstanbul x٣ ১২ ३४ ３ ²z ½ ① ™ 😀 🇫🇷 ＡＢ ｗｏｒｄ＇ｓ 1️⃣ __init__ www s t an 2019년 NASA는"
+    text = (
+        "ΟΔΟΣ İstanbul x٣ ১২ ३४ ３ ²z ½ ① ™ 😀 🇫🇷 ＡＢ ｗｏｒｄ＇ｓ 1️⃣ __init__ www s t an 2019년 NASA는 "
+        "John＇s l＇eau qu’il"
+    )
     assert Analyzer(language)(text) == lucene_terms_of(language)(text)
 
 
@@ -131,7 +135,7 @@ def test_korean_is_bigrammed_as_lucenes_cjk_analyzer_bigrams_it(language):
     runs too; a Hangul word after Latin letters or digits stays whole, as CJKAnalyzer has it."""
     from rerank_eval.first_stage.text_analysis import Analyzer
 
-    text = "서울은 대한민국의 수도이다. 2019년 NASA는 북경(北京)을 방문했다 의 %s을"
+    text = "서울은 대한민국의 수도이다. 2019년 NASA는 서울NASA 북경(北京)을 방문했다 의 %s을"
     lucene_terms = lucene_terms_of(language)(text)
     assert "2019년" in lucene_terms and "대한" in lucene_terms and "北京" in lucene_terms
     assert Analyzer(language)(text) == lucene_terms
