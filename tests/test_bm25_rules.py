@@ -290,7 +290,7 @@ def test_a_query_without_an_indexed_term_finds_nothing_and_the_next_queries_stil
 
 @pytest.mark.parametrize(
     ("text", "terms"),
-    [("mwaka 2019", ["mwaka", "2019"]), ("東京 2020", ["東京", "2020"])],
+    [("mwaka 2019", ["mwaka", "2019"]), ("東京 2020", ["東", "京", "2020"])],
     ids=["spaced", "mixed"],
 )
 def test_numbers_are_words(text, terms):
@@ -313,7 +313,10 @@ def test_a_bm25s_entry_records_its_published_figure(tmp_path, monkeypatch):
 
 
 def test_stopwords_are_left_out_of_text_that_mixes_in_an_unspaced_script():
-    assert Analyzer("en")("the cats of 東京") == ["cat", "東京"]
+    """English text with Han in it: Han one character each (StandardTokenizer's way); Chinese:
+    bigrams, and CJKAnalyzer's stopwords still apply to the Latin words."""
+    assert Analyzer("en")("the cats of 東京") == ["cat", "東", "京"]
+    assert Analyzer("zh")("the cats of 東京") == ["cats", "東京"]
 
 
 def test_the_record_names_the_implementation_and_the_analyzer(tiny, tmp_path):

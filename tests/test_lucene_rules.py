@@ -142,6 +142,20 @@ def test_korean_is_bigrammed_as_lucenes_cjk_analyzer_bigrams_it(language):
 
 
 @needs_lucene
+@pytest.mark.parametrize("language", "en ar bn de es fa fi fr hi id ru te zh ko".split())
+def test_scripts_written_without_spaces_are_cut_as_lucene_cuts_them_in_each_language(language):
+    """Outside Chinese, Japanese, Korean and Thai, as StandardTokenizer: Han and Hiragana one
+    character each, Katakana and Hangul words whole, Thai, Lao, Khmer and Myanmar in runs; in
+    Chinese and Korean (CJKAnalyzer), Han, Kana and Hangul bigrams and still Southeast Asian runs."""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    text = "北京大学 ひらがな カタカナー ｶﾀｶﾅ ภาษาไทย 한국어 Tokyo東京 abcカタ ລາວ ខ្មែរ မြန်မာ ๓๔ x๓ 2019년"
+    lucene_terms = lucene_terms_of(language)(text)
+    assert "ภาษาไทย" in lucene_terms and "ខ្មែរ" in lucene_terms
+    assert Analyzer(language)(text) == lucene_terms
+
+
+@needs_lucene
 def test_the_agreement_script_counts_lucenes_terms_that_the_built_in_analyzer_makes_too():
     """scripts/analyzer_agreement.py, on a sentence worked by hand: Anserini's English terms are
     "analog", "cat", "cat" ("of" and "the" are stopwords); the built-in one makes "analogi" (Porter's

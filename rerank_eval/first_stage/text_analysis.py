@@ -8,12 +8,14 @@
 - As Lucene's analyzers do for their language: English drops a possessive 's, French an elided
   article (l', d', qu', ...), and English is stemmed by the original Porter algorithm with its
   words of one or two letters left alone (Lucene's PorterStemmer; Snowball's "porter" stems them).
-- Scripts written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, and Hangul
-  as Lucene's CJKAnalyzer does) become overlapping bigrams of grapheme clusters: the approach of
-  Lucene's CJKAnalyzer, needing no dictionary, so a query for any sub-phrase of two or more
-  characters matches. Thai combining vowels and tone marks stay with their base consonant.
-  Hangul, which UAX #29 joins to Latin letters and digits, is bigrammed where a word is Hangul
-  only: "2019년" and "NASA는" stay one word, as in Lucene's CJKAnalyzer.
+- In Chinese, Japanese, Korean and Thai, scripts written without spaces (Han, Hiragana, Katakana,
+  Thai, Lao, Khmer, Myanmar, and Hangul as Lucene's CJKAnalyzer does) become overlapping bigrams
+  of grapheme clusters: the approach of Lucene's CJKAnalyzer, needing no dictionary, so a query
+  for any sub-phrase of two or more characters matches. Thai combining vowels and tone marks stay
+  with their base consonant. Hangul, which UAX #29 joins to Latin letters and digits, is
+  bigrammed where a word is Hangul only: "2019년" and "NASA는" stay one word, as in CJKAnalyzer.
+  In every other language they are cut as Lucene's StandardTokenizer cuts them: Han and Hiragana
+  one character each, Katakana and Hangul words whole, Southeast Asian scripts in runs.
 - Text is lower-cased as Java lower-cases a character (İ is i, a final Σ is σ), but for Telugu,
   which Lucene's analyzer leaves as it is; no Unicode normalisation, as Lucene's analyzers have
   none, but their foldings: Chinese, Japanese and Korean fold fullwidth ASCII and halfwidth
@@ -41,12 +43,26 @@ from rerank_eval.first_stage.lucene_runtime import PRETOKENIZED_LANGUAGES, WHITE
 # 4: Swahili and Yoruba cut at whitespace only, as the reference BM25 cuts them; Lucene's
 #    lower-casing, width and digit foldings in place of NFKC; numbers of decimal digits only;
 #    emoji are words; Chinese and Korean drop CJKAnalyzer's English stopwords; Hangul joined to
-#    Latin letters or digits is one word
+#    Latin letters or digits is one word; outside zh, ja, ko and th, unspaced scripts as
+#    StandardTokenizer cuts them
 ANALYZER_VERSION = 4
+# The scripts made bigrams of, by language: Han and Kana in Chinese, Japanese and Korean (as
+# CJKAnalyzer), and Southeast Asian scripts too in Thai (its analyzer's dictionary approximated).
 # U+30FC (ー) is of the Common script but belongs to Kana words (コーヒー), as UAX #29 has it.
 # Hangul is not among them: UAX #29 has it as letters, which words of Hangul only are bigrams of.
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
-_RUNS = regex.compile(rf"(?P<unspaced>(?:[{_UNSPACED}]\p{{M}}*)+)|(?P<spaced>[^{_UNSPACED}]+)")
+_CJK_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\u30fc"
+BIGRAMMED_SCRIPTS = {
+    "ja": _CJK_SCRIPTS, "ko": _CJK_SCRIPTS, "zh": _CJK_SCRIPTS,
+    "th": _CJK_SCRIPTS + r"\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}",
+}  # fmt: skip
+#: per bigrammed language: its runs of those scripts or of the rest, and whether a text has any
+_BIGRAM_PATTERNS = {
+    language: (
+        regex.compile(rf"(?P<unspaced>(?:[{scripts}]\p{{M}}*)+)|(?P<spaced>[^{scripts}]+)"),
+        regex.compile(rf"[{scripts}]"),
+    )
+    for language, scripts in BIGRAMMED_SCRIPTS.items()
+}
 _EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
 # A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit, emoji or
 # connector such as "_", and is a word if it holds a letter, a decimal digit or an emoji, what
@@ -54,7 +70,10 @@ _EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
 # that are not decimal ("²", "½", "①").
 _SEGMENTS = regex.compile(rf"(?wV1)\b[\p{{L}}\p{{N}}\p{{Pc}}{_EMOJI}].*?\b")
 _WORD_CHARACTER = regex.compile(rf"[\p{{L}}\p{{Nl}}\p{{WB=Numeric}}{_EMOJI}]")
-_HAS_UNSPACED = regex.compile(rf"[{_UNSPACED}]")
+#: StandardTokenizer's Southeast Asian runs (Thai, Lao, Khmer, Myanmar: no word breaks of their own)
+_SOUTHEAST_ASIAN = r"\p{Line_Break=Complex_Context}"
+_SOUTHEAST_ASIAN_RUNS = regex.compile(rf"(?P<run>{_SOUTHEAST_ASIAN}+)|(?P<other>[^{_SOUTHEAST_ASIAN}]+)")
+_HAS_SOUTHEAST_ASIAN = regex.compile(_SOUTHEAST_ASIAN)
 _HAS_HANGUL = regex.compile(r"\p{Hangul}")
 _HANGUL_ONLY = regex.compile(r"[\p{Hangul}\p{M}]+")
 _GRAPHEME = regex.compile(r"\X")
@@ -200,9 +219,7 @@ class Analyzer:
             if whitespace
             else "UAX #29 word segments with a letter, decimal digit or emoji, their combining marks kept",
             "apostrophes": APOSTROPHE_RULES[self.language][0] if self.language in APOSTROPHE_RULES else None,
-            "unspaced_scripts": None
-            if whitespace
-            else "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar, words of Hangul only)",
+            "unspaced_scripts": None if whitespace else self._unspaced(),
             "normalization": None if whitespace else self._normalization(),
             "stemmer": STEMMERS.get(self.language),
             "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
@@ -212,6 +229,16 @@ class Analyzer:
             if self.stopwords
             else None,
         }
+
+    def _unspaced(self) -> str:
+        if self.language == "th":
+            return "grapheme-cluster bigrams (Han, Kana, Thai, Lao, Khmer, Myanmar)"
+        if self.language in BIGRAMMED_SCRIPTS:
+            return "grapheme-cluster bigrams (Han, Kana, words of Hangul only); Southeast Asian runs"
+        return (
+            "as StandardTokenizer: Han and Hiragana by character, Katakana and Hangul words, "
+            "Southeast Asian runs"
+        )
 
     def _normalization(self) -> str:
         steps = [] if self.language in CASE_KEPT else ["lower case (Java's)"]
@@ -235,15 +262,32 @@ class Analyzer:
         if self.language in WHITESPACE_ONLY:
             return whitespace_tokens(text)
         text = self._normalized(text)
+        if self.language not in BIGRAMMED_SCRIPTS:
+            return self._standard_terms(text, hangul=False)
         hangul = _HAS_HANGUL.search(text) is not None
-        if not _HAS_UNSPACED.search(text):  # the common case, one regex pass
-            return self._words(_SEGMENTS.findall(text), hangul)
+        runs, has_bigrammed = _BIGRAM_PATTERNS[self.language]
+        if not has_bigrammed.search(text):
+            return self._standard_terms(text, hangul)
         terms: list[str] = []
-        for unspaced, spaced in _RUNS.findall(text):
+        for unspaced, spaced in runs.findall(text):
             if unspaced:
                 terms.extend(grapheme_bigrams(unspaced))
             elif _WORD_CHARACTER.search(spaced):  # (most are punctuation: "，")
-                terms.extend(self._words(_SEGMENTS.findall(spaced), hangul))
+                terms.extend(self._standard_terms(spaced, hangul))
+        return terms
+
+    def _standard_terms(self, text: str, hangul: bool) -> list[str]:
+        """StandardTokenizer's way with scripts written without spaces: UAX #29 (Han and Hiragana
+        one character each, Katakana and Hangul words whole), Southeast Asian runs whole;
+        `hangul`: whether words of Hangul only become bigrams (CJKAnalyzer)."""
+        if not _HAS_SOUTHEAST_ASIAN.search(text):  # the common case, one regex pass
+            return self._words(_SEGMENTS.findall(text), hangul)
+        terms: list[str] = []
+        for run, other in _SOUTHEAST_ASIAN_RUNS.findall(text):
+            if run:
+                terms.append(run)
+            elif _WORD_CHARACTER.search(other):
+                terms.extend(self._words(_SEGMENTS.findall(other), hangul))
         return terms
 
     def _words(self, segments: list[str], hangul: bool) -> list[str]:
