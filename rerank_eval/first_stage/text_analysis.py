@@ -21,8 +21,8 @@
   none, but their foldings: Chinese, Japanese and Korean fold fullwidth ASCII and halfwidth
   katakana (CJKWidthFilter), Arabic, Bengali, Persian, Hindi, Telugu and Thai fold every decimal
   digit to 0-9 (DecimalDigitFilter). Snowball stemming (PyStemmer) and stopword lists (bm25s; for
-  Chinese and Korean the English ones with "s", "t" and "www", as Lucene's CJKAnalyzer) are
-  applied where they exist for the language.
+  Chinese and Korean the English ones less "an", with "s", "t" and "www", as Lucene's
+  CJKAnalyzer's) are applied where they exist for the language.
 - Where the reference BM25 (Pyserini's MIRACL runs) cuts text at whitespace only, so does this
   analyzer, as Lucene's WhitespaceAnalyzer: Yoruba (searched pretokenized) and Swahili (Anserini's
   rule for `-language sw`) keep case and punctuation ("Kenya." is not "kenya").
@@ -95,7 +95,9 @@ STOPWORDS = {
     "en": "STOPWORDS_EN", "de": "STOPWORDS_GERMAN", "es": "STOPWORDS_SPANISH", "fr": "STOPWORDS_FRENCH",
     "ru": "STOPWORDS_RUSSIAN", "ko": "STOPWORDS_EN", "zh": "STOPWORDS_EN",
 }  # fmt: skip
-#: how Lucene's CJKAnalyzer's stopwords differ from the English ones: "an" is none, these are
+#: the languages Anserini analyzes with Lucene's CJKAnalyzer, and how its stopwords differ from
+#: the English ones: "an" is none, these are
+CJK_ANALYZER_LANGUAGES = frozenset({"ko", "zh"})
 CJK_STOPWORDS = frozenset({"s", "t", "www"})
 #: Lucene's analyzers with a CJKWidthFilter (fullwidth ASCII to ASCII, halfwidth katakana to katakana)
 WIDTH_FOLDED = frozenset({"ja", "ko", "zh"})
@@ -208,7 +210,7 @@ class Analyzer:
         import bm25s.stopwords
 
         listed = frozenset(getattr(bm25s.stopwords, STOPWORDS[self.language]))
-        return listed - {"an"} | CJK_STOPWORDS if self.language in ("ko", "zh") else listed
+        return listed - {"an"} | CJK_STOPWORDS if self.language in CJK_ANALYZER_LANGUAGES else listed
 
     def describe(self) -> dict[str, object]:
         whitespace = self.language in WHITESPACE_ONLY
@@ -223,12 +225,14 @@ class Analyzer:
             "normalization": None if whitespace else self._normalization(),
             "stemmer": STEMMERS.get(self.language),
             "shortest_stemmed": SHORTEST_STEMMED.get(STEMMERS.get(self.language, "")),
-            "stopwords": f"bm25s {STOPWORDS[self.language]}"
-            + (" as CJKAnalyzer's: less an, with s, t, www" if self.language in ("ko", "zh") else "")
-            + f" ({len(self.stopwords)})"
-            if self.stopwords
-            else None,
+            "stopwords": self._stopwords_named(),
         }
+
+    def _stopwords_named(self) -> str | None:
+        if not self.stopwords:
+            return None
+        cjk = " as CJKAnalyzer's: less an, with s, t, www" if self.language in CJK_ANALYZER_LANGUAGES else ""
+        return f"bm25s {STOPWORDS[self.language]}{cjk} ({len(self.stopwords)})"
 
     def _unspaced(self) -> str:
         if self.language == "th":
@@ -241,12 +245,12 @@ class Analyzer:
         )
 
     def _normalization(self) -> str:
-        steps = [] if self.language in CASE_KEPT else ["lower case (Java's)"]
+        steps = ["case kept"] if self.language in CASE_KEPT else ["lower case (Java's)"]
         if self.language in WIDTH_FOLDED:
             steps.append("CJK width folded")
         if self.language in DIGITS_FOLDED:
             steps.append("decimal digits folded to 0-9")
-        return ", ".join(steps) or "none"
+        return ", ".join(steps)
 
     def _normalized(self, text: str) -> str:
         """Lucene's order: width folded, lower-cased, digits folded."""
@@ -292,8 +296,8 @@ class Analyzer:
 
     def _words(self, segments: list[str], hangul: bool) -> list[str]:
         """The segments that are words, each with its language's apostrophe rule applied, less the
-        stopwords (after the rule: "it's" is "it", a stopword); `hangul`: whether any may hold
-        Hangul."""
+        stopwords (after the rule: "it's" is "it", a stopword); `hangul`: whether words of Hangul
+        only become bigrams (CJKAnalyzer), where the text holds any."""
         words = [segment for segment in segments if segment[0].isalpha() or _WORD_CHARACTER.search(segment)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
