@@ -21,36 +21,30 @@ from rerank_eval.rerankers.identify import ModelFamily, model_family
 # --- identify.py --------------------------------------------------------------------------------
 
 
-def test_a_preset_that_runs_its_own_code_is_its_family_once_allowed():
+@pytest.mark.parametrize(
+    ("name", "who"),
+    [
+        ("jina-reranker-v2", "preset jina-reranker-v2"),
+        ("jinaai/jina-reranker-v2-base-multilingual", "the model of preset jina-reranker-v2"),
+    ],
+)
+def test_a_preset_that_runs_its_own_code_is_its_family_once_allowed(name, who):
     """jina-reranker-v2 ships code in its Hub repository: refused without trust_remote_code (the
-    message naming the preset, its model and the flag in the library's words), its preset's
-    family, model and settings with it."""
+    message naming whose model it is, the model and the flag in the library's words), its
+    preset's family, model and settings with it; naming the model by its Hub id is no way around
+    the flag."""
     config = load_config(None)
     with pytest.raises(UserError) as refused:
-        model_family("jina-reranker-v2", config)
+        model_family(name, config)
     assert str(refused.value) == (
-        "preset jina-reranker-v2 runs code from its Hub repository "
+        f"{who} runs code from its Hub repository "
         "(jinaai/jina-reranker-v2-base-multilingual); pass trust_remote_code=True to allow it"
     )
-    assert model_family("jina-reranker-v2", config, trust_remote_code=True) == ModelFamily(
+    assert model_family(name, config, trust_remote_code=True) == ModelFamily(
         "cross-encoder",
         "jinaai/jina-reranker-v2-base-multilingual",
         {"max_length": 1024, "max_batch_tokens": 65536},
     )
-
-
-def test_a_presets_hub_id_that_runs_its_own_code_is_refused_as_the_preset_is():
-    """Naming jina-reranker-v2's model by its Hub id is no way around the flag: the same refusal,
-    saying whose model it is; allowed, the preset's family and settings."""
-    config = load_config(None)
-    with pytest.raises(UserError) as refused:
-        model_family("jinaai/jina-reranker-v2-base-multilingual", config)
-    assert str(refused.value) == (
-        "the model of preset jina-reranker-v2 runs code from its Hub repository "
-        "(jinaai/jina-reranker-v2-base-multilingual); pass trust_remote_code=True to allow it"
-    )
-    allowed = model_family("jinaai/jina-reranker-v2-base-multilingual", config, trust_remote_code=True)
-    assert allowed == model_family("jina-reranker-v2", config, trust_remote_code=True)
 
 
 def test_a_folder_named_from_the_home_directory_is_recognised(tmp_path, monkeypatch):
