@@ -156,6 +156,24 @@ def test_scripts_written_without_spaces_are_cut_as_lucene_cuts_them_in_each_lang
 
 
 @needs_lucene
+@pytest.mark.parametrize("language", "en ar bn de fa fi hi id ru te zh ko".split())
+def test_words_longer_than_lucenes_limit_and_characters_of_uax29s_word_classes(language):
+    """Lucene's StandardTokenizer ends a token at 255 UTF-16 code units and reads on: the longest
+    word within them ("ab." x 90: 254 characters, then "ab.ab.ab.ab.ab"; a possessive after the
+    cut still dropped in English), Thai runs likewise. What is a word follows UAX #29's classes,
+    not general categories: a circled letter, an Arabic decimal separator before a digit, a
+    narrow no-break space before a letter begin words; "〆" is none. (Not es and fr: Lucene's
+    light stemmers there rewrite "aaa...".)"""
+    from rerank_eval.first_stage.text_analysis import Analyzer
+
+    long_words = ["a" * 256, "\U0001d400" * 130, "ab." * 90, "a" * 254 + "'s more", "ภา" * 140]
+    text = " ".join([*long_words, "٫5 Ⓐbc ՞ 〆 ׳ \u202fa x"])
+    lucene_terms = lucene_terms_of(language)(text)
+    assert "a" * 255 in lucene_terms and "〆" not in lucene_terms
+    assert Analyzer(language)(text) == lucene_terms
+
+
+@needs_lucene
 def test_the_agreement_script_counts_lucenes_terms_that_the_built_in_analyzer_makes_too():
     """scripts/analyzer_agreement.py, on a sentence worked by hand: Anserini's English terms are
     "analog", "cat", "cat" ("of" and "the" are stopwords); the built-in one makes "analogi" (Porter's

@@ -92,6 +92,14 @@ def test_no_stemmer_or_stopwords_where_none_exist():
     assert Analyzer("en")("the cat and a dog") == ["cat", "dog"]  # English stopwords
 
 
+def test_persian_reads_a_zero_width_non_joiner_as_a_space():
+    """Lucene's PersianAnalyzer (its PersianCharFilter) cuts words at a ZWNJ, common in Persian
+    ("می‌خواهم", "کتاب‌ها"); Arabic's keeps it inside the word."""
+    joined, spaced = "می\u200cخواهم کتاب\u200cها", "می خواهم کتاب ها"
+    assert Analyzer("fa")(joined) == Analyzer("fa")(spaced) and len(Analyzer("fa")(joined)) == 4
+    assert len(Analyzer("ar")(joined)) == 2
+
+
 def test_full_width_text_is_folded_where_lucene_folds_it():
     """Lucene's CJKWidthFilter is in its Chinese, Japanese and Korean analyzers only; elsewhere a
     fullwidth word stays fullwidth (lower-cased). Arabic, Bengali, Persian, Hindi, Telugu and Thai

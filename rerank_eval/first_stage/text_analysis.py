@@ -1,10 +1,11 @@
 """Language-aware text analysis for the built-in BM25 (an approximation of Lucene's analyzers).
 
 - Words are Unicode's word segments (UAX #29, as Lucene's StandardTokenizer cuts them) that hold
-  a letter, a decimal digit or an emoji, as its tokens do ("x²" is "x", "½" nothing, "😀" a word):
-  combining marks stay with their letter, so Hindi, Bengali and Telugu words (vowel signs,
-  viramas) are never cut inside (`\\w` would cut them), and an apostrophe, a period or an
-  underscore between letters or digits stays inside the word (don't, O'Neil, U.S.A, 3.14).
+  a letter, a number or an emoji by UAX #29's word-break classes, as its tokens do ("x²" is "x",
+  "½" nothing, "😀" and "Ⓐ" words): combining marks stay with their letter, so Hindi, Bengali and
+  Telugu words (vowel signs, viramas) are never cut inside (`\\w` would cut them), and an
+  apostrophe, a period or an underscore between letters or digits stays inside the word (don't,
+  O'Neil, U.S.A, 3.14). A word reaching 255 UTF-16 code units is cut there, as Lucene cuts it.
 - As Lucene's analyzers do for their language: English drops a possessive 's, French an elided
   article (l', d', qu', ...), and English is stemmed by the original Porter algorithm with its
   words of one or two letters left alone (Lucene's PorterStemmer; Snowball's "porter" stems them).
@@ -16,7 +17,8 @@
   bigrammed where a word is Hangul only: "2019년" and "NASA는" stay one word, as in CJKAnalyzer.
   In every other language they are cut as Lucene's StandardTokenizer cuts them: Han and Hiragana
   one character each, Katakana and Hangul words whole, Southeast Asian scripts in runs.
-- Text is lower-cased as Java lower-cases a character (İ is i, a final Σ is σ), but for Telugu,
+- Persian reads a zero-width non-joiner as a space (Lucene's PersianCharFilter). Text is
+  lower-cased as Java lower-cases a character (İ is i, a final Σ is σ), but for Telugu,
   which Lucene's analyzer leaves as it is; no Unicode normalisation, as Lucene's analyzers have
   none, but their foldings: Chinese, Japanese and Korean fold fullwidth ASCII and halfwidth
   katakana (CJKWidthFilter), Arabic, Bengali, Persian, Hindi, Telugu and Thai fold every decimal
@@ -44,7 +46,8 @@ from rerank_eval.first_stage.lucene_runtime import PRETOKENIZED_LANGUAGES, WHITE
 #    lower-casing, width and digit foldings in place of NFKC; numbers of decimal digits only;
 #    emoji are words; Chinese and Korean drop CJKAnalyzer's English stopwords; Hangul joined to
 #    Latin letters or digits is one word; outside zh, ja, ko and th, unspaced scripts as
-#    StandardTokenizer cuts them
+#    StandardTokenizer cuts them; words by UAX #29's classes, cut at 255 UTF-16 units; Persian's
+#    ZWNJ a space
 ANALYZER_VERSION = 4
 # The scripts made bigrams of, by language: Han and Kana in Chinese, Japanese and Korean (as
 # CJKAnalyzer), and Southeast Asian scripts too in Thai (its analyzer's dictionary approximated).
@@ -64,14 +67,21 @@ _BIGRAM_PATTERNS = {
     for language, scripts in BIGRAMMED_SCRIPTS.items()
 }
 _EMOJI = r"\p{Extended_Pictographic}\p{Regional_Indicator}"
-# A word segment (the `w` flag: boundaries by UAX #29) begins with a letter, digit, emoji or
-# connector such as "_", and is a word if it holds a letter, a decimal digit or an emoji, what
-# Lucene's StandardTokenizer makes tokens of: connectors alone ("__") are none, nor are digits
-# that are not decimal ("²", "½", "①").
-_SEGMENTS = regex.compile(rf"(?wV1)\b[\p{{L}}\p{{N}}\p{{Pc}}{_EMOJI}].*?\b")
-_WORD_CHARACTER = regex.compile(rf"[\p{{L}}\p{{Nl}}\p{{WB=Numeric}}{_EMOJI}]")
 #: StandardTokenizer's Southeast Asian runs (Thai, Lao, Khmer, Myanmar: no word breaks of their own)
 _SOUTHEAST_ASIAN = r"\p{Line_Break=Complex_Context}"
+# What Lucene's StandardTokenizer makes a token of, by UAX #29's word-break classes rather than
+# general categories: letters (circled ones too: Ⓐ), numbers (decimal digits and their
+# separators: ٫), Katakana, Han, Hiragana, Southeast Asian letters and emoji; not "²", "½", "①",
+# nor a letter of no such class (〆).
+_TOKEN_CHARACTERS = (
+    rf"\p{{WB=ALetter}}\p{{WB=Hebrew_Letter}}\p{{WB=Numeric}}\p{{WB=Katakana}}\p{{Han}}\p{{Hiragana}}"
+    rf"{_SOUTHEAST_ASIAN}{_EMOJI}"
+)
+# A word segment (the `w` flag: boundaries by UAX #29) begins with a token character or a
+# connector ("_", U+202F), and is a word if it holds a token character: connectors alone ("__")
+# are none.
+_SEGMENTS = regex.compile(rf"(?wV1)\b[{_TOKEN_CHARACTERS}\p{{WB=ExtendNumLet}}].*?\b")
+_WORD_CHARACTER = regex.compile(rf"[{_TOKEN_CHARACTERS}]")
 _SOUTHEAST_ASIAN_RUNS = regex.compile(rf"(?P<run>{_SOUTHEAST_ASIAN}+)|(?P<other>[^{_SOUTHEAST_ASIAN}]+)")
 _HAS_SOUTHEAST_ASIAN = regex.compile(_SOUTHEAST_ASIAN)
 _HAS_HANGUL = regex.compile(r"\p{Hangul}")
@@ -105,6 +115,9 @@ WIDTH_FOLDED = frozenset({"ja", "ko", "zh"})
 DIGITS_FOLDED = frozenset({"ar", "bn", "fa", "hi", "te", "th"})
 #: Lucene's analyzers without a LowerCaseFilter
 CASE_KEPT = frozenset({"te"})
+#: Lucene's analyzers that read a zero-width non-joiner as a space (PersianCharFilter): "می‌خواهم"
+#: is two words
+ZWNJ_AS_SPACE = frozenset({"fa"})
 #: Lucene's PorterStemmer leaves words of one or two letters as they are ("us", "as"); Snowball's
 #: Porter does not ("us" -> "u")
 SHORTEST_STEMMED = {"porter": 3}
@@ -164,22 +177,56 @@ APOSTROPHE_RULES = {
 
 def whitespace_tokens(text: str) -> list[str]:
     """Lucene's WhitespaceTokenizer: runs between Java's whitespace, as they are, each cut into
-    tokens of 255 UTF-16 code units (a character outside the BMP counts two)."""
+    tokens of 255 UTF-16 code units."""
+    return [token for run in _JAVA_WHITESPACE.split(text) if run for token in in_token_lengths(run)]
+
+
+def in_token_lengths(run: str) -> list[str]:
+    """A run every character of which belongs to its token, cut as Lucene's tokenizers cut one
+    that reaches 255 UTF-16 code units (a character outside the BMP counts two): a token ends
+    there and the next begins."""
+    if len(run) * 2 < LONGEST_TOKEN:  # (the common case: too short to reach the limit)
+        return [run]
     tokens: list[str] = []
-    for run in _JAVA_WHITESPACE.split(text):
-        if len(run) * 2 < LONGEST_TOKEN:  # (the common case: too short to reach the limit)
-            if run:
-                tokens.append(run)
-            continue
-        start, units = 0, 0
-        for index, character in enumerate(run):
-            units += 2 if ord(character) > 0xFFFF else 1
-            if units >= LONGEST_TOKEN:
-                tokens.append(run[start : index + 1])
-                start, units = index + 1, 0
-        if start < len(run):
-            tokens.append(run[start:])
+    start, units = 0, 0
+    for index, character in enumerate(run):
+        units += 2 if ord(character) > 0xFFFF else 1
+        if units >= LONGEST_TOKEN:
+            tokens.append(run[start : index + 1])
+            start, units = index + 1, 0
+    if start < len(run):
+        tokens.append(run[start:])
     return tokens
+
+
+def _within_token_length(text: str) -> str:
+    """The longest start of `text` within LONGEST_TOKEN UTF-16 code units."""
+    units = 0
+    for index, character in enumerate(text):
+        units += 2 if ord(character) > 0xFFFF else 1
+        if units > LONGEST_TOKEN:
+            return text[:index]
+    return text
+
+
+def cut_to_token_length(word: str) -> list[str]:
+    """A word as Lucene's StandardTokenizer emits it: one longer than 255 UTF-16 code units is
+    cut into the longest word within the first 255, then the rest read the same way ("ab." x 90:
+    a word of 254 characters, the period after it dropped, then "ab.ab.ab.ab.ab")."""
+    pieces: list[str] = []
+    while len(word) * 2 >= LONGEST_TOKEN:  # (shorter: within the limit whatever its characters)
+        window = _within_token_length(word)
+        if len(window) == len(word):
+            break
+        head = _SEGMENTS.match(window)
+        pieces.append(head.group() if head else window)
+        rest = word[len(pieces[-1]) :]  # (read anew: the cut is no word boundary in `word`)
+        following = _SEGMENTS.search(rest)
+        if following is None:
+            return pieces
+        word = rest[following.start() :]
+    pieces.append(word)
+    return pieces
 
 
 def grapheme_bigrams(run: str) -> list[str]:
@@ -245,7 +292,8 @@ class Analyzer:
         )
 
     def _normalization(self) -> str:
-        steps = ["case kept"] if self.language in CASE_KEPT else ["lower case (Java's)"]
+        steps = ["zero-width non-joiner as a space"] if self.language in ZWNJ_AS_SPACE else []
+        steps.append("case kept" if self.language in CASE_KEPT else "lower case (Java's)")
         if self.language in WIDTH_FOLDED:
             steps.append("CJK width folded")
         if self.language in DIGITS_FOLDED:
@@ -253,7 +301,9 @@ class Analyzer:
         return ", ".join(steps)
 
     def _normalized(self, text: str) -> str:
-        """Lucene's order: width folded, lower-cased, digits folded."""
+        """Lucene's order: a ZWNJ read as a space, width folded, lower-cased, digits folded."""
+        if self.language in ZWNJ_AS_SPACE:
+            text = text.replace("\u200c", " ")
         if self.language in WIDTH_FOLDED:
             text = folded_width(text)
         if self.language not in CASE_KEPT:
@@ -289,7 +339,7 @@ class Analyzer:
         terms: list[str] = []
         for run, other in _SOUTHEAST_ASIAN_RUNS.findall(text):
             if run:
-                terms.append(run)
+                terms.extend(in_token_lengths(run))
             elif _WORD_CHARACTER.search(other):
                 terms.extend(self._words(_SEGMENTS.findall(other), hangul))
         return terms
@@ -298,7 +348,14 @@ class Analyzer:
         """The segments that are words, each with its language's apostrophe rule applied, less the
         stopwords (after the rule: "it's" is "it", a stopword); `hangul`: whether words of Hangul
         only become bigrams (CJKAnalyzer), where the text holds any."""
-        words = [segment for segment in segments if segment[0].isalpha() or _WORD_CHARACTER.search(segment)]
+        # (an ASCII letter first: a word for sure, without a regex search)
+        words = [
+            segment
+            for segment in segments
+            if (segment[0].isascii() and segment[0].isalpha()) or _WORD_CHARACTER.search(segment)
+        ]
+        if any(len(word) * 2 >= LONGEST_TOKEN for word in words):
+            words = [piece for word in words for piece in cut_to_token_length(word)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
             # (the apostrophes of _APOSTROPHES written out: this runs for every word of a corpus)
