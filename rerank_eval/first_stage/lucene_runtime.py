@@ -288,26 +288,37 @@ def _language_analyzers() -> frozenset[str]:
     return frozenset(str(code) for code in analyzer_map.keySet().toArray())
 
 
-def analyzer_used(language: str, analyzer: str) -> str:
-    """What Anserini really analyzes with, which the manifest says: Swahili is cut at whitespace
-    (as in Pyserini's MIRACL runs), any other language without a Lucene analyzer of its own gets the
-    default English one."""
+def _analysis(language: str, analyzer: str) -> str:
+    """What Anserini really analyzes with: "pretokenized" (the whitespace setting), "whitespace"
+    (its own rule for Swahili, as in Pyserini's MIRACL runs), "language" (Lucene's analyzer for it)
+    or "english" (its default English one, also for any language Lucene has no analyzer for)."""
     if analyzer == "whitespace":
-        return "whitespace (pretokenized)"
+        return "pretokenized"
     if language in WHITESPACE_LANGUAGES:
-        return f"whitespace (Anserini's own rule for -language {language})"
+        return "whitespace"
     if language != "en" and language in _language_analyzers():
-        return f"Lucene's analyzer for {language}"
-    return "Anserini's default English analyzer (Porter stemming, Lucene's stopwords)"
+        return "language"
+    return "english"
+
+
+def analyzer_used(language: str, analyzer: str) -> str:
+    """What Anserini really analyzes with, as the manifest says it."""
+    return {
+        "pretokenized": "whitespace (pretokenized)",
+        "whitespace": f"whitespace (Anserini's own rule for -language {language})",
+        "language": f"Lucene's analyzer for {language}",
+        "english": "Anserini's default English analyzer (Porter stemming, Lucene's stopwords)",
+    }[_analysis(language, analyzer)]
 
 
 def analyzer(language: str) -> Any:
-    """The Lucene analyzer Anserini indexes and searches a corpus of that language with, as
-    `analyzer_used` names it (Yoruba's as Pyserini's MIRACL runs, pretokenized): to compare the
-    built-in analyzer's terms with."""
-    if language in PRETOKENIZED_LANGUAGES + WHITESPACE_LANGUAGES:
+    """The Lucene analyzer Anserini indexes and searches a corpus of that language with (Yoruba's
+    pretokenized, as Pyserini's MIRACL runs): to compare the built-in analyzer's terms with."""
+    setting = "whitespace" if language in PRETOKENIZED_LANGUAGES else "language"
+    analysis = _analysis(language, setting)
+    if analysis in ("pretokenized", "whitespace"):
         return _autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
-    if language != "en" and language in _language_analyzers():
+    if analysis == "language":
         return _autoclass("io.anserini.analysis.AnalyzerMap").getLanguageSpecificAnalyzer(language)
     return _autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
 
