@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rerank_eval.config.reader import load_config
 from rerank_eval.errors import UserError
 from rerank_eval.first_stage import lucene_runtime
 from rerank_eval.first_stage.text_analysis import Analyzer
 
 CATALOGS = ("/usr/share/locale/{locale}/LC_MESSAGES", "/usr/share/vim/*/lang/{locale}/LC_MESSAGES")
 LOCALES = {"zh": "zh_CN"}  # Simplified Chinese, as MIRACL's
-MIRACL = "ar bn de en es fa fi fr hi id ja ko ru sw te th yo zh".split()
 
 
 def catalog_texts(language: str) -> list[str]:
@@ -56,14 +56,16 @@ def agreement(language: str, texts: list[str]) -> tuple[int, int, Counter[str]]:
     missed: Counter[str] = Counter()
     for text in texts:
         theirs = Counter(str(term) for term in utilities.analyze(lucene, text).toArray())
+        mine = Counter(ours(text))
         total += theirs.total()
-        shared += (theirs & Counter(ours(text))).total()
-        missed.update(theirs - Counter(ours(text)))
+        shared += (theirs & mine).total()
+        missed.update(theirs - mine)
     return total, shared, missed
 
 
 def main() -> None:
-    for language in sys.argv[1:] or MIRACL:
+    miracl = [spec.language for spec in load_config().suite("miracl").datasets]
+    for language in sys.argv[1:] or miracl:
         if language == "th":  # said in one line where this Java cannot break Thai words
             try:
                 lucene_runtime.check_language("th")

@@ -354,7 +354,7 @@ class Analyzer:
             for segment in segments
             if (segment[0].isascii() and segment[0].isalpha()) or _WORD_CHARACTER.search(segment)
         ]
-        if any(len(word) * 2 >= LONGEST_TOKEN for word in words):
+        if max(map(len, words), default=0) * 2 >= LONGEST_TOKEN:  # (rare: no Python loop otherwise)
             words = [piece for word in words for piece in cut_to_token_length(word)]
         if self.language in APOSTROPHE_RULES:
             rule = APOSTROPHE_RULES[self.language][1]
