@@ -40,13 +40,13 @@ CLI = {"first_stage": "--first-stage"}
 # --- the Lucene runtime: the extra, the jar, JAVA_HOME ------------------------------------------------
 
 
-def test_the_missing_extra_names_the_install_the_python_and_the_built_in_first_stage():
-    """One line: what is missing, the pip command, the Python it needs, and bm25s in the caller's
+def test_the_missing_extra_names_the_install_and_the_built_in_first_stage():
+    """One line: what is missing, the pip command, and bm25s in the caller's
     terms (`first_stage=` for a library caller, `--first-stage` on the command line)."""
     refused = lucene_runtime.missing_extra(" (pyjnius is missing)")
     assert str(refused) == (
         "the Lucene first stage needs Pyserini and a Java runtime (pyjnius is missing): "
-        "pip install 'rerank-eval[lucene]', on Python 3.11 or later "
+        "pip install 'rerank-eval[lucene]' "
         "(or first_stage= bm25s, the built-in approximation)"
     )
     assert refused.render(CLI).endswith("(or --first-stage bm25s, the built-in approximation)")

@@ -52,8 +52,7 @@ def missing_extra(why: str = "", instead: str = "") -> UserError:
     built-in BM25 as the first stage)."""
     instead = instead or f"{term('first_stage')} bm25s, the built-in approximation"
     return UserError(
-        f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL}, on Python 3.11 or "
-        f"later (or {instead})",
+        f"the Lucene first stage needs Pyserini and a Java runtime{why}: {INSTALL} (or {instead})",
         FIRST_STAGE_TERM,
     )
 

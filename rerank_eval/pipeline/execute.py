@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def execute(
     model's place among the several a run was given (None for a run of one)."""
     plan.validate()
     datasets = datasets or DatasetCache(plan)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     source_revision()  # (read as the run starts: a commit made while it runs is not what ran)
     main = ranks().is_main
     writer = ResultWriter(out, keep_identical) if main else None
@@ -108,7 +108,7 @@ def execute(
             records.append(dataset_record(prepared, outcome, timings, reranker))
         if writer is None:
             return None
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         manifest = build_manifest(plan, reranker, records, command, started, finished, position)
         folder = writer.publish(manifest, summarize)
         if writer.kept_existing:
