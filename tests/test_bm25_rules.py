@@ -116,6 +116,39 @@ def test_the_index_is_keyed_by_every_setting_that_changes_it(tiny, other):
     assert Bm25Index.cache_dir(dataset, other) != Bm25Index.cache_dir(dataset, settings)
 
 
+@pytest.mark.parametrize("library", ["PyStemmer", "regex", "unicode"])
+def test_the_index_is_keyed_by_the_versions_its_terms_depend_on(tiny, monkeypatch, library):
+    """A stemmer or Unicode tables of another release make other terms (PyStemmer 2.2 stems German
+    otherwise than 3.1), so an index built under them is not the one to reuse."""
+    from rerank_eval.first_stage import text_analysis
+
+    _, dataset = tiny
+    before = Bm25Index.cache_dir(dataset, Bm25Settings(language="en"))
+    if library == "PyStemmer":
+        monkeypatch.setattr(text_analysis.importlib.metadata, "version", lambda name: "2.2.0.3")
+    elif library == "regex":
+        monkeypatch.setattr(text_analysis.regex, "__version__", "2024.11.6")
+    else:
+        monkeypatch.setattr(text_analysis.unicodedata, "unidata_version", "15.1.0")
+    assert Bm25Index.cache_dir(dataset, Bm25Settings(language="en")) != before
+
+
+def test_the_record_names_the_versions_of_the_libraries_the_terms_depend_on():
+    """Stemmed languages name PyStemmer's version; every word-segmented one regex's and the Unicode
+    tables'; Swahili, cut at whitespace only, depends on neither."""
+    import importlib.metadata
+    import unicodedata
+
+    import regex
+
+    segmented = {"regex": regex.__version__, "unicode": unicodedata.unidata_version}
+    stemmer = {"PyStemmer": importlib.metadata.version("PyStemmer")}
+    assert Analyzer("en").describe()["libraries"] == segmented | stemmer
+    assert Analyzer("fa").describe()["libraries"] == segmented | stemmer
+    assert Analyzer("zh").describe()["libraries"] == segmented
+    assert Analyzer("sw").describe()["libraries"] == {}
+
+
 def test_an_entry_without_k1_or_b_takes_pyserinis_defaults():
     # the published BM25 runs (Pyserini/Anserini) use k1 0.9, b 0.4
     assert kind("bm25s").validate("first_stages.plain", {}) == {"k1": 0.9, "b": 0.4}
