@@ -283,7 +283,7 @@ class Analyzer:
         otherwise than 3.1's, 2.2's German 236, and Persian arrives in 3.1. Word classes and case
         mappings follow the Unicode tables of regex and of Python."""
         versions = {} if whitespace else {"regex": regex.__version__, "unicode": unicodedata.unidata_version}
-        if self._stemmer is not None:
+        if self.language in STEMMERS:  # (the stemmer itself is not loaded to say so)
             versions["PyStemmer"] = importlib.metadata.version("PyStemmer")
         return versions
 
