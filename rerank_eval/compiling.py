@@ -22,13 +22,25 @@ def compile_by_default(device: torch.device) -> bool:
 
 
 @functools.cache
-def compiled(function: Any) -> Any:
-    """One torch.compile per function, for every shape (dynamic: lengths all differ).
+def compiled(function: Any, every_size_dynamic: bool = False) -> Any:
+    """One torch.compile per function, for every number of rows.
 
     Callers pass tensors flattened to (tokens, ...): a batch dimension would be compiled once more
-    when it is 1 (torch.compile specialises sizes 0 and 1), in the middle of a run.
+    when it is 1 (torch.compile specialises sizes 0 and 1), in the middle of a run. Only the rows
+    are dynamic, and only once a trial has called the function with each of `TRIAL_ROWS`
+    (torch.compile's automatic dynamic shapes: a size that changed between calls becomes
+    symbolic). Widths, heads and head sizes stay constants: with every size symbolic (`dynamic=True`)
+    Inductor indexes with run-time divisions and loops its reductions, and the encoder's rotary and
+    add-LayerNorm kernels ran at about a quarter of the H200's bandwidth (docs/performance.md).
+    `every_size_dynamic` compiles every size as symbolic from the first call, as the reranker's
+    kernels are (its queries and keys have different head counts; measured that way).
     """
-    return torch.compile(function, dynamic=True)
+    return torch.compile(function, dynamic=True if every_size_dynamic else None)
+
+
+#: the row counts a compile trial calls each compiled function with, so that the row dimension
+#: (and only it) is compiled as dynamic before the first real call
+TRIAL_ROWS = (3, 5)
 
 
 def trial_failure(trial: Callable[[], Any], device: torch.device) -> str | None:

@@ -73,6 +73,7 @@ def encode_check(device: str, quick: bool) -> list[dict]:
             f"ours packed (texts end to end, varlen attention): {_passes(packed)}, "
             f"{result['speedup_packed']:.2f}x, difference {result['max_abs_difference_packed']:.1e}, "
             f"{packed['padded_positions']:,} positions"
+            + (f", corpus path {_rate(packed['corpus_path'])}" if "corpus_path" in packed else "")
         )
     note = (
         f"fused kernels {'on' if result['model']['fused_kernels'] else 'off'}; ours (padded batches): "

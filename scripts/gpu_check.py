@@ -40,7 +40,7 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    once more, every batch shape met before (`2nd pass`, as over a corpus of millions); then the
    same for ours with texts packed end to end (`packed_sequences`: no padding, torch's varlen
    attention). The row passes when either reaches the targets with vectors within 1e-2 of float32
-   (packing is not yet the default; where it cannot run, the row says why and keeps the rest);
+   (packing is the default on CUDA; where it cannot run, the row says why and keeps the rest);
    ours' corpus path too (`encode_corpus`, the passages in 4 shards written to a temporary cache).
    Then a chunk of the encoder, padded and packed, queued without any call that waits for the GPU
    (`torch.cuda.set_sync_debug_mode("error")`), its vectors taken back equal to `embed`'s. Then a

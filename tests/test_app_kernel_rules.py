@@ -557,7 +557,7 @@ def test_the_trimmed_last_layer_of_a_compiled_backbone_runs_the_compiled_kernel(
         return eager(norm, states, cos, sin, False)
 
     monkeypatch.setattr(qwen3_kernels, "normed_rotated", recorded)
-    monkeypatch.setattr(compiling, "compiled", lambda function: function)
+    monkeypatch.setattr(compiling, "compiled", lambda function, every_size_dynamic=False: function)
     model = qwen3()
     qwen3_kernels.use_trimmed_last_layer(model, True)
     qwen3_kernels.use_compiled_elementwise(model, True)

@@ -107,12 +107,19 @@ def test_bench_encode_times_packed_texts_beside_the_others(tmp_path):
     out = tmp_path / "bench-encode.json"
     result = CliRunner().invoke(app, [
         "bench-encode", "--shape", "tiny", "--passages", "200", "--device", "cpu",
-        "--max-batch-tokens", "4096", "--packed-sequences", "--json", str(out),
+        "--max-batch-tokens", "4096", "--packed-sequences", "--corpus-shard-size", "64", "--json", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     straightforward, ours, packed = data["straightforward"], data["ours"], data["ours_packed"]
-    assert "ours, packed" in result.output and set(packed) == PATH_FIELDS
+    assert "ours, packed" in result.output and set(packed) == PATH_FIELDS | {"corpus_path"}
+    # the corpus path timed packed too (the default on CUDA), over the same shards
+    packed_corpus, corpus = packed.pop("corpus_path"), ours.pop("corpus_path")
+    assert packed_corpus["passages_encoded"] == corpus["passages_encoded"]
+    assert packed_corpus["tokens_per_second"] * packed_corpus["seconds"] == pytest.approx(
+        corpus["tokens_per_second"] * corpus["seconds"], rel=2e-3
+    )
+    assert "packed, corpus path:" in " ".join(result.output.split())
     assert data["speedup_packed"] == round(straightforward["seconds"] / packed["seconds"], 3)
     assert data["speedup_packed_second_pass"] is None  # no --second-pass
     assert data["max_abs_difference_packed"] <= 1e-5

@@ -393,3 +393,35 @@ def test_ranks_decide_packing_together(monkeypatch):
     assert str(raised.value) == "packed_sequences cannot run on cpu: rank 1: no varlen"
     monkeypatch.setattr(distributed, "all_gathered_objects", lambda value: [value, None])
     assert kernel_choice.packing_chosen("enc", object(), CPU, torch.float32, True, True) is True
+
+
+def test_packing_by_default_on_cuda_wherever_the_fused_kernels_run(monkeypatch, capsys):
+    """Unset, packing is on where the fused kernels run on CUDA and its trial passes; off on CPUs
+    and without the fused kernels (no trial run, no word), off when set so."""
+    from rerank_eval.runtime import distributed
+
+    cuda, trials = torch.device("cuda"), []
+    monkeypatch.setattr(distributed, "all_gathered_objects", lambda value: [value])
+    monkeypatch.setattr(jina_kernels, "packing_failure", lambda *args: trials.append(args[1]))
+    assert kernel_choice.packing_chosen("enc", object(), cuda, torch.bfloat16, True, None) is True
+    assert trials == [cuda]
+    for device, fused, requested in ((CPU, True, None), (cuda, False, None), (cuda, True, False)):
+        chosen = kernel_choice.packing_chosen("enc", object(), device, torch.bfloat16, fused, requested)
+        assert chosen is False
+    assert trials == [cuda] and capsys.readouterr() == ("", "")
+
+
+def test_packing_that_fails_by_default_is_said_once_on_stderr(monkeypatch, capsys):
+    """By default a failing trial leaves padded batches with one line; asked for, it is an error."""
+    from rerank_eval.runtime import distributed
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(distributed, "all_gathered_objects", lambda value: [value])
+    monkeypatch.setattr(jina_kernels, "packing_failure", lambda *args: "ImportError: no varlen")
+    assert kernel_choice.packing_chosen("enc", object(), cuda, torch.bfloat16, True, None) is False
+    assert capsys.readouterr() == (
+        "",
+        "packed_sequences cannot run on cuda (ImportError: no varlen); the encoder runs padded batches\n",
+    )
+    with pytest.raises(UserError, match=r"^packed_sequences cannot run on cuda: ImportError: no varlen$"):
+        kernel_choice.packing_chosen("enc", object(), cuda, torch.bfloat16, True, True)

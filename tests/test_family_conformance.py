@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rerank_eval.errors import UserError
 from rerank_eval.rerankers import load_reranker
@@ -137,3 +138,20 @@ def test_describe_survives_json_and_reloading_with_its_settings_gives_the_same_s
 
     assert without_provenance(again.describe()) == without_provenance(described)
     assert without_provenance(again.score_identity()) == without_provenance(reranker.score_identity())
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "first-stage-order"])
+def test_models_run_their_own_layers_not_kernels_fetched_from_the_hub(models, family):
+    """transformers 5 swaps layers for Hub kernels at load time unless told not to: scores would
+    depend on a download, and a machine without the `kernels` package could not load at all."""
+    from transformers import PreTrainedModel
+
+    reranker = load(models, family)
+    held = [
+        module
+        for value in vars(reranker).values()
+        if isinstance(value, torch.nn.Module)
+        for module in value.modules()
+        if isinstance(module, PreTrainedModel)
+    ]
+    assert held and all(module.use_kernels is False for module in held)

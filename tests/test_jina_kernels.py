@@ -356,3 +356,53 @@ def test_packing_is_only_where_it_can_run(jina, tmp_path, monkeypatch):
     monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)
     with pytest.raises(UserError, match="packed_sequences cannot run on cpu: ModuleNotFoundError"):
         _encoder(jina, fused_kernels=True, packed_sequences=True)
+
+
+@needs_compiler
+def test_the_compile_trial_leaves_rows_dynamic_and_widths_constant(jina):
+    """After the trial any number of rows reuses its kernels, while heads and head sizes are
+    compiled in as constants (other heads compile again): Inductor's kernels over symbolic sizes
+    index with run-time divisions, and the rotary kernel ran at a quarter of the H200's bandwidth."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(jina))
+    heads = config.num_attention_heads
+    size = config.hidden_size // heads
+    compiling.compiled.cache_clear()
+    torch._dynamo.reset()
+    assert jina_kernels.compile_failure(config, torch.device("cpu"), torch.float32) is None
+    rotated_pair = compiling.compiled(jina_kernels._rotated_pair)
+
+    def rotated(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        halves = states.chunk(2, dim=-1)
+        turned = torch.cat((-halves[1], halves[0]), dim=-1)
+        return states * cos[:, None, :] + turned * sin[:, None, :]
+
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        for rows in (2, 7, 40):
+            query, key = torch.randn(rows, heads, size), torch.randn(rows, heads, size)
+            cos, sin = torch.randn(rows, size), torch.randn(rows, size)
+            got = rotated_pair(query, key, cos, sin)
+            assert (got[0] - rotated(query, cos, sin)).abs().max() <= 1e-5
+            assert (got[1] - rotated(key, cos, sin)).abs().max() <= 1e-5
+        other = torch.randn(7, heads + 1, size)
+        with pytest.raises(torch._dynamo.exc.RecompileError):
+            rotated_pair(other, other.clone(), torch.randn(7, size), torch.randn(7, size))
+
+
+def test_the_encoder_loads_its_model_outside_inference_mode(jina, monkeypatch):
+    """`embed` runs in inference mode; a model loaded there and moved to a GPU would hold inference
+    tensors, unlike the weights of the compile trial, and the kernels would compile again mid-run."""
+    encoder = _encoder(jina, fused_kernels=False)
+    modes = []
+    load = DenseEncoder._load_model
+
+    def recording_load(self, side):
+        modes.append(torch.is_inference_mode_enabled())
+        return load(self, side)
+
+    monkeypatch.setattr(DenseEncoder, "_load_model", recording_load)
+    with torch.inference_mode():
+        encoder.embed(TEXTS, "query")
+    assert modes == [False]
+    assert encoder.model("query").use_kernels is False  # its own layers, not the Hub's kernels

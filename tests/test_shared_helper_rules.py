@@ -705,8 +705,8 @@ def test_checked_values_are_numbers_afterwards():
 
 
 def test_an_elementwise_function_is_compiled_once_for_every_shape(monkeypatch):
-    """torch.compile is called once per function (later calls reuse it) and dynamic, so that the
-    lengths of a run do not each compile again."""
+    """torch.compile is called once per function (later calls reuse it), with automatic dynamic
+    shapes (only what a trial's two calls vary becomes symbolic) or, asked, every size dynamic."""
     calls = []
     monkeypatch.setattr(torch, "compile", lambda function, **options: calls.append(options) or function)
 
@@ -714,7 +714,10 @@ def test_an_elementwise_function_is_compiled_once_for_every_shape(monkeypatch):
         return 2 * x
 
     assert compiling.compiled(double) is compiling.compiled(double) is double
-    assert calls == [{"dynamic": True}]
+    assert calls == [{"dynamic": None}]
+    assert compiling.compiled(double, True) is compiling.compiled(double, True) is double
+    assert calls == [{"dynamic": None}, {"dynamic": True}]
+    assert len(set(compiling.TRIAL_ROWS)) == 2 and min(compiling.TRIAL_ROWS) > 1  # 0 and 1 specialise
 
 
 def test_a_recorded_order_beats_the_packaged_suites_and_the_packaged_one_fills_in():

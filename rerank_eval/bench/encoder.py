@@ -10,10 +10,12 @@ one token (so token counts are controlled):
   max_length of 512 tokens, ≈5% of the passages repeating an earlier one (corpora repeat texts);
   queries of ≈12 tokens, one per ten passages;
 - shapes: `xlm-roberta-large` is jina-embeddings-v3's backbone as transformers'
-  `JinaEmbeddingsV3Config` defaults give it (24 layers, hidden 1024, 16 heads, FFN 4096, vocabulary
-  250,002; XLM-RoBERTa with rotary positions), random weights and no adapters: jina-embeddings-v3's
+  `JinaEmbeddingsV3Config` defaults give it (24 layers, hidden 1024, 16 heads, FFN 4096; XLM-RoBERTa
+  with rotary positions), random weights and no adapters: jina-embeddings-v3's
   LoRA adapters are merged into the weights once per side, so its runtime is the base model's;
   `tiny` (2 layers, hidden 64) is for CPUs. Both mean-pool and normalise, as jina-embeddings-v3 does;
+  the vocabulary is the synthetic tokenizer's (the embedding table is a lookup, so its 250,002 real
+  rows would change memory, not speed, and a table far larger than the tokenizer is refused on load);
 - straightforward: `embed_straightforward` in float32 with transformers' own modules, fixed batches
   of 32 in input order, every text encoded, duplicates too (sentence-transformers' `encode` sorts
   texts by character length before batching: against it, sorting by length gains less than here);
@@ -23,7 +25,8 @@ one token (so token counts are controlled):
   copied back, the next chunk of texts tokenized while the device runs this one and queued before
   this one's vectors are waited for;
 - ours, packed (`--packed-sequences`): ours with the same batches run as texts end to end, no
-  padding (`packed_sequences`, fused kernels on); where it cannot run, the result says why.
+  padding (`packed_sequences`, fused kernels on: a run's default on CUDA); where it cannot run, the
+  result says why. Ours above stays padded (`packed_sequences` off), so that both are timed.
 
 Reported per path: passages/s and queries/s (texts of the workload per second, so their ratio is the
 speed-up), tokens/s (real, unpadded tokens the path ran), padded positions run, the seconds it takes
@@ -73,9 +76,8 @@ from rerank_eval.models.common import (
 
 SHAPES = {
     "xlm-roberta-large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
-                              intermediate_size=4096, vocab_size=250002),
-    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=256,
-                 vocab_size=4096),
+                              intermediate_size=4096),
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=256),
 }  # fmt: skip
 MAX_LENGTH = 512  # jina-embeddings-v3 handles 8,192; BEIR runs usually cut passages at 512
 STRAIGHTFORWARD_BATCH = 32  # sentence-transformers' default batch size
@@ -128,10 +130,12 @@ def random_encoder_checkpoint(shape: str, folder: Path) -> tuple[Checkpoint, Enc
     )
     tokenizer.model_max_length = MAX_LENGTH
     tokenizer.save_pretrained(str(folder))
-    spec = dict(SHAPES[shape])
-    spec["vocab_size"] = max(spec["vocab_size"], len(tokenizer))
     config = JinaEmbeddingsV3Config(
-        **spec, pad_token_id=tokenizer.pad_token_id, bos_token_id=bos, eos_token_id=eos
+        **SHAPES[shape],
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
     )
     torch.manual_seed(0)
     with quiet_transformers():
@@ -268,11 +272,13 @@ def run_bench_encode(
         described = _described(shape, model, recipe)
         model_config = model.config
         del model
-        encoder = _next_encoder(encoder, checkpoint, recipe, str(chosen), ours_dtype, budget)
+        encoder = _next_encoder(
+            encoder, checkpoint, recipe, str(chosen), ours_dtype, budget, packed_sequences=False
+        )
         described["fused_kernels"] = encoder.fused_kernels
         ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
+        flops_of = flops_per_sequence(model_config, described["non_embedding_parameters"])
         if corpus_shard_size:
-            flops_of = flops_per_sequence(model_config, described["non_embedding_parameters"])
             ours["corpus_path"] = time_corpus_path(encoder, passage_texts, corpus_shard_size, flops_of, peaks)
         packed_fields: dict[str, Any] = {}
         if packed_sequences:
@@ -285,6 +291,10 @@ def run_bench_encode(
                 packed, packed_vectors = run_path(
                     encoder, passage_texts, query_texts, True, peaks, second_pass
                 )
+                if corpus_shard_size:
+                    packed["corpus_path"] = time_corpus_path(
+                        encoder, passage_texts, corpus_shard_size, flops_of, peaks
+                    )
                 packed_fields = _packed_fields(packed, straightforward, reference, packed_vectors)
         del encoder
     return {

@@ -137,6 +137,11 @@ def encode_table(result: dict[str, Any]) -> Table:
                 if (corpus := result["ours"].get("corpus_path"))
                 else ""
             )
+            + (
+                f"; packed, corpus path: {_rate(corpus)}"
+                if (corpus := result.get("ours_packed", {}).get("corpus_path"))
+                else ""
+            )
             + (f"; packed sequences not run: {result['packed_error']}" if "packed_error" in result else "")
             + _peak_note(*(result[p] for p in ("straightforward", "ours", "ours_packed") if p in result))
         ),

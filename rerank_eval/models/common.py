@@ -252,6 +252,13 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+#: keyword arguments of every model load (`from_pretrained`). transformers 5 swaps layers for
+#: kernels fetched from the Hub at load time unless told not to: scores would then depend on what
+#: was downloaded that day, and a machine without the `kernels` package fails to load at all. The
+#: harness runs the checkpoint's own layers, or its own fused kernels where it has them.
+MODEL_LOAD_OPTIONS: dict[str, Any] = {"use_kernels": False}
+
+
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars: keys a family ignores on purpose

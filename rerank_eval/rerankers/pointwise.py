@@ -20,6 +20,7 @@ import torch
 from rerank_eval.errors import UserError, term, warn
 from rerank_eval.models.checkpoint import Checkpoint, ships_code
 from rerank_eval.models.common import (
+    MODEL_LOAD_OPTIONS,
     attention_implementation,
     cpu_threads,
     default_batch_tokens,
@@ -104,7 +105,7 @@ class TransformerReranker(Reranker):
             with quiet_transformers():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
                 loaded = model_class.from_pretrained(
-                    folder, dtype=self.dtype, trust_remote_code=remote, **extra
+                    folder, dtype=self.dtype, trust_remote_code=remote, **extra, **MODEL_LOAD_OPTIONS
                 )
         except (OSError, ValueError, RuntimeError) as exc:  # (RuntimeError: weights that do not fit)
             raise UserError(

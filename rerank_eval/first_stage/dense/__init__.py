@@ -56,7 +56,7 @@ class DenseRetrieval(FirstStageKind):
         "merge_adapters": Setting(bool, True, execution_only=True),
         # jina-embeddings-v3's fused kernels (jina_kernels); unset: on CUDA where Triton works
         "fused_kernels": Setting(bool, execution_only=True),
-        # texts packed end to end without padding, in the fused kernels; off unless asked for
+        # texts packed end to end without padding, in the fused kernels; unset: on CUDA where they run
         "packed_sequences": Setting(bool, execution_only=True),
         "dtype": Setting(str, choices=("float32", "bfloat16", "float16"), execution_only=True),
         "storage": Setting(str, "float16", choices=("float16", "float32"), execution_only=True),

@@ -36,6 +36,7 @@ from rerank_eval.first_stage.dense.recipe import EncoderRecipe, encoder_class
 from rerank_eval.first_stage.dense.vectors import QueuedVectors, pool, pool_packed
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import (
+    MODEL_LOAD_OPTIONS,
     OUT_OF_MEMORY,
     cpu_threads,
     default_batch_tokens,
@@ -165,7 +166,11 @@ class DenseEncoder:
         try:
             with quiet_transformers():
                 model = model_class.from_pretrained(
-                    str(self.folder), config=config, dtype=self.dtype, attn_implementation="sdpa"
+                    str(self.folder),
+                    config=config,
+                    dtype=self.dtype,
+                    attn_implementation="sdpa",
+                    **MODEL_LOAD_OPTIONS,
                 )
         except Exception as exc:  # missing, truncated or foreign weights fail in many ways
             raise UserError(f"cannot load encoder {self.checkpoint.source}: {describe(exc)}") from None
@@ -213,7 +218,11 @@ class DenseEncoder:
         """The model for `side`; with per-side adapters only one side is held at a time."""
         if self._model is None or (self._side != side and self.recipe.adapters):
             self._model = None
-            self._model = self._load_model(side)
+            # outside `embed`'s inference mode: weights moved to a GPU there would be inference
+            # tensors, unlike those the compile trial made, and the fused kernels would be compiled
+            # once more in the middle of the first batches (seen on the H200)
+            with torch.inference_mode(False):
+                self._model = self._load_model(side)
         self._side = side
         return self._model
 

@@ -15,7 +15,7 @@ they compute:
   which transformers passes on unchecked, so the host never waits for the GPU (SDPA still turns it
 into a float mask in each layer, a small kernel).
 
-With `packed_sequences` (asked for only, until a GPU has timed it), a batch's texts run end to end
+With `packed_sequences` (by default on CUDA, `kernel_choice.packing_chosen`), a batch's texts run end to end
 in one row, positions restarting at each text, and attention stays within each text through torch's
 varlen kernel (FlashAttention's): no padded position runs, no attention plan is made per shape.
 
@@ -248,10 +248,11 @@ def compile_failure(config: Any, device: torch.device, dtype: torch.dtype) -> st
         size, eps = hidden // heads, float(config.layer_norm_eps)
         with torch.inference_mode(False):  # as the model's weights: not inference tensors
             weight, bias = tensor(hidden), tensor(hidden)
-        states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
-        compiling.compiled(_rotated_pair)(states, states.clone(), cos, sin)
-        rows = tensor(3, hidden)
-        compiling.compiled(_added_layer_norm)(rows, rows.clone(), weight, bias, eps)
+        for rows in compiling.TRIAL_ROWS:
+            states, cos, sin = tensor(rows, heads, size), tensor(rows, size), tensor(rows, size)
+            compiling.compiled(_rotated_pair)(states, states.clone(), cos, sin)
+            added = tensor(rows, hidden)
+            compiling.compiled(_added_layer_norm)(added, added.clone(), weight, bias, eps)
 
     return compiling.trial_failure(trial, device)
 

@@ -138,9 +138,9 @@ def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtyp
 
     def trial() -> None:
         states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
-        compiling.compiled(_rms_normed_rotated)(states, norm.weight, norm.variance_epsilon, cos, sin)
+        compiling.compiled(_rms_normed_rotated, True)(states, norm.weight, norm.variance_epsilon, cos, sin)
         width = config.intermediate_size
-        compiling.compiled(_silu_times)(tensor(3, width), tensor(3, width))
+        compiling.compiled(_silu_times, True)(tensor(3, width), tensor(3, width))
 
     return compiling.trial_failure(trial, device)
 
@@ -156,7 +156,8 @@ def normed_rotated(
     batch, tokens, heads, size = states.shape
     cos, sin = (t.expand(batch, -1, -1).reshape(batch * tokens, size) for t in (cos, sin))
     flat = states.reshape(batch * tokens, heads, size)
-    rotated = compiling.compiled(_rms_normed_rotated)(flat, norm.weight, norm.variance_epsilon, cos, sin)
+    kernel = compiling.compiled(_rms_normed_rotated, True)
+    rotated = kernel(flat, norm.weight, norm.variance_epsilon, cos, sin)
     return rotated.view(batch, tokens, heads, size).transpose(1, 2)
 
 
@@ -197,7 +198,7 @@ def _compiled_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 
         def forward(self, hidden: torch.Tensor) -> torch.Tensor:
             gate, up = self.gate_proj(hidden), self.up_proj(hidden)
-            product = compiling.compiled(_silu_times)(gate.flatten(0, -2), up.flatten(0, -2))
+            product = compiling.compiled(_silu_times, True)(gate.flatten(0, -2), up.flatten(0, -2))
             return self.down_proj(product.view(gate.shape))
 
     return CompiledQwen3Attention, CompiledQwen3MLP

@@ -27,6 +27,7 @@ from rerank_eval.compiling import compile_by_default
 from rerank_eval.errors import UserError, term
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import (
+    MODEL_LOAD_OPTIONS,
     cpu_threads,
     default_batch_tokens,
     dtype_name,
@@ -96,7 +97,11 @@ class ListwiseLastToken(BlockPrompts, BlockExecution, Reranker):
         attention = listwise_attention(self.device, self.dtype)
         with quiet_transformers():  # projector and lm_head keys are expected to go unused
             backbone = Qwen3Model.from_pretrained(
-                str(checkpoint.folder), config=config, dtype=self.dtype, attn_implementation=attention
+                str(checkpoint.folder),
+                config=config,
+                dtype=self.dtype,
+                attn_implementation=attention,
+                **MODEL_LOAD_OPTIONS,
             )
         self._assemble(tokenizer, backbone, projector_weights, settings or ListwiseSettings())
 
