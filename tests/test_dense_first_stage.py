@@ -19,6 +19,7 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,10 @@ def reference(setup) -> tuple[Path, Path]:
     # the record names the corpus by its (id, text) pairs in order, computed here from the fixture
     assert record["settings"]["corpus_sha256"] == corpus_module.pairs_sha256(nq_corpus())
     assert record["settings"]["fused_kernels"] is False  # MiniLM, on a CPU
+    # what encoded the corpus, from each shard's record (no adapters: no peft)
+    libraries = {name: metadata.version(name) for name in ("torch", "transformers", "tokenizers")}
+    assert record["settings"]["encoded_with"] == [{**libraries, "device": "cpu"}]
+    assert "shards_without_encoder_record" not in record["settings"]
     assert whole_shards(corpus_folder(cache)) == set(range(len(distinct_per_shard())))
     return out, cache
 
@@ -167,8 +172,8 @@ SLOW_LAUNCHER = """
 import sys, time
 from rerank_eval.first_stage.dense.corpus import CorpusEmbeddings
 written = CorpusEmbeddings.write_shard
-def slowly(self, shard, vectors):
-    written(self, shard, vectors)
+def slowly(self, shard, vectors, made_with):
+    written(self, shard, vectors, made_with)
     time.sleep(0.25)
 CorpusEmbeddings.write_shard = slowly
 sys.argv[0] = "rerank-eval"
@@ -234,8 +239,8 @@ def together(self, key):
     (ready / str(os.getpid())).touch()
     while len(list(ready.iterdir())) < 2:
         time.sleep(0.01)
-def slowly(self, shard, vectors):
-    written(self, shard, vectors)
+def slowly(self, shard, vectors, made_with):
+    written(self, shard, vectors, made_with)
     time.sleep(0.1)
 CorpusEmbeddings.create, CorpusEmbeddings.write_shard = together, slowly
 sys.argv[0] = "rerank-eval"
@@ -810,6 +815,22 @@ def _finished_cache(folder: Path) -> CorpusEmbeddings:
     return cache
 
 
+def test_a_finished_cache_names_every_library_and_device_that_encoded_its_shards(tmp_path):
+    """A run resumed after an upgrade, or ranks on other devices, leave shards made differently:
+    complete.json lists each distinct record once (sorted), and counts shards of older caches,
+    which recorded none."""
+    cache = CorpusEmbeddings(tmp_path / "corpus", 1, "float32")
+    cache.create({"test": "made with"})
+    old, new = {"torch": "2.9.0", "device": "NVIDIA H100"}, {"torch": "2.11.0", "device": "NVIDIA H200"}
+    made = [new, old, None, new]
+    for index, made_with in enumerate(made):
+        cache.write_shard(Shard.of(index, [(f"d{index}", "x")]), np.ones((1, 2), np.float32), made_with)
+    info = cache.finish(len(made), len(made), "sha")
+    assert info["encoded_with"] == [old, new]  # sorted by their JSON, keys sorted: device first
+    assert info["shards_without_encoder_record"] == 1
+    assert cache.complete() == info
+
+
 @pytest.mark.parametrize("removed", ["ranks.npy", "ids_sorted.npy"])
 def test_a_finished_cache_missing_a_file_it_stands_for_is_no_finished_cache(tmp_path, removed):
     """complete.json stands for the doc-id order files too: without one, every later search would
@@ -1003,6 +1024,9 @@ class _CountingEncoder:
 
     def tokenize(self, texts: list[str], side: str) -> list[str]:
         return list(texts)
+
+    def made_with(self) -> dict[str, str]:
+        return {"device": "counting"}
 
     def queue_tokens(self, rows: list[str], side: str, progress=None):
         index = len(self.queued)

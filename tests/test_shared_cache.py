@@ -35,6 +35,9 @@ class _LengthEncoder:
     def tokenize(self, texts: list[str], side: str) -> list[str]:
         return list(texts)
 
+    def made_with(self) -> dict[str, str]:
+        return {"device": "lengths"}
+
     def queue_tokens(self, rows: list[str], side: str, progress=None):
         self.encoded.extend(rows)
         vectors = np.array([[len(t), t.count("a")] for t in rows], np.float32)

@@ -277,8 +277,8 @@ def run_bench_encode(
         )
         described["fused_kernels"] = encoder.fused_kernels
         ours, vectors = run_path(encoder, passage_texts, query_texts, True, peaks, second_pass)
-        flops_of = flops_per_sequence(model_config, described["non_embedding_parameters"])
         if corpus_shard_size:
+            flops_of = flops_per_sequence(model_config, described["non_embedding_parameters"])
             ours["corpus_path"] = time_corpus_path(encoder, passage_texts, corpus_shard_size, flops_of, peaks)
         packed_fields: dict[str, Any] = {}
         if packed_sequences:

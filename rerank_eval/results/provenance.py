@@ -11,6 +11,7 @@ from pathlib import Path
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
+    "peft",
     "tokenizers",
     "ir_datasets",
     "ir_measures",

@@ -322,6 +322,10 @@ class DenseRetrieval(FirstStageKind):
         per_rank = all_gathered_objects({"rank": shard.rank, **timings})
         if shard.is_main:
             corpus = {"corpus_documents": info["documents"], "corpus_sha256": info["corpus_sha256"]}
+            # what encoded the corpus (not always what runs now); caches completed before it was
+            # recorded have none
+            recorded = ("encoded_with", "shards_without_encoder_record")
+            corpus.update({key: info[key] for key in recorded if key in info})
             _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()), corpus)
         return {"ranks": per_rank}
 

@@ -194,10 +194,11 @@ class CorpusEmbeddings:
             return False
         return record.get("sha256") == sha256 and len(record["ids"]) == rows == documents
 
-    def write_shard(self, shard: Shard, vectors: np.ndarray) -> None:
+    def write_shard(self, shard: Shard, vectors: np.ndarray, made_with: dict[str, str] | None = None) -> None:
         """The shard written whole, unless another process sharing the cache wrote it first for
         these very documents (the same recipe gives the same vectors): rewriting it would remove
-        it for a while under that process, which may be reading it."""
+        it for a while under that process, which may be reading it. `made_with` (the encoder's
+        libraries and device) is recorded beside its ids."""
         if self.has_shard(shard):
             return
         with np.errstate(over="ignore"):  # an overflow is refused just below, in one line
@@ -213,7 +214,7 @@ class CorpusEmbeddings:
             self._vectors(shard.index).unlink(missing_ok=True)
         except OSError as exc:
             raise disk_error(exc, self._vectors(shard.index), "shards already written are kept") from None
-        record = {"ids": shard.ids, "sha256": shard.sha256}
+        record = {"ids": shard.ids, "sha256": shard.sha256, **({"made_with": made_with} if made_with else {})}
         write_file(self._ids(shard.index), lambda h: h.write(json.dumps(record).encode("utf-8")))
         write_file(self._vectors(shard.index), lambda h: np.save(h, stored))
 
@@ -222,7 +223,10 @@ class CorpusEmbeddings:
         return np.load(self._vectors(index), mmap_mode="r")
 
     def shard_ids(self, index: int) -> list[str]:
-        return json.loads(self._ids(index).read_text(encoding="utf-8"))["ids"]
+        return self._record(index)["ids"]
+
+    def _record(self, index: int) -> dict[str, Any]:
+        return json.loads(self._ids(index).read_text(encoding="utf-8"))
 
     def shard_with_ranks(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """A shard's vectors and its documents' places in doc id order (both memory-mapped)."""
@@ -235,7 +239,8 @@ class CorpusEmbeddings:
 
     def finish(self, shards: int, documents: int, corpus_sha256: str) -> dict[str, Any]:
         """Every shard is there: doc id order for tie-breaking, then `complete.json` (last)."""
-        ids = [doc_id for index in range(shards) for doc_id in self.shard_ids(index)]
+        records = [self._record(index) for index in range(shards)]
+        ids = [doc_id for record in records for doc_id in record["ids"]]
         encoded = np.array([doc_id.encode("utf-8") for doc_id in ids], dtype=bytes)
         # trec_eval breaks equal scores by doc id (strcmp): byte order of the UTF-8 ids.
         order = np.argsort(encoded, kind="stable")
@@ -258,6 +263,20 @@ class CorpusEmbeddings:
             "corpus_sha256": corpus_sha256,
             "storage": self.storage,
             "shard_size": self.shard_size,
+            **encoded_with(records),
         }
         write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
         return info
+
+
+def encoded_with(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The distinct libraries and devices that encoded the shards (one entry unless a run was
+    resumed after an upgrade, or ranks differ), and how many shards recorded none (written by
+    rerank-eval before shards recorded it)."""
+    recorded = [r["made_with"] for r in records if isinstance(r.get("made_with"), dict)]
+    made = {json.dumps(entry, sort_keys=True) for entry in recorded}
+    unrecorded = len(records) - len(recorded)
+    return {
+        "encoded_with": [json.loads(entry) for entry in sorted(made)],
+        **({"shards_without_encoder_record": unrecorded} if unrecorded else {}),
+    }

@@ -141,6 +141,18 @@ class DenseEncoder:
             "encoder_version": ENCODER_VERSION,
         }
 
+    def made_with(self) -> dict[str, str]:
+        """What encodes, beyond what keys the cache: the libraries whose code and kernels can move a
+        vector's last bits, and the device. Left out of the key on purpose (upgrading torch must
+        not encode a corpus of millions again); written with each shard instead, so that a run
+        names what made the vectors it searched, which may be another version than the one running."""
+        from rerank_eval.results.provenance import package_versions
+
+        libraries = ("torch", "transformers", "tokenizers", *(("peft",) if self.recipe.adapters else ()))
+        versions = package_versions()
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        return {**{name: str(versions[name]) for name in libraries}, "device": device}
+
     # -- loading ----------------------------------------------------------------------------------
 
     def _load_tokenizer(self) -> Any:

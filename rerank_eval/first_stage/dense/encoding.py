@@ -123,6 +123,7 @@ class _CorpusEncoding:
 
     def __init__(self, cache: CorpusEmbeddings, encoder: Any, rank: int, world: int) -> None:
         self.cache, self.encoder, self.rank, self.world = cache, encoder, rank, world
+        self.made_with: dict[str, str] = encoder.made_with()  # recorded with each shard
         self.report = EncodingReport()
         self.stopping = threading.Event()  # an error or an interrupt: the reader reads no further
         self.claims: dict[int, int] = {}  # this process's claims on the shards it encodes, by index
@@ -209,7 +210,7 @@ class _CorpusEncoding:
                 f"the encoder gave a vector that is not finite in shard {shard.index}; nothing of it is kept"
             )
         position = {text: i for i, text in enumerate(distinct)}
-        self.cache.write_shard(shard, vectors[[position[text] for text in shard.texts]])
+        self.cache.write_shard(shard, vectors[[position[text] for text in shard.texts]], self.made_with)
         release(self.claims.pop(shard.index))
         counted.written()
         self.report.encoded_passages += len(distinct)
