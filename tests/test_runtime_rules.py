@@ -297,7 +297,8 @@ def test_the_rate_column_reads_items_per_second():
 
 def test_the_versions_recorded_are_the_installed_ones_and_a_missing_package_is_none(monkeypatch):
     recorded = provenance.package_versions()
-    for name in ("torch", "transformers", "tokenizers", "numpy", "ir_measures", "pytrec_eval_terrier"):
+    numbers_depend_on = ("torch", "transformers", "peft", "tokenizers", "numpy", "scipy", "ir_measures")
+    for name in (*numbers_depend_on, "pytrec_eval_terrier"):
         assert recorded[name] == metadata.version(name), name
     monkeypatch.setattr(provenance, "TRACKED_PACKAGES", ("numpy", "no-such-package-here"))
     assert provenance.package_versions() == {"numpy": metadata.version("numpy"), "no-such-package-here": None}

@@ -21,6 +21,7 @@ TRACKED_PACKAGES = (
     "huggingface_hub",
     "numpy",
     "pandas",
+    "scipy",
 )
 
 
