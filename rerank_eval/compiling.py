@@ -22,25 +22,40 @@ def compile_by_default(device: torch.device) -> bool:
 
 
 @functools.cache
-def compiled(function: Any, every_size_dynamic: bool = False) -> Any:
+def compiled(function: Any, *, every_size_dynamic: bool = False) -> Any:
     """One torch.compile per function, for every number of rows.
 
-    Callers pass tensors flattened to (tokens, ...): a batch dimension would be compiled once more
-    when it is 1 (torch.compile specialises sizes 0 and 1), in the middle of a run. Only the rows
-    are dynamic, and only once a trial has called the function with each of `TRIAL_ROWS`
-    (torch.compile's automatic dynamic shapes: a size that changed between calls becomes
-    symbolic). Widths, heads and head sizes stay constants: with every size symbolic (`dynamic=True`)
-    Inductor indexes with run-time divisions and loops its reductions, and the encoder's rotary and
-    add-LayerNorm kernels ran at about a quarter of the H200's bandwidth (docs/performance.md).
-    `every_size_dynamic` compiles every size as symbolic from the first call, as the reranker's
-    kernels are (its queries and keys have different head counts; measured that way).
+    Callers pass tensors flattened to (rows, ...): a batch dimension would be compiled once more
+    when it is 1 (torch.compile specialises sizes 0 and 1), in the middle of a run. The rows of
+    every tensor of two or more dimensions are marked dynamic, every other size static, at each
+    call: widths, heads and head sizes are compiled in as constants, one kernel per model shape.
+    With every size symbolic (`dynamic=True`) Inductor indexes with run-time divisions and loops
+    its reductions, and the encoder's rotary and add-LayerNorm kernels ran at about a quarter of
+    the H200's bandwidth (docs/performance.md); left to automatic dynamic shapes, a process that
+    had compiled two model shapes would make every size symbolic for all later ones.
+    `every_size_dynamic` compiles every size as symbolic, as the reranker's kernels are (its
+    queries and keys have different head counts; measured that way).
     """
-    return torch.compile(function, dynamic=True if every_size_dynamic else None)
+    if every_size_dynamic:
+        return torch.compile(function, dynamic=True)
+    kernel = torch.compile(function)
+
+    @functools.wraps(function)
+    def rows_dynamic(*args: Any) -> Any:
+        for tensor in args:
+            if isinstance(tensor, torch.Tensor):
+                rows = tensor.dim() >= 2
+                if rows:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+                torch._dynamo.mark_static(tensor, tuple(range(int(rows), tensor.dim())))
+        return kernel(*args)
+
+    return rows_dynamic
 
 
-#: the row counts a compile trial calls each compiled function with, so that the row dimension
-#: (and only it) is compiled as dynamic before the first real call
-TRIAL_ROWS = (3, 5)
+#: the rows of a compile trial's call: a batch's worth, since Triton picks a kernel's launch
+#: configuration by timing its first call (the configuration stays for every later size)
+TRIAL_ROWS = 4096
 
 
 def trial_failure(trial: Callable[[], Any], device: torch.device) -> str | None:

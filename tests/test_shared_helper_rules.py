@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -705,19 +706,42 @@ def test_checked_values_are_numbers_afterwards():
 
 
 def test_an_elementwise_function_is_compiled_once_for_every_shape(monkeypatch):
-    """torch.compile is called once per function (later calls reuse it), with automatic dynamic
-    shapes (only what a trial's two calls vary becomes symbolic) or, asked, every size dynamic."""
+    """torch.compile is called once per function (later calls reuse it); asked, with every size
+    dynamic."""
     calls = []
     monkeypatch.setattr(torch, "compile", lambda function, **options: calls.append(options) or function)
 
     def double(x):
         return 2 * x
 
-    assert compiling.compiled(double) is compiling.compiled(double) is double
-    assert calls == [{"dynamic": None}]
-    assert compiling.compiled(double, True) is compiling.compiled(double, True) is double
-    assert calls == [{"dynamic": None}, {"dynamic": True}]
-    assert len(set(compiling.TRIAL_ROWS)) == 2 and min(compiling.TRIAL_ROWS) > 1  # 0 and 1 specialise
+    rows_dynamic = compiling.compiled(double)
+    assert rows_dynamic is compiling.compiled(double) and calls == [{}]
+    assert torch.equal(rows_dynamic(torch.ones(3, 2)), torch.full((3, 2), 2.0))
+    assert compiling.compiled(double, every_size_dynamic=True) is double
+    assert compiling.compiled(double, every_size_dynamic=True) is double
+    assert calls == [{}, {"dynamic": True}]
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="needs a C++ compiler")
+def test_compiled_rows_are_dynamic_and_widths_constant_whatever_ran_before():
+    """One kernel per width, each for any number of rows, even after other widths compiled (left
+    to automatic dynamic shapes, a second width would make every size symbolic from then on)."""
+    import torch._dynamo
+
+    def scaled(states, weight):
+        return states * weight
+
+    torch._dynamo.reset()
+    kernel = compiling.compiled(scaled)
+    with torch.inference_mode():
+        for rows, width in ((3, 4), (5, 8)):
+            kernel(torch.ones(rows, width), torch.ones(width))
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for rows, width in ((7, 4), (40, 8), (2, 4)):
+                assert torch.equal(kernel(torch.ones(rows, width), torch.full((width,), 3.0)),
+                                   torch.full((rows, width), 3.0))  # fmt: skip
+            with pytest.raises(torch._dynamo.exc.RecompileError):
+                kernel(torch.ones(7, 16), torch.ones(16))
 
 
 def test_a_recorded_order_beats_the_packaged_suites_and_the_packaged_one_fills_in():

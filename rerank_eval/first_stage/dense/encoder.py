@@ -135,7 +135,8 @@ class DenseEncoder:
             # is part of what decides them
             "max_batch_tokens": self.max_batch_tokens,
             "pad_multiple": self.pad_multiple,
-            "fused_kernels": self.fused_kernels,
+            # the kernels' version when on: their arithmetic decides the last bits
+            "fused_kernels": jina_kernels.FUSED_KERNELS_VERSION if self.fused_kernels else False,
             # only when on, so that the keys of caches made before the setting existed still hold
             **({"packed_sequences": PACKING_VERSION} if self.packed_sequences else {}),
             "encoder_version": ENCODER_VERSION,

@@ -21,7 +21,7 @@ def fused_kernels_chosen(
     checked by compiling them now. Asked for and impossible: a one-line error; by default and
     impossible: transformers' modules, said once on stderr. Under torchrun the ranks decide
     together: each rank's shards go into the cache folder the setting keys."""
-    from rerank_eval.runtime.distributed import all_gathered_objects
+    from rerank_eval.runtime.distributed import all_gathered_objects, ranks
 
     if config is None:
         if requested:
@@ -38,7 +38,7 @@ def fused_kernels_chosen(
     failure = next((f for f in all_gathered_objects(failure) if f), None)
     if failure and requested:
         raise UserError(f"torch.compile cannot build the encoder's kernels on {device}: {failure}")
-    if failure:
+    if failure and ranks().is_main:  # said once, not by every rank
         print(
             f"torch.compile cannot build kernels on {device} ({failure}); the encoder runs "
             f"transformers' modules",
@@ -62,7 +62,7 @@ def packing_chosen(
     the varlen kernel to SDPA first. Asked for and impossible: a one-line error; by default and
     impossible: padded batches, said once on stderr. Under torchrun the ranks decide together, as
     for the fused kernels."""
-    from rerank_eval.runtime.distributed import all_gathered_objects
+    from rerank_eval.runtime.distributed import all_gathered_objects, ranks
 
     if requested is False or (requested is None and not (fused_kernels and device.type == "cuda")):
         return False
@@ -75,7 +75,7 @@ def packing_chosen(
     failure = next((f for f in all_gathered_objects(failure) if f), None)
     if failure and requested:
         raise UserError(f"packed_sequences cannot run on {device}: {failure}")
-    if failure:
+    if failure and ranks().is_main:  # said once, not by every rank
         print(
             f"packed_sequences cannot run on {device} ({failure}); the encoder runs padded batches",
             file=sys.stderr,

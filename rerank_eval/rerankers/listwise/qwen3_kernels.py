@@ -64,6 +64,12 @@ def register_repeated_kv_attention() -> str:
     return REPEATED_KV_SDPA
 
 
+def _kernel(function: Any) -> Any:
+    """`function` compiled with every size symbolic: queries and keys have different head counts,
+    and the reranker's speed was measured that way (`compiling.compiled`)."""
+    return compiling.compiled(function, every_size_dynamic=True)
+
+
 # -- RMSNorm ---------------------------------------------------------------------------------------
 
 
@@ -138,9 +144,9 @@ def compile_failure(backbone: nn.Module, device: torch.device, dtype: torch.dtyp
 
     def trial() -> None:
         states, cos, sin = tensor(3, heads, size), tensor(3, size), tensor(3, size)
-        compiling.compiled(_rms_normed_rotated, True)(states, norm.weight, norm.variance_epsilon, cos, sin)
+        _kernel(_rms_normed_rotated)(states, norm.weight, norm.variance_epsilon, cos, sin)
         width = config.intermediate_size
-        compiling.compiled(_silu_times, True)(tensor(3, width), tensor(3, width))
+        _kernel(_silu_times)(tensor(3, width), tensor(3, width))
 
     return compiling.trial_failure(trial, device)
 
@@ -156,7 +162,7 @@ def normed_rotated(
     batch, tokens, heads, size = states.shape
     cos, sin = (t.expand(batch, -1, -1).reshape(batch * tokens, size) for t in (cos, sin))
     flat = states.reshape(batch * tokens, heads, size)
-    kernel = compiling.compiled(_rms_normed_rotated, True)
+    kernel = _kernel(_rms_normed_rotated)
     rotated = kernel(flat, norm.weight, norm.variance_epsilon, cos, sin)
     return rotated.view(batch, tokens, heads, size).transpose(1, 2)
 
@@ -198,7 +204,7 @@ def _compiled_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 
         def forward(self, hidden: torch.Tensor) -> torch.Tensor:
             gate, up = self.gate_proj(hidden), self.up_proj(hidden)
-            product = compiling.compiled(_silu_times, True)(gate.flatten(0, -2), up.flatten(0, -2))
+            product = _kernel(_silu_times)(gate.flatten(0, -2), up.flatten(0, -2))
             return self.down_proj(product.view(gate.shape))
 
     return CompiledQwen3Attention, CompiledQwen3MLP
