@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from rerank_eval.models.common import device_name
+
 # Datasheet dense bf16 tensor-core peaks (FLOP/s), matched on the CUDA device name.
 # The first key contained in the device name wins: the PCIe and NVL parts before the SXM ones (the
 # NVL H100 and H200 both 1,671 TFLOP/s with sparsity, 835 dense; the SXM ones 989 dense).
@@ -44,9 +46,9 @@ def measured_matmul_peak(device: torch.device, size: int, dtype: torch.dtype) ->
 
 
 def datasheet_peak(device: torch.device) -> tuple[str, float | None]:
+    name = device_name(device)
     if device.type != "cuda":  # (a CPU, an Apple GPU: no datasheet figure here)
-        return device.type, None
-    name = torch.cuda.get_device_name(device)
+        return name, None
     return name, next((peak for key, peak in DATASHEET_BF16.items() if key in name), None)
 
 

@@ -28,6 +28,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+def device_name(device: torch.device) -> str:
+    """A GPU's model name ("NVIDIA H200"); otherwise the device type ("cpu")."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The device asked for, checked to exist here; CUDA when available by default."""
     if not device:

@@ -40,6 +40,7 @@ from rerank_eval.models.common import (
     OUT_OF_MEMORY,
     cpu_threads,
     default_batch_tokens,
+    device_name,
     dtype_name,
     packed_batches,
     pick_device,
@@ -151,8 +152,7 @@ class DenseEncoder:
 
         libraries = ("torch", "transformers", "tokenizers", *(("peft",) if self.recipe.adapters else ()))
         versions = package_versions()
-        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
-        return {**{name: str(versions[name]) for name in libraries}, "device": device}
+        return {**{name: str(versions[name]) for name in libraries}, "device": device_name(self.device)}
 
     # -- loading ----------------------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ they compute:
   which transformers passes on unchecked, so the host never waits for the GPU (SDPA still turns it
 into a float mask in each layer, a small kernel).
 
-With `packed_sequences` (by default on CUDA, `kernel_choice.packing_chosen`), a batch's texts run end to end
-in one row, positions restarting at each text, and attention stays within each text through torch's
-varlen kernel (FlashAttention's): no padded position runs, no attention plan is made per shape.
+With `packed_sequences` (by default on CUDA, `kernel_choice.packing_chosen`), a batch's texts run
+end to end in one row, positions restarting at each text, and attention stays within each text
+through torch's varlen kernel (FlashAttention's): no padded position runs, no attention plan is
+made per shape.
 
 Otherwise attention stays SDPA's choice (cuDNN on Hopper): it plans each new batch shape once
 (about 1 s over the first 8,000 passages, which `bench-encode --second-pass` separates out), then
