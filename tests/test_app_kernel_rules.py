@@ -143,17 +143,25 @@ def test_a_stopped_exit_ignores_further_stop_signals_and_others_do_not(
     monkeypatch, kept_handlers, code, ignored
 ):
     """Exit 130 (SIGINT) and 143 (SIGTERM) make the console script ignore both stop signals on its
-    way out; any other exit leaves the handlers as they were."""
+    way out and end the process at once (`os._exit`, here recorded); any other exit leaves the
+    handlers as they were and goes through interpreter shutdown."""
+    ended: list[int] = []
 
     def exiting() -> None:
         raise SystemExit(code)
 
+    def ending_at_once(status: int) -> None:
+        ended.append(status)
+        raise SystemExit(status)
+
     monkeypatch.setattr(app_module, "app", exiting)
+    monkeypatch.setattr(app_module.os, "_exit", ending_at_once)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
     with pytest.raises(SystemExit) as raised:
         app_module.main()
     assert raised.value.code == code
+    assert ended == ([code] if ignored else [])
     for signum in (signal.SIGINT, signal.SIGTERM):
         expected = signal.SIG_IGN if ignored else signal.default_int_handler
         assert signal.getsignal(signum) == expected, (code, signum)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -162,26 +163,35 @@ def everywhere(
 def main() -> None:
     """The console script.
 
-    After an interrupted run (exit 130) only interpreter shutdown is left, which takes a while with
-    torch loaded; a further Ctrl-C then is ignored rather than turning exit 130 into death by signal.
+    A stopped run (exit 130 after Ctrl-C, 143 after SIGTERM) ends without interpreter shutdown,
+    once its output is flushed: its journal, shards and indexes are whole already, and shutdown
+    can only turn the exit code into an abort. It unwinds any thread still in a library's native
+    code, and torch's C++ error handlers catch that unwinding without rethrowing it: with a thread
+    busy in torch the process aborted (exit 134, "terminate called without an active exception"
+    or "FATAL: exception not rethrown", once seen in the tests after two quick Ctrl-C) instead of
+    exiting 130. Further stop signals are ignored meanwhile.
     """
     try:
         app()
     except SystemExit as exiting:
         if exiting.code in STOPPED_EXIT_CODES:
-            _ignore_further_stops()
+            _end_stopped(int(exiting.code))
         raise
     except KeyboardInterrupt:  # a second press landing on the way out of a first stop (its line
-        _ignore_further_stops()  # is printed), or one before any command began: no traceback
-        sys.exit(130)
+        _end_stopped(130)  # is printed), or one before any command began: no traceback
 
 
 #: the exit codes of a run stopped by a signal (130 for Ctrl-C, 143 for SIGTERM)
 STOPPED_EXIT_CODES = tuple(128 + signum for signum in STOP_SIGNALS)
 
 
-def _ignore_further_stops() -> None:
-    """Once the console script is stopping, a further stop signal is ignored: in interpreter
-    shutdown it would turn the exit code already decided into death by signal."""
-    for signum in STOP_SIGNALS:
+def _end_stopped(code: int) -> NoReturn:
+    """End the process with `code` at once (see `main`), what it printed flushed first."""
+    for signum in STOP_SIGNALS:  # from here on, a stop signal would only turn `code` into death
         signal.signal(signum, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
