@@ -550,6 +550,27 @@ def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, 
     assert not (cache / "dense" / "runs").exists() or not list((cache / "dense" / "runs").iterdir())
 
 
+def test_a_damaged_shard_of_non_finite_vectors_is_refused_before_a_run_is_cached(setup, reference, tmp_path):
+    """Vectors are checked finite when written; a shard changed since to NaN (its shape and type
+    intact) gave a cached run of 'nan' scores, which then failed every later run. (A process of
+    its own, as the reference's: the corpus key holds the CPU threads, which order sums.)"""
+    _, reference_cache = reference
+    cache = tmp_path / "cache"
+    shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
+    folder = corpus_folder(cache)
+    shard = folder / "shard-000000.npy"
+    np.save(shard, np.full_like(np.load(shard), np.nan))
+    out = tmp_path / "out"
+    done = rerank_eval(setup, out, cache)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1] == (
+        f"error: the corpus embeddings in {folder} give a score that is not finite; delete that folder "
+        f"to encode the corpus again"
+    )
+    assert not list((cache / "dense" / "runs").glob("*.trec")) and not out.exists()
+    assert [p.name for p in (cache / "dense").iterdir() if p.name != "runs"] == [folder.name]
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ these untested.) The encoder is a stub where only the keys are under test: no mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from rerank_eval.first_stage import FirstStageRequest
 from rerank_eval.first_stage import dense as dense_module
 from rerank_eval.first_stage.dense import corpus as corpus_module
 from rerank_eval.first_stage.dense import encoding as encoding_module
+from rerank_eval.first_stage.dense import run_cache
 from rerank_eval.first_stage.dense.recipe import read_recipe
 from rerank_eval.models import common
 from rerank_eval.runfiles import read_run
@@ -68,7 +70,7 @@ class _Searches:
     def __call__(self, request, encoder, run_path: Path) -> dict:
         self.paths.append(run_path)
         run = {q: {"d1": 1.0, "d2": 0.5} for q in request.queries}
-        dense_module._write_run(run_path, run, {"corpus_documents": 2, "corpus_sha256": "c0ffee"})
+        run_cache.write_run(run_path, run, {"corpus_documents": 2, "corpus_sha256": "c0ffee"})
         return {"ranks": [{"rank": 0}]}
 
 
@@ -167,6 +169,36 @@ def test_a_cached_run_without_its_corpus_record_is_one_line_naming_what_to_delet
     )
     path.unlink()
     assert stubbed.obtain(request)[1].settings["corpus_sha256"] == "c0ffee"
+
+
+def test_a_cached_run_changed_since_it_was_written_is_refused_naming_it(stubbed):
+    """A cached run is used as it is: one edited since (here another document in a place, the
+    scores unchanged) passed its change into every later result. Its record's hash tells."""
+    request = _request(stubbed.settings_now, QUERIES)
+    stubbed.obtain(request)
+    (path,) = stubbed.searches.paths
+    path.write_text(path.read_text().replace(" d2 ", " d9 "))
+    with pytest.raises(UserError) as refused:
+        stubbed.obtain(request)
+    assert str(refused.value) == (
+        f"the dense run {path} is not the run written there (its hash differs from its record's); "
+        f"delete the run to search again"
+    )
+    path.unlink()
+    run, record = stubbed.obtain(request)
+    assert record.execution["run_cached"] is False and set(run["1"]) == {"d1", "d2"}
+
+
+def test_a_cached_run_written_before_runs_were_hashed_is_searched_again(stubbed):
+    request = _request(stubbed.settings_now, QUERIES)
+    stubbed.obtain(request)
+    (path,) = stubbed.searches.paths
+    record = path.with_suffix(".json")
+    record.write_text(json.dumps({"corpus_documents": 2, "corpus_sha256": "c0ffee"}))
+    assert stubbed.obtain(request)[1].execution["run_cached"] is False
+    assert json.loads(record.read_text())["run_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert stubbed.obtain(request)[1].execution == {"run_cached": True}
+    assert len(stubbed.searches.paths) == 2
 
 
 def test_the_corpus_embeddings_are_kept_per_storage_shard_size_and_passage_encoder(tmp_path, monkeypatch):
@@ -282,18 +314,19 @@ def test_a_second_dataset_reuses_the_encoder_only_with_the_same_settings(monkeyp
 def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "runs").write_text("not a folder")
     with pytest.raises(UserError, match=r"^cannot write the dense run .*runs[/\\]x\.trec: "):
-        dense_module._write_run(tmp_path / "runs" / "x.trec", {"1": {"d": 1.0}}, {})
+        run_cache.write_run(tmp_path / "runs" / "x.trec", {"1": {"d": 1.0}}, {})
 
 
 def test_the_run_file_is_trec_lines_tagged_as_the_dense_stage(tmp_path):
     path = tmp_path / "runs" / "x.trec"
-    dense_module._write_run(path, {"1": {"b": 1.0, "a": 1.0, "c": 2.0}}, {"corpus_documents": 3})
+    run_cache.write_run(path, {"1": {"b": 1.0, "a": 1.0, "c": 2.0}}, {"corpus_documents": 3})
     assert path.read_text().splitlines() == [
         "1 Q0 c 1 2.0 rerank-eval-dense",
         "1 Q0 b 2 1.0 rerank-eval-dense",
         "1 Q0 a 3 1.0 rerank-eval-dense",
     ]
-    assert dense_module._run_corpus(path) == {"corpus_documents": 3}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert run_cache.run_corpus(path) == {"corpus_documents": 3, "run_sha256": digest}
 
 
 # --- models/common.py: device, dtype, attention kernel, batches ------------------------------------

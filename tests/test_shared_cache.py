@@ -398,7 +398,7 @@ def test_what_killed_writes_left_beside_journals_and_dense_runs_is_removed(tmp_p
     file for good (corpus folders alone were cleared); a live process's stays."""
     import subprocess
 
-    from rerank_eval.first_stage.dense import _write_run
+    from rerank_eval.first_stage.dense.run_cache import write_run
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a process id that no longer runs
@@ -409,7 +409,7 @@ def test_what_killed_writes_left_beside_journals_and_dense_runs_is_removed(tmp_p
         (folder / f"left.{dead}").write_text("half")
         (folder / f"live.{process_tag()}.tmp").write_text("being written")
     ScoreJournal(journals / "scifact-0123.jsonl").load({})
-    _write_run(runs / "scifact.trec", {"q1": {"d1": 0.5}}, {"corpus_documents": 1})
+    write_run(runs / "scifact.trec", {"q1": {"d1": 0.5}}, {"corpus_documents": 1})
     assert sorted(p.name for p in journals.iterdir()) == [f"live.{process_tag()}.tmp"]
     assert sorted(p.name for p in runs.iterdir()) == [
         f"live.{process_tag()}.tmp",

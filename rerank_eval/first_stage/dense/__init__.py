@@ -11,6 +11,7 @@ same encoder, queries and depth loads no model at all.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from rerank_eval.errors import UserError
 from rerank_eval.first_stage.base import FirstStageKind, FirstStageRecord, FirstStageRequest, Setting
 from rerank_eval.first_stage.registry import register
 from rerank_eval.paths import file_name
-from rerank_eval.runfiles import Run, format_run_lines, read_run, trec_order
+from rerank_eval.runfiles import Run, read_run
 from rerank_eval.runtime.progress import step
 
 if TYPE_CHECKING:
@@ -239,6 +240,7 @@ class DenseRetrieval(FirstStageKind):
 
     def obtain(self, request: FirstStageRequest) -> tuple[Run, FirstStageRecord]:
         from rerank_eval.first_stage.dense.corpus import pairs_sha256
+        from rerank_eval.first_stage.dense.run_cache import kept_run, run_corpus
         from rerank_eval.runtime.distributed import agreed, ranks
 
         settings = request.source.settings
@@ -255,12 +257,12 @@ class DenseRetrieval(FirstStageKind):
         run_path = (
             cache_root() / "dense" / "runs" / f"{file_name(request.dataset.id)}-{_key_digest(query_key)}.trec"
         )
-        execution: dict[str, Any] = {"run_cached": agreed(run_path.is_file())}
+        execution: dict[str, Any] = {"run_cached": agreed(kept_run(run_path))}
         if not execution["run_cached"]:
             execution.update(self._search(request, encoder, run_path))
         ranks().barrier()
         parsed = read_run(run_path)
-        info = _run_corpus(run_path)
+        info = {key: value for key, value in run_corpus(run_path).items() if key != "run_sha256"}
         record = FirstStageRecord(
             kind=self.name,
             label=request.source.label,
@@ -294,6 +296,7 @@ class DenseRetrieval(FirstStageKind):
         """Encode what is missing, search this rank's shards, merge every rank's top-k, write the run."""
         import numpy as np
 
+        from rerank_eval.first_stage.dense.run_cache import write_run
         from rerank_eval.first_stage.dense.search import exact_search, keys_to_run, merge_top_k
         from rerank_eval.runtime.distributed import all_gathered, all_gathered_objects, ranks
 
@@ -308,6 +311,11 @@ class DenseRetrieval(FirstStageKind):
             raise UserError(
                 f"encoder {encoder.checkpoint.source} gave a query vector of {request.spec.key} that is "
                 f"not finite; no run is kept"
+            )
+        if vectors.shape[1] != info["dimension"]:
+            raise UserError(
+                f"the corpus embeddings in {cache.folder} are {info['dimension']} wide and the query "
+                f"vectors {vectors.shape[1]}; delete that folder to encode the corpus again"
             )
         timings["query_seconds"] = round(time.monotonic() - start, 3)
         start = time.monotonic()
@@ -326,40 +334,14 @@ class DenseRetrieval(FirstStageKind):
             # recorded have none
             recorded = ("encoded_with", "shards_without_encoder_record")
             corpus.update({key: info[key] for key in recorded if key in info})
-            _write_run(run_path, keys_to_run(keys, query_ids, cache.ids_sorted()), corpus)
+            run = keys_to_run(keys, query_ids, cache.ids_sorted())
+            if not all(math.isfinite(score) for docs in run.values() for score in docs.values()):
+                raise UserError(  # only a damaged cache gives one: its vectors were finite when written
+                    f"the corpus embeddings in {cache.folder} give a score that is not finite; delete "
+                    f"that folder to encode the corpus again"
+                )
+            write_run(run_path, run, corpus)
         return {"ranks": per_rank}
-
-
-def _write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
-    """The run file and, beside it, what it was searched over (kept when the corpus embeddings
-    are deleted to free their space); the run file is renamed into place last."""
-    from rerank_eval.cache import remove_dead_temporaries
-    from rerank_eval.first_stage.dense.corpus import write_file
-
-    lines = [
-        line for q, docs in run.items() for line in format_run_lines(q, trec_order(docs), "rerank-eval-dense")
-    ]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_temporaries(path.parent)  # what runs killed while writing here left
-    except OSError as exc:
-        raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
-    write_file(path.with_suffix(".json"), lambda h: h.write(json.dumps(corpus, indent=1).encode()))
-    write_file(path, lambda h: h.write("".join(lines).encode("utf-8")))
-
-
-def _run_corpus(run_path: Path) -> dict[str, Any]:
-    """The corpus record written beside a cached run."""
-    try:
-        record = json.loads(run_path.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict):
-        raise UserError(
-            f"the dense run {run_path} has no readable record of its corpus beside it "
-            f"({run_path.with_suffix('.json').name}); delete the run to search again"
-        )
-    return record
 
 
 register(DenseRetrieval())

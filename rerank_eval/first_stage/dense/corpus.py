@@ -166,7 +166,10 @@ class CorpusEmbeddings:
     def complete(self) -> dict[str, Any] | None:
         """What `complete.json` records, where every file it stands for is there: a shard removed
         since (by hand, or a process killed as it rewrote one) is encoded again, not an error in
-        every later run. What killed writers left is removed on the way."""
+        every later run. What killed writers left is removed on the way. A file that is there but
+        damaged (cut short, of another shape, edited) is refused in one line naming it
+        (`_check_whole`); a cache completed before the doc id order was hashed is completed again
+        (nothing is encoded again)."""
         path = self.folder / "complete.json"
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
@@ -174,9 +177,54 @@ class CorpusEmbeddings:
             remove_dead_temporaries(self.folder)
         except (OSError, ValueError, TypeError, KeyError):
             return None
-        needed = [self.folder / "ranks.npy", self.folder / "ids_sorted.npy"]
-        needed += [path for index in range(shards) for path in (self._vectors(index), self._ids(index))]
-        return info if all(path.is_file() for path in needed) else None
+        if not isinstance(info, dict) or "order_sha256" not in info:
+            return None
+        if not all(path.is_file() for path in self._needed(shards)):  # lazily: any number may be there
+            return None
+        self._check_whole(info)
+        return info
+
+    def _needed(self, shards: int) -> Iterator[Path]:
+        yield from (self.folder / "ranks.npy", self.folder / "ids_sorted.npy")
+        for index in range(shards):
+            yield from (self._vectors(index), self._ids(index))
+
+    def _check_whole(self, info: dict[str, Any]) -> None:
+        """Every file of a complete cache of the shape `complete.json` records, which itself agrees
+        with this cache's shard size and storage; the doc id order as written (its hash). A shard's
+        vectors are checked by shape and type only (reading gigabytes each run would cost what the
+        search does); their ids are not read again once complete."""
+        documents, shards, dimension = (info.get(name) for name in ("documents", "shards", "dimension"))
+        sizes = (documents, shards, dimension)
+        if not all(type(size) is int and size > 0 for size in sizes) or (
+            shards != -(-documents // self.shard_size)
+            or info.get("shard_size") != self.shard_size
+            or info.get("storage") != self.storage
+        ):
+            raise self._damaged("complete.json", "does not describe this cache's shards")
+        try:
+            order_sha256 = _files_sha256([self.folder / "ranks.npy", self.folder / "ids_sorted.npy"])
+        except OSError as exc:
+            raise self._damaged("ranks.npy", f"or ids_sorted.npy cannot be read ({exc.strerror})") from None
+        if order_sha256 != info["order_sha256"]:
+            raise self._damaged("ranks.npy", "or ids_sorted.npy is not the doc id order written")
+        for index in range(shards):
+            rows = min(self.shard_size, documents - index * self.shard_size)
+            try:
+                vectors = self.shard(index)
+            except (OSError, ValueError) as exc:  # cut short, or not an array that maps
+                raise self._damaged(self._vectors(index).name, f"cannot be read ({exc})") from None
+            if vectors.dtype != STORAGE_DTYPES[self.storage] or vectors.shape != (rows, dimension):
+                raise self._damaged(
+                    self._vectors(index).name,
+                    f"holds {vectors.dtype} {vectors.shape}, not {self.storage} ({rows}, {dimension})",
+                )
+
+    def _damaged(self, name: str, what: str) -> UserError:
+        return UserError(
+            f"the corpus embeddings in {self.folder} are damaged: {name} {what}; delete {name} and "
+            f"run again to make it again"
+        )
 
     def has_shard(self, shard: Shard) -> bool:
         """A shard written whole for exactly these documents, ids and texts (a changed corpus is
@@ -187,12 +235,14 @@ class CorpusEmbeddings:
         """Shard `index` written whole for the documents whose (id, text) pairs hash to `sha256`."""
         try:
             record = json.loads(self._ids(index).read_text(encoding="utf-8"))
-            rows = np.load(self._vectors(index), mmap_mode="r").shape[0]
-        except (OSError, ValueError):
+            vectors = np.load(self._vectors(index), mmap_mode="r")
+        except (OSError, ValueError):  # (a file cut short does not map)
             return False
         if not isinstance(record, dict) or not isinstance(record.get("ids"), list):
             return False
-        return record.get("sha256") == sha256 and len(record["ids"]) == rows == documents
+        if vectors.dtype != STORAGE_DTYPES[self.storage] or vectors.ndim != 2:
+            return False
+        return record.get("sha256") == sha256 and len(record["ids"]) == vectors.shape[0] == documents
 
     def write_shard(self, shard: Shard, vectors: np.ndarray, made_with: dict[str, str] | None = None) -> None:
         """The shard written whole, unless another process sharing the cache wrote it first for
@@ -254,6 +304,7 @@ class CorpusEmbeddings:
         ranks[order] = np.arange(len(ids), dtype=np.int64)
         write_file(self.folder / "ranks.npy", lambda h: np.save(h, ranks))
         write_file(self.folder / "ids_sorted.npy", lambda h: np.save(h, encoded[order]))
+        order_sha256 = _files_sha256([self.folder / "ranks.npy", self.folder / "ids_sorted.npy"])
         dimension = int(self.shard(0).shape[1]) if shards else 0
         info = {
             "format": CACHE_FORMAT,
@@ -261,12 +312,23 @@ class CorpusEmbeddings:
             "documents": documents,
             "dimension": dimension,
             "corpus_sha256": corpus_sha256,
+            "order_sha256": order_sha256,
             "storage": self.storage,
             "shard_size": self.shard_size,
             **encoded_with(records),
         }
         write_file(self.folder / "complete.json", lambda h: h.write(json.dumps(info, indent=1).encode()))
         return info
+
+
+def _files_sha256(paths: list[Path]) -> str:
+    """SHA-256 of the files' bytes one after the other (read in blocks)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def encoded_with(records: list[dict[str, Any]]) -> dict[str, Any]:
