@@ -550,23 +550,35 @@ def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, 
     assert not (cache / "dense" / "runs").exists() or not list((cache / "dense" / "runs").iterdir())
 
 
-def test_a_damaged_shard_of_non_finite_vectors_is_refused_before_a_run_is_cached(setup, reference, tmp_path):
+@pytest.mark.parametrize("damage", ["not finite", "wider"])
+def test_corpus_vectors_changed_since_written_are_refused_before_a_run_is_cached(
+    setup, reference, tmp_path, damage
+):
     """Vectors are checked finite when written; a shard changed since to NaN (its shape and type
-    intact) gave a cached run of 'nan' scores, which then failed every later run. (A process of
-    its own, as the reference's: the corpus key holds the CPU threads, which order sums.)"""
+    intact) gave a cached run of 'nan' scores, which then failed every later run. Vectors made wider
+    throughout (every shard and complete.json agreeing) met the queries in a traceback. (A process
+    of its own, as the reference's: the corpus key holds the CPU threads, which order sums.)"""
     _, reference_cache = reference
     cache = tmp_path / "cache"
     shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
     folder = corpus_folder(cache)
-    shard = folder / "shard-000000.npy"
-    np.save(shard, np.full_like(np.load(shard), np.nan))
+    if damage == "not finite":
+        shard = folder / "shard-000000.npy"
+        np.save(shard, np.full_like(np.load(shard), np.nan))
+        message = "give a score that is not finite"
+    else:
+        for shard in folder.glob("shard-*.npy"):
+            vectors = np.load(shard)
+            np.save(shard, np.concatenate([vectors, vectors[:, :1]], axis=1))
+        record = json.loads((folder / "complete.json").read_text())
+        (folder / "complete.json").write_text(json.dumps({**record, "dimension": record["dimension"] + 1}))
+        message = f"are {record['dimension'] + 1} wide and the query vectors {record['dimension']}"
     out = tmp_path / "out"
     done = rerank_eval(setup, out, cache)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert done.stderr.splitlines()[-1] == (
-        f"error: the corpus embeddings in {folder} give a score that is not finite; delete that folder "
-        f"to encode the corpus again"
-    )
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith(f"error: the corpus embeddings in {folder} {message}"), last
+    assert last.endswith("; delete that folder to encode the corpus again")
     assert not list((cache / "dense" / "runs").glob("*.trec")) and not out.exists()
     assert [p.name for p in (cache / "dense").iterdir() if p.name != "runs"] == [folder.name]
 
