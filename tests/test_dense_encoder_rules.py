@@ -276,3 +276,17 @@ def test_a_sentence_bert_config_without_do_lower_case_keeps_case(tmp_path):
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 12}))
     recipe = _recipe(folder)
     assert recipe.max_length == 12 and recipe.lowercase is False
+
+
+def test_a_token_id_beyond_the_models_embeddings_is_one_line(st_mean):
+    """A tokenizer of a larger vocabulary beside the weights (files of two models) gave an
+    IndexError traceback inside the model; the ids within the embeddings still encode."""
+    encoder = cpu_encoder(st_mean)
+    embeddings = encoder.model("passage").get_input_embeddings().num_embeddings
+    assert encoder._forward([[1, 2, embeddings - 1]], "passage").shape[0] == 1
+    with pytest.raises(UserError) as refused:
+        encoder._forward([[1, 2], [3, embeddings + 7, 4]], "passage")
+    assert str(refused.value) == (
+        f"encoder {encoder.checkpoint.source}: its tokenizer gave token id {embeddings + 7:,} in a "
+        f"passage, beyond the model's {embeddings:,} token embeddings: is the tokenizer of another model?"
+    )

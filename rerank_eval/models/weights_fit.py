@@ -11,7 +11,7 @@ without safetensors files, or quantized (its stored shapes are packed), is left 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,19 @@ def check_tokenizer_fits_config(tokenizer: Any, config: Any, source: str) -> Non
         raise UserError(
             f"checkpoint {source}: its tokenizer holds {len(tokenizer):,} tokens for a vocabulary of "
             f"{vocabulary:,}: are its tokenizer files missing, or of another model?"
+        )
+
+
+def check_token_ids_fit(rows: Sequence[Sequence[int]], model: Any, named: str, where: str) -> None:
+    """Refuse a token id beyond the model's embeddings (a tokenizer of a larger vocabulary beside
+    the weights) in one line, not as an indexing error inside the model; only where one occurs, as
+    a tokenizer may hold special tokens no text produces."""
+    largest = max((max(row) for row in rows if len(row)), default=-1)
+    embeddings = model.get_input_embeddings().num_embeddings
+    if largest >= embeddings:
+        raise UserError(
+            f"{named}: its tokenizer gave token id {largest:,} in {where}, beyond the model's "
+            f"{embeddings:,} token embeddings: is the tokenizer of another model?"
         )
 
 

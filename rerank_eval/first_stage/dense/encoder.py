@@ -54,6 +54,7 @@ from rerank_eval.models.common import (
 )
 from rerank_eval.models.weights_fit import (
     check_config_fits_weights,
+    check_token_ids_fit,
     check_tokenizer_fits_config,
     read_config,
 )
@@ -260,6 +261,7 @@ class DenseEncoder:
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
         """Pooled (projected, normalised) float32 vectors of a batch as the recipe says, on the device."""
+        check_token_ids_fit(rows, self.model(side), f"encoder {self.checkpoint.source}", f"a {side}")
         tokens = int(sum(len(r) for r in rows))
         if self.packed_sequences:
             vectors, positions = self._packed_vectors(rows, side), tokens
