@@ -290,3 +290,52 @@ def test_a_token_id_beyond_the_models_embeddings_is_one_line(st_mean):
         f"encoder {encoder.checkpoint.source}: its tokenizer gave token id {embeddings + 7:,} in a "
         f"passage, beyond the model's {embeddings:,} token embeddings: is the tokenizer of another model?"
     )
+
+
+PROMPTS_FILE, POOLING_FILE = "config_sentence_transformers.json", "1_Pooling/config.json"
+MISREAD = [
+    (PROMPTS_FILE, {"prompts": {"query": 5}}, "prompt 'query' must be a text, not 5"),
+    (PROMPTS_FILE, {"prompts": ["q: "]}, "prompts must be an object of names and texts, not ['q: ']"),
+    (PROMPTS_FILE, {"default_prompt_name": "nope"}, "default_prompt_name 'nope' names none of its prompts"),
+    (
+        POOLING_FILE,
+        {"pooling_mode_mean_tokens": "yes"},
+        "pooling_mode_mean_tokens must be true or false, not 'yes'",
+    ),
+    (
+        POOLING_FILE,
+        {"pooling_mode_cls_token": "false"},
+        "pooling_mode_cls_token must be true or false, not 'false'",
+    ),
+    (
+        "sentence_bert_config.json",
+        {"do_lower_case": "false"},
+        "do_lower_case must be true or false, not 'false'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("file", "change", "message"), MISREAD)
+def test_settings_sentence_transformers_reads_otherwise_are_refused(tmp_path, file, change, message):
+    """Values were read by truthiness or str(): the string "false" turned a flag on, a number became
+    a prompt, a default prompt naming no prompt was no prompt (sentence-transformers refuses it).
+    (Pooling refusals name the module's folder, as its others do.)"""
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=True, prompts=PROMPTS
+    )
+    path = folder / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(UserError) as refused:
+        _recipe(folder)
+    assert str(refused.value) == f"{path.parent if file == POOLING_FILE else path}: {message}"
+
+
+def test_a_folder_where_the_transformer_config_goes_is_refused_not_passed_over(tmp_path):
+    """Passed over, the checkpoint's own max_seq_length gave way to the model's positions."""
+    folder = dense_checkpoints.build_sentence_transformers(tmp_path / "st", pooling="mean", normalize=True)
+    (folder / "sentence_bert_config.json").unlink()
+    (folder / "sentence_bert_config.json").mkdir()
+    with pytest.raises(
+        UserError, match=r"^cannot read sentence-transformers config .*sentence_bert_config\.json: "
+    ):
+        _recipe(folder)

@@ -110,6 +110,8 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
     if isinstance(declared, list):  # newer sentence-transformers name the modes (a list: concatenated)
         chosen = [str(mode) for mode in declared]
     else:
+        for key in (*_POOLING_KEYS, *_UNSUPPORTED_POOLING_KEYS, "include_prompt"):
+            _refuse_non_boolean(config, key, path)
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
         chosen += [key for key in _UNSUPPORTED_POOLING_KEYS if config.get(key)]
     if len(chosen) != 1 or chosen[0] not in POOLINGS:
@@ -122,6 +124,13 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
             f"{path}: pooling that leaves the prompt out (include_prompt: false) is not supported"
         )
     return chosen[0]
+
+
+def _refuse_non_boolean(config: dict[str, Any], key: str, path: Path) -> None:
+    """A flag is read as sentence-transformers' Python reads it only when it is true or false: the
+    string "false" would be true there and here."""
+    if not isinstance(config.get(key, False), bool):
+        raise UserError(f"{path}: {key} must be true or false, not {config[key]!r}"[:300])
 
 
 #: the modules an encoder runs once; Dense layers may follow one another
@@ -173,10 +182,12 @@ def _transformer_settings(path: Path) -> dict[str, Any]:
     """The Transformer module's maximum length and lower-casing, from the first of the files
     sentence-transformers reads that exists (older models name theirs after the architecture, e.g.
     sentence_xlm-roberta_config.json); none where it has none of them."""
-    bert_config = next((path / name for name in _TRANSFORMER_CONFIGS if (path / name).is_file()), None)
+    # (exists, not is_file: a folder of that name is refused in reading it, not passed over)
+    bert_config = next((path / name for name in _TRANSFORMER_CONFIGS if (path / name).exists()), None)
     if bert_config is None:
         return {}
     values = read_object(bert_config, "sentence-transformers config")
+    _refuse_non_boolean(values, "do_lower_case", bert_config)
     found: dict[str, Any] = {}
     length = values.get("max_seq_length")
     if length is not None:
@@ -200,10 +211,10 @@ def _prompts_and_similarity(prompts_path: Path, normalize: bool) -> dict[str, An
         default_name = settings.get("default_prompt_name") or ""
         if not isinstance(default_name, str):
             raise UserError(f"{prompts_path}: default_prompt_name must be a name, not {default_name!r}"[:300])
-        if isinstance(prompts, dict):
-            default = prompts.get(default_name, "")
-            found["query_prefix"] = _side_prompt(prompts, ("query",), default)
-            found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
+        _check_prompts(prompts, default_name, prompts_path)
+        default = prompts.get(default_name, "")
+        found["query_prefix"] = _side_prompt(prompts, ("query",), default)
+        found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
     similarity = settings.get("similarity_fn_name") or "cosine"
     if not isinstance(similarity, str) or similarity not in _SIMILARITIES:
         raise UserError(
@@ -212,6 +223,18 @@ def _prompts_and_similarity(prompts_path: Path, normalize: bool) -> dict[str, An
         )
     found["normalize"] = normalize or similarity == "cosine"
     return found
+
+
+def _check_prompts(prompts: Any, default_name: str, path: Path) -> None:
+    """Prompts as sentence-transformers loads them: an object of texts (null: none), and a default
+    prompt name that is one of them (sentence-transformers refuses the model otherwise)."""
+    if not isinstance(prompts, dict):
+        raise UserError(f"{path}: prompts must be an object of names and texts, not {prompts!r}"[:300])
+    for name, text in prompts.items():
+        if not isinstance(text, (str, type(None))):
+            raise UserError(f"{path}: prompt {name!r} must be a text, not {text!r}"[:300])
+    if default_name and default_name not in prompts:
+        raise UserError(f"{path}: default_prompt_name {default_name!r} names none of its prompts"[:300])
 
 
 def _check_dense_place(found: dict[str, Any], modules_path: Path) -> None:
