@@ -327,3 +327,20 @@ def test_an_ir_datasets_entry_with_local_fields_is_refused_not_read_with_them_ig
     assert refusal(path) == (
         f"{path}: suites.s.datasets[0]: gives both id (ir_datasets) and {named} (local files); use one"
     )
+
+
+def test_a_first_stage_reference_no_dataset_has_figures_under_is_refused(tmp_path):
+    """A mistyped `reference` (here `jina-embedings-v3`) checked no first-stage figure, silently;
+    the names the config's datasets do have figures under are listed."""
+    path = write(
+        tmp_path,
+        "first_stages:\n  mine:\n    kind: bm25s\n    reference: [pyserini-bm25-flat, jina-embedings-v3]\n",
+    )
+    message = refusal(path)
+    assert message.startswith(
+        f"{path}: first_stages.mine.reference: no dataset of the config has published figures under "
+        f"'jina-embedings-v3' (names with figures: "
+    )
+    assert "jina-embeddings-v3" in message.split("names with figures: ")[1]
+    path.write_text("first_stages:\n  mine:\n    kind: bm25s\n    reference: jina-embeddings-v3\n")
+    assert load_config(path).first_stages["mine"].reference == ("jina-embeddings-v3",)

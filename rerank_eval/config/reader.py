@@ -90,6 +90,7 @@ class _ConfigReader(ValueChecks):
         }
         self._refuse_fallback_loops(first_stages)
         suites = {name: self._suite(name, body, first_stages) for name, body in self.raw["suites"].items()}
+        self._refuse_unknown_references(first_stages, suites)
         models = {name: self._model(name, body) for name, body in self.raw["models"].items()}
         # the packaged file gives every default, so only a user's file can have blanked one
         default_model = self.text("defaults.model", defaults.get("model"))
@@ -146,6 +147,22 @@ class _ConfigReader(ValueChecks):
                     raise self.fail(where, f"the fallbacks go round in a loop ({text})")
                 chain.append(spec.fallback)
                 spec = first_stages[spec.fallback]
+
+    def _refuse_unknown_references(
+        self, first_stages: dict[str, FirstStageSpec], suites: dict[str, SuiteSpec]
+    ) -> None:
+        """A first stage's `reference` names the published figures its results are checked against;
+        a name no dataset of the config has figures under (a typo) checked nothing, silently."""
+        datasets = [spec for suite in suites.values() for spec in suite.datasets]
+        known = {name for spec in datasets for name in spec.published_sources}
+        for name, stage in first_stages.items():
+            for reference in stage.reference:
+                if reference not in known:
+                    raise self.fail(
+                        f"first_stages.{name}.reference",
+                        f"no dataset of the config has published figures under {reference!r} "
+                        f"(names with figures: {', '.join(sorted(known)) or 'none'})"[:600],
+                    )
 
     def _suite(self, name: str, body: dict[str, Any], first_stages: dict[str, FirstStageSpec]) -> SuiteSpec:
         where = f"suites.{name}"
