@@ -65,19 +65,33 @@ def cache_holding(path: Path) -> str | None:
     None: results and exports written there could replace, or be taken for, its entries. A cache
     that holds the working folder (RERANK_EVAL_CACHE=.) holds every result and export, so it holds
     none here."""
-    from huggingface_hub import constants
-
     target, here = path.resolve(), Path.cwd().resolve()
-    written = (  # (of HF_HOME, only the hub cache holds what a run downloads)
-        ("IR_DATASETS_HOME", ir_datasets_home()),
-        ("HF_HUB_CACHE", Path(constants.HF_HUB_CACHE)),
-        ("RERANK_EVAL_CACHE", cache_root()),
-    )
-    for variable, folder in written:
-        cache = folder.resolve()
+    for variable, cache in _written_caches():
         if target.is_relative_to(cache) and not here.is_relative_to(cache):
             return f"{variable} {cache}"
     return None
+
+
+def cache_held_by(path: Path) -> str | None:
+    """The cache that lies inside `path`, as its variable and folder, else None: a run would write
+    it there while it runs, and the result folder then could not be published in its place."""
+    target = path.resolve()
+    for variable, cache in _written_caches():
+        if cache.is_relative_to(target) and cache != target:
+            return f"{variable} {cache}"
+    return None
+
+
+def _written_caches() -> list[tuple[str, Path]]:
+    """The caches a run writes in, resolved (of HF_HOME, only the hub cache holds what it downloads)."""
+    from huggingface_hub import constants
+
+    written = [
+        ("IR_DATASETS_HOME", ir_datasets_home()),
+        ("HF_HUB_CACHE", Path(constants.HF_HUB_CACHE)),
+        ("RERANK_EVAL_CACHE", cache_root()),
+    ]
+    return [(variable, folder.resolve()) for variable, folder in written]
 
 
 def cache_key(parts: dict[str, Any]) -> str:

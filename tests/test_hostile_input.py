@@ -677,6 +677,23 @@ def test_an_out_inside_a_cache_or_with_a_control_character_is_refused(tmp_path, 
     ResultWriter(tmp_path / "results" / "out").abort()
 
 
+def test_a_cache_inside_the_result_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A cache that the run would write inside its own result folder was found only when the
+    finished result could not be published (a whole run's work lost, the message blaming
+    "something put there during the run")."""
+    out = tmp_path / "out"
+    for variable in ("RERANK_EVAL_CACHE", "IR_DATASETS_HOME"):
+        monkeypatch.setenv(variable, str(out / "cache"))
+        with pytest.raises(UserError) as refused:
+            ResultWriter(out)
+        assert str(refused.value) == (
+            f"the cache {variable} {out / 'cache'} lies inside the result folder {out}; choose another folder"
+        )
+        monkeypatch.setenv(variable, str(tmp_path / "elsewhere"))
+    assert not out.exists()
+    ResultWriter(tmp_path / "out-beside").abort()
+
+
 @pytest.mark.parametrize(
     ("stage", "dataset", "message"),
     [

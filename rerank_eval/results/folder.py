@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank_eval.cache import cache_holding, disk_error
+from rerank_eval.cache import cache_held_by, cache_holding, disk_error
 from rerank_eval.errors import UserError, describe, term, warn
 from rerank_eval.paths import data_file_problem, inside, special_file_kind
 from rerank_eval.results import staging
@@ -73,7 +73,7 @@ def check_destination(final: Path, keep_identical: bool = False, holds: str = ""
     try:
         existing = keep_identical and (final / "manifest.json").is_file()
         taken = final.exists() or final.is_symlink()  # a broken link too
-        cache = cache_holding(final)
+        cache, inner = cache_holding(final), cache_held_by(final)
     except OSError as exc:  # a name too long, a symlink loop
         raise UserError(
             f"cannot use {final} as a result folder ({exc.strerror or exc}); choose another {term('out')}",
@@ -82,6 +82,11 @@ def check_destination(final: Path, keep_identical: bool = False, holds: str = ""
     if cache is not None:  # its files could be taken for, or replace, cache entries
         raise UserError(
             f"result folder {final} lies inside the cache {cache}; choose another {term('out')}",
+            {"out": "folder"},
+        )
+    if inner is not None:  # found only at the end, when publishing: a whole run's work lost
+        raise UserError(
+            f"the cache {inner} lies inside the result folder {final}; choose another {term('out')}",
             {"out": "folder"},
         )
     if taken and not existing:
