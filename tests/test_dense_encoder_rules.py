@@ -288,7 +288,8 @@ def test_a_token_id_beyond_the_models_embeddings_is_one_line(st_mean):
         encoder._forward([[1, 2], [3, embeddings + 7, 4]], "passage")
     assert str(refused.value) == (
         f"encoder {encoder.checkpoint.source}: its tokenizer gave token id {embeddings + 7:,} in a "
-        f"passage, beyond the model's {embeddings:,} token embeddings: is the tokenizer of another model?"
+        f"passage, beyond the {embeddings:,} token embeddings of the model: is the tokenizer of another "
+        f"model?"
     )
 
 

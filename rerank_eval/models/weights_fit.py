@@ -105,8 +105,8 @@ def check_token_ids_fit(rows: Sequence[Sequence[int]], model: Any, named: str, w
     embeddings = model.get_input_embeddings().num_embeddings
     if largest >= embeddings:
         raise UserError(
-            f"{named}: its tokenizer gave token id {largest:,} in {where}, beyond the model's "
-            f"{embeddings:,} token embeddings: is the tokenizer of another model?"
+            f"{named}: its tokenizer gave token id {largest:,} in {where}, beyond the {embeddings:,} "
+            f"token embeddings of the model: is the tokenizer of another model?"
         )
 
 
