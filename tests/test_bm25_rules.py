@@ -265,6 +265,8 @@ def test_english_words_of_one_or_two_letters_are_not_stemmed():
 HUB_ENTRY = """first_stages:
   published: {kind: hub, label: published, repo: org/runs, file: "runs/{name}.trec", reference: my-ref}
 """
+#: the entry without its reference, for a config whose datasets hold no figure under it
+UNREFERENCED_HUB_ENTRY = HUB_ENTRY.replace(", reference: my-ref", "")
 
 
 def test_a_hub_run_is_read_from_the_file_its_run_name_fills_in(tmp_path, monkeypatch, hub_cache):
@@ -295,7 +297,7 @@ def test_a_hub_run_is_read_from_the_file_its_run_name_fills_in(tmp_path, monkeyp
 @pytest.mark.parametrize("template", ["../{name}.trec", "/runs/{name}.trec"])
 def test_a_hub_file_template_that_leads_out_of_the_repository_is_refused(template, tmp_path, monkeypatch):
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    entry = HUB_ENTRY.replace('"runs/{name}.trec"', json.dumps(template))
+    entry = UNREFERENCED_HUB_ENTRY.replace('"runs/{name}.trec"', json.dumps(template))
     config = load_config(write_tiny(tmp_path / "tiny", entry))
     spec = config.suite("tiny").datasets[0]
     request = FirstStageRequest(spec, config.first_stage("published"), open_dataset(spec), QUERIES, 10)
@@ -305,7 +307,8 @@ def test_a_hub_file_template_that_leads_out_of_the_repository_is_refused(templat
 
 def test_a_hub_run_missing_offline_is_named_a_run_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(tmp_path / "cache"))
-    config = load_config(write_tiny(tmp_path / "tiny", HUB_ENTRY.replace("org/runs", "org/absent")))
+    entry = UNREFERENCED_HUB_ENTRY.replace("org/runs", "org/absent")
+    config = load_config(write_tiny(tmp_path / "tiny", entry))
     spec = config.suite("tiny").datasets[0]
     request = FirstStageRequest(spec, config.first_stage("published"), open_dataset(spec), QUERIES, 10)
     with pytest.raises(UserError, match=r"run file org/absent/runs/tiny\.trec"):

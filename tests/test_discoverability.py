@@ -70,7 +70,8 @@ def test_first_stages_lists_every_entry_and_what_cannot_run_here(narrow, tmp_pat
     from rerank_eval.first_stage import kind as first_stage_kind
 
     user = tmp_path / "mine.yaml"
-    user.write_text("first_stages:\n  my-own-encoder:\n    {kind: dense, encoder: ./enc, reference: mine}\n")
+    entry = "{kind: dense, encoder: ./enc, reference: pyserini-bm25}"
+    user.write_text(f"first_stages:\n  my-own-encoder:\n    {entry}\n")
     monkeypatch.setattr(type(first_stage_kind("lucene")), "available", lambda self: True)
     result = run("first-stages", "--config", user)
     assert result.exit_code == 0, result.output
@@ -79,7 +80,7 @@ def test_first_stages_lists_every_entry_and_what_cannot_run_here(narrow, tmp_pat
     assert list(rows) == [*load_config().first_stages, "my-own-encoder"]
     assert rows["lucene"][0] == "lucene" and rows["lucene"][2] == "pyserini-bm25-flat,pyserini-bm25"
     assert rows["jina-embeddings-v3"][::2] == ["dense", "jina-embeddings-v3"]
-    assert rows["my-own-encoder"] == ["dense", "my-own-encoder", "mine"]  # the label defaults to the name
+    assert rows["my-own-encoder"] == ["dense", "my-own-encoder", "pyserini-bm25"]  # label: the name
     assert "cannot run here" not in result.output
     assert "dense:ENCODER" in result.output
     monkeypatch.setattr(type(first_stage_kind("lucene")), "available", lambda self: False)
