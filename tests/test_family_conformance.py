@@ -155,3 +155,22 @@ def test_models_run_their_own_layers_not_kernels_fetched_from_the_hub(models, fa
         if isinstance(module, PreTrainedModel)
     ]
     assert held and all(module.use_kernels is False for module in held)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "first-stage-order"])
+def test_a_token_id_beyond_the_models_embeddings_is_one_line(models, family):
+    """A tokenizer of a larger vocabulary beside the weights (files of two models in one folder)
+    ended in an IndexError inside the model (on a GPU, a device-side assert). Here the model's
+    embeddings are said to be 5, so every text's ids go beyond them."""
+    reranker = load(models, family)
+    embeddings = next(
+        value.get_input_embeddings()
+        for value in vars(reranker).values()
+        if isinstance(value, torch.nn.Module) and hasattr(value, "get_input_embeddings")
+    )
+    embeddings.num_embeddings = 5
+    with pytest.raises(UserError) as refused:
+        reranker.score_batch(requests(["q1"]))
+    message = str(refused.value)
+    assert message.startswith(f"model {reranker.checkpoint.source}: its tokenizer gave token id ")
+    assert message.endswith("beyond the 5 token embeddings of the model: is the tokenizer of another model?")

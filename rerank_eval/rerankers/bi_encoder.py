@@ -26,6 +26,7 @@ from rerank_eval.first_stage.dense.recipe import encoder_class, read_sentence_tr
 from rerank_eval.first_stage.dense.vectors import pool
 from rerank_eval.models.checkpoint import Checkpoint
 from rerank_eval.models.common import right_padded, token_budget_batches, tokenized
+from rerank_eval.models.weights_fit import check_token_ids_fit
 from rerank_eval.rerankers.base import RerankRequest
 from rerank_eval.rerankers.pointwise import TransformerReranker
 
@@ -94,6 +95,7 @@ class BiEncoder(TransformerReranker):
         if self.embedding["lowercase"]:
             texts = [text.lower() for text in texts]
         rows = tokenized(self.tokenizer, texts, self.max_length, truncation=True, max_length=self.max_length)
+        check_token_ids_fit(rows, self.model, f"model {self.checkpoint.source}", f"a {side}")
         out = np.empty((len(rows), 0), dtype=np.float32)
         lengths = [len(r) for r in rows]
         for batch in token_budget_batches(lengths, self.max_batch_tokens):

@@ -30,7 +30,7 @@ from rerank_eval.models.common import (
     quiet_transformers,
     token_budget_batches,
 )
-from rerank_eval.models.weights_fit import check_config_fits_weights, read_config
+from rerank_eval.models.weights_fit import check_config_fits_weights, check_token_ids_fit, read_config
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.rerankers.settings import PointwiseSettings
 from rerank_eval.typed import declared_length
@@ -236,6 +236,8 @@ class PointwiseReranker(TransformerReranker):
     def score_batch(self, requests: Sequence[RerankRequest]) -> list[np.ndarray]:
         owners = [(r.query_id, r.query) for r in requests for _ in r.texts]
         encoded = self.encode_pairs([q for _, q in owners], [t for r in requests for t in r.texts])
+        ids = [e["input_ids"] for e in encoded]
+        check_token_ids_fit(ids, self.model, f"model {self.checkpoint.source}", "a pair")
         scores = np.empty(len(encoded), dtype=np.float32)
         lengths = [len(e["input_ids"]) for e in encoded]
         for batch in token_budget_batches(lengths, self.max_batch_tokens):

@@ -20,6 +20,7 @@ from rerank_eval.models.common import (
     to_device,
     token_budget_batches,
 )
+from rerank_eval.models.weights_fit import check_token_ids_fit
 from rerank_eval.rerankers.listwise.model import (
     VARLEN_ATTENTIONS,
 )
@@ -76,6 +77,8 @@ class BlockExecution:
         self._last_block_tokens = max(len(b.input_ids) for b in batch)
         self._last_block_query = batch[0].query_id
         self.before_forward()
+        named = f"model {self.checkpoint.source}"
+        check_token_ids_fit([b.input_ids for b in batch], self.backbone, named, "a block")
         inputs = self._packed(batch, markers) if self.settings.pack_blocks else self._padded(batch, markers)
         self._stats["forward_passes"] += 1
         self._stats["largest_batch_blocks"] = max(self._stats["largest_batch_blocks"], len(batch))
