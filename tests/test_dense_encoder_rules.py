@@ -295,7 +295,12 @@ def test_a_token_id_beyond_the_models_embeddings_is_one_line(st_mean):
 
 PROMPTS_FILE, POOLING_FILE = "config_sentence_transformers.json", "1_Pooling/config.json"
 MISREAD = [
-    (PROMPTS_FILE, {"prompts": {"query": 5}}, "prompt 'query' must be a text, not 5"),
+    (PROMPTS_FILE, {"prompts": {"query": 5}}, "the query prompt must be a text, not 5"),
+    (
+        PROMPTS_FILE,
+        {"prompts": {"classification": "k: ", "document": ["d: "]}},
+        "the document prompt must be a text, not ['d: ']",
+    ),
     (PROMPTS_FILE, {"prompts": ["q: "]}, "prompts must be an object of names and texts, not ['q: ']"),
     (PROMPTS_FILE, {"default_prompt_name": "nope"}, "default_prompt_name 'nope' names none of its prompts"),
     (
@@ -329,6 +334,30 @@ def test_settings_sentence_transformers_reads_otherwise_are_refused(tmp_path, fi
     with pytest.raises(UserError) as refused:
         _recipe(folder)
     assert str(refused.value) == f"{path.parent if file == POOLING_FILE else path}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "prefixes"),
+    [
+        (POOLING_FILE, {"pooling_mode_mean_tokens": 1, "pooling_mode_cls_token": 0}, None),
+        (POOLING_FILE, {"pooling_mode_max_tokens": None, "include_prompt": 1}, None),
+        ("sentence_bert_config.json", {"do_lower_case": 0}, None),
+        (PROMPTS_FILE, {"prompts": {"query": "q: ", "other": 5}}, ("q: ", "")),
+        (PROMPTS_FILE, {"prompts": {"query": "q: "}, "default_prompt_name": "document"}, ("q: ", "")),
+    ],
+)  # fmt: skip
+def test_settings_sentence_transformers_6_loads_are_read_as_it_reads_them(tmp_path, file, change, prefixes):
+    """0, 1 and null flags are read by their truth; a prompt no side uses is never read; `query`
+    and `document` are always prompt names (empty where the file gives none)."""
+    folder = dense_checkpoints.build_sentence_transformers(
+        tmp_path / "st", pooling="mean", normalize=True, prompts=PROMPTS
+    )
+    path = folder / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    recipe = _recipe(folder)
+    assert recipe.pooling == "mean" and recipe.lowercase is False
+    if prefixes is not None:
+        assert (recipe.query_prefix, recipe.passage_prefix) == prefixes
 
 
 def test_a_folder_where_the_transformer_config_goes_is_refused_not_passed_over(tmp_path):

@@ -110,8 +110,8 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
     if isinstance(declared, list):  # newer sentence-transformers name the modes (a list: concatenated)
         chosen = [str(mode) for mode in declared]
     else:
-        for key in (*_POOLING_KEYS, *_UNSUPPORTED_POOLING_KEYS, "include_prompt"):
-            _refuse_non_boolean(config, key, path)
+        for key in (*_POOLING_KEYS, *_UNSUPPORTED_POOLING_KEYS):
+            _refuse_non_flag(config, key, path)
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
         chosen += [key for key in _UNSUPPORTED_POOLING_KEYS if config.get(key)]
     if len(chosen) != 1 or chosen[0] not in POOLINGS:
@@ -119,18 +119,21 @@ def _pooling_from_config(config: dict[str, Any], path: Path) -> str:
             f"{path}: pooling {', '.join(chosen) or 'none'} is not supported "
             f"(use one of {', '.join(POOLINGS)})"
         )
-    if config.get("include_prompt") is False:
+    _refuse_non_flag(config, "include_prompt", path)
+    if not config.get("include_prompt", True):
         raise UserError(
             f"{path}: pooling that leaves the prompt out (include_prompt: false) is not supported"
         )
     return chosen[0]
 
 
-def _refuse_non_boolean(config: dict[str, Any], key: str, path: Path) -> None:
-    """A flag is read as sentence-transformers' Python reads it only when it is true or false: the
-    string "false" would be true there and here."""
-    if not isinstance(config.get(key, False), bool):
-        raise UserError(f"{path}: {key} must be true or false, not {config[key]!r}"[:300])
+def _refuse_non_flag(config: dict[str, Any], key: str, path: Path) -> None:
+    """sentence-transformers reads a flag by its truth: true, false, 1, 0 and null mean what they
+    say, but the string "false" would be true there and here, so a text (or anything else) is
+    refused."""
+    value = config.get(key, False)
+    if not (value is None or isinstance(value, bool) or (type(value) is int and value in (0, 1))):
+        raise UserError(f"{path}: {key} must be true or false, not {value!r}"[:300])
 
 
 #: the modules an encoder runs once; Dense layers may follow one another
@@ -187,7 +190,7 @@ def _transformer_settings(path: Path) -> dict[str, Any]:
     if bert_config is None:
         return {}
     values = read_object(bert_config, "sentence-transformers config")
-    _refuse_non_boolean(values, "do_lower_case", bert_config)
+    _refuse_non_flag(values, "do_lower_case", bert_config)
     found: dict[str, Any] = {}
     length = values.get("max_seq_length")
     if length is not None:
@@ -213,8 +216,8 @@ def _prompts_and_similarity(prompts_path: Path, normalize: bool) -> dict[str, An
             raise UserError(f"{prompts_path}: default_prompt_name must be a name, not {default_name!r}"[:300])
         _check_prompts(prompts, default_name, prompts_path)
         default = prompts.get(default_name, "")
-        found["query_prefix"] = _side_prompt(prompts, ("query",), default)
-        found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default)
+        found["query_prefix"] = _side_prompt(prompts, ("query",), default, prompts_path)
+        found["passage_prefix"] = _side_prompt(prompts, _PASSAGE_PROMPTS, default, prompts_path)
     similarity = settings.get("similarity_fn_name") or "cosine"
     if not isinstance(similarity, str) or similarity not in _SIMILARITIES:
         raise UserError(
@@ -226,14 +229,12 @@ def _prompts_and_similarity(prompts_path: Path, normalize: bool) -> dict[str, An
 
 
 def _check_prompts(prompts: Any, default_name: str, path: Path) -> None:
-    """Prompts as sentence-transformers loads them: an object of texts (null: none), and a default
-    prompt name that is one of them (sentence-transformers refuses the model otherwise)."""
+    """Prompts as sentence-transformers 6 loads them: an object of names and texts, and a default
+    prompt name that is one of them or `query` / `document` (which it always has, empty where the
+    file gives none); it refuses the model otherwise."""
     if not isinstance(prompts, dict):
         raise UserError(f"{path}: prompts must be an object of names and texts, not {prompts!r}"[:300])
-    for name, text in prompts.items():
-        if not isinstance(text, (str, type(None))):
-            raise UserError(f"{path}: prompt {name!r} must be a text, not {text!r}"[:300])
-    if default_name and default_name not in prompts:
+    if default_name and default_name not in (*prompts, "query", "document"):
         raise UserError(f"{path}: default_prompt_name {default_name!r} names none of its prompts"[:300])
 
 
@@ -246,13 +247,15 @@ def _check_dense_place(found: dict[str, Any], modules_path: Path) -> None:
         raise UserError(f"{modules_path}: a Dense module after Normalize is not supported")
 
 
-def _side_prompt(prompts: dict[str, Any], names: tuple[str, ...], default: Any) -> str:
+def _side_prompt(prompts: dict[str, Any], names: tuple[str, ...], default: Any, path: Path) -> str:
     """sentence-transformers' encode_query / encode_document: the first of the side's prompt names
     that the model has, else its default prompt. (sentence-transformers 6.x fills absent `query` and
     `document` with "" before looking, so it never reaches `passage`, `corpus` or the default there;
     we keep the rule its docstring states and that the models' authors wrote against.)"""
     chosen = next((prompts[name] for name in names if name in prompts), default)
-    return "" if chosen is None else str(chosen)
+    if not isinstance(chosen, (str, type(None))):  # (one never used is never read, there or here)
+        raise UserError(f"{path}: the {names[0]} prompt must be a text, not {chosen!r}"[:300])
+    return "" if chosen is None else chosen
 
 
 def _config_value(folder: Path, name: str) -> int | None:
