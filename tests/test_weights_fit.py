@@ -94,3 +94,35 @@ def test_a_config_transformers_cannot_build_a_model_from_is_one_line(built, kind
     broken = edited(built[kind], tmp_path / "padding", pad_token_id=vocabulary + 5)
     with pytest.raises(UserError, match=f"checkpoint {broken}: config.json does not build a model: "):
         load(kind, broken)
+
+
+def _tiny_bert(vocabulary: int):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=vocabulary, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
+    return BertModel(config)
+
+
+@pytest.mark.parametrize("adapted", [False, True])
+def test_token_ids_are_held_to_the_embeddings_also_under_an_adapter_and_with_padding(adapted):
+    """An adapter on the word embeddings (merge_adapters false) wraps them in PEFT's layer, which
+    has no num_embeddings of its own; the padding id a padded batch adds counts too."""
+    from rerank_eval.models.weights_fit import check_token_ids_fit
+
+    model = _tiny_bert(10)
+    if adapted:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["word_embeddings"]))
+        assert not hasattr(model.get_input_embeddings(), "num_embeddings")
+    check_token_ids_fit([[0, 9], []], model, "model m", "a pair", pad=0)
+    check_token_ids_fit([], model, "model m", "a pair")
+    for rows, pad in (([[1, 10]], None), ([[1, 2]], 12)):
+        with pytest.raises(UserError) as refused:
+            check_token_ids_fit(rows, model, "model m", "a pair", pad)
+        assert str(refused.value) == (
+            f"model m: its tokenizer gave token id {max(rows[0] + [pad or 0])} in a pair, beyond the 10 "
+            f"token embeddings of the model: is the tokenizer of another model?"
+        )

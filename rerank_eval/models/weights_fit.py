@@ -97,12 +97,17 @@ def check_tokenizer_fits_config(tokenizer: Any, config: Any, source: str) -> Non
         )
 
 
-def check_token_ids_fit(rows: Sequence[Sequence[int]], model: Any, named: str, where: str) -> None:
+def check_token_ids_fit(
+    rows: Sequence[Sequence[int]], model: Any, named: str, where: str, pad: int | None = None
+) -> None:
     """Refuse a token id beyond the model's embeddings (a tokenizer of a larger vocabulary beside
-    the weights) in one line, not as an indexing error inside the model; only where one occurs, as
-    a tokenizer may hold special tokens no text produces."""
+    the weights) in one line, not as an indexing error inside the model (on a GPU, a device-side
+    assert); only where one occurs, as a tokenizer may hold special tokens no text produces. `pad`:
+    the id padding adds, where rows are padded."""
     largest = max((max(row) for row in rows if len(row)), default=-1)
-    embeddings = model.get_input_embeddings().num_embeddings
+    largest = largest if pad is None else max(largest, pad)
+    layer = model.get_input_embeddings()
+    embeddings = getattr(layer, "base_layer", layer).num_embeddings  # (PEFT wraps an adapted one)
     if largest >= embeddings:
         raise UserError(
             f"{named}: its tokenizer gave token id {largest:,} in {where}, beyond the {embeddings:,} "

@@ -95,7 +95,8 @@ class BiEncoder(TransformerReranker):
         if self.embedding["lowercase"]:
             texts = [text.lower() for text in texts]
         rows = tokenized(self.tokenizer, texts, self.max_length, truncation=True, max_length=self.max_length)
-        check_token_ids_fit(rows, self.model, f"model {self.checkpoint.source}", f"a {side}")
+        pad = self.tokenizer.pad_token_id or 0
+        check_token_ids_fit(rows, self.model, f"model {self.checkpoint.source}", f"a {side}", pad)
         out = np.empty((len(rows), 0), dtype=np.float32)
         lengths = [len(r) for r in rows]
         for batch in token_budget_batches(lengths, self.max_batch_tokens):

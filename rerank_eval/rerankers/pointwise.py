@@ -237,7 +237,8 @@ class PointwiseReranker(TransformerReranker):
         owners = [(r.query_id, r.query) for r in requests for _ in r.texts]
         encoded = self.encode_pairs([q for _, q in owners], [t for r in requests for t in r.texts])
         ids = [e["input_ids"] for e in encoded]
-        check_token_ids_fit(ids, self.model, f"model {self.checkpoint.source}", "a pair")
+        pad = self.tokenizer.pad_token_id or 0
+        check_token_ids_fit(ids, self.model, f"model {self.checkpoint.source}", "a pair", pad)
         scores = np.empty(len(encoded), dtype=np.float32)
         lengths = [len(e["input_ids"]) for e in encoded]
         for batch in token_budget_batches(lengths, self.max_batch_tokens):

@@ -261,12 +261,13 @@ class DenseEncoder:
 
     def _forward(self, rows: Sequence[Sequence[int]], side: str) -> torch.Tensor:
         """Pooled (projected, normalised) float32 vectors of a batch as the recipe says, on the device."""
-        check_token_ids_fit(rows, self.model(side), f"encoder {self.checkpoint.source}", f"a {side}")
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        padded = None if self.packed_sequences else pad
+        check_token_ids_fit(rows, self.model(side), f"encoder {self.checkpoint.source}", f"a {side}", padded)
         tokens = int(sum(len(r) for r in rows))
         if self.packed_sequences:
             vectors, positions = self._packed_vectors(rows, side), tokens
         else:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             ids, mask = right_padded(rows, pad, self.pad_multiple)
             mask = to_device(mask, self.device)
             given = jina_kernels.padding_mask_4d(mask) if self.fused_kernels else mask
