@@ -189,16 +189,34 @@ def test_a_cached_run_changed_since_it_was_written_is_refused_naming_it(stubbed)
     assert record.execution["run_cached"] is False and set(run["1"]) == {"d1", "d2"}
 
 
-def test_a_cached_run_written_before_runs_were_hashed_is_searched_again(stubbed):
+def test_a_cached_run_written_before_runs_were_hashed_is_kept_and_its_hash_recorded(stubbed):
+    """Searching it again would need the corpus embeddings, which its record lets a user delete."""
     request = _request(stubbed.settings_now, QUERIES)
     stubbed.obtain(request)
     (path,) = stubbed.searches.paths
     record = path.with_suffix(".json")
     record.write_text(json.dumps({"corpus_documents": 2, "corpus_sha256": "c0ffee"}))
-    assert stubbed.obtain(request)[1].execution["run_cached"] is False
-    assert json.loads(record.read_text())["run_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert stubbed.obtain(request)[1].execution == {"run_cached": True}
-    assert len(stubbed.searches.paths) == 2
+    assert json.loads(record.read_text())["run_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(stubbed.searches.paths) == 1
+
+
+def test_a_run_rewritten_and_cut_short_leaves_no_earlier_run_beside_the_new_record(tmp_path, monkeypatch):
+    """The record goes first, the run last: killed in between, the earlier run beside the new
+    record's hash would be refused by every later command; without it, the next one searches."""
+    path = tmp_path / "runs" / "x.trec"
+    run_cache.write_run(path, {"1": {"a": 1.0}}, {"corpus_documents": 1})
+    written = run_cache.write_file
+
+    def killed_at_the_run(target, write):
+        if target == path:
+            raise KeyboardInterrupt
+        written(target, write)
+
+    monkeypatch.setattr(run_cache, "write_file", killed_at_the_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_cache.write_run(path, {"1": {"b": 2.0}}, {"corpus_documents": 1})
+    assert not path.exists() and run_cache.kept_run(path) is False
 
 
 def test_the_corpus_embeddings_are_kept_per_storage_shard_size_and_passage_encoder(tmp_path, monkeypatch):

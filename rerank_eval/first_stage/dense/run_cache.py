@@ -31,24 +31,38 @@ def write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
     except OSError as exc:
         raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
     text = "".join(lines).encode("utf-8")
-    record = {**corpus, "run_sha256": hashlib.sha256(text).hexdigest()}
-    write_file(path.with_suffix(".json"), lambda h: h.write(json.dumps(record, indent=1).encode()))
+    try:  # an earlier run here goes first: killed before the run is in place, its record's hash
+        path.unlink(missing_ok=True)  # beside the earlier run would refuse every later command
+    except OSError as exc:
+        raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
+    _write_record(path, {**corpus, "run_sha256": hashlib.sha256(text).hexdigest()})
     write_file(path, lambda h: h.write(text))
 
 
+def _write_record(run_path: Path, record: dict[str, Any]) -> None:
+    write_file(run_path.with_suffix(".json"), lambda h: h.write(json.dumps(record, indent=1).encode()))
+
+
 def kept_run(run_path: Path) -> bool:
-    """Whether the cached run is there, as written (the hash its record holds). One written before
-    runs were hashed is searched again; one changed since is refused, naming it."""
+    """Whether the cached run is there, as written (the hash its record holds); one changed since
+    is refused, naming it. One written before runs were hashed is taken as it is, as it was then,
+    and its hash recorded now: searching again would need the corpus embeddings, which may have
+    been deleted since (the record beside the run is there so that they can be)."""
     if not run_path.is_file():
         return False
-    written = run_corpus(run_path).get("run_sha256")
-    if written is None:
-        return False
+    record = run_corpus(run_path)
     try:
         with run_path.open("rb") as handle:
             now = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise UserError(f"cannot read the dense run {run_path}: {exc.strerror}") from None
+    written = record.get("run_sha256")
+    if written is None:
+        try:
+            _write_record(run_path, {**record, "run_sha256": now})
+        except UserError:  # a cache shared read-only: the run is used as before, its hash unrecorded
+            pass
+        return True
     if now != written:
         raise UserError(
             f"the dense run {run_path} is not the run written there (its hash differs from its record's); "
