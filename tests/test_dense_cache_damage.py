@@ -143,12 +143,29 @@ def test_an_impossible_shard_count_is_no_complete_cache_and_costs_no_memory(tmp_
     made_whole_again(cache)
 
 
-def test_a_cache_completed_before_the_order_was_hashed_is_completed_again(tmp_path):
+@pytest.mark.parametrize("older", ["order not hashed", "ranks.npy deleted", "ids_sorted.npy deleted"])
+def test_a_cache_without_its_order_or_its_hash_is_finished_again_from_its_shards(tmp_path, older):
+    """A cache an earlier rerank-eval completed, or one whose order files were deleted as a refusal
+    says: finished again from the shards' id lists alone (the corpus, 33M passages for MIRACL
+    English, not read again)."""
     cache = finished(tmp_path / "corpus")
+    info = cache.complete()
     record = cache.folder / "complete.json"
-    older = {k: v for k, v in json.loads(record.read_text()).items() if k != "order_sha256"}
-    record.write_text(json.dumps(older))
-    made_whole_again(cache)
+    if older == "order not hashed":
+        record.write_text(json.dumps({k: v for k, v in info.items() if k != "order_sha256"}))
+    else:
+        (cache.folder / older.split()[0]).unlink()
+    assert cache.complete() is None
+    assert cache.refinished() == info == cache.complete()
+
+
+def test_a_cache_whose_id_lists_cannot_be_read_is_not_finished_again_from_them(tmp_path):
+    cache = finished(tmp_path / "corpus")
+    (cache.folder / "ranks.npy").unlink()
+    (cache.folder / "shard-000001.ids.json").write_text("{")
+    assert cache.refinished() is None
+    (cache.folder / "complete.json").unlink()
+    assert cache.refinished() is None
 
 
 def test_a_shard_of_another_type_is_not_taken_for_written(tmp_path):

@@ -402,6 +402,40 @@ def test_a_complete_cache_missing_a_shard_encodes_it_again_and_matches(setup, re
     assert_same_files(folder, corpus_folder(reference_cache), embedded(names))
 
 
+#: the CLI with corpus encoding (which reads the whole corpus) ending the process if it is reached
+NO_CORPUS_READ_LAUNCHER = """
+import sys
+from rerank_eval.first_stage.dense import encoding
+def read_the_corpus(*args, **kwargs):
+    sys.exit(99)
+encoding.encode_corpus = read_the_corpus
+sys.argv[0] = "rerank-eval"
+from rerank_eval.cli import main
+main()
+"""
+
+
+def test_a_cache_completed_before_its_order_was_hashed_is_finished_again_without_the_corpus(
+    setup, reference, tmp_path
+):
+    """Every cache an earlier rerank-eval completed: its order files are made again from the
+    shards' id lists and hashed, the corpus not read (for MIRACL English, tens of minutes), and
+    the results are the reference's."""
+    reference_out, reference_cache = reference
+    cache = tmp_path / "cache"
+    shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
+    folder = corpus_folder(cache)
+    record = json.loads((folder / "complete.json").read_text())
+    older = {k: v for k, v in record.items() if k != "order_sha256"}
+    (folder / "complete.json").write_text(json.dumps(older))
+    (folder / "ranks.npy").unlink()
+    out = tmp_path / "out"
+    done = rerank_eval(setup, out, cache, launcher=[sys.executable, "-c", NO_CORPUS_READ_LAUNCHER])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((folder / "complete.json").read_text()) == record
+    assert_same_files(out, reference_out, result_files(out))
+
+
 # -- two gloo processes ------------------------------------------------------------------------------
 
 

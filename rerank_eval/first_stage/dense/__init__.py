@@ -175,10 +175,12 @@ class DenseRetrieval(FirstStageKind):
 
         cache, key = self.corpus_cache(request, encoder)
         info = agreed(cache.complete())  # rank 0 decides: ranks never take different paths
+        shard = ranks()
+        if info is None:  # an older cache, or order files deleted: finished again by rank 0 alone
+            info = agreed(cache.refinished() if shard.is_main else None)
         report: dict[str, Any] = {"encoded_passages": 0, "encode_seconds": 0.0}
         if info is not None:
             return cache, info, report
-        shard = ranks()
         if shard.is_main:
             cache.create(key)
         shard.barrier()

@@ -168,8 +168,8 @@ class CorpusEmbeddings:
         since (by hand, or a process killed as it rewrote one) is encoded again, not an error in
         every later run. What killed writers left is removed on the way. A file that is there but
         damaged (cut short, of another shape, edited) is refused in one line naming it
-        (`_check_whole`); a cache completed before the doc id order was hashed is completed again
-        (nothing is encoded again)."""
+        (`_check_whole`); one completed before the doc id order was hashed is no complete cache
+        here (`refinished` completes it again)."""
         path = self.folder / "complete.json"
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
@@ -184,8 +184,30 @@ class CorpusEmbeddings:
         self._check_whole(info)
         return info
 
-    def _needed(self, shards: int) -> Iterator[Path]:
-        yield from (self.folder / "ranks.npy", self.folder / "ids_sorted.npy")
+    def refinished(self) -> dict[str, Any] | None:
+        """Where `complete.json` and every shard are there but the doc-id order files are missing
+        or were written before they were hashed (by an earlier rerank-eval): the cache finished
+        again from the shards' id lists and checked (`complete`), the corpus not read again; None
+        where that cannot be done (the corpus is then read, and what is missing encoded)."""
+        try:
+            info = json.loads((self.folder / "complete.json").read_text(encoding="utf-8"))
+            shards, documents = int(info["shards"]), int(info["documents"])
+            corpus_sha256 = str(info["corpus_sha256"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if documents < 1 or shards != -(-documents // self.shard_size):
+            return None
+        if not all(path.is_file() for path in self._needed(shards, order=False)):
+            return None
+        try:
+            self.finish(shards, documents, corpus_sha256)
+        except (OSError, ValueError, TypeError, KeyError):  # an id list that cannot be read as one
+            return None
+        return self.complete()
+
+    def _needed(self, shards: int, order: bool = True) -> Iterator[Path]:
+        if order:
+            yield from (self.folder / "ranks.npy", self.folder / "ids_sorted.npy")
         for index in range(shards):
             yield from (self._vectors(index), self._ids(index))
 
