@@ -230,17 +230,26 @@ class CorpusEmbeddings:
             raise self._damaged("ranks.npy", f"or ids_sorted.npy cannot be read ({exc.strerror})") from None
         if order_sha256 != info["order_sha256"]:
             raise self._damaged("ranks.npy", "or ids_sorted.npy is not the doc id order written")
-        for index in range(shards):
-            rows = min(self.shard_size, documents - index * self.shard_size)
-            try:
-                vectors = self.shard(index)
-            except (OSError, ValueError) as exc:  # cut short, or not an array that maps
-                raise self._damaged(self._vectors(index).name, f"cannot be read ({exc})") from None
-            if vectors.dtype != STORAGE_DTYPES[self.storage] or vectors.shape != (rows, dimension):
-                raise self._damaged(
-                    self._vectors(index).name,
-                    f"holds {vectors.dtype} {vectors.shape}, not {self.storage} ({rows}, {dimension})",
-                )
+        widths = [self._checked_width(index, documents) for index in range(shards)]
+        if widths != [dimension] * shards:  # all alike: complete.json is the one that differs
+            if len(set(widths)) == 1:
+                what = f"says the vectors are {dimension} wide; its shards hold {widths[0]}"
+                raise self._damaged("complete.json", what)
+            index = next(i for i, width in enumerate(widths) if width != dimension)
+            what = f"holds vectors {widths[index]} wide, not {dimension}"
+            raise self._damaged(self._vectors(index).name, what)
+
+    def _checked_width(self, index: int, documents: int) -> int:
+        """The width of shard `index`'s vectors, once it maps as the type and rows it must hold."""
+        rows = min(self.shard_size, documents - index * self.shard_size)
+        try:
+            vectors = self.shard(index)
+        except (OSError, ValueError) as exc:  # cut short, or not an array that maps
+            raise self._damaged(self._vectors(index).name, f"cannot be read ({exc})") from None
+        if vectors.dtype != STORAGE_DTYPES[self.storage] or vectors.ndim != 2 or vectors.shape[0] != rows:
+            what = f"holds {vectors.dtype} {vectors.shape}, not {self.storage} ({rows}, ...)"
+            raise self._damaged(self._vectors(index).name, what)
+        return int(vectors.shape[1])
 
     def _damaged(self, name: str, what: str) -> UserError:
         return UserError(
