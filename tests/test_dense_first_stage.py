@@ -597,9 +597,9 @@ def test_corpus_vectors_changed_since_written_are_refused_before_a_run_is_cached
     shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
     folder = corpus_folder(cache)
     if damage == "not finite":
-        shard = folder / "shard-000000.npy"
+        shard = folder / "shard-000001.npy"  # (not the first: the shard is found, not assumed)
         np.save(shard, np.full_like(np.load(shard), np.nan))
-        message = "give a score that is not finite"
+        message = "give a score that is not finite (document "
     else:
         for shard in folder.glob("shard-*.npy"):
             vectors = np.load(shard)
@@ -612,7 +612,10 @@ def test_corpus_vectors_changed_since_written_are_refused_before_a_run_is_cached
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.splitlines()[-1]
     assert last.startswith(f"error: the corpus embeddings in {folder} {message}"), last
-    assert last.endswith("; delete that folder to encode the corpus again")
+    if damage == "not finite":  # the one shard to encode again, not the whole corpus
+        assert last.endswith("; delete shard-000001.npy and run again to encode it again")
+    else:
+        assert last.endswith("; delete that folder to encode the corpus again")
     assert not list((cache / "dense" / "runs").glob("*.trec")) and not out.exists()
     assert [p.name for p in (cache / "dense").iterdir() if p.name != "runs"] == [folder.name]
 

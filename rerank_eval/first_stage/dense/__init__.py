@@ -337,10 +337,12 @@ class DenseRetrieval(FirstStageKind):
             recorded = ("encoded_with", "shards_without_encoder_record")
             corpus.update({key: info[key] for key in recorded if key in info})
             run = keys_to_run(keys, query_ids, cache.ids_sorted())
-            if not all(math.isfinite(score) for docs in run.values() for score in docs.values()):
-                raise UserError(  # only a damaged cache gives one: its vectors were finite when written
-                    f"the corpus embeddings in {cache.folder} give a score that is not finite; delete "
-                    f"that folder to encode the corpus again"
+            scores = (item for docs in run.values() for item in docs.items())
+            if (bad := next((doc for doc, score in scores if not math.isfinite(score)), None)) is not None:
+                shard = cache.shard_holding(bad).name  # (its vectors were finite when written)
+                raise UserError(
+                    f"the corpus embeddings in {cache.folder} give a score that is not finite (document "
+                    f"{bad}); delete {shard} and run again to encode it again"
                 )
             write_run(run_path, run, corpus)
         return {"ranks": per_rank}

@@ -315,6 +315,13 @@ class CorpusEmbeddings:
         start = index * self.shard_size
         return vectors, np.load(self.folder / "ranks.npy", mmap_mode="r")[start : start + vectors.shape[0]]
 
+    def shard_holding(self, doc_id: str) -> Path:
+        """The vectors file of the shard that holds `doc_id`: its place in doc id order, then that
+        place's position in the corpus (only for a refusal: it reads the whole order)."""
+        place = int(np.searchsorted(self.ids_sorted(), doc_id.encode("utf-8")))
+        ranks = np.load(self.folder / "ranks.npy", mmap_mode="r")
+        return self._vectors(int(np.flatnonzero(ranks == place)[0]) // self.shard_size)
+
     def ids_sorted(self) -> np.ndarray:
         return np.load(self.folder / "ids_sorted.npy", mmap_mode="r")
 
