@@ -339,10 +339,10 @@ class DenseRetrieval(FirstStageKind):
             run = keys_to_run(keys, query_ids, cache.ids_sorted())
             scores = (item for docs in run.values() for item in docs.items())
             if (bad := next((doc for doc, score in scores if not math.isfinite(score)), None)) is not None:
-                shard = cache.shard_holding(bad).name  # (its vectors were finite when written)
+                damaged = cache.shard_holding(bad).name  # (its vectors were finite when written)
                 raise UserError(
                     f"the corpus embeddings in {cache.folder} give a score that is not finite (document "
-                    f"{bad}); delete {shard} and run again to encode it again"
+                    f"{bad}); delete {damaged} and run again to encode it again"
                 )
             write_run(run_path, run, corpus)
         return {"ranks": per_rank}

@@ -28,13 +28,12 @@ def write_run(path: Path, run: Run, corpus: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temporaries(path.parent)  # what runs killed while writing here left
+        # an earlier run here goes first: killed before the run is in place, the new record's hash
+        # beside the earlier run would refuse every later command
+        path.unlink(missing_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
     text = "".join(lines).encode("utf-8")
-    try:  # an earlier run here goes first: killed before the run is in place, its record's hash
-        path.unlink(missing_ok=True)  # beside the earlier run would refuse every later command
-    except OSError as exc:
-        raise UserError(f"cannot write the dense run {path}: {exc.strerror}") from None
     _write_record(path, {**corpus, "run_sha256": hashlib.sha256(text).hexdigest()})
     write_file(path, lambda h: h.write(text))
 
