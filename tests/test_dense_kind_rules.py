@@ -149,44 +149,32 @@ def test_the_run_record_names_the_encoder_its_recipe_and_how_the_run_was_compute
     assert again.execution == {"run_cached": True} and again.settings == record.settings
 
 
-@pytest.mark.parametrize("damage", ["removed", "not JSON", "not an object"])
-def test_a_cached_run_without_its_corpus_record_is_one_line_naming_what_to_delete(stubbed, damage):
+@pytest.mark.parametrize("damage", ["record removed", "record not JSON", "record not object", "run changed"])
+def test_a_cached_run_that_cannot_be_trusted_is_one_line_naming_what_to_delete(stubbed, damage):
     """The manifest records the corpus a run was searched over from the `.json` beside the cached
-    run: with it gone or damaged the run is not used without it, and the line says what to do."""
+    run: with it gone or damaged the run is not used without it. A run edited since it was written
+    (here another document in a place, the scores unchanged) passed its change into every later
+    result: its record's hash tells. Each time the line says what to do, and doing it works."""
     request = _request(stubbed.settings_now, QUERIES)
     stubbed.obtain(request)
     (path,) = stubbed.searches.paths
     record = path.with_suffix(".json")
-    if damage == "removed":
-        record.unlink()
+    if damage == "run changed":
+        path.write_text(path.read_text().replace(" d2 ", " d9 "))
+        what = "is not the run written there (its hash differs from its record's)"
     else:
-        record.write_text("{" if damage == "not JSON" else "[]")
+        what = f"has no readable record of its corpus beside it ({path.stem}.json)"
+        if damage == "record removed":
+            record.unlink()
+        else:
+            record.write_text("{" if damage == "record not JSON" else "[]")
     with pytest.raises(UserError) as refused:
         stubbed.obtain(request)
-    assert str(refused.value) == (
-        f"the dense run {path} has no readable record of its corpus beside it ({path.stem}.json); "
-        f"delete the run to search again"
-    )
+    assert str(refused.value) == f"the dense run {path} {what}; delete the run to search again"
     path.unlink()
-    assert stubbed.obtain(request)[1].settings["corpus_sha256"] == "c0ffee"
-
-
-def test_a_cached_run_changed_since_it_was_written_is_refused_naming_it(stubbed):
-    """A cached run is used as it is: one edited since (here another document in a place, the
-    scores unchanged) passed its change into every later result. Its record's hash tells."""
-    request = _request(stubbed.settings_now, QUERIES)
-    stubbed.obtain(request)
-    (path,) = stubbed.searches.paths
-    path.write_text(path.read_text().replace(" d2 ", " d9 "))
-    with pytest.raises(UserError) as refused:
-        stubbed.obtain(request)
-    assert str(refused.value) == (
-        f"the dense run {path} is not the run written there (its hash differs from its record's); "
-        f"delete the run to search again"
-    )
-    path.unlink()
-    run, record = stubbed.obtain(request)
-    assert record.execution["run_cached"] is False and set(run["1"]) == {"d1", "d2"}
+    run, again = stubbed.obtain(request)
+    assert again.execution["run_cached"] is False and again.settings["corpus_sha256"] == "c0ffee"
+    assert set(run["1"]) == {"d1", "d2"}
 
 
 def test_a_cached_run_written_before_runs_were_hashed_is_kept_and_its_hash_recorded(stubbed):
