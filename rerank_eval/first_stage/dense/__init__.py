@@ -174,8 +174,10 @@ class DenseRetrieval(FirstStageKind):
         from rerank_eval.runtime.distributed import agreed, ranks
 
         cache, key = self.corpus_cache(request, encoder)
-        info = agreed(cache.complete())  # rank 0 decides: ranks never take different paths
         shard = ranks()
+        # rank 0 checks and decides (others would read the same gigabytes of headers and hashes),
+        # so ranks never take different paths; where it refuses, the others stop with it
+        info = agreed(cache.complete() if shard.is_main else None)
         if info is None:  # an older cache, or order files deleted: finished again by rank 0 alone
             info = agreed(cache.refinished() if shard.is_main else None)
         report: dict[str, Any] = {"encoded_passages": 0, "encode_seconds": 0.0}
@@ -216,7 +218,7 @@ class DenseRetrieval(FirstStageKind):
         if shard.is_main:
             cache.finish(done.shards, done.documents, done.corpus_sha256)
         shard.barrier()
-        return cache, cache.complete(), report
+        return cache, agreed(cache.complete() if shard.is_main else None), report
 
     def fetch_model(self, source: FirstStageSpec) -> str | None:
         return self.encoder(source.settings).checkpoint.source
@@ -259,7 +261,7 @@ class DenseRetrieval(FirstStageKind):
         run_path = (
             cache_root() / "dense" / "runs" / f"{file_name(request.dataset.id)}-{_key_digest(query_key)}.trec"
         )
-        execution: dict[str, Any] = {"run_cached": agreed(kept_run(run_path))}
+        execution: dict[str, Any] = {"run_cached": agreed(kept_run(run_path) if ranks().is_main else None)}
         if not execution["run_cached"]:
             execution.update(self._search(request, encoder, run_path))
         ranks().barrier()
