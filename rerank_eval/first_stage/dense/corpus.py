@@ -170,14 +170,13 @@ class CorpusEmbeddings:
         damaged (cut short, of another shape, edited) is refused in one line naming it
         (`_check_whole`); one completed before the doc id order was hashed is no complete cache
         here (`refinished` completes it again)."""
-        path = self.folder / "complete.json"
+        info = self._recorded()
+        if info is None or "order_sha256" not in info:
+            return None
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
             shards = int(info["shards"])
             remove_dead_temporaries(self.folder)
         except (OSError, ValueError, TypeError, KeyError):
-            return None
-        if not isinstance(info, dict) or "order_sha256" not in info:
             return None
         if not all(path.is_file() for path in self._needed(shards)):  # lazily: any number may be there
             return None
@@ -189,13 +188,15 @@ class CorpusEmbeddings:
         or were written before they were hashed (by an earlier rerank-eval): the cache finished
         again from the shards' id lists and checked (`complete`), the corpus not read again; None
         where that cannot be done (the corpus is then read, and what is missing encoded)."""
+        info = self._recorded()
+        if info is None:
+            return None
         try:
-            info = json.loads((self.folder / "complete.json").read_text(encoding="utf-8"))
             shards, documents = int(info["shards"]), int(info["documents"])
             corpus_sha256 = str(info["corpus_sha256"])
-        except (OSError, ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError):
             return None
-        if documents < 1 or shards != -(-documents // self.shard_size):
+        if documents < 1 or shards != self._shard_count(documents):
             return None
         if not all(path.is_file() for path in self._needed(shards, order=False)):
             return None
@@ -204,6 +205,17 @@ class CorpusEmbeddings:
         except (OSError, ValueError, TypeError, KeyError):  # an id list that cannot be read as one
             return None
         return self.complete()
+
+    def _recorded(self) -> dict[str, Any] | None:
+        """What `complete.json` holds, where it is a JSON object (None: absent or unreadable)."""
+        try:
+            info = json.loads((self.folder / "complete.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def _shard_count(self, documents: int) -> int:
+        return -(-documents // self.shard_size)
 
     def _needed(self, shards: int, order: bool = True) -> Iterator[Path]:
         if order:
@@ -219,7 +231,7 @@ class CorpusEmbeddings:
         documents, shards, dimension = (info.get(name) for name in ("documents", "shards", "dimension"))
         sizes = (documents, shards, dimension)
         if not all(type(size) is int and size > 0 for size in sizes) or (
-            shards != -(-documents // self.shard_size)
+            shards != self._shard_count(documents)
             or info.get("shard_size") != self.shard_size
             or info.get("storage") != self.storage
         ):
