@@ -3,7 +3,6 @@ the host without making the host wait for anything queued after them."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,19 +34,51 @@ def pool_packed(
     of `multiple`. The texts are laid out padded a group at a time, each group within `budget`
     positions as a padded batch would be (one layout of a whole packed batch, many short texts
     beside a long one, would need far more memory than its budget), by copies to distinct places,
-    so the same bits on every run (an accumulating scatter would not give them)."""
-    lengths = [end - start for start, end in itertools.pairwise(bounds)]
-    vectors = hidden.new_empty((len(lengths), hidden.shape[-1]), dtype=torch.float32)
-    for group in token_budget_batches([rounded_up(n, multiple) for n in lengths], budget):
-        width = rounded_up(max(lengths[i] for i in group), multiple)
-        sources = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in group])
-        places = torch.cat([torch.arange(lengths[i]) + k * width for k, i in enumerate(group)])
-        mask = torch.arange(width)[None] < torch.tensor([lengths[i] for i in group])[:, None]
-        laid_out = hidden.new_zeros(len(group) * width, hidden.shape[-1])
-        laid_out.index_copy_(0, to_device(places, hidden.device), hidden[to_device(sources, hidden.device)])
-        pooled = pool(laid_out.view(len(group), width, -1), to_device(mask.long(), hidden.device), pooling)
-        vectors.index_copy_(0, to_device(torch.tensor(group), hidden.device), pooled)
+    so the same bits on every run (an accumulating scatter would not give them). Every group's
+    indices go to the device in one copy (`_layouts`)."""
+    vectors = hidden.new_empty((len(bounds) - 1, hidden.shape[-1]), dtype=torch.float32)
+    layouts, packed = _layouts(np.asarray(bounds, dtype=np.int64), budget, multiple)
+    on_device = to_device(torch.from_numpy(packed), hidden.device)
+    for layout in layouts:
+        sources, places, mask, group = (on_device[start:end] for start, end in layout.spans)
+        laid_out = hidden.new_zeros(layout.rows * layout.width, hidden.shape[-1])
+        laid_out.index_copy_(0, places, hidden[sources])
+        pooled = pool(laid_out.view(layout.rows, layout.width, -1), mask.view(layout.rows, -1), pooling)
+        vectors.index_copy_(0, group, pooled)
     return vectors
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One group of `pool_packed`: its texts × `width` padded positions, and where its source
+    tokens, their places, its mask and its text indices lie in the copied index array."""
+
+    rows: int
+    width: int
+    spans: tuple[tuple[int, int], ...]
+
+
+def _layouts(bounds: np.ndarray, budget: int, multiple: int) -> tuple[list[_Layout], np.ndarray]:
+    """Each group's layout and all their int64 indices in one array: a group's source tokens
+    (each text's, in group order), the places they are copied to (text k of the group at
+    k × width), its mask (rows × width, 1 on real tokens) and its texts' indices."""
+    lengths = np.diff(bounds)
+    layouts, parts, offset = [], [], 0
+    for group in token_budget_batches([rounded_up(int(n), multiple) for n in lengths], budget):
+        members = np.asarray(group, dtype=np.int64)
+        counts = lengths[members]
+        width = rounded_up(int(counts.max()), multiple)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        sources = np.repeat(bounds[members], counts) + within
+        places = np.repeat(np.arange(len(members)) * width, counts) + within
+        mask = (np.arange(width)[None] < counts[:, None]).astype(np.int64).ravel()
+        spans = []
+        for part in (sources, places, mask, members):
+            spans.append((offset, offset + len(part)))
+            offset += len(part)
+        parts += [sources, places, mask, members]
+        layouts.append(_Layout(len(members), width, tuple(spans)))
+    return layouts, np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 @dataclass
