@@ -563,10 +563,10 @@ def test_fetch_no_encode_downloads_only_as_offline_runs_ask(setup, tmp_path, mon
     )
 
 
-def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, reference, monkeypatch, tmp_path):
-    _, reference_cache = reference
+def test_non_finite_query_vectors_stop_before_a_run_is_cached(setup, monkeypatch, tmp_path):
+    """(In-process, so the corpus is encoded here: the reference's cache is keyed by its own
+    process's CPU threads.)"""
     cache = tmp_path / "cache"
-    shutil.copytree(reference_cache / "dense", cache / "dense", ignore=shutil.ignore_patterns("runs"))
     monkeypatch.setenv("RERANK_EVAL_CACHE", str(cache))
     from rerank_eval.first_stage.dense.encoder import DenseEncoder
 

@@ -347,14 +347,14 @@ def test_packing_is_only_where_it_can_run(jina, tmp_path, monkeypatch):
     failure = jina_kernels.packing_failure(config, cpu, torch.bfloat16)
     assert failure.startswith("the varlen kernel differs from SDPA by 0.5")
 
-    def missing(*args):
-        raise ModuleNotFoundError("No module named 'torch.nn.attention.varlen'\nmore")
+    def unsupported(*args):  # what FlashAttention says on a GPU older than Ampere
+        raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\nmore")
 
-    monkeypatch.setattr(jina_kernels, "packed_attention", missing)
+    monkeypatch.setattr(jina_kernels, "packed_attention", unsupported)
     failure = jina_kernels.packing_failure(config, cpu, torch.float32)
-    assert failure == "ModuleNotFoundError: No module named 'torch.nn.attention.varlen'"
+    assert failure == "RuntimeError: FlashAttention only supports Ampere GPUs or newer."
     monkeypatch.setattr(jina_kernels, "compile_failure", lambda *args: None)
-    with pytest.raises(UserError, match="packed_sequences cannot run on cpu: ModuleNotFoundError"):
+    with pytest.raises(UserError, match="packed_sequences cannot run on cpu: RuntimeError"):
         _encoder(jina, fused_kernels=True, packed_sequences=True)
 
 
@@ -406,3 +406,14 @@ def test_the_encoder_loads_its_model_outside_inference_mode(jina, monkeypatch):
         encoder.embed(TEXTS, "query")
     assert modes == [False]
     assert encoder.model("query").use_kernels is False  # its own layers, not the Hub's kernels
+
+
+def test_the_varlen_kernel_is_called_as_its_operator_declares():
+    """On CUDA packed attention calls aten's FlashAttention operator directly; on meta tensors
+    the operator gives its output's shape, so a call that no longer fits the installed torch's
+    schema (arguments renamed, moved or added) fails here rather than on a GPU."""
+    bounds = (0, 3, 10, 11)
+    states = [torch.empty(11, 4, 8, device="meta", dtype=torch.bfloat16) for _ in range(3)]
+    packing = jina_kernels.Packing(torch.tensor(bounds, dtype=torch.int32, device="meta"), bounds)
+    out = jina_kernels.varlen_kernel(*states, packing, 8**-0.5)
+    assert out.shape == (11, 4, 8) and out.dtype == torch.bfloat16

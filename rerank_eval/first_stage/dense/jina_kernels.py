@@ -126,16 +126,24 @@ def packed_attention(
     call (24 per forward pass), enough with the rest to keep the GPU waiting for the host (probed
     2026-12-04); the kernel and its arguments are the same."""
     if query.device.type == "cuda":
-        longest, starts = packing.longest, packing.starts
-        # positional: dropout 0, not causal, no debug mask (the same in every torch since 2.4)
-        return torch.ops.aten._flash_attention_forward(
-            query, key, value, starts, starts, longest, longest, 0.0, False, False, scale=scale
-        )[0]
+        return varlen_kernel(query, key, value, packing, scale)
     out = torch.empty_like(query)
     for start, end in zip(packing.bounds, packing.bounds[1:]):
         states = (t[start:end].transpose(0, 1) for t in (query, key, value))
         out[start:end] = nn.functional.scaled_dot_product_attention(*states, scale=scale).transpose(0, 1)
     return out
+
+
+def varlen_kernel(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packing: Packing, scale: float
+) -> torch.Tensor:
+    """FlashAttention's varlen kernel through aten's operator (CUDA; meta tensors take its shapes,
+    which is how a CPU test holds the call to the operator's schema)."""
+    longest, starts = packing.longest, packing.starts
+    # positional: dropout 0, not causal, no debug mask (the same in every torch since 2.4)
+    return torch.ops.aten._flash_attention_forward(
+        query, key, value, starts, starts, longest, longest, 0.0, False, False, scale=scale
+    )[0]
 
 
 def _rotated_pair(
