@@ -93,6 +93,44 @@ def encode_check(device: str, quick: bool) -> list[dict]:
              "seconds": time.time() - started, "passed": exact and fast, "result": result}]  # fmt: skip
 
 
+#: the corpus path at a run's shard size (`first_stage.dense` writes shards of 65,536): three shards
+CORPUS_SCALE = {"passages": 196_608, "shard_size": 65_536}
+QUICK_CORPUS_SCALE = {"passages": 3_000, "shard_size": 1_000}
+
+
+def corpus_scale_check(device: str, quick: bool) -> list[dict]:
+    """Ours packed through `encode_corpus` (reading, tokenizing, queuing, writing) over three shards
+    of a run's size, the rate the GPU-hour projections rest on (informational: no target). The
+    reader tokenizes the whole first shard before the GPU starts (about 8 s at this size on an
+    H200), a share that falls as a corpus grows; the bench's shards of 2,000 weigh their
+    boundaries far more."""
+    from rerank_eval.bench.corpus_path import time_corpus_path
+    from rerank_eval.bench.device import datasheet_peak, measured_matmul_peak
+    from rerank_eval.bench.encoder import flops_per_sequence, non_embedding_parameters
+
+    cuda = device == "cuda"
+    shape, sizes = ("tiny", QUICK_CORPUS_SCALE) if quick or not cuda else ("xlm-roberta-large", CORPUS_SCALE)
+    passages, _ = EncodeWorkload(sizes["passages"], 1, seed=21).texts()
+    torch_device = torch.device(device)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    matmul = measured_matmul_peak(torch_device, 8192 if cuda else 512, dtype)
+    peaks = (datasheet_peak(torch_device)[1], matmul)
+    shards = f"{len(passages):,} passages in shards of {sizes['shard_size']:,}"
+    check = f"bench-encode corpus path, {shards} ({shape})"
+    with tempfile.TemporaryDirectory(prefix="rerank-eval-corpus-scale-") as folder:
+        checkpoint, recipe = random_encoder_checkpoint(shape, Path(folder))
+        encoder = DenseEncoder(checkpoint, recipe, device, fused_kernels=True, packed_sequences=True)
+        model = encoder.model("passage")
+        flops_of = flops_per_sequence(model.config, non_embedding_parameters(model))
+        encoder.embed(passages[:2000], "passage")  # the kernels compiled before the clock starts
+        result = time_corpus_path(encoder, passages, sizes["shard_size"], flops_of, peaks)
+        encoder.unload()
+    note = (f"{result['passages_per_second']:,.0f} passages/s, {result['tokens_per_second']:,.0f} tokens/s, "
+            f"MFU {_percent(result, 'mfu_datasheet')} ({result['shards']} shards, "
+            f"{result['passages_encoded']:,} distinct passages encoded)")  # fmt: skip
+    return [{"check": check, "passed": None, "result": result, "note": note}]
+
+
 def encoder_no_wait_check(device: str) -> list[dict]:
     """A chunk's batches and the copy of its vectors are queued without any call that waits for the
     GPU (`torch.cuda.set_sync_debug_mode("error")`), padded and packed; then the vectors taken back

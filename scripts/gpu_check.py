@@ -47,7 +47,9 @@ failure (reported in its row) or a time limit loses nothing already measured. In
    profile of ours, padded and packed, on 8,000 passages once every batch shape has run (the
    steady state of a corpus): how busy the GPU was and its kernel time by class (matrix products,
    attention, compiled elementwise kernels, GELU, LayerNorm, copies, other), the largest kernels
-   named in the JSON: what is left between the measured MFU and the 40% target.
+   named in the JSON: what is left between the measured MFU and the 40% target. Then ours packed
+   through the corpus path over 196,608 passages in three shards of a run's size (65,536), the
+   rate the GPU-hour projections rest on (informational).
 7. Dense exact search at HotpotQA's size: 5,000,000 × 1024 float16 random vectors in shards of
    65,536 written to a temporary folder, 7,405 queries, top-100 (target < 60 s, the files in the
    page cache as after encoding; peak GPU memory within a bound set by the shard size and
@@ -79,6 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dense_checks import (  # beside this script
     class_seconds,
+    corpus_scale_check,
     encode_check,
     encode_profile_check,
     encoder_no_wait_check,
@@ -276,6 +279,7 @@ def main() -> None:
         ("bench-encode", functools.partial(encode_check, device, args.quick)),
         ("bench-encode: chunk queued without waiting", functools.partial(encoder_no_wait_check, device)),
         ("bench-encode profile", functools.partial(encode_profile_check, device, args.quick)),
+        ("bench-encode corpus path", functools.partial(corpus_scale_check, device, args.quick)),
         ("exact search", functools.partial(search_check, device, args.quick, root)),
         # what each of ours' changes adds (informational: no target)
         *((f"bench {b[0]}, {variant}", functools.partial(bench_check, device, args.quick, *b, variant))

@@ -2,9 +2,10 @@
 
 `bench-encode --corpus-shard-size N` runs `encode_corpus` over the workload's passages in shards of
 N into a temporary corpus cache (reading, tokenizing, encoding and writing float16 shards overlap
-there), right after ours with the same encoder, and reports it as ours is reported. The GPU-hour
-projections rest on this rate; shards much smaller than a run's 65,536 make their boundaries
-weigh more than they do in a run, so the figure errs low.
+there), right after ours with the same encoder, and reports it as ours is reported. Shards much
+smaller than a run's 65,536 make their boundaries weigh more than they do in a run, so the figure
+errs low; the GPU-hour projections rest on this rate at a run's shard size (`scripts/gpu_check.py`,
+its corpus-path row).
 """
 
 from __future__ import annotations
