@@ -140,7 +140,7 @@ def varlen_kernel(
     """FlashAttention's varlen kernel through aten's operator (CUDA; meta tensors take its shapes,
     which is how a CPU test holds the call to the operator's schema)."""
     longest, starts = packing.longest, packing.starts
-    # positional: dropout 0, not causal, no debug mask (the same in every torch since 2.4)
+    # positional, in the schema's order: dropout 0, not causal, no debug mask
     return torch.ops.aten._flash_attention_forward(
         query, key, value, starts, starts, longest, longest, 0.0, False, False, scale=scale
     )[0]
