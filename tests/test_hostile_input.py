@@ -854,7 +854,7 @@ def test_a_key_given_twice_with_two_values_is_refused(tmp_path):
 def test_score_refuses_the_pass_through_and_special_documents_files(tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("a\nb\n")
-    assert "the bm25 preset keeps a first stage's order" in one_line_error(
+    assert "the bm25 and first-stage presets keep a first stage's order" in one_line_error(
         run("score", "--model", "bm25", "--query", "q", "--docs", docs)
     )
     for query in ([], ["--query", " "]):

@@ -383,6 +383,22 @@ def test_seconds_are_said_to_leave_out_scores_from_the_journal(runs_dir, tmp_pat
     assert note in " ".join(" ".join(caption).split())
 
 
+def test_the_first_stage_preset_is_bm25s_twin_under_a_name_for_any_first_stage(runs_dir, tmp_path):
+    """`--model first-stage` keeps the first stage's order as `--model bm25` does (a dense first
+    stage or a user's run file is not BM25, which the bm25 preset's name made runs read as): the
+    same values, named for what the run is."""
+    outputs, saved = {}, {}
+    for name in ("bm25", "first-stage"):
+        out = tmp_path / name
+        result = cli("beir", "--datasets", "fiqa", "--model", name, "--runs-dir", runs_dir, "--out", out)
+        assert result.exit_code == 0, result.output
+        outputs[name], saved[name] = result.output, load_result(out)
+    assert "first-stage (first-stage order, no reranker) on beir (top-100)" in outputs["first-stage"]
+    assert saved["first-stage"].manifest.model.name == "first-stage"
+    assert saved["first-stage"].manifest.model.family == saved["bm25"].manifest.model.family
+    pd.testing.assert_frame_equal(saved["first-stage"].per_query, saved["bm25"].per_query)
+
+
 def test_datasets_given_twice_are_both_run(runs_dir, tmp_path):
     """`-d fiqa -d scifact` runs both (once only the last was run, without a word)."""
     out = tmp_path / "both"

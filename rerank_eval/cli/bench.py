@@ -230,8 +230,8 @@ def bench_encode(
 ) -> None:
     """Benchmark the dense encoder: the straightforward way against ours, same workload, same run.
 
-    The straightforward way: float32, fixed batches of 32 in input order, every text encoded (the
-    usual one-off script; sentence-transformers itself sorts by length first).
+    The straightforward way (the usual one-off script): float32, batches of 32 in input order.
+
     Ours encodes each distinct text once, in length-sorted batches under a token budget."""
     from rerank_eval.bench.encoder import SHAPES, run_bench_encode
     from rerank_eval.bench.table import encode_table

@@ -165,7 +165,7 @@ def _scores_with_progress(reranker: Any, query: str, texts: list[str]) -> list[f
     family = registry.family(reranker.family)
     if not family.needs_model:
         raise UserError(
-            "the bm25 preset keeps a first stage's order and has no scores of its own; "
+            "the bm25 and first-stage presets keep a first stage's order and have no scores of their own; "
             "score needs a model (--model PRESET, a Hub id or a checkpoint directory)"
         )
     what = f"scoring {len(texts):,} document{'s' * (len(texts) != 1)}"

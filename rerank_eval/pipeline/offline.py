@@ -109,7 +109,8 @@ def fetch_command(plan: RunPlan, models: list[str]) -> str:
 
 
 def _with_files(plan: RunPlan, models: list[str]) -> list[str]:
-    """The models that have files to fetch: not the bm25 preset, which keeps the first-stage order."""
+    """The models that have files to fetch: not the bm25 and first-stage presets, which keep the
+    first-stage order."""
     from rerank_eval.rerankers import registry
 
     presets = [plan.config.models.get(model) for model in models]

@@ -234,7 +234,7 @@ def _averages_from(report: Report) -> int | None:
 def report_table(report: Report) -> ResultTable:
     """Every measure of one result, first stage and reranked, per row."""
     model = report.manifest.model
-    # the bm25 preset's name could be read as the first stage's, which the caption names
+    # the bm25 preset's name could be read as the first stage's (which the caption names): said
     named = f"{model.name} (first-stage order, no reranker)" if model.keeps_first_stage_order else model.name
     title = f"{named} on {report.manifest.suite.name} (top-{report.recall[2:]})"
     columns = [Column("Dataset", numeric=False)]

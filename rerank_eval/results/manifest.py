@@ -58,7 +58,7 @@ class Model:
 
     @property
     def keeps_first_stage_order(self) -> bool:
-        """Whether it is the bm25 preset's pass-through, which scores nothing of its own."""
+        """Whether it is the pass-through of the bm25 and first-stage presets, which scores nothing."""
         return self.family == "first-stage-order"
 
 
