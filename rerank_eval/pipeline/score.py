@@ -22,6 +22,7 @@ from rerank_eval.pipeline.interrupt import Interrupted, StopRequest, StopRequest
 from rerank_eval.pipeline.journal import JOURNAL_FORMAT, ScoredQuery, ScoreJournal, journal_path
 from rerank_eval.pipeline.plan import CandidateOrder, RunPlan
 from rerank_eval.pipeline.prepare import PreparedDataset
+from rerank_eval.rerankers import registry
 from rerank_eval.rerankers.base import DatasetContext, Reranker, RerankRequest
 from rerank_eval.runfiles import Run
 from rerank_eval.runtime.distributed import Ranks, ranks
@@ -163,13 +164,16 @@ def rerank_dataset(
             file=sys.stderr,
         )
     pending_queries = sum(len(chunk) for chunk in pending)
+    # (the bm25 and first-stage presets score nothing: their progress says what they do)
+    scores = registry.family(reranker.family).needs_model
+    doing = "reranking" if scores else "keeping the first-stage order of"
     reranker.forward_hook = stop.raise_if_requested
     try:
         # Closed explicitly, so an interrupt joins the background thread and ends the progress display.
         with (
             closing(prepared_ahead(reranker, pending)) as batches,
             closing(
-                track(batches, pending_queries, f"reranking {prepared.spec.key}", size=lambda b: len(b[0]))
+                track(batches, pending_queries, f"{doing} {prepared.spec.key}", size=lambda b: len(b[0]))
             ) as tracked,
         ):
             for chunk, ready in tracked:
