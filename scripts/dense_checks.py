@@ -107,13 +107,14 @@ def corpus_scale_check(device: str, quick: bool) -> list[dict]:
     from rerank_eval.bench.corpus_path import time_corpus_path
     from rerank_eval.bench.device import datasheet_peak, measured_matmul_peak
     from rerank_eval.bench.encoder import flops_per_sequence, non_embedding_parameters
+    from rerank_eval.models.common import pick_dtype
 
     cuda = device == "cuda"
     shape, sizes = ("tiny", QUICK_CORPUS_SCALE) if quick or not cuda else ("xlm-roberta-large", CORPUS_SCALE)
     passages, _ = EncodeWorkload(sizes["passages"], 1, seed=21).texts()
     torch_device = torch.device(device)
-    dtype = torch.bfloat16 if cuda else torch.float32
-    matmul = measured_matmul_peak(torch_device, 8192 if cuda else 512, dtype)
+    # the peaks as `bench-encode` measures them: its matmul size, ours' dtype
+    matmul = measured_matmul_peak(torch_device, 8192 if cuda else 1024, pick_dtype(None, torch_device))
     peaks = (datasheet_peak(torch_device)[1], matmul)
     shards = f"{len(passages):,} passages in shards of {sizes['shard_size']:,}"
     check = f"bench-encode corpus path, {shards} ({shape})"
